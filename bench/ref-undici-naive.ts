@@ -1,0 +1,67 @@
+import { createServer, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
+import { Pool } from 'undici';
+
+/**
+ * Reference proxy, the "naive" one: node:http server + undici `Pool` + `pool.stream()` piping
+ * the answer into `res`. It forwards method, headers and body and nothing more (no routing,
+ * no forwarded headers, no metrics): the floor cost of node:http + undici that Switchyard
+ * builds on. TARGET is the upstream origin; PORT picks the port (0: any); prints `{"port":N}`.
+ */
+
+const target = process.env['TARGET'];
+if (target === undefined) {
+  process.stderr.write('TARGET is required, e.g. TARGET=http://127.0.0.1:3000\n');
+  process.exit(2);
+}
+
+// Same socket ceiling as the http-proxy reference's agent (maxSockets 256).
+const pool = new Pool(target, { connections: 256 });
+
+// The few hop-by-hop names undici refuses in a request (and that must not be relayed anyway).
+const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade']);
+
+function strip(headers: IncomingHttpHeaders): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  for (const [k, v] of Object.entries(headers)) if (v !== undefined && !HOP.has(k)) out[k] = v;
+  return out;
+}
+
+const server = createServer((req, res) => {
+  const ac = new AbortController();
+  res.on('close', () => {
+    if (!res.writableFinished) ac.abort();
+  });
+  const bodyless = req.method === 'GET' || req.method === 'HEAD';
+  if (bodyless) req.resume();
+  pool.stream(
+    {
+      path: req.url ?? '/',
+      method: (req.method ?? 'GET') as 'GET',
+      headers: strip(req.headers) as Record<string, string>,
+      body: bodyless ? null : req,
+      signal: ac.signal,
+      opaque: res,
+    },
+    ({ statusCode, headers, opaque }) => {
+      opaque.writeHead(statusCode, strip(headers));
+      return opaque;
+    },
+    (err) => {
+      if (err === null) return;
+      if (!res.headersSent) res.writeHead(502, { 'content-type': 'text/plain' });
+      res.end(`bad gateway: ${err.message}`);
+    },
+  );
+});
+
+server.listen(Number(process.env['PORT'] ?? '0'), process.env['HOST'] ?? '127.0.0.1', () => {
+  const addr = server.address();
+  process.stdout.write(`${JSON.stringify({ port: typeof addr === 'object' && addr !== null ? addr.port : 0 })}\n`);
+});
+
+for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+  process.on(sig, () => {
+    server.close(() => void pool.close().finally(() => process.exit(0)));
+    server.closeAllConnections();
+  });
+}

@@ -1,0 +1,178 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  cores, cpuFor, cpuModel, envInt, envList, fmt, formatTable, installCleanup, median, pinningNote, pinSelf, ratio, rssMb,
+  sleep, startNodeService, stopAll, tail, wantsJson,
+} from './common.ts';
+import { pickDriver, runLoad, type Driver, type LoadResult } from './load.ts';
+import { startTarget, TARGET_NAMES, type Running, type TargetName } from './targets.ts';
+
+/**
+ * `npm run bench`: Switchyard against the upstream hit directly and three reference proxies,
+ * all in one run on one machine, interleaved over ROUNDS rounds. See bench/README.md.
+ */
+
+const CONNECTIONS = envInt('CONNECTIONS', 50);
+const DURATION = envInt('DURATION', 10);
+const ROUNDS = Math.max(1, envInt('ROUNDS', 3));
+const WARMUP = envInt('WARMUP', 2);
+const BODY_SIZES = (envList('BODY_SIZES') ?? [String(envInt('BODY_SIZE', 0))]).map((s) => {
+  const n = Number(s);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`BODY_SIZES: "${s}" is not a byte count`);
+  return n;
+});
+const TARGETS = (envList('TARGETS') ?? [...TARGET_NAMES]).map((t) => {
+  if (!(TARGET_NAMES as readonly string[]).includes(t)) throw new Error(`TARGETS: unknown "${t}" (known: ${TARGET_NAMES.join(', ')})`);
+  return t as TargetName;
+});
+const BASELINES: readonly TargetName[] = ['direct', 'http-proxy', 'undici-naive', 'nginx'];
+
+interface Row {
+  target: TargetName;
+  runs: LoadResult[];
+  rss: number[];
+  /** Why the row has no (or partial) numbers. */
+  note?: string;
+}
+
+interface Summary {
+  target: TargetName;
+  ok: boolean;
+  rps?: number;
+  p50Ms?: number;
+  p99Ms?: number;
+  /** non-2xx + socket errors + timeouts, summed over the measured runs. */
+  errors?: number;
+  rssMb?: number;
+  rounds: LoadResult[];
+  note?: string;
+}
+
+function summarize(r: Row): Summary {
+  const base: Summary = { target: r.target, ok: r.runs.length > 0, rounds: r.runs };
+  if (r.note !== undefined) base.note = r.note;
+  if (r.runs.length === 0) return base;
+  base.rps = median(r.runs.map((x) => x.rps));
+  base.p50Ms = median(r.runs.map((x) => x.p50Ms));
+  base.p99Ms = median(r.runs.map((x) => x.p99Ms));
+  base.errors = r.runs.reduce((s, x) => s + x.non2xx + x.errors + x.timeouts, 0);
+  if (r.rss.length > 0) base.rssMb = Math.max(...r.rss);
+  return base;
+}
+
+async function measure(t: Running, driver: Driver): Promise<{ result: LoadResult; rss: number | undefined }> {
+  const load = { url: t.url, connections: CONNECTIONS, driver, cpu: cpuFor('load') };
+  if (WARMUP > 0) await runLoad({ ...load, durationSec: WARMUP });
+  const result = await runLoad({ ...load, durationSec: DURATION });
+  // Right after the load, while the proxy still holds what the load made it allocate.
+  const rss = t.proc !== undefined ? rssMb(t.proc.pid) : undefined;
+  if (t.proc !== undefined && !t.proc.isRunning()) throw new Error(`${t.name} exited during the run: ${tail(t.proc.stderrTail())}`);
+  return { result, rss };
+}
+
+async function benchBodySize(bodySize: number, driver: Driver, log: (s: string) => void): Promise<Summary[]> {
+  const tmp = mkdtempSync(join(tmpdir(), 'switchyard-bench-'));
+  const rows = new Map<TargetName, Row>(TARGETS.map((t) => [t, { target: t, runs: [], rss: [] }]));
+  const running: Running[] = [];
+  try {
+    const upstream = await startNodeService('upstream', 'upstream.ts', { BODY_SIZE: String(bodySize) }, cpuFor('upstream'));
+    const ctx = { upstreamUrl: `http://127.0.0.1:${upstream.port}`, tmpDir: tmp };
+    for (const name of TARGETS) {
+      try {
+        running.push(await startTarget(name, { ...ctx, tmpDir: mkdtempSync(join(tmp, `${name}-`)) }));
+      } catch (e) {
+        rows.get(name)!.note = (e as Error).message;
+        log(`  ${name}: ${(e as Error).message}`);
+      }
+    }
+    for (let round = 0; round < ROUNDS; round++) {
+      // Rotate the order each round so no target always runs first (cold) or last (hot machine).
+      const order = running.map((_, i) => running[(i + round) % running.length]!);
+      log(`  round ${round + 1}/${ROUNDS}: ${order.map((t) => t.name).join(' → ')}`);
+      for (const t of order) {
+        const row = rows.get(t.name)!;
+        if (row.note !== undefined) continue;
+        try {
+          const { result, rss } = await measure(t, driver);
+          row.runs.push(result);
+          if (rss !== undefined) row.rss.push(rss);
+          log(`    ${t.name.padEnd(13)} ${fmt(result.rps).padStart(8)} rps  p99 ${fmt(result.p99Ms, 2)} ms`);
+        } catch (e) {
+          row.note = `failed in round ${round + 1}: ${(e as Error).message}`;
+          log(`    ${t.name}: ${row.note}`);
+        }
+        await sleep(200);
+      }
+    }
+  } finally {
+    await Promise.all(running.map((t) => t.proc?.stop()));
+    await stopAll();
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  return TARGETS.map((t) => summarize(rows.get(t)!));
+}
+
+/** Half the min-max range of rps over rounds, relative to the median: how much to trust a ratio. */
+function spread(s: Summary): string {
+  if (s.rounds.length < 2 || s.rps === undefined) return '-';
+  const xs = s.rounds.map((r) => r.rps);
+  return `±${((50 * (Math.max(...xs) - Math.min(...xs))) / s.rps).toFixed(0)}%`;
+}
+
+function table(summaries: Summary[]): string {
+  const rps = new Map(summaries.map((s) => [s.target, s.rps]));
+  const headers = ['target', 'rps', 'spread', 'p50 ms', 'p99 ms', 'errors', 'RSS MB', ...BASELINES.map((b) => `vs ${b}`)];
+  const rows = summaries.map((s) => [
+    s.target,
+    s.ok ? fmt(s.rps) : 'failed',
+    spread(s),
+    fmt(s.p50Ms, 2),
+    fmt(s.p99Ms, 2),
+    fmt(s.errors),
+    fmt(s.rssMb, 1),
+    ...BASELINES.map((b) => ratio(s.rps, rps.get(b))),
+  ]);
+  return formatTable(headers, rows);
+}
+
+async function main(): Promise<void> {
+  installCleanup();
+  const json = wantsJson();
+  const driver = pickDriver();
+  // The in-process autocannon runs on the load core; wrk is pinned there when spawned.
+  pinSelf(cpuFor('load'));
+  const machine = {
+    cpu: cpuModel(),
+    cores: cores(),
+    node: process.version,
+    driver: driver === 'wrk' ? 'wrk (1 thread)' : 'autocannon (in-process; tops out near 46k rps, install wrk for more headroom)',
+    pinning: pinningNote(),
+  };
+  const settings = { connections: CONNECTIONS, durationSec: DURATION, warmupSec: WARMUP, rounds: ROUNDS, bodySizes: BODY_SIZES, targets: TARGETS };
+  const out = (s: string): void => void process.stdout.write(`${s}\n`);
+  out('Switchyard benchmark');
+  out(`  machine  ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}`);
+  out(`  driver   ${machine.driver}`);
+  out(`  pinning  ${machine.pinning}`);
+  out(`  load     ${CONNECTIONS} connections, ${WARMUP} s warmup + ${DURATION} s per run, ${ROUNDS} round(s), interleaved`);
+  out(`  figures  rps/p50/p99: median over rounds; spread: ±half the rps range over rounds; RSS: proxy process (+ children) right after the load, max over rounds`);
+
+  const tables: { bodySize: number; rows: Summary[] }[] = [];
+  for (const bodySize of BODY_SIZES) {
+    out(`\n== body ${bodySize} bytes ==`);
+    const rows = await benchBodySize(bodySize, driver, out);
+    tables.push({ bodySize, rows });
+    out('');
+    out(table(rows));
+    for (const r of rows) if (r.note !== undefined) out(`  note: ${r.target}: ${r.note}`);
+    for (const r of rows) if ((r.errors ?? 0) > 0) out(`  note: ${r.target}: ${r.errors} failed responses (non-2xx, socket errors or timeouts)`);
+  }
+  out('\nratios: target rps / baseline rps (same run, same machine); > 1.00x is faster than the baseline.');
+  if (json) out(`\n${JSON.stringify({ machine, settings, tables })}`);
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`bench failed: ${(e as Error).stack ?? String(e)}\n`);
+  process.exitCode = 1;
+});

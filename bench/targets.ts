@@ -1,0 +1,166 @@
+import { chmodSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import {
+  BENCH_TOKEN, cpuFor, findCommand, freePort, NODE, REPO_ROOT, startNodeService, startProcess, tail, waitForHttp,
+  type Proc,
+} from './common.ts';
+
+/** How each compared target is started: the references, nginx and Switchyard itself. */
+
+export const TARGET_NAMES = ['direct', 'switchyard', 'http-proxy', 'undici-naive', 'nginx'] as const;
+export type TargetName = (typeof TARGET_NAMES)[number];
+
+export interface Running {
+  name: TargetName;
+  /** The URL the load generator hits. */
+  url: string;
+  /** The proxy's process (RSS is read from it); undefined for `direct`. */
+  proc: Proc | undefined;
+}
+
+export interface StartContext {
+  upstreamUrl: string;
+  tmpDir: string;
+}
+
+/** Starts one target, or explains in one line why it could not (the row shows it). */
+export async function startTarget(name: TargetName, ctx: StartContext): Promise<Running> {
+  switch (name) {
+    case 'direct':
+      return { name, url: `${ctx.upstreamUrl}/`, proc: undefined };
+    case 'http-proxy':
+    case 'undici-naive':
+      return startNodeRef(name, ctx);
+    case 'nginx':
+      return startNginx(ctx);
+    case 'switchyard': {
+      const sy = await startSwitchyard({ blue: ctx.upstreamUrl, green: ctx.upstreamUrl, tmpDir: ctx.tmpDir });
+      return { name, url: `http://127.0.0.1:${sy.port}/`, proc: sy.proc };
+    }
+  }
+}
+
+async function startNodeRef(name: 'http-proxy' | 'undici-naive', ctx: StartContext): Promise<Running> {
+  const script = name === 'http-proxy' ? 'ref-http-proxy.ts' : 'ref-undici-naive.ts';
+  const { proc, port } = await startNodeService(name, script, { TARGET: ctx.upstreamUrl }, cpuFor('proxy'));
+  const url = `http://127.0.0.1:${port}/`;
+  await ready(proc, url);
+  return { name, url, proc };
+}
+
+async function ready(proc: Proc, url: string): Promise<void> {
+  try {
+    await waitForHttp(url, { proc, timeoutMs: 15_000 });
+  } catch (e) {
+    await proc.stop();
+    throw new Error(`${(e as Error).message}; stderr: ${tail(proc.stderrTail())}`, { cause: e });
+  }
+}
+
+// ---------------------------------------------------------------- nginx
+
+export function nginxConf(dir: string, listenPort: number, upstreamUrl: string): string {
+  const up = new URL(upstreamUrl);
+  return `worker_processes 1;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/client_body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  keepalive_requests 100000;
+  upstream bench_upstream {
+    server ${up.hostname}:${up.port};
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:${listenPort};
+    location / {
+      proxy_pass http://bench_upstream;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+`;
+}
+
+async function startNginx(ctx: StartContext): Promise<Running> {
+  const nginx = findCommand('nginx');
+  if (nginx === undefined) throw new Error('skipped: nginx not installed (Debian: apt-get install nginx-light)');
+  const port = await freePort();
+  const conf = join(ctx.tmpDir, 'nginx.conf');
+  writeFileSync(conf, nginxConf(ctx.tmpDir, port, ctx.upstreamUrl));
+  // Started as root, nginx's worker runs as nobody and must reach its temp paths under the dir.
+  chmodSync(ctx.tmpDir, 0o755);
+  const proc = startProcess('nginx', nginx, ['-e', join(ctx.tmpDir, 'error.log'), '-p', ctx.tmpDir, '-c', conf], { cpu: cpuFor('proxy') });
+  const url = `http://127.0.0.1:${port}/`;
+  await ready(proc, url);
+  return { name: 'nginx', url, proc };
+}
+
+// ---------------------------------------------------------------- switchyard
+
+export interface SwitchyardOptions {
+  blue: string;
+  green: string;
+  tmpDir: string;
+}
+
+export interface SwitchyardRun {
+  proc: Proc;
+  port: number;
+  adminPort: number;
+}
+
+/** The bench config: one app "bench" on every host, blue and green pools, file store, quiet logs. */
+export function switchyardConfig(o: { port: number; adminPort: number; blue: string; green: string; statePath: string }): string {
+  return `listen: { host: 127.0.0.1, port: ${o.port} }
+admin:
+  host: 127.0.0.1
+  port: ${o.adminPort}
+  tokens: [ { name: bench, token: ${BENCH_TOKEN} } ]
+store: { kind: file, path: ${JSON.stringify(o.statePath)} }
+log: { level: warn, accessSample: 0 }
+shutdown: { grace: 1s, hardStop: 2s }
+apps:
+  - name: bench
+    hosts: ["*"]
+    pools:
+      blue:  { version: "1.0.0", targets: [${JSON.stringify(o.blue)}] }
+      green: { version: "2.0.0", targets: [${JSON.stringify(o.green)}] }
+    initial: { blue: 100 }
+`;
+}
+
+/**
+ * Starts `node src/main.ts serve --config <generated>` (or `$SWITCHYARD_ENTRY`) and waits for
+ * admin `/readyz` 200, then for the proxy port to answer 200.
+ * Fails with "switchyard failed to start: <stderr tail>" (never crashes the harness).
+ */
+export async function startSwitchyard(o: SwitchyardOptions): Promise<SwitchyardRun> {
+  const port = await freePort();
+  const adminPort = await freePort();
+  const configPath = join(o.tmpDir, 'switchyard.yaml');
+  writeFileSync(configPath, switchyardConfig({ port, adminPort, blue: o.blue, green: o.green, statePath: join(o.tmpDir, 'state.json') }));
+  // SWITCHYARD_ENTRY benches another entry point, e.g. the built dist/main.js.
+  const entry = resolve(REPO_ROOT, process.env['SWITCHYARD_ENTRY'] ?? 'src/main.ts');
+  const proc = startProcess('switchyard', NODE, [entry, 'serve', '--config', configPath], {
+    cpu: cpuFor('proxy'),
+    cwd: REPO_ROOT,
+  });
+  try {
+    await waitForHttp(`http://127.0.0.1:${adminPort}/readyz`, { proc, timeoutMs: 20_000 });
+    await waitForHttp(`http://127.0.0.1:${port}/`, { proc, timeoutMs: 5_000 });
+  } catch (e) {
+    await proc.stop();
+    const out = [proc.stderrTail(), proc.stdoutTail()].filter((s) => s !== '').join('\n');
+    throw new Error(`switchyard failed to start: ${(e as Error).message}; output: ${tail(out)}`, { cause: e });
+  }
+  return { proc, port, adminPort };
+}

@@ -1,0 +1,149 @@
+import type { Controller, WriteOptions } from '../control/controller.ts';
+import type { CountsSource } from '../control/counts.ts';
+import { SwitchyardError } from '../errors.ts';
+import type { RoutingState } from '../state/types.ts';
+import { ANONYMOUS } from './auth.ts';
+import { ifNoneMatchHits, rollbackBody, switchBody, weightsBody } from './body.ts';
+import type { AdminRoute, Reply, RouteContext } from './router.ts';
+import { appStateView, drainView, historyView } from './views.ts';
+
+export interface CoreRouteDeps {
+  readonly controller: Controller;
+  readonly counts: CountsSource;
+  readonly now: () => number;
+  readonly ready: () => boolean;
+  readonly readyDetails?: (() => Record<string, unknown>) | undefined;
+  readonly metrics?: { readonly contentType: string; render(): Promise<string> } | undefined;
+  /** whether /metrics needs a token (config.admin.metricsAuth) */
+  readonly metricsAuth: boolean;
+}
+
+export const HISTORY_DEFAULT_LIMIT = 50;
+export const HISTORY_MAX_LIMIT = 1000;
+
+/** `"7"`: the ETag of an app's state is its revision. */
+export function etagOf(revision: number): string {
+  return `"${revision}"`;
+}
+
+/** An app's AppState with its ETag. */
+export function appStateReply(controller: Controller, counts: CountsSource, app: string, status = 200): Reply {
+  const view = appStateView(controller, counts, app);
+  return { status, headers: { etag: etagOf(view.revision) }, json: view };
+}
+
+/**
+ * Runs a write and answers the new AppState. A stale If-Match is a 412 that carries the current
+ * state (and its ETag), so the caller can look and retry without another round trip.
+ */
+async function write(deps: CoreRouteDeps, ctx: RouteContext, app: string, run: (opts: WriteOptions) => Promise<RoutingState>, fields: { reason?: string | null | undefined; force?: boolean | undefined }): Promise<Reply> {
+  const opts: WriteOptions = { by: ctx.actor ?? ANONYMOUS, reason: fields.reason ?? null, expectedRevision: ctx.expectedRevision(), force: fields.force ?? false };
+  try {
+    await run(opts);
+  } catch (err) {
+    if (err instanceof SwitchyardError && err.code === 'STALE_REVISION') {
+      const current = appStateView(deps.controller, deps.counts, app);
+      const stale = new SwitchyardError('STALE_REVISION', err.message, { details: { currentRevision: current.revision, current } });
+      return { status: stale.status, headers: { etag: etagOf(current.revision) }, json: stale.toJSON() };
+    }
+    throw err;
+  }
+  return appStateReply(deps.controller, deps.counts, app);
+}
+
+function historyLimit(url: URL): number {
+  const raw = url.searchParams.get('limit');
+  if (raw === null) return HISTORY_DEFAULT_LIMIT;
+  const n = /^\d{1,7}$/.test(raw) ? Number(raw) : NaN;
+  if (!(n >= 1 && n <= HISTORY_MAX_LIMIT)) {
+    const message = `must be an integer from 1 to ${HISTORY_MAX_LIMIT}`;
+    throw new SwitchyardError('BAD_REQUEST', `limit: ${message}, got "${raw.slice(0, 20)}"`, { details: [{ path: 'limit', message }] });
+  }
+  return n;
+}
+
+function flag(url: URL, name: string): boolean {
+  const v = url.searchParams.get(name);
+  return v === '1' || v === 'true' || v === '';
+}
+
+/** The endpoints of CONTRACT §4 this module answers (whereis, stats and rollouts plug in later). */
+export function coreRoutes(deps: CoreRouteDeps): AdminRoute[] {
+  const { controller, counts } = deps;
+  const param = (ctx: RouteContext, name: string): string => ctx.params[name] as string;
+  const routes: AdminRoute[] = [
+    { method: 'GET', path: '/healthz', handler: () => ({ json: { status: 'ok' } }) },
+    {
+      method: 'GET',
+      path: '/readyz',
+      handler: () => {
+        const ready = deps.ready();
+        const json: Record<string, unknown> = { status: ready ? 'ready' : 'unavailable' };
+        if (deps.readyDetails !== undefined) json.details = deps.readyDetails();
+        return { status: ready ? 200 : 503, json };
+      },
+    },
+    { method: 'GET', path: '/v1/apps', handler: () => ({ json: { apps: controller.config.apps.map((a) => appStateView(controller, counts, a.name)) } }) },
+    {
+      method: 'GET',
+      path: '/v1/apps/:app',
+      handler: (ctx) => {
+        const app = param(ctx, 'app');
+        const etag = etagOf(controller.state(app).revision);
+        if (ifNoneMatchHits(ctx.req.headers['if-none-match'], etag)) return { status: 304, headers: { etag }, json: null };
+        return appStateReply(controller, counts, app);
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/apps/:app/switch',
+      handler: async (ctx) => {
+        const app = param(ctx, 'app');
+        controller.appConfig(app);
+        const body = await ctx.body(switchBody);
+        return write(deps, ctx, app, (opts) => controller.switchTo(app, body.to, opts), body);
+      },
+    },
+    {
+      method: 'PUT',
+      path: '/v1/apps/:app/weights',
+      handler: async (ctx) => {
+        const app = param(ctx, 'app');
+        controller.appConfig(app);
+        const body = await ctx.body(weightsBody);
+        const weights = controller.parseWeights(app, body.weights);
+        return write(deps, ctx, app, (opts) => controller.setWeights(app, weights, opts), body);
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/apps/:app/rollback',
+      handler: async (ctx) => {
+        const app = param(ctx, 'app');
+        controller.appConfig(app);
+        const body = await ctx.body(rollbackBody);
+        return write(deps, ctx, app, (opts) => controller.rollback(app, opts), body);
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/apps/:app/history',
+      handler: async (ctx) => {
+        const app = param(ctx, 'app');
+        const pools = Object.keys(controller.appConfig(app).pools);
+        const entries = await controller.history(app, historyLimit(ctx.url));
+        return { json: historyView(entries, pools) };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/apps/:app/pools/:pool/drain',
+      handler: (ctx) => ({ json: drainView(controller, counts, param(ctx, 'app'), param(ctx, 'pool'), deps.now(), { byInstance: flag(ctx.url, 'instances') }) }),
+    },
+  ];
+  const metrics = deps.metrics;
+  if (metrics !== undefined) {
+    routes.push({ method: 'GET', path: '/metrics', auth: deps.metricsAuth, handler: async () => ({ raw: await metrics.render(), contentType: metrics.contentType }) });
+  }
+  return routes;
+}

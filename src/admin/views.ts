@@ -1,0 +1,139 @@
+import type { Controller } from '../control/controller.ts';
+import type { CountsSource, PoolCounts } from '../control/counts.ts';
+import { SwitchyardError } from '../errors.ts';
+import type { HistoryEntry } from '../state/types.ts';
+import { activePool, bpToPct, weightsToPct } from '../state/weights.ts';
+
+/**
+ * The JSON the admin API answers with, built from the controller's state and the live counts.
+ * Pure functions of their arguments (time is passed in), so each view is unit-testable alone.
+ */
+
+export interface PoolView {
+  version: string;
+  targets: string[];
+  /** percent */
+  weight: number;
+  inflight: number;
+  upgraded: number;
+  drained: boolean;
+}
+
+/** The contract's `AppState`. */
+export interface AppStateView {
+  app: string;
+  revision: number;
+  /** pool → percent, in the configured pool order */
+  weights: Record<string, number>;
+  /** the pool at 100 %, or null during a split */
+  active: string | null;
+  updatedAt: string;
+  updatedBy: string;
+  reason: string | null;
+  pools: Record<string, PoolView>;
+  instances: { applied: number; total: number };
+}
+
+export interface DrainView {
+  pool: string;
+  /** percent */
+  weight: number;
+  inflight: number;
+  upgraded: number;
+  pinned: number;
+  /** ISO time the pool's weight became 0, or null while it has weight */
+  drainingSince: string | null;
+  /** drainingSince + the app's drain.timeout, as ISO, or null */
+  deadline: string | null;
+  /** ms left until `deadline` by the server's clock (0 once passed), or null; spares the CLI a clock-skew guess */
+  remainingMs: number | null;
+  drained: boolean;
+  /** per-instance counts, only when asked for (`?instances=1`) */
+  instances?: Record<string, PoolCounts>;
+}
+
+export interface HistoryEntryView {
+  revision: number;
+  /** pool → percent */
+  weights: Record<string, number>;
+  action: string;
+  by: string;
+  reason: string | null;
+  at: string;
+}
+
+/** A pool is drained once no traffic is sent to it and nothing it carried is still open. */
+export function isDrained(weightBp: number, counts: PoolCounts): boolean {
+  return weightBp === 0 && counts.inflight === 0 && counts.upgraded === 0;
+}
+
+export function appStateView(controller: Controller, counts: CountsSource, app: string): AppStateView {
+  const cfg = controller.appConfig(app);
+  const state = controller.state(app);
+  const names = Object.keys(cfg.pools);
+  const pools: Record<string, PoolView> = {};
+  for (const name of names) {
+    const pool = cfg.pools[name];
+    if (pool === undefined) continue;
+    const bp = state.weights[name] ?? 0;
+    const c = counts.poolCounts(app, name);
+    pools[name] = { version: pool.version, targets: [...pool.targets], weight: bpToPct(bp), inflight: c.inflight, upgraded: c.upgraded, drained: isDrained(bp, c) };
+  }
+  return {
+    app,
+    revision: state.revision,
+    weights: weightsToPct(state.weights, names),
+    active: activePool(state.weights),
+    updatedAt: state.updatedAt,
+    updatedBy: state.updatedBy,
+    reason: state.reason,
+    pools,
+    instances: counts.instances(app, state.revision),
+  };
+}
+
+export interface DrainViewOptions {
+  /** add the per-instance breakdown @default false */
+  byInstance?: boolean;
+}
+
+/** Drain figures of one pool, summed over the fleet; throws UNKNOWN_APP / UNKNOWN_POOL (404). */
+export function drainView(controller: Controller, counts: CountsSource, app: string, pool: string, now: number, opts: DrainViewOptions = {}): DrainView {
+  const cfg = controller.appConfig(app);
+  if (!Object.hasOwn(cfg.pools, pool)) {
+    throw new SwitchyardError('UNKNOWN_POOL', `app "${app}" has no pool "${pool}"`, { details: [{ path: 'pool', message: `unknown pool (pools: ${Object.keys(cfg.pools).join(', ')})` }] });
+  }
+  const state = controller.state(app);
+  const bp = state.weights[pool] ?? 0;
+  const c = counts.poolCounts(app, pool);
+  // drainingSince is only meaningful while the pool is at 0; a stale entry is ignored
+  const since = bp === 0 ? (state.drainingSince[pool] ?? null) : null;
+  const sinceMs = since === null ? NaN : Date.parse(since);
+  const deadlineMs = Number.isFinite(sinceMs) ? sinceMs + cfg.drain.timeout : null;
+  const view: DrainView = {
+    pool,
+    weight: bpToPct(bp),
+    inflight: c.inflight,
+    upgraded: c.upgraded,
+    pinned: c.pinned,
+    drainingSince: since,
+    deadline: deadlineMs === null ? null : new Date(deadlineMs).toISOString(),
+    remainingMs: deadlineMs === null ? null : Math.max(0, deadlineMs - now),
+    drained: isDrained(bp, c),
+  };
+  if (opts.byInstance === true) view.instances = counts.poolCountsByInstance(app, pool);
+  return view;
+}
+
+/**
+ * History entries with percentages: configured pools first, in config order, then any pool an
+ * old entry still names that the config no longer has (so history never hides what was routed).
+ */
+export function historyView(entries: readonly HistoryEntry[], poolNames: readonly string[]): { entries: HistoryEntryView[] } {
+  return {
+    entries: entries.map((e) => {
+      const extra = Object.keys(e.weights).filter((p) => !poolNames.includes(p));
+      return { revision: e.revision, weights: weightsToPct(e.weights, [...poolNames, ...extra]), action: e.action, by: e.by, reason: e.reason, at: e.at };
+    }),
+  };
+}

@@ -1,0 +1,148 @@
+import { once } from 'node:events';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { hostname } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import { createAdminServer } from './admin/server.ts';
+import type { Config } from './config/schema.ts';
+import { Controller } from './control/controller.ts';
+import type { CountsSource } from './control/counts.ts';
+import { TrustedProxies } from './dataplane/headers.ts';
+import { localCounts, Runtime } from './dataplane/runtime.ts';
+import { DataPlane, type DataPlaneOptions } from './dataplane/server.ts';
+import { FileStore } from './state/file-store.ts';
+import type { StateStore } from './state/types.ts';
+
+export interface BuildDeps {
+  readonly logger: Logger;
+  /** a store to use instead of the one the config names (tests) */
+  readonly store?: StateStore;
+  /** @default Date.now */
+  readonly now?: () => number;
+  /** @default Math.random */
+  readonly random?: () => number;
+  /** @default `${hostname()}:${pid}` */
+  readonly instanceId?: string;
+}
+
+export interface Switchyard {
+  readonly config: Config;
+  readonly controller: Controller;
+  readonly runtime: Runtime;
+  readonly dataPlane: DataPlane;
+  readonly admin: Server;
+  readonly counts: CountsSource;
+  /** binds both listeners; returns the ports actually bound */
+  listen(): Promise<{ proxyPort: number; adminPort: number }>;
+  /** graceful stop (SIGTERM): readyz 503, drain in-flight within grace, cut at hardStop */
+  shutdown(): Promise<{ cut: number }>;
+  /** immediate stop, for tests */
+  close(): Promise<void>;
+}
+
+export async function openStore(config: Config): Promise<StateStore> {
+  const s = config.store;
+  if (s.kind === 'file') return FileStore.open({ path: s.path, historyLimit: s.historyLimit });
+  throw new Error(`store kind ${s.kind} is not available in this build`);
+}
+
+/** Builds a whole proxy from a validated config. Touches no process state: main.ts does that. */
+export async function build(config: Config, deps: BuildDeps): Promise<Switchyard> {
+  const { logger } = deps;
+  const now = deps.now ?? Date.now;
+  const instanceId = deps.instanceId ?? `${hostname()}:${process.pid}`;
+  const store = deps.store ?? (await openStore(config));
+  const controller = await Controller.start({ config, store, logger, now });
+  const runtime = new Runtime(config);
+  const counts = localCounts(runtime, instanceId, now);
+  let ready = true;
+  let shuttingDown = false;
+
+  const dpOpts: DataPlaneOptions = {
+    source: controller,
+    runtime,
+    trust: new TrustedProxies(config.trustedProxies),
+    now,
+    ...(deps.random === undefined ? {} : { random: deps.random }),
+  };
+  const dataPlane = new DataPlane(dpOpts);
+  const admin = createAdminServer({
+    config,
+    controller,
+    counts,
+    logger,
+    now,
+    ready: () => ready && !shuttingDown,
+    readyDetails: () => ({ shuttingDown, store: store.kind, revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])) }),
+  });
+
+  controller.on('applied', (state: { app: string; revision: number }) => logger.info({ app: state.app, revision: state.revision }, 'routing state applied'));
+
+  async function listen(): Promise<{ proxyPort: number; adminPort: number }> {
+    dataPlane.server.listen(config.listen.port, config.listen.host);
+    admin.listen(config.admin.port, config.admin.host);
+    await Promise.all([once(dataPlane.server, 'listening'), once(admin, 'listening')]);
+    const proxyPort = (dataPlane.server.address() as AddressInfo).port;
+    const adminPort = (admin.address() as AddressInfo).port;
+    logger.info({ proxy: `${config.listen.host}:${proxyPort}`, admin: `${config.admin.host}:${adminPort}`, store: store.kind, apps: config.apps.map((a) => a.name) }, 'switchyard listening');
+    return { proxyPort, adminPort };
+  }
+
+  const inflight = (): number => runtime.allPools().reduce((n, p) => n + p.inflight + p.upgraded, 0);
+
+  async function shutdown(): Promise<{ cut: number }> {
+    if (shuttingDown) return { cut: 0 };
+    shuttingDown = true;
+    ready = false;
+    dataPlane.closing = true;
+    const { delay, grace, hardStop } = config.shutdown;
+    const started = now();
+    logger.info({ inflight: inflight(), delay, grace, hardStop }, 'shutting down: readyz is 503, draining');
+    // keep accepting for `delay` so a load balancer notices readyz before connections are refused
+    if (delay > 0) await sleep(delay);
+    dataPlane.server.close();
+    dataPlane.server.closeIdleConnections();
+    for (const p of runtime.allPools()) for (const c of p.open) if (isUpgrade(c)) c.cut('shutdown');
+    let warned = false;
+    while (inflight() > 0 && now() - started < hardStop) {
+      if (!warned && now() - started >= grace) {
+        warned = true;
+        logger.warn({ inflight: inflight() }, 'shutdown grace passed with requests still in flight; cutting at hardStop');
+      }
+      dataPlane.server.closeIdleConnections();
+      await sleep(25);
+    }
+    const cut = inflight();
+    if (cut > 0) {
+      for (const p of runtime.allPools()) for (const c of [...p.open]) c.cut('shutdown');
+      dataPlane.server.closeAllConnections();
+      logger.warn({ cut }, 'hard stop: cut connections still open');
+    }
+    admin.close();
+    admin.closeAllConnections();
+    await controller.close();
+    await store.close();
+    await runtime.close();
+    logger.info({ cut, ms: now() - started }, 'stopped');
+    return { cut };
+  }
+
+  async function close(): Promise<void> {
+    shuttingDown = true;
+    dataPlane.server.close();
+    dataPlane.server.closeAllConnections();
+    admin.close();
+    admin.closeAllConnections();
+    for (const p of runtime.allPools()) for (const c of [...p.open]) c.cut('shutdown');
+    await controller.close();
+    await store.close();
+    await runtime.close();
+  }
+
+  return { config, controller, runtime, dataPlane, admin, counts, listen, shutdown, close };
+}
+
+function isUpgrade(c: unknown): boolean {
+  return typeof c === 'object' && c !== null && (c as { upgraded?: boolean }).upgraded === true;
+}

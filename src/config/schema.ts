@@ -1,0 +1,193 @@
+import { isIP } from 'node:net';
+import { z } from 'zod';
+import { parseDuration } from './duration.ts';
+import { parseWeights } from '../state/weights.ts';
+
+/**
+ * The one zod schema of the configuration file; every config type in the code is inferred
+ * from it. Unknown keys are rejected everywhere (`strictObject`) so a typo is an error, not a
+ * silently ignored setting.
+ */
+
+const duration = (fallback: string) =>
+  z
+    .union([z.string(), z.number()])
+    .default(fallback)
+    .transform((v, ctx) => {
+      const ms = parseDuration(v);
+      if (ms === undefined) {
+        ctx.addIssue({ code: 'custom', message: 'must be a duration like 250ms, 5s, 10m or 1h' });
+        return z.NEVER;
+      }
+      return ms;
+    });
+
+const port = z.number().int().min(0).max(65535);
+
+const httpUrl = z.string().refine((s) => {
+  try {
+    const u = new URL(s);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '' && (u.pathname === '/' || u.pathname === '') && u.search === '';
+  } catch {
+    return false;
+  }
+}, 'must be an http(s) URL with no path, like http://10.0.0.1:8080');
+
+export const NAME_RE = /^[a-z0-9-]{1,63}$/;
+const name = z.string().regex(NAME_RE, 'must match [a-z0-9-]{1,63}');
+
+const hostPattern = z
+  .string()
+  .min(1)
+  .transform((s) => s.toLowerCase())
+  .refine((s) => s === '*' || /^(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d+)?$/.test(s), 'must be a host name, "*.domain" or "*"');
+
+const stickySource = z
+  .string()
+  .regex(/^(header:[A-Za-z0-9!#$%&'*+.^_`|~-]+|cookie:[^\s;=,]+|ip)$/, 'must be header:NAME, cookie:NAME or ip');
+
+const cidr = z.string().refine((s) => {
+  const [addr, bits, ...rest] = s.split('/');
+  if (rest.length > 0 || addr === undefined) return false;
+  const family = isIP(addr);
+  if (family === 0) return false;
+  if (bits === undefined) return true;
+  const n = Number(bits);
+  return Number.isInteger(n) && n >= 0 && n <= (family === 4 ? 32 : 128);
+}, 'must be an IP address or CIDR like 10.0.0.0/8');
+
+const secret = z.string().min(16, 'must be at least 16 characters');
+
+const pool = z.strictObject({
+  version: z.string().min(1),
+  targets: z.array(httpUrl).min(1, 'needs at least one target'),
+});
+
+const app = z
+  .strictObject({
+    name,
+    hosts: z.array(hostPattern).min(1, 'needs at least one host'),
+    pools: z.record(name, pool).refine((p) => Object.keys(p).length >= 2, 'an app needs two or more pools'),
+    /** Weights written when the store has no state for the app. @default first pool 100 */
+    initial: z.record(z.string(), z.number()).optional(),
+    sticky: z.strictObject({ key: z.array(stickySource).min(1) }).optional(),
+    affinity: z
+      .strictObject({
+        cookie: z.string().regex(/^[A-Za-z0-9_-]+$/).default('sy_pin'),
+        window: duration('10m'),
+        /** Signs the pin cookie; every instance of a fleet must share it. */
+        secret,
+      })
+      .optional(),
+    drain: z.strictObject({ timeout: duration('5m') }).prefault({}),
+    preview: z
+      .strictObject({
+        header: z.string().regex(/^[A-Za-z0-9-]+$/).default('x-switchyard-preview').transform((s) => s.toLowerCase()),
+        secret,
+      })
+      .optional(),
+    timeouts: z
+      .strictObject({ connect: duration('5s'), response: duration('60s'), idle: duration('60s') })
+      .prefault({}),
+    health: z
+      .strictObject({
+        path: z.string().startsWith('/').default('/healthz'),
+        interval: duration('2s'),
+        timeout: duration('1s'),
+        rise: z.number().int().min(1).default(2),
+        fall: z.number().int().min(1).default(3),
+      })
+      .optional(),
+  })
+  .superRefine((a, ctx) => {
+    const pools = Object.keys(a.pools);
+    if (a.initial !== undefined && pools.length > 0) {
+      const r = parseWeights(a.initial, pools, ['initial']);
+      if (!r.ok) for (const i of r.issues) ctx.addIssue({ code: 'custom', path: i.path, message: i.message });
+    }
+  });
+
+const store = z.discriminatedUnion('kind', [
+  z.strictObject({
+    kind: z.literal('file'),
+    path: z.string().min(1).default('./data/state.json'),
+    /** History entries kept per app. @default 1000 */
+    historyLimit: z.number().int().min(1).max(100_000).default(1000),
+  }),
+  z.strictObject({
+    kind: z.literal('redis'),
+    url: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL').default('redis://127.0.0.1:6379/0'),
+    prefix: z.string().regex(/^[A-Za-z0-9:_-]+$/).default('switchyard'),
+    password: z.string().optional(),
+    sentinels: z.array(z.strictObject({ host: z.string(), port: port })).min(1).optional(),
+    name: z.string().optional(),
+    historyLimit: z.number().int().min(1).max(100_000).default(1000),
+    /** Local copy of the last known state, read when Redis is down at start. */
+    cachePath: z.string().default('./data/redis-cache.json'),
+    commandTimeout: duration('2s'),
+  }),
+]);
+
+export const configSchema = z
+  .strictObject({
+    listen: z.strictObject({ host: z.string().default('0.0.0.0'), port: port.default(8080) }).prefault({}),
+    admin: z
+      .strictObject({
+        host: z.string().default('127.0.0.1'),
+        port: port.default(8081),
+        tokens: z.array(z.strictObject({ name, token: secret })).default([]),
+        /** Failed logins from one address before 429. @default 10 per minute */
+        maxFailedLogins: z.number().int().min(1).default(10),
+        /** Whether /metrics needs a token. @default false */
+        metricsAuth: z.boolean().default(false),
+      })
+      .prefault({}),
+    store: store.prefault({ kind: 'file' }),
+    apps: z.array(app).min(1, 'needs at least one app'),
+    trustedProxies: z.array(cidr).default([]),
+    shutdown: z
+      .strictObject({
+        /** After SIGTERM, keep accepting connections this long (readyz already 503) so load balancers notice. */
+        delay: duration('0s'),
+        grace: duration('30s'),
+        hardStop: duration('60s'),
+      })
+      .prefault({}),
+    workers: z.union([z.number().int().min(1).max(64), z.literal('auto')]).default(1),
+    log: z
+      .strictObject({
+        level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+        /** Share of requests that get an access log line, 0..1. @default 1 */
+        accessSample: z.number().min(0).max(1).default(1),
+      })
+      .prefault({}),
+  })
+  .superRefine((c, ctx) => {
+    const seenApps = new Set<string>();
+    const seenHosts = new Map<string, string>();
+    c.apps.forEach((a, i) => {
+      if (seenApps.has(a.name)) ctx.addIssue({ code: 'custom', path: ['apps', i, 'name'], message: `duplicate app name "${a.name}"` });
+      seenApps.add(a.name);
+      a.hosts.forEach((h, j) => {
+        const other = seenHosts.get(h);
+        if (other !== undefined) ctx.addIssue({ code: 'custom', path: ['apps', i, 'hosts', j], message: `host "${h}" already belongs to app "${other}"` });
+        seenHosts.set(h, a.name);
+      });
+    });
+    if (c.shutdown.hardStop < c.shutdown.grace) {
+      ctx.addIssue({ code: 'custom', path: ['shutdown', 'hardStop'], message: 'must not be shorter than shutdown.grace' });
+    }
+    const loopback = c.admin.host === '127.0.0.1' || c.admin.host === '::1' || c.admin.host === 'localhost';
+    if (!loopback && c.admin.tokens.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['admin', 'tokens'], message: 'an admin listener on a non-loopback address needs tokens' });
+    }
+    if (c.store.kind === 'redis' && c.store.sentinels !== undefined && c.store.name === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['store', 'name'], message: 'required with sentinels' });
+    }
+  });
+
+export type Config = z.output<typeof configSchema>;
+export type ConfigInput = z.input<typeof configSchema>;
+export type AppConfig = Config['apps'][number];
+export type PoolConfig = AppConfig['pools'][string];
+export type StoreConfig = Config['store'];

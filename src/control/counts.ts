@@ -1,0 +1,21 @@
+/** Live per-pool figures of the connections a proxy instance is carrying. */
+export interface PoolCounts {
+  /** requests (including open streams) being proxied to the pool */
+  inflight: number;
+  /** upgraded connections (WebSocket) open to the pool */
+  upgraded: number;
+  /** requests routed to the pool by an affinity pin in the last 60 s */
+  pinned: number;
+}
+
+/**
+ * Where AppState and the drain figures get their counts: this instance's own counters on the
+ * file store, the sum over live instances' heartbeats on Redis.
+ */
+export interface CountsSource {
+  poolCounts(app: string, pool: string): PoolCounts;
+  /** per-instance breakdown, `{ [instanceId]: PoolCounts }` */
+  poolCountsByInstance(app: string, pool: string): Record<string, PoolCounts>;
+  /** live proxy instances, and how many of them already route on `revision` */
+  instances(app: string, revision: number): { applied: number; total: number };
+}

@@ -1,0 +1,184 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Dispatcher } from 'undici';
+import { ERRORS, type ErrorCode } from '../errors.ts';
+import { forwardResponseHeaders } from './headers.ts';
+import { REFUSED_BACKOFF_MS, type Cuttable, type PoolRuntime, type Target } from './runtime.ts';
+
+/** What the server learns when a proxied request ends, for metrics and the access log. */
+export interface Outcome {
+  readonly status: number;
+  /** set when the proxy made the response itself or the upstream broke it */
+  readonly error: ErrorCode | null;
+  readonly startedAt: number;
+  readonly endedAt: number;
+}
+
+export interface ForwardContext {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly pool: PoolRuntime;
+  readonly servedBy: string;
+  readonly requestId: string;
+  /** Set-Cookie for an affinity pin, or null */
+  readonly setCookie: string | null;
+  /** add `Connection: close` (the proxy is shutting down) */
+  readonly close: boolean;
+  readonly now: () => number;
+  readonly onDone: (ctx: ProxyHandler, outcome: Outcome) => void;
+}
+
+const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+const TIMEOUTS = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+
+function errorCode(err: unknown): string {
+  const e = err as { code?: unknown; cause?: { code?: unknown } };
+  if (typeof e?.code === 'string') return e.code;
+  if (typeof e?.cause?.code === 'string') return e.cause.code;
+  return '';
+}
+
+/**
+ * One proxied request: undici's low-level dispatch handler writing straight into the client
+ * response (no intermediate stream: on this box `dispatch` beat `Pool.stream` by ~10 %).
+ * Backpressure both ways: undici pulls the request body from `req`; a full client socket
+ * pauses the upstream read. A client that goes away aborts the upstream request.
+ */
+export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
+  private readonly ctx: ForwardContext;
+  private readonly opts: Dispatcher.DispatchOptions;
+  private target: Target;
+  private controller: Dispatcher.DispatchController | null = null;
+  private responded = false;
+  private finished = false;
+  private status = 0;
+  private chunked = false;
+  private attempts = 1;
+  private readonly startedAt: number;
+  private readonly resume = (): void => this.controller?.resume();
+  private readonly onClientClose = (): void => {
+    if (!this.finished) {
+      this.controller?.abort(new Error('client went away'));
+      this.finish(499, null);
+    }
+  };
+
+  constructor(ctx: ForwardContext, target: Target, opts: Dispatcher.DispatchOptions) {
+    this.ctx = ctx;
+    this.target = target;
+    this.opts = opts;
+    this.startedAt = ctx.now();
+    ctx.pool.inflight++;
+    ctx.pool.open.add(this);
+    target.inflight++;
+    ctx.res.once('close', this.onClientClose);
+  }
+
+  start(): void {
+    this.target.dispatcher.dispatch(this.opts, this);
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    if (this.finished) controller.abort(new Error('client went away'));
+  }
+
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>, statusMessage?: string): void {
+    if (statusCode < 200 || this.finished) return; // 1xx: Node answers 100-continue itself
+    this.responded = true;
+    this.status = statusCode;
+    this.chunked = headers['content-length'] === undefined;
+    const { res } = this.ctx;
+    const out = forwardResponseHeaders(headers, this.ctx.servedBy, this.ctx.requestId, this.ctx.close);
+    if (this.ctx.setCookie !== null) out.push('set-cookie', this.ctx.setCookie);
+    try {
+      if (statusMessage) res.writeHead(statusCode, statusMessage, out);
+      else res.writeHead(statusCode, out);
+    } catch (err) {
+      // an upstream header Node will not send (e.g. invalid characters): a broken response
+      controller.abort(err as Error);
+      this.responded = false;
+    }
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.finished) return;
+    if (!this.ctx.res.write(chunk)) {
+      controller.pause();
+      this.ctx.res.once('drain', this.resume);
+    }
+  }
+
+  onResponseEnd(): void {
+    if (this.finished) return;
+    this.ctx.res.end();
+    this.finish(this.status, null);
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+    if (this.finished) return;
+    const code = errorCode(err);
+    const t = this.target;
+    if (this.responded) {
+      // the status line is out: all we can do is cut the client connection so it sees a broken response
+      this.ctx.res.destroy(err);
+      this.finish(this.status, TIMEOUTS.has(code) ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_ERROR');
+      return;
+    }
+    const connectFailed = CONNECT_ERRORS.has(code);
+    if (connectFailed) t.downUntil = this.ctx.now() + REFUSED_BACKOFF_MS;
+    // retry only when nothing reached the upstream, or when replaying is harmless
+    const retryable = connectFailed || (IDEMPOTENT.has(this.opts.method) && this.opts.body == null);
+    if (retryable && this.attempts < this.ctx.pool.targets.length) {
+      const next = this.ctx.pool.pick(this.ctx.now(), t);
+      if (next !== null) {
+        t.inflight--;
+        next.inflight++;
+        this.target = next;
+        this.attempts++;
+        this.controller = null;
+        next.dispatcher.dispatch(this.opts, this);
+        return;
+      }
+    }
+    const errCode: ErrorCode = TIMEOUTS.has(code) ? 'UPSTREAM_TIMEOUT' : connectFailed && this.ctx.pool.pick(this.ctx.now(), null) === null ? 'NO_TARGET' : 'UPSTREAM_ERROR';
+    sendError(this.ctx.res, errCode, this.ctx.requestId, this.ctx.close);
+    this.finish(ERRORS[errCode].status, errCode);
+  }
+
+  /** Drain deadline or shutdown: stop the stream where a client can tell it ended. */
+  cut(): void {
+    if (this.finished) return;
+    this.controller?.abort(new Error('drain deadline'));
+    const { res } = this.ctx;
+    if (res.headersSent && this.chunked) res.end();
+    else res.destroy();
+    this.finish(this.status || 503, null);
+  }
+
+  private finish(status: number, error: ErrorCode | null): void {
+    if (this.finished) return;
+    this.finished = true;
+    const { pool, res } = this.ctx;
+    pool.inflight--;
+    pool.open.delete(this);
+    this.target.inflight--;
+    res.removeListener('close', this.onClientClose);
+    res.removeListener('drain', this.resume);
+    this.ctx.onDone(this, { status, error, startedAt: this.startedAt, endedAt: this.ctx.now() });
+  }
+}
+
+/** A response the proxy makes itself: short text body, X-Request-Id. */
+export function sendError(res: ServerResponse, code: ErrorCode, requestId: string, close: boolean): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const { status, message } = ERRORS[code];
+  const body = `${status} ${message}\n`;
+  const headers: string[] = ['content-type', 'text/plain; charset=utf-8', 'content-length', String(Buffer.byteLength(body)), 'x-request-id', requestId];
+  if (close) headers.push('connection', 'close');
+  res.writeHead(status, headers);
+  res.end(body);
+}

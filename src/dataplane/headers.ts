@@ -1,0 +1,202 @@
+import { randomUUID } from 'node:crypto';
+import { BlockList, isIPv4, isIPv6 } from 'node:net';
+
+/** RFC 9110 §7.6.1 hop-by-hop fields, plus the non-standard ones proxies conventionally drop. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'http2-settings']);
+
+export const VIA = '1.1 switchyard';
+const REQUEST_ID_RE = /^[A-Za-z0-9._:@\-/+=]{1,128}$/;
+
+/** `trustedProxies` as a matcher (node:net BlockList does the CIDR arithmetic). */
+export class TrustedProxies {
+  private readonly list = new BlockList();
+  readonly empty: boolean;
+  constructor(cidrs: readonly string[]) {
+    this.empty = cidrs.length === 0;
+    for (const c of cidrs) {
+      const [addr, bits] = c.split('/') as [string, string | undefined];
+      const type = isIPv6(addr) ? 'ipv6' : 'ipv4';
+      if (bits === undefined) this.list.addAddress(addr, type);
+      else this.list.addSubnet(addr, Number(bits), type);
+    }
+  }
+  has(address: string): boolean {
+    if (this.empty || address === '') return false;
+    if (isIPv4(address)) return this.list.check(address, 'ipv4');
+    if (isIPv6(address)) {
+      // an IPv4 peer on a dual-stack socket shows up as ::ffff:a.b.c.d
+      if (address.startsWith('::ffff:') && isIPv4(address.slice(7))) return this.list.check(address.slice(7), 'ipv4');
+      return this.list.check(address, 'ipv6');
+    }
+    return false;
+  }
+}
+
+export function normalizeAddress(address: string | undefined): string {
+  if (address === undefined) return '';
+  return address.startsWith('::ffff:') && isIPv4(address.slice(7)) ? address.slice(7) : address;
+}
+
+/** What the request steps learned about a request's headers in one pass. */
+export interface ForwardedRequest {
+  /** flat `[name, value, name, value…]` list for undici */
+  readonly headers: string[];
+  readonly requestId: string;
+  readonly host: string | undefined;
+  /** the client address as far as trusted proxies let us know it */
+  readonly clientIp: string;
+  /** whether the request has a body to stream */
+  readonly hasBody: boolean;
+  readonly cookie: string | undefined;
+}
+
+export type FramingError = { readonly error: string };
+
+/**
+ * Builds the upstream request headers from the client's raw headers in one pass: drops
+ * hop-by-hop fields (and those named in `Connection`), refuses ambiguous framing, and sets
+ * X-Forwarded-For/-Proto/-Host, Via and X-Request-Id — trusting the client's own forwarded
+ * fields only when it is a trusted proxy.
+ */
+export function forwardRequestHeaders(raw: readonly string[], remote: string, trust: TrustedProxies): ForwardedRequest | FramingError {
+  const trusted = trust.has(remote);
+  const out: string[] = [];
+  let host: string | undefined;
+  let hostCount = 0;
+  let clCount = 0;
+  let te = false;
+  let xff: string | undefined;
+  let xfProto: string | undefined;
+  let xfHost: string | undefined;
+  let via: string | undefined;
+  let requestId: string | undefined;
+  let cookie: string | undefined;
+  let connectionTokens: string[] | null = null;
+  let body = false;
+
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = (raw[i] as string).toLowerCase();
+    const value = raw[i + 1] as string;
+    switch (name) {
+      case 'host':
+        hostCount++;
+        host = value;
+        out.push('host', value);
+        continue;
+      case 'content-length':
+        clCount++;
+        body = value !== '0';
+        out.push(name, value);
+        continue;
+      case 'transfer-encoding':
+        te = true;
+        body = true;
+        continue;
+      case 'connection':
+        for (const t of value.split(',')) {
+          const tok = t.trim().toLowerCase();
+          if (tok !== '' && tok !== 'close' && tok !== 'keep-alive' && !HOP_BY_HOP.has(tok)) (connectionTokens ??= []).push(tok);
+        }
+        continue;
+      case 'x-forwarded-for':
+        if (trusted) xff = xff === undefined ? value : `${xff}, ${value}`;
+        continue;
+      case 'x-forwarded-proto':
+        if (trusted) xfProto = value;
+        continue;
+      case 'x-forwarded-host':
+        if (trusted) xfHost = value;
+        continue;
+      case 'forwarded':
+        if (trusted) out.push(name, value);
+        continue;
+      case 'via':
+        via = via === undefined ? value : `${via}, ${value}`;
+        continue;
+      case 'x-request-id':
+        if (requestId === undefined && REQUEST_ID_RE.test(value)) requestId = value;
+        continue;
+      case 'cookie':
+        cookie = cookie === undefined ? value : `${cookie}; ${value}`;
+        out.push(name, value);
+        continue;
+      default:
+        if (HOP_BY_HOP.has(name)) continue;
+        out.push(name, value);
+    }
+  }
+  if (hostCount > 1) return { error: 'duplicate Host header' };
+  if (clCount > 1) return { error: 'duplicate Content-Length header' };
+  if (te && clCount > 0) return { error: 'Transfer-Encoding together with Content-Length' };
+
+  if (connectionTokens !== null) {
+    const drop = new Set(connectionTokens);
+    for (let i = out.length - 2; i >= 0; i -= 2) if (drop.has(out[i] as string)) out.splice(i, 2);
+  }
+  requestId ??= randomUUID();
+  const clientIp = trusted && xff !== undefined ? clientFromChain(xff, remote, trust) : remote;
+  out.push(
+    'x-forwarded-for', xff === undefined ? remote : `${xff}, ${remote}`,
+    'x-forwarded-proto', xfProto ?? 'http',
+    'x-forwarded-host', xfHost ?? host ?? '',
+    'via', via === undefined ? VIA : `${via}, ${VIA}`,
+    'x-request-id', requestId,
+  );
+  return { headers: out, requestId, host, clientIp, hasBody: body, cookie };
+}
+
+/** The right-most address of an X-Forwarded-For chain that is not a trusted proxy. */
+export function clientFromChain(xff: string, remote: string, trust: TrustedProxies): string {
+  const parts = xff.split(',');
+  for (let i = parts.length - 1; i >= 0; i--) {
+    const a = normalizeAddress((parts[i] as string).trim());
+    if (a !== '' && !trust.has(a)) return a;
+  }
+  return remote;
+}
+
+/**
+ * Response headers for the client as a flat list for `res.writeHead`: upstream fields minus
+ * hop-by-hop ones, plus Via, X-Served-By and X-Request-Id.
+ */
+export function forwardResponseHeaders(headers: Record<string, string | string[] | undefined>, servedBy: string, requestId: string, close: boolean): string[] {
+  const out: string[] = [];
+  let drop: Set<string> | null = null;
+  const conn = headers['connection'];
+  if (conn !== undefined) {
+    for (const t of String(conn).split(',')) {
+      const tok = t.trim().toLowerCase();
+      if (tok !== '' && tok !== 'close' && tok !== 'keep-alive') (drop ??= new Set()).add(tok);
+    }
+  }
+  let via: string | undefined;
+  for (const name in headers) {
+    const value = headers[name];
+    if (value === undefined || HOP_BY_HOP.has(name) || name === 'x-served-by') continue;
+    if (drop !== null && drop.has(name)) continue;
+    if (name === 'via') {
+      via = Array.isArray(value) ? value.join(', ') : value;
+      continue;
+    }
+    if (Array.isArray(value)) for (const v of value) out.push(name, v);
+    else out.push(name, value);
+  }
+  out.push('via', via === undefined ? VIA : `${via}, ${VIA}`, 'x-served-by', servedBy);
+  if (headers['x-request-id'] === undefined) out.push('x-request-id', requestId);
+  if (close) out.push('connection', 'close');
+  return out;
+}
+
+/** A cookie's value from a Cookie header, without parsing the others. */
+export function cookieValue(header: string | undefined, name: string): string | undefined {
+  if (header === undefined) return undefined;
+  let start = 0;
+  while (start < header.length) {
+    let end = header.indexOf(';', start);
+    if (end === -1) end = header.length;
+    const eq = header.indexOf('=', start);
+    if (eq !== -1 && eq < end && header.slice(start, eq).trim() === name) return header.slice(eq + 1, end).trim();
+    start = end + 1;
+  }
+  return undefined;
+}

@@ -1,0 +1,153 @@
+import { Pool } from 'undici';
+import type { AppConfig, Config } from '../config/schema.ts';
+import type { CountsSource, PoolCounts } from '../control/counts.ts';
+
+/** How long a target that refused a connection is skipped when its pool has another one up. */
+export const REFUSED_BACKOFF_MS = 1000;
+
+/**
+ * One upstream `http://host:port`: its undici connection pool and whether it is believed up.
+ * Long-lived: created once from the config, shared by every snapshot.
+ */
+export class Target {
+  readonly url: string;
+  readonly origin: string;
+  readonly dispatcher: Pool;
+  /** epoch ms until which a refused target is skipped */
+  downUntil = 0;
+  /** set by active/passive health checks (issue 8); true until they say otherwise */
+  healthy = true;
+  inflight = 0;
+
+  constructor(url: string, timeouts: AppConfig['timeouts']) {
+    const u = new URL(url);
+    this.url = url;
+    this.origin = u.origin;
+    this.dispatcher = new Pool(u.origin, {
+      connect: { timeout: timeouts.connect },
+      headersTimeout: timeouts.response,
+      bodyTimeout: timeouts.idle,
+      keepAliveTimeout: 4_000,
+      keepAliveMaxTimeout: timeouts.idle,
+      // the client side limits concurrency; a pool that queues instead of connecting adds latency
+      connections: null,
+      pipelining: 1,
+    });
+  }
+
+  isUp(now: number): boolean {
+    return this.healthy && this.downUntil <= now;
+  }
+}
+
+/** Something that can be cut at a drain deadline or at shutdown: an open stream or WebSocket. */
+export interface Cuttable {
+  /** close gracefully (WebSocket close 1001, stream end); returns nothing, never throws */
+  cut(reason: 'drain' | 'shutdown'): void;
+}
+
+/** Per-second ring of counts over the last 60 s, for `pinned`. */
+class RollingCount {
+  private readonly slots = new Uint32Array(60);
+  private readonly stamps = new Float64Array(60);
+  add(now: number): void {
+    const sec = Math.floor(now / 1000);
+    const i = sec % 60;
+    if (this.stamps[i] !== sec) {
+      this.stamps[i] = sec;
+      this.slots[i] = 0;
+    }
+    this.slots[i] = (this.slots[i] ?? 0) + 1;
+  }
+  total(now: number): number {
+    const sec = Math.floor(now / 1000);
+    let sum = 0;
+    for (let i = 0; i < 60; i++) if (sec - (this.stamps[i] as number) < 60) sum += this.slots[i] as number;
+    return sum;
+  }
+}
+
+/** The live side of one pool: targets, balancing cursor, and what is in flight on it. */
+export class PoolRuntime {
+  readonly name: string;
+  readonly targets: readonly Target[];
+  private cursor = 0;
+  inflight = 0;
+  upgraded = 0;
+  readonly pinned = new RollingCount();
+  /** open streams and upgraded connections, cut at the drain deadline or at shutdown */
+  readonly open = new Set<Cuttable>();
+
+  constructor(name: string, targets: Target[]) {
+    this.name = name;
+    this.targets = targets;
+  }
+
+  /**
+   * Round robin over targets that are up, skipping `exclude` (targets already tried for this
+   * request). Returns null when no target is up.
+   */
+  pick(now: number, exclude: Target | null): Target | null {
+    const n = this.targets.length;
+    if (n === 1) {
+      const t = this.targets[0] as Target;
+      return t !== exclude && t.isUp(now) ? t : null;
+    }
+    for (let k = 0; k < n; k++) {
+      const t = this.targets[(this.cursor + k) % n] as Target;
+      if (t !== exclude && t.isUp(now)) {
+        this.cursor = (this.cursor + k + 1) % n;
+        return t;
+      }
+    }
+    return null;
+  }
+
+  counts(now: number): PoolCounts {
+    return { inflight: this.inflight, upgraded: this.upgraded, pinned: this.pinned.total(now) };
+  }
+}
+
+export class AppRuntime {
+  readonly name: string;
+  readonly pools: readonly PoolRuntime[];
+  readonly byName: ReadonlyMap<string, PoolRuntime>;
+  constructor(config: AppConfig) {
+    this.name = config.name;
+    this.pools = Object.entries(config.pools).map(([name, p]) => new PoolRuntime(name, p.targets.map((url) => new Target(url, config.timeouts))));
+    this.byName = new Map(this.pools.map((p) => [p.name, p]));
+  }
+}
+
+/** The live side of every app, indexed like `config.apps` and the snapshot's apps. */
+export class Runtime {
+  readonly apps: readonly AppRuntime[];
+  readonly byName: ReadonlyMap<string, AppRuntime>;
+  constructor(config: Config) {
+    this.apps = config.apps.map((a) => new AppRuntime(a));
+    this.byName = new Map(this.apps.map((a) => [a.name, a]));
+  }
+
+  pool(app: string, pool: string): PoolRuntime | undefined {
+    return this.byName.get(app)?.byName.get(pool);
+  }
+
+  allPools(): PoolRuntime[] {
+    return this.apps.flatMap((a) => a.pools);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.allPools().flatMap((p) => p.targets.map((t) => t.dispatcher.destroy().catch(() => undefined))));
+  }
+}
+
+/** CountsSource for one instance on the file store: its own counters. */
+export function localCounts(runtime: Runtime, instanceId: string, now: () => number = Date.now): CountsSource {
+  const zero = (): PoolCounts => ({ inflight: 0, upgraded: 0, pinned: 0 });
+  const counts = (app: string, pool: string): PoolCounts => runtime.pool(app, pool)?.counts(now()) ?? zero();
+  return {
+    poolCounts: counts,
+    poolCountsByInstance: (app, pool) => ({ [instanceId]: counts(app, pool) }),
+    instances: () => ({ applied: 1, total: 1 }),
+  };
+}

@@ -1,0 +1,151 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Dispatcher } from 'undici';
+import { PinCookies, pinnedPool } from '../routing/affinity.ts';
+import { poolForBucket, previewPool, randomBucket, stickyBucket, type RoutedBy } from '../routing/choose.ts';
+import { findApp, type AppRoute, type PoolRoute, type Snapshot } from '../routing/snapshot.ts';
+import { ProxyHandler, sendError, type Outcome } from './forward.ts';
+import { cookieValue, forwardRequestHeaders, normalizeAddress, type ForwardedRequest, type TrustedProxies } from './headers.ts';
+import type { Runtime } from './runtime.ts';
+
+/** One finished request, as metrics, stats and the access log see it. */
+export interface RequestRecord {
+  readonly app: AppRoute;
+  readonly pool: PoolRoute;
+  readonly by: RoutedBy;
+  readonly requestId: string;
+  readonly method: string;
+  readonly outcome: Outcome;
+}
+
+export interface DataPlaneOptions {
+  /** anything holding the current snapshot (the Controller) */
+  readonly source: { readonly snapshot: Snapshot };
+  readonly runtime: Runtime;
+  readonly trust: TrustedProxies;
+  /** @default Math.random — injectable so split tests assert exact counts */
+  readonly random?: () => number;
+  /** @default Date.now */
+  readonly now?: () => number;
+  /** called once per proxied request when it ends (metrics, stats, access log) */
+  readonly onRequest?: (record: RequestRecord) => void;
+  /** called when a preview header carries a bad signature */
+  readonly onPreviewRejected?: (app: AppRoute) => void;
+}
+
+/** Picks the pool of a request: preview, then affinity pin, then sticky bucket or random split. */
+export interface Decision {
+  readonly pool: PoolRoute;
+  readonly by: RoutedBy;
+}
+
+function rawHeader(raw: readonly string[], lname: string): string | undefined {
+  for (let i = 0; i < raw.length; i += 2) if ((raw[i] as string).length === lname.length && (raw[i] as string).toLowerCase() === lname) return raw[i + 1];
+  return undefined;
+}
+
+/**
+ * The data plane: a node:http server that routes every request on the current snapshot (no
+ * store I/O, no await) and forwards it with undici. Also used for upgrades (see upgrade.ts).
+ */
+export class DataPlane {
+  readonly server: Server;
+  /** true once shutdown started: responses carry Connection: close */
+  closing = false;
+  private readonly opts: DataPlaneOptions;
+  private readonly random: () => number;
+  private readonly now: () => number;
+  private readonly pins = new PinCookies();
+
+  constructor(opts: DataPlaneOptions) {
+    this.opts = opts;
+    this.random = opts.random ?? Math.random;
+    this.now = opts.now ?? Date.now;
+    this.server = createServer(
+      {
+        keepAliveTimeout: 65_000,
+        headersTimeout: 60_000,
+        // long uploads and streams are bounded by the upstream timeouts, not by Node's 300 s default
+        requestTimeout: 0,
+        noDelay: true,
+        // a request with two Host fields is refused below, never merged
+        joinDuplicateHeaders: false,
+      },
+      (req, res) => this.handle(req, res),
+    );
+  }
+
+  /** Routing decision for a request (pure apart from the random source and the clock). */
+  decide(app: AppRoute, req: IncomingMessage, fwd: ForwardedRequest): Decision {
+    const cfg = app.config;
+    if (cfg.preview !== undefined) {
+      const value = rawHeader(req.rawHeaders, cfg.preview.header);
+      if (value !== undefined) {
+        const pool = previewPool(app, value);
+        if (pool !== null) return { pool, by: 'preview' };
+        this.opts.onPreviewRejected?.(app);
+      }
+    }
+    if (cfg.affinity !== undefined) {
+      const pin = cookieValue(fwd.cookie, cfg.affinity.cookie);
+      if (pin !== undefined) {
+        const pool = pinnedPool(app, pin, this.now());
+        if (pool !== null) return { pool, by: 'pin' };
+      }
+    }
+    if (app.sticky !== null) {
+      for (const src of app.sticky) {
+        const key = src.kind === 'ip' ? fwd.clientIp : src.kind === 'header' ? rawHeader(req.rawHeaders, src.name) : cookieValue(fwd.cookie, src.name);
+        if (key !== undefined && key !== '') return { pool: poolForBucket(app, stickyBucket(app, key)), by: 'sticky' };
+      }
+    }
+    return { pool: poolForBucket(app, randomBucket(this.random())), by: 'random' };
+  }
+
+  handle(req: IncomingMessage, res: ServerResponse): void {
+    const remote = normalizeAddress(req.socket.remoteAddress);
+    const fwd = forwardRequestHeaders(req.rawHeaders, remote, this.opts.trust);
+    if ('error' in fwd) {
+      res.shouldKeepAlive = false;
+      res.writeHead(400, { 'content-type': 'text/plain; charset=utf-8', connection: 'close' });
+      res.end(`400 ${fwd.error}\n`);
+      return;
+    }
+    const app = findApp(this.opts.source.snapshot, fwd.host);
+    if (app === null) {
+      sendError(res, 'MISDIRECTED', fwd.requestId, this.closing);
+      return;
+    }
+    const { pool, by } = this.decide(app, req, fwd);
+    const runtime = (this.opts.runtime.apps[app.index] as Runtime['apps'][number]).pools[pool.index] as Runtime['apps'][number]['pools'][number];
+    const now = this.now();
+    if (by === 'pin') runtime.pinned.add(now);
+    const target = runtime.pick(now, null);
+    if (target === null) {
+      sendError(res, 'NO_TARGET', fwd.requestId, this.closing);
+      this.opts.onRequest?.({ app, pool, by, requestId: fwd.requestId, method: req.method ?? 'GET', outcome: { status: 503, error: 'NO_TARGET', startedAt: now, endedAt: now } });
+      return;
+    }
+    const opts: Dispatcher.DispatchOptions = {
+      method: req.method ?? 'GET',
+      path: req.url ?? '/',
+      headers: fwd.headers,
+      body: fwd.hasBody ? req : null,
+    };
+    const handler = new ProxyHandler(
+      {
+        req,
+        res,
+        pool: runtime,
+        servedBy: pool.servedBy,
+        requestId: fwd.requestId,
+        setCookie: by === 'random' || by === 'sticky' ? this.pins.setCookie(app, pool, now) : null,
+        close: this.closing,
+        now: this.now,
+        onDone: (_h, outcome) => this.opts.onRequest?.({ app, pool, by, requestId: fwd.requestId, method: opts.method, outcome }),
+      },
+      target,
+      opts,
+    );
+    handler.start();
+  }
+}

@@ -1,0 +1,58 @@
+/**
+ * The one catalogue of error codes Switchyard answers with. Every error the admin API returns,
+ * and every error the data plane turns into a response, comes from here so that codes and
+ * statuses stay stable (test/unit/errors.test.ts keeps it honest).
+ */
+export const ERRORS = {
+  BAD_REQUEST: { status: 400, message: 'bad request' },
+  UNAUTHORIZED: { status: 401, message: 'missing or unknown token' },
+  NOT_FOUND: { status: 404, message: 'not found' },
+  UNKNOWN_APP: { status: 404, message: 'unknown app' },
+  UNKNOWN_POOL: { status: 404, message: 'unknown pool' },
+  METHOD_NOT_ALLOWED: { status: 405, message: 'method not allowed' },
+  NO_EARLIER_REVISION: { status: 409, message: 'no earlier revision to roll back to' },
+  CONFLICT: { status: 409, message: 'conflict' },
+  POOL_UNHEALTHY: { status: 409, message: 'the pool has no healthy target' },
+  STALE_REVISION: { status: 412, message: 'stale revision' },
+  BODY_TOO_LARGE: { status: 413, message: 'body over 64 KiB' },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'writes must be application/json' },
+  TOO_MANY_FAILED_LOGINS: { status: 429, message: 'too many failed logins' },
+  INTERNAL: { status: 500, message: 'internal error' },
+  STORE_UNAVAILABLE: { status: 503, message: 'the store cannot be written' },
+  // data plane
+  MISDIRECTED: { status: 421, message: 'no app for this host' },
+  UPSTREAM_ERROR: { status: 502, message: 'upstream refused or broke the response' },
+  NO_TARGET: { status: 503, message: 'the pool has no target that is up' },
+  UPSTREAM_TIMEOUT: { status: 504, message: 'upstream timeout' },
+} as const satisfies Record<string, { status: number; message: string }>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+export class SwitchyardError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly details: unknown;
+  constructor(code: ErrorCode, message?: string, options?: { cause?: unknown; details?: unknown }) {
+    super(message ?? ERRORS[code].message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'SwitchyardError';
+    this.code = code;
+    this.status = ERRORS[code].status;
+    this.details = options?.details;
+  }
+
+  toJSON(): { error: { code: ErrorCode; message: string; details?: unknown } } {
+    const error: { code: ErrorCode; message: string; details?: unknown } = { code: this.code, message: this.message };
+    if (this.details !== undefined) error.details = this.details;
+    return { error };
+  }
+}
+
+/** A configuration that cannot be used: exits 2 with `path: reason` lines. */
+export class ConfigError extends Error {
+  readonly issues: readonly string[];
+  constructor(issues: readonly string[]) {
+    super(`invalid configuration:\n  ${issues.join('\n  ')}`);
+    this.name = 'ConfigError';
+    this.issues = issues;
+  }
+}

@@ -1,0 +1,66 @@
+import type { Weights } from './weights.ts';
+
+/**
+ * The routing state of one app as the store keeps it. Weights are basis points (see
+ * weights.ts). Every change writes a whole new state with `revision + 1`.
+ */
+export interface RoutingState {
+  readonly app: string;
+  readonly revision: number;
+  /** pool → basis points, summing to 10 000 */
+  readonly weights: Weights;
+  /** Sticky-cohort salt: changes only when one pool reaches 100 %, never during a ramp. */
+  readonly salt: string;
+  /** pool → ISO time at which its weight became 0; absent while the pool has weight. */
+  readonly drainingSince: Readonly<Record<string, string>>;
+  readonly action: Action;
+  readonly updatedAt: string;
+  readonly updatedBy: string;
+  readonly reason: string | null;
+}
+
+export type Action = 'initial' | 'switch' | 'weights' | 'rollback' | 'reseed' | 'rollout';
+
+/** One line of an app's audit history, as `GET /history` shows it (weights in basis points here). */
+export interface HistoryEntry {
+  readonly revision: number;
+  readonly weights: Weights;
+  readonly action: Action;
+  readonly by: string;
+  readonly reason: string | null;
+  readonly at: string;
+}
+
+export function historyEntryOf(state: RoutingState): HistoryEntry {
+  return { revision: state.revision, weights: state.weights, action: state.action, by: state.updatedBy, reason: state.reason, at: state.updatedAt };
+}
+
+export type CasResult = { readonly ok: true; readonly state: RoutingState } | { readonly ok: false; readonly current: RoutingState | null };
+
+export type Unsubscribe = () => void;
+
+/**
+ * Where routing state lives: a file on one machine or Redis for a fleet. Both implementations
+ * pass the one contract suite in test/helpers/store-contract.ts.
+ *
+ * Errors: an operation that cannot reach its backend rejects with
+ * `SwitchyardError('STORE_UNAVAILABLE')`, never hangs past its command timeout.
+ */
+export interface StateStore {
+  readonly kind: 'file' | 'redis';
+  /** Current state of one app, or null if the store has none. */
+  get(app: string): Promise<RoutingState | null>;
+  /** Current states of the given apps (missing ones left out). */
+  getMany(apps: readonly string[]): Promise<Map<string, RoutingState>>;
+  /**
+   * Writes `next` only if the stored revision is `expected` (`null`: no state stored yet), and
+   * appends its history entry in the same atomic step. `next.revision` must be `expected + 1`
+   * (or any revision ≥ 1 when `expected` is null, for re-seeding).
+   */
+  compareAndSet(next: RoutingState, expected: number | null): Promise<CasResult>;
+  /** Newest first, at most `limit` entries. */
+  history(app: string, limit: number): Promise<HistoryEntry[]>;
+  /** Called with every state written, by this or (for shared stores) another instance. */
+  watch(listener: (state: RoutingState) => void): Unsubscribe;
+  close(): Promise<void>;
+}

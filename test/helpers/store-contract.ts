@@ -1,0 +1,283 @@
+import assert from 'node:assert/strict';
+import { describe, it, type TestContext } from 'node:test';
+import { historyEntryOf, type CasResult, type RoutingState, type StateStore } from '../../src/state/types.ts';
+import type { Weights } from '../../src/state/weights.ts';
+
+export interface StoreFixture {
+  store: StateStore;
+  /**
+   * Opens a new store on the same data, as a restart would. The suite closes `store` first.
+   * Leave it out for a store that cannot outlive its instance.
+   */
+  reopen?: () => Promise<StateStore>;
+  /** Closes every store this fixture handed out (close must be idempotent) and deletes the data. */
+  cleanup: () => Promise<void>;
+}
+
+/** Each call must give an empty store, isolated from every other call's. */
+export type StoreFactory = (opts: { historyLimit: number }) => Promise<StoreFixture>;
+
+const BLUE: Weights = { blue: 10_000, green: 0 };
+const GREEN: Weights = { blue: 0, green: 10_000 };
+const SPLIT: Weights = { blue: 9_000, green: 1_000 };
+
+/** A valid state for tests; the clock is derived from the revision so states are reproducible. */
+export function makeState(app: string, revision: number, weights: Weights = BLUE, extra: Partial<RoutingState> = {}): RoutingState {
+  return {
+    app,
+    revision,
+    weights,
+    salt: `salt-${app}`,
+    drainingSince: {},
+    action: revision === 1 ? 'initial' : 'weights',
+    updatedAt: new Date(Date.UTC(2025, 0, 1, 0, 0, revision)).toISOString(),
+    updatedBy: 'test',
+    reason: null,
+    ...extra,
+  };
+}
+
+/** Writes revisions 1..count for `app` (alternating blue / green) and returns them in order. */
+async function seed(store: StateStore, app: string, count: number): Promise<RoutingState[]> {
+  const written: RoutingState[] = [];
+  for (let rev = 1; rev <= count; rev++) {
+    const state = makeState(app, rev, rev % 2 === 1 ? BLUE : GREEN, { reason: `step ${rev}` });
+    assert.deepEqual(await store.compareAndSet(state, rev === 1 ? null : rev - 1), { ok: true, state });
+    written.push(state);
+  }
+  return written;
+}
+
+/** Polls until `check` holds: shared stores deliver watch events asynchronously. */
+async function eventually(check: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/**
+ * The behaviour every StateStore must have, registered as one `describe` block. The file store
+ * and the Redis store both run it, so nothing here may assume a particular backend.
+ */
+export function storeContract(name: string, factory: StoreFactory): void {
+  describe(`${name} (StateStore contract)`, () => {
+    /** A fresh store for one test, cleaned up when the test ends. */
+    async function fresh(t: TestContext, historyLimit = 50): Promise<StoreFixture> {
+      const fixture = await factory({ historyLimit });
+      t.after(() => fixture.cleanup());
+      return fixture;
+    }
+
+    it('get of an unknown app is null and its history is empty', async (t) => {
+      const { store } = await fresh(t);
+      assert.equal(await store.get('shop'), null);
+      assert.deepEqual(await store.history('shop', 10), []);
+    });
+
+    it('compareAndSet against null creates the state and its first history entry', async (t) => {
+      const { store } = await fresh(t);
+      const state = makeState('shop', 1);
+      assert.deepEqual(await store.compareAndSet(state, null), { ok: true, state });
+      assert.deepEqual(await store.get('shop'), state);
+      assert.deepEqual(await store.history('shop', 10), [historyEntryOf(state)]);
+    });
+
+    it('compareAndSet with the current revision advances it and appends to history', async (t) => {
+      const { store } = await fresh(t);
+      const [first] = await seed(store, 'shop', 1);
+      const next = makeState('shop', 2, SPLIT, { action: 'weights', updatedBy: 'ci', reason: 'canary' });
+      assert.deepEqual(await store.compareAndSet(next, 1), { ok: true, state: next });
+      assert.deepEqual(await store.get('shop'), next);
+      assert.deepEqual(await store.history('shop', 10), [historyEntryOf(next), historyEntryOf(first!)]);
+    });
+
+    it('compareAndSet with a stale revision answers the current state and writes nothing', async (t) => {
+      const { store } = await fresh(t);
+      const written = await seed(store, 'shop', 2);
+      const current = written[1]!;
+      const stale = makeState('shop', 2, SPLIT, { reason: 'stale' });
+      assert.deepEqual(await store.compareAndSet(stale, 1), { ok: false, current });
+      assert.deepEqual(await store.get('shop'), current);
+      assert.deepEqual(await store.history('shop', 10), written.map(historyEntryOf).reverse());
+    });
+
+    it('compareAndSet with an expected revision on an unknown app answers current: null', async (t) => {
+      const { store } = await fresh(t);
+      assert.deepEqual(await store.compareAndSet(makeState('shop', 4), 3), { ok: false, current: null });
+      assert.equal(await store.get('shop'), null);
+      assert.deepEqual(await store.history('shop', 10), []);
+    });
+
+    it('compareAndSet against null fails once a state exists', async (t) => {
+      const { store } = await fresh(t);
+      const [current] = await seed(store, 'shop', 1);
+      assert.deepEqual(await store.compareAndSet(makeState('shop', 1, GREEN), null), { ok: false, current });
+      assert.deepEqual(await store.get('shop'), current);
+      assert.equal((await store.history('shop', 10)).length, 1);
+    });
+
+    it('compareAndSet against null accepts any revision >= 1 (re-seeding) and continues from it', async (t) => {
+      const { store } = await fresh(t);
+      const reseeded = makeState('shop', 7, GREEN, { action: 'reseed' });
+      assert.deepEqual(await store.compareAndSet(reseeded, null), { ok: true, state: reseeded });
+      const next = makeState('shop', 8, BLUE);
+      assert.deepEqual(await store.compareAndSet(next, 7), { ok: true, state: next });
+      assert.deepEqual((await store.history('shop', 10)).map((e) => e.revision), [8, 7]);
+    });
+
+    it('compareAndSet rejects a next.revision that is not expected + 1, and writes nothing', async (t) => {
+      const { store } = await fresh(t);
+      const [current] = await seed(store, 'shop', 1);
+      await assert.rejects(store.compareAndSet(makeState('shop', 3), 1));
+      await assert.rejects(store.compareAndSet(makeState('shop', 1), 1));
+      assert.deepEqual(await store.get('shop'), current);
+      assert.equal((await store.history('shop', 10)).length, 1);
+    });
+
+    it('the store keeps its own copy of a written state', async (t) => {
+      const { store } = await fresh(t);
+      const weights = { blue: 10_000, green: 0 };
+      const state = makeState('shop', 1, weights);
+      await store.compareAndSet(state, null);
+      weights.blue = 0; // the caller reuses its object after the write
+      assert.deepEqual((await store.get('shop'))?.weights, BLUE);
+      assert.deepEqual((await store.history('shop', 1))[0]?.weights, BLUE);
+    });
+
+    it('20 concurrent compareAndSet with the same expected revision: exactly one wins', async (t) => {
+      const { store } = await fresh(t);
+      const [first] = await seed(store, 'shop', 1);
+      const attempts = Array.from({ length: 20 }, (_, i) => makeState('shop', 2, SPLIT, { reason: `attempt ${i}`, updatedBy: `writer-${i}` }));
+      const results = await Promise.all(attempts.map((s) => store.compareAndSet(s, 1)));
+      const wins = results.filter((r): r is Extract<CasResult, { ok: true }> => r.ok);
+      assert.equal(wins.length, 1);
+      const winner = wins[0]!.state;
+      for (const r of results) if (!r.ok) assert.deepEqual(r.current, winner);
+      assert.deepEqual(await store.get('shop'), winner);
+      assert.deepEqual(await store.history('shop', 50), [historyEntryOf(winner), historyEntryOf(first!)]);
+    });
+
+    it('20 concurrent compareAndSet against null on a new app: exactly one creates it', async (t) => {
+      const { store } = await fresh(t);
+      const attempts = Array.from({ length: 20 }, (_, i) => makeState('shop', 1, BLUE, { salt: `salt-${i}` }));
+      const results = await Promise.all(attempts.map((s) => store.compareAndSet(s, null)));
+      assert.equal(results.filter((r) => r.ok).length, 1);
+      const stored = await store.get('shop');
+      for (const r of results) assert.deepEqual(r.ok ? r.state : r.current, stored);
+      assert.equal((await store.history('shop', 50)).length, 1);
+    });
+
+    it('history is newest first, honours limit and is bounded by historyLimit', async (t) => {
+      const { store } = await fresh(t, 3);
+      const written = await seed(store, 'shop', 5);
+      const newestFirst = written.map(historyEntryOf).reverse();
+      assert.deepEqual(await store.history('shop', 100), newestFirst.slice(0, 3));
+      assert.deepEqual(await store.history('shop', 2), newestFirst.slice(0, 2));
+      assert.deepEqual(await store.history('shop', 1), newestFirst.slice(0, 1));
+      // regression guard: a Redis LRANGE 0..limit-1 with limit 0 would return the whole list
+      assert.deepEqual(await store.history('shop', 0), []);
+    });
+
+    it('getMany returns the stored apps and leaves missing ones out', async (t) => {
+      const { store } = await fresh(t);
+      const [shop] = await seed(store, 'shop', 1);
+      const [blog] = await seed(store, 'blog', 1);
+      const many = await store.getMany(['shop', 'blog', 'missing']);
+      assert.deepEqual([...many.keys()].sort(), ['blog', 'shop']);
+      assert.deepEqual(many.get('shop'), shop);
+      assert.deepEqual(many.get('blog'), blog);
+      assert.equal((await store.getMany([])).size, 0);
+    });
+
+    it('watch receives every written state and nothing after unsubscribe', async (t) => {
+      const { store } = await fresh(t);
+      const seen: RoutingState[] = [];
+      const stopped: RoutingState[] = [];
+      store.watch((s) => seen.push(s));
+      const unsubscribe = store.watch((s) => stopped.push(s));
+      const written = await seed(store, 'shop', 2);
+      await eventually(() => seen.length >= 2, 'two watch events');
+      assert.deepEqual(seen, written);
+      assert.deepEqual(stopped, written);
+
+      unsubscribe();
+      const third = makeState('shop', 3, SPLIT);
+      await store.compareAndSet(third, 2);
+      // both listeners would hear the same event at the same time, so once one has it the other never will
+      await eventually(() => seen.length >= 3, 'the third watch event');
+      assert.deepEqual(seen, [...written, third]);
+      assert.deepEqual(stopped, written);
+    });
+
+    it('a failed compareAndSet is not announced to watchers', async (t) => {
+      const { store } = await fresh(t);
+      const seen: number[] = [];
+      store.watch((s) => seen.push(s.revision));
+      await seed(store, 'shop', 2);
+      assert.equal((await store.compareAndSet(makeState('shop', 1, GREEN), null)).ok, false);
+      assert.equal((await store.compareAndSet(makeState('shop', 2, GREEN), 1)).ok, false);
+      const third = makeState('shop', 3, SPLIT);
+      await store.compareAndSet(third, 2);
+      await eventually(() => seen.length >= 3, 'three watch events');
+      assert.deepEqual(seen, [1, 2, 3]);
+    });
+
+    it('a throwing watch listener does not break writes or other listeners', async (t) => {
+      const { store } = await fresh(t);
+      const seen: number[] = [];
+      store.watch(() => {
+        throw new Error('listener bug');
+      });
+      store.watch((s) => seen.push(s.revision));
+      await seed(store, 'shop', 2);
+      await eventually(() => seen.length >= 2, 'two watch events');
+      assert.deepEqual(seen, [1, 2]);
+    });
+
+    it('apps are independent', async (t) => {
+      const { store } = await fresh(t);
+      const shop = await seed(store, 'shop', 3);
+      const [blog] = await seed(store, 'blog', 1);
+      // shop's revision means nothing for blog
+      assert.deepEqual(await store.compareAndSet(makeState('blog', 4), 3), { ok: false, current: blog });
+      const blog2 = makeState('blog', 2, GREEN);
+      assert.deepEqual(await store.compareAndSet(blog2, 1), { ok: true, state: blog2 });
+      assert.deepEqual(await store.get('shop'), shop[2]);
+      assert.deepEqual(await store.history('shop', 10), shop.map(historyEntryOf).reverse());
+      assert.deepEqual(await store.history('blog', 10), [historyEntryOf(blog2), historyEntryOf(blog!)]);
+    });
+
+    it('close waits for a pending write, and later writes reject with STORE_UNAVAILABLE', async (t) => {
+      const { store } = await fresh(t);
+      let settled = false;
+      const pending = store.compareAndSet(makeState('shop', 1), null).finally(() => {
+        settled = true;
+      });
+      await store.close();
+      assert.equal(settled, true);
+      assert.equal((await pending).ok, true);
+      await assert.rejects(store.compareAndSet(makeState('shop', 2), 1), { code: 'STORE_UNAVAILABLE' });
+      await store.close(); // idempotent
+    });
+
+    it('state and history survive a reopen', async (t) => {
+      const fixture = await fresh(t, 3);
+      if (!fixture.reopen) return t.skip('this store does not outlive its instance');
+      const written = await seed(fixture.store, 'shop', 4);
+      const [blog] = await seed(fixture.store, 'blog', 1);
+      await fixture.store.close();
+
+      const reopened = await fixture.reopen();
+      assert.deepEqual(await reopened.get('shop'), written[3]);
+      assert.deepEqual(await reopened.get('blog'), blog);
+      assert.deepEqual(await reopened.history('shop', 10), written.map(historyEntryOf).reverse().slice(0, 3));
+      // the revision carries on where it was, and a stale writer still loses
+      assert.deepEqual(await reopened.compareAndSet(makeState('shop', 4), 3), { ok: false, current: written[3] });
+      const fifth = makeState('shop', 5, SPLIT);
+      assert.deepEqual(await reopened.compareAndSet(fifth, 4), { ok: true, state: fifth });
+      assert.deepEqual((await reopened.history('shop', 10)).map((e) => e.revision), [5, 4, 3]);
+    });
+  });
+}

@@ -1,0 +1,180 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { request } from 'undici';
+import { startProxy, twoPools, TOKEN, type TestProxy } from '../helpers/proxy.ts';
+import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+
+describe('switching', () => {
+  let blue: Upstream;
+  let green: Upstream;
+  let releaseSlow: () => void = () => undefined;
+  before(async () => {
+    const handler = (name: string) => (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => {
+      const reply = () => res.end(JSON.stringify({ pool: name }));
+      if (req.url === '/slow') releaseSlow = reply;
+      else reply();
+    };
+    blue = await startUpstream('blue', handler('blue'));
+    green = await startUpstream('green', handler('green'));
+  });
+  after(async () => {
+    await blue.close();
+    await green.close();
+  });
+
+  it('a slow request started on blue before a switch completes on blue while new requests go to green', async () => {
+    const p = await startProxy({ apps: [twoPools(blue.url, green.url)] });
+    try {
+      const slow = request(`${p.proxyUrl}/slow`);
+      while (!blue.seen.some((s) => s.url === '/slow')) await sleep(5);
+      const sw = await p.admin('POST', '/v1/apps/shop/switch', { to: 'green', reason: 'release 2.0.0' });
+      assert.equal(sw.status, 200);
+      assert.equal(sw.body.active, 'green');
+      const fresh = await p.get('/');
+      assert.equal(fresh.servedBy, 'green@2.0.0');
+      assert.equal(p.sy.runtime.pool('shop', 'blue')?.inflight, 1);
+      releaseSlow();
+      const r = await slow;
+      assert.equal(r.statusCode, 200);
+      assert.equal(r.headers['x-served-by'], 'blue@1.0.0');
+      assert.deepEqual(await r.body.json(), { pool: 'blue' });
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('100 switches while 8 clients send requests: no request fails', async () => {
+    const p = await startProxy({ apps: [twoPools(blue.url, green.url)] });
+    try {
+      let stop = false;
+      let ok = 0;
+      const failures: string[] = [];
+      const served = new Set<string>();
+      const client = async () => {
+        while (!stop) {
+          try {
+            const r = await request(`${p.proxyUrl}/`);
+            await r.body.text();
+            if (r.statusCode === 200) {
+              ok++;
+              served.add(String(r.headers['x-served-by']));
+            } else failures.push(String(r.statusCode));
+          } catch (err) {
+            failures.push(String(err));
+          }
+        }
+      };
+      const clients = Array.from({ length: 8 }, client);
+      for (let i = 0; i < 100; i++) {
+        const r = await p.admin('POST', '/v1/apps/shop/switch', { to: i % 2 ? 'blue' : 'green' });
+        assert.equal(r.status, 200);
+        await sleep(2);
+      }
+      stop = true;
+      await Promise.all(clients);
+      assert.deepEqual(failures, []);
+      assert.ok(ok > 100, `only ${ok} requests completed`);
+      assert.deepEqual([...served].sort(), ['blue@1.0.0', 'green@2.0.0']);
+      assert.equal((await p.admin('GET', '/v1/apps/shop')).body.revision, 101);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('a restart keeps the routing state and the history', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'switchyard-restart-'));
+    try {
+      const p = await startProxy({ apps: [twoPools(blue.url, green.url)] }, { dir });
+      await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 90, green: 10 }, reason: 'canary' });
+      await p.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
+      await p.close();
+      const q = await startProxy({ apps: [twoPools(blue.url, green.url)] }, { dir });
+      try {
+        const s = await q.admin('GET', '/v1/apps/shop');
+        assert.equal(s.body.revision, 3);
+        assert.equal(s.body.active, 'green');
+        assert.equal((await q.get('/')).servedBy, 'green@2.0.0');
+        const h = await q.admin('GET', '/v1/apps/shop/history');
+        assert.deepEqual(h.body.entries.map((e: { revision: number }) => e.revision), [3, 2, 1]);
+      } finally {
+        await q.close();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses to start when the stored state sends traffic to a pool the config no longer has', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'switchyard-pools-'));
+    try {
+      const apps = [{ ...twoPools(blue.url, green.url), pools: { blue: { version: '1', targets: [blue.url] }, green: { version: '2', targets: [green.url] }, purple: { version: '3', targets: [green.url] } } }];
+      const p = await startProxy({ apps }, { dir });
+      await p.admin('POST', '/v1/apps/shop/switch', { to: 'purple' });
+      await p.close();
+      await assert.rejects(startProxy({ apps: [twoPools(blue.url, green.url)] }, { dir }), /purple/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('SIGTERM', () => {
+  let p: TestProxy | undefined;
+  after(async () => p?.close());
+
+  it('readyz turns 503, in-flight requests finish, and the process exits 0', async () => {
+    const releases: (() => void)[] = [];
+    const up = await startUpstream('blue', (_req, res) => releases.push(() => res.end('done')));
+    const dir = await mkdtemp(join(tmpdir(), 'switchyard-sigterm-'));
+    const cfg = join(dir, 'switchyard.yaml');
+    const proxyPort = 20000 + Math.floor(Math.random() * 20000);
+    const adminPort = proxyPort + 1;
+    await writeFile(
+      cfg,
+      JSON.stringify({
+        listen: { host: '127.0.0.1', port: proxyPort },
+        admin: { host: '127.0.0.1', port: adminPort, tokens: [{ name: 't', token: TOKEN }] },
+        store: { kind: 'file', path: join(dir, 'state.json') },
+        apps: [twoPools(up.url, up.url)],
+        shutdown: { delay: '300ms', grace: '5s', hardStop: '10s' },
+        log: { level: 'warn' },
+      }),
+    );
+    const child = spawn(process.execPath, ['src/main.ts', 'serve', '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    try {
+      for (let i = 0; ; i++) {
+        const ok = await request(`http://127.0.0.1:${adminPort}/readyz`).then((r) => (r.body.dump(), r.statusCode === 200), () => false);
+        if (ok) break;
+        if (i > 100) assert.fail(`proxy did not start: ${stderr}`);
+        await sleep(50);
+      }
+      const inflight = Array.from({ length: 5 }, () => request(`http://127.0.0.1:${proxyPort}/work`).then(async (r) => ({ status: r.statusCode, body: await r.body.text(), connection: r.headers['connection'] })));
+      while (releases.length < 5) await sleep(10);
+      child.kill('SIGTERM');
+      await sleep(100);
+      const ready = await request(`http://127.0.0.1:${adminPort}/readyz`);
+      assert.equal(ready.statusCode, 503);
+      await ready.body.dump();
+      await sleep(400);
+      for (const r of releases) r();
+      const results = await Promise.all(inflight);
+      assert.deepEqual(results.map((r) => r.status), [200, 200, 200, 200, 200]);
+      assert.ok(results.every((r) => r.body === 'done'));
+      assert.ok(results.every((r) => r.connection === 'close'));
+      const [code] = (await once(child, 'exit')) as [number];
+      assert.equal(code, 0, stderr);
+    } finally {
+      child.kill('SIGKILL');
+      await up.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
