@@ -13,19 +13,34 @@ import { startTarget, TARGET_NAMES, type Running, type TargetName } from './targ
  * all in one run on one machine, interleaved over ROUNDS rounds. See bench/README.md.
  */
 
-const CONNECTIONS = envInt('CONNECTIONS', 50);
-const DURATION = envInt('DURATION', 10);
-const ROUNDS = Math.max(1, envInt('ROUNDS', 3));
-const WARMUP = envInt('WARMUP', 2);
-const BODY_SIZES = (envList('BODY_SIZES') ?? [String(envInt('BODY_SIZE', 0))]).map((s) => {
-  const n = Number(s);
-  if (!Number.isInteger(n) || n < 0) throw new Error(`BODY_SIZES: "${s}" is not a byte count`);
-  return n;
-});
-const TARGETS = (envList('TARGETS') ?? [...TARGET_NAMES]).map((t) => {
-  if (!(TARGET_NAMES as readonly string[]).includes(t)) throw new Error(`TARGETS: unknown "${t}" (known: ${TARGET_NAMES.join(', ')})`);
-  return t as TargetName;
-});
+function readSettings() {
+  const targets = (envList('TARGETS') ?? [...TARGET_NAMES]).map((t) => {
+    if (!(TARGET_NAMES as readonly string[]).includes(t)) throw new Error(`TARGETS: unknown "${t}" (known: ${TARGET_NAMES.join(', ')})`);
+    return t as TargetName;
+  });
+  const bodySizes = (envList('BODY_SIZES') ?? [String(envInt('BODY_SIZE', 0))]).map((s) => {
+    const n = Number(s);
+    if (!Number.isInteger(n) || n < 0) throw new Error(`BODY_SIZES: "${s}" is not a byte count`);
+    return n;
+  });
+  return {
+    connections: envInt('CONNECTIONS', 50),
+    durationSec: envInt('DURATION', 10),
+    warmupSec: envInt('WARMUP', 2),
+    rounds: Math.max(1, envInt('ROUNDS', 3)),
+    bodySizes,
+    targets,
+  };
+}
+
+let settings: ReturnType<typeof readSettings>;
+try {
+  settings = readSettings();
+} catch (e) {
+  process.stderr.write(`bench: ${(e as Error).message}\n`);
+  process.exit(2);
+}
+const { connections: CONNECTIONS, durationSec: DURATION, warmupSec: WARMUP, rounds: ROUNDS, bodySizes: BODY_SIZES, targets: TARGETS } = settings;
 const BASELINES: readonly TargetName[] = ['direct', 'http-proxy', 'undici-naive', 'nginx'];
 
 interface Row {
@@ -146,10 +161,9 @@ async function main(): Promise<void> {
     cpu: cpuModel(),
     cores: cores(),
     node: process.version,
-    driver: driver === 'wrk' ? 'wrk (1 thread)' : 'autocannon (in-process; tops out near 46k rps, install wrk for more headroom)',
+    driver: driver === 'wrk' ? 'wrk (1 thread)' : 'autocannon (in-process; latency in whole ms; tops out near 46k rps, install wrk for more headroom)',
     pinning: pinningNote(),
   };
-  const settings = { connections: CONNECTIONS, durationSec: DURATION, warmupSec: WARMUP, rounds: ROUNDS, bodySizes: BODY_SIZES, targets: TARGETS };
   const out = (s: string): void => void process.stdout.write(`${s}\n`);
   out('Switchyard benchmark');
   out(`  machine  ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}`);

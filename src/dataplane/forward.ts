@@ -21,8 +21,8 @@ export interface ForwardContext {
   readonly requestId: string;
   /** Set-Cookie for an affinity pin, or null */
   readonly setCookie: string | null;
-  /** add `Connection: close` (the proxy is shutting down) */
-  readonly close: boolean;
+  /** read when the response starts: once `closing`, responses carry `Connection: close` */
+  readonly plane: { readonly closing: boolean };
   readonly now: () => number;
   readonly onDone: (ctx: ProxyHandler, outcome: Outcome) => void;
 }
@@ -89,7 +89,7 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
     this.status = statusCode;
     this.chunked = headers['content-length'] === undefined;
     const { res } = this.ctx;
-    const out = forwardResponseHeaders(headers, this.ctx.servedBy, this.ctx.requestId, this.ctx.close);
+    const out = forwardResponseHeaders(headers, this.ctx.servedBy, this.ctx.requestId, this.ctx.plane.closing);
     if (this.ctx.setCookie !== null) out.push('set-cookie', this.ctx.setCookie);
     try {
       if (statusMessage) res.writeHead(statusCode, statusMessage, out);
@@ -142,7 +142,7 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
       }
     }
     const errCode: ErrorCode = TIMEOUTS.has(code) ? 'UPSTREAM_TIMEOUT' : connectFailed && this.ctx.pool.pick(this.ctx.now(), null) === null ? 'NO_TARGET' : 'UPSTREAM_ERROR';
-    sendError(this.ctx.res, errCode, this.ctx.requestId, this.ctx.close);
+    sendError(this.ctx.res, errCode, this.ctx.requestId, this.ctx.plane.closing);
     this.finish(ERRORS[errCode].status, errCode);
   }
 

@@ -139,7 +139,7 @@ export class DataPlane {
         servedBy: pool.servedBy,
         requestId: fwd.requestId,
         setCookie: by === 'random' || by === 'sticky' ? this.pins.setCookie(app, pool, now) : null,
-        close: this.closing,
+        plane: this,
         now: this.now,
         onDone: (_h, outcome) => this.opts.onRequest?.({ app, pool, by, requestId: fwd.requestId, method: opts.method, outcome }),
       },

@@ -1,0 +1,339 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { pino } from 'pino';
+import { request } from 'undici';
+import { createAdminServer, type AdminServerDeps } from '../../src/admin/server.ts';
+import { parseConfig } from '../../src/config/load.ts';
+import { Controller } from '../../src/control/controller.ts';
+import type { CountsSource, PoolCounts } from '../../src/control/counts.ts';
+import { SwitchyardError } from '../../src/errors.ts';
+import { FileStore } from '../../src/state/file-store.ts';
+import type { RoutingState, StateStore } from '../../src/state/types.ts';
+
+const TOKEN = 'ci-token-0123456789abcdef';
+const pools = { blue: { version: '1.0.0', targets: ['http://127.0.0.1:9001'] }, green: { version: '2.0.0', targets: ['http://127.0.0.1:9002'] } };
+
+/** Counts the test sets by hand: `app/pool` → counts. */
+function fakeCounts(): CountsSource & { set(app: string, pool: string, c: Partial<PoolCounts>): void } {
+  const table = new Map<string, PoolCounts>();
+  const get = (app: string, pool: string): PoolCounts => table.get(`${app}/${pool}`) ?? { inflight: 0, upgraded: 0, pinned: 0 };
+  return {
+    set: (app, pool, c) => table.set(`${app}/${pool}`, { ...get(app, pool), ...c }),
+    poolCounts: get,
+    poolCountsByInstance: (app, pool) => ({ 'instance-a': get(app, pool) }),
+    instances: () => ({ applied: 1, total: 1 }),
+  };
+}
+
+/** A FileStore whose writes can be made to fail like an unreachable Redis. */
+function flaky(inner: StateStore): StateStore & { failWrites: boolean } {
+  return {
+    kind: inner.kind,
+    failWrites: false,
+    get: (app) => inner.get(app),
+    getMany: (apps) => inner.getMany(apps),
+    history: (app, limit) => inner.history(app, limit),
+    watch: (l) => inner.watch(l),
+    close: () => inner.close(),
+    compareAndSet(next: RoutingState, expected: number | null) {
+      if (this.failWrites) return Promise.reject(new SwitchyardError('STORE_UNAVAILABLE', 'the store is down'));
+      return inner.compareAndSet(next, expected);
+    },
+  };
+}
+
+async function startAdmin(admin: Record<string, unknown>, extra: Partial<AdminServerDeps> = {}) {
+  const dir = await mkdtemp(join(tmpdir(), 'switchyard-admin-'));
+  const config = parseConfig({
+    admin,
+    store: { kind: 'file', path: join(dir, 'state.json') },
+    apps: [
+      { name: 'shop', hosts: ['shop.example.com'], pools, drain: { timeout: '5m' } },
+      { name: 'blog', hosts: ['blog.example.com'], pools },
+    ],
+  });
+  const logger = pino({ level: 'silent' });
+  const store = flaky(await FileStore.open({ path: join(dir, 'state.json'), historyLimit: 100 }));
+  const controller = await Controller.start({ config, store, logger });
+  const counts = fakeCounts();
+  let ready = true;
+  const server: Server = createAdminServer({ config, controller, counts, logger, ready: () => ready, readyDetails: () => ({ apps: 2 }), ...extra });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return {
+    base, controller, counts, store,
+    setReady: (v: boolean) => (ready = v),
+    async close() {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+      await controller.close();
+      await store.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+interface CallOptions { token?: string | null; body?: unknown; raw?: string | Buffer; headers?: Record<string, string> }
+
+async function call(base: string, method: string, path: string, opts: CallOptions = {}) {
+  const headers: Record<string, string> = { ...opts.headers };
+  const token = opts.token === undefined ? TOKEN : opts.token;
+  if (token !== null) headers.authorization = `Bearer ${token}`;
+  let body: string | Buffer | undefined = opts.raw;
+  if (opts.body !== undefined) {
+    body = JSON.stringify(opts.body);
+    headers['content-type'] ??= 'application/json';
+  }
+  const res = await request(`${base}${path}`, { method: method as 'GET', headers, body });
+  const text = await res.body.text();
+  const json = text === '' || !String(res.headers['content-type']).includes('json') ? text : JSON.parse(text);
+  return { status: res.statusCode, headers: res.headers, json };
+}
+
+describe('admin API', () => {
+  let t: Awaited<ReturnType<typeof startAdmin>>;
+  const api = (method: string, path: string, opts?: CallOptions) => call(t.base, method, path, opts);
+  before(async () => {
+    t = await startAdmin({ tokens: [{ name: 'ci', token: TOKEN }] }, {
+      metrics: { contentType: 'text/plain; version=0.0.4', render: async () => 'switchyard_up 1\n' },
+      routes: [
+        { method: 'GET', path: '/v1/apps/:app/echo', handler: (ctx) => ({ json: { app: ctx.params.app, actor: ctx.actor } }) },
+        { method: 'GET', path: '/v1/boom', handler: () => { throw new Error('kaput'); } },
+      ],
+      fallback: (_req, res, url) => {
+        if (url.pathname !== '/') return false;
+        res.writeHead(200, { 'content-type': 'text/html' }).end('<h1>switchyard</h1>');
+        return true;
+      },
+    });
+  });
+  after(() => t.close());
+
+  it('answers healthz and readyz without a token, readyz 503 when not ready', async () => {
+    assert.deepEqual((await api('GET', '/healthz', { token: null })).json, { status: 'ok' });
+    const ready = await api('GET', '/readyz', { token: null });
+    assert.deepEqual([ready.status, ready.json], [200, { status: 'ready', details: { apps: 2 } }]);
+    t.setReady(false);
+    assert.equal((await api('GET', '/readyz', { token: null })).status, 503);
+    t.setReady(true);
+  });
+
+  it('lists every app in config order with its pools, counts and instances', async () => {
+    t.counts.set('shop', 'blue', { inflight: 3, upgraded: 1 });
+    const { status, json } = await api('GET', '/v1/apps');
+    assert.equal(status, 200);
+    assert.deepEqual(json.apps.map((a: { app: string }) => a.app), ['shop', 'blog']);
+    const shop = json.apps[0];
+    assert.deepEqual(Object.keys(shop.pools), ['blue', 'green']);
+    assert.deepEqual(shop.pools.blue, { version: '1.0.0', targets: ['http://127.0.0.1:9001'], weight: 100, inflight: 3, upgraded: 1, drained: false });
+    assert.deepEqual(shop.pools.green, { version: '2.0.0', targets: ['http://127.0.0.1:9002'], weight: 0, inflight: 0, upgraded: 0, drained: true });
+    assert.deepEqual([shop.weights, shop.active, shop.instances], [{ blue: 100, green: 0 }, 'blue', { applied: 1, total: 1 }]);
+    t.counts.set('shop', 'blue', { inflight: 0, upgraded: 0 });
+  });
+
+  it('serves one app with its revision as ETag and answers 304 to a matching If-None-Match', async () => {
+    const first = await api('GET', '/v1/apps/shop');
+    assert.equal(first.headers.etag, `"${first.json.revision}"`);
+    const same = await api('GET', '/v1/apps/shop', { headers: { 'if-none-match': first.headers.etag as string } });
+    assert.deepEqual([same.status, same.json], [304, '']);
+    assert.equal((await api('GET', '/v1/apps/shop', { headers: { 'if-none-match': '"999"' } })).status, 200);
+  });
+
+  it('switches all traffic to a pool and answers the new state with its ETag', async () => {
+    const before = (await api('GET', '/v1/apps/shop')).json;
+    const { status, headers, json } = await api('POST', '/v1/apps/shop/switch', { body: { to: 'green', reason: 'release 2.0.0' } });
+    assert.equal(status, 200);
+    assert.deepEqual([json.revision, json.weights, json.active, json.updatedBy, json.reason], [before.revision + 1, { blue: 0, green: 100 }, 'green', 'ci', 'release 2.0.0']);
+    assert.equal(headers.etag, `"${json.revision}"`);
+  });
+
+  it('sets a canary split with two-decimal weights', async () => {
+    const { status, json } = await api('PUT', '/v1/apps/shop/weights', { body: { weights: { blue: 99.95, green: 0.05 }, reason: 'canary' } });
+    assert.deepEqual([status, json.weights, json.active], [200, { blue: 99.95, green: 0.05 }, null]);
+  });
+
+  it('rejects bad bodies with 400 details naming the field', async () => {
+    const cases: [string, string, unknown, { path: string; message: RegExp }][] = [
+      ['PUT', 'weights', { weights: { blue: 90, green: 20 } }, { path: 'weights', message: /^must sum to 100, got 110$/ }],
+      ['PUT', 'weights', { weights: { blue: 89.995, green: 10.005 } }, { path: 'weights.blue', message: /^at most two decimals$/ }],
+      ['PUT', 'weights', { weights: { blue: 100, purple: 0 } }, { path: 'weights.purple', message: /unknown pool/ }],
+      ['PUT', 'weights', { weights: { blue: '100' } }, { path: 'weights.blue', message: /expected number/ }],
+      ['POST', 'switch', { to: 'green', colour: 'red' }, { path: 'colour', message: /^unknown field$/ }],
+      ['POST', 'switch', { to: 7 }, { path: 'to', message: /expected string/ }],
+      ['POST', 'switch', { to: 'green', force: 'yes' }, { path: 'force', message: /expected boolean/ }],
+      ['POST', 'rollback', [], { path: '(root)', message: /expected object/ }],
+    ];
+    for (const [method, action, body, want] of cases) {
+      const { status, json } = await api(method, `/v1/apps/shop/${action}`, { body });
+      assert.equal(status, 400, JSON.stringify(body));
+      assert.equal(json.error.code, 'BAD_REQUEST');
+      assert.equal(json.error.details[0].path, want.path, JSON.stringify(json));
+      assert.match(json.error.details[0].message, want.message);
+    }
+    const weights = await api('PUT', '/v1/apps/shop/weights', { body: { weights: { blue: 90, green: 20 } } });
+    assert.equal(weights.json.error.message, 'weights: must sum to 100, got 110');
+    const badJson = await api('POST', '/v1/apps/shop/switch', { raw: '{"to": ', headers: { 'content-type': 'application/json' } });
+    assert.deepEqual([badJson.status, badJson.json.error.code], [400, 'BAD_REQUEST']);
+  });
+
+  it('refuses a missing or unknown token with 401 and a malformed If-Match with 400', async () => {
+    const missing = await api('GET', '/v1/apps', { token: null });
+    assert.deepEqual([missing.status, missing.json.error.code, missing.headers['www-authenticate']], [401, 'UNAUTHORIZED', 'Bearer realm="switchyard"']);
+    assert.equal((await api('GET', '/v1/apps', { token: 'not-a-token-of-ours-xxxxxxxx' })).status, 401);
+    assert.equal((await api('GET', '/v1/nowhere', { token: null })).status, 401, 'unknown /v1 paths are not revealed before auth');
+    const ifMatch = await api('POST', '/v1/apps/shop/switch', { body: { to: 'blue' }, headers: { 'if-match': 'W/"3"' } });
+    assert.deepEqual([ifMatch.status, ifMatch.json.error.details[0].path], [400, 'If-Match']);
+  });
+
+  it('answers 404 for an unknown app, pool or path and 405 for a wrong method', async () => {
+    const codes = async (method: string, path: string, body?: unknown) => {
+      const r = await api(method, path, body === undefined ? {} : { body });
+      return [r.status, r.json.error?.code];
+    };
+    assert.deepEqual(await codes('GET', '/v1/apps/nope'), [404, 'UNKNOWN_APP']);
+    assert.deepEqual(await codes('POST', '/v1/apps/nope/switch', { to: 'green' }), [404, 'UNKNOWN_APP']);
+    assert.deepEqual(await codes('POST', '/v1/apps/shop/switch', { to: 'purple' }), [404, 'UNKNOWN_POOL']);
+    assert.deepEqual(await codes('GET', '/v1/apps/shop/pools/purple/drain'), [404, 'UNKNOWN_POOL']);
+    assert.deepEqual(await codes('GET', '/v1/nowhere'), [404, 'NOT_FOUND']);
+    assert.deepEqual(await codes('GET', '/nowhere'), [404, 'NOT_FOUND']);
+    const wrong = await api('DELETE', '/v1/apps/shop');
+    assert.deepEqual([wrong.status, wrong.json.error.code, wrong.headers.allow], [405, 'METHOD_NOT_ALLOWED', 'GET, HEAD']);
+  });
+
+  it('answers 409 to a rollback with no earlier revision', async () => {
+    const { status, json } = await api('POST', '/v1/apps/blog/rollback', { body: {} });
+    assert.deepEqual([status, json.error.code], [409, 'NO_EARLIER_REVISION']);
+  });
+
+  it('answers 412 with the current state to a stale If-Match, and writes on a matching one', async () => {
+    const current = (await api('GET', '/v1/apps/shop')).json;
+    const stale = await api('POST', '/v1/apps/shop/switch', { body: { to: 'blue' }, headers: { 'if-match': `"${current.revision - 1}"` } });
+    assert.deepEqual([stale.status, stale.json.error.code, stale.headers.etag], [412, 'STALE_REVISION', `"${current.revision}"`]);
+    assert.equal(stale.json.error.details.currentRevision, current.revision);
+    assert.deepEqual(stale.json.error.details.current.weights, current.weights);
+    const fresh = await api('POST', '/v1/apps/shop/switch', { body: { to: 'blue' }, headers: { 'if-match': String(current.revision) } });
+    assert.deepEqual([fresh.status, fresh.json.revision], [200, current.revision + 1]);
+  });
+
+  it('refuses a body over 64 KiB with 413 and a write that is not JSON with 415', async () => {
+    const big = await api('PUT', '/v1/apps/shop/weights', { raw: `{"reason":"${'x'.repeat(70 * 1024)}"}`, headers: { 'content-type': 'application/json' } });
+    assert.deepEqual([big.status, big.json.error.code], [413, 'BODY_TOO_LARGE']);
+    const text = await api('POST', '/v1/apps/shop/switch', { raw: 'to=green', headers: { 'content-type': 'text/plain' } });
+    assert.deepEqual([text.status, text.json.error.code], [415, 'UNSUPPORTED_MEDIA_TYPE']);
+    const charset = await api('POST', '/v1/apps/shop/switch', { body: { to: 'blue' }, headers: { 'content-type': 'application/json; charset=utf-8' } });
+    assert.equal(charset.status, 200);
+  });
+
+  it('answers 503 when the store cannot be written and keeps routing on the last state', async () => {
+    const before = (await api('GET', '/v1/apps/shop')).json;
+    const snapshot = t.controller.snapshot;
+    t.store.failWrites = true;
+    try {
+      const { status, json } = await api('PUT', '/v1/apps/shop/weights', { body: { weights: { blue: 50, green: 50 } } });
+      assert.deepEqual([status, json.error.code], [503, 'STORE_UNAVAILABLE']);
+    } finally {
+      t.store.failWrites = false;
+    }
+    assert.equal(t.controller.snapshot, snapshot);
+    const after = (await api('GET', '/v1/apps/shop')).json;
+    assert.deepEqual([after.revision, after.weights], [before.revision, before.weights]);
+  });
+
+  it('rolls back to the previous weights as a new revision, and lists history newest first', async () => {
+    await api('PUT', '/v1/apps/shop/weights', { body: { weights: { blue: 80, green: 20 } } });
+    const canary = (await api('PUT', '/v1/apps/shop/weights', { body: { weights: { blue: 60, green: 40 } } })).json;
+    const { status, json } = await api('POST', '/v1/apps/shop/rollback', { body: { reason: 'errors' } });
+    assert.deepEqual([status, json.revision, json.weights, json.reason], [200, canary.revision + 1, { blue: 80, green: 20 }, 'errors']);
+    const history = await api('GET', '/v1/apps/shop/history?limit=3');
+    assert.equal(history.status, 200);
+    assert.deepEqual(history.json.entries.map((e: { revision: number }) => e.revision), [json.revision, json.revision - 1, json.revision - 2]);
+    assert.deepEqual(history.json.entries[0], { revision: json.revision, weights: { blue: 80, green: 20 }, action: 'rollback', by: 'ci', reason: 'errors', at: json.updatedAt });
+    for (const limit of ['0', '1001', 'ten', '-1']) {
+      const bad = await api('GET', `/v1/apps/shop/history?limit=${limit}`);
+      assert.deepEqual([bad.status, bad.json.error.details[0].path], [400, 'limit'], limit);
+    }
+    const all = await api('GET', '/v1/apps/shop/history');
+    assert.equal(all.json.entries.at(-1).action, 'initial');
+  });
+
+  it('reports drain figures with the drain deadline, and drained once weight and counts are 0', async () => {
+    const state = (await api('POST', '/v1/apps/shop/switch', { body: { to: 'green' } })).json;
+    t.counts.set('shop', 'blue', { inflight: 2, upgraded: 1, pinned: 4 });
+    const busy = await api('GET', '/v1/apps/shop/pools/blue/drain?instances=1');
+    assert.equal(busy.status, 200);
+    assert.deepEqual({ ...busy.json, remainingMs: undefined }, {
+      pool: 'blue', weight: 0, inflight: 2, upgraded: 1, pinned: 4, drainingSince: state.updatedAt,
+      deadline: new Date(Date.parse(state.updatedAt) + 5 * 60_000).toISOString(), remainingMs: undefined, drained: false,
+      instances: { 'instance-a': { inflight: 2, upgraded: 1, pinned: 4 } },
+    });
+    t.counts.set('shop', 'blue', { inflight: 0, upgraded: 0, pinned: 0 });
+    assert.equal((await api('GET', '/v1/apps/shop/pools/blue/drain')).json.drained, true);
+    const live = (await api('GET', '/v1/apps/shop/pools/green/drain')).json;
+    assert.deepEqual([live.weight, live.drainingSince, live.deadline, live.drained], [100, null, null, false]);
+  });
+
+  it('serves /metrics without a token by default', async () => {
+    const { status, headers, json } = await api('GET', '/metrics', { token: null });
+    assert.deepEqual([status, headers['content-type'], json], [200, 'text/plain; version=0.0.4', 'switchyard_up 1\n']);
+  });
+
+  it('plugs in extra routes behind auth, a fallback before the 404, and turns a throw into a 500', async () => {
+    assert.deepEqual((await api('GET', '/v1/apps/shop/echo')).json, { app: 'shop', actor: 'ci' });
+    assert.equal((await api('GET', '/v1/apps/shop/echo', { token: null })).status, 401);
+    assert.equal((await api('GET', '/', { token: null })).json, '<h1>switchyard</h1>');
+    const boom = await api('GET', '/v1/boom');
+    assert.deepEqual([boom.status, boom.json], [500, { error: { code: 'INTERNAL', message: 'internal error' } }]);
+    assert.equal((await api('GET', '/healthz')).status, 200);
+  });
+});
+
+describe('admin API login limits and metrics auth', () => {
+  let t: Awaited<ReturnType<typeof startAdmin>>;
+  before(async () => {
+    t = await startAdmin({ tokens: [{ name: 'ci', token: TOKEN }], maxFailedLogins: 3, metricsAuth: true }, { metrics: { contentType: 'text/plain', render: async () => 'up 1\n' } });
+  });
+  after(() => t.close());
+
+  it('asks for a token on /metrics when metricsAuth is set', async () => {
+    assert.equal((await call(t.base, 'GET', '/metrics', { token: null })).status, 401);
+    assert.equal((await call(t.base, 'GET', '/metrics')).status, 200);
+  });
+
+  it('answers 429 with Retry-After once an address has more than maxFailedLogins failures in a minute', async () => {
+    const statuses = [];
+    for (let i = 0; i < 4; i++) statuses.push((await call(t.base, 'GET', '/v1/apps', { token: `wrong-token-${i}-xxxxxxxxxxxx` })).status);
+    assert.deepEqual(statuses, [401, 401, 401, 429]);
+    const blocked = await call(t.base, 'GET', '/v1/apps');
+    assert.deepEqual([blocked.status, blocked.json.error.code], [429, 'TOO_MANY_FAILED_LOGINS']);
+    const retryAfter = Number(blocked.headers['retry-after']);
+    assert.ok(retryAfter >= 1 && retryAfter <= 60, String(retryAfter));
+    assert.equal((await call(t.base, 'GET', '/healthz', { token: null })).status, 200, 'unauthenticated paths stay open');
+  });
+});
+
+describe('admin API without tokens (loopback only)', () => {
+  let t: Awaited<ReturnType<typeof startAdmin>>;
+  before(async () => {
+    t = await startAdmin({});
+  });
+  after(() => t.close());
+
+  it('accepts requests without a token as anonymous', async () => {
+    const { status, json } = await call(t.base, 'POST', '/v1/apps/shop/switch', { token: null, body: { to: 'green' } });
+    assert.deepEqual([status, json.updatedBy], [200, 'anonymous']);
+  });
+
+  it('accepts an empty rollback body without a Content-Type', async () => {
+    assert.equal((await call(t.base, 'POST', '/v1/apps/shop/rollback', { token: null })).json.weights.blue, 100);
+  });
+
+  it('answers 404 on /metrics when no metrics are wired', async () => {
+    const { status, json } = await call(t.base, 'GET', '/metrics', { token: null });
+    assert.deepEqual([status, json.error.code], [404, 'NOT_FOUND']);
+  });
+});
