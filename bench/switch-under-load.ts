@@ -58,6 +58,8 @@ async function switchLoop(adminPort: number, windowMs: number): Promise<{ outcom
     outcomes.push(o);
     if (o.ok) last = to;
   }
+  // SWITCHES=0 is the control run: the same window, no switches, so "during" measures the noise.
+  if (SWITCHES === 0) await sleep(windowMs);
   return { outcomes, startedAt, endedAt: Date.now(), last };
 }
 

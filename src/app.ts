@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
+import { canaryRoutes } from './admin/canary-routes.ts';
 import { createAdminServer } from './admin/server.ts';
 import type { Config } from './config/schema.ts';
 import { Controller } from './control/controller.ts';
@@ -75,6 +76,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     now,
     ready: () => ready && !shuttingDown,
     readyDetails: () => ({ shuttingDown, store: store.kind, revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])) }),
+    routes: [...canaryRoutes(controller)],
   });
 
   controller.on('applied', (state: { app: string; revision: number }) => logger.info({ app: state.app, revision: state.revision }, 'routing state applied'));

@@ -89,7 +89,7 @@ async function call(base: string, method: string, path: string, opts: CallOption
     body = JSON.stringify(opts.body);
     headers['content-type'] ??= 'application/json';
   }
-  const res = await request(`${base}${path}`, { method: method as 'GET', headers, body });
+  const res = await request(`${base}${path}`, { method: method as 'GET', headers, body: body ?? null });
   const text = await res.body.text();
   const json = text === '' || !String(res.headers['content-type']).includes('json') ? text : JSON.parse(text);
   return { status: res.statusCode, headers: res.headers, json };

@@ -1,0 +1,211 @@
+import type { ParseArgsOptionsConfig } from 'node:util';
+import type { AppStateView, DrainView, HistoryEntryView } from '../admin/views.ts';
+import { parseDuration } from '../config/duration.ts';
+import type { AdminClient } from './client.ts';
+import { appDetail, appLine, drainLine, historyLines, humanDuration, pct } from './format.ts';
+
+/** A call the CLI cannot make sense of: exit 2 with the command's usage line. */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+export interface CommandContext {
+  /** positionals after the command name */
+  readonly args: readonly string[];
+  readonly values: Readonly<Record<string, string | boolean | undefined>>;
+  /** the admin API client (commands marked `local` get none) */
+  readonly client: AdminClient;
+  /** `--json`: print the API's JSON instead of the human rendering */
+  readonly json: boolean;
+  out(line: string): void;
+  err(line: string): void;
+  now(): number;
+  sleep(ms: number): Promise<void>;
+}
+
+interface CommandBase {
+  /** `switch APP POOL [--reason R] [--force]` */
+  readonly usage: string;
+  readonly summary: string;
+}
+
+/** A command that talks to the admin API; its options are parsed strictly with the global ones. */
+export interface ApiCommand extends CommandBase {
+  /** positionals: at least `min`, at most `max` (Infinity for a list) */
+  readonly args: readonly [min: number, max: number];
+  readonly options?: ParseArgsOptionsConfig;
+  run(ctx: CommandContext): Promise<number>;
+}
+
+/** A command that takes its arguments unparsed and needs no admin API (serve). */
+export interface RawCommand extends CommandBase {
+  raw(argv: string[]): Promise<number>;
+}
+
+export type Command = ApiCommand | RawCommand;
+
+const enc = encodeURIComponent;
+const appPath = (app: string) => `/v1/apps/${enc(app)}`;
+const writeOptions: ParseArgsOptionsConfig = { reason: { type: 'string' }, force: { type: 'boolean' } };
+
+/** The body fields every write shares, leaving out what was not given. */
+function writeFields(ctx: CommandContext): { reason?: string; force?: true } {
+  const fields: { reason?: string; force?: true } = {};
+  if (typeof ctx.values.reason === 'string') fields.reason = ctx.values.reason;
+  if (ctx.values.force === true) fields.force = true;
+  return fields;
+}
+
+function printJson(ctx: CommandContext, value: unknown): void {
+  ctx.out(JSON.stringify(value, null, 2));
+}
+
+function printState(ctx: CommandContext, state: AppStateView): number {
+  if (ctx.json) printJson(ctx, state);
+  else ctx.out(appLine(state));
+  return 0;
+}
+
+/** `green=10` or `green=0.05%` into `{ green: 10 }`. */
+export function parseWeightArgs(args: readonly string[]): Record<string, number> {
+  const weights: Record<string, number> = {};
+  for (const arg of args) {
+    const m = /^([a-z0-9-]{1,63})=(\d{1,3}(?:\.\d+)?)%?$/.exec(arg);
+    if (m === null) throw new UsageError(`bad weight "${arg}": expected POOL=PCT, like green=10 or green=0.5`);
+    const [, pool, value] = m as unknown as [string, string, string];
+    if (Object.hasOwn(weights, pool)) throw new UsageError(`pool "${pool}" is given twice`);
+    weights[pool] = Number(value);
+  }
+  return weights;
+}
+
+function durationOption(ctx: CommandContext, name: string, fallback: string): number {
+  const raw = ctx.values[name];
+  const ms = parseDuration(typeof raw === 'string' ? raw : fallback);
+  if (ms === undefined || ms <= 0) throw new UsageError(`--${name} must be a duration like 500ms, 30s or 10m, got "${String(raw)}"`);
+  return ms;
+}
+
+async function drainWait(ctx: CommandContext, path: string): Promise<number> {
+  const timeout = durationOption(ctx, 'timeout', '10m');
+  const interval = durationOption(ctx, 'interval', '1s');
+  const deadline = ctx.now() + timeout;
+  let last = '';
+  let warned = false;
+  for (;;) {
+    const v = await ctx.client.get<DrainView>(path);
+    const key = [v.weight, v.inflight, v.upgraded, v.pinned, v.drained].join('/');
+    if (key !== last) {
+      ctx.out(ctx.json ? JSON.stringify(v) : drainLine(v));
+      last = key;
+    }
+    if (v.drained) {
+      if (!ctx.json) ctx.out(`${v.pool} is drained`);
+      return 0;
+    }
+    if (v.weight > 0 && !warned) {
+      ctx.err(`note: ${v.pool} still gets ${pct(v.weight)} of the traffic; it drains only once its weight is 0`);
+      warned = true;
+    }
+    const left = deadline - ctx.now();
+    if (left <= 0) {
+      ctx.err(`error: ${v.pool} not drained after ${humanDuration(timeout)}: ${v.inflight} in flight, ${v.upgraded} upgraded, weight ${pct(v.weight)}`);
+      return 1;
+    }
+    await ctx.sleep(Math.min(interval, left));
+  }
+}
+
+/** Every `switchyard` command; adding one is one entry here. */
+export const COMMANDS: Readonly<Record<string, Command>> = {
+  serve: {
+    usage: 'serve [--config FILE]',
+    summary: 'run the proxy and the admin API',
+    async raw(argv) {
+      await (await import('../main.ts')).serve(argv);
+      return 0;
+    },
+  },
+  status: {
+    usage: 'status [APP]',
+    summary: 'routing state of every app, or of one in detail',
+    args: [0, 1],
+    async run(ctx) {
+      const [app] = ctx.args;
+      if (app !== undefined) {
+        const state = await ctx.client.get<AppStateView>(appPath(app));
+        if (ctx.json) printJson(ctx, state);
+        else for (const line of appDetail(state)) ctx.out(line);
+        return 0;
+      }
+      const { apps } = await ctx.client.get<{ apps: AppStateView[] }>('/v1/apps');
+      if (ctx.json) printJson(ctx, { apps });
+      else {
+        const width = Math.max(0, ...apps.map((a) => a.app.length));
+        for (const a of apps) ctx.out(appLine(a, width));
+      }
+      return 0;
+    },
+  },
+  switch: {
+    usage: 'switch APP POOL [--reason R] [--force]',
+    summary: 'send all traffic of APP to POOL',
+    args: [2, 2],
+    options: writeOptions,
+    async run(ctx) {
+      const [app, to] = ctx.args as [string, string];
+      return printState(ctx, await ctx.client.post<AppStateView>(`${appPath(app)}/switch`, { to, ...writeFields(ctx) }));
+    },
+  },
+  weights: {
+    usage: 'weights APP POOL=PCT… [--reason R] [--force]',
+    summary: 'split traffic by percentages (pools left out get 0)',
+    args: [2, Infinity],
+    options: writeOptions,
+    async run(ctx) {
+      const [app, ...pairs] = ctx.args as [string, ...string[]];
+      const weights = parseWeightArgs(pairs);
+      return printState(ctx, await ctx.client.put<AppStateView>(`${appPath(app)}/weights`, { weights, ...writeFields(ctx) }));
+    },
+  },
+  rollback: {
+    usage: 'rollback APP [--reason R] [--force]',
+    summary: 'restore the weights of the revision before the current one',
+    args: [1, 1],
+    options: writeOptions,
+    async run(ctx) {
+      const [app] = ctx.args as [string];
+      return printState(ctx, await ctx.client.post<AppStateView>(`${appPath(app)}/rollback`, writeFields(ctx)));
+    },
+  },
+  history: {
+    usage: 'history APP [--limit N]',
+    summary: 'the audit history of APP, newest first',
+    args: [1, 1],
+    options: { limit: { type: 'string' } },
+    async run(ctx) {
+      const [app] = ctx.args as [string];
+      const limit = ctx.values.limit;
+      if (limit !== undefined && (typeof limit !== 'string' || !/^\d+$/.test(limit))) throw new UsageError(`--limit must be a whole number, got "${String(limit)}"`);
+      const body = await ctx.client.get<{ entries: HistoryEntryView[] }>(`${appPath(app)}/history${limit === undefined ? '' : `?limit=${limit}`}`);
+      if (ctx.json) printJson(ctx, body);
+      else for (const line of historyLines(body.entries)) ctx.out(line);
+      return 0;
+    },
+  },
+  drain: {
+    usage: 'drain APP POOL [--wait] [--timeout D] [--interval D]',
+    summary: 'in-flight and upgraded connections left on POOL; --wait until it is drained (exit 1 on timeout, default 10m)',
+    args: [2, 2],
+    options: { wait: { type: 'boolean' }, timeout: { type: 'string' }, interval: { type: 'string' } },
+    async run(ctx) {
+      const [app, pool] = ctx.args as [string, string];
+      const path = `${appPath(app)}/pools/${enc(pool)}/drain`;
+      if (ctx.values.wait === true) return drainWait(ctx, path);
+      const v = await ctx.client.get<DrainView>(path);
+      if (ctx.json) printJson(ctx, v);
+      else ctx.out(drainLine(v));
+      return 0;
+    },
+  },
+};

@@ -1,0 +1,153 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
+import { ConfigError } from '../errors.ts';
+import { AdminClient, ApiError, UnreachableError } from './client.ts';
+import { COMMANDS, UsageError, type ApiCommand, type CommandContext } from './commands.ts';
+
+/** Where the CLI writes and what it reads of its environment, so tests run it in-process. */
+export interface CliIo {
+  readonly stdout: { write(chunk: string): unknown };
+  readonly stderr: { write(chunk: string): unknown };
+  readonly env: Readonly<Record<string, string | undefined>>;
+  /** @default Date.now */
+  readonly now?: () => number;
+  /** @default node:timers/promises setTimeout */
+  readonly sleep?: (ms: number) => Promise<unknown>;
+}
+
+export const DEFAULT_ADMIN_URL = 'http://127.0.0.1:8081';
+
+const GLOBAL_OPTIONS = {
+  'admin-url': { type: 'string' },
+  token: { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const satisfies ParseArgsOptionsConfig;
+
+const GLOBAL_USAGE = '[--admin-url URL] [--token TOKEN] [--json]';
+
+function usage(): string {
+  const width = Math.max(...Object.values(COMMANDS).map((c) => c.usage.length));
+  const lines = Object.values(COMMANDS).map((c) => `  ${c.usage.padEnd(width)}  ${c.summary}`);
+  return [
+    `usage: switchyard COMMAND ${GLOBAL_USAGE}`,
+    '',
+    ...lines,
+    '',
+    `The admin API is --admin-url, $SWITCHYARD_ADMIN_URL or ${DEFAULT_ADMIN_URL}; the token --token or $SWITCHYARD_TOKEN.`,
+  ].join('\n');
+}
+
+/** The command name is the first argument that is neither an option nor a global option's value. */
+function splitCommand(argv: readonly string[]): { name: string | undefined; rest: string[]; after: string[] } {
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] as string;
+    if (a === '--admin-url' || a === '--token') i++;
+    else if (!a.startsWith('-')) return { name: a, rest: [...argv.slice(0, i), ...argv.slice(i + 1)], after: argv.slice(i + 1) };
+  }
+  return { name: undefined, rest: [...argv], after: [] };
+}
+
+/**
+ * Runs `switchyard ARGV…` and resolves to its exit code: 0 done, 1 API error or unreachable
+ * admin API, 2 a bad call (printed with the usage line).
+ */
+export async function runCli(argv: string[], io: CliIo): Promise<number> {
+  const out = (line: string) => void io.stdout.write(`${line}\n`);
+  const err = (line: string) => void io.stderr.write(`${line}\n`);
+  const { name, rest, after } = splitCommand(argv);
+
+  if (name === undefined || name === 'help') {
+    const topic = name === 'help' ? after[0] : undefined;
+    const cmd = topic === undefined ? undefined : COMMANDS[topic];
+    if (cmd !== undefined) out(`usage: switchyard ${cmd.usage} ${GLOBAL_USAGE}\n\n${cmd.summary}`);
+    else if (name === 'help' || argv.includes('--help') || argv.includes('-h')) out(usage());
+    else {
+      err(usage());
+      return 2;
+    }
+    return 0;
+  }
+  const cmd = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (cmd === undefined) {
+    err(`error: unknown command "${name}"\n${usage()}`);
+    return 2;
+  }
+  const usageLine = `usage: switchyard ${cmd.usage} ${GLOBAL_USAGE}`;
+
+  if ('raw' in cmd) {
+    try {
+      return await cmd.raw(after);
+    } catch (e) {
+      if (e instanceof ConfigError) {
+        err(e.message);
+        return 2;
+      }
+      err(`error: ${e instanceof Error ? e.message : String(e)}`);
+      return 1;
+    }
+  }
+
+  let client: AdminClient | undefined;
+  try {
+    const { values, positionals } = parseCommandArgs(cmd, rest);
+    if (values.help === true) {
+      out(`${usageLine}\n\n${cmd.summary}`);
+      return 0;
+    }
+    const [min, max] = cmd.args;
+    if (positionals.length < min) throw new UsageError(`missing ${cmd.usage.split(' ').slice(1 + positionals.length, 1 + min).join(' ')}`);
+    if (positionals.length > max) throw new UsageError(`unexpected argument "${positionals[max]}"`);
+    const baseUrl = str(values['admin-url']) ?? io.env.SWITCHYARD_ADMIN_URL ?? DEFAULT_ADMIN_URL;
+    try {
+      client = new AdminClient({ baseUrl, token: str(values.token) ?? io.env.SWITCHYARD_TOKEN });
+    } catch (e) {
+      throw new UsageError(e instanceof TypeError ? `bad admin URL "${baseUrl}": ${e.message}` : String(e));
+    }
+    const ctx: CommandContext = {
+      args: positionals,
+      values,
+      client,
+      json: values.json === true,
+      out,
+      err,
+      now: io.now ?? Date.now,
+      sleep: async (ms) => void (await (io.sleep ?? sleep)(ms)),
+    };
+    return await cmd.run(ctx);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      err(`error: ${e.message}\n${usageLine}`);
+      return 2;
+    }
+    if (e instanceof ApiError) {
+      err(`error ${e.code}: ${e.message}`);
+      if (e.status === 401) err('hint: pass the admin token with --token or $SWITCHYARD_TOKEN');
+      return 1;
+    }
+    err(`error: ${e instanceof UnreachableError || e instanceof Error ? e.message : String(e)}`);
+    return 1;
+  } finally {
+    await client?.close();
+  }
+}
+
+function parseCommandArgs(cmd: ApiCommand, args: string[]): { values: Record<string, string | boolean | undefined>; positionals: string[] } {
+  try {
+    const { values, positionals } = parseArgs({ args, options: { ...GLOBAL_OPTIONS, ...cmd.options }, allowPositionals: true, strict: true });
+    return { values: values as Record<string, string | boolean | undefined>, positionals };
+  } catch (e) {
+    // parseArgs says what is wrong (unknown option, missing value) in its message
+    throw new UsageError(e instanceof Error ? e.message : String(e));
+  }
+}
+
+function str(v: unknown): string | undefined {
+  return typeof v === 'string' ? v : undefined;
+}
+
+// The one place that touches the process: only when this file is the entry point.
+if (import.meta.main) {
+  const code = await runCli(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, env: process.env });
+  if (code !== 0) process.exitCode = code;
+}

@@ -1,0 +1,386 @@
+import { EventEmitter } from 'node:events';
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { SwitchyardError } from '../errors.ts';
+import { readStateCache, StateCacheWriter } from './state-cache.ts';
+import { redisOptions, type RedisConnection } from './redis-connect.ts';
+import { historyEntryOf, type CasResult, type HistoryEntry, type RoutingState, type StateStore, type Unsubscribe } from './types.ts';
+
+/**
+ * Every key carries the one hash tag `{sy}`, so on Redis Cluster they all hash to one slot:
+ * the compare-and-set script touches the state and history keys together, and the poll MGETs
+ * every app's state in one call — both are refused across slots. One fleet's data is a few
+ * kilobytes, so one slot is no hot spot.
+ */
+export function redisKeys(prefix: string) {
+  const base = `${prefix}:{sy}`;
+  return {
+    state: (app: string) => `${base}:state:${app}`,
+    history: (app: string) => `${base}:history:${app}`,
+    /** pub/sub channel; each message is the new state's JSON */
+    changes: `${base}:changes`,
+    /** one heartbeat per proxy instance, with a TTL (fleet.ts) */
+    instance: (id: string) => `${base}:instance:${id}`,
+    /** sorted set of instance ids scored by their last heartbeat: the index to MGET them by */
+    instances: `${base}:instances`,
+  };
+}
+export type RedisKeys = ReturnType<typeof redisKeys>;
+
+/**
+ * The whole write as one atomic step: compare, set, append the bounded history, publish.
+ * KEYS: state, history. ARGV: expected revision ('' = no state yet), state JSON, history entry
+ * JSON, history limit, channel. Answers 1 when written, else the current state JSON (nil if none).
+ */
+const CAS_SCRIPT = `
+local cur = redis.call('GET', KEYS[1])
+if ARGV[1] == '' then
+  if cur then return cur end
+elseif not cur then
+  return false
+elseif cjson.decode(cur).revision ~= tonumber(ARGV[1]) then
+  return cur
+end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('LPUSH', KEYS[2], ARGV[3])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
+redis.call('PUBLISH', ARGV[5], ARGV[2])
+return 1
+`;
+
+type CasClient = Redis & { switchyardCas(state: string, history: string, expected: string, json: string, entry: string, limit: number, channel: string): Promise<number | string | null> };
+
+export interface RedisStoreOptions extends RedisConnection {
+  /** Key prefix, so several fleets can share one Redis. */
+  readonly prefix: string;
+  /** History entries kept per app (LTRIM on every write). */
+  readonly historyLimit: number;
+  /** Local JSON copy of the newest state seen per app, read at start when Redis is down. Omitted: no cache. */
+  readonly cachePath?: string | undefined;
+  /** Safety-net poll of every app's state, in ms. @default 1000 */
+  readonly pollInterval?: number | undefined;
+  /** @default a silent logger */
+  readonly logger?: Logger | undefined;
+  /** Told about a watch listener that threw. @default ignores it */
+  readonly onListenerError?: ((err: unknown) => void) | undefined;
+}
+
+export interface RedisStoreEvents {
+  /** the command connection came up (true) or went down (false) */
+  connection: [up: boolean];
+  /** a poll or reconnect read every known app: its state in Redis, or null if Redis has none */
+  sync: [remote: ReadonlyMap<string, RoutingState | null>];
+}
+
+/**
+ * The fleet store. Writes are one Lua compare-and-set; propagation is pub/sub on a separate
+ * subscriber connection, a full re-read after every (re)connect (messages sent while it was down
+ * are lost) and a poll as the safety net — no keyspace notifications, which managed Redis
+ * services turn off. Every watcher gets each newer revision once, whichever path saw it first.
+ *
+ * Fail-static: a command that cannot run at once rejects with STORE_UNAVAILABLE (no offline
+ * queue, a command timeout). The newest state seen per app is kept in memory and on disk, and
+ * `getMany` — what a starting controller reads — answers from it when Redis cannot be reached,
+ * and prefers it over an older (or missing) state in Redis, so an instance never starts on a
+ * revision lower than the one it last routed on.
+ */
+export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateStore {
+  readonly kind = 'redis' as const;
+  /** The command connection; the fleet heartbeat shares it. */
+  readonly client: Redis;
+  readonly keys: RedisKeys;
+  readonly #sub: Redis;
+  readonly #opts: RedisStoreOptions;
+  readonly #logger: Logger | undefined;
+  readonly #listeners = new Set<(state: RoutingState) => void>();
+  /** apps a caller asked about: the ones the poll reads */
+  readonly #known = new Set<string>();
+  /** newest state seen per app (from Redis, a message, a write, or the disk cache) */
+  readonly #latest = new Map<string, RoutingState>();
+  /** newest revision handed to watchers per app */
+  readonly #delivered = new Map<string, number>();
+  readonly #pending = new Set<Promise<unknown>>();
+  readonly #cache: StateCacheWriter | null;
+  readonly #poll: NodeJS.Timeout;
+  #syncing: Promise<void> | null = null;
+  #syncAgain = false;
+  #connected = false;
+  #subscribed = false;
+  #closed = false;
+
+  private constructor(opts: RedisStoreOptions, cached: ReadonlyMap<string, RoutingState>) {
+    super();
+    this.#opts = opts;
+    this.#logger = opts.logger;
+    this.keys = redisKeys(opts.prefix);
+    for (const [app, state] of cached) this.#latest.set(app, state);
+    this.#cache = opts.cachePath === undefined ? null : new StateCacheWriter(opts.cachePath, opts.prefix, (err) => this.#logger?.warn({ err }, 'cannot write the routing state cache'));
+    const options = redisOptions(opts);
+    this.client = new Redis({ ...options, connectionName: 'switchyard' });
+    this.client.defineCommand('switchyardCas', { numberOfKeys: 2, lua: CAS_SCRIPT });
+    // resubscribed by hand on `ready`, so the re-read starts only once the subscription is live
+    this.#sub = new Redis({ ...options, connectionName: 'switchyard-sub', autoResubscribe: false });
+
+    this.client.on('ready', () => {
+      this.#setConnected(true);
+      void this.sync();
+    });
+    this.client.on('close', () => this.#setConnected(false));
+    this.client.on('error', (err) => this.#logger?.debug({ err }, 'redis command connection error'));
+    this.#sub.on('ready', () => {
+      this.#sub.subscribe(this.keys.changes).then(() => {
+        this.#subscribed = true;
+        return this.sync();
+      }, (err: unknown) => this.#logger?.warn({ err }, 'redis subscribe failed; relying on the poll until the next reconnect'));
+    });
+    this.#sub.on('close', () => {
+      this.#subscribed = false;
+    });
+    this.#sub.on('error', (err) => this.#logger?.debug({ err }, 'redis subscriber connection error'));
+    this.#sub.on('message', (_channel: string, message: string) => this.#onMessage(message));
+    this.#poll = setInterval(() => void this.sync(), opts.pollInterval ?? 1000).unref();
+  }
+
+  /**
+   * Connects (waiting at most the command timeout) and loads the disk cache. Resolves even when
+   * Redis is down: the store keeps reconnecting, and meanwhile answers from the cache.
+   */
+  static async open(opts: RedisStoreOptions): Promise<RedisStore> {
+    if (!Number.isInteger(opts.historyLimit) || opts.historyLimit < 1) throw new Error(`historyLimit must be a positive integer, got ${opts.historyLimit}`);
+    const cached = opts.cachePath === undefined ? new Map<string, RoutingState>() : await readStateCache(opts.cachePath, opts.prefix, opts.logger);
+    const store = new RedisStore(opts, cached);
+    await store.#waitConnected(opts.commandTimeout ?? 2000);
+    if (!store.connected) opts.logger?.warn({ url: redactUrl(opts.url), cached: [...cached.keys()] }, 'redis is unreachable at start; routing on the cached state until it is back');
+    return store;
+  }
+
+  /** Whether the command connection is up (writes can work). */
+  get connected(): boolean {
+    return this.#connected;
+  }
+
+  /** Whether the subscriber connection is up and subscribed. */
+  get subscribed(): boolean {
+    return this.#subscribed;
+  }
+
+  async get(app: string): Promise<RoutingState | null> {
+    this.#known.add(app);
+    const text = await this.#run('GET', () => this.client.get(this.keys.state(app)));
+    if (text === null) return null;
+    const state = parseState(text);
+    this.#observe(state);
+    return state;
+  }
+
+  async getMany(apps: readonly string[]): Promise<Map<string, RoutingState>> {
+    const out = new Map<string, RoutingState>();
+    if (apps.length === 0) return out;
+    for (const app of apps) this.#known.add(app);
+    let texts: (string | null)[];
+    try {
+      texts = await this.#run('MGET', () => this.client.mget(apps.map((a) => this.keys.state(a))));
+    } catch (err) {
+      for (const app of apps) {
+        const mine = this.#latest.get(app);
+        if (mine !== undefined) out.set(app, mine);
+      }
+      if (out.size === 0) throw err;
+      this.#logger?.warn({ err, apps: [...out.keys()] }, 'redis is unreachable: answering from the last known (cached) state');
+      return out;
+    }
+    apps.forEach((app, i) => {
+      const text = texts[i];
+      if (text !== null && text !== undefined) this.#observe(parseState(text));
+      const newest = this.#latest.get(app);
+      if (newest !== undefined) out.set(app, newest);
+    });
+    return out;
+  }
+
+  async history(app: string, limit: number): Promise<HistoryEntry[]> {
+    const n = Math.floor(limit);
+    if (!(n > 0)) return [];
+    const texts = await this.#run('LRANGE', () => this.client.lrange(this.keys.history(app), 0, n - 1));
+    return texts.map((t) => Object.freeze(JSON.parse(t) as HistoryEntry));
+  }
+
+  async compareAndSet(next: RoutingState, expected: number | null): Promise<CasResult> {
+    // A wrong revision is a caller's bug, not a conflict: fail loudly instead of answering ok:false.
+    if (expected !== null && next.revision !== expected + 1) throw new Error(`compareAndSet(${next.app}): next.revision must be ${expected + 1}, got ${next.revision}`);
+    if (!Number.isInteger(next.revision) || next.revision < 1) throw new Error(`compareAndSet(${next.app}): revision must be an integer >= 1, got ${next.revision}`);
+    if (this.#closed) throw new SwitchyardError('STORE_UNAVAILABLE', 'the redis store is closed');
+    const run = this.#cas(next, expected);
+    this.#pending.add(run);
+    void run.catch(() => undefined).finally(() => this.#pending.delete(run));
+    return run;
+  }
+
+  watch(listener: (state: RoutingState) => void): Unsubscribe {
+    this.#listeners.add(listener);
+    return () => {
+      this.#listeners.delete(listener);
+    };
+  }
+
+  /**
+   * Reads every known app's state and hands newer ones to watchers; runs after every reconnect,
+   * on the poll timer, or on demand. Concurrent calls share one read (plus one more if asked
+   * during it). Never rejects: an unreachable Redis just skips this round.
+   */
+  sync(): Promise<void> {
+    if (this.#syncing !== null) {
+      this.#syncAgain = true;
+      return this.#syncing;
+    }
+    this.#syncing = (async () => {
+      do {
+        this.#syncAgain = false;
+        await this.#syncOnce();
+      } while (this.#syncAgain && !this.#closed);
+    })().finally(() => {
+      this.#syncing = null;
+    });
+    return this.#syncing;
+  }
+
+  /** Waits for writes in flight, then disconnects; later writes reject with STORE_UNAVAILABLE. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#poll);
+    await Promise.allSettled([...this.#pending]);
+    await this.#syncing;
+    await this.#cache?.flush();
+    this.#sub.disconnect();
+    this.client.disconnect();
+    this.#setConnected(false);
+  }
+
+  async #cas(next: RoutingState, expected: number | null): Promise<CasResult> {
+    this.#known.add(next.app);
+    const json = JSON.stringify(next);
+    const entry = JSON.stringify(historyEntryOf(next));
+    const client = this.client as CasClient;
+    const k = this.keys;
+    const res = await this.#run('compare-and-set', () => client.switchyardCas(k.state(next.app), k.history(next.app), expected === null ? '' : String(expected), json, entry, this.#opts.historyLimit, k.changes));
+    if (res === 1) {
+      const state = parseState(json);
+      this.#observe(state);
+      return { ok: true, state };
+    }
+    if (typeof res !== 'string') return { ok: false, current: null };
+    const current = parseState(res);
+    this.#observe(current);
+    return { ok: false, current };
+  }
+
+  async #syncOnce(): Promise<void> {
+    const apps = [...this.#known];
+    if (apps.length === 0 || this.#closed || !this.#connected) return;
+    let texts: (string | null)[];
+    try {
+      texts = await this.client.mget(apps.map((a) => this.keys.state(a)));
+    } catch (err) {
+      this.#logger?.debug({ err }, 'redis poll failed');
+      return;
+    }
+    const remote = new Map<string, RoutingState | null>();
+    apps.forEach((app, i) => {
+      const text = texts[i] ?? null;
+      try {
+        const state = text === null ? null : parseState(text);
+        remote.set(app, state);
+        if (state !== null) this.#observe(state);
+      } catch (err) {
+        this.#logger?.error({ err, app }, 'redis holds a routing state that is not valid; ignoring it');
+      }
+    });
+    this.emit('sync', remote);
+  }
+
+  #onMessage(message: string): void {
+    let state: RoutingState;
+    try {
+      state = parseState(message);
+    } catch (err) {
+      this.#logger?.warn({ err }, 'ignoring a malformed change message; the poll will catch up');
+      return;
+    }
+    this.#known.add(state.app);
+    this.#observe(state);
+  }
+
+  /** Remembers a state read from anywhere and hands it to watchers if it is newer than the last they got. */
+  #observe(state: RoutingState): void {
+    const latest = this.#latest.get(state.app);
+    if (latest === undefined || state.revision > latest.revision) {
+      this.#latest.set(state.app, state);
+      this.#cache?.schedule(this.#latest);
+    }
+    // with nobody listening nothing counts as delivered, so a watcher added later still gets it on the next sync
+    if (this.#listeners.size === 0 || state.revision <= (this.#delivered.get(state.app) ?? 0)) return;
+    this.#delivered.set(state.app, state.revision);
+    for (const listener of [...this.#listeners]) {
+      try {
+        listener(state);
+      } catch (err) {
+        try {
+          this.#opts.onListenerError?.(err);
+        } catch {
+          // nothing left to tell
+        }
+      }
+    }
+  }
+
+  async #run<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw new SwitchyardError('STORE_UNAVAILABLE', `redis ${what} failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
+  }
+
+  #setConnected(up: boolean): void {
+    if (this.#connected === up) return;
+    this.#connected = up;
+    if (up) this.#logger?.info('redis connected');
+    else if (!this.#closed) this.#logger?.warn('redis connection lost; routing on the last known state, writes answer 503');
+    this.emit('connection', up);
+  }
+
+  async #waitConnected(timeoutMs: number): Promise<void> {
+    if (this.#connected) return;
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.off('connection', done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.on('connection', done);
+    });
+  }
+}
+
+/** Parses and checks a state read from Redis or a message; the result is frozen. */
+export function parseState(text: string): RoutingState {
+  const s = JSON.parse(text) as RoutingState;
+  if (typeof s !== 'object' || s === null || typeof s.app !== 'string' || !Number.isInteger(s.revision) || s.revision < 1 || typeof s.weights !== 'object' || s.weights === null) {
+    throw new Error('not a routing state');
+  }
+  Object.freeze(s.weights);
+  Object.freeze(s.drainingSince);
+  return Object.freeze(s);
+}
+
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password !== '') u.password = '***';
+    return u.toString();
+  } catch {
+    return 'redis://?';
+  }
+}

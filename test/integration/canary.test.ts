@@ -1,0 +1,153 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { previewSignature } from '../../src/routing/snapshot.ts';
+import { startProxy, twoPools } from '../helpers/proxy.ts';
+import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+
+const PREVIEW_SECRET = 'preview-secret-0123456789';
+const AFFINITY_SECRET = 'affinity-secret-0123456789';
+
+describe('canary cohorts', () => {
+  let blue: Upstream;
+  let green: Upstream;
+  before(async () => {
+    blue = await startUpstream('blue');
+    green = await startUpstream('green');
+  });
+  after(async () => {
+    await blue.close();
+    await green.close();
+  });
+
+  const sticky = () => twoPools(blue.url, green.url, { sticky: { key: ['header:x-user-id', 'cookie:session', 'ip'] } });
+
+  it('keeps each user on one version across requests and across a restart, and whereis agrees', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'switchyard-sticky-'));
+    try {
+      const p = await startProxy({ apps: [sticky()] }, { dir });
+      const w = await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 70, green: 30 } });
+      assert.equal(w.status, 200);
+      const first = new Map<string, string>();
+      for (let i = 0; i < 200; i++) first.set(`user-${i}`, (await p.get('/', { 'x-user-id': `user-${i}` })).servedBy ?? '');
+      const greens = [...first.values()].filter((s) => s.startsWith('green')).length;
+      assert.ok(greens > 30 && greens < 90, `${greens} of 200 users on green at 30 %`);
+      for (let i = 0; i < 200; i += 7) assert.equal((await p.get('/', { 'x-user-id': `user-${i}` })).servedBy, first.get(`user-${i}`));
+      for (let i = 0; i < 50; i++) {
+        const where = await p.admin('GET', `/v1/apps/shop/whereis?key=user-${i}`);
+        assert.equal(where.status, 200);
+        assert.ok(where.body.bucket >= 0 && where.body.bucket < 10000);
+        assert.equal(`${where.body.pool}@${where.body.pool === 'blue' ? '1.0.0' : '2.0.0'}`, first.get(`user-${i}`));
+      }
+      await p.close();
+      const q = await startProxy({ apps: [sticky()] }, { dir });
+      try {
+        for (let i = 0; i < 200; i += 3) assert.equal((await q.get('/', { 'x-user-id': `user-${i}` })).servedBy, first.get(`user-${i}`));
+        // the cookie source is used when the header is absent
+        const c = await q.get('/', { cookie: 'theme=dark; session=user-5' });
+        assert.equal(c.servedBy, first.get('user-5'));
+      } finally {
+        await q.close();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a ramp 5 → 25 → 100 never moves a green user back to blue', async () => {
+    const p = await startProxy({ apps: [sticky()] });
+    try {
+      const onGreen = new Set<number>();
+      for (const pct of [5, 25, 60, 100]) {
+        await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 100 - pct, green: pct } });
+        for (let i = 0; i < 300; i++) {
+          const green = (await p.get('/', { 'x-user-id': `u${i}` })).servedBy?.startsWith('green') === true;
+          if (onGreen.has(i)) assert.ok(green, `user u${i} moved back to blue at ${pct} %`);
+          if (green) onGreen.add(i);
+        }
+      }
+      assert.equal(onGreen.size, 300);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('accepts weights down to 0.01 % and names the field of a bad one', async () => {
+    const p = await startProxy({ apps: [sticky()] });
+    try {
+      const ok = await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 99.99, green: 0.01 } });
+      assert.equal(ok.status, 200);
+      assert.deepEqual(ok.body.weights, { blue: 99.99, green: 0.01 });
+      const bad = await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 99.999, green: 0.001 } });
+      assert.equal(bad.status, 400);
+      assert.match(bad.body.error.message, /weights\.blue: at most two decimals/);
+      const sum = await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 90, green: 20 } });
+      assert.equal(sum.status, 400);
+      assert.match(sum.body.error.message, /weights: must sum to 100, got 110/);
+      const where = await p.admin('GET', '/v1/apps/shop/whereis');
+      assert.equal(where.status, 400);
+    } finally {
+      await p.close();
+    }
+  });
+});
+
+describe('preview', () => {
+  it('a signed header reaches a pool at 0 %; a forged one routes normally', async () => {
+    const blue = await startUpstream('blue');
+    const green = await startUpstream('green');
+    const p = await startProxy({ apps: [twoPools(blue.url, green.url, { preview: { secret: PREVIEW_SECRET } })] });
+    try {
+      const good = `green.${previewSignature(PREVIEW_SECRET, 'shop', 'green')}`;
+      assert.equal((await p.get('/', { 'x-switchyard-preview': good })).servedBy, 'green@2.0.0');
+      assert.equal((await p.get('/', { 'x-switchyard-preview': `green.${'ab'.repeat(32)}` })).servedBy, 'blue@1.0.0');
+      assert.equal((await p.get('/', { 'x-switchyard-preview': 'green' })).servedBy, 'blue@1.0.0');
+      assert.equal((await p.get('/')).servedBy, 'blue@1.0.0');
+    } finally {
+      await p.close();
+      await blue.close();
+      await green.close();
+    }
+  });
+});
+
+describe('affinity', () => {
+  it('keeps a session on blue after a switch until the window ends, then moves it', async () => {
+    const blue = await startUpstream('blue');
+    const green = await startUpstream('green');
+    let clock = Date.parse('2026-06-01T12:00:00Z');
+    const p = await startProxy({ apps: [twoPools(blue.url, green.url, { affinity: { secret: AFFINITY_SECRET, window: '10m' } })] }, { now: () => clock });
+    try {
+      const first = await p.get('/');
+      assert.equal(first.servedBy, 'blue@1.0.0');
+      const setCookie = String(first.headers['set-cookie']);
+      assert.match(setCookie, /^sy_pin=blue\.1\.\d+\.[\w-]+; Path=\/; Max-Age=\d+; HttpOnly; SameSite=Lax$/);
+      const pin = setCookie.split(';')[0] as string;
+
+      clock += 1000;
+      assert.equal((await p.admin('POST', '/v1/apps/shop/switch', { to: 'green' })).status, 200);
+      clock += 60_000;
+      const held = await p.get('/', { cookie: pin });
+      assert.equal(held.servedBy, 'blue@1.0.0');
+      assert.equal(held.headers['set-cookie'], undefined, 'a pinned response keeps its pin');
+      assert.equal((await p.get('/')).servedBy, 'green@2.0.0');
+      assert.equal(p.sy.runtime.pool('shop', 'blue')?.counts(clock).pinned, 1);
+
+      // forged pins are ignored and replaced
+      const forged = await p.get('/', { cookie: pin.slice(0, -3) + 'AAA' });
+      assert.equal(forged.servedBy, 'green@2.0.0');
+      assert.match(String(forged.headers['set-cookie']), /^sy_pin=green\./);
+
+      clock += 10 * 60_000;
+      const moved = await p.get('/', { cookie: pin });
+      assert.equal(moved.servedBy, 'green@2.0.0');
+      assert.match(String(moved.headers['set-cookie']), /^sy_pin=green\.2\./);
+    } finally {
+      await p.close();
+      await blue.close();
+      await green.close();
+    }
+  });
+});
