@@ -9,10 +9,12 @@ import { createAdminServer } from './admin/server.ts';
 import type { Config } from './config/schema.ts';
 import { Controller } from './control/controller.ts';
 import type { CountsSource } from './control/counts.ts';
+import { Fleet, fleetCounts } from './control/fleet.ts';
 import { TrustedProxies } from './dataplane/headers.ts';
 import { localCounts, Runtime } from './dataplane/runtime.ts';
 import { DataPlane, type DataPlaneOptions } from './dataplane/server.ts';
 import { FileStore } from './state/file-store.ts';
+import { RedisStore } from './state/redis-store.ts';
 import type { StateStore } from './state/types.ts';
 
 export interface BuildDeps {
@@ -42,10 +44,11 @@ export interface Switchyard {
   close(): Promise<void>;
 }
 
-export async function openStore(config: Config): Promise<StateStore> {
+export async function openStore(config: Config, logger?: Logger): Promise<StateStore> {
   const s = config.store;
   if (s.kind === 'file') return FileStore.open({ path: s.path, historyLimit: s.historyLimit });
-  throw new Error(`store kind ${s.kind} is not available in this build`);
+  const { kind: _kind, ...redis } = s;
+  return RedisStore.open({ ...redis, logger: logger?.child({ component: 'redis-store' }) });
 }
 
 /** Builds a whole proxy from a validated config. Touches no process state: main.ts does that. */
@@ -53,10 +56,16 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   const { logger } = deps;
   const now = deps.now ?? Date.now;
   const instanceId = deps.instanceId ?? `${hostname()}:${process.pid}`;
-  const store = deps.store ?? (await openStore(config));
-  const controller = await Controller.start({ config, store, logger, now });
+  const store = deps.store ?? (await openStore(config, logger));
+  const controller = await Controller.start({ config, store, logger, now }).catch(async (err: unknown) => {
+    // a Redis store keeps reconnecting (and the process alive) until closed
+    if (deps.store === undefined) await store.close();
+    throw err;
+  });
   const runtime = new Runtime(config);
-  const counts = localCounts(runtime, instanceId, now);
+  // on Redis: heartbeats, fleet-wide counts, re-seeding an empty Redis, regression reports
+  const fleet = store instanceof RedisStore ? new Fleet({ store, controller, runtime, instanceId, logger: logger.child({ component: 'fleet' }), now }) : null;
+  const counts = fleet === null ? localCounts(runtime, instanceId, now) : fleetCounts(fleet);
   let ready = true;
   let shuttingDown = false;
 
@@ -75,7 +84,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     logger,
     now,
     ready: () => ready && !shuttingDown,
-    readyDetails: () => ({ shuttingDown, store: store.kind, revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])) }),
+    readyDetails: () => ({ shuttingDown, store: store.kind, revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])), ...fleet?.details() }),
     routes: [...canaryRoutes(controller)],
   });
 
@@ -123,6 +132,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     }
     admin.close();
     admin.closeAllConnections();
+    await fleet?.close();
     await controller.close();
     await store.close();
     await runtime.close();
@@ -137,6 +147,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     admin.close();
     admin.closeAllConnections();
     for (const p of runtime.allPools()) for (const c of [...p.open]) c.cut('shutdown');
+    await fleet?.close();
     await controller.close();
     await store.close();
     await runtime.close();

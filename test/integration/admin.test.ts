@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { request } from 'undici';
+import { Authenticator } from '../../src/admin/auth.ts';
 import { createAdminServer, type AdminServerDeps } from '../../src/admin/server.ts';
 import { parseConfig } from '../../src/config/load.ts';
 import { Controller } from '../../src/control/controller.ts';
@@ -294,8 +295,9 @@ describe('admin API', () => {
 
 describe('admin API login limits and metrics auth', () => {
   let t: Awaited<ReturnType<typeof startAdmin>>;
+  let clock = Date.parse('2030-01-01T00:00:00Z');
   before(async () => {
-    t = await startAdmin({ tokens: [{ name: 'ci', token: TOKEN }], maxFailedLogins: 3, metricsAuth: true }, { metrics: { contentType: 'text/plain', render: async () => 'up 1\n' } });
+    t = await startAdmin({ tokens: [{ name: 'ci', token: TOKEN }], maxFailedLogins: 3, metricsAuth: true }, { now: () => clock, metrics: { contentType: 'text/plain', render: async () => 'up 1\n' } });
   });
   after(() => t.close());
 
@@ -304,15 +306,27 @@ describe('admin API login limits and metrics auth', () => {
     assert.equal((await call(t.base, 'GET', '/metrics')).status, 200);
   });
 
-  it('answers 429 with Retry-After once an address has more than maxFailedLogins failures in a minute', async () => {
+  it('answers 429 with Retry-After once an address has more than maxFailedLogins failures in a sliding minute', async () => {
+    const wrong = () => call(t.base, 'GET', '/v1/apps', { token: 'wrong-token-xxxxxxxxxxxx' });
     const statuses = [];
-    for (let i = 0; i < 4; i++) statuses.push((await call(t.base, 'GET', '/v1/apps', { token: `wrong-token-${i}-xxxxxxxxxxxx` })).status);
+    for (let i = 0; i < 4; i++) statuses.push((await wrong()).status);
     assert.deepEqual(statuses, [401, 401, 401, 429]);
     const blocked = await call(t.base, 'GET', '/v1/apps');
-    assert.deepEqual([blocked.status, blocked.json.error.code], [429, 'TOO_MANY_FAILED_LOGINS']);
-    const retryAfter = Number(blocked.headers['retry-after']);
-    assert.ok(retryAfter >= 1 && retryAfter <= 60, String(retryAfter));
+    assert.deepEqual([blocked.status, blocked.json.error.code, blocked.headers['retry-after']], [429, 'TOO_MANY_FAILED_LOGINS', '60']);
     assert.equal((await call(t.base, 'GET', '/healthz', { token: null })).status, 200, 'unauthenticated paths stay open');
+    clock += 30_000;
+    assert.equal((await call(t.base, 'GET', '/v1/apps')).headers['retry-after'], '30');
+    clock += 30_001;
+    assert.equal((await call(t.base, 'GET', '/v1/apps')).status, 200, 'the failures have left the window');
+    assert.equal((await wrong()).status, 401);
+  });
+
+  it('keeps the failed-login memory bounded however many addresses fail', () => {
+    const auth = new Authenticator({ tokens: [{ name: 'ci', token: TOKEN }], maxFailedLogins: 3, maxTracked: 100 });
+    for (let i = 0; i < 1000; i++) {
+      auth.authenticate({ socket: { remoteAddress: `10.0.${i >> 8}.${i & 255}` }, headers: { authorization: 'Bearer nope' } } as unknown as IncomingMessage);
+    }
+    assert.ok(auth.tracked <= 100, String(auth.tracked));
   });
 });
 

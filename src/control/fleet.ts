@@ -1,0 +1,271 @@
+import type { Logger } from 'pino';
+import type { Runtime } from '../dataplane/runtime.ts';
+import type { RedisStore } from '../state/redis-store.ts';
+import type { RoutingState } from '../state/types.ts';
+import type { Controller } from './controller.ts';
+import type { CountsSource, PoolCounts } from './counts.ts';
+
+/** What each instance writes under `…:{sy}:instance:<id>`, with a TTL. */
+export interface Heartbeat {
+  readonly id: string;
+  /** app → revision the instance routes on */
+  readonly applied: Readonly<Record<string, number>>;
+  /** app → pool → live counts */
+  readonly pools: Readonly<Record<string, Readonly<Record<string, PoolCounts>>>>;
+  /** epoch ms, the writer's clock */
+  readonly at: number;
+}
+
+/** Redis holds an older revision than this instance routes on (a failover lost a write). */
+export interface Regression {
+  readonly local: number;
+  readonly remote: number;
+  readonly since: string;
+}
+
+export interface FleetOptions {
+  readonly store: RedisStore;
+  readonly controller: Controller;
+  readonly runtime: Runtime;
+  readonly instanceId: string;
+  readonly logger: Logger;
+  /** @default Date.now */
+  readonly now?: () => number;
+  /** ms between heartbeats. @default 1000 */
+  readonly heartbeatInterval?: number;
+  /** ms a heartbeat lives; an instance silent this long is gone. @default 5000 */
+  readonly ttl?: number;
+  /** ms between reads of the other instances' heartbeats. @default 500 */
+  readonly refreshInterval?: number;
+}
+
+/** Instances are indexed (sorted set) this long after their last heartbeat: far past the TTL, so clock skew between machines never hides a live one. */
+const INDEX_HORIZON_MS = 60_000;
+
+/**
+ * One instance's membership in a fleet sharing a RedisStore: it heartbeats its applied
+ * revisions and pool counts, keeps an in-memory view of the other live instances (refreshed in
+ * the background, so no request or API call ever waits on Redis), re-seeds an empty Redis from
+ * the state it routes on, and reports when Redis went back to an older revision.
+ */
+export class Fleet {
+  readonly instanceId: string;
+  readonly #store: RedisStore;
+  readonly #controller: Controller;
+  readonly #runtime: Runtime;
+  readonly #logger: Logger;
+  readonly #now: () => number;
+  readonly #ttl: number;
+  /** other live instances, as last read */
+  #peers: ReadonlyMap<string, Heartbeat> = new Map();
+  /** local time of the last successful read of the peers */
+  #peersReadAt = 0;
+  readonly #regressions = new Map<string, Regression>();
+  readonly #reseeding = new Set<string>();
+  readonly #timers: NodeJS.Timeout[] = [];
+  #beatSoon: NodeJS.Immediate | null = null;
+  #closed = false;
+  readonly #onSync = (remote: ReadonlyMap<string, RoutingState | null>): void => this.#reconcile(remote);
+  readonly #onApplied = (): void => {
+    // tell the fleet at once rather than at the next tick, so `instances.applied` converges fast
+    this.#beatSoon ??= setImmediate(() => {
+      this.#beatSoon = null;
+      void this.heartbeat();
+    });
+  };
+
+  constructor(opts: FleetOptions) {
+    this.instanceId = opts.instanceId;
+    this.#store = opts.store;
+    this.#controller = opts.controller;
+    this.#runtime = opts.runtime;
+    this.#logger = opts.logger;
+    this.#now = opts.now ?? Date.now;
+    this.#ttl = opts.ttl ?? 5000;
+    this.#store.on('sync', this.#onSync);
+    this.#controller.on('applied', this.#onApplied);
+    this.#timers.push(setInterval(() => void this.heartbeat(), opts.heartbeatInterval ?? 1000).unref());
+    this.#timers.push(setInterval(() => void this.refresh(), opts.refreshInterval ?? 500).unref());
+    void this.heartbeat().then(() => this.refresh());
+    // reconcile against Redis now rather than at the first poll
+    void this.#store.sync();
+  }
+
+  /** This instance's heartbeat, with live counts. */
+  own(): Heartbeat {
+    const now = this.#now();
+    const applied: Record<string, number> = {};
+    for (const s of this.#controller.allStates()) applied[s.app] = s.revision;
+    const pools: Record<string, Record<string, PoolCounts>> = {};
+    for (const app of this.#runtime.apps) {
+      const byPool: Record<string, PoolCounts> = {};
+      for (const p of app.pools) byPool[p.name] = p.counts(now);
+      pools[app.name] = byPool;
+    }
+    return { id: this.instanceId, applied, pools, at: now };
+  }
+
+  /** The other instances believed live: as last read, and dropped once no read succeeded for a TTL (Redis down). */
+  peers(): ReadonlyMap<string, Heartbeat> {
+    return this.#now() - this.#peersReadAt <= this.#ttl ? this.#peers : new Map();
+  }
+
+  regressions(): ReadonlyMap<string, Regression> {
+    return this.#regressions;
+  }
+
+  /** Writes this instance's heartbeat; never rejects (a miss is retried on the next tick). */
+  async heartbeat(): Promise<void> {
+    if (this.#closed || !this.#store.connected) return;
+    const hb = this.own();
+    const k = this.#store.keys;
+    try {
+      await this.#store.client
+        .multi()
+        .set(k.instance(hb.id), JSON.stringify(hb), 'PX', this.#ttl)
+        .zadd(k.instances, hb.at, hb.id)
+        .zremrangebyscore(k.instances, '-inf', hb.at - INDEX_HORIZON_MS)
+        .exec();
+    } catch (err) {
+      this.#logger.debug({ err }, 'heartbeat failed');
+    }
+  }
+
+  /** Re-reads the other instances' heartbeats; never rejects (the last view stands until it ages out). */
+  async refresh(): Promise<void> {
+    if (this.#closed || !this.#store.connected) return;
+    const k = this.#store.keys;
+    const client = this.#store.client;
+    try {
+      const ids = await client.zrangebyscore(k.instances, this.#now() - INDEX_HORIZON_MS, '+inf');
+      const others = ids.filter((id) => id !== this.instanceId);
+      // the key's TTL decides liveness; the index only lists candidates
+      const texts = others.length === 0 ? [] : await client.mget(others.map((id) => k.instance(id)));
+      const peers = new Map<string, Heartbeat>();
+      for (const text of texts) {
+        const hb = text === null || text === undefined ? null : parseHeartbeat(text);
+        if (hb !== null && hb.id !== this.instanceId) peers.set(hb.id, hb);
+      }
+      this.#peers = peers;
+      this.#peersReadAt = this.#now();
+    } catch (err) {
+      this.#logger.debug({ err }, 'reading the fleet heartbeats failed');
+    }
+  }
+
+  /** For `/readyz` details. */
+  details(): Record<string, unknown> {
+    return {
+      instance: this.instanceId,
+      redis: { connected: this.#store.connected, subscribed: this.#store.subscribed },
+      instances: 1 + this.peers().size,
+      regressions: Object.fromEntries(this.#regressions),
+    };
+  }
+
+  /** Stops the timers and removes this instance's heartbeat, so the others count it gone at once. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const t of this.#timers) clearInterval(t);
+    if (this.#beatSoon !== null) clearImmediate(this.#beatSoon);
+    this.#store.off('sync', this.#onSync);
+    this.#controller.off('applied', this.#onApplied);
+    if (!this.#store.connected) return;
+    const k = this.#store.keys;
+    await this.#store.client.multi().del(k.instance(this.instanceId)).zrem(k.instances, this.instanceId).exec().catch(() => undefined);
+  }
+
+  /** After every read of all apps: re-seed the ones Redis lost, and flag the ones where it went back. */
+  #reconcile(remote: ReadonlyMap<string, RoutingState | null>): void {
+    if (this.#closed) return;
+    for (const [app, theirs] of remote) {
+      let mine: RoutingState;
+      try {
+        mine = this.#controller.state(app);
+      } catch {
+        continue; // an app of another config sharing the prefix
+      }
+      if (theirs === null) {
+        void this.#reseed(mine);
+      } else if (theirs.revision < mine.revision) {
+        const known = this.#regressions.get(app);
+        if (known?.remote === theirs.revision && known.local === mine.revision) continue;
+        this.#regressions.set(app, { local: mine.revision, remote: theirs.revision, since: known?.since ?? new Date(this.#now()).toISOString() });
+        this.#logger.error({ app, local: mine.revision, remote: theirs.revision }, 'redis holds an older revision than this instance routes on (a failover lost a write?); keeping ours, writes to the app will fail until Redis is repaired');
+      } else if (this.#regressions.delete(app)) {
+        this.#logger.info({ app, revision: theirs.revision }, 'redis caught up with the revision this instance routes on');
+      }
+    }
+  }
+
+  /** Writes the state we route on into an empty Redis; against "absent", so of racing instances exactly one wins. */
+  async #reseed(mine: RoutingState): Promise<void> {
+    if (this.#reseeding.has(mine.app)) return;
+    this.#reseeding.add(mine.app);
+    try {
+      const state: RoutingState = {
+        ...mine,
+        action: 'reseed',
+        updatedAt: new Date(this.#now()).toISOString(),
+        updatedBy: 'switchyard',
+        reason: `redis had no state for the app; re-seeded by ${this.instanceId} from the revision it routes on`,
+      };
+      const r = await this.#store.compareAndSet(state, null);
+      if (r.ok) this.#logger.warn({ app: mine.app, revision: mine.revision }, 'redis had lost the routing state; re-seeded it from this instance');
+      else if (r.current !== null) this.#controller.apply(r.current); // another instance was first: take theirs if newer
+    } catch (err) {
+      this.#logger.warn({ err, app: mine.app }, 're-seeding redis failed; retrying at the next poll');
+    } finally {
+      this.#reseeding.delete(mine.app);
+    }
+  }
+}
+
+/**
+ * CountsSource over the fleet: this instance's own counts, live, plus the other live instances'
+ * last heartbeats. Answers from memory only.
+ */
+export function fleetCounts(fleet: Fleet): CountsSource {
+  const zero = (): PoolCounts => ({ inflight: 0, upgraded: 0, pinned: 0 });
+  const byInstance = (app: string, pool: string): Record<string, PoolCounts> => {
+    const out: Record<string, PoolCounts> = {};
+    for (const hb of [fleet.own(), ...fleet.peers().values()]) out[hb.id] = hb.pools[app]?.[pool] ?? zero();
+    return out;
+  };
+  return {
+    poolCounts(app, pool) {
+      const sum = zero();
+      for (const c of Object.values(byInstance(app, pool))) {
+        sum.inflight += c.inflight;
+        sum.upgraded += c.upgraded;
+        sum.pinned += c.pinned;
+      }
+      return sum;
+    },
+    poolCountsByInstance: byInstance,
+    instances(app, revision) {
+      const all = [fleet.own(), ...fleet.peers().values()];
+      return { applied: all.filter((hb) => (hb.applied[app] ?? 0) >= revision).length, total: all.length };
+    },
+  };
+}
+
+function parseHeartbeat(text: string): Heartbeat | null {
+  try {
+    const hb = JSON.parse(text) as Heartbeat;
+    if (typeof hb?.id !== 'string' || typeof hb.applied !== 'object' || typeof hb.pools !== 'object' || hb.applied === null || hb.pools === null) return null;
+    const pools: Record<string, Record<string, PoolCounts>> = {};
+    for (const [app, byPool] of Object.entries(hb.pools)) {
+      pools[app] = {};
+      for (const [pool, c] of Object.entries(byPool ?? {})) pools[app][pool] = { inflight: num(c?.inflight), upgraded: num(c?.upgraded), pinned: num(c?.pinned) };
+    }
+    return { id: hb.id, applied: hb.applied, pools, at: num(hb.at) };
+  } catch {
+    return null;
+  }
+}
+
+function num(v: unknown): number {
+  return typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : 0;
+}

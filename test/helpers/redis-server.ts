@@ -1,0 +1,121 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createConnection, createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export interface RedisServer {
+  readonly port: number;
+  readonly url: string;
+  /** whether the process is running */
+  readonly running: boolean;
+  /** SIGTERM and wait for the exit */
+  stop(): Promise<void>;
+  /** SIGKILL (a crash) and wait for the exit */
+  kill(): Promise<void>;
+  /** starts again on the same port, empty (no persistence), once it answers PING */
+  restart(): Promise<void>;
+  /** stops it and deletes its directory */
+  cleanup(): Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  srv.listen(0, '127.0.0.1');
+  await once(srv, 'listening');
+  const { port } = srv.address() as AddressInfo;
+  srv.close();
+  await once(srv, 'close');
+  return port;
+}
+
+/** Resolves once something on `port` answers PING with PONG, or rejects after `timeoutMs`. */
+export async function waitForPing(port: number, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const sock = createConnection({ port, host: '127.0.0.1' });
+      let buf = '';
+      sock.setTimeout(500, () => sock.destroy());
+      sock.on('connect', () => sock.write('PING\r\n'));
+      sock.on('data', (d) => {
+        buf += d.toString();
+        if (buf.includes('\r\n')) {
+          sock.destroy();
+          resolve(buf.startsWith('+PONG'));
+        }
+      });
+      sock.on('error', () => resolve(false));
+      sock.on('close', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not answer PING within ${timeoutMs} ms`);
+    await sleep(20);
+  }
+}
+
+/**
+ * A real `redis-server` on a free loopback port, in its own temp directory, with persistence
+ * off (so a restart comes back empty, as a cache node without persistence would).
+ */
+export async function startRedis(): Promise<RedisServer> {
+  const dir = await mkdtemp(join(tmpdir(), 'switchyard-redis-'));
+  let port = 0;
+  let child: ChildProcess | null = null;
+
+  async function spawnOn(p: number): Promise<void> {
+    const proc = spawn('redis-server', ['--port', String(p), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--loglevel', 'warning'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    proc.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    child = proc;
+    const exited = once(proc, 'exit').then(() => {
+      throw new Error(`redis-server on port ${p} exited at start: ${stderr}`);
+    });
+    await Promise.race([waitForPing(p), exited]);
+    exited.catch(() => undefined);
+  }
+
+  async function signal(sig: NodeJS.Signals): Promise<void> {
+    const proc = child;
+    if (proc === null || proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = once(proc, 'exit');
+    proc.kill(sig);
+    await exited;
+  }
+
+  // a port found free can be taken before redis binds it: try a few
+  for (let attempt = 0; ; attempt++) {
+    port = await freePort();
+    try {
+      await spawnOn(port);
+      break;
+    } catch (err) {
+      await signal('SIGKILL');
+      if (attempt >= 4) throw err;
+    }
+  }
+
+  return {
+    get port() {
+      return port;
+    },
+    get url() {
+      return `redis://127.0.0.1:${port}`;
+    },
+    get running() {
+      return child !== null && child.exitCode === null && child.signalCode === null;
+    },
+    stop: () => signal('SIGTERM'),
+    kill: () => signal('SIGKILL'),
+    restart: async () => {
+      await signal('SIGTERM');
+      await spawnOn(port);
+    },
+    cleanup: async () => {
+      await signal('SIGKILL');
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
