@@ -26,5 +26,19 @@ export function canaryRoutes(controller: Controller): AdminRoute[] {
         return { json: { key, bucket, pool: pool.name, version: pool.version, revision: app.revision } };
       },
     },
+    {
+      // the signature is an HMAC of APP:POOL under the app's preview secret, so only a token holder
+      // (or whoever has the secret) can mint the header
+      method: 'GET',
+      path: '/v1/apps/:app/pools/:pool/preview-header',
+      handler: ({ params }) => {
+        const name = params['app'] as string;
+        const cfg = controller.appConfig(name);
+        const pool = controller.snapshot.byName.get(name)?.poolsByName.get(params['pool'] as string);
+        if (pool === undefined) throw new SwitchyardError('UNKNOWN_POOL', `app "${name}" has no pool "${params['pool']}"`);
+        if (cfg.preview === undefined || pool.previewValue === null) throw new SwitchyardError('CONFLICT', `app "${name}" has no preview config`);
+        return { json: { header: cfg.preview.header, value: pool.previewValue } };
+      },
+    },
   ];
 }

@@ -208,4 +208,28 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
       return 0;
     },
   },
+  whereis: {
+    usage: 'whereis APP KEY',
+    summary: 'the sticky bucket of KEY (user id, session, IP) and the pool it is routed to now',
+    args: [2, 2],
+    async run(ctx) {
+      const [app, key] = ctx.args as [string, string];
+      const v = await ctx.client.get<{ key: string; bucket: number; pool: string; version: string; revision: number }>(`${appPath(app)}/whereis?key=${enc(key)}`);
+      if (ctx.json) printJson(ctx, v);
+      else ctx.out(`${v.key}: bucket ${v.bucket} → ${v.pool} (${v.version}) at revision ${v.revision}`);
+      return 0;
+    },
+  },
+  'preview-header': {
+    usage: 'preview-header APP POOL',
+    summary: 'the signed header that sends a request to POOL whatever its weight (for testers)',
+    args: [2, 2],
+    async run(ctx) {
+      const [app, pool] = ctx.args as [string, string];
+      const v = await ctx.client.get<{ header: string; value: string }>(`${appPath(app)}/pools/${enc(pool)}/preview-header`);
+      if (ctx.json) printJson(ctx, v);
+      else ctx.out(`${v.header}: ${v.value}`);
+      return 0;
+    },
+  },
 };

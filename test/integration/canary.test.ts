@@ -151,3 +151,38 @@ describe('affinity', () => {
     }
   });
 });
+
+describe('canary CLI', () => {
+  it('`whereis` agrees with routing and `preview-header` prints a header that reaches the pool', async () => {
+    const { runCli } = await import('../../src/cli/main.ts');
+    const blue = await startUpstream('blue');
+    const green = await startUpstream('green');
+    const p = await startProxy({ apps: [twoPools(blue.url, green.url, { sticky: { key: ['header:x-user-id'] }, preview: { secret: PREVIEW_SECRET } })] });
+    const cli = async (...argv: string[]) => {
+      let stdout = '';
+      const code = await runCli(argv, { stdout: { write: (s: string) => ((stdout += s), true) }, stderr: { write: () => true }, env: { SWITCHYARD_ADMIN_URL: p.adminUrl, SWITCHYARD_TOKEN: (await import('../helpers/proxy.ts')).TOKEN } });
+      return { code, stdout: stdout.trim() };
+    };
+    try {
+      await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 50, green: 50 } });
+      for (const key of ['alice', 'bob', 'carol', 'dave']) {
+        const w = await cli('whereis', 'shop', key);
+        assert.equal(w.code, 0);
+        const served = (await p.get('/', { 'x-user-id': key })).servedBy?.split('@')[0];
+        assert.match(w.stdout, new RegExp(`^${key}: bucket \\d+ → ${served} `));
+      }
+      await p.admin('POST', '/v1/apps/shop/switch', { to: 'blue' });
+      const h = await cli('preview-header', 'shop', 'green');
+      assert.equal(h.code, 0);
+      const [name, value] = h.stdout.split(': ') as [string, string];
+      assert.equal(name, 'x-switchyard-preview');
+      assert.equal((await p.get('/', { [name]: value })).servedBy, 'green@2.0.0');
+      assert.equal((await cli('preview-header', 'shop', 'purple')).code, 1);
+      assert.equal((await cli('whereis', 'shop')).code, 2);
+    } finally {
+      await p.close();
+      await blue.close();
+      await green.close();
+    }
+  });
+});

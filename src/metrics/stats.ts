@@ -1,0 +1,331 @@
+import type { Config } from '../config/schema.ts';
+import type { RequestRecord } from '../dataplane/server.ts';
+import { SwitchyardError } from '../errors.ts';
+
+/**
+ * Live per-pool figures over the last 10 s and 60 s (rps, error rate, p50/p95/p99), the signal
+ * the dashboard draws and rollouts judge a canary by.
+ *
+ * Each pool keeps a ring of per-second rows: request count, error count and a fixed-bucket
+ * latency histogram. Recording is O(1) and allocates nothing (a few typed-array increments; a
+ * row is zeroed once per second). A window sums the complete seconds before the current one, so
+ * figures lag by under a second and `rps` is exactly `requests / seconds`.
+ *
+ * Latency resolution: durations are whole milliseconds; every value under 16 ms has its own
+ * bucket (exact), above that each power of two is split into 8 buckets, so a bucket is at most
+ * 12.5 % wide. A percentile reports the upper end of its bucket: exact under 16 ms, otherwise
+ * high by less than 12.5 %, never low. Values from 2^21 ms (~35 min) up land in the last bucket.
+ *
+ * Memory: 61 rows × 154 uint32 ≈ 37.6 KB per pool, allocated once at startup.
+ */
+
+/** Buckets 0..15 are exact milliseconds; then 8 per octave for octaves 2^4 … 2^20. */
+const EXACT = 16;
+const SUB = 8;
+const MAX_OCTAVE = 20;
+export const LATENCY_BUCKETS = EXACT + (MAX_OCTAVE - 4 + 1) * SUB;
+/** the bucket scheme's id in exports: peers with another scheme are not merged */
+export const BUCKET_SCHEME = 1;
+const MAX_MS = 2 ** (MAX_OCTAVE + 1);
+
+/** The windows the API, the dashboard and rollouts use, in seconds. */
+export const STATS_WINDOWS = [10, 60] as const;
+export type StatsWindow = (typeof STATS_WINDOWS)[number];
+
+/** 60 complete seconds plus the one being written. */
+const SLOTS = 61;
+/** per row: requests, errors, then the latency buckets */
+const ROW = 2 + LATENCY_BUCKETS;
+/** A peer export older than this (seconds) is from an instance that stopped heartbeating: left out. */
+export const PEER_MAX_AGE_S = 15;
+
+/** The latency bucket of a duration in ms (negative or NaN count as 0). */
+export function bucketOf(ms: number): number {
+  if (!(ms >= 1)) return 0;
+  if (ms < EXACT) return Math.floor(ms);
+  if (ms >= MAX_MS) return LATENCY_BUCKETS - 1;
+  const v = Math.floor(ms);
+  const e = 31 - Math.clz32(v);
+  return EXACT + (e - 4) * SUB + ((v >>> (e - 3)) & (SUB - 1));
+}
+
+/** The largest whole millisecond a bucket holds: what a percentile falling in it reports. */
+export function bucketUpperMs(i: number): number {
+  if (i < EXACT) return i;
+  const e = 4 + ((i - EXACT) >> 3);
+  const sub = (i - EXACT) & (SUB - 1);
+  return (SUB + sub + 1) * 2 ** (e - 3) - 1;
+}
+
+/** Requests, errors and latency buckets summed over some seconds (and instances). */
+export interface Histogram {
+  requests: number;
+  errors: number;
+  readonly buckets: Float64Array;
+}
+
+function emptyHistogram(): Histogram {
+  return { requests: 0, errors: 0, buckets: new Float64Array(LATENCY_BUCKETS) };
+}
+
+/** Nearest-rank percentile (q in 0..1) of a histogram, in ms; null without requests. */
+export function percentile(h: Histogram, q: number): number | null {
+  let total = 0;
+  for (let i = 0; i < LATENCY_BUCKETS; i++) total += h.buckets[i] as number;
+  if (total === 0) return null;
+  const rank = Math.max(1, Math.ceil(q * total));
+  let seen = 0;
+  for (let i = 0; i < LATENCY_BUCKETS; i++) {
+    seen += h.buckets[i] as number;
+    if (seen >= rank) return bucketUpperMs(i);
+  }
+  return bucketUpperMs(LATENCY_BUCKETS - 1);
+}
+
+/** What the API answers per pool and window. */
+export interface PoolWindowStats {
+  requests: number;
+  /** requests per second over the window */
+  rps: number;
+  /** responses with status ≥ 500 plus proxy errors (refused, no target, timeout, broken response) */
+  errors: number;
+  /** errors / requests, 0 without requests */
+  errorRate: number;
+  /** ms; null without requests */
+  p50: number | null;
+  p95: number | null;
+  p99: number | null;
+}
+
+export function summarize(h: Histogram, seconds: number): PoolWindowStats {
+  return {
+    requests: h.requests,
+    rps: round3(h.requests / seconds),
+    errors: h.errors,
+    errorRate: h.requests === 0 ? 0 : round3(h.errors / h.requests),
+    p50: percentile(h, 0.5),
+    p95: percentile(h, 0.95),
+    p99: percentile(h, 0.99),
+  };
+}
+
+function round3(n: number): number {
+  return Math.round(n * 1000) / 1000;
+}
+
+/** One pool's ring of per-second rows. */
+class PoolRing {
+  readonly rows = new Uint32Array(SLOTS * ROW);
+  readonly stamps = new Float64Array(SLOTS).fill(-1);
+
+  add(status: number, error: boolean, ms: number, endedAt: number): void {
+    const sec = Math.floor(endedAt / 1000);
+    const slot = sec % SLOTS;
+    const stamp = this.stamps[slot] as number;
+    if (stamp !== sec) {
+      // a record from a second already recycled is too old to count
+      if (stamp > sec) return;
+      this.stamps[slot] = sec;
+      this.rows.fill(0, slot * ROW, slot * ROW + ROW);
+    }
+    const base = slot * ROW;
+    const rows = this.rows;
+    rows[base] = (rows[base] as number) + 1;
+    if (error || status >= 500) rows[base + 1] = (rows[base + 1] as number) + 1;
+    const b = base + 2 + bucketOf(ms);
+    rows[b] = (rows[b] as number) + 1;
+  }
+
+  /** Adds the complete seconds [nowSec - seconds, nowSec) into `into`. */
+  sumInto(into: Histogram, nowSec: number, seconds: number): void {
+    for (let s = Math.max(0, nowSec - seconds); s < nowSec; s++) {
+      const slot = s % SLOTS;
+      if (this.stamps[slot] !== s) continue;
+      const base = slot * ROW;
+      into.requests += this.rows[base] as number;
+      into.errors += this.rows[base + 1] as number;
+      for (let i = 0; i < LATENCY_BUCKETS; i++) (into.buckets[i] as number) += this.rows[base + 2 + i] as number;
+    }
+  }
+}
+
+/**
+ * What an instance publishes in its fleet heartbeat: per app, pool and window, a flat array
+ * `[requests, errors, bucket, count, bucket, count, …]` (non-empty buckets only). Pools without
+ * requests in a window are left out, so an idle instance publishes almost nothing.
+ */
+export interface StatsExport {
+  /** bucket scheme (BUCKET_SCHEME) */
+  readonly v: number;
+  /** epoch second the windows end at (exclusive) */
+  readonly at: number;
+  readonly apps: Readonly<Record<string, Readonly<Record<string, Readonly<Partial<Record<`${StatsWindow}`, readonly number[]>>>>>>>;
+}
+
+function encode(h: Histogram): number[] {
+  const out = [h.requests, h.errors];
+  for (let i = 0; i < LATENCY_BUCKETS; i++) if ((h.buckets[i] as number) > 0) out.push(i, h.buckets[i] as number);
+  return out;
+}
+
+/** Adds an encoded window into `into`; ignores anything malformed (a peer's payload is input). */
+function addEncoded(into: Histogram, flat: readonly number[] | undefined): void {
+  if (!Array.isArray(flat) || flat.length < 2) return;
+  const [requests, errors] = flat as [unknown, unknown];
+  if (!isCount(requests) || !isCount(errors)) return;
+  into.requests += requests;
+  into.errors += errors;
+  for (let k = 2; k + 1 < flat.length; k += 2) {
+    const i = flat[k];
+    const n = flat[k + 1];
+    if (Number.isInteger(i) && (i as number) >= 0 && (i as number) < LATENCY_BUCKETS && isCount(n)) (into.buckets[i as number] as number) += n;
+  }
+}
+
+function isCount(n: unknown): n is number {
+  return typeof n === 'number' && Number.isFinite(n) && n >= 0;
+}
+
+/**
+ * Sums exports (of several instances) into one, window by window. Exports with another bucket
+ * scheme are skipped. Pure: what a fleet module can use to pre-aggregate heartbeats.
+ */
+export function mergeWindows(exports: Iterable<StatsExport>): StatsExport {
+  const sums = new Map<string, Histogram>();
+  let at = 0;
+  for (const ex of exports) {
+    if (ex?.v !== BUCKET_SCHEME || typeof ex.apps !== 'object' || ex.apps === null) continue;
+    at = Math.max(at, ex.at);
+    for (const [app, pools] of Object.entries(ex.apps)) {
+      for (const [pool, windows] of Object.entries(pools ?? {})) {
+        for (const w of STATS_WINDOWS) {
+          const key = `${app}\u0000${pool}\u0000${w}`;
+          let h = sums.get(key);
+          if (h === undefined) sums.set(key, (h = emptyHistogram()));
+          addEncoded(h, windows?.[`${w}`]);
+        }
+      }
+    }
+  }
+  const apps: Record<string, Record<string, Partial<Record<`${StatsWindow}`, number[]>>>> = {};
+  for (const [key, h] of sums) {
+    if (h.requests === 0) continue;
+    const [app, pool, w] = key.split('\u0000') as [string, string, `${StatsWindow}`];
+    ((apps[app] ??= {})[pool] ??= {})[w] = encode(h);
+  }
+  return { v: BUCKET_SCHEME, at, apps };
+}
+
+/** Where the fleet's other instances' latest exports come from (their heartbeats). */
+export type PeerWindows = () => Iterable<StatsExport>;
+
+export interface LiveStatsOptions {
+  /** @default Date.now */
+  readonly now?: () => number;
+  /** the other instances' exports, when the store is a fleet (see `attachFleet`) */
+  readonly peers?: PeerWindows;
+}
+
+/** `GET /v1/apps/:app/stats` */
+export interface StatsView {
+  app: string;
+  at: string;
+  windows: Record<`${StatsWindow}s`, Record<string, PoolWindowStats>>;
+  /** true when the figures are summed over the fleet's instances */
+  fleet: boolean;
+  /** instances whose figures are included (this one and fresh peers) */
+  instances: number;
+}
+
+/** Live per-pool stats of one proxy instance, merged with its fleet's when attached. */
+export class LiveStats {
+  /** [app index][pool index], like the config and the snapshot */
+  private readonly rings: readonly (readonly PoolRing[])[];
+  private readonly apps: ReadonlyMap<string, { readonly index: number; readonly pools: readonly string[] }>;
+  private readonly now: () => number;
+  private peers: PeerWindows | null;
+
+  constructor(config: Config, opts: LiveStatsOptions = {}) {
+    this.now = opts.now ?? Date.now;
+    this.peers = opts.peers ?? null;
+    this.rings = config.apps.map((a) => Object.keys(a.pools).map(() => new PoolRing()));
+    this.apps = new Map(config.apps.map((a, index) => [a.name, { index, pools: Object.keys(a.pools) }]));
+  }
+
+  /** Hot path: one finished request. */
+  record(rec: RequestRecord): void {
+    const o = rec.outcome;
+    this.rings[rec.app.index]?.[rec.pool.index]?.add(o.status, o.error !== null, o.endedAt - o.startedAt, o.endedAt);
+  }
+
+  /** The fleet's other instances' exports: from now on windows are summed over the fleet. */
+  attachFleet(peers: PeerWindows): void {
+    this.peers = peers;
+  }
+
+  get fleet(): boolean {
+    return this.peers !== null;
+  }
+
+  /** This instance's windows, for its heartbeat. */
+  exportWindows(): StatsExport {
+    const nowSec = Math.floor(this.now() / 1000);
+    const apps: Record<string, Record<string, Partial<Record<`${StatsWindow}`, number[]>>>> = {};
+    for (const [name, a] of this.apps) {
+      a.pools.forEach((pool, p) => {
+        for (const w of STATS_WINDOWS) {
+          const h = emptyHistogram();
+          this.rings[a.index]?.[p]?.sumInto(h, nowSec, w);
+          if (h.requests > 0) ((apps[name] ??= {})[pool] ??= {})[`${w}`] = encode(h);
+        }
+      });
+    }
+    return { v: BUCKET_SCHEME, at: nowSec, apps };
+  }
+
+  /** Histograms of every pool of `app` over the window, this instance plus fresh peers. */
+  private histograms(app: string, seconds: StatsWindow, nowSec: number, peers: readonly StatsExport[]): Map<string, Histogram> {
+    const a = this.apps.get(app);
+    if (a === undefined) throw new SwitchyardError('UNKNOWN_APP', `unknown app "${app}"`);
+    const out = new Map<string, Histogram>();
+    a.pools.forEach((pool, p) => {
+      const h = emptyHistogram();
+      this.rings[a.index]?.[p]?.sumInto(h, nowSec, seconds);
+      for (const peer of peers) addEncoded(h, peer.apps[app]?.[pool]?.[`${seconds}`]);
+      out.set(pool, h);
+    });
+    return out;
+  }
+
+  private freshPeers(nowSec: number): StatsExport[] {
+    if (this.peers === null) return [];
+    const fresh: StatsExport[] = [];
+    for (const p of this.peers()) if (p?.v === BUCKET_SCHEME && typeof p.at === 'number' && nowSec - p.at <= PEER_MAX_AGE_S && typeof p.apps === 'object' && p.apps !== null) fresh.push(p);
+    return fresh;
+  }
+
+  /**
+   * Per-pool figures of `app` over the last `seconds` (complete seconds), summed over the fleet
+   * when attached. What a rollout's analysis reads. Throws UNKNOWN_APP (404).
+   */
+  window(app: string, seconds: StatsWindow): Record<string, PoolWindowStats> {
+    const nowSec = Math.floor(this.now() / 1000);
+    const out: Record<string, PoolWindowStats> = {};
+    for (const [pool, h] of this.histograms(app, seconds, nowSec, this.freshPeers(nowSec))) out[pool] = summarize(h, seconds);
+    return out;
+  }
+
+  /** The JSON of `GET /v1/apps/:app/stats`. */
+  view(app: string): StatsView {
+    const nowMs = this.now();
+    const nowSec = Math.floor(nowMs / 1000);
+    const peers = this.freshPeers(nowSec);
+    const windows = {} as StatsView['windows'];
+    for (const w of STATS_WINDOWS) {
+      const pools: Record<string, PoolWindowStats> = {};
+      for (const [pool, h] of this.histograms(app, w, nowSec, peers)) pools[pool] = summarize(h, w);
+      windows[`${w}s`] = pools;
+    }
+    return { app, at: new Date(nowMs).toISOString(), windows, fleet: this.fleet, instances: 1 + peers.length };
+  }
+}
