@@ -5,14 +5,19 @@ import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { canaryRoutes } from './admin/canary-routes.ts';
+import { loadDashboard } from './admin/dashboard.ts';
 import { createAdminServer } from './admin/server.ts';
+import { statsRoutes } from './admin/stats-routes.ts';
 import type { Config } from './config/schema.ts';
 import { Controller } from './control/controller.ts';
 import type { CountsSource } from './control/counts.ts';
 import { Fleet, fleetCounts } from './control/fleet.ts';
+import { DrainDeadlines } from './dataplane/drain.ts';
 import { TrustedProxies } from './dataplane/headers.ts';
 import { localCounts, Runtime } from './dataplane/runtime.ts';
 import { DataPlane, type DataPlaneOptions } from './dataplane/server.ts';
+import { HealthMonitor } from './health/monitor.ts';
+import { createTelemetry, fleetPeerWindows, type Telemetry } from './metrics/telemetry.ts';
 import { FileStore } from './state/file-store.ts';
 import { RedisStore } from './state/redis-store.ts';
 import type { StateStore } from './state/types.ts';
@@ -27,6 +32,8 @@ export interface BuildDeps {
   readonly random?: () => number;
   /** @default `${hostname()}:${pid}` */
   readonly instanceId?: string;
+  /** the access log's sampling draw, apart from routing's `random` @default Math.random */
+  readonly sampleRandom?: () => number;
 }
 
 export interface Switchyard {
@@ -36,6 +43,12 @@ export interface Switchyard {
   readonly dataPlane: DataPlane;
   readonly admin: Server;
   readonly counts: CountsSource;
+  /** active and passive health checks, the 409 write gate, `healthFigures` for metrics */
+  readonly health: HealthMonitor;
+  /** Prometheus metrics and live per-pool stats (`telemetry.stats.window(app, 60)` for rollouts) */
+  readonly telemetry: Telemetry;
+  /** per-pool drain deadlines: cuts a pool's open streams and WebSockets once its drain.timeout passed */
+  readonly drains: DrainDeadlines;
   /** binds both listeners; returns the ports actually bound */
   listen(): Promise<{ proxyPort: number; adminPort: number }>;
   /** graceful stop (SIGTERM): readyz 503, drain in-flight within grace, cut at hardStop */
@@ -57,14 +70,19 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   const now = deps.now ?? Date.now;
   const instanceId = deps.instanceId ?? `${hostname()}:${process.pid}`;
   const store = deps.store ?? (await openStore(config, logger));
-  const controller = await Controller.start({ config, store, logger, now }).catch(async (err: unknown) => {
+  // the runtime comes first: the health gate on writes reads its targets
+  const runtime = new Runtime(config);
+  const health = new HealthMonitor({ config, runtime, logger: logger.child({ component: 'health' }), now });
+  const controller = await Controller.start({ config, store, logger, now, guard: health.guard }).catch(async (err: unknown) => {
     // a Redis store keeps reconnecting (and the process alive) until closed
     if (deps.store === undefined) await store.close();
+    await runtime.close();
     throw err;
   });
-  const runtime = new Runtime(config);
+  const telemetry = createTelemetry({ config, controller, runtime, store, logger, now, ...(deps.sampleRandom === undefined ? {} : { sampleRandom: deps.sampleRandom }) });
   // on Redis: heartbeats, fleet-wide counts, re-seeding an empty Redis, regression reports
-  const fleet = store instanceof RedisStore ? new Fleet({ store, controller, runtime, instanceId, logger: logger.child({ component: 'fleet' }), now }) : null;
+  const fleet = store instanceof RedisStore ? new Fleet({ store, controller, runtime, instanceId, logger: logger.child({ component: 'fleet' }), now, stats: () => telemetry.stats.exportWindows() }) : null;
+  if (fleet !== null) telemetry.stats.attachFleet(fleetPeerWindows(fleet));
   const counts = fleet === null ? localCounts(runtime, instanceId, now) : fleetCounts(fleet);
   let ready = true;
   let shuttingDown = false;
@@ -75,20 +93,29 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     trust: new TrustedProxies(config.trustedProxies),
     now,
     ...(deps.random === undefined ? {} : { random: deps.random }),
+    onRequest: telemetry.onRequest,
+    onPreviewRejected: telemetry.onPreviewRejected,
   };
   const dataPlane = new DataPlane(dpOpts);
   const admin = createAdminServer({
     config,
     controller,
     counts,
+    health,
     logger,
     now,
     ready: () => ready && !shuttingDown,
     readyDetails: () => ({ shuttingDown, store: store.kind, revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])), ...fleet?.details() }),
-    routes: [...canaryRoutes(controller)],
+    routes: [...canaryRoutes(controller), ...statsRoutes(telemetry.stats)],
+    metrics: telemetry.metrics,
+    fallback: await loadDashboard(),
   });
 
   controller.on('applied', (state: { app: string; revision: number }) => logger.info({ app: state.app, revision: state.revision }, 'routing state applied'));
+  health.start();
+  const drains = new DrainDeadlines({ runtime, source: controller, now, onDeadline: (app, pool, open) => logger.info({ app, pool, open }, 'drain deadline passed: closing what is still open on the pool') });
+  drains.update();
+  controller.on('applied', () => drains.update());
 
   async function listen(): Promise<{ proxyPort: number; adminPort: number }> {
     dataPlane.server.listen(config.listen.port, config.listen.host);
@@ -129,9 +156,12 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
       for (const p of runtime.allPools()) for (const c of [...p.open]) c.cut('shutdown');
       dataPlane.server.closeAllConnections();
       logger.warn({ cut }, 'hard stop: cut connections still open');
+      telemetry.metrics.shutdownCut(cut);
     }
     admin.close();
     admin.closeAllConnections();
+    drains.close();
+    await health.close();
     await fleet?.close();
     await controller.close();
     await store.close();
@@ -147,13 +177,15 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     admin.close();
     admin.closeAllConnections();
     for (const p of runtime.allPools()) for (const c of [...p.open]) c.cut('shutdown');
+    drains.close();
+    await health.close();
     await fleet?.close();
     await controller.close();
     await store.close();
     await runtime.close();
   }
 
-  return { config, controller, runtime, dataPlane, admin, counts, listen, shutdown, close };
+  return { config, controller, runtime, dataPlane, admin, counts, health, telemetry, drains, listen, shutdown, close };
 }
 
 function isUpgrade(c: unknown): boolean {

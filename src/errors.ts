@@ -13,6 +13,7 @@ export const ERRORS = {
   NO_EARLIER_REVISION: { status: 409, message: 'no earlier revision to roll back to' },
   CONFLICT: { status: 409, message: 'conflict' },
   POOL_UNHEALTHY: { status: 409, message: 'the pool has no healthy target' },
+  VERSION_MISMATCH: { status: 409, message: 'the pool does not run the expected version' },
   STALE_REVISION: { status: 412, message: 'stale revision' },
   BODY_TOO_LARGE: { status: 413, message: 'body over 64 KiB' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'writes must be application/json' },
@@ -24,6 +25,7 @@ export const ERRORS = {
   UPSTREAM_ERROR: { status: 502, message: 'upstream refused or broke the response' },
   NO_TARGET: { status: 503, message: 'the pool has no target that is up' },
   UPSTREAM_TIMEOUT: { status: 504, message: 'upstream timeout' },
+  GOING_AWAY: { status: 503, message: 'shutting down or draining; try again' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof ERRORS;

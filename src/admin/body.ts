@@ -9,8 +9,8 @@ export const MAX_BODY_BYTES = 64 * 1024;
 const reason = z.string().max(1000).nullable().optional();
 const force = z.boolean().optional();
 
-/** `POST /v1/apps/:app/switch` */
-export const switchBody = z.strictObject({ to: z.string().min(1), reason, force });
+/** `POST /v1/apps/:app/switch`; `expectVersion`: refuse (409) unless `to`'s targets report this version (`force` does not skip it) */
+export const switchBody = z.strictObject({ to: z.string().min(1), reason, force, expectVersion: z.string().min(1).max(200).optional() });
 /** `PUT /v1/apps/:app/weights` (percentages; the controller checks decimals, pools and the sum) */
 export const weightsBody = z.strictObject({ weights: z.record(z.string(), z.number()), reason, force });
 /** `POST /v1/apps/:app/rollback`; `force` too, since the previous weights may point at a pool the health gate refuses */

@@ -1,6 +1,7 @@
 import type { Controller, WriteOptions } from '../control/controller.ts';
 import type { CountsSource } from '../control/counts.ts';
 import { SwitchyardError } from '../errors.ts';
+import type { HealthSource } from '../health/monitor.ts';
 import type { RoutingState } from '../state/types.ts';
 import { ANONYMOUS } from './auth.ts';
 import { ifNoneMatchHits, rollbackBody, switchBody, weightsBody } from './body.ts';
@@ -10,6 +11,8 @@ import { appStateView, drainView, historyView } from './views.ts';
 export interface CoreRouteDeps {
   readonly controller: Controller;
   readonly counts: CountsSource;
+  /** target health in AppState, `expectVersion` on switch */
+  readonly health?: HealthSource | undefined;
   readonly now: () => number;
   readonly ready: () => boolean;
   readonly readyDetails?: (() => Record<string, unknown>) | undefined;
@@ -27,8 +30,8 @@ export function etagOf(revision: number): string {
 }
 
 /** An app's AppState with its ETag. */
-export function appStateReply(controller: Controller, counts: CountsSource, app: string, status = 200): Reply {
-  const view = appStateView(controller, counts, app);
+export function appStateReply(controller: Controller, counts: CountsSource, app: string, status = 200, health?: HealthSource): Reply {
+  const view = appStateView(controller, counts, app, health);
   return { status, headers: { etag: etagOf(view.revision) }, json: view };
 }
 
@@ -42,13 +45,20 @@ async function write(deps: CoreRouteDeps, ctx: RouteContext, app: string, run: (
     await run(opts);
   } catch (err) {
     if (err instanceof SwitchyardError && err.code === 'STALE_REVISION') {
-      const current = appStateView(deps.controller, deps.counts, app);
+      const current = appStateView(deps.controller, deps.counts, app, deps.health);
       const stale = new SwitchyardError('STALE_REVISION', err.message, { details: { currentRevision: current.revision, current } });
       return { status: stale.status, headers: { etag: etagOf(current.revision) }, json: stale.toJSON() };
     }
     throw err;
   }
-  return appStateReply(deps.controller, deps.counts, app);
+  return appStateReply(deps.controller, deps.counts, app, 200, deps.health);
+}
+
+/** `expectVersion` of a switch: a fresh check of `to`'s targets, 409 VERSION_MISMATCH unless they all run it. */
+async function verifyVersion(deps: CoreRouteDeps, app: string, to: string, expected: string): Promise<void> {
+  if (!Object.hasOwn(deps.controller.appConfig(app).pools, to)) return; // the switch answers the 404
+  if (deps.health === undefined) throw new SwitchyardError('VERSION_MISMATCH', 'this admin server has no health checks to read versions from');
+  await deps.health.verifyVersion(app, to, expected);
 }
 
 function historyLimit(url: URL): number {
@@ -83,7 +93,7 @@ export function coreRoutes(deps: CoreRouteDeps): AdminRoute[] {
         return { status: ready ? 200 : 503, json };
       },
     },
-    { method: 'GET', path: '/v1/apps', handler: () => ({ json: { apps: controller.config.apps.map((a) => appStateView(controller, counts, a.name)) } }) },
+    { method: 'GET', path: '/v1/apps', handler: () => ({ json: { apps: controller.config.apps.map((a) => appStateView(controller, counts, a.name, deps.health)) } }) },
     {
       method: 'GET',
       path: '/v1/apps/:app',
@@ -91,7 +101,7 @@ export function coreRoutes(deps: CoreRouteDeps): AdminRoute[] {
         const app = param(ctx, 'app');
         const etag = etagOf(controller.state(app).revision);
         if (ifNoneMatchHits(ctx.req.headers['if-none-match'], etag)) return { status: 304, headers: { etag }, json: null };
-        return appStateReply(controller, counts, app);
+        return appStateReply(controller, counts, app, 200, deps.health);
       },
     },
     {
@@ -101,6 +111,7 @@ export function coreRoutes(deps: CoreRouteDeps): AdminRoute[] {
         const app = param(ctx, 'app');
         controller.appConfig(app);
         const body = await ctx.body(switchBody);
+        if (body.expectVersion !== undefined) await verifyVersion(deps, app, body.to, body.expectVersion);
         return write(deps, ctx, app, (opts) => controller.switchTo(app, body.to, opts), body);
       },
     },

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import type { Controller } from '../control/controller.ts';
 import type { CountsSource } from '../control/counts.ts';
+import type { HealthSource } from '../health/monitor.ts';
 import { SwitchyardError } from '../errors.ts';
 import { Authenticator } from './auth.ts';
 import { parseIfMatch, readJson, validate } from './body.ts';
@@ -13,6 +14,8 @@ export interface AdminServerDeps {
   readonly config: Config;
   readonly controller: Controller;
   readonly counts: CountsSource;
+  /** target health in AppState and `expectVersion` on switch; without it neither is available */
+  readonly health?: HealthSource;
   readonly logger: Logger;
   /** @default Date.now */
   readonly now?: () => number;
@@ -43,7 +46,7 @@ export function createAdminServer(deps: AdminServerDeps): Server {
   const now = deps.now ?? Date.now;
   const { admin } = deps.config;
   const router = new Router();
-  const core = coreRoutes({ controller: deps.controller, counts: deps.counts, now, ready: deps.ready, readyDetails: deps.readyDetails, metrics: deps.metrics, metricsAuth: admin.metricsAuth });
+  const core = coreRoutes({ controller: deps.controller, counts: deps.counts, health: deps.health, now, ready: deps.ready, readyDetails: deps.readyDetails, metrics: deps.metrics, metricsAuth: admin.metricsAuth });
   for (const route of [...core, ...(deps.routes ?? [])]) router.add(route);
   const authenticator = new Authenticator({ tokens: admin.tokens, maxFailedLogins: admin.maxFailedLogins, now });
   const logger = deps.logger;

@@ -1,6 +1,7 @@
 import type { Controller } from '../control/controller.ts';
 import type { CountsSource, PoolCounts } from '../control/counts.ts';
 import { SwitchyardError } from '../errors.ts';
+import type { HealthSource, PoolHealth, TargetStateView } from '../health/monitor.ts';
 import type { HistoryEntry } from '../state/types.ts';
 import { activePool, bpToPct, weightsToPct } from '../state/weights.ts';
 
@@ -17,6 +18,11 @@ export interface PoolView {
   inflight: number;
   upgraded: number;
   drained: boolean;
+  /** the health gate's verdict (true without health checks); with a health source only */
+  healthy?: boolean;
+  health?: PoolHealth;
+  /** per target, in `targets` order: `{ url, state: up|down|ejected, reportedVersion?, ejectedUntil?, lastCheck? }` */
+  targetStates?: TargetStateView[];
 }
 
 /** The contract's `AppState`. */
@@ -67,7 +73,7 @@ export function isDrained(weightBp: number, counts: PoolCounts): boolean {
   return weightBp === 0 && counts.inflight === 0 && counts.upgraded === 0;
 }
 
-export function appStateView(controller: Controller, counts: CountsSource, app: string): AppStateView {
+export function appStateView(controller: Controller, counts: CountsSource, app: string, health?: HealthSource): AppStateView {
   const cfg = controller.appConfig(app);
   const state = controller.state(app);
   const names = Object.keys(cfg.pools);
@@ -77,7 +83,14 @@ export function appStateView(controller: Controller, counts: CountsSource, app: 
     if (pool === undefined) continue;
     const bp = state.weights[name] ?? 0;
     const c = counts.poolCounts(app, name);
-    pools[name] = { version: pool.version, targets: [...pool.targets], weight: bpToPct(bp), inflight: c.inflight, upgraded: c.upgraded, drained: isDrained(bp, c) };
+    const view: PoolView = { version: pool.version, targets: [...pool.targets], weight: bpToPct(bp), inflight: c.inflight, upgraded: c.upgraded, drained: isDrained(bp, c) };
+    if (health !== undefined) {
+      const h = health.poolHealth(app, name);
+      view.healthy = h.healthy;
+      view.health = h.health;
+      view.targetStates = h.targets;
+    }
+    pools[name] = view;
   }
   return {
     app,

@@ -2,7 +2,8 @@ import type { ParseArgsOptionsConfig } from 'node:util';
 import type { AppStateView, DrainView, HistoryEntryView } from '../admin/views.ts';
 import { parseDuration } from '../config/duration.ts';
 import type { AdminClient } from './client.ts';
-import { appDetail, appLine, drainLine, historyLines, humanDuration, pct } from './format.ts';
+import type { StatsView } from '../metrics/stats.ts';
+import { appDetail, appLine, drainLine, historyLines, humanDuration, pct, table } from './format.ts';
 
 /** A call the CLI cannot make sense of: exit 2 with the command's usage line. */
 export class UsageError extends Error {
@@ -148,13 +149,15 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
     },
   },
   switch: {
-    usage: 'switch APP POOL [--reason R] [--force]',
-    summary: 'send all traffic of APP to POOL',
+    usage: 'switch APP POOL [--reason R] [--force] [--expect-version V]',
+    summary: 'send all traffic of APP to POOL (--expect-version: only if POOL\'s targets report version V)',
     args: [2, 2],
-    options: writeOptions,
+    options: { ...writeOptions, 'expect-version': { type: 'string' } },
     async run(ctx) {
       const [app, to] = ctx.args as [string, string];
-      return printState(ctx, await ctx.client.post<AppStateView>(`${appPath(app)}/switch`, { to, ...writeFields(ctx) }));
+      const expect = ctx.values['expect-version'];
+      const body = { to, ...writeFields(ctx), ...(typeof expect === 'string' ? { expectVersion: expect } : {}) };
+      return printState(ctx, await ctx.client.post<AppStateView>(`${appPath(app)}/switch`, body));
     },
   },
   weights: {
@@ -229,6 +232,25 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
       const v = await ctx.client.get<{ header: string; value: string }>(`${appPath(app)}/pools/${enc(pool)}/preview-header`);
       if (ctx.json) printJson(ctx, v);
       else ctx.out(`${v.header}: ${v.value}`);
+      return 0;
+    },
+  },
+  stats: {
+    usage: 'stats APP',
+    summary: 'per pool over the last 10 s and 60 s: requests/s, error rate, p50/p95/p99 latency',
+    args: [1, 1],
+    async run(ctx) {
+      const [app] = ctx.args as [string];
+      const v = await ctx.client.get<StatsView>(`${appPath(app)}/stats`);
+      if (ctx.json) {
+        printJson(ctx, v);
+        return 0;
+      }
+      const ms = (n: number | null) => (n === null ? '-' : `${n}ms`);
+      const rows = [['window', 'pool', 'requests', 'req/s', 'errors', 'p50', 'p95', 'p99']];
+      for (const [w, pools] of Object.entries(v.windows)) for (const [pool, s] of Object.entries(pools)) rows.push([w, pool, String(s.requests), String(s.rps), pct(s.errorRate * 100), ms(s.p50), ms(s.p95), ms(s.p99)]);
+      for (const line of table(rows)) ctx.out(line);
+      if (v.fleet) ctx.out(`summed over ${v.instances} instance(s)`);
       return 0;
     },
   },

@@ -50,8 +50,10 @@ export function table(rows: readonly (readonly string[])[], indent = ''): string
 export function appDetail(s: AppStateView): string[] {
   const rows = [['pool', 'version', 'weight', 'inflight', 'upgraded', 'state', 'targets']];
   for (const [name, p] of Object.entries(s.pools)) {
-    const state = p.drained ? 'drained' : p.weight === 0 ? 'draining' : 'serving';
-    rows.push([name, p.version, pct(p.weight), String(p.inflight), String(p.upgraded), state, p.targets.join(', ')]);
+    const state = (p.drained ? 'drained' : p.weight === 0 ? 'draining' : 'serving') + (p.health === 'unhealthy' ? ', unhealthy' : '');
+    // targets the health checks took out are marked: `http://10.0.0.3:8080 (down)`
+    const targets = p.targetStates?.map((t) => (t.state === 'up' ? t.url : `${t.url} (${t.state})`)) ?? p.targets;
+    rows.push([name, p.version, pct(p.weight), String(p.inflight), String(p.upgraded), state, targets.join(', ')]);
   }
   return [
     appLine(s),

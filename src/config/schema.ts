@@ -58,6 +58,43 @@ const cidr = z.string().refine((s) => {
 
 const secret = z.string().min(16, 'must be at least 16 characters');
 
+/** `200`, `"2xx"` or `"200-399"` as an inclusive range. */
+const statusRange = z
+  .union([z.number(), z.string()])
+  .default('200-399')
+  .transform((v, ctx) => {
+    const s = String(v).trim().toLowerCase();
+    const m = /^([1-5])xx$/.exec(s) ?? /^([1-5]\d\d)(?:-([1-5]\d\d))?$/.exec(s);
+    if (m === null) {
+      ctx.addIssue({ code: 'custom', message: 'must be a status like 200, "2xx" or "200-399"' });
+      return z.NEVER;
+    }
+    const range = s.endsWith('xx') ? { min: Number(m[1]) * 100, max: Number(m[1]) * 100 + 99 } : { min: Number(m[1]), max: Number(m[2] ?? m[1]) };
+    if (range.min > range.max) {
+      ctx.addIssue({ code: 'custom', message: 'the range must go from low to high' });
+      return z.NEVER;
+    }
+    return range;
+  });
+
+const versionFrom = z
+  .strictObject({
+    /** a field of the JSON body, dots for nesting: `version`, `build.version` */
+    json: z.string().regex(/^[^.\s]+(\.[^.\s]+)*$/, 'must be a field name, dots for nesting').optional(),
+    /** a response header */
+    header: z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'must be a header name').transform((s) => s.toLowerCase()).optional(),
+  })
+  .refine((v) => (v.json === undefined) !== (v.header === undefined), 'needs exactly one of json or header');
+
+const passive = z.strictObject({
+  /** consecutive 5xx responses or connect/protocol errors that eject a target @default 5 */
+  failures: z.number().int().min(1).default(5),
+  /** how long an ejected target is left out @default 30s */
+  ejectFor: duration('30s'),
+  /** at most this share of a pool's targets ejected at once; one always stays @default 0.5 */
+  maxEjectedShare: z.number().min(0).max(1).default(0.5),
+});
+
 const pool = z.strictObject({
   version: z.string().min(1),
   targets: z.array(httpUrl).min(1, 'needs at least one target'),
@@ -89,13 +126,23 @@ const app = z
     timeouts: z
       .strictObject({ connect: duration('5s'), response: duration('60s'), idle: duration('60s') })
       .prefault({}),
+    /** Active and passive health checks of every target (src/health); omitted: no checks, no 409 gate. */
     health: z
       .strictObject({
         path: z.string().startsWith('/').default('/healthz'),
         interval: duration('2s'),
         timeout: duration('1s'),
+        /** consecutive passes that bring a down target back @default 2 */
         rise: z.number().int().min(1).default(2),
+        /** consecutive failures that take a target down @default 3 */
         fall: z.number().int().min(1).default(3),
+        /** statuses that pass: 200, "2xx" or "200-399" @default "200-399" (HAProxy's httpchk) */
+        expectStatus: statusRange,
+        /** where the health answer carries the running version, for `switch --expect-version` */
+        versionFrom: versionFrom.optional(),
+        /** outlier detection on live traffic (Envoy's consecutive_5xx); `false` turns it off (null once parsed) */
+        // a preprocess rather than a union, so an error inside the object keeps its key path
+        passive: z.preprocess((v) => (v === false ? null : v), passive.nullable()).prefault({}),
       })
       .optional(),
   })
@@ -190,4 +237,5 @@ export type Config = z.output<typeof configSchema>;
 export type ConfigInput = z.input<typeof configSchema>;
 export type AppConfig = Config['apps'][number];
 export type PoolConfig = AppConfig['pools'][string];
+export type HealthConfig = NonNullable<AppConfig['health']>;
 export type StoreConfig = Config['store'];

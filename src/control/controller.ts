@@ -16,8 +16,12 @@ export interface WriteOptions {
   readonly force?: boolean | undefined;
 }
 
-/** Refuses a write that would send traffic to a pool with no healthy target (issue 8 plugs in here). */
-export type WriteGuard = (app: AppConfig, weights: Weights, opts: WriteOptions) => void;
+/**
+ * Refuses a write (throws) that would send traffic to a pool with no healthy target
+ * (src/health/monitor.ts). Returns a note when `force` overrode a refusal: it is appended to the
+ * reason in the history and the audit line, so a forced write is visible afterwards.
+ */
+export type WriteGuard = (app: AppConfig, weights: Weights, opts: WriteOptions, current: Weights) => string | undefined;
 
 export interface ControllerOptions {
   readonly config: Config;
@@ -187,12 +191,13 @@ export class Controller extends EventEmitter {
         throw new SwitchyardError('STALE_REVISION', `revision ${opts.expectedRevision} is stale; the current revision is ${cur.revision}`, { details: { currentRevision: cur.revision } });
       }
       const weights = await weightsOf(cur);
-      this.guard?.(cfg, weights, opts);
-      const next = nextState(cur, { weights, action, by: opts.by, reason: opts.reason ?? null, now: this.now() });
+      const forced = this.guard?.(cfg, weights, opts, cur.weights);
+      const reason = forced === undefined ? (opts.reason ?? null) : opts.reason ? `${opts.reason} (${forced})` : forced;
+      const next = nextState(cur, { weights, action, by: opts.by, reason, now: this.now() });
       const result = await this.store.compareAndSet(next, cur.revision);
       if (result.ok) {
         this.apply(result.state);
-        this.logger.info({ audit: true, app, action, actor: opts.by, reason: next.reason, before: { revision: cur.revision, weights: cur.weights }, after: { revision: next.revision, weights: next.weights } }, `${action} ${app} by ${opts.by}`);
+        this.logger[forced === undefined ? 'info' : 'warn']({ audit: true, app, action, actor: opts.by, reason: next.reason, forced: forced !== undefined, before: { revision: cur.revision, weights: cur.weights }, after: { revision: next.revision, weights: next.weights } }, `${action} ${app} by ${opts.by}`);
         return result.state;
       }
       // someone else wrote first: route on theirs, then either report it (If-Match) or retry

@@ -14,6 +14,8 @@ export interface Heartbeat {
   readonly pools: Readonly<Record<string, Readonly<Record<string, PoolCounts>>>>;
   /** epoch ms, the writer's clock */
   readonly at: number;
+  /** live stats windows (a metrics/stats.ts StatsExport), opaque here; validated by whoever merges them */
+  readonly stats?: unknown;
 }
 
 /** Redis holds an older revision than this instance routes on (a failover lost a write). */
@@ -37,6 +39,8 @@ export interface FleetOptions {
   readonly ttl?: number;
   /** ms between reads of the other instances' heartbeats. @default 500 */
   readonly refreshInterval?: number;
+  /** extra heartbeat payload: this instance's live stats windows (`LiveStats.exportWindows`) */
+  readonly stats?: () => unknown;
 }
 
 /** Instances are indexed (sorted set) this long after their last heartbeat: far past the TTL, so clock skew between machines never hides a live one. */
@@ -56,6 +60,7 @@ export class Fleet {
   readonly #logger: Logger;
   readonly #now: () => number;
   readonly #ttl: number;
+  readonly #stats: (() => unknown) | undefined;
   /** other live instances, as last read */
   #peers: ReadonlyMap<string, Heartbeat> = new Map();
   /** local time of the last successful read of the peers */
@@ -82,6 +87,7 @@ export class Fleet {
     this.#logger = opts.logger;
     this.#now = opts.now ?? Date.now;
     this.#ttl = opts.ttl ?? 5000;
+    this.#stats = opts.stats;
     this.#store.on('sync', this.#onSync);
     this.#controller.on('applied', this.#onApplied);
     this.#timers.push(setInterval(() => void this.heartbeat(), opts.heartbeatInterval ?? 1000).unref());
@@ -102,7 +108,21 @@ export class Fleet {
       for (const p of app.pools) byPool[p.name] = p.counts(now);
       pools[app.name] = byPool;
     }
-    return { id: this.instanceId, applied, pools, at: now };
+    return { id: this.instanceId, applied, pools, at: now, ...(this.#stats === undefined ? {} : { stats: this.#stats() }) };
+  }
+
+  /** This instance's live counts for one pool. */
+  ownCounts(app: string, pool: string): PoolCounts {
+    return this.#runtime.pool(app, pool)?.counts(this.#now()) ?? { inflight: 0, upgraded: 0, pinned: 0 };
+  }
+
+  /** The revision this instance routes `app` on (0 for an app it does not have). */
+  ownRevision(app: string): number {
+    try {
+      return this.#controller.state(app).revision;
+    } catch {
+      return 0;
+    }
   }
 
   /** The other instances believed live: as last read, and dropped once no read succeeded for a TTL (Redis down). */
@@ -229,8 +249,8 @@ export class Fleet {
 export function fleetCounts(fleet: Fleet): CountsSource {
   const zero = (): PoolCounts => ({ inflight: 0, upgraded: 0, pinned: 0 });
   const byInstance = (app: string, pool: string): Record<string, PoolCounts> => {
-    const out: Record<string, PoolCounts> = {};
-    for (const hb of [fleet.own(), ...fleet.peers().values()]) out[hb.id] = hb.pools[app]?.[pool] ?? zero();
+    const out: Record<string, PoolCounts> = { [fleet.instanceId]: fleet.ownCounts(app, pool) };
+    for (const hb of fleet.peers().values()) out[hb.id] = hb.pools[app]?.[pool] ?? zero();
     return out;
   };
   return {
@@ -245,8 +265,10 @@ export function fleetCounts(fleet: Fleet): CountsSource {
     },
     poolCountsByInstance: byInstance,
     instances(app, revision) {
-      const all = [fleet.own(), ...fleet.peers().values()];
-      return { applied: all.filter((hb) => (hb.applied[app] ?? 0) >= revision).length, total: all.length };
+      let applied = fleet.ownRevision(app) >= revision ? 1 : 0;
+      const peers = fleet.peers();
+      for (const hb of peers.values()) if ((hb.applied[app] ?? 0) >= revision) applied++;
+      return { applied, total: 1 + peers.size };
     },
   };
 }
@@ -260,7 +282,7 @@ function parseHeartbeat(text: string): Heartbeat | null {
       pools[app] = {};
       for (const [pool, c] of Object.entries(byPool ?? {})) pools[app][pool] = { inflight: num(c?.inflight), upgraded: num(c?.upgraded), pinned: num(c?.pinned) };
     }
-    return { id: hb.id, applied: hb.applied, pools, at: num(hb.at) };
+    return { id: hb.id, applied: hb.applied, pools, at: num(hb.at), ...(hb.stats === undefined ? {} : { stats: hb.stats }) };
   } catch {
     return null;
   }

@@ -27,11 +27,11 @@ export interface ForwardContext {
   readonly onDone: (ctx: ProxyHandler, outcome: Outcome) => void;
 }
 
-const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+export const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
 const TIMEOUTS = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 
-function errorCode(err: unknown): string {
+export function errorCode(err: unknown): string {
   const e = err as { code?: unknown; cause?: { code?: unknown } };
   if (typeof e?.code === 'string') return e.code;
   if (typeof e?.cause?.code === 'string') return e.cause.code;
@@ -85,6 +85,7 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
 
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>, statusMessage?: string): void {
     if (statusCode < 200 || this.finished) return; // 1xx: Node answers 100-continue itself
+    this.target.recordResult(statusCode < 500); // passive health checks
     this.responded = true;
     this.status = statusCode;
     this.chunked = headers['content-length'] === undefined;
@@ -119,6 +120,7 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
     if (this.finished) return;
     const code = errorCode(err);
     const t = this.target;
+    t.recordResult(false);
     if (this.responded) {
       // the status line is out: all we can do is cut the client connection so it sees a broken response
       this.ctx.res.destroy(err);

@@ -18,8 +18,18 @@ export class Target {
   readonly dispatcher: Pool;
   /** epoch ms until which a refused target is skipped */
   downUntil = 0;
-  /** set by active/passive health checks (issue 8); true until they say otherwise */
+  /** the active health checks' verdict (src/health/active.ts); up until `fall` checks fail, as HAProxy */
   healthy = true;
+  /** epoch ms until which passive checks left it out (src/health/passive.ts) */
+  ejectedUntil = 0;
+  /** consecutive 5xx responses and upstream errors; any other response resets it */
+  consecutiveFailures = 0;
+  /** times passive checks ejected it (a counter for metrics) */
+  ejections = 0;
+  /** what its health endpoint last reported with `health.versionFrom`, or null */
+  reportedVersion: string | null = null;
+  /** the passive checks of its pool, or null when the app has none */
+  outlier: Outlier | null = null;
   inflight = 0;
 
   constructor(url: string, timeouts: AppConfig['timeouts']) {
@@ -39,8 +49,23 @@ export class Target {
   }
 
   isUp(now: number): boolean {
-    return this.healthy && this.downUntil <= now;
+    return this.healthy && this.downUntil <= now && this.ejectedUntil <= now;
   }
+
+  /** Passive health, once per upstream response or failure: O(1), no allocation until a failure streak. */
+  recordResult(ok: boolean): void {
+    if (ok) {
+      this.consecutiveFailures = 0;
+      return;
+    }
+    this.consecutiveFailures++;
+    this.outlier?.failed(this);
+  }
+}
+
+/** Decides whether a failing target is ejected (src/health/passive.ts). */
+export interface Outlier {
+  failed(target: Target): void;
 }
 
 /** Something that can be cut at a drain deadline or at shutdown: an open stream or WebSocket. */

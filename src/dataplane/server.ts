@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
 import { PinCookies, pinnedPool } from '../routing/affinity.ts';
 import { poolForBucket, previewPool, randomBucket, stickyBucket, type RoutedBy } from '../routing/choose.ts';
@@ -6,6 +7,7 @@ import { findApp, type AppRoute, type PoolRoute, type Snapshot } from '../routin
 import { ProxyHandler, sendError, type Outcome } from './forward.ts';
 import { cookieValue, forwardRequestHeaders, normalizeAddress, type ForwardedRequest, type TrustedProxies } from './headers.ts';
 import type { Runtime } from './runtime.ts';
+import { isProxiedUpgrade, UpgradeProxy } from './upgrade.ts';
 
 /** One finished request, as metrics, stats and the access log see it. */
 export interface RequestRecord {
@@ -14,6 +16,8 @@ export interface RequestRecord {
   readonly by: RoutedBy;
   readonly requestId: string;
   readonly method: string;
+  /** the request target as received (path and query); the access log keeps the path only */
+  readonly path?: string;
   readonly outcome: Outcome;
 }
 
@@ -55,6 +59,7 @@ export class DataPlane {
   private readonly random: () => number;
   private readonly now: () => number;
   private readonly pins = new PinCookies();
+  private readonly upgrades: UpgradeProxy;
 
   constructor(opts: DataPlaneOptions) {
     this.opts = opts;
@@ -69,9 +74,13 @@ export class DataPlane {
         noDelay: true,
         // a request with two Host fields is refused below, never merged
         joinDuplicateHeaders: false,
+        // h2c and other tokens we do not tunnel are served as plain requests (Node ≥ 24.9)
+        shouldUpgradeCallback: isProxiedUpgrade,
       },
       (req, res) => this.handle(req, res),
     );
+    this.upgrades = new UpgradeProxy(this, opts);
+    this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.upgrades.handle(req, socket, head));
   }
 
   /** Routing decision for a request (pure apart from the random source and the clock). */
@@ -122,7 +131,7 @@ export class DataPlane {
     const target = runtime.pick(now, null);
     if (target === null) {
       sendError(res, 'NO_TARGET', fwd.requestId, this.closing);
-      this.opts.onRequest?.({ app, pool, by, requestId: fwd.requestId, method: req.method ?? 'GET', outcome: { status: 503, error: 'NO_TARGET', startedAt: now, endedAt: now } });
+      this.opts.onRequest?.({ app, pool, by, requestId: fwd.requestId, method: req.method ?? 'GET', path: req.url ?? '/', outcome: { status: 503, error: 'NO_TARGET', startedAt: now, endedAt: now } });
       return;
     }
     const opts: Dispatcher.DispatchOptions = {
@@ -141,7 +150,7 @@ export class DataPlane {
         setCookie: by === 'random' || by === 'sticky' ? this.pins.setCookie(app, pool, now) : null,
         plane: this,
         now: this.now,
-        onDone: (_h, outcome) => this.opts.onRequest?.({ app, pool, by, requestId: fwd.requestId, method: opts.method, outcome }),
+        onDone: (_h, outcome) => this.opts.onRequest?.({ app, pool, by, requestId: fwd.requestId, method: opts.method, path: opts.path, outcome }),
       },
       target,
       opts,

@@ -68,6 +68,8 @@ export interface RedisStoreOptions extends RedisConnection {
 export interface RedisStoreEvents {
   /** the command connection came up (true) or went down (false) */
   connection: [up: boolean];
+  /** the subscriber connection is subscribed (true) or lost (false) */
+  subscription: [up: boolean];
   /** a poll or reconnect read every known app: its state in Redis, or null if Redis has none */
   sync: [remote: ReadonlyMap<string, RoutingState | null>];
 }
@@ -129,13 +131,11 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     this.client.on('error', (err) => this.#logger?.debug({ err }, 'redis command connection error'));
     this.#sub.on('ready', () => {
       this.#sub.subscribe(this.keys.changes).then(() => {
-        this.#subscribed = true;
+        this.#setSubscribed(true);
         return this.sync();
       }, (err: unknown) => this.#logger?.warn({ err }, 'redis subscribe failed; relying on the poll until the next reconnect'));
     });
-    this.#sub.on('close', () => {
-      this.#subscribed = false;
-    });
+    this.#sub.on('close', () => this.#setSubscribed(false));
     this.#sub.on('error', (err) => this.#logger?.debug({ err }, 'redis subscriber connection error'));
     this.#sub.on('message', (_channel: string, message: string) => this.#onMessage(message));
     this.#poll = setInterval(() => void this.sync(), opts.pollInterval ?? 1000).unref();
@@ -255,6 +255,7 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     this.#sub.disconnect();
     this.client.disconnect();
     this.#setConnected(false);
+    this.#setSubscribed(false);
   }
 
   async #cas(next: RoutingState, expected: number | null): Promise<CasResult> {
@@ -350,16 +351,29 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     this.emit('connection', up);
   }
 
+  #setSubscribed(up: boolean): void {
+    if (this.#subscribed === up) return;
+    this.#subscribed = up;
+    this.emit('subscription', up);
+  }
+
+  /** Until both connections are up (so no message published after open resolves is missed), or the timeout. */
   async #waitConnected(timeoutMs: number): Promise<void> {
-    if (this.#connected) return;
     await new Promise<void>((resolve) => {
+      const check = (): void => {
+        if (!this.#connected || !this.#subscribed) return;
+        done();
+      };
       const done = (): void => {
         clearTimeout(timer);
-        this.off('connection', done);
+        this.off('connection', check);
+        this.off('subscription', check);
         resolve();
       };
       const timer = setTimeout(done, timeoutMs);
-      this.on('connection', done);
+      this.on('connection', check);
+      this.on('subscription', check);
+      check();
     });
   }
 }

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createConnection, createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -44,7 +44,8 @@ export async function waitForPing(port: number, timeoutMs = 5_000): Promise<void
         buf += d.toString();
         if (buf.includes('\r\n')) {
           sock.destroy();
-          resolve(buf.startsWith('+PONG'));
+          // with requirepass, an unauthenticated PING is refused, which also proves the server is up
+          resolve(buf.startsWith('+PONG') || buf.startsWith('-NOAUTH'));
         }
       });
       sock.on('error', () => resolve(false));
@@ -56,17 +57,33 @@ export async function waitForPing(port: number, timeoutMs = 5_000): Promise<void
   }
 }
 
+export interface RedisServerOptions {
+  /** more `redis-server` arguments, e.g. `['--requirepass', 'secret']` */
+  readonly args?: readonly string[];
+  /** run as a Sentinel watching this master (`sentinel monitor NAME 127.0.0.1 PORT 1`) */
+  readonly sentinelOf?: { readonly name: string; readonly port: number; readonly password?: string };
+}
+
 /**
  * A real `redis-server` on a free loopback port, in its own temp directory, with persistence
  * off (so a restart comes back empty, as a cache node without persistence would).
  */
-export async function startRedis(): Promise<RedisServer> {
+export async function startRedis(opts: RedisServerOptions = {}): Promise<RedisServer> {
   const dir = await mkdtemp(join(tmpdir(), 'switchyard-redis-'));
   let port = 0;
   let child: ChildProcess | null = null;
 
   async function spawnOn(p: number): Promise<void> {
-    const proc = spawn('redis-server', ['--port', String(p), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--loglevel', 'warning'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const args = ['--port', String(p), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--loglevel', 'warning', ...(opts.args ?? [])];
+    const s = opts.sentinelOf;
+    if (s !== undefined) {
+      // a sentinel insists on a config file it can rewrite
+      const conf = join(dir, 'sentinel.conf');
+      await writeFile(conf, [`sentinel monitor ${s.name} 127.0.0.1 ${s.port} 1`, ...(s.password === undefined ? [] : [`sentinel auth-pass ${s.name} ${s.password}`]), ''].join('\n'));
+      args.unshift(conf, '--sentinel');
+      args.splice(args.indexOf('--save'), 4); // not sentinel options
+    }
+    const proc = spawn('redis-server', args, { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     proc.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
     child = proc;

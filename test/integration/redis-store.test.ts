@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
+import { redisOptions } from '../../src/state/redis-connect.ts';
 import { RedisStore, redisKeys, type RedisStoreOptions } from '../../src/state/redis-store.ts';
 import type { RoutingState } from '../../src/state/types.ts';
 import { startRedis, type RedisServer } from '../helpers/redis-server.ts';
@@ -111,9 +112,9 @@ describe('redis store propagation', () => {
     const reports: Map<string, RoutingState | null>[] = [];
     store.on('sync', (remote) => reports.push(new Map(remote)));
     await store.sync();
-    assert.equal(reports.length, 1);
-    assert.equal(reports[0]!.get('shop')?.revision, 1);
-    assert.equal(reports[0]!.get('blog'), null);
+    const last = reports.at(-1)!;
+    assert.equal(last.get('shop')?.revision, 1);
+    assert.equal(last.get('blog'), null);
   });
 });
 
@@ -161,6 +162,25 @@ describe('redis store while redis is down', () => {
     assert.equal((await store.compareAndSet(makeState('shop', 2), 1)).ok, true);
   });
 
+  it('getMany never answers an older revision than the newest this store (or its disk cache) has seen', async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'switchyard-redis-store-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const prefix = uniquePrefix();
+    const cachePath = join(dir, 'cache.json');
+    const store = await open(t, { prefix, cachePath });
+    await store.compareAndSet(makeState('shop', 1), null);
+    const second = makeState('shop', 2, { blue: 0, green: 10_000 });
+    await store.compareAndSet(second, 1);
+    await store.close();
+    // a failover lost revision 2
+    const admin = new Redis(redis.url);
+    t.after(() => admin.disconnect());
+    await admin.set(redisKeys(prefix).state('shop'), JSON.stringify(makeState('shop', 1)));
+    const restarted = await open(t, { prefix, cachePath });
+    assert.deepEqual((await restarted.getMany(['shop'])).get('shop'), second);
+    assert.equal((await restarted.get('shop'))?.revision, 1, 'get answers what redis holds');
+  });
+
   it('a write cut off by redis stopping never hangs past the command timeout', async (t) => {
     const server = await startRedis();
     t.after(() => server.cleanup());
@@ -174,5 +194,71 @@ describe('redis store while redis is down', () => {
     const started = Date.now();
     await assert.rejects(store.compareAndSet(makeState('shop', 2), 1), { code: 'STORE_UNAVAILABLE' });
     assert.ok(Date.now() - started < 1_500, `rejected after ${Date.now() - started} ms`);
+  });
+});
+
+describe('redis connections', () => {
+  const PASSWORD = 'fleet-secret-0123';
+
+  it('authenticates with the password option, or one in the URL; a wrong one leaves writes at 503', async (t) => {
+    const server = await startRedis({ args: ['--requirepass', PASSWORD] });
+    t.after(() => server.cleanup());
+    const viaOption = await RedisStore.open({ url: server.url, password: PASSWORD, prefix: 'auth', historyLimit: 10 });
+    t.after(() => viaOption.close());
+    assert.equal(viaOption.connected, true);
+    assert.equal((await viaOption.compareAndSet(makeState('shop', 1), null)).ok, true);
+
+    const viaUrl = await RedisStore.open({ url: `redis://:${PASSWORD}@127.0.0.1:${server.port}/0`, prefix: 'auth', historyLimit: 10 });
+    t.after(() => viaUrl.close());
+    assert.equal((await viaUrl.get('shop'))?.revision, 1);
+
+    const wrong = await RedisStore.open({ url: server.url, password: 'not-the-password', prefix: 'auth', historyLimit: 10, commandTimeout: 300 });
+    t.after(() => wrong.close());
+    assert.equal(wrong.connected, false);
+    await assert.rejects(wrong.compareAndSet(makeState('shop', 2), 1), { code: 'STORE_UNAVAILABLE' });
+  });
+
+  it('finds the master through Sentinel (sentinels + name)', async (t) => {
+    const master = await startRedis({ args: ['--requirepass', PASSWORD] });
+    t.after(() => master.cleanup());
+    const sentinel = await startRedis({ sentinelOf: { name: 'sy-master', port: master.port, password: PASSWORD } });
+    t.after(() => sentinel.cleanup());
+    const store = await RedisStore.open({ url: 'redis://ignored', password: PASSWORD, sentinels: [{ host: '127.0.0.1', port: sentinel.port }], name: 'sy-master', prefix: 'sentinel', historyLimit: 10 });
+    t.after(() => store.close());
+    assert.equal(store.connected, true);
+    const first = makeState('shop', 1);
+    assert.deepEqual(await store.compareAndSet(first, null), { ok: true, state: first });
+    const direct = new Redis({ port: master.port, password: PASSWORD });
+    t.after(() => direct.disconnect());
+    assert.deepEqual(JSON.parse((await direct.get(redisKeys('sentinel').state('shop')))!), first);
+  });
+
+  it('maps URLs to fail-fast ioredis options: rediss is TLS, the path is the db, the option password wins', () => {
+    const plain = redisOptions({ url: 'redis://u%40x:p%2Fw@cache.internal:6380/3', commandTimeout: 1500 });
+    assert.equal(plain.host, 'cache.internal');
+    assert.equal(plain.port, 6380);
+    assert.equal(plain.db, 3);
+    assert.equal(plain.username, 'u@x');
+    assert.equal(plain.password, 'p/w');
+    assert.equal(plain.tls, undefined);
+    assert.equal(plain.enableOfflineQueue, false);
+    assert.equal(plain.commandTimeout, 1500);
+    assert.equal(plain.maxRetriesPerRequest, 0);
+    const retry = plain.retryStrategy as (times: number) => number;
+    assert.ok([1, 2, 5, 50, 1000].every((n) => retry(n) > 0 && retry(n) <= 1000), 'keeps reconnecting, at most a second apart');
+
+    const tls = redisOptions({ url: 'rediss://cache.internal', password: 'from-env' });
+    assert.deepEqual(tls.tls, { servername: 'cache.internal' });
+    assert.equal(tls.port, 6379);
+    assert.equal(tls.db, 0);
+    assert.equal(tls.password, 'from-env');
+    assert.equal(redisOptions({ url: 'redis://:in-url@h', password: 'option' }).password, 'option');
+
+    const sentinel = redisOptions({ url: 'rediss://ignored/2', sentinels: [{ host: 's1', port: 26379 }], name: 'main' });
+    assert.deepEqual(sentinel.sentinels, [{ host: 's1', port: 26379 }]);
+    assert.equal(sentinel.name, 'main');
+    assert.equal(sentinel.db, 2);
+    assert.equal(sentinel.enableTLSForSentinelMode, true);
+    assert.throws(() => redisOptions({ url: 'redis://x', sentinels: [{ host: 's1', port: 26379 }] }), /name/);
   });
 });

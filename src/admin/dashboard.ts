@@ -1,0 +1,53 @@
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import type { OutgoingHttpHeaders } from 'node:http';
+import type { FallbackHandler } from './router.ts';
+
+/**
+ * The dashboard's static files on the admin listener: `/` and a few assets, read once at startup
+ * (a few tens of KB). The page itself needs no token; every figure it shows comes from the
+ * authenticated `/v1` API, called with the token the operator types (sessionStorage, Bearer
+ * header, no cookies: a cross-site page cannot make the browser send it, so there is no CSRF).
+ */
+
+const FILES: Readonly<Record<string, { file: string; type: string }>> = {
+  '/': { file: 'index.html', type: 'text/html; charset=utf-8' },
+  '/index.html': { file: 'index.html', type: 'text/html; charset=utf-8' },
+  '/app.js': { file: 'app.js', type: 'text/javascript; charset=utf-8' },
+  '/style.css': { file: 'style.css', type: 'text/css; charset=utf-8' },
+  '/favicon.svg': { file: 'favicon.svg', type: 'image/svg+xml' },
+};
+
+/** Scripts, styles and API calls from this origin only; no inline code, no framing. */
+export const DASHBOARD_CSP = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+const HEADERS: OutgoingHttpHeaders = {
+  'cache-control': 'no-store',
+  'content-security-policy': DASHBOARD_CSP,
+  'x-content-type-options': 'nosniff',
+  'x-frame-options': 'DENY',
+  'referrer-policy': 'no-referrer',
+};
+
+/**
+ * Where the web files are: next to this module in a checkout (src/admin/web), or under
+ * src/admin/web beside dist/ in the package and the image (tsc does not copy them).
+ */
+export function webDir(): URL {
+  const candidates = [new URL('./web/', import.meta.url), new URL('../../src/admin/web/', import.meta.url)];
+  return candidates.find((u) => existsSync(new URL('index.html', u))) ?? (candidates[0] as URL);
+}
+
+/** The FallbackHandler serving the dashboard (GET and HEAD only; anything else falls through to 404). */
+export async function loadDashboard(dir: URL = webDir()): Promise<FallbackHandler> {
+  const bodies = new Map<string, { body: Buffer; type: string }>();
+  for (const [path, { file, type }] of Object.entries(FILES)) bodies.set(path, { body: await readFile(new URL(file, dir)), type });
+  return (req, res, url) => {
+    if (req.method !== 'GET' && req.method !== 'HEAD') return false;
+    const hit = bodies.get(url.pathname);
+    if (hit === undefined) return false;
+    res.writeHead(200, { ...HEADERS, 'content-type': hit.type, 'content-length': hit.body.length });
+    res.end(req.method === 'HEAD' ? undefined : hit.body);
+    return true;
+  };
+}

@@ -1,0 +1,204 @@
+import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric } from 'prom-client';
+import type { Config } from '../config/schema.ts';
+import type { RequestRecord } from '../dataplane/server.ts';
+import type { Runtime } from '../dataplane/runtime.ts';
+import type { RoutingState } from '../state/types.ts';
+import type { AppRoute, Snapshot } from '../routing/snapshot.ts';
+
+/**
+ * The Prometheus metrics of one proxy, in its own registry (several proxies can live in one
+ * process, e.g. in tests). Label values come from the config only (app and pool names, fixed
+ * status classes and error codes), never from requests, so cardinality is bounded by the config.
+ *
+ * The per-request series do not go through prom-client's `labels().inc()`, which hashes the
+ * label values and allocates on every call: `record()` bumps preallocated typed arrays indexed by
+ * the snapshot's app and pool indexes (O(1), no allocation), and the registry reads them at scrape
+ * time through small collector objects. Gauges are computed at scrape time the same way.
+ */
+
+/** `class` label values; proxy-made errors (502/503/504 the proxy answered itself, broken responses) are `error`. */
+export const STATUS_CLASSES = ['2xx', '3xx', '4xx', '5xx', 'error'] as const;
+const ERROR_CLASS = 4;
+/** `code` label values of switchyard_proxy_errors_total (the data plane's error codes) */
+export const PROXY_ERROR_CODES = ['UPSTREAM_ERROR', 'NO_TARGET', 'UPSTREAM_TIMEOUT'] as const;
+/** Request duration buckets in seconds: from 1 ms to the default response timeout and beyond. */
+export const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60] as const;
+
+export interface MetricsDeps {
+  readonly config: Config;
+  /** routing state and snapshot (the Controller) */
+  readonly controller: { readonly snapshot: Snapshot; allStates(): RoutingState[] };
+  readonly runtime: Runtime;
+  /** the state store: a `connected` boolean is read when it has one (Redis), otherwise it counts as connected */
+  readonly store: object;
+  /** @default Date.now */
+  readonly now?: () => number;
+  /** register prom-client's process and Node.js metrics @default true */
+  readonly defaultMetrics?: boolean;
+}
+
+/** One app and pool's request counters, bumped on the hot path. */
+class PoolSeries {
+  readonly labels: { readonly app: string; readonly pool: string };
+  readonly classes = new Float64Array(STATUS_CLASSES.length);
+  readonly errors = new Float64Array(PROXY_ERROR_CODES.length);
+  /** non-cumulative counts per duration bucket; the last one is +Inf */
+  readonly buckets = new Float64Array(DURATION_BUCKETS.length + 1);
+  sum = 0;
+  count = 0;
+  constructor(app: string, pool: string) {
+    this.labels = { app, pool };
+  }
+}
+
+type Sample = { labels: Record<string, string | number>; value: number; metricName?: string };
+
+/**
+ * A metric whose samples are computed at scrape time from our own counters. It implements the
+ * part of prom-client's metric interface the registry uses (`name`, `get()`).
+ */
+class ComputedMetric {
+  readonly name: string;
+  readonly help: string;
+  readonly type: 'counter' | 'histogram';
+  readonly aggregator = 'sum' as const;
+  private readonly samples: () => Sample[];
+  constructor(name: string, help: string, type: 'counter' | 'histogram', samples: () => Sample[]) {
+    this.name = name;
+    this.help = help;
+    this.type = type;
+    this.samples = samples;
+  }
+  async get(): Promise<{ name: string; help: string; type: string; aggregator: 'sum'; values: Sample[] }> {
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values: this.samples() };
+  }
+  reset(): void {}
+}
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly contentType: string = this.registry.contentType;
+  /** [app index][pool index] */
+  private readonly series: readonly (readonly PoolSeries[])[];
+  private readonly previewRejectedByApp: readonly Counter.Internal[];
+  private readonly cuts: Counter;
+
+  constructor(deps: MetricsDeps) {
+    const { config, controller, runtime } = deps;
+    const registry = this.registry;
+    const now = deps.now ?? Date.now;
+    const series = config.apps.map((a) => Object.keys(a.pools).map((p) => new PoolSeries(a.name, p)));
+    this.series = series;
+    const all = (): PoolSeries[] => series.flat();
+
+    const add = (m: ComputedMetric): void => registry.registerMetric(m as unknown as Metric);
+    add(
+      new ComputedMetric('switchyard_requests_total', 'Proxied requests by app, pool and status class (error: the proxy answered 502/503/504 itself or the upstream broke the response).', 'counter', () =>
+        all().flatMap((s) => STATUS_CLASSES.map((c, i) => ({ labels: { ...s.labels, class: c }, value: s.classes[i] as number }))),
+      ),
+    );
+    add(
+      new ComputedMetric('switchyard_proxy_errors_total', 'Responses the proxy made itself or cut, by app, pool and error code.', 'counter', () =>
+        all().flatMap((s) => PROXY_ERROR_CODES.map((code, i) => ({ labels: { ...s.labels, code }, value: s.errors[i] as number }))),
+      ),
+    );
+    add(
+      new ComputedMetric('switchyard_request_duration_seconds', 'Time from routing a request to its last response byte (or its failure), by app and pool.', 'histogram', () =>
+        all().flatMap((s) => {
+          const out: Sample[] = [];
+          let acc = 0;
+          DURATION_BUCKETS.forEach((le, i) => {
+            acc += s.buckets[i] as number;
+            out.push({ metricName: 'switchyard_request_duration_seconds_bucket', labels: { ...s.labels, le }, value: acc });
+          });
+          out.push({ metricName: 'switchyard_request_duration_seconds_bucket', labels: { ...s.labels, le: '+Inf' }, value: s.count });
+          out.push({ metricName: 'switchyard_request_duration_seconds_sum', labels: { ...s.labels }, value: s.sum });
+          out.push({ metricName: 'switchyard_request_duration_seconds_count', labels: { ...s.labels }, value: s.count });
+          return out;
+        }),
+      ),
+    );
+
+    const poolGauge = (name: string, help: string, value: (app: number, pool: number) => number): void => {
+      new Gauge({
+        name,
+        help,
+        labelNames: ['app', 'pool'],
+        registers: [registry],
+        collect() {
+          this.reset();
+          series.forEach((pools, a) => pools.forEach((s, p) => this.set(s.labels, value(a, p))));
+        },
+      });
+    };
+    poolGauge('switchyard_inflight_requests', 'Requests (and open streams) being proxied to the pool by this instance.', (a, p) => runtime.apps[a]?.pools[p]?.inflight ?? 0);
+    poolGauge('switchyard_upgraded_connections', 'Upgraded (WebSocket) connections open to the pool on this instance.', (a, p) => runtime.apps[a]?.pools[p]?.upgraded ?? 0);
+    poolGauge('switchyard_pool_weight_ratio', 'Share of new requests routed to the pool by weight, 0 to 1.', (a, p) => (controller.snapshot.apps[a]?.pools[p]?.weight ?? 0) / 10_000);
+
+    const appGauge = (name: string, help: string, value: (s: RoutingState) => number): void => {
+      new Gauge({
+        name,
+        help,
+        labelNames: ['app'],
+        registers: [registry],
+        collect() {
+          this.reset();
+          for (const s of controller.allStates()) this.set({ app: s.app }, value(s));
+        },
+      });
+    };
+    appGauge('switchyard_routing_revision', 'Revision of the routing state this instance routes on.', (s) => s.revision);
+    appGauge('switchyard_routing_state_age_seconds', 'Seconds since the routing state this instance routes on was written.', (s) => Math.max(0, (now() - Date.parse(s.updatedAt)) / 1000));
+
+    const store = deps.store as { connected?: unknown };
+    new Gauge({
+      name: 'switchyard_store_connected',
+      help: 'Whether the state store is reachable (1) or not (0); the file store is always 1.',
+      registers: [registry],
+      collect() {
+        this.set(typeof store.connected === 'boolean' ? Number(store.connected) : 1);
+      },
+    });
+
+    const rejected = new Counter({ name: 'switchyard_preview_rejected_total', help: 'Requests whose preview header carried a bad signature (routed as if it were absent).', labelNames: ['app'], registers: [registry] });
+    this.previewRejectedByApp = config.apps.map((a) => rejected.labels(a.name));
+    for (const c of this.previewRejectedByApp) c.inc(0);
+    this.cuts = new Counter({ name: 'switchyard_shutdown_cut_total', help: 'Connections still open at the shutdown hard stop, and cut.', registers: [registry] });
+
+    if (deps.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
+  }
+
+  /** Hot path: one finished proxied request. */
+  record(rec: RequestRecord): void {
+    const s = this.series[rec.app.index]?.[rec.pool.index];
+    if (s === undefined) return;
+    const { status, error, startedAt, endedAt } = rec.outcome;
+    let cls: number;
+    if (error !== null) {
+      cls = ERROR_CLASS;
+      const e = error === 'UPSTREAM_ERROR' ? 0 : error === 'NO_TARGET' ? 1 : error === 'UPSTREAM_TIMEOUT' ? 2 : -1;
+      if (e >= 0) s.errors[e] = (s.errors[e] as number) + 1;
+    } else cls = status < 300 ? 0 : status < 400 ? 1 : status < 500 ? 2 : 3;
+    s.classes[cls] = (s.classes[cls] as number) + 1;
+    const seconds = Math.max(0, endedAt - startedAt) / 1000;
+    let b = 0;
+    while (b < DURATION_BUCKETS.length && seconds > (DURATION_BUCKETS[b] as number)) b++;
+    s.buckets[b] = (s.buckets[b] as number) + 1;
+    s.sum += seconds;
+    s.count++;
+  }
+
+  previewRejected(app: AppRoute): void {
+    this.previewRejectedByApp[app.index]?.inc();
+  }
+
+  /** Connections cut at the shutdown hard stop. */
+  shutdownCut(n: number): void {
+    if (n > 0) this.cuts.inc(n);
+  }
+
+  /** The Prometheus text exposition. */
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+}

@@ -1,0 +1,506 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { request } from 'undici';
+import WebSocket, { WebSocketServer } from 'ws';
+import { startProxy, twoPools, TOKEN, type TestProxy } from '../helpers/proxy.ts';
+import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+
+interface WsUpstream extends Upstream {
+  readonly wss: WebSocketServer;
+  /** close codes the upstream's WebSockets received */
+  readonly closeCodes: number[];
+  /** SSE streams currently open */
+  streams: number;
+}
+
+/**
+ * An upstream that says who it is: plain requests answer `{ pool }`, `/events` is an endless SSE
+ * stream (`data: n` every 50 ms), WebSockets echo `NAME:message` (`die` makes it drop the TCP
+ * connection without a close frame).
+ */
+async function startWsUpstream(name: string, first?: (req: IncomingMessage, res: ServerResponse) => boolean): Promise<WsUpstream> {
+  let self: WsUpstream | undefined;
+  const handler = (req: IncomingMessage, res: ServerResponse): void => {
+    if (first?.(req, res) === true) return;
+    if (req.url === '/events') {
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+      let n = 0;
+      (self as WsUpstream).streams++;
+      const t = setInterval(() => {
+        res.write(`data: ${n++}\n\n`);
+      }, 50);
+      res.on('close', () => {
+        clearInterval(t);
+        (self as WsUpstream).streams--;
+      });
+      return;
+    }
+    if (req.url === '/events-die') {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: 0\n\n');
+      setTimeout(() => res.socket?.destroy(), 100);
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ pool: name }));
+  };
+  const up = await startUpstream(name, handler);
+  const wss = new WebSocketServer({ server: up.server });
+  const closeCodes: number[] = [];
+  wss.on('connection', (ws) => {
+    ws.on('message', (data) => {
+      if (String(data) === 'die') ws.terminate();
+      else ws.send(`${name}:${String(data)}`);
+    });
+    ws.on('close', (code) => closeCodes.push(code));
+  });
+  self = {
+    ...up,
+    wss,
+    closeCodes,
+    streams: 0,
+    async close() {
+      for (const c of wss.clients) c.terminate();
+      wss.close();
+      await up.close();
+    },
+  };
+  return self;
+}
+
+function wsUrl(proxyUrl: string, path = '/ws'): string {
+  return proxyUrl.replace(/^http/, 'ws') + path;
+}
+
+/** Opens a WebSocket through the proxy; resolves once open, rejects with the refusal's status and body. */
+async function openWs(url: string, headers: Record<string, string> = {}): Promise<WebSocket> {
+  const ws = new WebSocket(url, { headers });
+  return new Promise((resolve, reject) => {
+    ws.once('open', () => resolve(ws));
+    ws.once('unexpected-response', (_req, res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => reject(Object.assign(new Error(`refused ${res.statusCode}`), { status: res.statusCode, body, servedBy: res.headers['x-served-by'] })));
+    });
+    ws.once('error', reject);
+  });
+}
+
+/** Sends `msg` and resolves with the next message. */
+async function echo(ws: WebSocket, msg: string): Promise<string> {
+  const reply = once(ws, 'message') as Promise<[Buffer]>;
+  ws.send(msg);
+  const [data] = await reply;
+  return String(data);
+}
+
+function closed(ws: WebSocket): Promise<{ code: number; reason: string; at: number }> {
+  if (ws.readyState === WebSocket.CLOSED) return Promise.reject(new Error('already closed'));
+  return new Promise((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: String(reason), at: Date.now() })));
+}
+
+async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+function counts(p: TestProxy, pool: string): { inflight: number; upgraded: number; open: number } {
+  const r = p.sy.runtime.pool('shop', pool);
+  assert.ok(r);
+  return { inflight: r.inflight, upgraded: r.upgraded, open: r.open.size };
+}
+
+const ZERO = { inflight: 0, upgraded: 0, open: 0 };
+
+describe('WebSockets across a switch', () => {
+  let blue: WsUpstream;
+  let green: WsUpstream;
+  before(async () => {
+    blue = await startWsUpstream('blue');
+    green = await startWsUpstream('green');
+  });
+  after(async () => {
+    await blue.close();
+    await green.close();
+  });
+
+  it('a WebSocket open on blue keeps working after a switch to green while new ones go to green', async () => {
+    const p = await startProxy({ apps: [twoPools(blue.url, green.url, { drain: { timeout: '30s' } })] });
+    try {
+      const a = await openWs(wsUrl(p.proxyUrl));
+      assert.equal(await echo(a, 'hello'), 'blue:hello');
+      assert.deepEqual(counts(p, 'blue'), { inflight: 0, upgraded: 1, open: 1 });
+      assert.equal((await p.admin('POST', '/v1/apps/shop/switch', { to: 'green' })).status, 200);
+      assert.equal(await echo(a, 'still there'), 'blue:still there');
+      const b = await openWs(wsUrl(p.proxyUrl));
+      assert.equal(await echo(b, 'new'), 'green:new');
+      assert.deepEqual(counts(p, 'green'), { inflight: 0, upgraded: 1, open: 1 });
+      const drain = await p.admin('GET', '/v1/apps/shop/pools/blue/drain');
+      assert.equal(drain.status, 200);
+      assert.deepEqual([drain.body.weight, drain.body.upgraded, drain.body.drained], [0, 1, false]);
+      const aClosed = closed(a);
+      a.close(1000, 'done');
+      assert.equal((await aClosed).code, 1000);
+      b.close();
+      await until(() => counts(p, 'blue').open + counts(p, 'green').open === 0, 'both pools empty');
+      assert.deepEqual(counts(p, 'blue'), ZERO);
+      assert.deepEqual(counts(p, 'green'), ZERO);
+      assert.equal((await p.admin('GET', '/v1/apps/shop/pools/blue/drain')).body.drained, true);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('the 101 carries X-Served-By, and the upstream sees the forwarded headers', async () => {
+    const p = await startProxy({ apps: [twoPools(blue.url, green.url)] });
+    try {
+      const ws = new WebSocket(wsUrl(p.proxyUrl, '/ws?x=1'), { headers: { 'x-request-id': 'ws-test-1' } });
+      const [res] = (await once(ws, 'upgrade')) as [IncomingMessage];
+      assert.equal(res.headers['x-served-by'], 'blue@1.0.0');
+      assert.equal(res.headers['x-request-id'], 'ws-test-1');
+      await once(ws, 'open');
+      const seen = blue.seen.at(-1);
+      assert.equal(seen?.url, '/ws?x=1');
+      assert.equal(seen?.headers['x-forwarded-for'], '127.0.0.1');
+      assert.match(String(seen?.headers['via']), /switchyard/);
+      assert.equal(seen?.headers['upgrade'], 'websocket');
+      ws.close();
+      await once(ws, 'close');
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('a WebSocket left on a drained pool is closed with 1001 at the deadline, both ways', async () => {
+    const p = await startProxy({ apps: [twoPools(blue.url, green.url, { drain: { timeout: '1s' } })] });
+    try {
+      const ws = await openWs(wsUrl(p.proxyUrl));
+      const wsClosed = closed(ws);
+      const upstreamCodes = blue.closeCodes.length;
+      const sw = await p.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
+      const since = Date.parse(sw.body.updatedAt);
+      await sleep(300);
+      assert.equal(await echo(ws, 'before the deadline'), 'blue:before the deadline');
+      const { code, reason, at } = await wsClosed;
+      assert.equal(code, 1001);
+      assert.equal(reason, 'pool drained');
+      // deadline = drainingSince + 1 s, spread over min(5 s, 10 %) = 100 ms
+      assert.ok(at >= since + 1000 - 20 && at < since + 1000 + 1500, `closed ${at - since} ms after the switch`);
+      await until(() => blue.closeCodes.length > upstreamCodes, 'the upstream to see the close');
+      assert.equal(blue.closeCodes.at(-1), 1001);
+      await until(() => counts(p, 'blue').open === 0, 'blue empty');
+      const drain = await p.admin('GET', '/v1/apps/shop/pools/blue/drain');
+      assert.deepEqual([drain.body.upgraded, drain.body.inflight, drain.body.drained], [0, 0, true]);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('is not closed if blue gets weight back before the deadline', async () => {
+    const p = await startProxy({ apps: [twoPools(blue.url, green.url, { drain: { timeout: '1s' } })] });
+    try {
+      const ws = await openWs(wsUrl(p.proxyUrl));
+      let closedWith: number | null = null;
+      ws.on('close', (code) => (closedWith = code));
+      await p.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
+      assert.deepEqual(p.sy.drains.pending(), ['shop/blue']);
+      await sleep(400);
+      await p.admin('POST', '/v1/apps/shop/rollback', { reason: 'green is broken' });
+      assert.deepEqual(p.sy.drains.pending(), ['shop/green']);
+      await sleep(1200);
+      assert.equal(closedWith, null);
+      assert.equal(await echo(ws, 'after'), 'blue:after');
+      assert.deepEqual(counts(p, 'blue'), { inflight: 0, upgraded: 1, open: 1 });
+      ws.close();
+      await once(ws, 'close');
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('200 WebSocket open/close cycles (some torn down abruptly) leave no socket behind', async () => {
+    const p = await startProxy({ apps: [twoPools(blue.url, green.url)] });
+    try {
+      const tcp = () => process.getActiveResourcesInfo().filter((r) => r === 'TCPSocketWrap').length;
+      const proxyConnections = () => new Promise<number>((resolve, reject) => p.sy.dataPlane.server.getConnections((err, n) => (err ? reject(err) : resolve(n))));
+      // warm up, then take the baseline
+      const w = await openWs(wsUrl(p.proxyUrl));
+      w.close();
+      await once(w, 'close');
+      await until(async () => (await proxyConnections()) === 0 && blue.wss.clients.size === 0, 'warm-up connection gone');
+      const before = tcp();
+      const cycle = async (i: number) => {
+        const ws = await openWs(wsUrl(p.proxyUrl));
+        assert.equal(await echo(ws, `m${i}`), `blue:m${i}`);
+        const done = once(ws, 'close');
+        if (i % 4 === 1) ws.terminate(); // client vanishes without a close frame
+        else if (i % 4 === 2) (ws as unknown as { _socket: Socket })._socket.destroy(); // client socket reset mid-connection
+        else ws.close();
+        await done;
+      };
+      for (let i = 0; i < 200; i += 4) await Promise.all([cycle(i), cycle(i + 1), cycle(i + 2), cycle(i + 3)]);
+      await until(async () => (await proxyConnections()) === 0, 'proxy connections to close', 5000);
+      await until(() => blue.wss.clients.size === 0, 'upstream WebSockets to close', 5000);
+      await until(() => tcp() <= before, `TCP handles back to ${before} (now ${tcp()})`, 5000);
+      assert.deepEqual(counts(p, 'blue'), ZERO);
+      assert.equal(p.sy.runtime.pool('shop', 'blue')?.targets[0]?.inflight, 0);
+    } finally {
+      await p.close();
+    }
+  });
+});
+
+describe('streams across a switch', () => {
+  let blue: WsUpstream;
+  let green: WsUpstream;
+  before(async () => {
+    blue = await startWsUpstream('blue');
+    green = await startWsUpstream('green');
+  });
+  after(async () => {
+    await blue.close();
+    await green.close();
+  });
+
+  it('an SSE stream keeps streaming across a switch, counts in flight on blue, and is ended at the deadline', async () => {
+    const p = await startProxy({ apps: [twoPools(blue.url, green.url, { drain: { timeout: '1s' } })] });
+    try {
+      const r = await request(`${p.proxyUrl}/events`);
+      assert.equal(r.headers['x-served-by'], 'blue@1.0.0');
+      const events: { n: number; at: number }[] = [];
+      const reading = (async () => {
+        let buf = '';
+        for await (const chunk of r.body) {
+          buf += String(chunk);
+          let i;
+          while ((i = buf.indexOf('\n\n')) !== -1) {
+            events.push({ n: Number(buf.slice(6, i)), at: Date.now() });
+            buf = buf.slice(i + 2);
+          }
+        }
+        return 'ended';
+      })();
+      await until(() => events.length >= 3, 'first events');
+      const sw = await p.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
+      const switchedAt = Date.now();
+      assert.equal((await p.get('/')).servedBy, 'green@2.0.0');
+      assert.deepEqual(counts(p, 'blue'), { inflight: 1, upgraded: 0, open: 1 });
+      const drain = await p.admin('GET', '/v1/apps/shop/pools/blue/drain');
+      assert.deepEqual([drain.body.weight, drain.body.inflight, drain.body.drainingSince, drain.body.drained], [0, 1, sw.body.updatedAt, false]);
+      assert.equal(drain.body.deadline, new Date(Date.parse(sw.body.updatedAt) + 1000).toISOString());
+      // the stream ends cleanly (chunked end, not a reset) at the deadline
+      assert.equal(await reading, 'ended');
+      const afterSwitch = events.filter((e) => e.at > switchedAt + 50);
+      assert.ok(afterSwitch.length >= 10, `only ${afterSwitch.length} events after the switch`);
+      assert.deepEqual(events.map((e) => e.n), events.map((_e, i) => i), 'no event lost or repeated');
+      await until(() => blue.streams === 0, 'the upstream stream to be aborted');
+      assert.deepEqual(counts(p, 'blue'), ZERO);
+      assert.equal((await p.admin('GET', '/v1/apps/shop/pools/blue/drain')).body.drained, true);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('an upstream that dies mid-stream, or mid-WebSocket, leaves the proxy healthy', async () => {
+    const p = await startProxy({ apps: [twoPools(blue.url, green.url)] });
+    try {
+      const r = await request(`${p.proxyUrl}/events-die`);
+      assert.equal(r.statusCode, 200);
+      await assert.rejects(r.body.text());
+      const ws = await openWs(wsUrl(p.proxyUrl));
+      const c = closed(ws);
+      ws.send('die');
+      assert.equal((await c).code, 1006);
+      await until(() => counts(p, 'blue').open === 0, 'blue empty');
+      assert.deepEqual(counts(p, 'blue'), ZERO);
+      assert.equal((await p.get('/')).status, 200);
+      const again = await openWs(wsUrl(p.proxyUrl));
+      assert.equal(await echo(again, 'x'), 'blue:x');
+      again.close();
+      await once(again, 'close');
+    } finally {
+      await p.close();
+    }
+  });
+});
+
+describe('upgrades an upstream refuses', () => {
+  it('a 403 from the upstream reaches the client as is, and the proxy stays healthy', async () => {
+    const up = await startUpstream('blue');
+    up.server.on('upgrade', (_req: IncomingMessage, socket: Socket) => {
+      socket.end('HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\ncontent-length: 10\r\nx-why: origin\r\n\r\nforbidden\n');
+    });
+    const p = await startProxy({ apps: [twoPools(up.url, up.url)] });
+    try {
+      for (let i = 0; i < 3; i++) {
+        const err = (await openWs(wsUrl(p.proxyUrl)).then(() => assert.fail('opened'), (e: unknown) => e)) as { status: number; body: string; servedBy: string };
+        assert.deepEqual([err.status, err.body, err.servedBy], [403, 'forbidden\n', 'blue@1.0.0']);
+      }
+      assert.equal((await p.get('/')).status, 200);
+      assert.deepEqual(counts(p, 'blue'), ZERO);
+    } finally {
+      await p.close();
+      await up.close();
+    }
+  });
+
+  it('an upstream that is down gets the client a 503, another target of the pool takes the upgrade', async () => {
+    const live = await startWsUpstream('green');
+    // a port that refuses connections
+    const dead = createServer();
+    dead.listen(0, '127.0.0.1');
+    await once(dead, 'listening');
+    const deadUrl = `http://127.0.0.1:${(dead.address() as AddressInfo).port}`;
+    dead.close();
+    const p = await startProxy({ apps: [twoPools(deadUrl, [deadUrl, live.url])] });
+    try {
+      const err = (await openWs(wsUrl(p.proxyUrl)).then(() => assert.fail('opened'), (e: unknown) => e)) as { status: number; body: string };
+      assert.equal(err.status, 503);
+      assert.match(err.body, /no target/);
+      assert.deepEqual(counts(p, 'blue'), ZERO);
+      await p.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
+      // the dead target comes first in round robin: refused, skipped, the live one answers
+      for (let i = 0; i < 2; i++) {
+        const ws = await openWs(wsUrl(p.proxyUrl));
+        assert.equal(await echo(ws, 'ok'), 'green:ok');
+        ws.close();
+        await once(ws, 'close');
+      }
+      assert.equal((await p.get('/')).status, 200);
+    } finally {
+      await p.close();
+      await live.close();
+    }
+  });
+
+  it('h2c upgrades are not tunnelled: the request is proxied as a plain one', async () => {
+    const up = await startUpstream('blue');
+    const p = await startProxy({ apps: [twoPools(up.url, up.url)] });
+    try {
+      const r = await p.get('/', { connection: 'Upgrade, HTTP2-Settings', upgrade: 'h2c', 'http2-settings': 'AAMAAABkAAQAAP__' });
+      assert.equal(r.status, 200);
+      assert.equal(up.seen.at(-1)?.headers['upgrade'], undefined);
+    } finally {
+      await p.close();
+      await up.close();
+    }
+  });
+});
+
+describe('SIGTERM and SIGINT', () => {
+  async function spawnProxy(upstreamUrl: string, shutdown: Record<string, string>) {
+    const dir = await mkdtemp(join(tmpdir(), 'switchyard-drain-sig-'));
+    const cfg = join(dir, 'switchyard.yaml');
+    const proxyPort = 20000 + Math.floor(Math.random() * 20000);
+    const adminPort = proxyPort + 1;
+    await writeFile(
+      cfg,
+      JSON.stringify({
+        listen: { host: '127.0.0.1', port: proxyPort },
+        admin: { host: '127.0.0.1', port: adminPort, tokens: [{ name: 't', token: TOKEN }] },
+        store: { kind: 'file', path: join(dir, 'state.json') },
+        apps: [twoPools(upstreamUrl, upstreamUrl)],
+        shutdown,
+        log: { level: 'info' },
+      }),
+    );
+    const child = spawn(process.execPath, ['src/main.ts', 'serve', '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    for (let i = 0; ; i++) {
+      const ok = await request(`http://127.0.0.1:${adminPort}/readyz`).then((r) => (r.body.dump(), r.statusCode === 200), () => false);
+      if (ok) break;
+      if (i > 100) assert.fail(`proxy did not start: ${out}`);
+      await sleep(50);
+    }
+    return {
+      child,
+      proxyUrl: `http://127.0.0.1:${proxyPort}`,
+      adminUrl: `http://127.0.0.1:${adminPort}`,
+      log: () => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>),
+      async cleanup() {
+        child.kill('SIGKILL');
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  }
+
+  it('SIGTERM: readyz 503 at once, WebSockets get 1001, requests finish with Connection: close, exit 0', async () => {
+    const releases: (() => void)[] = [];
+    const up = await startWsUpstream('blue', (req, res) => {
+      if (req.url === '/work') releases.push(() => res.end('done'));
+      else res.end('quick');
+      return true;
+    });
+    const sp = await spawnProxy(up.url, { delay: '400ms', grace: '5s', hardStop: '10s' });
+    try {
+      const sockets = await Promise.all([openWs(wsUrl(sp.proxyUrl)), openWs(wsUrl(sp.proxyUrl))]);
+      for (const ws of sockets) assert.equal(await echo(ws, 'hi'), 'blue:hi');
+      const wsClosed = sockets.map(closed);
+      const inflight = Array.from({ length: 3 }, () => request(`${sp.proxyUrl}/work`).then(async (r) => ({ status: r.statusCode, body: await r.body.text(), connection: r.headers['connection'] })));
+      await until(() => releases.length === 3, 'requests to reach the upstream');
+      const termAt = Date.now();
+      sp.child.kill('SIGTERM');
+      await sleep(100);
+      const ready = await request(`${sp.adminUrl}/readyz`);
+      assert.equal(ready.statusCode, 503);
+      await ready.body.dump();
+      // during shutdown.delay: new connections are still accepted, answered with Connection: close
+      const quick = await request(`${sp.proxyUrl}/quick`);
+      assert.deepEqual([quick.statusCode, await quick.body.text(), quick.headers['connection']], [200, 'quick', 'close']);
+      // a new WebSocket would be cut a moment later: refused so the client retries elsewhere
+      const refused = (await openWs(wsUrl(sp.proxyUrl)).then(() => assert.fail('opened'), (e: unknown) => e)) as { status: number };
+      assert.equal(refused.status, 503);
+      const closes = await Promise.all(wsClosed);
+      assert.deepEqual(closes.map((c) => c.code), [1001, 1001]);
+      assert.ok(closes.every((c) => c.at - termAt >= 350), 'WebSockets are closed once shutdown.delay is over');
+      await until(() => up.closeCodes.length === 2, 'the upstream to see both closes');
+      assert.deepEqual(up.closeCodes, [1001, 1001]);
+      for (const r of releases) r();
+      const results = await Promise.all(inflight);
+      assert.deepEqual(results, Array.from({ length: 3 }, () => ({ status: 200, body: 'done', connection: 'close' })));
+      const [code] = (await once(sp.child, 'exit')) as [number];
+      assert.equal(code, 0);
+      const stopped = sp.log().find((l) => l['msg'] === 'stopped');
+      assert.equal(stopped?.['cut'], 0);
+    } finally {
+      await sp.cleanup();
+      await up.close();
+    }
+  });
+
+  it('SIGINT: what still runs at hardStop is cut and counted in the log, exit 0', async () => {
+    const up = await startWsUpstream('blue');
+    const sp = await spawnProxy(up.url, { grace: '300ms', hardStop: '800ms' });
+    try {
+      const r = await request(`${sp.proxyUrl}/events`);
+      const ended = r.body.text().then(() => 'ended', () => 'broken');
+      await until(() => up.streams === 1, 'the stream to start');
+      const started = Date.now();
+      sp.child.kill('SIGINT');
+      const [code] = (await once(sp.child, 'exit')) as [number];
+      assert.equal(code, 0);
+      assert.ok(Date.now() - started >= 750, 'held on until hardStop');
+      assert.equal(await ended, 'ended');
+      const log = sp.log();
+      assert.equal(log.find((l) => l['msg'] === 'signal received')?.['signal'], 'SIGINT');
+      assert.equal(log.find((l) => /hard stop/.test(String(l['msg'])))?.['cut'], 1);
+      assert.equal(log.find((l) => l['msg'] === 'stopped')?.['cut'], 1);
+    } finally {
+      await sp.cleanup();
+      await up.close();
+    }
+  });
+});
