@@ -38,15 +38,24 @@ export function webDir(): URL {
   return candidates.find((u) => existsSync(new URL('index.html', u))) ?? (candidates[0] as URL);
 }
 
-/** The FallbackHandler serving the dashboard (GET and HEAD only; anything else falls through to 404). */
+/**
+ * The FallbackHandler serving the dashboard (GET and HEAD only; anything else falls through to
+ * 404). Files that cannot be read (a broken install) never stop the proxy: `/` then says so.
+ */
 export async function loadDashboard(dir: URL = webDir()): Promise<FallbackHandler> {
-  const bodies = new Map<string, { body: Buffer; type: string }>();
-  for (const [path, { file, type }] of Object.entries(FILES)) bodies.set(path, { body: await readFile(new URL(file, dir)), type });
+  const bodies = new Map<string, { body: Buffer; type: string; status?: number }>();
+  try {
+    for (const [path, { file, type }] of Object.entries(FILES)) bodies.set(path, { body: await readFile(new URL(file, dir)), type });
+  } catch (err) {
+    const body = Buffer.from(`the dashboard's files cannot be read from ${dir.pathname} (${(err as NodeJS.ErrnoException).code ?? String(err)}); the admin API is unaffected\n`);
+    bodies.clear();
+    bodies.set('/', { body, type: 'text/plain; charset=utf-8', status: 503 });
+  }
   return (req, res, url) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') return false;
     const hit = bodies.get(url.pathname);
     if (hit === undefined) return false;
-    res.writeHead(200, { ...HEADERS, 'content-type': hit.type, 'content-length': hit.body.length });
+    res.writeHead(hit.status ?? 200, { ...HEADERS, 'content-type': hit.type, 'content-length': hit.body.length });
     res.end(req.method === 'HEAD' ? undefined : hit.body);
     return true;
   };

@@ -151,11 +151,13 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
   /** Drain deadline or shutdown: stop the stream where a client can tell it ended. */
   cut(): void {
     if (this.finished) return;
-    this.controller?.abort(new Error('drain deadline'));
     const { res } = this.ctx;
+    // finished first: undici reports the abort through onResponseError at once, which would
+    // otherwise destroy the client response we mean to end cleanly
+    this.finish(this.status || 503, null);
+    this.controller?.abort(new Error('drain deadline'));
     if (res.headersSent && this.chunked) res.end();
     else res.destroy();
-    this.finish(this.status || 503, null);
   }
 
   private finish(status: number, error: ErrorCode | null): void {

@@ -170,6 +170,7 @@ export class UpgradeConnection implements Cuttable {
   private connected = false;
   private timedOut = false;
   private closeBound = false;
+  private released = false;
   /** one timer at a time: the handshake deadline, then the cut bound, then the close bound */
   private timer: NodeJS.Timeout | null = null;
   private toUpstream: Leg | null = null;
@@ -266,6 +267,8 @@ export class UpgradeConnection implements Cuttable {
     this.ctx.onHandshake({ status: ERRORS[code].status, error: code, startedAt: this.startedAt, endedAt: this.ctx.now() });
     this.ctx.client.resume();
     this.ctx.client.end(errorResponse(code, this.ctx.requestId));
+    // nothing of it is open on the pool any more; the socket itself goes within CLOSE_BOUND_MS
+    this.release();
     this.arm(CLOSE_BOUND_MS, this.destroyAll);
   }
 
@@ -284,7 +287,10 @@ export class UpgradeConnection implements Cuttable {
     this.ctx.onHandshake({ status, error: null, startedAt: this.startedAt, endedAt: this.ctx.now() });
     res.on('error', this.destroyAll);
     res.socket.setTimeout(this.ctx.timeouts.idle, this.destroyAll);
-    res.once('end', () => this.arm(CLOSE_BOUND_MS, this.destroyAll));
+    res.once('end', () => {
+      this.release();
+      this.arm(CLOSE_BOUND_MS, this.destroyAll);
+    });
     res.pipe(client);
   }
 
@@ -394,6 +400,13 @@ export class UpgradeConnection implements Cuttable {
     this.upReq?.destroy();
     this.up?.destroy();
     this.ctx.client.destroy();
+    this.release();
+  }
+
+  /** Gives back this connection's counts and leaves `pool.open`; idempotent. */
+  private release(): void {
+    if (this.released) return;
+    this.released = true;
     const { pool } = this.ctx;
     if (this.counted === 'inflight') pool.inflight--;
     else pool.upgraded--;

@@ -31,28 +31,33 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-/** Resolves once something on `port` answers PING with PONG, or rejects after `timeoutMs`. */
-export async function waitForPing(port: number, timeoutMs = 5_000): Promise<void> {
+/**
+ * Resolves once the redis-server with process id `pid` answers on `port`. Checking the pid, not
+ * just a PONG, matters: between finding a free port and binding it another test's server may
+ * take it, and ours then exits while theirs answers.
+ */
+async function waitForRedis(port: number, pid: number, password: string | undefined, timeoutMs = 5_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
+    const found = await new Promise<number | null>((resolve) => {
       const sock = createConnection({ port, host: '127.0.0.1' });
       let buf = '';
       sock.setTimeout(500, () => sock.destroy());
-      sock.on('connect', () => sock.write('PING\r\n'));
+      sock.on('connect', () => sock.write(`${password === undefined ? '' : `AUTH ${password}\r\n`}INFO server\r\n`));
       sock.on('data', (d) => {
         buf += d.toString();
-        if (buf.includes('\r\n')) {
+        const m = /process_id:(\d+)\r\n/.exec(buf);
+        if (m !== null || buf.includes('-ERR') || buf.includes('-NOAUTH')) {
           sock.destroy();
-          // with requirepass, an unauthenticated PING is refused, which also proves the server is up
-          resolve(buf.startsWith('+PONG') || buf.startsWith('-NOAUTH'));
+          resolve(m === null ? -1 : Number(m[1]));
         }
       });
-      sock.on('error', () => resolve(false));
-      sock.on('close', () => resolve(false));
+      sock.on('error', () => resolve(null));
+      sock.on('close', () => resolve(null));
     });
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not answer PING within ${timeoutMs} ms`);
+    if (found === pid) return;
+    if (found !== null) throw new Error(`port ${port} is answered by another process (${found})`);
+    if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not answer within ${timeoutMs} ms`);
     await sleep(20);
   }
 }
@@ -90,8 +95,9 @@ export async function startRedis(opts: RedisServerOptions = {}): Promise<RedisSe
     const exited = once(proc, 'exit').then(() => {
       throw new Error(`redis-server on port ${p} exited at start: ${stderr}`);
     });
-    await Promise.race([waitForPing(p), exited]);
-    exited.catch(() => undefined);
+    exited.catch(() => undefined); // the race below reports it; later exits (stop, kill) are expected
+    const password = opts.args?.includes('--requirepass') ? opts.args[opts.args.indexOf('--requirepass') + 1] : undefined;
+    await Promise.race([waitForRedis(p, proc.pid ?? -1, password), exited]);
   }
 
   async function signal(sig: NodeJS.Signals): Promise<void> {

@@ -11,6 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import WebSocket, { WebSocketServer } from 'ws';
 import { startProxy, twoPools, TOKEN, type TestProxy } from '../helpers/proxy.ts';
+import { rawRequest, statusOf } from '../helpers/raw.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
 interface WsUpstream extends Upstream {
@@ -19,6 +20,8 @@ interface WsUpstream extends Upstream {
   readonly closeCodes: number[];
   /** SSE streams currently open */
   streams: number;
+  /** the upgrade requests the upstream accepted */
+  readonly upgrades: IncomingMessage[];
 }
 
 /**
@@ -55,10 +58,15 @@ async function startWsUpstream(name: string, first?: (req: IncomingMessage, res:
   const up = await startUpstream(name, handler);
   const wss = new WebSocketServer({ server: up.server });
   const closeCodes: number[] = [];
-  wss.on('connection', (ws) => {
-    ws.on('message', (data) => {
-      if (String(data) === 'die') ws.terminate();
-      else ws.send(`${name}:${String(data)}`);
+  const upgrades: IncomingMessage[] = [];
+  wss.on('connection', (ws, req) => {
+    upgrades.push(req);
+    ws.on('message', (data: Buffer) => {
+      if (data.length > 1000) return; // a flood from the client: taken, not echoed
+      const text = String(data);
+      if (text === 'die') ws.terminate();
+      else if (text === 'flood') for (let i = 0; i < 100; i++) ws.send(Buffer.alloc(100_000, i));
+      else ws.send(`${name}:${text}`);
     });
     ws.on('close', (code) => closeCodes.push(code));
   });
@@ -66,6 +74,7 @@ async function startWsUpstream(name: string, first?: (req: IncomingMessage, res:
     ...up,
     wss,
     closeCodes,
+    upgrades,
     streams: 0,
     async close() {
       for (const c of wss.clients) c.terminate();
@@ -166,11 +175,12 @@ describe('WebSockets across a switch', () => {
     const p = await startProxy({ apps: [twoPools(blue.url, green.url)] });
     try {
       const ws = new WebSocket(wsUrl(p.proxyUrl, '/ws?x=1'), { headers: { 'x-request-id': 'ws-test-1' } });
-      const [res] = (await once(ws, 'upgrade')) as [IncomingMessage];
+      const upgraded = once(ws, 'upgrade') as Promise<[IncomingMessage]>;
+      await once(ws, 'open');
+      const [res] = await upgraded;
       assert.equal(res.headers['x-served-by'], 'blue@1.0.0');
       assert.equal(res.headers['x-request-id'], 'ws-test-1');
-      await once(ws, 'open');
-      const seen = blue.seen.at(-1);
+      const seen = blue.upgrades.at(-1);
       assert.equal(seen?.url, '/ws?x=1');
       assert.equal(seen?.headers['x-forwarded-for'], '127.0.0.1');
       assert.match(String(seen?.headers['via']), /switchyard/);
@@ -202,6 +212,32 @@ describe('WebSockets across a switch', () => {
       await until(() => counts(p, 'blue').open === 0, 'blue empty');
       const drain = await p.admin('GET', '/v1/apps/shop/pools/blue/drain');
       assert.deepEqual([drain.body.upgraded, drain.body.inflight, drain.body.drained], [0, 0, true]);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('a cut in the middle of large messages both ways puts the close frames between frames', async () => {
+    const p = await startProxy({ apps: [twoPools(blue.url, green.url)] });
+    try {
+      const ws = await openWs(wsUrl(p.proxyUrl));
+      const errors: Error[] = [];
+      ws.on('error', (err) => errors.push(err));
+      const wsClosed = closed(ws);
+      const upstreamCodes = blue.closeCodes.length;
+      let received = 0;
+      ws.on('message', () => received++);
+      ws.send('flood');
+      for (let i = 0; i < 100; i++) ws.send(Buffer.alloc(100_000, i));
+      await until(() => received >= 3, 'the flood to start');
+      for (const c of p.sy.runtime.pool('shop', 'blue')?.open ?? []) c.cut('drain');
+      const { code } = await wsClosed;
+      assert.deepEqual(errors, []);
+      assert.equal(code, 1001);
+      assert.ok(received < 100, `the cut came before the flood was over (${received} received)`);
+      await until(() => blue.closeCodes.length > upstreamCodes, 'the upstream to see the close');
+      assert.equal(blue.closeCodes.at(-1), 1001);
+      await until(() => counts(p, 'blue').open === 0, 'blue empty');
     } finally {
       await p.close();
     }
@@ -368,6 +404,7 @@ describe('upgrades an upstream refuses', () => {
       const err = (await openWs(wsUrl(p.proxyUrl)).then(() => assert.fail('opened'), (e: unknown) => e)) as { status: number; body: string };
       assert.equal(err.status, 503);
       assert.match(err.body, /no target/);
+      await until(() => counts(p, 'blue').open === 0, 'blue empty');
       assert.deepEqual(counts(p, 'blue'), ZERO);
       await p.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
       // the dead target comes first in round robin: refused, skipped, the live one answers
@@ -388,9 +425,12 @@ describe('upgrades an upstream refuses', () => {
     const up = await startUpstream('blue');
     const p = await startProxy({ apps: [twoPools(up.url, up.url)] });
     try {
-      const r = await p.get('/', { connection: 'Upgrade, HTTP2-Settings', upgrade: 'h2c', 'http2-settings': 'AAMAAABkAAQAAP__' });
-      assert.equal(r.status, 200);
-      assert.equal(up.seen.at(-1)?.headers['upgrade'], undefined);
+      const reply = await rawRequest(Number(new URL(p.proxyUrl).port), 'GET /h2c HTTP/1.1\r\nHost: shop\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n', 500);
+      assert.equal(statusOf(reply), 200);
+      assert.match(reply, /x-served-by: blue@1\.0\.0/i);
+      const seen = up.seen.at(-1);
+      assert.equal(seen?.url, '/h2c');
+      assert.deepEqual([seen?.headers['upgrade'], seen?.headers['http2-settings']], [undefined, undefined]);
     } finally {
       await p.close();
       await up.close();
