@@ -1,5 +1,8 @@
 import type { RedisOptions } from 'ioredis';
 
+// How Switchyard meets Redis: connection options, key layout and the write script, shared by the
+// store (redis-store.ts) and the fleet heartbeat (control/fleet.ts).
+
 /** Where and how to reach Redis: the `store` section of the config (kind redis), minus what the store itself uses. */
 export interface RedisConnection {
   /** `redis://[user:pass@]host[:port][/db]` or `rediss://…` (TLS). With `sentinels`, only its credentials, db and scheme count. */
@@ -65,4 +68,57 @@ export function redisOptions(conn: RedisConnection): RedisOptions {
     port: u.port === '' ? 6379 : Number(u.port),
     ...(tls ? { tls: { servername: u.hostname } } : {}),
   };
+}
+
+/**
+ * Every key carries the one hash tag `{sy}`, so on Redis Cluster they all hash to one slot:
+ * the compare-and-set script touches the state and history keys together, and the poll MGETs
+ * every app's state in one call — both are refused across slots. One fleet's data is a few
+ * kilobytes, so one slot is no hot spot.
+ */
+export function redisKeys(prefix: string) {
+  const base = `${prefix}:{sy}`;
+  return {
+    state: (app: string) => `${base}:state:${app}`,
+    history: (app: string) => `${base}:history:${app}`,
+    /** pub/sub channel; each message is the new state's JSON */
+    changes: `${base}:changes`,
+    /** one heartbeat per proxy instance, with a TTL (fleet.ts) */
+    instance: (id: string) => `${base}:instance:${id}`,
+    /** sorted set of instance ids scored by their last heartbeat: the index to MGET them by */
+    instances: `${base}:instances`,
+  };
+}
+export type RedisKeys = ReturnType<typeof redisKeys>;
+
+/**
+ * The whole write as one atomic step: compare, set, append the bounded history, publish.
+ * KEYS: state, history. ARGV: expected revision ('' = no state yet), state JSON, history entry
+ * JSON, history limit, channel. Answers 1 when written, else the current state JSON (nil if none).
+ */
+export const CAS_SCRIPT = `
+local cur = redis.call('GET', KEYS[1])
+if ARGV[1] == '' then
+  if cur then return cur end
+elseif not cur then
+  return false
+elseif cjson.decode(cur).revision ~= tonumber(ARGV[1]) then
+  return cur
+end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('LPUSH', KEYS[2], ARGV[3])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
+redis.call('PUBLISH', ARGV[5], ARGV[2])
+return 1
+`;
+
+/** The URL with its password masked, for log lines. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password !== '') u.password = '***';
+    return u.toString();
+  } catch {
+    return 'redis://?';
+  }
 }

@@ -3,50 +3,10 @@ import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { SwitchyardError } from '../errors.ts';
 import { readStateCache, StateCacheWriter } from './state-cache.ts';
-import { redisOptions, type RedisConnection } from './redis-connect.ts';
+import { CAS_SCRIPT, redactUrl, redisKeys, redisOptions, type RedisConnection, type RedisKeys } from './redis-connect.ts';
 import { historyEntryOf, type CasResult, type HistoryEntry, type RoutingState, type StateStore, type Unsubscribe } from './types.ts';
 
-/**
- * Every key carries the one hash tag `{sy}`, so on Redis Cluster they all hash to one slot:
- * the compare-and-set script touches the state and history keys together, and the poll MGETs
- * every app's state in one call — both are refused across slots. One fleet's data is a few
- * kilobytes, so one slot is no hot spot.
- */
-export function redisKeys(prefix: string) {
-  const base = `${prefix}:{sy}`;
-  return {
-    state: (app: string) => `${base}:state:${app}`,
-    history: (app: string) => `${base}:history:${app}`,
-    /** pub/sub channel; each message is the new state's JSON */
-    changes: `${base}:changes`,
-    /** one heartbeat per proxy instance, with a TTL (fleet.ts) */
-    instance: (id: string) => `${base}:instance:${id}`,
-    /** sorted set of instance ids scored by their last heartbeat: the index to MGET them by */
-    instances: `${base}:instances`,
-  };
-}
-export type RedisKeys = ReturnType<typeof redisKeys>;
-
-/**
- * The whole write as one atomic step: compare, set, append the bounded history, publish.
- * KEYS: state, history. ARGV: expected revision ('' = no state yet), state JSON, history entry
- * JSON, history limit, channel. Answers 1 when written, else the current state JSON (nil if none).
- */
-const CAS_SCRIPT = `
-local cur = redis.call('GET', KEYS[1])
-if ARGV[1] == '' then
-  if cur then return cur end
-elseif not cur then
-  return false
-elseif cjson.decode(cur).revision ~= tonumber(ARGV[1]) then
-  return cur
-end
-redis.call('SET', KEYS[1], ARGV[2])
-redis.call('LPUSH', KEYS[2], ARGV[3])
-redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
-redis.call('PUBLISH', ARGV[5], ARGV[2])
-return 1
-`;
+export { redisKeys, type RedisKeys };
 
 type CasClient = Redis & { switchyardCas(state: string, history: string, expected: string, json: string, entry: string, limit: number, channel: string): Promise<number | string | null> };
 
@@ -387,14 +347,4 @@ export function parseState(text: string): RoutingState {
   Object.freeze(s.weights);
   Object.freeze(s.drainingSince);
   return Object.freeze(s);
-}
-
-function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password !== '') u.password = '***';
-    return u.toString();
-  } catch {
-    return 'redis://?';
-  }
 }

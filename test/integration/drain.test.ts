@@ -19,7 +19,7 @@ interface WsUpstream extends Upstream {
   /** close codes the upstream's WebSockets received */
   readonly closeCodes: number[];
   /** SSE streams currently open */
-  streams: number;
+  readonly streams: number;
   /** the upgrade requests the upstream accepted */
   readonly upgrades: IncomingMessage[];
 }
@@ -30,19 +30,19 @@ interface WsUpstream extends Upstream {
  * connection without a close frame).
  */
 async function startWsUpstream(name: string, first?: (req: IncomingMessage, res: ServerResponse) => boolean): Promise<WsUpstream> {
-  let self: WsUpstream | undefined;
+  const live = { streams: 0 };
   const handler = (req: IncomingMessage, res: ServerResponse): void => {
     if (first?.(req, res) === true) return;
     if (req.url === '/events') {
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
       let n = 0;
-      (self as WsUpstream).streams++;
+      live.streams++;
       const t = setInterval(() => {
         res.write(`data: ${n++}\n\n`);
       }, 50);
       res.on('close', () => {
         clearInterval(t);
-        (self as WsUpstream).streams--;
+        live.streams--;
       });
       return;
     }
@@ -70,19 +70,20 @@ async function startWsUpstream(name: string, first?: (req: IncomingMessage, res:
     });
     ws.on('close', (code) => closeCodes.push(code));
   });
-  self = {
+  return {
     ...up,
     wss,
     closeCodes,
     upgrades,
-    streams: 0,
+    get streams() {
+      return live.streams;
+    },
     async close() {
       for (const c of wss.clients) c.terminate();
       wss.close();
       await up.close();
     },
   };
-  return self;
 }
 
 function wsUrl(proxyUrl: string, path = '/ws'): string {
@@ -237,6 +238,30 @@ describe('WebSockets across a switch', () => {
       assert.ok(received < 100, `the cut came before the flood was over (${received} received)`);
       await until(() => blue.closeCodes.length > upstreamCodes, 'the upstream to see the close');
       assert.equal(blue.closeCodes.at(-1), 1001);
+      await until(() => counts(p, 'blue').open === 0, 'blue empty');
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('an idle WebSocket is dropped after timeouts.idle, a busy one is not', async () => {
+    const p = await startProxy({ apps: [twoPools(blue.url, green.url, { timeouts: { idle: '400ms' } })] });
+    try {
+      const idle = await openWs(wsUrl(p.proxyUrl));
+      const busy = await openWs(wsUrl(p.proxyUrl));
+      const idleClosed = closed(idle);
+      let busyClosed = false;
+      busy.on('close', () => (busyClosed = true));
+      const started = Date.now();
+      for (let i = 0; i < 8; i++) {
+        assert.equal(await echo(busy, `tick${i}`), `blue:tick${i}`);
+        await sleep(100);
+      }
+      const { at } = await idleClosed;
+      assert.ok(at - started >= 350 && at - started < 1500, `idle closed after ${at - started} ms`);
+      assert.equal(busyClosed, false);
+      busy.close();
+      await once(busy, 'close');
       await until(() => counts(p, 'blue').open === 0, 'blue empty');
     } finally {
       await p.close();
@@ -418,6 +443,25 @@ describe('upgrades an upstream refuses', () => {
     } finally {
       await p.close();
       await live.close();
+    }
+  });
+
+  it('an upstream that never answers the upgrade gets the client a 504 after timeouts.response', async () => {
+    const up = await startUpstream('blue');
+    const held: Socket[] = [];
+    up.server.on('upgrade', (_req: IncomingMessage, socket: Socket) => held.push(socket));
+    const p = await startProxy({ apps: [twoPools(up.url, up.url, { timeouts: { response: '300ms' } })] });
+    try {
+      const started = Date.now();
+      const err = (await openWs(wsUrl(p.proxyUrl)).then(() => assert.fail('opened'), (e: unknown) => e)) as { status: number };
+      assert.equal(err.status, 504);
+      assert.ok(Date.now() - started >= 280);
+      await until(() => held.every((s) => s.destroyed || s.readableEnded), 'the upstream connection to be dropped');
+      await until(() => counts(p, 'blue').open === 0, 'blue empty');
+    } finally {
+      for (const s of held) s.destroy();
+      await p.close();
+      await up.close();
     }
   });
 

@@ -1,13 +1,19 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Receiver, Sender } from 'ws';
+import type { EventEmitter } from 'node:events';
+import * as ws from 'ws';
 import { clientCloseFrame, FrameCursor, serverCloseFrame } from '../../src/dataplane/ws-frames.ts';
 
-/** A frame as ws's own Sender writes it (masked when `mask`), opcode 2 (binary) unless told. */
+// ws's frame parser: exported at run time, absent from @types/ws
+const { Receiver } = ws as unknown as { Receiver: new (opts: { isServer: boolean }) => EventEmitter & { write(b: Buffer): void } };
+
+/** One RFC 6455 frame (opcode 2, binary, unless told) with a `len`-byte payload, masked when `mask`. */
 function frame(len: number, mask: boolean, opcode = 2): Buffer {
-  const payload = Buffer.alloc(len, 0x61);
-  const parts = Sender.frame(payload, { fin: true, opcode, mask, readOnly: false, rsv1: false, generateMask: undefined } as never);
-  return Buffer.concat(parts);
+  const ext = len < 126 ? Buffer.alloc(0) : len < 65536 ? Buffer.alloc(2) : Buffer.alloc(8);
+  if (len >= 126 && len < 65536) ext.writeUInt16BE(len);
+  else if (len >= 65536) ext.writeBigUInt64BE(BigInt(len));
+  const b1 = (mask ? 0x80 : 0) | (len < 126 ? len : len < 65536 ? 126 : 127);
+  return Buffer.concat([Buffer.from([0x80 | opcode, b1]), ext, mask ? Buffer.from([1, 2, 3, 4]) : Buffer.alloc(0), Buffer.alloc(len, 0x61)]);
 }
 
 describe('FrameCursor', () => {
