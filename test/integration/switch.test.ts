@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
-import { startProxy, twoPools, TOKEN, type TestProxy } from '../helpers/proxy.ts';
+import { startProxy, twoPools, TOKEN } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
 describe('switching', () => {
@@ -15,7 +16,7 @@ describe('switching', () => {
   let green: Upstream;
   let releaseSlow: () => void = () => undefined;
   before(async () => {
-    const handler = (name: string) => (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => {
+    const handler = (name: string) => (req: IncomingMessage, res: ServerResponse) => {
       const reply = () => res.end(JSON.stringify({ pool: name }));
       if (req.url === '/slow') releaseSlow = reply;
       else reply();
@@ -125,9 +126,6 @@ describe('switching', () => {
 });
 
 describe('SIGTERM', () => {
-  let p: TestProxy | undefined;
-  after(async () => p?.close());
-
   it('readyz turns 503, in-flight requests finish, and the process exits 0', async () => {
     const releases: (() => void)[] = [];
     const up = await startUpstream('blue', (_req, res) => releases.push(() => res.end('done')));
