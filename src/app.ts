@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import { canaryRoutes } from './admin/canary-routes.ts';
 import { loadDashboard } from './admin/dashboard.ts';
 import { createAdminServer } from './admin/server.ts';
+import { rolloutRoutes } from './admin/rollout-routes.ts';
 import { statsRoutes } from './admin/stats-routes.ts';
 import type { Config } from './config/schema.ts';
 import { Controller } from './control/controller.ts';
@@ -18,6 +19,8 @@ import { localCounts, Runtime } from './dataplane/runtime.ts';
 import { DataPlane, type DataPlaneOptions } from './dataplane/server.ts';
 import { HealthMonitor } from './health/monitor.ts';
 import { createTelemetry, fleetPeerWindows, type Telemetry } from './metrics/telemetry.ts';
+import type { Rollouts } from './rollout/rollouts.ts';
+import { createRollouts, type RolloutTuning } from './rollout/setup.ts';
 import { FileStore } from './state/file-store.ts';
 import { RedisStore } from './state/redis-store.ts';
 import type { StateStore } from './state/types.ts';
@@ -34,6 +37,8 @@ export interface BuildDeps {
   readonly instanceId?: string;
   /** the access log's sampling draw, apart from routing's `random` @default Math.random */
   readonly sampleRandom?: () => number;
+  /** the rollout driver's round interval, lease TTL, clock and timers (tests) */
+  readonly rollouts?: RolloutTuning;
 }
 
 export interface Switchyard {
@@ -49,6 +54,8 @@ export interface Switchyard {
   readonly telemetry: Telemetry;
   /** per-pool drain deadlines: cuts a pool's open streams and WebSockets once its drain.timeout passed */
   readonly drains: DrainDeadlines;
+  /** progressive rollouts: the API's commands, and the driver on the lease holder */
+  readonly rollouts: Rollouts;
   /** binds both listeners; returns the ports actually bound */
   listen(): Promise<{ proxyPort: number; adminPort: number }>;
   /** graceful stop (SIGTERM): readyz 503, drain in-flight within grace, cut at hardStop */
@@ -84,6 +91,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   const fleet = store instanceof RedisStore ? new Fleet({ store, controller, runtime, instanceId, logger: logger.child({ component: 'fleet' }), now, stats: () => telemetry.stats.exportWindows() }) : null;
   if (fleet !== null) telemetry.stats.attachFleet(fleetPeerWindows(fleet));
   const counts = fleet === null ? localCounts(runtime, instanceId, now) : fleetCounts(fleet);
+  const rollouts = await createRollouts({ config, store, controller, stats: telemetry.stats, registry: telemetry.metrics.registry, logger, instanceId, now, tuning: deps.rollouts });
   let ready = true;
   let shuttingDown = false;
 
@@ -106,7 +114,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     now,
     ready: () => ready && !shuttingDown,
     readyDetails: () => ({ shuttingDown, store: store.kind, revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])), ...fleet?.details() }),
-    routes: [...canaryRoutes(controller), ...statsRoutes(telemetry.stats)],
+    routes: [...canaryRoutes(controller), ...statsRoutes(telemetry.stats), ...rolloutRoutes(rollouts, (app) => Object.keys(controller.appConfig(app).pools))],
     metrics: telemetry.metrics,
     fallback: await loadDashboard(),
   });
@@ -162,6 +170,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     admin.closeAllConnections();
     drains.close();
     await health.close();
+    await rollouts.close();
     await fleet?.close();
     await controller.close();
     await store.close();
@@ -179,13 +188,14 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     for (const p of runtime.allPools()) for (const c of [...p.open]) c.cut('shutdown');
     drains.close();
     await health.close();
+    await rollouts.close();
     await fleet?.close();
     await controller.close();
     await store.close();
     await runtime.close();
   }
 
-  return { config, controller, runtime, dataPlane, admin, counts, health, telemetry, drains, listen, shutdown, close };
+  return { config, controller, runtime, dataPlane, admin, counts, health, telemetry, drains, rollouts, listen, shutdown, close };
 }
 
 function isUpgrade(c: unknown): boolean {

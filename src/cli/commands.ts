@@ -4,11 +4,10 @@ import { parseDuration } from '../config/duration.ts';
 import type { AdminClient } from './client.ts';
 import type { StatsView } from '../metrics/stats.ts';
 import { appDetail, appLine, drainLine, historyLines, humanDuration, pct, table } from './format.ts';
+import { rolloutCommand } from './rollout-command.ts';
+import { UsageError } from './usage-error.ts';
 
-/** A call the CLI cannot make sense of: exit 2 with the command's usage line. */
-export class UsageError extends Error {
-  override name = 'UsageError';
-}
+export { UsageError };
 
 export interface CommandContext {
   /** positionals after the command name */
@@ -254,4 +253,5 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
       return 0;
     },
   },
+  rollout: rolloutCommand,
 };

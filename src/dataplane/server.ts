@@ -4,7 +4,7 @@ import type { Dispatcher } from 'undici';
 import { PinCookies, pinnedPool } from '../routing/affinity.ts';
 import { poolForBucket, previewPool, randomBucket, stickyBucket, type RoutedBy } from '../routing/choose.ts';
 import { findApp, type AppRoute, type PoolRoute, type Snapshot } from '../routing/snapshot.ts';
-import { ProxyHandler, sendError, type Outcome } from './forward.ts';
+import { ProxyHandler, sendError, type Outcome, type Plane } from './forward.ts';
 import { cookieValue, forwardRequestHeaders, normalizeAddress, type ForwardedRequest, type TrustedProxies } from './headers.ts';
 import type { Runtime } from './runtime.ts';
 import { isProxiedUpgrade, UpgradeProxy } from './upgrade.ts';
@@ -38,6 +38,7 @@ export interface DataPlaneOptions {
 
 /** Picks the pool of a request: preview, then affinity pin, then sticky bucket or random split. */
 export interface Decision {
+  readonly app: AppRoute;
   readonly pool: PoolRoute;
   readonly by: RoutedBy;
 }
@@ -51,13 +52,13 @@ function rawHeader(raw: readonly string[], lname: string): string | undefined {
  * The data plane: a node:http server that routes every request on the current snapshot (no
  * store I/O, no await) and forwards it with undici. Also used for upgrades (see upgrade.ts).
  */
-export class DataPlane {
+export class DataPlane implements Plane {
   readonly server: Server;
   /** true once shutdown started: responses carry Connection: close */
   closing = false;
   private readonly opts: DataPlaneOptions;
   private readonly random: () => number;
-  private readonly now: () => number;
+  readonly now: () => number;
   private readonly pins = new PinCookies();
   private readonly upgrades: UpgradeProxy;
 
@@ -90,7 +91,7 @@ export class DataPlane {
       const value = rawHeader(req.rawHeaders, cfg.preview.header);
       if (value !== undefined) {
         const pool = previewPool(app, value);
-        if (pool !== null) return { pool, by: 'preview' };
+        if (pool !== null) return { app, pool, by: 'preview' };
         this.opts.onPreviewRejected?.(app);
       }
     }
@@ -98,16 +99,16 @@ export class DataPlane {
       const pin = cookieValue(fwd.cookie, cfg.affinity.cookie);
       if (pin !== undefined) {
         const pool = pinnedPool(app, pin, this.now());
-        if (pool !== null) return { pool, by: 'pin' };
+        if (pool !== null) return { app, pool, by: 'pin' };
       }
     }
     if (app.sticky !== null) {
       for (const src of app.sticky) {
         const key = src.kind === 'ip' ? fwd.clientIp : src.kind === 'header' ? rawHeader(req.rawHeaders, src.name) : cookieValue(fwd.cookie, src.name);
-        if (key !== undefined && key !== '') return { pool: poolForBucket(app, stickyBucket(app, key)), by: 'sticky' };
+        if (key !== undefined && key !== '') return { app, pool: poolForBucket(app, stickyBucket(app, key)), by: 'sticky' };
       }
     }
-    return { pool: poolForBucket(app, randomBucket(this.random())), by: 'random' };
+    return { app, pool: poolForBucket(app, randomBucket(this.random())), by: 'random' };
   }
 
   handle(req: IncomingMessage, res: ServerResponse): void {
@@ -124,7 +125,8 @@ export class DataPlane {
       sendError(res, 'MISDIRECTED', fwd.requestId, this.closing);
       return;
     }
-    const { pool, by } = this.decide(app, req, fwd);
+    const decision = this.decide(app, req, fwd);
+    const { pool, by } = decision;
     const runtime = (this.opts.runtime.apps[app.index] as Runtime['apps'][number]).pools[pool.index] as Runtime['apps'][number]['pools'][number];
     const now = this.now();
     if (by === 'pin') runtime.pinned.add(now);
@@ -140,21 +142,16 @@ export class DataPlane {
       headers: fwd.headers,
       body: fwd.hasBody ? req : null,
     };
-    const handler = new ProxyHandler(
-      {
-        req,
-        res,
-        pool: runtime,
-        servedBy: pool.servedBy,
-        requestId: fwd.requestId,
-        setCookie: by === 'random' || by === 'sticky' ? this.pins.setCookie(app, pool, now) : null,
-        plane: this,
-        now: this.now,
-        onDone: (_h, outcome) => this.opts.onRequest?.({ app, pool, by, requestId: fwd.requestId, method: opts.method, path: opts.path, outcome }),
-      },
-      target,
-      opts,
-    );
+    const setCookie = by === 'random' || by === 'sticky' ? this.pins.setCookie(app, pool, now) : null;
+    const handler = new ProxyHandler(this, req, res, runtime, target, opts, pool.servedBy, fwd.requestId, setCookie);
+    handler.tag = decision;
     handler.start();
+  }
+
+  requestDone(handler: ProxyHandler, outcome: Outcome): void {
+    const onRequest = this.opts.onRequest;
+    if (onRequest === undefined) return;
+    const { app, pool, by } = handler.tag as Decision;
+    onRequest({ app, pool, by, requestId: handler.requestId, method: handler.opts.method, path: handler.opts.path, outcome });
   }
 }

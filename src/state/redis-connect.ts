@@ -87,6 +87,10 @@ export function redisKeys(prefix: string) {
     instance: (id: string) => `${base}:instance:${id}`,
     /** sorted set of instance ids scored by their last heartbeat: the index to MGET them by */
     instances: `${base}:instances`,
+    /** the running or last rollout of an app (rollout/redis.ts) */
+    rollout: (app: string) => `${base}:rollout:${app}`,
+    /** which instance drives the fleet's rollouts: `SET NX PX`, renewed by its holder */
+    rolloutLease: `${base}:rollout-lease`,
   };
 }
 export type RedisKeys = ReturnType<typeof redisKeys>;

@@ -177,6 +177,8 @@ describe('metrics with real traffic', () => {
       pool: new Set(['blue', 'green']),
       class: new Set(STATUS_CLASSES),
       code: new Set(['UPSTREAM_ERROR', 'NO_TARGET', 'UPSTREAM_TIMEOUT']),
+      // switchyard_rollouts_total
+      result: new Set(['succeeded', 'rolled-back', 'aborted']),
     };
     for (const s of mine(after)) {
       for (const [k, v] of Object.entries(s.labels)) {

@@ -251,6 +251,7 @@ class AppView {
     this.who = h('div', { class: 'who' });
     this.instances = h('span', { class: 'instances' });
     this.bar = h('div', { class: 'bar', role: 'img' });
+    this.rollout = new RolloutPanel(this);
     this.rows = new Map();
     const tbody = h('tbody');
     for (const pool of this.pools) {
@@ -304,6 +305,7 @@ class AppView {
       h('div', { class: 'app-head' }, h('div', { class: 'app-title' }, this.title, this.rev, this.active), this.instances),
       this.who,
       this.bar,
+      this.rollout.el,
       h('div', { class: 'table-wrap' }, h('table', { class: 'pools' }, h('thead', {}, head), tbody)),
       h('div', { class: 'charts' }, this.charts.rps.el, this.charts.errors.el, this.charts.p99.el),
       controls,
@@ -501,6 +503,77 @@ function proportional(weights, pools, pool, value) {
   return Object.fromEntries(pools.map((p) => [p, out[p]]));
 }
 
+// ---- rollout panel -------------------------------------------------------------------------
+
+/** The app's running (or last) progressive rollout: step, countdown, live analysis, and its controls. */
+class RolloutPanel {
+  constructor(view) {
+    this.view = view;
+    this.title = h('span', { class: 'rollout-title' });
+    this.state = h('span', { class: 'badge rollout-state' });
+    this.next = h('span', { class: 'rollout-next' });
+    this.steps = h('ol', { class: 'rollout-steps' });
+    this.analysis = h('div', { class: 'rollout-analysis' });
+    this.reason = h('div', { class: 'rollout-reason' });
+    this.buttons = Object.fromEntries(
+      ['pause', 'resume', 'promote', 'abort'].map((verb) => [verb, h('button', { type: 'button', class: verb === 'abort' ? 'small danger-quiet' : 'small', 'data-action': `rollout-${verb}`, onclick: () => this.command(verb), text: `${verb[0].toUpperCase()}${verb.slice(1)}…` })]),
+    );
+    this.el = h(
+      'div',
+      { class: 'rollout', 'data-rollout': '', hidden: true, 'aria-label': 'rollout' },
+      h('div', { class: 'rollout-head' }, h('div', {}, this.title, this.state, this.next), h('div', { class: 'rollout-actions' }, ...Object.values(this.buttons))),
+      this.steps,
+      this.analysis,
+      this.reason,
+    );
+    this.current = null;
+  }
+
+  update(r) {
+    this.current = r;
+    this.el.hidden = r === null;
+    if (r === null) return;
+    const active = r.state === 'running' || r.state === 'paused';
+    this.el.dataset.rollout = r.state;
+    this.title.textContent = `Rollout ${r.id} → ${r.to} · step ${r.step}/${r.steps.length} (${pct(r.weight)})`;
+    this.state.textContent = r.state;
+    this.state.dataset.state = r.state;
+    this.next.textContent = r.nextInMs !== null ? ` · ${r.step < r.steps.length ? 'next step' : 'done'} in ${duration(r.nextInMs)}` : r.remainingMs !== null ? ` · ${duration(r.remainingMs)} of the step left` : r.endedAt ? ` · ended ${ago(r.endedAt)}` : '';
+    this.steps.replaceChildren(...r.steps.map((s, i) => h('li', { class: i + 1 < r.step ? 'done' : i + 1 === r.step ? 'now' : '', text: s.pause ? `${pct(s.weight)} · ${s.pause}` : pct(s.weight) })));
+    const a = r.lastAnalysis;
+    const limits = r.analysis === null ? 'analysis off' : `errors ≤ ${fmtRate(r.analysis.maxErrorRate)}${r.analysis.maxP99Ms ? `, p99 ≤ ${fmtMs(r.analysis.maxP99Ms)}` : ''}, after ${r.analysis.minRequests} requests, on failure ${r.onFailure}`;
+    const figures = a === null ? '' : `${a.window}: ${r.to} ${a.to.requests} req, ${fmtRate(a.to.errorRate)} errors, p99 ${fmtMs(a.to.p99)} · others ${a.others.requests} req, ${fmtRate(a.others.errorRate)} errors, p99 ${fmtMs(a.others.p99)} → ${a.verdict}`;
+    this.analysis.textContent = figures === '' ? limits : `${figures} (${limits})`;
+    this.analysis.classList.toggle('bad', a?.verdict === 'fail');
+    this.reason.textContent = r.reason ?? '';
+    this.buttons.pause.hidden = r.state !== 'running';
+    this.buttons.resume.hidden = r.state !== 'paused';
+    this.buttons.promote.hidden = !active;
+    this.buttons.abort.hidden = !active;
+  }
+
+  async command(verb) {
+    const r = this.current;
+    if (r === null) return;
+    const what = {
+      pause: `Holds ${r.to} at ${pct(r.weight)}: no further steps until it is resumed.`,
+      resume: 'Carries on with the rest of the current step, then the next ones.',
+      promote: `Sends 100 % of ${this.view.name} to ${r.to} now, skipping the remaining steps.`,
+      abort: `Restores the starting weights (${Object.entries(r.from).map(([p, w]) => `${p} ${pct(w)}`).join(', ')}).`,
+    }[verb];
+    const reason = await confirmAction(`${verb[0].toUpperCase()}${verb.slice(1)} rollout ${r.id}?`, [h('p', { text: what })]);
+    if (reason === null) return;
+    try {
+      this.update(await api('POST', `${appPath(this.view.name)}/rollouts/current/${verb}`, reason ? { reason } : {}));
+      toast(`rollout ${r.id} ${{ pause: 'paused', resume: 'resumed', promote: 'promoted', abort: 'aborted' }[verb]}`, 'ok');
+      void poll();
+    } catch (err) {
+      if (err.status === 401) tokenRejected();
+      else toast(`${err.code}: ${err.message}`, 'bad');
+    }
+  }
+}
+
 // ---- polling -------------------------------------------------------------------------------
 
 async function refreshApp(view) {
@@ -519,6 +592,7 @@ async function refreshApp(view) {
     if (p.weight === 0 && !p.drained) tasks.push(api('GET', `${appPath(view.name)}/pools/${encodeURIComponent(pool)}/drain`).then((d) => view.drain.set(pool, d)));
     else view.drain.delete(pool);
   }
+  tasks.push(api('GET', `${appPath(view.name)}/rollouts`).then((r) => view.rollout.update(r.current)));
   await Promise.all(tasks);
   view.update(view.state);
   // keeps the "2m ago" of older entries current

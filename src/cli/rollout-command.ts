@@ -1,0 +1,121 @@
+import type { RolloutView } from '../rollout/view.ts';
+import type { ApiCommand, CommandContext } from './commands.ts';
+import { humanDuration, pct } from './format.ts';
+import { UsageError } from './usage-error.ts';
+
+const VERBS = ['start', 'status', 'pause', 'resume', 'promote', 'abort'] as const;
+type Verb = (typeof VERBS)[number];
+const START_ONLY = ['to', 'preset', 'steps', 'max-error-rate', 'max-p99', 'min-requests', 'on-failure', 'no-analysis'] as const;
+
+/** `10:5m,50:5m,100` into API steps. */
+export function parseStepsArg(arg: string): { weight: number; pause?: string }[] {
+  return arg.split(',').map((part) => {
+    const m = /^(\d{1,3}(?:\.\d{1,2})?)%?(?::(\d+(?:\.\d+)?(?:ms|s|m|h|d)))?$/.exec(part.trim());
+    if (m === null) throw new UsageError(`bad step "${part}": expected PCT[:PAUSE], like 10:5m or 100`);
+    return m[2] === undefined ? { weight: Number(m[1]) } : { weight: Number(m[1]), pause: m[2] };
+  });
+}
+
+function numberOption(ctx: CommandContext, name: string, check: (n: number) => boolean, what: string): number | undefined {
+  const raw = ctx.values[name];
+  if (raw === undefined) return undefined;
+  const n = typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : NaN;
+  if (!Number.isFinite(n) || !check(n)) throw new UsageError(`--${name} must be ${what}, got "${String(raw)}"`);
+  return n;
+}
+
+/** The body of `POST /v1/apps/:app/rollouts` from the command line. */
+export function startBody(ctx: CommandContext): Record<string, unknown> {
+  const to = ctx.values.to;
+  if (typeof to !== 'string') throw new UsageError('start needs --to POOL');
+  const preset = ctx.values.preset;
+  const steps = ctx.values.steps;
+  if ((preset === undefined) === (steps === undefined)) throw new UsageError('start needs exactly one of --preset NAME (canary10-5m, linear10-every-1m, all-at-once…) and --steps 10:5m,50:5m,100');
+  const body: Record<string, unknown> = { to };
+  if (typeof preset === 'string') body.preset = preset;
+  if (typeof steps === 'string') body.steps = parseStepsArg(steps);
+  const maxErrorRate = numberOption(ctx, 'max-error-rate', (n) => n >= 0 && n <= 1, 'a fraction from 0 to 1 (0.01 is 1 %)');
+  const maxP99Ms = numberOption(ctx, 'max-p99', (n) => n > 0, 'milliseconds above 0');
+  const minRequests = numberOption(ctx, 'min-requests', (n) => Number.isInteger(n) && n >= 1, 'a whole number from 1');
+  const analysis = { ...(maxErrorRate === undefined ? {} : { maxErrorRate }), ...(maxP99Ms === undefined ? {} : { maxP99Ms }), ...(minRequests === undefined ? {} : { minRequests }) };
+  if (ctx.values['no-analysis'] === true) {
+    if (Object.keys(analysis).length > 0) throw new UsageError('--no-analysis cannot go with --max-error-rate, --max-p99 or --min-requests');
+    body.analysis = null;
+  } else if (Object.keys(analysis).length > 0) body.analysis = analysis;
+  const onFailure = ctx.values['on-failure'];
+  if (onFailure !== undefined) {
+    if (onFailure !== 'rollback' && onFailure !== 'pause') throw new UsageError(`--on-failure must be rollback or pause, got "${String(onFailure)}"`);
+    body.onFailure = onFailure;
+  }
+  if (typeof ctx.values.reason === 'string') body.reason = ctx.values.reason;
+  return body;
+}
+
+const ms = (n: number | null) => (n === null ? '-' : `${n}ms`);
+const rate = (n: number) => pct(n * 100);
+
+/** The human rendering of a rollout, one string per line. */
+export function rolloutLines(r: RolloutView): string[] {
+  const head = `rollout ${r.id} of ${r.app} to ${r.to}: ${r.state}, step ${r.step}/${r.steps.length} (${r.to} ${pct(r.weight)})`;
+  const when = r.nextInMs === null ? '' : r.step < r.steps.length ? `, next step in ${humanDuration(r.nextInMs)}` : `, done in ${humanDuration(r.nextInMs)}`;
+  const lines = [head + when];
+  lines.push(`  steps: ${r.steps.map((s) => (s.pause === null ? pct(s.weight) : `${pct(s.weight)} ${s.pause}`)).join(' → ')}`);
+  lines.push(`  from: ${Object.entries(r.from).map(([p, w]) => `${p} ${pct(w)}`).join(' · ')}`);
+  if (r.remainingMs !== null) lines.push(`  paused with ${humanDuration(r.remainingMs)} of the step left`);
+  const a = r.analysis;
+  if (a === null) lines.push('  analysis: off');
+  else {
+    const limits = [`errors ≤ ${rate(a.maxErrorRate)}`, ...(a.maxP99Ms === undefined ? [] : [`p99 ≤ ${a.maxP99Ms}ms`]), `after ${a.minRequests} requests`, `on failure: ${r.onFailure}`].join(', ');
+    lines.push(`  analysis: ${limits}`);
+  }
+  const l = r.lastAnalysis;
+  if (l !== null) {
+    lines.push(`  ${l.window}: ${r.to} ${l.to.requests} requests, ${rate(l.to.errorRate)} errors, p99 ${ms(l.to.p99)} · others ${l.others.requests} requests, ${rate(l.others.errorRate)} errors, p99 ${ms(l.others.p99)} → ${l.verdict}`);
+  }
+  if (r.reason !== null) lines.push(`  reason: ${r.reason}`);
+  lines.push(`  started ${r.startedAt} by ${r.by}${r.endedAt === null ? '' : `, ended ${r.endedAt}`}${r.driver ? `; driven by ${r.driver}` : ''}`);
+  return lines;
+}
+
+/** `switchyard rollout APP start|status|pause|resume|promote|abort` */
+export const rolloutCommand: ApiCommand = {
+  usage: 'rollout APP start|status|pause|resume|promote|abort [options]',
+  summary:
+    'progressive rollout with automatic analysis and rollback — start --to POOL (--preset canary10-5m | --steps 10:5m,50:5m,100) [--max-error-rate 0.01] [--max-p99 MS] [--min-requests 100] [--on-failure rollback|pause] [--no-analysis] [--reason R]; status; pause; resume; promote (100 % now) and abort (starting weights back) [--reason R] [--force]',
+  args: [2, 2],
+  options: {
+    to: { type: 'string' },
+    preset: { type: 'string' },
+    steps: { type: 'string' },
+    'max-error-rate': { type: 'string' },
+    'max-p99': { type: 'string' },
+    'min-requests': { type: 'string' },
+    'on-failure': { type: 'string' },
+    'no-analysis': { type: 'boolean' },
+    reason: { type: 'string' },
+    force: { type: 'boolean' },
+  },
+  async run(ctx) {
+    const [app, verb] = ctx.args as [string, string];
+    if (!(VERBS as readonly string[]).includes(verb)) throw new UsageError(`unknown rollout action "${verb}" (${VERBS.join(', ')})`);
+    const v = verb as Verb;
+    if (v !== 'start') {
+      const misplaced = START_ONLY.find((o) => ctx.values[o] !== undefined);
+      if (misplaced !== undefined) throw new UsageError(`--${misplaced} goes with start only`);
+    }
+    if (ctx.values.force !== undefined && v !== 'promote' && v !== 'abort') throw new UsageError('--force goes with promote or abort only');
+    const base = `/v1/apps/${encodeURIComponent(app)}/rollouts`;
+    let r: RolloutView;
+    if (v === 'start') r = await ctx.client.post<RolloutView>(base, startBody(ctx));
+    else if (v === 'status') r = await ctx.client.get<RolloutView>(`${base}/current`);
+    else {
+      const body: Record<string, unknown> = {};
+      if (typeof ctx.values.reason === 'string') body.reason = ctx.values.reason;
+      if (ctx.values.force === true) body.force = true;
+      r = await ctx.client.post<RolloutView>(`${base}/current/${v}`, body);
+    }
+    if (ctx.json) ctx.out(JSON.stringify(r, null, 2));
+    else for (const line of rolloutLines(r)) ctx.out(line);
+    return 0;
+  },
+};

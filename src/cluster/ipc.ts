@@ -1,0 +1,84 @@
+import type { Registry } from 'prom-client';
+import type { Config } from '../config/schema.ts';
+import type { PoolCounts } from '../control/counts.ts';
+import type { StatsExport } from '../metrics/stats.ts';
+import type { RoutingState } from '../state/types.ts';
+
+/**
+ * The messages between the primary and its workers (node:cluster's IPC channel, JSON). Both
+ * ends run the same code and the same config, so apps, pools and targets are addressed by
+ * their index in the config, as the snapshot and the Runtime index them.
+ */
+
+/** What the primary's health checks say of one target: the fields the data plane reads. */
+export interface TargetHealth {
+  readonly healthy: boolean;
+  /** epoch ms until which passive checks (of any worker) left it out */
+  readonly ejectedUntil: number;
+}
+
+/** Every target's health, `[app][pool][target]` in config order. */
+export type HealthTable = readonly (readonly (readonly TargetHealth[])[])[];
+
+/** A worker's figures, sent every `reportInterval` and summed by the primary. */
+export interface WorkerReport {
+  /** app → revision the worker routes on */
+  readonly applied: Readonly<Record<string, number>>;
+  /** app → pool → live counts */
+  readonly pools: Readonly<Record<string, Readonly<Record<string, PoolCounts>>>>;
+  /** its live stats windows (`LiveStats.exportWindows`) */
+  readonly stats: StatsExport;
+  /** requests it finished since it started */
+  readonly served: number;
+}
+
+/** `Registry.getMetricsAsJSON()`, what `AggregatorRegistry.aggregate` merges */
+export type PrometheusJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
+
+/** Primary → worker. */
+export type ToWorker =
+  /** the answer to `hello`: everything a worker needs to serve */
+  | { readonly type: 'sy:init'; readonly slot: number; readonly config: Config; readonly states: readonly RoutingState[]; readonly health: HealthTable }
+  /** a routing state the primary applied */
+  | { readonly type: 'sy:state'; readonly state: RoutingState }
+  | { readonly type: 'sy:health'; readonly health: HealthTable }
+  /** a `/metrics` scrape: answer with the registry as JSON */
+  | { readonly type: 'sy:metrics'; readonly id: number }
+  /** run the graceful shutdown (delay, grace, hardStop) and exit */
+  | { readonly type: 'sy:shutdown' };
+
+/** Worker → primary. */
+export type ToPrimary =
+  /** its message listener is in place (a message sent earlier could be lost while modules load) */
+  | { readonly type: 'sy:hello' }
+  /** listening; `listen` says how */
+  | { readonly type: 'sy:ready'; readonly pid: number; readonly listen: ListenMode }
+  /** sent at once after applying a state, so a write can wait for every worker */
+  | { readonly type: 'sy:applied'; readonly applied: Readonly<Record<string, number>> }
+  | { readonly type: 'sy:report'; readonly report: WorkerReport }
+  /** its passive checks ejected a target: the primary tells the others */
+  | { readonly type: 'sy:ejected'; readonly app: number; readonly pool: number; readonly target: number; readonly until: number }
+  | { readonly type: 'sy:metrics'; readonly id: number; readonly metrics: PrometheusJson }
+  /** the graceful shutdown is done; `cut` connections were still open at hardStop */
+  | { readonly type: 'sy:stopped'; readonly cut: number }
+  /** it could not start (e.g. the port is taken); it exits 1 next */
+  | { readonly type: 'sy:fatal'; readonly message: string };
+
+/**
+ * `reuseport`: the worker has a listening socket of its own (SO_REUSEPORT) and the kernel spreads
+ * connections; `shared`: node:cluster's default, the primary accepts and hands sockets over.
+ */
+export type ListenMode = 'reuseport' | 'shared';
+
+/** How a worker talks to its primary; main.ts makes one from `process` (only it touches process). */
+export interface WorkerChannel {
+  send(msg: ToPrimary): void;
+  onMessage(fn: (msg: ToWorker) => void): void;
+  /** the primary went away (it died, or closed the channel) */
+  onDisconnect(fn: () => void): void;
+}
+
+/** Our messages only: node:cluster's own and prom-client's travel on the same channel. */
+export function isOurs<T extends { readonly type: string }>(msg: unknown): msg is T {
+  return typeof msg === 'object' && msg !== null && typeof (msg as { type?: unknown }).type === 'string' && (msg as { type: string }).type.startsWith('sy:');
+}

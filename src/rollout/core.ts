@@ -1,0 +1,96 @@
+import type { Logger } from 'pino';
+import { Counter, type Registry } from 'prom-client';
+import type { Controller } from '../control/controller.ts';
+import { SwitchyardError } from '../errors.ts';
+import type { RoutingState } from '../state/types.ts';
+import { bpToPct } from '../state/weights.ts';
+import { analyse, type StatsSource } from './analysis.ts';
+import { isActive, ROLLOUT_RESULTS, sameWeights, stepWeights, type Rollout, type RolloutResult } from './model.ts';
+import type { RolloutStore } from './store.ts';
+import { rolloutView, type RolloutView } from './view.ts';
+
+/** A record update: the fields to change, or null to leave the record as it is. */
+export type Patch = (r: Rollout) => Partial<Rollout> | null;
+
+export interface RolloutCoreOptions {
+  readonly controller: Controller;
+  readonly stats: StatsSource;
+  readonly store: RolloutStore;
+  readonly logger: Logger;
+  readonly now: () => number;
+  /** where `switchyard_rollouts_total` is registered; omitted: not counted */
+  readonly registry?: Registry | undefined;
+}
+
+const CAS_RETRIES = 5;
+
+/** What the commands (rollouts.ts) and the driver (driver.ts) share: the record, the weights, the count. */
+export class RolloutCore {
+  readonly controller: Controller;
+  readonly stats: StatsSource;
+  readonly store: RolloutStore;
+  readonly logger: Logger;
+  readonly now: () => number;
+  readonly #counter: Counter | null;
+
+  constructor(opts: RolloutCoreOptions) {
+    this.controller = opts.controller;
+    this.stats = opts.stats;
+    this.store = opts.store;
+    this.logger = opts.logger;
+    this.now = opts.now;
+    this.#counter = opts.registry === undefined ? null : new Counter({ name: 'switchyard_rollouts_total', help: 'Rollouts that ended, by app and result (succeeded, rolled-back, aborted).', labelNames: ['app', 'result'], registers: [opts.registry] });
+    for (const app of this.controller.config.apps) for (const result of ROLLOUT_RESULTS) this.#counter?.labels(app.name, result).inc(0);
+  }
+
+  pools(app: string): string[] {
+    return Object.keys(this.controller.appConfig(app).pools);
+  }
+
+  /**
+   * Read, patch, compare-and-set, retried while others write in between. Returns the written
+   * record, or null when the patch said no change or the app's record is another rollout's.
+   * With `strict`, a replaced record is a 409 too; a patch may throw (409) either way.
+   */
+  async update(app: string, id: string, patch: Patch, strict = false): Promise<Rollout | null> {
+    for (let attempt = 0; attempt < CAS_RETRIES; attempt++) {
+      const cur = await this.store.get(app);
+      if (cur === null || cur.id !== id) {
+        if (strict) throw new SwitchyardError('CONFLICT', `rollout ${id} of app "${app}" was replaced meanwhile`);
+        return null;
+      }
+      const change = patch(cur);
+      if (change === null) return null;
+      const next: Rollout = { ...cur, ...change, version: cur.version + 1, updatedAt: this.now() };
+      const put = await this.store.put(next, cur.version);
+      if (put.ok) return put.rollout;
+    }
+    throw new SwitchyardError('CONFLICT', `the rollout of app "${app}" kept changing under this write; try again`);
+  }
+
+  /** Writes step `n`'s weights (unless they are already in place) with If-Match `revision`. */
+  async writeStep(r: Rollout, n: number, revision: number, pools: readonly string[]): Promise<RoutingState> {
+    const step = r.steps[n - 1] as { weight: number };
+    const weights = stepWeights(r.from, r.to, step.weight, pools);
+    const current = this.controller.state(r.app);
+    if (current.revision === revision && sameWeights(current.weights, weights)) return current;
+    const reason = `rollout ${r.id} step ${n}/${r.steps.length}: ${r.to} ${bpToPct(step.weight)}%${r.reason ? ` (${r.reason})` : ''}`;
+    return this.controller.setWeights(r.app, weights, { by: r.by, reason, expectedRevision: revision }, 'rollout');
+  }
+
+  /** The fields of a record that just ended. */
+  ended(state: RolloutResult, reason: string): Partial<Rollout> {
+    return { state, reason, nextAt: null, remainingMs: null, endedAt: this.now() };
+  }
+
+  count(app: string, result: RolloutResult): void {
+    this.#counter?.labels(app, result).inc();
+  }
+
+  /** The API's view, with live analysis figures while the rollout runs or is paused. */
+  view(r: Rollout, pools: readonly string[], driver?: string | null): RolloutView {
+    const now = this.now();
+    const live = isActive(r) && r.analysis !== null ? analyse(r, this.stats, now) : null;
+    return rolloutView(r, pools, now, live, driver);
+  }
+}

@@ -1,0 +1,226 @@
+import { SwitchyardError } from '../errors.ts';
+import type { RoutingState } from '../state/types.ts';
+import { analyse } from './analysis.ts';
+import type { RolloutCore } from './core.ts';
+import type { Lease, Scheduler } from './lease.ts';
+import { isActive, sameWeights, type AnalysisResult, type Rollout } from './model.ts';
+
+/** How many history entries the driver reads to see whether a newer revision was a manual change. */
+const HISTORY_LOOKBACK = 50;
+/** A rollout whose start never finished (its first step written, the record not told) is picked up after this. */
+export const START_GRACE_MS = 10_000;
+
+export interface DriverOptions {
+  readonly core: RolloutCore;
+  readonly lease: Lease;
+  readonly schedule: Scheduler;
+  /** ms between rounds when nothing is due sooner */
+  readonly tickMs: number;
+}
+
+/**
+ * Moves every app's rollout on, on the lease holder only: each round reads the records from the
+ * store (so a new driver continues exactly where the old one stopped), aborts a rollout that a
+ * manual write overtook, judges the analysis, and writes the next step when its pause is over.
+ * Rounds run one at a time, every `tickMs` or sooner when a step is due.
+ *
+ * The driver writes weights first, with If-Match on the revision the record last saw, and the
+ * record after; commands do the opposite (rollouts.ts). So a command's weights either land after
+ * the driver's or make its write stale, and the record never disagrees with the routing for long.
+ */
+export class RolloutDriver {
+  readonly #core: RolloutCore;
+  readonly #lease: Lease;
+  readonly #schedule: Scheduler;
+  readonly #tickMs: number;
+  #cancel: (() => void) | null = null;
+  #running: Promise<void> | null = null;
+  #again = false;
+  #closed = false;
+  /** the last record read per app: put back if the store comes back empty (a Redis restarted without persistence) */
+  readonly #seen = new Map<string, Rollout>();
+
+  constructor(opts: DriverOptions) {
+    this.#core = opts.core;
+    this.#lease = opts.lease;
+    this.#schedule = opts.schedule;
+    this.#tickMs = opts.tickMs;
+  }
+
+  /** A round soon: now, or right after the one in progress. */
+  kick(): void {
+    if (this.#closed) return;
+    if (this.#running !== null) {
+      this.#again = true;
+      return;
+    }
+    this.#cancel?.();
+    this.#cancel = this.#schedule(() => void this.round(), 0);
+  }
+
+  /** One round (or joins the one in progress); resolves when it is done. */
+  round(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    if (this.#running !== null) {
+      this.#again = true;
+      return this.#running;
+    }
+    this.#cancel?.();
+    this.#cancel = null;
+    let soonest = this.#tickMs;
+    const run = async (): Promise<void> => {
+      do {
+        this.#again = false;
+        if (!this.#lease.held()) {
+          await this.#watch();
+          break;
+        }
+        for (const app of this.#core.controller.config.apps) {
+          try {
+            const r = await this.#driveOne(app.name);
+            if (r?.state === 'running' && r.nextAt !== null) soonest = Math.min(soonest, Math.max(0, r.nextAt - this.#core.now()));
+          } catch (err) {
+            this.#core.logger.warn({ err, app: app.name }, 'rollout driver: round failed; trying again at the next one');
+          }
+        }
+      } while (this.#again && !this.#closed);
+    };
+    this.#running = run().finally(() => {
+      this.#running = null;
+      if (!this.#closed) this.#cancel = this.#schedule(() => void this.round(), soonest);
+    });
+    return this.#running;
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#cancel?.();
+    await this.#running?.catch(() => undefined);
+  }
+
+  /** Drives one app's rollout one round on; returns the record as it stands after. */
+  async #driveOne(app: string): Promise<Rollout | null> {
+    const core = this.#core;
+    let r = (await core.store.get(app)) ?? (await this.#reseed(app));
+    if (r !== null) this.#seen.set(app, r);
+    if (r === null || !isActive(r)) return r;
+    const pools = core.pools(app);
+    if (!pools.includes(r.to)) return this.#abort(r, `pool "${r.to}" is no longer in the config`);
+    const state = core.controller.state(app);
+    if (state.revision > r.revision) {
+      const since = r.revision;
+      const entries = await core.controller.history(app, Math.min(state.revision - since, HISTORY_LOOKBACK));
+      const manual = entries.filter((e) => e.revision > since && e.action !== 'rollout' && e.action !== 'reseed').sort((a, b) => a.revision - b.revision)[0];
+      if (manual !== undefined) return this.#abort(r, `manual change at revision ${manual.revision} (${manual.action} by ${manual.by})`);
+      // the rollout's own write, which a crash kept the record from hearing of
+      r = (await core.update(app, r.id, (x) => (isActive(x) && x.revision < state.revision ? { revision: state.revision } : null))) ?? r;
+      if (!isActive(r)) return r;
+    }
+    if (r.state === 'paused') return r;
+    const now = core.now();
+    if (r.analysis !== null) {
+      const result = analyse(r, core.stats, now);
+      if (result.verdict === 'fail') return this.#fail(r, result.why ?? 'analysis failed', result);
+    }
+    if (r.nextAt === null) {
+      // still starting (rollouts.ts `begin`); only a start that died half-way is taken over
+      if (now - r.updatedAt < START_GRACE_MS) return r;
+      const pause = (r.steps[r.step - 1] as { pauseMs: number }).pauseMs;
+      r = (await core.update(app, r.id, (x) => (x.state === 'running' && x.nextAt === null ? { nextAt: x.stepStartedAt + pause } : null))) ?? r;
+      return r;
+    }
+    if (now < r.nextAt) return r;
+    if (r.step >= r.steps.length) {
+      const done = await core.update(app, r.id, (x) => (x.state === 'running' && x.step >= x.steps.length ? core.ended('succeeded', `${x.to} reached 100%`) : null));
+      if (done !== null) this.#succeeded(done);
+      return done;
+    }
+    return this.#advance(r, pools);
+  }
+
+  async #advance(r: Rollout, pools: readonly string[]): Promise<Rollout | null> {
+    const core = this.#core;
+    const next = r.step + 1;
+    let written: RoutingState;
+    try {
+      written = await core.writeStep(r, next, r.revision, pools);
+    } catch (err) {
+      if (err instanceof SwitchyardError && err.code === 'POOL_UNHEALTHY') return this.#fail(r, `step ${next} refused: ${err.message}`, null);
+      // stale: the next round looks at what was written meanwhile; store down: it tries again
+      throw err;
+    }
+    const pause = (r.steps[next - 1] as { pauseMs: number }).pauseMs;
+    const now = core.now();
+    const last = next === r.steps.length && pause === 0;
+    const updated = await core.update(r.app, r.id, (x) => {
+      if (!isActive(x) || x.step >= next) return null;
+      const base = { step: next, stepStartedAt: now, revision: Math.max(x.revision, written.revision) };
+      if (x.state === 'paused') return { ...base, remainingMs: pause };
+      return last ? { ...base, ...core.ended('succeeded', `${x.to} reached 100%`) } : { ...base, nextAt: now + pause };
+    });
+    if (updated?.state === 'succeeded') this.#succeeded(updated);
+    return updated;
+  }
+
+  /** A failed analysis (or a refused step): back to the starting weights, or a pause. */
+  async #fail(r: Rollout, why: string, result: AnalysisResult | null): Promise<Rollout | null> {
+    const core = this.#core;
+    const reason = `analysis failed: ${why}`;
+    const pause = (x: Rollout, note: string): Partial<Rollout> => ({ state: 'paused', nextAt: null, remainingMs: Math.max(0, (x.nextAt ?? core.now()) - core.now()), reason: `${reason}; ${note}`, lastAnalysis: result });
+    if (r.onFailure === 'pause') {
+      const paused = await core.update(r.app, r.id, (x) => (x.state === 'running' ? pause(x, 'paused (onFailure: pause)') : null));
+      if (paused !== null) core.logger.warn({ app: r.app, rollout: r.id, analysis: result }, `rollout ${r.id} of ${r.app} paused: ${reason}`);
+      return paused;
+    }
+    try {
+      if (!sameWeights(core.controller.state(r.app).weights, r.from)) {
+        await core.controller.setWeights(r.app, r.from, { by: 'switchyard', reason: `rollout ${r.id} rolled back: ${why}`, expectedRevision: r.revision }, 'rollout');
+      }
+    } catch (err) {
+      if (!(err instanceof SwitchyardError) || err.code !== 'POOL_UNHEALTHY') throw err;
+      // the pools it came from have no healthy target either: hold here and let the operator decide
+      const held = await core.update(r.app, r.id, (x) => (x.state === 'running' ? pause(x, `the rollback was refused (${err.message}), so it is paused`) : null));
+      core.logger.error({ app: r.app, rollout: r.id, analysis: result }, `rollout ${r.id} of ${r.app}: ${reason}; the rollback was refused, paused instead`);
+      return held;
+    }
+    const revision = core.controller.state(r.app).revision;
+    const ended = await core.update(r.app, r.id, (x) => (isActive(x) ? { ...core.ended('rolled-back', reason), lastAnalysis: result, revision } : null));
+    if (ended !== null) {
+      core.count(r.app, 'rolled-back');
+      core.logger.warn({ app: r.app, rollout: r.id, analysis: result }, `rollout ${r.id} of ${r.app} rolled back: ${why}`);
+    }
+    return ended;
+  }
+
+  /** Off the lease: only keep a copy of each record, for #reseed should this instance take over from an empty store. */
+  async #watch(): Promise<void> {
+    for (const app of this.#core.controller.config.apps) {
+      const r = await this.#core.store.get(app.name).catch(() => null);
+      if (r !== null) this.#seen.set(app.name, r);
+    }
+  }
+
+  /** The store lost the app's record while it ran (the fleet re-seeds the routing state the same way): write it back. */
+  async #reseed(app: string): Promise<Rollout | null> {
+    const mine = this.#seen.get(app);
+    if (mine === undefined || !isActive(mine)) return null;
+    const put = await this.#core.store.put({ ...mine, version: 1 }, 0);
+    if (put.ok) this.#core.logger.warn({ app, rollout: mine.id }, `the store had lost rollout ${mine.id} of ${app}; written back from this driver's copy`);
+    return put.ok ? put.rollout : put.current;
+  }
+
+  /** Ends a rollout as aborted, leaving the weights as they are (a manual write set them). */
+  async #abort(r: Rollout, reason: string): Promise<Rollout | null> {
+    const ended = await this.#core.update(r.app, r.id, (x) => (isActive(x) ? this.#core.ended('aborted', reason) : null));
+    if (ended !== null) {
+      this.#core.count(r.app, 'aborted');
+      this.#core.logger.warn({ app: r.app, rollout: r.id }, `rollout ${r.id} of ${r.app} aborted: ${reason}`);
+    }
+    return ended;
+  }
+
+  #succeeded(r: Rollout): void {
+    this.#core.count(r.app, 'succeeded');
+    this.#core.logger.info({ app: r.app, rollout: r.id }, `rollout ${r.id} of ${r.app} succeeded`);
+  }
+}

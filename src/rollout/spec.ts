@@ -1,0 +1,106 @@
+import { z } from 'zod';
+import { parseDuration } from '../config/duration.ts';
+import { SwitchyardError } from '../errors.ts';
+import { pctToBp, TOTAL_BP } from '../state/weights.ts';
+import { DEFAULT_ANALYSIS, presetSteps, PRESET_EXAMPLES, type Analysis, type OnFailure, type Step } from './model.ts';
+
+/** The longest pause a step may have: a rollout that outlives a week is a forgotten one. */
+export const MAX_PAUSE_MS = 7 * 24 * 3_600_000;
+export const MAX_STEPS = 100;
+
+const reason = z.string().max(1000).nullable().optional();
+/** `5m`, `30s`, `250ms`, or a number of milliseconds, as everywhere in Switchyard */
+const pause = z.union([z.string().max(20), z.number()]);
+
+/** `POST /v1/apps/:app/rollouts`; what zod cannot know (pools, decimals, order) is checked by `parseRolloutBody`. */
+export const rolloutBody = z.strictObject({
+  to: z.string().min(1).max(63),
+  steps: z.array(z.strictObject({ weight: z.number(), pause: pause.optional() })).min(1).max(MAX_STEPS).optional(),
+  preset: z.string().min(1).max(100).optional(),
+  /** null: no analysis, the steps only follow their pauses */
+  analysis: z
+    .strictObject({
+      maxErrorRate: z.number().min(0).max(1).default(DEFAULT_ANALYSIS.maxErrorRate),
+      maxP99Ms: z.number().positive().optional(),
+      minRequests: z.number().int().min(1).max(1_000_000_000).default(DEFAULT_ANALYSIS.minRequests),
+    })
+    .nullable()
+    .optional(),
+  onFailure: z.enum(['rollback', 'pause']).optional(),
+  reason,
+});
+export type RolloutBody = z.infer<typeof rolloutBody>;
+
+/** `POST …/rollouts/current/pause|resume` */
+export const pauseBody = z.strictObject({ reason });
+/** `POST …/rollouts/current/promote|abort`; `force` passes the health gate for the weights they write */
+export const finishBody = z.strictObject({ reason, force: z.boolean().optional() });
+
+/** A validated rollout request, in basis points and milliseconds. */
+export interface RolloutSpec {
+  readonly to: string;
+  readonly steps: readonly Step[];
+  readonly analysis: Analysis | null;
+  readonly onFailure: OnFailure;
+  readonly reason: string | null;
+}
+
+interface Issue {
+  path: string;
+  message: string;
+}
+
+/**
+ * Checks a rollout body against the app's pools: `to` must be one, exactly one of `steps` and
+ * `preset`, weights with at most two decimals in (0, 100] and strictly ascending, pauses valid
+ * durations. A last step below 100 % gets a final 100 % step appended (as Argo promotes fully
+ * after the last step). Throws a 400 whose details name every offending field.
+ */
+export function parseRolloutBody(body: RolloutBody, pools: readonly string[]): RolloutSpec {
+  const issues: Issue[] = [];
+  if (!pools.includes(body.to)) issues.push({ path: 'to', message: `unknown pool (pools: ${pools.join(', ')})` });
+  let steps: Step[] = [];
+  if (body.steps !== undefined && body.preset !== undefined) issues.push({ path: 'preset', message: 'give steps or preset, not both' });
+  else if (body.steps === undefined && body.preset === undefined) issues.push({ path: 'steps', message: `required (or a preset, e.g. ${PRESET_EXAMPLES.join(', ')})` });
+  else if (body.preset !== undefined) {
+    const preset = presetSteps(body.preset, parseDuration);
+    if (preset === null) issues.push({ path: 'preset', message: `unknown preset (canaryP-D, linearP-every-D or all-at-once, e.g. ${PRESET_EXAMPLES.join(', ')})` });
+    else steps = preset;
+  } else {
+    steps = parseSteps(body.steps ?? [], issues);
+  }
+  if (issues.length > 0) throw badRequest(issues);
+  const last = steps[steps.length - 1] as Step;
+  if (last.weight !== TOTAL_BP) {
+    if (steps.length >= MAX_STEPS) throw badRequest([{ path: 'steps', message: `at most ${MAX_STEPS} steps including the final 100 %` }]);
+    steps.push({ weight: TOTAL_BP, pauseMs: 0 });
+  }
+  const analysis: Analysis | null =
+    body.analysis === null ? null : body.analysis === undefined ? DEFAULT_ANALYSIS : { maxErrorRate: body.analysis.maxErrorRate, minRequests: body.analysis.minRequests, ...(body.analysis.maxP99Ms === undefined ? {} : { maxP99Ms: body.analysis.maxP99Ms }) };
+  return { to: body.to, steps, analysis, onFailure: body.onFailure ?? 'rollback', reason: body.reason ?? null };
+}
+
+function parseSteps(input: readonly { weight: number; pause?: string | number | undefined }[], issues: Issue[]): Step[] {
+  const steps: Step[] = [];
+  let previous = 0;
+  input.forEach((s, i) => {
+    const bp = pctToBp(s.weight);
+    if (typeof bp === 'string') issues.push({ path: `steps[${i}].weight`, message: bp });
+    else if (bp === 0) issues.push({ path: `steps[${i}].weight`, message: 'must be above 0' });
+    else if (bp <= previous) issues.push({ path: `steps[${i}].weight`, message: `steps must be ascending: ${bp / 100} follows ${previous / 100}` });
+    let pauseMs = 0;
+    if (s.pause !== undefined) {
+      const ms = parseDuration(s.pause);
+      if (ms === undefined) issues.push({ path: `steps[${i}].pause`, message: 'must be a duration like 30s, 5m or 250ms (or milliseconds)' });
+      else if (ms > MAX_PAUSE_MS) issues.push({ path: `steps[${i}].pause`, message: 'at most 7d' });
+      else pauseMs = Math.round(ms);
+    }
+    if (typeof bp === 'number' && bp > previous) previous = bp;
+    steps.push({ weight: typeof bp === 'number' ? bp : 0, pauseMs });
+  });
+  return steps;
+}
+
+function badRequest(issues: readonly Issue[]): SwitchyardError {
+  return new SwitchyardError('BAD_REQUEST', issues.map((d) => `${d.path}: ${d.message}`).join('; '), { details: issues });
+}
