@@ -51,8 +51,8 @@ export type ToWorker =
 export type ToPrimary =
   /** its message listener is in place (a message sent earlier could be lost while modules load) */
   | { readonly type: 'sy:hello' }
-  /** listening; `listen` says how */
-  | { readonly type: 'sy:ready'; readonly pid: number; readonly listen: ListenMode }
+  /** listening (`listen` says how), routing on `applied` */
+  | { readonly type: 'sy:ready'; readonly pid: number; readonly listen: ListenMode; readonly applied: Readonly<Record<string, number>> }
   /** sent at once after applying a state, so a write can wait for every worker */
   | { readonly type: 'sy:applied'; readonly applied: Readonly<Record<string, number>> }
   | { readonly type: 'sy:report'; readonly report: WorkerReport }

@@ -1,7 +1,7 @@
-import { randomBytes } from 'node:crypto';
-import { mkdir, open as openFile, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { SwitchyardError } from '../errors.ts';
+import { writeFileAtomic } from '../state/atomic-file.ts';
 import type { Rollout } from './model.ts';
 
 export type PutResult = { readonly ok: true; readonly rollout: Rollout } | { readonly ok: false; readonly current: Rollout | null };
@@ -114,31 +114,11 @@ export class FileRolloutStore implements RolloutStore {
 
   async #write(records: ReadonlyMap<string, Rollout>): Promise<void> {
     const text = `${JSON.stringify({ version: FILE_VERSION, rollouts: Object.fromEntries(records) }, null, 2)}\n`;
-    const tmp = join(dirname(this.path), `.${basename(this.path)}.${randomBytes(6).toString('hex')}.tmp`);
     try {
-      const fh = await openFile(tmp, 'wx');
-      try {
-        await fh.writeFile(text);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await rename(tmp, this.path);
-      await syncDir(dirname(this.path));
+      await writeFileAtomic(this.path, text);
     } catch (err) {
-      await unlink(tmp).catch(() => undefined);
       throw new SwitchyardError('STORE_UNAVAILABLE', `cannot write the rollouts file ${this.path}: ${(err as Error).message}`, { cause: err });
     }
   }
 }
 
-/** The rename is durable once the directory entry is; where a directory cannot be fsynced (Windows), nothing is lost by skipping. */
-async function syncDir(dir: string): Promise<void> {
-  const fh = await openFile(dir, 'r').catch(() => null);
-  if (fh === null) return;
-  try {
-    await fh.sync().catch(() => undefined);
-  } finally {
-    await fh.close();
-  }
-}

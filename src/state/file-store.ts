@@ -1,7 +1,7 @@
-import { randomBytes } from 'node:crypto';
-import { mkdir, open as openFile, readFile, readdir, rename, unlink } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+import { mkdir, readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import { SwitchyardError } from '../errors.ts';
+import { removeStaleTemps, writeFileAtomic } from './atomic-file.ts';
 import { historyEntryOf, type CasResult, type HistoryEntry, type RoutingState, type StateStore, type Unsubscribe } from './types.ts';
 
 export interface FileStoreOptions {
@@ -134,21 +134,9 @@ export class FileStore implements StateStore {
 
   async #write(apps: ReadonlyMap<string, AppRecord>): Promise<void> {
     const text = `${JSON.stringify({ version: FILE_VERSION, apps: Object.fromEntries(apps) }, null, 2)}\n`;
-    const tmp = join(dirname(this.#path), `${tempPrefix(this.#path)}${randomBytes(6).toString('hex')}.tmp`);
     try {
-      const fh = await openFile(tmp, 'wx');
-      try {
-        await fh.writeFile(text);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await rename(tmp, this.#path);
-      // If only this fails the rename may still survive a crash; the caller is told the write
-      // failed, and the next write rewrites the whole file from memory anyway.
-      await syncDir(dirname(this.#path));
+      await writeFileAtomic(this.#path, text);
     } catch (err) {
-      await unlink(tmp).catch(() => {});
       throw new SwitchyardError('STORE_UNAVAILABLE', `cannot write the state file ${this.#path}: ${messageOf(err)}`, { cause: err });
     }
   }
@@ -183,38 +171,6 @@ async function load(path: string, historyLimit: number): Promise<Map<string, App
   return apps;
 }
 
-/** A crash between writing a temp file and renaming it leaves one behind; this process is the only writer. */
-async function removeStaleTemps(path: string): Promise<void> {
-  const prefix = tempPrefix(path);
-  const names = await readdir(dirname(path)).catch(() => [] as string[]);
-  for (const name of names) {
-    if (name.startsWith(prefix) && name.endsWith('.tmp')) await unlink(join(dirname(path), name)).catch(() => {});
-  }
-}
-
-function tempPrefix(path: string): string {
-  return `.${basename(path)}.`;
-}
-
-/** The rename is durable only once the directory entry is; Windows cannot fsync a directory and loses nothing by skipping. */
-async function syncDir(dir: string): Promise<void> {
-  let fh;
-  try {
-    fh = await openFile(dir, 'r');
-  } catch (err) {
-    if (errnoOf(err) === 'EISDIR' || errnoOf(err) === 'EPERM') return;
-    throw err;
-  }
-  try {
-    await fh.sync();
-  } catch (err) {
-    if (errnoOf(err) !== 'EINVAL') throw err;
-  } finally {
-    await fh.close();
-  }
-}
-
-/** A private frozen copy: the caller keeps its object, and nobody edits the store's memory through a returned one. */
 function freezeState(state: RoutingState): RoutingState {
   const copy = structuredClone(state);
   Object.freeze(copy.weights);

@@ -1,8 +1,8 @@
-import { randomBytes } from 'node:crypto';
-import { mkdir, open as openFile, readFile, rename, unlink } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+import { mkdir, readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import type { RoutingState } from './types.ts';
+import { writeFileAtomic } from './atomic-file.ts';
 
 const CACHE_VERSION = 1;
 
@@ -82,20 +82,11 @@ export class StateCacheWriter {
       this.#pending = null;
       if (states === null) return;
       const text = `${JSON.stringify({ version: CACHE_VERSION, prefix: this.#prefix, states: Object.fromEntries(states) })}\n`;
-      const dir = dirname(this.#path);
-      const tmp = join(dir, `.${basename(this.#path)}.${randomBytes(6).toString('hex')}.tmp`);
       try {
-        await mkdir(dir, { recursive: true });
-        const fh = await openFile(tmp, 'w');
-        try {
-          await fh.writeFile(text);
-          await fh.sync();
-        } finally {
-          await fh.close();
-        }
-        await rename(tmp, this.#path);
+        await mkdir(dirname(this.#path), { recursive: true });
+        // a cache: no directory fsync, a lost rename only costs the newest copy
+        await writeFileAtomic(this.#path, text, { durable: false });
       } catch (err) {
-        await unlink(tmp).catch(() => undefined);
         this.#onError(err);
       }
     });

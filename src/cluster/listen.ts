@@ -1,0 +1,37 @@
+import { once } from 'node:events';
+import type { Server } from 'node:net';
+import type { ListenMode } from './ipc.ts';
+
+/** Errors that mean "this platform has no SO_REUSEPORT balancing", not "the port is taken". */
+const UNSUPPORTED = new Set(['ENOTSUP', 'EOPNOTSUPP', 'ENOPROTOOPT', 'EINVAL', 'ERR_INVALID_ARG_VALUE']);
+
+async function listenOnce(server: Server, options: { host: string; port: number; reusePort?: boolean }): Promise<void> {
+  server.listen(options);
+  await once(server, 'listening');
+}
+
+/**
+ * Binds a worker's proxy listener. With `reusePort` (Linux ≥ 3.9, Node ≥ 22.12) every worker
+ * has a listening socket of its own on the same port and the kernel spreads incoming
+ * connections between them: nothing passes through the primary. For a proxy that beats
+ * node:cluster's default, where the primary accepts every connection and hands it to a worker
+ * over IPC (a syscall and a message per connection, and the primary's event loop, busy with
+ * health checks and the admin API, on every client's path), and its "shared handle" mode, where
+ * the workers race for one accept queue and the busiest often wins.
+ *
+ * Falls back to node:cluster's own distribution (round robin through the primary, except on
+ * Windows) where SO_REUSEPORT is missing, and for port 0: there each reuse-port socket would get a
+ * port of its own, while cluster hands every worker the same one.
+ */
+export async function listenWorker(server: Server, host: string, port: number): Promise<ListenMode> {
+  if (port !== 0) {
+    try {
+      await listenOnce(server, { host, port, reusePort: true });
+      return 'reuseport';
+    } catch (err) {
+      if (!UNSUPPORTED.has((err as { code?: string }).code ?? '')) throw err;
+    }
+  }
+  await listenOnce(server, { host, port });
+  return 'shared';
+}

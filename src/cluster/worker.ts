@@ -1,0 +1,239 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import type { Config } from '../config/schema.ts';
+import type { PoolCounts } from '../control/counts.ts';
+import { DrainDeadlines } from '../dataplane/drain.ts';
+import { TrustedProxies } from '../dataplane/headers.ts';
+import { Runtime } from '../dataplane/runtime.ts';
+import { DataPlane } from '../dataplane/server.ts';
+import { HealthMonitor, type HealthChange } from '../health/monitor.ts';
+import type { Probe } from '../health/probe.ts';
+import { createTelemetry, type Telemetry } from '../metrics/telemetry.ts';
+import type { RoutingState } from '../state/types.ts';
+import type { HealthTable, ListenMode, PrometheusJson, ToWorker, WorkerChannel, WorkerReport } from './ipc.ts';
+import { listenWorker } from './listen.ts';
+import { StateMirror } from './state-mirror.ts';
+
+export interface WorkerOptions {
+  readonly channel: WorkerChannel;
+  /** the worker's logger, made once the primary sent the config (and with it the log level) */
+  readonly logger: (config: Config) => Logger;
+  /** @default Date.now */
+  readonly now?: () => number;
+  /** ms between reports to the primary @default 500 */
+  readonly reportInterval?: number;
+}
+
+export interface WorkerProcess {
+  /** Settles once the worker stopped: resolves after a graceful shutdown, rejects when it could not start. */
+  readonly stopped: Promise<{ cut: number }>;
+  /** Graceful stop (the primary asks, or a signal reached this process): idempotent. */
+  shutdown(): Promise<{ cut: number }>;
+}
+
+/** Active checks run in the primary alone; a worker's HealthMonitor only wires the passive ones. */
+const noProbe: Probe = () => Promise.resolve({ ok: true, status: null, version: null, error: null });
+
+/**
+ * A data-plane worker: says hello, builds its data plane from the primary's `init` (config,
+ * every app's routing state, target health), listens, then follows the primary's states and
+ * health and reports its figures. Touches no process state; main.ts hands it a channel.
+ */
+export function startWorker(opts: WorkerOptions): WorkerProcess {
+  const { channel } = opts;
+  let plane: WorkerPlane | null = null;
+  let stopping: Promise<{ cut: number }> | null = null;
+  const stopped = Promise.withResolvers<{ cut: number }>();
+  // a worker that failed to start has nobody to report to but the primary and its exit code
+  stopped.promise.catch(() => undefined);
+
+  const fail = (err: unknown): void => {
+    channel.send({ type: 'sy:fatal', message: err instanceof Error ? err.message : String(err) });
+    stopped.reject(err);
+  };
+
+  function shutdown(): Promise<{ cut: number }> {
+    stopping ??= (plane === null ? Promise.resolve({ cut: 0 }) : plane.shutdown()).then((r) => {
+      channel.send({ type: 'sy:stopped', cut: r.cut });
+      stopped.resolve(r);
+      return r;
+    });
+    return stopping;
+  }
+
+  channel.onMessage((msg: ToWorker) => {
+    switch (msg.type) {
+      case 'sy:init': {
+        if (plane !== null || stopping !== null) return;
+        try {
+          plane = new WorkerPlane(msg, opts);
+        } catch (err) {
+          fail(err);
+          return;
+        }
+        const p = plane;
+        p.listen().then((mode) => channel.send({ type: 'sy:ready', pid: process.pid, listen: mode, applied: p.routing.revisions() }), fail);
+        return;
+      }
+      case 'sy:state':
+        plane?.routing.apply(msg.state);
+        return;
+      case 'sy:health':
+        plane?.applyHealth(msg.health);
+        return;
+      case 'sy:metrics':
+        void plane?.metricsJson().then((metrics) => channel.send({ type: 'sy:metrics', id: msg.id, metrics }));
+        return;
+      case 'sy:shutdown':
+        void shutdown();
+        return;
+    }
+  });
+  // the primary died or was killed: finish what is in flight rather than orphan the port
+  channel.onDisconnect(() => void shutdown());
+  channel.send({ type: 'sy:hello' });
+  return { stopped: stopped.promise, shutdown };
+}
+
+/** Everything a worker runs: the single-process data plane, fed by the primary instead of a store. */
+class WorkerPlane {
+  readonly routing: StateMirror;
+  private readonly config: Config;
+  private readonly channel: WorkerChannel;
+  private readonly logger: Logger;
+  private readonly now: () => number;
+  private readonly runtime: Runtime;
+  private readonly health: HealthMonitor;
+  private readonly telemetry: Telemetry;
+  private readonly dataPlane: DataPlane;
+  private readonly drains: DrainDeadlines;
+  private readonly timer: NodeJS.Timeout;
+  private served = 0;
+  private reportSoon: NodeJS.Immediate | null = null;
+
+  constructor(init: Extract<ToWorker, { type: 'sy:init' }>, opts: WorkerOptions) {
+    const config = (this.config = init.config);
+    this.channel = opts.channel;
+    const logger = (this.logger = opts.logger(config).child({ worker: init.slot }));
+    const now = (this.now = opts.now ?? Date.now);
+    this.routing = new StateMirror(config, init.states, logger);
+    this.runtime = new Runtime(config);
+    this.applyHealth(init.health);
+    this.health = new HealthMonitor({ config, runtime: this.runtime, logger: logger.child({ component: 'health' }), now, probe: noProbe });
+    this.health.on('change', (c: HealthChange) => this.onEjected(c));
+    this.telemetry = createTelemetry({ config, controller: this.routing, runtime: this.runtime, store: {}, logger, now });
+    const telemetry = this.telemetry;
+    this.dataPlane = new DataPlane({
+      source: this.routing,
+      runtime: this.runtime,
+      trust: new TrustedProxies(config.trustedProxies),
+      now,
+      onRequest: (rec) => {
+        this.served++;
+        telemetry.onRequest(rec);
+      },
+      onPreviewRejected: telemetry.onPreviewRejected,
+    });
+    this.drains = new DrainDeadlines({ runtime: this.runtime, source: this.routing, now, onDeadline: (app, pool, open) => logger.info({ app, pool, open }, 'drain deadline passed: closing what is still open on the pool') });
+    this.drains.update();
+    this.routing.on('applied', (state: RoutingState) => {
+      logger.debug({ app: state.app, revision: state.revision }, 'routing state applied');
+      this.drains.update();
+      this.channel.send({ type: 'sy:applied', applied: this.routing.revisions() });
+      // the drain figures move with a switch: report them now rather than within an interval
+      this.reportSoon ??= setImmediate(() => {
+        this.reportSoon = null;
+        this.report();
+      });
+    });
+    this.timer = setInterval(() => this.report(), opts.reportInterval ?? 500).unref();
+  }
+
+  async listen(): Promise<ListenMode> {
+    const { host, port } = this.config.listen;
+    const mode = await listenWorker(this.dataPlane.server, host, port);
+    this.report();
+    return mode;
+  }
+
+  /** The primary's view of every target: its active checks' verdict, and ejections by any worker. */
+  applyHealth(table: HealthTable): void {
+    this.runtime.apps.forEach((app, a) =>
+      app.pools.forEach((pool, p) =>
+        pool.targets.forEach((t, i) => {
+          const h = table[a]?.[p]?.[i];
+          if (h === undefined) return;
+          t.healthy = h.healthy;
+          t.ejectedUntil = Math.max(t.ejectedUntil, h.ejectedUntil);
+        }),
+      ),
+    );
+  }
+
+  /** This worker's passive checks ejected a target: the primary passes it on to the others. */
+  private onEjected(c: HealthChange): void {
+    if (c.state !== 'ejected') return;
+    const a = this.runtime.apps.findIndex((x) => x.name === c.app);
+    const p = this.runtime.apps[a]?.pools.findIndex((x) => x.name === c.pool) ?? -1;
+    const targets = this.runtime.apps[a]?.pools[p]?.targets ?? [];
+    const now = this.now();
+    const i = targets.findIndex((t) => t.url === c.target && t.ejectedUntil > now);
+    const t = targets[i];
+    if (t !== undefined) this.channel.send({ type: 'sy:ejected', app: a, pool: p, target: i, until: t.ejectedUntil });
+  }
+
+  private report(): void {
+    const now = this.now();
+    const pools: Record<string, Record<string, PoolCounts>> = {};
+    for (const app of this.runtime.apps) {
+      const byPool: Record<string, PoolCounts> = {};
+      for (const p of app.pools) byPool[p.name] = p.counts(now);
+      pools[app.name] = byPool;
+    }
+    const report: WorkerReport = { applied: this.routing.revisions(), pools, stats: this.telemetry.stats.exportWindows(), served: this.served };
+    this.channel.send({ type: 'sy:report', report });
+  }
+
+  metricsJson(): Promise<PrometheusJson> {
+    return this.telemetry.metrics.registry.getMetricsAsJSON();
+  }
+
+  private inflight(): number {
+    return this.runtime.allPools().reduce((n, p) => n + p.inflight + p.upgraded, 0);
+  }
+
+  /** As the single process's shutdown (app.ts): keep accepting for `delay`, drain within `grace`, cut at `hardStop`. */
+  async shutdown(): Promise<{ cut: number }> {
+    const { delay, grace, hardStop } = this.config.shutdown;
+    const dp = this.dataPlane;
+    const started = this.now();
+    dp.closing = true;
+    this.logger.info({ inflight: this.inflight(), delay, grace, hardStop }, 'worker shutting down: draining');
+    if (delay > 0) await sleep(delay);
+    dp.server.close();
+    dp.server.closeIdleConnections();
+    for (const p of this.runtime.allPools()) for (const c of p.open) if ((c as { upgraded?: boolean }).upgraded === true) c.cut('shutdown');
+    let warned = false;
+    while (this.inflight() > 0 && this.now() - started < hardStop) {
+      if (!warned && this.now() - started >= grace) {
+        warned = true;
+        this.logger.warn({ inflight: this.inflight() }, 'shutdown grace passed with requests still in flight; cutting at hardStop');
+      }
+      dp.server.closeIdleConnections();
+      await sleep(25);
+    }
+    const cut = this.inflight();
+    if (cut > 0) {
+      for (const p of this.runtime.allPools()) for (const c of [...p.open]) c.cut('shutdown');
+      dp.server.closeAllConnections();
+      this.logger.warn({ cut }, 'hard stop: cut connections still open');
+    }
+    clearInterval(this.timer);
+    if (this.reportSoon !== null) clearImmediate(this.reportSoon);
+    this.drains.close();
+    await this.health.close();
+    await this.runtime.close();
+    this.logger.info({ cut, ms: this.now() - started }, 'worker stopped');
+    return { cut };
+  }
+}
