@@ -1,7 +1,7 @@
 import { chmodSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import {
-  BENCH_TOKEN, cpuFor, findCommand, freePort, NODE, REPO_ROOT, startNodeService, startProcess, tail, waitForHttp,
+  BENCH_TOKEN, cpuFor, envInt, findCommand, freePort, NODE, REPO_ROOT, startNodeService, startProcess, tail, waitForHttp,
   type Proc,
 } from './common.ts';
 
@@ -118,8 +118,8 @@ export interface SwitchyardRun {
   adminPort: number;
 }
 
-/** The bench config: one app "bench" on every host, blue and green pools, file store, quiet logs. */
-export function switchyardConfig(o: { port: number; adminPort: number; blue: string; green: string; statePath: string }): string {
+/** The bench config: one app "bench" on every host, blue and green pools, file store, quiet logs; `workers` from WORKERS. */
+export function switchyardConfig(o: { port: number; adminPort: number; blue: string; green: string; statePath: string; workers?: number }): string {
   return `listen: { host: 127.0.0.1, port: ${o.port} }
 admin:
   host: 127.0.0.1
@@ -128,6 +128,7 @@ admin:
 store: { kind: file, path: ${JSON.stringify(o.statePath)} }
 log: { level: warn, accessSample: 0 }
 shutdown: { grace: 1s, hardStop: 2s }
+workers: ${o.workers ?? 1}
 apps:
   - name: bench
     hosts: ["*"]
@@ -147,7 +148,8 @@ export async function startSwitchyard(o: SwitchyardOptions): Promise<SwitchyardR
   const port = await freePort();
   const adminPort = await freePort();
   const configPath = join(o.tmpDir, 'switchyard.yaml');
-  writeFileSync(configPath, switchyardConfig({ port, adminPort, blue: o.blue, green: o.green, statePath: join(o.tmpDir, 'state.json') }));
+  // WORKERS=N: N data-plane processes; pinned like the proxy, they share its CPU(s)
+  writeFileSync(configPath, switchyardConfig({ port, adminPort, blue: o.blue, green: o.green, statePath: join(o.tmpDir, 'state.json'), workers: envInt('WORKERS', 1) }));
   // SWITCHYARD_ENTRY benches another entry point, e.g. the built dist/main.js.
   const entry = resolve(REPO_ROOT, process.env['SWITCHYARD_ENTRY'] ?? 'src/main.ts');
   const proc = startProcess('switchyard', NODE, [entry, 'serve', '--config', configPath], {

@@ -1,5 +1,9 @@
+import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
 import { build } from './app.ts';
+import { isOurs, type ToWorker, type WorkerChannel } from './cluster/ipc.ts';
+import { startPrimary, workerCount } from './cluster/primary.ts';
+import { startWorker } from './cluster/worker.ts';
 import { loadConfig } from './config/load.ts';
 import { ConfigError } from './errors.ts';
 import { createLogger } from './logger.ts';
@@ -22,9 +26,11 @@ export async function serve(args: string[]): Promise<void> {
     throw err;
   }
   const logger = createLogger(config.log.level, process.stdout.isTTY === true);
-  let app;
+  let app: { listen(): Promise<unknown>; shutdown(): Promise<unknown> };
   try {
-    app = await build(config, { logger });
+    // `workers: N > 1`: this process becomes the primary (src/cluster) and forks N data planes running this file
+    const workers = workerCount(config.workers);
+    app = workers > 1 ? await startPrimary(config, { logger, workers, exec: import.meta.filename }) : await build(config, { logger });
     await app.listen();
   } catch (err) {
     if (err instanceof ConfigError) {
@@ -51,7 +57,27 @@ export async function serve(args: string[]): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
-if (import.meta.main) {
+/** A node:cluster worker of `workers: N`: config and routing state come from the primary over IPC. */
+function serveWorker(): void {
+  let last: Promise<unknown> = Promise.resolve();
+  const channel: WorkerChannel = {
+    send(msg) {
+      if (process.connected) last = new Promise((resolve) => process.send?.(msg, undefined, undefined, resolve));
+    },
+    onMessage: (fn) => process.on('message', (msg: unknown) => isOurs<ToWorker>(msg) && fn(msg)),
+    onDisconnect: (fn) => process.on('disconnect', fn),
+  };
+  const worker = startWorker({ channel, logger: (config) => createLogger(config.log.level, process.stdout.isTTY === true) });
+  // a signal can reach a worker itself (Ctrl-C, systemd's control-group kill): drain, as the primary asks
+  process.on('SIGTERM', () => void worker.shutdown());
+  process.on('SIGINT', () => void worker.shutdown());
+  // exit once the last message (`stopped`, `fatal`) is out, or after a second if the channel is gone
+  const exit = (code: number) => () => Promise.race([last, new Promise((r) => setTimeout(r, 1000).unref())]).then(() => process.exit(code));
+  worker.stopped.then(exit(0), exit(1));
+}
+
+if (import.meta.main && cluster.isWorker) serveWorker();
+else if (import.meta.main) {
   const [cmd, ...rest] = process.argv.slice(2);
   serve(cmd === 'serve' || cmd === undefined ? rest : process.argv.slice(2)).catch((err: unknown) => {
     process.stderr.write(`switchyard: ${(err as Error).stack ?? String(err)}\n`);

@@ -120,7 +120,7 @@ export class Supervisor {
     const timer = setTimeout(() => {
       for (const s of this.slots) {
         if (s.worker === null) continue;
-        this.logger.error({ slot: s.index, pid: s.worker.process.pid }, 'worker still running at the shutdown deadline: killing it');
+        this.logger.error({ slot: s.index, workerPid: s.worker.process.pid }, 'worker still running at the shutdown deadline: killing it');
         s.worker.process.kill('SIGKILL');
       }
     }, deadlineMs);
@@ -147,7 +147,7 @@ export class Supervisor {
     s.ready = false;
     s.listen = null;
     s.startTimer = setTimeout(() => {
-      this.logger.error({ slot: s.index, pid: worker.process.pid }, 'worker did not start listening in time: killing it');
+      this.logger.error({ slot: s.index, workerPid: worker.process.pid }, 'worker did not start listening in time: killing it');
       worker.process.kill('SIGKILL');
     }, this.opts.startTimeout ?? 30_000);
     s.startTimer.unref();
@@ -163,10 +163,10 @@ export class Supervisor {
         s.ready = true;
         s.readyAt = Date.now();
         s.listen = msg.listen;
-        if (s.restarts > 0) this.logger.info({ slot: s.index, pid: msg.pid, listen: msg.listen }, 'replacement worker listening');
+        if (s.restarts > 0) this.logger.info({ slot: s.index, workerPid: msg.pid, listen: msg.listen }, 'replacement worker listening');
         if (this.starting !== null && this.slots.every((x) => x.ready)) this.starting.resolve();
       } else if (msg.type === 'sy:fatal') {
-        this.logger.error({ slot: s.index, pid: worker.process.pid, error: msg.message }, 'worker could not start');
+        this.logger.error({ slot: s.index, workerPid: worker.process.pid, error: msg.message }, 'worker could not start');
       }
       this.opts.onMessage(s.index, msg);
     });
@@ -183,7 +183,7 @@ export class Supervisor {
     s.initialized = false;
     s.ready = false;
     this.opts.onGone(s.index);
-    const where = { slot: s.index, pid: worker.process.pid, code, signal };
+    const where = { slot: s.index, workerPid: worker.process.pid, code, signal };
     if (this.stopping) {
       this.logger.info(where, 'worker stopped');
       return;

@@ -44,7 +44,7 @@ export function startWorker(opts: WorkerOptions): WorkerProcess {
   let plane: WorkerPlane | null = null;
   let stopping: Promise<{ cut: number }> | null = null;
   const stopped = Promise.withResolvers<{ cut: number }>();
-  // a worker that failed to start has nobody to report to but the primary and its exit code
+  // main.ts exits on it; never an unhandled rejection meanwhile
   stopped.promise.catch(() => undefined);
 
   const fail = (err: unknown): void => {
@@ -53,11 +53,17 @@ export function startWorker(opts: WorkerOptions): WorkerProcess {
   };
 
   function shutdown(): Promise<{ cut: number }> {
-    stopping ??= (plane === null ? Promise.resolve({ cut: 0 }) : plane.shutdown()).then((r) => {
-      channel.send({ type: 'sy:stopped', cut: r.cut });
-      stopped.resolve(r);
-      return r;
-    });
+    stopping ??= (plane === null ? Promise.resolve({ cut: 0 }) : plane.shutdown()).then(
+      (r) => {
+        channel.send({ type: 'sy:stopped', cut: r.cut });
+        stopped.resolve(r);
+        return r;
+      },
+      (err: unknown) => {
+        fail(err);
+        return { cut: 0 };
+      },
+    );
     return stopping;
   }
 
@@ -72,7 +78,10 @@ export function startWorker(opts: WorkerOptions): WorkerProcess {
           return;
         }
         const p = plane;
-        p.listen().then((mode) => channel.send({ type: 'sy:ready', pid: process.pid, listen: mode, applied: p.routing.revisions() }), fail);
+        p.listen().then((mode) => {
+          channel.send({ type: 'sy:ready', pid: process.pid, listen: mode, applied: p.routing.revisions() });
+          p.report();
+        }, fail);
         return;
       }
       case 'sy:state':
@@ -151,9 +160,7 @@ class WorkerPlane {
 
   async listen(): Promise<ListenMode> {
     const { host, port } = this.config.listen;
-    const mode = await listenWorker(this.dataPlane.server, host, port);
-    this.report();
-    return mode;
+    return listenWorker(this.dataPlane.server, host, port);
   }
 
   /** The primary's view of every target: its active checks' verdict, and ejections by any worker. */
@@ -182,7 +189,7 @@ class WorkerPlane {
     if (t !== undefined) this.channel.send({ type: 'sy:ejected', app: a, pool: p, target: i, until: t.ejectedUntil });
   }
 
-  private report(): void {
+  report(): void {
     const now = this.now();
     const pools: Record<string, Record<string, PoolCounts>> = {};
     for (const app of this.runtime.apps) {

@@ -1,4 +1,4 @@
-import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Registry, type Aggregator, type Metric } from 'prom-client';
 import type { Config } from '../config/schema.ts';
 import type { RequestRecord } from '../dataplane/server.ts';
 import type { Runtime } from '../dataplane/runtime.ts';
@@ -119,12 +119,15 @@ export class Metrics {
       ),
     );
 
-    const poolGauge = (name: string, help: string, value: (app: number, pool: number) => number): void => {
+    // `aggregator`: how `workers: N` (src/cluster/group-metrics.ts) merges the primary's value,
+    // listed first, with the workers': counts are summed, routing state has one value per instance
+    const poolGauge = (name: string, help: string, value: (app: number, pool: number) => number, aggregator: Aggregator = 'sum'): void => {
       new Gauge({
         name,
         help,
         labelNames: ['app', 'pool'],
         registers: [registry],
+        aggregator,
         collect() {
           this.reset();
           series.forEach((pools, a) => pools.forEach((s, p) => this.set(s.labels, value(a, p))));
@@ -133,26 +136,29 @@ export class Metrics {
     };
     poolGauge('switchyard_inflight_requests', 'Requests (and open streams) being proxied to the pool by this instance.', (a, p) => runtime.apps[a]?.pools[p]?.inflight ?? 0);
     poolGauge('switchyard_upgraded_connections', 'Upgraded (WebSocket) connections open to the pool on this instance.', (a, p) => runtime.apps[a]?.pools[p]?.upgraded ?? 0);
-    poolGauge('switchyard_pool_weight_ratio', 'Share of new requests routed to the pool by weight, 0 to 1.', (a, p) => (controller.snapshot.apps[a]?.pools[p]?.weight ?? 0) / 10_000);
+    poolGauge('switchyard_pool_weight_ratio', 'Share of new requests routed to the pool by weight, 0 to 1.', (a, p) => (controller.snapshot.apps[a]?.pools[p]?.weight ?? 0) / 10_000, 'first');
 
-    const appGauge = (name: string, help: string, value: (s: RoutingState) => number): void => {
+    const appGauge = (name: string, help: string, value: (s: RoutingState) => number, aggregator: Aggregator): void => {
       new Gauge({
         name,
         help,
         labelNames: ['app'],
         registers: [registry],
+        aggregator,
         collect() {
           this.reset();
           for (const s of controller.allStates()) this.set({ app: s.app }, value(s));
         },
       });
     };
-    appGauge('switchyard_routing_revision', 'Revision of the routing state this instance routes on.', (s) => s.revision);
-    appGauge('switchyard_routing_state_age_seconds', 'Seconds since the routing state this instance routes on was written.', (s) => Math.max(0, (now() - Date.parse(s.updatedAt)) / 1000));
+    appGauge('switchyard_routing_revision', 'Revision of the routing state this instance routes on.', (s) => s.revision, 'min');
+    appGauge('switchyard_routing_state_age_seconds', 'Seconds since the routing state this instance routes on was written.', (s) => Math.max(0, (now() - Date.parse(s.updatedAt)) / 1000), 'max');
 
     const store = deps.store as { connected?: unknown };
     new Gauge({
       name: 'switchyard_store_connected',
+      // only the primary holds the store
+      aggregator: 'first',
       help: 'Whether the state store is reachable (1) or not (0); the file store is always 1.',
       registers: [registry],
       collect() {

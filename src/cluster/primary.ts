@@ -1,0 +1,269 @@
+import { once } from 'node:events';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { availableParallelism, hostname } from 'node:os';
+import type { Logger } from 'pino';
+import { canaryRoutes } from '../admin/canary-routes.ts';
+import { loadDashboard } from '../admin/dashboard.ts';
+import type { AdminRoute } from '../admin/router.ts';
+import { rolloutRoutes } from '../admin/rollout-routes.ts';
+import { createAdminServer } from '../admin/server.ts';
+import { openStore } from '../app.ts';
+import type { Config } from '../config/schema.ts';
+import { Controller } from '../control/controller.ts';
+import type { CountsSource } from '../control/counts.ts';
+import { fleetCounts } from '../control/fleet.ts';
+import { Runtime } from '../dataplane/runtime.ts';
+import { HealthMonitor } from '../health/monitor.ts';
+import { createTelemetry, fleetPeerWindows, type Telemetry } from '../metrics/telemetry.ts';
+import type { Rollouts } from '../rollout/rollouts.ts';
+import { createRollouts, type RolloutTuning } from '../rollout/setup.ts';
+import { RedisStore } from '../state/redis-store.ts';
+import type { RoutingState } from '../state/types.ts';
+import { WorkerGroup, groupCounts } from './group.ts';
+import { GroupFleet } from './group-fleet.ts';
+import { GroupMetrics } from './group-metrics.ts';
+import type { HealthTable, ToPrimary } from './ipc.ts';
+import { Supervisor } from './supervisor.ts';
+
+export interface PrimaryDeps {
+  readonly logger: Logger;
+  /** how many data-plane workers to run (≥ 2; one worker is the single-process `build()`) */
+  readonly workers: number;
+  /** the script workers run: main.ts, which hands a cluster worker to `startWorker` */
+  readonly exec: string;
+  /** @default Date.now */
+  readonly now?: () => number;
+  /** @default `${hostname()}:${pid}` */
+  readonly instanceId?: string;
+  readonly rollouts?: RolloutTuning;
+}
+
+export interface Primary {
+  readonly config: Config;
+  readonly controller: Controller;
+  readonly admin: Server;
+  readonly counts: CountsSource;
+  readonly health: HealthMonitor;
+  readonly telemetry: Telemetry;
+  readonly group: WorkerGroup;
+  readonly supervisor: Supervisor;
+  readonly rollouts: Rollouts;
+  /** binds the admin listener and starts the workers; resolves once every worker listens */
+  listen(): Promise<{ adminPort: number }>;
+  /** SIGTERM: readyz 503 at once, every worker drains (delay, grace, hardStop), then everything closes */
+  shutdown(): Promise<{ cut: number }>;
+}
+
+/** How long a write waits for every worker to route on it before answering anyway. */
+const WRITE_SETTLE_MS = 1_000;
+/** Past `delay + hardStop`, how long a worker may take to exit before it is killed. */
+const EXIT_MARGIN_MS = 5_000;
+
+/** Every target's health as the primary's checks see it, for the workers. */
+export function healthTable(runtime: Runtime): HealthTable {
+  return runtime.apps.map((a) => a.pools.map((p) => p.targets.map((t) => ({ healthy: t.healthy, ejectedUntil: t.ejectedUntil }))));
+}
+
+/**
+ * The primary of `workers: N`: everything of a single-process Switchyard but the data plane —
+ * the store, the Controller, active health checks, rollouts, the admin API — plus the workers
+ * (supervisor.ts), which it feeds every applied routing state and every health change, and whose
+ * figures it sums (group.ts) so the API, `/metrics` and the fleet see one instance.
+ */
+export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<Primary> {
+  const { logger } = deps;
+  const now = deps.now ?? Date.now;
+  const instanceId = deps.instanceId ?? `${hostname()}:${process.pid}`;
+  const store = await openStore(config, logger);
+  // the targets the active checks and the 409 gate look at; this Runtime carries no traffic
+  const runtime = new Runtime(config);
+  const health = new HealthMonitor({ config, runtime, logger: logger.child({ component: 'health' }), now });
+  const controller = await Controller.start({ config, store, logger, now, guard: health.guard }).catch(async (err: unknown) => {
+    await store.close();
+    await runtime.close();
+    throw err;
+  });
+  const group = new WorkerGroup(config);
+  const telemetry = createTelemetry({ config, controller, runtime, store, logger, now });
+  const fleet = store instanceof RedisStore ? new GroupFleet({ store, controller, runtime, instanceId, logger: logger.child({ component: 'fleet' }), now, stats: () => group.stats() }, group) : null;
+  const fleetPeers = fleet === null ? null : fleetPeerWindows(fleet);
+  // the workers' windows as one export (the group is one instance), then the fleet's
+  telemetry.stats.attachFleet(function* peers() {
+    const own = group.stats();
+    if (own !== null) yield own;
+    if (fleetPeers !== null) yield* fleetPeers();
+  });
+  const revisionOf = (app: string): number => {
+    try {
+      return controller.state(app).revision;
+    } catch {
+      return 0;
+    }
+  };
+  const counts = fleet === null ? groupCounts(group, instanceId, revisionOf) : fleetCounts(fleet);
+  const rollouts = await createRollouts({ config, store, controller, stats: telemetry.stats, registry: telemetry.metrics.registry, logger, instanceId, now, tuning: deps.rollouts });
+  let listening = false;
+  let shuttingDown = false;
+  let cut = 0;
+
+  const supervisor: Supervisor = new Supervisor({
+    workers: deps.workers,
+    exec: deps.exec,
+    logger: logger.child({ component: 'workers' }),
+    init: (slot) => ({ type: 'sy:init', slot, config, states: controller.allStates(), health: healthTable(runtime) }),
+    onMessage: (slot, msg) => onWorkerMessage(slot, msg),
+    onGone: (slot) => {
+      group.leave(slot);
+      metrics.forget(slot);
+    },
+  });
+  const metrics = new GroupMetrics({ registry: telemetry.metrics.registry, sendReady: (msg) => supervisor.sendReady(msg) });
+
+  function onWorkerMessage(slot: number, msg: ToPrimary): void {
+    switch (msg.type) {
+      case 'sy:ready':
+        group.join(slot, msg.applied);
+        return;
+      case 'sy:applied':
+        group.acknowledge(slot, msg.applied);
+        return;
+      case 'sy:report':
+        group.report(slot, msg.report);
+        return;
+      case 'sy:ejected': {
+        // keep the admin views and the 409 gate right, and spare the other workers the failures
+        const t = runtime.apps[msg.app]?.pools[msg.pool]?.targets[msg.target];
+        if (t === undefined || t.ejectedUntil >= msg.until) return;
+        t.ejectedUntil = msg.until;
+        t.ejections++;
+        supervisor.broadcast({ type: 'sy:health', health: healthTable(runtime) });
+        return;
+      }
+      case 'sy:metrics':
+        metrics.answer(slot, msg.id, msg.metrics);
+        return;
+      case 'sy:stopped':
+        cut += msg.cut;
+        return;
+      case 'sy:hello':
+      case 'sy:fatal':
+        return;
+    }
+  }
+
+  controller.on('applied', (state: RoutingState) => {
+    logger.info({ app: state.app, revision: state.revision }, 'routing state applied');
+    supervisor.broadcast({ type: 'sy:state', state });
+  });
+  health.on('change', () => supervisor.broadcast({ type: 'sy:health', health: healthTable(runtime) }));
+  settleWritesOnWorkers(controller, group, logger);
+  if (fleet !== null) {
+    // a worker acknowledging a revision changes what the group's heartbeat says: say it now
+    let beat: NodeJS.Immediate | null = null;
+    group.onChange(() => {
+      beat ??= setImmediate(() => {
+        beat = null;
+        void fleet.heartbeat();
+      });
+    });
+  }
+
+  const statsRoute: AdminRoute = {
+    method: 'GET',
+    path: '/v1/apps/:app/stats',
+    handler: (ctx) => {
+      const view = telemetry.stats.view(ctx.params['app'] as string);
+      // the workers' merged export is this instance's own figures, not another instance
+      return { json: { ...view, fleet: fleet !== null, instances: group.stats() === null ? view.instances : Math.max(1, view.instances - 1), workers: group.size } };
+    },
+  };
+  const admin = createAdminServer({
+    config,
+    controller,
+    counts,
+    health,
+    logger,
+    now,
+    ready: () => listening && !shuttingDown && supervisor.readyCount > 0,
+    readyDetails: () => ({
+      shuttingDown,
+      store: store.kind,
+      revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])),
+      workers: supervisor.view().map((w) => ({ ...w, ...group.figures(w.slot) })),
+      ...fleet?.details(),
+    }),
+    routes: [...canaryRoutes(controller), statsRoute, ...rolloutRoutes(rollouts, (app) => Object.keys(controller.appConfig(app).pools))],
+    metrics,
+    fallback: await loadDashboard(),
+  });
+  health.start();
+
+  async function closeAll(): Promise<void> {
+    admin.close();
+    admin.closeAllConnections();
+    await health.close();
+    await rollouts.close();
+    await fleet?.close();
+    await controller.close();
+    await store.close();
+    await runtime.close();
+  }
+
+  async function listen(): Promise<{ adminPort: number }> {
+    admin.listen(config.admin.port, config.admin.host);
+    await once(admin, 'listening');
+    try {
+      await supervisor.start();
+    } catch (err) {
+      await closeAll();
+      throw err;
+    }
+    listening = true;
+    const adminPort = (admin.address() as AddressInfo).port;
+    const modes = [...new Set(supervisor.view().map((w) => w.listen))];
+    logger.info({ proxy: `${config.listen.host}:${config.listen.port}`, admin: `${config.admin.host}:${adminPort}`, workers: deps.workers, listen: modes, store: store.kind, apps: config.apps.map((a) => a.name) }, 'switchyard listening');
+    return { adminPort };
+  }
+
+  async function shutdown(): Promise<{ cut: number }> {
+    if (shuttingDown) return { cut: 0 };
+    shuttingDown = true;
+    const { delay, grace, hardStop } = config.shutdown;
+    const started = now();
+    logger.info({ workers: supervisor.readyCount, delay, grace, hardStop }, 'shutting down: readyz is 503, workers draining');
+    await supervisor.stop(delay + hardStop + EXIT_MARGIN_MS);
+    if (cut > 0) telemetry.metrics.shutdownCut(cut);
+    await closeAll();
+    logger.info({ cut, ms: now() - started }, 'stopped');
+    return { cut };
+  }
+
+  return { config, controller, admin, counts, health, telemetry, group, supervisor, rollouts, listen, shutdown };
+}
+
+/**
+ * A write (switch, weights, rollback, a rollout step) answers once every worker routes on it,
+ * bounded by WRITE_SETTLE_MS: a 200 then means the whole instance switched, as it does for one
+ * process, and its `instances.applied` already counts it. The Controller knows nothing of
+ * workers, so its three write methods are wrapped here rather than taught about them.
+ */
+function settleWritesOnWorkers(controller: Controller, group: WorkerGroup, logger: Logger): void {
+  const settle = async (state: RoutingState): Promise<RoutingState> => {
+    if (!(await group.settled(state.app, state.revision, WRITE_SETTLE_MS))) {
+      logger.warn({ app: state.app, revision: state.revision, ms: WRITE_SETTLE_MS }, 'not every worker acknowledged the new routing state in time; answering anyway');
+    }
+    return state;
+  };
+  const switchTo = controller.switchTo.bind(controller);
+  const setWeights = controller.setWeights.bind(controller);
+  const rollback = controller.rollback.bind(controller);
+  controller.switchTo = async (...args) => settle(await switchTo(...args));
+  controller.setWeights = async (...args) => settle(await setWeights(...args));
+  controller.rollback = async (...args) => settle(await rollback(...args));
+}
+
+/** `workers` from the config: a number, or `auto` for one per CPU the process may use. */
+export function workerCount(setting: Config['workers'], cores: number = availableParallelism()): number {
+  return setting === 'auto' ? cores : setting;
+}
