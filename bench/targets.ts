@@ -140,7 +140,13 @@ apps:
 }
 
 /**
- * Starts `node src/main.ts serve --config <generated>` (or `$SWITCHYARD_ENTRY`) and waits for
+ * V8 flags Switchyard runs with: the same as `npm start` and the Docker image (see the README's
+ * Performance section for why); `SWITCHYARD_NODE_FLAGS="…"` benches others ("" for none).
+ */
+export const SWITCHYARD_NODE_FLAGS = (process.env['SWITCHYARD_NODE_FLAGS'] ?? '--max-semi-space-size=16').split(' ').filter((f) => f !== '');
+
+/**
+ * Starts `node dist/main.js serve --config <generated>` (or `$SWITCHYARD_ENTRY`) and waits for
  * admin `/readyz` 200, then for the proxy port to answer 200.
  * Fails with "switchyard failed to start: <stderr tail>" (never crashes the harness).
  */
@@ -151,8 +157,9 @@ export async function startSwitchyard(o: SwitchyardOptions): Promise<SwitchyardR
   // WORKERS=N: N data-plane processes; pinned like the proxy, they share its CPU(s)
   writeFileSync(configPath, switchyardConfig({ port, adminPort, blue: o.blue, green: o.green, statePath: join(o.tmpDir, 'state.json'), workers: envInt('WORKERS', 1) }));
   // SWITCHYARD_ENTRY benches another entry point, e.g. the built dist/main.js.
-  const entry = resolve(REPO_ROOT, process.env['SWITCHYARD_ENTRY'] ?? 'src/main.ts');
-  const proc = startProcess('switchyard', NODE, [entry, 'serve', '--config', configPath], {
+  // the built dist/ that `npm start` and the image run (`npm run bench` builds it first)
+  const entry = resolve(REPO_ROOT, process.env['SWITCHYARD_ENTRY'] ?? 'dist/main.js');
+  const proc = startProcess('switchyard', NODE, [...SWITCHYARD_NODE_FLAGS, entry, 'serve', '--config', configPath], {
     cpu: cpuFor('proxy'),
     cwd: REPO_ROOT,
   });
