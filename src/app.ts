@@ -121,7 +121,9 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
 
   controller.on('applied', (state: { app: string; revision: number }) => logger.info({ app: state.app, revision: state.revision }, 'routing state applied'));
   health.start();
-  const drains = new DrainDeadlines({ runtime, source: controller, now, onDeadline: (app, pool, open) => logger.info({ app, pool, open }, 'drain deadline passed: closing what is still open on the pool') });
+  const drains = new DrainDeadlines({ runtime, source: controller, now, onDeadline: (app, pool, open) => {
+      if (open > 0) logger.info({ app, pool, open }, 'drain deadline passed: closing what is still open on the pool');
+    } });
   drains.update();
   controller.on('applied', () => drains.update());
 

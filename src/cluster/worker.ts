@@ -143,7 +143,9 @@ class WorkerPlane {
       },
       onPreviewRejected: telemetry.onPreviewRejected,
     });
-    this.drains = new DrainDeadlines({ runtime: this.runtime, source: this.routing, now, onDeadline: (app, pool, open) => logger.info({ app, pool, open }, 'drain deadline passed: closing what is still open on the pool') });
+    this.drains = new DrainDeadlines({ runtime: this.runtime, source: this.routing, now, onDeadline: (app, pool, open) => {
+      if (open > 0) logger.info({ app, pool, open }, 'drain deadline passed: closing what is still open on the pool');
+    } });
     this.drains.update();
     this.routing.on('applied', (state: RoutingState) => {
       logger.debug({ app: state.app, revision: state.revision }, 'routing state applied');
