@@ -136,7 +136,7 @@ apps:
       blue:  { version: "1.0.0", targets: [${JSON.stringify(o.blue)}] }
       green: { version: "2.0.0", targets: [${JSON.stringify(o.green)}] }
     initial: { blue: 100 }
-`;
+${process.env['MAX_CONNECTIONS'] ? `    maxConnections: ${Number(process.env['MAX_CONNECTIONS'])}\n` : ''}`;
 }
 
 /**

@@ -126,6 +126,11 @@ const app = z
     timeouts: z
       .strictObject({ connect: duration('5s'), response: duration('60s'), idle: duration('60s') })
       .prefault({}),
+    /**
+     * Connections to each target at most (nginx's `max_conns`); requests beyond wait in a queue
+     * inside the proxy. @default no limit: one connection per request in flight
+     */
+    maxConnections: z.number().int().min(1).max(65_536).optional(),
     /** Active and passive health checks of every target (src/health); omitted: no checks, no 409 gate. */
     health: z
       .strictObject({

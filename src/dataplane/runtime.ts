@@ -32,7 +32,7 @@ export class Target {
   outlier: Outlier | null = null;
   inflight = 0;
 
-  constructor(url: string, timeouts: AppConfig['timeouts']) {
+  constructor(url: string, timeouts: AppConfig['timeouts'], maxConnections: number | null = null) {
     const u = new URL(url);
     this.url = url;
     this.origin = u.origin;
@@ -42,8 +42,8 @@ export class Target {
       bodyTimeout: timeouts.idle,
       keepAliveTimeout: 4_000,
       keepAliveMaxTimeout: timeouts.idle,
-      // the client side limits concurrency; a pool that queues instead of connecting adds latency
-      connections: null,
+      // null: as many connections as requests in flight; a cap queues the rest inside undici
+      connections: maxConnections,
       pipelining: 1,
     });
   }
@@ -142,7 +142,7 @@ export class AppRuntime {
   readonly byName: ReadonlyMap<string, PoolRuntime>;
   constructor(config: AppConfig) {
     this.name = config.name;
-    this.pools = Object.entries(config.pools).map(([name, p]) => new PoolRuntime(name, p.targets.map((url) => new Target(url, config.timeouts))));
+    this.pools = Object.entries(config.pools).map(([name, p]) => new PoolRuntime(name, p.targets.map((url) => new Target(url, config.timeouts, config.maxConnections ?? null))));
     this.byName = new Map(this.pools.map((p) => [p.name, p]));
   }
 }
