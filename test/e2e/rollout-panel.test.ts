@@ -87,4 +87,100 @@ describe('rollout panel in Chromium', () => {
     await page.screenshot({ path: new URL('rollout-panel.png', OUT).pathname, fullPage: true });
     assert.deepEqual(problems, [], 'no console errors or CSP violations');
   });
+
+  it('starts a rollout through the form, shows the API refusals inline, and the rollout runs to the end', async () => {
+    const shop = page.locator('section[data-app="shop"]');
+    const panel = shop.locator('.rollout');
+    const dialog = page.locator('dialog#confirm');
+    const opener = shop.locator('button[data-action="rollout-start"]');
+    const form = shop.locator('form.rollout-form');
+    const current = async () => (await p.admin('GET', '/v1/apps/shop/rollouts/current')).body;
+    /** Chromium logs a refused fetch itself; drops only the refusals this test asks for */
+    const forgetRefusals = (status: number) => {
+      const kept = problems.filter((m) => !m.includes(`the server responded with a status of ${status}`));
+      problems.splice(0, problems.length, ...kept);
+    };
+    const submitAndConfirm = async () => {
+      await form.locator('button[type="submit"]').click();
+      await dialog.waitFor({ state: 'visible' });
+      await page.click('#confirm-ok');
+      await dialog.waitFor({ state: 'hidden' });
+    };
+
+    // the last rollout was aborted: the form can be opened, and the likely target is preselected
+    await opener.waitFor();
+    assert.equal(await form.count(), 0, 'no form fields until it is opened');
+    await opener.click();
+    assert.equal(await opener.isHidden(), true);
+    assert.equal(await form.locator('select[name="to"]').inputValue(), 'green');
+    assert.equal(await form.locator('input[name="steps"]').isHidden(), true, 'steps are typed only for a custom plan');
+    await form.locator('select[name="plan"]').selectOption('custom');
+    await form.locator('input[name="minRequests"]').fill('1000000');
+    await form.locator('input[name="reason"]').fill('through the form');
+
+    // something only the API can tell is wrong: a 400 whose details name the step, shown inline
+    await form.locator('input[name="steps"]').fill('50:1s,40');
+    await form.locator('button[type="submit"]').click();
+    await dialog.waitFor({ state: 'visible' });
+    assert.equal(await page.inputValue('#confirm-reason'), 'through the form', 'the reason from the form is in the dialog');
+    await page.click('#confirm-ok');
+    const error = form.locator('.form-error');
+    await error.waitFor();
+    assert.match((await error.textContent()) ?? '', /step 2 weight: steps must be ascending: 40 follows 50/);
+    assert.equal(await form.locator('input[name="steps"]').getAttribute('aria-invalid'), 'true');
+    assert.equal((await current()).state, 'aborted', 'nothing was started');
+    forgetRefusals(400);
+
+    // cancelling the dialog sends nothing
+    await form.locator('input[name="steps"]').fill('50:3s,100');
+    await form.locator('button[type="submit"]').click();
+    await dialog.waitFor({ state: 'visible' });
+    await page.click('#confirm-cancel');
+    await dialog.waitFor({ state: 'hidden' });
+    assert.equal((await current()).state, 'aborted');
+
+    // the start itself; minRequests is out of reach, so the analysis waits and never judges
+    await form.locator('button[type="submit"]').click();
+    await dialog.waitFor({ state: 'visible' });
+    assert.deepEqual(await dialog.locator('.rollout-steps li').allTextContents(), ['50% · 3s', '100%']);
+    await page.click('#confirm-ok');
+    await dialog.waitFor({ state: 'hidden' });
+    // the panel shows the answer to the POST at once, so the first step is seen running
+    await panel.locator('.rollout-state', { hasText: 'running' }).waitFor();
+    const started = await current();
+    assert.ok(['running', 'succeeded'].includes(started.state), started.state);
+    assert.equal(started.to, 'green');
+    assert.equal(started.by, 'tester');
+    assert.deepEqual(started.steps, [{ weight: 50, pause: '3s' }, { weight: 100, pause: null }]);
+    assert.deepEqual(started.analysis, { maxErrorRate: 0.01, minRequests: 1_000_000 });
+    assert.equal(started.onFailure, 'rollback');
+    assert.match((await panel.locator('.rollout-title').textContent()) ?? '', new RegExp(`Rollout ${started.id} → green`));
+    assert.equal(await form.count(), 0, 'the form closes once the rollout started');
+
+    // it runs to the end on its own
+    await panel.locator('.rollout-state', { hasText: 'succeeded' }).waitFor({ timeout: 15_000 });
+    await shop.locator('.badge.active', { hasText: 'active: green' }).waitFor();
+    assert.equal((await current()).state, 'succeeded');
+    assert.deepEqual((await p.admin('GET', '/v1/apps/shop')).body.weights, { blue: 0, green: 100 });
+    const history = (await p.admin('GET', '/v1/apps/shop/history?limit=5')).body.entries as { action: string; by: string; reason: string | null }[];
+    assert.ok(
+      history.some((e) => e.action === 'rollout' && e.by === 'tester' && e.reason === `rollout ${started.id} step 1/2: green 50% (through the form)`),
+      `the reason typed in the form is in the audit history: ${JSON.stringify(history)}`,
+    );
+
+    // a 409 (green already has everything) is shown inline too
+    await opener.click();
+    assert.equal(await form.locator('select[name="to"]').inputValue(), 'blue', 'the pool without weight is preselected now');
+    await form.locator('select[name="to"]').selectOption('green');
+    await form.locator('select[name="plan"]').selectOption('all-at-once');
+    await submitAndConfirm();
+    await error.waitFor();
+    assert.match((await error.textContent()) ?? '', /^Not started: pool "green" of app "shop" already has 100 %$/);
+    assert.equal((await current()).id, started.id, 'no new rollout');
+    forgetRefusals(409);
+
+    await mkdir(OUT, { recursive: true });
+    await page.screenshot({ path: new URL('rollout-start.png', OUT).pathname, fullPage: true });
+    assert.deepEqual(problems, [], 'no console errors or CSP violations');
+  });
 });
