@@ -168,15 +168,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
       logger.warn({ cut }, 'hard stop: cut connections still open');
       telemetry.metrics.shutdownCut(cut);
     }
-    admin.close();
-    admin.closeAllConnections();
-    drains.close();
-    await health.close();
-    await rollouts.close();
-    await fleet?.close();
-    await controller.close();
-    await store.close();
-    await runtime.close();
+    await closeParts();
     logger.info({ cut, ms: now() - started }, 'stopped');
     return { cut };
   }
@@ -185,9 +177,14 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     shuttingDown = true;
     dataPlane.server.close();
     dataPlane.server.closeAllConnections();
+    for (const p of runtime.allPools()) for (const c of [...p.open]) c.cut('shutdown');
+    await closeParts();
+  }
+
+  /** Everything but the proxy listener, in dependency order: the last step of both stops. */
+  async function closeParts(): Promise<void> {
     admin.close();
     admin.closeAllConnections();
-    for (const p of runtime.allPools()) for (const c of [...p.open]) c.cut('shutdown');
     drains.close();
     await health.close();
     await rollouts.close();

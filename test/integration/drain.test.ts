@@ -1,17 +1,14 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import WebSocket, { WebSocketServer } from 'ws';
-import { startProxy, twoPools, TOKEN, type TestProxy } from '../helpers/proxy.ts';
+import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { rawRequest, statusOf } from '../helpers/raw.ts';
+import { spawnServe } from '../helpers/serve-process.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
 interface WsUpstream extends Upstream {
@@ -483,42 +480,8 @@ describe('upgrades an upstream refuses', () => {
 });
 
 describe('SIGTERM and SIGINT', () => {
-  async function spawnProxy(upstreamUrl: string, shutdown: Record<string, string>) {
-    const dir = await mkdtemp(join(tmpdir(), 'switchyard-drain-sig-'));
-    const cfg = join(dir, 'switchyard.yaml');
-    const proxyPort = 20000 + Math.floor(Math.random() * 20000);
-    const adminPort = proxyPort + 1;
-    await writeFile(
-      cfg,
-      JSON.stringify({
-        listen: { host: '127.0.0.1', port: proxyPort },
-        admin: { host: '127.0.0.1', port: adminPort, tokens: [{ name: 't', token: TOKEN }] },
-        store: { kind: 'file', path: join(dir, 'state.json') },
-        apps: [twoPools(upstreamUrl, upstreamUrl)],
-        shutdown,
-        log: { level: 'info' },
-      }),
-    );
-    const child = spawn(process.execPath, ['src/main.ts', 'serve', '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    for (let i = 0; ; i++) {
-      const ok = await request(`http://127.0.0.1:${adminPort}/readyz`).then((r) => (r.body.dump(), r.statusCode === 200), () => false);
-      if (ok) break;
-      if (i > 100) assert.fail(`proxy did not start: ${out}`);
-      await sleep(50);
-    }
-    return {
-      child,
-      proxyUrl: `http://127.0.0.1:${proxyPort}`,
-      adminUrl: `http://127.0.0.1:${adminPort}`,
-      log: () => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>),
-      async cleanup() {
-        child.kill('SIGKILL');
-        await rm(dir, { recursive: true, force: true });
-      },
-    };
+  function spawnProxy(upstreamUrl: string, shutdown: Record<string, string>) {
+    return spawnServe({ apps: [twoPools(upstreamUrl, upstreamUrl)], shutdown, log: { level: 'info' } });
   }
 
   it('SIGTERM: readyz 503 at once, WebSockets get 1001, requests finish with Connection: close, exit 0', async () => {

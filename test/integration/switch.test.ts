@@ -1,14 +1,13 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
-import { startProxy, twoPools, TOKEN } from '../helpers/proxy.ts';
+import { startProxy, twoPools } from '../helpers/proxy.ts';
+import { spawnServe } from '../helpers/serve-process.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
 describe('switching', () => {
@@ -129,36 +128,13 @@ describe('SIGTERM', () => {
   it('readyz turns 503, in-flight requests finish, and the process exits 0', async () => {
     const releases: (() => void)[] = [];
     const up = await startUpstream('blue', (_req, res) => releases.push(() => res.end('done')));
-    const dir = await mkdtemp(join(tmpdir(), 'switchyard-sigterm-'));
-    const cfg = join(dir, 'switchyard.yaml');
-    const proxyPort = 20000 + Math.floor(Math.random() * 20000);
-    const adminPort = proxyPort + 1;
-    await writeFile(
-      cfg,
-      JSON.stringify({
-        listen: { host: '127.0.0.1', port: proxyPort },
-        admin: { host: '127.0.0.1', port: adminPort, tokens: [{ name: 't', token: TOKEN }] },
-        store: { kind: 'file', path: join(dir, 'state.json') },
-        apps: [twoPools(up.url, up.url)],
-        shutdown: { delay: '300ms', grace: '5s', hardStop: '10s' },
-        log: { level: 'warn' },
-      }),
-    );
-    const child = spawn(process.execPath, ['src/main.ts', 'serve', '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const proc = await spawnServe({ apps: [twoPools(up.url, up.url)], shutdown: { delay: '300ms', grace: '5s', hardStop: '10s' } });
     try {
-      for (let i = 0; ; i++) {
-        const ok = await request(`http://127.0.0.1:${adminPort}/readyz`).then((r) => (r.body.dump(), r.statusCode === 200), () => false);
-        if (ok) break;
-        if (i > 100) assert.fail(`proxy did not start: ${stderr}`);
-        await sleep(50);
-      }
-      const inflight = Array.from({ length: 5 }, () => request(`http://127.0.0.1:${proxyPort}/work`).then(async (r) => ({ status: r.statusCode, body: await r.body.text(), connection: r.headers['connection'] })));
+      const inflight = Array.from({ length: 5 }, () => request(`${proc.proxyUrl}/work`).then(async (r) => ({ status: r.statusCode, body: await r.body.text(), connection: r.headers['connection'] })));
       while (releases.length < 5) await sleep(10);
-      child.kill('SIGTERM');
+      proc.child.kill('SIGTERM');
       await sleep(100);
-      const ready = await request(`http://127.0.0.1:${adminPort}/readyz`);
+      const ready = await request(`${proc.adminUrl}/readyz`);
       assert.equal(ready.statusCode, 503);
       await ready.body.dump();
       await sleep(400);
@@ -167,12 +143,11 @@ describe('SIGTERM', () => {
       assert.deepEqual(results.map((r) => r.status), [200, 200, 200, 200, 200]);
       assert.ok(results.every((r) => r.body === 'done'));
       assert.ok(results.every((r) => r.connection === 'close'));
-      const [code] = (await once(child, 'exit')) as [number];
-      assert.equal(code, 0, stderr);
+      const [code] = (await proc.exited) as [number];
+      assert.equal(code, 0, proc.output());
     } finally {
-      child.kill('SIGKILL');
+      await proc.cleanup();
       await up.close();
-      await rm(dir, { recursive: true, force: true });
     }
   });
 });

@@ -9,6 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { startProxy, twoPools, TOKEN } from '../helpers/proxy.ts';
+import { freePort } from '../helpers/serve-process.ts';
 import { startRedis } from '../helpers/redis-server.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
@@ -64,14 +65,15 @@ interface Group {
 /** Spawns `src/main.ts serve` on fixed free ports (so the workers use SO_REUSEPORT) and waits for readyz. */
 async function startGroup(dir: string, doc: Record<string, unknown>): Promise<Group> {
   const cfg = join(dir, 'switchyard.yaml');
-  const proxyPort = 20000 + Math.floor(Math.random() * 20000);
+  const proxyPort = await freePort();
+  const adminPort = await freePort();
   const proxyUrl = `http://127.0.0.1:${proxyPort}`;
-  const adminUrl = `http://127.0.0.1:${proxyPort + 1}`;
+  const adminUrl = `http://127.0.0.1:${adminPort}`;
   await writeFile(
     cfg,
     JSON.stringify({
       listen: { host: '127.0.0.1', port: proxyPort },
-      admin: { host: '127.0.0.1', port: proxyPort + 1, tokens: [{ name: 't', token: TOKEN }] },
+      admin: { host: '127.0.0.1', port: adminPort, tokens: [{ name: 't', token: TOKEN }] },
       store: { kind: 'file', path: join(dir, 'state.json') },
       shutdown: { delay: '300ms', grace: '5s', hardStop: '10s' },
       log: { level: 'warn' },

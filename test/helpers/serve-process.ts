@@ -1,0 +1,89 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { request } from 'undici';
+import { TOKEN } from './proxy.ts';
+
+/** A port nothing listens on right now (the kernel picks it), for configs that need fixed ports. */
+export async function freePort(): Promise<number> {
+  const s = createServer();
+  s.listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const { port } = s.address() as AddressInfo;
+  s.close();
+  await once(s, 'close');
+  return port;
+}
+
+export interface ServeProcess {
+  readonly child: ChildProcessByStdio<null, Readable, Readable>;
+  readonly exited: Promise<unknown[]>;
+  readonly dir: string;
+  readonly proxyPort: number;
+  readonly adminPort: number;
+  readonly proxyUrl: string;
+  readonly adminUrl: string;
+  /** everything the process wrote so far (stdout and stderr) */
+  output(): string;
+  /** its JSON log lines so far */
+  log(): Record<string, unknown>[];
+  /** SIGKILL (if still running) and remove the temp dir */
+  cleanup(): Promise<void>;
+}
+
+/**
+ * `switchyard serve` as a real process (signals, exit codes, workers), on free ports with a file
+ * store in a temp dir; `doc` is merged into the config. Resolves once `/readyz` answers 200.
+ */
+export async function spawnServe(doc: Record<string, unknown>): Promise<ServeProcess> {
+  const dir = await mkdtemp(join(tmpdir(), 'switchyard-proc-'));
+  const proxyPort = await freePort();
+  const adminPort = await freePort();
+  const cfg = join(dir, 'switchyard.yaml');
+  await writeFile(
+    cfg,
+    JSON.stringify({
+      listen: { host: '127.0.0.1', port: proxyPort },
+      admin: { host: '127.0.0.1', port: adminPort, tokens: [{ name: 't', token: TOKEN }] },
+      store: { kind: 'file', path: join(dir, 'state.json') },
+      log: { level: 'warn' },
+      ...doc,
+    }),
+  );
+  const child = spawn(process.execPath, ['src/main.ts', 'serve', '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = once(child, 'exit');
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const proc: ServeProcess = {
+    child,
+    exited,
+    dir,
+    proxyPort,
+    adminPort,
+    proxyUrl: `http://127.0.0.1:${proxyPort}`,
+    adminUrl: `http://127.0.0.1:${adminPort}`,
+    output: () => out,
+    log: () => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>),
+    async cleanup() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+  for (let i = 0; ; i++) {
+    const ok = await request(`${proc.adminUrl}/readyz`).then((r) => (r.body.dump(), r.statusCode === 200), () => false);
+    if (ok) break;
+    if (i > 200 || child.exitCode !== null) {
+      await proc.cleanup();
+      assert.fail(`switchyard did not start: ${out}`);
+    }
+    await sleep(50);
+  }
+  return proc;
+}
