@@ -73,7 +73,7 @@ export async function startProxy(doc: Record<string, unknown>, deps: Partial<Bui
     },
     async close() {
       await sy.close();
-      if (deps.dir === undefined) await rm(dir, { recursive: true, force: true });
+      if (deps.dir === undefined) await rm(dir, { recursive: true, force: true, maxRetries: 5 });
     },
   };
 }

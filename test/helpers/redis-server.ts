@@ -138,7 +138,7 @@ export async function startRedis(opts: RedisServerOptions = {}): Promise<RedisSe
     },
     cleanup: async () => {
       await signal('SIGKILL');
-      await rm(dir, { recursive: true, force: true });
+      await rm(dir, { recursive: true, force: true, maxRetries: 5 });
     },
   };
 }

@@ -73,7 +73,7 @@ export async function spawnServe(doc: Record<string, unknown>): Promise<ServePro
     log: () => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>),
     async cleanup() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      await rm(dir, { recursive: true, force: true });
+      await rm(dir, { recursive: true, force: true, maxRetries: 5 });
     },
   };
   for (let i = 0; ; i++) {

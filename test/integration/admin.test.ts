@@ -74,7 +74,7 @@ async function startAdmin(admin: Record<string, unknown>, extra: Partial<AdminSe
       await new Promise((resolve) => server.close(resolve));
       await controller.close();
       await store.close();
-      await rm(dir, { recursive: true, force: true });
+      await rm(dir, { recursive: true, force: true, maxRetries: 5 });
     },
   };
 }

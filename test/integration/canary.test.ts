@@ -52,7 +52,7 @@ describe('canary cohorts', () => {
         await q.close();
       }
     } finally {
-      await rm(dir, { recursive: true, force: true });
+      await rm(dir, { recursive: true, force: true, maxRetries: 5 });
     }
   });
 

@@ -49,7 +49,7 @@ describe('live stats over a Redis fleet', () => {
     await redis.cleanup();
     await blue.close();
     await green.close();
-    await rm(dir, { recursive: true, force: true });
+    await rm(dir, { recursive: true, force: true, maxRetries: 5 });
   });
 
   it('sums every instance’s windows, carried in the heartbeats', async () => {

@@ -45,24 +45,30 @@ async function eventually(check: () => boolean | Promise<boolean>, what: string,
 /** `n` proxy instances in-process on one fresh redis-server, each with its own cache directory. */
 async function startFleet(t: TestContext, n: number, redis?: RedisServer): Promise<Fleet> {
   const server = redis ?? (await startRedis());
-  if (redis === undefined) t.after(() => server.cleanup());
   const prefix = `fleet${++prefixes}`;
+  const dirs: string[] = [];
   const fleet: Fleet = {
     redis: server,
     prefix,
     instances: [],
     async add(id, dir) {
       const d = dir ?? (await mkdtemp(join(tmpdir(), 'switchyard-fleet-')));
-      if (dir === undefined) t.after(() => rm(d, { recursive: true, force: true }));
+      if (dir === undefined) dirs.push(d);
       const p = await startProxy(
         { apps: [twoPools(blue.url, green.url)], store: { kind: 'redis', url: server.url, prefix, cachePath: join(d, 'cache.json'), commandTimeout: '1s' } },
         { instanceId: id, dir: d },
       );
-      t.after(() => p.close());
       fleet.instances.push(p);
       return p;
     },
   };
+  // one hook, in dependency order: the instances (which still write their disk caches) before
+  // Redis, both before their directories — a failing step must not leave listeners behind
+  t.after(async () => {
+    for (const p of [...fleet.instances].reverse()) await p.close().catch(() => undefined);
+    if (redis === undefined) await server.cleanup();
+    for (const d of dirs) await rm(d, { recursive: true, force: true, maxRetries: 5 });
+  });
   for (let i = 0; i < n; i++) await fleet.add(`i${i}`);
   return fleet;
 }

@@ -55,7 +55,7 @@ storeContract('redis store', async ({ historyLimit }) => {
     },
     cleanup: async () => {
       for (const store of stores) await store.close();
-      await rm(dir, { recursive: true, force: true });
+      await rm(dir, { recursive: true, force: true, maxRetries: 5 });
     },
   };
 });
@@ -123,11 +123,12 @@ describe('redis store while redis is down', () => {
     const server = await startRedis();
     t.after(() => server.cleanup());
     const dir = await mkdtemp(join(tmpdir(), 'switchyard-redis-store-'));
-    t.after(() => rm(dir, { recursive: true, force: true }));
     const cachePath = join(dir, 'cache.json');
     const opts = { url: server.url, prefix: 'down', historyLimit: 10, cachePath };
     const store = await RedisStore.open(opts);
+    // after hooks run in the order they were added: the store (which writes its cache) first
     t.after(() => store.close());
+    t.after(() => rm(dir, { recursive: true, force: true, maxRetries: 5 }));
     const connection: boolean[] = [];
     store.on('connection', (up) => connection.push(up));
     const first = makeState('shop', 1);
@@ -164,10 +165,10 @@ describe('redis store while redis is down', () => {
 
   it('getMany never answers an older revision than the newest this store (or its disk cache) has seen', async (t) => {
     const dir = await mkdtemp(join(tmpdir(), 'switchyard-redis-store-'));
-    t.after(() => rm(dir, { recursive: true, force: true }));
     const prefix = uniquePrefix();
     const cachePath = join(dir, 'cache.json');
     const store = await open(t, { prefix, cachePath });
+    t.after(() => rm(dir, { recursive: true, force: true, maxRetries: 5 }));
     await store.compareAndSet(makeState('shop', 1), null);
     const second = makeState('shop', 2, { blue: 0, green: 10_000 });
     await store.compareAndSet(second, 1);

@@ -211,13 +211,13 @@ describe('progressive rollouts', () => {
 
   it('a restart mid-rollout resumes it where it was (file store)', async (t) => {
     const dir = await mkdtemp(join(tmpdir(), 'switchyard-rollout-restart-'));
-    t.after(() => rm(dir, { recursive: true, force: true }));
     const first = await startProxy({ apps: [twoPools(blue.url, green.url)] }, { ...FAST, dir });
     const r = await first.admin('POST', '/v1/apps/shop/rollouts', { to: 'green', steps: [{ weight: 40, pause: '1500ms' }, { weight: 70, pause: '300ms' }], analysis: null });
     assert.equal(r.status, 201);
     await first.close();
     const second = await startProxy({ apps: [twoPools(blue.url, green.url)] }, { ...FAST, dir });
     t.after(() => second.close());
+    t.after(() => rm(dir, { recursive: true, force: true, maxRetries: 5 }));
     const resumed = await current(second);
     assert.equal(resumed.id, r.body.id);
     assert.equal(resumed.state, 'running');
@@ -262,16 +262,21 @@ describe('rollouts in a fleet on redis', () => {
   /** Two instances on one redis-server, with a 600 ms lease. */
   async function fleet(t: TestContext) {
     const redis = await startRedis();
-    t.after(() => redis.cleanup());
     const dir = await mkdtemp(join(tmpdir(), 'switchyard-rollout-fleet-'));
-    t.after(() => rm(dir, { recursive: true, force: true }));
+    const instances: TestProxy[] = [];
+    // one hook, in dependency order: instances (which write their caches), then Redis, then the directory
+    t.after(async () => {
+      for (const p of instances.reverse()) await p.close().catch(() => undefined);
+      await redis.cleanup();
+      await rm(dir, { recursive: true, force: true, maxRetries: 5 });
+    });
     greenStatus = 200;
     const add = async (id: string) => {
       const p = await startProxy(
         { apps: [twoPools(blue.url, green.url)], store: { kind: 'redis', url: redis.url, prefix: 'ro', cachePath: join(dir, `${id}.json`), commandTimeout: '500ms' } },
         { instanceId: id, dir, rollouts: { tickMs: 20, leaseTtlMs: 600 } },
       );
-      t.after(() => p.close());
+      instances.push(p);
       return p;
     };
     const a = await add('a');

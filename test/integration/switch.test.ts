@@ -106,7 +106,7 @@ describe('switching', () => {
         await q.close();
       }
     } finally {
-      await rm(dir, { recursive: true, force: true });
+      await rm(dir, { recursive: true, force: true, maxRetries: 5 });
     }
   });
 
@@ -119,7 +119,7 @@ describe('switching', () => {
       await p.close();
       await assert.rejects(startProxy({ apps: [twoPools(blue.url, green.url)] }, { dir }), /purple/);
     } finally {
-      await rm(dir, { recursive: true, force: true });
+      await rm(dir, { recursive: true, force: true, maxRetries: 5 });
     }
   });
 });

@@ -162,7 +162,7 @@ describe('workers: 2', () => {
     g.child.kill('SIGKILL');
     for (const r of held) r();
     await Promise.all([blue.close(), blueSick.close(), green.close()]);
-    await rm(dir, { recursive: true, force: true });
+    await rm(dir, { recursive: true, force: true, maxRetries: 5 });
   });
 
   it('runs two workers on SO_REUSEPORT listeners, and both serve', async () => {
@@ -284,7 +284,7 @@ describe('workers: 2 on redis', () => {
     t.after(async () => {
       for (const r of held) r();
       await Promise.all([blue.close(), green.close()]);
-      await rm(dir, { recursive: true, force: true });
+      await rm(dir, { recursive: true, force: true, maxRetries: 5 });
     });
     const store = { kind: 'redis', url: redis.url, prefix: 'workers', commandTimeout: '1s' };
     const g = await startGroup(dir, { workers: 2, store: { ...store, cachePath: join(dir, 'group-cache.json') }, apps: [twoPools(blue.url, green.url)] });

@@ -48,7 +48,7 @@ describe('switchyard CLI', () => {
       await new Promise((resolve) => server.close(resolve));
       await controller.close();
       await store.close();
-      await rm(dir, { recursive: true, force: true });
+      await rm(dir, { recursive: true, force: true, maxRetries: 5 });
     };
   });
   after(() => close());

@@ -91,7 +91,7 @@ describe('config', () => {
       assert.equal((await loadConfig(join(dir, 'a.json'))).apps[0]!.name, 'shop');
       await assert.rejects(loadConfig(join(dir, 'missing.yaml')), /cannot read/);
     } finally {
-      await rm(dir, { recursive: true, force: true });
+      await rm(dir, { recursive: true, force: true, maxRetries: 5 });
     }
   });
 
@@ -110,7 +110,7 @@ describe('config', () => {
       assert.equal(r.status, 2);
       assert.match(r.stderr, /apps\[0\]\.pools\.green\.targets\[1\]: must be an http\(s\) URL/);
     } finally {
-      await rm(dir, { recursive: true, force: true });
+      await rm(dir, { recursive: true, force: true, maxRetries: 5 });
     }
   });
 });

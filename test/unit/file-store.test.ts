@@ -9,7 +9,7 @@ import { makeState, storeContract } from '../helpers/store-contract.ts';
 
 async function tempDir(t: TestContext): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'switchyard-file-store-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
+  t.after(() => rm(dir, { recursive: true, force: true, maxRetries: 5 }));
   return dir;
 }
 
@@ -27,7 +27,7 @@ storeContract('file store', async ({ historyLimit }) => {
     },
     cleanup: async () => {
       for (const store of stores) await store.close();
-      await rm(dir, { recursive: true, force: true });
+      await rm(dir, { recursive: true, force: true, maxRetries: 5 });
     },
   };
 });

@@ -136,7 +136,7 @@ describe('analysis', () => {
 /** A proxy's control plane on a file store, a hand-moved clock and hand-set stats: pauses of minutes take no time. */
 async function harness(t: TestContext) {
   const dir = await mkdtemp(join(tmpdir(), 'switchyard-rollout-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
+  t.after(() => rm(dir, { recursive: true, force: true, maxRetries: 5 }));
   const config = parseConfig({ apps: [{ name: 'shop', hosts: ['*'], pools: { blue: { version: '1', targets: ['http://127.0.0.1:1'] }, green: { version: '2', targets: ['http://127.0.0.1:2'] } } }] });
   let clock = 1_000_000;
   const now = () => clock;
@@ -338,7 +338,7 @@ describe('the driver after a crash', () => {
 describe('rollout records on file', () => {
   it('survive a reopen, and a put with a stale version is refused', async (t) => {
     const dir = await mkdtemp(join(tmpdir(), 'switchyard-rollout-file-'));
-    t.after(() => rm(dir, { recursive: true, force: true }));
+    t.after(() => rm(dir, { recursive: true, force: true, maxRetries: 5 }));
     const path = rolloutsPathBeside(join(dir, 'state.json'));
     assert.equal(path, join(dir, 'state.rollouts.json'));
     const a = await FileRolloutStore.open(path);
