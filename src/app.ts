@@ -22,8 +22,7 @@ import { createTelemetry, fleetPeerWindows, type Telemetry } from './metrics/tel
 import type { Rollouts } from './rollout/rollouts.ts';
 import { createRollouts, type RolloutTuning } from './rollout/setup.ts';
 import { FileStore } from './state/file-store.ts';
-import { RedisStore } from './state/redis-store.ts';
-import type { StateStore } from './state/types.ts';
+import { isRedisStore, type StateStore } from './state/types.ts';
 
 export interface BuildDeps {
   readonly logger: Logger;
@@ -68,6 +67,8 @@ export async function openStore(config: Config, logger?: Logger): Promise<StateS
   const s = config.store;
   if (s.kind === 'file') return FileStore.open({ path: s.path, historyLimit: s.historyLimit });
   const { kind: _kind, ...redis } = s;
+  // loaded on demand, so a file-store deployment never pays for ioredis
+  const { RedisStore } = await import('./state/redis-store.ts');
   return RedisStore.open({ ...redis, logger: logger?.child({ component: 'redis-store' }) });
 }
 
@@ -88,7 +89,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   });
   const telemetry = createTelemetry({ config, controller, runtime, store, logger, now, ...(deps.sampleRandom === undefined ? {} : { sampleRandom: deps.sampleRandom }) });
   // on Redis: heartbeats, fleet-wide counts, re-seeding an empty Redis, regression reports
-  const fleet = store instanceof RedisStore ? new Fleet({ store, controller, runtime, instanceId, logger: logger.child({ component: 'fleet' }), now, stats: () => telemetry.stats.exportWindows() }) : null;
+  const fleet = isRedisStore(store) ? new Fleet({ store, controller, runtime, instanceId, logger: logger.child({ component: 'fleet' }), now, stats: () => telemetry.stats.exportWindows() }) : null;
   if (fleet !== null) telemetry.stats.attachFleet(fleetPeerWindows(fleet));
   const counts = fleet === null ? localCounts(runtime, instanceId, now) : fleetCounts(fleet);
   const rollouts = await createRollouts({ config, store, controller, stats: telemetry.stats, registry: telemetry.metrics.registry, logger, instanceId, now, tuning: deps.rollouts });

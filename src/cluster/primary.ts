@@ -18,8 +18,7 @@ import { HealthMonitor } from '../health/monitor.ts';
 import { createTelemetry, fleetPeerWindows, type Telemetry } from '../metrics/telemetry.ts';
 import type { Rollouts } from '../rollout/rollouts.ts';
 import { createRollouts, type RolloutTuning } from '../rollout/setup.ts';
-import { RedisStore } from '../state/redis-store.ts';
-import type { RoutingState } from '../state/types.ts';
+import { isRedisStore, type RoutingState } from '../state/types.ts';
 import { WorkerGroup, groupCounts } from './group.ts';
 import { GroupFleet } from './group-fleet.ts';
 import { GroupMetrics } from './group-metrics.ts';
@@ -86,7 +85,7 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
   });
   const group = new WorkerGroup(config);
   const telemetry = createTelemetry({ config, controller, runtime, store, logger, now });
-  const fleet = store instanceof RedisStore ? new GroupFleet({ store, controller, runtime, instanceId, logger: logger.child({ component: 'fleet' }), now, stats: () => group.stats() }, group) : null;
+  const fleet = isRedisStore(store) ? new GroupFleet({ store, controller, runtime, instanceId, logger: logger.child({ component: 'fleet' }), now, stats: () => group.stats() }, group) : null;
   const fleetPeers = fleet === null ? null : fleetPeerWindows(fleet);
   // the workers' windows as one export (the group is one instance), then the fleet's
   telemetry.stats.attachFleet(function* peers() {

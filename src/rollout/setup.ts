@@ -3,8 +3,7 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Config } from '../config/schema.ts';
 import type { Controller } from '../control/controller.ts';
-import { RedisStore } from '../state/redis-store.ts';
-import type { StateStore } from '../state/types.ts';
+import { isRedisStore, type StateStore } from '../state/types.ts';
 import type { StatsSource } from './analysis.ts';
 import { LocalLease, RedisLease, type Lease, type Scheduler } from './lease.ts';
 import { RedisRolloutStore } from './redis.ts';
@@ -45,7 +44,7 @@ export async function createRollouts(deps: RolloutDeps): Promise<Rollouts> {
   const schedule = deps.tuning?.schedule;
   let records: RolloutStore;
   let lease: Lease;
-  if (deps.store instanceof RedisStore) {
+  if (isRedisStore(deps.store)) {
     const { client, keys } = deps.store;
     records = new RedisRolloutStore(client, keys.rollout);
     // unique per process start: a restarted instance must not renew the lease of its previous life

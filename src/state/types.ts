@@ -1,3 +1,4 @@
+import type { RedisStore } from './redis-store.ts';
 import type { Weights } from './weights.ts';
 
 /**
@@ -63,4 +64,12 @@ export interface StateStore {
   /** Called with every state written, by this or (for shared stores) another instance. */
   watch(listener: (state: RoutingState) => void): Unsubscribe;
   close(): Promise<void>;
+}
+
+/**
+ * Whether a store is the Redis one, without importing it: ioredis (~7 MB of RSS) is loaded only
+ * when the config asks for Redis (see `openStore`).
+ */
+export function isRedisStore(store: StateStore): store is RedisStore {
+  return store.kind === 'redis';
 }
