@@ -41,7 +41,7 @@ try {
   process.exit(2);
 }
 const { connections: CONNECTIONS, durationSec: DURATION, warmupSec: WARMUP, rounds: ROUNDS, bodySizes: BODY_SIZES, targets: TARGETS } = settings;
-const BASELINES: readonly TargetName[] = ['direct', 'http-proxy', 'undici-naive', 'nginx'];
+const BASELINES: readonly TargetName[] = ['direct', 'http-proxy', 'undici-naive', 'nginx', 'caddy'];
 
 interface Row {
   target: TargetName;

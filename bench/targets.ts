@@ -7,7 +7,7 @@ import {
 
 /** How each compared target is started: the references, nginx and Switchyard itself. */
 
-export const TARGET_NAMES = ['direct', 'switchyard', 'http-proxy', 'undici-naive', 'nginx'] as const;
+export const TARGET_NAMES = ['direct', 'switchyard', 'http-proxy', 'undici-naive', 'nginx', 'caddy'] as const;
 export type TargetName = (typeof TARGET_NAMES)[number];
 
 export interface Running {
@@ -33,6 +33,8 @@ export async function startTarget(name: TargetName, ctx: StartContext): Promise<
       return startNodeRef(name, ctx);
     case 'nginx':
       return startNginx(ctx);
+    case 'caddy':
+      return startCaddy(ctx);
     case 'switchyard': {
       const sy = await startSwitchyard({ blue: ctx.upstreamUrl, green: ctx.upstreamUrl, tmpDir: ctx.tmpDir });
       return { name, url: `http://127.0.0.1:${sy.port}/`, proc: sy.proc };
@@ -55,6 +57,22 @@ async function ready(proc: Proc, url: string): Promise<void> {
     await proc.stop();
     throw new Error(`${(e as Error).message}; stderr: ${tail(proc.stderrTail())}`, { cause: e });
   }
+}
+
+// ---------------------------------------------------------------- caddy
+
+/** Caddy as a reverse proxy on one core (GOMAXPROCS=1, pinned like every proxy), keep-alive upstream. */
+async function startCaddy(ctx: StartContext): Promise<Running> {
+  const caddy = findCommand('caddy');
+  if (caddy === undefined) throw new Error('skipped: caddy not installed (Debian: apt-get install caddy)');
+  const port = await freePort();
+  const conf = join(ctx.tmpDir, 'Caddyfile');
+  const upstream = new URL(ctx.upstreamUrl).host;
+  writeFileSync(conf, `{\n\tadmin off\n\tauto_https off\n}\nhttp://127.0.0.1:${port} {\n\treverse_proxy ${upstream} {\n\t\ttransport http {\n\t\t\tkeepalive 60s\n\t\t\tkeepalive_idle_conns 256\n\t\t}\n\t}\n}\n`);
+  const proc = startProcess('caddy', caddy, ['run', '--config', conf, '--adapter', 'caddyfile'], { cpu: cpuFor('proxy'), env: { GOMAXPROCS: '1', HOME: ctx.tmpDir, XDG_DATA_HOME: ctx.tmpDir, XDG_CONFIG_HOME: ctx.tmpDir } });
+  const url = `http://127.0.0.1:${port}/`;
+  await ready(proc, url);
+  return { name: 'caddy', url, proc };
 }
 
 // ---------------------------------------------------------------- nginx
