@@ -19,7 +19,8 @@ COPY --from=build /app/dist ./dist
 COPY bin ./bin
 COPY src/admin/web ./src/admin/web
 COPY config/switchyard.yaml /etc/switchyard/switchyard.yaml
-RUN mkdir -p /var/lib/switchyard && chown node:node /var/lib/switchyard
+# the file store writes beside the config's relative path (./data) or wherever store.path says
+RUN mkdir -p /app/data /var/lib/switchyard && chown node:node /app/data /var/lib/switchyard
 USER node
 EXPOSE 8080 8081
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
