@@ -2,7 +2,8 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { AppConfig, Config } from '../config/schema.ts';
 import { ConfigError, SwitchyardError } from '../errors.ts';
-import { buildAppRoute, buildSnapshot, type AppRoute, type Snapshot } from '../routing/snapshot.ts';
+import { RoutingTable } from '../routing/routing-table.ts';
+import type { Snapshot } from '../routing/snapshot.ts';
 import type { Action, HistoryEntry, RoutingState, StateStore } from '../state/types.ts';
 import { parseWeights, TOTAL_BP, type Weights } from '../state/weights.ts';
 import { initialState, nextState } from './next-state.ts';
@@ -43,15 +44,12 @@ const CAS_RETRIES = 5;
  * Events: `applied` (state: RoutingState, previous: RoutingState) after a snapshot swap.
  */
 export class Controller extends EventEmitter {
-  /** The data plane reads this on every request; it is replaced, never mutated. */
-  snapshot: Snapshot;
   readonly config: Config;
   readonly store: StateStore;
   private readonly logger: Logger;
   private readonly now: () => number;
   private readonly guard: WriteGuard | undefined;
-  private readonly states = new Map<string, RoutingState>();
-  private readonly routes = new Map<string, AppRoute>();
+  private readonly table: RoutingTable;
   private readonly appIndex = new Map<string, number>();
   private unwatch: (() => void) | null = null;
 
@@ -63,11 +61,12 @@ export class Controller extends EventEmitter {
     this.now = opts.now ?? Date.now;
     this.guard = opts.guard;
     opts.config.apps.forEach((a, i) => this.appIndex.set(a.name, i));
-    for (const [app, state] of states) {
-      this.states.set(app, state);
-      this.routes.set(app, buildAppRoute(this.appIndex.get(app) as number, this.appConfig(app), state));
-    }
-    this.snapshot = this.rebuild();
+    this.table = new RoutingTable(opts.config, states);
+  }
+
+  /** The data plane reads this on every request; it is replaced, never mutated. */
+  get snapshot(): Snapshot {
+    return this.table.snapshot;
   }
 
   /**
@@ -108,7 +107,7 @@ export class Controller extends EventEmitter {
   }
 
   state(app: string): RoutingState {
-    const s = this.states.get(app);
+    const s = this.table.state(app);
     if (s === undefined) throw new SwitchyardError('UNKNOWN_APP', `unknown app "${app}"`);
     return s;
   }
@@ -122,26 +121,18 @@ export class Controller extends EventEmitter {
    * Returns whether the snapshot changed.
    */
   apply(state: RoutingState): boolean {
-    const current = this.states.get(state.app);
-    if (current === undefined || state.revision <= current.revision) return false;
-    const cfg = this.appConfig(state.app);
-    let route: AppRoute;
+    let previous: RoutingState | null;
     try {
-      route = buildAppRoute(this.appIndex.get(state.app) as number, cfg, state);
+      previous = this.table.apply(state);
     } catch (err) {
       this.logger.error({ err, app: state.app, revision: state.revision }, 'refusing a routing state that does not fit the config');
       return false;
     }
-    this.states.set(state.app, state);
-    this.routes.set(state.app, route);
-    this.snapshot = this.rebuild();
-    this.emit('applied', state, current);
+    if (previous === null) return false;
+    this.emit('applied', state, previous);
     return true;
   }
 
-  private rebuild(): Snapshot {
-    return buildSnapshot(this.config.apps.map((a) => this.routes.get(a.name) as AppRoute));
-  }
 
   /** Parses API percentages for an app, throwing a 400 that names the field. */
   parseWeights(app: string, input: Readonly<Record<string, number>>): Record<string, number> {

@@ -42,20 +42,21 @@ export function pinnedPool(app: AppRoute, pin: string, now: number): PoolRoute |
  * per pool and revision, so the HMAC is computed once per second, not per response.
  */
 export class PinCookies {
-  private readonly cache = new Map<string, { sec: number; revision: number; value: string }>();
+  // keyed by the snapshot's pool object: a new revision builds new pool objects, so a cached
+  // pin never outlives its revision, and old entries go with the old snapshot
+  private readonly cache = new WeakMap<PoolRoute, { sec: number; value: string }>();
 
   setCookie(app: AppRoute, pool: PoolRoute, now: number): string | null {
     const aff = app.config.affinity;
     if (aff === undefined) return null;
     const sec = Math.floor(now / 1000);
-    const key = `${app.name}\0${pool.name}`;
-    const hit = this.cache.get(key);
-    if (hit !== undefined && hit.sec === sec && hit.revision === app.revision) return hit.value;
+    const hit = this.cache.get(pool);
+    if (hit !== undefined && hit.sec === sec) return hit.value;
     const pin = makePin(aff.secret, app.name, pool.name, app.revision, sec);
     // the pin must outlive a pool's weight by the window, so it lives a day longer than that
     const maxAge = Math.ceil(aff.window / 1000) + 86_400;
     const value = `${aff.cookie}=${pin}; Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Lax`;
-    this.cache.set(key, { sec, revision: app.revision, value });
+    this.cache.set(pool, { sec, value });
     return value;
   }
 }
