@@ -63,6 +63,7 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
   /** the response body is known to be complete after this many bytes (content-length), or -1 */
   private remaining = -1;
   private attempts = 1;
+  openSlot = -1;
   private resume: (() => void) | null = null;
   private readonly onClientClose = (): void => {
     if (!this.finished) {

@@ -69,6 +69,7 @@ export class UpgradeConnection implements Cuttable {
   private target: Target;
   private attempts = 1;
   private phase: Phase = 'handshake';
+  openSlot = -1;
   private counted: 'inflight' | 'upgraded' = 'inflight';
   private upReq: ClientRequest | null = null;
   private up: Socket | null = null;

@@ -52,6 +52,7 @@ class FakeClock implements Timers {
 
 class FakeConn implements Cuttable {
   cutAt: number | null = null;
+  openSlot = -1;
   private readonly clock: FakeClock;
   constructor(clock: FakeClock) {
     this.clock = clock;
