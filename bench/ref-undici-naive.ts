@@ -54,7 +54,8 @@ const server = createServer((req, res) => {
   );
 });
 
-server.listen(Number(process.env['PORT'] ?? '0'), process.env['HOST'] ?? '127.0.0.1', () => {
+// the same accept queue as Switchyard's listener (4096), so 1,000-client runs compare proxies, not backlogs
+server.listen({ port: Number(process.env['PORT'] ?? '0'), host: process.env['HOST'] ?? '127.0.0.1', backlog: 4096 }, () => {
   const addr = server.address();
   process.stdout.write(`${JSON.stringify({ port: typeof addr === 'object' && addr !== null ? addr.port : 0 })}\n`);
 });

@@ -2,11 +2,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  cores, cpuFor, cpuModel, envInt, envList, fmt, formatTable, installCleanup, median, pinningNote, pinSelf, ratio, rssMb,
+  cores, cpuFor, cpuModel, envInt, envList, findCommand, fmt, formatTable, installCleanup, median, pinningNote, pinSelf, ratio, rssMb,
   sleep, startNodeService, stopAll, tail, wantsJson,
 } from './common.ts';
 import { pickDriver, runLoad, type Driver, type LoadResult } from './load.ts';
-import { startTarget, TARGET_NAMES, type Running, type TargetName } from './targets.ts';
+import { startNginxUpstream, startTarget, TARGET_NAMES, type Running, type TargetName } from './targets.ts';
 
 /**
  * `npm run bench`: Switchyard against the upstream hit directly and three reference proxies,
@@ -41,6 +41,8 @@ try {
   process.exit(2);
 }
 const { connections: CONNECTIONS, durationSec: DURATION, warmupSec: WARMUP, rounds: ROUNDS, bodySizes: BODY_SIZES, targets: TARGETS } = settings;
+/** nginx serves the upstream's bytes when installed (the issue's setup); UPSTREAM=node forces the Node upstream. */
+const UPSTREAM: 'nginx' | 'node' = process.env['UPSTREAM'] === 'node' || findCommand('nginx') === undefined ? 'node' : 'nginx';
 const BASELINES: readonly TargetName[] = ['direct', 'http-proxy', 'undici-naive', 'nginx', 'caddy'];
 
 interface Row {
@@ -91,7 +93,9 @@ async function benchBodySize(bodySize: number, driver: Driver, log: (s: string) 
   const rows = new Map<TargetName, Row>(TARGETS.map((t) => [t, { target: t, runs: [], rss: [] }]));
   const running: Running[] = [];
   try {
-    const upstream = await startNodeService('upstream', 'upstream.ts', { BODY_SIZE: String(bodySize) }, cpuFor('upstream'));
+    const upstream = UPSTREAM === 'nginx'
+      ? await startNginxUpstream(bodySize, mkdtempSync(join(tmp, 'upstream-')), cpuFor('upstream'))
+      : await startNodeService('upstream', 'upstream.ts', { BODY_SIZE: String(bodySize) }, cpuFor('upstream'));
     const ctx = { upstreamUrl: `http://127.0.0.1:${upstream.port}`, tmpDir: tmp };
     for (const name of TARGETS) {
       try {
@@ -163,12 +167,14 @@ async function main(): Promise<void> {
     node: process.version,
     driver: driver === 'wrk' ? 'wrk (1 thread)' : 'autocannon (in-process; latency in whole ms; tops out near 46k rps, install wrk for more headroom)',
     pinning: pinningNote(),
+    upstream: UPSTREAM === 'nginx' ? 'nginx (1 worker) serving the body from a file' : 'Node http server (bench/upstream.ts)',
   };
   const out = (s: string): void => void process.stdout.write(`${s}\n`);
   out('Switchyard benchmark');
   out(`  machine  ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}`);
   out(`  driver   ${machine.driver}`);
   out(`  pinning  ${machine.pinning}`);
+  out(`  upstream ${machine.upstream}`);
   out(`  load     ${CONNECTIONS} connections, ${WARMUP} s warmup + ${DURATION} s per run, ${ROUNDS} round(s), interleaved`);
   out(`  figures  rps/p50/p99: median over rounds; spread: ±half the rps range over rounds; RSS: proxy process (+ children) right after the load, max over rounds`);
 

@@ -1,5 +1,5 @@
 import { chmodSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import {
   BENCH_TOKEN, cpuFor, envInt, findCommand, freePort, NODE, REPO_ROOT, startNodeService, startProcess, tail, waitForHttp,
   type Proc,
@@ -97,7 +97,7 @@ http {
     keepalive 64;
   }
   server {
-    listen 127.0.0.1:${listenPort};
+    listen 127.0.0.1:${listenPort} backlog=4096;
     location / {
       proxy_pass http://bench_upstream;
       proxy_http_version 1.1;
@@ -106,6 +106,53 @@ http {
   }
 }
 `;
+}
+
+/**
+ * The upstream as nginx (one worker, pinned where the upstream goes): answers every request with
+ * BODY_SIZE bytes of "x" (0: `ok`), `x-upstream: upstream`, keep-alive. A light upstream leaves
+ * the load generator its core and makes the proxy under test the bottleneck, as in the issue's
+ * setup ("upstream nginx on the other core"); the Node upstream (`UPSTREAM=node`) is the fallback.
+ */
+export async function startNginxUpstream(bodySize: number, tmpDir: string, cpu: number | undefined): Promise<{ proc: Proc; port: number }> {
+  const nginx = findCommand('nginx');
+  if (nginx === undefined) throw new Error('nginx not installed');
+  const port = await freePort();
+  writeFileSync(join(tmpDir, 'body'), bodySize > 0 ? 'x'.repeat(bodySize) : 'ok');
+  const conf = join(tmpDir, 'upstream.conf');
+  writeFileSync(conf, `worker_processes 1;
+daemon off;
+pid ${tmpDir}/upstream.pid;
+error_log ${tmpDir}/upstream-error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path ${tmpDir}/client_body;
+  proxy_temp_path ${tmpDir}/proxy;
+  fastcgi_temp_path ${tmpDir}/fastcgi;
+  uwsgi_temp_path ${tmpDir}/uwsgi;
+  scgi_temp_path ${tmpDir}/scgi;
+  keepalive_requests 1000000;
+  keepalive_timeout 120s;
+  server {
+    listen 127.0.0.1:${port} backlog=4096;
+    default_type text/plain;
+    etag off;
+    location / {
+      root ${tmpDir};
+      try_files /body =404;
+      add_header x-upstream upstream;
+    }
+  }
+}
+`);
+  // nginx's worker runs as nobody: it must reach the body file through the bench's temp dirs
+  chmodSync(tmpDir, 0o755);
+  chmodSync(dirname(tmpDir), 0o711);
+  chmodSync(join(tmpDir, 'body'), 0o644);
+  const proc = startProcess('upstream', nginx, ['-e', join(tmpDir, 'upstream-error.log'), '-p', tmpDir, '-c', conf], { cpu });
+  await ready(proc, `http://127.0.0.1:${port}/`);
+  return { proc, port };
 }
 
 async function startNginx(ctx: StartContext): Promise<Running> {

@@ -34,7 +34,8 @@ const server = createServer((req, res) => {
 server.keepAliveTimeout = 120_000;
 server.headersTimeout = 125_000;
 
-server.listen(Number(process.env['PORT'] ?? '0'), process.env['HOST'] ?? '127.0.0.1', () => {
+// a 4096 accept queue, as Switchyard's listener: 1,000 clients connecting at once must not overflow it
+server.listen({ port: Number(process.env['PORT'] ?? '0'), host: process.env['HOST'] ?? '127.0.0.1', backlog: 4096 }, () => {
   const addr = server.address();
   process.stdout.write(`${JSON.stringify({ port: typeof addr === 'object' && addr !== null ? addr.port : 0 })}\n`);
 });

@@ -16,7 +16,7 @@ import { Fleet, fleetCounts } from './control/fleet.ts';
 import { DrainDeadlines } from './dataplane/drain.ts';
 import { TrustedProxies } from './dataplane/headers.ts';
 import { localCounts, Runtime } from './dataplane/runtime.ts';
-import { DataPlane, type DataPlaneOptions } from './dataplane/server.ts';
+import { DataPlane, LISTEN_BACKLOG, type DataPlaneOptions } from './dataplane/server.ts';
 import { HealthMonitor } from './health/monitor.ts';
 import { createTelemetry, fleetPeerWindows, type Telemetry } from './metrics/telemetry.ts';
 import type { Rollouts } from './rollout/rollouts.ts';
@@ -129,7 +129,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   controller.on('applied', () => drains.update());
 
   async function listen(): Promise<{ proxyPort: number; adminPort: number }> {
-    dataPlane.server.listen(config.listen.port, config.listen.host);
+    dataPlane.server.listen({ port: config.listen.port, host: config.listen.host, backlog: LISTEN_BACKLOG });
     admin.listen(config.admin.port, config.admin.host);
     await Promise.all([once(dataPlane.server, 'listening'), once(admin, 'listening')]);
     const proxyPort = (dataPlane.server.address() as AddressInfo).port;

@@ -1,12 +1,13 @@
 import { once } from 'node:events';
 import type { Server } from 'node:net';
+import { LISTEN_BACKLOG } from '../dataplane/server.ts';
 import type { ListenMode } from './ipc.ts';
 
 /** Errors that mean "this platform has no SO_REUSEPORT balancing", not "the port is taken". */
 const UNSUPPORTED = new Set(['ENOTSUP', 'EOPNOTSUPP', 'ENOPROTOOPT', 'EINVAL', 'ERR_INVALID_ARG_VALUE']);
 
 async function listenOnce(server: Server, options: { host: string; port: number; reusePort?: boolean }): Promise<void> {
-  server.listen(options);
+  server.listen({ ...options, backlog: LISTEN_BACKLOG });
   await once(server, 'listening');
 }
 

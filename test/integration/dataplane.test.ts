@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
@@ -25,6 +27,15 @@ describe('forwarding', () => {
     await p.close();
     await blue.close();
     await green.close();
+  });
+
+  it('listens with a 4096-connection accept queue (kernel permitting), not Node\'s 511', async () => {
+    // a thousand clients connecting while the event loop is busy must not overflow the queue:
+    // dropped SYNs cost each of them a 1 s retransmit. `ss` shows a listener's queue as Send-Q.
+    const somaxconn = Number(readFileSync('/proc/sys/net/core/somaxconn', 'utf8'));
+    const line = execFileSync('ss', ['-Hltn', `sport = :${portOf(p.proxyUrl)}`], { encoding: 'utf8' }).trim();
+    const backlog = Number(line.split(/\s+/)[2]);
+    assert.equal(backlog, Math.min(4096, somaxconn), line);
   });
 
   it('forwards method, path, query and body, and marks the response with the pool', async () => {
