@@ -16,7 +16,7 @@ import { Fleet, fleetCounts } from './control/fleet.ts';
 import { DrainDeadlines } from './dataplane/drain.ts';
 import { TrustedProxies } from './dataplane/headers.ts';
 import { localCounts, Runtime } from './dataplane/runtime.ts';
-import { DataPlane, LISTEN_BACKLOG, type DataPlaneOptions } from './dataplane/server.ts';
+import { DataPlane, type DataPlaneOptions } from './dataplane/server.ts';
 import { HealthMonitor } from './health/monitor.ts';
 import { createTelemetry, fleetPeerWindows, type Telemetry } from './metrics/telemetry.ts';
 import type { Rollouts } from './rollout/rollouts.ts';
@@ -129,10 +129,8 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   controller.on('applied', () => drains.update());
 
   async function listen(): Promise<{ proxyPort: number; adminPort: number }> {
-    dataPlane.server.listen({ port: config.listen.port, host: config.listen.host, backlog: LISTEN_BACKLOG });
     admin.listen(config.admin.port, config.admin.host);
-    await Promise.all([once(dataPlane.server, 'listening'), once(admin, 'listening')]);
-    const proxyPort = (dataPlane.server.address() as AddressInfo).port;
+    const [proxyPort] = await Promise.all([dataPlane.listen(config.listen.host, config.listen.port, config.listen.acceptors), once(admin, 'listening')]);
     const adminPort = (admin.address() as AddressInfo).port;
     logger.info({ proxy: `${config.listen.host}:${proxyPort}`, admin: `${config.admin.host}:${adminPort}`, store: store.kind, apps: config.apps.map((a) => a.name) }, 'switchyard listening');
     return { proxyPort, adminPort };
@@ -150,7 +148,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     logger.info({ inflight: inflight(), delay, grace, hardStop }, 'shutting down: readyz is 503, draining');
     // keep accepting for `delay` so a load balancer notices readyz before connections are refused
     if (delay > 0) await sleep(delay);
-    dataPlane.server.close();
+    dataPlane.stopListening();
     dataPlane.server.closeIdleConnections();
     for (const p of runtime.allPools()) for (const c of p.open) if (isUpgrade(c)) c.cut('shutdown');
     let warned = false;
@@ -176,7 +174,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
 
   async function close(): Promise<void> {
     shuttingDown = true;
-    dataPlane.server.close();
+    dataPlane.stopListening();
     dataPlane.server.closeAllConnections();
     for (const p of runtime.allPools()) for (const c of [...p.open]) c.cut('shutdown');
     await closeParts();

@@ -1,10 +1,8 @@
 import { once } from 'node:events';
 import type { Server } from 'node:net';
-import { LISTEN_BACKLOG } from '../dataplane/server.ts';
+import { LISTEN_BACKLOG, REUSEPORT_UNSUPPORTED } from '../dataplane/server.ts';
 import type { ListenMode } from './ipc.ts';
 
-/** Errors that mean "this platform has no SO_REUSEPORT balancing", not "the port is taken". */
-const UNSUPPORTED = new Set(['ENOTSUP', 'EOPNOTSUPP', 'ENOPROTOOPT', 'EINVAL', 'ERR_INVALID_ARG_VALUE']);
 
 async function listenOnce(server: Server, options: { host: string; port: number; reusePort?: boolean }): Promise<void> {
   server.listen({ ...options, backlog: LISTEN_BACKLOG });
@@ -30,7 +28,7 @@ export async function listenWorker(server: Server, host: string, port: number): 
       await listenOnce(server, { host, port, reusePort: true });
       return 'reuseport';
     } catch (err) {
-      if (!UNSUPPORTED.has((err as { code?: string }).code ?? '')) throw err;
+      if (!REUSEPORT_UNSUPPORTED.has((err as { code?: string }).code ?? '')) throw err;
     }
   }
   await listenOnce(server, { host, port });

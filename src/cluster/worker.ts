@@ -161,8 +161,11 @@ class WorkerPlane {
   }
 
   async listen(): Promise<ListenMode> {
-    const { host, port } = this.config.listen;
-    return listenWorker(this.dataPlane.server, host, port);
+    const { host, port, acceptors } = this.config.listen;
+    const mode = await listenWorker(this.dataPlane.server, host, port);
+    // more listeners in the worker's reuse-port group: more connections accepted per turn
+    if (mode === 'reuseport') await this.dataPlane.addAcceptors(host, port, acceptors);
+    return mode;
   }
 
   /** The primary's view of every target: its active checks' verdict, and ejections by any worker. */
@@ -219,7 +222,7 @@ class WorkerPlane {
     dp.closing = true;
     this.logger.info({ inflight: this.inflight(), delay, grace, hardStop }, 'worker shutting down: draining');
     if (delay > 0) await sleep(delay);
-    dp.server.close();
+    dp.stopListening();
     dp.server.closeIdleConnections();
     for (const p of this.runtime.allPools()) for (const c of p.open) if ((c as { upgraded?: boolean }).upgraded === true) c.cut('shutdown');
     let warned = false;

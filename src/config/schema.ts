@@ -182,7 +182,18 @@ const store = z.discriminatedUnion('kind', [
 
 export const configSchema = z
   .strictObject({
-    listen: z.strictObject({ host: z.string().default('0.0.0.0'), port: port.default(8080) }).prefault({}),
+    listen: z
+      .strictObject({
+        host: z.string().default('0.0.0.0'),
+        port: port.default(8080),
+        /**
+         * Listening sockets in one SO_REUSEPORT group per data-plane process (see ACCEPTORS in
+         * src/dataplane/server.ts); 1: a single plain socket, so a port already taken by anything,
+         * another Switchyard included, fails the start. @default 16
+         */
+        acceptors: z.number().int().min(1).max(64).default(16),
+      })
+      .prefault({}),
     admin: z
       .strictObject({
         host: z.string().default('127.0.0.1'),

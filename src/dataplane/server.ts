@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { createServer as createNetServer, type AddressInfo, type ListenOptions, type Server as NetServer, type Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
 import { PinCookies, pinnedPool } from '../routing/affinity.ts';
 import { poolForBucket, previewPool, randomBucket, stickyBucket, type RoutedBy } from '../routing/choose.ts';
@@ -17,6 +17,17 @@ import { isProxiedUpgrade, UpgradeProxy } from './upgrade.ts';
  * clients, TcpExtListenOverflows in the thousands). HAProxy sizes its backlog from maxconn alike.
  */
 export const LISTEN_BACKLOG = 4096;
+
+/**
+ * Listening sockets per data-plane process, sharing the port through SO_REUSEPORT. Since libuv
+ * 1.45 (Node ≥ 20) a listener accepts one connection per event-loop turn (libuv#3696), and under
+ * load a turn lasts as long as it takes to serve every ready socket: with 1,000 busy clients a
+ * turn took ~120 ms, so a burst of new connections waited in the accept queue for seconds
+ * (measured: 450 queued connections draining at ~35/s, wrk timeouts and a multi-second p99).
+ * The kernel spreads new connections over the group's queues and each listener accepts one per
+ * turn: 16 of them accept 16 (config `listen.acceptors`). nginx's `multi_accept` answers the same problem.
+ */
+export const DEFAULT_ACCEPTORS = 16;
 
 /** One finished request, as metrics, stats and the access log see it. */
 export interface RequestRecord {
@@ -52,6 +63,25 @@ export interface Decision {
   readonly by: RoutedBy;
 }
 
+/** Errors that mean "no SO_REUSEPORT here", not "the port is taken". */
+export const REUSEPORT_UNSUPPORTED = new Set(['ENOTSUP', 'EOPNOTSUPP', 'ENOPROTOOPT', 'EINVAL', 'ERR_INVALID_ARG_VALUE']);
+
+function listenOn(server: NetServer, options: ListenOptions): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error): void => {
+      server.off('listening', onListening);
+      reject(err);
+    };
+    const onListening = (): void => {
+      server.off('error', onError);
+      resolve();
+    };
+    server.once('error', onError);
+    server.once('listening', onListening);
+    server.listen(options);
+  });
+}
+
 function rawHeader(raw: readonly string[], lname: string): string | undefined {
   for (let i = 0; i < raw.length; i += 2) if ((raw[i] as string).length === lname.length && (raw[i] as string).toLowerCase() === lname) return raw[i + 1];
   return undefined;
@@ -70,6 +100,9 @@ export class DataPlane implements Plane {
   readonly now: () => number;
   private readonly pins = new PinCookies();
   private readonly upgrades: UpgradeProxy;
+
+  /** extra listeners on the proxy port (see DEFAULT_ACCEPTORS); their connections go to `server` */
+  private readonly acceptors: NetServer[] = [];
 
   constructor(opts: DataPlaneOptions) {
     this.opts = opts;
@@ -91,6 +124,48 @@ export class DataPlane implements Plane {
     );
     this.upgrades = new UpgradeProxy(this, opts);
     this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.upgrades.handle(req, socket, head));
+  }
+
+  /**
+   * Listens on host:port (port 0: any) with `acceptors` sockets in one SO_REUSEPORT group where
+   * the platform has it, one socket otherwise. Resolves with the port. `acceptors: 1`: one plain
+   * socket (no SO_REUSEPORT).
+   */
+  async listen(host: string, port: number, acceptors: number = DEFAULT_ACCEPTORS): Promise<number> {
+    const reusePort = acceptors > 1;
+    try {
+      await listenOn(this.server, { host, port, backlog: LISTEN_BACKLOG, reusePort });
+    } catch (err) {
+      if (!reusePort || !REUSEPORT_UNSUPPORTED.has((err as { code?: string }).code ?? '')) throw err;
+      await listenOn(this.server, { host, port, backlog: LISTEN_BACKLOG });
+      return (this.server.address() as AddressInfo).port;
+    }
+    const bound = (this.server.address() as AddressInfo).port;
+    await this.addAcceptors(host, bound, acceptors);
+    return bound;
+  }
+
+  /** Adds the extra listeners to a server already listening with reusePort on host:port (a worker's). */
+  async addAcceptors(host: string, port: number, acceptors: number = DEFAULT_ACCEPTORS): Promise<void> {
+    for (let i = 1; i < acceptors; i++) {
+      // noDelay as the http server's own listener; 'connection' hands the socket to node:http
+      // exactly as its listener does (the documented way to feed an http.Server a socket)
+      const acceptor = createNetServer({ noDelay: true }, (socket) => this.server.emit('connection', socket));
+      try {
+        await listenOn(acceptor, { host, port, backlog: LISTEN_BACKLOG, reusePort: true });
+      } catch {
+        acceptor.close();
+        return; // no SO_REUSEPORT group to join: the first listener serves alone
+      }
+      this.acceptors.push(acceptor);
+    }
+  }
+
+  /** Stops accepting connections (every listener); open connections are left to the caller. */
+  stopListening(): void {
+    this.server.close();
+    for (const a of this.acceptors) a.close();
+    this.acceptors.length = 0;
   }
 
   /** Routing decision for a request (pure apart from the random source and the clock). */

@@ -38,6 +38,19 @@ describe('forwarding', () => {
     assert.equal(backlog, Math.min(4096, somaxconn), line);
   });
 
+  it('accepts on 16 listening sockets in one reuse-port group, and serves what each accepts', async () => {
+    // libuv accepts one connection per listener per event-loop turn: 16 listeners take a burst 16× faster
+    const lines = execFileSync('ss', ['-Hltn', `sport = :${portOf(p.proxyUrl)}`], { encoding: 'utf8' }).trim().split('\n');
+    assert.equal(lines.length, 16);
+    // fresh connections land on listeners the kernel picks by hash: every one must be served
+    const statuses = await Promise.all(Array.from({ length: 64 }, async () => {
+      const r = await request(`${p.proxyUrl}/spread`, { reset: true });
+      await r.body.dump();
+      return r.statusCode;
+    }));
+    assert.deepEqual(new Set(statuses), new Set([200]));
+  });
+
   it('forwards method, path, query and body, and marks the response with the pool', async () => {
     const r = await request(`${p.proxyUrl}/cart/items?sku=42`, { method: 'POST', body: 'hello', headers: { 'content-type': 'text/plain' } });
     assert.equal(r.statusCode, 200);
@@ -144,6 +157,25 @@ describe('forwarding', () => {
     } finally {
       await q.close();
       await echo.close();
+    }
+  });
+});
+
+describe('listen.acceptors: 1', () => {
+  it('binds one plain socket, so a taken port fails the start instead of being shared', async () => {
+    const blue = await startUpstream('blue');
+    const p = await startProxy({ listen: { host: '127.0.0.1', port: 0, acceptors: 1 }, apps: [twoPools(blue.url, blue.url)] });
+    try {
+      const port = portOf(p.proxyUrl);
+      const lines = execFileSync('ss', ['-Hltn', `sport = :${port}`], { encoding: 'utf8' }).trim().split('\n');
+      assert.equal(lines.length, 1);
+      await assert.rejects(startProxy({ listen: { host: '127.0.0.1', port, acceptors: 1 }, apps: [twoPools(blue.url, blue.url)] }), /EADDRINUSE/);
+      const r = await request(`${p.proxyUrl}/`);
+      await r.body.dump();
+      assert.equal(r.statusCode, 200);
+    } finally {
+      await p.close();
+      await blue.close();
     }
   });
 });
