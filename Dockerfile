@@ -26,6 +26,6 @@ EXPOSE 8080 8081
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:8081/healthz').then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 STOPSIGNAL SIGTERM
-# a 16 MB young generation: fewer promotions of short-lived request objects (see README, Performance)
+# a 16 MB young generation: lower RSS under load at no measurable cost in rps (see README, Performance)
 ENTRYPOINT ["node", "--max-semi-space-size=16", "dist/main.js"]
 CMD ["serve"]
