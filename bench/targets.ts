@@ -77,20 +77,25 @@ async function startCaddy(ctx: StartContext): Promise<Running> {
 
 // ---------------------------------------------------------------- nginx
 
-export function nginxConf(dir: string, listenPort: number, upstreamUrl: string): string {
-  const up = new URL(upstreamUrl);
+/** One nginx worker, its files under `dir` (pid, error log `<name>-error.log`… temp paths), up to the open `http {`. */
+function nginxPreamble(dir: string, name: string, connections: number): string {
   return `worker_processes 1;
 daemon off;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 4096; }
+pid ${dir}/${name}.pid;
+error_log ${dir}/${name === 'nginx' ? 'error' : `${name}-error`}.log warn;
+events { worker_connections ${connections}; }
 http {
   access_log off;
   client_body_temp_path ${dir}/client_body;
   proxy_temp_path ${dir}/proxy;
   fastcgi_temp_path ${dir}/fastcgi;
   uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
+  scgi_temp_path ${dir}/scgi;`;
+}
+
+export function nginxConf(dir: string, listenPort: number, upstreamUrl: string): string {
+  const up = new URL(upstreamUrl);
+  return `${nginxPreamble(dir, 'nginx', 4096)}
   keepalive_requests 100000;
   upstream bench_upstream {
     server ${up.hostname}:${up.port};
@@ -120,18 +125,7 @@ export async function startNginxUpstream(bodySize: number, tmpDir: string, cpu: 
   const port = await freePort();
   writeFileSync(join(tmpDir, 'body'), bodySize > 0 ? 'x'.repeat(bodySize) : 'ok');
   const conf = join(tmpDir, 'upstream.conf');
-  writeFileSync(conf, `worker_processes 1;
-daemon off;
-pid ${tmpDir}/upstream.pid;
-error_log ${tmpDir}/upstream-error.log warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  client_body_temp_path ${tmpDir}/client_body;
-  proxy_temp_path ${tmpDir}/proxy;
-  fastcgi_temp_path ${tmpDir}/fastcgi;
-  uwsgi_temp_path ${tmpDir}/uwsgi;
-  scgi_temp_path ${tmpDir}/scgi;
+  writeFileSync(conf, `${nginxPreamble(tmpDir, 'upstream', 8192)}
   keepalive_requests 1000000;
   keepalive_timeout 120s;
   server {
