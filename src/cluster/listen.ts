@@ -1,17 +1,11 @@
-import { once } from 'node:events';
 import type { Server } from 'node:net';
-import { LISTEN_BACKLOG, REUSEPORT_UNSUPPORTED } from '../dataplane/server.ts';
+import { LISTEN_BACKLOG, listenOn, REUSEPORT_UNSUPPORTED } from '../dataplane/server.ts';
 import type { ListenMode } from './ipc.ts';
-
-
-async function listenOnce(server: Server, options: { host: string; port: number; reusePort?: boolean }): Promise<void> {
-  server.listen({ ...options, backlog: LISTEN_BACKLOG });
-  await once(server, 'listening');
-}
 
 /**
  * Binds a worker's proxy listener. With `reusePort` (Linux ≥ 3.9, Node ≥ 22.12) every worker
- * has a listening socket of its own on the same port and the kernel spreads incoming
+ * has listening sockets of its own on the same port (its first one here, then `listen.acceptors`
+ * more, see DataPlane.addAcceptors) and the kernel spreads incoming
  * connections between them: nothing passes through the primary. For a proxy that beats
  * node:cluster's default, where the primary accepts every connection and hands it to a worker
  * over IPC (a syscall and a message per connection, and the primary's event loop, busy with
@@ -25,12 +19,12 @@ async function listenOnce(server: Server, options: { host: string; port: number;
 export async function listenWorker(server: Server, host: string, port: number): Promise<ListenMode> {
   if (port !== 0) {
     try {
-      await listenOnce(server, { host, port, reusePort: true });
+      await listenOn(server, { host, port, reusePort: true, backlog: LISTEN_BACKLOG });
       return 'reuseport';
     } catch (err) {
       if (!REUSEPORT_UNSUPPORTED.has((err as { code?: string }).code ?? '')) throw err;
     }
   }
-  await listenOnce(server, { host, port });
+  await listenOn(server, { host, port, backlog: LISTEN_BACKLOG });
   return 'shared';
 }

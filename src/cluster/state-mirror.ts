@@ -30,15 +30,8 @@ export class StateMirror extends EventEmitter {
 
   /** Applies a state if it is newer than the one routed on; returns whether the snapshot changed. */
   apply(state: RoutingState): boolean {
-    let previous: RoutingState | null;
-    try {
-      previous = this.table.apply(state);
-    } catch (err) {
-      // the primary built the same route already; this can only be a bug, and routing goes on
-      this.logger.error({ err, app: state.app, revision: state.revision }, 'refusing a routing state that does not fit the config');
-      return false;
-    }
-    if (previous === null) return false;
+    // a state that does not fit: the primary built the same route already, so only a bug
+    if (this.table.applyOrRefuse(state, this.logger) === null) return false;
     this.emit('applied', state);
     return true;
   }

@@ -121,13 +121,7 @@ export class Controller extends EventEmitter {
    * Returns whether the snapshot changed.
    */
   apply(state: RoutingState): boolean {
-    let previous: RoutingState | null;
-    try {
-      previous = this.table.apply(state);
-    } catch (err) {
-      this.logger.error({ err, app: state.app, revision: state.revision }, 'refusing a routing state that does not fit the config');
-      return false;
-    }
+    const previous = this.table.applyOrRefuse(state, this.logger);
     if (previous === null) return false;
     this.emit('applied', state, previous);
     return true;

@@ -66,7 +66,8 @@ export interface Decision {
 /** Errors that mean "no SO_REUSEPORT here", not "the port is taken". */
 export const REUSEPORT_UNSUPPORTED = new Set(['ENOTSUP', 'EOPNOTSUPP', 'ENOPROTOOPT', 'EINVAL', 'ERR_INVALID_ARG_VALUE']);
 
-function listenOn(server: NetServer, options: ListenOptions): Promise<void> {
+/** `server.listen(options)`, resolved once listening, rejected with the listen error (EADDRINUSE…). */
+export function listenOn(server: NetServer, options: ListenOptions): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (err: Error): void => {
       server.off('listening', onListening);

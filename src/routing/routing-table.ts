@@ -1,3 +1,4 @@
+import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import type { RoutingState } from '../state/types.ts';
 import { buildAppRoute, buildSnapshot, type AppRoute, type Snapshot } from './snapshot.ts';
@@ -50,6 +51,19 @@ export class RoutingTable {
     this.routes.set(state.app, route);
     this.snapshot = this.rebuild();
     return current;
+  }
+
+  /**
+   * `apply`, for the controller and a worker's mirror: a state that does not fit the config is
+   * logged and refused (null), and routing goes on with the current snapshot.
+   */
+  applyOrRefuse(state: RoutingState, logger: Pick<Logger, 'error'>): RoutingState | null {
+    try {
+      return this.apply(state);
+    } catch (err) {
+      logger.error({ err, app: state.app, revision: state.revision }, 'refusing a routing state that does not fit the config');
+      return null;
+    }
   }
 
   private rebuild(): Snapshot {
