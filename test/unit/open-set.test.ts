@@ -56,7 +56,7 @@ describe('OpenSet (what is open on a pool)', () => {
     const run = (kind: string): number => (JSON.parse(execFileSync(process.execPath, [script, kind], { encoding: 'utf8' })) as { promotedMb: number }).promotedMb;
     const ours = run('open-set');
     const plain = run('set');
-    // measured: ~4 MB vs 33–50 MB; a regression to Set-like behaviour fails here
-    assert.ok(ours * 3 < plain, `OpenSet promoted ${ours.toFixed(1)} MB, a Set ${plain.toFixed(1)} MB`);
+    // measured: ~1 MB vs ~60 MB moved to the old generation by scavenges; Set-like behaviour fails here
+    assert.ok(ours * 10 < plain, `OpenSet promoted ${ours.toFixed(1)} MB, a Set ${plain.toFixed(1)} MB`);
   });
 });
