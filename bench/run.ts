@@ -49,6 +49,8 @@ interface Row {
   target: TargetName;
   runs: LoadResult[];
   rss: number[];
+  /** RSS (MiB) once started and idle, before any load */
+  restRss?: number;
   /** Why the row has no (or partial) numbers. */
   note?: string;
 }
@@ -62,6 +64,7 @@ interface Summary {
   /** non-2xx + socket errors + timeouts, summed over the measured runs. */
   errors?: number;
   rssMb?: number;
+  restMb?: number;
   rounds: LoadResult[];
   note?: string;
 }
@@ -69,6 +72,7 @@ interface Summary {
 function summarize(r: Row): Summary {
   const base: Summary = { target: r.target, ok: r.runs.length > 0, rounds: r.runs };
   if (r.note !== undefined) base.note = r.note;
+  if (r.restRss !== undefined) base.restMb = r.restRss;
   if (r.runs.length === 0) return base;
   base.rps = median(r.runs.map((x) => x.rps));
   base.p50Ms = median(r.runs.map((x) => x.p50Ms));
@@ -104,6 +108,12 @@ async function benchBodySize(bodySize: number, driver: Driver, log: (s: string) 
         rows.get(name)!.note = (e as Error).message;
         log(`  ${name}: ${(e as Error).message}`);
       }
+    }
+    // at rest: every target started (and answered its readiness request), idle for a second
+    await sleep(1000);
+    for (const t of running) {
+      const rest = t.proc !== undefined ? rssMb(t.proc.pid) : undefined;
+      if (rest !== undefined) rows.get(t.name)!.restRss = rest;
     }
     for (let round = 0; round < ROUNDS; round++) {
       // Rotate the order each round so no target always runs first (cold) or last (hot machine).
@@ -141,7 +151,7 @@ function spread(s: Summary): string {
 
 function table(summaries: Summary[]): string {
   const rps = new Map(summaries.map((s) => [s.target, s.rps]));
-  const headers = ['target', 'rps', 'spread', 'p50 ms', 'p99 ms', 'errors', 'RSS MB', ...BASELINES.map((b) => `vs ${b}`)];
+  const headers = ['target', 'rps', 'spread', 'p50 ms', 'p99 ms', 'errors', 'RSS rest MiB', 'RSS load MiB', ...BASELINES.map((b) => `vs ${b}`)];
   const rows = summaries.map((s) => [
     s.target,
     s.ok ? fmt(s.rps) : 'failed',
@@ -149,6 +159,7 @@ function table(summaries: Summary[]): string {
     fmt(s.p50Ms, 2),
     fmt(s.p99Ms, 2),
     fmt(s.errors),
+    fmt(s.restMb, 1),
     fmt(s.rssMb, 1),
     ...BASELINES.map((b) => ratio(s.rps, rps.get(b))),
   ]);
@@ -176,7 +187,7 @@ async function main(): Promise<void> {
   out(`  pinning  ${machine.pinning}`);
   out(`  upstream ${machine.upstream}`);
   out(`  load     ${CONNECTIONS} connections, ${WARMUP} s warmup + ${DURATION} s per run, ${ROUNDS} round(s), interleaved`);
-  out(`  figures  rps/p50/p99: median over rounds; spread: ±half the rps range over rounds; RSS: proxy process (+ children) right after the load, max over rounds`);
+  out(`  figures  rps/p50/p99: median over rounds; spread: ±half the rps range over rounds; RSS (MiB): proxy process (+ children) once started and idle, and right after the load (max over rounds)`);
 
   const tables: { bodySize: number; rows: Summary[] }[] = [];
   for (const bodySize of BODY_SIZES) {

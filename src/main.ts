@@ -7,6 +7,7 @@ import { startWorker } from './cluster/worker.ts';
 import { loadConfig } from './config/load.ts';
 import { ConfigError } from './errors.ts';
 import { createLogger } from './logger.ts';
+import { releaseStartupMemory } from './memory.ts';
 
 /**
  * Process wiring, the only module that touches `process`: config from `--config` or
@@ -32,6 +33,7 @@ export async function serve(args: string[]): Promise<void> {
     const workers = workerCount(config.workers);
     app = workers > 1 ? await startPrimary(config, { logger, workers, exec: import.meta.filename }) : await build(config, { logger });
     await app.listen();
+    releaseStartupMemory();
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`switchyard: ${err.message}\n`);

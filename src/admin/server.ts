@@ -1,10 +1,11 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import type { Controller } from '../control/controller.ts';
 import type { CountsSource } from '../control/counts.ts';
 import type { HealthSource } from '../health/monitor.ts';
 import { SwitchyardError } from '../errors.ts';
+import { http } from '../node-http.ts';
 import { Authenticator } from './auth.ts';
 import { parseIfMatch, readJson, validate } from './body.ts';
 import { coreRoutes } from './routes.ts';
@@ -115,7 +116,7 @@ export function createAdminServer(deps: AdminServerDeps): Server {
     writeError(res, e, e.code === 'BODY_TOO_LARGE' ? { connection: 'close' } : {});
   }
 
-  const server = createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS }, (req, res) => {
+  const server = http.createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS }, (req, res) => {
     handle(req, res).catch((err: unknown) => fail(req, res, err));
   });
   return server;

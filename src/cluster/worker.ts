@@ -13,6 +13,7 @@ import type { RoutingState } from '../state/types.ts';
 import type { HealthTable, ListenMode, PrometheusJson, ToWorker, WorkerChannel, WorkerReport } from './ipc.ts';
 import { listenWorker } from './listen.ts';
 import { StateMirror } from './state-mirror.ts';
+import { releaseStartupMemory } from '../memory.ts';
 
 export interface WorkerOptions {
   readonly channel: WorkerChannel;
@@ -81,6 +82,7 @@ export function startWorker(opts: WorkerOptions): WorkerProcess {
         p.listen().then((mode) => {
           channel.send({ type: 'sy:ready', pid: process.pid, listen: mode, applied: p.routing.revisions() });
           p.report();
+          releaseStartupMemory();
         }, fail);
         return;
       }

@@ -1,9 +1,10 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer as createNetServer, type AddressInfo, type ListenOptions, type Server as NetServer, type Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
 import { PinCookies, pinnedPool } from '../routing/affinity.ts';
 import { poolForBucket, previewPool, randomBucket, stickyBucket, type RoutedBy } from '../routing/choose.ts';
 import { findApp, type AppRoute, type PoolRoute, type Snapshot } from '../routing/snapshot.ts';
+import { http } from '../node-http.ts';
 import { ProxyHandler, sendError, type Outcome, type Plane } from './forward.ts';
 import { cookieValue, forwardRequestHeaders, normalizeAddress, type ForwardedRequest, type TrustedProxies } from './headers.ts';
 import type { Runtime } from './runtime.ts';
@@ -109,7 +110,7 @@ export class DataPlane implements Plane {
     this.opts = opts;
     this.random = opts.random ?? Math.random;
     this.now = opts.now ?? Date.now;
-    this.server = createServer(
+    this.server = http.createServer(
       {
         keepAliveTimeout: 65_000,
         headersTimeout: 60_000,

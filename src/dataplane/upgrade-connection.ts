@@ -1,8 +1,8 @@
-import { request as httpRequest, STATUS_CODES, type ClientRequest, type IncomingMessage } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import type { ClientRequest, IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { AppConfig } from '../config/schema.ts';
 import { ERRORS, type ErrorCode } from '../errors.ts';
+import { http, https } from '../node-http.ts';
 import { CONNECT_ERRORS, errorCode, type Outcome } from './forward.ts';
 import { forwardResponseHeaders } from './headers.ts';
 import { REFUSED_BACKOFF_MS, type Cuttable, type PoolRuntime, type Target } from './runtime.ts';
@@ -15,7 +15,7 @@ export const CLOSE_BOUND_MS = 1000;
 
 /** A raw HTTP/1.1 response head: once `upgrade` fired, the client socket is ours, not a ServerResponse's. */
 export function responseHead(status: number, message: string, headers: readonly string[]): string {
-  let s = `HTTP/1.1 ${status} ${message || (STATUS_CODES[status] ?? '')}\r\n`;
+  let s = `HTTP/1.1 ${status} ${message || (http.STATUS_CODES[status] ?? '')}\r\n`;
   for (let i = 0; i < headers.length; i += 2) s += `${headers[i]}: ${headers[i + 1]}\r\n`;
   return `${s}\r\n`;
 }
@@ -107,7 +107,7 @@ export class UpgradeConnection implements Cuttable {
   private connect(): void {
     const { ctx } = this;
     const url = new URL(this.target.origin);
-    const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
+    const request = url.protocol === 'https:' ? https().request : http.request;
     // a fresh connection, not one of the request pool's: an upgraded socket is never reused,
     // and node:http hands us a refusal (403…) as a normal response we can relay
     const req = request({

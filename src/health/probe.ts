@@ -1,5 +1,5 @@
-import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import type { Agent, IncomingMessage } from 'node:http';
+import { http, https as httpsModule } from '../node-http.ts';
 import type { HealthConfig } from '../config/schema.ts';
 
 /** What one health check of one target found. */
@@ -35,9 +35,12 @@ export function versionAt(body: unknown, path: string): string | null {
  * checks must not share its connections, or a saturated pool would fail them). Keep-alive agents
  * of their own, at most two sockets per target.
  */
+const AGENT_OPTIONS = { keepAlive: true, maxSockets: 2, maxFreeSockets: 1 };
+
 export class HttpProbe {
-  private readonly http = new HttpAgent({ keepAlive: true, maxSockets: 2, maxFreeSockets: 1 });
-  private readonly https = new HttpsAgent({ keepAlive: true, maxSockets: 2, maxFreeSockets: 1 });
+  private readonly http = new http.Agent(AGENT_OPTIONS);
+  /** created with the first https target (node:https costs ~5 MB to load) */
+  private httpsAgent: Agent | null = null;
 
   readonly probe: Probe = (origin, health, signal) => {
     const timeout = AbortSignal.timeout(health.timeout);
@@ -54,8 +57,8 @@ export class HttpProbe {
         const code = (err as { code?: unknown }).code;
         finish({ ok: false, status: null, version: null, error: timeout.aborted ? 'timeout' : typeof code === 'string' && code !== 'ABORT_ERR' ? code : String((err as Error).message ?? err) });
       };
-      const options = { agent: https ? this.https : this.http, signal: both, headers: { 'user-agent': 'switchyard-health-check', accept: 'application/json, */*' } };
-      const req = (https ? httpsRequest : httpRequest)(new URL(health.path, origin), options, (res) => {
+      const options = { agent: https ? (this.httpsAgent ??= new (httpsModule().Agent)(AGENT_OPTIONS)) : this.http, signal: both, headers: { 'user-agent': 'switchyard-health-check', accept: 'application/json, */*' } };
+      const req = (https ? httpsModule().request : http.request)(new URL(health.path, origin), options, (res) => {
         readAnswer(res, health).then(finish, fail);
       });
       req.on('error', fail);
@@ -65,7 +68,7 @@ export class HttpProbe {
 
   close(): void {
     this.http.destroy();
-    this.https.destroy();
+    this.httpsAgent?.destroy();
   }
 }
 
