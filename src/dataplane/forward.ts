@@ -66,10 +66,11 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
   openSlot = -1;
   private resume: (() => void) | null = null;
   private readonly onClientClose = (): void => {
-    if (!this.finished) {
-      this.controller?.abort(new Error('client went away'));
-      this.finish(499, null);
-    }
+    if (this.finished) return;
+    // finished first: undici can report the abort through onResponseError at once, which would
+    // log a 502 and count the client's leaving against the target's passive health
+    this.finish(499, null);
+    this.controller?.abort(new Error('client went away'));
   };
 
   constructor(plane: Plane, req: IncomingMessage, res: ServerResponse, pool: PoolRuntime, target: Target, opts: Dispatcher.DispatchOptions, servedBy: string, requestId: string, setCookie: string | null) {

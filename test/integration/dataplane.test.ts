@@ -311,6 +311,8 @@ describe('upstream failures', () => {
       await pending;
       await Promise.race([upstreamClosed, sleep(2000).then(() => assert.fail('upstream request was not aborted'))]);
       while (p.sy.runtime.pool('shop', 'blue')?.inflight !== 0) await sleep(10);
+      // the client left, the upstream did nothing wrong: no failure for passive health checks
+      assert.equal(p.sy.runtime.pool('shop', 'blue')?.targets[0]?.consecutiveFailures, 0);
     } finally {
       await p.close();
       await hang.close();
