@@ -130,7 +130,15 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
 
   async function listen(): Promise<{ proxyPort: number; adminPort: number }> {
     admin.listen(config.admin.port, config.admin.host);
-    const [proxyPort] = await Promise.all([dataPlane.listen(config.listen.host, config.listen.port, config.listen.acceptors), once(admin, 'listening')]);
+    let proxyPort: number;
+    try {
+      [proxyPort] = await Promise.all([dataPlane.listen(config.listen.host, config.listen.port, config.listen.acceptors), once(admin, 'listening')]);
+    } catch (err) {
+      // a port taken: release whichever listener did bind, so the failed start holds nothing
+      dataPlane.stopListening();
+      admin.close();
+      throw err;
+    }
     const adminPort = (admin.address() as AddressInfo).port;
     logger.info({ proxy: `${config.listen.host}:${proxyPort}`, admin: `${config.admin.host}:${adminPort}`, store: store.kind, apps: config.apps.map((a) => a.name) }, 'switchyard listening');
     return { proxyPort, adminPort };

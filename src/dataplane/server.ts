@@ -4,6 +4,7 @@ import type { Dispatcher } from 'undici';
 import { PinCookies, pinnedPool } from '../routing/affinity.ts';
 import { poolForBucket, previewPool, randomBucket, stickyBucket, type RoutedBy } from '../routing/choose.ts';
 import { findApp, type AppRoute, type PoolRoute, type Snapshot } from '../routing/snapshot.ts';
+import { DEFAULT_ACCEPTORS } from '../config/schema.ts';
 import { http } from '../node-http.ts';
 import { ProxyHandler, sendError, type Outcome, type Plane } from './forward.ts';
 import { cookieValue, forwardRequestHeaders, normalizeAddress, type ForwardedRequest, type TrustedProxies } from './headers.ts';
@@ -19,16 +20,8 @@ import { isProxiedUpgrade, UpgradeProxy } from './upgrade.ts';
  */
 export const LISTEN_BACKLOG = 4096;
 
-/**
- * Listening sockets per data-plane process, sharing the port through SO_REUSEPORT. Since libuv
- * 1.45 (Node ≥ 20) a listener accepts one connection per event-loop turn (libuv#3696), and under
- * load a turn lasts as long as it takes to serve every ready socket: with 1,000 busy clients a
- * turn took ~120 ms, so a burst of new connections waited in the accept queue for seconds
- * (measured: 450 queued connections draining at ~35/s, wrk timeouts and a multi-second p99).
- * The kernel spreads new connections over the group's queues and each listener accepts one per
- * turn: 16 of them accept 16 (config `listen.acceptors`). nginx's `multi_accept` answers the same problem.
- */
-export const DEFAULT_ACCEPTORS = 16;
+/** Listening sockets per data-plane process by default: see `DEFAULT_ACCEPTORS` in config/schema.ts. */
+export { DEFAULT_ACCEPTORS };
 
 /** One finished request, as metrics, stats and the access log see it. */
 export interface RequestRecord {

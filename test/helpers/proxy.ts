@@ -48,7 +48,10 @@ export async function startProxy(doc: Record<string, unknown>, deps: Partial<Bui
     ...doc,
   });
   const sy = await build(config, { logger: pino({ level: 'silent' }), ...deps });
-  const { proxyPort, adminPort } = await sy.listen();
+  const { proxyPort, adminPort } = await sy.listen().catch(async (err: unknown) => {
+    await sy.close();
+    throw err;
+  });
   const proxyUrl = `http://127.0.0.1:${proxyPort}`;
   const adminUrl = `http://127.0.0.1:${adminPort}`;
   return {

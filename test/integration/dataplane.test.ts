@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
+import { DEFAULT_ACCEPTORS } from '../../src/config/schema.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { rawRequest, statusOf } from '../helpers/raw.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
@@ -38,10 +39,11 @@ describe('forwarding', () => {
     assert.equal(backlog, Math.min(4096, somaxconn), line);
   });
 
-  it('accepts on 16 listening sockets in one reuse-port group, and serves what each accepts', async () => {
-    // libuv accepts one connection per listener per event-loop turn: 16 listeners take a burst 16× faster
+  it('accepts on 256 listening sockets in one reuse-port group, and serves what each accepts', async () => {
+    // libuv accepts one connection per listener per event-loop turn: 256 listeners take a burst 256× faster
     const lines = execFileSync('ss', ['-Hltn', `sport = :${portOf(p.proxyUrl)}`], { encoding: 'utf8' }).trim().split('\n');
-    assert.equal(lines.length, 16);
+    assert.equal(lines.length, DEFAULT_ACCEPTORS);
+    assert.equal(DEFAULT_ACCEPTORS, 256);
     // fresh connections land on listeners the kernel picks by hash: every one must be served
     const statuses = await Promise.all(Array.from({ length: 64 }, async () => {
       const r = await request(`${p.proxyUrl}/spread`, { reset: true });
