@@ -26,6 +26,7 @@ EXPOSE 8080 8081
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:8081/healthz').then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 STOPSIGNAL SIGTERM
-# a 16 MB young generation: lower RSS under load at no measurable cost in rps (see README, Performance)
-ENTRYPOINT ["node", "--max-semi-space-size=16", "dist/main.js"]
+# a 16 MB young generation, and an old generation that grows by half rather than up to 4× after
+# each full collection: 1,000 clients in 160–170 MB instead of 190–236 (see README, Performance)
+ENTRYPOINT ["node", "--max-semi-space-size=16", "--heap-growing-percent=50", "dist/main.js"]
 CMD ["serve"]

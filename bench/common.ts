@@ -317,6 +317,29 @@ function rssKb(pid: number): number {
   }
 }
 
+/** Clock ticks per second of /proc/<pid>/stat's utime and stime (USER_HZ: 100 on Linux). */
+const CLOCK_TICKS = 100;
+
+function cpuTicks(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(f[11]) + Number(f[12]); // utime + stime (fields 14 and 15)
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * CPU seconds a process (and its children) has used so far, user + system. Divided by the
+ * requests of a run it gives CPU time per request: what the proxy costs, and far steadier than
+ * requests/s on a shared, noisy machine (a neighbour's load lowers the rate, not the cost).
+ */
+export function cpuSeconds(pid: number): number | undefined {
+  if (!existsSync(`/proc/${pid}/stat`)) return undefined;
+  return [pid, ...childrenOf(pid)].reduce((sum, p) => sum + cpuTicks(p), 0) / CLOCK_TICKS;
+}
+
 function childrenOf(pid: number): number[] {
   const kids: number[] = [];
   for (const entry of readdirSync('/proc')) {

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  cores, cpuFor, cpuModel, envInt, envList, findCommand, fmt, formatTable, installCleanup, median, pinningNote, pinSelf, ratio, rssMb,
+  cores, cpuFor, cpuModel, cpuSeconds, envInt, envList, findCommand, fmt, formatTable, installCleanup, median, pinningNote, pinSelf, ratio, rssMb,
   sleep, startNodeService, stopAll, tail, wantsJson,
 } from './common.ts';
 import { pickDriver, runLoad, type Driver, type LoadResult } from './load.ts';
@@ -49,6 +49,8 @@ interface Row {
   target: TargetName;
   runs: LoadResult[];
   rss: number[];
+  /** proxy CPU µs per request, per measured run */
+  cpuUs: number[];
   /** RSS (MiB) once started and idle, before any load */
   restRss?: number;
   /** Why the row has no (or partial) numbers. */
@@ -65,6 +67,7 @@ interface Summary {
   errors?: number;
   rssMb?: number;
   restMb?: number;
+  cpuUsPerRequest?: number;
   rounds: LoadResult[];
   note?: string;
 }
@@ -79,22 +82,26 @@ function summarize(r: Row): Summary {
   base.p99Ms = median(r.runs.map((x) => x.p99Ms));
   base.errors = r.runs.reduce((s, x) => s + x.non2xx + x.errors + x.timeouts, 0);
   if (r.rss.length > 0) base.rssMb = Math.max(...r.rss);
+  if (r.cpuUs.length > 0) base.cpuUsPerRequest = median(r.cpuUs);
   return base;
 }
 
-async function measure(t: Running, driver: Driver): Promise<{ result: LoadResult; rss: number | undefined }> {
+async function measure(t: Running, driver: Driver): Promise<{ result: LoadResult; rss: number | undefined; cpuUs: number | undefined }> {
   const load = { url: t.url, connections: CONNECTIONS, driver, cpu: cpuFor('load') };
   if (WARMUP > 0) await runLoad({ ...load, durationSec: WARMUP });
+  const cpuBefore = t.proc !== undefined ? cpuSeconds(t.proc.pid) : undefined;
   const result = await runLoad({ ...load, durationSec: DURATION });
+  const cpuAfter = t.proc !== undefined ? cpuSeconds(t.proc.pid) : undefined;
+  const cpuUs = cpuBefore !== undefined && cpuAfter !== undefined && result.requests > 0 ? ((cpuAfter - cpuBefore) * 1e6) / result.requests : undefined;
   // Right after the load, while the proxy still holds what the load made it allocate.
   const rss = t.proc !== undefined ? rssMb(t.proc.pid) : undefined;
   if (t.proc !== undefined && !t.proc.isRunning()) throw new Error(`${t.name} exited during the run: ${tail(t.proc.stderrTail())}`);
-  return { result, rss };
+  return { result, rss, cpuUs };
 }
 
 async function benchBodySize(bodySize: number, driver: Driver, log: (s: string) => void): Promise<Summary[]> {
   const tmp = mkdtempSync(join(tmpdir(), 'switchyard-bench-'));
-  const rows = new Map<TargetName, Row>(TARGETS.map((t) => [t, { target: t, runs: [], rss: [] }]));
+  const rows = new Map<TargetName, Row>(TARGETS.map((t) => [t, { target: t, runs: [], rss: [], cpuUs: [] }]));
   const running: Running[] = [];
   try {
     const upstream = UPSTREAM === 'nginx'
@@ -123,9 +130,10 @@ async function benchBodySize(bodySize: number, driver: Driver, log: (s: string) 
         const row = rows.get(t.name)!;
         if (row.note !== undefined) continue;
         try {
-          const { result, rss } = await measure(t, driver);
+          const { result, rss, cpuUs } = await measure(t, driver);
           row.runs.push(result);
           if (rss !== undefined) row.rss.push(rss);
+          if (cpuUs !== undefined) row.cpuUs.push(cpuUs);
           log(`    ${t.name.padEnd(13)} ${fmt(result.rps).padStart(8)} rps  p99 ${fmt(result.p99Ms, 2)} ms`);
         } catch (e) {
           row.note = `failed in round ${round + 1}: ${(e as Error).message}`;
@@ -151,7 +159,7 @@ function spread(s: Summary): string {
 
 function table(summaries: Summary[]): string {
   const rps = new Map(summaries.map((s) => [s.target, s.rps]));
-  const headers = ['target', 'rps', 'spread', 'p50 ms', 'p99 ms', 'errors', 'RSS rest MiB', 'RSS load MiB', ...BASELINES.map((b) => `vs ${b}`)];
+  const headers = ['target', 'rps', 'spread', 'p50 ms', 'p99 ms', 'errors', 'CPU µs/req', 'RSS rest MiB', 'RSS load MiB', ...BASELINES.map((b) => `vs ${b}`)];
   const rows = summaries.map((s) => [
     s.target,
     s.ok ? fmt(s.rps) : 'failed',
@@ -159,11 +167,20 @@ function table(summaries: Summary[]): string {
     fmt(s.p50Ms, 2),
     fmt(s.p99Ms, 2),
     fmt(s.errors),
+    fmt(s.cpuUsPerRequest, 0),
     fmt(s.restMb, 1),
     fmt(s.rssMb, 1),
     ...BASELINES.map((b) => ratio(s.rps, rps.get(b))),
   ]);
   return formatTable(headers, rows);
+}
+
+/** Switchyard's CPU per request against each proxy's, in one line: > 1.00x means Switchyard costs less. */
+function costLine(rows: Summary[]): string {
+  const sy = rows.find((r) => r.target === 'switchyard')?.cpuUsPerRequest;
+  if (sy === undefined) return '';
+  const parts = rows.filter((r) => r.target !== 'switchyard' && r.cpuUsPerRequest !== undefined).map((r) => `${r.target} ${ratio(r.cpuUsPerRequest, sy)}`);
+  return parts.length === 0 ? '' : `  CPU per request, baseline ÷ switchyard (> 1.00x: Switchyard spends less per request): ${parts.join(', ')}`;
 }
 
 async function main(): Promise<void> {
@@ -187,7 +204,7 @@ async function main(): Promise<void> {
   out(`  pinning  ${machine.pinning}`);
   out(`  upstream ${machine.upstream}`);
   out(`  load     ${CONNECTIONS} connections, ${WARMUP} s warmup + ${DURATION} s per run, ${ROUNDS} round(s), interleaved`);
-  out(`  figures  rps/p50/p99: median over rounds; spread: ±half the rps range over rounds; RSS (MiB): proxy process (+ children) once started and idle, and right after the load (max over rounds)`);
+  out(`  figures  rps/p50/p99: median over rounds; spread: ±half the rps range over rounds; CPU µs/req: the proxy's CPU time (user + system) over the measured run / its requests, median; RSS (MiB): proxy process (+ children) once started and idle, and right after the load (max over rounds)`);
 
   const tables: { bodySize: number; rows: Summary[] }[] = [];
   for (const bodySize of BODY_SIZES) {
@@ -196,6 +213,8 @@ async function main(): Promise<void> {
     tables.push({ bodySize, rows });
     out('');
     out(table(rows));
+    const cost = costLine(rows);
+    if (cost !== '') out(cost);
     for (const r of rows) if (r.note !== undefined) out(`  note: ${r.target}: ${r.note}`);
     for (const r of rows) if ((r.errors ?? 0) > 0) out(`  note: ${r.target}: ${r.errors} failed responses (non-2xx, socket errors or timeouts)`);
   }

@@ -202,7 +202,7 @@ ${process.env['MAX_CONNECTIONS'] ? `    maxConnections: ${Number(process.env['MA
  * V8 flags Switchyard runs with: the same as `npm start` and the Docker image (see the README's
  * Performance section for why); `SWITCHYARD_NODE_FLAGS="…"` benches others ("" for none).
  */
-export const SWITCHYARD_NODE_FLAGS = (process.env['SWITCHYARD_NODE_FLAGS'] ?? '--max-semi-space-size=16').split(' ').filter((f) => f !== '');
+export const SWITCHYARD_NODE_FLAGS = (process.env['SWITCHYARD_NODE_FLAGS'] ?? '--max-semi-space-size=16 --heap-growing-percent=50').split(' ').filter((f) => f !== '');
 
 /**
  * Starts `node dist/main.js serve --config <generated>` (or `$SWITCHYARD_ENTRY`) and waits for
