@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  BENCH_TOKEN, cores, cpuFor, cpuModel, envInt, fmt, httpCall, installCleanup, mean, pinningNote, pinSelf, sleep,
+  BENCH_TOKEN, cores, cpuFor, cpuModel, cpuSeconds, envInt, fmt, httpCall, installCleanup, mean, pinningNote, pinSelf, sleep,
   startNodeService, stopAll, wantsJson,
 } from './common.ts';
 import { startAutocannon } from './load.ts';
@@ -97,9 +97,15 @@ async function main(): Promise<number> {
     const before = { blue: await upstreamCount(blue.port), green: await upstreamCount(green.port) };
 
     const t0 = Date.now();
-    const ticks: { at: number; count: number }[] = [];
+    // per second: requests, and the proxy's CPU seconds in that second (user + system)
+    const ticks: { at: number; count: number; cpu: number }[] = [];
+    let lastCpu = cpuSeconds(sy.proc.pid) ?? 0;
     const load = startAutocannon({ url, connections: CONNECTIONS, durationSec: DURATION });
-    load.instance.on('tick', (t) => ticks.push({ at: Date.now() - t0, count: t.counter }));
+    load.instance.on('tick', (t) => {
+      const cpu = cpuSeconds(sy.proc.pid) ?? lastCpu;
+      ticks.push({ at: Date.now() - t0, count: t.counter, cpu: cpu - lastCpu });
+      lastCpu = cpu;
+    });
     const halfMs = (DURATION * 1000) / 2;
     await sleep(halfMs);
     // Spread over 90 % of the second half so the last switch lands while the load still runs.
@@ -114,10 +120,22 @@ async function main(): Promise<number> {
     // first second); during = ticks wholly inside the switching window.
     const swFrom = switches.startedAt - t0;
     const swTo = switches.endedAt - t0;
-    const steady = ticks.filter((t) => t.at > 1500 && t.at <= halfMs + 100).map((t) => t.count);
-    const during = ticks.filter((t) => t.at - 1000 >= swFrom - 100 && t.at <= swTo + 100).map((t) => t.count);
+    const steadyTicks = ticks.filter((t) => t.at > 1500 && t.at <= halfMs + 100);
+    const duringTicks = ticks.filter((t) => t.at - 1000 >= swFrom - 100 && t.at <= swTo + 100);
+    const steady = steadyTicks.map((t) => t.count);
+    const during = duringTicks.map((t) => t.count);
     const rpsBefore = mean(steady);
     const rpsDuring = mean(during);
+    // what the proxy spent: CPU per request (the switches' own admin work included) and how busy
+    // its core was; a lower rate with the same cost per request and a less busy proxy means the
+    // limit was elsewhere (the load generator shares its core with the switching client)
+    const cpuOf = (ts: typeof ticks): { usPerReq: number; busy: number } => {
+      const cpu = ts.reduce((a, t) => a + t.cpu, 0);
+      const n = ts.reduce((a, t) => a + t.count, 0);
+      return { usPerReq: n > 0 ? (cpu * 1e6) / n : Number.NaN, busy: ts.length > 0 ? cpu / ts.length : Number.NaN };
+    };
+    const cpuBefore = cpuOf(steadyTicks);
+    const cpuDuring = cpuOf(duringTicks);
     const failed = result.non2xx + result.errors + result.timeouts;
     const okSwitches = switches.outcomes.filter((o) => o.ok).length;
     const switchMs = switches.outcomes.map((o) => o.ms).sort((a, b) => a - b);
@@ -131,6 +149,7 @@ async function main(): Promise<number> {
     out(`  timeouts             ${fmt(result.timeouts)}   ${failed === 0 ? '(ok: 0 failed requests)' : '(FAIL: must be 0)'}`);
     out(`  rps before switches  ${fmt(rpsBefore)}  (${steady.length} s)`);
     out(`  rps during switches  ${fmt(rpsDuring)}  (${during.length} s)  ratio ${Number.isFinite(rpsDuring / rpsBefore) ? (rpsDuring / rpsBefore).toFixed(2) : '-'}`);
+    out(`  proxy CPU per request ${fmt(cpuBefore.usPerReq)} µs before, ${fmt(cpuDuring.usPerReq)} µs during (ratio ${(cpuDuring.usPerReq / cpuBefore.usPerReq).toFixed(2)}); its core busy ${fmt(100 * cpuBefore.busy)} % before, ${fmt(100 * cpuDuring.busy)} % during`);
     out(`  switches ok          ${okSwitches}/${SWITCHES} in ${fmt((switches.endedAt - switches.startedAt) / 1000, 1)} s; admin latency p50 ${fmt(switchMs[switchMs.length >> 1], 1)} ms, max ${fmt(switchMs.at(-1), 1)} ms`);
     if (firstFailure !== undefined) out(`  first failed switch  ${firstFailure}`);
     out(`  upstream requests    blue ${fmt(after.blue - before.blue)}, green ${fmt(after.green - before.green)} (run only)`);
@@ -141,7 +160,7 @@ async function main(): Promise<number> {
     if (wantsJson()) {
       out(JSON.stringify({
         connections: CONNECTIONS, durationSec: DURATION, switches: SWITCHES, requests: result.requests.total,
-        non2xx: result.non2xx, errors: result.errors, timeouts: result.timeouts, rpsBefore, rpsDuring,
+        non2xx: result.non2xx, errors: result.errors, timeouts: result.timeouts, rpsBefore, rpsDuring, cpuBefore, cpuDuring,
         switchesOk: okSwitches, switchMsP50: switchMs[switchMs.length >> 1], switchMsMax: switchMs.at(-1),
         upstream: { blue: after.blue - before.blue, green: after.green - before.green }, servedBy, pass,
         switchWindowMs: [swFrom, swTo], perSecond: ticks,
