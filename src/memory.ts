@@ -12,7 +12,7 @@ type Gc = (options: { type: 'major'; execution: 'sync'; flavor: 'last-resort' })
  * memory reducer only starts after a full (mark-compact) collection, which a quiet process never
  * runs. Measured on the bench config: RSS 88 MiB at rest, of which 10 MiB were committed and
  * empty young-generation pages; 77 MiB after this call (new space 16 MB → 1 MB). Under load the
- * young generation grows back as V8 sees fit. It costs one collection of a ~15 MB heap (~10 ms),
+ * young generation grows back as V8 sees fit. It costs one collection of a ~15 MB heap (~40 ms measured here),
  * before the first request.
  *
  * `flavor: 'last-resort'` is the collection V8 runs under memory pressure (it reduces the heap's

@@ -204,7 +204,7 @@ export const configSchema = z
         /**
          * Listening sockets in one SO_REUSEPORT group per data-plane process (see ACCEPTORS in
          * src/dataplane/server.ts); 1: a single plain socket, so a port already taken by anything,
-         * another Switchyard included, fails the start. @default 16
+         * another Switchyard included, fails the start. @default 256 (DEFAULT_ACCEPTORS)
          */
         acceptors: z.number().int().min(1).max(1024).default(DEFAULT_ACCEPTORS),
       })

@@ -30,13 +30,14 @@ export function versionAt(body: unknown, path: string): string | null {
   return typeof v === 'number' && Number.isFinite(v) ? String(v) : null;
 }
 
+/** Keep-alive, at most two sockets per target. */
+const AGENT_OPTIONS = { keepAlive: true, maxSockets: 2, maxFreeSockets: 1 };
+
 /**
  * Health checks over node:http (not undici: the data plane loads only undici's Pool, and the
  * checks must not share its connections, or a saturated pool would fail them). Keep-alive agents
  * of their own, at most two sockets per target.
  */
-const AGENT_OPTIONS = { keepAlive: true, maxSockets: 2, maxFreeSockets: 1 };
-
 export class HttpProbe {
   private readonly http = new http.Agent(AGENT_OPTIONS);
   /** created with the first https target (node:https costs ~5 MB to load) */
