@@ -39,9 +39,10 @@ export interface ServeProcess {
 
 /**
  * `switchyard serve` as a real process (signals, exit codes, workers), on free ports with a file
- * store in a temp dir; `doc` is merged into the config. Resolves once `/readyz` answers 200.
+ * store in a temp dir; `doc` is merged into the config. Resolves once `/readyz` answers 200
+ * (within `readyWithinMs`; a group of workers takes longer than one process).
  */
-export async function spawnServe(doc: Record<string, unknown>): Promise<ServeProcess> {
+export async function spawnServe(doc: Record<string, unknown>, readyWithinMs = 10_000): Promise<ServeProcess> {
   const dir = await mkdtemp(join(tmpdir(), 'switchyard-proc-'));
   const proxyPort = await freePort();
   const adminPort = await freePort();
@@ -76,10 +77,11 @@ export async function spawnServe(doc: Record<string, unknown>): Promise<ServePro
       await rm(dir, { recursive: true, force: true, maxRetries: 5 });
     },
   };
-  for (let i = 0; ; i++) {
+  const deadline = Date.now() + readyWithinMs;
+  for (;;) {
     const ok = await request(`${proc.adminUrl}/readyz`).then((r) => (r.body.dump(), r.statusCode === 200), () => false);
     if (ok) break;
-    if (i > 200 || child.exitCode !== null) {
+    if (Date.now() > deadline || child.exitCode !== null) {
       await proc.cleanup();
       assert.fail(`switchyard did not start: ${out}`);
     }

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { startProxy, twoPools, TOKEN } from '../helpers/proxy.ts';
-import { freePort } from '../helpers/serve-process.ts';
+import { spawnServe } from '../helpers/serve-process.ts';
 import { startRedis } from '../helpers/redis-server.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
@@ -52,6 +51,8 @@ interface Group {
   readonly child: ChildProcess;
   readonly exited: Promise<unknown[]>;
   output(): string;
+  /** SIGKILL (if still running) and remove its temp dir */
+  cleanup(): Promise<void>;
   admin(method: string, path: string, body?: unknown): Promise<{ status: number; body: Json }>;
   /** a proxied GET on a connection of its own, so the kernel picks a worker for each */
   get(path?: string): Promise<Answer>;
@@ -62,33 +63,18 @@ interface Group {
   metric(series: string): Promise<number>;
 }
 
-/** Spawns `src/main.ts serve` on fixed free ports (so the workers use SO_REUSEPORT) and waits for readyz. */
-async function startGroup(dir: string, doc: Record<string, unknown>): Promise<Group> {
-  const cfg = join(dir, 'switchyard.yaml');
-  const proxyPort = await freePort();
-  const adminPort = await freePort();
-  const proxyUrl = `http://127.0.0.1:${proxyPort}`;
-  const adminUrl = `http://127.0.0.1:${adminPort}`;
-  await writeFile(
-    cfg,
-    JSON.stringify({
-      listen: { host: '127.0.0.1', port: proxyPort },
-      admin: { host: '127.0.0.1', port: adminPort, tokens: [{ name: 't', token: TOKEN }] },
-      store: { kind: 'file', path: join(dir, 'state.json') },
-      shutdown: { delay: '300ms', grace: '5s', hardStop: '10s' },
-      log: { level: 'warn' },
-      ...doc,
-    }),
-  );
-  const child = spawn(process.execPath, ['src/main.ts', 'serve', '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const exited = once(child, 'exit');
-  let output = '';
-  child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
-  child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
+/**
+ * `src/main.ts serve` on fixed free ports (so the workers use SO_REUSEPORT), started and awaited
+ * by `spawnServe`, with the calls these tests make to it.
+ */
+async function startGroup(doc: Record<string, unknown>): Promise<Group> {
+  const p = await spawnServe({ shutdown: { delay: '300ms', grace: '5s', hardStop: '10s' }, ...doc }, 20_000);
+  const { proxyUrl, adminUrl } = p;
   const g: Group = {
-    child,
-    exited,
-    output: () => output,
+    child: p.child,
+    exited: p.exited,
+    output: p.output,
+    cleanup: p.cleanup,
     async admin(method, path, body) {
       const r = await request(adminUrl + path, {
         method: method as 'GET',
@@ -128,10 +114,6 @@ async function startGroup(dir: string, doc: Record<string, unknown>): Promise<Gr
       return found === undefined ? 0 : Number(found.slice(series.length + 1));
     },
   };
-  await until(`the proxy to start (${output})`, 20_000, async () => {
-    const ok = await request(`${adminUrl}/readyz`).then((r) => (r.body.dump(), r.statusCode === 200), () => false);
-    return ok ? true : undefined;
-  });
   return g;
 }
 
@@ -139,7 +121,6 @@ describe('workers: 2', () => {
   let blue: Upstream;
   let blueSick: Upstream;
   let green: Upstream;
-  let dir: string;
   let g: Group;
   const held: (() => void)[] = [];
 
@@ -154,15 +135,13 @@ describe('workers: 2', () => {
     blue = await startUpstream('blue', handler('blue', false));
     blueSick = await startUpstream('blue-sick', handler('blue-sick', true));
     green = await startUpstream('green', handler('green', false));
-    dir = await mkdtemp(join(tmpdir(), 'switchyard-workers-'));
-    g = await startGroup(dir, { workers: 2, apps: [twoPools([blue.url, blueSick.url], green.url, { health: { interval: '100ms', timeout: '500ms', rise: 1, fall: 1 } })] });
+    g = await startGroup({ workers: 2, apps: [twoPools([blue.url, blueSick.url], green.url, { health: { interval: '100ms', timeout: '500ms', rise: 1, fall: 1 } })] });
   });
 
   after(async () => {
-    g.child.kill('SIGKILL');
+    await g.cleanup();
     for (const r of held) r();
     await Promise.all([blue.close(), blueSick.close(), green.close()]);
-    await rm(dir, { recursive: true, force: true, maxRetries: 5 });
   });
 
   it('runs two workers on SO_REUSEPORT listeners, and both serve', async () => {
@@ -287,8 +266,8 @@ describe('workers: 2 on redis', () => {
       await rm(dir, { recursive: true, force: true, maxRetries: 5 });
     });
     const store = { kind: 'redis', url: redis.url, prefix: 'workers', commandTimeout: '1s' };
-    const g = await startGroup(dir, { workers: 2, store: { ...store, cachePath: join(dir, 'group-cache.json') }, apps: [twoPools(blue.url, green.url)] });
-    t.after(() => void g.child.kill('SIGKILL'));
+    const g = await startGroup({ workers: 2, store: { ...store, cachePath: join(dir, 'group-cache.json') }, apps: [twoPools(blue.url, green.url)] });
+    t.after(() => g.cleanup());
     const single = await startProxy({ apps: [twoPools(blue.url, green.url)], store: { ...store, cachePath: join(dir, 'single-cache.json') } }, { instanceId: 'single' });
     t.after(() => single.close());
 
