@@ -208,6 +208,11 @@ describe('a fleet on redis', () => {
     assert.equal(reseeded.revision, sw.body.revision);
     assert.equal(reseeded.action, 'reseed');
     assert.deepEqual(reseeded.weights, a.sy.controller.state('shop').weights);
+    // each instance reconnects on its own backoff (≤ 1 s); until b has, its writes are 503 by design
+    await eventually(async () => {
+      const r = await request(`${b.adminUrl}/readyz`);
+      return ((await r.body.json()) as { details: { redis: { connected: boolean } } }).details.redis.connected;
+    }, 'b to reconnect', 5_000);
     const next = await b.admin('POST', '/v1/apps/shop/switch', { to: 'blue' });
     assert.equal(next.status, 200);
     assert.equal(next.body.revision, sw.body.revision + 1);
