@@ -16,6 +16,7 @@ import { Fleet, fleetCounts } from './control/fleet.ts';
 import { DrainDeadlines } from './dataplane/drain.ts';
 import { TrustedProxies } from './dataplane/headers.ts';
 import { localCounts, Runtime } from './dataplane/runtime.ts';
+import { processLimits } from './dataplane/limits.ts';
 import { DataPlane, type DataPlaneOptions } from './dataplane/server.ts';
 import { HealthMonitor } from './health/monitor.ts';
 import { createTelemetry, fleetPeerWindows, type Telemetry } from './metrics/telemetry.ts';
@@ -104,8 +105,10 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     ...(deps.random === undefined ? {} : { random: deps.random }),
     onRequest: telemetry.onRequest,
     onPreviewRejected: telemetry.onPreviewRejected,
+    limits: processLimits(config, logger),
   };
   const dataPlane = new DataPlane(dpOpts);
+  telemetry.metrics.addLimits(dataPlane.limits);
   const admin = createAdminServer({
     config,
     controller,

@@ -25,6 +25,8 @@ export const ERRORS = {
   UPSTREAM_ERROR: { status: 502, message: 'upstream refused or broke the response' },
   NO_TARGET: { status: 503, message: 'the pool has no target that is up' },
   UPSTREAM_TIMEOUT: { status: 504, message: 'upstream timeout' },
+  QUEUE_TIMEOUT: { status: 503, message: 'no upstream connection free in time; try again' },
+  BODY_TIMEOUT: { status: 408, message: 'the request body stopped arriving' },
   GOING_AWAY: { status: 503, message: 'shutting down or draining; try again' },
 } as const satisfies Record<string, { status: number; message: string }>;
 

@@ -31,10 +31,13 @@ export class Target {
   /** the passive checks of its pool, or null when the app has none */
   outlier: Outlier | null = null;
   inflight = 0;
+  /** the app's `maxConnections`, or Infinity: with more requests than this in flight, the rest queue (limits.queueTimeout) */
+  readonly maxConnections: number;
 
   constructor(url: string, timeouts: AppConfig['timeouts'], maxConnections: number | null = null) {
     const u = new URL(url);
     this.url = url;
+    this.maxConnections = maxConnections ?? Infinity;
     this.origin = u.origin;
     this.dispatcher = new PoolClass(u.origin, {
       connect: { timeout: timeouts.connect },
