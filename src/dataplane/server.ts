@@ -115,8 +115,10 @@ export class DataPlane implements Plane {
     this.server = http.createServer(
       {
         keepAliveTimeout: 65_000,
-        // a keep-alive connection's next request; the first one is timed from the accept in limits.ts
-        headersTimeout: headerTimeout,
+        // a keep-alive connection's next request (checked every connectionsCheckingInterval). The
+        // first one is timed from the accept in limits.ts; the 10 % margin lets that timer act
+        // first (silent close when nothing came, counted) rather than race Node's check
+        headersTimeout: Math.ceil(headerTimeout * 1.1),
         connectionsCheckingInterval: Math.min(30_000, headerTimeout),
         // long uploads and streams are bounded by the upstream timeouts, not by Node's 300 s default
         requestTimeout: 0,
