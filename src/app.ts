@@ -105,7 +105,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     ...(deps.random === undefined ? {} : { random: deps.random }),
     onRequest: telemetry.onRequest,
     onPreviewRejected: telemetry.onPreviewRejected,
-    limits: processLimits(config, logger),
+    limits: processLimits(config, logger, runtime),
   };
   const dataPlane = new DataPlane(dpOpts);
   telemetry.metrics.addLimits(dataPlane.limits);

@@ -145,7 +145,7 @@ class WorkerPlane {
         telemetry.onRequest(rec);
       },
       onPreviewRejected: telemetry.onPreviewRejected,
-      limits: processLimits(config, logger),
+      limits: processLimits(config, logger, this.runtime),
     });
     telemetry.metrics.addLimits(this.dataPlane.limits);
     this.drains = new DrainDeadlines({ runtime: this.runtime, source: this.routing, now, onDeadline: (app, pool, open) => {

@@ -236,7 +236,16 @@ export function watchBody(req: IncomingMessage, ms: number, onStall: () => void)
   return timer;
 }
 
-/** The limits of a data-plane process built from the whole config; a burst's end gives memory back. */
-export function processLimits(config: Config, logger: Logger): Limits {
-  return new Limits({ config: config.limits, acceptors: config.listen.acceptors, logger: logger.child({ component: 'limits' }), onBurstOver: () => void reduceMemory() });
+/**
+ * The limits of a data-plane process built from the whole config. A burst's end gives memory
+ * back: fresh upstream pools (the old ones keep a Client per connection of the burst), then one
+ * memory-reducing collection.
+ */
+export function processLimits(config: Config, logger: Logger, runtime: { renewPools(): void }): Limits {
+  const onBurstOver = (): void => {
+    runtime.renewPools();
+    // after the old pools closed their idle connections (close() is async): a turn or two
+    setTimeout(reduceMemory, 200).unref();
+  };
+  return new Limits({ config: config.limits, acceptors: config.listen.acceptors, logger: logger.child({ component: 'limits' }), onBurstOver });
 }
