@@ -35,10 +35,13 @@ function rssMiB(pid: number): number {
   return m === null ? NaN : Number(m[1]) / 1024;
 }
 
-async function heapMiB(adminPort: number): Promise<number> {
+/** V8 heap used, V8 heap committed, and memory outside the heap (Buffers, ArrayBuffers), in MiB. */
+async function heapMiB(adminPort: number): Promise<number[]> {
   const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
-  const m = /^nodejs_heap_size_used_bytes (\d+(?:\.\d+)?)$/m.exec(text);
-  return m === null ? NaN : Number(m[1]) / 1048576;
+  return ['nodejs_heap_size_used_bytes', 'nodejs_heap_size_total_bytes', 'nodejs_external_memory_bytes'].map((name) => {
+    const m = new RegExp(`^${name} (\\d+(?:\\.\\d+)?)$`, 'm').exec(text);
+    return m === null ? NaN : Number(m[1]) / 1048576;
+  });
 }
 
 const upstream = createServer({ keepAliveTimeout: 120_000 }, (_req, res) => res.end('ok\n'));
@@ -72,7 +75,7 @@ for (let i = 0; ; i++) {
   await sleep(50);
 }
 await sleep(2000);
-const rows: [string, number, number][] = [];
+const rows: [string, number, number[]][] = [];
 const sample = async (when: string): Promise<void> => {
   rows.push([when, rssMiB(pid), await heapMiB(adminPort)]);
 };
@@ -97,7 +100,7 @@ await Promise.all(
 const openMs = performance.now() - started;
 await sleep(1000);
 clearInterval(watch);
-rows.push(['peak during the burst', peak, NaN]);
+rows.push(['peak during the burst', peak, []]);
 await sample(`${N} connections open`);
 for (const s of sockets) s.destroy();
 for (let t = 1; t <= SETTLE_S; t++) {
@@ -106,8 +109,8 @@ for (let t = 1; t <= SETTLE_S; t++) {
 }
 
 console.log(`\n${DIR}  connections ${N} (opened and answered in ${(openMs / 1000).toFixed(1)} s)  MALLOC_ARENA_MAX=${process.env.MALLOC_ARENA_MAX ?? 'unset'}`);
-console.log('when'.padEnd(28), 'RSS MiB'.padStart(9), 'heap used MiB'.padStart(14));
-for (const [when, rss, heap] of rows) console.log(when.padEnd(28), rss.toFixed(1).padStart(9), (Number.isNaN(heap) ? '' : heap.toFixed(1)).padStart(14));
+console.log('when'.padEnd(28), 'RSS MiB'.padStart(9), 'heap used'.padStart(10), 'heap total'.padStart(11), 'external'.padStart(9));
+for (const [when, rss, heap] of rows) console.log(when.padEnd(28), rss.toFixed(1).padStart(9), ...[10, 11, 9].map((w, i) => (heap[i] === undefined ? '' : (heap[i] as number).toFixed(1)).padStart(w)));
 
 child.kill('SIGKILL');
 upstream.closeAllConnections();
