@@ -1,5 +1,9 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import { connect, type AddressInfo, type Socket } from 'node:net';
 import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseConfig } from '../../src/config/load.ts';
 import { autoMaxConnections, FALLBACK_MAX_CONNECTIONS, fdLimit, FD_RESERVE, Limits } from '../../src/dataplane/limits.ts';
 import { ConfigError } from '../../src/errors.ts';
@@ -58,5 +62,36 @@ describe('limits', () => {
     assert.equal(unknown.max, FALLBACK_MAX_CONNECTIONS);
     assert.equal(unknown.fdLimit, null);
     assert.equal(new Limits({ config: { ...config, maxConnections: 50 }, acceptors: 256, fdLimit: 20_000 }).max, 50);
+  });
+
+  it('gives memory back once a burst of connections is over, not while it lasts', async (t) => {
+    let overs = 0;
+    const config = { ...parseConfig({ apps: [app] }).limits, headerTimeout: 60_000 };
+    const limits = new Limits({ config, acceptors: 1, fdLimit: 20_000, burstSize: 30, burstQuietMs: 200, onBurstOver: () => overs++ });
+    const server = createServer();
+    limits.attach(server);
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    t.after(() => {
+      limits.stop();
+      server.closeAllConnections();
+      server.close();
+    });
+    const port = (server.address() as AddressInfo).port;
+    const sockets: Socket[] = [];
+    for (let i = 0; i < 40; i++) {
+      const s = connect(port, '127.0.0.1');
+      sockets.push(s);
+      await once(s, 'connect');
+    }
+    while (limits.open < 40) await sleep(10);
+    // 10 of 40 closed: still a quarter of the peak, the burst goes on
+    for (const s of sockets.splice(0, 10)) s.destroy();
+    await sleep(400);
+    assert.equal(overs, 0);
+    for (const s of sockets.splice(0)) s.destroy();
+    while (limits.open > 0) await sleep(10);
+    await sleep(400);
+    assert.equal(overs, 1);
   });
 });
