@@ -4,7 +4,9 @@ import type { ServerResponse } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import pino from 'pino';
 import { request } from 'undici';
+import type { BuildDeps } from '../../src/app.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { rawRequest, statusOf } from '../helpers/raw.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
@@ -53,15 +55,17 @@ describe('resource limits', () => {
     cleanups.push(() => up.close());
     return up;
   }
-  async function proxy(doc: Record<string, unknown>): Promise<TestProxy> {
-    const p = await startProxy(doc);
+  async function proxy(doc: Record<string, unknown>, deps: Partial<BuildDeps> = {}): Promise<TestProxy> {
+    const p = await startProxy(doc, deps);
     cleanups.push(() => p.close());
     return p;
   }
 
-  it('closes connections that send nothing after limits.headerTimeout, and counts them', async () => {
+  it('closes connections that send nothing after limits.headerTimeout, counts them, and logs one line for all', async () => {
     const up = await upstream('blue');
-    const p = await proxy({ apps: [twoPools(up.url, up.url)], limits: { headerTimeout: '300ms' } });
+    const lines: Record<string, unknown>[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const p = await proxy({ apps: [twoPools(up.url, up.url)], limits: { headerTimeout: '300ms' } }, { logger });
     const port = portOf(p.proxyUrl);
     const idle = await Promise.all(Array.from({ length: 40 }, () => rawConnect(port)));
     await until('the proxy counted 40 connections', () => p.sy.dataPlane.limits.open === 40);
@@ -73,6 +77,10 @@ describe('resource limits', () => {
     const text = await metricsText(p);
     assert.equal(limitCount(text, 'header'), 40);
     assert.match(text, /^switchyard_client_connections 0$/m);
+    // one line at the first closure; the other 39 wait for the next one (at most one per 10 s)
+    const limitLines = lines.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('limits enforced'));
+    assert.equal(limitLines.length, 1);
+    assert.equal(limitLines[0]?.header, 1);
   });
 
   it('answers 408 to a request header that is not complete after limits.headerTimeout, and does not time out a slow response', async () => {
