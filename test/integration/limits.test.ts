@@ -9,6 +9,7 @@ import { request } from 'undici';
 import type { BuildDeps } from '../../src/app.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { rawRequest, statusOf } from '../helpers/raw.ts';
+import { spawnServe } from '../helpers/serve-process.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
 function portOf(url: string): number {
@@ -197,5 +198,22 @@ describe('resource limits', () => {
     const text = await metricsText(p);
     assert.equal(limitCount(text, 'queue'), 1);
     assert.match(text, /^switchyard_proxy_errors_total\{app="shop",pool="blue",code="QUEUE_TIMEOUT"\} 1$/m);
+  });
+
+  it('caps connections per process with workers: 2 (each worker holds at most limits.maxConnections)', async () => {
+    const up = await upstream('blue');
+    const proc = await spawnServe({ workers: 2, apps: [twoPools(up.url, up.url)], limits: { maxConnections: 3 } }, 20_000);
+    cleanups.push(() => proc.cleanup());
+    const conns = await Promise.all(Array.from({ length: 20 }, () => rawConnect(proc.proxyPort)));
+    await sleep(500);
+    const open = conns.filter((c) => !c.socket.destroyed && c.socket.readyState === 'open');
+    // the closed ones saw the proxy close them at accept: read to notice
+    const stillOpen = await Promise.all(open.map((c) => Promise.race([c.closed.then(() => false), sleep(300).then(() => true)])));
+    const held = stillOpen.filter(Boolean).length;
+    assert.ok(held >= 3 && held <= 6, `${held} connections held by two workers capped at 3 each`);
+    const r = await request(`${proc.adminUrl}/healthz`);
+    await r.body.dump();
+    assert.equal(r.statusCode, 200);
+    for (const c of conns) c.socket.destroy();
   });
 });
