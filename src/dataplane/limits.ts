@@ -127,6 +127,8 @@ export class Limits {
     this.onBurstOver = opts.onBurstOver;
     this.burstSize = opts.burstSize ?? 1000;
     this.burstQuietMs = opts.burstQuietMs ?? 5000;
+    if (this.fdLimit === null) opts.logger?.warn({ maxConnections: this.max, fdLimit: 'unknown' }, 'the fd limit cannot be read: the connection cap is a guess; set limits.maxConnections');
+    else opts.logger?.info({ maxConnections: this.max, fdLimit: this.fdLimit }, 'connection cap');
     if (auto !== null && this.max > auto) {
       opts.logger?.warn({ maxConnections: this.max, fdLimit: this.fdLimit, safe: auto }, 'limits.maxConnections is more than the fd limit leaves room for: when full, new connections and the admin API may fail with EMFILE; raise `ulimit -n` or lower the cap');
     }
