@@ -1,7 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 import { ERRORS, type ErrorCode } from '../errors.ts';
-import { forwardResponseHeaders } from './headers.ts';
+import { forwardResponseHeaders, isHopByHop } from './headers.ts';
+import { refuse, relayInformational } from './request-target.ts';
 import { REFUSED_BACKOFF_MS, type Cuttable, type PoolRuntime, type Target } from './runtime.ts';
 
 /** What the server learns when a proxied request ends, for metrics and the access log. */
@@ -25,6 +26,12 @@ export interface Plane {
 export const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
 const TIMEOUTS = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+/**
+ * undici refusing the request itself (a target, method or field it will not send): nothing
+ * reached the upstream, so it is the request's fault, answered 400 and never counted against
+ * the target's passive health or the pool's error rate.
+ */
+const REFUSED_BY_UNDICI = new Set(['UND_ERR_INVALID_ARG', 'UND_ERR_NOT_SUPPORTED']);
 
 export function errorCode(err: unknown): string {
   const e = err as { code?: unknown; cause?: { code?: unknown } };
@@ -102,15 +109,19 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
   }
 
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>, statusMessage?: string): void {
-    if (statusCode < 200 || this.finished) return; // 1xx: Node answers 100-continue itself
+    if (this.finished) return;
+    if (statusCode < 200) {
+      relayInformational(this.req, this.res, statusCode, headers, isHopByHop);
+      return;
+    }
     this.target.recordResult(statusCode < 500); // passive health checks
     this.responded = true;
     this.status = statusCode;
     const cl = headers['content-length'];
     this.chunked = cl === undefined;
-    this.remaining = cl === undefined || this.opts.method === 'HEAD' ? -1 : Number(cl);
+    this.remaining = cl === undefined || this.opts.method === 'HEAD' || statusCode === 204 || statusCode === 304 ? -1 : Number(cl);
     const res = this.res;
-    const out = forwardResponseHeaders(headers, this.servedBy, this.requestId, this.plane.closing);
+    const out = forwardResponseHeaders(headers, this.servedBy, this.requestId, this.plane.closing, statusCode);
     if (this.setCookie !== null) out.push('set-cookie', this.setCookie);
     try {
       if (statusMessage) res.writeHead(statusCode, statusMessage, out);
@@ -147,6 +158,12 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
     if (this.finished) return;
     const code = errorCode(err);
+    if (REFUSED_BY_UNDICI.has(code) && !this.responded) {
+      refuse(this.res, 400, `bad request: ${err.message}`, this.requestId);
+      // error null: the request's fault, so neither the target nor the pool's error rate pays
+      this.finish(400, null);
+      return;
+    }
     const t = this.target;
     t.recordResult(false);
     if (this.responded) {

@@ -135,12 +135,11 @@ export function findApp(snapshot: Snapshot, hostHeader: string | undefined): App
   let app = snapshot.exactHosts.get(host);
   if (app !== undefined) return app;
   const colon = host.lastIndexOf(':');
-  if (colon > 0 && host.indexOf(']') < colon) {
-    host = host.slice(0, colon);
-    app = snapshot.exactHosts.get(host);
-    if (app !== undefined) return app;
-  }
+  if (colon > 0 && host.indexOf(']') < colon) host = host.slice(0, colon);
+  // `shop.test.` is the same name as `shop.test` (a fully qualified one), as nginx takes it
   if (host.endsWith('.')) host = host.slice(0, -1);
+  app = snapshot.exactHosts.get(host);
+  if (app !== undefined) return app;
   for (const [suffix, a] of snapshot.wildcards) {
     if (host.length > suffix.length && host.endsWith(suffix)) return a;
   }
