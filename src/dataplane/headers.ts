@@ -249,7 +249,8 @@ export function cookieValue(header: string | undefined, name: string): string | 
  * header: its signature is a credential for the proxy, so the upstream gets the pool name only.
  */
 export function replaceHeader(headers: string[], lname: string, value: string | null): void {
-  for (let i = headers.length - 2; i >= 0; i -= 2) if ((headers[i] as string).toLowerCase() === lname) headers.splice(i, 2);
+  // names in the list are lower-case already (forwardRequestHeaders made it)
+  for (let i = headers.length - 2; i >= 0; i -= 2) if (headers[i] === lname) headers.splice(i, 2);
   if (value !== null) headers.push(lname, value);
 }
 

@@ -217,7 +217,7 @@ export class DataPlane implements Plane {
     const decision = this.decide(app, req, fwd);
     const { pool, by } = decision;
     // the preview signature is the proxy's credential: the upstream learns the pool name only
-    if (app.config.preview !== undefined) replaceHeader(fwd.headers, app.config.preview.header.toLowerCase(), by === 'preview' ? pool.name : null);
+    if (app.config.preview !== undefined) replaceHeader(fwd.headers, app.config.preview.header, by === 'preview' ? pool.name : null);
     const runtime = (this.opts.runtime.apps[app.index] as Runtime['apps'][number]).pools[pool.index] as Runtime['apps'][number]['pools'][number];
     const now = this.now();
     if (by === 'pin') runtime.pinned.add(now);
