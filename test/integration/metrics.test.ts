@@ -10,6 +10,7 @@ import pino from 'pino';
 import { request } from 'undici';
 import { STATUS_CLASSES } from '../../src/metrics/metrics.ts';
 import { previewSignature } from '../../src/routing/snapshot.ts';
+import { nextSecond } from '../helpers/clock.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
@@ -58,10 +59,6 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
-/** Waits until the wall clock enters a new second, so the last second's requests are in the stats windows. */
-async function nextSecond(): Promise<void> {
-  await sleep(1000 - (Date.now() % 1000) + 20);
-}
 
 describe('metrics with real traffic', () => {
   let blue: Upstream;
