@@ -14,18 +14,13 @@ import { MAX_PIPELINED } from '../../src/dataplane/pipeline.ts';
 import { previewSignature } from '../../src/routing/snapshot.ts';
 import { nextSecond } from '../helpers/clock.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
-import { rawRequest, statusOf } from '../helpers/raw.ts';
+import { rawRequest, statusesOf, statusOf } from '../helpers/raw.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
 const run = promisify(execFile);
 
 function portOf(url: string): number {
   return Number(new URL(url).port);
-}
-
-/** Every status line of a raw reply, in order. */
-function statuses(reply: string): number[] {
-  return [...reply.matchAll(/HTTP\/1\.[01] (\d{3}) [^\r\n]*\r\n/g)].map((m) => Number(m[1]));
 }
 
 /** An upstream that stores the sha256 and length of every body it receives. */
@@ -87,7 +82,7 @@ describe('Expect: 100-continue, with real curl', () => {
     try {
       // headers only: the body would follow a 100, which must not come
       const reply = await rawRequest(portOf(q.proxyUrl), 'PUT /x HTTP/1.1\r\nHost: other.test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n', 300);
-      assert.deepEqual(statuses(reply), [421], reply);
+      assert.deepEqual(statusesOf(reply), [421], reply);
     } finally {
       await q.close();
     }
@@ -177,7 +172,7 @@ describe('pipelined requests', () => {
       const n = 1000;
       const payload = Array.from({ length: n }, (_, i) => `GET /${i} HTTP/1.1\r\nHost: shop\r\n\r\n`).join('');
       const reply = await rawRequest(portOf(p.proxyUrl), payload, 5000);
-      const got = statuses(reply);
+      const got = statusesOf(reply);
       assert.equal(most, 1, 'one upstream request at a time');
       // the one being served and MAX_PIPELINED waiting are served, the next is refused and ends the connection
       assert.deepEqual(got, [...Array.from({ length: MAX_PIPELINED + 1 }, () => 200), 503]);
@@ -200,10 +195,10 @@ describe('responses', () => {
     const p = await startProxy({ apps: [twoPools(up.url, up.url)] });
     try {
       const reply = await rawRequest(portOf(p.proxyUrl), 'GET / HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n');
-      assert.deepEqual(statuses(reply), [103, 200], reply);
+      assert.deepEqual(statusesOf(reply), [103, 200], reply);
       assert.match(reply, /^HTTP\/1\.1 103 Early Hints\r\nlink: <\/app\.css>; rel=preload; as=style\r\n\r\nHTTP\/1\.1 200/im);
       const old = await rawRequest(portOf(p.proxyUrl), 'GET / HTTP/1.0\r\nHost: shop\r\n\r\n');
-      assert.deepEqual(statuses(old), [200], old);
+      assert.deepEqual(statusesOf(old), [200], old);
     } finally {
       await p.close();
       await up.close();

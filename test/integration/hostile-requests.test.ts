@@ -3,13 +3,8 @@ import { after, before, describe, it } from 'node:test';
 import { nextSecond } from '../helpers/clock.ts';
 import { HOSTILE_REQUESTS } from '../fixtures/hostile-requests.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
-import { rawRequest } from '../helpers/raw.ts';
+import { rawRequest, statusesOf } from '../helpers/raw.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
-
-/** Every status line of a raw reply, in order (1xx first). */
-function statuses(reply: string): number[] {
-  return [...reply.matchAll(/HTTP\/1\.[01] (\d{3}) [^\r\n]*\r\n/g)].map((m) => Number(m[1]));
-}
 
 describe('hostile requests corpus (test/fixtures/hostile-requests.ts)', () => {
   let vh: Upstream;
@@ -40,7 +35,7 @@ describe('hostile requests corpus (test/fixtures/hostile-requests.ts)', () => {
     it(`${c.name}: ${c.status}, ${c.upstream === 0 ? 'nothing reaches' : 'forwarded to'} the upstream`, async () => {
       const mark = [vh.seen.length, internal.seen.length];
       const reply = await rawRequest(Number(new URL(p.proxyUrl).port), c.raw, 500);
-      const got = statuses(reply);
+      const got = statusesOf(reply);
       assert.equal(got.at(-1), c.status, reply);
       if (c.interim !== undefined) assert.equal(got[0], c.interim, reply);
       const seen = since(mark);
