@@ -234,8 +234,9 @@ export class DataPlane implements Plane {
       body: fwd.hasBody ? req : null,
     };
     const setCookie = by === 'random' || by === 'sticky' ? this.pins.setCookie(app, pool, now) : null;
-    // routed to a target: now the client may send its body (Node has not answered the Expect)
-    if (req.headers.expect !== undefined && req.httpVersionMinor === 1) res.writeContinue();
+    // routed to a target: now the client may send its body (Node left the Expect to us; on
+    // HTTP/1.1 only 100-continue gets here, any other expectation got 417)
+    if (fwd.hasBody && req.headers.expect !== undefined && req.httpVersionMinor === 1) res.writeContinue();
     const handler = new ProxyHandler(this, req, res, runtime, target, opts, pool.servedBy, fwd.requestId, setCookie);
     handler.tag = decision;
     handler.start();
