@@ -2,7 +2,6 @@ import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { canaryRoutes } from './admin/canary-routes.ts';
 import { loadDashboard } from './admin/dashboard.ts';
@@ -17,6 +16,7 @@ import { DrainDeadlines } from './dataplane/drain.ts';
 import { TrustedProxies } from './dataplane/headers.ts';
 import { localCounts, Runtime } from './dataplane/runtime.ts';
 import { DataPlane, type DataPlaneOptions } from './dataplane/server.ts';
+import { stopDataPlane } from './dataplane/shutdown.ts';
 import { HealthMonitor } from './health/monitor.ts';
 import { createTelemetry, fleetPeerWindows, type Telemetry } from './metrics/telemetry.ts';
 import type { Rollouts } from './rollout/rollouts.ts';
@@ -150,33 +150,12 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     if (shuttingDown) return { cut: 0 };
     shuttingDown = true;
     ready = false;
-    dataPlane.closing = true;
-    const { delay, grace, hardStop } = config.shutdown;
     const started = now();
-    logger.info({ inflight: inflight(), delay, grace, hardStop }, 'shutting down: readyz is 503, draining');
-    // keep accepting for `delay` so a load balancer notices readyz before connections are refused
-    if (delay > 0) await sleep(delay);
-    dataPlane.stopListening();
-    dataPlane.server.closeIdleConnections();
-    for (const p of runtime.allPools()) for (const c of p.open) if (isUpgrade(c)) c.cut('shutdown');
-    let warned = false;
-    while (inflight() > 0 && now() - started < hardStop) {
-      if (!warned && now() - started >= grace) {
-        warned = true;
-        logger.warn({ inflight: inflight() }, 'shutdown grace passed with requests still in flight; cutting at hardStop');
-      }
-      dataPlane.server.closeIdleConnections();
-      await sleep(25);
-    }
-    const cut = inflight();
-    if (cut > 0) {
-      for (const p of runtime.allPools()) for (const c of [...p.open]) c.cut('shutdown');
-      dataPlane.server.closeAllConnections();
-      logger.warn({ cut }, 'hard stop: cut connections still open');
-      telemetry.metrics.shutdownCut(cut);
-    }
+    logger.info({ inflight: inflight(), ...config.shutdown }, 'shutting down: readyz is 503, draining');
+    const { answered, cut } = await stopDataPlane({ dataPlane, runtime, shutdown: config.shutdown, logger, now });
+    if (cut > 0) telemetry.metrics.shutdownCut(cut);
     await closeParts();
-    logger.info({ cut, ms: now() - started }, 'stopped');
+    logger.info({ answered, cut, ms: now() - started }, 'stopped');
     return { cut };
   }
 
@@ -202,8 +181,4 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   }
 
   return { config, controller, runtime, dataPlane, admin, counts, health, telemetry, drains, rollouts, listen, shutdown, close };
-}
-
-function isUpgrade(c: unknown): boolean {
-  return typeof c === 'object' && c !== null && (c as { upgraded?: boolean }).upgraded === true;
 }
