@@ -18,6 +18,7 @@ import { localCounts, Runtime } from './dataplane/runtime.ts';
 import { DataPlane, type DataPlaneOptions } from './dataplane/server.ts';
 import { stopDataPlane } from './dataplane/shutdown.ts';
 import { HealthMonitor } from './health/monitor.ts';
+import { registerLogMetrics, type LogSink } from './logger.ts';
 import { createTelemetry, fleetPeerWindows, type Telemetry } from './metrics/telemetry.ts';
 import type { Rollouts } from './rollout/rollouts.ts';
 import { createRollouts, type RolloutTuning } from './rollout/setup.ts';
@@ -38,6 +39,8 @@ export interface BuildDeps {
   readonly sampleRandom?: () => number;
   /** the rollout driver's round interval, lease TTL, clock and timers (tests) */
   readonly rollouts?: RolloutTuning;
+  /** the log's destination (main.ts): its write errors go to /metrics and /readyz */
+  readonly logSink?: LogSink;
 }
 
 export interface Switchyard {
@@ -106,6 +109,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     onPreviewRejected: telemetry.onPreviewRejected,
   };
   const dataPlane = new DataPlane(dpOpts);
+  if (deps.logSink !== undefined) registerLogMetrics(telemetry.metrics.registry, deps.logSink);
   const admin = createAdminServer({
     config,
     controller,
@@ -114,7 +118,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     logger,
     now,
     ready: () => ready && !shuttingDown,
-    readyDetails: () => ({ shuttingDown, store: store.kind, revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])), ...fleet?.details() }),
+    readyDetails: () => ({ shuttingDown, store: store.kind, ...(deps.logSink === undefined ? {} : { log: deps.logSink.view() }), revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])), ...fleet?.details() }),
     routes: [...canaryRoutes(controller), ...statsRoutes(telemetry.stats), ...rolloutRoutes(rollouts, (app) => Object.keys(controller.appConfig(app).pools))],
     metrics: telemetry.metrics,
     fallback: await loadDashboard(),

@@ -110,10 +110,18 @@ export class LogSink implements DestinationStream {
     });
   }
 
-  /** At process exit: one synchronous attempt at what is still queued, no retry (an in-flight async write may still land). */
+  /**
+   * At process exit: one synchronous attempt at what is still queued, no retry. Not while an
+   * asynchronous write is still under way: the destination is stuck, a blocking write could hang
+   * the exit, and the queued lines are counted as dropped instead.
+   */
   writeRemainingSync(): void {
     if (this.broken || this.queue.length === 0) return;
     const lines = this.queue.length;
+    if (this.writing) {
+      this.droppedLines += lines;
+      return;
+    }
     const data = this.queue.join('');
     this.queue = [];
     this.queued = 0;

@@ -7,6 +7,7 @@ import { Runtime } from '../dataplane/runtime.ts';
 import { DataPlane } from '../dataplane/server.ts';
 import { stopDataPlane } from '../dataplane/shutdown.ts';
 import { HealthMonitor, type HealthChange } from '../health/monitor.ts';
+import { registerLogMetrics, type LogSink } from '../logger.ts';
 import type { Probe } from '../health/probe.ts';
 import { createTelemetry, type Telemetry } from '../metrics/telemetry.ts';
 import type { RoutingState } from '../state/types.ts';
@@ -21,6 +22,8 @@ export interface WorkerOptions {
   readonly logger: (config: Config) => Logger;
   /** @default Date.now */
   readonly now?: () => number;
+  /** the log's destination (main.ts): its write errors go to the worker's metrics */
+  readonly logSink?: LogSink;
   /** ms between reports to the primary @default 500 */
   readonly reportInterval?: number;
 }
@@ -134,6 +137,7 @@ class WorkerPlane {
     this.health.on('change', (c: HealthChange) => this.onEjected(c));
     this.telemetry = createTelemetry({ config, controller: this.routing, runtime: this.runtime, store: {}, logger, now });
     const telemetry = this.telemetry;
+    if (opts.logSink !== undefined) registerLogMetrics(telemetry.metrics.registry, opts.logSink);
     this.dataPlane = new DataPlane({
       source: this.routing,
       runtime: this.runtime,
