@@ -1,3 +1,4 @@
+import { writeSync } from 'node:fs';
 import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
 import { build } from './app.ts';
@@ -67,7 +68,15 @@ const LOG_SETTLE_MS = 1000;
 /** The JSON log's stdout destination; whatever is still queued when the process exits gets one synchronous try. */
 function logSink(): LogSink {
   const sink = new LogSink(1);
-  process.on('exit', () => sink.writeRemainingSync());
+  process.on('exit', () => {
+    sink.writeRemainingSync();
+    const lost = sink.lostSummary();
+    try {
+      if (lost !== null) writeSync(2, lost);
+    } catch {
+      // stderr is gone too: nothing left to tell
+    }
+  });
   return sink;
 }
 

@@ -62,6 +62,23 @@ describe('shutdown deadlines', () => {
     assert.match(streamed, /data: 1/);
   });
 
+  it('stdout whose reader is gone, then SIGTERM: the process exits within the deadline instead of retrying its last log lines forever', async (t) => {
+    const up = await startUpstream('blue');
+    const sp = await spawnServe({ apps: [twoPools(up.url, up.url)], shutdown: { grace: '2s', hardStop: '4s' }, log: { level: 'info' } });
+    t.after(async () => {
+      await sp.cleanup();
+      await up.close();
+    });
+    // the parent's reader went away before anything else was logged: the first failing write is the shutdown's
+    sp.child.stdout.destroy();
+    const term = Date.now();
+    sp.child.kill('SIGTERM');
+    assert.equal(await exitWithin(sp.child, 4000), 0, 'exits within hardStop, and cleanly');
+    assert.ok(Date.now() - term < 2000, `nothing in flight: no reason to wait (${Date.now() - term} ms)`);
+    // the lines the log could not take are counted, on stderr since stdout is gone
+    assert.match(sp.output(), /switchyard: [1-9]\d* log lines could not be written \([1-9]\d* failed writes, last error EPIPE/);
+  });
+
   it('stdout whose reader is gone: requests are still served, the lost lines are counted in /metrics and /readyz, and SIGTERM exits at once', async (t) => {
     const up = await startUpstream('blue');
     const sp = await spawnServe({ apps: [twoPools(up.url, up.url)], shutdown: { grace: '2s', hardStop: '4s' }, log: { level: 'info' } });
