@@ -135,7 +135,7 @@ export class LogSink implements DestinationStream {
   /** One line for stderr at exit when lines were lost (the log itself cannot say so), else null. */
   lostSummary(): string | null {
     if (this.droppedLines === 0 && this.writeErrors === 0) return null;
-    return `switchyard: ${this.droppedLines} log lines could not be written (${this.writeErrors} failed writes, last error ${this.lastError ?? "none: the queue was full"})\n`;
+    return `switchyard: ${this.droppedLines} log lines could not be written (${this.writeErrors} failed writes, last error ${this.lastError ?? 'none: the queue was full'})\n`;
   }
 
   view(): LogSinkView {

@@ -54,7 +54,8 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
   private readonly setCookie: string | null;
   /** free for the creator (the data plane keeps its routing decision here) */
   tag: unknown;
-  private target: Target;
+  /** the target it is on now (a retry moves it); read by the passive checks' stall sweep */
+  target: Target;
   private controller: Dispatcher.DispatchController | null = null;
   private responded = false;
   private finished = false;

@@ -110,7 +110,8 @@ describe('active checks (HAProxy rise/fall)', () => {
 });
 
 describe('passive checks (outlier detection)', () => {
-  function pool(n: number, cfg: { failures: number; ejectFor: number; maxEjectedShare: number }) {
+  function pool(n: number, partial: { failures: number; ejectFor: number; maxEjectedShare: number; stallAfter?: number }) {
+    const cfg = { stallAfter: 0, ...partial };
     const runtime = new Runtime(config({}, targets(n)));
     const ts = runtime.pool('shop', 'blue')?.targets as Target[];
     let now = 10_000;
