@@ -35,7 +35,7 @@ const fail: ProbeResult = { ok: false, status: 500, version: null, error: 'statu
 describe('health config', () => {
   it('fills the documented defaults', () => {
     const h = config({}).apps[0]?.health;
-    assert.deepEqual(h, { path: '/healthz', interval: 2000, timeout: 1000, rise: 2, fall: 3, expectStatus: { min: 200, max: 399 }, passive: { failures: 5, ejectFor: 30000, maxEjectedShare: 0.5 } });
+    assert.deepEqual(h, { path: '/healthz', interval: 2000, timeout: 1000, rise: 2, fall: 3, expectStatus: { min: 200, max: 399 }, passive: { failures: 5, ejectFor: 30000, maxEjectedShare: 0.5, stallAfter: 5000 } });
   });
 
   it('reads expectStatus as a status, a class or a range, and versionFrom as json or header', () => {
