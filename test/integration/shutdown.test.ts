@@ -79,6 +79,26 @@ describe('shutdown deadlines', () => {
     assert.match(sp.output(), /switchyard: [1-9]\d* log lines could not be written \([1-9]\d* failed writes, last error EPIPE/);
   });
 
+  it('workers: 2, stdout whose reader is gone: requests are still served, the lost lines are summed in /metrics, and SIGTERM exits', async (t) => {
+    const up = await startUpstream('blue');
+    const sp = await spawnServe({ apps: [twoPools(up.url, up.url)], workers: 2, shutdown: { grace: '2s', hardStop: '4s' }, log: { level: 'info' } }, 20_000);
+    t.after(async () => {
+      await sp.cleanup();
+      await up.close();
+    });
+    sp.child.stdout.destroy();
+    for (let i = 0; i < 20; i++) {
+      const r = await request(`${sp.proxyUrl}/x${i}`);
+      assert.equal(r.statusCode, 200);
+      await r.body.dump();
+    }
+    const metrics = await (await request(`${sp.adminUrl}/metrics`)).body.text();
+    const dropped = Number(/^switchyard_log_dropped_lines_total (\d+)/m.exec(metrics)?.[1]);
+    assert.ok(dropped >= 20, `the workers' lost access lines are summed: ${dropped}`);
+    sp.child.kill('SIGTERM');
+    assert.equal(await exitWithin(sp.child, 6000), 0, 'the group exits, and cleanly');
+  });
+
   it('stdout whose reader is gone: requests are still served, the lost lines are counted in /metrics and /readyz, and SIGTERM exits at once', async (t) => {
     const up = await startUpstream('blue');
     const sp = await spawnServe({ apps: [twoPools(up.url, up.url)], shutdown: { grace: '2s', hardStop: '4s' }, log: { level: 'info' } });
