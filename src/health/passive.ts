@@ -82,7 +82,8 @@ export class OutlierDetector implements Outlier {
     }
     let waiting: Map<Target, number> | null = null;
     for (const c of open) {
-      if (!(c instanceof ProxyHandler) || c.res.headersSent || now - c.startedAt < stallAfter) continue;
+      // a request whose body is still arriving waits on its client, not on the target
+      if (!(c instanceof ProxyHandler) || c.res.headersSent || !c.req.complete || now - c.startedAt < stallAfter) continue;
       waiting ??= new Map();
       waiting.set(c.target, (waiting.get(c.target) ?? 0) + 1);
     }
