@@ -28,13 +28,14 @@ export async function serve(args: string[]): Promise<void> {
     throw err;
   }
   const sink = logSink();
-  const logger = createLogger(config.log.level, process.stdout.isTTY === true, sink);
+  const logger = createLogger(config.log.level, sink === undefined, sink);
   const exit = exitAfterLog(sink);
+  const logDeps = sink === undefined ? {} : { logSink: sink };
   let app: { listen(): Promise<unknown>; shutdown(): Promise<unknown> };
   try {
     // `workers: N > 1`: this process becomes the primary (src/cluster) and forks N data planes running this file
     const workers = workerCount(config.workers);
-    app = workers > 1 ? await startPrimary(config, { logger, logSink: sink, workers, exec: import.meta.filename }) : await build(config, { logger, logSink: sink });
+    app = workers > 1 ? await startPrimary(config, { logger, ...logDeps, workers, exec: import.meta.filename }) : await build(config, { logger, ...logDeps });
     await app.listen();
     releaseStartupMemory();
   } catch (err) {
@@ -65,8 +66,13 @@ export async function serve(args: string[]): Promise<void> {
 /** How long an exit waits for queued log lines to reach stdout: a stuck reader never holds the exit longer. */
 const LOG_SETTLE_MS = 1000;
 
-/** The JSON log's stdout destination; whatever is still queued when the process exits gets one synchronous try. */
-function logSink(): LogSink {
+/**
+ * The JSON log's stdout destination; whatever is still queued when the process exits gets one
+ * synchronous try. None on a terminal: the human-readable lines go through pino-pretty's own
+ * transport, whose writes the sink cannot count (so no figure is shown rather than a false 0).
+ */
+function logSink(): LogSink | undefined {
+  if (process.stdout.isTTY === true) return undefined;
   const sink = new LogSink(1);
   process.on('exit', () => {
     sink.writeRemainingSync();
@@ -81,8 +87,8 @@ function logSink(): LogSink {
 }
 
 /** Exits once the queued log lines are written, or after LOG_SETTLE_MS if stdout does not take them. */
-function exitAfterLog(sink: LogSink): (code: number) => Promise<never> {
-  return (code) => sink.settle(LOG_SETTLE_MS).then(() => process.exit(code));
+function exitAfterLog(sink: LogSink | undefined): (code: number) => Promise<never> {
+  return (code) => (sink?.settle(LOG_SETTLE_MS) ?? Promise.resolve()).then(() => process.exit(code));
 }
 
 /** A node:cluster worker of `workers: N`: config and routing state come from the primary over IPC. */
@@ -96,7 +102,7 @@ function serveWorker(): void {
     onDisconnect: (fn) => process.on('disconnect', fn),
   };
   const sink = logSink();
-  const worker = startWorker({ channel, logSink: sink, logger: (config) => createLogger(config.log.level, process.stdout.isTTY === true, sink) });
+  const worker = startWorker({ channel, ...(sink === undefined ? {} : { logSink: sink }), logger: (config) => createLogger(config.log.level, sink === undefined, sink) });
   // a signal can reach a worker itself (Ctrl-C, systemd's control-group kill): drain, as the primary asks
   process.on('SIGTERM', () => void worker.shutdown());
   process.on('SIGINT', () => void worker.shutdown());
