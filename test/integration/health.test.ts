@@ -244,6 +244,22 @@ describe('passive health checks', () => {
     });
   });
 
+  it('an upstream response timeout counts as a failure the moment it fires', async () => {
+    const hang = await startUpstream('hang', (req, res) => {
+      if (req.url === '/healthz') res.end('ok');
+    });
+    const [ok, g] = [await backend('ok'), await backend('g')];
+    const app = twoPools([hang.url, ok.url], g.url, { health: { interval: '1m', passive: { failures: 3, stallAfter: 0 } }, timeouts: { response: '200ms' } });
+    await withProxy([ok, g, hang as Backend], { apps: [app] }, async (p) => {
+      const started = Date.now();
+      const answers = await Promise.all(Array.from({ length: 6 }, () => p.get('/')));
+      // a GET that timed out is retried on the other target: every client gets its answer
+      assert.deepEqual(answers.map((a) => a.status), [200, 200, 200, 200, 200, 200]);
+      assert.deepEqual(await targetStates(p, 'blue'), ['ejected', 'up'], 'three timeouts in a row: ejected');
+      assert.ok(Date.now() - started < 1500, 'at the timeouts, not later');
+    });
+  });
+
   it('a target answering its other requests stays in rotation while a few of its requests are slow', async () => {
     const slow: ServerResponse[] = [];
     const up = await startUpstream('mixed', (req, res) => {
