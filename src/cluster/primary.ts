@@ -15,6 +15,7 @@ import type { CountsSource } from '../control/counts.ts';
 import { fleetCounts } from '../control/fleet.ts';
 import { Runtime } from '../dataplane/runtime.ts';
 import { HealthMonitor } from '../health/monitor.ts';
+import { registerLogMetrics, type LogSink } from '../logger.ts';
 import { createTelemetry, fleetPeerWindows, type Telemetry } from '../metrics/telemetry.ts';
 import type { Rollouts } from '../rollout/rollouts.ts';
 import { createRollouts, type RolloutTuning } from '../rollout/setup.ts';
@@ -36,6 +37,8 @@ export interface PrimaryDeps {
   /** @default `${hostname()}:${pid}` */
   readonly instanceId?: string;
   readonly rollouts?: RolloutTuning;
+  /** the log's destination (main.ts): its write errors go to /metrics and /readyz */
+  readonly logSink?: LogSink;
 }
 
 export interface Primary {
@@ -117,6 +120,7 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
       metrics.forget(slot);
     },
   });
+  if (deps.logSink !== undefined) registerLogMetrics(telemetry.metrics.registry, deps.logSink);
   const metrics = new GroupMetrics({ registry: telemetry.metrics.registry, sendReady: (msg) => supervisor.sendReady(msg) });
 
   function onWorkerMessage(slot: number, msg: ToPrimary): void {
@@ -188,6 +192,7 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
     readyDetails: () => ({
       shuttingDown,
       store: store.kind,
+      ...(deps.logSink === undefined ? {} : { log: deps.logSink.view() }),
       revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])),
       workers: supervisor.view().map((w) => ({ ...w, ...group.figures(w.slot) })),
       ...fleet?.details(),

@@ -108,6 +108,11 @@ const passive = z.strictObject({
   ejectFor: duration('30s'),
   /** at most this share of a pool's targets ejected at once; one always stays @default 0.5 */
   maxEjectedShare: z.number().min(0).max(1).default(0.5),
+  /**
+   * a target with `failures` requests waiting this long for a response head, that answered none
+   * in that time, is ejected at once (a hanging target); 0 turns it off @default 5s
+   */
+  stallAfter: duration('5s'),
 });
 
 const pool = z.strictObject({

@@ -61,7 +61,8 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
   private readonly setCookie: string | null;
   /** free for the creator (the data plane keeps its routing decision here) */
   tag: unknown;
-  private target: Target;
+  /** the target it is on now (a retry moves it); read by the passive checks' stall sweep */
+  target: Target;
   private controller: Dispatcher.DispatchController | null = null;
   private responded = false;
   private finished = false;
@@ -193,15 +194,20 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
     this.finish(ERRORS[errCode].status, errCode);
   }
 
-  /** Drain deadline or shutdown: stop the stream where a client can tell it ended. */
-  cut(): void {
+  /**
+   * Drain deadline or shutdown: stop the stream where a client can tell it ended. At shutdown a
+   * request that got no response head yet is answered 503 GOING_AWAY (src/dataplane/shutdown.ts).
+   */
+  cut(reason?: 'drain' | 'shutdown'): void {
     if (this.finished) return;
     const res = this.res;
+    const answer = reason === 'shutdown' && !res.headersSent;
     // finished first: undici reports the abort through onResponseError at once, which would
     // otherwise destroy the client response we mean to end cleanly
-    this.finish(this.status || 503, null);
-    this.controller?.abort(new Error('drain deadline'));
-    if (res.headersSent && this.chunked) res.end();
+    this.finish(answer ? 503 : this.status || 503, answer ? 'GOING_AWAY' : null);
+    this.controller?.abort(new Error(reason === 'shutdown' ? 'shutting down' : 'drain deadline'));
+    if (answer) sendError(res, 'GOING_AWAY', this.requestId, true);
+    else if (res.headersSent && this.chunked) res.end();
     else res.destroy();
   }
 
