@@ -3,10 +3,16 @@
 
 const TOKEN_KEY = 'switchyard.token';
 const POLL_MS = 1500;
-/** samples kept per chart (~3 min at POLL_MS) */
-const KEEP = 120;
-/** a chart spans at least this many samples, so a fresh page does not stretch three points edge to edge */
-const MIN_SPAN = 24;
+/** how far back a chart goes: it starts with the server's last minute and grows to this */
+const KEEP_MS = 180_000;
+/** a chart spans at least this long, so a fresh page does not stretch a few points edge to edge */
+const MIN_SPAN_MS = 60_000;
+/** samples further apart than this are not joined by a line (the tab slept, the API was away) */
+const GAP_MS = 5000;
+/** the chart's drawing width in viewBox units */
+const PLOT_W = 119;
+/** toasts shown at once per app; an older one makes room */
+const MAX_TOASTS = 3;
 const HISTORY_ROWS = 8;
 const SVG_NS = 'http://www.w3.org/2000/svg';
 const PALETTE = ['#3b82f6', '#22c55e', '#f59e0b', '#a855f7', '#ef4444', '#14b8a6'];
@@ -125,9 +131,14 @@ function setStatus(kind, text) {
   el.textContent = text;
 }
 
-function toast(text, kind = 'ok') {
+/**
+ * A message about one app's action, in that app's card between its controls and its history: in
+ * the page's flow, so it never covers the history row it announces, a figure or a button.
+ */
+function toast(view, text, kind = 'ok') {
   const el = h('div', { class: `toast ${kind}`, role: kind === 'bad' ? 'alert' : 'status', text });
-  document.getElementById('toasts').append(el);
+  view.toasts.append(el);
+  while (view.toasts.childElementCount > MAX_TOASTS) view.toasts.firstElementChild.remove();
   setTimeout(() => el.remove(), kind === 'bad' ? 9000 : 4500);
 }
 
@@ -175,41 +186,51 @@ function weightChanges(before, after, colors) {
 
 // ---- charts --------------------------------------------------------------------------------
 
-/** A small live line chart: one polyline per pool over the last KEEP samples. */
+/** A small live line chart: one line per pool over the last KEEP_MS (at least MIN_SPAN_MS wide). */
 class Chart {
   constructor(title, format) {
     this.format = format;
     this.legend = h('span', { class: 'legend' });
     this.max = h('span', { class: 'chart-max' });
-    this.svg = svg('svg', { viewBox: `0 0 ${KEEP - 1} 60`, preserveAspectRatio: 'none', class: 'spark', role: 'img', 'aria-label': title });
-    this.svg.append(svg('line', { x1: 0, x2: KEEP - 1, y1: 30, y2: 30, class: 'grid', 'vector-effect': 'non-scaling-stroke' }));
+    this.svg = svg('svg', { viewBox: `0 0 ${PLOT_W} 60`, preserveAspectRatio: 'none', class: 'spark', role: 'img', 'aria-label': title });
+    this.svg.append(svg('line', { x1: 0, x2: PLOT_W, y1: 30, y2: 30, class: 'grid', 'vector-effect': 'non-scaling-stroke' }));
     this.lines = new Map();
     this.el = h('div', { class: 'chart' }, h('div', { class: 'chart-head' }, h('span', { class: 'chart-title', text: title }), this.max), h('div', { class: 'plot' }, this.svg), this.legend);
   }
 
-  update(series, colors) {
+  /** `series`: pool → `[{ t, v }]` oldest first (v null: no figure then); `end`: the newest time. */
+  update(series, colors, end) {
     let max = 0;
-    for (const values of series.values()) for (const v of values) if (v !== null && v > max) max = v;
+    let oldest = end;
+    for (const points of series.values()) {
+      for (const p of points) if (p.v !== null && p.v > max) max = p.v;
+      if (points.length > 0) oldest = Math.min(oldest, points[0].t);
+    }
     const top = niceCeil(max);
     this.max.textContent = top > 0 ? `max ${this.format(top)}` : '';
     const legend = [];
-    let span = MIN_SPAN;
-    for (const values of series.values()) span = Math.max(span, values.length);
-    const x = (i) => ((i / (span - 1)) * (KEEP - 1)).toFixed(2);
-    for (const [pool, values] of series) {
+    const span = Math.min(KEEP_MS, Math.max(MIN_SPAN_MS, end - oldest));
+    const x = (t) => (((t - (end - span)) / span) * PLOT_W).toFixed(2);
+    for (const [pool, points] of series) {
       let line = this.lines.get(pool);
       if (line === undefined) {
-        line = svg('polyline', { fill: 'none', stroke: colors.get(pool), 'stroke-width': 2, 'stroke-linejoin': 'round', 'vector-effect': 'non-scaling-stroke' });
+        line = svg('path', { fill: 'none', stroke: colors.get(pool), 'stroke-width': 2, 'stroke-linejoin': 'round', 'vector-effect': 'non-scaling-stroke' });
         this.lines.set(pool, line);
         this.svg.append(line);
       }
-      const offset = span - values.length;
-      const pts = [];
-      values.forEach((v, i) => {
-        if (v !== null) pts.push(`${x(offset + i)},${top > 0 ? (60 - (v / top) * 58).toFixed(2) : 60}`);
-      });
-      line.setAttribute('points', pts.join(' '));
-      const last = values.at(-1);
+      const d = [];
+      let prev = null;
+      for (const p of points) {
+        if (p.v === null) {
+          prev = null;
+          continue;
+        }
+        d.push(`${prev === null || p.t - prev > GAP_MS ? 'M' : 'L'}${x(p.t)},${top > 0 ? (60 - (p.v / top) * 58).toFixed(2) : 60}`);
+        prev = p.t;
+      }
+      line.setAttribute('d', d.join(' '));
+      line.dataset.points = String(d.length);
+      const last = points.at(-1)?.v;
       legend.push(h('span', { class: 'legend-item' }, h('span', { class: 'dot', 'data-color': colors.get(pool) }), `${pool} `, h('b', { text: this.format(last ?? null) })));
     }
     this.legend.replaceChildren(...legend);
@@ -237,7 +258,9 @@ class AppView {
     this.state = state;
     this.pools = Object.keys(state.pools);
     this.colors = colorsFor(this.pools);
+    /** `[{ t, s }]` per pool: the 10 s figures at time t, oldest first; the first poll fills the last minute */
     this.samples = new Map(this.pools.map((p) => [p, []]));
+    this.historyLoaded = false;
     this.historyRevision = -1;
     this.drain = new Map();
     this.sliderDirty = false;
@@ -287,7 +310,8 @@ class AppView {
     const head = h('tr', {}, ...['pool', 'version', 'weight', 'state', 'in flight', 'upgraded', 'req/s', 'errors', 'p99', ''].map((t, i) => h('th', { scope: 'col', class: i >= 2 && i !== 3 && i < 9 ? 'num' : '', text: t })));
     this.charts = { rps: new Chart('Requests / s', fmtRps), errors: new Chart('Error rate', fmtRate), p99: new Chart('p99 latency', fmtMs) };
 
-    this.poolSelect = h('select', { 'aria-label': 'pool', onchange: () => this.syncSlider(true) }, ...this.pools.map((p) => h('option', { value: p, text: p })));
+    // picking a pool keeps a percentage already typed: "Send 20 % to" then "green" means green 20 %
+    this.poolSelect = h('select', { 'aria-label': 'pool', onchange: () => (this.sliderDirty ? this.renderPreview() : this.syncSlider()) }, ...this.pools.map((p) => h('option', { value: p, text: p })));
     this.slider = h('input', { type: 'range', min: 0, max: 100, step: 1, 'aria-label': 'weight in percent', oninput: () => this.fromSlider() });
     this.number = h('input', { type: 'number', min: 0, max: 100, step: 0.01, class: 'pct-input', 'aria-label': 'weight in percent (two decimals)', oninput: () => this.fromNumber() });
     this.preview = h('span', { class: 'preview' });
@@ -299,6 +323,7 @@ class AppView {
     );
 
     this.historyBody = h('tbody');
+    this.toasts = h('div', { class: 'toasts', 'aria-live': 'polite' });
     this.el = h(
       'section',
       { class: 'app', 'data-app': this.name, 'aria-label': `app ${this.name}` },
@@ -309,6 +334,7 @@ class AppView {
       h('div', { class: 'table-wrap' }, h('table', { class: 'pools' }, h('thead', {}, head), tbody)),
       h('div', { class: 'charts' }, this.charts.rps.el, this.charts.errors.el, this.charts.p99.el),
       controls,
+      this.toasts,
       h('details', { class: 'history', open: true }, h('summary', { text: 'History' }), h('table', {}, h('thead', {}, h('tr', {}, ...['rev', 'when', 'action', 'by', 'weights', 'reason'].map((t) => h('th', { scope: 'col', text: t })))), this.historyBody)),
     );
     paintDots(this.el);
@@ -353,7 +379,7 @@ class AppView {
       row.switchBtn.disabled = p.weight === 100;
       row.state.replaceChildren(this.stateBadge(pool, p));
     }
-    if (!this.sliderDirty) this.syncSlider(false);
+    if (!this.sliderDirty) this.syncSlider();
     else this.renderPreview();
   }
 
@@ -366,8 +392,10 @@ class AppView {
     return h('span', { class: 'state draining', 'data-state': 'draining', text: `draining · ${p.inflight + p.upgraded} open${pinned}${left}` });
   }
 
+  /** The figures of `GET …/stats` (with `history` the first time: the last minute the server sampled). */
   updateStats(stats) {
     const win = stats.windows['10s'];
+    const end = Date.parse(stats.at);
     for (const pool of this.pools) {
       const s = win[pool];
       const row = this.rows.get(pool);
@@ -376,13 +404,15 @@ class AppView {
       row.errors.classList.toggle('bad', (s?.errorRate ?? 0) >= 0.01);
       row.p99.textContent = fmtMs(s?.p99 ?? null);
       const list = this.samples.get(pool);
-      list.push(s ?? null);
-      if (list.length > KEEP) list.shift();
+      for (const point of stats.history ?? []) addSample(list, Date.parse(point.at), point.pools[pool] ?? null);
+      addSample(list, end, s ?? null);
+      while (list.length > 0 && list[0].t < end - KEEP_MS) list.shift();
     }
-    const series = (key) => new Map(this.pools.map((p) => [p, this.samples.get(p).map((s) => (s === null ? null : key === 'p99' ? s.p99 : key === 'errors' ? (s.requests > 0 ? s.errorRate : null) : s.rps))]));
-    this.charts.rps.update(series('rps'), this.colors);
-    this.charts.errors.update(series('errors'), this.colors);
-    this.charts.p99.update(series('p99'), this.colors);
+    if (stats.history !== undefined) this.historyLoaded = true;
+    const series = (key) => new Map(this.pools.map((p) => [p, this.samples.get(p).map(({ t, s }) => ({ t, v: s === null ? null : key === 'p99' ? s.p99 : key === 'errors' ? (s.requests > 0 ? s.errorRate : null) : s.rps }))]));
+    this.charts.rps.update(series('rps'), this.colors, end);
+    this.charts.errors.update(series('errors'), this.colors, end);
+    this.charts.p99.update(series('p99'), this.colors, end);
   }
 
   updateHistory(entries = this.historyEntries ?? []) {
@@ -407,13 +437,13 @@ class AppView {
     paintDots(this.historyBody);
   }
 
-  // weights control: the slider moves whole percents, the number box takes two decimals
-  syncSlider(fromUser) {
+  // weights control: the slider moves whole percents, the number box takes two decimals; until
+  // the operator moves either, they show the picked pool's current weight
+  syncSlider() {
     const pool = this.poolSelect.value;
     const w = this.state.weights[pool] ?? 0;
     this.slider.value = String(Math.round(w));
     this.number.value = String(w);
-    if (fromUser) this.sliderDirty = false;
     this.renderPreview();
   }
 
@@ -453,7 +483,11 @@ class AppView {
   async setWeights() {
     const after = this.target();
     if (after === null) {
-      toast('the weight must be a percentage from 0 to 100', 'bad');
+      toast(this, 'the weight must be a percentage from 0 to 100', 'bad');
+      return;
+    }
+    if (this.pools.every((p) => after[p] === (this.state.weights[p] ?? 0))) {
+      toast(this, `nothing to change: ${this.pools.map((p) => `${p} is at ${pct(after[p])}`).join(', ')} already`, 'bad');
       return;
     }
     const reason = await confirmAction(`Set the weights of ${this.name}?`, [h('p', { text: 'New requests are split like this; sticky users only move toward the pool that gains weight.' }), ...weightChanges(this.state.weights, after, this.colors)]);
@@ -472,20 +506,25 @@ class AppView {
     try {
       const state = await api(method, path, body, { 'if-match': `"${this.state.revision}"` });
       this.update(state);
-      toast(`${done}: now revision ${state.revision}`, 'ok');
+      toast(this, `${done}: now revision ${state.revision}`, 'ok');
       void poll();
     } catch (err) {
       if (err.status === 412) {
         const current = err.body?.error?.details?.current;
         if (current) this.update(current);
-        toast(`${this.name} was changed meanwhile (now revision ${current?.revision ?? '?'}); look again and retry`, 'bad');
+        toast(this, `${this.name} was changed meanwhile (now revision ${current?.revision ?? '?'}); look again and retry`, 'bad');
       } else if (err.status === 401) {
         tokenRejected();
       } else {
-        toast(`${err.code}: ${err.message}`, 'bad');
+        toast(this, `${err.code}: ${err.message}`, 'bad');
       }
     }
   }
+}
+
+/** Appends a sample unless one at that time or later is there already (history and polls overlap). */
+function addSample(list, t, s) {
+  if (Number.isFinite(t) && (list.length === 0 || list[list.length - 1].t < t)) list.push({ t, s });
 }
 
 /** `pool` gets `value` %; the other pools share the rest in their current proportions (equally if all are 0). */
@@ -626,11 +665,11 @@ class RolloutPanel {
     if (reason === null) return;
     try {
       this.update(await api('POST', `${appPath(this.view.name)}/rollouts/current/${verb}`, reason ? { reason } : {}));
-      toast(`rollout ${r.id} ${{ pause: 'paused', resume: 'resumed', promote: 'promoted', abort: 'aborted' }[verb]}`, 'ok');
+      toast(this.view, `rollout ${r.id} ${{ pause: 'paused', resume: 'resumed', promote: 'promoted', abort: 'aborted' }[verb]}`, 'ok');
       void poll();
     } catch (err) {
       if (err.status === 401) tokenRejected();
-      else toast(`${err.code}: ${err.message}`, 'bad');
+      else toast(this.view, `${err.code}: ${err.message}`, 'bad');
     }
   }
 
@@ -772,7 +811,7 @@ class RolloutPanel {
       const r = await api('POST', `${appPath(view.name)}/rollouts`, body, { 'if-match': `"${view.state.revision}"` });
       this.closeForm();
       this.update(r);
-      toast(`rollout ${r.id} of ${view.name} to ${r.to} started`, 'ok');
+      toast(view, `rollout ${r.id} of ${view.name} to ${r.to} started`, 'ok');
       void poll();
     } catch (err) {
       if (err.status === 401) {
@@ -798,7 +837,7 @@ class RolloutPanel {
 // ---- polling -------------------------------------------------------------------------------
 
 async function refreshApp(view) {
-  const tasks = [api('GET', `${appPath(view.name)}/stats`).then((s) => view.updateStats(s))];
+  const tasks = [api('GET', `${appPath(view.name)}/stats${view.historyLoaded ? '' : '?history=1'}`).then((s) => view.updateStats(s))];
   if (view.historyRevision !== view.state.revision) {
     const rev = view.state.revision;
     tasks.push(
