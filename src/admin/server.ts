@@ -111,6 +111,9 @@ export function createAdminServer(deps: AdminServerDeps): Server {
       err = new SwitchyardError('INTERNAL');
     } else if (err.status >= 500) {
       logger.warn({ err, method: req.method, path }, `admin request failed: ${err.code}`);
+    } else if (err.code === 'HOST_NOT_ALLOWED' || err.code === 'CROSS_ORIGIN_REQUEST') {
+      // what an operator needs to tell an attack from a missing admin.allowedHosts entry
+      logger.warn({ address: req.socket.remoteAddress, method: req.method, path, host: req.headers.host, origin: req.headers.origin, code: err.code }, 'admin request from a browser page refused');
     }
     if (res.headersSent) {
       res.destroy();
