@@ -106,7 +106,9 @@ describe('dashboard controls in Chromium', () => {
     // what is drawn at the newest history row is that row
     const covered = await shop.locator('.history tbody tr').first().evaluate((row) => {
       const r = row.getBoundingClientRect();
-      const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+      // the test's tsconfig has no DOM lib: the page's document, typed as far as used here
+      const doc = (globalThis as unknown as { document: { elementFromPoint(x: number, y: number): typeof row | null } }).document;
+      const hit = doc.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
       return hit === null || !row.contains(hit);
     });
     assert.equal(covered, false);
