@@ -202,6 +202,7 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
   async function closeAll(): Promise<void> {
     admin.close();
     admin.closeAllConnections();
+    telemetry.stats.close();
     await health.close();
     await rollouts.close();
     await fleet?.close();
