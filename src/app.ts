@@ -176,6 +176,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     admin.close();
     admin.closeAllConnections();
     drains.close();
+    telemetry.stats.close();
     await health.close();
     await rollouts.close();
     await fleet?.close();

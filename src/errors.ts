@@ -6,6 +6,8 @@
 export const ERRORS = {
   BAD_REQUEST: { status: 400, message: 'bad request' },
   UNAUTHORIZED: { status: 401, message: 'missing or unknown token' },
+  HOST_NOT_ALLOWED: { status: 403, message: 'the admin API does not answer to this host name' },
+  CROSS_ORIGIN_REQUEST: { status: 403, message: 'refused a request made by a page from another origin' },
   NOT_FOUND: { status: 404, message: 'not found' },
   UNKNOWN_APP: { status: 404, message: 'unknown app' },
   UNKNOWN_POOL: { status: 404, message: 'unknown pool' },

@@ -8,6 +8,7 @@ import { loadDashboard } from '../admin/dashboard.ts';
 import type { AdminRoute } from '../admin/router.ts';
 import { rolloutRoutes } from '../admin/rollout-routes.ts';
 import { createAdminServer } from '../admin/server.ts';
+import { wantsHistory } from '../admin/stats-routes.ts';
 import { openStore } from '../app.ts';
 import type { Config } from '../config/schema.ts';
 import { Controller } from '../control/controller.ts';
@@ -176,7 +177,7 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
     method: 'GET',
     path: '/v1/apps/:app/stats',
     handler: (ctx) => {
-      const view = telemetry.stats.view(ctx.params['app'] as string);
+      const view = telemetry.stats.view(ctx.params['app'] as string, { history: wantsHistory(ctx.url) });
       // the workers' merged export is this instance's own figures, not another instance
       return { json: { ...view, fleet: fleet !== null, instances: group.stats() === null ? view.instances : Math.max(1, view.instances - 1), workers: group.size } };
     },
@@ -206,6 +207,7 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
   async function closeAll(): Promise<void> {
     admin.close();
     admin.closeAllConnections();
+    telemetry.stats.close();
     await health.close();
     await rollouts.close();
     await fleet?.close();

@@ -223,6 +223,12 @@ export const configSchema = z
         maxFailedLogins: z.number().int().min(1).default(10),
         /** Whether /metrics needs a token. @default false */
         metricsAuth: z.boolean().default(false),
+        /**
+         * Host names (besides localhost, IP addresses and `host`) the admin API answers to, e.g.
+         * the name of a reverse proxy in front of it; other Host headers get 403 (DNS rebinding).
+         * @default []
+         */
+        allowedHosts: z.array(z.string().min(1).max(253)).default([]),
       })
       .prefault({}),
     store: store.prefault({ kind: 'file' }),

@@ -132,7 +132,7 @@ describe('dashboard in Chromium', () => {
     await sleep(DWELL_MS + 1000);
     const rps = Number(await shop.locator('tr[data-pool="green"] td').nth(5).textContent());
     assert.ok(rps > 1, `green shows ${rps} req/s`);
-    assert.ok((await shop.locator('.chart polyline').count()) >= 6, 'a line per pool in each of the three charts');
+    assert.ok((await shop.locator('.chart path').count()) >= 6, 'a line per pool in each of the three charts');
 
     await mkdir(OUT, { recursive: true });
     const shot = new URL('dashboard.png', OUT);

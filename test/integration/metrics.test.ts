@@ -345,6 +345,21 @@ describe('dashboard files', () => {
     assert.doesNotMatch(html, /<script>|style=|https?:\/\//, 'no inline script or style, nothing off-site');
   });
 
+  it('serves every ES module the page imports, from app.js down (no build step, so a missing file is a blank page)', async () => {
+    const seen = new Set<string>();
+    const queue = ['/app.js'];
+    while (queue.length > 0) {
+      const path = queue.shift() as string;
+      if (seen.has(path)) continue;
+      seen.add(path);
+      const r = await request(p.adminUrl + path);
+      const body = await r.body.text();
+      assert.deepEqual([r.statusCode, r.headers['content-type']], [200, 'text/javascript; charset=utf-8'], path);
+      for (const m of body.matchAll(/^import .* from '\.\/([\w-]+\.js)';$/gm)) queue.push(`/${m[1] as string}`);
+    }
+    assert.ok(seen.size >= 5, [...seen].join(', '));
+  });
+
   it('answers 404 for other paths and methods, and keeps the API behind the token', async () => {
     const miss = await request(`${p.adminUrl}/nope.js`);
     assert.equal(miss.statusCode, 404);
