@@ -3,12 +3,21 @@ import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { SwitchyardError } from '../errors.ts';
 import { readStateCache, StateCacheWriter } from './state-cache.ts';
-import { CAS_SCRIPT, redactUrl, redisKeys, redisOptions, type RedisConnection, type RedisKeys } from './redis-connect.ts';
+import { CAS_SCRIPT, RESEED_SCRIPT, redactUrl, redisKeys, redisOptions, type RedisConnection, type RedisKeys } from './redis-connect.ts';
 import { historyEntryOf, type CasResult, type HistoryEntry, type RoutingState, type StateStore, type Unsubscribe } from './types.ts';
 
 export { redisKeys, type RedisKeys };
 
-type CasClient = Redis & { switchyardCas(state: string, history: string, expected: string, json: string, entry: string, limit: number, channel: string): Promise<number | string | null> };
+type CasClient = Redis & {
+  switchyardCas(state: string, history: string, expected: string, json: string, entry: string, limit: number, channel: string, deadline: number): Promise<number | string | null>;
+  switchyardReseed(state: string, history: string, json: string, entry: string, limit: number, channel: string, revision: number): Promise<number | string>;
+};
+
+/** Redis's clock minus ours, as last measured with TIME, and how long that round trip took (the offset's uncertainty). */
+interface ClockOffset {
+  readonly offset: number;
+  readonly rtt: number;
+}
 
 export interface RedisStoreOptions extends RedisConnection {
   /** Key prefix, so several fleets can share one Redis. */
@@ -64,6 +73,9 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
   readonly #pending = new Set<Promise<unknown>>();
   readonly #cache: StateCacheWriter | null;
   readonly #poll: NodeJS.Timeout;
+  /** app → the last revision this store itself wrote (so an observer can tell others' changes from its own) */
+  readonly #wrote = new Map<string, number>();
+  #clock: ClockOffset | null = null;
   #syncing: Promise<void> | null = null;
   #syncAgain = false;
   #connected = false;
@@ -80,6 +92,7 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     const options = redisOptions(opts);
     this.client = new Redis({ ...options, connectionName: 'switchyard' });
     this.client.defineCommand('switchyardCas', { numberOfKeys: 2, lua: CAS_SCRIPT });
+    this.client.defineCommand('switchyardReseed', { numberOfKeys: 2, lua: RESEED_SCRIPT });
     // resubscribed by hand on `ready`, so the re-read starts only once the subscription is live
     this.#sub = new Redis({ ...options, connectionName: 'switchyard-sub', autoResubscribe: false });
 
@@ -176,6 +189,25 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     return run;
   }
 
+  /**
+   * Re-seeding: writes `state` only if Redis holds no state for the app or an older revision
+   * (never over the same or a newer one), appending its history entry and publishing it.
+   */
+  async reseed(state: RoutingState): Promise<CasResult> {
+    if (this.#closed) throw new SwitchyardError('STORE_UNAVAILABLE', 'the redis store is closed');
+    this.#known.add(state.app);
+    const json = JSON.stringify(state);
+    const client = this.client as CasClient;
+    const k = this.keys;
+    const res = await this.#run('re-seed', () => client.switchyardReseed(k.state(state.app), k.history(state.app), json, JSON.stringify(historyEntryOf(state)), this.#opts.historyLimit, k.changes, state.revision));
+    return this.#casResult(res, json, state.app);
+  }
+
+  /** Whether the newest write this store made for `app` is `revision`: tells a change it observes from one it wrote. */
+  wroteHere(app: string, revision: number): boolean {
+    return this.#wrote.get(app) === revision;
+  }
+
   watch(listener: (state: RoutingState) => void): Unsubscribe {
     this.#listeners.add(listener);
     return () => {
@@ -224,9 +256,15 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     const entry = JSON.stringify(historyEntryOf(next));
     const client = this.client as CasClient;
     const k = this.keys;
-    const res = await this.#run('compare-and-set', () => client.switchyardCas(k.state(next.app), k.history(next.app), expected === null ? '' : String(expected), json, entry, this.#opts.historyLimit, k.changes));
+    const res = await this.#run('compare-and-set', async () => client.switchyardCas(k.state(next.app), k.history(next.app), expected === null ? '' : String(expected), json, entry, this.#opts.historyLimit, k.changes, await this.#deadline()));
+    return this.#casResult(res, json, next.app);
+  }
+
+  #casResult(res: number | string | null, json: string, app: string): CasResult {
     if (res === 1) {
       const state = parseState(json);
+      // before observing it: watchers told of it must already see it as this store's own write
+      this.#wrote.set(app, state.revision);
       this.#observe(state);
       return { ok: true, state };
     }
@@ -236,11 +274,35 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     return { ok: false, current };
   }
 
+  /**
+   * The latest moment, by Redis's clock, at which the write script may still apply a write sent
+   * now: a quarter of the command timeout (plus the clock offset's uncertainty) before the client
+   * gives up and answers 503, so a reply still on its way cannot turn a 503 into a landed write.
+   */
+  async #deadline(): Promise<number> {
+    this.#clock ??= await this.#measureClock();
+    if (this.#clock === null) throw new Error('cannot read the redis clock');
+    const timeout = this.#opts.commandTimeout ?? 2000;
+    return Math.floor(Date.now() + this.#clock.offset + timeout - timeout / 4 - this.#clock.rtt);
+  }
+
+  /** Redis's TIME against ours; null (keep the last offset) when the round trip was too slow to say much. */
+  async #measureClock(): Promise<ClockOffset | null> {
+    const sent = Date.now();
+    const [sec, usec] = (await this.client.call('TIME')) as [string, string];
+    const got = Date.now();
+    const rtt = got - sent;
+    if (rtt > (this.#opts.commandTimeout ?? 2000) / 4) return this.#clock;
+    return { offset: Number(sec) * 1000 + Math.floor(Number(usec) / 1000) - (sent + got) / 2, rtt };
+  }
+
   async #syncOnce(): Promise<void> {
     const apps = [...this.#known];
     if (apps.length === 0 || this.#closed || !this.#connected) return;
     let texts: (string | null)[];
     try {
+      // the poll also keeps the clock offset the write deadline uses fresh
+      this.#clock = await this.#measureClock();
       texts = await this.client.mget(apps.map((a) => this.keys.state(a)));
     } catch (err) {
       this.#logger?.debug({ err }, 'redis poll failed');
