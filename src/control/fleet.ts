@@ -247,7 +247,7 @@ export class Fleet {
         continue; // an app of another config sharing the prefix
       }
       if (theirs === null) {
-        void this.#reseed(mine);
+        void this.#reseed(mine, theirs);
       } else if (theirs.revision < mine.revision) {
         // A stale instance re-seeded an empty Redis first, or a failover lost a write: lift Redis
         // to ours, so the fleet settles on the highest revision any live instance holds.
@@ -256,7 +256,7 @@ export class Fleet {
           this.#regressions.set(app, { local: mine.revision, remote: theirs.revision, since: known?.since ?? new Date(this.#now()).toISOString() });
           this.#logger.error({ app, local: mine.revision, remote: theirs.revision }, 'redis holds an older revision than this instance routes on (a stale instance re-seeded it, or a failover lost a write); re-seeding it with ours');
         }
-        void this.#reseed(mine);
+        void this.#reseed(mine, theirs);
       } else if (this.#regressions.delete(app)) {
         this.#logger.info({ app, revision: theirs.revision }, 'redis caught up with the revision this instance routes on');
       }
@@ -267,7 +267,7 @@ export class Fleet {
    * Writes the state we route on into a Redis that has none or an older revision; the script
    * never overwrites the same or a newer revision, so of racing instances the highest wins.
    */
-  async #reseed(mine: RoutingState): Promise<void> {
+  async #reseed(mine: RoutingState, theirs: RoutingState | null): Promise<void> {
     if (this.#reseeding.has(mine.app)) return;
     this.#reseeding.add(mine.app);
     try {
@@ -279,7 +279,8 @@ export class Fleet {
         reason: `redis had no state for the app, or an older revision; re-seeded by ${this.instanceId} from the revision it routes on`,
       };
       const r = await this.#store.reseed(state);
-      if (r.ok) this.#logger.warn({ app: mine.app, revision: mine.revision }, 'redis had lost the routing state (or held an older revision); re-seeded it from this instance');
+      // an audit line: the stored state changed (the instances that apply it log it as observed)
+      if (r.ok) this.#logger.warn({ audit: true, app: mine.app, action: 'reseed', actor: 'switchyard', reason: state.reason, before: { revision: theirs?.revision ?? null }, after: { revision: mine.revision, weights: mine.weights } }, 'redis had lost the routing state (or held an older revision); re-seeded it from this instance');
       else if (r.current !== null) this.#controller.apply(r.current); // Redis had the same or newer: take theirs if newer
     } catch (err) {
       this.#logger.warn({ err, app: mine.app }, 're-seeding redis failed; retrying at the next poll');

@@ -75,6 +75,8 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
   readonly #poll: NodeJS.Timeout;
   /** app → the last revision this store itself wrote (so an observer can tell others' changes from its own) */
   readonly #wrote = new Map<string, number>();
+  /** JSON of this store's writes in flight: the published message can arrive before the script's reply */
+  readonly #writing = new Set<string>();
   #clock: ClockOffset | null = null;
   #syncing: Promise<void> | null = null;
   #syncAgain = false;
@@ -199,7 +201,7 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     const json = JSON.stringify(state);
     const client = this.client as CasClient;
     const k = this.keys;
-    const res = await this.#run('re-seed', () => client.switchyardReseed(k.state(state.app), k.history(state.app), json, JSON.stringify(historyEntryOf(state)), this.#opts.historyLimit, k.changes, state.revision));
+    const res = await this.#writingWhile(json, () => this.#run('re-seed', () => client.switchyardReseed(k.state(state.app), k.history(state.app), json, JSON.stringify(historyEntryOf(state)), this.#opts.historyLimit, k.changes, state.revision)));
     return this.#casResult(res, json, state.app);
   }
 
@@ -256,8 +258,17 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     const entry = JSON.stringify(historyEntryOf(next));
     const client = this.client as CasClient;
     const k = this.keys;
-    const res = await this.#run('compare-and-set', async () => client.switchyardCas(k.state(next.app), k.history(next.app), expected === null ? '' : String(expected), json, entry, this.#opts.historyLimit, k.changes, await this.#deadline()));
+    const res = await this.#writingWhile(json, () => this.#run('compare-and-set', async () => client.switchyardCas(k.state(next.app), k.history(next.app), expected === null ? '' : String(expected), json, entry, this.#opts.historyLimit, k.changes, await this.#deadline())));
     return this.#casResult(res, json, next.app);
+  }
+
+  async #writingWhile<T>(json: string, fn: () => Promise<T>): Promise<T> {
+    this.#writing.add(json);
+    try {
+      return await fn();
+    } finally {
+      this.#writing.delete(json);
+    }
   }
 
   #casResult(res: number | string | null, json: string, app: string): CasResult {
@@ -314,6 +325,7 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
       try {
         const state = text === null ? null : parseState(text);
         remote.set(app, state);
+        if (state !== null && this.#writing.has(text as string)) this.#wrote.set(state.app, state.revision);
         if (state !== null) this.#observe(state);
       } catch (err) {
         this.#logger?.error({ err, app }, 'redis holds a routing state that is not valid; ignoring it');
@@ -331,6 +343,7 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
       return;
     }
     this.#known.add(state.app);
+    if (this.#writing.has(message)) this.#wrote.set(state.app, state.revision);
     this.#observe(state);
   }
 
