@@ -127,12 +127,16 @@ describe('fleet chaos on a real redis', () => {
     await fleet.redis.kill();
     const stale = await fleet.add('i2', c.dir);
     assert.equal(revisionOf(stale), n, 'c restarted on its cached revision N');
-    // back empty: c, the youngest client, tends to reconnect (and re-seed N) first
+    // back empty, and c's re-seed of N lands before a and b reconnect (their backoff is ~1 s by
+    // now): written here at once, from c's cache, so that order is certain rather than likely
     await fleet.redis.restart();
-    const all = [a, b, stale];
-    await allRouteOn(all, n + 2, 'green@2.0.0');
     const admin = new Redis(fleet.redis.url);
     t.after(() => admin.disconnect());
+    const cached = JSON.parse(await readFile(join(c.dir, 'cache.json'), 'utf8')).states.shop;
+    assert.equal(cached.revision, n);
+    assert.equal(await admin.set(redisKeys(fleet.prefix).state('shop'), JSON.stringify({ ...cached, action: 'reseed' }), 'NX'), 'OK', 'the stale state went in first');
+    const all = [a, b, stale];
+    await allRouteOn(all, n + 2, 'green@2.0.0');
     assert.equal(JSON.parse((await admin.get(redisKeys(fleet.prefix).state('shop')))!).revision, n + 2);
     await allApplied(all, n + 2);
     // and it stays settled: the next write goes on from N + 2

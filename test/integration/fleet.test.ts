@@ -56,6 +56,27 @@ describe('a fleet on redis', () => {
     }
   });
 
+  it('instances.applied counts an instance only on the same revision of the same state (its heartbeat digest)', async (t) => {
+    const fleet = await startFleet(t, 1);
+    const a = fleet.instances[0]!;
+    const admin = new Redis(fleet.redis.url);
+    t.after(() => admin.disconnect());
+    const keys = redisKeys(fleet.prefix);
+    // right after the start the peers are not read yet: unknown, never a guess
+    await eventually(() => a.sy.counts.instances('shop', revisionOf(a)).total === 1, 'the first read of the peers');
+    assert.deepEqual(a.sy.counts.instances('shop', revisionOf(a)), { applied: 1, total: 1 });
+    const mine = JSON.parse((await admin.get(keys.instance('i0')))!);
+    // peers as their heartbeats say: one on our state, one on our revision of another state, one a revision ahead
+    const peers = { same: mine.digests?.shop, other: '0123456789abcdef', ahead: mine.digests?.shop };
+    for (const [id, digest] of Object.entries(peers)) {
+      const applied = { shop: id === 'ahead' ? revisionOf(a) + 1 : revisionOf(a) };
+      await admin.set(keys.instance(id), JSON.stringify({ ...mine, id, applied, digests: { shop: digest }, at: Date.now() }), 'PX', 60_000);
+      await admin.zadd(keys.instances, Date.now(), id);
+    }
+    await eventually(async () => (await a.admin('GET', '/v1/apps/shop')).body.instances.total === 4, 'the three peers read');
+    assert.deepEqual((await a.admin('GET', '/v1/apps/shop')).body.instances, { applied: 2, total: 4 });
+  });
+
   it('drain figures are summed over the fleet, with a per-instance breakdown', async (t) => {
     const { instances } = await startFleet(t, 2);
     const [a, b] = instances as [TestProxy, TestProxy];

@@ -182,7 +182,7 @@ describe('redis store while redis is down', () => {
     assert.equal((await restarted.get('shop'))?.revision, 1, 'get answers what redis holds');
   });
 
-  it('a write cut off by redis stopping never hangs past the command timeout', async (t) => {
+  it('a write cut off by redis stopping never hangs past the command timeout, and never lands later', async (t) => {
     const server = await startRedis();
     t.after(() => server.cleanup());
     const store = await RedisStore.open({ url: server.url, prefix: 'hang', historyLimit: 10, commandTimeout: 500 });
@@ -195,6 +195,11 @@ describe('redis store while redis is down', () => {
     const started = Date.now();
     await assert.rejects(store.compareAndSet(makeState('shop', 2), 1), { code: 'STORE_UNAVAILABLE' });
     assert.ok(Date.now() - started < 1_500, `rejected after ${Date.now() - started} ms`);
+    // the script still sat in redis's queue: once the pause ends it runs, past its deadline, and writes nothing
+    await admin.call('CLIENT', 'UNPAUSE');
+    await sleep(200);
+    assert.equal((await store.get('shop'))?.revision, 1, 'a write answered STORE_UNAVAILABLE never lands');
+    assert.equal(await admin.llen(redisKeys('hang').history('shop')), 1);
   });
 });
 
