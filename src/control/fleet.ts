@@ -257,8 +257,9 @@ export class Fleet {
           this.#logger.error({ app, local: mine.revision, remote: theirs.revision }, 'redis holds an older revision than this instance routes on (a stale instance re-seeded it, or a failover lost a write); re-seeding it with ours');
         }
         void this.#reseed(mine, theirs);
-      } else if (this.#regressions.delete(app)) {
-        this.#logger.info({ app, revision: theirs.revision }, 'redis caught up with the revision this instance routes on');
+      } else {
+        if (this.#regressions.delete(app)) this.#logger.info({ app, revision: theirs.revision }, 'redis caught up with the revision this instance routes on');
+        if (theirs.revision === mine.revision && stateDigest(theirs) !== stateDigest(mine)) void this.#reissue(theirs);
       }
     }
   }
@@ -286,6 +287,35 @@ export class Fleet {
       this.#logger.warn({ err, app: mine.app }, 're-seeding redis failed; retrying at the next poll');
     } finally {
       this.#reseeding.delete(mine.app);
+    }
+  }
+
+  /**
+   * One revision number names two states (a write lost by a failover, then another write on the
+   * same number): no instance moves sideways on its revision, so what Redis holds is written
+   * again as the next revision, which every instance applies. Redis's state wins: it is the one
+   * the compare-and-set chain goes on from.
+   */
+  async #reissue(theirs: RoutingState): Promise<void> {
+    if (this.#reseeding.has(theirs.app)) return;
+    this.#reseeding.add(theirs.app);
+    try {
+      const next: RoutingState = {
+        ...theirs,
+        revision: theirs.revision + 1,
+        action: 'reseed',
+        updatedAt: new Date(this.#now()).toISOString(),
+        updatedBy: 'switchyard',
+        reason: `revision ${theirs.revision} named two states in the fleet; ${this.instanceId} re-issued the one redis holds`,
+      };
+      this.#logger.error({ app: theirs.app, revision: theirs.revision }, 'this instance routes on another state than redis holds at the same revision; re-issuing redis\'s as the next revision');
+      const r = await this.#store.compareAndSet(next, theirs.revision);
+      if (r.ok) this.#logger.warn({ audit: true, app: next.app, action: 'reseed', actor: 'switchyard', reason: next.reason, before: { revision: theirs.revision }, after: { revision: next.revision, weights: next.weights } }, 're-issued the state redis holds as the next revision');
+      else if (r.current !== null) this.#controller.apply(r.current);
+    } catch (err) {
+      this.#logger.warn({ err, app: theirs.app }, 're-issuing the state failed; retrying at the next poll');
+    } finally {
+      this.#reseeding.delete(theirs.app);
     }
   }
 

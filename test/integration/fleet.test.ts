@@ -77,6 +77,24 @@ describe('a fleet on redis', () => {
     assert.deepEqual((await a.admin('GET', '/v1/apps/shop')).body.instances, { applied: 2, total: 4 });
   });
 
+  it('one revision naming two states (redis holds another state at the revision routed on): the fleet moves to redis\'s as the next revision', async (t) => {
+    const fleet = await startFleet(t, 2);
+    const admin = new Redis(fleet.redis.url);
+    t.after(() => admin.disconnect());
+    const key = redisKeys(fleet.prefix).state('shop');
+    const r = revisionOf(fleet.instances[0]!) + 1;
+    // written behind the fleet's back (no message): the instances take revision r, green, from the poll
+    await admin.set(key, JSON.stringify(makeState('shop', r, { blue: 0, green: 10_000 })));
+    await allRouteOn(fleet.instances, r, 'green@2.0.0');
+    // then revision r is rewritten as another state, as a write lost in a failover and redone on the same number leaves it
+    await admin.set(key, JSON.stringify(makeState('shop', r, { blue: 10_000, green: 0 })));
+    await allRouteOn(fleet.instances, r + 1, 'blue@1.0.0');
+    const now = JSON.parse((await admin.get(key))!);
+    assert.equal(now.revision, r + 1);
+    assert.equal(now.action, 'reseed');
+    await eventually(async () => (await fleet.instances[0]!.admin('GET', '/v1/apps/shop')).body.instances.applied === 2, 'applied 2/2');
+  });
+
   it('drain figures are summed over the fleet, with a per-instance breakdown', async (t) => {
     const { instances } = await startFleet(t, 2);
     const [a, b] = instances as [TestProxy, TestProxy];
