@@ -1,4 +1,4 @@
-import type { RedisOptions } from 'ioredis';
+import type { Redis, RedisOptions } from 'ioredis';
 
 // How Switchyard meets Redis: connection options, key layout and the write script, shared by the
 // store (redis-store.ts) and the fleet heartbeat (control/fleet.ts).
@@ -141,6 +141,31 @@ redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
 redis.call('PUBLISH', ARGV[4], ARGV[1])
 return 1
 `;
+
+/** Redis's clock minus ours, as measured with TIME, and how long that round trip took (the offset's uncertainty). */
+export interface ClockOffset {
+  readonly offset: number;
+  readonly rtt: number;
+}
+
+/** Reads Redis's TIME against our clock; null when the round trip took over `maxRttMs` (too slow to say much). */
+export async function readRedisClock(client: Redis, maxRttMs: number): Promise<ClockOffset | null> {
+  const sent = Date.now();
+  const [sec, usec] = (await client.call('TIME')) as [string, string];
+  const got = Date.now();
+  const rtt = got - sent;
+  if (rtt > maxRttMs) return null;
+  return { offset: Number(sec) * 1000 + Math.floor(Number(usec) / 1000) - (sent + got) / 2, rtt };
+}
+
+/**
+ * The latest moment, by Redis's clock, at which CAS_SCRIPT may still apply a write sent at `now`:
+ * a quarter of the command timeout, plus the clock offset's uncertainty, before the client gives
+ * up and answers 503, so a reply still on its way cannot turn a 503 into a landed write.
+ */
+export function writeDeadline(clock: ClockOffset, commandTimeout: number, now: number): number {
+  return Math.floor(now + clock.offset + commandTimeout - commandTimeout / 4 - clock.rtt);
+}
 
 /** The URL with its password masked, for log lines. */
 export function redactUrl(url: string): string {

@@ -3,7 +3,7 @@ import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { SwitchyardError } from '../errors.ts';
 import { readStateCache, StateCacheWriter } from './state-cache.ts';
-import { CAS_SCRIPT, RESEED_SCRIPT, redactUrl, redisKeys, redisOptions, type RedisConnection, type RedisKeys } from './redis-connect.ts';
+import { CAS_SCRIPT, readRedisClock, RESEED_SCRIPT, redactUrl, redisKeys, redisOptions, writeDeadline, type ClockOffset, type RedisConnection, type RedisKeys } from './redis-connect.ts';
 import { historyEntryOf, type CasResult, type HistoryEntry, type RoutingState, type StateStore, type Unsubscribe } from './types.ts';
 
 export { redisKeys, type RedisKeys };
@@ -12,12 +12,6 @@ type CasClient = Redis & {
   switchyardCas(state: string, history: string, expected: string, json: string, entry: string, limit: number, channel: string, deadline: number): Promise<number | string | null>;
   switchyardReseed(state: string, history: string, json: string, entry: string, limit: number, channel: string, revision: number): Promise<number | string>;
 };
-
-/** Redis's clock minus ours, as last measured with TIME, and how long that round trip took (the offset's uncertainty). */
-interface ClockOffset {
-  readonly offset: number;
-  readonly rtt: number;
-}
 
 export interface RedisStoreOptions extends RedisConnection {
   /** Key prefix, so several fleets can share one Redis. */
@@ -285,26 +279,12 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     return { ok: false, current };
   }
 
-  /**
-   * The latest moment, by Redis's clock, at which the write script may still apply a write sent
-   * now: a quarter of the command timeout (plus the clock offset's uncertainty) before the client
-   * gives up and answers 503, so a reply still on its way cannot turn a 503 into a landed write.
-   */
+  /** The write script's deadline (writeDeadline), measuring the clock offset first if no poll has yet. */
   async #deadline(): Promise<number> {
-    this.#clock ??= await this.#measureClock();
-    if (this.#clock === null) throw new Error('cannot read the redis clock');
     const timeout = this.#opts.commandTimeout ?? 2000;
-    return Math.floor(Date.now() + this.#clock.offset + timeout - timeout / 4 - this.#clock.rtt);
-  }
-
-  /** Redis's TIME against ours; null (keep the last offset) when the round trip was too slow to say much. */
-  async #measureClock(): Promise<ClockOffset | null> {
-    const sent = Date.now();
-    const [sec, usec] = (await this.client.call('TIME')) as [string, string];
-    const got = Date.now();
-    const rtt = got - sent;
-    if (rtt > (this.#opts.commandTimeout ?? 2000) / 4) return this.#clock;
-    return { offset: Number(sec) * 1000 + Math.floor(Number(usec) / 1000) - (sent + got) / 2, rtt };
+    this.#clock ??= await readRedisClock(this.client, timeout / 4);
+    if (this.#clock === null) throw new Error('cannot read the redis clock');
+    return writeDeadline(this.#clock, timeout, Date.now());
   }
 
   async #syncOnce(): Promise<void> {
@@ -313,7 +293,7 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     let texts: (string | null)[];
     try {
       // the poll also keeps the clock offset the write deadline uses fresh
-      this.#clock = await this.#measureClock();
+      this.#clock = (await readRedisClock(this.client, (this.#opts.commandTimeout ?? 2000) / 4)) ?? this.#clock;
       texts = await this.client.mget(apps.map((a) => this.keys.state(a)));
     } catch (err) {
       this.#logger?.debug({ err }, 'redis poll failed');

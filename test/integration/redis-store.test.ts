@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { redisOptions } from '../../src/state/redis-connect.ts';
+import { readRedisClock, redisOptions, writeDeadline } from '../../src/state/redis-connect.ts';
 import { RedisStore, redisKeys, type RedisStoreOptions } from '../../src/state/redis-store.ts';
 import type { RoutingState } from '../../src/state/types.ts';
 import { startRedis, type RedisServer } from '../helpers/redis-server.ts';
@@ -237,6 +237,15 @@ describe('redis connections', () => {
     const direct = new Redis({ port: master.port, password: PASSWORD });
     t.after(() => direct.disconnect());
     assert.deepEqual(JSON.parse((await direct.get(redisKeys('sentinel').state('shop')))!), first);
+  });
+
+  it("the write deadline is on redis's clock, a quarter of the command timeout (and the offset's uncertainty) before the 503", async (t) => {
+    const client = new Redis(redis.url);
+    t.after(() => client.disconnect());
+    const clock = await readRedisClock(client, 500);
+    assert.ok(clock !== null && Math.abs(clock.offset) < 1_000 && clock.rtt >= 0, JSON.stringify(clock));
+    // a Redis clock 10 s ahead of ours, read in 4 ms: 2 000 ms timeout → 1 500 ms, minus the 4 ms
+    assert.equal(writeDeadline({ offset: 10_000, rtt: 4 }, 2_000, 1_000_000), 1_000_000 + 10_000 + 1_500 - 4);
   });
 
   it('maps URLs to fail-fast ioredis options: rediss is TLS, the path is the db, the option password wins', () => {
