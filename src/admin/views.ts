@@ -1,5 +1,5 @@
 import type { Controller } from '../control/controller.ts';
-import type { CountsSource, PoolCounts } from '../control/counts.ts';
+import type { CountsSource, InstancesFigure, PoolCounts } from '../control/counts.ts';
 import { SwitchyardError } from '../errors.ts';
 import type { HealthSource, PoolHealth, TargetStateView } from '../health/monitor.ts';
 import type { HistoryEntry } from '../state/types.ts';
@@ -37,7 +37,8 @@ export interface AppStateView {
   updatedBy: string;
   reason: string | null;
   pools: Record<string, PoolView>;
-  instances: { applied: number; total: number };
+  /** `total` is null (with `unknown: true` and the reason) while the fleet's figures cannot be read */
+  instances: InstancesFigure;
 }
 
 export interface DrainView {
@@ -54,6 +55,10 @@ export interface DrainView {
   /** ms left until `deadline` by the server's clock (0 once passed), or null; spares the CLI a clock-skew guess */
   remainingMs: number | null;
   drained: boolean;
+  /** why it is not drained (null once drained) */
+  reason: string | null;
+  /** set while the other instances' figures cannot be read: the counts above are a lower bound */
+  unknown?: true;
   /** per-instance counts, only when asked for (`?instances=1`) */
   instances?: Record<string, PoolCounts>;
 }
@@ -78,12 +83,13 @@ export function appStateView(controller: Controller, counts: CountsSource, app: 
   const state = controller.state(app);
   const names = Object.keys(cfg.pools);
   const pools: Record<string, PoolView> = {};
+  const unknown = counts.figuresUnknown?.() ?? null;
   for (const name of names) {
     const pool = cfg.pools[name];
     if (pool === undefined) continue;
     const bp = state.weights[name] ?? 0;
     const c = counts.poolCounts(app, name);
-    const view: PoolView = { version: pool.version, targets: [...pool.targets], weight: bpToPct(bp), inflight: c.inflight, upgraded: c.upgraded, drained: isDrained(bp, c) };
+    const view: PoolView = { version: pool.version, targets: [...pool.targets], weight: bpToPct(bp), inflight: c.inflight, upgraded: c.upgraded, drained: unknown === null && isDrained(bp, c) };
     if (health !== undefined) {
       const h = health.poolHealth(app, name);
       view.healthy = h.healthy;
@@ -132,8 +138,14 @@ export function drainView(controller: Controller, counts: CountsSource, app: str
     drainingSince: since,
     deadline: deadlineMs === null ? null : new Date(deadlineMs).toISOString(),
     remainingMs: deadlineMs === null ? null : Math.max(0, deadlineMs - now),
-    drained: isDrained(bp, c),
+    drained: false,
+    reason: null,
   };
+  const unknown = counts.figuresUnknown?.() ?? null;
+  // drained only when every live instance's figures were read: an unreadable peer may still carry requests
+  if (unknown !== null) Object.assign(view, { unknown: true, reason: `fleet figures unknown: ${unknown}` });
+  else if (!isDrained(bp, c)) view.reason = bp > 0 ? `the pool still has weight ${bpToPct(bp)} %` : `${c.inflight} request(s) in flight, ${c.upgraded} upgraded connection(s) open`;
+  else view.drained = true;
   if (opts.byInstance === true) view.instances = counts.poolCountsByInstance(app, pool);
   return view;
 }

@@ -16,6 +16,14 @@ export interface CountsSource {
   poolCounts(app: string, pool: string): PoolCounts;
   /** per-instance breakdown, `{ [instanceId]: PoolCounts }` */
   poolCountsByInstance(app: string, pool: string): Record<string, PoolCounts>;
-  /** live proxy instances, and how many of them already route on `revision` */
-  instances(app: string, revision: number): { applied: number; total: number };
+  /**
+   * Live proxy instances, and how many of them route on `revision` of the state this instance
+   * routes on. While the other instances cannot be read, `total` is null and `unknown` is set
+   * with the reason; `applied` then counts only the instances known to route on it.
+   */
+  instances(app: string, revision: number): InstancesFigure;
+  /** Why the fleet-wide figures cannot be known now, or null (always null for one instance). */
+  figuresUnknown?(): string | null;
 }
+
+export type InstancesFigure = { applied: number; total: number } | { applied: number; total: null; unknown: true; reason: string };

@@ -3,12 +3,15 @@ import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { SwitchyardError } from '../errors.ts';
 import { readStateCache, StateCacheWriter } from './state-cache.ts';
-import { CAS_SCRIPT, redactUrl, redisKeys, redisOptions, type RedisConnection, type RedisKeys } from './redis-connect.ts';
+import { CAS_SCRIPT, readRedisClock, RESEED_SCRIPT, redactUrl, redisKeys, redisOptions, writeDeadline, type ClockOffset, type RedisConnection, type RedisKeys } from './redis-connect.ts';
 import { historyEntryOf, type CasResult, type HistoryEntry, type RoutingState, type StateStore, type Unsubscribe } from './types.ts';
 
 export { redisKeys, type RedisKeys };
 
-type CasClient = Redis & { switchyardCas(state: string, history: string, expected: string, json: string, entry: string, limit: number, channel: string): Promise<number | string | null> };
+type CasClient = Redis & {
+  switchyardCas(state: string, history: string, expected: string, json: string, entry: string, limit: number, channel: string, deadline: number): Promise<number | string | null>;
+  switchyardReseed(state: string, history: string, json: string, entry: string, limit: number, channel: string, revision: number): Promise<number | string>;
+};
 
 export interface RedisStoreOptions extends RedisConnection {
   /** Key prefix, so several fleets can share one Redis. */
@@ -64,6 +67,11 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
   readonly #pending = new Set<Promise<unknown>>();
   readonly #cache: StateCacheWriter | null;
   readonly #poll: NodeJS.Timeout;
+  /** app → the last revision this store itself wrote (so an observer can tell others' changes from its own) */
+  readonly #wrote = new Map<string, number>();
+  /** JSON of this store's writes in flight: the published message can arrive before the script's reply */
+  readonly #writing = new Set<string>();
+  #clock: ClockOffset | null = null;
   #syncing: Promise<void> | null = null;
   #syncAgain = false;
   #connected = false;
@@ -80,6 +88,7 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     const options = redisOptions(opts);
     this.client = new Redis({ ...options, connectionName: 'switchyard' });
     this.client.defineCommand('switchyardCas', { numberOfKeys: 2, lua: CAS_SCRIPT });
+    this.client.defineCommand('switchyardReseed', { numberOfKeys: 2, lua: RESEED_SCRIPT });
     // resubscribed by hand on `ready`, so the re-read starts only once the subscription is live
     this.#sub = new Redis({ ...options, connectionName: 'switchyard-sub', autoResubscribe: false });
 
@@ -176,6 +185,25 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     return run;
   }
 
+  /**
+   * Re-seeding: writes `state` only if Redis holds no state for the app or an older revision
+   * (never over the same or a newer one), appending its history entry and publishing it.
+   */
+  async reseed(state: RoutingState): Promise<CasResult> {
+    if (this.#closed) throw new SwitchyardError('STORE_UNAVAILABLE', 'the redis store is closed');
+    this.#known.add(state.app);
+    const json = JSON.stringify(state);
+    const client = this.client as CasClient;
+    const k = this.keys;
+    const res = await this.#writingWhile(json, () => this.#run('re-seed', () => client.switchyardReseed(k.state(state.app), k.history(state.app), json, JSON.stringify(historyEntryOf(state)), this.#opts.historyLimit, k.changes, state.revision)));
+    return this.#casResult(res, json, state.app);
+  }
+
+  /** Whether the newest write this store made for `app` is `revision`: tells a change it observes from one it wrote. */
+  wroteHere(app: string, revision: number): boolean {
+    return this.#wrote.get(app) === revision;
+  }
+
   watch(listener: (state: RoutingState) => void): Unsubscribe {
     this.#listeners.add(listener);
     return () => {
@@ -224,9 +252,24 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     const entry = JSON.stringify(historyEntryOf(next));
     const client = this.client as CasClient;
     const k = this.keys;
-    const res = await this.#run('compare-and-set', () => client.switchyardCas(k.state(next.app), k.history(next.app), expected === null ? '' : String(expected), json, entry, this.#opts.historyLimit, k.changes));
+    const res = await this.#writingWhile(json, () => this.#run('compare-and-set', async () => client.switchyardCas(k.state(next.app), k.history(next.app), expected === null ? '' : String(expected), json, entry, this.#opts.historyLimit, k.changes, await this.#deadline())));
+    return this.#casResult(res, json, next.app);
+  }
+
+  async #writingWhile<T>(json: string, fn: () => Promise<T>): Promise<T> {
+    this.#writing.add(json);
+    try {
+      return await fn();
+    } finally {
+      this.#writing.delete(json);
+    }
+  }
+
+  #casResult(res: number | string | null, json: string, app: string): CasResult {
     if (res === 1) {
       const state = parseState(json);
+      // before observing it: watchers told of it must already see it as this store's own write
+      this.#wrote.set(app, state.revision);
       this.#observe(state);
       return { ok: true, state };
     }
@@ -236,11 +279,21 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     return { ok: false, current };
   }
 
+  /** The write script's deadline (writeDeadline), measuring the clock offset first if no poll has yet. */
+  async #deadline(): Promise<number> {
+    const timeout = this.#opts.commandTimeout ?? 2000;
+    this.#clock ??= await readRedisClock(this.client, timeout / 4);
+    if (this.#clock === null) throw new Error('cannot read the redis clock');
+    return writeDeadline(this.#clock, timeout, Date.now());
+  }
+
   async #syncOnce(): Promise<void> {
     const apps = [...this.#known];
     if (apps.length === 0 || this.#closed || !this.#connected) return;
     let texts: (string | null)[];
     try {
+      // the poll also keeps the clock offset the write deadline uses fresh
+      this.#clock = (await readRedisClock(this.client, (this.#opts.commandTimeout ?? 2000) / 4)) ?? this.#clock;
       texts = await this.client.mget(apps.map((a) => this.keys.state(a)));
     } catch (err) {
       this.#logger?.debug({ err }, 'redis poll failed');
@@ -252,6 +305,7 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
       try {
         const state = text === null ? null : parseState(text);
         remote.set(app, state);
+        if (state !== null && this.#writing.has(text as string)) this.#wrote.set(state.app, state.revision);
         if (state !== null) this.#observe(state);
       } catch (err) {
         this.#logger?.error({ err, app }, 'redis holds a routing state that is not valid; ignoring it');
@@ -269,6 +323,7 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
       return;
     }
     this.#known.add(state.app);
+    if (this.#writing.has(message)) this.#wrote.set(state.app, state.revision);
     this.#observe(state);
   }
 

@@ -178,12 +178,13 @@ describe('admin API', () => {
     assert.deepEqual({ ...busy.json, remainingMs: undefined }, {
       pool: 'blue', weight: 0, inflight: 2, upgraded: 1, pinned: 4, drainingSince: state.updatedAt,
       deadline: new Date(Date.parse(state.updatedAt) + 5 * 60_000).toISOString(), remainingMs: undefined, drained: false,
+      reason: '2 request(s) in flight, 1 upgraded connection(s) open',
       instances: { 'instance-a': { inflight: 2, upgraded: 1, pinned: 4 } },
     });
     t.counts.set('shop', 'blue', { inflight: 0, upgraded: 0, pinned: 0 });
     assert.equal((await api('GET', '/v1/apps/shop/pools/blue/drain')).json.drained, true);
     const live = (await api('GET', '/v1/apps/shop/pools/green/drain')).json;
-    assert.deepEqual([live.weight, live.drainingSince, live.deadline, live.drained], [100, null, null, false]);
+    assert.deepEqual([live.weight, live.drainingSince, live.deadline, live.drained, live.reason], [100, null, null, false, 'the pool still has weight 100 %']);
   });
 
   it('serves /metrics without a token by default', async () => {

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { redisOptions } from '../../src/state/redis-connect.ts';
+import { readRedisClock, redisOptions, writeDeadline } from '../../src/state/redis-connect.ts';
 import { RedisStore, redisKeys, type RedisStoreOptions } from '../../src/state/redis-store.ts';
 import type { RoutingState } from '../../src/state/types.ts';
 import { startRedis, type RedisServer } from '../helpers/redis-server.ts';
@@ -182,7 +182,7 @@ describe('redis store while redis is down', () => {
     assert.equal((await restarted.get('shop'))?.revision, 1, 'get answers what redis holds');
   });
 
-  it('a write cut off by redis stopping never hangs past the command timeout', async (t) => {
+  it('a write cut off by redis stopping never hangs past the command timeout, and never lands later', async (t) => {
     const server = await startRedis();
     t.after(() => server.cleanup());
     const store = await RedisStore.open({ url: server.url, prefix: 'hang', historyLimit: 10, commandTimeout: 500 });
@@ -195,6 +195,11 @@ describe('redis store while redis is down', () => {
     const started = Date.now();
     await assert.rejects(store.compareAndSet(makeState('shop', 2), 1), { code: 'STORE_UNAVAILABLE' });
     assert.ok(Date.now() - started < 1_500, `rejected after ${Date.now() - started} ms`);
+    // the script still sat in redis's queue: once the pause ends it runs, past its deadline, and writes nothing
+    await admin.call('CLIENT', 'UNPAUSE');
+    await sleep(200);
+    assert.equal((await store.get('shop'))?.revision, 1, 'a write answered STORE_UNAVAILABLE never lands');
+    assert.equal(await admin.llen(redisKeys('hang').history('shop')), 1);
   });
 });
 
@@ -232,6 +237,15 @@ describe('redis connections', () => {
     const direct = new Redis({ port: master.port, password: PASSWORD });
     t.after(() => direct.disconnect());
     assert.deepEqual(JSON.parse((await direct.get(redisKeys('sentinel').state('shop')))!), first);
+  });
+
+  it("the write deadline is on redis's clock, a quarter of the command timeout (and the offset's uncertainty) before the 503", async (t) => {
+    const client = new Redis(redis.url);
+    t.after(() => client.disconnect());
+    const clock = await readRedisClock(client, 500);
+    assert.ok(clock !== null && Math.abs(clock.offset) < 1_000 && clock.rtt >= 0, JSON.stringify(clock));
+    // a Redis clock 10 s ahead of ours, read in 4 ms: 2 000 ms timeout → 1 500 ms, minus the 4 ms
+    assert.equal(writeDeadline({ offset: 10_000, rtt: 4 }, 2_000, 1_000_000), 1_000_000 + 10_000 + 1_500 - 4);
   });
 
   it('maps URLs to fail-fast ioredis options: rediss is TLS, the path is the db, the option password wins', () => {

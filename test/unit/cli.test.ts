@@ -25,7 +25,9 @@ describe('switchyard CLI', () => {
     poolCounts: (app, pool) => counts.get(`${app}/${pool}`) ?? { inflight: 0, upgraded: 0, pinned: 0 },
     poolCountsByInstance: () => ({}),
     instances: () => ({ applied: 1, total: 1 }),
+    figuresUnknown: () => unknown,
   };
+  let unknown: string | null = null;
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'switchyard-cli-'));
@@ -178,5 +180,21 @@ describe('switchyard CLI', () => {
     assert.equal(stdout.trim().split('\n').length, 1, 'unchanged counts are printed once');
     assert.equal(stderr, 'error: blue not drained after 300ms: 3 in flight, 0 upgraded, weight 0%\n');
     setCounts('blue', { inflight: 0, upgraded: 0, pinned: 0 });
+  });
+
+  it('drain --wait keeps waiting while the fleet figures are unknown, even at zero counts, and says why', async () => {
+    unknown = "redis is unreachable: the other instances' figures cannot be read";
+    setTimeout(() => (unknown = null), 150);
+    const { code, stdout } = await cli('drain', 'shop', 'blue', '--wait', '--interval', '20ms', '--timeout', '5s');
+    assert.equal(code, 0);
+    const lines = stdout.trim().split('\n');
+    assert.equal(lines[0], "blue  weight 0%  inflight 0  upgraded 0  pinned 0  unknown: fleet figures unknown: redis is unreachable: the other instances' figures cannot be read");
+    assert.deepEqual(lines.slice(1), ['blue  weight 0%  inflight 0  upgraded 0  pinned 0  drained', 'blue is drained']);
+
+    unknown = 'redis is unreachable';
+    const timedOut = await cli('drain', 'shop', 'blue', '--wait', '--interval', '50ms', '--timeout', '200ms');
+    unknown = null;
+    assert.equal(timedOut.code, 1);
+    assert.equal(timedOut.stderr, 'error: blue not drained after 200ms: fleet figures unknown: redis is unreachable; 0 in flight, 0 upgraded, weight 0%\n');
   });
 });
