@@ -7,6 +7,7 @@ import type { HealthSource } from '../health/monitor.ts';
 import { SwitchyardError } from '../errors.ts';
 import { http } from '../node-http.ts';
 import { Authenticator } from './auth.ts';
+import { attachOpenApi } from './openapi.ts';
 import { parseIfMatch, readJson, validate } from './body.ts';
 import { coreRoutes } from './routes.ts';
 import { isV1, Router, writeError, writeReply, type AdminRoute, type FallbackHandler, type RouteContext } from './router.ts';
@@ -119,6 +120,7 @@ export function createAdminServer(deps: AdminServerDeps): Server {
   const server = http.createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS }, (req, res) => {
     handle(req, res).catch((err: unknown) => fail(req, res, err));
   });
+  attachOpenApi(router, server);
   return server;
 }
 
