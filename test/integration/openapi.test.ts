@@ -2,8 +2,7 @@ import assert from 'node:assert/strict';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
-import { OPERATIONS } from '../../src/admin/openapi.ts';
-import { routeTable } from '../../src/admin/openapi.ts';
+import { OPERATIONS, routeTable } from '../../src/admin/openapi.ts';
 import type { AdminRoute } from '../../src/admin/router.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
@@ -38,7 +37,7 @@ describe('the OpenAPI document of the admin API', () => {
 
   it('is a valid OpenAPI 3.1 document by the OpenAPI Initiative schema', async () => {
     const validator = new Validator();
-    const res = await validator.validate(structuredClone(doc) as unknown as object);
+    const res = await validator.validate(structuredClone(doc) as unknown as Record<string, unknown>);
     assert.equal(validator.version, '3.1');
     assert.ok(res.valid, JSON.stringify(res.errors, null, 2));
   });
