@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { after, before, describe, it, type TestContext } from 'node:test';
+import { describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { runCli } from '../../src/cli/main.ts';
 import { startProxy, twoPools, TOKEN, type TestProxy } from '../helpers/proxy.ts';
@@ -12,25 +12,17 @@ import { startUpstream, type Upstream } from '../helpers/upstream.ts';
  * bad call; run against a real proxy whose driver takes steps every 20 ms.
  */
 describe('rollout --wait, for pipelines', () => {
-  let blue: Upstream;
-  let green: Upstream;
+  /** what green answers to proxied requests */
   let greenStatus = 200;
-
-  before(async () => {
-    blue = await startUpstream('blue');
-    green = await startUpstream('green', (_req: IncomingMessage, res: ServerResponse) => {
-      res.writeHead(greenStatus).end('green');
-    });
-  });
-  after(async () => {
-    await blue.close();
-    await green.close();
-  });
 
   async function setup(t: TestContext): Promise<{ p: TestProxy; sy: (...argv: string[]) => Promise<{ code: number; out: string; err: string }> }> {
     greenStatus = 200;
-    const p = await startProxy({ apps: [twoPools(blue.url, green.url)] }, { rollouts: { tickMs: 20 } });
-    t.after(() => p.close());
+    const ups: Upstream[] = [await startUpstream('blue'), await startUpstream('green', (_req: IncomingMessage, res: ServerResponse) => res.writeHead(greenStatus).end('green'))];
+    const p = await startProxy({ apps: [twoPools(ups[0]?.url ?? '', ups[1]?.url ?? '')] }, { rollouts: { tickMs: 20 } });
+    t.after(async () => {
+      await p.close();
+      await Promise.all(ups.map((u) => u.close()));
+    });
     const sy = async (...argv: string[]) => {
       const io = { out: '', err: '' };
       const code = await runCli(argv, { stdout: { write: (s: string) => (io.out += s) }, stderr: { write: (s: string) => (io.err += s) }, env: { SWITCHYARD_ADMIN_URL: p.adminUrl, SWITCHYARD_TOKEN: TOKEN } });
