@@ -15,6 +15,12 @@ const run = promisify(execFile);
 const ROOT = new URL('../../', import.meta.url).pathname;
 /** npm and the package's bin both run on this test's Node (24), whatever the machine's own is */
 const PATH = `${dirname(process.execPath)}${delimiter}${process.env['PATH'] ?? ''}`;
+/**
+ * Another Node to run the installed package on (serve and the CLI), e.g. the `engines` floor:
+ * `SWITCHYARD_TEST_NODE=/path/to/node-v22.19.0/bin/node npx node --test test/e2e/package.test.ts`.
+ * Unset: `npx switchyard`, as an operator types it.
+ */
+const OTHER_NODE = process.env['SWITCHYARD_TEST_NODE'];
 
 /** The floor of an `engines.node` range like `>=22.19` or `^16 || ^18 || >=20` (its lowest version). */
 function floorOf(range: string): [number, number] {
@@ -30,7 +36,7 @@ const cmp = (a: [number, number], b: [number, number]): number => a[0] - b[0] ||
  * tarball installed into an empty directory with production dependencies only, then its bin run
  * from there against real upstreams. Nothing of the checkout (src/, devDependencies) is reachable.
  */
-describe('the published package', { timeout: 180_000 }, () => {
+describe(`the published package${OTHER_NODE === undefined ? '' : ` on ${OTHER_NODE}`}`, { timeout: 180_000 }, () => {
   let work: string;
   let app: string;
   let files: string[];
@@ -38,7 +44,8 @@ describe('the published package', { timeout: 180_000 }, () => {
   let green: Upstream;
   let proc: ServeProcess;
   const env = (): NodeJS.ProcessEnv => ({ ...process.env, PATH, SWITCHYARD_ADMIN_URL: proc.adminUrl, SWITCHYARD_TOKEN: TOKEN, NO_COLOR: '1' });
-  const cli = (...args: string[]) => run('npx', ['--no-install', 'switchyard', ...args], { cwd: app, env: env() });
+  const bin = (...args: string[]): [string, string[]] => (OTHER_NODE === undefined ? ['npx', ['--no-install', 'switchyard', ...args]] : [OTHER_NODE, [join(app, 'node_modules/switchyard/bin/switchyard.js'), ...args]]);
+  const cli = (...args: string[]) => run(...bin(...args), { cwd: app, env: env() });
 
   before(async () => {
     work = await mkdtemp(join(tmpdir(), 'switchyard-pack-'));
@@ -54,7 +61,10 @@ describe('the published package', { timeout: 180_000 }, () => {
     proc = await spawnServe(
       { apps: [{ name: 'shop', hosts: ['*'], pools: { blue: { version: '1.0.0', targets: [blue.url] }, green: { version: '2.0.0', targets: [green.url] } } }] },
       15_000,
-      (config) => ({ command: 'npx', args: ['--no-install', 'switchyard', 'serve', '--config', config], cwd: app, env: { ...process.env, PATH } }),
+      (config) => {
+        const [command, args] = bin('serve', '--config', config);
+        return { command, args, cwd: app, env: { ...process.env, PATH } };
+      },
     );
   });
 
