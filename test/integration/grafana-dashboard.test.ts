@@ -1,15 +1,17 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
+import { parser as promqlParser } from '@prometheus-io/lezer-promql';
 import { request } from 'undici';
 import { parseMetrics, type Series } from '../helpers/prometheus.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
 const DASHBOARD = new URL('../../deploy/grafana/switchyard-dashboard.json', import.meta.url);
+type SyntaxNode = ReturnType<typeof promqlParser.parse>['topNode'];
+
 /** labels Prometheus adds to every series it scrapes, which /metrics itself never carries */
 const TARGET_LABELS = new Set(['job', 'instance']);
-const KEYWORDS = new Set(['and', 'or', 'unless', 'bool', 'offset']);
 
 interface Selector {
   metric: string;
@@ -35,29 +37,35 @@ function queries(dashboard: { panels: { title: string; targets?: { expr: string 
 }
 
 /**
- * The metric selectors and the grouping labels of a PromQL expression. A small reader rather
- * than a PromQL parser (none is maintained on npm for Node): strings, matchers and ranges are
- * taken out first, then every name not called as a function and not a keyword is a metric.
+ * The metric selectors and the grouping labels of a PromQL expression, read from its syntax tree
+ * by the Prometheus project's own PromQL grammar (the one Prometheus' and Grafana's query editors
+ * use); an expression it cannot parse fails. Grafana's interval variables are not PromQL, so they
+ * are given a duration first; `$app`-style variables only occur inside label values.
  */
 function readExpr(expr: string): { selectors: Selector[]; grouping: string[] } {
+  const promql = expr.replace(/\$__(?:rate_interval|interval|range)\b/g, '1m');
+  const tree = promqlParser.parse(promql);
+  const text = (n: SyntaxNode) => promql.slice(n.from, n.to);
   const selectors: Selector[] = [];
   const grouping: string[] = [];
-  let rest = expr.replace(/\[[^\]]*\]/g, ' ');
-  rest = rest.replace(/\b(by|on|ignoring|without|group_left|group_right)\s*\(([^)]*)\)/g, (_, _kw, labels: string) => {
-    grouping.push(...labels.split(',').map((l) => l.trim()).filter((l) => l !== ''));
-    return ' ';
+  tree.iterate({
+    enter(ref) {
+      assert.ok(!ref.type.isError, `PromQL parses: error at ${ref.from} in ${promql}`);
+      const n = ref.node;
+      if (n.name === 'VectorSelector') {
+        const id = n.getChild('Identifier');
+        assert.ok(id !== null, `a selector names its metric: ${text(n)}`);
+        const matchers = (n.getChild('LabelMatchers')?.getChildren('UnquotedLabelMatcher') ?? []).map((m) => ({
+          label: text(m.getChild('LabelName') as SyntaxNode),
+          op: text(m.getChild('MatchOp') as SyntaxNode),
+          value: JSON.parse(text(m.getChild('StringLiteral') as SyntaxNode)) as string,
+        }));
+        selectors.push({ metric: text(id), matchers });
+      } else if (n.name === 'GroupingLabels') {
+        grouping.push(...n.getChildren('LabelName').map(text));
+      }
+    },
   });
-  rest = rest.replace(/([a-zA-Z_:][\w:]*)?\s*\{([^}]*)\}/g, (_, metric: string | undefined, body: string) => {
-    assert.ok(metric !== undefined, `a selector names its metric: {${body}} in ${expr}`);
-    const matchers = [...body.matchAll(/(\w+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"/g)].map((m) => ({ label: m[1] as string, op: m[2] as string, value: m[3] as string }));
-    selectors.push({ metric, matchers });
-    return ' ';
-  });
-  for (const m of rest.matchAll(/([a-zA-Z_:][\w:]*)(\s*\()?/g)) {
-    const name = m[1] as string;
-    if (m[2] !== undefined || KEYWORDS.has(name) || /^\d/.test(name)) continue;
-    selectors.push({ metric: name, matchers: [] });
-  }
   return { selectors, grouping };
 }
 
@@ -100,7 +108,7 @@ describe('the Grafana dashboard (deploy/grafana)', () => {
       ['p99 per pool', /histogram_quantile\(0\.99, sum by \(pool, le\)/],
       ['in flight', /switchyard_inflight_requests/],
       ['draining', /== 0\)/],
-      ['routing changes over time', /delta\(switchyard_routing_revision/],
+      ['routing changes over time', /max_over_time\(switchyard_routing_revision.*offset/],
       ['rollouts and their rollbacks', /increase\(switchyard_rollouts_total/],
       ['weights (the rollout state)', /switchyard_pool_weight_ratio/],
     ] as const) assert.match(all, pattern, what);
