@@ -97,6 +97,10 @@ describe('the Kubernetes manifests (deploy/kubernetes)', () => {
     for (const probe of [container.readinessProbe, container.livenessProbe, container.startupProbe]) assert.equal(portOf(probe.httpGet.port), config.admin.port);
     assert.equal(portOf('proxy'), config.listen.port);
     assert.notEqual(config.admin.host, '127.0.0.1', 'the kubelet probes the pod address');
+    const scrape = pod.metadata.annotations as Record<string, string>;
+    assert.equal(Number(scrape['prometheus.io/port']), config.admin.port, 'Prometheus scrapes /metrics on the admin port');
+    assert.equal(scrape['prometheus.io/path'], '/metrics');
+    assert.equal(config.admin.metricsAuth, false, 'without a token');
   });
 
   it('keeps accepting after SIGTERM until readiness has failed, and drains within the grace period', () => {
