@@ -7,6 +7,7 @@ import type { HealthSource } from '../health/monitor.ts';
 import { SwitchyardError } from '../errors.ts';
 import { http } from '../node-http.ts';
 import { Authenticator } from './auth.ts';
+import { attachOpenApi } from './openapi.ts';
 import { parseIfMatch, readJson, validate } from './body.ts';
 import { RequestGuard } from './request-guard.ts';
 import { coreRoutes } from './routes.ts';
@@ -127,6 +128,7 @@ export function createAdminServer(deps: AdminServerDeps): Server {
   const server = http.createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS }, (req, res) => {
     handle(req, res).catch((err: unknown) => fail(req, res, err));
   });
+  attachOpenApi(router, server);
   return server;
 }
 

@@ -11,30 +11,11 @@ import { request } from 'undici';
 import { STATUS_CLASSES } from '../../src/metrics/metrics.ts';
 import { previewSignature } from '../../src/routing/snapshot.ts';
 import { nextSecond } from '../helpers/clock.ts';
+import { parseMetrics, type Series } from '../helpers/prometheus.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
 const PREVIEW_SECRET = 'preview-secret-0123456789';
-
-interface Series {
-  name: string;
-  labels: Record<string, string>;
-  value: number;
-}
-
-/** The Prometheus text format, as far as these tests need it (no escapes in our label values). */
-function parseMetrics(text: string): Series[] {
-  const out: Series[] = [];
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    assert.ok(m, `a sample line: ${line}`);
-    const labels: Record<string, string> = {};
-    for (const [, k, v] of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[k as string] = v as string;
-    out.push({ name: m[1] as string, labels, value: Number(m[3]) });
-  }
-  return out;
-}
 
 function pick(series: Series[], name: string, labels: Record<string, string> = {}): number {
   const hits = series.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
