@@ -362,8 +362,9 @@ class AppView {
     if (p.drained) return h('span', { class: 'state drained', 'data-state': 'drained', text: '✓ drained' });
     const d = this.drain.get(pool);
     const left = d && d.remainingMs !== null ? ` · closes in ${duration(d.remainingMs)}` : '';
-    const pinned = d && d.pinned > 0 ? ` · ${d.pinned} pinned` : '';
-    return h('span', { class: 'state draining', 'data-state': 'draining', text: `draining · ${p.inflight + p.upgraded} open${pinned}${left}` });
+    // pinned: requests an affinity pin sent here in the last 60 s; the reason says until when pins hold it
+    const pinned = ` · ${p.pinned ?? d?.pinned ?? 0} pinned`;
+    return h('span', { class: 'state draining', 'data-state': 'draining', title: d?.reason ?? '', text: `draining · ${p.inflight + p.upgraded} open${pinned}${left}` });
   }
 
   updateStats(stats) {
