@@ -3,7 +3,7 @@ import type { RoutingState } from '../state/types.ts';
 import { analyse } from './analysis.ts';
 import type { RolloutCore } from './core.ts';
 import type { Lease, Scheduler } from './lease.ts';
-import { isActive, sameWeights, type AnalysisResult, type Rollout } from './model.ts';
+import { DEFAULT_MAX_WAIT_MS, isActive, sameWeights, type AnalysisResult, type Rollout } from './model.ts';
 
 /** How many history entries the driver reads to see whether a newer revision was a manual change. */
 const HISTORY_LOOKBACK = 50;
@@ -78,7 +78,9 @@ export class RolloutDriver {
         for (const app of this.#core.controller.config.apps) {
           try {
             const r = await this.#driveOne(app.name);
-            if (r?.state === 'running' && r.nextAt !== null) soonest = Math.min(soonest, Math.max(0, r.nextAt - this.#core.now()));
+            // a step held past its pause (waiting for minRequests) is looked at every tick, not in a tight loop
+            const due = r?.state === 'running' && r.nextAt !== null ? r.nextAt - this.#core.now() : Infinity;
+            if (due > 0) soonest = Math.min(soonest, due);
           } catch (err) {
             this.#core.logger.warn({ err, app: app.name }, 'rollout driver: round failed; trying again at the next one');
           }
@@ -118,10 +120,8 @@ export class RolloutDriver {
     }
     if (r.state === 'paused') return r;
     const now = core.now();
-    if (r.analysis !== null) {
-      const result = analyse(r, core.stats, now);
-      if (result.verdict === 'fail') return this.#fail(r, result.why ?? 'analysis failed', result);
-    }
+    const result = r.analysis === null ? null : analyse(r, core.stats, now);
+    if (result?.verdict === 'fail') return this.#fail(r, result.why ?? 'analysis failed', result);
     if (r.nextAt === null) {
       // still starting (rollouts.ts `begin`); only a start that died half-way is taken over
       if (now - r.updatedAt < START_GRACE_MS) return r;
@@ -130,6 +130,12 @@ export class RolloutDriver {
       return r;
     }
     if (now < r.nextAt) return r;
+    if (r.analysis !== null && result !== null && result.verdict !== 'pass') {
+      // a step is left only once judged: hold until `to` has served minRequests, fail after maxWait
+      const maxWait = r.analysis.maxWaitMs ?? DEFAULT_MAX_WAIT_MS;
+      if (now - r.nextAt < maxWait) return r;
+      return this.#fail(r, `${r.to} served ${result.to.requests} of the ${r.analysis.minRequests} requests needed to judge step ${r.step} within maxWait ${Math.round(maxWait / 1000)}s after its pause`, result);
+    }
     if (r.step >= r.steps.length) {
       const done = await core.update(app, r.id, (x) => (x.state === 'running' && x.step >= x.steps.length ? core.ended('succeeded', `${x.to} reached 100%`) : null));
       if (done !== null) this.#succeeded(done);
@@ -172,31 +178,47 @@ export class RolloutDriver {
       if (paused !== null) core.logger.warn({ app: r.app, rollout: r.id, analysis: result }, `rollout ${r.id} of ${r.app} paused: ${reason}`);
       return paused;
     }
+    // the record first, compare-and-set on its version, only if it still stands where it was
+    // judged: of the instances that see the failure at once, exactly one rolls back, once
+    const ended = await core.update(r.app, r.id, (x) => (x.state === 'running' && x.step === r.step ? { ...core.ended('rolled-back', reason), lastAnalysis: result } : null));
+    if (ended === null) return core.store.get(r.app);
     try {
-      if (!sameWeights(core.controller.state(r.app).weights, r.from)) {
-        await core.controller.setWeights(r.app, r.from, { by: 'switchyard', reason: `rollout ${r.id} rolled back: ${why}`, expectedRevision: r.revision }, 'rollout');
+      // no If-Match: a step the driver writes meanwhile is either overwritten by this or made stale by it
+      const seen = core.controller.state(r.app);
+      // an instance that has not yet applied the rollout's last write cannot tell: it writes
+      if (seen.revision < r.revision || !sameWeights(seen.weights, r.from)) {
+        await core.controller.setWeights(r.app, r.from, { by: 'switchyard', reason: `rollout ${r.id} rolled back: ${why}` }, 'rollout');
       }
     } catch (err) {
-      if (!(err instanceof SwitchyardError) || err.code !== 'POOL_UNHEALTHY') throw err;
-      // the pools it came from have no healthy target either: hold here and let the operator decide
-      const held = await core.update(r.app, r.id, (x) => (x.state === 'running' ? pause(x, `the rollback was refused (${err.message}), so it is paused`) : null));
+      const refused = err instanceof SwitchyardError && err.code === 'POOL_UNHEALTHY';
+      // the weights stay as they were: so does the rollout (paused, when the pools it came from have no healthy target either)
+      const back = await core
+        .update(r.app, r.id, (x) => (x.version !== ended.version ? null : refused ? { ...pause(r, `the rollback was refused (${err.message}), so it is paused`), endedAt: null } : { state: r.state, nextAt: r.nextAt, remainingMs: r.remainingMs, reason: r.reason, endedAt: null, lastAnalysis: r.lastAnalysis }))
+        .catch(() => null);
+      if (!refused) throw err;
       core.logger.error({ app: r.app, rollout: r.id, analysis: result }, `rollout ${r.id} of ${r.app}: ${reason}; the rollback was refused, paused instead`);
-      return held;
+      return back;
     }
     const revision = core.controller.state(r.app).revision;
-    const ended = await core.update(r.app, r.id, (x) => (isActive(x) ? { ...core.ended('rolled-back', reason), lastAnalysis: result, revision } : null));
-    if (ended !== null) {
-      core.count(r.app, 'rolled-back');
-      core.logger.warn({ app: r.app, rollout: r.id, analysis: result }, `rollout ${r.id} of ${r.app} rolled back: ${why}`);
-    }
-    return ended;
+    const done = (await core.update(r.app, r.id, (x) => (x.state === 'rolled-back' && x.revision < revision ? { revision } : null)).catch(() => null)) ?? ended;
+    core.count(r.app, 'rolled-back');
+    core.logger.warn({ app: r.app, rollout: r.id, analysis: result }, `rollout ${r.id} of ${r.app} rolled back: ${why}`);
+    return done;
   }
 
-  /** Off the lease: only keep a copy of each record, for #reseed should this instance take over from an empty store. */
+  /**
+   * Off the lease: keep a copy of each record (for #reseed should this instance take over from
+   * an empty store), and judge every running rollout's analysis too, so a failing canary is
+   * rolled back by whichever instance sees it first, not only after the driver's lease moves.
+   */
   async #watch(): Promise<void> {
     for (const app of this.#core.controller.config.apps) {
       const r = await this.#core.store.get(app.name).catch(() => null);
-      if (r !== null) this.#seen.set(app.name, r);
+      if (r === null) continue;
+      this.#seen.set(app.name, r);
+      if (r.state !== 'running' || r.analysis === null || r.nextAt === null) continue;
+      const result = analyse(r, this.#core.stats, this.#core.now());
+      if (result.verdict === 'fail') await this.#fail(r, result.why ?? 'analysis failed', result).catch((err: unknown) => this.#core.logger.warn({ err, app: app.name }, 'rollout guard: the rollback failed; trying again at the next round'));
     }
   }
 
