@@ -26,14 +26,16 @@ async function admin(p: ServeProcess, method: string, path: string, body?: unkno
   return { status: r.statusCode, body: text === '' ? null : JSON.parse(text) };
 }
 
-async function until<T>(what: string, withinMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + withinMs;
-  for (;;) {
-    const v = await probe().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
+/** node:test's poller, with a message naming what never came. */
+function until<T>(t: TestContext, what: string, timeout: number, probe: () => Promise<T | undefined>): Promise<T> {
+  return t.waitFor(
+    async () => {
+      const v = await probe();
+      if (v === undefined) throw new Error(`timed out waiting for ${what}`);
+      return v;
+    },
+    { interval: 100, timeout },
+  );
 }
 
 describe('chaos: an instance SIGKILLed mid-rollout', () => {
@@ -65,7 +67,7 @@ describe('chaos: an instance SIGKILLed mid-rollout', () => {
       t.after(() => p.cleanup());
       all.push(p);
     }
-    await until('three instances', 10_000, async () => ((await admin(all[0] as ServeProcess, 'GET', '/v1/apps/shop')).body.instances.total === 3 ? true : undefined));
+    await until(t, 'three instances', 10_000, async () => ((await admin(all[0] as ServeProcess, 'GET', '/v1/apps/shop')).body.instances.total === 3 ? true : undefined));
     return { all, driver: all[0] as ServeProcess, others: all.slice(1) };
   }
 
@@ -82,12 +84,12 @@ describe('chaos: an instance SIGKILLed mid-rollout', () => {
     const { all } = await fleet(t, 'chaos-go-on');
     const start = await admin(all[1] as ServeProcess, 'POST', '/v1/apps/shop/rollouts', { to: 'green', steps: [{ weight: 10, pause: '2s' }, { weight: 50, pause: '2s' }], analysis: null });
     assert.equal(start.status, 201, JSON.stringify(start.body));
-    const current = await until('a driver', 15_000, async () => (await admin(all[1] as ServeProcess, 'GET', '/v1/apps/shop/rollouts/current')).body.driver ?? undefined);
+    const current = await until(t, 'a driver', 15_000, async () => (await admin(all[1] as ServeProcess, 'GET', '/v1/apps/shop/rollouts/current')).body.driver ?? undefined);
     const driver = holder(all, current as string);
     driver.child.kill('SIGKILL');
     const killedAt = Date.now();
     const survivor = all.find((p) => p !== driver) as ServeProcess;
-    const done = await until('the rollout to succeed', 40_000, async () => {
+    const done = await until(t, 'the rollout to succeed', 40_000, async () => {
       const r = (await admin(survivor, 'GET', '/v1/apps/shop/rollouts/current')).body;
       return r.state === 'succeeded' ? r : undefined;
     });
@@ -107,7 +109,7 @@ describe('chaos: an instance SIGKILLed mid-rollout', () => {
     const { all } = await fleet(t, 'chaos-fail');
     const start = await admin(all[1] as ServeProcess, 'POST', '/v1/apps/shop/rollouts', { to: 'green', steps: [{ weight: 50, pause: '5m' }], analysis: { minRequests: 20, maxErrorRate: 0.05 } });
     assert.equal(start.status, 201, JSON.stringify(start.body));
-    const current = await until('a driver', 15_000, async () => (await admin(all[1] as ServeProcess, 'GET', '/v1/apps/shop/rollouts/current')).body.driver ?? undefined);
+    const current = await until(t, 'a driver', 15_000, async () => (await admin(all[1] as ServeProcess, 'GET', '/v1/apps/shop/rollouts/current')).body.driver ?? undefined);
     const driver = holder(all, current as string);
     const survivors = all.filter((p) => p !== driver);
     driver.child.kill('SIGKILL');
@@ -123,7 +125,7 @@ describe('chaos: an instance SIGKILLed mid-rollout', () => {
       }
     })();
     try {
-      const r = await until('the rollback', 9_000, async () => {
+      const r = await until(t, 'the rollback', 9_000, async () => {
         const x = (await admin(survivors[0] as ServeProcess, 'GET', '/v1/apps/shop/rollouts/current')).body;
         return x.state === 'rolled-back' ? x : undefined;
       });
