@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { previewSignature } from '../../src/routing/snapshot.ts';
-import { startProxy, twoPools } from '../helpers/proxy.ts';
+import { startProxy, TOKEN, twoPools } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
 const PREVIEW_SECRET = 'preview-secret-0123456789';
@@ -244,6 +244,12 @@ describe('affinity never bends the weights', () => {
       assert.equal(d.drained, false, 'blue still serves pinned sessions');
       assert.match(d.reason, /affinity pins are honoured until 2026-06-01T12:10:01\.000Z/);
       assert.equal(typeof (await p.admin('GET', '/v1/apps/shop')).body.pools.blue.pinned, 'number');
+      // the playbook's `drain --wait` does not say drained while pins can still route there
+      const { runCli } = await import('../../src/cli/main.ts');
+      let stderr = '';
+      const code = await runCli(['drain', 'shop', 'blue', '--wait', '--interval', '50ms', '--timeout', '200ms'], { stdout: { write: () => true }, stderr: { write: (x: string) => ((stderr += x), true) }, env: { SWITCHYARD_ADMIN_URL: p.adminUrl, SWITCHYARD_TOKEN: TOKEN } });
+      assert.equal(code, 1);
+      assert.match(stderr, /^error: blue not drained after 200ms: affinity pins are honoured until 2026-06-01T12:10:01\.000Z \(7 pinned request\(s\) in the last 60 s\)\n$/);
       clock += 10 * 60_000;
       const after = (await p.admin('GET', '/v1/apps/shop/pools/blue/drain')).body;
       assert.equal(after.drained, true);
