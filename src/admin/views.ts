@@ -76,11 +76,13 @@ export interface HistoryEntryView {
 
 /**
  * Until when affinity pins to `pool` can route (epoch ms), or null: only a pool at weight 0 with
- * affinity configured and targets left holds pins, for `affinity.window` after its weight became 0.
+ * affinity configured and targets left holds pins, for `affinity.window` after its weight became
+ * 0, and only once a later revision than the seed drained it.
  */
 export function pinsUntil(cfg: AppConfig, state: RoutingState, pool: string): number | null {
   const since = (state.weights[pool] ?? 0) === 0 ? state.drainingSince[pool] : undefined;
-  if (cfg.affinity === undefined || since === undefined || (cfg.pools[pool]?.targets.length ?? 0) === 0) return null;
+  // revision 1 (the seed): no pin older than the current revision exists, so none can route (see affinity.ts)
+  if (cfg.affinity === undefined || since === undefined || state.revision <= 1 || (cfg.pools[pool]?.targets.length ?? 0) === 0) return null;
   const ms = Date.parse(since);
   return Number.isFinite(ms) ? ms + cfg.affinity.window : null;
 }

@@ -40,7 +40,9 @@ export function pinnedPool(app: AppRoute, pin: string, now: number): PoolRoute |
   if (pool === undefined) return null;
   const revision = Number(revS);
   const issued = Number(issuedS);
-  if (!Number.isSafeInteger(revision) || !Number.isSafeInteger(issued)) return null;
+  // a pin is issued where its pool had weight, so a pin a drain can hold is older than the
+  // revision that drained the pool; a pin from a later (or a wiped store's) revision is not
+  if (!Number.isSafeInteger(revision) || !Number.isSafeInteger(issued) || revision >= app.revision) return null;
   const expected = sign(secret, app.name, poolName, revision, issued);
   if (expected.length !== sig.length || !timingSafeEqual(Buffer.from(expected), Buffer.from(sig))) return null;
   // a pool with weight: the weights (sticky bucket or random split) decide, never the pin
