@@ -7,6 +7,11 @@ import { DEFAULT_MAX_WAIT_MS, isActive, sameWeights, type AnalysisResult, type R
 
 /** How many history entries the driver reads to see whether a newer revision was a manual change. */
 const HISTORY_LOOKBACK = 50;
+/** How the history entry of a rollback by the analysis begins (the driver recognises it by this). */
+function rolledBackPrefix(r: Rollout): string {
+  return `rollout ${r.id} rolled back: `;
+}
+
 /** A rollout whose start never finished (its first step written, the record not told) is picked up after this. */
 export const START_GRACE_MS = 10_000;
 
@@ -114,6 +119,10 @@ export class RolloutDriver {
       const entries = await core.controller.history(app, Math.min(state.revision - since, HISTORY_LOOKBACK));
       const manual = entries.filter((e) => e.revision > since && e.action !== 'rollout' && e.action !== 'reseed').sort((a, b) => a.revision - b.revision)[0];
       if (manual !== undefined) return this.#abort(r, `manual change at revision ${manual.revision} (${manual.action} by ${manual.by})`);
+      // another instance rolled it back and has not told the record yet: never take a step from there
+      const prefix = rolledBackPrefix(r);
+      const rollback = entries.find((e) => e.revision > since && e.reason?.startsWith(prefix) === true);
+      if (rollback !== undefined) return this.#endRolledBack(r, (rollback.reason ?? '').slice(prefix.length), null, rollback.revision);
       // the rollout's own write, which a crash kept the record from hearing of
       r = (await core.update(app, r.id, (x) => (isActive(x) && x.revision < state.revision ? { revision: state.revision } : null))) ?? r;
       if (!isActive(r)) return r;
@@ -178,32 +187,34 @@ export class RolloutDriver {
       if (paused !== null) core.logger.warn({ app: r.app, rollout: r.id, analysis: result }, `rollout ${r.id} of ${r.app} paused: ${reason}`);
       return paused;
     }
-    // the record first, compare-and-set on its version, only if it still stands where it was
-    // judged: of the instances that see the failure at once, exactly one rolls back, once
-    const ended = await core.update(r.app, r.id, (x) => (x.state === 'running' && x.step === r.step ? { ...core.ended('rolled-back', reason), lastAnalysis: result } : null));
-    if (ended === null) return core.store.get(r.app);
     try {
-      // no If-Match: a step the driver writes meanwhile is either overwritten by this or made stale by it
       const seen = core.controller.state(r.app);
-      // an instance that has not yet applied the rollout's last write cannot tell: it writes
+      // an instance that has not yet applied the rollout's last write cannot tell whether the weights are back: it writes.
+      // If-Match on the revision the record stands on: of the instances that see the failure at once (any instance
+      // judges, see #watch), exactly one write lands; the others, and a step written meanwhile, are stale
       if (seen.revision < r.revision || !sameWeights(seen.weights, r.from)) {
-        await core.controller.setWeights(r.app, r.from, { by: 'switchyard', reason: `rollout ${r.id} rolled back: ${why}` }, 'rollout');
+        await core.controller.setWeights(r.app, r.from, { by: 'switchyard', reason: `${rolledBackPrefix(r)}${why}`, expectedRevision: r.revision }, 'rollout');
       }
     } catch (err) {
-      const refused = err instanceof SwitchyardError && err.code === 'POOL_UNHEALTHY';
-      // the weights stay as they were: so does the rollout (paused, when the pools it came from have no healthy target either)
-      const back = await core
-        .update(r.app, r.id, (x) => (x.version !== ended.version ? null : refused ? { ...pause(r, `the rollback was refused (${err.message}), so it is paused`), endedAt: null } : { state: r.state, nextAt: r.nextAt, remainingMs: r.remainingMs, reason: r.reason, endedAt: null, lastAnalysis: r.lastAnalysis }))
-        .catch(() => null);
-      if (!refused) throw err;
+      // another instance rolled back first (or a step landed: the next round judges again)
+      if (err instanceof SwitchyardError && err.code === 'STALE_REVISION') return core.store.get(r.app);
+      if (!(err instanceof SwitchyardError) || err.code !== 'POOL_UNHEALTHY') throw err;
+      // the pools it came from have no healthy target either: hold here and let the operator decide
+      const held = await core.update(r.app, r.id, (x) => (x.state === 'running' ? pause(x, `the rollback was refused (${err.message}), so it is paused`) : null));
       core.logger.error({ app: r.app, rollout: r.id, analysis: result }, `rollout ${r.id} of ${r.app}: ${reason}; the rollback was refused, paused instead`);
-      return back;
+      return held;
     }
-    const revision = core.controller.state(r.app).revision;
-    const done = (await core.update(r.app, r.id, (x) => (x.state === 'rolled-back' && x.revision < revision ? { revision } : null)).catch(() => null)) ?? ended;
+    return this.#endRolledBack(r, why, result, core.controller.state(r.app).revision);
+  }
+
+  /** Marks the record rolled back (compare-and-set: one instance does, and counts and logs it, once). */
+  async #endRolledBack(r: Rollout, why: string, result: AnalysisResult | null, revision: number): Promise<Rollout | null> {
+    const core = this.#core;
+    const ended = await core.update(r.app, r.id, (x) => (isActive(x) ? { ...core.ended('rolled-back', `analysis failed: ${why}`), lastAnalysis: result ?? x.lastAnalysis, revision: Math.max(x.revision, revision) } : null));
+    if (ended === null) return core.store.get(r.app);
     core.count(r.app, 'rolled-back');
     core.logger.warn({ app: r.app, rollout: r.id, analysis: result }, `rollout ${r.id} of ${r.app} rolled back: ${why}`);
-    return done;
+    return ended;
   }
 
   /**

@@ -326,6 +326,19 @@ describe('the rollout driver (hand-moved clock)', () => {
     assert.equal(await h.counted('rolled-back'), 0, 'the driver did not count a rollback of its own');
   });
 
+  it('a rollback another instance wrote but did not record yet ends the rollout; the driver never steps on from it', async (t) => {
+    const h = await harness(t);
+    const started = await h.rollouts.begin('shop', h.spec({ to: 'green', steps: [{ weight: 10, pause: '1m' }, { weight: 50, pause: '1m' }], analysis: { minRequests: 10 } }), { by: 'ci' });
+    // what an instance that judged the canary failing writes first (it died before the record)
+    await h.controller.setWeights('shop', { blue: 10_000, green: 0 }, { by: 'switchyard', reason: `rollout ${started.id} rolled back: green error rate 40% > 1%`, expectedRevision: h.controller.state('shop').revision }, 'rollout');
+    h.setStats('green', 100, 0); // the window passes now
+    await h.advance(60_000);
+    const r = await h.rollouts.current('shop');
+    assert.equal(r.state, 'rolled-back');
+    assert.equal(r.reason, 'analysis failed: green error rate 40% > 1%');
+    assert.deepEqual(h.weights(), { blue: 10_000, green: 0 });
+  });
+
   it('start, pause, resume, promote and abort answer 409 where they make no sense', async (t) => {
     const h = await harness(t);
     await assert.rejects(h.rollouts.current('shop'), { code: 'NOT_FOUND' });
