@@ -1,5 +1,7 @@
 import type { Controller } from '../control/controller.ts';
-import type { CountsSource, InstancesFigure, PoolCounts } from '../control/counts.ts';
+import { drainVerdict, type CountsSource, type InstancesFigure, type PoolCounts } from '../control/counts.ts';
+import type { AppConfig } from '../config/schema.ts';
+import type { RoutingState } from '../state/types.ts';
 import { SwitchyardError } from '../errors.ts';
 import type { HealthSource, PoolHealth, TargetStateView } from '../health/monitor.ts';
 import type { HistoryEntry } from '../state/types.ts';
@@ -17,6 +19,8 @@ export interface PoolView {
   weight: number;
   inflight: number;
   upgraded: number;
+  /** requests routed to the pool by an affinity pin in the last 60 s, summed over the fleet */
+  pinned: number;
   drained: boolean;
   /** the health gate's verdict (true without health checks); with a health source only */
   healthy?: boolean;
@@ -73,12 +77,20 @@ export interface HistoryEntryView {
   at: string;
 }
 
-/** A pool is drained once no traffic is sent to it and nothing it carried is still open. */
-export function isDrained(weightBp: number, counts: PoolCounts): boolean {
-  return weightBp === 0 && counts.inflight === 0 && counts.upgraded === 0;
+/**
+ * Until when affinity pins to `pool` can route (epoch ms), or null: only a pool at weight 0 with
+ * affinity configured and targets left holds pins, for `affinity.window` after its weight became
+ * 0, and only once a later revision than the seed drained it.
+ */
+export function pinsUntil(cfg: AppConfig, state: RoutingState, pool: string): number | null {
+  const since = (state.weights[pool] ?? 0) === 0 ? state.drainingSince[pool] : undefined;
+  // revision 1 (the seed): no pin older than the current revision exists, so none can route (see affinity.ts)
+  if (cfg.affinity === undefined || since === undefined || state.revision <= 1 || (cfg.pools[pool]?.targets.length ?? 0) === 0) return null;
+  const ms = Date.parse(since);
+  return Number.isFinite(ms) ? ms + cfg.affinity.window : null;
 }
 
-export function appStateView(controller: Controller, counts: CountsSource, app: string, health?: HealthSource): AppStateView {
+export function appStateView(controller: Controller, counts: CountsSource, app: string, health?: HealthSource, now: number = Date.now()): AppStateView {
   const cfg = controller.appConfig(app);
   const state = controller.state(app);
   const names = Object.keys(cfg.pools);
@@ -89,7 +101,8 @@ export function appStateView(controller: Controller, counts: CountsSource, app: 
     if (pool === undefined) continue;
     const bp = state.weights[name] ?? 0;
     const c = counts.poolCounts(app, name);
-    const view: PoolView = { version: pool.version, targets: [...pool.targets], weight: bpToPct(bp), inflight: c.inflight, upgraded: c.upgraded, drained: unknown === null && isDrained(bp, c) };
+    const verdict = drainVerdict({ weightBp: bp, counts: c, pinsUntil: pinsUntil(cfg, state, name), now });
+    const view: PoolView = { version: pool.version, targets: [...pool.targets], weight: bpToPct(bp), inflight: c.inflight, upgraded: c.upgraded, pinned: c.pinned, drained: unknown === null && verdict.drained };
     if (health !== undefined) {
       const h = health.poolHealth(app, name);
       view.healthy = h.healthy;
@@ -138,14 +151,11 @@ export function drainView(controller: Controller, counts: CountsSource, app: str
     drainingSince: since,
     deadline: deadlineMs === null ? null : new Date(deadlineMs).toISOString(),
     remainingMs: deadlineMs === null ? null : Math.max(0, deadlineMs - now),
-    drained: false,
-    reason: null,
+    ...drainVerdict({ weightBp: bp, counts: c, pinsUntil: pinsUntil(cfg, state, pool), now }),
   };
   const unknown = counts.figuresUnknown?.() ?? null;
   // drained only when every live instance's figures were read: an unreadable peer may still carry requests
-  if (unknown !== null) Object.assign(view, { unknown: true, reason: `fleet figures unknown: ${unknown}` });
-  else if (!isDrained(bp, c)) view.reason = bp > 0 ? `the pool still has weight ${bpToPct(bp)} %` : `${c.inflight} request(s) in flight, ${c.upgraded} upgraded connection(s) open`;
-  else view.drained = true;
+  if (unknown !== null) Object.assign(view, { drained: false, unknown: true, reason: `fleet figures unknown: ${unknown}${view.reason === null ? '' : `; ${view.reason}`}` });
   if (opts.byInstance === true) view.instances = counts.poolCountsByInstance(app, pool);
   return view;
 }

@@ -109,7 +109,7 @@ async function drainWait(ctx: CommandContext, path: string): Promise<number> {
     }
     const left = deadline - ctx.now();
     if (left <= 0) {
-      ctx.err(`error: ${v.pool} not drained after ${humanDuration(timeout)}: ${v.unknown === true ? `${v.reason ?? 'fleet figures unknown'}; ` : ''}${v.inflight} in flight, ${v.upgraded} upgraded, weight ${pct(v.weight)}`);
+      ctx.err(`error: ${v.pool} not drained after ${humanDuration(timeout)}: ${v.reason ?? `${v.inflight} in flight, ${v.upgraded} upgraded, weight ${pct(v.weight)}`}`);
       return 1;
     }
     await ctx.sleep(Math.min(interval, left));

@@ -182,8 +182,10 @@ export class DataPlane implements Plane {
     if (cfg.affinity !== undefined) {
       const pin = cookieValue(fwd.cookie, cfg.affinity.cookie);
       if (pin !== undefined) {
-        const pool = pinnedPool(app, pin, this.now());
-        if (pool !== null) return { app, pool, by: 'pin' };
+        const now = this.now();
+        const pool = pinnedPool(app, pin, now);
+        // a pin to a draining pool with no target up is ignored: the weights route it, never a 503
+        if (pool !== null && this.opts.runtime.apps[app.index]?.pools[pool.index]?.targets.some((t) => t.isUp(now)) === true) return { app, pool, by: 'pin' };
       }
     }
     if (app.sticky !== null) {

@@ -39,8 +39,8 @@ describe('admin API', () => {
     assert.deepEqual(json.apps.map((a: { app: string }) => a.app), ['shop', 'blog']);
     const shop = json.apps[0];
     assert.deepEqual(Object.keys(shop.pools), ['blue', 'green']);
-    assert.deepEqual(shop.pools.blue, { version: '1.0.0', targets: ['http://127.0.0.1:9001'], weight: 100, inflight: 3, upgraded: 1, drained: false });
-    assert.deepEqual(shop.pools.green, { version: '2.0.0', targets: ['http://127.0.0.1:9002'], weight: 0, inflight: 0, upgraded: 0, drained: true });
+    assert.deepEqual(shop.pools.blue, { version: '1.0.0', targets: ['http://127.0.0.1:9001'], weight: 100, inflight: 3, upgraded: 1, pinned: 0, drained: false });
+    assert.deepEqual(shop.pools.green, { version: '2.0.0', targets: ['http://127.0.0.1:9002'], weight: 0, inflight: 0, upgraded: 0, pinned: 0, drained: true });
     assert.deepEqual([shop.weights, shop.active, shop.instances], [{ blue: 100, green: 0 }, 'blue', { applied: 1, total: 1 }]);
     t.counts.set('shop', 'blue', { inflight: 0, upgraded: 0 });
   });
@@ -177,8 +177,7 @@ describe('admin API', () => {
     assert.equal(busy.status, 200);
     assert.deepEqual({ ...busy.json, remainingMs: undefined }, {
       pool: 'blue', weight: 0, inflight: 2, upgraded: 1, pinned: 4, drainingSince: state.updatedAt,
-      deadline: new Date(Date.parse(state.updatedAt) + 5 * 60_000).toISOString(), remainingMs: undefined, drained: false,
-      reason: '2 request(s) in flight, 1 upgraded connection(s) open',
+      deadline: new Date(Date.parse(state.updatedAt) + 5 * 60_000).toISOString(), remainingMs: undefined, drained: false, reason: '2 request(s) in flight; 1 upgraded connection(s) open',
       instances: { 'instance-a': { inflight: 2, upgraded: 1, pinned: 4 } },
     });
     t.counts.set('shop', 'blue', { inflight: 0, upgraded: 0, pinned: 0 });

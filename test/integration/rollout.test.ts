@@ -243,7 +243,7 @@ describe('progressive rollouts', () => {
     const json = await cli('rollout', 'shop', 'status', '--json');
     assert.equal(json.code, 0);
     const view = JSON.parse(json.stdout);
-    assert.deepEqual(view.analysis, { maxErrorRate: 0.02, minRequests: 50, maxP99Ms: 500 });
+    assert.deepEqual(view.analysis, { maxErrorRate: 0.02, minRequests: 50, maxWaitMs: 600_000, maxP99Ms: 500 });
     assert.equal(view.onFailure, 'pause');
     assert.deepEqual(view.steps, [{ weight: 10, pause: '5m' }, { weight: 50, pause: '5m' }, { weight: 100, pause: null }]);
     assert.match((await cli('rollout', 'shop', 'pause')).stdout, /paused, step 1\/3/);

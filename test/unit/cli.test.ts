@@ -178,7 +178,7 @@ describe('switchyard CLI', () => {
     assert.equal(code, 1);
     assert.ok(Date.now() - started >= 300);
     assert.equal(stdout.trim().split('\n').length, 1, 'unchanged counts are printed once');
-    assert.equal(stderr, 'error: blue not drained after 300ms: 3 in flight, 0 upgraded, weight 0%\n');
+    assert.equal(stderr, 'error: blue not drained after 300ms: 3 request(s) in flight\n');
     setCounts('blue', { inflight: 0, upgraded: 0, pinned: 0 });
   });
 

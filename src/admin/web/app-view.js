@@ -107,8 +107,13 @@ export class AppView {
     const reason = state.reason ? ` — “${state.reason}”` : '';
     this.who.textContent = `Changed by ${state.updatedBy} ${ago(state.updatedAt)}${reason}`;
     this.who.title = state.updatedAt;
-    this.instances.textContent = `${state.instances.applied}/${state.instances.total} instance${state.instances.total === 1 ? '' : 's'} on rev ${state.revision}`;
-    this.instances.classList.toggle('lagging', state.instances.applied < state.instances.total);
+    // total is null while the fleet's figures cannot be read: say so, never a reassuring n/n
+    const total = state.instances.total;
+    this.instances.textContent = total === null
+      ? `${state.instances.applied}/? instances on rev ${state.revision} (fleet unknown)`
+      : `${state.instances.applied}/${total} instance${total === 1 ? '' : 's'} on rev ${state.revision}`;
+    if (total === null) this.instances.title = state.instances.reason ?? '';
+    this.instances.classList.toggle('lagging', total === null || state.instances.applied < total);
 
     const segments = [];
     this.pools.forEach((pool) => {
@@ -141,8 +146,9 @@ export class AppView {
     if (p.drained) return h('span', { class: 'state drained', 'data-state': 'drained', text: '✓ drained' });
     const d = this.drain.get(pool);
     const left = d && d.remainingMs !== null ? ` · closes in ${duration(d.remainingMs)}` : '';
-    const pinned = d && d.pinned > 0 ? ` · ${d.pinned} pinned` : '';
-    return h('span', { class: 'state draining', 'data-state': 'draining', text: `draining · ${p.inflight + p.upgraded} open${pinned}${left}` });
+    // pinned: requests an affinity pin sent here in the last 60 s; the reason says until when pins hold it
+    const pinned = ` · ${p.pinned ?? d?.pinned ?? 0} pinned`;
+    return h('span', { class: 'state draining', 'data-state': 'draining', title: d?.reason ?? '', text: `draining · ${p.inflight + p.upgraded} open${pinned}${left}` });
   }
 
   /** The figures of `GET …/stats` (with `history` the first time: the last minute the server sampled). */
