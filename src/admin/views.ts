@@ -2,7 +2,7 @@ import type { Controller } from '../control/controller.ts';
 import type { CountsSource, PoolCounts } from '../control/counts.ts';
 import { SwitchyardError } from '../errors.ts';
 import type { HealthSource, PoolHealth, TargetStateView } from '../health/monitor.ts';
-import type { HistoryEntry } from '../state/types.ts';
+import type { HistoryEntry, RoutingState } from '../state/types.ts';
 import { activePool, bpToPct, weightsToPct } from '../state/weights.ts';
 
 /**
@@ -73,9 +73,9 @@ export function isDrained(weightBp: number, counts: PoolCounts): boolean {
   return weightBp === 0 && counts.inflight === 0 && counts.upgraded === 0;
 }
 
-export function appStateView(controller: Controller, counts: CountsSource, app: string, health?: HealthSource): AppStateView {
+/** `state`: the one to show (a write answers the state it wrote, not whatever is current by now) @default the current state */
+export function appStateView(controller: Controller, counts: CountsSource, app: string, health?: HealthSource, state: RoutingState = controller.state(app)): AppStateView {
   const cfg = controller.appConfig(app);
-  const state = controller.state(app);
   const names = Object.keys(cfg.pools);
   const pools: Record<string, PoolView> = {};
   for (const name of names) {

@@ -189,6 +189,7 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
       shuttingDown,
       store: store.kind,
       revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])),
+      brokenStates: controller.brokenStates(),
       workers: supervisor.view().map((w) => ({ ...w, ...group.figures(w.slot) })),
       ...fleet?.details(),
     }),
