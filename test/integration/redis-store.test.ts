@@ -41,10 +41,10 @@ async function eventually(check: () => boolean | Promise<boolean>, what: string,
   return Date.now() - started;
 }
 
-storeContract('redis store', async ({ historyLimit }) => {
+storeContract('redis store', async ({ historyLimit, pools }) => {
   const prefix = uniquePrefix();
   const dir = await mkdtemp(join(tmpdir(), 'switchyard-redis-store-'));
-  const opts = { url: redis.url, prefix, historyLimit, cachePath: join(dir, 'cache.json') };
+  const opts = { url: redis.url, prefix, historyLimit, pools, cachePath: join(dir, 'cache.json') };
   const stores = [await RedisStore.open(opts)];
   return {
     store: stores[0]!,
@@ -56,6 +56,11 @@ storeContract('redis store', async ({ historyLimit }) => {
     cleanup: async () => {
       for (const store of stores) await store.close();
       await rm(dir, { recursive: true, force: true, maxRetries: 5 });
+    },
+    // a SET behind the store's back, as redis-cli or an older version would do
+    plant: async (app, raw) => {
+      await stores[0]!.client.set(redisKeys(prefix).state(app), JSON.stringify(raw));
+      return stores[0]!;
     },
   };
 });
