@@ -6,7 +6,12 @@ import { Writable } from 'node:stream';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { Redis } from 'ioredis';
 import pino from 'pino';
+import { parseConfig } from '../../src/config/load.ts';
+import { Controller } from '../../src/control/controller.ts';
+import type { SwitchyardError } from '../../src/errors.ts';
+import { FileStore } from '../../src/state/file-store.ts';
 import { redisKeys } from '../../src/state/redis-connect.ts';
+import type { RoutingState, StateStore } from '../../src/state/types.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startRedis, type RedisServer } from '../helpers/redis-server.ts';
 import { makeState } from '../helpers/store-contract.ts';
@@ -220,3 +225,46 @@ for (const kind of ['file', 'redis'] as const) {
     });
   });
 }
+
+describe('a write without If-Match that keeps losing', () => {
+  it('gives up at its deadline with 409 WRITE_CONFLICT naming the attempts, having written nothing of its own', async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'switchyard-integrity-'));
+    t.after(() => rm(dir, { recursive: true, force: true, maxRetries: 5 }));
+    const config = parseConfig({ admin: { tokens: [{ name: 'ci', token: 'ci-token-0123456789abcdef' }] }, store: { kind: 'file', path: join(dir, 'state.json') }, apps: [twoPools(blue.url, green.url)] });
+    const inner = await FileStore.open({ path: join(dir, 'state.json'), historyLimit: 1000 });
+    t.after(() => inner.close());
+    // another writer that always gets there first: before each of ours, it writes a revision of its own
+    let rival = 0;
+    const store: StateStore = {
+      kind: inner.kind,
+      get: (app) => inner.get(app),
+      getMany: (apps, onInvalid) => inner.getMany(apps, onInvalid),
+      history: (app, limit) => inner.history(app, limit),
+      watch: (l) => inner.watch(l),
+      close: () => inner.close(),
+      compareAndSet: async (next: RoutingState, expected: number | null) => {
+        const cur = await inner.get(next.app);
+        if (cur !== null && expected !== null) {
+          rival++;
+          await inner.compareAndSet(makeState(next.app, cur.revision + 1, rival % 2 ? { blue: 0, green: 10_000 } : { blue: 10_000, green: 0 }), cur.revision);
+        }
+        return inner.compareAndSet(next, expected);
+      },
+    };
+    const controller = await Controller.start({ config, store, logger: pino({ level: 'silent' }), writeDeadlineMs: 300 });
+    t.after(() => controller.close());
+    const started = performance.now();
+    await assert.rejects(controller.setWeights('shop', { blue: 5_000, green: 5_000 }, { by: 'ci' }), (err: SwitchyardError) => {
+      assert.equal(err.code, 'WRITE_CONFLICT');
+      assert.equal(err.status, 409);
+      assert.match(err.message, /kept getting there first: gave up after \d+ attempts in 300 ms/);
+      return true;
+    });
+    const ms = performance.now() - started;
+    assert.ok(ms >= 300 && ms < 2_000, `gave up after ${ms} ms`);
+    assert.ok(rival >= 2, `retried (${rival} attempts)`);
+    const history = await inner.history('shop', 1000);
+    assert.ok(history.every((e) => e.weights.blue !== 5_000), 'none of its own writes landed');
+    assert.equal(controller.state('shop').revision, history[0]?.revision, 'it routes on the winner');
+  });
+});
