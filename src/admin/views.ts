@@ -3,7 +3,7 @@ import type { CountsSource, PoolCounts } from '../control/counts.ts';
 import { SwitchyardError } from '../errors.ts';
 import type { HealthSource, PoolHealth, TargetStateView } from '../health/monitor.ts';
 import type { HistoryEntry, RoutingState } from '../state/types.ts';
-import { activePool, bpToPct, weightsToPct } from '../state/weights.ts';
+import { activePool, bpToPct, ownOf, weightsToPct } from '../state/weights.ts';
 
 /**
  * The JSON the admin API answers with, built from the controller's state and the live counts.
@@ -81,7 +81,7 @@ export function appStateView(controller: Controller, counts: CountsSource, app: 
   for (const name of names) {
     const pool = cfg.pools[name];
     if (pool === undefined) continue;
-    const bp = state.weights[name] ?? 0;
+    const bp = ownOf(state.weights, name) ?? 0;
     const c = counts.poolCounts(app, name);
     const view: PoolView = { version: pool.version, targets: [...pool.targets], weight: bpToPct(bp), inflight: c.inflight, upgraded: c.upgraded, drained: isDrained(bp, c) };
     if (health !== undefined) {
@@ -117,10 +117,10 @@ export function drainView(controller: Controller, counts: CountsSource, app: str
     throw new SwitchyardError('UNKNOWN_POOL', `app "${app}" has no pool "${pool}"`, { details: [{ path: 'pool', message: `unknown pool (pools: ${Object.keys(cfg.pools).join(', ')})` }] });
   }
   const state = controller.state(app);
-  const bp = state.weights[pool] ?? 0;
+  const bp = ownOf(state.weights, pool) ?? 0;
   const c = counts.poolCounts(app, pool);
   // drainingSince is only meaningful while the pool is at 0; a stale entry is ignored
-  const since = bp === 0 ? (state.drainingSince[pool] ?? null) : null;
+  const since = bp === 0 ? (ownOf(state.drainingSince, pool) ?? null) : null;
   const sinceMs = since === null ? NaN : Date.parse(since);
   const deadlineMs = Number.isFinite(sinceMs) ? sinceMs + cfg.drain.timeout : null;
   const view: DrainView = {
