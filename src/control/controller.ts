@@ -222,7 +222,7 @@ export class Controller extends EventEmitter {
       if (opts.expectedRevision !== undefined && opts.expectedRevision !== cur.revision) {
         throw new SwitchyardError('STALE_REVISION', `revision ${opts.expectedRevision} is stale; the current revision is ${cur.revision}`, { details: { currentRevision: cur.revision } });
       }
-      const weights = await weightsOf(cur);
+      const weights = onPools(await weightsOf(cur), pools);
       const broken = this.broken.get(app);
       if (broken === undefined && sameWeights(weights, cur.weights, pools)) {
         this.logger.info({ audit: true, app, action, actor: opts.by, reason: opts.reason ?? null, noop: true, revision: cur.revision }, `${action} ${app} by ${opts.by}: no change, nothing written`);
@@ -259,6 +259,18 @@ export class Controller extends EventEmitter {
     this.unwatch?.();
     this.unwatch = null;
   }
+}
+
+/**
+ * The weights over the configured pools, in their order, own properties only. A pool the config
+ * no longer has is dropped at 0 (a rollout's starting weights may still name one) and kept with
+ * weight, so the store's invariant check refuses the write loudly.
+ */
+function onPools(weights: Weights, pools: readonly string[]): Weights {
+  const entries: [string, number][] = pools.map((p) => [p, ownOf(weights, p) ?? 0]);
+  for (const [p, bp] of Object.entries(weights)) if (!pools.includes(p) && bp !== 0) entries.push([p, bp]);
+  // fromEntries defines own properties: even a `__proto__` key stays a key, for the store to refuse
+  return Object.fromEntries(entries);
 }
 
 /** Whether `next` gives every configured pool the weight it has in `cur` (own properties only). */
