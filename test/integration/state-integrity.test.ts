@@ -223,6 +223,22 @@ for (const kind of ['file', 'redis'] as const) {
       assert.equal((await p.admin('GET', '/v1/apps/shop')).body.revision, 3);
       assert.equal((await p.get('/', { host: 'shop.test' })).servedBy, 'blue@1.0.0');
     });
+
+    it('a stored state with every weight 0 (what `switch {"to":"constructor"}` used to write) does not stop a restart, and a rollback repairs it', async (t) => {
+      const s = await setup(t, kind);
+      let p = await start(t, s);
+      await p.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
+      await p.close();
+      await plant(s, { ...makeState('shop', 3), weights: { blue: 0, green: 0 }, action: 'switch' });
+      p = await start(t, s);
+      assert.match((await p.admin('GET', '/readyz')).body.details.brokenStates.shop, /weights: must sum to 10000 bp, got 0/);
+      assert.equal((await p.get('/', { host: 'blog.test' })).status, 200);
+      const back = await p.admin('POST', '/v1/apps/shop/rollback', { reason: 'undo the bad switch' });
+      assert.equal(back.status, 200, JSON.stringify(back.body));
+      assert.deepEqual([back.body.revision, back.body.weights], [4, { blue: 0, green: 100 }]);
+      assert.deepEqual((await p.admin('GET', '/readyz')).body.details.brokenStates, {});
+      assert.equal((await p.get('/', { host: 'shop.test' })).servedBy, 'green@2.0.0');
+    });
   });
 }
 
