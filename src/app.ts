@@ -68,11 +68,14 @@ export interface Switchyard {
 
 export async function openStore(config: Config, logger?: Logger): Promise<StateStore> {
   const s = config.store;
-  if (s.kind === 'file') return FileStore.open({ path: s.path, historyLimit: s.historyLimit });
+  // the store refuses a write that weighs a pool the app does not have (src/state/invariants.ts)
+  const poolsByApp = new Map(config.apps.map((a) => [a.name, Object.keys(a.pools)]));
+  const pools = (app: string): readonly string[] | undefined => poolsByApp.get(app);
+  if (s.kind === 'file') return FileStore.open({ path: s.path, historyLimit: s.historyLimit, pools });
   const { kind: _kind, ...redis } = s;
   // loaded on demand, so a file-store deployment never pays for ioredis
   const { RedisStore } = await import('./state/redis-store.ts');
-  return RedisStore.open({ ...redis, logger: logger?.child({ component: 'redis-store' }) });
+  return RedisStore.open({ ...redis, pools, logger: logger?.child({ component: 'redis-store' }) });
 }
 
 /** Builds a whole proxy from a validated config. Touches no process state: main.ts does that. */
@@ -118,7 +121,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     logger,
     now,
     ready: () => ready && !shuttingDown,
-    readyDetails: () => ({ shuttingDown, store: store.kind, ...(deps.logSink === undefined ? {} : { log: deps.logSink.view() }), revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])), ...fleet?.details() }),
+    readyDetails: () => ({ shuttingDown, store: store.kind, ...(deps.logSink === undefined ? {} : { log: deps.logSink.view() }), revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])), brokenStates: controller.brokenStates(), ...fleet?.details() }),
     routes: [...canaryRoutes(controller), ...statsRoutes(telemetry.stats), ...rolloutRoutes(rollouts, (app) => Object.keys(controller.appConfig(app).pools))],
     metrics: telemetry.metrics,
     fallback: await loadDashboard(),

@@ -16,11 +16,15 @@ export const ERRORS = {
   CONFLICT: { status: 409, message: 'conflict' },
   POOL_UNHEALTHY: { status: 409, message: 'the pool has no healthy target' },
   VERSION_MISMATCH: { status: 409, message: 'the pool does not run the expected version' },
+  /** a write without If-Match kept losing the compare-and-set to other writers until its deadline */
+  WRITE_CONFLICT: { status: 409, message: 'other writers kept getting there first; try again' },
   STALE_REVISION: { status: 412, message: 'stale revision' },
   BODY_TOO_LARGE: { status: 413, message: 'body over 64 KiB' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'writes must be application/json' },
   TOO_MANY_FAILED_LOGINS: { status: 429, message: 'too many failed logins' },
   INTERNAL: { status: 500, message: 'internal error' },
+  /** a stored routing state breaks an invariant (src/state/invariants.ts): refused on write, reported on read */
+  INVALID_STATE: { status: 500, message: 'the routing state is not valid' },
   STORE_UNAVAILABLE: { status: 503, message: 'the store cannot be written' },
   // data plane
   MISDIRECTED: { status: 421, message: 'no app for this host' },

@@ -1,11 +1,10 @@
 import type { Controller } from '../control/controller.ts';
 import { drainVerdict, type CountsSource, type InstancesFigure, type PoolCounts } from '../control/counts.ts';
 import type { AppConfig } from '../config/schema.ts';
-import type { RoutingState } from '../state/types.ts';
 import { SwitchyardError } from '../errors.ts';
 import type { HealthSource, PoolHealth, TargetStateView } from '../health/monitor.ts';
-import type { HistoryEntry } from '../state/types.ts';
-import { activePool, bpToPct, weightsToPct } from '../state/weights.ts';
+import type { HistoryEntry, RoutingState } from '../state/types.ts';
+import { activePool, bpToPct, ownOf, weightsToPct } from '../state/weights.ts';
 
 /**
  * The JSON the admin API answers with, built from the controller's state and the live counts.
@@ -90,16 +89,16 @@ export function pinsUntil(cfg: AppConfig, state: RoutingState, pool: string): nu
   return Number.isFinite(ms) ? ms + cfg.affinity.window : null;
 }
 
-export function appStateView(controller: Controller, counts: CountsSource, app: string, health?: HealthSource, now: number = Date.now()): AppStateView {
+/** `state`: the one to show (a write answers the state it wrote, not whatever is current by now) @default the current state */
+export function appStateView(controller: Controller, counts: CountsSource, app: string, health?: HealthSource, state: RoutingState = controller.state(app), now: number = Date.now()): AppStateView {
   const cfg = controller.appConfig(app);
-  const state = controller.state(app);
   const names = Object.keys(cfg.pools);
   const pools: Record<string, PoolView> = {};
   const unknown = counts.figuresUnknown?.() ?? null;
   for (const name of names) {
     const pool = cfg.pools[name];
     if (pool === undefined) continue;
-    const bp = state.weights[name] ?? 0;
+    const bp = ownOf(state.weights, name) ?? 0;
     const c = counts.poolCounts(app, name);
     const verdict = drainVerdict({ weightBp: bp, counts: c, pinsUntil: pinsUntil(cfg, state, name), now });
     const view: PoolView = { version: pool.version, targets: [...pool.targets], weight: bpToPct(bp), inflight: c.inflight, upgraded: c.upgraded, pinned: c.pinned, drained: unknown === null && verdict.drained };
@@ -136,10 +135,10 @@ export function drainView(controller: Controller, counts: CountsSource, app: str
     throw new SwitchyardError('UNKNOWN_POOL', `app "${app}" has no pool "${pool}"`, { details: [{ path: 'pool', message: `unknown pool (pools: ${Object.keys(cfg.pools).join(', ')})` }] });
   }
   const state = controller.state(app);
-  const bp = state.weights[pool] ?? 0;
+  const bp = ownOf(state.weights, pool) ?? 0;
   const c = counts.poolCounts(app, pool);
   // drainingSince is only meaningful while the pool is at 0; a stale entry is ignored
-  const since = bp === 0 ? (state.drainingSince[pool] ?? null) : null;
+  const since = bp === 0 ? (ownOf(state.drainingSince, pool) ?? null) : null;
   const sinceMs = since === null ? NaN : Date.parse(since);
   const deadlineMs = Number.isFinite(sinceMs) ? sinceMs + cfg.drain.timeout : null;
   const view: DrainView = {

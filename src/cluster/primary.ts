@@ -195,6 +195,7 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
       store: store.kind,
       ...(deps.logSink === undefined ? {} : { log: deps.logSink.view() }),
       revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])),
+      brokenStates: controller.brokenStates(),
       workers: supervisor.view().map((w) => ({ ...w, ...group.figures(w.slot) })),
       ...fleet?.details(),
     }),

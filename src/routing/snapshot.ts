@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto';
 import type { AppConfig } from '../config/schema.ts';
 import type { RoutingState } from '../state/types.ts';
-import { TOTAL_BP } from '../state/weights.ts';
+import { ownOf, TOTAL_BP } from '../state/weights.ts';
 
 /**
  * The immutable routing snapshot the data plane reads. The control plane builds a whole new
@@ -74,8 +74,8 @@ export function buildAppRoute(index: number, config: AppConfig, state: RoutingSt
   let lo = 0;
   const pools: PoolRoute[] = names.map((name, i) => {
     const pc = config.pools[name] as AppConfig['pools'][string];
-    const weight = state.weights[name] ?? 0;
-    const since = state.drainingSince[name];
+    const weight = ownOf(state.weights, name) ?? 0;
+    const since = ownOf(state.drainingSince, name);
     const drainingSince = weight === 0 && since !== undefined ? Date.parse(since) : null;
     const route: PoolRoute = {
       index: i,

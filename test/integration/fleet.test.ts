@@ -118,8 +118,9 @@ describe('a fleet on redis', () => {
       await eventually(() => revisionOf(b) === rev, 'b to catch up');
       const ifMatch = { 'if-match': `"${rev}"` };
       const [ra, rb] = await Promise.all([
-        a.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 50, green: 50 }, reason: `a${round}` }, ifMatch),
-        b.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 20, green: 80 }, reason: `b${round}` }, ifMatch),
+        // weights new every round: a write equal to the current state would be a no-op 200, not a race
+        a.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 50 - round, green: 50 + round }, reason: `a${round}` }, ifMatch),
+        b.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 20 + round, green: 80 - round }, reason: `b${round}` }, ifMatch),
       ]);
       assert.deepEqual([ra.status, rb.status].sort(), [200, 412], `round ${round}: ${ra.status} ${rb.status}`);
       const winner = ra.status === 200 ? ra : rb;
@@ -133,7 +134,8 @@ describe('a fleet on redis', () => {
       Array.from({ length: 6 }, (_, i) => instances[i % 2]!.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 10 * i, green: 100 - 10 * i }, reason: `w${i}` })),
     );
     assert.deepEqual(writes.map((w) => w.status), [200, 200, 200, 200, 200, 200]);
-    // (the replies show the instance's state when answering, which a later write may already have moved on)
+    // each reply is the state that write created, whatever was written after it
+    writes.forEach((w, i) => assert.deepEqual([w.body.reason, w.body.weights, w.headers.etag], [`w${i}`, { blue: 10 * i, green: 100 - 10 * i }, `"${w.body.revision}"`]));
     const h = await a.admin('GET', '/v1/apps/shop/history?limit=7');
     const entries = h.body.entries as { revision: number; reason: string }[];
     assert.deepEqual(entries.slice(0, 6).map((e) => e.revision), [6, 5, 4, 3, 2, 1].map((k) => start + k));

@@ -150,10 +150,11 @@ describe('the health gate on writes', () => {
       assert.equal(h.body.entries[0].reason, 'release (forced: pool "green" has no healthy target)');
 
       // moving traffic away from a sick pool needs no force
-      assert.equal((await p.admin('POST', '/v1/apps/shop/switch', { to: 'blue' })).status, 200);
-      // a force that overrode nothing leaves the reason alone
-      const plain = await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 100 }, reason: 'noop', force: true });
-      assert.equal(plain.body.reason, 'noop');
+      assert.equal((await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 50, green: 50 } })).status, 200);
+      // a force that overrode nothing leaves the reason alone (a real change: one that changes nothing writes nothing)
+      const plain = await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 100 }, reason: 'back to blue', force: true });
+      assert.equal(plain.body.revision, 4);
+      assert.equal(plain.body.reason, 'back to blue');
     });
   });
 

@@ -4,7 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Writable } from 'node:stream';
 import { Redis } from 'ioredis';
+import pino from 'pino';
 import { readRedisClock, redisOptions, writeDeadline } from '../../src/state/redis-connect.ts';
 import { RedisStore, redisKeys, type RedisStoreOptions } from '../../src/state/redis-store.ts';
 import type { RoutingState } from '../../src/state/types.ts';
@@ -41,10 +43,10 @@ async function eventually(check: () => boolean | Promise<boolean>, what: string,
   return Date.now() - started;
 }
 
-storeContract('redis store', async ({ historyLimit }) => {
+storeContract('redis store', async ({ historyLimit, pools }) => {
   const prefix = uniquePrefix();
   const dir = await mkdtemp(join(tmpdir(), 'switchyard-redis-store-'));
-  const opts = { url: redis.url, prefix, historyLimit, cachePath: join(dir, 'cache.json') };
+  const opts = { url: redis.url, prefix, historyLimit, pools, cachePath: join(dir, 'cache.json') };
   const stores = [await RedisStore.open(opts)];
   return {
     store: stores[0]!,
@@ -56,6 +58,11 @@ storeContract('redis store', async ({ historyLimit }) => {
     cleanup: async () => {
       for (const store of stores) await store.close();
       await rm(dir, { recursive: true, force: true, maxRetries: 5 });
+    },
+    // a SET behind the store's back, as redis-cli or an older version would do
+    plant: async (app, raw) => {
+      await stores[0]!.client.set(redisKeys(prefix).state(app), JSON.stringify(raw));
+      return stores[0]!;
     },
   };
 });
@@ -103,6 +110,36 @@ describe('redis store propagation', () => {
     await admin.set(keys.state('shop'), JSON.stringify(makeState('shop', 2)));
     const ms = await eventually(() => seen.includes(2), 'the poll to deliver revision 2', 1_500);
     assert.ok(ms <= 1_500, `took ${ms} ms`);
+  });
+
+  it('an invalid state in Redis is never delivered, and is logged once per bad value, not on every poll', async (t) => {
+    const prefix = uniquePrefix();
+    const errors: Record<string, unknown>[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const line of chunk.toString().split('\n')) if (line !== '') errors.push(JSON.parse(line) as Record<string, unknown>);
+        done();
+      },
+    });
+    const reader = await open(t, { prefix, pollInterval: 20, logger: pino({ level: 'error' }, sink) });
+    const admin = new Redis(redis.url);
+    t.after(() => admin.disconnect());
+    const key = redisKeys(prefix).state('shop');
+    await admin.set(key, JSON.stringify(makeState('shop', 1)));
+    await reader.getMany(['shop']);
+    const seen: number[] = [];
+    reader.watch((s) => seen.push(s.revision));
+    await admin.set(key, JSON.stringify({ ...makeState('shop', 2), weights: { blue: 0, green: 0 } }));
+    await sleep(300); // some 15 polls
+    await admin.set(key, JSON.stringify({ ...makeState('shop', 3), weights: null }));
+    await sleep(300);
+    const lines = errors.filter((l) => l.app === 'shop');
+    assert.equal(lines.length, 2, JSON.stringify(lines));
+    assert.match(JSON.stringify(lines[0]), /weights: must sum to 10000 bp, got 0/);
+    assert.match(JSON.stringify(lines[1]), /weights: Invalid input/);
+    assert.equal(seen.length, 0, 'no invalid state reaches a watcher');
+    await reader.compareAndSet(makeState('shop', 4, { blue: 0, green: 10_000 }), 3);
+    await eventually(() => seen.includes(4), 'the repairing write');
   });
 
   it('sync reports every known app, with null for one Redis does not hold', async (t) => {
