@@ -1,15 +1,20 @@
 #!/usr/bin/env node
 // A checkout runs the TypeScript source (Node >= 22.18 strips the types itself), so a stale
 // dist/ can never shadow it; the published package and the image have only dist/.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import process from 'node:process';
 import { URL } from 'node:url';
 
 const source = new URL('../src/cli/main.ts', import.meta.url);
 const fromSource = existsSync(source);
+// the floor is package.json's `engines` (undici 8's own floor), so this message and the
+// package's claim cannot drift apart; the source also needs type stripping (22.18)
+const { engines } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+const [needMajor = 0, needMinor = 0] = (/(\d+)\.(\d+)/.exec(engines?.node ?? '') ?? []).slice(1).map(Number);
 const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
-if (fromSource && (major < 22 || (major === 22 && minor < 18))) {
-  process.stderr.write(`switchyard: running from source needs Node >= 22.18 (this is ${process.version}); run it through npx or npm, which use the project's Node 24\n`);
+if (major < needMajor || (major === needMajor && minor < needMinor)) {
+  const hint = fromSource ? '; run it through npx or npm, which use the project\'s Node 24' : '';
+  process.stderr.write(`switchyard: needs Node ${engines.node} (this is ${process.version})${hint}\n`);
   process.exit(1);
 }
 const entry = fromSource ? source : new URL('../dist/cli/main.js', import.meta.url);

@@ -2,7 +2,6 @@ import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { canaryRoutes } from './admin/canary-routes.ts';
 import { loadDashboard } from './admin/dashboard.ts';
@@ -18,7 +17,9 @@ import { TrustedProxies } from './dataplane/headers.ts';
 import { localCounts, Runtime } from './dataplane/runtime.ts';
 import { processLimits } from './dataplane/limits.ts';
 import { DataPlane, type DataPlaneOptions } from './dataplane/server.ts';
+import { stopDataPlane } from './dataplane/shutdown.ts';
 import { HealthMonitor } from './health/monitor.ts';
+import { registerLogMetrics, type LogSink } from './logger.ts';
 import { createTelemetry, fleetPeerWindows, type Telemetry } from './metrics/telemetry.ts';
 import type { Rollouts } from './rollout/rollouts.ts';
 import { createRollouts, type RolloutTuning } from './rollout/setup.ts';
@@ -39,6 +40,8 @@ export interface BuildDeps {
   readonly sampleRandom?: () => number;
   /** the rollout driver's round interval, lease TTL, clock and timers (tests) */
   readonly rollouts?: RolloutTuning;
+  /** the log's destination (main.ts): its write errors go to /metrics and /readyz */
+  readonly logSink?: LogSink;
 }
 
 export interface Switchyard {
@@ -66,11 +69,14 @@ export interface Switchyard {
 
 export async function openStore(config: Config, logger?: Logger): Promise<StateStore> {
   const s = config.store;
-  if (s.kind === 'file') return FileStore.open({ path: s.path, historyLimit: s.historyLimit });
+  // the store refuses a write that weighs a pool the app does not have (src/state/invariants.ts)
+  const poolsByApp = new Map(config.apps.map((a) => [a.name, Object.keys(a.pools)]));
+  const pools = (app: string): readonly string[] | undefined => poolsByApp.get(app);
+  if (s.kind === 'file') return FileStore.open({ path: s.path, historyLimit: s.historyLimit, pools });
   const { kind: _kind, ...redis } = s;
   // loaded on demand, so a file-store deployment never pays for ioredis
   const { RedisStore } = await import('./state/redis-store.ts');
-  return RedisStore.open({ ...redis, logger: logger?.child({ component: 'redis-store' }) });
+  return RedisStore.open({ ...redis, pools, logger: logger?.child({ component: 'redis-store' }) });
 }
 
 /** Builds a whole proxy from a validated config. Touches no process state: main.ts does that. */
@@ -109,6 +115,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   };
   const dataPlane = new DataPlane(dpOpts);
   telemetry.metrics.addLimits(dataPlane.limits);
+  if (deps.logSink !== undefined) registerLogMetrics(telemetry.metrics.registry, deps.logSink);
   const admin = createAdminServer({
     config,
     controller,
@@ -117,7 +124,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     logger,
     now,
     ready: () => ready && !shuttingDown,
-    readyDetails: () => ({ shuttingDown, store: store.kind, revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])), ...fleet?.details() }),
+    readyDetails: () => ({ shuttingDown, store: store.kind, ...(deps.logSink === undefined ? {} : { log: deps.logSink.view() }), revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])), brokenStates: controller.brokenStates(), ...fleet?.details() }),
     routes: [...canaryRoutes(controller), ...statsRoutes(telemetry.stats), ...rolloutRoutes(rollouts, (app) => Object.keys(controller.appConfig(app).pools))],
     metrics: telemetry.metrics,
     fallback: await loadDashboard(),
@@ -153,33 +160,12 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     if (shuttingDown) return { cut: 0 };
     shuttingDown = true;
     ready = false;
-    dataPlane.closing = true;
-    const { delay, grace, hardStop } = config.shutdown;
     const started = now();
-    logger.info({ inflight: inflight(), delay, grace, hardStop }, 'shutting down: readyz is 503, draining');
-    // keep accepting for `delay` so a load balancer notices readyz before connections are refused
-    if (delay > 0) await sleep(delay);
-    dataPlane.stopListening();
-    dataPlane.server.closeIdleConnections();
-    for (const p of runtime.allPools()) for (const c of p.open) if (isUpgrade(c)) c.cut('shutdown');
-    let warned = false;
-    while (inflight() > 0 && now() - started < hardStop) {
-      if (!warned && now() - started >= grace) {
-        warned = true;
-        logger.warn({ inflight: inflight() }, 'shutdown grace passed with requests still in flight; cutting at hardStop');
-      }
-      dataPlane.server.closeIdleConnections();
-      await sleep(25);
-    }
-    const cut = inflight();
-    if (cut > 0) {
-      for (const p of runtime.allPools()) for (const c of [...p.open]) c.cut('shutdown');
-      dataPlane.server.closeAllConnections();
-      logger.warn({ cut }, 'hard stop: cut connections still open');
-      telemetry.metrics.shutdownCut(cut);
-    }
+    logger.info({ inflight: inflight(), ...config.shutdown }, 'shutting down: readyz is 503, draining');
+    const { answered, cut } = await stopDataPlane({ dataPlane, runtime, shutdown: config.shutdown, logger, now });
+    if (cut > 0) telemetry.metrics.shutdownCut(cut);
     await closeParts();
-    logger.info({ cut, ms: now() - started }, 'stopped');
+    logger.info({ answered, cut, ms: now() - started }, 'stopped');
     return { cut };
   }
 
@@ -196,6 +182,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     admin.close();
     admin.closeAllConnections();
     drains.close();
+    telemetry.stats.close();
     await health.close();
     await rollouts.close();
     await fleet?.close();
@@ -205,8 +192,4 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   }
 
   return { config, controller, runtime, dataPlane, admin, counts, health, telemetry, drains, rollouts, listen, shutdown, close };
-}
-
-function isUpgrade(c: unknown): boolean {
-  return typeof c === 'object' && c !== null && (c as { upgraded?: boolean }).upgraded === true;
 }

@@ -6,6 +6,8 @@
 export const ERRORS = {
   BAD_REQUEST: { status: 400, message: 'bad request' },
   UNAUTHORIZED: { status: 401, message: 'missing or unknown token' },
+  HOST_NOT_ALLOWED: { status: 403, message: 'the admin API does not answer to this host name' },
+  CROSS_ORIGIN_REQUEST: { status: 403, message: 'refused a request made by a page from another origin' },
   NOT_FOUND: { status: 404, message: 'not found' },
   UNKNOWN_APP: { status: 404, message: 'unknown app' },
   UNKNOWN_POOL: { status: 404, message: 'unknown pool' },
@@ -14,11 +16,15 @@ export const ERRORS = {
   CONFLICT: { status: 409, message: 'conflict' },
   POOL_UNHEALTHY: { status: 409, message: 'the pool has no healthy target' },
   VERSION_MISMATCH: { status: 409, message: 'the pool does not run the expected version' },
+  /** a write without If-Match kept losing the compare-and-set to other writers until its deadline */
+  WRITE_CONFLICT: { status: 409, message: 'other writers kept getting there first; try again' },
   STALE_REVISION: { status: 412, message: 'stale revision' },
   BODY_TOO_LARGE: { status: 413, message: 'body over 64 KiB' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'writes must be application/json' },
   TOO_MANY_FAILED_LOGINS: { status: 429, message: 'too many failed logins' },
   INTERNAL: { status: 500, message: 'internal error' },
+  /** a stored routing state breaks an invariant (src/state/invariants.ts): refused on write, reported on read */
+  INVALID_STATE: { status: 500, message: 'the routing state is not valid' },
   STORE_UNAVAILABLE: { status: 503, message: 'the store cannot be written' },
   // data plane
   MISDIRECTED: { status: 421, message: 'no app for this host' },

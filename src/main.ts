@@ -1,3 +1,4 @@
+import { writeSync } from 'node:fs';
 import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
 import { build } from './app.ts';
@@ -6,7 +7,7 @@ import { startPrimary, workerCount } from './cluster/primary.ts';
 import { startWorker } from './cluster/worker.ts';
 import { loadConfig } from './config/load.ts';
 import { ConfigError } from './errors.ts';
-import { createLogger } from './logger.ts';
+import { createLogger, LogSink } from './logger.ts';
 import { releaseStartupMemory } from './memory.ts';
 
 /**
@@ -26,12 +27,15 @@ export async function serve(args: string[]): Promise<void> {
     }
     throw err;
   }
-  const logger = createLogger(config.log.level, process.stdout.isTTY === true);
+  const sink = logSink();
+  const logger = createLogger(config.log.level, sink === undefined, sink);
+  const exit = exitAfterLog(sink);
+  const logDeps = sink === undefined ? {} : { logSink: sink };
   let app: { listen(): Promise<unknown>; shutdown(): Promise<unknown> };
   try {
     // `workers: N > 1`: this process becomes the primary (src/cluster) and forks N data planes running this file
     const workers = workerCount(config.workers);
-    app = workers > 1 ? await startPrimary(config, { logger, workers, exec: import.meta.filename }) : await build(config, { logger });
+    app = workers > 1 ? await startPrimary(config, { logger, ...logDeps, workers, exec: import.meta.filename }) : await build(config, { logger, ...logDeps });
     await app.listen();
     releaseStartupMemory();
   } catch (err) {
@@ -40,7 +44,7 @@ export async function serve(args: string[]): Promise<void> {
       process.exit(2);
     }
     logger.fatal({ err }, 'switchyard failed to start');
-    process.exit(1);
+    return exit(1);
   }
   let stopping = false;
   const stop = (signal: string): void => {
@@ -48,15 +52,43 @@ export async function serve(args: string[]): Promise<void> {
     stopping = true;
     logger.info({ signal }, 'signal received');
     app.shutdown().then(
-      () => process.exit(0),
+      () => exit(0),
       (err: unknown) => {
         logger.fatal({ err }, 'shutdown failed');
-        process.exit(1);
+        return exit(1);
       },
     );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+}
+
+/** How long an exit waits for queued log lines to reach stdout: a stuck reader never holds the exit longer. */
+const LOG_SETTLE_MS = 1000;
+
+/**
+ * The JSON log's stdout destination; whatever is still queued when the process exits gets one
+ * synchronous try. None on a terminal: the human-readable lines go through pino-pretty's own
+ * transport, whose writes the sink cannot count (so no figure is shown rather than a false 0).
+ */
+function logSink(): LogSink | undefined {
+  if (process.stdout.isTTY === true) return undefined;
+  const sink = new LogSink(1);
+  process.on('exit', () => {
+    sink.writeRemainingSync();
+    const lost = sink.lostSummary();
+    try {
+      if (lost !== null) writeSync(2, lost);
+    } catch {
+      // stderr is gone too: nothing left to tell
+    }
+  });
+  return sink;
+}
+
+/** Exits once the queued log lines are written, or after LOG_SETTLE_MS if stdout does not take them. */
+function exitAfterLog(sink: LogSink | undefined): (code: number) => Promise<never> {
+  return (code) => (sink?.settle(LOG_SETTLE_MS) ?? Promise.resolve()).then(() => process.exit(code));
 }
 
 /** A node:cluster worker of `workers: N`: config and routing state come from the primary over IPC. */
@@ -69,12 +101,13 @@ function serveWorker(): void {
     onMessage: (fn) => process.on('message', (msg: unknown) => isOurs<ToWorker>(msg) && fn(msg)),
     onDisconnect: (fn) => process.on('disconnect', fn),
   };
-  const worker = startWorker({ channel, logger: (config) => createLogger(config.log.level, process.stdout.isTTY === true) });
+  const sink = logSink();
+  const worker = startWorker({ channel, ...(sink === undefined ? {} : { logSink: sink }), logger: (config) => createLogger(config.log.level, sink === undefined, sink) });
   // a signal can reach a worker itself (Ctrl-C, systemd's control-group kill): drain, as the primary asks
   process.on('SIGTERM', () => void worker.shutdown());
   process.on('SIGINT', () => void worker.shutdown());
   // exit once the last message (`stopped`, `fatal`) is out, or after a second if the channel is gone
-  const exit = (code: number) => () => Promise.race([last, new Promise((r) => setTimeout(r, 1000).unref())]).then(() => process.exit(code));
+  const exit = (code: number) => () => Promise.race([last, new Promise((r) => setTimeout(r, 1000).unref())]).then(() => exitAfterLog(sink)(code));
   worker.stopped.then(exit(0), exit(1));
 }
 

@@ -34,8 +34,10 @@ export function canaryRoutes(controller: Controller): AdminRoute[] {
       handler: ({ params }) => {
         const name = params['app'] as string;
         const cfg = controller.appConfig(name);
-        const pool = controller.snapshot.byName.get(name)?.poolsByName.get(params['pool'] as string);
-        if (pool === undefined) throw new SwitchyardError('UNKNOWN_POOL', `app "${name}" has no pool "${params['pool']}"`);
+        const poolName = params['pool'] as string;
+        // a Map lookup: a pool name like `constructor` or `__proto__` is simply not there
+        const pool = controller.snapshot.byName.get(name)?.poolsByName.get(poolName);
+        if (pool === undefined) throw new SwitchyardError('UNKNOWN_POOL', `app "${name}" has no pool "${poolName}"`, { details: [{ path: 'pool', message: `unknown pool (pools: ${Object.keys(cfg.pools).join(', ')})` }] });
         if (cfg.preview === undefined || pool.previewValue === null) throw new SwitchyardError('CONFLICT', `app "${name}" has no preview config`);
         return { json: { header: cfg.preview.header, value: pool.previewValue } };
       },

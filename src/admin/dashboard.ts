@@ -7,13 +7,16 @@ import type { FallbackHandler } from './router.ts';
  * The dashboard's static files on the admin listener: `/` and a few assets, read once at startup
  * (a few tens of KB). The page itself needs no token; every figure it shows comes from the
  * authenticated `/v1` API, called with the token the operator types (sessionStorage, Bearer
- * header, no cookies: a cross-site page cannot make the browser send it, so there is no CSRF).
+ * header, no cookies: a cross-site page cannot make the browser send it). Without tokens the
+ * browser itself would be the credential: request-guard.ts refuses cross-site and rebinding
+ * requests, while this page, on the API's own origin, sends JSON writes and passes.
  */
 
 const FILES: Readonly<Record<string, { file: string; type: string }>> = {
   '/': { file: 'index.html', type: 'text/html; charset=utf-8' },
   '/index.html': { file: 'index.html', type: 'text/html; charset=utf-8' },
-  '/app.js': { file: 'app.js', type: 'text/javascript; charset=utf-8' },
+  // the page's ES modules, one per panel (index.html loads app.js, which imports the rest)
+  ...Object.fromEntries(['app.js', 'api.js', 'dom.js', 'ui.js', 'chart.js', 'app-view.js', 'rollout-panel.js'].map((f) => [`/${f}`, { file: f, type: 'text/javascript; charset=utf-8' }])),
   '/style.css': { file: 'style.css', type: 'text/css; charset=utf-8' },
   '/favicon.svg': { file: 'favicon.svg', type: 'image/svg+xml' },
 };

@@ -80,6 +80,11 @@ export class Router {
     return this;
   }
 
+  /** Every route, in registration order (the OpenAPI document is built from this table). */
+  routes(): readonly AdminRoute[] {
+    return this.#routes.map((c) => c.route);
+  }
+
   /** HEAD is answered by a GET route (node:http leaves the body out). */
   match(method: string, pathname: string): Match {
     const want = method === 'HEAD' ? 'GET' : method;

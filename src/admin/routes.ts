@@ -29,20 +29,23 @@ export function etagOf(revision: number): string {
   return `"${revision}"`;
 }
 
-/** An app's AppState with its ETag. */
-export function appStateReply(controller: Controller, counts: CountsSource, app: string, status = 200, health?: HealthSource): Reply {
-  const view = appStateView(controller, counts, app, health);
+/** An app's AppState with its ETag: of `state` when given (what a write wrote), else the current one. */
+export function appStateReply(controller: Controller, counts: CountsSource, app: string, status = 200, health?: HealthSource, state?: RoutingState): Reply {
+  const view = appStateView(controller, counts, app, health, state);
   return { status, headers: { etag: etagOf(view.revision) }, json: view };
 }
 
 /**
- * Runs a write and answers the new AppState. A stale If-Match is a 412 that carries the current
- * state (and its ETag), so the caller can look and retry without another round trip.
+ * Runs a write and answers the AppState it wrote (never a later writer's: under concurrency the
+ * body and ETag are this write's own revision), or the current one for a write that changed
+ * nothing. A stale If-Match is a 412 that carries the current state (and its ETag), so the
+ * caller can look and retry without another round trip.
  */
 async function write(deps: CoreRouteDeps, ctx: RouteContext, app: string, run: (opts: WriteOptions) => Promise<RoutingState>, fields: { reason?: string | null | undefined; force?: boolean | undefined }): Promise<Reply> {
   const opts: WriteOptions = { by: ctx.actor ?? ANONYMOUS, reason: fields.reason ?? null, expectedRevision: ctx.expectedRevision(), force: fields.force ?? false };
+  let written: RoutingState;
   try {
-    await run(opts);
+    written = await run(opts);
   } catch (err) {
     if (err instanceof SwitchyardError && err.code === 'STALE_REVISION') {
       const current = appStateView(deps.controller, deps.counts, app, deps.health);
@@ -51,7 +54,7 @@ async function write(deps: CoreRouteDeps, ctx: RouteContext, app: string, run: (
     }
     throw err;
   }
-  return appStateReply(deps.controller, deps.counts, app, 200, deps.health);
+  return appStateReply(deps.controller, deps.counts, app, 200, deps.health, written);
 }
 
 /** `expectVersion` of a switch: a fresh check of `to`'s targets, 409 VERSION_MISMATCH unless they all run it. */

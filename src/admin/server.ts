@@ -7,7 +7,9 @@ import type { HealthSource } from '../health/monitor.ts';
 import { SwitchyardError } from '../errors.ts';
 import { http } from '../node-http.ts';
 import { Authenticator } from './auth.ts';
+import { attachOpenApi } from './openapi.ts';
 import { parseIfMatch, readJson, validate } from './body.ts';
+import { RequestGuard } from './request-guard.ts';
 import { coreRoutes } from './routes.ts';
 import { isV1, Router, writeError, writeReply, type AdminRoute, type FallbackHandler, type RouteContext } from './router.ts';
 
@@ -51,6 +53,7 @@ export function createAdminServer(deps: AdminServerDeps): Server {
   for (const route of [...core, ...(deps.routes ?? [])]) router.add(route);
   const authenticator = new Authenticator({ tokens: admin.tokens, maxFailedLogins: admin.maxFailedLogins, now });
   const logger = deps.logger;
+  const guard = new RequestGuard({ adminHost: admin.host, allowedHosts: admin.allowedHosts });
 
   /** Answers 401/429 and returns null, or returns the actor. */
   function authenticate(req: IncomingMessage, res: ServerResponse): string | null {
@@ -71,12 +74,15 @@ export function createAdminServer(deps: AdminServerDeps): Server {
     res.once('finish', () => {
       logger.debug({ method, path: url.pathname, status: res.statusCode, actor, ms: now() - started }, 'admin request');
     });
+    // before auth: a refused browser request learns nothing, not even whether a token is needed
+    guard.check(req, url.pathname);
     if (isV1(url.pathname)) {
       actor = authenticate(req, res);
       if (actor === null) return;
     }
     const match = router.match(method, url.pathname);
     if (match.kind === 'route') {
+      guard.checkWrite(req);
       if (actor === null && Router.needsAuth(match.route)) {
         actor = authenticate(req, res);
         if (actor === null) return;
@@ -106,6 +112,9 @@ export function createAdminServer(deps: AdminServerDeps): Server {
       err = new SwitchyardError('INTERNAL');
     } else if (err.status >= 500) {
       logger.warn({ err, method: req.method, path }, `admin request failed: ${err.code}`);
+    } else if (err.code === 'HOST_NOT_ALLOWED' || err.code === 'CROSS_ORIGIN_REQUEST') {
+      // what an operator needs to tell an attack from a missing admin.allowedHosts entry
+      logger.warn({ address: req.socket.remoteAddress, method: req.method, path, host: req.headers.host, origin: req.headers.origin, code: err.code }, 'admin request from a browser page refused');
     }
     if (res.headersSent) {
       res.destroy();
@@ -119,6 +128,7 @@ export function createAdminServer(deps: AdminServerDeps): Server {
   const server = http.createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS }, (req, res) => {
     handle(req, res).catch((err: unknown) => fail(req, res, err));
   });
+  attachOpenApi(router, server);
   return server;
 }
 

@@ -1,9 +1,10 @@
 import type { Controller } from '../control/controller.ts';
-import type { CountsSource, PoolCounts } from '../control/counts.ts';
+import { drainVerdict, type CountsSource, type InstancesFigure, type PoolCounts } from '../control/counts.ts';
+import type { AppConfig } from '../config/schema.ts';
 import { SwitchyardError } from '../errors.ts';
 import type { HealthSource, PoolHealth, TargetStateView } from '../health/monitor.ts';
-import type { HistoryEntry } from '../state/types.ts';
-import { activePool, bpToPct, weightsToPct } from '../state/weights.ts';
+import type { HistoryEntry, RoutingState } from '../state/types.ts';
+import { activePool, bpToPct, ownOf, weightsToPct } from '../state/weights.ts';
 
 /**
  * The JSON the admin API answers with, built from the controller's state and the live counts.
@@ -17,6 +18,8 @@ export interface PoolView {
   weight: number;
   inflight: number;
   upgraded: number;
+  /** requests routed to the pool by an affinity pin in the last 60 s, summed over the fleet */
+  pinned: number;
   drained: boolean;
   /** the health gate's verdict (true without health checks); with a health source only */
   healthy?: boolean;
@@ -37,7 +40,8 @@ export interface AppStateView {
   updatedBy: string;
   reason: string | null;
   pools: Record<string, PoolView>;
-  instances: { applied: number; total: number };
+  /** `total` is null (with `unknown: true` and the reason) while the fleet's figures cannot be read */
+  instances: InstancesFigure;
 }
 
 export interface DrainView {
@@ -54,6 +58,10 @@ export interface DrainView {
   /** ms left until `deadline` by the server's clock (0 once passed), or null; spares the CLI a clock-skew guess */
   remainingMs: number | null;
   drained: boolean;
+  /** why it is not drained (null once drained) */
+  reason: string | null;
+  /** set while the other instances' figures cannot be read: the counts above are a lower bound */
+  unknown?: true;
   /** per-instance counts, only when asked for (`?instances=1`) */
   instances?: Record<string, PoolCounts>;
 }
@@ -68,22 +76,32 @@ export interface HistoryEntryView {
   at: string;
 }
 
-/** A pool is drained once no traffic is sent to it and nothing it carried is still open. */
-export function isDrained(weightBp: number, counts: PoolCounts): boolean {
-  return weightBp === 0 && counts.inflight === 0 && counts.upgraded === 0;
+/**
+ * Until when affinity pins to `pool` can route (epoch ms), or null: only a pool at weight 0 with
+ * affinity configured and targets left holds pins, for `affinity.window` after its weight became
+ * 0, and only once a later revision than the seed drained it.
+ */
+export function pinsUntil(cfg: AppConfig, state: RoutingState, pool: string): number | null {
+  const since = (state.weights[pool] ?? 0) === 0 ? state.drainingSince[pool] : undefined;
+  // revision 1 (the seed): no pin older than the current revision exists, so none can route (see affinity.ts)
+  if (cfg.affinity === undefined || since === undefined || state.revision <= 1 || (cfg.pools[pool]?.targets.length ?? 0) === 0) return null;
+  const ms = Date.parse(since);
+  return Number.isFinite(ms) ? ms + cfg.affinity.window : null;
 }
 
-export function appStateView(controller: Controller, counts: CountsSource, app: string, health?: HealthSource): AppStateView {
+/** `state`: the one to show (a write answers the state it wrote, not whatever is current by now) @default the current state */
+export function appStateView(controller: Controller, counts: CountsSource, app: string, health?: HealthSource, state: RoutingState = controller.state(app), now: number = Date.now()): AppStateView {
   const cfg = controller.appConfig(app);
-  const state = controller.state(app);
   const names = Object.keys(cfg.pools);
   const pools: Record<string, PoolView> = {};
+  const unknown = counts.figuresUnknown?.() ?? null;
   for (const name of names) {
     const pool = cfg.pools[name];
     if (pool === undefined) continue;
-    const bp = state.weights[name] ?? 0;
+    const bp = ownOf(state.weights, name) ?? 0;
     const c = counts.poolCounts(app, name);
-    const view: PoolView = { version: pool.version, targets: [...pool.targets], weight: bpToPct(bp), inflight: c.inflight, upgraded: c.upgraded, drained: isDrained(bp, c) };
+    const verdict = drainVerdict({ weightBp: bp, counts: c, pinsUntil: pinsUntil(cfg, state, name), now });
+    const view: PoolView = { version: pool.version, targets: [...pool.targets], weight: bpToPct(bp), inflight: c.inflight, upgraded: c.upgraded, pinned: c.pinned, drained: unknown === null && verdict.drained };
     if (health !== undefined) {
       const h = health.poolHealth(app, name);
       view.healthy = h.healthy;
@@ -117,10 +135,10 @@ export function drainView(controller: Controller, counts: CountsSource, app: str
     throw new SwitchyardError('UNKNOWN_POOL', `app "${app}" has no pool "${pool}"`, { details: [{ path: 'pool', message: `unknown pool (pools: ${Object.keys(cfg.pools).join(', ')})` }] });
   }
   const state = controller.state(app);
-  const bp = state.weights[pool] ?? 0;
+  const bp = ownOf(state.weights, pool) ?? 0;
   const c = counts.poolCounts(app, pool);
   // drainingSince is only meaningful while the pool is at 0; a stale entry is ignored
-  const since = bp === 0 ? (state.drainingSince[pool] ?? null) : null;
+  const since = bp === 0 ? (ownOf(state.drainingSince, pool) ?? null) : null;
   const sinceMs = since === null ? NaN : Date.parse(since);
   const deadlineMs = Number.isFinite(sinceMs) ? sinceMs + cfg.drain.timeout : null;
   const view: DrainView = {
@@ -132,8 +150,11 @@ export function drainView(controller: Controller, counts: CountsSource, app: str
     drainingSince: since,
     deadline: deadlineMs === null ? null : new Date(deadlineMs).toISOString(),
     remainingMs: deadlineMs === null ? null : Math.max(0, deadlineMs - now),
-    drained: isDrained(bp, c),
+    ...drainVerdict({ weightBp: bp, counts: c, pinsUntil: pinsUntil(cfg, state, pool), now }),
   };
+  const unknown = counts.figuresUnknown?.() ?? null;
+  // drained only when every live instance's figures were read: an unreadable peer may still carry requests
+  if (unknown !== null) Object.assign(view, { drained: false, unknown: true, reason: `fleet figures unknown: ${unknown}${view.reason === null ? '' : `; ${view.reason}`}` });
   if (opts.byInstance === true) view.instances = counts.poolCountsByInstance(app, pool);
   return view;
 }

@@ -94,7 +94,7 @@ async function drainWait(ctx: CommandContext, path: string): Promise<number> {
   let warned = false;
   for (;;) {
     const v = await ctx.client.get<DrainView>(path);
-    const key = [v.weight, v.inflight, v.upgraded, v.pinned, v.drained].join('/');
+    const key = [v.weight, v.inflight, v.upgraded, v.pinned, v.drained, v.unknown].join('/');
     if (key !== last) {
       ctx.out(ctx.json ? JSON.stringify(v) : drainLine(v));
       last = key;
@@ -109,7 +109,7 @@ async function drainWait(ctx: CommandContext, path: string): Promise<number> {
     }
     const left = deadline - ctx.now();
     if (left <= 0) {
-      ctx.err(`error: ${v.pool} not drained after ${humanDuration(timeout)}: ${v.inflight} in flight, ${v.upgraded} upgraded, weight ${pct(v.weight)}`);
+      ctx.err(`error: ${v.pool} not drained after ${humanDuration(timeout)}: ${v.reason ?? `${v.inflight} in flight, ${v.upgraded} upgraded, weight ${pct(v.weight)}`}`);
       return 1;
     }
     await ctx.sleep(Math.min(interval, left));

@@ -58,7 +58,7 @@ export function appDetail(s: AppStateView): string[] {
   return [
     appLine(s),
     ...table(rows, '  '),
-    `  updated ${s.updatedAt}; ${s.instances.applied}/${s.instances.total} instance(s) route on rev ${s.revision}`,
+    `  updated ${s.updatedAt}; ${s.instances.total === null ? `${s.instances.applied}/? instance(s) known to route on rev ${s.revision} (${s.instances.reason})` : `${s.instances.applied}/${s.instances.total} instance(s) route on rev ${s.revision}`}`,
   ];
 }
 
@@ -72,7 +72,8 @@ export function historyLines(entries: readonly HistoryEntryView[]): string[] {
 /** `blue  weight 0%  inflight 3  upgraded 1  pinned 4  draining since …, closed at … (in 4m)` */
 export function drainLine(v: DrainView): string {
   const parts = [v.pool, `weight ${pct(v.weight)}`, `inflight ${v.inflight}`, `upgraded ${v.upgraded}`, `pinned ${v.pinned}`];
-  if (v.drained) parts.push('drained');
+  if (v.unknown === true) parts.push(`unknown: ${v.reason ?? ''}`);
+  else if (v.drained) parts.push('drained');
   else if (v.drainingSince === null) parts.push('serving');
   else if (v.deadline !== null) {
     const left = v.remainingMs === null || v.remainingMs === undefined ? '' : v.remainingMs > 0 ? ` (in ${humanDuration(v.remainingMs)})` : ' (passed)';

@@ -3,6 +3,7 @@ import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { ConfigError } from '../errors.ts';
 import { AdminClient, ApiError, UnreachableError } from './client.ts';
 import { COMMANDS, UsageError, type ApiCommand, type CommandContext } from './commands.ts';
+import { closest, unknownNameHint } from './suggest.ts';
 
 /** Where the CLI writes and what it reads of its environment, so tests run it in-process. */
 export interface CliIo {
@@ -70,7 +71,8 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
   }
   const cmd = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
   if (cmd === undefined) {
-    err(`error: unknown command "${name}"\n${usage()}`);
+    const guess = closest(name, Object.keys(COMMANDS));
+    err(`error: unknown command "${name}"${guess === undefined ? '' : `; did you mean "${guess}"?`}\n${usage()}`);
     return 2;
   }
   const usageLine = `usage: switchyard ${cmd.usage} ${GLOBAL_USAGE}`;
@@ -123,6 +125,8 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     if (e instanceof ApiError) {
       err(`error ${e.code}: ${e.message}`);
       if (e.status === 401) err('hint: pass the admin token with --token or $SWITCHYARD_TOKEN');
+      const names = client === undefined ? undefined : await unknownNameHint(client, e.code, e.message);
+      if (names !== undefined) err(`hint: ${names}`);
       return 1;
     }
     err(`error: ${e instanceof UnreachableError || e instanceof Error ? e.message : String(e)}`);
@@ -137,7 +141,15 @@ function parseCommandArgs(cmd: ApiCommand, args: string[]): { values: Record<str
     const { values, positionals } = parseArgs({ args, options: { ...GLOBAL_OPTIONS, ...cmd.options }, allowPositionals: true, strict: true });
     return { values: values as Record<string, string | boolean | undefined>, positionals };
   } catch (e) {
-    // parseArgs says what is wrong (unknown option, missing value) in its message
+    const code = (e as { code?: unknown }).code;
+    const option = /'(-{1,2}[^'\s]+)'/.exec(e instanceof Error ? e.message : '')?.[1];
+    if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && option !== undefined) {
+      // parseArgs' own message for this one ends in a stray quote and names no valid option
+      const known = Object.entries({ ...cmd.options, ...GLOBAL_OPTIONS }).map(([long, o]) => `--${long}${'short' in o && o.short !== undefined ? `/-${o.short}` : ''}`);
+      const guess = option.startsWith('--') ? closest(option, Object.keys({ ...GLOBAL_OPTIONS, ...cmd.options }).map((k) => `--${k}`)) : undefined;
+      throw new UsageError(`unknown option ${option}${guess === undefined ? '' : ` (did you mean ${guess}?)`}; ${cmd.usage.split(' ')[0] ?? ''} takes ${known.join(', ')}; an argument that starts with "-" goes after "--"`);
+    }
+    // parseArgs says what is wrong (a missing value, a value given to a flag) in its message
     throw new UsageError(e instanceof Error ? e.message : String(e));
   }
 }

@@ -1,3 +1,4 @@
+import { parseDuration } from '../config/duration.ts';
 import type { RolloutView } from '../rollout/view.ts';
 import type { ApiCommand, CommandContext } from './commands.ts';
 import { humanDuration, pct } from './format.ts';
@@ -6,6 +7,9 @@ import { UsageError } from './usage-error.ts';
 const VERBS = ['start', 'status', 'pause', 'resume', 'promote', 'abort'] as const;
 type Verb = (typeof VERBS)[number];
 const START_ONLY = ['to', 'preset', 'steps', 'max-error-rate', 'max-p99', 'min-requests', 'on-failure', 'no-analysis'] as const;
+const WAIT_ONLY = ['timeout', 'interval'] as const;
+/** The states a rollout ends in; `--wait` exits 0 on the first, 1 on the others. */
+const ENDED: Readonly<Record<string, number>> = { succeeded: 0, 'rolled-back': 1, aborted: 1 };
 
 /** `10:5m,50:5m,100` into API steps. */
 export function parseStepsArg(arg: string): { weight: number; pause?: string }[] {
@@ -77,11 +81,51 @@ export function rolloutLines(r: RolloutView): string[] {
   return lines;
 }
 
+/** `--timeout`/`--interval` of `--wait` in milliseconds (the same duration syntax as the config). */
+function waitMs(ctx: CommandContext, name: (typeof WAIT_ONLY)[number], fallback: string): number {
+  const raw = ctx.values[name] ?? fallback;
+  const n = typeof raw === 'string' ? parseDuration(raw) : undefined;
+  if (n === undefined || n <= 0) throw new UsageError(`--${name} must be a duration like 30s, 10m or 1h, got "${String(raw)}"`);
+  return n;
+}
+
+/**
+ * `--wait`: polls the rollout until it ends, printing each change of state or step, for a
+ * pipeline to gate on: 0 succeeded, 1 rolled back or aborted (or still running at `--timeout`).
+ * A paused rollout is waited on: resuming, promoting or aborting it is an operator's call.
+ */
+async function waitForEnd(ctx: CommandContext, path: string, first: RolloutView, { timeout, interval }: { timeout: number; interval: number }): Promise<number> {
+  const deadline = ctx.now() + timeout;
+  let r = first;
+  let seen = '';
+  for (;;) {
+    const key = `${r.id}/${r.state}/${r.step}`;
+    if (key !== seen) {
+      seen = key;
+      if (ctx.json) ctx.out(JSON.stringify(r));
+      else for (const line of rolloutLines(r)) ctx.out(line);
+    }
+    const code = ENDED[r.state];
+    if (code !== undefined) {
+      const why = r.lastAnalysis?.why;
+      if (code !== 0) ctx.err(`error: rollout ${r.id} of ${r.app} ${r.state}${why === undefined ? '' : `: ${why}`}`);
+      return code;
+    }
+    const left = deadline - ctx.now();
+    if (left <= 0) {
+      ctx.err(`error: rollout ${r.id} still ${r.state} at step ${r.step}/${r.steps.length} after ${humanDuration(timeout)}`);
+      return 1;
+    }
+    await ctx.sleep(Math.min(interval, left));
+    r = await ctx.client.get<RolloutView>(path);
+  }
+}
+
 /** `switchyard rollout APP start|status|pause|resume|promote|abort` */
 export const rolloutCommand: ApiCommand = {
-  usage: 'rollout APP start|status|pause|resume|promote|abort [options]',
+  usage: 'rollout APP start|status|pause|resume|promote|abort [options] [--wait [--timeout D] [--interval D]]',
   summary:
-    'progressive rollout with automatic analysis and rollback — start --to POOL (--preset canary10-5m | --steps 10:5m,50:5m,100) [--max-error-rate 0.01] [--max-p99 MS] [--min-requests 100] [--on-failure rollback|pause] [--no-analysis] [--reason R]; status; pause; resume; promote (100 % now) and abort (starting weights back) [--reason R] [--force]',
+    'progressive rollout with automatic analysis and rollback — start --to POOL (--preset canary10-5m | --steps 10:5m,50:5m,100) [--max-error-rate 0.01] [--max-p99 MS] [--min-requests 100] [--on-failure rollback|pause] [--no-analysis] [--reason R]; status; pause; resume; promote (100 % now) and abort (starting weights back) [--reason R] [--force]; start and status take --wait [--timeout 1h] [--interval 2s]: wait until it ends, exit 0 succeeded, 1 rolled back, aborted or timed out',
   args: [2, 2],
   options: {
     to: { type: 'string' },
@@ -94,6 +138,9 @@ export const rolloutCommand: ApiCommand = {
     'no-analysis': { type: 'boolean' },
     reason: { type: 'string' },
     force: { type: 'boolean' },
+    wait: { type: 'boolean' },
+    timeout: { type: 'string' },
+    interval: { type: 'string' },
   },
   async run(ctx) {
     const [app, verb] = ctx.args as [string, string];
@@ -104,6 +151,12 @@ export const rolloutCommand: ApiCommand = {
       if (misplaced !== undefined) throw new UsageError(`--${misplaced} goes with start only`);
     }
     if (ctx.values.force !== undefined && v !== 'promote' && v !== 'abort') throw new UsageError('--force goes with promote or abort only');
+    const wait = ctx.values.wait === true;
+    if (wait && v !== 'start' && v !== 'status') throw new UsageError('--wait goes with start or status only');
+    const misplacedWait = WAIT_ONLY.find((o) => ctx.values[o] !== undefined);
+    if (!wait && misplacedWait !== undefined) throw new UsageError(`--${misplacedWait} goes with --wait only`);
+    // read before anything is started: a bad --timeout is a bad call (2), not a started rollout
+    const limits = wait ? { timeout: waitMs(ctx, 'timeout', '1h'), interval: waitMs(ctx, 'interval', '2s') } : null;
     const base = `/v1/apps/${encodeURIComponent(app)}/rollouts`;
     let r: RolloutView;
     if (v === 'start') r = await ctx.client.post<RolloutView>(base, startBody(ctx));
@@ -114,6 +167,7 @@ export const rolloutCommand: ApiCommand = {
       if (ctx.values.force === true) body.force = true;
       r = await ctx.client.post<RolloutView>(`${base}/current/${v}`, body);
     }
+    if (limits !== null) return waitForEnd(ctx, `${base}/current`, r, limits);
     if (ctx.json) ctx.out(JSON.stringify(r, null, 2));
     else for (const line of rolloutLines(r)) ctx.out(line);
     return 0;

@@ -18,12 +18,10 @@ export class GroupFleet extends Fleet {
   }
 
   override own(): Heartbeat {
+    // applied and digests already come through ownRevision (below): the group's lowest revision
     const hb = super.own();
     const group = this.group;
-    if (group === undefined) return hb;
-    const applied: Record<string, number> = {};
-    for (const [app, revision] of Object.entries(hb.applied)) applied[app] = group.revision(app, revision);
-    return { ...hb, applied, pools: group.pools() };
+    return group === undefined ? hb : { ...hb, pools: group.pools() };
   }
 
   override ownCounts(app: string, pool: string): PoolCounts {

@@ -8,6 +8,7 @@ import { loadDashboard } from '../admin/dashboard.ts';
 import type { AdminRoute } from '../admin/router.ts';
 import { rolloutRoutes } from '../admin/rollout-routes.ts';
 import { createAdminServer } from '../admin/server.ts';
+import { wantsHistory } from '../admin/stats-routes.ts';
 import { openStore } from '../app.ts';
 import type { Config } from '../config/schema.ts';
 import { Controller } from '../control/controller.ts';
@@ -15,6 +16,7 @@ import type { CountsSource } from '../control/counts.ts';
 import { fleetCounts } from '../control/fleet.ts';
 import { Runtime } from '../dataplane/runtime.ts';
 import { HealthMonitor } from '../health/monitor.ts';
+import { registerLogMetrics, type LogSink } from '../logger.ts';
 import { createTelemetry, fleetPeerWindows, type Telemetry } from '../metrics/telemetry.ts';
 import type { Rollouts } from '../rollout/rollouts.ts';
 import { createRollouts, type RolloutTuning } from '../rollout/setup.ts';
@@ -36,6 +38,8 @@ export interface PrimaryDeps {
   /** @default `${hostname()}:${pid}` */
   readonly instanceId?: string;
   readonly rollouts?: RolloutTuning;
+  /** the log's destination (main.ts): its write errors go to /metrics and /readyz */
+  readonly logSink?: LogSink;
 }
 
 export interface Primary {
@@ -117,6 +121,7 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
       metrics.forget(slot);
     },
   });
+  if (deps.logSink !== undefined) registerLogMetrics(telemetry.metrics.registry, deps.logSink);
   const metrics = new GroupMetrics({ registry: telemetry.metrics.registry, sendReady: (msg) => supervisor.sendReady(msg) });
 
   function onWorkerMessage(slot: number, msg: ToPrimary): void {
@@ -172,7 +177,7 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
     method: 'GET',
     path: '/v1/apps/:app/stats',
     handler: (ctx) => {
-      const view = telemetry.stats.view(ctx.params['app'] as string);
+      const view = telemetry.stats.view(ctx.params['app'] as string, { history: wantsHistory(ctx.url) });
       // the workers' merged export is this instance's own figures, not another instance
       return { json: { ...view, fleet: fleet !== null, instances: group.stats() === null ? view.instances : Math.max(1, view.instances - 1), workers: group.size } };
     },
@@ -188,7 +193,9 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
     readyDetails: () => ({
       shuttingDown,
       store: store.kind,
+      ...(deps.logSink === undefined ? {} : { log: deps.logSink.view() }),
       revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])),
+      brokenStates: controller.brokenStates(),
       workers: supervisor.view().map((w) => ({ ...w, ...group.figures(w.slot) })),
       ...fleet?.details(),
     }),
@@ -201,6 +208,7 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
   async function closeAll(): Promise<void> {
     admin.close();
     admin.closeAllConnections();
+    telemetry.stats.close();
     await health.close();
     await rollouts.close();
     await fleet?.close();

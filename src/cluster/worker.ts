@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import type { PoolCounts } from '../control/counts.ts';
@@ -7,7 +6,9 @@ import { TrustedProxies } from '../dataplane/headers.ts';
 import { Runtime } from '../dataplane/runtime.ts';
 import { processLimits } from '../dataplane/limits.ts';
 import { DataPlane } from '../dataplane/server.ts';
+import { stopDataPlane } from '../dataplane/shutdown.ts';
 import { HealthMonitor, type HealthChange } from '../health/monitor.ts';
+import { registerLogMetrics, type LogSink } from '../logger.ts';
 import type { Probe } from '../health/probe.ts';
 import { createTelemetry, type Telemetry } from '../metrics/telemetry.ts';
 import type { RoutingState } from '../state/types.ts';
@@ -22,6 +23,8 @@ export interface WorkerOptions {
   readonly logger: (config: Config) => Logger;
   /** @default Date.now */
   readonly now?: () => number;
+  /** the log's destination (main.ts): its write errors go to the worker's metrics */
+  readonly logSink?: LogSink;
   /** ms between reports to the primary @default 500 */
   readonly reportInterval?: number;
 }
@@ -135,6 +138,7 @@ class WorkerPlane {
     this.health.on('change', (c: HealthChange) => this.onEjected(c));
     this.telemetry = createTelemetry({ config, controller: this.routing, runtime: this.runtime, store: {}, logger, now });
     const telemetry = this.telemetry;
+    if (opts.logSink !== undefined) registerLogMetrics(telemetry.metrics.registry, opts.logSink);
     this.dataPlane = new DataPlane({
       source: this.routing,
       runtime: this.runtime,
@@ -219,38 +223,17 @@ class WorkerPlane {
     return this.runtime.allPools().reduce((n, p) => n + p.inflight + p.upgraded, 0);
   }
 
-  /** As the single process's shutdown (app.ts): keep accepting for `delay`, drain within `grace`, cut at `hardStop`. */
+  /** As the single process's shutdown (app.ts, src/dataplane/shutdown.ts): delay, grace, hardStop. */
   async shutdown(): Promise<{ cut: number }> {
-    const { delay, grace, hardStop } = this.config.shutdown;
-    const dp = this.dataPlane;
     const started = this.now();
-    dp.closing = true;
-    this.logger.info({ inflight: this.inflight(), delay, grace, hardStop }, 'worker shutting down: draining');
-    if (delay > 0) await sleep(delay);
-    dp.stopListening();
-    dp.server.closeIdleConnections();
-    for (const p of this.runtime.allPools()) for (const c of p.open) if ((c as { upgraded?: boolean }).upgraded === true) c.cut('shutdown');
-    let warned = false;
-    while (this.inflight() > 0 && this.now() - started < hardStop) {
-      if (!warned && this.now() - started >= grace) {
-        warned = true;
-        this.logger.warn({ inflight: this.inflight() }, 'shutdown grace passed with requests still in flight; cutting at hardStop');
-      }
-      dp.server.closeIdleConnections();
-      await sleep(25);
-    }
-    const cut = this.inflight();
-    if (cut > 0) {
-      for (const p of this.runtime.allPools()) for (const c of [...p.open]) c.cut('shutdown');
-      dp.server.closeAllConnections();
-      this.logger.warn({ cut }, 'hard stop: cut connections still open');
-    }
+    this.logger.info({ inflight: this.inflight(), ...this.config.shutdown }, 'worker shutting down: draining');
+    const { answered, cut } = await stopDataPlane({ dataPlane: this.dataPlane, runtime: this.runtime, shutdown: this.config.shutdown, logger: this.logger, now: this.now });
     clearInterval(this.timer);
     if (this.reportSoon !== null) clearImmediate(this.reportSoon);
     this.drains.close();
     await this.health.close();
     await this.runtime.close();
-    this.logger.info({ cut, ms: this.now() - started }, 'worker stopped');
+    this.logger.info({ answered, cut, ms: this.now() - started }, 'worker stopped');
     return { cut };
   }
 }

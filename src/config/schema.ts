@@ -110,6 +110,11 @@ const passive = z.strictObject({
   ejectFor: duration('30s'),
   /** at most this share of a pool's targets ejected at once; one always stays @default 0.5 */
   maxEjectedShare: z.number().min(0).max(1).default(0.5),
+  /**
+   * a target with `failures` requests waiting this long for a response head, that answered none
+   * in that time, is ejected at once (a hanging target); 0 turns it off @default 5s
+   */
+  stallAfter: duration('5s'),
 });
 
 const pool = z.strictObject({
@@ -220,6 +225,12 @@ export const configSchema = z
         maxFailedLogins: z.number().int().min(1).default(10),
         /** Whether /metrics needs a token. @default false */
         metricsAuth: z.boolean().default(false),
+        /**
+         * Host names (besides localhost, IP addresses and `host`) the admin API answers to, e.g.
+         * the name of a reverse proxy in front of it; other Host headers get 403 (DNS rebinding).
+         * @default []
+         */
+        allowedHosts: z.array(z.string().min(1).max(253)).default([]),
       })
       .prefault({}),
     store: store.prefault({ kind: 'file' }),

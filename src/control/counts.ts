@@ -16,6 +16,42 @@ export interface CountsSource {
   poolCounts(app: string, pool: string): PoolCounts;
   /** per-instance breakdown, `{ [instanceId]: PoolCounts }` */
   poolCountsByInstance(app: string, pool: string): Record<string, PoolCounts>;
-  /** live proxy instances, and how many of them already route on `revision` */
-  instances(app: string, revision: number): { applied: number; total: number };
+  /**
+   * Live proxy instances, and how many of them route on `revision` of the state this instance
+   * routes on. While the other instances cannot be read, `total` is null and `unknown` is set
+   * with the reason; `applied` then counts only the instances known to route on it.
+   */
+  instances(app: string, revision: number): InstancesFigure;
+  /** Why the fleet-wide figures cannot be known now, or null (always null for one instance). */
+  figuresUnknown?(): string | null;
+}
+
+export type InstancesFigure = { applied: number; total: number } | { applied: number; total: null; unknown: true; reason: string };
+
+/** What a drain verdict reads about one pool. */
+export interface DrainFacts {
+  /** basis points */
+  readonly weightBp: number;
+  readonly counts: PoolCounts;
+  /** epoch ms until which affinity pins to the pool are routable (draining, inside the window, targets left); null: none are */
+  readonly pinsUntil: number | null;
+  readonly now: number;
+}
+
+/**
+ * `drained` means nothing will be sent to the pool any more (CONTRACT.md §4, drain row): no
+ * weight, no in-flight request, no upgraded connection, and no routable affinity pin. A pin is
+ * routable while the pool is inside its affinity window and still has targets, whether or not
+ * a pinned browser came back lately: the `pinned` figure only counts those that did. Otherwise
+ * `reason` says what still holds it.
+ */
+export function drainVerdict(f: DrainFacts): { drained: boolean; reason: string | null } {
+  const why: string[] = [];
+  if (f.weightBp > 0) why.push(`weight ${f.weightBp / 100}%`);
+  if (f.counts.inflight > 0) why.push(`${f.counts.inflight} request(s) in flight`);
+  if (f.counts.upgraded > 0) why.push(`${f.counts.upgraded} upgraded connection(s) open`);
+  if (f.weightBp === 0 && f.pinsUntil !== null && f.now < f.pinsUntil) {
+    why.push(`affinity pins are honoured until ${new Date(f.pinsUntil).toISOString()} (${f.counts.pinned} pinned request(s) in the last 60 s)`);
+  }
+  return why.length === 0 ? { drained: true, reason: null } : { drained: false, reason: why.join('; ') };
 }

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { Runtime } from '../dataplane/runtime.ts';
+import { stateDigest } from '../state/digest.ts';
 import type { RedisStore } from '../state/redis-store.ts';
 import type { RoutingState } from '../state/types.ts';
 import type { Controller } from './controller.ts';
@@ -10,6 +11,8 @@ export interface Heartbeat {
   readonly id: string;
   /** app → revision the instance routes on */
   readonly applied: Readonly<Record<string, number>>;
+  /** app → `stateDigest` of the state it routes on at that revision (absent: not known, e.g. a worker still behind) */
+  readonly digests?: Readonly<Record<string, string>>;
   /** app → pool → live counts */
   readonly pools: Readonly<Record<string, Readonly<Record<string, PoolCounts>>>>;
   /** epoch ms, the writer's clock */
@@ -65,13 +68,16 @@ export class Fleet {
   #peers: ReadonlyMap<string, Heartbeat> = new Map();
   /** local time of the last successful read of the peers */
   #peersReadAt = 0;
+  /** a read of the peers older than this (ms) no longer vouches for the fleet's figures */
+  readonly #staleAfter: number;
   readonly #regressions = new Map<string, Regression>();
   readonly #reseeding = new Set<string>();
   readonly #timers: NodeJS.Timeout[] = [];
   #beatSoon: NodeJS.Immediate | null = null;
   #closed = false;
   readonly #onSync = (remote: ReadonlyMap<string, RoutingState | null>): void => this.#reconcile(remote);
-  readonly #onApplied = (): void => {
+  readonly #onApplied = (state: RoutingState, previous: RoutingState): void => {
+    this.#auditObserved(state, previous);
     // tell the fleet at once rather than at the next tick, so `instances.applied` converges fast
     this.#beatSoon ??= setImmediate(() => {
       this.#beatSoon = null;
@@ -92,6 +98,7 @@ export class Fleet {
     this.#controller.on('applied', this.#onApplied);
     this.#timers.push(setInterval(() => void this.heartbeat(), opts.heartbeatInterval ?? 1000).unref());
     this.#timers.push(setInterval(() => void this.refresh(), opts.refreshInterval ?? 500).unref());
+    this.#staleAfter = 3 * (opts.refreshInterval ?? 500);
     void this.heartbeat().then(() => this.refresh());
     // reconcile against Redis now rather than at the first poll
     void this.#store.sync();
@@ -101,14 +108,19 @@ export class Fleet {
   own(): Heartbeat {
     const now = this.#now();
     const applied: Record<string, number> = {};
-    for (const s of this.#controller.allStates()) applied[s.app] = s.revision;
+    const digests: Record<string, string> = {};
+    for (const s of this.#controller.allStates()) {
+      applied[s.app] = this.ownRevision(s.app);
+      const digest = this.ownDigest(s.app);
+      if (digest !== null) digests[s.app] = digest;
+    }
     const pools: Record<string, Record<string, PoolCounts>> = {};
     for (const app of this.#runtime.apps) {
       const byPool: Record<string, PoolCounts> = {};
       for (const p of app.pools) byPool[p.name] = p.counts(now);
       pools[app.name] = byPool;
     }
-    return { id: this.instanceId, applied, pools, at: now, ...(this.#stats === undefined ? {} : { stats: this.#stats() }) };
+    return { id: this.instanceId, applied, digests, pools, at: now, ...(this.#stats === undefined ? {} : { stats: this.#stats() }) };
   }
 
   /** This instance's live counts for one pool. */
@@ -123,6 +135,33 @@ export class Fleet {
     } catch {
       return 0;
     }
+  }
+
+  /** Digest of the state this instance routes `app` on, or null when it does not route on one state yet (a worker behind). */
+  ownDigest(app: string): string | null {
+    try {
+      const state = this.#controller.state(app);
+      return this.ownRevision(app) === state.revision ? stateDigest(state) : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /**
+   * Why the fleet-wide figures cannot be known now (Redis unreachable, the heartbeats not read
+   * lately), or null when every live instance's last heartbeat was read. While unknown, a sum
+   * over "the peers we could read" would be a guess that looks like an answer.
+   */
+  figuresUnknown(): string | null {
+    if (!this.#store.connected) return "redis is unreachable: the other instances' figures cannot be read";
+    const age = this.#now() - this.#peersReadAt;
+    if (age > this.#staleAfter) return this.#peersReadAt === 0 ? "the other instances' heartbeats have not been read yet" : `the other instances' heartbeats could not be read for ${(age / 1000).toFixed(1)} s`;
+    return null;
+  }
+
+  /** The other instances as last read, however old (pair with `figuresUnknown`). */
+  lastPeers(): ReadonlyMap<string, Heartbeat> {
+    return this.#peers;
   }
 
   /** The other instances believed live: as last read, and dropped once no read succeeded for a TTL (Redis down). */
@@ -178,7 +217,8 @@ export class Fleet {
     return {
       instance: this.instanceId,
       redis: { connected: this.#store.connected, subscribed: this.#store.subscribed },
-      instances: 1 + this.peers().size,
+      // null while the other instances cannot be read: a count of the ones we happen to know would look like an answer
+      instances: this.figuresUnknown() === null ? 1 + this.peers().size : null,
       regressions: Object.fromEntries(this.#regressions),
     };
   }
@@ -207,20 +247,28 @@ export class Fleet {
         continue; // an app of another config sharing the prefix
       }
       if (theirs === null) {
-        void this.#reseed(mine);
+        void this.#reseed(mine, theirs);
       } else if (theirs.revision < mine.revision) {
+        // A stale instance re-seeded an empty Redis first, or a failover lost a write: lift Redis
+        // to ours, so the fleet settles on the highest revision any live instance holds.
         const known = this.#regressions.get(app);
-        if (known?.remote === theirs.revision && known.local === mine.revision) continue;
-        this.#regressions.set(app, { local: mine.revision, remote: theirs.revision, since: known?.since ?? new Date(this.#now()).toISOString() });
-        this.#logger.error({ app, local: mine.revision, remote: theirs.revision }, 'redis holds an older revision than this instance routes on (a failover lost a write?); keeping ours, writes to the app will fail until Redis is repaired');
-      } else if (this.#regressions.delete(app)) {
-        this.#logger.info({ app, revision: theirs.revision }, 'redis caught up with the revision this instance routes on');
+        if (known?.remote !== theirs.revision || known.local !== mine.revision) {
+          this.#regressions.set(app, { local: mine.revision, remote: theirs.revision, since: known?.since ?? new Date(this.#now()).toISOString() });
+          this.#logger.error({ app, local: mine.revision, remote: theirs.revision }, 'redis holds an older revision than this instance routes on (a stale instance re-seeded it, or a failover lost a write); re-seeding it with ours');
+        }
+        void this.#reseed(mine, theirs);
+      } else {
+        if (this.#regressions.delete(app)) this.#logger.info({ app, revision: theirs.revision }, 'redis caught up with the revision this instance routes on');
+        if (theirs.revision === mine.revision && stateDigest(theirs) !== stateDigest(mine)) void this.#reissue(theirs);
       }
     }
   }
 
-  /** Writes the state we route on into an empty Redis; against "absent", so of racing instances exactly one wins. */
-  async #reseed(mine: RoutingState): Promise<void> {
+  /**
+   * Writes the state we route on into a Redis that has none or an older revision; the script
+   * never overwrites the same or a newer revision, so of racing instances the highest wins.
+   */
+  async #reseed(mine: RoutingState, theirs: RoutingState | null): Promise<void> {
     if (this.#reseeding.has(mine.app)) return;
     this.#reseeding.add(mine.app);
     try {
@@ -229,16 +277,55 @@ export class Fleet {
         action: 'reseed',
         updatedAt: new Date(this.#now()).toISOString(),
         updatedBy: 'switchyard',
-        reason: `redis had no state for the app; re-seeded by ${this.instanceId} from the revision it routes on`,
+        reason: `redis had no state for the app, or an older revision; re-seeded by ${this.instanceId} from the revision it routes on`,
       };
-      const r = await this.#store.compareAndSet(state, null);
-      if (r.ok) this.#logger.warn({ app: mine.app, revision: mine.revision }, 'redis had lost the routing state; re-seeded it from this instance');
-      else if (r.current !== null) this.#controller.apply(r.current); // another instance was first: take theirs if newer
+      const r = await this.#store.reseed(state);
+      // an audit line: the stored state changed (the instances that apply it log it as observed)
+      if (r.ok) this.#logger.warn({ audit: true, app: mine.app, action: 'reseed', actor: 'switchyard', reason: state.reason, before: { revision: theirs?.revision ?? null }, after: { revision: mine.revision, weights: mine.weights } }, 'redis had lost the routing state (or held an older revision); re-seeded it from this instance');
+      else if (r.current !== null) this.#controller.apply(r.current); // Redis had the same or newer: take theirs if newer
     } catch (err) {
       this.#logger.warn({ err, app: mine.app }, 're-seeding redis failed; retrying at the next poll');
     } finally {
       this.#reseeding.delete(mine.app);
     }
+  }
+
+  /**
+   * One revision number names two states (a write lost by a failover, then another write on the
+   * same number): no instance moves sideways on its revision, so what Redis holds is written
+   * again as the next revision, which every instance applies. Redis's state wins: it is the one
+   * the compare-and-set chain goes on from.
+   */
+  async #reissue(theirs: RoutingState): Promise<void> {
+    if (this.#reseeding.has(theirs.app)) return;
+    this.#reseeding.add(theirs.app);
+    try {
+      const next: RoutingState = {
+        ...theirs,
+        revision: theirs.revision + 1,
+        action: 'reseed',
+        updatedAt: new Date(this.#now()).toISOString(),
+        updatedBy: 'switchyard',
+        reason: `revision ${theirs.revision} named two states in the fleet; ${this.instanceId} re-issued the one redis holds`,
+      };
+      this.#logger.error({ app: theirs.app, revision: theirs.revision }, 'this instance routes on another state than redis holds at the same revision; re-issuing redis\'s as the next revision');
+      const r = await this.#store.compareAndSet(next, theirs.revision);
+      if (r.ok) this.#logger.warn({ audit: true, app: next.app, action: 'reseed', actor: 'switchyard', reason: next.reason, before: { revision: theirs.revision }, after: { revision: next.revision, weights: next.weights } }, 're-issued the state redis holds as the next revision');
+      else if (r.current !== null) this.#controller.apply(r.current);
+    } catch (err) {
+      this.#logger.warn({ err, app: theirs.app }, 're-issuing the state failed; retrying at the next poll');
+    } finally {
+      this.#reseeding.delete(theirs.app);
+    }
+  }
+
+  /** Every change this instance routes on that it did not write itself gets an audit line too: the trail never depends on the writer's log alone. */
+  #auditObserved(state: RoutingState, previous: RoutingState): void {
+    if (this.#store.wroteHere(state.app, state.revision)) return;
+    this.#logger.info(
+      { audit: true, observed: true, app: state.app, action: state.action, actor: state.updatedBy, reason: state.reason, before: { revision: previous.revision, weights: previous.weights }, after: { revision: state.revision, weights: state.weights } },
+      `${state.action} ${state.app} by ${state.updatedBy} (observed by ${this.instanceId})`,
+    );
   }
 }
 
@@ -250,7 +337,8 @@ export function fleetCounts(fleet: Fleet): CountsSource {
   const zero = (): PoolCounts => ({ inflight: 0, upgraded: 0, pinned: 0 });
   const byInstance = (app: string, pool: string): Record<string, PoolCounts> => {
     const out: Record<string, PoolCounts> = { [fleet.instanceId]: fleet.ownCounts(app, pool) };
-    for (const hb of fleet.peers().values()) out[hb.id] = hb.pools[app]?.[pool] ?? zero();
+    // every instance last read, not only the fresh ones: while the figures are unknown the sum is a lower bound, flagged by figuresUnknown
+    for (const hb of fleet.lastPeers().values()) out[hb.id] = hb.pools[app]?.[pool] ?? zero();
     return out;
   };
   return {
@@ -264,12 +352,20 @@ export function fleetCounts(fleet: Fleet): CountsSource {
       return sum;
     },
     poolCountsByInstance: byInstance,
+    // applied: on this very revision *and* the same state (digest); a peer on a higher revision, or on this
+    // revision of another state (Redis lost data and was re-seeded), does not route as this answer says
     instances(app, revision) {
-      let applied = fleet.ownRevision(app) >= revision ? 1 : 0;
+      const digest = fleet.ownRevision(app) === revision ? fleet.ownDigest(app) : null;
+      const same = (rev: number | undefined, d: string | undefined | null): boolean => rev === revision && digest !== null && d === digest;
+      let applied = same(fleet.ownRevision(app), digest) ? 1 : 0;
+      const unknown = fleet.figuresUnknown();
+      if (unknown !== null) return { applied, total: null, unknown: true, reason: unknown };
       const peers = fleet.peers();
-      for (const hb of peers.values()) if ((hb.applied[app] ?? 0) >= revision) applied++;
+      // a heartbeat without digests comes from an older version (a rolling upgrade): its revision is all it says
+      for (const hb of peers.values()) if (same(hb.applied[app], hb.digests === undefined ? digest : hb.digests[app])) applied++;
       return { applied, total: 1 + peers.size };
     },
+    figuresUnknown: () => fleet.figuresUnknown(),
   };
 }
 
@@ -282,7 +378,8 @@ function parseHeartbeat(text: string): Heartbeat | null {
       pools[app] = {};
       for (const [pool, c] of Object.entries(byPool ?? {})) pools[app][pool] = { inflight: num(c?.inflight), upgraded: num(c?.upgraded), pinned: num(c?.pinned) };
     }
-    return { id: hb.id, applied: hb.applied, pools, at: num(hb.at), ...(hb.stats === undefined ? {} : { stats: hb.stats }) };
+    const digests = typeof hb.digests === 'object' && hb.digests !== null ? hb.digests : undefined;
+    return { id: hb.id, applied: hb.applied, ...(digests === undefined ? {} : { digests }), pools, at: num(hb.at), ...(hb.stats === undefined ? {} : { stats: hb.stats }) };
   } catch {
     return null;
   }

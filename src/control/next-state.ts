@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Action, RoutingState } from '../state/types.ts';
-import { activePool, type Weights } from '../state/weights.ts';
+import { activePool, ownOf, type Weights } from '../state/weights.ts';
 
 export function newSalt(): string {
   return randomBytes(8).toString('hex');
@@ -25,8 +25,8 @@ export function nextState(prev: RoutingState, change: Change): RoutingState {
   const drainingSince: Record<string, string> = {};
   for (const [pool, bp] of Object.entries(change.weights)) {
     if (bp !== 0) continue;
-    const wasZero = (prev.weights[pool] ?? 0) === 0;
-    const since = prev.drainingSince[pool];
+    const wasZero = (ownOf(prev.weights, pool) ?? 0) === 0;
+    const since = ownOf(prev.drainingSince, pool);
     drainingSince[pool] = wasZero && since !== undefined ? since : at;
   }
   const active = activePool(change.weights);

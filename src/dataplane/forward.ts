@@ -1,8 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 import { ERRORS, type ErrorCode } from '../errors.ts';
-import { forwardResponseHeaders } from './headers.ts';
+import { forwardResponseHeaders, isHopByHop } from './headers.ts';
 import { watchBody, type Limits } from './limits.ts';
+import { refuse, relayInformational } from './request-target.ts';
 import { REFUSED_BACKOFF_MS, type Cuttable, type PoolRuntime, type Target } from './runtime.ts';
 
 /** What the server learns when a proxied request ends, for metrics and the access log. */
@@ -28,6 +29,12 @@ export interface Plane {
 export const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
 const TIMEOUTS = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+/**
+ * undici refusing the request itself (a target, method or field it will not send): nothing
+ * reached the upstream, so it is the request's fault, answered 400 and never counted against
+ * the target's passive health or the pool's error rate.
+ */
+const REFUSED_BY_UNDICI = new Set(['UND_ERR_INVALID_ARG', 'UND_ERR_NOT_SUPPORTED']);
 
 export function errorCode(err: unknown): string {
   const e = err as { code?: unknown; cause?: { code?: unknown } };
@@ -57,7 +64,8 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
   private readonly setCookie: string | null;
   /** free for the creator (the data plane keeps its routing decision here) */
   tag: unknown;
-  private target: Target;
+  /** the target it is on now (a retry moves it); read by the passive checks' stall sweep */
+  target: Target;
   private controller: Dispatcher.DispatchController | null = null;
   private responded = false;
   private finished = false;
@@ -137,15 +145,19 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
   }
 
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>, statusMessage?: string): void {
-    if (statusCode < 200 || this.finished) return; // 1xx: Node answers 100-continue itself
+    if (this.finished) return;
+    if (statusCode < 200) {
+      relayInformational(this.req, this.res, statusCode, headers, isHopByHop);
+      return;
+    }
     this.target.recordResult(statusCode < 500); // passive health checks
     this.responded = true;
     this.status = statusCode;
     const cl = headers['content-length'];
     this.chunked = cl === undefined;
-    this.remaining = cl === undefined || this.opts.method === 'HEAD' ? -1 : Number(cl);
+    this.remaining = cl === undefined || this.opts.method === 'HEAD' || statusCode === 204 || statusCode === 304 ? -1 : Number(cl);
     const res = this.res;
-    const out = forwardResponseHeaders(headers, this.servedBy, this.requestId, this.plane.closing);
+    const out = forwardResponseHeaders(headers, this.servedBy, this.requestId, this.plane.closing, statusCode);
     if (this.setCookie !== null) out.push('set-cookie', this.setCookie);
     try {
       if (statusMessage) res.writeHead(statusCode, statusMessage, out);
@@ -186,6 +198,12 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
     if (this.finished) return;
     const code = errorCode(err);
+    if (REFUSED_BY_UNDICI.has(code) && !this.responded) {
+      refuse(this.res, 400, `bad request: ${err.message}`, this.requestId);
+      // error null: the request's fault, so neither the target nor the pool's error rate pays
+      this.finish(400, null);
+      return;
+    }
     const t = this.target;
     t.recordResult(false);
     if (this.responded) {
@@ -215,15 +233,20 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
     this.finish(ERRORS[errCode].status, errCode);
   }
 
-  /** Drain deadline or shutdown: stop the stream where a client can tell it ended. */
-  cut(): void {
+  /**
+   * Drain deadline or shutdown: stop the stream where a client can tell it ended. At shutdown a
+   * request that got no response head yet is answered 503 GOING_AWAY (src/dataplane/shutdown.ts).
+   */
+  cut(reason?: 'drain' | 'shutdown'): void {
     if (this.finished) return;
     const res = this.res;
+    const answer = reason === 'shutdown' && !res.headersSent;
     // finished first: undici reports the abort through onResponseError at once, which would
     // otherwise destroy the client response we mean to end cleanly
-    this.finish(this.status || 503, null);
-    this.controller?.abort(new Error('drain deadline'));
-    if (res.headersSent && this.chunked) res.end();
+    this.finish(answer ? 503 : this.status || 503, answer ? 'GOING_AWAY' : null);
+    this.controller?.abort(new Error(reason === 'shutdown' ? 'shutting down' : 'drain deadline'));
+    if (answer) sendError(res, 'GOING_AWAY', this.requestId, true);
+    else if (res.headersSent && this.chunked) res.end();
     else res.destroy();
   }
 

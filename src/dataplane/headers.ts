@@ -1,10 +1,28 @@
 import { randomBytes } from 'node:crypto';
 import { BlockList, isIPv4, isIPv6 } from 'node:net';
+import { validHost } from './request-target.ts';
 
 /** RFC 9110 §7.6.1 hop-by-hop fields, plus the non-standard ones proxies conventionally drop. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'http2-settings']);
 
 export const VIA = '1.1 switchyard';
+
+/**
+ * End-to-end fields a `Connection` header may not remove (RFC 9110 §7.6.1 lets a sender name
+ * any field there): without Host the upstream sees undici's target address instead, and the
+ * framing fields decide where a message ends.
+ */
+const NEVER_HOP_BY_HOP = new Set(['host', 'content-length', 'transfer-encoding']);
+
+/**
+ * Fields that say something about the client or an earlier proxy (address, port, scheme, TLS,
+ * the original path), kept only from a trusted proxy: from anyone else they are a lie the
+ * upstream would believe. X-Forwarded-For/-Proto/-Host and Forwarded are handled on their own.
+ */
+const FROM_TRUSTED_ONLY = new Set([
+  'forwarded', 'x-forwarded-port', 'x-forwarded-prefix', 'x-forwarded-ssl', 'x-forwarded-scheme', 'x-forwarded-server',
+  'x-forwarded-uri', 'x-real-ip', 'x-client-ip', 'true-client-ip', 'x-original-url', 'x-rewrite-url', 'x-original-forwarded-for',
+]);
 
 /**
  * Request ids: a random per-process prefix and a counter, unique across a fleet and about
@@ -61,21 +79,25 @@ export interface ForwardedRequest {
   readonly cookie: string | undefined;
 }
 
-export type FramingError = { readonly error: string };
+/** A request refused before routing: 400, or 501 for a transfer coding other than chunked. */
+export type FramingError = { readonly error: string; readonly status: 400 | 501 };
 
 /**
  * Builds the upstream request headers from the client's raw headers in one pass: drops
  * hop-by-hop fields (and those named in `Connection`), refuses ambiguous framing, and sets
  * X-Forwarded-For/-Proto/-Host, Via and X-Request-Id — trusting the client's own forwarded
- * fields only when it is a trusted proxy.
+ * fields only when it is a trusted proxy. `authority`: the authority of an absolute-form request
+ * target, which replaces the client's Host (RFC 9112 §3.2.2). `Expect` is never forwarded: the
+ * proxy answers 100-continue itself (undici cannot send the field), and `Proxy-Authorization`
+ * is meant for a proxy, not for the upstream.
  */
-export function forwardRequestHeaders(raw: readonly string[], remote: string, trust: TrustedProxies): ForwardedRequest | FramingError {
+export function forwardRequestHeaders(raw: readonly string[], remote: string, trust: TrustedProxies, authority?: string): ForwardedRequest | FramingError {
   const trusted = trust.has(remote);
   const out: string[] = [];
   let host: string | undefined;
   let hostCount = 0;
   let clCount = 0;
-  let te = false;
+  let te: string | undefined;
   let xff: string | undefined;
   let xfProto: string | undefined;
   let xfHost: string | undefined;
@@ -92,7 +114,7 @@ export function forwardRequestHeaders(raw: readonly string[], remote: string, tr
       case 'host':
         hostCount++;
         host = value;
-        out.push('host', value);
+        if (authority === undefined) out.push('host', value);
         continue;
       case 'content-length':
         clCount++;
@@ -100,13 +122,16 @@ export function forwardRequestHeaders(raw: readonly string[], remote: string, tr
         out.push(name, value);
         continue;
       case 'transfer-encoding':
-        te = true;
+        te = te === undefined ? value : `${te}, ${value}`;
         body = true;
+        continue;
+      case 'expect':
+      case 'proxy-authorization':
         continue;
       case 'connection':
         for (const t of value.split(',')) {
           const tok = t.trim().toLowerCase();
-          if (tok !== '' && tok !== 'close' && tok !== 'keep-alive' && !HOP_BY_HOP.has(tok)) (connectionTokens ??= []).push(tok);
+          if (tok !== '' && tok !== 'close' && tok !== 'keep-alive' && !HOP_BY_HOP.has(tok) && !NEVER_HOP_BY_HOP.has(tok)) (connectionTokens ??= []).push(tok);
         }
         continue;
       case 'x-forwarded-for':
@@ -117,9 +142,6 @@ export function forwardRequestHeaders(raw: readonly string[], remote: string, tr
         continue;
       case 'x-forwarded-host':
         if (trusted) xfHost = value;
-        continue;
-      case 'forwarded':
-        if (trusted) out.push(name, value);
         continue;
       case 'via':
         via = via === undefined ? value : `${via}, ${value}`;
@@ -132,13 +154,21 @@ export function forwardRequestHeaders(raw: readonly string[], remote: string, tr
         out.push(name, value);
         continue;
       default:
-        if (HOP_BY_HOP.has(name)) continue;
+        if (HOP_BY_HOP.has(name) || (!trusted && FROM_TRUSTED_ONLY.has(name))) continue;
         out.push(name, value);
     }
   }
-  if (hostCount > 1) return { error: 'duplicate Host header' };
-  if (clCount > 1) return { error: 'duplicate Content-Length header' };
-  if (te && clCount > 0) return { error: 'Transfer-Encoding together with Content-Length' };
+  if (hostCount > 1) return { error: 'duplicate Host header', status: 400 };
+  if (clCount > 1) return { error: 'duplicate Content-Length header', status: 400 };
+  if (te !== undefined && clCount > 0) return { error: 'Transfer-Encoding together with Content-Length', status: 400 };
+  // only chunked is decoded by Node's parser; nginx answers 501 to any other coding, and so do we
+  // rather than forward a body whose coding nobody removed (RFC 9112 §6.1)
+  if (te !== undefined && te.trim().toLowerCase() !== 'chunked') return { error: `transfer coding "${te}" is not implemented`, status: 501 };
+  if (host !== undefined && !validHost(host)) return { error: 'invalid Host header', status: 400 };
+  if (authority !== undefined) {
+    host = authority;
+    out.push('host', authority);
+  }
 
   if (connectionTokens !== null) {
     const drop = new Set(connectionTokens);
@@ -168,18 +198,20 @@ export function clientFromChain(xff: string, remote: string, trust: TrustedProxi
 
 /**
  * Response headers for the client as a flat list for `res.writeHead`: upstream fields minus
- * hop-by-hop ones, plus Via, X-Served-By and X-Request-Id.
+ * hop-by-hop ones, plus Via, X-Served-By and X-Request-Id. A 204 never carries Content-Length
+ * (RFC 9110 §8.6), whatever the upstream sent.
  */
-export function forwardResponseHeaders(headers: Record<string, string | string[] | undefined>, servedBy: string, requestId: string, close: boolean): string[] {
+export function forwardResponseHeaders(headers: Record<string, string | string[] | undefined>, servedBy: string, requestId: string, close: boolean, status = 200): string[] {
   const out: string[] = [];
   let drop: Set<string> | null = null;
   const conn = headers['connection'];
   if (conn !== undefined) {
     for (const t of String(conn).split(',')) {
       const tok = t.trim().toLowerCase();
-      if (tok !== '' && tok !== 'close' && tok !== 'keep-alive') (drop ??= new Set()).add(tok);
+      if (tok !== '' && tok !== 'close' && tok !== 'keep-alive' && !NEVER_HOP_BY_HOP.has(tok)) (drop ??= new Set()).add(tok);
     }
   }
+  if (status === 204) (drop ??= new Set()).add('content-length');
   let via: string | undefined;
   for (const name in headers) {
     const value = headers[name];
@@ -210,4 +242,19 @@ export function cookieValue(header: string | undefined, name: string): string | 
     start = end + 1;
   }
   return undefined;
+}
+
+/**
+ * Sets (`value`) or removes (null) a field in a flat upstream header list. For the preview
+ * header: its signature is a credential for the proxy, so the upstream gets the pool name only.
+ */
+export function replaceHeader(headers: string[], lname: string, value: string | null): void {
+  // names in the list are lower-case already (forwardRequestHeaders made it)
+  for (let i = headers.length - 2; i >= 0; i -= 2) if (headers[i] === lname) headers.splice(i, 2);
+  if (value !== null) headers.push(lname, value);
+}
+
+/** Whether a response field is one the proxy drops (hop-by-hop), for relayed 1xx responses. */
+export function isHopByHop(lname: string): boolean {
+  return HOP_BY_HOP.has(lname);
 }

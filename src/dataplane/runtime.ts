@@ -28,6 +28,8 @@ export class Target {
   ejectedUntil = 0;
   /** consecutive 5xx responses and upstream errors; any other response resets it */
   consecutiveFailures = 0;
+  /** a non-5xx response came since the passive checks' last stall sweep looked (src/health/passive.ts) */
+  answered = false;
   /** times passive checks ejected it (a counter for metrics) */
   ejections = 0;
   /** what its health endpoint last reported with `health.versionFrom`, or null */
@@ -86,6 +88,7 @@ export class Target {
   recordResult(ok: boolean): void {
     if (ok) {
       this.consecutiveFailures = 0;
+      this.answered = true;
       return;
     }
     this.consecutiveFailures++;

@@ -7,8 +7,10 @@ import { findApp, type AppRoute, type PoolRoute, type Snapshot } from '../routin
 import { DEFAULT_ACCEPTORS } from '../config/schema.ts';
 import { http } from '../node-http.ts';
 import { ProxyHandler, sendError, type Outcome, type Plane } from './forward.ts';
-import { cookieValue, forwardRequestHeaders, normalizeAddress, type ForwardedRequest, type TrustedProxies } from './headers.ts';
+import { cookieValue, forwardRequestHeaders, normalizeAddress, replaceHeader, type ForwardedRequest, type TrustedProxies } from './headers.ts';
 import { headerReceived, Limits, type LimitsConfig } from './limits.ts';
+import { inOrder } from './pipeline.ts';
+import { parseRequestTarget, refuse, refuseConnect } from './request-target.ts';
 import type { Runtime } from './runtime.ts';
 import { isProxiedUpgrade, UpgradeProxy } from './upgrade.ts';
 
@@ -128,8 +130,11 @@ export class DataPlane implements Plane {
         // h2c and other tokens we do not tunnel are served as plain requests (Node ≥ 24.9)
         shouldUpgradeCallback: isProxiedUpgrade,
       },
-      (req, res) => this.handle(req, res),
+      (req, res) => inOrder(req, res, this.handleNow),
     );
+    // Expect: 100-continue is answered in handle(), once the request is routed to a target
+    this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => inOrder(req, res, this.handleNow));
+    this.server.on('connect', refuseConnect);
     this.upgrades = new UpgradeProxy(this, opts);
     this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
       headerReceived(socket);
@@ -195,8 +200,10 @@ export class DataPlane implements Plane {
     if (cfg.affinity !== undefined) {
       const pin = cookieValue(fwd.cookie, cfg.affinity.cookie);
       if (pin !== undefined) {
-        const pool = pinnedPool(app, pin, this.now());
-        if (pool !== null) return { app, pool, by: 'pin' };
+        const now = this.now();
+        const pool = pinnedPool(app, pin, now);
+        // a pin to a draining pool with no target up is ignored: the weights route it, never a 503
+        if (pool !== null && this.opts.runtime.apps[app.index]?.pools[pool.index]?.targets.some((t) => t.isUp(now)) === true) return { app, pool, by: 'pin' };
       }
     }
     if (app.sticky !== null) {
@@ -208,14 +215,19 @@ export class DataPlane implements Plane {
     return { app, pool: poolForBucket(app, randomBucket(this.random())), by: 'random' };
   }
 
+  private readonly handleNow = (req: IncomingMessage, res: ServerResponse): void => this.handle(req, res);
+
   handle(req: IncomingMessage, res: ServerResponse): void {
     headerReceived(req.socket);
     const remote = normalizeAddress(req.socket.remoteAddress);
-    const fwd = forwardRequestHeaders(req.rawHeaders, remote, this.opts.trust);
+    const line = parseRequestTarget(req);
+    if ('status' in line) {
+      refuse(res, line.status, line.reason);
+      return;
+    }
+    const fwd = forwardRequestHeaders(req.rawHeaders, remote, this.opts.trust, line.authority ?? undefined);
     if ('error' in fwd) {
-      res.shouldKeepAlive = false;
-      res.writeHead(400, { 'content-type': 'text/plain; charset=utf-8', connection: 'close' });
-      res.end(`400 ${fwd.error}\n`);
+      refuse(res, fwd.status, fwd.error);
       return;
     }
     const app = findApp(this.opts.source.snapshot, fwd.host);
@@ -225,6 +237,8 @@ export class DataPlane implements Plane {
     }
     const decision = this.decide(app, req, fwd);
     const { pool, by } = decision;
+    // the preview signature is the proxy's credential: the upstream learns the pool name only
+    if (app.config.preview !== undefined) replaceHeader(fwd.headers, app.config.preview.header, by === 'preview' ? pool.name : null);
     const runtime = (this.opts.runtime.apps[app.index] as Runtime['apps'][number]).pools[pool.index] as Runtime['apps'][number]['pools'][number];
     const now = this.now();
     if (by === 'pin') runtime.pinned.add(now);
@@ -236,11 +250,14 @@ export class DataPlane implements Plane {
     }
     const opts: Dispatcher.DispatchOptions = {
       method: req.method ?? 'GET',
-      path: req.url ?? '/',
+      path: line.path,
       headers: fwd.headers,
       body: fwd.hasBody ? req : null,
     };
     const setCookie = by === 'random' || by === 'sticky' ? this.pins.setCookie(app, pool, now) : null;
+    // routed to a target: now the client may send its body (Node left the Expect to us; on
+    // HTTP/1.1 only 100-continue gets here, any other expectation got 417)
+    if (fwd.hasBody && req.headers.expect !== undefined && req.httpVersionMinor === 1) res.writeContinue();
     const handler = new ProxyHandler(this, req, res, runtime, target, opts, pool.servedBy, fwd.requestId, setCookie);
     handler.tag = decision;
     handler.start();

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { AppConfig, Config } from '../config/schema.ts';
 import type { WriteGuard } from '../control/controller.ts';
-import type { Runtime, Target } from '../dataplane/runtime.ts';
+import type { PoolRuntime, Runtime, Target } from '../dataplane/runtime.ts';
 import { SwitchyardError } from '../errors.ts';
 import { ActiveChecker, type CheckedTarget, type LastCheck, type Timers } from './active.ts';
 import { OutlierDetector } from './passive.ts';
@@ -136,6 +136,10 @@ export class HealthMonitor extends EventEmitter implements HealthSource {
   private readonly http: HttpProbe | null;
   private readonly active: ActiveChecker;
   private readonly checkOf = new Map<Target, CheckedTarget>();
+  /** the passive checks' stall sweeps, one per pool (they run from construction, with the data plane) */
+  private readonly sweeps: { detector: OutlierDetector; pool: PoolRuntime; every: number }[] = [];
+  private readonly sweepTimers: Timers;
+  private sweepTimer: unknown = null;
 
   constructor(opts: HealthMonitorOptions) {
     super();
@@ -161,14 +165,18 @@ export class HealthMonitor extends EventEmitter implements HealthSource {
         const detector = new OutlierDetector(pool.targets, passive, {
           now,
           onEject: (e) => {
-            this.logger.warn({ ...where, target: e.target.url, failures: e.failures, until: new Date(e.until).toISOString() }, 'target ejected by passive health checks');
-            this.emit('change', { ...where, target: e.target.url, state: 'ejected', reason: `${e.failures} consecutive failures` } satisfies HealthChange);
+            const reason = e.stalled ? `${e.failures} requests waiting over ${passive.stallAfter} ms, none answered` : `${e.failures} consecutive failures`;
+            this.logger.warn({ ...where, target: e.target.url, failures: e.failures, stalled: e.stalled, reason, until: new Date(e.until).toISOString() }, 'target ejected by passive health checks');
+            this.emit('change', { ...where, target: e.target.url, state: 'ejected', reason } satisfies HealthChange);
           },
           onHeld: (t) => this.logger.warn({ ...where, target: t.url, maxEjectedShare: passive.maxEjectedShare }, 'target failing but not ejected: the pool is at its ejection limit'),
         });
         for (const t of pool.targets) t.outlier = detector;
+        if (passive.stallAfter > 0) this.sweeps.push({ detector, pool, every: stallSweepMs(passive.stallAfter) });
       }
     });
+    this.sweepTimers = opts.timers ?? { setTimeout: (fn, ms) => setTimeout(fn, ms).unref(), clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout) };
+    this.scheduleSweep();
     const probe = opts.probe ?? (this.http as HttpProbe).probe;
     this.active = new ActiveChecker({
       checks,
@@ -189,7 +197,19 @@ export class HealthMonitor extends EventEmitter implements HealthSource {
     this.active.start();
   }
 
+  /** One timer for every pool's stall sweep, at the shortest interval any of them asks. */
+  private scheduleSweep(): void {
+    if (this.sweeps.length === 0) return;
+    const every = Math.min(...this.sweeps.map((s) => s.every));
+    this.sweepTimer = this.sweepTimers.setTimeout(() => {
+      for (const s of this.sweeps) s.detector.sweep(s.pool.open);
+      this.scheduleSweep();
+    }, every);
+  }
+
   async close(): Promise<void> {
+    if (this.sweepTimer !== null) this.sweepTimers.clearTimeout(this.sweepTimer);
+    this.sweeps.length = 0;
     await this.active.close();
     this.http?.close();
   }
@@ -268,6 +288,11 @@ export class HealthMonitor extends EventEmitter implements HealthSource {
         : wrong.map((t) => `${t.url} reports ${t.reportedVersion === null ? 'no version' : t.reportedVersion}`).join(', ');
     throw new SwitchyardError('VERSION_MISMATCH', `pool "${pool}" of app "${app}" does not run ${expected}: ${why}`, { details: report });
   }
+}
+
+/** A stall is seen at most a quarter of `stallAfter` late, and the sweep never runs more than 20 times a second. */
+function stallSweepMs(stallAfter: number): number {
+  return Math.min(500, Math.max(50, Math.floor(stallAfter / 4)));
 }
 
 function lastCheckView(last: LastCheck | null): LastCheckView | null {

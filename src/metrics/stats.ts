@@ -16,7 +16,8 @@ import { SwitchyardError } from '../errors.ts';
  * 12.5 % wide. A percentile reports the upper end of its bucket: exact under 16 ms, otherwise
  * high by less than 12.5 %, never low. Values from 2^21 ms (~35 min) up land in the last bucket.
  *
- * Memory: 61 rows × 154 uint32 ≈ 37.6 KB per pool, allocated once at startup.
+ * Memory: 61 rows × 154 uint32 ≈ 37.6 KB per pool, allocated once at startup, plus the last
+ * minute's sampled 10 s figures (60 small objects per pool) for the dashboard's charts.
  */
 
 /** Buckets 0..15 are exact milliseconds; then 8 per octave for octaves 2^4 … 2^20. */
@@ -222,6 +223,12 @@ export type PeerWindows = () => Iterable<StatsExport>;
 export interface LiveStatsOptions {
   /** @default Date.now */
   readonly now?: () => number;
+  /**
+   * How often the 10 s window of every pool is sampled into the last minute's history (what
+   * the dashboard's charts start from); 0: never by itself, `sample()` does it (tests).
+   * @default 1000
+   */
+  readonly sampleEveryMs?: number;
   /** the other instances' exports, when the store is a fleet (see `attachFleet`) */
   readonly peers?: PeerWindows;
 }
@@ -235,7 +242,22 @@ export interface StatsView {
   fleet: boolean;
   /** instances whose figures are included (this one and fresh peers) */
   instances: number;
+  /**
+   * Only with `?history=1`: the 10 s window as it was at each second of the last minute, oldest
+   * first, as this instance saw it (summed over the fleet like the windows). Seconds before the
+   * instance started, or when its clock stalled, are missing, not zero.
+   */
+  history?: HistoryPoint[];
 }
+
+/** One second of `StatsView.history`: every pool's figures over the 10 s up to `at`. */
+export interface HistoryPoint {
+  at: string;
+  pools: Record<string, PoolWindowStats>;
+}
+
+/** Seconds of history kept: the dashboard's charts show the last minute. */
+export const HISTORY_SECONDS = 60;
 
 /** Live per-pool stats of one proxy instance, merged with its fleet's when attached. */
 export class LiveStats {
@@ -244,12 +266,44 @@ export class LiveStats {
   private readonly apps: ReadonlyMap<string, { readonly index: number; readonly pools: readonly string[] }>;
   private readonly now: () => number;
   private peers: PeerWindows | null;
+  /** app → its last HISTORY_SECONDS samples, oldest first */
+  private readonly history = new Map<string, { sec: number; point: HistoryPoint }[]>();
+  private readonly sampler: NodeJS.Timeout | null;
 
   constructor(config: Config, opts: LiveStatsOptions = {}) {
     this.now = opts.now ?? Date.now;
     this.peers = opts.peers ?? null;
     this.rings = config.apps.map((a) => Object.keys(a.pools).map(() => new PoolRing()));
     this.apps = new Map(config.apps.map((a, index) => [a.name, { index, pools: Object.keys(a.pools) }]));
+    const every = opts.sampleEveryMs ?? 1000;
+    // a few microseconds per pool each second; unref'd so it never keeps a process alive
+    this.sampler = every > 0 ? setInterval(() => this.sample(), every).unref() : null;
+  }
+
+  /**
+   * Records every app's 10 s windows as the history point of the current second (once per
+   * second; a second already sampled is replaced). Sampling, rather than recomputing the past
+   * from the rings, keeps the fleet's share: peers export only their current windows.
+   */
+  sample(): void {
+    const nowMs = this.now();
+    const nowSec = Math.floor(nowMs / 1000);
+    const peers = this.freshPeers(nowSec);
+    for (const app of this.apps.keys()) {
+      const pools: Record<string, PoolWindowStats> = {};
+      for (const [pool, h] of this.histograms(app, 10, nowSec, peers)) pools[pool] = summarize(h, 10);
+      let list = this.history.get(app);
+      if (list === undefined) this.history.set(app, (list = []));
+      const point = { sec: nowSec, point: { at: new Date(nowSec * 1000).toISOString(), pools } };
+      if (list.at(-1)?.sec === nowSec) list[list.length - 1] = point;
+      else list.push(point);
+      while (list.length > 0 && (list[0] as { sec: number }).sec <= nowSec - HISTORY_SECONDS) list.shift();
+    }
+  }
+
+  /** Stops the sampling timer. */
+  close(): void {
+    if (this.sampler !== null) clearInterval(this.sampler);
   }
 
   /** Hot path: one finished request. */
@@ -315,8 +369,8 @@ export class LiveStats {
     return out;
   }
 
-  /** The JSON of `GET /v1/apps/:app/stats`. */
-  view(app: string): StatsView {
+  /** The JSON of `GET /v1/apps/:app/stats`; with `history`, the last minute's samples too. */
+  view(app: string, opts: { history?: boolean } = {}): StatsView {
     const nowMs = this.now();
     const nowSec = Math.floor(nowMs / 1000);
     const peers = this.freshPeers(nowSec);
@@ -326,6 +380,8 @@ export class LiveStats {
       for (const [pool, h] of this.histograms(app, w, nowSec, peers)) pools[pool] = summarize(h, w);
       windows[`${w}s`] = pools;
     }
-    return { app, at: new Date(nowMs).toISOString(), windows, fleet: this.fleet, instances: 1 + peers.length };
+    const out: StatsView = { app, at: new Date(nowMs).toISOString(), windows, fleet: this.fleet, instances: 1 + peers.length };
+    if (opts.history === true) out.history = (this.history.get(app) ?? []).filter((p) => p.sec > nowSec - HISTORY_SECONDS && p.sec <= nowSec).map((p) => p.point);
+    return out;
   }
 }

@@ -3,10 +3,15 @@ import type { RoutingState } from '../state/types.ts';
 import { analyse } from './analysis.ts';
 import type { RolloutCore } from './core.ts';
 import type { Lease, Scheduler } from './lease.ts';
-import { isActive, sameWeights, type AnalysisResult, type Rollout } from './model.ts';
+import { DEFAULT_MAX_WAIT_MS, isActive, sameWeights, type AnalysisResult, type Rollout } from './model.ts';
 
 /** How many history entries the driver reads to see whether a newer revision was a manual change. */
 const HISTORY_LOOKBACK = 50;
+/** How the history entry of a rollback by the analysis begins (the driver recognises it by this). */
+function rolledBackPrefix(r: Rollout): string {
+  return `rollout ${r.id} rolled back: `;
+}
+
 /** A rollout whose start never finished (its first step written, the record not told) is picked up after this. */
 export const START_GRACE_MS = 10_000;
 
@@ -78,7 +83,9 @@ export class RolloutDriver {
         for (const app of this.#core.controller.config.apps) {
           try {
             const r = await this.#driveOne(app.name);
-            if (r?.state === 'running' && r.nextAt !== null) soonest = Math.min(soonest, Math.max(0, r.nextAt - this.#core.now()));
+            // a step held past its pause (waiting for minRequests) is looked at every tick, not in a tight loop
+            const due = r?.state === 'running' && r.nextAt !== null ? r.nextAt - this.#core.now() : Infinity;
+            if (due > 0) soonest = Math.min(soonest, due);
           } catch (err) {
             this.#core.logger.warn({ err, app: app.name }, 'rollout driver: round failed; trying again at the next one');
           }
@@ -112,16 +119,18 @@ export class RolloutDriver {
       const entries = await core.controller.history(app, Math.min(state.revision - since, HISTORY_LOOKBACK));
       const manual = entries.filter((e) => e.revision > since && e.action !== 'rollout' && e.action !== 'reseed').sort((a, b) => a.revision - b.revision)[0];
       if (manual !== undefined) return this.#abort(r, `manual change at revision ${manual.revision} (${manual.action} by ${manual.by})`);
+      // another instance rolled it back and has not told the record yet: never take a step from there
+      const prefix = rolledBackPrefix(r);
+      const rollback = entries.find((e) => e.revision > since && e.reason?.startsWith(prefix) === true);
+      if (rollback !== undefined) return this.#endRolledBack(r, (rollback.reason ?? '').slice(prefix.length), null, rollback.revision);
       // the rollout's own write, which a crash kept the record from hearing of
       r = (await core.update(app, r.id, (x) => (isActive(x) && x.revision < state.revision ? { revision: state.revision } : null))) ?? r;
       if (!isActive(r)) return r;
     }
     if (r.state === 'paused') return r;
     const now = core.now();
-    if (r.analysis !== null) {
-      const result = analyse(r, core.stats, now);
-      if (result.verdict === 'fail') return this.#fail(r, result.why ?? 'analysis failed', result);
-    }
+    const result = r.analysis === null ? null : analyse(r, core.stats, now);
+    if (result?.verdict === 'fail') return this.#fail(r, result.why ?? 'analysis failed', result);
     if (r.nextAt === null) {
       // still starting (rollouts.ts `begin`); only a start that died half-way is taken over
       if (now - r.updatedAt < START_GRACE_MS) return r;
@@ -130,6 +139,12 @@ export class RolloutDriver {
       return r;
     }
     if (now < r.nextAt) return r;
+    if (r.analysis !== null && result !== null && result.verdict !== 'pass') {
+      // a step is left only once judged: hold until `to` has served minRequests, fail after maxWait
+      const maxWait = r.analysis.maxWaitMs ?? DEFAULT_MAX_WAIT_MS;
+      if (now - r.nextAt < maxWait) return r;
+      return this.#fail(r, `${r.to} served ${result.to.requests} of the ${r.analysis.minRequests} requests needed to judge step ${r.step} within maxWait ${Math.round(maxWait / 1000)}s after its pause`, result);
+    }
     if (r.step >= r.steps.length) {
       const done = await core.update(app, r.id, (x) => (x.state === 'running' && x.step >= x.steps.length ? core.ended('succeeded', `${x.to} reached 100%`) : null));
       if (done !== null) this.#succeeded(done);
@@ -173,30 +188,48 @@ export class RolloutDriver {
       return paused;
     }
     try {
-      if (!sameWeights(core.controller.state(r.app).weights, r.from)) {
-        await core.controller.setWeights(r.app, r.from, { by: 'switchyard', reason: `rollout ${r.id} rolled back: ${why}`, expectedRevision: r.revision }, 'rollout');
+      const seen = core.controller.state(r.app);
+      // an instance that has not yet applied the rollout's last write cannot tell whether the weights are back: it writes.
+      // If-Match on the revision the record stands on: of the instances that see the failure at once (any instance
+      // judges, see #watch), exactly one write lands; the others, and a step written meanwhile, are stale
+      if (seen.revision < r.revision || !sameWeights(seen.weights, r.from)) {
+        await core.controller.setWeights(r.app, r.from, { by: 'switchyard', reason: `${rolledBackPrefix(r)}${why}`, expectedRevision: r.revision }, 'rollout');
       }
     } catch (err) {
+      // another instance rolled back first (or a step landed: the next round judges again)
+      if (err instanceof SwitchyardError && err.code === 'STALE_REVISION') return core.store.get(r.app);
       if (!(err instanceof SwitchyardError) || err.code !== 'POOL_UNHEALTHY') throw err;
       // the pools it came from have no healthy target either: hold here and let the operator decide
       const held = await core.update(r.app, r.id, (x) => (x.state === 'running' ? pause(x, `the rollback was refused (${err.message}), so it is paused`) : null));
       core.logger.error({ app: r.app, rollout: r.id, analysis: result }, `rollout ${r.id} of ${r.app}: ${reason}; the rollback was refused, paused instead`);
       return held;
     }
-    const revision = core.controller.state(r.app).revision;
-    const ended = await core.update(r.app, r.id, (x) => (isActive(x) ? { ...core.ended('rolled-back', reason), lastAnalysis: result, revision } : null));
-    if (ended !== null) {
-      core.count(r.app, 'rolled-back');
-      core.logger.warn({ app: r.app, rollout: r.id, analysis: result }, `rollout ${r.id} of ${r.app} rolled back: ${why}`);
-    }
+    return this.#endRolledBack(r, why, result, core.controller.state(r.app).revision);
+  }
+
+  /** Marks the record rolled back (compare-and-set: one instance does, and counts and logs it, once). */
+  async #endRolledBack(r: Rollout, why: string, result: AnalysisResult | null, revision: number): Promise<Rollout | null> {
+    const core = this.#core;
+    const ended = await core.update(r.app, r.id, (x) => (isActive(x) ? { ...core.ended('rolled-back', `analysis failed: ${why}`), lastAnalysis: result ?? x.lastAnalysis, revision: Math.max(x.revision, revision) } : null));
+    if (ended === null) return core.store.get(r.app);
+    core.count(r.app, 'rolled-back');
+    core.logger.warn({ app: r.app, rollout: r.id, analysis: result }, `rollout ${r.id} of ${r.app} rolled back: ${why}`);
     return ended;
   }
 
-  /** Off the lease: only keep a copy of each record, for #reseed should this instance take over from an empty store. */
+  /**
+   * Off the lease: keep a copy of each record (for #reseed should this instance take over from
+   * an empty store), and judge every running rollout's analysis too, so a failing canary is
+   * rolled back by whichever instance sees it first, not only after the driver's lease moves.
+   */
   async #watch(): Promise<void> {
     for (const app of this.#core.controller.config.apps) {
       const r = await this.#core.store.get(app.name).catch(() => null);
-      if (r !== null) this.#seen.set(app.name, r);
+      if (r === null) continue;
+      this.#seen.set(app.name, r);
+      if (r.state !== 'running' || r.analysis === null || r.nextAt === null) continue;
+      const result = analyse(r, this.#core.stats, this.#core.now());
+      if (result.verdict === 'fail') await this.#fail(r, result.why ?? 'analysis failed', result).catch((err: unknown) => this.#core.logger.warn({ err, app: app.name }, 'rollout guard: the rollback failed; trying again at the next round'));
     }
   }
 

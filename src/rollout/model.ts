@@ -60,7 +60,16 @@ export interface Analysis {
   readonly maxP99Ms?: number | undefined;
   /** `to` must have served this many requests in the window before anything is judged */
   readonly minRequests: number;
+  /**
+   * How long past a step's pause the rollout holds, waiting for `minRequests`, before it gives
+   * up and fails (then `onFailure` applies). A step is never left unjudged. Records written
+   * before this option existed have none: `DEFAULT_MAX_WAIT_MS` then. @default 600000 (10 min)
+   */
+  readonly maxWaitMs?: number | undefined;
 }
+
+/** `analysis.maxWait` when a rollout names none: 10 minutes. */
+export const DEFAULT_MAX_WAIT_MS = 600_000;
 
 /** The figures of one pool or group of pools over the analysis window. */
 export interface AnalysisFigures {
@@ -93,7 +102,7 @@ export function isActive(r: Rollout): boolean {
 }
 
 /** The default analysis when a rollout names none (`analysis: null` turns it off). */
-export const DEFAULT_ANALYSIS: Analysis = Object.freeze({ maxErrorRate: 0.01, minRequests: 100 });
+export const DEFAULT_ANALYSIS: Analysis = Object.freeze({ maxErrorRate: 0.01, minRequests: 100, maxWaitMs: DEFAULT_MAX_WAIT_MS });
 
 /**
  * Presets after CodeDeploy's: `canaryP-D` (P % for D, then 100 %), `linearP-every-D` (+P % every
@@ -156,6 +165,16 @@ export function stepWeights(from: Weights, to: string, bp: number, pools: readon
     out[r.pool] = (out[r.pool] as number) + 1;
   }
   return out;
+}
+
+/**
+ * The step a rollout starts on: the first whose weight is not below `to`'s current weight, so a
+ * rollout never lowers `to` (a ramp is monotonic: sticky users only ever move toward `to`).
+ * 1-based; the last step (100 %) when every step is below.
+ */
+export function firstStep(steps: readonly Step[], currentBp: number): number {
+  const i = steps.findIndex((s) => s.weight >= currentBp);
+  return i === -1 ? steps.length : i + 1;
 }
 
 export function sameWeights(a: Weights, b: Weights): boolean {

@@ -9,7 +9,7 @@ import type { StatsSource } from './analysis.ts';
 import { RolloutCore, type Patch } from './core.ts';
 import { RolloutDriver } from './driver.ts';
 import { realScheduler, type Lease, type Scheduler } from './lease.ts';
-import { isActive, stepWeights, type Rollout } from './model.ts';
+import { firstStep, isActive, stepWeights, type Rollout } from './model.ts';
 import type { RolloutSpec } from './spec.ts';
 import type { RolloutStore } from './store.ts';
 import type { RolloutView } from './view.ts';
@@ -100,13 +100,15 @@ export class Rollouts {
     if (current !== null && isActive(current)) throw new SwitchyardError('CONFLICT', `app "${app}" already has a rollout that ${ENDED_WORDS[current.state]}: ${current.id} to ${current.to}; pause, promote or abort it first`, { details: { id: current.id, state: current.state } });
     if ((state.weights[spec.to] ?? 0) === TOTAL_BP) throw new SwitchyardError('CONFLICT', `pool "${spec.to}" of app "${app}" already has 100 %`);
     const now = core.now();
+    // steps below `to`'s weight now are skipped: a rollout never moves sticky users back
+    const first = firstStep(spec.steps, state.weights[spec.to] ?? 0);
     const record: Rollout = {
       id: this.#newId(),
       app,
       to: spec.to,
       from: { ...state.weights },
       steps: spec.steps,
-      step: 1,
+      step: first,
       state: 'running',
       startedAt: now,
       stepStartedAt: now,
@@ -128,13 +130,13 @@ export class Rollouts {
     if (!put.ok) throw new SwitchyardError('CONFLICT', `another rollout of app "${app}" was started at the same time${put.current === null ? '' : `: ${put.current.id}`}`);
     let written: RoutingState;
     try {
-      written = await core.writeStep(record, 1, state.revision, pools);
+      written = await core.writeStep(record, first, state.revision, pools);
     } catch (err) {
-      await core.update(app, record.id, (r) => (isActive(r) ? core.ended('aborted', `step 1 was refused: ${err instanceof Error ? err.message : String(err)}`) : null)).catch(() => null);
+      await core.update(app, record.id, (r) => (isActive(r) ? core.ended('aborted', `step ${first} was refused: ${err instanceof Error ? err.message : String(err)}`) : null)).catch(() => null);
       throw err;
     }
-    const pause = (spec.steps[0] as { pauseMs: number }).pauseMs;
-    const done = spec.steps.length === 1 && pause === 0;
+    const pause = (spec.steps[first - 1] as { pauseMs: number }).pauseMs;
+    const done = first === spec.steps.length && pause === 0;
     const updated = await core.update(app, record.id, (r) => {
       if (!isActive(r)) return null;
       const revision = Math.max(r.revision, written.revision);
@@ -142,7 +144,7 @@ export class Rollouts {
       return done ? { revision, ...core.ended('succeeded', `${spec.to} reached 100%`) } : { revision, nextAt: r.stepStartedAt + pause };
     });
     if (updated?.state === 'succeeded') core.count(app, 'succeeded');
-    core.logger.info({ app, rollout: record.id, to: spec.to, steps: spec.steps.length, by: opts.by }, `rollout ${record.id} of ${app} to ${spec.to} started`);
+    core.logger.info({ app, rollout: record.id, to: spec.to, steps: spec.steps.length, first, by: opts.by }, `rollout ${record.id} of ${app} to ${spec.to} started${first > 1 ? ` at step ${first} (the steps below ${spec.to}'s current weight are skipped)` : ''}`);
     this.#driver.kick();
     return core.view(updated ?? (await core.store.get(app)) ?? record, pools);
   }

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { parseDuration } from '../config/duration.ts';
 import { SwitchyardError } from '../errors.ts';
 import { pctToBp, TOTAL_BP } from '../state/weights.ts';
-import { DEFAULT_ANALYSIS, presetSteps, PRESET_EXAMPLES, type Analysis, type OnFailure, type Step } from './model.ts';
+import { DEFAULT_ANALYSIS, DEFAULT_MAX_WAIT_MS, presetSteps, PRESET_EXAMPLES, type Analysis, type OnFailure, type Step } from './model.ts';
 
 /** The longest pause a step may have: a rollout that outlives a week is a forgotten one. */
 export const MAX_PAUSE_MS = 7 * 24 * 3_600_000;
@@ -23,6 +23,8 @@ export const rolloutBody = z.strictObject({
       maxErrorRate: z.number().min(0).max(1).default(DEFAULT_ANALYSIS.maxErrorRate),
       maxP99Ms: z.number().positive().optional(),
       minRequests: z.number().int().min(1).max(1_000_000_000).default(DEFAULT_ANALYSIS.minRequests),
+      /** how long past a step's pause to wait for `minRequests` before failing @default "10m" */
+      maxWait: pause.optional(),
     })
     .nullable()
     .optional(),
@@ -69,6 +71,13 @@ export function parseRolloutBody(body: RolloutBody, pools: readonly string[]): R
   } else {
     steps = parseSteps(body.steps ?? [], issues);
   }
+  let maxWaitMs = DEFAULT_MAX_WAIT_MS;
+  if (body.analysis?.maxWait !== undefined) {
+    const ms = parseDuration(body.analysis.maxWait);
+    if (ms === undefined || ms <= 0) issues.push({ path: 'analysis.maxWait', message: 'must be a duration like 30s, 5m or 250ms (or milliseconds), above 0' });
+    else if (ms > MAX_PAUSE_MS) issues.push({ path: 'analysis.maxWait', message: 'at most 7d' });
+    else maxWaitMs = Math.round(ms);
+  }
   if (issues.length > 0) throw badRequest(issues);
   const last = steps[steps.length - 1] as Step;
   if (last.weight !== TOTAL_BP) {
@@ -76,7 +85,7 @@ export function parseRolloutBody(body: RolloutBody, pools: readonly string[]): R
     steps.push({ weight: TOTAL_BP, pauseMs: 0 });
   }
   const analysis: Analysis | null =
-    body.analysis === null ? null : body.analysis === undefined ? DEFAULT_ANALYSIS : { maxErrorRate: body.analysis.maxErrorRate, minRequests: body.analysis.minRequests, ...(body.analysis.maxP99Ms === undefined ? {} : { maxP99Ms: body.analysis.maxP99Ms }) };
+    body.analysis === null ? null : body.analysis === undefined ? DEFAULT_ANALYSIS : { maxErrorRate: body.analysis.maxErrorRate, minRequests: body.analysis.minRequests, maxWaitMs, ...(body.analysis.maxP99Ms === undefined ? {} : { maxP99Ms: body.analysis.maxP99Ms }) };
   return { to: body.to, steps, analysis, onFailure: body.onFailure ?? 'rollback', reason: body.reason ?? null };
 }
 

@@ -3,8 +3,13 @@ import type { AppRoute, PoolRoute } from './snapshot.ts';
 
 /**
  * Affinity pins: `POOL.REVISION.ISSUED.SIG`, SIG = base64url HMAC-SHA256 (first 16 bytes) of
- * `APP|POOL|REVISION|ISSUED` under the app's affinity secret. A pin keeps a session on its
- * pool while that pool has weight, and for `affinity.window` after its weight became 0.
+ * `APP|POOL|REVISION|ISSUED` under the app's affinity secret.
+ *
+ * Affinity exists for the drain only (CONTRACT.md §3 step 3): a pin holds a session on a pool
+ * that is *draining* (weight 0 since less than `affinity.window` ago), so a session started on
+ * the old version finishes there. A pin never overrides the weights of a pool that has weight —
+ * otherwise `whereis`, the canary share and the drain figures would all lie about browsers — and
+ * a pin to a pool that cannot serve is ignored by the caller (`decide`), which routes by weight.
  */
 const SKEW_S = 5;
 
@@ -12,11 +17,19 @@ function sign(secret: string, app: string, pool: string, revision: number, issue
   return createHmac('sha256', secret).update(`${app}|${pool}|${revision}|${issued}`).digest().subarray(0, 16).toString('base64url');
 }
 
+/** Whether pins to `pool` can still be honoured at `now` (draining, inside the window); its targets aside. */
+export function pinsHeld(pool: PoolRoute, now: number): boolean {
+  return pool.weight === 0 && pool.pinDeadline !== null && now < pool.pinDeadline;
+}
+
 export function makePin(secret: string, app: string, pool: string, revision: number, issuedSec: number): string {
   return `${pool}.${revision}.${issuedSec}.${sign(secret, app, pool, revision, issuedSec)}`;
 }
 
-/** The pool a pin sends its request to now, or null for a forged, malformed or expired pin. */
+/**
+ * The draining pool a pin holds its request on now, or null: a forged, malformed or expired pin,
+ * a pin issued after the drain began, or a pin to a pool that has weight (the weights decide).
+ */
 export function pinnedPool(app: AppRoute, pin: string, now: number): PoolRoute | null {
   const secret = app.config.affinity?.secret;
   if (secret === undefined) return null;
@@ -27,14 +40,16 @@ export function pinnedPool(app: AppRoute, pin: string, now: number): PoolRoute |
   if (pool === undefined) return null;
   const revision = Number(revS);
   const issued = Number(issuedS);
-  if (!Number.isSafeInteger(revision) || !Number.isSafeInteger(issued)) return null;
+  // a pin is issued where its pool had weight, so a pin a drain can hold is older than the
+  // revision that drained the pool; a pin from a later (or a wiped store's) revision is not
+  if (!Number.isSafeInteger(revision) || !Number.isSafeInteger(issued) || revision >= app.revision) return null;
   const expected = sign(secret, app.name, poolName, revision, issued);
   if (expected.length !== sig.length || !timingSafeEqual(Buffer.from(expected), Buffer.from(sig))) return null;
-  if (pool.weight > 0) return pool;
+  // a pool with weight: the weights (sticky bucket or random split) decide, never the pin
+  if (pool.weight > 0 || pool.drainingSince === null || pool.pinDeadline === null) return null;
   // draining: honour pins issued while the pool still had weight, until the window closes
-  if (pool.drainingSince === null || pool.pinDeadline === null) return null;
   if (issued > pool.drainingSince / 1000 + SKEW_S) return null;
-  return now < pool.pinDeadline ? pool : null;
+  return pinsHeld(pool, now) ? pool : null;
 }
 
 /**

@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto';
 import type { AppConfig } from '../config/schema.ts';
 import type { RoutingState } from '../state/types.ts';
-import { TOTAL_BP } from '../state/weights.ts';
+import { ownOf, TOTAL_BP } from '../state/weights.ts';
 
 /**
  * The immutable routing snapshot the data plane reads. The control plane builds a whole new
@@ -74,8 +74,8 @@ export function buildAppRoute(index: number, config: AppConfig, state: RoutingSt
   let lo = 0;
   const pools: PoolRoute[] = names.map((name, i) => {
     const pc = config.pools[name] as AppConfig['pools'][string];
-    const weight = state.weights[name] ?? 0;
-    const since = state.drainingSince[name];
+    const weight = ownOf(state.weights, name) ?? 0;
+    const since = ownOf(state.drainingSince, name);
     const drainingSince = weight === 0 && since !== undefined ? Date.parse(since) : null;
     const route: PoolRoute = {
       index: i,
@@ -135,12 +135,11 @@ export function findApp(snapshot: Snapshot, hostHeader: string | undefined): App
   let app = snapshot.exactHosts.get(host);
   if (app !== undefined) return app;
   const colon = host.lastIndexOf(':');
-  if (colon > 0 && host.indexOf(']') < colon) {
-    host = host.slice(0, colon);
-    app = snapshot.exactHosts.get(host);
-    if (app !== undefined) return app;
-  }
+  if (colon > 0 && host.indexOf(']') < colon) host = host.slice(0, colon);
+  // `shop.test.` is the same name as `shop.test` (a fully qualified one), as nginx takes it
   if (host.endsWith('.')) host = host.slice(0, -1);
+  app = snapshot.exactHosts.get(host);
+  if (app !== undefined) return app;
   for (const [suffix, a] of snapshot.wildcards) {
     if (host.length > suffix.length && host.endsWith(suffix)) return a;
   }

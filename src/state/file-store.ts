@@ -2,6 +2,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { SwitchyardError } from '../errors.ts';
 import { removeStaleTemps, writeFileAtomic } from './atomic-file.ts';
+import { checkWrite, freezeState, InvalidStateError, parseStoredState, readableRevision, type PoolsOf } from './invariants.ts';
 import { historyEntryOf, type CasResult, type HistoryEntry, type RoutingState, type StateStore, type Unsubscribe } from './types.ts';
 
 export interface FileStoreOptions {
@@ -14,11 +15,26 @@ export interface FileStoreOptions {
    * @default ignores the error
    */
   onListenerError?: (err: unknown) => void;
+  /**
+   * The pools each app may weigh (the config's): a write naming another pool is refused.
+   * @default only the shape of the weights is checked
+   */
+  pools?: PoolsOf;
 }
 
 /** One app in the file. `history` is newest first, at most `historyLimit` long. */
 interface AppRecord {
   readonly state: RoutingState;
+  readonly history: readonly HistoryEntry[];
+}
+
+/**
+ * An app whose record in the file breaks an invariant: kept byte for byte (rewritten as read) so
+ * nothing of the operator's is lost, until a write for the app replaces it.
+ */
+interface BrokenRecord {
+  readonly raw: unknown;
+  readonly error: InvalidStateError;
   readonly history: readonly HistoryEntry[];
 }
 
@@ -35,17 +51,22 @@ export class FileStore implements StateStore {
   readonly #historyLimit: number;
   readonly #onListenerError: (err: unknown) => void;
   readonly #listeners = new Set<(state: RoutingState) => void>();
+  readonly #pools: PoolsOf | undefined;
   /** Replaced, never mutated, so a failed write leaves nothing half-applied. */
   #apps: ReadonlyMap<string, AppRecord>;
+  /** Replaced, never mutated, like #apps. */
+  #broken: ReadonlyMap<string, BrokenRecord>;
   /** Tail of the write queue: each compareAndSet starts once the previous one settled. */
   #tail: Promise<unknown> = Promise.resolve();
   #closed = false;
 
-  private constructor(path: string, historyLimit: number, apps: ReadonlyMap<string, AppRecord>, onListenerError: (err: unknown) => void) {
+  private constructor(path: string, opts: FileStoreOptions, loaded: Loaded) {
     this.#path = path;
-    this.#historyLimit = historyLimit;
-    this.#apps = apps;
-    this.#onListenerError = onListenerError;
+    this.#historyLimit = opts.historyLimit;
+    this.#apps = loaded.apps;
+    this.#broken = loaded.broken;
+    this.#onListenerError = opts.onListenerError ?? (() => {});
+    this.#pools = opts.pools;
   }
 
   /** Loads the file (a missing file is an empty store); rejects if it exists but cannot be used. */
@@ -61,17 +82,20 @@ export class FileStore implements StateStore {
       throw new SwitchyardError('STORE_UNAVAILABLE', `cannot create the state directory ${dir}: ${messageOf(err)}`, { cause: err });
     }
     await removeStaleTemps(path);
-    const apps = await load(path, opts.historyLimit);
-    return new FileStore(path, opts.historyLimit, apps, opts.onListenerError ?? (() => {}));
+    return new FileStore(path, opts, await load(path, opts.historyLimit));
   }
 
   async get(app: string): Promise<RoutingState | null> {
+    const broken = this.#broken.get(app);
+    if (broken !== undefined) throw broken.error;
     return this.#apps.get(app)?.state ?? null;
   }
 
-  async getMany(apps: readonly string[]): Promise<Map<string, RoutingState>> {
+  async getMany(apps: readonly string[], onInvalid?: (err: InvalidStateError) => void): Promise<Map<string, RoutingState>> {
     const out = new Map<string, RoutingState>();
     for (const app of apps) {
+      const broken = this.#broken.get(app);
+      if (broken !== undefined) onInvalid?.(broken.error);
       const rec = this.#apps.get(app);
       if (rec) out.set(app, rec.state);
     }
@@ -79,17 +103,14 @@ export class FileStore implements StateStore {
   }
 
   async history(app: string, limit: number): Promise<HistoryEntry[]> {
-    return (this.#apps.get(app)?.history ?? []).slice(0, Math.max(0, Math.floor(limit)));
+    const entries = this.#apps.get(app)?.history ?? this.#broken.get(app)?.history ?? [];
+    return entries.slice(0, Math.max(0, Math.floor(limit)));
   }
 
   async compareAndSet(next: RoutingState, expected: number | null): Promise<CasResult> {
-    // A wrong revision is a caller's bug, not a conflict: fail loudly instead of answering ok:false.
-    if (expected !== null && next.revision !== expected + 1) {
-      throw new Error(`compareAndSet(${next.app}): next.revision must be ${expected + 1}, got ${next.revision}`);
-    }
-    if (!Number.isInteger(next.revision) || next.revision < 1) {
-      throw new Error(`compareAndSet(${next.app}): revision must be an integer >= 1, got ${next.revision}`);
-    }
+    // A wrong revision or a state that breaks an invariant is a caller's bug, not a conflict:
+    // fail loudly instead of answering ok:false, and write nothing.
+    checkWrite(next, expected, this.#pools);
     if (this.#closed) throw new SwitchyardError('STORE_UNAVAILABLE', `the file store ${this.#path} is closed`);
     const run = this.#tail.then(() => this.#casNow(next, expected));
     this.#tail = run.catch(() => {});
@@ -112,12 +133,21 @@ export class FileStore implements StateStore {
   /** Runs alone (see #tail), so the revision check and the write form one step. */
   async #casNow(next: RoutingState, expected: number | null): Promise<CasResult> {
     const current = this.#apps.get(next.app);
-    if ((current?.state.revision ?? null) !== expected) return { ok: false, current: current?.state ?? null };
+    const broken = this.#broken.get(next.app);
+    if (broken !== undefined) {
+      // an invalid record counts as its readable revision (0 when it has none); replacing it repairs the app
+      if ((broken.error.revision ?? 0) !== expected) throw broken.error;
+    } else if ((current?.state.revision ?? null) !== expected) {
+      return { ok: false, current: current?.state ?? null };
+    }
     const state = freezeState(next);
-    const history = [freezeEntry(historyEntryOf(state)), ...(current?.history ?? [])].slice(0, this.#historyLimit);
+    const history = [freezeEntry(historyEntryOf(state)), ...(current?.history ?? broken?.history ?? [])].slice(0, this.#historyLimit);
     const apps = new Map(this.#apps).set(next.app, { state, history });
-    await this.#write(apps);
+    const stillBroken = new Map(this.#broken);
+    stillBroken.delete(next.app);
+    await this.#write(apps, stillBroken);
     this.#apps = apps;
+    this.#broken = stillBroken;
     for (const listener of [...this.#listeners]) {
       try {
         listener(state);
@@ -132,8 +162,9 @@ export class FileStore implements StateStore {
     return { ok: true, state };
   }
 
-  async #write(apps: ReadonlyMap<string, AppRecord>): Promise<void> {
-    const text = `${JSON.stringify({ version: FILE_VERSION, apps: Object.fromEntries(apps) }, null, 2)}\n`;
+  async #write(apps: ReadonlyMap<string, AppRecord>, broken: ReadonlyMap<string, BrokenRecord>): Promise<void> {
+    const all = Object.fromEntries([...[...broken].map(([app, b]) => [app, b.raw] as const), ...apps]);
+    const text = `${JSON.stringify({ version: FILE_VERSION, apps: all }, null, 2)}\n`;
     try {
       await writeFileAtomic(this.#path, text);
     } catch (err) {
@@ -142,12 +173,17 @@ export class FileStore implements StateStore {
   }
 }
 
-async function load(path: string, historyLimit: number): Promise<Map<string, AppRecord>> {
+interface Loaded {
+  readonly apps: Map<string, AppRecord>;
+  readonly broken: Map<string, BrokenRecord>;
+}
+
+async function load(path: string, historyLimit: number): Promise<Loaded> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
   } catch (err) {
-    if (errnoOf(err) === 'ENOENT') return new Map(); // first start: nothing stored yet
+    if (errnoOf(err) === 'ENOENT') return { apps: new Map(), broken: new Map() }; // first start: nothing stored yet
     throw new SwitchyardError('STORE_UNAVAILABLE', `cannot read the state file ${path}: ${messageOf(err)}`, { cause: err });
   }
   let doc: unknown;
@@ -161,21 +197,26 @@ async function load(path: string, historyLimit: number): Promise<Map<string, App
     throw new Error(`state file ${path} is not a version ${FILE_VERSION} Switchyard state file ({ version: 1, apps: {...} })`);
   }
   const apps = new Map<string, AppRecord>();
+  const broken = new Map<string, BrokenRecord>();
+  // one app's bad record must not keep the others from loading: it is set aside, named, and kept
   for (const [app, rec] of Object.entries(doc.apps)) {
-    if (!isRecord(rec) || !isRecord(rec.state) || rec.state.app !== app || !Number.isInteger(rec.state.revision) || !Array.isArray(rec.history)) {
-      throw new Error(`state file ${path}: apps.${app} is not a valid { state, history } record`);
+    const where = `state file ${path}, apps.${app}`;
+    const history = isRecord(rec) && Array.isArray(rec.history) ? (rec.history as unknown[]).filter(isEntry).slice(0, historyLimit).map(freezeEntry) : [];
+    try {
+      if (!isRecord(rec)) throw new InvalidStateError(app, where, [{ path: '(root)', message: 'must be a { state, history } record' }], null);
+      if (!Array.isArray(rec.history)) throw new InvalidStateError(app, where, [{ path: 'history', message: 'must be an array' }], readableRevision(rec.state));
+      apps.set(app, { state: parseStoredState(rec.state, app, `${where}.state`), history });
+    } catch (err) {
+      if (!(err instanceof InvalidStateError)) throw err;
+      broken.set(app, { raw: rec, error: err, history });
     }
-    const history = (rec.history as HistoryEntry[]).slice(0, historyLimit).map(freezeEntry);
-    apps.set(app, { state: freezeState(rec.state as unknown as RoutingState), history });
   }
-  return apps;
+  return { apps, broken };
 }
 
-function freezeState(state: RoutingState): RoutingState {
-  const copy = structuredClone(state);
-  Object.freeze(copy.weights);
-  Object.freeze(copy.drainingSince);
-  return Object.freeze(copy);
+/** Enough of a history entry to show and to roll back to (rollback's write is checked in full). */
+function isEntry(e: unknown): e is HistoryEntry {
+  return isRecord(e) && Number.isInteger(e.revision) && isRecord(e.weights);
 }
 
 function freezeEntry(entry: HistoryEntry): HistoryEntry {

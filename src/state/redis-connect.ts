@@ -1,4 +1,4 @@
-import type { RedisOptions } from 'ioredis';
+import type { Redis, RedisOptions } from 'ioredis';
 
 // How Switchyard meets Redis: connection options, key layout and the write script, shared by the
 // store (redis-store.ts) and the fleet heartbeat (control/fleet.ts).
@@ -98,9 +98,18 @@ export type RedisKeys = ReturnType<typeof redisKeys>;
 /**
  * The whole write as one atomic step: compare, set, append the bounded history, publish.
  * KEYS: state, history. ARGV: expected revision ('' = no state yet), state JSON, history entry
- * JSON, history limit, channel. Answers 1 when written, else the current state JSON (nil if none).
+ * JSON, history limit, channel, deadline (epoch ms by Redis's clock). Answers 1 when written,
+ * else the current state JSON (nil if none); an error reply once the deadline has passed.
+ *
+ * The deadline is why a write answered 503 never lands later: a command that timed out on the
+ * client (Redis paused, a slow link) still sits in the socket and would run when Redis wakes.
+ * Checked against Redis's own TIME, so the client's clock only enters through its measured offset.
  */
 export const CAS_SCRIPT = `
+local t = redis.call('TIME')
+if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[6]) then
+  return redis.error_reply('SWITCHYARD_EXPIRED the write reached redis after its deadline; not applied')
+end
 local cur = redis.call('GET', KEYS[1])
 if ARGV[1] == '' then
   if cur then return cur end
@@ -115,6 +124,48 @@ redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
 redis.call('PUBLISH', ARGV[5], ARGV[2])
 return 1
 `;
+
+/**
+ * Re-seeding: writes the state only if Redis holds none or an older revision, so an instance
+ * that routes on a newer revision than Redis (Redis restarted empty and a stale instance
+ * re-seeded it first, or a failover lost a write) lifts it, and the fleet settles on the highest
+ * revision any live instance holds. KEYS: state, history. ARGV: state JSON, history entry JSON,
+ * history limit, channel, revision. Answers 1 when written, else the current state JSON.
+ */
+export const RESEED_SCRIPT = `
+local cur = redis.call('GET', KEYS[1])
+if cur and cjson.decode(cur).revision >= tonumber(ARGV[5]) then return cur end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('LPUSH', KEYS[2], ARGV[2])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
+redis.call('PUBLISH', ARGV[4], ARGV[1])
+return 1
+`;
+
+/** Redis's clock minus ours, as measured with TIME, and how long that round trip took (the offset's uncertainty). */
+export interface ClockOffset {
+  readonly offset: number;
+  readonly rtt: number;
+}
+
+/** Reads Redis's TIME against our clock; null when the round trip took over `maxRttMs` (too slow to say much). */
+export async function readRedisClock(client: Redis, maxRttMs: number): Promise<ClockOffset | null> {
+  const sent = Date.now();
+  const [sec, usec] = (await client.call('TIME')) as [string, string];
+  const got = Date.now();
+  const rtt = got - sent;
+  if (rtt > maxRttMs) return null;
+  return { offset: Number(sec) * 1000 + Math.floor(Number(usec) / 1000) - (sent + got) / 2, rtt };
+}
+
+/**
+ * The latest moment, by Redis's clock, at which CAS_SCRIPT may still apply a write sent at `now`:
+ * a quarter of the command timeout, plus the clock offset's uncertainty, before the client gives
+ * up and answers 503, so a reply still on its way cannot turn a 503 into a landed write.
+ */
+export function writeDeadline(clock: ClockOffset, commandTimeout: number, now: number): number {
+  return Math.floor(now + clock.offset + commandTimeout - commandTimeout / 4 - clock.rtt);
+}
 
 /** The URL with its password masked, for log lines. */
 export function redactUrl(url: string): string {

@@ -3,12 +3,16 @@ import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { SwitchyardError } from '../errors.ts';
 import { readStateCache, StateCacheWriter } from './state-cache.ts';
-import { CAS_SCRIPT, redactUrl, redisKeys, redisOptions, type RedisConnection, type RedisKeys } from './redis-connect.ts';
+import { checkWrite, InvalidStateError, parseStoredState, type PoolsOf } from './invariants.ts';
+import { CAS_SCRIPT, readRedisClock, RESEED_SCRIPT, redactUrl, redisKeys, redisOptions, writeDeadline, type ClockOffset, type RedisConnection, type RedisKeys } from './redis-connect.ts';
 import { historyEntryOf, type CasResult, type HistoryEntry, type RoutingState, type StateStore, type Unsubscribe } from './types.ts';
 
 export { redisKeys, type RedisKeys };
 
-type CasClient = Redis & { switchyardCas(state: string, history: string, expected: string, json: string, entry: string, limit: number, channel: string): Promise<number | string | null> };
+type CasClient = Redis & {
+  switchyardCas(state: string, history: string, expected: string, json: string, entry: string, limit: number, channel: string, deadline: number): Promise<number | string | null>;
+  switchyardReseed(state: string, history: string, json: string, entry: string, limit: number, channel: string, revision: number): Promise<number | string>;
+};
 
 export interface RedisStoreOptions extends RedisConnection {
   /** Key prefix, so several fleets can share one Redis. */
@@ -23,6 +27,8 @@ export interface RedisStoreOptions extends RedisConnection {
   readonly logger?: Logger | undefined;
   /** Told about a watch listener that threw. @default ignores it */
   readonly onListenerError?: ((err: unknown) => void) | undefined;
+  /** The pools each app may weigh (the config's): a write naming another pool is refused. @default only the shape is checked */
+  readonly pools?: PoolsOf | undefined;
 }
 
 export interface RedisStoreEvents {
@@ -62,8 +68,15 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
   /** newest revision handed to watchers per app */
   readonly #delivered = new Map<string, number>();
   readonly #pending = new Set<Promise<unknown>>();
+  /** the invalid value last reported per app, so the poll logs a bad state once, not every second */
+  readonly #reportedInvalid = new Map<string, string>();
   readonly #cache: StateCacheWriter | null;
   readonly #poll: NodeJS.Timeout;
+  /** app → the last revision this store itself wrote (so an observer can tell others' changes from its own) */
+  readonly #wrote = new Map<string, number>();
+  /** JSON of this store's writes in flight: the published message can arrive before the script's reply */
+  readonly #writing = new Set<string>();
+  #clock: ClockOffset | null = null;
   #syncing: Promise<void> | null = null;
   #syncAgain = false;
   #connected = false;
@@ -80,6 +93,7 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     const options = redisOptions(opts);
     this.client = new Redis({ ...options, connectionName: 'switchyard' });
     this.client.defineCommand('switchyardCas', { numberOfKeys: 2, lua: CAS_SCRIPT });
+    this.client.defineCommand('switchyardReseed', { numberOfKeys: 2, lua: RESEED_SCRIPT });
     // resubscribed by hand on `ready`, so the re-read starts only once the subscription is live
     this.#sub = new Redis({ ...options, connectionName: 'switchyard-sub', autoResubscribe: false });
 
@@ -128,12 +142,12 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     this.#known.add(app);
     const text = await this.#run('GET', () => this.client.get(this.keys.state(app)));
     if (text === null) return null;
-    const state = parseState(text);
+    const state = parseState(text, this.#where(app), app);
     this.#observe(state);
     return state;
   }
 
-  async getMany(apps: readonly string[]): Promise<Map<string, RoutingState>> {
+  async getMany(apps: readonly string[], onInvalid?: (err: InvalidStateError) => void): Promise<Map<string, RoutingState>> {
     const out = new Map<string, RoutingState>();
     if (apps.length === 0) return out;
     for (const app of apps) this.#known.add(app);
@@ -151,7 +165,16 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     }
     apps.forEach((app, i) => {
       const text = texts[i];
-      if (text !== null && text !== undefined) this.#observe(parseState(text));
+      if (text !== null && text !== undefined) {
+        try {
+          this.#observe(parseState(text, this.#where(app), app));
+        } catch (err) {
+          // one app's bad state must not hide the others: it is reported and left out
+          if (!(err instanceof InvalidStateError)) throw err;
+          onInvalid?.(err);
+          return;
+        }
+      }
       const newest = this.#latest.get(app);
       if (newest !== undefined) out.set(app, newest);
     });
@@ -166,14 +189,35 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
   }
 
   async compareAndSet(next: RoutingState, expected: number | null): Promise<CasResult> {
-    // A wrong revision is a caller's bug, not a conflict: fail loudly instead of answering ok:false.
-    if (expected !== null && next.revision !== expected + 1) throw new Error(`compareAndSet(${next.app}): next.revision must be ${expected + 1}, got ${next.revision}`);
-    if (!Number.isInteger(next.revision) || next.revision < 1) throw new Error(`compareAndSet(${next.app}): revision must be an integer >= 1, got ${next.revision}`);
+    // A wrong revision or a state that breaks an invariant is a caller's bug, not a conflict:
+    // fail loudly instead of answering ok:false, and write nothing.
+    checkWrite(next, expected, this.#opts.pools);
     if (this.#closed) throw new SwitchyardError('STORE_UNAVAILABLE', 'the redis store is closed');
     const run = this.#cas(next, expected);
     this.#pending.add(run);
     void run.catch(() => undefined).finally(() => this.#pending.delete(run));
     return run;
+  }
+
+  /**
+   * Re-seeding: writes `state` only if Redis holds no state for the app or an older revision
+   * (never over the same or a newer one), appending its history entry and publishing it.
+   */
+  async reseed(state: RoutingState): Promise<CasResult> {
+    // the same invariants as every write (a re-seed has no expected revision)
+    checkWrite(state, null, this.#opts.pools);
+    if (this.#closed) throw new SwitchyardError('STORE_UNAVAILABLE', 'the redis store is closed');
+    this.#known.add(state.app);
+    const json = JSON.stringify(state);
+    const client = this.client as CasClient;
+    const k = this.keys;
+    const res = await this.#writingWhile(json, () => this.#run('re-seed', () => client.switchyardReseed(k.state(state.app), k.history(state.app), json, JSON.stringify(historyEntryOf(state)), this.#opts.historyLimit, k.changes, state.revision)));
+    return this.#casResult(res, json, state.app);
+  }
+
+  /** Whether the newest write this store made for `app` is `revision`: tells a change it observes from one it wrote. */
+  wroteHere(app: string, revision: number): boolean {
+    return this.#wrote.get(app) === revision;
   }
 
   watch(listener: (state: RoutingState) => void): Unsubscribe {
@@ -224,16 +268,40 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     const entry = JSON.stringify(historyEntryOf(next));
     const client = this.client as CasClient;
     const k = this.keys;
-    const res = await this.#run('compare-and-set', () => client.switchyardCas(k.state(next.app), k.history(next.app), expected === null ? '' : String(expected), json, entry, this.#opts.historyLimit, k.changes));
+    const res = await this.#writingWhile(json, () => this.#run('compare-and-set', async () => client.switchyardCas(k.state(next.app), k.history(next.app), expected === null ? '' : String(expected), json, entry, this.#opts.historyLimit, k.changes, await this.#deadline())));
+    return this.#casResult(res, json, next.app);
+  }
+
+  async #writingWhile<T>(json: string, fn: () => Promise<T>): Promise<T> {
+    this.#writing.add(json);
+    try {
+      return await fn();
+    } finally {
+      this.#writing.delete(json);
+    }
+  }
+
+  #casResult(res: number | string | null, json: string, app: string): CasResult {
     if (res === 1) {
-      const state = parseState(json);
+      const state = parseState(json, 'compareAndSet', app);
+      // before observing it: watchers told of it must already see it as this store's own write
+      this.#wrote.set(app, state.revision);
       this.#observe(state);
       return { ok: true, state };
     }
     if (typeof res !== 'string') return { ok: false, current: null };
-    const current = parseState(res);
+    // an invalid stored state whose revision is not `expected` rejects with InvalidStateError, as in the file store
+    const current = parseState(res, this.#where(app), app);
     this.#observe(current);
     return { ok: false, current };
+  }
+
+  /** The write script's deadline (writeDeadline), measuring the clock offset first if no poll has yet. */
+  async #deadline(): Promise<number> {
+    const timeout = this.#opts.commandTimeout ?? 2000;
+    this.#clock ??= await readRedisClock(this.client, timeout / 4);
+    if (this.#clock === null) throw new Error('cannot read the redis clock');
+    return writeDeadline(this.#clock, timeout, Date.now());
   }
 
   async #syncOnce(): Promise<void> {
@@ -241,6 +309,8 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     if (apps.length === 0 || this.#closed || !this.#connected) return;
     let texts: (string | null)[];
     try {
+      // the poll also keeps the clock offset the write deadline uses fresh
+      this.#clock = (await readRedisClock(this.client, (this.#opts.commandTimeout ?? 2000) / 4)) ?? this.#clock;
       texts = await this.client.mget(apps.map((a) => this.keys.state(a)));
     } catch (err) {
       this.#logger?.debug({ err }, 'redis poll failed');
@@ -250,11 +320,15 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     apps.forEach((app, i) => {
       const text = texts[i] ?? null;
       try {
-        const state = text === null ? null : parseState(text);
+        const state = text === null ? null : parseState(text, this.#where(app), app);
         remote.set(app, state);
+        if (state !== null && this.#writing.has(text as string)) this.#wrote.set(state.app, state.revision);
         if (state !== null) this.#observe(state);
+        this.#reportedInvalid.delete(app);
       } catch (err) {
-        this.#logger?.error({ err, app }, 'redis holds a routing state that is not valid; ignoring it');
+        if (this.#reportedInvalid.get(app) === text) return;
+        this.#reportedInvalid.set(app, text as string);
+        this.#logger?.error({ err, app }, 'redis holds a routing state that is not valid; ignoring it (a write to the app replaces it)');
       }
     });
     this.emit('sync', remote);
@@ -263,12 +337,13 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
   #onMessage(message: string): void {
     let state: RoutingState;
     try {
-      state = parseState(message);
+      state = parseState(message, `message on ${this.keys.changes}`);
     } catch (err) {
       this.#logger?.warn({ err }, 'ignoring a malformed change message; the poll will catch up');
       return;
     }
     this.#known.add(state.app);
+    if (this.#writing.has(message)) this.#wrote.set(state.app, state.revision);
     this.#observe(state);
   }
 
@@ -293,6 +368,10 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
         }
       }
     }
+  }
+
+  #where(app: string): string {
+    return `redis key ${this.keys.state(app)}`;
   }
 
   async #run<T>(what: string, fn: () => Promise<T>): Promise<T> {
@@ -338,13 +417,17 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
   }
 }
 
-/** Parses and checks a state read from Redis or a message; the result is frozen. */
-export function parseState(text: string): RoutingState {
-  const s = JSON.parse(text) as RoutingState;
-  if (typeof s !== 'object' || s === null || typeof s.app !== 'string' || !Number.isInteger(s.revision) || s.revision < 1 || typeof s.weights !== 'object' || s.weights === null) {
-    throw new Error('not a routing state');
+/**
+ * Parses and checks (invariants.ts) a state read from `where`; the result is frozen. `app` is the
+ * app it is stored for (a message names its own). Rejects with InvalidStateError.
+ */
+export function parseState(text: string, where: string, app?: string): RoutingState {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new InvalidStateError(app ?? '?', where, [{ path: '(root)', message: `not JSON (${err instanceof Error ? err.message : String(err)})` }], null);
   }
-  Object.freeze(s.weights);
-  Object.freeze(s.drainingSince);
-  return Object.freeze(s);
+  const named = (value as { app?: unknown } | null)?.app;
+  return parseStoredState(value, app ?? (typeof named === 'string' ? named : '?'), where);
 }

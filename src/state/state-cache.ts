@@ -3,6 +3,7 @@ import { dirname, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import type { RoutingState } from './types.ts';
 import { writeFileAtomic } from './atomic-file.ts';
+import { parseStoredState } from './invariants.ts';
 
 const CACHE_VERSION = 1;
 
@@ -28,11 +29,11 @@ export async function readStateCache(path: string, prefix: string, logger?: Logg
     logger?.warn({ path, prefix }, 'ignoring a routing state cache written for another store or version');
     return out;
   }
-  for (const [app, s] of Object.entries(d.states as Record<string, RoutingState>)) {
-    if (s?.app === app && Number.isInteger(s.revision) && s.revision >= 1 && typeof s.weights === 'object') {
-      Object.freeze(s.weights);
-      Object.freeze(s.drainingSince);
-      out.set(app, Object.freeze(s));
+  for (const [app, s] of Object.entries(d.states as Record<string, unknown>)) {
+    try {
+      out.set(app, parseStoredState(s, app, `routing state cache ${path}, states.${app}`));
+    } catch (err) {
+      logger?.warn({ err, path, app }, 'ignoring an invalid state in the routing state cache');
     }
   }
   return out;

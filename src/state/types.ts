@@ -1,3 +1,4 @@
+import type { InvalidStateError } from './invariants.ts';
 import type { RedisStore } from './redis-store.ts';
 import type { Weights } from './weights.ts';
 
@@ -49,14 +50,24 @@ export type Unsubscribe = () => void;
  */
 export interface StateStore {
   readonly kind: 'file' | 'redis';
-  /** Current state of one app, or null if the store has none. */
+  /**
+   * Current state of one app, or null if the store has none. A stored state that breaks an
+   * invariant (src/state/invariants.ts) rejects with InvalidStateError naming the key paths.
+   */
   get(app: string): Promise<RoutingState | null>;
-  /** Current states of the given apps (missing ones left out). */
-  getMany(apps: readonly string[]): Promise<Map<string, RoutingState>>;
+  /**
+   * Current states of the given apps (missing ones left out). An app whose stored state breaks
+   * an invariant is left out too and handed to `onInvalid`, so one bad app never hides the others.
+   */
+  getMany(apps: readonly string[], onInvalid?: (err: InvalidStateError) => void): Promise<Map<string, RoutingState>>;
   /**
    * Writes `next` only if the stored revision is `expected` (`null`: no state stored yet), and
    * appends its history entry in the same atomic step. `next.revision` must be `expected + 1`
-   * (or any revision ≥ 1 when `expected` is null, for re-seeding).
+   * (or any revision ≥ 1 when `expected` is null, for re-seeding), and `next` must keep every
+   * invariant (`checkWrite` in invariants.ts: weights summing to 10 000 bp over the app's known
+   * pools): otherwise it rejects with INVALID_STATE and writes nothing. A stored state that is
+   * itself invalid counts as revision `InvalidStateError.revision` (0 when unreadable), so a
+   * write can replace it.
    */
   compareAndSet(next: RoutingState, expected: number | null): Promise<CasResult>;
   /** Newest first, at most `limit` entries. */

@@ -55,10 +55,18 @@ export function parseWeights(
   return issues.length > 0 ? { ok: false, issues } : { ok: true, weights: out };
 }
 
+/**
+ * A pool's entry in a pool-keyed record, own properties only: a pool named `constructor` must
+ * not read `Object.prototype.constructor` from a record that lacks it.
+ */
+export function ownOf<T>(record: Readonly<Record<string, T>>, pool: string): T | undefined {
+  return Object.hasOwn(record, pool) ? record[pool] : undefined;
+}
+
 /** Basis points to the API's percentages, in the given pool order. */
 export function weightsToPct(weights: Weights, pools: readonly string[]): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const pool of pools) out[pool] = bpToPct(weights[pool] ?? 0);
+  for (const pool of pools) out[pool] = bpToPct(ownOf(weights, pool) ?? 0);
   return out;
 }
 

@@ -45,7 +45,8 @@ describe('dashboard in Chromium', () => {
     assert.ok(existsSync(CHROMIUM), `Chromium not found at ${CHROMIUM}: install it (Debian: apt-get install -y chromium) or set SWITCHYARD_CHROMIUM; this test does not download browsers`);
     blue = await lively('blue', 0.03, 30);
     green = await lively('green', 0, 14);
-    p = await startProxy({ apps: [twoPools(blue.url, green.url)] });
+    // a short affinity window: blue holds pinned sessions for 4 s after the switch, then drains
+    p = await startProxy({ apps: [twoPools(blue.url, green.url, { affinity: { secret: 'affinity-secret-0123456789', window: '4s' } })] });
     // steady background traffic through the proxy, ~40 requests/s
     load = (async () => {
       while (traffic) {
@@ -110,6 +111,13 @@ describe('dashboard in Chromium', () => {
     await dialog.waitFor({ state: 'hidden' });
     assert.equal((await p.admin('GET', '/v1/apps/shop')).body.revision, 2);
 
+    // a browser pinned to blue before the switch
+    let pin = '';
+    while (pin === '') {
+      const r = await p.get('/');
+      if (r.servedBy === 'blue@1.0.0') pin = String(r.headers['set-cookie']).split(';')[0] as string;
+    }
+
     // the switch
     await shop.locator('button[data-action="switch"][data-pool="green"]').click();
     await dialog.waitFor({ state: 'visible' });
@@ -121,6 +129,9 @@ describe('dashboard in Chromium', () => {
     assert.equal(state.reason, 'release 2.0.0');
     assert.equal(state.updatedBy, 'tester');
     for (let i = 0; i < 5; i++) assert.equal((await p.get('/')).servedBy, 'green@2.0.0');
+    // the pinned session finishes on blue, and the dashboard shows it holding blue
+    for (let i = 0; i < 3; i++) assert.equal((await p.get('/', { cookie: pin })).servedBy, 'blue@1.0.0');
+    await shop.locator('tr[data-pool="blue"] .state[data-state="draining"]', { hasText: /· [1-9]\d* pinned/ }).waitFor({ timeout: 5_000 });
 
     // blue drains, the history shows who did what and why
     await shop.locator('tr[data-pool="blue"] .state[data-state="drained"]').waitFor({ timeout: 10_000 });
@@ -132,7 +143,7 @@ describe('dashboard in Chromium', () => {
     await sleep(DWELL_MS + 1000);
     const rps = Number(await shop.locator('tr[data-pool="green"] td').nth(5).textContent());
     assert.ok(rps > 1, `green shows ${rps} req/s`);
-    assert.ok((await shop.locator('.chart polyline').count()) >= 6, 'a line per pool in each of the three charts');
+    assert.ok((await shop.locator('.chart path').count()) >= 6, 'a line per pool in each of the three charts');
 
     await mkdir(OUT, { recursive: true });
     const shot = new URL('dashboard.png', OUT);

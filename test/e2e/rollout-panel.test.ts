@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { startProxy, TOKEN, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
@@ -139,7 +140,7 @@ describe('rollout panel in Chromium', () => {
     await dialog.waitFor({ state: 'hidden' });
     assert.equal((await current()).state, 'aborted');
 
-    // the start itself; minRequests is out of reach, so the analysis waits and never judges
+    // the start itself; minRequests is out of reach, so the analysis waits and the rollout holds on step 1
     await form.locator('button[type="submit"]').click();
     await dialog.waitFor({ state: 'visible' });
     assert.deepEqual(await dialog.locator('.rollout-steps li').allTextContents(), ['50% · 3s', '100%']);
@@ -152,12 +153,17 @@ describe('rollout panel in Chromium', () => {
     assert.equal(started.to, 'green');
     assert.equal(started.by, 'tester');
     assert.deepEqual(started.steps, [{ weight: 50, pause: '3s' }, { weight: 100, pause: null }]);
-    assert.deepEqual(started.analysis, { maxErrorRate: 0.01, minRequests: 1_000_000 });
+    assert.deepEqual(started.analysis, { maxErrorRate: 0.01, minRequests: 1_000_000, maxWaitMs: 600_000 });
     assert.equal(started.onFailure, 'rollback');
     assert.match((await panel.locator('.rollout-title').textContent()) ?? '', new RegExp(`Rollout ${started.id} → green`));
     assert.equal(await form.count(), 0, 'the form closes once the rollout started');
 
-    // it runs to the end on its own
+    // a step is never left unjudged: past its 3 s pause it holds at 50 % until promoted
+    await sleep(4_000);
+    const holding = await current();
+    assert.deepEqual([holding.state, holding.step, holding.lastAnalysis?.verdict], ['running', 1, 'waiting']);
+    assert.deepEqual((await p.admin('GET', '/v1/apps/shop')).body.weights, { blue: 50, green: 50 });
+    assert.equal((await p.admin('POST', '/v1/apps/shop/rollouts/current/promote', {})).status, 200);
     await panel.locator('.rollout-state', { hasText: 'succeeded' }).waitFor({ timeout: 15_000 });
     await shop.locator('.badge.active', { hasText: 'active: green' }).waitFor();
     assert.equal((await current()).state, 'succeeded');

@@ -20,3 +20,8 @@ export function statusOf(reply: string): number {
   const m = /^HTTP\/1\.1 (\d{3})/.exec(reply);
   return m ? Number(m[1]) : 0;
 }
+
+/** Every status code of a raw reply, in order: 1xx first, then each pipelined response. */
+export function statusesOf(reply: string): number[] {
+  return [...reply.matchAll(/HTTP\/1\.[01] (\d{3}) [^\r\n]*\r\n/g)].map((m) => Number(m[1]));
+}

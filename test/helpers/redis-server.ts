@@ -15,6 +15,10 @@ export interface RedisServer {
   stop(): Promise<void>;
   /** SIGKILL (a crash) and wait for the exit */
   kill(): Promise<void>;
+  /** SIGSTOP: the process stays, its sockets stay open, nothing is answered (a stalled server) */
+  pause(): void;
+  /** SIGCONT after `pause`: everything sent meanwhile is run now */
+  resume(): void;
   /** starts again on the same port, empty (no persistence), once it answers PING */
   restart(): Promise<void>;
   /** stops it and deletes its directory */
@@ -104,6 +108,7 @@ export async function startRedis(opts: RedisServerOptions = {}): Promise<RedisSe
     const proc = child;
     if (proc === null || proc.exitCode !== null || proc.signalCode !== null) return;
     const exited = once(proc, 'exit');
+    if (sig === 'SIGTERM') proc.kill('SIGCONT'); // a paused server would hold SIGTERM until resumed
     proc.kill(sig);
     await exited;
   }
@@ -131,6 +136,8 @@ export async function startRedis(opts: RedisServerOptions = {}): Promise<RedisSe
       return child !== null && child.exitCode === null && child.signalCode === null;
     },
     stop: () => signal('SIGTERM'),
+    pause: () => void (child as ChildProcess | null)?.kill('SIGSTOP'),
+    resume: () => void (child as ChildProcess | null)?.kill('SIGCONT'),
     kill: () => signal('SIGKILL'),
     restart: async () => {
       await signal('SIGTERM');

@@ -40,9 +40,11 @@ export interface ServeProcess {
 /**
  * `switchyard serve` as a real process (signals, exit codes, workers), on free ports with a file
  * store in a temp dir; `doc` is merged into the config. Resolves once `/readyz` answers 200
- * (within `readyWithinMs`; a group of workers takes longer than one process).
+ * (within `readyWithinMs`; a group of workers takes longer than one process). `launch` runs
+ * another build of it, e.g. an installed package's bin: it gets the config file's path.
+ * @default launch: this checkout's src/main.ts on the test's own Node
  */
-export async function spawnServe(doc: Record<string, unknown>, readyWithinMs = 10_000): Promise<ServeProcess> {
+export async function spawnServe(doc: Record<string, unknown>, readyWithinMs = 10_000, launch?: (config: string) => { command: string; args: string[]; cwd: string; env?: NodeJS.ProcessEnv }): Promise<ServeProcess> {
   const dir = await mkdtemp(join(tmpdir(), 'switchyard-proc-'));
   const proxyPort = await freePort();
   const adminPort = await freePort();
@@ -57,7 +59,8 @@ export async function spawnServe(doc: Record<string, unknown>, readyWithinMs = 1
       ...doc,
     }),
   );
-  const child = spawn(process.execPath, ['src/main.ts', 'serve', '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const how = launch?.(cfg) ?? { command: process.execPath, args: ['src/main.ts', 'serve', '--config', cfg], cwd: process.cwd() };
+  const child = spawn(how.command, how.args, { cwd: how.cwd, env: how.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = once(child, 'exit');
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));

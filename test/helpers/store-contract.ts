@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it, type TestContext } from 'node:test';
 import { historyEntryOf, type CasResult, type RoutingState, type StateStore } from '../../src/state/types.ts';
 import type { Weights } from '../../src/state/weights.ts';
+import type { InvalidStateError, PoolsOf } from '../../src/state/invariants.ts';
 
 export interface StoreFixture {
   store: StateStore;
@@ -9,10 +10,22 @@ export interface StoreFixture {
   reopen: () => Promise<StateStore>;
   /** Closes every store this fixture handed out (close must be idempotent) and deletes the data. */
   cleanup: () => Promise<void>;
+  /**
+   * Stores `raw` as the app's state behind the store's back (a hand edit, a bug of an older
+   * version), keeping its history, and returns a store that reads it (the same one or, for a
+   * store that loads at open, a reopened one).
+   */
+  plant: (app: string, raw: unknown) => Promise<StateStore>;
 }
 
-/** Each call must give an empty store, isolated from every other call's. */
-export type StoreFactory = (opts: { historyLimit: number }) => Promise<StoreFixture>;
+/**
+ * Each call must give an empty store, isolated from every other call's; `pools` is the store's
+ * `pools` option (the pools each app may weigh).
+ */
+export type StoreFactory = (opts: { historyLimit: number; pools: PoolsOf }) => Promise<StoreFixture>;
+
+/** The pools the contract suite's apps have. */
+const POOLS: PoolsOf = (app) => (app === 'shop' || app === 'blog' ? ['blue', 'green'] : undefined);
 
 const BLUE: Weights = { blue: 10_000, green: 0 };
 const GREEN: Weights = { blue: 0, green: 10_000 };
@@ -62,7 +75,7 @@ export function storeContract(name: string, factory: StoreFactory): void {
   describe(`${name} (StateStore contract)`, () => {
     /** A fresh store for one test, cleaned up when the test ends. */
     async function fresh(t: TestContext, historyLimit = 50): Promise<StoreFixture> {
-      const fixture = await factory({ historyLimit });
+      const fixture = await factory({ historyLimit, pools: POOLS });
       t.after(() => fixture.cleanup());
       return fixture;
     }
@@ -274,6 +287,71 @@ export function storeContract(name: string, factory: StoreFactory): void {
       const fifth = makeState('shop', 5, SPLIT);
       assert.deepEqual(await reopened.compareAndSet(fifth, 4), { ok: true, state: fifth });
       assert.deepEqual((await reopened.history('shop', 10)).map((e) => e.revision), [5, 4, 3]);
+    });
+
+    it('compareAndSet refuses a state that breaks an invariant, writes nothing and tells no watcher', async (t) => {
+      const { store } = await fresh(t);
+      const seen: number[] = [];
+      store.watch((s) => seen.push(s.revision));
+      const [first] = await seed(store, 'shop', 1);
+      const bad: [string, Weights][] = [
+        // what `switch {"to":"constructor"}` used to store: every configured pool at 0
+        ['every pool at 0', { blue: 0, green: 0 }],
+        ['a sum over 10 000 bp', { blue: 10_000, green: 1 }],
+        ['a fraction of a basis point', { blue: 9_999.5, green: 0.5 }],
+        ['a pool the app does not have', { blue: 0, green: 0, constructor: 10_000 }],
+        ['an inherited name as a pool', { blue: 0, green: 0, toString: 10_000 }],
+        ['an own __proto__ key', JSON.parse('{"blue": 0, "green": 0, "__proto__": 10000}') as Weights],
+      ];
+      for (const [what, weights] of bad) {
+        await assert.rejects(store.compareAndSet(makeState('shop', 2, weights), 1), (err: Error & { code?: string }) => {
+          assert.equal(err.code, 'INVALID_STATE', `${what}: ${err.message}`);
+          assert.match(err.message, /weights/, what);
+          return true;
+        }, what);
+      }
+      await assert.rejects(store.compareAndSet(makeState('shop', 1, { blue: 0, green: 0 }), null), { code: 'INVALID_STATE' });
+      await assert.rejects(store.compareAndSet(makeState('new-app', 1, { blue: 5_000 }), null), { code: 'INVALID_STATE' });
+      assert.deepEqual(await store.get('shop'), first);
+      assert.deepEqual(await store.history('shop', 10), [historyEntryOf(first!)]);
+      assert.equal(await store.get('new-app'), null);
+      // a valid write still goes through, and is the only one a watcher hears of
+      const next = makeState('shop', 2, SPLIT);
+      assert.deepEqual(await store.compareAndSet(next, 1), { ok: true, state: next });
+      await eventually(() => seen.includes(2), 'the valid write');
+      assert.deepEqual(seen, [1, 2]);
+    });
+
+    it('a stored state that breaks an invariant is named and left out, and the other apps still load', async (t) => {
+      const fixture = await fresh(t);
+      await seed(fixture.store, 'shop', 3);
+      const [blog] = await seed(fixture.store, 'blog', 1);
+      const store = await fixture.plant('shop', { ...makeState('shop', 3), weights: null });
+      const invalid: InvalidStateError[] = [];
+      const many = await store.getMany(['shop', 'blog'], (err) => invalid.push(err));
+      assert.deepEqual([...many.keys()], ['blog']);
+      assert.deepEqual(many.get('blog'), blog);
+      assert.equal(invalid.length, 1);
+      assert.equal(invalid[0]?.app, 'shop');
+      assert.equal(invalid[0]?.revision, 3);
+      assert.match(invalid[0]!.message, /app "shop".*weights: /);
+      await assert.rejects(store.get('shop'), (err: Error & { code?: string }) => err.code === 'INVALID_STATE' && /weights/.test(err.message));
+      assert.deepEqual(await store.get('blog'), blog);
+    });
+
+    it('a write against an invalid state\'s own revision replaces it; any other write does not', async (t) => {
+      const fixture = await fresh(t);
+      await seed(fixture.store, 'shop', 3);
+      const store = await fixture.plant('shop', { ...makeState('shop', 3), weights: { blue: 0, green: 0 } });
+      await assert.rejects(store.compareAndSet(makeState('shop', 3), 2), { code: 'INVALID_STATE' });
+      await assert.rejects(store.compareAndSet(makeState('shop', 1), null), { code: 'INVALID_STATE' });
+      const repaired = makeState('shop', 4, GREEN, { reason: 'repair' });
+      assert.deepEqual(await store.compareAndSet(repaired, 3), { ok: true, state: repaired });
+      assert.deepEqual(await store.get('shop'), repaired);
+      assert.deepEqual((await store.history('shop', 10))[0], historyEntryOf(repaired));
+      const invalid: InvalidStateError[] = [];
+      assert.deepEqual((await store.getMany(['shop'], (err) => invalid.push(err))).get('shop'), repaired);
+      assert.deepEqual(invalid, []);
     });
   });
 }

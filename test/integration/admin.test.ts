@@ -1,100 +1,8 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import type { IncomingMessage, Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import type { IncomingMessage } from 'node:http';
 import { after, before, describe, it } from 'node:test';
-import { pino } from 'pino';
-import { request } from 'undici';
 import { Authenticator } from '../../src/admin/auth.ts';
-import { createAdminServer, type AdminServerDeps } from '../../src/admin/server.ts';
-import { parseConfig } from '../../src/config/load.ts';
-import { Controller } from '../../src/control/controller.ts';
-import type { CountsSource, PoolCounts } from '../../src/control/counts.ts';
-import { SwitchyardError } from '../../src/errors.ts';
-import { FileStore } from '../../src/state/file-store.ts';
-import type { RoutingState, StateStore } from '../../src/state/types.ts';
-
-const TOKEN = 'ci-token-0123456789abcdef';
-const pools = { blue: { version: '1.0.0', targets: ['http://127.0.0.1:9001'] }, green: { version: '2.0.0', targets: ['http://127.0.0.1:9002'] } };
-
-/** Counts the test sets by hand: `app/pool` → counts. */
-function fakeCounts(): CountsSource & { set(app: string, pool: string, c: Partial<PoolCounts>): void } {
-  const table = new Map<string, PoolCounts>();
-  const get = (app: string, pool: string): PoolCounts => table.get(`${app}/${pool}`) ?? { inflight: 0, upgraded: 0, pinned: 0 };
-  return {
-    set: (app, pool, c) => table.set(`${app}/${pool}`, { ...get(app, pool), ...c }),
-    poolCounts: get,
-    poolCountsByInstance: (app, pool) => ({ 'instance-a': get(app, pool) }),
-    instances: () => ({ applied: 1, total: 1 }),
-  };
-}
-
-/** A FileStore whose writes can be made to fail like an unreachable Redis. */
-function flaky(inner: StateStore): StateStore & { failWrites: boolean } {
-  return {
-    kind: inner.kind,
-    failWrites: false,
-    get: (app) => inner.get(app),
-    getMany: (apps) => inner.getMany(apps),
-    history: (app, limit) => inner.history(app, limit),
-    watch: (l) => inner.watch(l),
-    close: () => inner.close(),
-    compareAndSet(next: RoutingState, expected: number | null) {
-      if (this.failWrites) return Promise.reject(new SwitchyardError('STORE_UNAVAILABLE', 'the store is down'));
-      return inner.compareAndSet(next, expected);
-    },
-  };
-}
-
-async function startAdmin(admin: Record<string, unknown>, extra: Partial<AdminServerDeps> = {}) {
-  const dir = await mkdtemp(join(tmpdir(), 'switchyard-admin-'));
-  const config = parseConfig({
-    admin,
-    store: { kind: 'file', path: join(dir, 'state.json') },
-    apps: [
-      { name: 'shop', hosts: ['shop.example.com'], pools, drain: { timeout: '5m' } },
-      { name: 'blog', hosts: ['blog.example.com'], pools },
-    ],
-  });
-  const logger = pino({ level: 'silent' });
-  const store = flaky(await FileStore.open({ path: join(dir, 'state.json'), historyLimit: 100 }));
-  const controller = await Controller.start({ config, store, logger });
-  const counts = fakeCounts();
-  let ready = true;
-  const server: Server = createAdminServer({ config, controller, counts, logger, ready: () => ready, readyDetails: () => ({ apps: 2 }), ...extra });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  return {
-    base, controller, counts, store,
-    setReady: (v: boolean) => (ready = v),
-    async close() {
-      server.closeAllConnections();
-      await new Promise((resolve) => server.close(resolve));
-      await controller.close();
-      await store.close();
-      await rm(dir, { recursive: true, force: true, maxRetries: 5 });
-    },
-  };
-}
-
-interface CallOptions { token?: string | null; body?: unknown; raw?: string | Buffer; headers?: Record<string, string> }
-
-async function call(base: string, method: string, path: string, opts: CallOptions = {}) {
-  const headers: Record<string, string> = { ...opts.headers };
-  const token = opts.token === undefined ? TOKEN : opts.token;
-  if (token !== null) headers.authorization = `Bearer ${token}`;
-  let body: string | Buffer | undefined = opts.raw;
-  if (opts.body !== undefined) {
-    body = JSON.stringify(opts.body);
-    headers['content-type'] ??= 'application/json';
-  }
-  const res = await request(`${base}${path}`, { method: method as 'GET', headers, body: body ?? null });
-  const text = await res.body.text();
-  const json = text === '' || !String(res.headers['content-type']).includes('json') ? text : JSON.parse(text);
-  return { status: res.statusCode, headers: res.headers, json };
-}
+import { call, startAdmin, TOKEN, type CallOptions } from '../helpers/admin-server.ts';
 
 describe('admin API', () => {
   let t: Awaited<ReturnType<typeof startAdmin>>;
@@ -131,8 +39,8 @@ describe('admin API', () => {
     assert.deepEqual(json.apps.map((a: { app: string }) => a.app), ['shop', 'blog']);
     const shop = json.apps[0];
     assert.deepEqual(Object.keys(shop.pools), ['blue', 'green']);
-    assert.deepEqual(shop.pools.blue, { version: '1.0.0', targets: ['http://127.0.0.1:9001'], weight: 100, inflight: 3, upgraded: 1, drained: false });
-    assert.deepEqual(shop.pools.green, { version: '2.0.0', targets: ['http://127.0.0.1:9002'], weight: 0, inflight: 0, upgraded: 0, drained: true });
+    assert.deepEqual(shop.pools.blue, { version: '1.0.0', targets: ['http://127.0.0.1:9001'], weight: 100, inflight: 3, upgraded: 1, pinned: 0, drained: false });
+    assert.deepEqual(shop.pools.green, { version: '2.0.0', targets: ['http://127.0.0.1:9002'], weight: 0, inflight: 0, upgraded: 0, pinned: 0, drained: true });
     assert.deepEqual([shop.weights, shop.active, shop.instances], [{ blue: 100, green: 0 }, 'blue', { applied: 1, total: 1 }]);
     t.counts.set('shop', 'blue', { inflight: 0, upgraded: 0 });
   });
@@ -269,13 +177,13 @@ describe('admin API', () => {
     assert.equal(busy.status, 200);
     assert.deepEqual({ ...busy.json, remainingMs: undefined }, {
       pool: 'blue', weight: 0, inflight: 2, upgraded: 1, pinned: 4, drainingSince: state.updatedAt,
-      deadline: new Date(Date.parse(state.updatedAt) + 5 * 60_000).toISOString(), remainingMs: undefined, drained: false,
+      deadline: new Date(Date.parse(state.updatedAt) + 5 * 60_000).toISOString(), remainingMs: undefined, drained: false, reason: '2 request(s) in flight; 1 upgraded connection(s) open',
       instances: { 'instance-a': { inflight: 2, upgraded: 1, pinned: 4 } },
     });
     t.counts.set('shop', 'blue', { inflight: 0, upgraded: 0, pinned: 0 });
     assert.equal((await api('GET', '/v1/apps/shop/pools/blue/drain')).json.drained, true);
     const live = (await api('GET', '/v1/apps/shop/pools/green/drain')).json;
-    assert.deepEqual([live.weight, live.drainingSince, live.deadline, live.drained], [100, null, null, false]);
+    assert.deepEqual([live.weight, live.drainingSince, live.deadline, live.drained, live.reason], [100, null, null, false, 'the pool still has weight 100 %']);
   });
 
   it('serves /metrics without a token by default', async () => {
@@ -311,14 +219,25 @@ describe('admin API login limits and metrics auth', () => {
     const statuses = [];
     for (let i = 0; i < 4; i++) statuses.push((await wrong()).status);
     assert.deepEqual(statuses, [401, 401, 401, 429]);
-    const blocked = await call(t.base, 'GET', '/v1/apps');
+    const blocked = await call(t.base, 'GET', '/v1/apps', { token: null });
     assert.deepEqual([blocked.status, blocked.json.error.code, blocked.headers['retry-after']], [429, 'TOO_MANY_FAILED_LOGINS', '60']);
     assert.equal((await call(t.base, 'GET', '/healthz', { token: null })).status, 200, 'unauthenticated paths stay open');
     clock += 30_000;
-    assert.equal((await call(t.base, 'GET', '/v1/apps')).headers['retry-after'], '30');
+    assert.equal((await wrong()).headers['retry-after'], '30');
     clock += 30_001;
-    assert.equal((await call(t.base, 'GET', '/v1/apps')).status, 200, 'the failures have left the window');
-    assert.equal((await wrong()).status, 401);
+    assert.equal((await wrong()).status, 401, 'the failures have left the window');
+  });
+
+  it('still lets a valid token in from an address the failed-login limit throttles, so a local process cannot lock operators out', async () => {
+    clock += 120_000;
+    const wrong = () => call(t.base, 'GET', '/v1/apps', { token: 'wrong-token-xxxxxxxxxxxx' });
+    for (let i = 0; i < 6; i++) await wrong();
+    assert.equal((await wrong()).status, 429, 'the address is throttled');
+    const read = await call(t.base, 'GET', '/v1/apps');
+    assert.deepEqual([read.status, read.json.apps.length], [200, 2]);
+    const write = await call(t.base, 'POST', '/v1/apps/shop/switch', { body: { to: 'green' } });
+    assert.deepEqual([write.status, write.json.updatedBy], [200, 'ci']);
+    assert.equal((await wrong()).status, 429, 'failures are still throttled after a valid login');
   });
 
   it('keeps the failed-login memory bounded however many addresses fail', () => {
@@ -342,8 +261,11 @@ describe('admin API without tokens (loopback only)', () => {
     assert.deepEqual([status, json.updatedBy], [200, 'anonymous']);
   });
 
-  it('accepts an empty rollback body without a Content-Type', async () => {
-    assert.equal((await call(t.base, 'POST', '/v1/apps/shop/rollback', { token: null })).json.weights.blue, 100);
+  it('refuses a body-less POST without a Content-Type (what a cross-site form can send) with 415, and takes an empty application/json body as {}', async () => {
+    const bare = await call(t.base, 'POST', '/v1/apps/shop/rollback', { token: null });
+    assert.deepEqual([bare.status, bare.json.error.code], [415, 'UNSUPPORTED_MEDIA_TYPE']);
+    const json = await call(t.base, 'POST', '/v1/apps/shop/rollback', { token: null, raw: '', headers: { 'content-type': 'application/json' } });
+    assert.deepEqual([json.status, json.json.weights.blue], [200, 100]);
   });
 
   it('answers 404 on /metrics when no metrics are wired', async () => {

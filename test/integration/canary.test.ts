@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { previewSignature } from '../../src/routing/snapshot.ts';
-import { startProxy, twoPools } from '../helpers/proxy.ts';
+import { startProxy, TOKEN, twoPools } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
 const PREVIEW_SECRET = 'preview-secret-0123456789';
@@ -148,6 +148,115 @@ describe('affinity', () => {
       await p.close();
       await blue.close();
       await green.close();
+    }
+  });
+});
+
+describe('affinity never bends the weights', () => {
+  let blue: Upstream;
+  let green: Upstream;
+  before(async () => {
+    blue = await startUpstream('blue');
+    green = await startUpstream('green');
+  });
+  after(async () => {
+    await blue.close();
+    await green.close();
+  });
+
+  /** A browser: keeps its session cookie and whatever pin the proxy sets. */
+  const browser = (session: string) => {
+    let pin = '';
+    return async (p: Awaited<ReturnType<typeof startProxy>>) => {
+      const r = await p.get('/', { cookie: `session=${session}${pin === '' ? '' : `; ${pin}`}` });
+      const set = r.headers['set-cookie'];
+      if (typeof set === 'string') pin = set.split(';')[0] as string;
+      return r;
+    };
+  };
+
+  it('at 50/50 with sticky, cookie-keeping browsers pinned to blue go where whereis says, and half of them reach green', async () => {
+    const p = await startProxy({ apps: [twoPools(blue.url, green.url, { sticky: { key: ['cookie:session'] }, affinity: { secret: AFFINITY_SECRET, window: '10m' } })] });
+    try {
+      const browsers = Array.from({ length: 20 }, (_, i) => ({ key: `browser-${i}`, get: browser(`browser-${i}`) }));
+      for (const b of browsers) assert.equal((await b.get(p)).servedBy, 'blue@1.0.0'); // every one now holds a blue pin
+      assert.equal((await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 50, green: 50 } })).status, 200);
+      let onGreen = 0;
+      let whereGreen = 0;
+      for (const b of browsers) {
+        const where = (await p.admin('GET', `/v1/apps/shop/whereis?key=${b.key}`)).body.pool as string;
+        if (where === 'green') whereGreen++;
+        for (let k = 0; k < 3; k++) {
+          const r = await b.get(p);
+          assert.equal(r.servedBy?.split('@')[0], where, `${b.key}: whereis says ${where}`);
+        }
+        if (where === 'green') onGreen++;
+      }
+      assert.equal(onGreen, whereGreen);
+      assert.ok(onGreen >= 4 && onGreen <= 16, `${onGreen} of 20 browsers on green at 50 %`);
+      assert.equal(p.sy.runtime.pool('shop', 'blue')?.counts(Date.now()).pinned, 0, 'no request was routed by a pin');
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('a pin to a draining pool whose targets are all down falls back to the weights, never a 503', async () => {
+    const doomed = await startUpstream('blue');
+    const p = await startProxy({ apps: [twoPools(doomed.url, green.url, { affinity: { secret: AFFINITY_SECRET, window: '10m' }, health: { interval: '100ms', timeout: '100ms', fall: 1, rise: 1 } })] });
+    try {
+      const b = browser('x');
+      await p.admin('GET', '/v1/apps/shop'); // the first health round
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal((await b(p)).servedBy, 'blue@1.0.0');
+      assert.equal((await p.admin('POST', '/v1/apps/shop/switch', { to: 'green' })).status, 200);
+      assert.equal((await b(p)).servedBy, 'blue@1.0.0', 'the session finishes on blue while blue can serve');
+      await doomed.close(); // blue retired
+      for (let i = 0; ; i++) {
+        const s = await p.admin('GET', '/v1/apps/shop');
+        if (s.body.pools.blue.targetStates?.[0]?.state === 'down') break;
+        assert.ok(i < 100, 'blue never seen down');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      for (let i = 0; i < 5; i++) {
+        const r = await b(p);
+        assert.equal(r.status, 200);
+        assert.equal(r.servedBy, 'green@2.0.0');
+      }
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('drain says not drained while pins to the pool can still route, with the pinned figure and why, and drained once the window closes', async () => {
+    let clock = Date.parse('2026-06-01T12:00:00Z');
+    const p = await startProxy({ apps: [twoPools(blue.url, green.url, { affinity: { secret: AFFINITY_SECRET, window: '10m' } })] }, { now: () => clock });
+    try {
+      const b = browser('y');
+      assert.equal((await b(p)).servedBy, 'blue@1.0.0');
+      clock += 1000;
+      assert.equal((await p.admin('POST', '/v1/apps/shop/switch', { to: 'green' })).status, 200);
+      clock += 1000;
+      for (let i = 0; i < 7; i++) assert.equal((await b(p)).servedBy, 'blue@1.0.0');
+      const d = (await p.admin('GET', '/v1/apps/shop/pools/blue/drain')).body;
+      assert.equal(d.inflight, 0);
+      assert.equal(d.upgraded, 0);
+      assert.equal(d.pinned, 7);
+      assert.equal(d.drained, false, 'blue still serves pinned sessions');
+      assert.match(d.reason, /affinity pins are honoured until 2026-06-01T12:10:01\.000Z/);
+      assert.equal(typeof (await p.admin('GET', '/v1/apps/shop')).body.pools.blue.pinned, 'number');
+      // the playbook's `drain --wait` does not say drained while pins can still route there
+      const { runCli } = await import('../../src/cli/main.ts');
+      let stderr = '';
+      const code = await runCli(['drain', 'shop', 'blue', '--wait', '--interval', '50ms', '--timeout', '200ms'], { stdout: { write: () => true }, stderr: { write: (x: string) => ((stderr += x), true) }, env: { SWITCHYARD_ADMIN_URL: p.adminUrl, SWITCHYARD_TOKEN: TOKEN } });
+      assert.equal(code, 1);
+      assert.match(stderr, /^error: blue not drained after 200ms: affinity pins are honoured until 2026-06-01T12:10:01\.000Z \(7 pinned request\(s\) in the last 60 s\)\n$/);
+      clock += 10 * 60_000;
+      const after = (await p.admin('GET', '/v1/apps/shop/pools/blue/drain')).body;
+      assert.equal(after.drained, true);
+      assert.equal(after.reason, null);
+      assert.equal((await b(p)).servedBy, 'green@2.0.0');
+    } finally {
+      await p.close();
     }
   });
 });

@@ -1,20 +1,18 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { request } from 'undici';
 import { redisKeys } from '../../src/state/redis-store.ts';
-import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
-import { startRedis, type RedisServer } from '../helpers/redis-server.ts';
+import { allRouteOn, eventually, revisionOf, startFleet as startFleetOn } from '../helpers/fleet.ts';
+import type { TestProxy } from '../helpers/proxy.ts';
 import { makeState } from '../helpers/store-contract.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
 let blue: Upstream;
 let green: Upstream;
-let prefixes = 0;
 
 before(async () => {
   blue = await startUpstream('blue');
@@ -25,60 +23,7 @@ after(async () => {
   await green.close();
 });
 
-interface Fleet {
-  redis: RedisServer;
-  prefix: string;
-  instances: TestProxy[];
-  /** starts one more instance (or restarts one on its old directory) */
-  add(id: string, dir?: string): Promise<TestProxy>;
-}
-
-async function eventually(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 5_000): Promise<number> {
-  const started = Date.now();
-  while (!(await check())) {
-    if (Date.now() - started > timeoutMs) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(10);
-  }
-  return Date.now() - started;
-}
-
-/** `n` proxy instances in-process on one fresh redis-server, each with its own cache directory. */
-async function startFleet(t: TestContext, n: number, redis?: RedisServer): Promise<Fleet> {
-  const server = redis ?? (await startRedis());
-  const prefix = `fleet${++prefixes}`;
-  const dirs: string[] = [];
-  const fleet: Fleet = {
-    redis: server,
-    prefix,
-    instances: [],
-    async add(id, dir) {
-      const d = dir ?? (await mkdtemp(join(tmpdir(), 'switchyard-fleet-')));
-      if (dir === undefined) dirs.push(d);
-      const p = await startProxy(
-        { apps: [twoPools(blue.url, green.url)], store: { kind: 'redis', url: server.url, prefix, cachePath: join(d, 'cache.json'), commandTimeout: '1s' } },
-        { instanceId: id, dir: d },
-      );
-      fleet.instances.push(p);
-      return p;
-    },
-  };
-  // one hook, in dependency order: the instances (which still write their disk caches) before
-  // Redis, both before their directories — a failing step must not leave listeners behind
-  t.after(async () => {
-    for (const p of [...fleet.instances].reverse()) await p.close().catch(() => undefined);
-    if (redis === undefined) await server.cleanup();
-    for (const d of dirs) await rm(d, { recursive: true, force: true, maxRetries: 5 });
-  });
-  for (let i = 0; i < n; i++) await fleet.add(`i${i}`);
-  return fleet;
-}
-
-const revisionOf = (p: TestProxy): number => p.sy.controller.state('shop').revision;
-
-async function allRouteOn(ps: readonly TestProxy[], revision: number, servedBy: string): Promise<void> {
-  await eventually(() => ps.every((p) => revisionOf(p) === revision), `every instance on revision ${revision}`);
-  for (const p of ps) assert.equal((await p.get('/')).servedBy, servedBy);
-}
+const startFleet = (t: TestContext, n: number) => startFleetOn(t, n, { blue: blue.url, green: green.url });
 
 describe('a fleet on redis', () => {
   it('two instances converge on a write made through either', async (t) => {
@@ -111,6 +56,45 @@ describe('a fleet on redis', () => {
     }
   });
 
+  it('instances.applied counts an instance only on the same revision of the same state (its heartbeat digest)', async (t) => {
+    const fleet = await startFleet(t, 1);
+    const a = fleet.instances[0]!;
+    const admin = new Redis(fleet.redis.url);
+    t.after(() => admin.disconnect());
+    const keys = redisKeys(fleet.prefix);
+    // right after the start the peers are not read yet: unknown, never a guess
+    await eventually(() => a.sy.counts.instances('shop', revisionOf(a)).total === 1, 'the first read of the peers');
+    assert.deepEqual(a.sy.counts.instances('shop', revisionOf(a)), { applied: 1, total: 1 });
+    const mine = JSON.parse((await admin.get(keys.instance('i0')))!);
+    // peers as their heartbeats say: one on our state, one on our revision of another state, one a revision ahead
+    const peers = { same: mine.digests?.shop, other: '0123456789abcdef', ahead: mine.digests?.shop };
+    for (const [id, digest] of Object.entries(peers)) {
+      const applied = { shop: id === 'ahead' ? revisionOf(a) + 1 : revisionOf(a) };
+      await admin.set(keys.instance(id), JSON.stringify({ ...mine, id, applied, digests: { shop: digest }, at: Date.now() }), 'PX', 60_000);
+      await admin.zadd(keys.instances, Date.now(), id);
+    }
+    await eventually(async () => (await a.admin('GET', '/v1/apps/shop')).body.instances.total === 4, 'the three peers read');
+    assert.deepEqual((await a.admin('GET', '/v1/apps/shop')).body.instances, { applied: 2, total: 4 });
+  });
+
+  it('one revision naming two states (redis holds another state at the revision routed on): the fleet moves to redis\'s as the next revision', async (t) => {
+    const fleet = await startFleet(t, 2);
+    const admin = new Redis(fleet.redis.url);
+    t.after(() => admin.disconnect());
+    const key = redisKeys(fleet.prefix).state('shop');
+    const r = revisionOf(fleet.instances[0]!) + 1;
+    // written behind the fleet's back (no message): the instances take revision r, green, from the poll
+    await admin.set(key, JSON.stringify(makeState('shop', r, { blue: 0, green: 10_000 })));
+    await allRouteOn(fleet.instances, r, 'green@2.0.0');
+    // then revision r is rewritten as another state, as a write lost in a failover and redone on the same number leaves it
+    await admin.set(key, JSON.stringify(makeState('shop', r, { blue: 10_000, green: 0 })));
+    await allRouteOn(fleet.instances, r + 1, 'blue@1.0.0');
+    const now = JSON.parse((await admin.get(key))!);
+    assert.equal(now.revision, r + 1);
+    assert.equal(now.action, 'reseed');
+    await eventually(async () => (await fleet.instances[0]!.admin('GET', '/v1/apps/shop')).body.instances.applied === 2, 'applied 2/2');
+  });
+
   it('drain figures are summed over the fleet, with a per-instance breakdown', async (t) => {
     const { instances } = await startFleet(t, 2);
     const [a, b] = instances as [TestProxy, TestProxy];
@@ -134,8 +118,9 @@ describe('a fleet on redis', () => {
       await eventually(() => revisionOf(b) === rev, 'b to catch up');
       const ifMatch = { 'if-match': `"${rev}"` };
       const [ra, rb] = await Promise.all([
-        a.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 50, green: 50 }, reason: `a${round}` }, ifMatch),
-        b.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 20, green: 80 }, reason: `b${round}` }, ifMatch),
+        // weights new every round: a write equal to the current state would be a no-op 200, not a race
+        a.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 50 - round, green: 50 + round }, reason: `a${round}` }, ifMatch),
+        b.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 20 + round, green: 80 - round }, reason: `b${round}` }, ifMatch),
       ]);
       assert.deepEqual([ra.status, rb.status].sort(), [200, 412], `round ${round}: ${ra.status} ${rb.status}`);
       const winner = ra.status === 200 ? ra : rb;
@@ -149,7 +134,8 @@ describe('a fleet on redis', () => {
       Array.from({ length: 6 }, (_, i) => instances[i % 2]!.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 10 * i, green: 100 - 10 * i }, reason: `w${i}` })),
     );
     assert.deepEqual(writes.map((w) => w.status), [200, 200, 200, 200, 200, 200]);
-    // (the replies show the instance's state when answering, which a later write may already have moved on)
+    // each reply is the state that write created, whatever was written after it
+    writes.forEach((w, i) => assert.deepEqual([w.body.reason, w.body.weights, w.headers.etag], [`w${i}`, { blue: 10 * i, green: 100 - 10 * i }, `"${w.body.revision}"`]));
     const h = await a.admin('GET', '/v1/apps/shop/history?limit=7');
     const entries = h.body.entries as { revision: number; reason: string }[];
     assert.deepEqual(entries.slice(0, 6).map((e) => e.revision), [6, 5, 4, 3, 2, 1].map((k) => start + k));
@@ -266,7 +252,7 @@ describe('a fleet on redis', () => {
     await assert.rejects(fleet.add('fresh'), { code: 'STORE_UNAVAILABLE' });
   });
 
-  it('redis going back to an older revision is kept out of routing and reported in /readyz', async (t) => {
+  it('redis going back to an older revision is kept out of routing and lifted back to the revision the instance routes on', async (t) => {
     const fleet = await startFleet(t, 1);
     const a = fleet.instances[0]!;
     await a.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
@@ -274,17 +260,45 @@ describe('a fleet on redis', () => {
     assert.equal(r.body.revision, 3);
     const admin = new Redis(fleet.redis.url);
     t.after(() => admin.disconnect());
+    const key = redisKeys(fleet.prefix).state('shop');
     // what a failover that lost the last write leaves behind
-    await admin.set(redisKeys(fleet.prefix).state('shop'), JSON.stringify(makeState('shop', 2, { blue: 0, green: 10_000 })));
-    const readyz = async (): Promise<{ status: number; body: { details: { regressions: Record<string, { local: number; remote: number }> } } }> => {
-      const res = await request(`${a.adminUrl}/readyz`);
-      return { status: res.statusCode, body: (await res.body.json()) as never };
-    };
-    await eventually(async () => (await readyz()).body.details.regressions.shop !== undefined, 'the regression in /readyz', 2_000);
-    const { status, body } = await readyz();
-    assert.equal(status, 200);
-    assert.deepEqual({ ...body.details.regressions.shop, since: undefined }, { local: 3, remote: 2, since: undefined });
+    await admin.set(key, JSON.stringify(makeState('shop', 2, { blue: 0, green: 10_000 })));
+    await eventually(async () => JSON.parse((await admin.get(key))!).revision === 3, 'redis lifted back to revision 3', 2_000);
+    const lifted = JSON.parse((await admin.get(key))!);
+    assert.equal(lifted.action, 'reseed');
+    assert.deepEqual(lifted.weights, { blue: 10_000, green: 0 });
     assert.equal(revisionOf(a), 3);
     assert.equal((await a.get('/')).servedBy, 'blue@1.0.0');
+    // and writes work again, on from the revision the fleet routes on
+    const next = await a.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
+    assert.equal(next.status, 200);
+    assert.equal(next.body.revision, 4);
+  });
+
+  it('drain during a redis outage: never drained while another instance may carry requests, unknown said plainly', async (t) => {
+    const fleet = await startFleet(t, 2);
+    const [a, b] = fleet.instances as [TestProxy, TestProxy];
+    await a.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
+    b.sy.runtime.pool('shop', 'blue')!.inflight += 1;
+    t.after(() => void (b.sy.runtime.pool('shop', 'blue')!.inflight -= 1));
+    await eventually(async () => (await a.admin('GET', '/v1/apps/shop/pools/blue/drain')).body.inflight === 1, "b's request in a's figures");
+    await fleet.redis.kill();
+    // past the heartbeat TTL (5 s): a peer whose heartbeat cannot be read must not vanish from the sum
+    const until = Date.now() + 6_000;
+    let sawUnknown = false;
+    while (Date.now() < until) {
+      const d = await a.admin('GET', '/v1/apps/shop/pools/blue/drain');
+      assert.equal(d.body.drained, false, JSON.stringify(d.body));
+      if (d.body.unknown === true) {
+        sawUnknown = true;
+        assert.match(d.body.reason, /unknown/);
+        const s = await a.admin('GET', '/v1/apps/shop');
+        assert.equal(s.body.instances.total, null);
+        assert.equal(s.body.instances.unknown, true);
+        assert.equal(s.body.pools.blue.drained, false);
+      }
+      await sleep(250);
+    }
+    assert.ok(sawUnknown, 'the drain answer says the fleet figures are unknown');
   });
 });

@@ -5,6 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { runCli } from '../../src/cli/main.ts';
 import { startProxy, twoPools, TOKEN, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { request } from 'undici';
 
 /** An upstream whose health answer, reported version and traffic status the test changes at will. */
 interface Backend extends Upstream {
@@ -149,10 +150,11 @@ describe('the health gate on writes', () => {
       assert.equal(h.body.entries[0].reason, 'release (forced: pool "green" has no healthy target)');
 
       // moving traffic away from a sick pool needs no force
-      assert.equal((await p.admin('POST', '/v1/apps/shop/switch', { to: 'blue' })).status, 200);
-      // a force that overrode nothing leaves the reason alone
-      const plain = await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 100 }, reason: 'noop', force: true });
-      assert.equal(plain.body.reason, 'noop');
+      assert.equal((await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 50, green: 50 } })).status, 200);
+      // a force that overrode nothing leaves the reason alone (a real change: one that changes nothing writes nothing)
+      const plain = await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 100 }, reason: 'back to blue', force: true });
+      assert.equal(plain.body.revision, 4);
+      assert.equal(plain.body.reason, 'back to blue');
     });
   });
 
@@ -203,6 +205,80 @@ describe('passive health checks', () => {
       const before = out.served();
       for (let i = 0; i < 4; i++) assert.equal((await p.get('/')).status, 200);
       assert.equal(out.served() - before, 2, 'round robin includes it again');
+    });
+  });
+
+  it('chaos: a hanging target (accepts, never answers, /healthz still 200) leaves rotation within a few seconds under load, with the default stallAfter', async (t) => {
+    const hang = await startUpstream('hang', (req, res) => {
+      if (req.url === '/healthz') res.end('ok');
+      // anything else: never answered (the connection stays open, as a deadlocked app's does)
+    });
+    const [ok, g] = [await backend('ok'), await backend('g')];
+    const health = { interval: '200ms', timeout: '500ms' };
+    await withProxy([ok, g, hang as Backend], { apps: [twoPools([hang.url, ok.url], g.url, { health })] }, async (p) => {
+      const started = Date.now();
+      const sent: { at: number; answer: Promise<{ status: number; ms: number } | null> }[] = [];
+      let ejectedAt = 0;
+      // open-loop load, 50 requests a second: the clients stuck on the hanging target do not slow it down
+      while (Date.now() - started < 9000) {
+        const at = Date.now();
+        const answer = request(`${p.proxyUrl}/load`, { headersTimeout: 30_000 }).then(
+          async (r) => {
+            await r.body.dump();
+            return { status: r.statusCode, ms: Date.now() - at };
+          },
+          () => null,
+        );
+        sent.push({ at, answer });
+        if (ejectedAt === 0 && (p.sy.runtime.pool('shop', 'blue')?.targets[0]?.ejectedUntil ?? 0) > Date.now()) ejectedAt = Date.now();
+        if (ejectedAt !== 0 && Date.now() - ejectedAt > 2000) break;
+        await sleep(20);
+      }
+      assert.ok(ejectedAt > 0, 'the hanging target was ejected');
+      assert.ok(ejectedAt - started < 7000, `out of rotation ${ejectedAt - started} ms into the load (stallAfter 5s)`);
+      assert.deepEqual(await targetStates(p, 'blue'), ['ejected', 'up']);
+      // every request sent after the ejection went to the healthy target and was answered at once
+      const after = await Promise.all(sent.filter((r) => r.at > ejectedAt).map((r) => r.answer));
+      t.diagnostic(`ejected ${ejectedAt - started} ms into the load; ${after.length} requests sent after it`);
+      assert.ok(after.length > 50);
+      assert.deepEqual(after.filter((r) => r === null || r.status !== 200 || r.ms >= 1000), []);
+    });
+  });
+
+  it('an upstream response timeout counts as a failure the moment it fires', async () => {
+    const hang = await startUpstream('hang', (req, res) => {
+      if (req.url === '/healthz') res.end('ok');
+    });
+    const [ok, g] = [await backend('ok'), await backend('g')];
+    const app = twoPools([hang.url, ok.url], g.url, { health: { interval: '1m', passive: { failures: 3, stallAfter: 0 } }, timeouts: { response: '200ms' } });
+    await withProxy([ok, g, hang as Backend], { apps: [app] }, async (p) => {
+      const started = Date.now();
+      const answers = await Promise.all(Array.from({ length: 6 }, () => p.get('/')));
+      // a GET that timed out is retried on the other target: every client gets its answer
+      assert.deepEqual(answers.map((a) => a.status), [200, 200, 200, 200, 200, 200]);
+      assert.deepEqual(await targetStates(p, 'blue'), ['ejected', 'up'], 'three timeouts in a row: ejected');
+      assert.ok(Date.now() - started < 1500, 'at the timeouts, not later');
+    });
+  });
+
+  it('a target answering its other requests stays in rotation while a few of its requests are slow', async () => {
+    const slow: ServerResponse[] = [];
+    const up = await startUpstream('mixed', (req, res) => {
+      if (req.url === '/slow') slow.push(res);
+      else res.end('fast');
+    });
+    const [other, g] = [await backend('other'), await backend('g')];
+    const health = { interval: '1m', passive: { failures: 3, stallAfter: '300ms' } };
+    await withProxy([other, g, up as Backend], { apps: [twoPools([up.url, other.url], g.url, { health })] }, async (p) => {
+      const waiting = Array.from({ length: 8 }, () => request(`${p.proxyUrl}/slow`).then((r) => r.body.text(), () => 'error'));
+      await until('the slow requests to reach the upstreams', () => slow.length >= 4);
+      for (let i = 0; i < 40; i++) {
+        await p.get('/fast');
+        await sleep(25);
+      }
+      assert.deepEqual(await targetStates(p, 'blue'), ['up', 'up'], 'slow requests alone do not eject a target that answers');
+      for (const r of slow) r.end('done');
+      await Promise.all(waiting);
     });
   });
 

@@ -11,30 +11,12 @@ import { request } from 'undici';
 import { LIMIT_EVENTS } from '../../src/dataplane/limits.ts';
 import { PROXY_ERROR_CODES, STATUS_CLASSES } from '../../src/metrics/metrics.ts';
 import { previewSignature } from '../../src/routing/snapshot.ts';
+import { nextSecond } from '../helpers/clock.ts';
+import { parseMetrics, type Series } from '../helpers/prometheus.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
 const PREVIEW_SECRET = 'preview-secret-0123456789';
-
-interface Series {
-  name: string;
-  labels: Record<string, string>;
-  value: number;
-}
-
-/** The Prometheus text format, as far as these tests need it (no escapes in our label values). */
-function parseMetrics(text: string): Series[] {
-  const out: Series[] = [];
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    assert.ok(m, `a sample line: ${line}`);
-    const labels: Record<string, string> = {};
-    for (const [, k, v] of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[k as string] = v as string;
-    out.push({ name: m[1] as string, labels, value: Number(m[3]) });
-  }
-  return out;
-}
 
 function pick(series: Series[], name: string, labels: Record<string, string> = {}): number {
   const hits = series.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
@@ -59,10 +41,6 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
-/** Waits until the wall clock enters a new second, so the last second's requests are in the stats windows. */
-async function nextSecond(): Promise<void> {
-  await sleep(1000 - (Date.now() % 1000) + 20);
-}
 
 describe('metrics with real traffic', () => {
   let blue: Upstream;
@@ -349,6 +327,21 @@ describe('dashboard files', () => {
     }
     const html = await (await request(`${p.adminUrl}/`)).body.text();
     assert.doesNotMatch(html, /<script>|style=|https?:\/\//, 'no inline script or style, nothing off-site');
+  });
+
+  it('serves every ES module the page imports, from app.js down (no build step, so a missing file is a blank page)', async () => {
+    const seen = new Set<string>();
+    const queue = ['/app.js'];
+    while (queue.length > 0) {
+      const path = queue.shift() as string;
+      if (seen.has(path)) continue;
+      seen.add(path);
+      const r = await request(p.adminUrl + path);
+      const body = await r.body.text();
+      assert.deepEqual([r.statusCode, r.headers['content-type']], [200, 'text/javascript; charset=utf-8'], path);
+      for (const m of body.matchAll(/^import .* from '\.\/([\w-]+\.js)';$/gm)) queue.push(`/${m[1] as string}`);
+    }
+    assert.ok(seen.size >= 5, [...seen].join(', '));
   });
 
   it('answers 404 for other paths and methods, and keeps the API behind the token', async () => {

@@ -4,8 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Writable } from 'node:stream';
 import { Redis } from 'ioredis';
-import { redisOptions } from '../../src/state/redis-connect.ts';
+import pino from 'pino';
+import { readRedisClock, redisOptions, writeDeadline } from '../../src/state/redis-connect.ts';
 import { RedisStore, redisKeys, type RedisStoreOptions } from '../../src/state/redis-store.ts';
 import type { RoutingState } from '../../src/state/types.ts';
 import { startRedis, type RedisServer } from '../helpers/redis-server.ts';
@@ -41,10 +43,10 @@ async function eventually(check: () => boolean | Promise<boolean>, what: string,
   return Date.now() - started;
 }
 
-storeContract('redis store', async ({ historyLimit }) => {
+storeContract('redis store', async ({ historyLimit, pools }) => {
   const prefix = uniquePrefix();
   const dir = await mkdtemp(join(tmpdir(), 'switchyard-redis-store-'));
-  const opts = { url: redis.url, prefix, historyLimit, cachePath: join(dir, 'cache.json') };
+  const opts = { url: redis.url, prefix, historyLimit, pools, cachePath: join(dir, 'cache.json') };
   const stores = [await RedisStore.open(opts)];
   return {
     store: stores[0]!,
@@ -56,6 +58,11 @@ storeContract('redis store', async ({ historyLimit }) => {
     cleanup: async () => {
       for (const store of stores) await store.close();
       await rm(dir, { recursive: true, force: true, maxRetries: 5 });
+    },
+    // a SET behind the store's back, as redis-cli or an older version would do
+    plant: async (app, raw) => {
+      await stores[0]!.client.set(redisKeys(prefix).state(app), JSON.stringify(raw));
+      return stores[0]!;
     },
   };
 });
@@ -103,6 +110,36 @@ describe('redis store propagation', () => {
     await admin.set(keys.state('shop'), JSON.stringify(makeState('shop', 2)));
     const ms = await eventually(() => seen.includes(2), 'the poll to deliver revision 2', 1_500);
     assert.ok(ms <= 1_500, `took ${ms} ms`);
+  });
+
+  it('an invalid state in Redis is never delivered, and is logged once per bad value, not on every poll', async (t) => {
+    const prefix = uniquePrefix();
+    const errors: Record<string, unknown>[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const line of chunk.toString().split('\n')) if (line !== '') errors.push(JSON.parse(line) as Record<string, unknown>);
+        done();
+      },
+    });
+    const reader = await open(t, { prefix, pollInterval: 20, logger: pino({ level: 'error' }, sink) });
+    const admin = new Redis(redis.url);
+    t.after(() => admin.disconnect());
+    const key = redisKeys(prefix).state('shop');
+    await admin.set(key, JSON.stringify(makeState('shop', 1)));
+    await reader.getMany(['shop']);
+    const seen: number[] = [];
+    reader.watch((s) => seen.push(s.revision));
+    await admin.set(key, JSON.stringify({ ...makeState('shop', 2), weights: { blue: 0, green: 0 } }));
+    await sleep(300); // some 15 polls
+    await admin.set(key, JSON.stringify({ ...makeState('shop', 3), weights: null }));
+    await sleep(300);
+    const lines = errors.filter((l) => l.app === 'shop');
+    assert.equal(lines.length, 2, JSON.stringify(lines));
+    assert.match(JSON.stringify(lines[0]), /weights: must sum to 10000 bp, got 0/);
+    assert.match(JSON.stringify(lines[1]), /weights: Invalid input/);
+    assert.equal(seen.length, 0, 'no invalid state reaches a watcher');
+    await reader.compareAndSet(makeState('shop', 4, { blue: 0, green: 10_000 }), 3);
+    await eventually(() => seen.includes(4), 'the repairing write');
   });
 
   it('sync reports every known app, with null for one Redis does not hold', async (t) => {
@@ -182,7 +219,7 @@ describe('redis store while redis is down', () => {
     assert.equal((await restarted.get('shop'))?.revision, 1, 'get answers what redis holds');
   });
 
-  it('a write cut off by redis stopping never hangs past the command timeout', async (t) => {
+  it('a write cut off by redis stopping never hangs past the command timeout, and never lands later', async (t) => {
     const server = await startRedis();
     t.after(() => server.cleanup());
     const store = await RedisStore.open({ url: server.url, prefix: 'hang', historyLimit: 10, commandTimeout: 500 });
@@ -195,6 +232,11 @@ describe('redis store while redis is down', () => {
     const started = Date.now();
     await assert.rejects(store.compareAndSet(makeState('shop', 2), 1), { code: 'STORE_UNAVAILABLE' });
     assert.ok(Date.now() - started < 1_500, `rejected after ${Date.now() - started} ms`);
+    // the script still sat in redis's queue: once the pause ends it runs, past its deadline, and writes nothing
+    await admin.call('CLIENT', 'UNPAUSE');
+    await sleep(200);
+    assert.equal((await store.get('shop'))?.revision, 1, 'a write answered STORE_UNAVAILABLE never lands');
+    assert.equal(await admin.llen(redisKeys('hang').history('shop')), 1);
   });
 });
 
@@ -232,6 +274,15 @@ describe('redis connections', () => {
     const direct = new Redis({ port: master.port, password: PASSWORD });
     t.after(() => direct.disconnect());
     assert.deepEqual(JSON.parse((await direct.get(redisKeys('sentinel').state('shop')))!), first);
+  });
+
+  it("the write deadline is on redis's clock, a quarter of the command timeout (and the offset's uncertainty) before the 503", async (t) => {
+    const client = new Redis(redis.url);
+    t.after(() => client.disconnect());
+    const clock = await readRedisClock(client, 500);
+    assert.ok(clock !== null && Math.abs(clock.offset) < 1_000 && clock.rtt >= 0, JSON.stringify(clock));
+    // a Redis clock 10 s ahead of ours, read in 4 ms: 2 000 ms timeout → 1 500 ms, minus the 4 ms
+    assert.equal(writeDeadline({ offset: 10_000, rtt: 4 }, 2_000, 1_000_000), 1_000_000 + 10_000 + 1_500 - 4);
   });
 
   it('maps URLs to fail-fast ioredis options: rediss is TLS, the path is the db, the option password wins', () => {

@@ -156,16 +156,16 @@ describe('progressive rollouts', () => {
     assert.equal(paused.body.reason, 'paused by tester: lunch');
     assert.equal(paused.body.nextInMs, null);
     assert.ok(paused.body.remainingMs > 290_000 && paused.body.remainingMs <= 300_000);
-    const resumed = await p.admin('POST', '/v1/apps/shop/rollouts/current/resume');
+    const resumed = await p.admin('POST', '/v1/apps/shop/rollouts/current/resume', {});
     assert.equal(resumed.body.state, 'running');
     assert.ok(resumed.body.nextInMs <= paused.body.remainingMs);
 
-    const promoted = await p.admin('POST', '/v1/apps/shop/rollouts/current/promote');
+    const promoted = await p.admin('POST', '/v1/apps/shop/rollouts/current/promote', {});
     assert.equal(promoted.status, 200);
     assert.equal(promoted.body.state, 'succeeded');
     assert.equal(promoted.body.reason, 'promoted by tester');
     assert.deepEqual(await weights(p), { blue: 0, green: 100 });
-    assert.equal((await p.admin('POST', '/v1/apps/shop/rollouts/current/abort')).status, 409, 'nothing to abort once it ended');
+    assert.equal((await p.admin('POST', '/v1/apps/shop/rollouts/current/abort', {})).status, 409, 'nothing to abort once it ended');
 
     // back to blue, then abort half-way: the starting weights return
     const back = await p.admin('POST', '/v1/apps/shop/rollouts', { to: 'blue', steps: [{ weight: 30, pause: '10m' }] });
@@ -243,7 +243,7 @@ describe('progressive rollouts', () => {
     const json = await cli('rollout', 'shop', 'status', '--json');
     assert.equal(json.code, 0);
     const view = JSON.parse(json.stdout);
-    assert.deepEqual(view.analysis, { maxErrorRate: 0.02, minRequests: 50, maxP99Ms: 500 });
+    assert.deepEqual(view.analysis, { maxErrorRate: 0.02, minRequests: 50, maxWaitMs: 600_000, maxP99Ms: 500 });
     assert.equal(view.onFailure, 'pause');
     assert.deepEqual(view.steps, [{ weight: 10, pause: '5m' }, { weight: 50, pause: '5m' }, { weight: 100, pause: null }]);
     assert.match((await cli('rollout', 'shop', 'pause')).stdout, /paused, step 1\/3/);

@@ -25,7 +25,9 @@ describe('switchyard CLI', () => {
     poolCounts: (app, pool) => counts.get(`${app}/${pool}`) ?? { inflight: 0, upgraded: 0, pinned: 0 },
     poolCountsByInstance: () => ({}),
     instances: () => ({ applied: 1, total: 1 }),
+    figuresUnknown: () => unknown,
   };
+  let unknown: string | null = null;
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'switchyard-cli-'));
@@ -120,11 +122,28 @@ describe('switchyard CLI', () => {
     assert.equal((await cli('--help')).code, 0);
   });
 
+  it('lists the valid apps and pools, with a guess, when the API says an app or pool is unknown', async () => {
+    const app = await cli('status', 'shp');
+    assert.deepEqual([app.code, app.stderr], [1, 'error UNKNOWN_APP: unknown app "shp"\nhint: valid apps: shop, blog; did you mean "shop"?\n']);
+    const pool = await cli('switch', 'shop', 'purple');
+    assert.deepEqual([pool.code, pool.stderr], [1, 'error UNKNOWN_POOL: app "shop" has no pool "purple"\nhint: valid pools of shop: blue, green\n']);
+    const typo = await cli('drain', 'shop', 'gren');
+    assert.equal(typo.stderr.split('\n')[1], 'hint: valid pools of shop: blue, green; did you mean "green"?');
+  });
+
+  it('names an unknown option without a stray quote, with the options the command takes and a guess', async () => {
+    const { code, stderr } = await cli('switch', 'shop', 'green', '--resaon', 'x');
+    assert.equal(code, 2);
+    assert.equal(stderr.split('\n')[0], 'error: unknown option --resaon (did you mean --reason?); switch takes --reason, --force, --expect-version, --admin-url, --token, --json, --help/-h; an argument that starts with "-" goes after "--"');
+    const cmd = await cli('swich', 'shop', 'green');
+    assert.equal(cmd.stderr.split('\n')[0], 'error: unknown command "swich"; did you mean "switch"?');
+  });
+
   it('exits 1 with the API error code on an API error or an unreachable admin API', async () => {
     const sum = await cli('weights', 'shop', 'blue=90', 'green=20');
     assert.deepEqual([sum.code, sum.stderr], [1, 'error BAD_REQUEST: weights: must sum to 100, got 110\n']);
     const app = await cli('status', 'nope');
-    assert.deepEqual([app.code, app.stderr], [1, 'error UNKNOWN_APP: unknown app "nope"\n']);
+    assert.deepEqual([app.code, app.stderr], [1, 'error UNKNOWN_APP: unknown app "nope"\nhint: valid apps: shop, blog\n']);
     const auth = await cli('status', '--token', 'wrong-token-xxxxxxxxxxxx');
     assert.deepEqual([auth.code, auth.stderr.split('\n')[0]], [1, 'error UNAUTHORIZED: unknown token']);
     const down = await cli('status', '--admin-url', 'http://127.0.0.1:1');
@@ -159,7 +178,23 @@ describe('switchyard CLI', () => {
     assert.equal(code, 1);
     assert.ok(Date.now() - started >= 300);
     assert.equal(stdout.trim().split('\n').length, 1, 'unchanged counts are printed once');
-    assert.equal(stderr, 'error: blue not drained after 300ms: 3 in flight, 0 upgraded, weight 0%\n');
+    assert.equal(stderr, 'error: blue not drained after 300ms: 3 request(s) in flight\n');
     setCounts('blue', { inflight: 0, upgraded: 0, pinned: 0 });
+  });
+
+  it('drain --wait keeps waiting while the fleet figures are unknown, even at zero counts, and says why', async () => {
+    unknown = "redis is unreachable: the other instances' figures cannot be read";
+    setTimeout(() => (unknown = null), 150);
+    const { code, stdout } = await cli('drain', 'shop', 'blue', '--wait', '--interval', '20ms', '--timeout', '5s');
+    assert.equal(code, 0);
+    const lines = stdout.trim().split('\n');
+    assert.equal(lines[0], "blue  weight 0%  inflight 0  upgraded 0  pinned 0  unknown: fleet figures unknown: redis is unreachable: the other instances' figures cannot be read");
+    assert.deepEqual(lines.slice(1), ['blue  weight 0%  inflight 0  upgraded 0  pinned 0  drained', 'blue is drained']);
+
+    unknown = 'redis is unreachable';
+    const timedOut = await cli('drain', 'shop', 'blue', '--wait', '--interval', '50ms', '--timeout', '200ms');
+    unknown = null;
+    assert.equal(timedOut.code, 1);
+    assert.equal(timedOut.stderr, 'error: blue not drained after 200ms: fleet figures unknown: redis is unreachable; 0 in flight, 0 upgraded, weight 0%\n');
   });
 });

@@ -35,7 +35,7 @@ const fail: ProbeResult = { ok: false, status: 500, version: null, error: 'statu
 describe('health config', () => {
   it('fills the documented defaults', () => {
     const h = config({}).apps[0]?.health;
-    assert.deepEqual(h, { path: '/healthz', interval: 2000, timeout: 1000, rise: 2, fall: 3, expectStatus: { min: 200, max: 399 }, passive: { failures: 5, ejectFor: 30000, maxEjectedShare: 0.5 } });
+    assert.deepEqual(h, { path: '/healthz', interval: 2000, timeout: 1000, rise: 2, fall: 3, expectStatus: { min: 200, max: 399 }, passive: { failures: 5, ejectFor: 30000, maxEjectedShare: 0.5, stallAfter: 5000 } });
   });
 
   it('reads expectStatus as a status, a class or a range, and versionFrom as json or header', () => {
@@ -110,7 +110,8 @@ describe('active checks (HAProxy rise/fall)', () => {
 });
 
 describe('passive checks (outlier detection)', () => {
-  function pool(n: number, cfg: { failures: number; ejectFor: number; maxEjectedShare: number }) {
+  function pool(n: number, partial: { failures: number; ejectFor: number; maxEjectedShare: number; stallAfter?: number }) {
+    const cfg = { stallAfter: 0, ...partial };
     const runtime = new Runtime(config({}, targets(n)));
     const ts = runtime.pool('shop', 'blue')?.targets as Target[];
     let now = 10_000;

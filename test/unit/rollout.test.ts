@@ -89,10 +89,12 @@ describe('rollout body validation', () => {
   it('accepts steps with durations, fills the defaults and appends the final 100 %', () => {
     const spec = parse({ to: 'green', steps: [{ weight: 10, pause: '5m' }, { weight: 50.25, pause: 1500 }] });
     assert.deepEqual(spec.steps, [{ weight: 1000, pauseMs: 300_000 }, { weight: 5025, pauseMs: 1500 }, { weight: 10_000, pauseMs: 0 }]);
-    assert.deepEqual(spec.analysis, { maxErrorRate: 0.01, minRequests: 100 });
+    assert.deepEqual(spec.analysis, { maxErrorRate: 0.01, minRequests: 100, maxWaitMs: 600_000 });
     assert.equal(spec.onFailure, 'rollback');
     assert.equal(parse({ to: 'green', preset: 'all-at-once', analysis: null }).analysis, null);
-    assert.deepEqual(parse({ to: 'green', preset: 'canary10-5m', analysis: { maxP99Ms: 500 } }).analysis, { maxErrorRate: 0.01, minRequests: 100, maxP99Ms: 500 });
+    assert.deepEqual(parse({ to: 'green', preset: 'canary10-5m', analysis: { maxP99Ms: 500 } }).analysis, { maxErrorRate: 0.01, minRequests: 100, maxWaitMs: 600_000, maxP99Ms: 500 });
+    assert.equal(parse({ to: 'green', preset: 'canary10-5m', analysis: { maxWait: '2m' } }).analysis?.maxWaitMs, 120_000);
+    assert.deepEqual(fields({ to: 'green', preset: 'canary10-5m', analysis: { maxWait: 'soon' } }), ['analysis.maxWait']);
   });
 
   it('names each offending field', () => {
@@ -161,13 +163,17 @@ async function harness(t: TestContext) {
   setStats('green', 0);
   const registry = new Registry();
   const records = new MemoryRolloutStore();
-  const rollouts = new Rollouts({ controller, stats: { window: () => ({ ...window }) }, store: records, lease: new LocalLease('me'), logger, registry, now, schedule: () => () => undefined, newId: () => 'r-test' });
+  const stats = { window: () => ({ ...window }) };
+  const rollouts = new Rollouts({ controller, stats, store: records, lease: new LocalLease('me'), logger, registry, now, schedule: () => () => undefined, newId: () => 'r-test' });
   t.after(() => rollouts.close());
   const spec = (body: unknown) => parseRolloutBody(rolloutBody.parse(body), ['blue', 'green']);
   return {
     controller,
     rollouts,
     records,
+    stats,
+    logger,
+    now,
     registry,
     unhealthy,
     setStats,
@@ -253,11 +259,83 @@ describe('the rollout driver (hand-moved clock)', () => {
   it('a step refused by the health gate fails like an analysis', async (t) => {
     const h = await harness(t);
     await h.rollouts.begin('shop', h.spec({ to: 'green', steps: [{ weight: 10, pause: '1m' }] }), { by: 'ci' });
+    h.setStats('green', 200, 0);
     h.unhealthy.add('green');
     await h.advance(60_000);
     const r = await h.rollouts.current('shop');
     assert.equal(r.state, 'rolled-back');
     assert.equal(r.reason, 'analysis failed: step 2 refused: pool "green" has no healthy target');
+    assert.deepEqual(h.weights(), { blue: 10_000, green: 0 });
+  });
+
+  it('a rollout started while `to` has 12.35 % skips the steps below it: it never lowers `to`', async (t) => {
+    const h = await harness(t);
+    await h.controller.setWeights('shop', { blue: 8765, green: 1235 }, { by: 'ops' });
+    const started = await h.rollouts.begin('shop', h.spec({ to: 'green', steps: [{ weight: 5, pause: '1m' }, { weight: 10, pause: '1m' }, { weight: 25, pause: '1m' }], analysis: null }), { by: 'ci' });
+    assert.equal(started.step, 3);
+    assert.deepEqual(h.weights(), { blue: 7500, green: 2500 });
+    await h.advance(60_000);
+    assert.deepEqual(h.weights(), { blue: 0, green: 10_000 });
+    assert.equal((await h.rollouts.current('shop')).state, 'succeeded');
+  });
+
+  it('holds a step past its pause until `to` has served minRequests, then goes on', async (t) => {
+    const h = await harness(t);
+    await h.rollouts.begin('shop', h.spec({ to: 'green', steps: [{ weight: 10, pause: '1m' }, { weight: 50, pause: '1m' }], analysis: { minRequests: 20 } }), { by: 'ci' });
+    await h.advance(60_000);
+    await h.advance(5 * 60_000);
+    assert.deepEqual(h.weights(), { blue: 9000, green: 1000 }, 'no traffic: nothing judged, no step taken');
+    const held = await h.rollouts.current('shop');
+    assert.equal(held.state, 'running');
+    assert.equal(held.lastAnalysis?.verdict, 'waiting');
+    h.setStats('green', 20, 0);
+    await h.advance(1_000);
+    assert.deepEqual(h.weights(), { blue: 5000, green: 5000 });
+  });
+
+  it('fails a step that never gets minRequests once maxWait has passed, and rolls back', async (t) => {
+    const h = await harness(t);
+    await h.rollouts.begin('shop', h.spec({ to: 'green', steps: [{ weight: 10, pause: '1m' }], analysis: { minRequests: 20, maxWait: '5m' } }), { by: 'ci' });
+    h.setStats('green', 3, 0);
+    await h.advance(60_000);
+    await h.advance(4 * 60_000 + 59_000);
+    assert.equal((await h.rollouts.current('shop')).state, 'running');
+    await h.advance(1_000);
+    const r = await h.rollouts.current('shop');
+    assert.equal(r.state, 'rolled-back');
+    assert.equal(r.reason, 'analysis failed: green served 3 of the 20 requests needed to judge step 1 within maxWait 300s after its pause');
+    assert.deepEqual(h.weights(), { blue: 10_000, green: 0 });
+  });
+
+  it('an instance without the lease rolls a failing canary back at once, and the driver does not roll back twice', async (t) => {
+    const h = await harness(t);
+    const notHeld = { held: () => false, holder: async () => 'another', start: () => undefined, close: async () => undefined };
+    const bystander = new Rollouts({ controller: h.controller, stats: h.stats, store: h.records, lease: notHeld, logger: h.logger, now: h.now, schedule: () => () => undefined });
+    t.after(() => bystander.close());
+    await h.rollouts.begin('shop', h.spec({ to: 'green', steps: [{ weight: 10, pause: '10m' }], analysis: { minRequests: 10 } }), { by: 'ci' });
+    h.setStats('green', 100, 40);
+    await bystander.tick();
+    const r = await h.rollouts.current('shop');
+    assert.equal(r.state, 'rolled-back');
+    assert.match(r.reason ?? '', /^analysis failed: green error rate 40% > 1%/);
+    assert.deepEqual(h.weights(), { blue: 10_000, green: 0 });
+    await h.rollouts.tick();
+    await bystander.tick();
+    const history = await h.controller.history('shop', 10);
+    assert.equal(history.filter((e) => e.reason?.startsWith('rollout r-test rolled back') === true).length, 1, 'one rollback in the history');
+    assert.equal(await h.counted('rolled-back'), 0, 'the driver did not count a rollback of its own');
+  });
+
+  it('a rollback another instance wrote but did not record yet ends the rollout; the driver never steps on from it', async (t) => {
+    const h = await harness(t);
+    const started = await h.rollouts.begin('shop', h.spec({ to: 'green', steps: [{ weight: 10, pause: '1m' }, { weight: 50, pause: '1m' }], analysis: { minRequests: 10 } }), { by: 'ci' });
+    // what an instance that judged the canary failing writes first (it died before the record)
+    await h.controller.setWeights('shop', { blue: 10_000, green: 0 }, { by: 'switchyard', reason: `rollout ${started.id} rolled back: green error rate 40% > 1%`, expectedRevision: h.controller.state('shop').revision }, 'rollout');
+    h.setStats('green', 100, 0); // the window passes now
+    await h.advance(60_000);
+    const r = await h.rollouts.current('shop');
+    assert.equal(r.state, 'rolled-back');
+    assert.equal(r.reason, 'analysis failed: green error rate 40% > 1%');
     assert.deepEqual(h.weights(), { blue: 10_000, green: 0 });
   });
 

@@ -159,16 +159,19 @@ describe('preview', () => {
 describe('affinity pins', () => {
   const secret = 'affinity-secret-0123456789';
   const t0 = Date.parse('2026-01-01T00:00:00Z');
-  it('hold a session on a pool with weight, and on a draining pool until the window closes', () => {
+  it('never override the weights of a pool that has weight, and hold a session on a draining pool until the window closes', () => {
     const pin = makePin(secret, 'shop', 'blue', 1, t0 / 1000 - 60);
-    assert.equal(pinnedPool(route({ blue: 5000, green: 5000 }), pin, t0)?.name, 'blue');
-    const draining = route({ blue: 0, green: 10000 }, { drainingSince: { blue: new Date(t0).toISOString() } });
+    assert.equal(pinnedPool(route({ blue: 5000, green: 5000 }), pin, t0), null, 'a pool with weight: the weights decide');
+    assert.equal(pinnedPool(route({ blue: 10000, green: 0 }), pin, t0), null);
+    const draining = route({ blue: 0, green: 10000 }, { revision: 2, drainingSince: { blue: new Date(t0).toISOString() } });
     assert.equal(pinnedPool(draining, pin, t0 + 9 * 60_000)?.name, 'blue');
+    assert.equal(pinnedPool(draining, makePin(secret, 'shop', 'blue', 2, t0 / 1000 - 60), t0), null, 'a pin from the draining revision or later (a wiped store) is not one a drain holds');
     assert.equal(pinnedPool(draining, pin, t0 + 10 * 60_000), null);
   });
   it('ignore forged, malformed and unknown-pool pins, and pins issued after the drain began', () => {
-    const app = route({ blue: 0, green: 10000 }, { drainingSince: { blue: new Date(t0).toISOString() } });
+    const app = route({ blue: 0, green: 10000 }, { revision: 2, drainingSince: { blue: new Date(t0).toISOString() } });
     const pin = makePin(secret, 'shop', 'blue', 1, t0 / 1000);
+    assert.equal(pinnedPool(app, pin, t0)?.name, 'blue');
     assert.equal(pinnedPool(app, pin.slice(0, -2) + 'xx', t0), null);
     assert.equal(pinnedPool(app, 'garbage', t0), null);
     assert.equal(pinnedPool(app, makePin('another-secret-0123456789', 'shop', 'blue', 1, t0 / 1000), t0), null);

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { parseConfig } from '../../src/config/load.ts';
 import type { RequestRecord } from '../../src/dataplane/server.ts';
 import type { ErrorCode } from '../../src/errors.ts';
-import { bucketOf, bucketUpperMs, LATENCY_BUCKETS, LiveStats, mergeWindows, PEER_MAX_AGE_S, type StatsExport } from '../../src/metrics/stats.ts';
+import { bucketOf, bucketUpperMs, HISTORY_SECONDS, LATENCY_BUCKETS, LiveStats, mergeWindows, PEER_MAX_AGE_S, type StatsExport } from '../../src/metrics/stats.ts';
 
 const pools = { blue: { version: '1.0.0', targets: ['http://127.0.0.1:9001'] }, green: { version: '2.0.0', targets: ['http://127.0.0.1:9002'] } };
 const config = parseConfig({
@@ -182,5 +182,47 @@ describe('fleet windows', () => {
     assert.equal(v.instances, 3, 'this one, the good peer and the first junk one (fresh, scheme 1)');
     assert.deepEqual(v.windows['10s'].blue, { requests: 5, rps: 0.5, errors: 1, errorRate: 0.2, p50: 3, p95: 3, p99: 3 });
     assert.equal(a.view('blog').windows['10s'].blue?.requests, 0);
+  });
+});
+
+describe('the last minute for the dashboard', () => {
+  it('keeps the 10 s figures of each sampled second of the last minute, fleet included, and only on request', () => {
+    const c = clock();
+    const stats = new LiveStats(config, { now: c.now, sampleEveryMs: 0 });
+    const peer = new LiveStats(config, { now: c.now, sampleEveryMs: 0 });
+    stats.attachFleet(() => [peer.exportWindows()]);
+    for (let sec = 100; sec < 200; sec++) {
+      load(stats, sec, 10, 5);
+      load(peer, sec, 10, 50);
+      c.set((sec + 1) * 1000 + 300);
+      stats.sample();
+    }
+    assert.equal(stats.view('shop').history, undefined, 'not in the default answer');
+    const history = stats.view('shop', { history: true }).history ?? [];
+    assert.equal(history.length, HISTORY_SECONDS);
+    assert.deepEqual([history[0]?.at, history.at(-1)?.at], [new Date(141_000).toISOString(), new Date(200_000).toISOString()]);
+    // a full 10 s window of 10 + 10 requests a second, this instance's latency and the peer's
+    assert.deepEqual(history.at(-1)?.pools.blue, { requests: 200, rps: 20, errors: 0, errorRate: 0, p50: 5, p95: 51, p99: 51 });
+    assert.equal(history.at(-1)?.pools.green?.requests, 0);
+  });
+
+  it('leaves out the seconds it did not sample rather than drawing them as zero', () => {
+    const c = clock(10_000);
+    const stats = new LiveStats(config, { now: c.now, sampleEveryMs: 0 });
+    stats.sample();
+    c.set(10_400);
+    stats.sample(); // the same second: replaced, not doubled
+    c.set(40_000);
+    stats.sample();
+    c.set(90_000);
+    assert.deepEqual((stats.view('blog', { history: true }).history ?? []).map((p) => p.at), [new Date(40_000).toISOString()]);
+  });
+
+  it('samples by itself every second, and stops when closed', async () => {
+    const stats = new LiveStats(config, { sampleEveryMs: 20 });
+    await new Promise((r) => setTimeout(r, 120));
+    stats.close();
+    const n = stats.view('shop', { history: true }).history?.length ?? 0;
+    assert.ok(n >= 1, String(n));
   });
 });

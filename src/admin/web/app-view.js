@@ -1,0 +1,302 @@
+// One app's card: weights bar, pools table with the drain display, charts, weights control, history.
+import { api, appPath, session } from './api.js';
+import { Chart, KEEP_MS } from './chart.js';
+import { ago, colorsFor, duration, fmtMs, fmtRate, fmtRps, h, paintDots, pct } from './dom.js';
+import { RolloutPanel } from './rollout-panel.js';
+import { confirmAction, toast, weightChanges } from './ui.js';
+
+export class AppView {
+  constructor(state) {
+    this.name = state.app;
+    this.state = state;
+    this.pools = Object.keys(state.pools);
+    this.colors = colorsFor(this.pools);
+    /** `[{ t, s }]` per pool: the 10 s figures at time t, oldest first; the first poll fills the last minute */
+    this.samples = new Map(this.pools.map((p) => [p, []]));
+    this.historyLoaded = false;
+    this.historyRevision = -1;
+    this.drain = new Map();
+    this.sliderDirty = false;
+    this.build();
+  }
+
+  build() {
+    this.title = h('h2', { text: this.name });
+    this.rev = h('span', { class: 'badge rev' });
+    this.active = h('span', { class: 'badge active' });
+    this.who = h('div', { class: 'who' });
+    this.instances = h('span', { class: 'instances' });
+    this.bar = h('div', { class: 'bar', role: 'img' });
+    this.rollout = new RolloutPanel(this);
+    this.rows = new Map();
+    const tbody = h('tbody');
+    for (const pool of this.pools) {
+      const row = {
+        weight: h('td', { class: 'num' }),
+        version: h('td', { class: 'mono' }),
+        state: h('td'),
+        inflight: h('td', { class: 'num' }),
+        upgraded: h('td', { class: 'num' }),
+        rps: h('td', { class: 'num' }),
+        errors: h('td', { class: 'num' }),
+        p99: h('td', { class: 'num' }),
+        switchBtn: h('button', { type: 'button', class: 'small', 'data-action': 'switch', 'data-pool': pool, onclick: () => this.switchTo(pool), text: `Switch to ${pool}` }),
+      };
+      this.rows.set(pool, row);
+      tbody.append(
+        h(
+          'tr',
+          { 'data-pool': pool },
+          h('th', { scope: 'row' }, h('span', { class: 'dot', 'data-color': this.colors.get(pool) }), pool),
+          row.version,
+          row.weight,
+          row.state,
+          row.inflight,
+          row.upgraded,
+          row.rps,
+          row.errors,
+          row.p99,
+          h('td', { class: 'actions' }, row.switchBtn),
+        ),
+      );
+    }
+    const head = h('tr', {}, ...['pool', 'version', 'weight', 'state', 'in flight', 'upgraded', 'req/s', 'errors', 'p99', ''].map((t, i) => h('th', { scope: 'col', class: i >= 2 && i !== 3 && i < 9 ? 'num' : '', text: t })));
+    this.charts = { rps: new Chart('Requests / s', fmtRps), errors: new Chart('Error rate', fmtRate), p99: new Chart('p99 latency', fmtMs) };
+
+    // picking a pool keeps a percentage already typed: "Send 20 % to" then "green" means green 20 %
+    this.poolSelect = h('select', { 'aria-label': 'pool', onchange: () => (this.sliderDirty ? this.renderPreview() : this.syncSlider()) }, ...this.pools.map((p) => h('option', { value: p, text: p })));
+    this.slider = h('input', { type: 'range', min: 0, max: 100, step: 1, 'aria-label': 'weight in percent', oninput: () => this.fromSlider() });
+    this.number = h('input', { type: 'number', min: 0, max: 100, step: 0.01, class: 'pct-input', 'aria-label': 'weight in percent (two decimals)', oninput: () => this.fromNumber() });
+    this.preview = h('span', { class: 'preview' });
+    const controls = h(
+      'div',
+      { class: 'controls' },
+      h('div', { class: 'weights-control' }, h('span', { text: 'Send' }), this.number, h('span', { text: '% to' }), this.poolSelect, this.slider, this.preview, h('button', { type: 'button', 'data-action': 'weights', onclick: () => this.setWeights(), text: 'Set weights…' })),
+      h('button', { type: 'button', class: 'danger-quiet', 'data-action': 'rollback', onclick: () => this.rollback(), text: 'Roll back…' }),
+    );
+
+    this.historyBody = h('tbody');
+    this.toasts = h('div', { class: 'toasts', 'aria-live': 'polite' });
+    this.el = h(
+      'section',
+      { class: 'app', 'data-app': this.name, 'aria-label': `app ${this.name}` },
+      h('div', { class: 'app-head' }, h('div', { class: 'app-title' }, this.title, this.rev, this.active), this.instances),
+      this.who,
+      this.bar,
+      this.rollout.el,
+      h('div', { class: 'table-wrap' }, h('table', { class: 'pools' }, h('thead', {}, head), tbody)),
+      h('div', { class: 'charts' }, this.charts.rps.el, this.charts.errors.el, this.charts.p99.el),
+      controls,
+      this.toasts,
+      h('details', { class: 'history', open: true }, h('summary', { text: 'History' }), h('table', {}, h('thead', {}, h('tr', {}, ...['rev', 'when', 'action', 'by', 'weights', 'reason'].map((t) => h('th', { scope: 'col', text: t })))), this.historyBody)),
+    );
+    paintDots(this.el);
+    // the canary candidate: the smallest share in a split, else the first pool not at 100 %
+    const w = (p) => this.state.weights[p] ?? 0;
+    const split = this.pools.filter((p) => w(p) > 0 && w(p) < 100).sort((a, b) => w(a) - w(b));
+    const candidate = split[0] ?? this.pools.find((p) => w(p) < 100) ?? this.pools[0];
+    this.poolSelect.value = candidate;
+  }
+
+  update(state) {
+    this.state = state;
+    this.rev.textContent = `rev ${state.revision}`;
+    this.active.textContent = state.active === null ? 'split' : `active: ${state.active}`;
+    this.active.classList.toggle('split', state.active === null);
+    this.active.dataset.active = state.active ?? '';
+    const reason = state.reason ? ` — “${state.reason}”` : '';
+    this.who.textContent = `Changed by ${state.updatedBy} ${ago(state.updatedAt)}${reason}`;
+    this.who.title = state.updatedAt;
+    // total is null while the fleet's figures cannot be read: say so, never a reassuring n/n
+    const total = state.instances.total;
+    this.instances.textContent = total === null
+      ? `${state.instances.applied}/? instances on rev ${state.revision} (fleet unknown)`
+      : `${state.instances.applied}/${total} instance${total === 1 ? '' : 's'} on rev ${state.revision}`;
+    if (total === null) this.instances.title = state.instances.reason ?? '';
+    this.instances.classList.toggle('lagging', total === null || state.instances.applied < total);
+
+    const segments = [];
+    this.pools.forEach((pool) => {
+      const w = state.weights[pool] ?? 0;
+      if (w <= 0) return;
+      const seg = h('div', { class: 'seg', 'data-color': this.colors.get(pool), title: `${pool} ${pct(w)}` }, h('span', { text: w >= 8 ? `${pool} ${pct(w)}` : '' }));
+      seg.style.width = `${w}%`;
+      segments.push(seg);
+    });
+    this.bar.replaceChildren(...segments);
+    this.bar.setAttribute('aria-label', this.pools.map((p) => `${p} ${pct(state.weights[p] ?? 0)}`).join(', '));
+    paintDots(this.bar);
+
+    for (const pool of this.pools) {
+      const p = state.pools[pool];
+      const row = this.rows.get(pool);
+      row.version.textContent = p.version;
+      row.weight.textContent = pct(p.weight);
+      row.inflight.textContent = String(p.inflight);
+      row.upgraded.textContent = String(p.upgraded);
+      row.switchBtn.disabled = p.weight === 100;
+      row.state.replaceChildren(this.stateBadge(pool, p));
+    }
+    if (!this.sliderDirty) this.syncSlider();
+    else this.renderPreview();
+  }
+
+  stateBadge(pool, p) {
+    if (p.weight > 0) return h('span', { class: 'state serving', text: 'serving' });
+    if (p.drained) return h('span', { class: 'state drained', 'data-state': 'drained', text: '✓ drained' });
+    const d = this.drain.get(pool);
+    const left = d && d.remainingMs !== null ? ` · closes in ${duration(d.remainingMs)}` : '';
+    // pinned: requests an affinity pin sent here in the last 60 s; the reason says until when pins hold it
+    const pinned = ` · ${p.pinned ?? d?.pinned ?? 0} pinned`;
+    return h('span', { class: 'state draining', 'data-state': 'draining', title: d?.reason ?? '', text: `draining · ${p.inflight + p.upgraded} open${pinned}${left}` });
+  }
+
+  /** The figures of `GET …/stats` (with `history` the first time: the last minute the server sampled). */
+  updateStats(stats) {
+    const win = stats.windows['10s'];
+    const end = Date.parse(stats.at);
+    for (const pool of this.pools) {
+      const s = win[pool];
+      const row = this.rows.get(pool);
+      row.rps.textContent = fmtRps(s?.rps);
+      row.errors.textContent = fmtRate(s?.errorRate);
+      row.errors.classList.toggle('bad', (s?.errorRate ?? 0) >= 0.01);
+      row.p99.textContent = fmtMs(s?.p99 ?? null);
+      const list = this.samples.get(pool);
+      for (const point of stats.history ?? []) addSample(list, Date.parse(point.at), point.pools[pool] ?? null);
+      addSample(list, end, s ?? null);
+      while (list.length > 0 && list[0].t < end - KEEP_MS) list.shift();
+    }
+    if (stats.history !== undefined) this.historyLoaded = true;
+    const series = (key) => new Map(this.pools.map((p) => [p, this.samples.get(p).map(({ t, s }) => ({ t, v: s === null ? null : key === 'p99' ? s.p99 : key === 'errors' ? (s.requests > 0 ? s.errorRate : null) : s.rps }))]));
+    this.charts.rps.update(series('rps'), this.colors, end);
+    this.charts.errors.update(series('errors'), this.colors, end);
+    this.charts.p99.update(series('p99'), this.colors, end);
+  }
+
+  updateHistory(entries = this.historyEntries ?? []) {
+    this.historyEntries = entries;
+    this.historyBody.replaceChildren(
+      ...entries.map((e) => {
+        const mini = h('span', { class: 'mini-bar' });
+        Object.entries(e.weights).forEach(([pool, w]) => {
+          if (w <= 0) return;
+          // a pool the config no longer has is drawn grey
+          const seg = h('span', { 'data-color': this.colors.get(pool) ?? '#94a3b8' });
+          seg.style.width = `${w}%`;
+          mini.append(seg);
+        });
+        const text = Object.entries(e.weights)
+          .filter(([, w]) => w > 0)
+          .map(([p, w]) => `${p} ${pct(w)}`)
+          .join(' · ');
+        return h('tr', {}, h('td', { class: 'num', text: String(e.revision) }), h('td', { title: e.at, text: ago(e.at) }), h('td', { text: e.action }), h('td', { text: e.by }), h('td', {}, mini, h('span', { class: 'mono', text })), h('td', { class: 'reason', text: e.reason ?? '' }));
+      }),
+    );
+    paintDots(this.historyBody);
+  }
+
+  // weights control: the slider moves whole percents, the number box takes two decimals; until
+  // the operator moves either, they show the picked pool's current weight
+  syncSlider() {
+    const pool = this.poolSelect.value;
+    const w = this.state.weights[pool] ?? 0;
+    this.slider.value = String(Math.round(w));
+    this.number.value = String(w);
+    this.renderPreview();
+  }
+
+  fromSlider() {
+    this.number.value = this.slider.value;
+    this.sliderDirty = true;
+    this.renderPreview();
+  }
+
+  fromNumber() {
+    const v = Number(this.number.value);
+    if (Number.isFinite(v)) this.slider.value = String(Math.round(v));
+    this.sliderDirty = true;
+    this.renderPreview();
+  }
+
+  target() {
+    const v = Math.round(Number(this.number.value) * 100) / 100;
+    if (!Number.isFinite(v) || v < 0 || v > 100) return null;
+    return proportional(this.state.weights, this.pools, this.poolSelect.value, v);
+  }
+
+  renderPreview() {
+    const t = this.target();
+    this.preview.textContent = t === null ? 'between 0 and 100' : this.pools.map((p) => `${p} ${pct(t[p])}`).join(' · ');
+  }
+
+  async switchTo(pool) {
+    const after = Object.fromEntries(this.pools.map((p) => [p, p === pool ? 100 : 0]));
+    const others = this.pools.filter((p) => p !== pool && (this.state.weights[p] ?? 0) > 0);
+    const body = [h('p', { text: `All new requests to ${this.name} go to ${pool} (${this.state.pools[pool].version}).${others.length > 0 ? ` ${others.join(', ')} drain${others.length === 1 ? 's' : ''}: in-flight requests finish where they started.` : ''}` }), ...weightChanges(this.state.weights, after, this.colors)];
+    const reason = await confirmAction(`Switch ${this.name} to ${pool}?`, body);
+    if (reason === null) return;
+    await this.write('POST', `${appPath(this.name)}/switch`, { to: pool, ...(reason ? { reason } : {}) }, `switched ${this.name} to ${pool}`);
+  }
+
+  async setWeights() {
+    const after = this.target();
+    if (after === null) {
+      toast(this, 'the weight must be a percentage from 0 to 100', 'bad');
+      return;
+    }
+    if (this.pools.every((p) => after[p] === (this.state.weights[p] ?? 0))) {
+      toast(this, `nothing to change: ${this.pools.map((p) => `${p} is at ${pct(after[p])}`).join(', ')} already`, 'bad');
+      return;
+    }
+    const reason = await confirmAction(`Set the weights of ${this.name}?`, [h('p', { text: 'New requests are split like this; sticky users only move toward the pool that gains weight.' }), ...weightChanges(this.state.weights, after, this.colors)]);
+    if (reason === null) return;
+    this.sliderDirty = false;
+    await this.write('PUT', `${appPath(this.name)}/weights`, { weights: after, ...(reason ? { reason } : {}) }, `set the weights of ${this.name}`);
+  }
+
+  async rollback() {
+    const reason = await confirmAction(`Roll back ${this.name}?`, [h('p', { text: `Writes the weights of revision ${this.state.revision - 1} again, as revision ${this.state.revision + 1}.` })]);
+    if (reason === null) return;
+    await this.write('POST', `${appPath(this.name)}/rollback`, reason ? { reason } : {}, `rolled ${this.name} back`);
+  }
+
+  async write(method, path, body, done) {
+    try {
+      const state = await api(method, path, body, { 'if-match': `"${this.state.revision}"` });
+      this.update(state);
+      toast(this, `${done}: now revision ${state.revision}`, 'ok');
+      void session.refresh();
+    } catch (err) {
+      if (err.status === 412) {
+        const current = err.body?.error?.details?.current;
+        if (current) this.update(current);
+        toast(this, `${this.name} was changed meanwhile (now revision ${current?.revision ?? '?'}); look again and retry`, 'bad');
+      } else if (err.status === 401) {
+        session.rejected();
+      } else {
+        toast(this, `${err.code}: ${err.message}`, 'bad');
+      }
+    }
+  }
+}
+
+/** Appends a sample unless one at that time or later is there already (history and polls overlap). */
+function addSample(list, t, s) {
+  if (Number.isFinite(t) && (list.length === 0 || list[list.length - 1].t < t)) list.push({ t, s });
+}
+
+/** `pool` gets `value` %; the other pools share the rest in their current proportions (equally if all are 0). */
+function proportional(weights, pools, pool, value) {
+  const others = pools.filter((p) => p !== pool);
+  const restBp = 10000 - Math.round(value * 100);
+  const sum = others.reduce((n, p) => n + (weights[p] ?? 0), 0);
+  const out = { [pool]: Math.round(value * 100) / 100 };
+  let given = 0;
+  others.forEach((p, i) => {
+    const bp = i === others.length - 1 ? restBp - given : Math.floor(sum > 0 ? (restBp * (weights[p] ?? 0)) / sum : restBp / others.length);
+    given += bp;
+    out[p] = bp / 100;
+  });
+  return Object.fromEntries(pools.map((p) => [p, out[p]]));
+}

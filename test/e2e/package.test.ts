@@ -1,0 +1,138 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { delimiter, dirname, join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { request } from 'undici';
+import { TOKEN } from '../helpers/proxy.ts';
+import { spawnServe, type ServeProcess } from '../helpers/serve-process.ts';
+import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+
+const run = promisify(execFile);
+const ROOT = new URL('../../', import.meta.url).pathname;
+/** npm and the package's bin both run on this test's Node (24), whatever the machine's own is */
+const PATH = `${dirname(process.execPath)}${delimiter}${process.env['PATH'] ?? ''}`;
+/**
+ * Another Node to run the installed package on (serve and the CLI), e.g. the `engines` floor:
+ * `SWITCHYARD_TEST_NODE=/path/to/node-v22.19.0/bin/node npx node --test test/e2e/package.test.ts`.
+ * Unset: `npx switchyard`, as an operator types it.
+ */
+const OTHER_NODE = process.env['SWITCHYARD_TEST_NODE'];
+
+/** The floor of an `engines.node` range like `>=22.19` or `^16 || ^18 || >=20` (its lowest version). */
+function floorOf(range: string): [number, number] {
+  const versions = [...range.matchAll(/(\d+)(?:\.(\d+))?(?:\.\d+)?/g)].map((m) => [Number(m[1]), Number(m[2] ?? 0)] as [number, number]);
+  versions.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  return versions[0] ?? [0, 0];
+}
+
+const cmp = (a: [number, number], b: [number, number]): number => a[0] - b[0] || a[1] - b[1];
+
+/**
+ * The published package as an operator gets it: `npm pack` (whose prepack builds dist/), the
+ * tarball installed into an empty directory with production dependencies only, then its bin run
+ * from there against real upstreams. Nothing of the checkout (src/, devDependencies) is reachable.
+ */
+describe(`the published package${OTHER_NODE === undefined ? '' : ` on ${OTHER_NODE}`}`, { timeout: 180_000 }, () => {
+  let work: string;
+  let app: string;
+  let files: string[];
+  let blue: Upstream;
+  let green: Upstream;
+  let proc: ServeProcess;
+  const env = (): NodeJS.ProcessEnv => ({ ...process.env, PATH, SWITCHYARD_ADMIN_URL: proc.adminUrl, SWITCHYARD_TOKEN: TOKEN, NO_COLOR: '1' });
+  const bin = (...args: string[]): [string, string[]] => (OTHER_NODE === undefined ? ['npx', ['--no-install', 'switchyard', ...args]] : [OTHER_NODE, [join(app, 'node_modules/switchyard/bin/switchyard.js'), ...args]]);
+  const cli = (...args: string[]) => run(...bin(...args), { cwd: app, env: env() });
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), 'switchyard-pack-'));
+    app = join(work, 'app');
+    const packed = await run('npm', ['pack', '--json', '--pack-destination', work], { cwd: ROOT, env: { ...process.env, PATH }, maxBuffer: 16 * 1024 * 1024 });
+    // prepack's own output comes before the JSON
+    const info = JSON.parse(packed.stdout.slice(packed.stdout.indexOf('['))) as { filename: string; files: { path: string }[] }[];
+    files = (info[0]?.files ?? []).map((f) => f.path);
+    await run('mkdir', ['-p', app]);
+    await writeFile(join(app, 'package.json'), JSON.stringify({ name: 'operator-site', private: true }));
+    await run('npm', ['install', '--omit=dev', '--prefer-offline', '--no-audit', '--no-fund', join(work, info[0]?.filename ?? '')], { cwd: app, env: { ...process.env, PATH } });
+    [blue, green] = await Promise.all([startUpstream('blue'), startUpstream('green')]);
+    proc = await spawnServe(
+      { apps: [{ name: 'shop', hosts: ['*'], pools: { blue: { version: '1.0.0', targets: [blue.url] }, green: { version: '2.0.0', targets: [green.url] } } }] },
+      15_000,
+      (config) => {
+        const [command, args] = bin('serve', '--config', config);
+        return { command, args, cwd: app, env: { ...process.env, PATH } };
+      },
+    );
+  });
+
+  after(async () => {
+    await proc?.cleanup();
+    await Promise.all([blue?.close(), green?.close()]);
+    if (work !== undefined) await rm(work, { recursive: true, force: true, maxRetries: 5 });
+  });
+
+  it('holds the built dist/, the bin, the dashboard files and the example config, and no source, tests, maps or type declarations', () => {
+    for (const need of ['bin/switchyard.js', 'dist/main.js', 'dist/cli/main.js', 'src/admin/web/index.html', 'src/admin/web/app.js', 'config/switchyard.yaml', 'package.json', 'README.md']) {
+      assert.ok(files.includes(need), `the package holds ${need}`);
+    }
+    const stray = files.filter((f) => /\.(ts|map)$/.test(f) || f.startsWith('test/') || f.startsWith('bench/') || f.startsWith('scripts/') || (f.startsWith('src/') && !f.startsWith('src/admin/web/')));
+    assert.deepEqual(stray, [], 'only what the package runs');
+  });
+
+  it('installs without the dev toolchain: no TypeScript, no pinned node, no source to run instead of dist/', async () => {
+    const installed = await readdir(join(app, 'node_modules'));
+    for (const dev of ['typescript', 'node', 'eslint', '@seriousme']) assert.ok(!installed.includes(dev), `${dev} is not installed`);
+    assert.ok(!existsSync(join(app, 'node_modules/switchyard/src/cli/main.ts')), 'the bin runs dist/');
+  });
+
+  it('claims in engines the highest floor of its production dependencies, and its bin refuses an older Node by name', async () => {
+    const own = JSON.parse(await readFile(join(app, 'node_modules/switchyard/package.json'), 'utf8')) as { engines: { node: string }; dependencies: Record<string, string> };
+    const floor = floorOf(own.engines.node);
+    const floors: [string, [number, number]][] = [];
+    for (const dep of Object.keys(own.dependencies)) {
+      const pkg = JSON.parse(await readFile(join(app, 'node_modules', dep, 'package.json'), 'utf8')) as { engines?: { node?: string } };
+      if (pkg.engines?.node !== undefined) floors.push([dep, floorOf(pkg.engines.node)]);
+    }
+    const highest = floors.reduce((a, b) => (cmp(b[1], a[1]) > 0 ? b : a));
+    assert.deepEqual(floor, highest[1], `engines ${own.engines.node} is ${highest[0]}'s floor, the highest of ${JSON.stringify(floors)}`);
+    // the machine's own Node, when it is older than the floor, gets a clear refusal rather than a stack trace
+    const system = ['/usr/bin/node', '/usr/local/bin/node'].find((p) => existsSync(p));
+    if (system !== undefined) {
+      const { stdout } = await run(system, ['-p', 'process.versions.node']);
+      const [maj = 0, min = 0] = stdout.trim().split('.').map(Number);
+      if (cmp([maj, min], floor) < 0) {
+        const r = await run(system, [join(app, 'node_modules/switchyard/bin/switchyard.js'), 'status'], { cwd: app }).then(() => null, (err: { code: number; stderr: string }) => err);
+        assert.ok(r !== null, 'refused');
+        assert.equal(r.code, 1);
+        assert.match(r.stderr, new RegExp(`needs Node ${own.engines.node.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(this is v${maj}\\.${min}`));
+      }
+    }
+  });
+
+  it('serves traffic and the dashboard from the installed package', async () => {
+    const r = await request(`${proc.proxyUrl}/`);
+    assert.equal(r.statusCode, 200);
+    assert.equal(r.headers['x-served-by'], 'blue@1.0.0');
+    await r.body.dump();
+    const page = await request(`${proc.adminUrl}/`);
+    assert.equal(page.statusCode, 200, 'the dashboard files are found beside dist/');
+    assert.match(await page.body.text(), /<html/i);
+  });
+
+  it('runs CLI commands from the installed package: status, switch, rollback, history', async () => {
+    const status = JSON.parse((await cli('status', 'shop', '--json')).stdout) as { weights: Record<string, number>; revision: number };
+    assert.deepEqual(status.weights, { blue: 100, green: 0 });
+    await cli('switch', 'shop', 'green', '--reason', 'from the package');
+    const r = await request(`${proc.proxyUrl}/`);
+    assert.equal(r.headers['x-served-by'], 'green@2.0.0');
+    await r.body.dump();
+    await cli('rollback', 'shop');
+    const history = (await cli('history', 'shop')).stdout;
+    assert.match(history, /from the package/);
+    const bad = await cli('weights', 'shop', 'blue=abc').then(() => null, (err: { code: number }) => err);
+    assert.equal(bad?.code, 2, 'a bad call exits 2');
+  });
+});

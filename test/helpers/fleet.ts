@@ -1,0 +1,77 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TestContext } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { BuildDeps } from '../../src/app.ts';
+import { startProxy, twoPools, type TestProxy } from './proxy.ts';
+import { startRedis, type RedisServer } from './redis-server.ts';
+
+export interface TestFleet {
+  redis: RedisServer;
+  prefix: string;
+  instances: TestProxy[];
+  /** starts one more instance (or restarts one on its old directory) */
+  add(id: string, dir?: string): Promise<TestProxy>;
+}
+
+export interface FleetOptions {
+  /** upstream URLs of the `shop` app's two pools */
+  readonly blue: string;
+  readonly green: string;
+  /** a server to share (not cleaned up here); default: a fresh one per fleet */
+  readonly redis?: RedisServer;
+  /** more build deps per instance (a logger that records, …) */
+  readonly deps?: (id: string) => Partial<BuildDeps>;
+}
+
+let prefixes = 0;
+
+export async function eventually(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 5_000): Promise<number> {
+  const started = Date.now();
+  while (!(await check())) {
+    if (Date.now() - started > timeoutMs) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(10);
+  }
+  return Date.now() - started;
+}
+
+/** `n` proxy instances in-process on one redis-server, each with its own cache directory. */
+export async function startFleet(t: TestContext, n: number, opts: FleetOptions): Promise<TestFleet> {
+  const server = opts.redis ?? (await startRedis());
+  const prefix = `fleet${process.pid}-${++prefixes}`;
+  const dirs: string[] = [];
+  const fleet: TestFleet = {
+    redis: server,
+    prefix,
+    instances: [],
+    async add(id, dir) {
+      const d = dir ?? (await mkdtemp(join(tmpdir(), 'switchyard-fleet-')));
+      if (dir === undefined) dirs.push(d);
+      const p = await startProxy(
+        { apps: [twoPools(opts.blue, opts.green)], store: { kind: 'redis', url: server.url, prefix, cachePath: join(d, 'cache.json'), commandTimeout: '1s' } },
+        { instanceId: id, dir: d, ...opts.deps?.(id) },
+      );
+      fleet.instances.push(p);
+      return p;
+    },
+  };
+  // one hook, in dependency order: the instances (which still write their disk caches) before
+  // Redis, both before their directories — a failing step must not leave listeners behind
+  t.after(async () => {
+    for (const p of [...fleet.instances].reverse()) await p.close().catch(() => undefined);
+    if (opts.redis === undefined) await server.cleanup();
+    for (const d of dirs) await rm(d, { recursive: true, force: true, maxRetries: 5 });
+  });
+  for (let i = 0; i < n; i++) await fleet.add(`i${i}`);
+  return fleet;
+}
+
+export const revisionOf = (p: TestProxy): number => p.sy.controller.state('shop').revision;
+
+/** Every instance on `revision`, and each one's next proxied request served by `servedBy`. */
+export async function allRouteOn(ps: readonly TestProxy[], revision: number, servedBy: string): Promise<void> {
+  await eventually(() => ps.every((p) => revisionOf(p) === revision), `every instance on revision ${revision}`);
+  for (const p of ps) assert.equal((await p.get('/')).servedBy, servedBy);
+}
