@@ -137,6 +137,11 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
     else sendError(res, code, this.requestId, true);
   }
 
+  /** true while it waits in undici's queue for a connection (the target has not seen it yet) */
+  get queued(): boolean {
+    return this.controller === null && !this.finished;
+  }
+
   private clearTimer(): void {
     if (this.timer !== null) {
       clearTimeout(this.timer);

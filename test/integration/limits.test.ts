@@ -200,6 +200,33 @@ describe('resource limits', () => {
     assert.match(text, /^switchyard_proxy_errors_total\{app="shop",pool="blue",code="QUEUE_TIMEOUT"\} 1$/m);
   });
 
+  it('requests waiting in the queue for a connection are not counted as stalled by the passive checks', async () => {
+    const hold: (() => void)[] = [];
+    const up = await upstream('blue', (req, res) => (req.url === '/healthz' ? res.end('ok') : hold.push(() => res.end('held'))));
+    // two targets (one may be ejected), one connection each
+    const app = twoPools([up.url, up.url], up.url, { maxConnections: 1, health: { interval: '1h', passive: { failures: 3, stallAfter: '200ms' } } });
+    const p = await proxy({ apps: [app], limits: { queueTimeout: '5s' } });
+    const requests = [request(`${p.proxyUrl}/a`), request(`${p.proxyUrl}/b`)];
+    await until('a request on each connection', () => hold.length === 2);
+    for (let i = 0; i < 6; i++) requests.push(request(`${p.proxyUrl}/queued`));
+    await sleep(1200);
+    const targets = p.sy.runtime.pool('shop', 'blue')?.targets ?? [];
+    assert.deepEqual(
+      targets.map((t) => t.ejectedUntil),
+      [0, 0],
+      'one request on its connection is no stall of three',
+    );
+    // release them as each reaches the upstream
+    for (let released = 0; released < 8; released++) {
+      await until('the next request reached the upstream', () => hold.length > 0);
+      hold.shift()?.();
+    }
+    for (const r of await Promise.all(requests)) {
+      assert.equal(r.statusCode, 200);
+      await r.body.dump();
+    }
+  });
+
   it('caps connections per process with workers: 2 (each worker holds at most limits.maxConnections)', async () => {
     const up = await upstream('blue');
     const proc = await spawnServe({ workers: 2, apps: [twoPools(up.url, up.url)], limits: { maxConnections: 3 } }, 20_000);
