@@ -183,7 +183,7 @@ describe('admin API', () => {
     t.counts.set('shop', 'blue', { inflight: 0, upgraded: 0, pinned: 0 });
     assert.equal((await api('GET', '/v1/apps/shop/pools/blue/drain')).json.drained, true);
     const live = (await api('GET', '/v1/apps/shop/pools/green/drain')).json;
-    assert.deepEqual([live.weight, live.drainingSince, live.deadline, live.drained, live.reason], [100, null, null, false, 'the pool still has weight 100 %']);
+    assert.deepEqual([live.weight, live.drainingSince, live.deadline, live.drained, live.reason], [100, null, null, false, 'weight 100%']);
   });
 
   it('serves /metrics without a token by default', async () => {

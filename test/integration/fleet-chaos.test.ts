@@ -155,7 +155,8 @@ describe('fleet chaos on a real redis', () => {
     let k = 0;
     const write = async (p: TestProxy): Promise<number> => {
       const reason = `w${k++}`;
-      const r = await p.admin('POST', '/v1/apps/shop/switch', { to: k % 2 === 0 ? 'blue' : 'green', reason });
+      // every write changes the weights (a write that changes nothing is answered 200 without touching the store)
+      const r = await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: k, green: 100 - k }, reason });
       if (r.status === 200) accepted.push(reason);
       else if (r.status === 503) refused.push(reason);
       else assert.fail(`${reason}: ${r.status} ${JSON.stringify(r.body)}`);

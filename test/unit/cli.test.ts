@@ -195,6 +195,6 @@ describe('switchyard CLI', () => {
     const timedOut = await cli('drain', 'shop', 'blue', '--wait', '--interval', '50ms', '--timeout', '200ms');
     unknown = null;
     assert.equal(timedOut.code, 1);
-    assert.equal(timedOut.stderr, 'error: blue not drained after 200ms: fleet figures unknown: redis is unreachable; 0 in flight, 0 upgraded, weight 0%\n');
+    assert.equal(timedOut.stderr, 'error: blue not drained after 200ms: fleet figures unknown: redis is unreachable\n');
   });
 });
