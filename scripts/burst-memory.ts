@@ -6,7 +6,9 @@
  * Env: CONNECTIONS (default 8000; the client, the upstream and the proxy each need about as many
  * file descriptors, so keep it under `ulimit -n` / 2), SY_DIR (the Switchyard tree to run,
  * default this one: point it at an export of another commit to compare), SETTLE_S (seconds
- * watched after the burst, default 15). MALLOC_ARENA_MAX and friends are passed to the proxy.
+ * watched after the burst, default 15), IDLE=1 (connections that send nothing, as in an idle
+ * flood: those over the cap are closed by the proxy, and the admin API is asked meanwhile).
+ * MALLOC_ARENA_MAX and friends are passed to the proxy.
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -21,6 +23,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 const N = Number(process.env.CONNECTIONS ?? 8000);
 const DIR = process.env.SY_DIR ?? process.cwd();
 const SETTLE_S = Number(process.env.SETTLE_S ?? 15);
+const IDLE = process.env.IDLE === '1';
 
 async function freePort(): Promise<number> {
   const s = createNetServer().listen(0, '127.0.0.1');
@@ -83,6 +86,7 @@ await sample('at rest before');
 
 // the burst: N connections, each one request (answered) and then held open, then all closed
 let peak = 0;
+let closedByProxy = 0;
 const watch = setInterval(() => (peak = Math.max(peak, rssMiB(pid))), 100);
 const sockets: Socket[] = [];
 const started = performance.now();
@@ -91,8 +95,10 @@ await Promise.all(
     await sleep(Math.floor(i / 500) * 20); // 500 connects per 20 ms: a burst the accept queue holds
     const s = connect(proxyPort, '127.0.0.1');
     s.on('error', () => undefined);
+    s.on('close', () => closedByProxy++);
     sockets.push(s);
     await once(s, 'connect');
+    if (IDLE) return;
     s.write('GET / HTTP/1.1\r\nHost: shop\r\n\r\n');
     await once(s, 'data');
   }),
@@ -102,6 +108,11 @@ await sleep(1000);
 clearInterval(watch);
 rows.push(['peak during the burst', peak, []]);
 await sample(`${N} connections open`);
+const asked = performance.now();
+const health = await fetch(`http://127.0.0.1:${adminPort}/healthz`).then((r) => r.status, (err: Error) => err.message);
+const metrics = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+const figure = (name: string): string => new RegExp(`^${name} (\\d+)$`, 'm').exec(metrics)?.[1] ?? 'unknown';
+const during = `admin /healthz during the burst: ${health} in ${(performance.now() - asked).toFixed(0)} ms; proxy holds ${figure('switchyard_client_connections')} of cap ${figure('switchyard_client_connections_max')}, refused ${/^switchyard_limit_enforced_total\{limit="refused"\} (\d+)$/m.exec(metrics)?.[1] ?? 'unknown'}; closed by the proxy ${closedByProxy}`;
 for (const s of sockets) s.destroy();
 for (let t = 1; t <= SETTLE_S; t++) {
   await sleep(1000);
@@ -109,6 +120,7 @@ for (let t = 1; t <= SETTLE_S; t++) {
 }
 
 console.log(`\n${DIR}  connections ${N} (opened and answered in ${(openMs / 1000).toFixed(1)} s)  MALLOC_ARENA_MAX=${process.env.MALLOC_ARENA_MAX ?? 'unset'}`);
+console.log(during);
 console.log('when'.padEnd(28), 'RSS MiB'.padStart(9), 'heap used'.padStart(10), 'heap total'.padStart(11), 'external'.padStart(9));
 for (const [when, rss, heap] of rows) console.log(when.padEnd(28), rss.toFixed(1).padStart(9), ...[10, 11, 9].map((w, i) => (heap[i] === undefined ? '' : (heap[i] as number).toFixed(1)).padStart(w)));
 
