@@ -76,8 +76,10 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
   private attempts = 1;
   openSlot = -1;
   private resume: (() => void) | null = null;
-  /** the queue timer until a connection takes the request, then the send timer while the client does not read */
+  /** the queue timer until a connection takes the request, then the send timer (kept and refreshed at each pause) */
   private timer: NodeJS.Timeout | null = null;
+  /** the response waits for the client to read (the upstream read is paused) */
+  private paused = false;
   private bodyWatch: NodeJS.Timeout | null = null;
   private readonly onClientClose = (): void => {
     if (this.finished) return;
@@ -186,11 +188,14 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
     if (this.remaining > 0) this.remaining -= chunk.length;
     if (!this.res.write(chunk)) {
       controller.pause();
+      this.paused = true;
       this.res.once('drain', (this.resume ??= () => {
-        this.clearTimer();
+        this.paused = false;
         this.controller?.resume();
       }));
-      this.timer = setTimeout(() => this.limitTimeout('send'), this.plane.limits.config.sendTimeout);
+      // one timer per response, not one per pause: a stream to a slow reader pauses often
+      if (this.timer === null) this.timer = setTimeout(() => this.paused && this.limitTimeout('send'), this.plane.limits.config.sendTimeout);
+      else this.timer.refresh();
     }
   }
 

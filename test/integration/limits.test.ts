@@ -173,6 +173,33 @@ describe('resource limits', () => {
     assert.equal(limitCount(await metricsText(p), 'send'), 1);
   });
 
+  it('does not cut a client that reads slowly but keeps reading, however long the whole response takes', async () => {
+    const size = 16 * 1024 * 1024;
+    const up = await upstream('blue', (_req, res) => {
+      res.writeHead(200, { 'content-length': String(size) });
+      res.end(Buffer.alloc(size, 'y'));
+    });
+    const p = await proxy({ apps: [twoPools(up.url, up.url)], limits: { sendTimeout: '300ms' } });
+    const c = await rawConnect(portOf(p.proxyUrl));
+    const started = performance.now();
+    let got = 0;
+    let nextPause = 1024 * 1024;
+    c.socket.on('data', (d: Buffer) => {
+      got += d.length;
+      if (got >= nextPause) {
+        // a 150 ms stall every MiB: each one under the send timeout, the whole response well over it
+        nextPause += 1024 * 1024;
+        c.socket.pause();
+        setTimeout(() => c.socket.resume(), 150);
+      }
+    });
+    c.socket.write('GET /big HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n');
+    await c.closed;
+    assert.ok(performance.now() - started > 600, 'the response took longer than the send timeout');
+    assert.ok(got > size, `${got} bytes read of a ${size}-byte body and its head`);
+    assert.equal(p.sy.dataPlane.limits.counts.send, 0);
+  });
+
   it('answers 503 to a request that waited limits.queueTimeout for an upstream connection, without blaming the target', async () => {
     const hold: (() => void)[] = [];
     const up = await upstream('blue', (req, res) => (req.url === '/healthz' ? res.end('ok') : hold.push(() => res.end('held'))));
