@@ -141,6 +141,21 @@ describe('resource limits', () => {
     assert.equal(limitCount(await metricsText(p), 'body'), 1);
   });
 
+  it('lets a body that arrives slowly but steadily through, however long it takes in all', async () => {
+    const up = await upstream('blue');
+    const p = await proxy({ apps: [twoPools(up.url, up.url)], limits: { bodyTimeout: '300ms' } });
+    const c = await rawConnect(portOf(p.proxyUrl));
+    c.socket.write('POST / HTTP/1.1\r\nHost: shop\r\nContent-Length: 10\r\nConnection: close\r\n\r\n');
+    for (let i = 0; i < 10; i++) {
+      await sleep(120);
+      c.socket.write(String(i));
+    }
+    await c.closed;
+    const reply = Buffer.concat(c.data).toString();
+    assert.equal(statusOf(reply), 200);
+    assert.match(reply, /"body":"0123456789"/);
+  });
+
   it('frees the upstream connection of a client that reads nothing after limits.sendTimeout, without blaming the target', async () => {
     let upstreamClosed: ServerResponse | null = null;
     const chunk = Buffer.alloc(64 * 1024, 'x');
