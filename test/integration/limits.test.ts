@@ -269,6 +269,26 @@ describe('resource limits', () => {
     }
   });
 
+  it('a burst-over pool renewal lets requests in flight finish on the old pool and sends new ones to the new one', async () => {
+    const hold: (() => void)[] = [];
+    const up = await upstream('blue', (req, res) => (req.url === '/held' ? hold.push(() => res.end('held')) : res.end('fresh')));
+    const p = await proxy({ apps: [twoPools(up.url, up.url)] });
+    const target = p.sy.runtime.pool('shop', 'blue')?.targets[0];
+    assert.ok(target);
+    const held = request(`${p.proxyUrl}/held`);
+    await until('the request reached the upstream', () => hold.length === 1);
+    const old = target.dispatcher;
+    p.sy.runtime.renewPools();
+    assert.notEqual(target.dispatcher, old);
+    const fresh = await request(`${p.proxyUrl}/`);
+    assert.equal(await fresh.body.text(), 'fresh');
+    assert.equal(old.closed, true);
+    hold.shift()?.();
+    const r = await held;
+    assert.equal(r.statusCode, 200);
+    assert.equal(await r.body.text(), 'held');
+  });
+
   it('caps connections per process with workers: 2 (each worker holds at most limits.maxConnections)', async () => {
     const up = await upstream('blue');
     const proc = await spawnServe({ workers: 2, apps: [twoPools(up.url, up.url)], limits: { maxConnections: 3 } }, 20_000);
