@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 import { ERRORS, type ErrorCode } from '../errors.ts';
 import { forwardResponseHeaders, isHopByHop } from './headers.ts';
-import { watchBody, type Limits } from './limits.ts';
+import { afterPendingIo, watchBody, type Limits } from './limits.ts';
 import { refuse, relayInformational } from './request-target.ts';
 import { REFUSED_BACKOFF_MS, type Cuttable, type PoolRuntime, type Target } from './runtime.ts';
 
@@ -128,6 +128,12 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
    * against the target's health.
    */
   limitTimeout(kind: 'queue' | 'body' | 'send'): void {
+    if (kind === 'body') this.enforce(kind);
+    // a connection freed or a drain that came in while the timer waited for the loop counts
+    else afterPendingIo(() => (kind === 'queue' ? this.queued : this.paused) && this.enforce(kind));
+  }
+
+  private enforce(kind: 'queue' | 'body' | 'send'): void {
     if (this.finished) return;
     this.plane.limits.note(kind);
     const res = this.res;
@@ -194,7 +200,7 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
         this.controller?.resume();
       }));
       // one timer per response, not one per pause: a stream to a slow reader pauses often
-      if (this.timer === null) this.timer = setTimeout(() => this.paused && this.limitTimeout('send'), this.plane.limits.config.sendTimeout);
+      if (this.timer === null) this.timer = setTimeout(() => this.limitTimeout('send'), this.plane.limits.config.sendTimeout);
       else this.timer.refresh();
     }
   }

@@ -56,7 +56,21 @@ export function headerReceived(socket: Socket): void {
   }
 }
 
+/**
+ * Runs `fn` once the I/O already waiting has been handled. A timer that fires after the event
+ * loop was held up runs before the loop reads the sockets: the header, body bytes or drain that
+ * arrived meanwhile would not have been seen yet, and a client on time would be cut. The check
+ * phase comes after the poll phase, so a limit decided there has seen them.
+ */
+export const afterPendingIo: (fn: () => void) => void = setImmediate;
+
 function onHeaderTimeout(socket: Tracked): void {
+  afterPendingIo(() => headerExpired(socket));
+}
+
+function headerExpired(socket: Tracked): void {
+  // the request arrived while the timer's callback waited for the poll phase
+  if (socket[kHeaderTimer] == null || socket.destroyed) return;
   socket[kHeaderTimer] = null;
   socket[kLimits]?.note('header');
   // nothing sent at all (a preconnect, an idle attack): close without a word, as nginx does;
@@ -231,8 +245,12 @@ export function watchBody(req: IncomingMessage, ms: number, onStall: () => void)
       seen = bytes;
       quietSince = now;
     } else if (now - quietSince >= ms) {
-      clearInterval(timer);
-      onStall();
+      afterPendingIo(() => {
+        // bytes read meanwhile: the next tick sees them and starts over
+        if (socket.bytesRead !== seen || req.complete || req.destroyed) return;
+        clearInterval(timer);
+        onStall();
+      });
     }
   }, Math.max(1, Math.floor(ms / 4)));
   return timer;
