@@ -194,24 +194,25 @@ describe('resource limits', () => {
       res.writeHead(200, { 'content-length': String(size) });
       res.end(Buffer.alloc(size, 'y'));
     });
-    const p = await proxy({ apps: [twoPools(up.url, up.url)], limits: { sendTimeout: '300ms' } });
+    const p = await proxy({ apps: [twoPools(up.url, up.url)], limits: { sendTimeout: '1s' } });
     const c = await rawConnect(portOf(p.proxyUrl));
     const started = performance.now();
     let got = 0;
-    let nextPause = 1024 * 1024;
+    const every = 2 * 1024 * 1024;
+    let nextPause = every;
     c.socket.on('data', (d: Buffer) => {
       got += d.length;
       if (got >= nextPause) {
-        // a 150 ms stall every MiB: each one under the send timeout, the whole response well over it
-        nextPause += 1024 * 1024;
+        // a 200 ms stall every 2 MiB: each one well under the send timeout, the whole response over it
+        nextPause += every;
         c.socket.pause();
-        setTimeout(() => c.socket.resume(), 150);
+        setTimeout(() => c.socket.resume(), 200);
       }
     });
     c.socket.write('GET /big HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n');
     await c.closed;
-    assert.ok(performance.now() - started > 600, 'the response took longer than the send timeout');
-    assert.ok(got > size, `${got} bytes read of a ${size}-byte body and its head`);
+    assert.ok(performance.now() - started > 1000, 'the response took longer than the send timeout');
+    assert.ok(got > size, `${got} bytes read of a ${size}-byte body and its head in ${(performance.now() - started).toFixed(0)} ms; limits ${JSON.stringify(p.sy.dataPlane.limits.counts)}`);
     assert.equal(p.sy.dataPlane.limits.counts.send, 0);
   });
 
