@@ -38,6 +38,12 @@ export const ERRORS = {
 
 export type ErrorCode = keyof typeof ERRORS;
 
+/**
+ * Answers the proxy makes for its own reasons (its shutdown, the client's pace), not for anything
+ * a pool's upstreams did: never counted in a pool's error rate, which rollout analysis judges on.
+ */
+export const NOT_THE_POOLS_FAULT: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['GOING_AWAY', 'BODY_TIMEOUT']);
+
 export class SwitchyardError extends Error {
   readonly code: ErrorCode;
   readonly status: number;

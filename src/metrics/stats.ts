@@ -1,6 +1,6 @@
 import type { Config } from '../config/schema.ts';
 import type { RequestRecord } from '../dataplane/server.ts';
-import { SwitchyardError } from '../errors.ts';
+import { NOT_THE_POOLS_FAULT, SwitchyardError } from '../errors.ts';
 
 /**
  * Live per-pool figures over the last 10 s and 60 s (rps, error rate, p50/p95/p99), the signal
@@ -309,6 +309,8 @@ export class LiveStats {
   /** Hot path: one finished request. */
   record(rec: RequestRecord): void {
     const o = rec.outcome;
+    // a proxy's own answer (shutdown, a stalled client) says nothing about the pool: not counted
+    if (o.error !== null && NOT_THE_POOLS_FAULT.has(o.error)) return;
     this.rings[rec.app.index]?.[rec.pool.index]?.add(o.status, o.error !== null, o.endedAt - o.startedAt, o.endedAt);
   }
 
