@@ -14,6 +14,7 @@ import type { Config } from '../config/schema.ts';
 import { Controller } from '../control/controller.ts';
 import type { CountsSource } from '../control/counts.ts';
 import { fleetCounts } from '../control/fleet.ts';
+import { claimPort, type PortClaim } from '../dataplane/port-claim.ts';
 import { Runtime } from '../dataplane/runtime.ts';
 import { HealthMonitor } from '../health/monitor.ts';
 import { registerLogMetrics, type LogSink } from '../logger.ts';
@@ -205,7 +206,9 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
   });
   health.start();
 
+  let portClaim: PortClaim | null = null;
   async function closeAll(): Promise<void> {
+    portClaim?.release();
     admin.close();
     admin.closeAllConnections();
     telemetry.stats.close();
@@ -221,6 +224,8 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
     admin.listen(config.admin.port, config.admin.host);
     await once(admin, 'listening');
     try {
+      // the group's claim on the proxy port: its workers bind it, no other Switchyard may
+      portClaim = await claimPort(config.listen.host, config.listen.port);
       await supervisor.start();
     } catch (err) {
       await closeAll();

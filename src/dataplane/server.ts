@@ -10,6 +10,7 @@ import { ProxyHandler, sendError, type Outcome, type Plane } from './forward.ts'
 import { cookieValue, forwardRequestHeaders, normalizeAddress, replaceHeader, type ForwardedRequest, type TrustedProxies } from './headers.ts';
 import { headerReceived, Limits, type LimitsConfig } from './limits.ts';
 import { inOrder } from './pipeline.ts';
+import { claimPort, type PortClaim } from './port-claim.ts';
 import { parseRequestTarget, refuse, refuseConnect } from './request-target.ts';
 import type { Runtime } from './runtime.ts';
 import { isProxiedUpgrade, UpgradeProxy } from './upgrade.ts';
@@ -107,6 +108,7 @@ export class DataPlane implements Plane {
 
   /** extra listeners on the proxy port (see DEFAULT_ACCEPTORS); their connections go to `server` */
   private readonly acceptors: NetServer[] = [];
+  private claim: PortClaim | null = null;
 
   constructor(opts: DataPlaneOptions) {
     this.opts = opts;
@@ -150,6 +152,8 @@ export class DataPlane implements Plane {
    */
   async listen(host: string, port: number, acceptors: number = DEFAULT_ACCEPTORS): Promise<number> {
     const reusePort = acceptors > 1;
+    // no second Switchyard joins this port's reuse-port group (src/dataplane/port-claim.ts)
+    this.claim = await claimPort(host, port);
     try {
       await listenOn(this.server, { host, port, backlog: LISTEN_BACKLOG, reusePort });
     } catch (err) {
@@ -181,6 +185,8 @@ export class DataPlane implements Plane {
 
   /** Stops accepting connections (every listener); open connections are left to the caller. */
   stopListening(): void {
+    this.claim?.release();
+    this.claim = null;
     this.server.close();
     for (const a of this.acceptors) a.close();
     this.acceptors.length = 0;
