@@ -233,6 +233,13 @@ export const configSchema = z
         allowedHosts: z.array(z.string().min(1).max(253)).default([]),
       })
       .prefault({}),
+    /**
+     * What forwards requests to http targets: `native`, Switchyard's own HTTP/1.1 client on
+     * node:net with Node's llhttp (src/dataplane/engine), or `undici`, the previous path, kept
+     * reachable while the native one proves itself. https targets always use undici.
+     * @default native
+     */
+    engine: z.enum(['native', 'undici']).default('native'),
     store: store.prefault({ kind: 'file' }),
     apps: z.array(app).min(1, 'needs at least one app'),
     trustedProxies: z.array(cidr).default([]),

@@ -75,7 +75,7 @@ export async function claimPort(host: string, port: number): Promise<PortClaim> 
       holder.close();
       if ((err as { code?: string }).code !== 'EADDRINUSE') throw err;
       const pid = await holderPid(port);
-      throw new PortInUseError(port, `listen.port ${port} is already served by another Switchyard${pid === null ? '' : ` (pid ${pid})`}: a second one on the same port would silently take part of its traffic; stop it first or choose another port`);
+      throw new PortInUseError(port, `listen.port ${port} is already served by another Switchyard${pid === null ? '' : ` (pid ${pid})`} (EADDRINUSE): a second one on the same port would silently take part of its traffic; stop it first or choose another port`);
     }
   }
   const probe = createServer();
@@ -84,7 +84,7 @@ export async function claimPort(host: string, port: number): Promise<PortClaim> 
   } catch (err) {
     holder?.close();
     if ((err as { code?: string }).code !== 'EADDRINUSE') throw err;
-    throw new PortInUseError(port, `listen.port ${port} on ${host} is already in use by another process`);
+    throw new PortInUseError(port, `listen.port ${port} on ${host} is already in use by another process (EADDRINUSE)`);
   } finally {
     probe.close();
   }

@@ -4,6 +4,8 @@ import type { Pool } from 'undici';
 import PoolClass from 'undici/lib/dispatcher/pool.js';
 import type { AppConfig, Config } from '../config/schema.ts';
 import type { CountsSource, PoolCounts } from '../control/counts.ts';
+import { Http1Pool } from './engine/http1-pool.ts';
+import type { EngineKind, Upstream } from './engine/upstream.ts';
 
 /** How long a target that refused a connection is skipped when its pool has another one up. */
 export const REFUSED_BACKOFF_MS = 1000;
@@ -16,10 +18,12 @@ export class Target {
   readonly url: string;
   readonly origin: string;
   /** replaced by `renewPool()` after a burst; a request keeps the pool it was dispatched on */
-  dispatcher: Pool;
+  dispatcher: Upstream;
   /** pools replaced by `renewPool()` still finishing their requests */
-  private readonly retiring = new Set<Pool>();
+  private readonly retiring = new Set<Upstream>();
   private readonly poolOptions: Pool.Options;
+  /** the forwarding engine of this target (config `engine`; https targets always go through undici) */
+  readonly engine: EngineKind;
   /** epoch ms until which a refused target is skipped */
   downUntil = 0;
   /** the active health checks' verdict (src/health/active.ts); up until `fall` checks fail, as HAProxy */
@@ -40,8 +44,9 @@ export class Target {
   /** the app's `maxConnections`, or Infinity: with more requests than this in flight, the rest queue (limits.queueTimeout) */
   readonly maxConnections: number;
 
-  constructor(url: string, timeouts: AppConfig['timeouts'], maxConnections: number | null = null) {
+  constructor(url: string, timeouts: AppConfig['timeouts'], maxConnections: number | null = null, engine: EngineKind = 'native') {
     const u = new URL(url);
+    this.engine = u.protocol === 'http:' ? engine : 'undici';
     this.url = url;
     this.maxConnections = maxConnections ?? Infinity;
     this.origin = u.origin;
@@ -55,7 +60,20 @@ export class Target {
       connections: maxConnections,
       pipelining: 1,
     };
-    this.dispatcher = new PoolClass(this.origin, this.poolOptions);
+    this.dispatcher = this.newPool();
+  }
+
+  private newPool(): Upstream {
+    if (this.engine === 'undici') return new PoolClass(this.origin, this.poolOptions);
+    const o = this.poolOptions;
+    return new Http1Pool(this.origin, {
+      connectTimeout: (o.connect as { timeout: number }).timeout,
+      headersTimeout: o.headersTimeout as number,
+      bodyTimeout: o.bodyTimeout as number,
+      keepAliveTimeout: o.keepAliveTimeout as number,
+      keepAliveMaxTimeout: o.keepAliveMaxTimeout as number,
+      connections: o.connections ?? null,
+    });
   }
 
   /**
@@ -67,7 +85,7 @@ export class Target {
    */
   renewPool(): void {
     const old = this.dispatcher;
-    this.dispatcher = new PoolClass(this.origin, this.poolOptions);
+    this.dispatcher = this.newPool();
     this.retiring.add(old);
     old.close().then(
       () => this.retiring.delete(old),
@@ -220,9 +238,9 @@ export class AppRuntime {
   readonly name: string;
   readonly pools: readonly PoolRuntime[];
   readonly byName: ReadonlyMap<string, PoolRuntime>;
-  constructor(config: AppConfig) {
+  constructor(config: AppConfig, engine: EngineKind = 'native') {
     this.name = config.name;
-    this.pools = Object.entries(config.pools).map(([name, p]) => new PoolRuntime(name, p.targets.map((url) => new Target(url, config.timeouts, config.maxConnections ?? null))));
+    this.pools = Object.entries(config.pools).map(([name, p]) => new PoolRuntime(name, p.targets.map((url) => new Target(url, config.timeouts, config.maxConnections ?? null, engine))));
     this.byName = new Map(this.pools.map((p) => [p.name, p]));
   }
 }
@@ -232,7 +250,7 @@ export class Runtime {
   readonly apps: readonly AppRuntime[];
   readonly byName: ReadonlyMap<string, AppRuntime>;
   constructor(config: Config) {
-    this.apps = config.apps.map((a) => new AppRuntime(a));
+    this.apps = config.apps.map((a) => new AppRuntime(a, config.engine));
     this.byName = new Map(this.apps.map((a) => [a.name, a]));
   }
 

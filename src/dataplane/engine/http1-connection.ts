@@ -1,0 +1,357 @@
+import { createRequire } from 'node:module';
+import { connect, type Socket } from 'node:net';
+import { Body, type Exchange } from './http1-exchange.ts';
+import type { Http1Pool } from './http1-pool.ts';
+import { UpstreamError } from './upstream.ts';
+
+/**
+ * Node's native llhttp, the parser node:http itself runs, in strict mode (no lenient flag): the
+ * same framing rules as node:http's client, in C, with header names and values handed over as
+ * one flat array. undici parses with its WebAssembly build of the same llhttp, and node:http's
+ * ClientRequest/IncomingMessage stream machinery costs more than this whole path (the profiles
+ * in README Performance); neither lets a proxy pass bytes through as they come.
+ */
+interface Parser {
+  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
+  execute(data: Buffer): number | Error;
+  finish(): undefined | Error;
+  close(): void;
+  [k: number]: unknown;
+}
+interface ParserClass {
+  new (): Parser;
+  readonly RESPONSE: number;
+  readonly kOnHeaders: number;
+  readonly kOnHeadersComplete: number;
+  readonly kOnBody: number;
+  readonly kOnMessageComplete: number;
+  readonly kOnExecute: number;
+  readonly kLenientNone: number;
+}
+const { HTTPParser } = createRequire(import.meta.url)('node:_http_common') as { HTTPParser: ParserClass };
+
+/** What the sweep of the pool checks a connection's deadline for. */
+export const Phase = { Connecting: 1, Headers: 2, Body: 3, Idle: 4 } as const;
+type PhaseValue = (typeof Phase)[keyof typeof Phase];
+
+const kConn = Symbol('switchyard.connection');
+type ParserWithConn = Parser & { [kConn]: Http1Connection };
+
+/**
+ * One keep-alive connection to a target. It carries one request at a time (no pipelining, as
+ * undici with `pipelining: 1`), is reused only after a complete response whose framing and
+ * `Connection` allow it, and is destroyed on anything unexpected (bytes while idle, a parse
+ * error, a response before the request body was all sent).
+ */
+export class Http1Connection {
+  readonly pool: Http1Pool;
+  readonly socket: Socket;
+  private readonly parser: ParserWithConn;
+  exchange: Exchange | null = null;
+  phase: PhaseValue = Phase.Connecting;
+  /** epoch ms when the current phase times out; 0: never (a paused body) */
+  deadline = 0;
+  /** the idle keep-alive time this connection is allowed (an upstream's Keep-Alive hint lowers it) */
+  keepAlive: number;
+  /** the upstream said it will close, or the request asked for it: not reused */
+  private reusable = true;
+  /** the exchange completed inside the current parser.execute; released after it returns */
+  private completed = false;
+  /** bytes that belong to no request (a response while idle, or after the one expected) */
+  private unsolicited = false;
+  /** header fields delivered in pieces before the head was complete (a head over ~32 fields) */
+  private partialHeaders: string[] | null = null;
+  closed = false;
+  /** slot in the pool's idle stack, -1 when busy */
+  idleSlot = -1;
+
+  constructor(pool: Http1Pool, now: number) {
+    this.pool = pool;
+    this.keepAlive = pool.options.keepAliveTimeout;
+    this.socket = connect({ host: pool.hostname, port: pool.port, noDelay: true });
+    this.deadline = now + pool.options.connectTimeout;
+    const parser = new HTTPParser() as ParserWithConn;
+    parser.initialize(HTTPParser.RESPONSE, {}, 0, HTTPParser.kLenientNone);
+    parser[kConn] = this;
+    parser[HTTPParser.kOnHeaders] = onHeaders;
+    parser[HTTPParser.kOnHeadersComplete] = onHeadersComplete;
+    parser[HTTPParser.kOnBody] = onBody;
+    parser[HTTPParser.kOnMessageComplete] = onMessageComplete;
+    parser[HTTPParser.kOnExecute] = noop;
+    this.parser = parser;
+    const s = this.socket as Socket & { [kConn]: Http1Connection };
+    s[kConn] = this;
+    s.on('connect', onConnect);
+    s.on('data', onData);
+    s.on('drain', onDrain);
+    s.on('end', onEnd);
+    s.on('error', onError);
+    s.on('close', onClose);
+  }
+
+  /** Sends `ex` on this connection (connecting or idle). */
+  start(ex: Exchange, now: number): void {
+    this.exchange = ex;
+    ex.conn = this;
+    this.completed = false;
+    if (this.phase !== Phase.Connecting) {
+      this.phase = Phase.Headers;
+      this.deadline = now + this.pool.options.headersTimeout;
+    }
+    ex.handler.onRequestStart?.(ex, {});
+    if (ex.aborted) return; // the handler gave up while it waited in the queue: nothing was sent
+    const head = ex.head(this.pool.hostHeader);
+    // undici's words, so both engines answer the same 400
+    if (head === null) return this.giveBack(ex, new UpstreamError('UND_ERR_INVALID_ARG', ex.opts.path.charCodeAt(0) === 47 ? 'invalid request path' : 'path must be an absolute URL or start with a slash'));
+    if (ex.opts.method === 'HEAD') this.reusable = false;
+    ex.written = true;
+    this.socket.write(head, 'latin1');
+    if (ex.body === Body.Sending) ex.pipeBody();
+  }
+
+  /** A body chunk from the client; false when the socket is full (the client's body pauses until it drains). */
+  writeBody(ex: Exchange, chunk: Buffer): boolean {
+    if (this.exchange !== ex || this.closed) return true;
+    if (this.phase === Phase.Headers) this.deadline = Date.now() + this.pool.options.headersTimeout;
+    const s = this.socket;
+    if (!ex.chunked) return s.write(chunk);
+    if (chunk.length === 0) return true;
+    // chunked framing of our own: the client's chunk boundaries are not kept (Node's parser has
+    // decoded them), each read becomes one chunk, written with one syscall (cork)
+    s.cork();
+    s.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
+    s.write(chunk);
+    const ok = s.write('\r\n', 'latin1');
+    s.uncork();
+    return ok;
+  }
+
+  endBody(ex: Exchange): void {
+    if (this.exchange !== ex || this.closed) return;
+    ex.body = Body.Sent;
+    if (ex.chunked) this.socket.write('0\r\n\r\n', 'latin1');
+    if (this.phase === Phase.Headers) this.deadline = Date.now() + this.pool.options.headersTimeout;
+  }
+
+  resumeReading(): void {
+    if (this.phase === Phase.Body) this.deadline = Date.now() + this.pool.options.bodyTimeout;
+    this.socket.resume();
+  }
+
+  /** The handler aborted `ex` (client gone, a limit, a drain or shutdown cut). */
+  abortExchange(ex: Exchange, reason: Error): void {
+    if (this.exchange !== ex) return;
+    if (ex.written) this.fail(reason);
+    else this.giveBack(ex, reason);
+  }
+
+  /** Ends `ex` before anything of it was sent: the connection goes back to the pool as it was. */
+  private giveBack(ex: Exchange, err: Error): void {
+    this.exchange = null;
+    ex.done = true;
+    ex.conn = null;
+    this.pool.release(this);
+    ex.handler.onResponseError?.(ex, ex.aborted && ex.reason !== null ? ex.reason : err);
+  }
+
+  /** The sweep found the deadline passed. */
+  timedOut(): void {
+    switch (this.phase) {
+      case Phase.Connecting:
+        return this.fail(new UpstreamError('UND_ERR_CONNECT_TIMEOUT', `connect timeout (${this.pool.options.connectTimeout} ms)`));
+      case Phase.Headers: {
+        const ex = this.exchange;
+        // still streaming the client's body and the upstream takes it: the client's pace, not the target's (as undici)
+        if (ex !== null && ex.body === Body.Sending && !this.socket.writableNeedDrain) {
+          this.deadline = Date.now() + this.pool.options.headersTimeout;
+          return;
+        }
+        return this.fail(new UpstreamError('UND_ERR_HEADERS_TIMEOUT', 'headers timeout'));
+      }
+      case Phase.Body:
+        if (this.exchange?.paused === true) return;
+        return this.fail(new UpstreamError('UND_ERR_BODY_TIMEOUT', 'body timeout'));
+      default:
+        this.destroy();
+    }
+  }
+
+  /** Ends the exchange with an error (the handler's own abort reason when it aborted) and destroys the connection. */
+  fail(err: Error): void {
+    const ex = this.exchange;
+    this.exchange = null;
+    if (ex !== null && !ex.done) {
+      ex.done = true;
+      ex.unpipeBody();
+      ex.conn = null;
+      ex.handler.onResponseError?.(ex, ex.aborted && ex.reason !== null ? ex.reason : err);
+    }
+    this.destroy();
+  }
+
+  destroy(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.socket.destroy();
+    this.parser.close();
+    this.pool.removed(this);
+  }
+
+  /** After each read: a completed exchange frees the connection, unless bytes came that no request asked for. */
+  private afterExecute(ret: number | Error): void {
+    if (ret instanceof Error) {
+      const e = ret as Error & { code?: string; reason?: string };
+      return this.fail(new UpstreamError(e.code ?? 'HPE_INVALID', `upstream response: ${e.reason ?? e.message}`, { cause: e }));
+    }
+    if (this.unsolicited) return this.destroy();
+    if (this.completed) {
+      this.completed = false;
+      if (this.reusable) this.pool.release(this);
+      else this.destroy();
+    }
+  }
+
+  read(data: Buffer): void {
+    if (this.exchange === null || this.completed) {
+      this.unsolicited = true;
+      return this.destroy();
+    }
+    if (this.phase === Phase.Body) this.deadline = Date.now() + this.pool.options.bodyTimeout;
+    this.afterExecute(this.parser.execute(data));
+  }
+
+  ended(): void {
+    const ex = this.exchange;
+    if (ex === null || this.completed) return this.destroy();
+    // a body delimited by the connection's end: finish() completes it, anything else is cut short
+    this.reusable = false;
+    const ret = this.parser.finish();
+    if (ret instanceof Error || this.exchange !== null) this.fail(new UpstreamError('UND_ERR_SOCKET', 'other side closed'));
+    else this.afterExecute(0);
+  }
+
+  headersComplete(headers: string[], statusCode: number, statusMessage: string, upgrade: boolean, keepAlive: boolean): number {
+    const ex = this.exchange;
+    if (ex === null || this.completed) {
+      this.unsolicited = true;
+      return -1;
+    }
+    if (upgrade && statusCode === 101) {
+      this.fail(new UpstreamError('UND_ERR_SOCKET', 'bad upgrade'));
+      return -1;
+    }
+    const record: Record<string, string | string[]> = Object.create(null) as Record<string, string | string[]>;
+    for (let i = 0; i < headers.length; i += 2) {
+      const key = (headers[i] as string).toLowerCase();
+      const value = headers[i + 1] as string;
+      const seen = record[key];
+      if (seen === undefined) record[key] = value;
+      else if (typeof seen === 'string') record[key] = [seen, value];
+      else seen.push(value);
+      if (key === 'keep-alive') this.keepAliveHint(value);
+    }
+    if (statusCode < 200) {
+      ex.handler.onResponseStart?.(ex, statusCode, record, statusMessage);
+      return 1;
+    }
+    if (!keepAlive) this.reusable = false;
+    ex.status = statusCode;
+    this.phase = Phase.Body;
+    this.deadline = Date.now() + this.pool.options.bodyTimeout;
+    ex.handler.onResponseStart?.(ex, statusCode, record, statusMessage);
+    return ex.opts.method === 'HEAD' ? 1 : 0;
+  }
+
+  body(chunk: Buffer): void {
+    const ex = this.exchange;
+    if (ex !== null && !ex.done) ex.handler.onResponseData?.(ex, chunk);
+  }
+
+  messageComplete(): void {
+    const ex = this.exchange;
+    if (ex === null || ex.status === 0) return; // the end of a 1xx
+    this.exchange = null;
+    this.completed = true;
+    this.partialHeaders = null;
+    ex.done = true;
+    ex.conn = null;
+    // the upstream answered before taking the whole body: the connection's framing is lost
+    if (ex.body === Body.Sending) {
+      this.reusable = false;
+      ex.unpipeBody();
+    }
+    if (ex.paused) this.socket.resume();
+    ex.handler.onResponseEnd?.(ex, {});
+  }
+
+  pushHeaders(fields: string[]): void {
+    if (this.exchange === null) return;
+    // fields after the head are trailers, which the handler does not forward (as with undici)
+    if (this.exchange.status !== 0) return;
+    (this.partialHeaders ??= []).push(...fields);
+  }
+
+  takePartialHeaders(): string[] {
+    const h = this.partialHeaders ?? [];
+    this.partialHeaders = null;
+    return h;
+  }
+
+  /** `Keep-Alive: timeout=N`: the upstream closes idle connections after N s; we let go a second earlier (undici's threshold). */
+  private keepAliveHint(value: string): void {
+    const m = /timeout=(\d+)/i.exec(value);
+    if (m === null) return;
+    const ms = Number(m[1]) * 1000 - 1000;
+    this.keepAlive = Math.max(0, Math.min(ms, this.pool.options.keepAliveMaxTimeout));
+  }
+
+  connected(now: number): void {
+    if (this.phase !== Phase.Connecting) return;
+    if (this.exchange === null) {
+      this.phase = Phase.Idle;
+      this.deadline = now + this.keepAlive;
+      if (this.idleSlot === -1) this.pool.release(this);
+      return;
+    }
+    this.phase = Phase.Headers;
+    this.deadline = now + this.pool.options.headersTimeout;
+  }
+}
+
+// Socket and parser callbacks: shared functions that find their connection on `this`, so a
+// connection costs no closures and a request none at all.
+type ConnSocket = Socket & { [kConn]: Http1Connection };
+function onConnect(this: ConnSocket): void {
+  this[kConn].connected(Date.now());
+}
+function onData(this: ConnSocket, data: Buffer): void {
+  this[kConn].read(data);
+}
+function onDrain(this: ConnSocket): void {
+  this[kConn].exchange?.bodyDrained();
+}
+function onEnd(this: ConnSocket): void {
+  this[kConn].ended();
+}
+function onError(this: ConnSocket, err: Error): void {
+  this[kConn].fail(err);
+}
+function onClose(this: ConnSocket): void {
+  const c = this[kConn];
+  if (c.exchange !== null) c.fail(new UpstreamError('UND_ERR_SOCKET', 'other side closed'));
+  else c.destroy();
+}
+function onHeaders(this: ParserWithConn, fields: string[]): void {
+  this[kConn].pushHeaders(fields);
+}
+function onHeadersComplete(this: ParserWithConn, _major: number, _minor: number, headers: string[] | undefined, _method: unknown, _url: unknown, statusCode: number, statusMessage: string, upgrade: boolean, keepAlive: boolean): number {
+  const c = this[kConn];
+  return c.headersComplete(headers ?? c.takePartialHeaders(), statusCode, statusMessage, upgrade, keepAlive);
+}
+function onBody(this: ParserWithConn, chunk: Buffer): void {
+  this[kConn].body(chunk);
+}
+function onMessageComplete(this: ParserWithConn): void {
+  this[kConn].messageComplete();
+}
+function noop(): void {}
