@@ -62,6 +62,8 @@ export class Http1Connection {
   /** header fields delivered in pieces before the head was complete (a head over ~32 fields) */
   private partialHeaders: string[] | null = null;
   closed = false;
+  /** inside parser.execute or finish */
+  private executing = false;
   /** slot in the pool's idle stack, -1 when busy */
   idleSlot = -1;
 
@@ -100,9 +102,17 @@ export class Http1Connection {
     }
     ex.handler.onRequestStart?.(ex, {});
     if (ex.aborted) return; // the handler gave up while it waited in the queue: nothing was sent
+    const refused = ex.pathError();
+    if (refused !== null) return this.giveBack(ex, new UpstreamError('UND_ERR_INVALID_ARG', refused));
+    // a chunked body: its head waits one turn of the loop, so that a body that came whole with
+    // its head goes with a length (as undici sends it, which writes after connect or a setImmediate)
+    if (ex.lengthUnknown) setImmediate(writeDeferred, this, ex);
+    else this.writeHead(ex);
+  }
+
+  writeHead(ex: Exchange): void {
+    if (this.exchange !== ex || this.closed) return;
     const head = ex.head(this.pool.hostHeader);
-    // undici's words, so both engines answer the same 400
-    if (head === null) return this.giveBack(ex, new UpstreamError('UND_ERR_INVALID_ARG', ex.opts.path.charCodeAt(0) === 47 ? 'invalid request path' : 'path must be an absolute URL or start with a slash'));
     if (ex.opts.method === 'HEAD') this.reusable = false;
     ex.written = true;
     this.socket.write(head, 'latin1');
@@ -193,8 +203,18 @@ export class Http1Connection {
     if (this.closed) return;
     this.closed = true;
     this.socket.destroy();
-    this.parser.close();
+    // freeing llhttp from inside one of its own callbacks crashes the process: after execute
+    if (!this.executing) this.parser.close();
     this.pool.removed(this);
+  }
+
+  /** parser.execute / finish, and the parser freed afterwards when the connection closed meanwhile */
+  private execute(data: Buffer | null): number | Error | undefined {
+    this.executing = true;
+    const ret = data === null ? this.parser.finish() : this.parser.execute(data);
+    this.executing = false;
+    if (this.closed) this.parser.close();
+    return ret;
   }
 
   /** After each read: a completed exchange frees the connection, unless bytes came that no request asked for. */
@@ -217,7 +237,8 @@ export class Http1Connection {
       return this.destroy();
     }
     if (this.phase === Phase.Body) this.deadline = Date.now() + this.pool.options.bodyTimeout;
-    this.afterExecute(this.parser.execute(data));
+    const ret = this.execute(data) as number | Error;
+    if (!this.closed) this.afterExecute(ret);
   }
 
   ended(): void {
@@ -225,7 +246,8 @@ export class Http1Connection {
     if (ex === null || this.completed) return this.destroy();
     // a body delimited by the connection's end: finish() completes it, anything else is cut short
     this.reusable = false;
-    const ret = this.parser.finish();
+    const ret = this.execute(null);
+    if (this.closed) return;
     if (ret instanceof Error || this.exchange !== null) this.fail(new UpstreamError('UND_ERR_SOCKET', 'other side closed'));
     else this.afterExecute(0);
   }
@@ -355,3 +377,6 @@ function onMessageComplete(this: ParserWithConn): void {
   this[kConn].messageComplete();
 }
 function noop(): void {}
+function writeDeferred(c: Http1Connection, ex: Exchange): void {
+  c.writeHead(ex);
+}

@@ -42,10 +42,9 @@ export class Exchange implements Dispatcher.DispatchController {
     this.handler = handler;
   }
 
-  /** The request head as undici writes it (host first, then connection, the fields, the framing), or null with a path undici refuses. */
-  head(defaultHost: string): string | null {
+  /** The request head as undici writes it: host first, then connection, the fields, the framing. */
+  head(defaultHost: string): string {
     const { method, path } = this.opts;
-    if (path.charCodeAt(0) !== 47 /* / */ || INVALID_PATH.test(path)) return null;
     const headers = this.opts.headers as string[] | null | undefined;
     let host: string | null = null;
     let length: string | null = null;
@@ -65,11 +64,30 @@ export class Exchange implements Dispatcher.DispatchController {
       return length === '0' && EXPECTS_PAYLOAD.has(method) ? `${head}content-length: 0\r\n\r\n` : `${head}\r\n`;
     }
     this.body = Body.Sending;
+    // a chunked body already all here (ended, still buffered) goes with its length, as undici
+    // sends it (util.bodyLength): the upstream gets the simpler framing
+    const state = (this.opts.body as Readable & { _readableState?: { ended: boolean; objectMode: boolean; length: number } })._readableState;
+    if (length === null && state !== undefined && state.ended && !state.objectMode) length = String(state.length);
     if (length === null) {
       this.chunked = true;
       head += 'transfer-encoding: chunked\r\n\r\n';
     } else head += `content-length: ${length}\r\n\r\n`;
     return head;
+  }
+
+  /** undici's refusal of the request path, in its words (so both engines answer the same 400), or null */
+  pathError(): string | null {
+    const path = this.opts.path;
+    if (path.charCodeAt(0) !== 47 /* / */) return 'path must be an absolute URL or start with a slash';
+    return INVALID_PATH.test(path) ? 'invalid request path' : null;
+  }
+
+  /** A body whose length the client did not give (it came chunked). */
+  get lengthUnknown(): boolean {
+    if (this.opts.body == null) return false;
+    const headers = this.opts.headers as string[];
+    for (let i = 0; i < headers.length; i += 2) if (headers[i] === 'content-length') return false;
+    return true;
   }
 
   /** Starts streaming the request body into the connection's socket (after the head). */

@@ -1,0 +1,211 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { connect, type AddressInfo, type Socket } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { HOSTILE_REQUESTS } from '../fixtures/hostile-requests.ts';
+import { startProxy, type TestProxy } from '../helpers/proxy.ts';
+
+/**
+ * The differential test of the forwarding engines (issue 16): one corpus of client requests and
+ * upstream behaviours sent through a proxy on the native engine and one on undici; the upstream
+ * must see the same requests and the client the same bytes (up to Date and generated ids).
+ */
+
+/** What the upstream saw of one request: line, fields as sent, body digest, and whether the proxy hung up first. */
+interface Seen {
+  line: string;
+  fields: string[];
+  body: string;
+  aborted: boolean;
+}
+
+type Behaviour = (req: IncomingMessage, res: ServerResponse, body: Buffer) => void;
+
+/** Writes raw bytes on the upstream socket and closes it: for responses node:http will not make. */
+const raw = (bytes: string): Behaviour => (_req, res) => {
+  res.socket?.end(bytes, 'latin1');
+};
+
+const big = (n: number): Buffer => Buffer.alloc(n, 'abcdefghijklmnopqrstuvwxyz0123456789');
+
+const BEHAVIOURS: Record<string, Behaviour> = {
+  '/len': (_q, res) => res.end('hello by length'),
+  '/chunked': (_q, res) => {
+    res.write('one,');
+    setTimeout(() => res.end('two'), 5);
+  },
+  '/trailers': (_q, res) => {
+    res.writeHead(200, { 'transfer-encoding': 'chunked', trailer: 'x-sum' });
+    res.write('body');
+    res.addTrailers({ 'x-sum': '42' });
+    res.end();
+  },
+  '/echo': (req, res, body) => res.end(`${req.method} ${body.length} ${createHash('sha1').update(body).digest('hex')}`),
+  '/hints': (_q, res) => {
+    res.writeEarlyHints({ link: '</a.css>; rel=preload' });
+    res.end('after hints');
+  },
+  '/processing': raw('HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok'),
+  '/204': (_q, res) => {
+    res.writeHead(204, { 'x-empty': 'yes' });
+    res.end();
+  },
+  '/304': (_q, res) => {
+    res.writeHead(304, { etag: '"v1"' });
+    res.end();
+  },
+  '/64k': (_q, res) => res.end(big(64 * 1024)),
+  '/1m-chunked': (_q, res) => {
+    for (let i = 0; i < 16; i++) res.write(big(64 * 1024));
+    res.end();
+  },
+  '/4m': (_q, res) => res.end(big(4 * 1024 * 1024)),
+  '/cookies': (_q, res) => {
+    res.setHeader('set-cookie', ['a=1; Path=/', 'b=2; Path=/']);
+    res.setHeader('connection', 'x-private');
+    res.setHeader('x-private', 'dropped');
+    res.setHeader('keep-alive', 'timeout=5');
+    res.end('cookies');
+  },
+  '/eof-body': raw('HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the connection closes'),
+  '/http10': raw('HTTP/1.0 200 OK\r\ncontent-length: 4\r\n\r\nold!'),
+  '/no-response': (_q, res) => res.socket?.destroy(),
+  '/bad-header': raw('HTTP/1.1 200 OK\r\nbad header: x\r\ncontent-length: 2\r\n\r\nok'),
+  '/two-lengths': raw('HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok!'),
+  '/truncated': raw('HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten b'),
+  '/bad-chunk': raw('HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n'),
+  '/unasked-101': raw('HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n'),
+  '/slow': (_q, res) => void setTimeout(() => res.end('late'), 150),
+  '/hang': () => undefined,
+};
+
+/** The one upstream both proxies forward to; it records what each request looked like on arrival. */
+async function startRecordingUpstream(): Promise<{ port: number; seen: Seen[]; close(): Promise<void> }> {
+  const seen: Seen[] = [];
+  const server = createServer({ requireHostHeader: false }, (req, res) => {
+    const chunks: Buffer[] = [];
+    const entry: Seen = { line: `${req.method} ${req.url} HTTP/${req.httpVersion}`, fields: req.rawHeaders.slice(), body: '', aborted: false };
+    seen.push(entry);
+    res.on('close', () => (entry.aborted = !res.writableFinished));
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      entry.body = `${body.length}:${createHash('sha1').update(body).digest('hex')}`;
+      const path = (req.url ?? '/').split('?')[0] as string;
+      (BEHAVIOURS[path] ?? BEHAVIOURS['/echo'] as Behaviour)(req, res, body);
+    });
+  });
+  server.on('upgrade', (_req, socket: Socket) => {
+    seen.push({ line: 'upgrade', fields: [], body: '', aborted: false });
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n');
+    socket.end();
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    port: (server.address() as AddressInfo).port,
+    seen,
+    async close() {
+      server.closeAllConnections();
+      server.close();
+    },
+  };
+}
+
+/** Sends raw bytes (in `parts`, `gap` ms apart) and reads until the proxy closes or `ms` passes; `abortAfter` hangs up early. */
+function exchange(port: number, parts: string[], opts: { ms?: number; gap?: number; abortAfter?: number } = {}): Promise<string> {
+  return new Promise((resolve) => {
+    const out: Buffer[] = [];
+    const s = connect(port, '127.0.0.1', async () => {
+      for (const p of parts) {
+        s.write(p, 'latin1');
+        if (opts.gap !== undefined) await sleep(opts.gap);
+      }
+    });
+    const timer = setTimeout(() => s.destroy(), opts.abortAfter ?? opts.ms ?? 1500);
+    s.on('data', (d: Buffer) => out.push(d));
+    s.on('error', () => undefined);
+    s.on('close', () => {
+      clearTimeout(timer);
+      resolve(Buffer.concat(out).toString('latin1'));
+    });
+  });
+}
+
+/** Date and generated request ids differ between any two runs; bodies over 4 KiB become a digest so failures stay readable. */
+function normalize(text: string): string {
+  return text
+    .replace(/\r\ndate: [^\r\n]*/gi, '\r\ndate: <date>')
+    .replace(/[0-9a-f]{12}-[0-9a-z]+/g, '<id>')
+    .replace(/\r\n\r\n([\s\S]{4096,})$/, (_m, body: string) => `\r\n\r\n<${body.length} bytes sha1 ${createHash('sha1').update(body, 'latin1').digest('hex')}>`);
+}
+
+function normalizeSeen(s: Seen[]): string[] {
+  return s.map((e) => normalize(`${e.line}\r\n${e.fields.map((f, i) => (i % 2 === 0 ? `${f}: ` : `${f}\r\n`)).join('')}\r\n${e.body} aborted=${e.aborted}`));
+}
+
+interface Case {
+  readonly name: string;
+  readonly parts: string[];
+  readonly opts?: { ms?: number; gap?: number; abortAfter?: number };
+}
+
+const H = 'Host: shop.test\r\n';
+const get = (path: string, extra = ''): string => `GET ${path} HTTP/1.1\r\n${H}${extra}Connection: close\r\n\r\n`;
+const upload = big(256 * 1024).toString('latin1');
+const chunkedUpload = `${(64 * 1024).toString(16)}\r\n${big(64 * 1024).toString('latin1')}\r\n3\r\nend\r\n0\r\nx-trailer: t\r\n\r\n`;
+
+const CASES: Case[] = [
+  ...['/len', '/chunked', '/trailers', '/hints', '/processing', '/204', '/304', '/64k', '/1m-chunked', '/4m', '/cookies', '/eof-body', '/http10', '/no-response', '/bad-header', '/two-lengths', '/truncated', '/bad-chunk', '/unasked-101', '/slow'].map((p) => ({ name: `GET ${p}`, parts: [get(p)], opts: { ms: 3000 } })),
+  { name: 'HEAD with a length', parts: [`HEAD /len HTTP/1.1\r\n${H}Connection: close\r\n\r\n`] },
+  { name: 'GET with a body', parts: [`GET /echo HTTP/1.1\r\n${H}Content-Length: 3\r\nConnection: close\r\n\r\nabc`] },
+  { name: 'DELETE without a body', parts: [`DELETE /echo HTTP/1.1\r\n${H}Connection: close\r\n\r\n`] },
+  { name: 'POST with Content-Length: 0', parts: [`POST /echo HTTP/1.1\r\n${H}Content-Length: 0\r\nConnection: close\r\n\r\n`] },
+  { name: 'POST 256 KiB by length', parts: [`POST /echo HTTP/1.1\r\n${H}Content-Length: ${upload.length}\r\nConnection: close\r\n\r\n`, upload], opts: { ms: 3000 } },
+  { name: 'PUT chunked with a trailer', parts: [`PUT /echo HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n`, chunkedUpload], opts: { ms: 3000 } },
+  { name: 'POST with Expect: 100-continue, body after the 100', parts: [`POST /echo HTTP/1.1\r\n${H}Expect: 100-continue\r\nContent-Length: 5\r\nConnection: close\r\n\r\n`, 'hello'], opts: { gap: 100 } },
+  { name: 'HTTP/1.0 without Host to the fallback app', parts: ['GET /len HTTP/1.0\r\n\r\n'] },
+  { name: 'pipelined GET, POST, GET', parts: [`GET /len HTTP/1.1\r\n${H}\r\nPOST /echo HTTP/1.1\r\n${H}Content-Length: 2\r\n\r\nhiGET /chunked HTTP/1.1\r\n${H}Connection: close\r\n\r\n`] },
+  { name: 'keep-alive: three requests on one connection, one at a time', parts: [`GET /len HTTP/1.1\r\n${H}\r\n`, `GET /64k HTTP/1.1\r\n${H}\r\n`, get('/chunked')], opts: { gap: 100 } },
+  { name: 'client aborts while the upstream hangs', parts: [get('/hang')], opts: { abortAfter: 300 } },
+  { name: 'client aborts in the middle of its body', parts: [`POST /echo HTTP/1.1\r\n${H}Content-Length: 1000\r\n\r\n`, 'partial'], opts: { abortAfter: 300 } },
+  { name: 'upstream slower than timeouts.response', parts: [get('/hang')], opts: { ms: 2500 } },
+  { name: 'WebSocket upgrade', parts: [`GET /ws HTTP/1.1\r\n${H}Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`] },
+  ...HOSTILE_REQUESTS.map((h) => ({ name: `hostile: ${h.name}`, parts: [h.raw.replaceAll('vh.test', 'shop.test')] })),
+];
+
+describe('differential: the native engine and undici forward alike', () => {
+  let up: Awaited<ReturnType<typeof startRecordingUpstream>>;
+  const proxies: Record<'native' | 'undici', TestProxy> = {} as Record<'native' | 'undici', TestProxy>;
+  before(async () => {
+    up = await startRecordingUpstream();
+    const target = `http://127.0.0.1:${up.port}`;
+    const app = { name: 'shop', hosts: ['*'], pools: { blue: { version: '1.0.0', targets: [target] }, green: { version: '2.0.0', targets: [target] } }, timeouts: { response: '500ms' } };
+    for (const engine of ['native', 'undici'] as const) proxies[engine] = await startProxy({ engine, apps: [app] });
+  });
+  after(async () => {
+    for (const p of Object.values(proxies)) await p.close();
+    await up.close();
+  });
+
+  for (const c of CASES) {
+    it(c.name, async () => {
+      const result: Record<string, { client: string; upstream: string[] }> = {};
+      for (const engine of ['native', 'undici'] as const) {
+        up.seen.length = 0;
+        const port = Number(new URL(proxies[engine].proxyUrl).port);
+        const client = await exchange(port, c.parts, c.opts);
+        await sleep(50); // the upstream's side of an abort
+        result[engine] = { client: normalize(client), upstream: normalizeSeen(up.seen) };
+      }
+      assert.deepEqual(result['native'], result['undici']);
+    });
+  }
+
+  it('the corpus exercises both engines for real (responses came back, requests reached the upstream)', () => {
+    assert.ok(CASES.length > 60);
+  });
+});
