@@ -7,7 +7,7 @@ import {
 
 /** How each compared target is started: the references, nginx and Switchyard itself. */
 
-export const TARGET_NAMES = ['direct', 'switchyard', 'http-proxy', 'undici-naive', 'nginx', 'caddy'] as const;
+export const TARGET_NAMES = ['direct', 'switchyard', 'switchyard-undici', 'http-proxy', 'undici-naive', 'nginx', 'caddy'] as const;
 export type TargetName = (typeof TARGET_NAMES)[number];
 
 export interface Running {
@@ -35,8 +35,10 @@ export async function startTarget(name: TargetName, ctx: StartContext): Promise<
       return startNginx(ctx);
     case 'caddy':
       return startCaddy(ctx);
-    case 'switchyard': {
-      const sy = await startSwitchyard({ blue: ctx.upstreamUrl, green: ctx.upstreamUrl, tmpDir: ctx.tmpDir });
+    case 'switchyard':
+    case 'switchyard-undici': {
+      // switchyard-undici: the same, forwarding through the previous engine (config `engine: undici`)
+      const sy = await startSwitchyard({ blue: ctx.upstreamUrl, green: ctx.upstreamUrl, tmpDir: ctx.tmpDir, engine: name === 'switchyard' ? 'native' : 'undici' });
       return { name, url: `http://127.0.0.1:${sy.port}/`, proc: sy.proc };
     }
   }
@@ -169,6 +171,8 @@ export interface SwitchyardOptions {
   blue: string;
   green: string;
   tmpDir: string;
+  /** config `engine` @default native */
+  engine?: 'native' | 'undici';
 }
 
 export interface SwitchyardRun {
@@ -177,15 +181,19 @@ export interface SwitchyardRun {
   adminPort: number;
 }
 
-/** The bench config: one app "bench" on every host, blue and green pools, file store, quiet logs; `workers` from WORKERS. */
-export function switchyardConfig(o: { port: number; adminPort: number; blue: string; green: string; statePath: string; workers?: number }): string {
+/**
+ * The bench config: one app "bench" on every host, blue and green pools, file store, the
+ * default log (info, an access log line for every request: what a user runs; QUIET_LOG=1 for
+ * `level: warn, accessSample: 0`); `workers` from WORKERS.
+ */
+export function switchyardConfig(o: { port: number; adminPort: number; blue: string; green: string; statePath: string; workers?: number; engine?: 'native' | 'undici' }): string {
   return `listen: { host: 127.0.0.1, port: ${o.port} }
 admin:
   host: 127.0.0.1
   port: ${o.adminPort}
   tokens: [ { name: bench, token: ${BENCH_TOKEN} } ]
 store: { kind: file, path: ${JSON.stringify(o.statePath)} }
-log: { level: warn, accessSample: 0 }
+${process.env['QUIET_LOG'] === '1' ? 'log: { level: warn, accessSample: 0 }\n' : ''}engine: ${o.engine ?? 'native'}
 shutdown: { grace: 1s, hardStop: 2s }
 workers: ${o.workers ?? 1}
 apps:
@@ -199,10 +207,12 @@ ${process.env['MAX_CONNECTIONS'] ? `    maxConnections: ${Number(process.env['MA
 }
 
 /**
- * V8 flags Switchyard runs with: the same as `npm start` and the Docker image (see the README's
- * Performance section for why); `SWITCHYARD_NODE_FLAGS="…"` benches others ("" for none).
+ * V8 flags given on Switchyard's command line: none by default, as a user runs `switchyard
+ * serve`: the process re-executes itself with its tuned flags (TUNED_NODE_FLAGS, src/main.ts).
+ * `SWITCHYARD_NODE_FLAGS="…"` benches others (with SWITCHYARD_NODE_FLAGS=keep in the env to
+ * stop the re-exec adding the tuned ones).
  */
-export const SWITCHYARD_NODE_FLAGS = (process.env['SWITCHYARD_NODE_FLAGS'] ?? '--max-semi-space-size=16 --heap-growing-percent=50').split(' ').filter((f) => f !== '');
+export const SWITCHYARD_NODE_FLAGS = (process.env['SWITCHYARD_NODE_FLAGS'] ?? '').split(' ').filter((f) => f !== '' && f !== 'keep');
 
 /**
  * Starts `node dist/main.js serve --config <generated>` (or `$SWITCHYARD_ENTRY`) and waits for
@@ -214,7 +224,7 @@ export async function startSwitchyard(o: SwitchyardOptions): Promise<SwitchyardR
   const adminPort = await freePort();
   const configPath = join(o.tmpDir, 'switchyard.yaml');
   // WORKERS=N: N data-plane processes; pinned like the proxy, they share its CPU(s)
-  writeFileSync(configPath, switchyardConfig({ port, adminPort, blue: o.blue, green: o.green, statePath: join(o.tmpDir, 'state.json'), workers: envInt('WORKERS', 1) }));
+  writeFileSync(configPath, switchyardConfig({ port, adminPort, blue: o.blue, green: o.green, statePath: join(o.tmpDir, 'state.json'), workers: envInt('WORKERS', 1), ...(o.engine === undefined ? {} : { engine: o.engine }) }));
   // SWITCHYARD_ENTRY benches another entry point, e.g. the built dist/main.js.
   // the built dist/ that `npm start` and the image run (`npm run bench` builds it first)
   const entry = resolve(REPO_ROOT, process.env['SWITCHYARD_ENTRY'] ?? 'dist/main.js');
