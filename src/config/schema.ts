@@ -117,10 +117,17 @@ const passive = z.strictObject({
 
 const pool = z.strictObject({
   version: z.string().min(1),
-  targets: z.array(httpUrl).min(1, 'needs at least one target'),
+  // may be empty (the last target removed from an idle pool, or one fed by discovery): such a pool
+  // answers 503 and a write that gives it weight is refused (409) unless forced
+  targets: z.array(httpUrl).superRefine((ts, ctx) => {
+    ts.forEach((t, i) => {
+      if (ts.indexOf(t) !== i) ctx.addIssue({ code: 'custom', path: [i], message: `duplicate target ${t}` });
+    });
+  }),
 });
 
-const app = z
+/** One `apps[]` entry: the schema of an app's definition, from the config file or the admin API alike. */
+export const appSchema = z
   .strictObject({
     name,
     hosts: z.array(hostPattern).min(1, 'needs at least one host'),
@@ -232,7 +239,7 @@ export const configSchema = z
       })
       .prefault({}),
     store: store.prefault({ kind: 'file' }),
-    apps: z.array(app).min(1, 'needs at least one app'),
+    apps: z.array(appSchema).min(1, 'needs at least one app'),
     trustedProxies: z.array(cidr).default([]),
     shutdown: z
       .strictObject({
