@@ -41,6 +41,8 @@ export interface BuildDeps {
   readonly rollouts?: RolloutTuning;
   /** the log's destination (main.ts): its write errors go to /metrics and /readyz */
   readonly logSink?: LogSink;
+  /** the config file's app definitions win over the store's at start (`serve --apply-config`) @default false */
+  readonly applyConfig?: boolean;
 }
 
 export interface Switchyard {
@@ -68,14 +70,12 @@ export interface Switchyard {
 
 export async function openStore(config: Config, logger?: Logger): Promise<StateStore> {
   const s = config.store;
-  // the store refuses a write that weighs a pool the app does not have (src/state/invariants.ts)
-  const poolsByApp = new Map(config.apps.map((a) => [a.name, Object.keys(a.pools)]));
-  const pools = (app: string): readonly string[] | undefined => poolsByApp.get(app);
-  if (s.kind === 'file') return FileStore.open({ path: s.path, historyLimit: s.historyLimit, pools });
+  // no `pools` option: each state's own definition names the pools its weights may use (src/state/invariants.ts)
+  if (s.kind === 'file') return FileStore.open({ path: s.path, historyLimit: s.historyLimit });
   const { kind: _kind, ...redis } = s;
   // loaded on demand, so a file-store deployment never pays for ioredis
   const { RedisStore } = await import('./state/redis-store.ts');
-  return RedisStore.open({ ...redis, pools, logger: logger?.child({ component: 'redis-store' }) });
+  return RedisStore.open({ ...redis, logger: logger?.child({ component: 'redis-store' }) });
 }
 
 /** Builds a whole proxy from a validated config. Touches no process state: main.ts does that. */
@@ -85,9 +85,10 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   const instanceId = deps.instanceId ?? `${hostname()}:${process.pid}`;
   const store = deps.store ?? (await openStore(config, logger));
   // the runtime comes first: the health gate on writes reads its targets
-  const runtime = new Runtime(config);
+  const runtime = new Runtime({ now, onRetire: (e) => logger.info(e, e.what === 'closed' ? 'removed target closed: nothing left on it' : 'removed target: its drain deadline passed, closing what is still open on it') });
   const health = new HealthMonitor({ config, runtime, logger: logger.child({ component: 'health' }), now });
-  const controller = await Controller.start({ config, store, logger, now, guard: health.guard }).catch(async (err: unknown) => {
+  // every snapshot reaches the runtime before it serves: new targets get connection pools, removed ones retire
+  const controller = await Controller.start({ config, store, logger, now, guard: health.guard, onSnapshot: (s) => runtime.sync(s), applyConfig: deps.applyConfig === true }).catch(async (err: unknown) => {
     // a Redis store keeps reconnecting (and the process alive) until closed
     if (deps.store === undefined) await store.close();
     await runtime.close();
@@ -121,7 +122,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     logger,
     now,
     ready: () => ready && !shuttingDown,
-    readyDetails: () => ({ shuttingDown, store: store.kind, ...(deps.logSink === undefined ? {} : { log: deps.logSink.view() }), revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])), brokenStates: controller.brokenStates(), ...fleet?.details() }),
+    readyDetails: () => ({ shuttingDown, store: store.kind, ...(deps.logSink === undefined ? {} : { log: deps.logSink.view() }), revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])), brokenStates: controller.brokenStates(), drift: controller.drift(), ...fleet?.details() }),
     routes: [...canaryRoutes(controller), ...statsRoutes(telemetry.stats), ...rolloutRoutes(rollouts, (app) => Object.keys(controller.appConfig(app).pools))],
     metrics: telemetry.metrics,
     fallback: await loadDashboard(),
@@ -147,7 +148,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
       throw err;
     }
     const adminPort = (admin.address() as AddressInfo).port;
-    logger.info({ proxy: `${config.listen.host}:${proxyPort}`, admin: `${config.admin.host}:${adminPort}`, store: store.kind, apps: config.apps.map((a) => a.name) }, 'switchyard listening');
+    logger.info({ proxy: `${config.listen.host}:${proxyPort}`, admin: `${config.admin.host}:${adminPort}`, store: store.kind, apps: controller.appNames() }, 'switchyard listening');
     return { proxyPort, adminPort };
   }
 

@@ -15,7 +15,7 @@ import { releaseStartupMemory } from './memory.ts';
  * $SWITCHYARD_CONFIG, signals, exit codes (0 clean stop, 1 runtime failure, 2 bad config).
  */
 export async function serve(args: string[]): Promise<void> {
-  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' } }, allowPositionals: false });
+  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' }, 'apply-config': { type: 'boolean' } }, allowPositionals: false });
   const file = values.config ?? process.env['SWITCHYARD_CONFIG'] ?? 'config/switchyard.yaml';
   let config;
   try {
@@ -30,7 +30,8 @@ export async function serve(args: string[]): Promise<void> {
   const sink = logSink();
   const logger = createLogger(config.log.level, sink === undefined, sink);
   const exit = exitAfterLog(sink);
-  const logDeps = sink === undefined ? {} : { logSink: sink };
+  // `--apply-config`: the file's app definitions win over the store's at start (CONTRACT §8)
+  const logDeps = { ...(sink === undefined ? {} : { logSink: sink }), applyConfig: values['apply-config'] === true };
   let app: { listen(): Promise<unknown>; shutdown(): Promise<unknown> };
   try {
     // `workers: N > 1`: this process becomes the primary (src/cluster) and forks N data planes running this file

@@ -29,6 +29,8 @@ import { Supervisor } from './supervisor.ts';
 
 export interface PrimaryDeps {
   readonly logger: Logger;
+  /** the config file's app definitions win over the store's at start (`serve --apply-config`) @default false */
+  readonly applyConfig?: boolean;
   /** how many data-plane workers to run (≥ 2; one worker is the single-process `build()`) */
   readonly workers: number;
   /** the script workers run: main.ts, which hands a cluster worker to `startWorker` */
@@ -80,14 +82,14 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
   const instanceId = deps.instanceId ?? `${hostname()}:${process.pid}`;
   const store = await openStore(config, logger);
   // the targets the active checks and the 409 gate look at; this Runtime carries no traffic
-  const runtime = new Runtime(config);
+  const runtime = new Runtime({ now });
   const health = new HealthMonitor({ config, runtime, logger: logger.child({ component: 'health' }), now });
-  const controller = await Controller.start({ config, store, logger, now, guard: health.guard }).catch(async (err: unknown) => {
+  const controller = await Controller.start({ config, store, logger, now, guard: health.guard, onSnapshot: (s) => runtime.sync(s), applyConfig: deps.applyConfig === true }).catch(async (err: unknown) => {
     await store.close();
     await runtime.close();
     throw err;
   });
-  const group = new WorkerGroup(config);
+  const group = new WorkerGroup(() => controller.snapshot.apps.map((a) => ({ name: a.name, pools: a.pools.map((p) => p.name) })));
   const telemetry = createTelemetry({ config, controller, runtime, store, logger, now });
   const fleet = isRedisStore(store) ? new GroupFleet({ store, controller, runtime, instanceId, logger: logger.child({ component: 'fleet' }), now, stats: () => group.stats() }, group) : null;
   const fleetPeers = fleet === null ? null : fleetPeerWindows(fleet);
@@ -161,6 +163,8 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
     supervisor.broadcast({ type: 'sy:state', state });
   });
   health.on('change', () => supervisor.broadcast({ type: 'sy:health', health: healthTable(runtime) }));
+  // a target that joined a pool starts with the primary's view of it too
+  runtime.on('targets', () => setImmediate(() => supervisor.broadcast({ type: 'sy:health', health: healthTable(runtime) })));
   settleWritesOnWorkers(controller, group, logger);
   if (fleet !== null) {
     // a worker acknowledging a revision changes what the group's heartbeat says: say it now

@@ -130,8 +130,8 @@ class WorkerPlane {
     this.channel = opts.channel;
     const logger = (this.logger = opts.logger(config).child({ worker: init.slot }));
     const now = (this.now = opts.now ?? Date.now);
-    this.routing = new StateMirror(config, init.states, logger);
-    this.runtime = new Runtime(config);
+    this.runtime = new Runtime({ now });
+    this.routing = new StateMirror(init.states, logger, (s) => this.runtime.sync(s));
     this.applyHealth(init.health);
     this.health = new HealthMonitor({ config, runtime: this.runtime, logger: logger.child({ component: 'health' }), now, probe: noProbe });
     this.health.on('change', (c: HealthChange) => this.onEjected(c));

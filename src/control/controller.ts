@@ -266,6 +266,7 @@ export class Controller extends EventEmitter {
         this.logger.info({ audit: true, app, action, actor: opts.by, reason: opts.reason ?? null, noop: true, revision: cur.revision }, `${action} ${app} by ${opts.by}: no change, nothing written`);
         return cur;
       }
+      refuseEmptyPools(app, nextCfg, weights, cur.weights, opts);
       const forced = this.guard?.(nextCfg, weights, opts, cur.weights);
       const reason = forced === undefined ? (opts.reason ?? null) : opts.reason ? `${opts.reason} (${forced})` : forced;
       const changes = sameDefinition ? [] : definitionChanges(cfg, nextCfg);
@@ -361,3 +362,16 @@ function sameWeights(next: Weights, cur: Weights, pools: readonly string[]): boo
   return pools.every((p) => bp(next, p) === bp(cur, p)) && Object.keys(cur).every((p) => pools.includes(p) || bp(cur, p) === 0);
 }
 
+
+/**
+ * A pool with no target (and nothing to discover them) answers every request 503: a write that
+ * raises its weight is refused, health checks or not, unless forced.
+ */
+function refuseEmptyPools(app: string, cfg: AppConfig, weights: Weights, current: Weights, opts: WriteOptions): void {
+  if (opts.force === true) return;
+  const empty = Object.keys(cfg.pools).filter((p) => {
+    const pool = cfg.pools[p] as AppConfig['pools'][string] & { discover?: unknown };
+    return (ownOf(weights, p) ?? 0) > (ownOf(current, p) ?? 0) && pool.targets.length === 0 && pool.discover === undefined;
+  });
+  if (empty.length > 0) throw new SwitchyardError('POOL_UNHEALTHY', `app "${app}": pool(s) ${empty.join(', ')} have no targets; send force: true to route to them anyway`, { details: { pools: empty } });
+}

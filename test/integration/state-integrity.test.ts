@@ -255,6 +255,7 @@ describe('a write without If-Match that keeps losing', () => {
       kind: inner.kind,
       get: (app) => inner.get(app),
       getMany: (apps, onInvalid) => inner.getMany(apps, onInvalid),
+      listApps: () => inner.listApps(),
       history: (app, limit) => inner.history(app, limit),
       watch: (l) => inner.watch(l),
       close: () => inner.close(),
