@@ -12,6 +12,7 @@ import type { Config } from './config/schema.ts';
 import { Controller } from './control/controller.ts';
 import type { CountsSource } from './control/counts.ts';
 import { Fleet, fleetCounts } from './control/fleet.ts';
+import { targetFigures } from './control/target-figures.ts';
 import { DrainDeadlines } from './dataplane/drain.ts';
 import { TrustedProxies } from './dataplane/headers.ts';
 import { localCounts, Runtime } from './dataplane/runtime.ts';
@@ -126,6 +127,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     routes: [...canaryRoutes(controller), ...statsRoutes(telemetry.stats), ...rolloutRoutes(rollouts, (app) => Object.keys(controller.appConfig(app).pools))],
     metrics: telemetry.metrics,
     fallback: await loadDashboard(),
+    targetFigures: (app, pool) => targetFigures(runtime, app, pool),
   });
 
   controller.on('applied', (state: { app: string; revision: number }) => logger.info({ app: state.app, revision: state.revision }, 'routing state applied'));

@@ -10,7 +10,9 @@ import { Authenticator } from './auth.ts';
 import { attachOpenApi } from './openapi.ts';
 import { parseIfMatch, readJson, validate } from './body.ts';
 import { RequestGuard } from './request-guard.ts';
+import { definitionRoutes } from './definition-routes.ts';
 import { coreRoutes } from './routes.ts';
+import type { TargetFiguresSource } from './views.ts';
 import { isV1, Router, writeError, writeReply, type AdminRoute, type FallbackHandler, type RouteContext } from './router.ts';
 
 export interface AdminServerDeps {
@@ -35,6 +37,8 @@ export interface AdminServerDeps {
   readonly routes?: readonly AdminRoute[];
   /** Tried for a path no route knows, before the 404 (e.g. the dashboard's static files). */
   readonly fallback?: FallbackHandler;
+  /** this instance's per-target figures (AppState `targetFigures`, drain `targets`); omitted where it carries no traffic */
+  readonly targetFigures?: TargetFiguresSource;
 }
 
 /** Bounded waits for a slow or stuck client. */
@@ -49,8 +53,8 @@ export function createAdminServer(deps: AdminServerDeps): Server {
   const now = deps.now ?? Date.now;
   const { admin } = deps.config;
   const router = new Router();
-  const core = coreRoutes({ controller: deps.controller, counts: deps.counts, health: deps.health, now, ready: deps.ready, readyDetails: deps.readyDetails, metrics: deps.metrics, metricsAuth: admin.metricsAuth });
-  for (const route of [...core, ...(deps.routes ?? [])]) router.add(route);
+  const coreDeps = { controller: deps.controller, counts: deps.counts, health: deps.health, now, ready: deps.ready, readyDetails: deps.readyDetails, metrics: deps.metrics, metricsAuth: admin.metricsAuth, targetFigures: deps.targetFigures };
+  for (const route of [...coreRoutes(coreDeps), ...definitionRoutes(coreDeps), ...(deps.routes ?? [])]) router.add(route);
   const authenticator = new Authenticator({ tokens: admin.tokens, maxFailedLogins: admin.maxFailedLogins, now });
   const logger = deps.logger;
   const guard = new RequestGuard({ adminHost: admin.host, allowedHosts: admin.allowedHosts });

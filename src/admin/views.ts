@@ -3,7 +3,11 @@ import { drainVerdict, type CountsSource, type InstancesFigure, type PoolCounts 
 import type { AppConfig } from '../config/schema.ts';
 import { SwitchyardError } from '../errors.ts';
 import type { HealthSource, PoolHealth, TargetStateView } from '../health/monitor.ts';
+import type { TargetFigure } from '../control/target-figures.ts';
 import type { HistoryEntry, RoutingState } from '../state/types.ts';
+
+/** This instance's per-target figures of a pool, or null where they are not known here. */
+export type TargetFiguresSource = (app: string, pool: string) => TargetFigure[] | null;
 import { activePool, bpToPct, ownOf, weightsToPct } from '../state/weights.ts';
 
 /**
@@ -26,6 +30,8 @@ export interface PoolView {
   health?: PoolHealth;
   /** per target, in `targets` order: `{ url, state: up|down|ejected, reportedVersion?, ejectedUntil?, lastCheck? }` */
   targetStates?: TargetStateView[];
+  /** this instance's per-target figures, serving targets then retiring ones (removed, finishing what they carry) */
+  targetFigures?: TargetFigure[];
 }
 
 /** The contract's `AppState`. */
@@ -64,6 +70,8 @@ export interface DrainView {
   unknown?: true;
   /** per-instance counts, only when asked for (`?instances=1`) */
   instances?: Record<string, PoolCounts>;
+  /** this instance's per-target figures (serving, then retiring targets); absent where the instance carries no traffic (a primary of workers) */
+  targets?: TargetFigure[];
 }
 
 export interface HistoryEntryView {
@@ -90,7 +98,7 @@ export function pinsUntil(cfg: AppConfig, state: RoutingState, pool: string): nu
 }
 
 /** `state`: the one to show (a write answers the state it wrote, not whatever is current by now) @default the current state */
-export function appStateView(controller: Controller, counts: CountsSource, app: string, health?: HealthSource, state: RoutingState = controller.state(app), now: number = Date.now()): AppStateView {
+export function appStateView(controller: Controller, counts: CountsSource, app: string, health?: HealthSource, state: RoutingState = controller.state(app), now: number = Date.now(), figures?: TargetFiguresSource): AppStateView {
   const cfg = controller.appConfig(app);
   const names = Object.keys(cfg.pools);
   const pools: Record<string, PoolView> = {};
@@ -108,6 +116,8 @@ export function appStateView(controller: Controller, counts: CountsSource, app: 
       view.health = h.health;
       view.targetStates = h.targets;
     }
+    const f = figures?.(app, name);
+    if (f !== undefined && f !== null) view.targetFigures = f;
     pools[name] = view;
   }
   return {
@@ -126,6 +136,8 @@ export function appStateView(controller: Controller, counts: CountsSource, app: 
 export interface DrainViewOptions {
   /** add the per-instance breakdown @default false */
   byInstance?: boolean;
+  /** adds `targets` */
+  figures?: TargetFiguresSource | undefined;
 }
 
 /** Drain figures of one pool, summed over the fleet; throws UNKNOWN_APP / UNKNOWN_POOL (404). */
@@ -156,6 +168,8 @@ export function drainView(controller: Controller, counts: CountsSource, app: str
   // drained only when every live instance's figures were read: an unreadable peer may still carry requests
   if (unknown !== null) Object.assign(view, { drained: false, unknown: true, reason: `fleet figures unknown: ${unknown}${view.reason === null ? '' : `; ${view.reason}`}` });
   if (opts.byInstance === true) view.instances = counts.poolCountsByInstance(app, pool);
+  const targets = opts.figures?.(app, pool);
+  if (targets !== undefined && targets !== null) view.targets = targets;
   return view;
 }
 

@@ -153,7 +153,9 @@ export class Controller extends EventEmitter {
 
   /** The stored definition of an app (as written), for `GET /v1/config`. */
   definition(app: string): AppDefinition {
-    return this.state(app).definition as AppDefinition;
+    const def = this.table.definition(app);
+    if (def === undefined) throw new SwitchyardError('UNKNOWN_APP', `unknown app "${app}"`);
+    return def;
   }
 
   /** App → why its stored state could not be loaded, for the apps routed on `initial` weights meanwhile (/readyz). */
@@ -261,7 +263,7 @@ export class Controller extends EventEmitter {
       const pools = Object.keys(nextCfg.pools);
       const weights = onPools(proposal.weights, pools);
       const broken = this.broken.get(app);
-      const sameDefinition = definition === undefined || canonicalJson(definition) === canonicalJson(cur.definition ?? null);
+      const sameDefinition = definition === undefined || canonicalJson(definition) === canonicalJson(this.definition(app));
       if (broken === undefined && proposal.deleted !== true && sameDefinition && sameWeights(weights, cur.weights, pools)) {
         this.logger.info({ audit: true, app, action, actor: opts.by, reason: opts.reason ?? null, noop: true, revision: cur.revision }, `${action} ${app} by ${opts.by}: no change, nothing written`);
         return cur;
@@ -270,7 +272,8 @@ export class Controller extends EventEmitter {
       const forced = this.guard?.(nextCfg, weights, opts, cur.weights);
       const reason = forced === undefined ? (opts.reason ?? null) : opts.reason ? `${opts.reason} (${forced})` : forced;
       const changes = sameDefinition ? [] : definitionChanges(cfg, nextCfg);
-      const next = nextState(cur, { weights, action, by: opts.by, reason, now: this.now(), definition, deleted: proposal.deleted, changes: changes.map((c) => c.path) });
+      // every write carries the definition, so a state written before live definitions gets it back
+      const next = nextState(cur, { weights, action, by: opts.by, reason, now: this.now(), definition: definition ?? this.definition(app), deleted: proposal.deleted, changes: changes.map((c) => c.path) });
       const result = await this.store.compareAndSet(next, broken === undefined ? cur.revision : broken.expected);
       if (result.ok) {
         this.apply(result.state);

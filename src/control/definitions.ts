@@ -51,7 +51,7 @@ function unknownPool(app: string, pool: string, cfg: AppConfig): SwitchyardError
  */
 export function putPool(deps: DefinitionDeps, app: string, pool: string, body: { version: string; targets: readonly string[] }, opts: WriteOptions): Promise<RoutingState> {
   return deps.controller.change(app, 'pool', (cur) => {
-    const def = cur.definition as AppDefinition;
+    const def = deps.controller.definition(app);
     const pools = poolsOf(def);
     pools[pool] = { ...(pools[pool] ?? {}), version: body.version, targets: [...body.targets] };
     return { weights: cur.weights, definition: checked(app, { ...def, pools }, `pools.${pool}.`) };
@@ -73,7 +73,7 @@ export function deletePool(deps: DefinitionDeps, app: string, pool: string, opts
     if (!verdict.drained && opts.force !== true) {
       throw new SwitchyardError('POOL_IN_USE', `pool "${pool}" of app "${app}" is in use (${verdict.reason}); switch away and wait for it to drain, or send force: true`, { details: { pool, reason: verdict.reason } });
     }
-    const def = cur.definition as AppDefinition;
+    const def = deps.controller.definition(app);
     const pools = poolsOf(def);
     delete pools[pool];
     return { weights: redistribute(cur.weights, pool, names.filter((p) => p !== pool)), definition: checked(app, { ...def, pools }) };
@@ -109,7 +109,7 @@ export function addTarget(deps: DefinitionDeps, app: string, pool: string, url: 
     const p = cfg.pools[pool];
     if (p === undefined || !Object.hasOwn(cfg.pools, pool)) throw unknownPool(app, pool, cfg);
     if (p.targets.includes(url)) return { weights: cur.weights };
-    const def = cur.definition as AppDefinition;
+    const def = deps.controller.definition(app);
     const pools = poolsOf(def);
     pools[pool] = { ...pools[pool], targets: [...p.targets, url] };
     return { weights: cur.weights, definition: checked(app, { ...def, pools }, `pools.${pool}.targets[${p.targets.length}]`) };
@@ -129,7 +129,7 @@ export function removeTarget(deps: DefinitionDeps, app: string, pool: string, ur
     if (p.targets.length === 1 && (ownOf(cur.weights, pool) ?? 0) > 0 && opts.force !== true) {
       throw new SwitchyardError('DEFINITION_IN_USE', `${url} is the last target of pool "${pool}", which has weight ${(ownOf(cur.weights, pool) ?? 0) / 100}%; switch away first or send force=true`, { details: { pool } });
     }
-    const def = cur.definition as AppDefinition;
+    const def = deps.controller.definition(app);
     const pools = poolsOf(def);
     pools[pool] = { ...pools[pool], targets: p.targets.filter((t) => t !== url) };
     return { weights: cur.weights, definition: checked(app, { ...def, pools }) };

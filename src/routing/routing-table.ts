@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { compileDefinition } from '../config/definition.ts';
+import { compileDefinition, type AppDefinition } from '../config/definition.ts';
 import type { AppConfig } from '../config/schema.ts';
 import { canonicalJson } from '../state/digest.ts';
 import type { RoutingState } from '../state/types.ts';
@@ -33,6 +33,8 @@ export class RoutingTable {
   /** every app's newest state, deleted ones (tombstones) included */
   private readonly states = new Map<string, RoutingState>();
   private readonly compiled = new Map<string, { readonly json: string; readonly config: AppConfig }>();
+  /** each live app's definition: its state's own, or the one kept from before for a state written without one */
+  private readonly definitions = new Map<string, AppDefinition>();
   /** live apps only */
   private readonly routes = new Map<string, AppRoute>();
   private readonly appSlots = new Map<string, number>();
@@ -46,7 +48,8 @@ export class RoutingTable {
       this.states.set(state.app, state);
       if (state.deleted === true) continue;
       if (state.definition === undefined) throw new Error(`no definition in the routing state of app ${state.app}`);
-      this.routes.set(state.app, this.route(state));
+      this.routes.set(state.app, this.route(state, state.definition));
+      this.definitions.set(state.app, state.definition);
     }
     this.snapshot = this.rebuild();
   }
@@ -60,6 +63,11 @@ export class RoutingTable {
   /** The newest state of an app, a tombstone included. */
   stateOrTombstone(app: string): RoutingState | undefined {
     return this.states.get(app);
+  }
+
+  /** The definition a live app is routed on (as stored). */
+  definition(app: string): AppDefinition | undefined {
+    return this.routes.has(app) ? this.definitions.get(app) : undefined;
   }
 
   /** The compiled definition of a live app. */
@@ -87,11 +95,13 @@ export class RoutingTable {
       this.snapshot = this.rebuild();
       return { previous: current ?? null };
     }
-    const definition = state.definition ?? (current?.deleted === true ? undefined : current?.definition);
+    // a state written without a definition (by a version before live definitions) keeps the app's
+    // current one; the state itself is kept as written, so its digest matches the store's
+    const definition = state.definition ?? (current?.deleted === true ? undefined : this.definitions.get(state.app));
     if (definition === undefined) throw new Error(`app ${state.app}: revision ${state.revision} carries no definition and none is known`);
-    const withDef: RoutingState = state.definition === undefined ? Object.freeze({ ...state, definition }) : state;
-    const route = this.route(withDef);
-    this.states.set(state.app, withDef);
+    const route = this.route(state, definition);
+    this.states.set(state.app, state);
+    this.definitions.set(state.app, definition);
     this.routes.set(state.app, route);
     this.snapshot = this.rebuild();
     return { previous: current === undefined || current.deleted === true ? null : current };
@@ -110,8 +120,8 @@ export class RoutingTable {
     }
   }
 
-  private route(state: RoutingState): AppRoute {
-    const config = this.compile(state.app, state.definition as NonNullable<RoutingState['definition']>);
+  private route(state: RoutingState, definition: AppDefinition): AppRoute {
+    const config = this.compile(state.app, definition);
     let slot = this.appSlots.get(state.app);
     if (slot === undefined) {
       slot = this.appSlots.size;
@@ -129,7 +139,7 @@ export class RoutingTable {
   }
 
   /** The compiled definition, reused while the definition is unchanged (most writes change weights only). */
-  private compile(app: string, definition: NonNullable<RoutingState['definition']>): AppConfig {
+  private compile(app: string, definition: AppDefinition): AppConfig {
     const json = canonicalJson(definition);
     const cached = this.compiled.get(app);
     if (cached !== undefined && cached.json === json) return cached.config;
