@@ -82,6 +82,8 @@ export interface HistoryEntryView {
   by: string;
   reason: string | null;
   at: string;
+  /** a definition change: the key paths it changed (`pools.green.targets`) */
+  changes?: string[];
 }
 
 /**
@@ -181,7 +183,9 @@ export function historyView(entries: readonly HistoryEntry[], poolNames: readonl
   return {
     entries: entries.map((e) => {
       const extra = Object.keys(e.weights).filter((p) => !poolNames.includes(p));
-      return { revision: e.revision, weights: weightsToPct(e.weights, [...poolNames, ...extra]), action: e.action, by: e.by, reason: e.reason, at: e.at };
+      const view: HistoryEntryView = { revision: e.revision, weights: weightsToPct(e.weights, [...poolNames, ...extra]), action: e.action, by: e.by, reason: e.reason, at: e.at };
+      if (e.changes !== undefined) view.changes = [...e.changes];
+      return view;
     }),
   };
 }
