@@ -1,0 +1,101 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { pino } from 'pino';
+import { eventually, startFleet } from '../helpers/fleet.ts';
+import { startProxy, twoPools } from '../helpers/proxy.ts';
+import { startRedis, type RedisServer } from '../helpers/redis-server.ts';
+import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+
+describe('live definitions across a fleet on redis', () => {
+  let blue: Upstream;
+  let green: Upstream;
+  let next: Upstream;
+  let redis: RedisServer;
+  before(async () => {
+    [blue, green, next] = await Promise.all([startUpstream('blue'), startUpstream('green'), startUpstream('next')]);
+    redis = await startRedis();
+  });
+  after(async () => {
+    await redis?.cleanup();
+    await Promise.all([blue, green, next].map((u) => u?.close()));
+  });
+
+  it('a PUT …/pools/green with new targets and version is served as green@NEW by every instance of a 3-instance fleet', async (t) => {
+    const fleet = await startFleet(t, 3, { blue: blue.url, green: green.url, redis });
+    const [a, b, c] = fleet.instances as [typeof fleet.instances[0], typeof fleet.instances[0], typeof fleet.instances[0]];
+    await a.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
+    const r = await b.admin('PUT', '/v1/apps/shop/pools/green', { version: '2.5.0', targets: [next.url] });
+    assert.equal(r.status, 200);
+    await eventually(() => fleet.instances.every((p) => p.sy.controller.state('shop').revision === r.body.revision), 'every instance on the new revision');
+    for (const p of [a, b, c]) {
+      const res = await p.get('/');
+      assert.equal(res.servedBy, 'green@2.5.0');
+      assert.equal(JSON.parse(res.body).pool, 'next');
+    }
+    await eventually(async () => (await c.admin('GET', '/v1/apps/shop')).body.instances.applied === 3, 'applied 3/3');
+  });
+
+  it('an app created on one instance is served by the others and by an instance started later', async (t) => {
+    const fleet = await startFleet(t, 2, { blue: blue.url, green: green.url, redis });
+    const [a, b] = fleet.instances as [typeof fleet.instances[0], typeof fleet.instances[0]];
+    const created = await a.admin('PUT', '/v1/apps/blog', { definition: { hosts: ['blog.test'], pools: { blue: { version: '1', targets: [blue.url] }, green: { version: '2', targets: [green.url] } } } });
+    assert.equal(created.status, 201);
+    await eventually(async () => (await b.get('/', { host: 'blog.test' })).servedBy === 'blue@1', 'blog on b');
+    const c = await fleet.add('late');
+    assert.equal((await c.get('/', { host: 'blog.test' })).servedBy, 'blue@1');
+    await b.admin('DELETE', '/v1/apps/blog');
+    // shop is the default app ("*"): a deleted blog falls back to it
+    await eventually(async () => (await a.get('/', { host: 'blog.test' })).servedBy !== 'blue@1', 'blog gone on a');
+    assert.equal((await c.admin('GET', '/v1/apps/blog')).status, 404);
+  });
+});
+
+describe('the config file and the store', () => {
+  let blue: Upstream;
+  let green: Upstream;
+  before(async () => {
+    [blue, green] = await Promise.all([startUpstream('blue'), startUpstream('green')]);
+  });
+  after(async () => {
+    await Promise.all([blue?.close(), green?.close()]);
+  });
+
+  it('a restart with a file that differs serves the store and reports the drift once; --apply-config makes the file win', async (t) => {
+    const first = await startProxy({ apps: [twoPools(blue.url, green.url)] });
+    const dir = first.dir;
+    t.after(async () => (await import('node:fs/promises')).rm(dir, { recursive: true, force: true, maxRetries: 5 }));
+    await first.admin('PUT', '/v1/apps/shop/pools/green', { version: '2.9.0', targets: [blue.url] });
+    await first.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
+    await first.sy.close();
+
+    const lines: { level: number; msg: string; app?: string; drift?: string[] }[] = [];
+    const logger = pino({ level: 'info' }, { write: (l: string) => lines.push(JSON.parse(l)) });
+    const p = await startProxy({ apps: [twoPools(blue.url, green.url)] }, { dir, logger });
+    try {
+      assert.equal((await p.get('/')).servedBy, 'green@2.9.0', 'the store wins');
+      const ready = await p.admin('GET', '/readyz');
+      assert.deepEqual(ready.body.details.drift, { shop: [`pools.green.version: "2.9.0" → "2.0.0"`, `pools.green.targets: ["${blue.url}"] → ["${green.url}"]`] });
+      const warned = lines.filter((l) => l.app === 'shop' && l.drift !== undefined);
+      assert.equal(warned.length, 1, 'logged once');
+      assert.match(warned[0]!.msg, /switchyard apply -f/);
+      // a weights write does not log the drift again
+      await p.admin('POST', '/v1/apps/shop/switch', { to: 'blue' });
+      assert.equal(lines.filter((l) => l.app === 'shop' && l.drift !== undefined).length, 1);
+    } finally {
+      await p.sy.close();
+    }
+
+    const q = await startProxy({ apps: [twoPools(blue.url, green.url)] }, { dir, applyConfig: true });
+    try {
+      const shop = await q.admin('GET', '/v1/apps/shop');
+      assert.equal(shop.body.pools.green.version, '2.0.0');
+      assert.deepEqual(shop.body.pools.green.targets, [green.url]);
+      assert.equal(shop.body.active, 'blue', 'weights are kept');
+      assert.deepEqual((await q.admin('GET', '/readyz')).body.details.drift, {});
+      const h = await q.admin('GET', '/v1/apps/shop/history?limit=1');
+      assert.equal(h.body.entries[0].action, 'define');
+    } finally {
+      await q.sy.close();
+    }
+  });
+});
