@@ -123,7 +123,7 @@ describe('live definitions: apps', () => {
   const blog = (hosts: string[]) => ({ hosts, pools: { blue: { version: '1.0.0', targets: [blue.url] }, green: { version: '2.0.0', targets: [green.url] } }, initial: { green: 100 } });
 
   it('an app created with PUT /v1/apps/NAME is served, survives a restart, and is deleted cleanly; a host of another app is a 409', async () => {
-    let p = await startProxy({ apps: [twoPools(blue.url, green.url, { hosts: ['shop.test'] })] }, { dir: undefined });
+    let p = await startProxy({ apps: [twoPools(blue.url, green.url, { hosts: ['shop.test'] })] });
     const dir = p.dir;
     try {
       assert.equal((await p.get('/', { host: 'blog.test' })).status, 421);
