@@ -16,6 +16,7 @@ import { targetFigures } from './control/target-figures.ts';
 import { DrainDeadlines } from './dataplane/drain.ts';
 import { TrustedProxies } from './dataplane/headers.ts';
 import { localCounts, Runtime } from './dataplane/runtime.ts';
+import { processLimits } from './dataplane/limits.ts';
 import { DataPlane, type DataPlaneOptions } from './dataplane/server.ts';
 import { stopDataPlane } from './dataplane/shutdown.ts';
 import { HealthMonitor } from './health/monitor.ts';
@@ -112,8 +113,10 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     ...(deps.random === undefined ? {} : { random: deps.random }),
     onRequest: telemetry.onRequest,
     onPreviewRejected: telemetry.onPreviewRejected,
+    limits: processLimits(config, logger, runtime),
   };
   const dataPlane = new DataPlane(dpOpts);
+  telemetry.metrics.addLimits(dataPlane.limits);
   if (deps.logSink !== undefined) registerLogMetrics(telemetry.metrics.registry, deps.logSink);
   const admin = createAdminServer({
     config,

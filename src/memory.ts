@@ -21,6 +21,14 @@ type Gc = (options: { type: 'major'; execution: 'sync'; flavor: 'last-resort' })
  * a context is created), so the process needs no extra command-line flag.
  */
 export function releaseStartupMemory(): boolean {
+  return reduceMemory();
+}
+
+/**
+ * The same memory-reducing collection, for when a burst of connections is over (limits.ts):
+ * without it V8 keeps the heap and young generation the burst grew to. Sync, ~40–100 ms.
+ */
+export function reduceMemory(): boolean {
   try {
     let gc = (globalThis as { gc?: Gc }).gc;
     if (gc === undefined) {

@@ -233,7 +233,7 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
     listening = true;
     const adminPort = (admin.address() as AddressInfo).port;
     const modes = [...new Set(supervisor.view().map((w) => w.listen))];
-    logger.info({ proxy: `${config.listen.host}:${config.listen.port}`, admin: `${config.admin.host}:${adminPort}`, workers: deps.workers, listen: modes, store: store.kind, apps: config.apps.map((a) => a.name) }, 'switchyard listening');
+    logger.info({ proxy: `${config.listen.host}:${config.listen.port}`, admin: `${config.admin.host}:${adminPort}`, workers: deps.workers, listen: modes, store: store.kind, apps: controller.appNames() }, 'switchyard listening');
     return { adminPort };
   }
 

@@ -4,6 +4,7 @@ import type { PoolCounts } from '../control/counts.ts';
 import { DrainDeadlines } from '../dataplane/drain.ts';
 import { TrustedProxies } from '../dataplane/headers.ts';
 import { Runtime } from '../dataplane/runtime.ts';
+import { processLimits } from '../dataplane/limits.ts';
 import { DataPlane } from '../dataplane/server.ts';
 import { stopDataPlane } from '../dataplane/shutdown.ts';
 import { HealthMonitor, type HealthChange } from '../health/monitor.ts';
@@ -148,7 +149,9 @@ class WorkerPlane {
         telemetry.onRequest(rec);
       },
       onPreviewRejected: telemetry.onPreviewRejected,
+      limits: processLimits(config, logger, this.runtime),
     });
+    telemetry.metrics.addLimits(this.dataPlane.limits);
     this.drains = new DrainDeadlines({ runtime: this.runtime, source: this.routing, now, onDeadline: (app, pool, open) => {
       if (open > 0) logger.info({ app, pool, open }, 'drain deadline passed: closing what is still open on the pool');
     } });

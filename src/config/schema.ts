@@ -37,6 +37,8 @@ const duration = (fallback: string) =>
       return ms;
     });
 
+const positiveDuration = (fallback: string) => duration(fallback).refine((ms) => ms > 0, 'must be more than 0');
+
 const port = z.number().int().min(0).max(65535);
 
 const httpUrl = z.string().refine((s) => {
@@ -247,6 +249,24 @@ export const configSchema = z
         delay: duration('0s'),
         grace: duration('30s'),
         hardStop: duration('60s'),
+      })
+      .prefault({}),
+    /** Connection and request limits of each data-plane process (src/dataplane/limits.ts); README "Limits". */
+    limits: z
+      .strictObject({
+        /**
+         * Client connections open at once per process, across its listeners (HAProxy's `maxconn`);
+         * more are closed at accept. @default "auto": (fd limit − listen.acceptors − 256) / 2
+         */
+        maxConnections: z.union([z.literal('auto'), z.number().int().min(1).max(10_000_000)]).default('auto'),
+        /** a new connection must send its first request's header within this (nginx `client_header_timeout`) @default 60s */
+        headerTimeout: positiveDuration('60s'),
+        /** a request body with no byte for this long while the proxy reads it: 408 (nginx `client_body_timeout`) @default 60s */
+        bodyTimeout: positiveDuration('60s'),
+        /** a client that reads nothing of the response for this long is cut (nginx `send_timeout`) @default 60s */
+        sendTimeout: positiveDuration('60s'),
+        /** a request waiting this long for an upstream connection (app `maxConnections`) gets 503 (HAProxy `timeout queue`) @default 10s */
+        queueTimeout: positiveDuration('10s'),
       })
       .prefault({}),
     workers: z.union([z.number().int().min(1).max(64), z.literal('auto')]).default(1),

@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 import { ERRORS, type ErrorCode } from '../errors.ts';
 import { forwardResponseHeaders, isHopByHop } from './headers.ts';
+import { afterPendingIo, watchBody, type Limits } from './limits.ts';
 import { refuse, relayInformational } from './request-target.ts';
 import { REFUSED_BACKOFF_MS, type Cuttable, type PoolRuntime, type Target } from './runtime.ts';
 
@@ -19,6 +20,8 @@ export interface Plane {
   /** read when a response starts: once `closing`, responses carry `Connection: close` */
   readonly closing: boolean;
   now(): number;
+  /** the body, send and queue timeouts, and where their enforcement is counted */
+  readonly limits: Limits;
   /** called exactly once per handler, when its request ends one way or another */
   requestDone(handler: ProxyHandler, outcome: Outcome): void;
 }
@@ -73,6 +76,11 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
   private attempts = 1;
   openSlot = -1;
   private resume: (() => void) | null = null;
+  /** the queue timer until a connection takes the request, then the send timer (kept and refreshed at each pause) */
+  private timer: NodeJS.Timeout | null = null;
+  /** the response waits for the client to read (the upstream read is paused) */
+  private paused = false;
+  private bodyWatch: NodeJS.Timeout | null = null;
   private readonly onClientClose = (): void => {
     if (this.finished) return;
     // finished first: undici can report the abort through onResponseError at once, which would
@@ -101,12 +109,52 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
   }
 
   start(): void {
+    // more requests in flight on the target than connections: this one waits in undici's queue
+    if (this.target.inflight > this.target.maxConnections) this.timer = setTimeout(() => this.limitTimeout('queue'), this.plane.limits.config.queueTimeout);
     this.target.dispatcher.dispatch(this.opts, this);
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller;
-    if (this.finished) controller.abort(new Error('client went away'));
+    // a queue timeout already answered: the request leaves the queue without reaching the upstream
+    if (this.finished) return controller.abort(new Error('client went away'));
+    this.clearTimer();
+    if (this.opts.body != null && !this.req.complete && this.bodyWatch === null) this.bodyWatch = watchBody(this.req, this.plane.limits.config.bodyTimeout, () => this.limitTimeout('body'));
+  }
+
+  /**
+   * A limit of limits.ts ran out. Finished first, as for a client that leaves: the abort then
+   * reaches onResponseError as a no-op, so the client's slowness or the full queue never counts
+   * against the target's health.
+   */
+  limitTimeout(kind: 'queue' | 'body' | 'send'): void {
+    if (kind === 'body') this.enforce(kind);
+    // a connection freed or a drain that came in while the timer waited for the loop counts
+    else afterPendingIo(() => (kind === 'queue' ? this.queued : this.paused) && this.enforce(kind));
+  }
+
+  private enforce(kind: 'queue' | 'body' | 'send'): void {
+    if (this.finished) return;
+    this.plane.limits.note(kind);
+    const res = this.res;
+    const code = kind === 'queue' ? 'QUEUE_TIMEOUT' : 'BODY_TIMEOUT';
+    // a body or send timeout is the client's doing: logged as its status, not as a proxy error
+    this.finish(res.headersSent ? this.status : ERRORS[code].status, kind === 'queue' ? code : null);
+    this.controller?.abort(new Error(`${kind} timeout`));
+    if (kind === 'send' || res.headersSent) res.destroy();
+    else sendError(res, code, this.requestId, true);
+  }
+
+  /** true while it waits in undici's queue for a connection (the target has not seen it yet) */
+  get queued(): boolean {
+    return this.controller === null && !this.finished;
+  }
+
+  private clearTimer(): void {
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
   }
 
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>, statusMessage?: string): void {
@@ -146,7 +194,14 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
     if (this.remaining > 0) this.remaining -= chunk.length;
     if (!this.res.write(chunk)) {
       controller.pause();
-      this.res.once('drain', (this.resume ??= () => this.controller?.resume()));
+      this.paused = true;
+      this.res.once('drain', (this.resume ??= () => {
+        this.paused = false;
+        this.controller?.resume();
+      }));
+      // one timer per response, not one per pause: a stream to a slow reader pauses often
+      if (this.timer === null) this.timer = setTimeout(() => this.limitTimeout('send'), this.plane.limits.config.sendTimeout);
+      else this.timer.refresh();
     }
   }
 
@@ -219,6 +274,8 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
     pool.open.delete(this);
     this.target.inflight--;
     if (this.resume !== null) this.res.removeListener('drain', this.resume);
+    this.clearTimer();
+    if (this.bodyWatch !== null) clearInterval(this.bodyWatch);
     this.plane.requestDone(this, { status, error, startedAt: this.startedAt, endedAt: this.plane.now() });
   }
 }

@@ -8,6 +8,7 @@ import { DEFAULT_ACCEPTORS } from '../config/schema.ts';
 import { http } from '../node-http.ts';
 import { ProxyHandler, sendError, type Outcome, type Plane } from './forward.ts';
 import { cookieValue, forwardRequestHeaders, normalizeAddress, replaceHeader, type ForwardedRequest, type TrustedProxies } from './headers.ts';
+import { headerReceived, Limits, type LimitsConfig } from './limits.ts';
 import { inOrder } from './pipeline.ts';
 import { parseRequestTarget, refuse, refuseConnect } from './request-target.ts';
 import type { Runtime } from './runtime.ts';
@@ -50,7 +51,12 @@ export interface DataPlaneOptions {
   readonly onRequest?: (record: RequestRecord) => void;
   /** called when a preview header carries a bad signature */
   readonly onPreviewRejected?: (app: AppRoute) => void;
+  /** connection and request limits (src/dataplane/limits.ts) @default the config defaults */
+  readonly limits?: Limits;
 }
+
+/** `limits` with every default, for planes built without a config (tests). */
+export const DEFAULT_LIMITS: LimitsConfig = { maxConnections: 'auto', headerTimeout: 60_000, bodyTimeout: 60_000, sendTimeout: 60_000, queueTimeout: 10_000 };
 
 /** Picks the pool of a request: preview, then affinity pin, then sticky bucket or random split. */
 export interface Decision {
@@ -97,6 +103,7 @@ export class DataPlane implements Plane {
   readonly now: () => number;
   private readonly pins = new PinCookies();
   private readonly upgrades: UpgradeProxy;
+  readonly limits: Limits;
 
   /** extra listeners on the proxy port (see DEFAULT_ACCEPTORS); their connections go to `server` */
   private readonly acceptors: NetServer[] = [];
@@ -105,10 +112,16 @@ export class DataPlane implements Plane {
     this.opts = opts;
     this.random = opts.random ?? Math.random;
     this.now = opts.now ?? Date.now;
+    this.limits = opts.limits ?? new Limits({ config: DEFAULT_LIMITS, acceptors: DEFAULT_ACCEPTORS });
+    const { headerTimeout } = this.limits.config;
     this.server = http.createServer(
       {
         keepAliveTimeout: 65_000,
-        headersTimeout: 60_000,
+        // a keep-alive connection's next request (checked every connectionsCheckingInterval). The
+        // first one is timed from the accept in limits.ts; the 10 % margin lets that timer act
+        // first (silent close when nothing came, counted) rather than race Node's check
+        headersTimeout: Math.ceil(headerTimeout * 1.1),
+        connectionsCheckingInterval: Math.min(30_000, headerTimeout),
         // long uploads and streams are bounded by the upstream timeouts, not by Node's 300 s default
         requestTimeout: 0,
         noDelay: true,
@@ -123,7 +136,11 @@ export class DataPlane implements Plane {
     this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => inOrder(req, res, this.handleNow));
     this.server.on('connect', refuseConnect);
     this.upgrades = new UpgradeProxy(this, opts);
-    this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.upgrades.handle(req, socket, head));
+    this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      headerReceived(socket);
+      this.upgrades.handle(req, socket, head);
+    });
+    this.limits.attach(this.server);
   }
 
   /**
@@ -158,6 +175,7 @@ export class DataPlane implements Plane {
         return; // no SO_REUSEPORT group to join: the first listener serves alone
       }
       this.acceptors.push(acceptor);
+      this.limits.watch(acceptor);
     }
   }
 
@@ -200,6 +218,7 @@ export class DataPlane implements Plane {
   private readonly handleNow = (req: IncomingMessage, res: ServerResponse): void => this.handle(req, res);
 
   handle(req: IncomingMessage, res: ServerResponse): void {
+    headerReceived(req.socket);
     const remote = normalizeAddress(req.socket.remoteAddress);
     const line = parseRequestTarget(req);
     if ('status' in line) {

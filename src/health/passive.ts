@@ -82,8 +82,9 @@ export class OutlierDetector implements Outlier {
     }
     let waiting: Map<Target, number> | null = null;
     for (const c of open) {
-      // a request whose body is still arriving waits on its client, not on the target
-      if (!(c instanceof ProxyHandler) || c.res.headersSent || !c.req.complete || now - c.startedAt < stallAfter) continue;
+      // a request whose body is still arriving waits on its client, not on the target; one in
+      // the queue for a connection (apps[].maxConnections) waits on the cap (limits.queueTimeout)
+      if (!(c instanceof ProxyHandler) || c.res.headersSent || !c.req.complete || c.queued || now - c.startedAt < stallAfter) continue;
       waiting ??= new Map();
       waiting.set(c.target, (waiting.get(c.target) ?? 0) + 1);
     }

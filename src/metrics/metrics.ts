@@ -1,5 +1,6 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry, type Aggregator, type Metric } from 'prom-client';
 import type { Config } from '../config/schema.ts';
+import { LIMIT_EVENTS, type Limits } from '../dataplane/limits.ts';
 import type { RequestRecord } from '../dataplane/server.ts';
 import type { Runtime } from '../dataplane/runtime.ts';
 import type { RoutingState } from '../state/types.ts';
@@ -21,7 +22,7 @@ import type { AppRoute, PoolRoute, Snapshot } from '../routing/snapshot.ts';
 export const STATUS_CLASSES = ['2xx', '3xx', '4xx', '5xx', 'error'] as const;
 const ERROR_CLASS = 4;
 /** `code` label values of switchyard_proxy_errors_total (the data plane's error codes) */
-export const PROXY_ERROR_CODES = ['UPSTREAM_ERROR', 'NO_TARGET', 'UPSTREAM_TIMEOUT'] as const;
+export const PROXY_ERROR_CODES = ['UPSTREAM_ERROR', 'NO_TARGET', 'UPSTREAM_TIMEOUT', 'QUEUE_TIMEOUT'] as const;
 /** Request duration buckets in seconds: from 1 ms to the default response timeout and beyond. */
 export const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60] as const;
 
@@ -186,7 +187,7 @@ export class Metrics {
     let cls: number;
     if (error !== null) {
       cls = ERROR_CLASS;
-      const e = error === 'UPSTREAM_ERROR' ? 0 : error === 'NO_TARGET' ? 1 : error === 'UPSTREAM_TIMEOUT' ? 2 : -1;
+      const e = error === 'UPSTREAM_ERROR' ? 0 : error === 'NO_TARGET' ? 1 : error === 'UPSTREAM_TIMEOUT' ? 2 : error === 'QUEUE_TIMEOUT' ? 3 : -1;
       if (e >= 0) s.errors[e] = (s.errors[e] as number) + 1;
     } else cls = status < 300 ? 0 : status < 400 ? 1 : status < 500 ? 2 : 3;
     s.classes[cls] = (s.classes[cls] as number) + 1;
@@ -206,6 +207,25 @@ export class Metrics {
   private grow(app: AppRoute, pool: PoolRoute): PoolSeries {
     const row = (this.series[app.index] ??= []);
     return (row[pool.index] = new PoolSeries(app.name, pool.name));
+  }
+
+  /** The connection limits of the data plane (src/dataplane/limits.ts): read at scrape time. */
+  addLimits(limits: Limits): void {
+    const registry = this.registry;
+    new Gauge({ name: 'switchyard_client_connections', help: 'Client connections open on the proxy listeners of this process.', registers: [registry], collect() {
+      this.set(limits.open);
+    } });
+    new Gauge({ name: 'switchyard_client_connections_max', help: 'The connection cap, limits.maxConnections of each process (summed over workers); beyond it new connections are closed at accept.', registers: [registry], collect() {
+      this.set(limits.max);
+    } });
+    new Gauge({ name: 'switchyard_fd_limit', help: 'The open-file limit (RLIMIT_NOFILE) of a data-plane process; absent when unknown.', aggregator: 'min', registers: [registry], collect() {
+      this.reset();
+      if (limits.fdLimit !== null) this.set(limits.fdLimit);
+    } });
+    new Counter({ name: 'switchyard_limit_enforced_total', help: 'Connections and requests closed by a limit: header, body, send or queue timeout, or refused over the connection cap.', labelNames: ['limit'], registers: [registry], collect() {
+      this.reset();
+      for (const k of LIMIT_EVENTS) this.inc({ limit: k }, limits.counts[k]);
+    } });
   }
 
   /** Connections cut at the shutdown hard stop. */

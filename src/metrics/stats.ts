@@ -1,7 +1,7 @@
 import type { Snapshot } from '../routing/snapshot.ts';
 import type { Config } from '../config/schema.ts';
 import type { RequestRecord } from '../dataplane/server.ts';
-import { SwitchyardError } from '../errors.ts';
+import { NOT_THE_POOLS_FAULT, SwitchyardError } from '../errors.ts';
 
 /**
  * Live per-pool figures over the last 10 s and 60 s (rps, error rate, p50/p95/p99), the signal
@@ -321,6 +321,8 @@ export class LiveStats {
   /** Hot path: one finished request. */
   record(rec: RequestRecord): void {
     const o = rec.outcome;
+    // a proxy's own answer (shutdown, a stalled client) says nothing about the pool: not counted
+    if (o.error !== null && NOT_THE_POOLS_FAULT.has(o.error)) return;
     (this.rings[rec.app.index]?.[rec.pool.index] ?? this.grow(rec.app.index, rec.app.name, rec.pool.index, rec.pool.name)).add(o.status, o.error !== null, o.endedAt - o.startedAt, o.endedAt);
   }
 

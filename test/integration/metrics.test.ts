@@ -8,7 +8,8 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pino from 'pino';
 import { request } from 'undici';
-import { STATUS_CLASSES } from '../../src/metrics/metrics.ts';
+import { LIMIT_EVENTS } from '../../src/dataplane/limits.ts';
+import { PROXY_ERROR_CODES, STATUS_CLASSES } from '../../src/metrics/metrics.ts';
 import { previewSignature } from '../../src/routing/snapshot.ts';
 import { nextSecond } from '../helpers/clock.ts';
 import { parseMetrics, type Series } from '../helpers/prometheus.ts';
@@ -154,7 +155,9 @@ describe('metrics with real traffic', () => {
       app: new Set(['shop', 'down']),
       pool: new Set(['blue', 'green']),
       class: new Set(STATUS_CLASSES),
-      code: new Set(['UPSTREAM_ERROR', 'NO_TARGET', 'UPSTREAM_TIMEOUT']),
+      code: new Set(PROXY_ERROR_CODES),
+      // switchyard_limit_enforced_total
+      limit: new Set(LIMIT_EVENTS),
       // switchyard_rollouts_total
       result: new Set(['succeeded', 'rolled-back', 'aborted']),
     };

@@ -94,6 +94,16 @@ describe('live stats windows', () => {
     assert.equal(stats.window('shop', 60).blue?.requests, 0);
   });
 
+  it('leave the proxy\'s own answers (503 GOING_AWAY at shutdown) out of a pool\'s figures: a restart never fails a canary', () => {
+    const c = clock();
+    const stats = new LiveStats(config, { now: c.now });
+    load(stats, 1, 20, 10, 1);
+    load(stats, 1, 10, 10, 1, 503, 'GOING_AWAY');
+    load(stats, 1, 2, 10, 1, 503, 'NO_TARGET');
+    c.set(2_000);
+    assert.deepEqual(stats.window('shop', 10).green, { requests: 22, rps: 2.2, errors: 2, errorRate: 0.091, p50: 10, p95: 10, p99: 10 });
+  });
+
   it('percentiles follow the distribution (1..100 ms, one request each)', () => {
     const c = clock();
     const stats = new LiveStats(config, { now: c.now });
