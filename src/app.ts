@@ -19,6 +19,9 @@ import { localCounts, Runtime } from './dataplane/runtime.ts';
 import { processLimits } from './dataplane/limits.ts';
 import { DataPlane, type DataPlaneOptions } from './dataplane/server.ts';
 import { stopDataPlane } from './dataplane/shutdown.ts';
+import { Discovery } from './discovery/discovery.ts';
+import { discoveryMetrics } from './discovery/metrics.ts';
+import { withDiscovery } from './discovery/view.ts';
 import { HealthMonitor } from './health/monitor.ts';
 import { registerLogMetrics, type LogSink } from './logger.ts';
 import { createTelemetry, fleetPeerWindows, type Telemetry } from './metrics/telemetry.ts';
@@ -62,6 +65,8 @@ export interface Switchyard {
   readonly drains: DrainDeadlines;
   /** progressive rollouts: the API's commands, and the driver on the lease holder */
   readonly rollouts: Rollouts;
+  /** DNS discovery of the pools with `discover` (src/discovery/) */
+  readonly discovery: Discovery;
   /** binds both listeners; returns the ports actually bound */
   listen(): Promise<{ proxyPort: number; adminPort: number }>;
   /** graceful stop (SIGTERM): readyz 503, drain in-flight within grace, cut at hardStop */
@@ -102,6 +107,17 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   if (fleet !== null) telemetry.stats.attachFleet(fleetPeerWindows(fleet));
   const counts = fleet === null ? localCounts(runtime, instanceId, now) : fleetCounts(fleet);
   const rollouts = await createRollouts({ config, store, controller, stats: telemetry.stats, registry: telemetry.metrics.registry, logger, instanceId, now, tuning: deps.rollouts });
+  // each instance resolves the pools' `discover` itself; what it finds joins the runtime's pools
+  const discovery: Discovery = new Discovery({
+    config: config.discovery,
+    definitions: () => controller.snapshot.apps.map((a) => a.config),
+    sink: runtime,
+    logger: logger.child({ component: 'discovery' }),
+    now,
+    onLookup: discoveryMetrics(telemetry.metrics.registry, () => discovery).onLookup,
+  });
+  discovery.follow();
+  controller.on('applied', () => discovery.follow());
   let ready = true;
   let shuttingDown = false;
 
@@ -122,7 +138,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     config,
     controller,
     counts,
-    health,
+    health: withDiscovery(health, discovery),
     logger,
     now,
     ready: () => ready && !shuttingDown,
@@ -142,6 +158,8 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   controller.on('applied', () => drains.update());
 
   async function listen(): Promise<{ proxyPort: number; adminPort: number }> {
+    // a pool fed by discovery serves its discovered targets from the first request (each first lookup is bounded)
+    await discovery.settled();
     admin.listen(config.admin.port, config.admin.host);
     let proxyPort: number;
     try {
@@ -184,6 +202,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   async function closeParts(): Promise<void> {
     admin.close();
     admin.closeAllConnections();
+    discovery.close();
     drains.close();
     telemetry.stats.close();
     await health.close();
@@ -194,5 +213,5 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     await runtime.close();
   }
 
-  return { config, controller, runtime, dataPlane, admin, counts, health, telemetry, drains, rollouts, listen, shutdown, close };
+  return { config, controller, runtime, dataPlane, admin, counts, health, telemetry, drains, rollouts, discovery, listen, shutdown, close };
 }

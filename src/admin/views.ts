@@ -2,6 +2,7 @@ import type { Controller } from '../control/controller.ts';
 import { drainVerdict, type CountsSource, type InstancesFigure, type PoolCounts } from '../control/counts.ts';
 import type { AppConfig } from '../config/schema.ts';
 import { SwitchyardError } from '../errors.ts';
+import type { DiscoveryStatus } from '../discovery/discovery.ts';
 import type { HealthSource, PoolHealth, TargetStateView } from '../health/monitor.ts';
 import type { TargetFigure } from '../control/target-figures.ts';
 import type { HistoryEntry, RoutingState } from '../state/types.ts';
@@ -30,6 +31,8 @@ export interface PoolView {
   health?: PoolHealth;
   /** per target, in `targets` order: `{ url, state: up|down|ejected, reportedVersion?, ejectedUntil?, lastCheck? }` */
   targetStates?: TargetStateView[];
+  /** the pool's DNS discovery (`discover`): its lookup, the answer in use, the latest lookup's result */
+  discovery?: DiscoveryStatus;
   /** this instance's per-target figures, serving targets then retiring ones (removed, finishing what they carry) */
   targetFigures?: TargetFigure[];
 }
@@ -117,6 +120,7 @@ export function appStateView(controller: Controller, counts: CountsSource, app: 
       view.healthy = h.healthy;
       view.health = h.health;
       view.targetStates = h.targets;
+      if (h.discovery !== undefined) view.discovery = h.discovery;
     }
     const f = figures?.(app, name);
     if (f !== undefined && f !== null) view.targetFigures = f;

@@ -117,16 +117,61 @@ const passive = z.strictObject({
   stallAfter: duration('5s'),
 });
 
-const pool = z.strictObject({
-  version: z.string().min(1),
-  // may be empty (the last target removed from an idle pool, or one fed by discovery): such a pool
-  // answers 503 and a write that gives it weight is refused (409) unless forced
-  targets: z.array(httpUrl).superRefine((ts, ctx) => {
-    ts.forEach((t, i) => {
-      if (ts.indexOf(t) !== i) ctx.addIssue({ code: 'custom', path: [i], message: `duplicate target ${t}` });
-    });
-  }),
-});
+/** A DNS name (a trailing dot allowed): labels of letters, digits, `-` and `_` (SRV's `_http._tcp`). */
+const dnsName = z
+  .string()
+  .max(253)
+  .regex(/^(?!-)[A-Za-z0-9_-]{1,63}(\.[A-Za-z0-9_-]{1,63})*\.?$/, 'must be a DNS name like web.default.svc.cluster.local');
+
+/** A pool's DNS discovery (src/discovery/, README "Discovery"): exactly one of `dns` (A/AAAA, with `port`) or `srv`. */
+const discover = z
+  .strictObject({
+    /** a name whose A and AAAA records are the targets' addresses (a Kubernetes headless Service) */
+    dns: dnsName.optional(),
+    /** a name whose SRV records are the targets (host names resolved with the same servers, and ports) */
+    srv: dnsName.optional(),
+    /** the targets' port, with `dns` */
+    port: z.number().int().min(1).max(65535).optional(),
+    /** @default http */
+    scheme: z.enum(['http', 'https']).default('http'),
+    /** how often each instance resolves the name again @default 10s */
+    interval: duration('10s').refine((ms) => ms >= 50, 'must be at least 50ms'),
+  })
+  .superRefine((d, ctx) => {
+    if ((d.dns === undefined) === (d.srv === undefined)) ctx.addIssue({ code: 'custom', message: 'needs exactly one of dns or srv' });
+    if (d.dns !== undefined && d.port === undefined) ctx.addIssue({ code: 'custom', path: ['port'], message: 'required with dns (the targets\' port)' });
+    if (d.srv !== undefined && d.port !== undefined) ctx.addIssue({ code: 'custom', path: ['port'], message: 'not used with srv: each SRV record names its port' });
+  });
+
+const pool = z
+  .strictObject({
+    version: z.string().min(1),
+    // may be empty (the last target removed from an idle pool, or one fed by discovery): such a pool
+    // answers 503 and a write that gives it weight is refused (409) unless forced
+    targets: z
+      .array(httpUrl)
+      .superRefine((ts, ctx) => {
+        ts.forEach((t, i) => {
+          if (ts.indexOf(t) !== i) ctx.addIssue({ code: 'custom', path: [i], message: `duplicate target ${t}` });
+        });
+      })
+      .optional(),
+    /** targets found in DNS by each instance, beside `targets` (src/discovery/) */
+    discover: discover.optional(),
+  })
+  .superRefine((p, ctx) => {
+    if (p.targets === undefined && p.discover === undefined) ctx.addIssue({ code: 'custom', message: 'needs targets or discover (or both)' });
+  })
+  // absent targets (a pool fed by discovery alone) are the empty list everywhere past the schema
+  .transform(({ targets, ...rest }) => ({ ...rest, targets: targets ?? [] }));
+
+/** `host`, `host:port`, `[v6]:port` or a bare IPv6 address, as node:dns `Resolver#setServers` takes them. */
+const dnsServer = z.string().refine((s) => {
+  const m = /^\[([^\]]+)\](?::(\d{1,5}))?$/.exec(s) ?? /^([^:]+)(?::(\d{1,5}))?$/.exec(s);
+  const [addr, portText] = m === null ? [s, undefined] : [m[1] as string, m[2]];
+  if (isIP(addr) === 0) return false;
+  return portText === undefined || (Number(portText) >= 1 && Number(portText) <= 65535);
+}, 'must be an IP address with an optional port, like 10.0.0.2:53 or [fd00::2]:53');
 
 /** One `apps[]` entry: the schema of an app's definition, from the config file or the admin API alike. */
 export const appSchema = z
@@ -243,6 +288,14 @@ export const configSchema = z
     store: store.prefault({ kind: 'file' }),
     apps: z.array(appSchema).min(1, 'needs at least one app'),
     trustedProxies: z.array(cidr).default([]),
+    /** The DNS servers pools' `discover` asks (src/discovery/). @default the system's (/etc/resolv.conf) */
+    discovery: z
+      .strictObject({
+        servers: z.array(dnsServer).min(1, 'needs at least one server').optional(),
+        /** one lookup's deadline (each of A and AAAA, each SRV target) @default 2s */
+        timeout: duration('2s').refine((ms) => ms >= 10, 'must be at least 10ms'),
+      })
+      .prefault({}),
     shutdown: z
       .strictObject({
         /** After SIGTERM, keep accepting connections this long (readyz already 503) so load balancers notice. */
@@ -306,5 +359,7 @@ export type Config = z.output<typeof configSchema>;
 export type ConfigInput = z.input<typeof configSchema>;
 export type AppConfig = Config['apps'][number];
 export type PoolConfig = AppConfig['pools'][string];
+export type DiscoverConfig = NonNullable<PoolConfig['discover']>;
+export type DiscoveryConfig = Config['discovery'];
 export type HealthConfig = NonNullable<AppConfig['health']>;
 export type StoreConfig = Config['store'];

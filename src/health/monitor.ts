@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { AppConfig, Config, HealthConfig } from '../config/schema.ts';
 import type { WriteGuard } from '../control/controller.ts';
+import type { DiscoveryStatus, TargetDiscoveryView } from '../discovery/discovery.ts';
 import type { AppRuntime, PoolRuntime, Runtime, Target } from '../dataplane/runtime.ts';
 import { SwitchyardError } from '../errors.ts';
 import { ActiveChecker, type CheckedTarget, type LastCheck, type Timers } from './active.ts';
@@ -22,6 +23,8 @@ export interface TargetStateView {
   ejectedUntil?: string;
   /** the last active check; null before the first one ends */
   lastCheck?: LastCheckView | null;
+  /** set on a target found by the pool's `discover` (src/discovery/view.ts) */
+  discovery?: TargetDiscoveryView;
 }
 
 export interface LastCheckView {
@@ -38,6 +41,8 @@ export interface PoolHealthView {
   health: PoolHealth;
   /** in the order of the pool's `targets` */
   targets: TargetStateView[];
+  /** the pool's DNS discovery, when it has `discover` (src/discovery/view.ts) */
+  discovery?: DiscoveryStatus;
 }
 
 /** What the admin API reads of the health checks (views, the version check). */
