@@ -138,7 +138,10 @@ const discover = z
     interval: duration('10s').refine((ms) => ms >= 50, 'must be at least 50ms'),
   })
   .superRefine((d, ctx) => {
-    if ((d.dns === undefined) === (d.srv === undefined)) ctx.addIssue({ code: 'custom', message: 'needs exactly one of dns or srv' });
+    if ((d.dns === undefined) === (d.srv === undefined)) {
+      ctx.addIssue({ code: 'custom', message: 'needs exactly one of dns or srv' });
+      return;
+    }
     if (d.dns !== undefined && d.port === undefined) ctx.addIssue({ code: 'custom', path: ['port'], message: 'required with dns (the targets\' port)' });
     if (d.srv !== undefined && d.port !== undefined) ctx.addIssue({ code: 'custom', path: ['port'], message: 'not used with srv: each SRV record names its port' });
   });

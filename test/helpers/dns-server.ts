@@ -44,10 +44,6 @@ const TTL = 0;
  */
 export async function startDnsServer(records: Record<string, DnsRecords> = {}): Promise<DnsServer> {
   const zone = new Map<string, DnsRecords>(Object.entries(records).map(([k, v]) => [k.toLowerCase(), v]));
-  const udp = createSocket('udp4');
-  udp.bind(0, '127.0.0.1');
-  await once(udp, 'listening');
-  const port = udp.address().port;
   const sockets = new Set<Socket>();
   const tcp: Server = createServer((socket) => {
     sockets.add(socket);
@@ -64,8 +60,20 @@ export async function startDnsServer(records: Record<string, DnsRecords> = {}): 
       }
     });
   });
-  tcp.listen(port, '127.0.0.1');
-  await once(tcp, 'listening');
+  // a free UDP port whose TCP twin is free too (a few tries: another test may hold the TCP one)
+  let udp = createSocket('udp4');
+  let port: number;
+  for (let attempt = 0; ; attempt++) {
+    udp.bind(0, '127.0.0.1');
+    await once(udp, 'listening');
+    port = udp.address().port;
+    tcp.listen(port, '127.0.0.1');
+    const bound = await Promise.race([once(tcp, 'listening').then(() => true), once(tcp, 'error').then(() => false)]);
+    if (bound) break;
+    udp.close();
+    if (attempt === 10) throw new Error('no free UDP+TCP port pair for the test DNS server');
+    udp = createSocket('udp4');
+  }
 
   const server: DnsServer = {
     address: `127.0.0.1:${port}`,
