@@ -35,13 +35,22 @@ export interface WorkerReport {
 /** `Registry.getMetricsAsJSON()`, what `AggregatorRegistry.aggregate` merges */
 export type PrometheusJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
 
+/** One pool's discovered targets (Runtime.setDiscoveredTargets): the primary resolves, its workers follow. */
+export interface DiscoveredTargets {
+  readonly app: string;
+  readonly pool: string;
+  readonly urls: readonly string[];
+}
+
 /** Primary → worker. */
 export type ToWorker =
   /** the answer to `hello`: everything a worker needs to serve */
-  | { readonly type: 'sy:init'; readonly slot: number; readonly config: Config; readonly states: readonly RoutingState[]; readonly health: HealthTable }
+  | { readonly type: 'sy:init'; readonly slot: number; readonly config: Config; readonly states: readonly RoutingState[]; readonly health: HealthTable; readonly discovered: readonly DiscoveredTargets[] }
   /** a routing state the primary applied */
   | { readonly type: 'sy:state'; readonly state: RoutingState }
   | { readonly type: 'sy:health'; readonly health: HealthTable }
+  /** the targets the primary's DNS discovery found for a pool (src/discovery/): sent before the health table that counts them */
+  | ({ readonly type: 'sy:discovered' } & DiscoveredTargets)
   /** a `/metrics` scrape: answer with the registry as JSON */
   | { readonly type: 'sy:metrics'; readonly id: number }
   /** run the graceful shutdown (delay, grace, hardStop) and exit */

@@ -15,6 +15,9 @@ import { Controller } from '../control/controller.ts';
 import type { CountsSource } from '../control/counts.ts';
 import { fleetCounts } from '../control/fleet.ts';
 import { Runtime } from '../dataplane/runtime.ts';
+import { Discovery } from '../discovery/discovery.ts';
+import { discoveryMetrics } from '../discovery/metrics.ts';
+import { withDiscovery } from '../discovery/view.ts';
 import { HealthMonitor } from '../health/monitor.ts';
 import { registerLogMetrics, type LogSink } from '../logger.ts';
 import { createTelemetry, fleetPeerWindows, type Telemetry } from '../metrics/telemetry.ts';
@@ -24,7 +27,7 @@ import { isRedisStore, type RoutingState } from '../state/types.ts';
 import { WorkerGroup, groupCounts } from './group.ts';
 import { GroupFleet } from './group-fleet.ts';
 import { GroupMetrics } from './group-metrics.ts';
-import type { HealthTable, ToPrimary } from './ipc.ts';
+import type { DiscoveredTargets, HealthTable, ToPrimary } from './ipc.ts';
 import { Supervisor } from './supervisor.ts';
 
 export interface PrimaryDeps {
@@ -66,6 +69,11 @@ const WRITE_SETTLE_MS = 1_000;
 const EXIT_MARGIN_MS = 5_000;
 
 /** Every target's health as the primary's checks see it, for the workers. */
+/** Every pool's discovered targets, for a worker's `init`. */
+function discoveredTargets(runtime: Runtime): DiscoveredTargets[] {
+  return runtime.apps.flatMap((a) => a.pools.filter((p) => p.discovered.length > 0).map((p) => ({ app: a.name, pool: p.name, urls: p.discovered })));
+}
+
 export function healthTable(runtime: Runtime): HealthTable {
   return runtime.apps.map((a) => a.pools.map((p) => p.targets.map((t) => ({ healthy: t.healthy, ejectedUntil: t.ejectedUntil }))));
 }
@@ -116,13 +124,24 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
     workers: deps.workers,
     exec: deps.exec,
     logger: logger.child({ component: 'workers' }),
-    init: (slot) => ({ type: 'sy:init', slot, config, states: controller.allStates(), health: healthTable(runtime) }),
+    init: (slot) => ({ type: 'sy:init', slot, config, states: controller.allStates(), health: healthTable(runtime), discovered: discoveredTargets(runtime) }),
     onMessage: (slot, msg) => onWorkerMessage(slot, msg),
     onGone: (slot) => {
       group.leave(slot);
       metrics.forget(slot);
     },
   });
+  // the primary resolves the pools' `discover` for the group; its workers follow what it finds
+  const discovery: Discovery = new Discovery({
+    config: config.discovery,
+    definitions: () => controller.snapshot.apps.map((a) => a.config),
+    sink: runtime,
+    logger: logger.child({ component: 'discovery' }),
+    now,
+    onLookup: discoveryMetrics(telemetry.metrics.registry, () => discovery).onLookup,
+    onTargets: (app, pool, urls) => supervisor.broadcast({ type: 'sy:discovered', app, pool, urls }),
+  });
+  discovery.follow();
   if (deps.logSink !== undefined) registerLogMetrics(telemetry.metrics.registry, deps.logSink);
   const metrics = new GroupMetrics({ registry: telemetry.metrics.registry, sendReady: (msg) => supervisor.sendReady(msg) });
 
@@ -161,6 +180,7 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
   controller.on('applied', (state: RoutingState) => {
     logger.info({ app: state.app, revision: state.revision }, 'routing state applied');
     supervisor.broadcast({ type: 'sy:state', state });
+    discovery.follow();
   });
   health.on('change', () => supervisor.broadcast({ type: 'sy:health', health: healthTable(runtime) }));
   // a target that joined a pool starts with the primary's view of it too
@@ -190,7 +210,7 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
     config,
     controller,
     counts,
-    health,
+    health: withDiscovery(health, discovery),
     logger,
     now,
     ready: () => listening && !shuttingDown && supervisor.readyCount > 0,
@@ -212,6 +232,7 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
   async function closeAll(): Promise<void> {
     admin.close();
     admin.closeAllConnections();
+    discovery.close();
     telemetry.stats.close();
     await health.close();
     await rollouts.close();
@@ -224,6 +245,8 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
   async function listen(): Promise<{ adminPort: number }> {
     admin.listen(config.admin.port, config.admin.host);
     await once(admin, 'listening');
+    // workers start with the first answers (each first lookup is bounded)
+    await discovery.settled();
     try {
       await supervisor.start();
     } catch (err) {

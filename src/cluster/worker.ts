@@ -12,7 +12,7 @@ import { registerLogMetrics, type LogSink } from '../logger.ts';
 import type { Probe } from '../health/probe.ts';
 import { createTelemetry, type Telemetry } from '../metrics/telemetry.ts';
 import type { RoutingState } from '../state/types.ts';
-import type { HealthTable, ListenMode, PrometheusJson, ToWorker, WorkerChannel, WorkerReport } from './ipc.ts';
+import type { DiscoveredTargets, HealthTable, ListenMode, PrometheusJson, ToWorker, WorkerChannel, WorkerReport } from './ipc.ts';
 import { listenWorker } from './listen.ts';
 import { StateMirror } from './state-mirror.ts';
 import { releaseStartupMemory } from '../memory.ts';
@@ -96,6 +96,9 @@ export function startWorker(opts: WorkerOptions): WorkerProcess {
       case 'sy:health':
         plane?.applyHealth(msg.health);
         return;
+      case 'sy:discovered':
+        plane?.applyDiscovered(msg);
+        return;
       case 'sy:metrics':
         void plane?.metricsJson().then((metrics) => channel.send({ type: 'sy:metrics', id: msg.id, metrics }));
         return;
@@ -133,6 +136,8 @@ class WorkerPlane {
     const now = (this.now = opts.now ?? Date.now);
     this.runtime = new Runtime({ now });
     this.routing = new StateMirror(init.states, logger, (s) => this.runtime.sync(s));
+    // the primary's targets before its health table, which is indexed by them
+    for (const d of init.discovered) this.applyDiscovered(d);
     this.applyHealth(init.health);
     this.health = new HealthMonitor({ config, runtime: this.runtime, logger: logger.child({ component: 'health' }), now, probe: noProbe });
     this.health.on('change', (c: HealthChange) => this.onEjected(c));
@@ -189,6 +194,11 @@ class WorkerPlane {
         }),
       ),
     );
+  }
+
+  /** The primary's discovery changed a pool's targets: the same zero-loss add and retire as in one process. */
+  applyDiscovered(d: DiscoveredTargets): void {
+    this.runtime.setDiscoveredTargets(d.app, d.pool, d.urls);
   }
 
   /** This worker's passive checks ejected a target: the primary passes it on to the others. */

@@ -4,7 +4,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.ts';
 import { parseMetrics } from '../helpers/prometheus.ts';
-import { startProxy, type TestProxy } from '../helpers/proxy.ts';
+import { startProxy, TOKEN, type TestProxy } from '../helpers/proxy.ts';
+import { spawnServe } from '../helpers/serve-process.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
 // DNS discovery (CONTRACT §8 "Discovery", README "Discovery"): a pool's `discover` is resolved by
@@ -199,5 +200,33 @@ describe('DNS discovery', () => {
     const bad = await p.admin('PUT', '/v1/apps/shop', def({ discover: { dns: 'web.test', interval: '1s' } }));
     assert.equal(bad.status, 400);
     assert.match(JSON.stringify(bad.body), /definition\.pools\.blue\.discover\.port/);
+  });
+
+  it('workers: 2: the primary resolves, each worker serves what it found and follows the records', async (t) => {
+    const { port } = await samePortUpstreams(t, ['a', 'b']);
+    const green = await startUpstream('green');
+    t.after(() => green.close());
+    const dns = await dnsServer(t, { 'web.test': { a: ['127.0.0.2'] } });
+    const g = await spawnServe(
+      {
+        workers: 2,
+        discovery: { servers: [dns.address], timeout: '200ms' },
+        apps: [{ name: 'shop', hosts: ['*'], pools: { blue: { version: '1.0.0', discover: { dns: 'web.test', port, interval: `${INTERVAL}ms` } }, green: { version: '2.0.0', targets: [green.url] } } }],
+      },
+      20_000,
+    );
+    t.after(() => g.cleanup());
+    // each request on a connection of its own, so the kernel spreads them over both workers
+    const bodies = async (n: number): Promise<string[]> =>
+      Promise.all(Array.from({ length: n }, async () => {
+        const r = await request(`${g.proxyUrl}/`, { reset: true });
+        const text = await r.body.text();
+        return r.statusCode === 200 ? (JSON.parse(text) as { pool: string }).pool : `${r.statusCode}`;
+      }));
+    assert.deepEqual([...new Set(await bodies(20))], ['a']);
+    dns.set('web.test', { a: ['127.0.0.3'] });
+    await t.waitFor(async () => assert.deepEqual([...new Set(await bodies(20))], ['b']), { timeout: 5000, interval: 50 });
+    const state = await (await request(`${g.adminUrl}/v1/apps/shop`, { headers: { authorization: `Bearer ${TOKEN}` } })).body.json() as { pools: { blue: { targetStates: { url: string; state: string }[] } } };
+    assert.deepEqual(state.pools.blue.targetStates.map((s) => [s.url, s.state]), [[`http://127.0.0.3:${port}`, 'up']]);
   });
 });
