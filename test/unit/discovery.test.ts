@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import pino from 'pino';
+import { pinsUntil } from '../../src/admin/views.ts';
 import { parseConfig } from '../../src/config/load.ts';
 import type { AppConfig, DiscoverConfig } from '../../src/config/schema.ts';
 import { Discovery } from '../../src/discovery/discovery.ts';
 import { createResolver, lookup, LookupError } from '../../src/discovery/resolve.ts';
+import type { RoutingState } from '../../src/state/types.ts';
 import { startDnsServer } from '../helpers/dns-server.ts';
 
 const spec = (s: Partial<DiscoverConfig>): DiscoverConfig => ({ scheme: 'http', interval: 10_000, ...s }) as DiscoverConfig;
@@ -106,5 +108,16 @@ describe('Discovery (per-pool polling, keep-last-answer)', () => {
     discovery.follow();
     assert.deepEqual(sunk, [['http://10.0.0.1:80'], []]);
     assert.equal(discovery.status('shop', 'blue'), undefined);
+  });
+});
+
+describe('drain figures of a pool fed by discovery', () => {
+  it('affinity pins to a draining pool with discover and no listed target still count (its targets are discovered)', () => {
+    const c = parseConfig({
+      apps: [{ name: 'shop', hosts: ['*'], affinity: { secret: 'affinity-secret-0123456789' }, pools: { blue: { version: '1', discover: { dns: 'web.test', port: 80 } }, green: { version: '2', targets: ['http://10.0.0.9:80'] } } }],
+    });
+    const since = '2026-01-01T00:00:00.000Z';
+    const state = { app: 'shop', revision: 5, weights: { green: 10_000 }, salt: 's', drainingSince: { blue: since }, action: 'switch', updatedAt: since, updatedBy: 't', reason: null } as unknown as RoutingState;
+    assert.equal(pinsUntil(c.apps[0] as AppConfig, state, 'blue'), Date.parse(since) + 600_000);
   });
 });
