@@ -46,7 +46,7 @@ describe('the release commands: pool, targets, deploy, apply, export', () => {
     assert.deepEqual([h.action, h.reason], ['pool', 'deploy 2.1.0']);
     // the instance's config file still says 2.0.0: status reports the drift and the fix
     const st = await cli('status', 'shop');
-    assert.match(st.stdout, /drift shop: .*pools\.green\.version: "2\.1\.0" → "2\.0\.0"/);
+    assert.match(st.stdout, /drift shop: .*pools\.green\.version, pools\.green\.targets/);
     assert.match(st.stdout, /switchyard apply -f/);
   });
 
