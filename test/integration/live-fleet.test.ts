@@ -35,6 +35,16 @@ describe('live definitions across a fleet on redis', () => {
     await eventually(async () => (await c.admin('GET', '/v1/apps/shop')).body.instances.applied === 3, 'applied 3/3');
   });
 
+  it('definition writes racing from two instances without If-Match are all kept (each retries on the newer revision)', async (t) => {
+    const fleet = await startFleet(t, 2, { blue: blue.url, green: green.url, redis });
+    const [a, b] = fleet.instances as [typeof fleet.instances[0], typeof fleet.instances[0]];
+    const urls = Array.from({ length: 8 }, (_, i) => `http://127.0.0.1:${20000 + i}`);
+    const results = await Promise.all(urls.map((url, i) => (i % 2 === 0 ? a : b).admin('POST', '/v1/apps/shop/pools/green/targets', { url })));
+    assert.deepEqual(results.map((r) => r.status), urls.map(() => 200));
+    await eventually(async () => (await b.admin('GET', '/v1/apps/shop')).body.pools.green.targets.length === 9, 'every target on b');
+    assert.deepEqual([...(await a.admin('GET', '/v1/apps/shop')).body.pools.green.targets].sort(), [green.url, ...urls].sort());
+  });
+
   it('an app created on one instance is served by the others and by an instance started later', async (t) => {
     const fleet = await startFleet(t, 2, { blue: blue.url, green: green.url, redis });
     const [a, b] = fleet.instances as [typeof fleet.instances[0], typeof fleet.instances[0]];
