@@ -110,6 +110,31 @@ describe('live definitions: pools and targets', () => {
   });
 });
 
+describe('live definitions: health checks follow the targets', () => {
+  const up = useUpstreams('blue', 'green');
+
+  it('a target that joins starts up and is checked at once; one that leaves is no longer checked', async (t) => {
+    const p = await startProxy({ apps: [twoPools(up.blue.url, up.green.url, { health: { path: '/', interval: '100ms', timeout: '200ms', fall: 1, rise: 1 } })] });
+    t.after(() => p.close());
+    const dead = 'http://127.0.0.1:1';
+    const added = await p.admin('POST', '/v1/apps/shop/pools/blue/targets', { url: dead });
+    assert.deepEqual(added.body.pools.blue.targetStates.map((s: { url: string; state: string }) => [s.url, s.state]), [[up.blue.url, 'up'], [dead, 'up']], 'up until a check says otherwise');
+    const deadline = Date.now() + 3000;
+    let states: [string, string][] = [];
+    while (Date.now() < deadline) {
+      states = (await p.admin('GET', '/v1/apps/shop')).body.pools.blue.targetStates.map((s: { url: string; state: string }) => [s.url, s.state]);
+      if (states[1]?.[1] === 'down') break;
+      await sleep(50);
+    }
+    assert.deepEqual(states, [[up.blue.url, 'up'], [dead, 'down']]);
+    // no request goes to the down target
+    for (let i = 0; i < 4; i++) assert.equal(JSON.parse((await p.get('/')).body).pool, 'blue');
+    await p.admin('DELETE', `/v1/apps/shop/pools/blue/targets?url=${encodeURIComponent(dead)}`);
+    const checks = [...(p.sy.health as unknown as { checkOf: Map<unknown, { target: { url: string } }> }).checkOf.values()].map((c) => c.target.url).sort();
+    assert.deepEqual(checks, [up.blue.url, up.green.url].sort());
+  });
+});
+
 describe('live definitions: apps', () => {
   const up = useUpstreams('blue', 'green');
 
