@@ -60,14 +60,14 @@ async function drift(ctx: CommandContext): Promise<Record<string, string[]>> {
   }
 }
 
-/** `drift shop: pools.green.version: "2.1.0" → "2.0.0" (store → config file; make the file win: switchyard apply -f FILE)` */
+/** `drift shop: … differs …: pools.green.version, pools.green.targets` and the command that makes the file win */
 function driftLines(drifts: Record<string, string[]>, apps: readonly string[]): string[] {
   const lines: string[] = [];
   for (const app of apps) {
     const d = drifts[app];
     if (d === undefined || d.length === 0) continue;
-    lines.push(`drift ${app}: the config file differs from the store, which is served (store → file): ${d.join('; ')}`);
-    lines.push(`  to make the file win: switchyard apply -f CONFIG_FILE (or serve --apply-config)`);
+    lines.push(`drift ${app}: the instance's config file differs from the store, which is served, at ${d.join(', ')}`);
+    lines.push(`  see the values: switchyard apply -f CONFIG_FILE --dry-run; make the file win: switchyard apply -f CONFIG_FILE (or serve --apply-config)`);
   }
   return lines;
 }

@@ -75,7 +75,7 @@ function discoveredTargets(runtime: Runtime): DiscoveredTargets[] {
 }
 
 export function healthTable(runtime: Runtime): HealthTable {
-  return runtime.apps.map((a) => a.pools.map((p) => p.targets.map((t) => ({ healthy: t.healthy, ejectedUntil: t.ejectedUntil }))));
+  return Object.fromEntries(runtime.apps.map((a) => [a.name, Object.fromEntries(a.pools.map((p) => [p.name, Object.fromEntries(p.targets.map((t) => [t.url, { healthy: t.healthy, ejectedUntil: t.ejectedUntil }]))]))]));
 }
 
 /**
@@ -158,7 +158,7 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
         return;
       case 'sy:ejected': {
         // keep the admin views and the 409 gate right, and spare the other workers the failures
-        const t = runtime.apps[msg.app]?.pools[msg.pool]?.targets[msg.target];
+        const t = runtime.pool(msg.app, msg.pool)?.targets.find((x) => x.url === msg.target);
         if (t === undefined || t.ejectedUntil >= msg.until) return;
         t.ejectedUntil = msg.until;
         t.ejections++;

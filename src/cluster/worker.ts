@@ -184,10 +184,10 @@ class WorkerPlane {
 
   /** The primary's view of every target: its active checks' verdict, and ejections by any worker. */
   applyHealth(table: HealthTable): void {
-    this.runtime.apps.forEach((app, a) =>
-      app.pools.forEach((pool, p) =>
-        pool.targets.forEach((t, i) => {
-          const h = table[a]?.[p]?.[i];
+    this.runtime.apps.forEach((app) =>
+      app.pools.forEach((pool) =>
+        pool.targets.forEach((t) => {
+          const h = table[app.name]?.[pool.name]?.[t.url];
           if (h === undefined) return;
           t.healthy = h.healthy;
           t.ejectedUntil = Math.max(t.ejectedUntil, h.ejectedUntil);
@@ -204,13 +204,9 @@ class WorkerPlane {
   /** This worker's passive checks ejected a target: the primary passes it on to the others. */
   private onEjected(c: HealthChange): void {
     if (c.state !== 'ejected') return;
-    const a = this.runtime.apps.findIndex((x) => x.name === c.app);
-    const p = this.runtime.apps[a]?.pools.findIndex((x) => x.name === c.pool) ?? -1;
-    const targets = this.runtime.apps[a]?.pools[p]?.targets ?? [];
     const now = this.now();
-    const i = targets.findIndex((t) => t.url === c.target && t.ejectedUntil > now);
-    const t = targets[i];
-    if (t !== undefined) this.channel.send({ type: 'sy:ejected', app: a, pool: p, target: i, until: t.ejectedUntil });
+    const t = this.runtime.pool(c.app, c.pool)?.targets.find((x) => x.url === c.target && x.ejectedUntil > now);
+    if (t !== undefined) this.channel.send({ type: 'sy:ejected', app: c.app, pool: c.pool, target: t.url, until: t.ejectedUntil });
   }
 
   report(): void {

@@ -108,9 +108,10 @@ function isPlain(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-/** `pools.green.targets: ["http://a"] → ["http://b"]`, one line per change. */
+/** `pools.green.targets: ["http://a"] → ["http://b"]`, one line per change; a secret's value is never shown. */
 export function formatChange(c: DefinitionChange): string {
-  const show = (v: unknown): string => (v === undefined ? '(none)' : JSON.stringify(v));
+  const secret = /(^|\.)(secret|token)$/.test(c.path);
+  const show = (v: unknown): string => (v === undefined ? '(none)' : secret ? '(secret)' : JSON.stringify(v));
   return `${c.path}: ${show(c.from)} → ${show(c.to)}`;
 }
 

@@ -164,11 +164,12 @@ export class Controller extends EventEmitter {
   }
 
   /**
-   * App → how the config file's definition differs from the store's (`path: old → new`, old being
-   * the store's), for the apps the file names; empty when they agree. The fix: `switchyard apply -f FILE`.
+   * App → the key paths where the config file's definition differs from the store's, for the apps
+   * the file names (absent when they agree). Paths only: `/readyz` shows it without a token, and
+   * values (target addresses) stay in the log. The fix: `switchyard apply -f FILE`.
    */
   drift(): Record<string, string[]> {
-    return Object.fromEntries([...this.drifts].map(([app, changes]) => [app, changes.map(formatChange)]));
+    return Object.fromEntries([...this.drifts].map(([app, changes]) => [app, changes.map((c) => c.path)]));
   }
 
   /**

@@ -328,6 +328,8 @@ export class Runtime extends EventEmitter<{ targets: [TargetsChange] }> {
         this.byName.set(app.name, app);
       }
       const settingsChanged = settingsKey(app.config) !== settingsKey(route.config);
+      // a new definition (health settings, say) is told to the health checks even when no target moved
+      const redefined = app.config !== route.config;
       app.config = route.config;
       for (const pr of route.pools) {
         let pool = app.pools[pr.index];
@@ -339,8 +341,8 @@ export class Runtime extends EventEmitter<{ targets: [TargetsChange] }> {
         live.add(pool);
         pool.defined = route.config.pools[pr.name]?.targets ?? [];
         const urls = effectiveUrls(pool);
-        if (!settingsChanged && sameUrls(pool.targets, urls)) continue;
-        this.setTargets(app, pool, urls, settingsChanged);
+        if (settingsChanged || !sameUrls(pool.targets, urls)) this.setTargets(app, pool, urls, settingsChanged);
+        else if (redefined) this.emit('targets', { app, pool, added: [], removed: [] });
       }
     }
     for (const app of this.apps) {

@@ -1,4 +1,5 @@
 import { once } from 'node:events';
+import { after, before } from 'node:test';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
@@ -45,4 +46,20 @@ export async function startUpstream(name: string, handler?: Handler, at: { host?
       await once(server, 'close').catch(() => undefined);
     },
   };
+}
+
+/**
+ * Upstreams named `names` for the enclosing `describe`: started before its tests, closed after.
+ * Read them in the tests (they exist once `before` ran): `const up = useUpstreams('blue', 'green')`, `up.blue.url`.
+ */
+export function useUpstreams<N extends string>(...names: N[]): Record<N, Upstream> {
+  const ups = {} as Record<N, Upstream>;
+  before(async () => {
+    const started = await Promise.all(names.map((n) => startUpstream(n)));
+    names.forEach((n, i) => (ups[n] = started[i] as Upstream));
+  });
+  after(async () => {
+    await Promise.all(Object.values<Upstream>(ups).map((u) => u.close()));
+  });
+  return ups;
 }

@@ -3,7 +3,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
-import { runCli } from '../../src/cli/main.ts';
+import { runCliCaptured } from '../helpers/cli.ts';
 import { startProxy, TOKEN, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
@@ -21,16 +21,7 @@ describe('the release commands: pool, targets, deploy, apply, export', () => {
     await Promise.all([blue, green, next].map((u) => u?.close()));
   });
 
-  async function cli(...argv: string[]) {
-    let stdout = '';
-    let stderr = '';
-    const code = await runCli(argv, {
-      stdout: { write: (s: string) => (stdout += s) },
-      stderr: { write: (s: string) => (stderr += s) },
-      env: { SWITCHYARD_ADMIN_URL: p.adminUrl, SWITCHYARD_TOKEN: TOKEN, UPSTREAM_NEXT: next.url },
-    });
-    return { code, stdout, stderr };
-  }
+  const cli = (...argv: string[]) => runCliCaptured(argv, { SWITCHYARD_ADMIN_URL: p.adminUrl, SWITCHYARD_TOKEN: TOKEN, UPSTREAM_NEXT: next.url });
 
   it('deploy sets the idle pool and refuses the live one unless --force', async () => {
     const live = await cli('deploy', 'shop', '--version', '9.9.9', '--targets', next.url, '--pool', 'blue');
@@ -46,7 +37,7 @@ describe('the release commands: pool, targets, deploy, apply, export', () => {
     assert.deepEqual([h.action, h.reason], ['pool', 'deploy 2.1.0']);
     // the instance's config file still says 2.0.0: status reports the drift and the fix
     const st = await cli('status', 'shop');
-    assert.match(st.stdout, /drift shop: .*pools\.green\.version: "2\.1\.0" → "2\.0\.0"/);
+    assert.match(st.stdout, /drift shop: .*pools\.green\.version, pools\.green\.targets/);
     assert.match(st.stdout, /switchyard apply -f/);
   });
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
-import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { startUpstream, useUpstreams, type Upstream } from '../helpers/upstream.ts';
 
 // CONTRACT §8: pools, targets and apps are live data in the store.
 
@@ -110,20 +110,38 @@ describe('live definitions: pools and targets', () => {
   });
 });
 
-describe('live definitions: apps', () => {
-  let blue: Upstream;
-  let green: Upstream;
-  before(async () => {
-    [blue, green] = await Promise.all([startUpstream('blue'), startUpstream('green')]);
-  });
-  after(async () => {
-    await Promise.all([blue?.close(), green?.close()]);
-  });
+describe('live definitions: health checks follow the targets', () => {
+  const up = useUpstreams('blue', 'green');
 
-  const blog = (hosts: string[]) => ({ hosts, pools: { blue: { version: '1.0.0', targets: [blue.url] }, green: { version: '2.0.0', targets: [green.url] } }, initial: { green: 100 } });
+  it('a target that joins starts up and is checked at once; one that leaves is no longer checked', async (t) => {
+    const p = await startProxy({ apps: [twoPools(up.blue.url, up.green.url, { health: { path: '/', interval: '100ms', timeout: '200ms', fall: 1, rise: 1 } })] });
+    t.after(() => p.close());
+    const dead = 'http://127.0.0.1:1';
+    const added = await p.admin('POST', '/v1/apps/shop/pools/blue/targets', { url: dead });
+    assert.deepEqual(added.body.pools.blue.targetStates.map((s: { url: string; state: string }) => [s.url, s.state]), [[up.blue.url, 'up'], [dead, 'up']], 'up until a check says otherwise');
+    const deadline = Date.now() + 3000;
+    let states: [string, string][] = [];
+    while (Date.now() < deadline) {
+      states = (await p.admin('GET', '/v1/apps/shop')).body.pools.blue.targetStates.map((s: { url: string; state: string }) => [s.url, s.state]);
+      if (states[1]?.[1] === 'down') break;
+      await sleep(50);
+    }
+    assert.deepEqual(states, [[up.blue.url, 'up'], [dead, 'down']]);
+    // no request goes to the down target
+    for (let i = 0; i < 4; i++) assert.equal(JSON.parse((await p.get('/')).body).pool, 'blue');
+    await p.admin('DELETE', `/v1/apps/shop/pools/blue/targets?url=${encodeURIComponent(dead)}`);
+    const checks = [...(p.sy.health as unknown as { checkOf: Map<unknown, { target: { url: string } }> }).checkOf.values()].map((c) => c.target.url).sort();
+    assert.deepEqual(checks, [up.blue.url, up.green.url].sort());
+  });
+});
+
+describe('live definitions: apps', () => {
+  const up = useUpstreams('blue', 'green');
+
+  const blog = (hosts: string[]) => ({ hosts, pools: { blue: { version: '1.0.0', targets: [up.blue.url] }, green: { version: '2.0.0', targets: [up.green.url] } }, initial: { green: 100 } });
 
   it('an app created with PUT /v1/apps/NAME is served, survives a restart, and is deleted cleanly; a host of another app is a 409', async () => {
-    let p = await startProxy({ apps: [twoPools(blue.url, green.url, { hosts: ['shop.test'] })] });
+    let p = await startProxy({ apps: [twoPools(up.blue.url, up.green.url, { hosts: ['shop.test'] })] });
     const dir = p.dir;
     try {
       assert.equal((await p.get('/', { host: 'blog.test' })).status, 421);
@@ -142,7 +160,7 @@ describe('live definitions: apps', () => {
       assert.equal((await p.get('/', { host: 'www.blog.test' })).servedBy, 'green@2.0.0');
       // a restart with the same config file: blog comes from the store
       await p.sy.close();
-      p = await startProxy({ apps: [twoPools(blue.url, green.url, { hosts: ['shop.test'] })] }, { dir });
+      p = await startProxy({ apps: [twoPools(up.blue.url, up.green.url, { hosts: ['shop.test'] })] }, { dir });
       assert.equal((await p.get('/', { host: 'www.blog.test' })).servedBy, 'green@2.0.0');
       assert.deepEqual((await p.admin('GET', '/v1/apps')).body.apps.map((a: { app: string }) => a.app), ['shop', 'blog']);
       const del = await p.admin('DELETE', '/v1/apps/blog', { reason: 'closed' });
@@ -155,7 +173,7 @@ describe('live definitions: apps', () => {
       assert.equal(again.status, 201);
       assert.ok(again.body.revision > del.body.revision);
       await p.sy.close();
-      p = await startProxy({ apps: [twoPools(blue.url, green.url, { hosts: ['shop.test'] })] }, { dir });
+      p = await startProxy({ apps: [twoPools(up.blue.url, up.green.url, { hosts: ['shop.test'] })] }, { dir });
       assert.equal((await p.get('/', { host: 'blog.test' })).servedBy, 'green@2.0.0');
     } finally {
       await p.close();
