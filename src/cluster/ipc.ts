@@ -53,7 +53,7 @@ export type ToWorker =
   /** a routing state the primary applied */
   | { readonly type: 'sy:state'; readonly state: RoutingState }
   | { readonly type: 'sy:health'; readonly health: HealthTable }
-  /** the targets the primary's DNS discovery found for a pool (src/discovery/): sent before the health table that counts them */
+  /** the targets the primary's DNS discovery found for a pool (src/discovery/): sent before the health table that names them */
   | ({ readonly type: 'sy:discovered' } & DiscoveredTargets)
   /** a `/metrics` scrape: answer with the registry as JSON */
   | { readonly type: 'sy:metrics'; readonly id: number }

@@ -136,7 +136,7 @@ class WorkerPlane {
     const now = (this.now = opts.now ?? Date.now);
     this.runtime = new Runtime({ now });
     this.routing = new StateMirror(init.states, logger, (s) => this.runtime.sync(s));
-    // the primary's targets before its health table, which is indexed by them
+    // the primary's targets first: its health table is applied to the targets the worker has
     for (const d of init.discovered) this.applyDiscovered(d);
     this.applyHealth(init.health);
     this.health = new HealthMonitor({ config, runtime: this.runtime, logger: logger.child({ component: 'health' }), now, probe: noProbe });

@@ -6,7 +6,7 @@ import { startDnsServer, type DnsServer } from '../helpers/dns-server.ts';
 import { parseMetrics } from '../helpers/prometheus.ts';
 import { startProxy, TOKEN, type TestProxy } from '../helpers/proxy.ts';
 import { spawnServe } from '../helpers/serve-process.ts';
-import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { startUpstream, useUpstreams, type Upstream } from '../helpers/upstream.ts';
 
 // DNS discovery (CONTRACT §8 "Discovery", README "Discovery"): a pool's `discover` is resolved by
 // each instance on its interval against `discovery.servers`; targets that appear join the pool,
@@ -53,10 +53,10 @@ async function proxyWithDiscovery(t: TestContext, dns: DnsServer, discover: Reco
 const blueTargets = (p: TestProxy): string[] => (p.sy.runtime.pool('shop', 'blue')?.targets ?? []).map((x) => x.url).sort();
 
 describe('DNS discovery', () => {
+  const up = useUpstreams('green', 'one', 'two', 'backup');
   it('A records added and removed on the DNS server join and leave the pool within the interval, with 0 failed requests under load', async (t) => {
     const { ups, port } = await samePortUpstreams(t, ['a', 'b', 'c'], 20);
-    const green = await startUpstream('green');
-    t.after(() => green.close());
+    const green = up.green;
     const url = (i: number) => `http://127.0.0.${i + 2}:${port}`;
     const dns = await dnsServer(t, { 'web.test': { a: ['127.0.0.2', '127.0.0.3'] } });
     // an interval long beside the event-loop lag of 16 busy clients on a shared machine, so the bound below measures the interval
@@ -113,17 +113,15 @@ describe('DNS discovery', () => {
   });
 
   it('SRV records: each record\'s host (resolved on the same servers) and port is a target; the lowest priority wins', async (t) => {
-    const [one, two, backup] = await Promise.all(['one', 'two', 'backup'].map((n) => startUpstream(n)));
-    const green = await startUpstream('green');
-    t.after(() => Promise.all([one, two, backup, green].map((u) => u?.close())));
+    const { one, two, backup, green } = up;
     const dns = await dnsServer(t, {
       'node.test': { a: ['127.0.0.1'] },
-      '_http._tcp.web.test': { srv: [{ target: 'node.test', port: (one as Upstream).port, priority: 10 }, { target: 'node.test', port: (backup as Upstream).port, priority: 20 }] },
+      '_http._tcp.web.test': { srv: [{ target: 'node.test', port: one.port, priority: 10 }, { target: 'node.test', port: backup.port, priority: 20 }] },
     });
     const p = await proxyWithDiscovery(t, dns, { srv: '_http._tcp.web.test' }, green.url);
-    assert.deepEqual(blueTargets(p), [(one as Upstream).url]);
-    dns.set('_http._tcp.web.test', { srv: [{ target: 'node.test', port: (one as Upstream).port, priority: 10 }, { target: 'node.test', port: (two as Upstream).port, priority: 10 }] });
-    await t.waitFor(() => assert.deepEqual(blueTargets(p), [(one as Upstream).url, (two as Upstream).url].sort()), { timeout: 2000 });
+    assert.deepEqual(blueTargets(p), [one.url]);
+    dns.set('_http._tcp.web.test', { srv: [{ target: 'node.test', port: one.port, priority: 10 }, { target: 'node.test', port: two.port, priority: 10 }] });
+    await t.waitFor(() => assert.deepEqual(blueTargets(p), [one.url, two.url].sort()), { timeout: 2000 });
     const bodies = new Set<string>();
     for (let i = 0; i < 6; i++) bodies.add(JSON.parse((await p.get('/')).body).pool as string);
     assert.deepEqual([...bodies].sort(), ['one', 'two']);
@@ -131,8 +129,7 @@ describe('DNS discovery', () => {
 
   it('a DNS server that stops answering changes nothing: the last answer keeps serving, the failure shows in targetStates and the metrics', async (t) => {
     const { port } = await samePortUpstreams(t, ['a', 'b']);
-    const green = await startUpstream('green');
-    t.after(() => green.close());
+    const green = up.green;
     const dns = await dnsServer(t, { 'web.test': { a: ['127.0.0.2', '127.0.0.3'] } });
     const p = await proxyWithDiscovery(t, dns, { dns: 'web.test', port }, green.url);
     const before = blueTargets(p);
@@ -183,8 +180,7 @@ describe('DNS discovery', () => {
 
   it('a pool\'s definition that drops discover lets its discovered targets leave; one that adds it starts resolving', async (t) => {
     const { port } = await samePortUpstreams(t, ['a']);
-    const green = await startUpstream('green');
-    t.after(() => green.close());
+    const green = up.green;
     const dns = await dnsServer(t, { 'web.test': { a: ['127.0.0.2'] } });
     const p = await proxyWithDiscovery(t, dns, { dns: 'web.test', port }, green.url);
     assert.deepEqual(blueTargets(p), [`http://127.0.0.2:${port}`]);
@@ -204,8 +200,7 @@ describe('DNS discovery', () => {
 
   it('workers: 2: the primary resolves, each worker serves what it found and follows the records', async (t) => {
     const { port } = await samePortUpstreams(t, ['a', 'b']);
-    const green = await startUpstream('green');
-    t.after(() => green.close());
+    const green = up.green;
     const dns = await dnsServer(t, { 'web.test': { a: ['127.0.0.2'] } });
     const g = await spawnServe(
       {
