@@ -117,6 +117,7 @@ export class Discovery {
     for (const a of this.opts.definitions()) {
       for (const [pool, p] of Object.entries(a.pools)) if (p.discover !== undefined) wanted.set(`${a.name}\0${pool}`, { app: a.name, pool, spec: p.discover });
     }
+    const replaced = new Map<string, PoolPoller>();
     for (const [k, poller] of this.pollers) {
       const w = wanted.get(k);
       if (w !== undefined && JSON.stringify(w.spec) === poller.key) continue;
@@ -124,10 +125,17 @@ export class Discovery {
       this.pollers.delete(k);
       // no discover any more: its targets leave (retire); a changed spec keeps them until its first answer
       if (w === undefined) this.apply(poller, []);
+      else replaced.set(k, poller);
     }
     for (const [k, w] of wanted) {
       if (this.pollers.has(k)) continue;
       const poller = new PoolPoller(w.app, w.pool, w.spec);
+      const old = replaced.get(k);
+      if (old !== undefined) {
+        // the old answer still serves: the views show it (and its time) until the new name answers
+        poller.targets = old.targets;
+        poller.answeredAt = old.answeredAt;
+      }
       this.pollers.set(k, poller);
       this.opts.logger.info({ app: w.app, pool: w.pool, lookup: describe(w.spec), interval: w.spec.interval }, 'discovery: resolving the pool\'s targets');
       this.schedule(poller, 0);

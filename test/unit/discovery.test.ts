@@ -109,6 +109,21 @@ describe('Discovery (per-pool polling, keep-last-answer)', () => {
     assert.deepEqual(sunk, [['http://10.0.0.1:80'], []]);
     assert.equal(discovery.status('shop', 'blue'), undefined);
   });
+
+  it('a definition that changes discover keeps the old answer serving (and shown) until the new name answers', async (t) => {
+    const { discovery, sunk, setDefs, config } = setup([['http://10.0.0.1:80'], new LookupError('web2.test: no A or AAAA record'), ['http://10.0.0.2:80']], '50ms');
+    t.after(() => discovery.close());
+    discovery.follow();
+    await discovery.settled();
+    const app = config.apps[0] as AppConfig;
+    setDefs([{ ...app, pools: { ...app.pools, blue: { version: '1', targets: [], discover: { dns: 'web2.test', port: 80, scheme: 'http', interval: 50 } } } }]);
+    discovery.follow();
+    assert.deepEqual(discovery.status('shop', 'blue')?.targets, ['http://10.0.0.1:80']);
+    assert.equal(discovery.status('shop', 'blue')?.lookup, 'A/AAAA web2.test:80');
+    await t.waitFor(() => assert.equal(discovery.status('shop', 'blue')?.failing, true), { timeout: 2000 });
+    assert.deepEqual(sunk, [['http://10.0.0.1:80']]);
+    await t.waitFor(() => assert.deepEqual(sunk, [['http://10.0.0.1:80'], ['http://10.0.0.2:80']]), { timeout: 2000 });
+  });
 });
 
 describe('drain figures of a pool fed by discovery', () => {
