@@ -120,12 +120,9 @@ const passive = z.strictObject({
 const pool = z.strictObject({
   version: z.string().min(1),
   // may be empty (the last target removed from an idle pool, or one fed by discovery): such a pool
-  // answers 503 and a write that gives it weight is refused (409) unless forced
-  targets: z.array(httpUrl).superRefine((ts, ctx) => {
-    ts.forEach((t, i) => {
-      if (ts.indexOf(t) !== i) ctx.addIssue({ code: 'custom', path: [i], message: `duplicate target ${t}` });
-    });
-  }),
+  // answers 503 and a write that gives it weight is refused (409) unless forced. A URL listed twice
+  // is two targets (twice the share, a connection pool each), as two nginx `server` lines are.
+  targets: z.array(httpUrl),
 });
 
 /** One `apps[]` entry: the schema of an app's definition, from the config file or the admin API alike. */

@@ -375,9 +375,11 @@ export class Runtime extends EventEmitter<{ targets: [TargetsChange] }> {
 
   private setTargets(app: AppRuntime, pool: PoolRuntime, urls: readonly string[], fresh: boolean): void {
     const cfg = app.config;
-    const old = new Map(pool.targets.map((t) => [t.url, t]));
+    // url → its current targets, taken in order: a URL listed twice keeps its two targets
+    const old = new Map<string, Target[]>();
+    for (const t of pool.targets) old.set(t.url, [...(old.get(t.url) ?? []), t]);
     const next = urls.map((url) => {
-      const kept = fresh ? undefined : old.get(url);
+      const kept = fresh ? undefined : old.get(url)?.shift();
       if (kept !== undefined) return kept;
       const back = fresh ? undefined : this.unretire(pool, url);
       return back ?? new Target(url, cfg.timeouts, cfg.maxConnections ?? null);
