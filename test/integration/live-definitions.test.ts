@@ -98,6 +98,15 @@ describe('live definitions: pools and targets', () => {
     assert.deepEqual(Object.keys(del.body.pools), ['blue', 'green']);
     const two = await p.admin('DELETE', '/v1/apps/shop/pools/green', { force: true });
     assert.deepEqual([two.status, two.body.error.code], [409, 'DEFINITION_IN_USE'], 'an app keeps two pools');
+    // a forced delete of a pool with weight gives its share to the others; a rollback to weights on it is a 409, not a 500
+    await p.admin('PUT', '/v1/apps/shop/pools/purple', { version: '3.0.0', targets: [green2.url] });
+    await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 40, green: 40, purple: 20 } });
+    const forced = await p.admin('DELETE', '/v1/apps/shop/pools/purple', { force: true });
+    assert.equal(forced.status, 200, JSON.stringify(forced.body));
+    assert.deepEqual(forced.body.weights, { blue: 50, green: 50 });
+    const back = await p.admin('POST', '/v1/apps/shop/rollback', {});
+    assert.deepEqual([back.status, back.body.error.code], [409, 'CONFLICT']);
+    assert.match(back.body.error.message, /purple, which the app no longer has/);
     await p.admin('POST', '/v1/apps/shop/switch', { to: 'blue' });
   });
 
