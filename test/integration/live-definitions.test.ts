@@ -160,6 +160,8 @@ describe('live definitions: apps', () => {
       const bad = await p.admin('PUT', '/v1/apps/blog', { definition: { ...blog(['blog.test']), pools: { blue: { version: '1', targets: ['nope'] } } } });
       assert.equal(bad.status, 400);
       assert.deepEqual(bad.body.error.details.map((d: { path: string }) => d.path).sort(), ['definition.initial.green', 'definition.pools', 'definition.pools.blue.targets[0]']);
+      const staleCreate = await p.admin('PUT', '/v1/apps/blog', { definition: blog(['blog.test']) }, { 'if-match': '"4"' });
+      assert.deepEqual([staleCreate.status, staleCreate.body.error.code], [412, 'STALE_REVISION']);
       const created = await p.admin('PUT', '/v1/apps/blog', { definition: blog(['blog.test']), reason: 'new site' });
       assert.equal(created.status, 201, JSON.stringify(created.body));
       assert.equal(created.body.active, 'green');
