@@ -238,7 +238,8 @@ export const configSchema = z
       })
       .prefault({}),
     store: store.prefault({ kind: 'file' }),
-    apps: z.array(appSchema).min(1, 'needs at least one app'),
+    // may be empty: apps can live in the store alone (created by the API or `switchyard apply`)
+    apps: z.array(appSchema).default([]),
     trustedProxies: z.array(cidr).default([]),
     shutdown: z
       .strictObject({

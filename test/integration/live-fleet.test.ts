@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { eventually, startFleet } from '../helpers/fleet.ts';
@@ -53,6 +54,11 @@ describe('live definitions across a fleet on redis', () => {
     await eventually(async () => (await b.get('/', { host: 'blog.test' })).servedBy === 'blue@1', 'blog on b');
     const c = await fleet.add('late');
     assert.equal((await c.get('/', { host: 'blog.test' })).servedBy, 'blue@1');
+    // an instance whose config file names no app at all serves what the store holds
+    const bare = await startProxy({ apps: [], store: { kind: 'redis', url: redis.url, prefix: fleet.prefix, cachePath: join(c.dir, 'bare-cache.json') } }, { instanceId: 'bare' });
+    t.after(() => bare.close());
+    assert.deepEqual((await bare.admin('GET', '/v1/apps')).body.apps.map((x: { app: string }) => x.app).sort(), ['blog', 'shop']);
+    assert.equal((await bare.get('/', { host: 'blog.test' })).servedBy, 'blue@1');
     await b.admin('DELETE', '/v1/apps/blog');
     // shop is the default app ("*"): a deleted blog falls back to it
     await eventually(async () => (await a.get('/', { host: 'blog.test' })).servedBy !== 'blue@1', 'blog gone on a');
