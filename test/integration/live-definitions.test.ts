@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
@@ -188,7 +189,7 @@ describe('live definitions: apps', () => {
       assert.equal((await p.get('/', { host: 'blog.test' })).servedBy, 'green@2.0.0');
     } finally {
       await p.close();
-      await import('node:fs/promises').then((fs) => fs.rm(dir, { recursive: true, force: true, maxRetries: 5 }));
+      await rm(dir, { recursive: true, force: true, maxRetries: 5 });
     }
   });
 

@@ -1,9 +1,13 @@
 import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
+import { request } from 'undici';
 import { eventually, startFleet } from '../helpers/fleet.ts';
-import { startProxy, twoPools } from '../helpers/proxy.ts';
+import { startProxy, TOKEN, twoPools } from '../helpers/proxy.ts';
+import { spawnServe } from '../helpers/serve-process.ts';
 import { startRedis, type RedisServer } from '../helpers/redis-server.ts';
 import { startUpstream, useUpstreams, type Upstream } from '../helpers/upstream.ts';
 
@@ -72,7 +76,7 @@ describe('the config file and the store', () => {
   it('a restart with a file that differs serves the store and reports the drift once; --apply-config makes the file win', async (t) => {
     const first = await startProxy({ apps: [twoPools(up.blue.url, up.green.url)] });
     const dir = first.dir;
-    t.after(async () => (await import('node:fs/promises')).rm(dir, { recursive: true, force: true, maxRetries: 5 }));
+    t.after(() => rm(dir, { recursive: true, force: true, maxRetries: 5 }));
     await first.admin('PUT', '/v1/apps/shop/pools/green', { version: '2.9.0', targets: [up.blue.url] });
     await first.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
     await first.sy.close();
@@ -108,5 +112,23 @@ describe('the config file and the store', () => {
     } finally {
       await q.sy.close();
     }
+  });
+
+  it('switchyard serve --apply-config (a real process) makes the file win at start', async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'switchyard-apply-'));
+    t.after(() => rm(dir, { recursive: true, force: true, maxRetries: 5 }));
+    const doc = { apps: [twoPools(up.blue.url, up.green.url)], store: { kind: 'file', path: join(dir, 'state.json') } };
+    const first = await spawnServe(doc);
+    t.after(() => first.cleanup());
+    const put = await request(`${first.adminUrl}/v1/apps/shop/pools/green`, { method: 'PUT', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ version: '7.7.7', targets: [up.blue.url] }) });
+    assert.equal(put.statusCode, 200);
+    await put.body.dump();
+    first.child.kill('SIGTERM');
+    await first.exited;
+    const second = await spawnServe(doc, 10_000, (cfg) => ({ command: process.execPath, args: ['src/main.ts', 'serve', '--config', cfg, '--apply-config'], cwd: process.cwd() }));
+    t.after(() => second.cleanup());
+    const r = await request(`${second.adminUrl}/v1/apps/shop`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    const shop = (await r.body.json()) as { pools: { green: { version: string; targets: string[] } } };
+    assert.deepEqual(shop.pools.green, { ...shop.pools.green, version: '2.0.0', targets: [up.green.url] });
   });
 });
