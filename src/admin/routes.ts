@@ -50,6 +50,8 @@ export async function write(deps: CoreRouteDeps, ctx: RouteContext, app: string,
     written = await run(opts);
   } catch (err) {
     if (err instanceof SwitchyardError && err.code === 'STALE_REVISION') {
+      // an app that does not exist (PUT /v1/apps/:app with a stale If-Match) has no state to show
+      if (!deps.controller.has(app)) throw err;
       const current = appStateView(deps.controller, deps.counts, app, deps.health, undefined, Date.now(), deps.targetFigures);
       const stale = new SwitchyardError('STALE_REVISION', err.message, { details: { currentRevision: current.revision, current } });
       return { status: stale.status, headers: { etag: etagOf(current.revision) }, json: stale.toJSON() };

@@ -150,15 +150,9 @@ const pool = z
   .strictObject({
     version: z.string().min(1),
     // may be empty (the last target removed from an idle pool, or one fed by discovery): such a pool
-    // answers 503 and a write that gives it weight is refused (409) unless forced
-    targets: z
-      .array(httpUrl)
-      .superRefine((ts, ctx) => {
-        ts.forEach((t, i) => {
-          if (ts.indexOf(t) !== i) ctx.addIssue({ code: 'custom', path: [i], message: `duplicate target ${t}` });
-        });
-      })
-      .optional(),
+    // answers 503 and a write that gives it weight is refused (409) unless forced. A URL listed twice
+    // is two targets (twice the share, a connection pool each), as two nginx `server` lines are.
+    targets: z.array(httpUrl).optional(),
     /** targets found in DNS by each instance, beside `targets` (src/discovery/) */
     discover: discover.optional(),
   })
@@ -289,7 +283,8 @@ export const configSchema = z
       })
       .prefault({}),
     store: store.prefault({ kind: 'file' }),
-    apps: z.array(appSchema).min(1, 'needs at least one app'),
+    // may be empty: apps can live in the store alone (created by the API or `switchyard apply`)
+    apps: z.array(appSchema).default([]),
     trustedProxies: z.array(cidr).default([]),
     /** The DNS servers pools' `discover` asks (src/discovery/). @default the system's (/etc/resolv.conf) */
     discovery: z

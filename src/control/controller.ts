@@ -230,6 +230,8 @@ export class Controller extends EventEmitter {
       const entries = await this.store.history(app, 2);
       const previous = entries.find((e) => e.revision === cur.revision - 1);
       if (previous === undefined) throw new SwitchyardError('NO_EARLIER_REVISION', `app "${app}" has no revision before ${cur.revision} in its history`);
+      const gone = Object.entries(previous.weights).filter(([p, bp]) => bp > 0 && !Object.hasOwn(cfg.pools, p)).map(([p]) => p);
+      if (gone.length > 0) throw new SwitchyardError('CONFLICT', `revision ${previous.revision} of app "${app}" sent traffic to pool(s) ${gone.join(', ')}, which the app no longer has; set the weights instead`, { details: { revision: previous.revision, pools: gone } });
       const weights: Record<string, number> = {};
       for (const p of Object.keys(cfg.pools)) weights[p] = ownOf(previous.weights, p) ?? 0;
       return { weights };

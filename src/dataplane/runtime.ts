@@ -6,6 +6,7 @@ import { EventEmitter } from 'node:events';
 import type { AppConfig } from '../config/schema.ts';
 import type { Snapshot } from '../routing/snapshot.ts';
 import type { CountsSource, PoolCounts } from '../control/counts.ts';
+import { RetiringTargets, type RetireListener, type RetiringTarget } from './retiring.ts';
 
 /** How long a target that refused a connection is skipped when its pool has another one up. */
 export const REFUSED_BACKOFF_MS = 1000;
@@ -246,17 +247,6 @@ export class AppRuntime {
   }
 }
 
-/** A target that left its pool: it finishes what it carries, then its connection pool is closed. */
-export interface RetiringTarget {
-  readonly app: string;
-  readonly pool: PoolRuntime;
-  readonly target: Target;
-  /** epoch ms of the removal */
-  readonly since: number;
-  /** since + the app's drain.timeout: what is still open on it then is cut (WebSocket 1001) */
-  readonly deadline: number;
-}
-
 /** `targets` event: a pool's target list changed (health checks follow it). */
 export interface TargetsChange {
   readonly app: AppRuntime;
@@ -271,7 +261,7 @@ export interface RuntimeOptions {
   /** how often retiring targets are looked at (closed when empty, cut at their deadline) @default 250 */
   readonly retireEvery?: number;
   /** told when a retiring target is closed or cut */
-  readonly onRetire?: (event: { app: string; pool: string; target: string; what: 'closed' | 'cut'; open: number }) => void;
+  readonly onRetire?: RetireListener;
 }
 
 /** What makes two targets of one URL the same upstream connection pool: change any, get a new one. */
@@ -291,18 +281,14 @@ function settingsKey(config: AppConfig): string {
 export class Runtime extends EventEmitter<{ targets: [TargetsChange] }> {
   readonly apps: AppRuntime[] = [];
   readonly byName = new Map<string, AppRuntime>();
-  readonly retiring = new Set<RetiringTarget>();
+  /** targets removed from their pool, finishing what they carry (retiring.ts) */
+  readonly retiring: RetiringTargets;
   private readonly now: () => number;
-  private readonly retireEvery: number;
-  private readonly onRetire: NonNullable<RuntimeOptions['onRetire']>;
-  private retireTimer: NodeJS.Timeout | null = null;
-  private closed = false;
 
   constructor(opts: RuntimeOptions = {}) {
     super();
     this.now = opts.now ?? Date.now;
-    this.retireEvery = opts.retireEvery ?? 250;
-    this.onRetire = opts.onRetire ?? (() => undefined);
+    this.retiring = new RetiringTargets(this.now, opts.retireEvery ?? 250, opts.onRetire ?? (() => undefined));
   }
 
   pool(app: string, pool: string): PoolRuntime | undefined {
@@ -375,11 +361,13 @@ export class Runtime extends EventEmitter<{ targets: [TargetsChange] }> {
 
   private setTargets(app: AppRuntime, pool: PoolRuntime, urls: readonly string[], fresh: boolean): void {
     const cfg = app.config;
-    const old = new Map(pool.targets.map((t) => [t.url, t]));
+    // url → its current targets, taken in order: a URL listed twice keeps its two targets
+    const old = new Map<string, Target[]>();
+    for (const t of pool.targets) old.set(t.url, [...(old.get(t.url) ?? []), t]);
     const next = urls.map((url) => {
-      const kept = fresh ? undefined : old.get(url);
+      const kept = fresh ? undefined : old.get(url)?.shift();
       if (kept !== undefined) return kept;
-      const back = fresh ? undefined : this.unretire(pool, url);
+      const back = fresh ? undefined : this.retiring.take(pool, url);
       return back ?? new Target(url, cfg.timeouts, cfg.maxConnections ?? null);
     });
     const removed = pool.targets.filter((t) => !next.includes(t));
@@ -387,56 +375,21 @@ export class Runtime extends EventEmitter<{ targets: [TargetsChange] }> {
     pool.targets = Object.freeze(next);
     const now = this.now();
     for (const target of removed) this.retiring.add({ app: app.name, pool, target, since: now, deadline: now + cfg.drain.timeout });
-    if (this.retiring.size > 0) this.scheduleRetire();
     if (added.length > 0 || removed.length > 0) this.emit('targets', { app, pool, added, removed });
-  }
-
-  /** A target added back while it was still retiring keeps its connection pool and what it carries. */
-  private unretire(pool: PoolRuntime, url: string): Target | undefined {
-    for (const r of this.retiring) {
-      if (r.pool === pool && r.target.url === url) {
-        this.retiring.delete(r);
-        return r.target;
-      }
-    }
-    return undefined;
-  }
-
-  private scheduleRetire(): void {
-    if (this.retireTimer !== null || this.closed) return;
-    this.retireTimer = setTimeout(() => {
-      this.retireTimer = null;
-      this.retireRound();
-      if (this.retiring.size > 0) this.scheduleRetire();
-    }, this.retireEvery).unref();
   }
 
   /** Closes retiring targets that carry nothing; cuts what is still open on those past their deadline. */
   retireRound(): void {
-    const now = this.now();
-    for (const r of [...this.retiring]) {
-      if (r.target.inflight <= 0) {
-        this.retiring.delete(r);
-        void r.target.dispatcher.close().catch(() => undefined);
-        this.onRetire({ app: r.app, pool: r.pool.name, target: r.target.url, what: 'closed', open: 0 });
-      } else if (now >= r.deadline) {
-        const open = r.pool.openOn(r.target);
-        if (open.length > 0) this.onRetire({ app: r.app, pool: r.pool.name, target: r.target.url, what: 'cut', open: open.length });
-        for (const c of open) c.cut('drain');
-      }
-    }
+    this.retiring.round();
   }
 
   /** Retiring targets of one pool, for the drain figures. */
   retiringOf(app: string, pool: string): RetiringTarget[] {
-    return [...this.retiring].filter((r) => r.app === app && r.pool.name === pool);
+    return this.retiring.of(app, pool);
   }
 
   async close(): Promise<void> {
-    this.closed = true;
-    if (this.retireTimer !== null) clearTimeout(this.retireTimer);
-    const all = [...this.allPools().flatMap((p) => p.targets), ...[...this.retiring].map((r) => r.target)];
-    this.retiring.clear();
+    const all = [...this.allPools().flatMap((p) => p.targets), ...this.retiring.close()];
     await Promise.all(all.map((t) => t.destroy()));
   }
 

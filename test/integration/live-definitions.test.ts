@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
@@ -98,6 +99,15 @@ describe('live definitions: pools and targets', () => {
     assert.deepEqual(Object.keys(del.body.pools), ['blue', 'green']);
     const two = await p.admin('DELETE', '/v1/apps/shop/pools/green', { force: true });
     assert.deepEqual([two.status, two.body.error.code], [409, 'DEFINITION_IN_USE'], 'an app keeps two pools');
+    // a forced delete of a pool with weight gives its share to the others; a rollback to weights on it is a 409, not a 500
+    await p.admin('PUT', '/v1/apps/shop/pools/purple', { version: '3.0.0', targets: [green2.url] });
+    await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 40, green: 40, purple: 20 } });
+    const forced = await p.admin('DELETE', '/v1/apps/shop/pools/purple', { force: true });
+    assert.equal(forced.status, 200, JSON.stringify(forced.body));
+    assert.deepEqual(forced.body.weights, { blue: 50, green: 50 });
+    const back = await p.admin('POST', '/v1/apps/shop/rollback', {});
+    assert.deepEqual([back.status, back.body.error.code], [409, 'CONFLICT']);
+    assert.match(back.body.error.message, /purple, which the app no longer has/);
     await p.admin('POST', '/v1/apps/shop/switch', { to: 'blue' });
   });
 
@@ -151,6 +161,8 @@ describe('live definitions: apps', () => {
       const bad = await p.admin('PUT', '/v1/apps/blog', { definition: { ...blog(['blog.test']), pools: { blue: { version: '1', targets: ['nope'] } } } });
       assert.equal(bad.status, 400);
       assert.deepEqual(bad.body.error.details.map((d: { path: string }) => d.path).sort(), ['definition.initial.green', 'definition.pools', 'definition.pools.blue.targets[0]']);
+      const staleCreate = await p.admin('PUT', '/v1/apps/blog', { definition: blog(['blog.test']) }, { 'if-match': '"4"' });
+      assert.deepEqual([staleCreate.status, staleCreate.body.error.code], [412, 'STALE_REVISION']);
       const created = await p.admin('PUT', '/v1/apps/blog', { definition: blog(['blog.test']), reason: 'new site' });
       assert.equal(created.status, 201, JSON.stringify(created.body));
       assert.equal(created.body.active, 'green');
@@ -177,7 +189,7 @@ describe('live definitions: apps', () => {
       assert.equal((await p.get('/', { host: 'blog.test' })).servedBy, 'green@2.0.0');
     } finally {
       await p.close();
-      await import('node:fs/promises').then((fs) => fs.rm(dir, { recursive: true, force: true, maxRetries: 5 }));
+      await rm(dir, { recursive: true, force: true, maxRetries: 5 });
     }
   });
 

@@ -1,8 +1,13 @@
 import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
+import { request } from 'undici';
 import { eventually, startFleet } from '../helpers/fleet.ts';
-import { startProxy, twoPools } from '../helpers/proxy.ts';
+import { startProxy, TOKEN, twoPools } from '../helpers/proxy.ts';
+import { spawnServe } from '../helpers/serve-process.ts';
 import { startRedis, type RedisServer } from '../helpers/redis-server.ts';
 import { startUpstream, useUpstreams, type Upstream } from '../helpers/upstream.ts';
 
@@ -53,6 +58,11 @@ describe('live definitions across a fleet on redis', () => {
     await eventually(async () => (await b.get('/', { host: 'blog.test' })).servedBy === 'blue@1', 'blog on b');
     const c = await fleet.add('late');
     assert.equal((await c.get('/', { host: 'blog.test' })).servedBy, 'blue@1');
+    // an instance whose config file names no app at all serves what the store holds
+    const bare = await startProxy({ apps: [], store: { kind: 'redis', url: redis.url, prefix: fleet.prefix, cachePath: join(c.dir, 'bare-cache.json') } }, { instanceId: 'bare' });
+    t.after(() => bare.close());
+    assert.deepEqual((await bare.admin('GET', '/v1/apps')).body.apps.map((x: { app: string }) => x.app).sort(), ['blog', 'shop']);
+    assert.equal((await bare.get('/', { host: 'blog.test' })).servedBy, 'blue@1');
     await b.admin('DELETE', '/v1/apps/blog');
     // shop is the default app ("*"): a deleted blog falls back to it
     await eventually(async () => (await a.get('/', { host: 'blog.test' })).servedBy !== 'blue@1', 'blog gone on a');
@@ -66,7 +76,7 @@ describe('the config file and the store', () => {
   it('a restart with a file that differs serves the store and reports the drift once; --apply-config makes the file win', async (t) => {
     const first = await startProxy({ apps: [twoPools(up.blue.url, up.green.url)] });
     const dir = first.dir;
-    t.after(async () => (await import('node:fs/promises')).rm(dir, { recursive: true, force: true, maxRetries: 5 }));
+    t.after(() => rm(dir, { recursive: true, force: true, maxRetries: 5 }));
     await first.admin('PUT', '/v1/apps/shop/pools/green', { version: '2.9.0', targets: [up.blue.url] });
     await first.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
     await first.sy.close();
@@ -102,5 +112,23 @@ describe('the config file and the store', () => {
     } finally {
       await q.sy.close();
     }
+  });
+
+  it('switchyard serve --apply-config (a real process) makes the file win at start', async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'switchyard-apply-'));
+    t.after(() => rm(dir, { recursive: true, force: true, maxRetries: 5 }));
+    const doc = { apps: [twoPools(up.blue.url, up.green.url)], store: { kind: 'file', path: join(dir, 'state.json') } };
+    const first = await spawnServe(doc);
+    t.after(() => first.cleanup());
+    const put = await request(`${first.adminUrl}/v1/apps/shop/pools/green`, { method: 'PUT', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ version: '7.7.7', targets: [up.blue.url] }) });
+    assert.equal(put.statusCode, 200);
+    await put.body.dump();
+    first.child.kill('SIGTERM');
+    await first.exited;
+    const second = await spawnServe(doc, 10_000, (cfg) => ({ command: process.execPath, args: ['src/main.ts', 'serve', '--config', cfg, '--apply-config'], cwd: process.cwd() }));
+    t.after(() => second.cleanup());
+    const r = await request(`${second.adminUrl}/v1/apps/shop`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    const shop = (await r.body.json()) as { pools: { green: { version: string; targets: string[] } } };
+    assert.deepEqual(shop.pools.green, { ...shop.pools.green, version: '2.0.0', targets: [up.green.url] });
   });
 });

@@ -43,7 +43,7 @@ export class TargetsPanel {
       'div',
       { class: 'target-pool', 'data-pool': pool },
       h('h4', {}, h('span', { class: 'dot', 'data-color': this.view.colors.get(pool) }), `${pool} `, h('span', { class: 'mono muted', text: p.version })),
-      h('table', { class: 'target-table' }, h('thead', {}, h('tr', {}, ...['target', 'state', 'in flight', ''].map((t) => h('th', { scope: 'col', text: t })))), h('tbody', {}, ...rows)),
+      h('table', { class: 'target-table' }, h('thead', {}, h('tr', {}, ...['target', 'state', 'in flight here', ''].map((t) => h('th', { scope: 'col', text: t, ...(t === 'in flight here' ? { title: 'requests and WebSockets on the target through the instance serving this page; ? where it carries no traffic (the primary of workers)' } : {}) })))), h('tbody', {}, ...rows)),
       h('div', { class: 'target-add' }, input, add),
     );
   }
