@@ -25,9 +25,13 @@ export class TargetsPanel {
     const rows = figures.map((f) => {
       const state = f.phase === 'retiring' ? 'retiring' : (health.get(f.url) ?? 'up');
       const title = f.phase === 'retiring' ? `removed ${f.removedAt}; what is still open on it is closed at ${f.deadline}` : '';
+      // a target DNS discovery found is not in the definition: it leaves when DNS drops it, not by a DELETE
+      const discovered = !p.targets.includes(f.url);
       const remove = f.phase === 'retiring'
         ? h('span', { class: 'muted', text: 'finishing' })
-        : h('button', { type: 'button', class: 'small danger-quiet', 'data-action': 'remove-target', 'data-target': f.url, onclick: () => this.remove(pool, p, f.url), text: 'Remove…' });
+        : discovered
+          ? h('span', { class: 'muted', title: 'found by DNS discovery: it leaves the pool when DNS stops naming it', text: 'discovered' })
+          : h('button', { type: 'button', class: 'small danger-quiet', 'data-action': 'remove-target', 'data-target': f.url, onclick: () => this.remove(pool, p, f.url), text: 'Remove…' });
       return h(
         'tr',
         { 'data-target': f.url, 'data-phase': f.phase },
