@@ -17,6 +17,7 @@ import { DrainDeadlines } from './dataplane/drain.ts';
 import { TrustedProxies } from './dataplane/headers.ts';
 import { localCounts, Runtime } from './dataplane/runtime.ts';
 import { DataPlane, type DataPlaneOptions } from './dataplane/server.ts';
+import { Edge } from './edge/edge.ts';
 import { HealthMonitor } from './health/monitor.ts';
 import { createTelemetry, fleetPeerWindows, type Telemetry } from './metrics/telemetry.ts';
 import type { Rollouts } from './rollout/rollouts.ts';
@@ -55,8 +56,10 @@ export interface Switchyard {
   readonly drains: DrainDeadlines;
   /** progressive rollouts: the API's commands, and the driver on the lease holder */
   readonly rollouts: Rollouts;
-  /** binds both listeners; returns the ports actually bound */
-  listen(): Promise<{ proxyPort: number; adminPort: number }>;
+  /** the TLS port, certificates and ACME (`listen.tls`), or null */
+  readonly edge: Edge | null;
+  /** binds the listeners; returns the ports actually bound (tlsPort with `listen.tls`) */
+  listen(): Promise<{ proxyPort: number; adminPort: number; tlsPort?: number }>;
   /** graceful stop (SIGTERM): readyz 503, drain in-flight within grace, cut at hardStop */
   shutdown(): Promise<{ cut: number }>;
   /** immediate stop, for tests */
@@ -104,8 +107,15 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     ...(deps.random === undefined ? {} : { random: deps.random }),
     onRequest: telemetry.onRequest,
     onPreviewRejected: telemetry.onPreviewRejected,
+    ...(config.listen.tls === undefined ? {} : { intercept: (req, res) => edge?.intercept(req, res) ?? false }),
   };
   const dataPlane = new DataPlane(dpOpts);
+  const tlsConfig = config.listen.tls;
+  const edge: Edge | null = tlsConfig === undefined ? null : new Edge({ config, tls: tlsConfig, dataPlane, logger, registry: telemetry.metrics.registry });
+  const adminLoopback = ['127.0.0.1', '::1', 'localhost'].includes(config.admin.host);
+  if (!adminLoopback && config.admin.tls === undefined) {
+    logger.warn({ admin: config.admin.host }, 'INSECURE: the admin API listens off loopback without admin.tls; bearer tokens cross the network in clear text');
+  }
   const admin = createAdminServer({
     config,
     controller,
@@ -128,20 +138,22 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   drains.update();
   controller.on('applied', () => drains.update());
 
-  async function listen(): Promise<{ proxyPort: number; adminPort: number }> {
+  async function listen(): Promise<{ proxyPort: number; adminPort: number; tlsPort?: number }> {
     admin.listen(config.admin.port, config.admin.host);
     let proxyPort: number;
+    let tlsPort: number | undefined;
     try {
-      [proxyPort] = await Promise.all([dataPlane.listen(config.listen.host, config.listen.port, config.listen.acceptors), once(admin, 'listening')]);
+      [proxyPort, , tlsPort] = await Promise.all([dataPlane.listen(config.listen.host, config.listen.port, config.listen.acceptors), once(admin, 'listening'), edge?.listen(config.listen.host)]);
     } catch (err) {
       // a port taken: release whichever listener did bind, so the failed start holds nothing
       dataPlane.stopListening();
+      edge?.stopListening();
       admin.close();
       throw err;
     }
     const adminPort = (admin.address() as AddressInfo).port;
-    logger.info({ proxy: `${config.listen.host}:${proxyPort}`, admin: `${config.admin.host}:${adminPort}`, store: store.kind, apps: config.apps.map((a) => a.name) }, 'switchyard listening');
-    return { proxyPort, adminPort };
+    logger.info({ proxy: `${config.listen.host}:${proxyPort}`, ...(tlsPort === undefined ? {} : { tls: `${config.listen.host}:${tlsPort}` }), admin: `${config.admin.host}:${adminPort}`, store: store.kind, apps: config.apps.map((a) => a.name) }, 'switchyard listening');
+    return tlsPort === undefined ? { proxyPort, adminPort } : { proxyPort, adminPort, tlsPort };
   }
 
   const inflight = (): number => runtime.allPools().reduce((n, p) => n + p.inflight + p.upgraded, 0);
@@ -157,6 +169,8 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     // keep accepting for `delay` so a load balancer notices readyz before connections are refused
     if (delay > 0) await sleep(delay);
     dataPlane.stopListening();
+    edge?.stopListening();
+    edge?.listener.closeIdle();
     dataPlane.server.closeIdleConnections();
     for (const p of runtime.allPools()) for (const c of p.open) if (isUpgrade(c)) c.cut('shutdown');
     let warned = false;
@@ -172,6 +186,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     if (cut > 0) {
       for (const p of runtime.allPools()) for (const c of [...p.open]) c.cut('shutdown');
       dataPlane.server.closeAllConnections();
+      edge?.listener.closeAll();
       logger.warn({ cut }, 'hard stop: cut connections still open');
       telemetry.metrics.shutdownCut(cut);
     }
@@ -183,7 +198,9 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   async function close(): Promise<void> {
     shuttingDown = true;
     dataPlane.stopListening();
+    edge?.stopListening();
     dataPlane.server.closeAllConnections();
+    edge?.listener.closeAll();
     for (const p of runtime.allPools()) for (const c of [...p.open]) c.cut('shutdown');
     await closeParts();
   }
@@ -192,6 +209,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   async function closeParts(): Promise<void> {
     admin.close();
     admin.closeAllConnections();
+    edge?.close();
     drains.close();
     await health.close();
     await rollouts.close();
@@ -201,7 +219,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     await runtime.close();
   }
 
-  return { config, controller, runtime, dataPlane, admin, counts, health, telemetry, drains, rollouts, listen, shutdown, close };
+  return { config, controller, runtime, dataPlane, edge, admin, counts, health, telemetry, drains, rollouts, listen, shutdown, close };
 }
 
 function isUpgrade(c: unknown): boolean {

@@ -50,6 +50,8 @@ export interface DataPlaneOptions {
   readonly onRequest?: (record: RequestRecord) => void;
   /** called when a preview header carries a bad signature */
   readonly onPreviewRejected?: (app: AppRoute) => void;
+  /** answers a request itself before routing (true: taken), e.g. the 308 to https (src/edge) */
+  readonly intercept?: (req: IncomingMessage, res: ServerResponse) => boolean;
 }
 
 /** Picks the pool of a request: preview, then affinity pin, then sticky bucket or random split. */
@@ -198,13 +200,14 @@ export class DataPlane implements Plane {
   private readonly handleNow = (req: IncomingMessage, res: ServerResponse): void => this.handle(req, res);
 
   handle(req: IncomingMessage, res: ServerResponse): void {
+    if (this.opts.intercept !== undefined && this.opts.intercept(req, res)) return;
     const remote = normalizeAddress(req.socket.remoteAddress);
     const line = parseRequestTarget(req);
     if ('status' in line) {
       refuse(res, line.status, line.reason);
       return;
     }
-    const fwd = forwardRequestHeaders(req.rawHeaders, remote, this.opts.trust, line.authority ?? undefined);
+    const fwd = forwardRequestHeaders(req.rawHeaders, remote, this.opts.trust, line.authority ?? undefined, (req.socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http');
     if ('error' in fwd) {
       refuse(res, fwd.status, fwd.error);
       return;
