@@ -7,7 +7,8 @@ import { connect as tlsConnect, type PeerCertificate } from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { request } from 'undici';
+import pino from 'pino';
+import { Agent, request } from 'undici';
 import { createTestCa, type TestCa } from '../helpers/certs.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
@@ -96,7 +97,7 @@ describe('TLS listener: SNI, HTTP/2, certificate reload', () => {
   });
 
   it('proxies HTTP/1.1 over TLS with X-Forwarded-Proto: https', async () => {
-    const r = await request(`https://127.0.0.1:${tlsPort}/hello`, { headers: { host: 'shop.test' }, dispatcher: new (await import('undici')).Agent({ connect: { ca: ca.caPem, servername: 'shop.test' } }) });
+    const r = await request(`https://127.0.0.1:${tlsPort}/hello`, { headers: { host: 'shop.test' }, dispatcher: new Agent({ connect: { ca: ca.caPem, servername: 'shop.test' } }) });
     assert.equal(r.statusCode, 200);
     assert.equal(JSON.parse(await r.body.text()).url, '/hello');
     assert.equal(blue.seen.at(-1)?.headers['x-forwarded-proto'], 'https');
@@ -191,5 +192,24 @@ describe('TLS listener: SNI, HTTP/2, certificate reload', () => {
     } finally {
       session.close();
     }
+  });
+
+  it('admin.tls serves the admin API over TLS; an admin listener off loopback without it logs a loud warning', async () => {
+    const lines: string[] = [];
+    const logger = pino({ level: 'warn' }, { write: (l: string) => void lines.push(l) });
+    const admin = ca.issue('admin', ['localhost']);
+    const q = await startProxy({ admin: { host: '0.0.0.0', port: 0, tokens: [{ name: 't', token: 'test-token-0123456789abcdef' }], tls: { cert: admin.cert, key: admin.key } }, apps: [twoPools(blue.url, green.url)] }, { logger });
+    try {
+      const port = new URL(q.adminUrl).port;
+      const r = await request(`https://localhost:${port}/readyz`, { dispatcher: new Agent({ connect: { ca: ca.caPem } }) });
+      assert.equal(r.statusCode, 200);
+      await r.body.text();
+      assert.ok(!lines.some((l) => l.includes('INSECURE')), 'no warning with admin.tls');
+    } finally {
+      await q.close();
+    }
+    const plain = await startProxy({ admin: { host: '0.0.0.0', port: 0, tokens: [{ name: 't', token: 'test-token-0123456789abcdef' }] }, apps: [twoPools(blue.url, green.url)] }, { logger });
+    await plain.close();
+    assert.ok(lines.some((l) => l.includes('INSECURE') && l.includes('"level":40')), 'a warning names the clear-text admin listener');
   });
 });
