@@ -39,6 +39,8 @@ export interface BuildDeps {
   readonly sampleRandom?: () => number;
   /** the rollout driver's round interval, lease TTL, clock and timers (tests) */
   readonly rollouts?: RolloutTuning;
+  /** certificate file polling and ACME store sync intervals, ms (tests) */
+  readonly edge?: { readonly certPollMs?: number; readonly acmeSyncMs?: number };
 }
 
 export interface Switchyard {
@@ -111,7 +113,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   };
   const dataPlane = new DataPlane(dpOpts);
   const tlsConfig = config.listen.tls;
-  const edge: Edge | null = tlsConfig === undefined ? null : new Edge({ config, tls: tlsConfig, dataPlane, logger, registry: telemetry.metrics.registry });
+  const edge: Edge | null = tlsConfig === undefined ? null : new Edge({ config, tls: tlsConfig, dataPlane, logger, registry: telemetry.metrics.registry, store, instanceId, now, certPollMs: deps.edge?.certPollMs, acmeSyncMs: deps.edge?.acmeSyncMs });
   const adminLoopback = ['127.0.0.1', '::1', 'localhost'].includes(config.admin.host);
   if (!adminLoopback && config.admin.tls === undefined) {
     logger.warn({ admin: config.admin.host }, 'INSECURE: the admin API listens off loopback without admin.tls; bearer tokens cross the network in clear text');
@@ -124,7 +126,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     logger,
     now,
     ready: () => ready && !shuttingDown,
-    readyDetails: () => ({ shuttingDown, store: store.kind, revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])), ...fleet?.details() }),
+    readyDetails: () => ({ shuttingDown, store: store.kind, revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])), ...fleet?.details(), ...edge?.details() }),
     routes: [...canaryRoutes(controller), ...statsRoutes(telemetry.stats), ...rolloutRoutes(rollouts, (app) => Object.keys(controller.appConfig(app).pools))],
     metrics: telemetry.metrics,
     fallback: await loadDashboard(),
@@ -209,7 +211,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   async function closeParts(): Promise<void> {
     admin.close();
     admin.closeAllConnections();
-    edge?.close();
+    await edge?.close();
     drains.close();
     await health.close();
     await rollouts.close();

@@ -3,6 +3,11 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Config, TlsConfig } from '../config/schema.ts';
 import type { DataPlane } from '../dataplane/server.ts';
+import { randomUUID } from 'node:crypto';
+import { LocalLease, RedisLease, type Lease } from '../rollout/lease.ts';
+import { isRedisStore, type StateStore } from '../state/types.ts';
+import { AcmeManager, trustDirectoryCa } from './acme.ts';
+import { FileAcmeStorage, RedisAcmeStorage, type AcmeStorage } from './acme-store.ts';
 import { CertificateSet } from './certificates.ts';
 import { createH2Server } from './h2.ts';
 import { TlsListener } from './tls-listener.ts';
@@ -16,8 +21,23 @@ export interface EdgeDeps {
   readonly dataPlane: DataPlane;
   readonly logger: Logger;
   readonly registry: Registry;
+  readonly store: StateStore;
+  readonly instanceId: string;
   /** how often certificate files are checked for a change @default 1000 */
-  readonly certPollMs?: number;
+  readonly certPollMs?: number | undefined;
+  /** how often ACME reads the store and checks renewals @default 5000 */
+  readonly acmeSyncMs?: number | undefined;
+  /** @default Date.now (ACME renewal decisions) */
+  readonly now?: () => number;
+}
+
+/** The hosts ACME orders for: config `hosts`, else every exact host of every app (no wildcard, no "*"). */
+export function acmeHosts(config: Config): string[] {
+  const explicit = config.listen.tls?.acme?.hosts;
+  if (explicit !== undefined) return [...explicit];
+  const hosts = new Set<string>();
+  for (const a of config.apps) for (const h of a.hosts) if (h !== '*' && !h.startsWith('*.')) hosts.add(h.replace(/:\d+$/, ''));
+  return [...hosts];
 }
 
 /** A part of the edge that answers some plain-port requests itself (ACME HTTP-01). */
@@ -33,6 +53,7 @@ export interface Http01Responder {
 export class Edge {
   readonly certs: CertificateSet;
   readonly listener: TlsListener;
+  readonly acme: AcmeManager | null;
   readonly #deps: EdgeDeps;
   http01: Http01Responder | null = null;
   #port = 0;
@@ -61,12 +82,16 @@ export class Edge {
         this.set(certs.reloadFailures);
       },
     });
+    this.acme = tls.acme === undefined ? null : this.#createAcme(deps, tls.acme);
+    if (this.acme !== null) this.http01 = this.acme;
+    const acmeManager = this.acme;
     const h2 = tls.http2 ? createH2Server({ maxConcurrentStreams: tls.maxConcurrentStreams, handle: (req, res) => deps.dataPlane.handle(req, res) }) : null;
     this.listener = new TlsListener({
       certs: this.certs,
       http1: deps.dataPlane.server,
       http2: h2,
       minVersion: tls.minVersion,
+      ...(acmeManager === null ? {} : { alpnChallenge: (host: string) => acmeManager.alpnChallenge(host) }),
       onHandshakeError: (err) => {
         handshakeErrors.inc();
         logger.debug({ err: err.message }, 'TLS handshake failed');
@@ -74,10 +99,35 @@ export class Edge {
     });
   }
 
+  #createAcme(deps: EdgeDeps, config: NonNullable<TlsConfig['acme']>): AcmeManager {
+    const { store, logger } = deps;
+    if (config.caFile !== undefined) trustDirectoryCa(config.caFile);
+    let storage: AcmeStorage;
+    let lease: Lease;
+    const log = logger.child({ component: 'acme' });
+    if (isRedisStore(store) && deps.config.store.kind === 'redis') {
+      const prefix = deps.config.store.prefix;
+      storage = new RedisAcmeStorage(store.client, prefix);
+      // the rollout lease's mechanism under its own key: ordering and driving rollouts are separate jobs
+      lease = new RedisLease({ client: store.client, key: `${prefix}:acme-lease`, id: `${deps.instanceId}:${randomUUID()}`, logger: log, ...(deps.now === undefined ? {} : { now: deps.now }) });
+    } else {
+      storage = new FileAcmeStorage(deps.config.store.kind === 'file' ? deps.config.store.path : './data/state.json');
+      lease = new LocalLease(deps.instanceId);
+    }
+    return new AcmeManager({ config, hosts: acmeHosts(deps.config), storage, lease, certs: this.certs, logger: log, registry: deps.registry, ...(deps.now === undefined ? {} : { now: deps.now }), ...(deps.acmeSyncMs === undefined ? {} : { syncMs: deps.acmeSyncMs }) });
+  }
+
   async listen(host: string): Promise<number> {
     this.certs.watch();
     this.#port = await this.listener.listen(host, this.#deps.tls.port);
+    // ordering starts once the ports answer the CA's challenges
+    this.acme?.start();
     return this.#port;
+  }
+
+  /** For /readyz: ACME status per host (who orders, expiry, last error). */
+  details(): Record<string, unknown> {
+    return this.acme === null ? {} : { acme: this.acme.status() };
   }
 
   /**
@@ -112,9 +162,10 @@ export class Edge {
     this.listener.stopListening();
   }
 
-  close(): void {
+  async close(): Promise<void> {
     this.certs.close();
     this.listener.closeAll();
+    await this.acme?.close();
   }
 }
 
