@@ -13,6 +13,8 @@ import { createSecureContext } from 'node:tls';
 /** How long a challenge answer lives in the store: an order that takes longer has failed anyway. */
 const CHALLENGE_TTL_MS = 10 * 60_000;
 const MAX_BACKOFF_MS = 60 * 60_000;
+/** acme-client's polling of orders and challenges: quick at first, a few seconds at most */
+const CLIENT_BACKOFF = { backoffAttempts: 10, backoffMin: 200, backoffMax: 5000 };
 
 /** What /readyz and the dashboard show of one host's certificate. */
 export interface AcmeHostStatus {
@@ -72,6 +74,10 @@ export class AcmeManager {
 
   constructor(deps: AcmeDeps) {
     this.#d = deps;
+    // acme-client retries a network error 5 times, 5 s × attempt apart (75 s) before failing; the
+    // backoff here does the retrying, so an order fails fast and shows in /readyz (process-wide setting)
+    const settings = (acme.axios.defaults as { acmeSettings?: Record<string, number> }).acmeSettings;
+    if (settings !== undefined) Object.assign(settings, { retryMaxAttempts: 1, retryDefaultDelay: 1 });
     this.#now = deps.now ?? Date.now;
     for (const host of deps.hosts) this.#status.set(host, { host, notAfter: null, lastError: null, failures: 0, retryAt: null });
     this.#failures = new Counter({ name: 'switchyard_acme_order_failures_total', help: 'ACME orders that failed (retried with backoff)', labelNames: ['host'], registers: [deps.registry] });
@@ -143,12 +149,23 @@ export class AcmeManager {
     }
   }
 
-  async #accountKey(): Promise<Buffer | string> {
-    const stored = await this.#d.storage.get('account-key');
-    if (stored !== null) return stored;
+  /**
+   * A client on the fleet's one account: key and URL stored together, so a later order skips
+   * registration (acme-client would otherwise "update" the existing account with an empty body,
+   * which RFC 8555 servers such as pebble refuse).
+   */
+  async #client(): Promise<acme.Client> {
+    const { config, storage } = this.#d;
+    const stored = await storage.get('account');
+    if (stored !== null) {
+      const { key, url } = JSON.parse(stored) as { key: string; url: string };
+      return new acme.Client({ directoryUrl: config.directory, accountKey: key, accountUrl: url, ...CLIENT_BACKOFF });
+    }
     const key = await acme.crypto.createPrivateEcdsaKey();
-    await this.#d.storage.put('account-key', key.toString());
-    return key;
+    const client = new acme.Client({ directoryUrl: config.directory, accountKey: key, ...CLIENT_BACKOFF });
+    await client.createAccount({ termsOfServiceAgreed: true, ...(config.email === undefined ? {} : { contact: [`mailto:${config.email}`] }) });
+    await storage.put('account', JSON.stringify({ key: key.toString(), url: client.getAccountUrl() }));
+    return client;
   }
 
   async #order(host: string): Promise<void> {
@@ -156,7 +173,7 @@ export class AcmeManager {
     const status = this.#status.get(host) as AcmeHostStatus;
     logger.info({ host, challenge: config.challenge }, 'acme: ordering a certificate');
     try {
-      const client = new acme.Client({ directoryUrl: config.directory, accountKey: await this.#accountKey(), backoffAttempts: 10, backoffMin: 200, backoffMax: 5000 });
+      const client = await this.#client();
       const [key, csr] = await acme.crypto.createCsr({ altNames: [host] }, await acme.crypto.createPrivateEcdsaKey());
       const cert = await client.auto({
         csr,
@@ -193,13 +210,15 @@ export class AcmeManager {
       Object.assign(status, { notAfter: new Date(loaded.notAfter).toISOString(), lastError: null, failures: 0, retryAt: null });
       logger.info({ host, notAfter: status.notAfter }, 'acme: certificate issued');
     } catch (err) {
+      // acme-client reports a server that does not answer as a TypeError from its own code
+      const message = err instanceof TypeError && err.message.includes("reading 'config'") ? `the ACME server ${config.directory} did not answer` : (err as Error).message;
       const prev = this.#backoff.get(host);
       const delay = prev === undefined ? config.retry : Math.min(prev.delay * 2, MAX_BACKOFF_MS);
       const until = this.#now() + delay;
       this.#backoff.set(host, { until, delay });
       this.#failures.inc({ host });
-      Object.assign(status, { lastError: (err as Error).message, failures: status.failures + 1, retryAt: new Date(until).toISOString() });
-      logger.error({ err: (err as Error).message, host, retryInMs: delay }, 'acme: order failed; the current certificate keeps serving');
+      Object.assign(status, { lastError: message, failures: status.failures + 1, retryAt: new Date(until).toISOString() });
+      logger.error({ err: message, host, retryInMs: delay }, 'acme: order failed; the current certificate keeps serving');
     }
   }
 
