@@ -93,9 +93,11 @@ export class CertificateSet {
   #index(): void {
     const exact = new Map<string, LoadedCert>();
     const wild = new Map<string, LoadedCert>();
-    // files first, in order: the first one that names a host wins; ACME certificates fill the rest
-    const all = [...this.#fromFiles.filter((c): c is LoadedCert => c !== null), ...this.#extra.values()];
-    for (const c of all) {
+    // ACME certificates first (one exists only where no file covered its host, or the file's was
+    // due for renewal), then the files in order: the first that names a host wins
+    const files = this.#fromFiles.filter((c): c is LoadedCert => c !== null);
+    const all = [...files, ...this.#extra.values()];
+    for (const c of [...this.#extra.values(), ...files]) {
       for (const n of c.names) {
         if (n.startsWith('*.')) {
           if (!wild.has(n.slice(2))) wild.set(n.slice(2), c);
