@@ -109,7 +109,7 @@ export class Edge {
       const prefix = deps.config.store.prefix;
       storage = new RedisAcmeStorage(store.client, prefix);
       // the rollout lease's mechanism under its own key: ordering and driving rollouts are separate jobs
-      lease = new RedisLease({ client: store.client, key: `${prefix}:acme-lease`, id: `${deps.instanceId}:${randomUUID()}`, logger: log, ...(deps.now === undefined ? {} : { now: deps.now }) });
+      lease = new RedisLease({ client: store.client, key: `${prefix}:acme-lease`, role: 'orders ACME certificates', id: `${deps.instanceId}:${randomUUID()}`, logger: log, ...(deps.now === undefined ? {} : { now: deps.now }) });
     } else {
       storage = new FileAcmeStorage(deps.config.store.kind === 'file' ? deps.config.store.path : './data/state.json');
       lease = new LocalLease(deps.instanceId);

@@ -8,6 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import pino from 'pino';
+import WebSocket, { WebSocketServer } from 'ws';
 import { Agent, request } from 'undici';
 import { createTestCa, type TestCa } from '../helpers/certs.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
@@ -211,5 +212,31 @@ describe('TLS listener: SNI, HTTP/2, certificate reload', () => {
     const plain = await startProxy({ admin: { host: '0.0.0.0', port: 0, tokens: [{ name: 't', token: 'test-token-0123456789abcdef' }] }, apps: [twoPools(blue.url, green.url)] }, { logger });
     await plain.close();
     assert.ok(lines.some((l) => l.includes('INSECURE') && l.includes('"level":40')), 'a warning names the clear-text admin listener');
+  });
+
+  it('a WebSocket upgrade works over HTTP/1.1 on the TLS port, the upstream told https', async () => {
+    const up = await startUpstream('ws');
+    const wss = new WebSocketServer({ server: up.server });
+    const protos: unknown[] = [];
+    wss.on('connection', (ws, req) => {
+      protos.push(req.headers['x-forwarded-proto']);
+      ws.on('message', (d: Buffer) => ws.send(`echo ${d.toString()}`));
+    });
+    const q = await startProxy({ listen: { host: '127.0.0.1', port: 0, tls: { port: 0, certs: [{ cert: shop.cert, key: shop.key }] } }, apps: [twoPools(up.url, up.url)] });
+    try {
+      const port = (q.sy.edge?.listener.server.address() as { port: number }).port;
+      const ws = new WebSocket(`wss://127.0.0.1:${port}/socket`, { ca: ca.caPem, servername: 'shop.test', headers: { host: 'shop.test' } });
+      await once(ws, 'open');
+      ws.send('hi');
+      const [msg] = (await once(ws, 'message')) as [Buffer];
+      assert.equal(msg.toString(), 'echo hi');
+      assert.deepEqual(protos, ['https']);
+      ws.close();
+      await once(ws, 'close');
+    } finally {
+      await q.close();
+      wss.close();
+      await up.close();
+    }
   });
 });
