@@ -225,7 +225,7 @@ describe('TLS listener: SNI, HTTP/2, certificate reload', () => {
     const q = await startProxy({ listen: { host: '127.0.0.1', port: 0, tls: { port: 0, certs: [{ cert: shop.cert, key: shop.key }] } }, apps: [twoPools(up.url, up.url)] });
     try {
       const port = (q.sy.edge?.listener.server.address() as { port: number }).port;
-      const ws = new WebSocket(`wss://127.0.0.1:${port}/socket`, { ca: ca.caPem, servername: 'shop.test', headers: { host: 'shop.test' } });
+      const ws = new WebSocket(`wss://127.0.0.1:${port}/socket`, { ca: ca.caPem, servername: 'shop.test', headers: { host: 'shop.test' } } as WebSocket.ClientOptions);
       await once(ws, 'open');
       ws.send('hi');
       const [msg] = (await once(ws, 'message')) as [Buffer];
