@@ -2,6 +2,7 @@ import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
+import { ConfigError } from '../errors.ts';
 
 /** One certificate ready to serve: its SecureContext, the names it answers and when it expires. */
 export interface LoadedCert {
@@ -81,8 +82,14 @@ export class CertificateSet {
     this.#logger = opts.logger;
     this.#minVersion = opts.minVersion ?? 'TLSv1.2';
     this.#pollMs = opts.pollMs ?? 1000;
-    // at start a certificate that does not load is a configuration error: fail loudly
-    this.#fromFiles = this.#files.map((f) => this.#read(f));
+    // at start a certificate that does not load is a configuration error (exit 2, key path named)
+    this.#fromFiles = this.#files.map((f, i) => {
+      try {
+        return this.#read(f);
+      } catch (err) {
+        throw new ConfigError([`listen.tls.certs[${i}]: ${(err as Error).message}`]);
+      }
+    });
     this.#index();
   }
 

@@ -54,7 +54,8 @@ describe('listen.tls configuration', () => {
     try {
       const a = ca.issue('a', ['a.test']);
       const b = ca.issue('b', ['b.test']);
-      assert.throws(() => new CertificateSet({ files: [{ cert: a.cert, key: b.key }], logger: pino({ level: 'silent' }) }), /a\.pem: the private key does not match the certificate/);
+      assert.throws(() => new CertificateSet({ files: [{ cert: a.cert, key: b.key }], logger: pino({ level: 'silent' }) }), (err: unknown) => err instanceof ConfigError && /^listen\.tls\.certs\[0\]: .*a\.pem: the private key does not match the certificate$/.test(err.issues[0] ?? ''));
+      assert.throws(() => new CertificateSet({ files: [{ cert: '/nonexistent.pem', key: b.key }], logger: pino({ level: 'silent' }) }), (err: unknown) => err instanceof ConfigError && /listen\.tls\.certs\[0\]: .*nonexistent/.test(err.issues[0] ?? ''));
     } finally {
       ca.close();
     }
