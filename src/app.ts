@@ -17,7 +17,7 @@ import { DrainDeadlines } from './dataplane/drain.ts';
 import { TrustedProxies } from './dataplane/headers.ts';
 import { localCounts, Runtime } from './dataplane/runtime.ts';
 import { DataPlane, type DataPlaneOptions } from './dataplane/server.ts';
-import { Edge } from './edge/edge.ts';
+import type { Edge } from './edge/edge.ts';
 import { HealthMonitor } from './health/monitor.ts';
 import { createTelemetry, fleetPeerWindows, type Telemetry } from './metrics/telemetry.ts';
 import type { Rollouts } from './rollout/rollouts.ts';
@@ -113,7 +113,9 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   };
   const dataPlane = new DataPlane(dpOpts);
   const tlsConfig = config.listen.tls;
-  const edge: Edge | null = tlsConfig === undefined ? null : new Edge({ config, tls: tlsConfig, dataPlane, logger, registry: telemetry.metrics.registry, store, instanceId, now, certPollMs: deps.edge?.certPollMs, acmeSyncMs: deps.edge?.acmeSyncMs });
+  // loaded on demand: node:http2, the TLS setup and acme-client (whose axios touches the global
+  // fetch, which loads Node's bundled undici: see src/node-http.ts) cost nothing without listen.tls
+  const edge: Edge | null = tlsConfig === undefined ? null : await (await import('./edge/edge.ts')).Edge.create({ config, tls: tlsConfig, dataPlane, logger, registry: telemetry.metrics.registry, store, instanceId, now, certPollMs: deps.edge?.certPollMs, acmeSyncMs: deps.edge?.acmeSyncMs });
   const adminLoopback = ['127.0.0.1', '::1', 'localhost'].includes(config.admin.host);
   if (!adminLoopback && config.admin.tls === undefined) {
     logger.warn({ admin: config.admin.host }, 'INSECURE: the admin API listens off loopback without admin.tls; bearer tokens cross the network in clear text');

@@ -6,7 +6,7 @@ import type { DataPlane } from '../dataplane/server.ts';
 import { randomUUID } from 'node:crypto';
 import { LocalLease, RedisLease, type Lease } from '../rollout/lease.ts';
 import { isRedisStore, type StateStore } from '../state/types.ts';
-import { AcmeManager, trustDirectoryCa } from './acme.ts';
+import type { AcmeManager } from './acme.ts';
 import { FileAcmeStorage, RedisAcmeStorage, type AcmeStorage } from './acme-store.ts';
 import { CertificateSet } from './certificates.ts';
 import { createH2Server } from './h2.ts';
@@ -58,7 +58,13 @@ export class Edge {
   http01: Http01Responder | null = null;
   #port = 0;
 
-  constructor(deps: EdgeDeps) {
+  /** Builds the edge; ACME's code (acme-client) is loaded only when `tls.acme` is set. */
+  static async create(deps: EdgeDeps): Promise<Edge> {
+    const acme = deps.tls.acme === undefined ? null : await import('./acme.ts');
+    return new Edge(deps, acme);
+  }
+
+  private constructor(deps: EdgeDeps, acmeModule: typeof import('./acme.ts') | null) {
     this.#deps = deps;
     const { tls, logger, registry } = deps;
     this.certs = new CertificateSet({ files: tls.certs, logger: logger.child({ component: 'tls' }), minVersion: tls.minVersion, ...(deps.certPollMs === undefined ? {} : { pollMs: deps.certPollMs }) });
@@ -82,7 +88,7 @@ export class Edge {
         this.set(certs.reloadFailures);
       },
     });
-    this.acme = tls.acme === undefined ? null : this.#createAcme(deps, tls.acme);
+    this.acme = tls.acme === undefined || acmeModule === null ? null : this.#createAcme(deps, tls.acme, acmeModule);
     if (this.acme !== null) this.http01 = this.acme;
     const acmeManager = this.acme;
     const h2 = tls.http2 ? createH2Server({ maxConcurrentStreams: tls.maxConcurrentStreams, handle: (req, res) => deps.dataPlane.handle(req, res) }) : null;
@@ -99,7 +105,7 @@ export class Edge {
     });
   }
 
-  #createAcme(deps: EdgeDeps, config: NonNullable<TlsConfig['acme']>): AcmeManager {
+  #createAcme(deps: EdgeDeps, config: NonNullable<TlsConfig['acme']>, { AcmeManager, trustDirectoryCa }: typeof import('./acme.ts')): AcmeManager {
     const { store, logger } = deps;
     if (config.caFile !== undefined) trustDirectoryCa(config.caFile);
     let storage: AcmeStorage;

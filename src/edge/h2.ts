@@ -74,6 +74,9 @@ class H2Response extends http2.Http2ServerResponse {
   }
 }
 
+/** Idle h2 connections are closed after this, as HTTP/1.1 keep-alive ones (DataPlane's keepAliveTimeout). */
+export const H2_IDLE_MS = 65_000;
+
 export interface H2Options {
   /** SETTINGS_MAX_CONCURRENT_STREAMS per connection @default 128 (nginx's default) */
   readonly maxConcurrentStreams?: number;
@@ -99,7 +102,12 @@ export function createH2Server(opts: H2Options): Http2.Http2Server {
   });
   server.on('request', (req, res) => opts.handle(req as unknown as IncomingMessage, res as unknown as ServerResponse));
   server.on('sessionError', () => undefined);
-  server.on('session', (session) => session.on('error', () => undefined));
+  server.on('session', (session) => {
+    session.on('error', () => undefined);
+    // an idle h2 connection gets a GOAWAY after the HTTP/1.1 keep-alive timeout of the data plane;
+    // streams still open finish first
+    session.setTimeout(H2_IDLE_MS, () => session.close());
+  });
   return server;
 }
 

@@ -41,11 +41,14 @@ export class TlsListener {
     // resumption: session tickets (Node's default keys, one set per listener) stay on by default
     this.server = createTlsServer({
       minVersion: opts.minVersion,
+      // a connection that has not finished its handshake by then is dropped (Node's default: 120 s)
+      handshakeTimeout: 10_000,
       ...(first === null ? {} : { cert: first.certPem, key: first.keyPem }),
       ALPNCallback: ({ servername, protocols: offered }) => {
         if (offered.includes(ACME_TLS_ALPN) && opts.alpnChallenge?.(servername ?? '') != null) return ACME_TLS_ALPN;
         for (const p of protocols) if (offered.includes(p)) return p;
-        // a client offering only protocols we do not speak is answered without ALPN (http/1.1)
+        // a client offering only protocols we do not speak gets no_application_protocol (RFC 7301 §3.2);
+        // a client that sends no ALPN at all never gets here and speaks http/1.1
         return undefined;
       },
       SNICallback: (servername, cb) => {
