@@ -6,6 +6,7 @@ import type { DataPlane } from '../dataplane/server.ts';
 import { randomUUID } from 'node:crypto';
 import { LocalLease, RedisLease, type Lease } from '../rollout/lease.ts';
 import { isRedisStore, type StateStore } from '../state/types.ts';
+import type * as AcmeModule from './acme.ts';
 import type { AcmeManager } from './acme.ts';
 import { FileAcmeStorage, RedisAcmeStorage, type AcmeStorage } from './acme-store.ts';
 import { CertificateSet } from './certificates.ts';
@@ -64,7 +65,7 @@ export class Edge {
     return new Edge(deps, acme);
   }
 
-  private constructor(deps: EdgeDeps, acmeModule: typeof import('./acme.ts') | null) {
+  private constructor(deps: EdgeDeps, acmeModule: typeof AcmeModule | null) {
     this.#deps = deps;
     const { tls, logger, registry } = deps;
     this.certs = new CertificateSet({ files: tls.certs, logger: logger.child({ component: 'tls' }), minVersion: tls.minVersion, ...(deps.certPollMs === undefined ? {} : { pollMs: deps.certPollMs }) });
@@ -105,7 +106,7 @@ export class Edge {
     });
   }
 
-  #createAcme(deps: EdgeDeps, config: NonNullable<TlsConfig['acme']>, { AcmeManager, trustDirectoryCa }: typeof import('./acme.ts')): AcmeManager {
+  #createAcme(deps: EdgeDeps, config: NonNullable<TlsConfig['acme']>, { AcmeManager, trustDirectoryCa }: typeof AcmeModule): AcmeManager {
     const { store, logger } = deps;
     if (config.caFile !== undefined) trustDirectoryCa(config.caFile);
     let storage: AcmeStorage;
