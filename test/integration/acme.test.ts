@@ -51,7 +51,8 @@ async function ordersOf(p: TestProxy): Promise<number> {
 
 function acmeDoc(pebble: Pebble, plainPort: number, tlsPort: number, challenge: 'http-01' | 'tls-alpn-01', app: Record<string, unknown>): Record<string, unknown> {
   return {
-    listen: { host: '127.0.0.1', port: plainPort, acceptors: 1, tls: { port: tlsPort, acme: { directory: pebble.directory, caFile: pebble.caFile, hosts: [HOST], challenge, retry: '500ms' } } },
+    // redirect on: the challenge path must still be answered on the plain port, not sent to https
+    listen: { host: '127.0.0.1', port: plainPort, acceptors: 1, redirect: true, tls: { port: tlsPort, acme: { directory: pebble.directory, caFile: pebble.caFile, hosts: [HOST], challenge, retry: '500ms' } } },
     apps: [app],
   };
 }

@@ -107,6 +107,9 @@ describe('TLS listener: SNI, HTTP/2, certificate reload', () => {
   it('HTTP/2 routes like HTTP/1.1: a switch and a 30 % canary observed over h2, no connection headers', async () => {
     const session = h2connect(`https://127.0.0.1:${tlsPort}`, { ca: ca.caPem, servername: 'shop.test' });
     try {
+      await once(session, 'remoteSettings');
+      assert.equal(session.remoteSettings.maxConcurrentStreams, 128, 'the stream limit is announced');
+      assert.equal(session.remoteSettings.maxHeaderListSize, 16_384, 'the header size limit is announced');
       const first = await h2get(session, '/a', { ':authority': 'shop.test', cookie: 'a=1' });
       assert.equal(first.status, 200);
       assert.equal(first.headers['x-served-by'], 'blue@1.0.0');
