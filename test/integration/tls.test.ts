@@ -242,4 +242,30 @@ describe('TLS listener: SNI, HTTP/2, certificate reload', () => {
       await up.close();
     }
   });
+
+  it('graceful shutdown lets an h2 stream in flight finish, then stops', async () => {
+    const slow = await startUpstream('slow', (_req, res) => {
+      setTimeout(() => {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.end('late');
+      }, 300);
+    });
+    const q = await startProxy({ listen: { host: '127.0.0.1', port: 0, tls: { port: 0, certs: [{ cert: shop.cert, key: shop.key }] } }, shutdown: { grace: '2s', hardStop: '3s' }, apps: [twoPools(slow.url, slow.url)] });
+    try {
+      const port = (q.sy.edge?.listener.server.address() as { port: number }).port;
+      const session = h2connect(`https://127.0.0.1:${port}`, { ca: ca.caPem, servername: 'shop.test' });
+      session.on('error', () => undefined);
+      const pending = h2get(session, '/slow', { ':authority': 'shop.test' });
+      await sleep(100);
+      const stopped = q.sy.shutdown();
+      const r = await pending;
+      assert.equal(r.status, 200);
+      assert.equal(r.body, 'late');
+      assert.deepEqual(await stopped, { cut: 0 });
+      session.destroy();
+    } finally {
+      await q.close();
+      await slow.close();
+    }
+  });
 });
