@@ -22,6 +22,7 @@ import { stopDataPlane } from './dataplane/shutdown.ts';
 import { Discovery } from './discovery/discovery.ts';
 import { discoveryMetrics } from './discovery/metrics.ts';
 import { withDiscovery } from './discovery/view.ts';
+import type { Edge } from './edge/edge.ts';
 import { HealthMonitor } from './health/monitor.ts';
 import { registerLogMetrics, type LogSink } from './logger.ts';
 import { createTelemetry, fleetPeerWindows, type Telemetry } from './metrics/telemetry.ts';
@@ -48,6 +49,8 @@ export interface BuildDeps {
   readonly logSink?: LogSink;
   /** the config file's app definitions win over the store's at start (`serve --apply-config`) @default false */
   readonly applyConfig?: boolean;
+  /** certificate file polling and ACME store sync intervals, ms (tests) */
+  readonly edge?: { readonly certPollMs?: number; readonly acmeSyncMs?: number };
 }
 
 export interface Switchyard {
@@ -67,8 +70,10 @@ export interface Switchyard {
   readonly rollouts: Rollouts;
   /** DNS discovery of the pools with `discover` (src/discovery/) */
   readonly discovery: Discovery;
-  /** binds both listeners; returns the ports actually bound */
-  listen(): Promise<{ proxyPort: number; adminPort: number }>;
+  /** the TLS port, certificates and ACME (`listen.tls`), or null */
+  readonly edge: Edge | null;
+  /** binds the listeners; returns the ports actually bound (tlsPort with `listen.tls`) */
+  listen(): Promise<{ proxyPort: number; adminPort: number; tlsPort?: number }>;
   /** graceful stop (SIGTERM): readyz 503, drain in-flight within grace, cut at hardStop */
   shutdown(): Promise<{ cut: number }>;
   /** immediate stop, for tests */
@@ -130,10 +135,19 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     onRequest: telemetry.onRequest,
     onPreviewRejected: telemetry.onPreviewRejected,
     limits: processLimits(config, logger, runtime),
+    ...(config.listen.tls === undefined ? {} : { intercept: (req, res) => edge?.intercept(req, res) ?? false }),
   };
   const dataPlane = new DataPlane(dpOpts);
   telemetry.metrics.addLimits(dataPlane.limits);
   if (deps.logSink !== undefined) registerLogMetrics(telemetry.metrics.registry, deps.logSink);
+  const tlsConfig = config.listen.tls;
+  // loaded on demand: node:http2, the TLS setup and acme-client (whose axios touches the global
+  // fetch, which loads Node's bundled undici: see src/node-http.ts) cost nothing without listen.tls
+  const edge: Edge | null = tlsConfig === undefined ? null : await (await import('./edge/edge.ts')).Edge.create({ config, tls: tlsConfig, dataPlane, logger, registry: telemetry.metrics.registry, store, instanceId, now, certPollMs: deps.edge?.certPollMs, acmeSyncMs: deps.edge?.acmeSyncMs });
+  const adminLoopback = ['127.0.0.1', '::1', 'localhost'].includes(config.admin.host);
+  if (!adminLoopback && config.admin.tls === undefined) {
+    logger.warn({ admin: config.admin.host }, 'INSECURE: the admin API listens off loopback without admin.tls; bearer tokens cross the network in clear text');
+  }
   const admin = createAdminServer({
     config,
     controller,
@@ -142,7 +156,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     logger,
     now,
     ready: () => ready && !shuttingDown,
-    readyDetails: () => ({ shuttingDown, store: store.kind, ...(deps.logSink === undefined ? {} : { log: deps.logSink.view() }), revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])), brokenStates: controller.brokenStates(), drift: controller.drift(), ...fleet?.details() }),
+    readyDetails: () => ({ shuttingDown, store: store.kind, ...(deps.logSink === undefined ? {} : { log: deps.logSink.view() }), revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])), brokenStates: controller.brokenStates(), drift: controller.drift(), ...fleet?.details(), ...edge?.details() }),
     routes: [...canaryRoutes(controller), ...statsRoutes(telemetry.stats), ...rolloutRoutes(rollouts, (app) => Object.keys(controller.appConfig(app).pools))],
     metrics: telemetry.metrics,
     fallback: await loadDashboard(),
@@ -157,22 +171,24 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   drains.update();
   controller.on('applied', () => drains.update());
 
-  async function listen(): Promise<{ proxyPort: number; adminPort: number }> {
+  async function listen(): Promise<{ proxyPort: number; adminPort: number; tlsPort?: number }> {
     // a pool fed by discovery serves its discovered targets from the first request (each first lookup is bounded)
     await discovery.settled();
     admin.listen(config.admin.port, config.admin.host);
     let proxyPort: number;
+    let tlsPort: number | undefined;
     try {
-      [proxyPort] = await Promise.all([dataPlane.listen(config.listen.host, config.listen.port, config.listen.acceptors), once(admin, 'listening')]);
+      [proxyPort, , tlsPort] = await Promise.all([dataPlane.listen(config.listen.host, config.listen.port, config.listen.acceptors), once(admin, 'listening'), edge?.listen(config.listen.host)]);
     } catch (err) {
       // a port taken: release whichever listener did bind, so the failed start holds nothing
       dataPlane.stopListening();
+      edge?.stopListening();
       admin.close();
       throw err;
     }
     const adminPort = (admin.address() as AddressInfo).port;
-    logger.info({ proxy: `${config.listen.host}:${proxyPort}`, admin: `${config.admin.host}:${adminPort}`, store: store.kind, apps: controller.appNames() }, 'switchyard listening');
-    return { proxyPort, adminPort };
+    logger.info({ proxy: `${config.listen.host}:${proxyPort}`, ...(tlsPort === undefined ? {} : { tls: `${config.listen.host}:${tlsPort}` }), admin: `${config.admin.host}:${adminPort}`, store: store.kind, apps: controller.appNames() }, 'switchyard listening');
+    return tlsPort === undefined ? { proxyPort, adminPort } : { proxyPort, adminPort, tlsPort };
   }
 
   const inflight = (): number => runtime.allPools().reduce((n, p) => n + p.inflight + p.upgraded, 0);
@@ -183,7 +199,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     ready = false;
     const started = now();
     logger.info({ inflight: inflight(), ...config.shutdown }, 'shutting down: readyz is 503, draining');
-    const { answered, cut } = await stopDataPlane({ dataPlane, runtime, shutdown: config.shutdown, logger, now });
+    const { answered, cut } = await stopDataPlane({ dataPlane, runtime, shutdown: config.shutdown, logger, now, listener: edge?.listener ?? null });
     if (cut > 0) telemetry.metrics.shutdownCut(cut);
     await closeParts();
     logger.info({ answered, cut, ms: now() - started }, 'stopped');
@@ -193,7 +209,9 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   async function close(): Promise<void> {
     shuttingDown = true;
     dataPlane.stopListening();
+    edge?.stopListening();
     dataPlane.server.closeAllConnections();
+    edge?.listener.closeAll();
     for (const p of runtime.allPools()) for (const c of [...p.open]) c.cut('shutdown');
     await closeParts();
   }
@@ -203,6 +221,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     admin.close();
     admin.closeAllConnections();
     discovery.close();
+    await edge?.close();
     drains.close();
     telemetry.stats.close();
     await health.close();
@@ -213,5 +232,5 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     await runtime.close();
   }
 
-  return { config, controller, runtime, dataPlane, admin, counts, health, telemetry, drains, rollouts, discovery, listen, shutdown, close };
+  return { config, controller, runtime, dataPlane, admin, counts, health, telemetry, drains, rollouts, discovery, edge, listen, shutdown, close };
 }

@@ -5,7 +5,8 @@ import type { Controller } from '../control/controller.ts';
 import type { CountsSource } from '../control/counts.ts';
 import type { HealthSource } from '../health/monitor.ts';
 import { SwitchyardError } from '../errors.ts';
-import { http } from '../node-http.ts';
+import { readFileSync } from 'node:fs';
+import { http, https } from '../node-http.ts';
 import { Authenticator } from './auth.ts';
 import { attachOpenApi } from './openapi.ts';
 import { parseIfMatch, readJson, validate } from './body.ts';
@@ -129,9 +130,15 @@ export function createAdminServer(deps: AdminServerDeps): Server {
     writeError(res, e, e.code === 'BODY_TOO_LARGE' ? { connection: 'close' } : {});
   }
 
-  const server = http.createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS }, (req, res) => {
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     handle(req, res).catch((err: unknown) => fail(req, res, err));
-  });
+  };
+  const options = { headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS };
+  const tls = deps.config.admin.tls;
+  // admin.tls: tokens never cross the network in clear text (the files are read once, at start)
+  const server = tls !== undefined
+    ? https().createServer({ ...options, cert: readFileSync(tls.cert), key: readFileSync(tls.key), minVersion: 'TLSv1.2' }, onRequest)
+    : http.createServer(options, onRequest);
   attachOpenApi(router, server);
   return server;
 }

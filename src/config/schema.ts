@@ -251,6 +251,34 @@ const store = z.discriminatedUnion('kind', [
   }),
 ]);
 
+const certFiles = z.strictObject({ cert: z.string().min(1), key: z.string().min(1) });
+
+/** ACME (RFC 8555): certificates ordered and renewed by the proxy (src/edge/acme.ts). */
+const acme = z.strictObject({
+  directory: z.string().url('must be the URL of an ACME directory'),
+  email: z.string().email().optional(),
+  /** @default every exact host of every app */
+  hosts: z.array(z.string().regex(/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/, 'must be an exact DNS name')).min(1).optional(),
+  challenge: z.enum(['http-01', 'tls-alpn-01']).default('http-01'),
+  /** a CA to trust for the directory itself (a test CA such as pebble's) */
+  caFile: z.string().min(1).optional(),
+  /** first retry after a failed order; doubles up to 1h @default 1m */
+  retry: duration('1m'),
+});
+
+/** The TLS port (src/edge): certificates by SNI, HTTP/2 by ALPN, optional ACME. */
+const tls = z
+  .strictObject({
+    port: port.default(8443),
+    certs: z.array(certFiles).default([]),
+    http2: z.boolean().default(true),
+    minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+    /** h2 streams per connection @default 128 (nginx's default) */
+    maxConcurrentStreams: z.number().int().min(1).max(10_000).default(128),
+    acme: acme.optional(),
+  })
+  .refine((t) => t.certs.length > 0 || t.acme !== undefined, { message: 'needs certs, acme or both', path: ['certs'] });
+
 export const configSchema = z
   .strictObject({
     listen: z
@@ -263,6 +291,9 @@ export const configSchema = z
          * another Switchyard included, fails the start. @default 256 (DEFAULT_ACCEPTORS)
          */
         acceptors: z.number().int().min(1).max(1024).default(DEFAULT_ACCEPTORS),
+        /** the plain port answers 308 to https (ACME challenge paths excepted); needs `tls` @default false */
+        redirect: z.boolean().default(false),
+        tls: tls.optional(),
       })
       .prefault({}),
     admin: z
@@ -280,6 +311,8 @@ export const configSchema = z
          * @default []
          */
         allowedHosts: z.array(z.string().min(1).max(253)).default([]),
+        /** serve the admin API over TLS */
+        tls: certFiles.optional(),
       })
       .prefault({}),
     store: store.prefault({ kind: 'file' }),
@@ -348,6 +381,13 @@ export const configSchema = z
     if (!loopback && c.admin.tokens.length === 0) {
       ctx.addIssue({ code: 'custom', path: ['admin', 'tokens'], message: 'an admin listener on a non-loopback address needs tokens' });
     }
+    if (c.listen.tls !== undefined && c.workers !== 1) {
+      // the worker processes (src/cluster) build their own data plane without the TLS listener
+      ctx.addIssue({ code: 'custom', path: ['listen', 'tls'], message: 'is served by one process for now: set workers: 1' });
+    }
+    if (c.listen.redirect && c.listen.tls === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['listen', 'redirect'], message: 'needs listen.tls (there is no https port to redirect to)' });
+    }
     if (c.store.kind === 'redis' && c.store.sentinels !== undefined && c.store.name === undefined) {
       ctx.addIssue({ code: 'custom', path: ['store', 'name'], message: 'required with sentinels' });
     }
@@ -361,3 +401,5 @@ export type DiscoverConfig = NonNullable<PoolConfig['discover']>;
 export type DiscoveryConfig = Config['discovery'];
 export type HealthConfig = NonNullable<AppConfig['health']>;
 export type StoreConfig = Config['store'];
+export type TlsConfig = NonNullable<Config['listen']['tls']>;
+export type AcmeConfig = NonNullable<TlsConfig['acme']>;
