@@ -22,7 +22,8 @@ COPY config/switchyard.yaml /etc/switchyard/switchyard.yaml
 # the file store writes beside the config's relative path (./data) or wherever store.path says
 RUN mkdir -p /app/data /var/lib/switchyard && chown node:node /app/data /var/lib/switchyard
 USER node
-EXPOSE 8080 8081
+# 8443: the TLS port (listen.tls), HTTPS and HTTP/2
+EXPOSE 8080 8443 8081
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:8081/healthz').then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 STOPSIGNAL SIGTERM

@@ -6,6 +6,7 @@ import {
   sleep, startNodeService, stopAll, tail, wantsJson,
 } from './common.ts';
 import { pickDriver, runLoad, type Driver, type LoadResult } from './load.ts';
+import { benchTls } from './tls.ts';
 import { startNginxUpstream, startTarget, TARGET_NAMES, type Running, type TargetName } from './targets.ts';
 
 /**
@@ -217,6 +218,11 @@ async function main(): Promise<void> {
     if (cost !== '') out(cost);
     for (const r of rows) if (r.note !== undefined) out(`  note: ${r.target}: ${r.note}`);
     for (const r of rows) if ((r.errors ?? 0) > 0) out(`  note: ${r.target}: ${r.errors} failed responses (non-2xx, socket errors or timeouts)`);
+  }
+  // the https row: TLS handshakes, HTTP/1.1 and h2 over TLS against nginx with the same certificate (TLS_BENCH=0 skips it)
+  if (process.env['TLS_BENCH'] !== '0') {
+    out('\n== https: Switchyard vs nginx, same certificate ==');
+    out(await benchTls(driver, out));
   }
   out('\nratios: target rps / baseline rps (same run, same machine); > 1.00x is faster than the baseline.');
   if (json) out(`\n${JSON.stringify({ machine, settings, tables })}`);

@@ -80,7 +80,7 @@ async function startCaddy(ctx: StartContext): Promise<Running> {
 // ---------------------------------------------------------------- nginx
 
 /** One nginx worker, its files under `dir` (pid, error log `<name>-error.log`… temp paths), up to the open `http {`. */
-function nginxPreamble(dir: string, name: string, connections: number): string {
+export function nginxPreamble(dir: string, name: string, connections: number): string {
   return `worker_processes 1;
 daemon off;
 pid ${dir}/${name}.pid;
@@ -173,6 +173,8 @@ export interface SwitchyardOptions {
   tmpDir: string;
   /** config `engine` @default native */
   engine?: 'native' | 'undici';
+  /** a TLS port with this certificate (bench/tls.ts) */
+  tls?: { port: number; cert: string; key: string };
 }
 
 export interface SwitchyardRun {
@@ -186,8 +188,9 @@ export interface SwitchyardRun {
  * default log (info, an access log line for every request: what a user runs; QUIET_LOG=1 for
  * `level: warn, accessSample: 0`); `workers` from WORKERS.
  */
-export function switchyardConfig(o: { port: number; adminPort: number; blue: string; green: string; statePath: string; workers?: number; engine?: 'native' | 'undici' }): string {
-  return `listen: { host: 127.0.0.1, port: ${o.port} }
+export function switchyardConfig(o: { port: number; adminPort: number; blue: string; green: string; statePath: string; workers?: number; engine?: 'native' | 'undici'; tls?: SwitchyardOptions['tls'] }): string {
+  const tls = o.tls === undefined ? '' : `, tls: { port: ${o.tls.port}, certs: [ { cert: ${JSON.stringify(o.tls.cert)}, key: ${JSON.stringify(o.tls.key)} } ] }`;
+  return `listen: { host: 127.0.0.1, port: ${o.port}${tls} }
 admin:
   host: 127.0.0.1
   port: ${o.adminPort}
@@ -224,7 +227,7 @@ export async function startSwitchyard(o: SwitchyardOptions): Promise<SwitchyardR
   const adminPort = await freePort();
   const configPath = join(o.tmpDir, 'switchyard.yaml');
   // WORKERS=N: N data-plane processes; pinned like the proxy, they share its CPU(s)
-  writeFileSync(configPath, switchyardConfig({ port, adminPort, blue: o.blue, green: o.green, statePath: join(o.tmpDir, 'state.json'), workers: envInt('WORKERS', 1), ...(o.engine === undefined ? {} : { engine: o.engine }) }));
+  writeFileSync(configPath, switchyardConfig({ port, adminPort, blue: o.blue, green: o.green, statePath: join(o.tmpDir, 'state.json'), workers: o.tls === undefined ? envInt('WORKERS', 1) : 1, ...(o.engine === undefined ? {} : { engine: o.engine }), ...(o.tls === undefined ? {} : { tls: o.tls }) }));
   // SWITCHYARD_ENTRY benches another entry point, e.g. the built dist/main.js.
   // the built dist/ that `npm start` and the image run (`npm run bench` builds it first)
   const entry = resolve(REPO_ROOT, process.env['SWITCHYARD_ENTRY'] ?? 'dist/main.js');

@@ -12,12 +12,17 @@ import type { Config } from './config/schema.ts';
 import { Controller } from './control/controller.ts';
 import type { CountsSource } from './control/counts.ts';
 import { Fleet, fleetCounts } from './control/fleet.ts';
+import { targetFigures } from './control/target-figures.ts';
 import { DrainDeadlines } from './dataplane/drain.ts';
 import { TrustedProxies } from './dataplane/headers.ts';
 import { localCounts, Runtime } from './dataplane/runtime.ts';
 import { processLimits } from './dataplane/limits.ts';
 import { DataPlane, type DataPlaneOptions } from './dataplane/server.ts';
 import { stopDataPlane } from './dataplane/shutdown.ts';
+import { Discovery } from './discovery/discovery.ts';
+import { discoveryMetrics } from './discovery/metrics.ts';
+import { withDiscovery } from './discovery/view.ts';
+import type { Edge } from './edge/edge.ts';
 import { HealthMonitor } from './health/monitor.ts';
 import { registerLogMetrics, type LogSink } from './logger.ts';
 import { createTelemetry, fleetPeerWindows, type Telemetry } from './metrics/telemetry.ts';
@@ -42,6 +47,10 @@ export interface BuildDeps {
   readonly rollouts?: RolloutTuning;
   /** the log's destination (main.ts): its write errors go to /metrics and /readyz */
   readonly logSink?: LogSink;
+  /** the config file's app definitions win over the store's at start (`serve --apply-config`) @default false */
+  readonly applyConfig?: boolean;
+  /** certificate file polling and ACME store sync intervals, ms (tests) */
+  readonly edge?: { readonly certPollMs?: number; readonly acmeSyncMs?: number };
 }
 
 export interface Switchyard {
@@ -59,8 +68,12 @@ export interface Switchyard {
   readonly drains: DrainDeadlines;
   /** progressive rollouts: the API's commands, and the driver on the lease holder */
   readonly rollouts: Rollouts;
-  /** binds both listeners; returns the ports actually bound */
-  listen(): Promise<{ proxyPort: number; adminPort: number }>;
+  /** DNS discovery of the pools with `discover` (src/discovery/) */
+  readonly discovery: Discovery;
+  /** the TLS port, certificates and ACME (`listen.tls`), or null */
+  readonly edge: Edge | null;
+  /** binds the listeners; returns the ports actually bound (tlsPort with `listen.tls`) */
+  listen(): Promise<{ proxyPort: number; adminPort: number; tlsPort?: number }>;
   /** graceful stop (SIGTERM): readyz 503, drain in-flight within grace, cut at hardStop */
   shutdown(): Promise<{ cut: number }>;
   /** immediate stop, for tests */
@@ -69,14 +82,12 @@ export interface Switchyard {
 
 export async function openStore(config: Config, logger?: Logger): Promise<StateStore> {
   const s = config.store;
-  // the store refuses a write that weighs a pool the app does not have (src/state/invariants.ts)
-  const poolsByApp = new Map(config.apps.map((a) => [a.name, Object.keys(a.pools)]));
-  const pools = (app: string): readonly string[] | undefined => poolsByApp.get(app);
-  if (s.kind === 'file') return FileStore.open({ path: s.path, historyLimit: s.historyLimit, pools });
+  // no `pools` option: each state's own definition names the pools its weights may use (src/state/invariants.ts)
+  if (s.kind === 'file') return FileStore.open({ path: s.path, historyLimit: s.historyLimit });
   const { kind: _kind, ...redis } = s;
   // loaded on demand, so a file-store deployment never pays for ioredis
   const { RedisStore } = await import('./state/redis-store.ts');
-  return RedisStore.open({ ...redis, pools, logger: logger?.child({ component: 'redis-store' }) });
+  return RedisStore.open({ ...redis, logger: logger?.child({ component: 'redis-store' }) });
 }
 
 /** Builds a whole proxy from a validated config. Touches no process state: main.ts does that. */
@@ -86,9 +97,10 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   const instanceId = deps.instanceId ?? `${hostname()}:${process.pid}`;
   const store = deps.store ?? (await openStore(config, logger));
   // the runtime comes first: the health gate on writes reads its targets
-  const runtime = new Runtime(config);
+  const runtime = new Runtime({ now, engine: config.engine, onRetire: (e) => logger.info(e, e.what === 'closed' ? 'removed target closed: nothing left on it' : 'removed target: its drain deadline passed, closing what is still open on it') });
   const health = new HealthMonitor({ config, runtime, logger: logger.child({ component: 'health' }), now });
-  const controller = await Controller.start({ config, store, logger, now, guard: health.guard }).catch(async (err: unknown) => {
+  // every snapshot reaches the runtime before it serves: new targets get connection pools, removed ones retire
+  const controller = await Controller.start({ config, store, logger, now, guard: health.guard, onSnapshot: (s) => runtime.sync(s), applyConfig: deps.applyConfig === true }).catch(async (err: unknown) => {
     // a Redis store keeps reconnecting (and the process alive) until closed
     if (deps.store === undefined) await store.close();
     await runtime.close();
@@ -100,6 +112,17 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   if (fleet !== null) telemetry.stats.attachFleet(fleetPeerWindows(fleet));
   const counts = fleet === null ? localCounts(runtime, instanceId, now) : fleetCounts(fleet);
   const rollouts = await createRollouts({ config, store, controller, stats: telemetry.stats, registry: telemetry.metrics.registry, logger, instanceId, now, tuning: deps.rollouts });
+  // each instance resolves the pools' `discover` itself; what it finds joins the runtime's pools
+  const discovery: Discovery = new Discovery({
+    config: config.discovery,
+    definitions: () => controller.snapshot.apps.map((a) => a.config),
+    sink: runtime,
+    logger: logger.child({ component: 'discovery' }),
+    now,
+    onLookup: discoveryMetrics(telemetry.metrics.registry, () => discovery).onLookup,
+  });
+  discovery.follow();
+  controller.on('applied', () => discovery.follow());
   let ready = true;
   let shuttingDown = false;
 
@@ -112,22 +135,32 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     onRequest: telemetry.onRequest,
     onPreviewRejected: telemetry.onPreviewRejected,
     limits: processLimits(config, logger, runtime),
+    ...(config.listen.tls === undefined ? {} : { intercept: (req, res) => edge?.intercept(req, res) ?? false }),
   };
   const dataPlane = new DataPlane(dpOpts);
   telemetry.metrics.addLimits(dataPlane.limits);
   if (deps.logSink !== undefined) registerLogMetrics(telemetry.metrics.registry, deps.logSink);
+  const tlsConfig = config.listen.tls;
+  // loaded on demand: node:http2, the TLS setup and acme-client (whose axios touches the global
+  // fetch, which loads Node's bundled undici: see src/node-http.ts) cost nothing without listen.tls
+  const edge: Edge | null = tlsConfig === undefined ? null : await (await import('./edge/edge.ts')).Edge.create({ config, tls: tlsConfig, dataPlane, logger, registry: telemetry.metrics.registry, store, instanceId, now, certPollMs: deps.edge?.certPollMs, acmeSyncMs: deps.edge?.acmeSyncMs });
+  const adminLoopback = ['127.0.0.1', '::1', 'localhost'].includes(config.admin.host);
+  if (!adminLoopback && config.admin.tls === undefined) {
+    logger.warn({ admin: config.admin.host }, 'INSECURE: the admin API listens off loopback without admin.tls; bearer tokens cross the network in clear text');
+  }
   const admin = createAdminServer({
     config,
     controller,
     counts,
-    health,
+    health: withDiscovery(health, discovery),
     logger,
     now,
     ready: () => ready && !shuttingDown,
-    readyDetails: () => ({ shuttingDown, store: store.kind, ...(deps.logSink === undefined ? {} : { log: deps.logSink.view() }), revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])), brokenStates: controller.brokenStates(), ...fleet?.details() }),
+    readyDetails: () => ({ shuttingDown, store: store.kind, ...(deps.logSink === undefined ? {} : { log: deps.logSink.view() }), revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])), brokenStates: controller.brokenStates(), drift: controller.drift(), ...fleet?.details(), ...edge?.details() }),
     routes: [...canaryRoutes(controller), ...statsRoutes(telemetry.stats), ...rolloutRoutes(rollouts, (app) => Object.keys(controller.appConfig(app).pools))],
     metrics: telemetry.metrics,
     fallback: await loadDashboard(),
+    targetFigures: (app, pool) => targetFigures(runtime, app, pool),
   });
 
   controller.on('applied', (state: { app: string; revision: number }) => logger.info({ app: state.app, revision: state.revision }, 'routing state applied'));
@@ -138,20 +171,24 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   drains.update();
   controller.on('applied', () => drains.update());
 
-  async function listen(): Promise<{ proxyPort: number; adminPort: number }> {
+  async function listen(): Promise<{ proxyPort: number; adminPort: number; tlsPort?: number }> {
+    // a pool fed by discovery serves its discovered targets from the first request (each first lookup is bounded)
+    await discovery.settled();
     admin.listen(config.admin.port, config.admin.host);
     let proxyPort: number;
+    let tlsPort: number | undefined;
     try {
-      [proxyPort] = await Promise.all([dataPlane.listen(config.listen.host, config.listen.port, config.listen.acceptors), once(admin, 'listening')]);
+      [proxyPort, , tlsPort] = await Promise.all([dataPlane.listen(config.listen.host, config.listen.port, config.listen.acceptors), once(admin, 'listening'), edge?.listen(config.listen.host)]);
     } catch (err) {
       // a port taken: release whichever listener did bind, so the failed start holds nothing
       dataPlane.stopListening();
+      edge?.stopListening();
       admin.close();
       throw err;
     }
     const adminPort = (admin.address() as AddressInfo).port;
-    logger.info({ proxy: `${config.listen.host}:${proxyPort}`, admin: `${config.admin.host}:${adminPort}`, store: store.kind, apps: config.apps.map((a) => a.name) }, 'switchyard listening');
-    return { proxyPort, adminPort };
+    logger.info({ proxy: `${config.listen.host}:${proxyPort}`, ...(tlsPort === undefined ? {} : { tls: `${config.listen.host}:${tlsPort}` }), admin: `${config.admin.host}:${adminPort}`, store: store.kind, apps: controller.appNames() }, 'switchyard listening');
+    return tlsPort === undefined ? { proxyPort, adminPort } : { proxyPort, adminPort, tlsPort };
   }
 
   const inflight = (): number => runtime.allPools().reduce((n, p) => n + p.inflight + p.upgraded, 0);
@@ -162,7 +199,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     ready = false;
     const started = now();
     logger.info({ inflight: inflight(), ...config.shutdown }, 'shutting down: readyz is 503, draining');
-    const { answered, cut } = await stopDataPlane({ dataPlane, runtime, shutdown: config.shutdown, logger, now });
+    const { answered, cut } = await stopDataPlane({ dataPlane, runtime, shutdown: config.shutdown, logger, now, listener: edge?.listener ?? null });
     if (cut > 0) telemetry.metrics.shutdownCut(cut);
     await closeParts();
     logger.info({ answered, cut, ms: now() - started }, 'stopped');
@@ -172,7 +209,9 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   async function close(): Promise<void> {
     shuttingDown = true;
     dataPlane.stopListening();
+    edge?.stopListening();
     dataPlane.server.closeAllConnections();
+    edge?.listener.closeAll();
     for (const p of runtime.allPools()) for (const c of [...p.open]) c.cut('shutdown');
     await closeParts();
   }
@@ -181,6 +220,8 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   async function closeParts(): Promise<void> {
     admin.close();
     admin.closeAllConnections();
+    discovery.close();
+    await edge?.close();
     drains.close();
     telemetry.stats.close();
     await health.close();
@@ -191,5 +232,5 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     await runtime.close();
   }
 
-  return { config, controller, runtime, dataPlane, admin, counts, health, telemetry, drains, rollouts, listen, shutdown, close };
+  return { config, controller, runtime, dataPlane, admin, counts, health, telemetry, drains, rollouts, discovery, edge, listen, shutdown, close };
 }

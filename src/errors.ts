@@ -18,6 +18,13 @@ export const ERRORS = {
   VERSION_MISMATCH: { status: 409, message: 'the pool does not run the expected version' },
   /** a write without If-Match kept losing the compare-and-set to other writers until its deadline */
   WRITE_CONFLICT: { status: 409, message: 'other writers kept getting there first; try again' },
+  /** DELETE of a pool with weight or not yet drained (live definitions, CONTRACT §8) */
+  POOL_IN_USE: { status: 409, message: 'the pool has weight or is not drained' },
+  /** a host of the definition belongs to another app */
+  HOST_CONFLICT: { status: 409, message: 'a host belongs to another app' },
+  /** removing the last target of a pool with weight, or the last two pools, or an app with requests in flight */
+  DEFINITION_IN_USE: { status: 409, message: 'the change would take away what serves traffic' },
+  UNKNOWN_TARGET: { status: 404, message: 'not a target of the pool' },
   STALE_REVISION: { status: 412, message: 'stale revision' },
   BODY_TOO_LARGE: { status: 413, message: 'body over 64 KiB' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'writes must be application/json' },

@@ -17,7 +17,7 @@ import { releaseStartupMemory } from './memory.ts';
 export async function serve(args: string[]): Promise<void> {
   // `switchyard serve` (bin, npx) and a bare `node dist/main.js`: the same runtime as the image
   if (relaunchTuned(['serve', ...args])) return;
-  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' } }, allowPositionals: false });
+  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' }, 'apply-config': { type: 'boolean' } }, allowPositionals: false });
   const file = values.config ?? process.env['SWITCHYARD_CONFIG'] ?? 'config/switchyard.yaml';
   let config;
   try {
@@ -32,7 +32,8 @@ export async function serve(args: string[]): Promise<void> {
   const sink = logSink();
   const logger = createLogger(config.log.level, sink === undefined, sink);
   const exit = exitAfterLog(sink);
-  const logDeps = sink === undefined ? {} : { logSink: sink };
+  // `--apply-config`: the file's app definitions win over the store's at start (CONTRACT §8)
+  const logDeps = { ...(sink === undefined ? {} : { logSink: sink }), applyConfig: values['apply-config'] === true };
   let app: { listen(): Promise<unknown>; shutdown(): Promise<unknown> };
   try {
     // `workers: N > 1`: this process becomes the primary (src/cluster) and forks N data planes running this file

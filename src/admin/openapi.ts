@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { ERRORS } from '../errors.ts';
 import { finishBody, pauseBody, rolloutBody } from '../rollout/spec.ts';
 import { rollbackBody, switchBody, weightsBody } from './body.ts';
+import { appBody, poolBody, removeBody, targetBody } from './definition-routes.ts';
 import { Router, type AdminRoute, type HttpMethod } from './router.ts';
 
 /**
@@ -78,6 +79,24 @@ export const OPERATIONS: Readonly<Record<OperationKey, OperationDoc>> = {
   'POST /v1/apps/:app/rollouts/current/resume': rolloutCommand('Resume', 'carry on from the held step', pauseBody),
   'POST /v1/apps/:app/rollouts/current/promote': rolloutCommand('Promote', '100 % to `to` now', finishBody),
   'POST /v1/apps/:app/rollouts/current/abort': rolloutCommand('Abort', 'restore the starting weights', finishBody),
+  // live definitions (CONTRACT §8)
+  'PUT /v1/apps/:app/pools/:pool': { summary: "Set a pool's version and targets; a new pool is added at weight 0 after the existing ones (no sticky user moves)", body: poolBody, answer: APP_STATE, ifMatch: true, errors: WRITE_ERRORS },
+  'DELETE /v1/apps/:app/pools/:pool': { summary: 'Remove a pool: 409 `POOL_IN_USE` while it has weight or is not drained, unless `force`; an app keeps two pools', body: removeBody, answer: APP_STATE, ifMatch: true, errors: WRITE_ERRORS },
+  'POST /v1/apps/:app/pools/:pool/targets': { summary: 'Add a target to a pool (one already there: 200, no new revision)', body: targetBody, answer: APP_STATE, ifMatch: true, errors: WRITE_ERRORS },
+  'DELETE /v1/apps/:app/pools/:pool/targets': {
+    summary: 'Remove a target: requests in flight finish on it, upgraded connections are closed at the drain timeout counted from the removal; 409 for the last target of a pool with weight unless `force=true`',
+    query: [
+      { name: 'url', description: 'the target to remove (required)', schema: { type: 'string' } },
+      { name: 'force', description: '`true` removes the last target of a pool with weight', schema: { type: 'string', enum: ['1', 'true', ''] } },
+      { name: 'reason', description: 'why, for the history', schema: { type: 'string' } },
+    ],
+    answer: APP_STATE,
+    ifMatch: true,
+    errors: WRITE_ERRORS,
+  },
+  'PUT /v1/apps/:app': { summary: "Create (201) or replace (200) an app's definition, shaped like one `apps[]` entry of the config; 409 `HOST_CONFLICT` when a host belongs to another app", body: appBody, status: 201, answer: `${APP_STATE} (200 when the app existed)`, ifMatch: true, errors: WRITE_ERRORS },
+  'DELETE /v1/apps/:app': { summary: 'Delete an app: 409 while requests are in flight on it, unless `force`', body: removeBody, answer: '`{ app, revision, deleted: true, updatedAt, updatedBy, reason }`', ifMatch: true, errors: WRITE_ERRORS },
+  'GET /v1/config': { summary: "Every app's live definition, in the shape `switchyard apply` reads", answer: '`{ apps: [definition] }`' },
 };
 
 const ERROR_ENVELOPE = z.strictObject({

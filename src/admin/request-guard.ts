@@ -96,7 +96,10 @@ export class RequestGuard {
 
   /** Throws a 415 for a write that is not application/json, body or not (checked once a route matched, so a wrong path is still a 404). */
   checkWrite(req: IncomingMessage): void {
-    if (WRITES.has(req.method ?? '') && !isJsonType(req.headers['content-type'] ?? '')) {
+    // a DELETE with no body (CONTRACT §8 `DELETE …/targets?url=`) needs no type: no form and no
+    // no-cors fetch can send a DELETE, so a cross-site page cannot make one without a preflight
+    const bodyless = req.method === 'DELETE' && req.headers['transfer-encoding'] === undefined && (req.headers['content-length'] ?? '0') === '0';
+    if (WRITES.has(req.method ?? '') && !bodyless && !isJsonType(req.headers['content-type'] ?? '')) {
       const got = req.headers['content-type'];
       throw new SwitchyardError('UNSUPPORTED_MEDIA_TYPE', got === undefined ? 'writes must be application/json (no Content-Type given; send {} for an empty body)' : `writes must be application/json, got ${got.slice(0, 100)}`);
     }

@@ -6,7 +6,7 @@ import type { RoutingState } from '../state/types.ts';
 import { ANONYMOUS } from './auth.ts';
 import { ifNoneMatchHits, rollbackBody, switchBody, weightsBody } from './body.ts';
 import type { AdminRoute, Reply, RouteContext } from './router.ts';
-import { appStateView, drainView, historyView } from './views.ts';
+import { appStateView, drainView, historyView, type TargetFiguresSource } from './views.ts';
 
 export interface CoreRouteDeps {
   readonly controller: Controller;
@@ -19,6 +19,8 @@ export interface CoreRouteDeps {
   readonly metrics?: { readonly contentType: string; render(): Promise<string> } | undefined;
   /** whether /metrics needs a token (config.admin.metricsAuth) */
   readonly metricsAuth: boolean;
+  /** this instance's per-target figures (AppState `targetFigures`, drain `targets`) */
+  readonly targetFigures?: TargetFiguresSource | undefined;
 }
 
 export const HISTORY_DEFAULT_LIMIT = 50;
@@ -30,8 +32,8 @@ export function etagOf(revision: number): string {
 }
 
 /** An app's AppState with its ETag: of `state` when given (what a write wrote), else the current one. */
-export function appStateReply(controller: Controller, counts: CountsSource, app: string, status = 200, health?: HealthSource, state?: RoutingState): Reply {
-  const view = appStateView(controller, counts, app, health, state);
+export function appStateReply(controller: Controller, counts: CountsSource, app: string, status = 200, health?: HealthSource, state?: RoutingState, figures?: TargetFiguresSource): Reply {
+  const view = appStateView(controller, counts, app, health, state, Date.now(), figures);
   return { status, headers: { etag: etagOf(view.revision) }, json: view };
 }
 
@@ -41,20 +43,22 @@ export function appStateReply(controller: Controller, counts: CountsSource, app:
  * nothing. A stale If-Match is a 412 that carries the current state (and its ETag), so the
  * caller can look and retry without another round trip.
  */
-async function write(deps: CoreRouteDeps, ctx: RouteContext, app: string, run: (opts: WriteOptions) => Promise<RoutingState>, fields: { reason?: string | null | undefined; force?: boolean | undefined }): Promise<Reply> {
+export async function write(deps: CoreRouteDeps, ctx: RouteContext, app: string, run: (opts: WriteOptions) => Promise<RoutingState>, fields: { reason?: string | null | undefined; force?: boolean | undefined }, status = 200): Promise<Reply> {
   const opts: WriteOptions = { by: ctx.actor ?? ANONYMOUS, reason: fields.reason ?? null, expectedRevision: ctx.expectedRevision(), force: fields.force ?? false };
   let written: RoutingState;
   try {
     written = await run(opts);
   } catch (err) {
     if (err instanceof SwitchyardError && err.code === 'STALE_REVISION') {
-      const current = appStateView(deps.controller, deps.counts, app, deps.health);
+      // an app that does not exist (PUT /v1/apps/:app with a stale If-Match) has no state to show
+      if (!deps.controller.has(app)) throw err;
+      const current = appStateView(deps.controller, deps.counts, app, deps.health, undefined, Date.now(), deps.targetFigures);
       const stale = new SwitchyardError('STALE_REVISION', err.message, { details: { currentRevision: current.revision, current } });
       return { status: stale.status, headers: { etag: etagOf(current.revision) }, json: stale.toJSON() };
     }
     throw err;
   }
-  return appStateReply(deps.controller, deps.counts, app, 200, deps.health, written);
+  return appStateReply(deps.controller, deps.counts, app, status, deps.health, written, deps.targetFigures);
 }
 
 /** `expectVersion` of a switch: a fresh check of `to`'s targets, 409 VERSION_MISMATCH unless they all run it. */
@@ -75,7 +79,7 @@ function historyLimit(url: URL): number {
   return n;
 }
 
-function flag(url: URL, name: string): boolean {
+export function flag(url: URL, name: string): boolean {
   const v = url.searchParams.get(name);
   return v === '1' || v === 'true' || v === '';
 }
@@ -96,7 +100,7 @@ export function coreRoutes(deps: CoreRouteDeps): AdminRoute[] {
         return { status: ready ? 200 : 503, json };
       },
     },
-    { method: 'GET', path: '/v1/apps', handler: () => ({ json: { apps: controller.config.apps.map((a) => appStateView(controller, counts, a.name, deps.health)) } }) },
+    { method: 'GET', path: '/v1/apps', handler: () => ({ json: { apps: controller.appNames().map((a) => appStateView(controller, counts, a, deps.health, undefined, Date.now(), deps.targetFigures)) } }) },
     {
       method: 'GET',
       path: '/v1/apps/:app',
@@ -104,7 +108,7 @@ export function coreRoutes(deps: CoreRouteDeps): AdminRoute[] {
         const app = param(ctx, 'app');
         const etag = etagOf(controller.state(app).revision);
         if (ifNoneMatchHits(ctx.req.headers['if-none-match'], etag)) return { status: 304, headers: { etag }, json: null };
-        return appStateReply(controller, counts, app, 200, deps.health);
+        return appStateReply(controller, counts, app, 200, deps.health, undefined, deps.targetFigures);
       },
     },
     {
@@ -152,7 +156,7 @@ export function coreRoutes(deps: CoreRouteDeps): AdminRoute[] {
     {
       method: 'GET',
       path: '/v1/apps/:app/pools/:pool/drain',
-      handler: (ctx) => ({ json: drainView(controller, counts, param(ctx, 'app'), param(ctx, 'pool'), deps.now(), { byInstance: flag(ctx.url, 'instances') }) }),
+      handler: (ctx) => ({ json: drainView(controller, counts, param(ctx, 'app'), param(ctx, 'pool'), deps.now(), { byInstance: flag(ctx.url, 'instances'), figures: deps.targetFigures }) }),
     },
   ];
   const metrics = deps.metrics;

@@ -5,12 +5,15 @@ import type { Controller } from '../control/controller.ts';
 import type { CountsSource } from '../control/counts.ts';
 import type { HealthSource } from '../health/monitor.ts';
 import { SwitchyardError } from '../errors.ts';
-import { http } from '../node-http.ts';
+import { readFileSync } from 'node:fs';
+import { http, https } from '../node-http.ts';
 import { Authenticator } from './auth.ts';
 import { attachOpenApi } from './openapi.ts';
 import { parseIfMatch, readJson, validate } from './body.ts';
 import { RequestGuard } from './request-guard.ts';
+import { definitionRoutes } from './definition-routes.ts';
 import { coreRoutes } from './routes.ts';
+import type { TargetFiguresSource } from './views.ts';
 import { isV1, Router, writeError, writeReply, type AdminRoute, type FallbackHandler, type RouteContext } from './router.ts';
 
 export interface AdminServerDeps {
@@ -35,6 +38,8 @@ export interface AdminServerDeps {
   readonly routes?: readonly AdminRoute[];
   /** Tried for a path no route knows, before the 404 (e.g. the dashboard's static files). */
   readonly fallback?: FallbackHandler;
+  /** this instance's per-target figures (AppState `targetFigures`, drain `targets`); omitted where it carries no traffic */
+  readonly targetFigures?: TargetFiguresSource;
 }
 
 /** Bounded waits for a slow or stuck client. */
@@ -49,8 +54,8 @@ export function createAdminServer(deps: AdminServerDeps): Server {
   const now = deps.now ?? Date.now;
   const { admin } = deps.config;
   const router = new Router();
-  const core = coreRoutes({ controller: deps.controller, counts: deps.counts, health: deps.health, now, ready: deps.ready, readyDetails: deps.readyDetails, metrics: deps.metrics, metricsAuth: admin.metricsAuth });
-  for (const route of [...core, ...(deps.routes ?? [])]) router.add(route);
+  const coreDeps = { controller: deps.controller, counts: deps.counts, health: deps.health, now, ready: deps.ready, readyDetails: deps.readyDetails, metrics: deps.metrics, metricsAuth: admin.metricsAuth, targetFigures: deps.targetFigures };
+  for (const route of [...coreRoutes(coreDeps), ...definitionRoutes(coreDeps), ...(deps.routes ?? [])]) router.add(route);
   const authenticator = new Authenticator({ tokens: admin.tokens, maxFailedLogins: admin.maxFailedLogins, now });
   const logger = deps.logger;
   const guard = new RequestGuard({ adminHost: admin.host, allowedHosts: admin.allowedHosts });
@@ -125,9 +130,15 @@ export function createAdminServer(deps: AdminServerDeps): Server {
     writeError(res, e, e.code === 'BODY_TOO_LARGE' ? { connection: 'close' } : {});
   }
 
-  const server = http.createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS }, (req, res) => {
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     handle(req, res).catch((err: unknown) => fail(req, res, err));
-  });
+  };
+  const options = { headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS };
+  const tls = deps.config.admin.tls;
+  // admin.tls: tokens never cross the network in clear text (the files are read once, at start)
+  const server = tls !== undefined
+    ? https().createServer({ ...options, cert: readFileSync(tls.cert), key: readFileSync(tls.key), minVersion: 'TLSv1.2' }, onRequest)
+    : http.createServer(options, onRequest);
   attachOpenApi(router, server);
   return server;
 }

@@ -2,8 +2,13 @@ import type { Controller } from '../control/controller.ts';
 import { drainVerdict, type CountsSource, type InstancesFigure, type PoolCounts } from '../control/counts.ts';
 import type { AppConfig } from '../config/schema.ts';
 import { SwitchyardError } from '../errors.ts';
+import type { DiscoveryStatus } from '../discovery/discovery.ts';
 import type { HealthSource, PoolHealth, TargetStateView } from '../health/monitor.ts';
+import type { TargetFigure } from '../control/target-figures.ts';
 import type { HistoryEntry, RoutingState } from '../state/types.ts';
+
+/** This instance's per-target figures of a pool, or null where they are not known here. */
+export type TargetFiguresSource = (app: string, pool: string) => TargetFigure[] | null;
 import { activePool, bpToPct, ownOf, weightsToPct } from '../state/weights.ts';
 
 /**
@@ -26,6 +31,10 @@ export interface PoolView {
   health?: PoolHealth;
   /** per target, in `targets` order: `{ url, state: up|down|ejected, reportedVersion?, ejectedUntil?, lastCheck? }` */
   targetStates?: TargetStateView[];
+  /** the pool's DNS discovery (`discover`): its lookup, the answer in use, the latest lookup's result */
+  discovery?: DiscoveryStatus;
+  /** this instance's per-target figures, serving targets then retiring ones (removed, finishing what they carry) */
+  targetFigures?: TargetFigure[];
 }
 
 /** The contract's `AppState`. */
@@ -64,6 +73,8 @@ export interface DrainView {
   unknown?: true;
   /** per-instance counts, only when asked for (`?instances=1`) */
   instances?: Record<string, PoolCounts>;
+  /** this instance's per-target figures (serving, then retiring targets); absent where the instance carries no traffic (a primary of workers) */
+  targets?: TargetFigure[];
 }
 
 export interface HistoryEntryView {
@@ -74,6 +85,8 @@ export interface HistoryEntryView {
   by: string;
   reason: string | null;
   at: string;
+  /** a definition change: the key paths it changed (`pools.green.targets`) */
+  changes?: string[];
 }
 
 /**
@@ -84,13 +97,13 @@ export interface HistoryEntryView {
 export function pinsUntil(cfg: AppConfig, state: RoutingState, pool: string): number | null {
   const since = (state.weights[pool] ?? 0) === 0 ? state.drainingSince[pool] : undefined;
   // revision 1 (the seed): no pin older than the current revision exists, so none can route (see affinity.ts)
-  if (cfg.affinity === undefined || since === undefined || state.revision <= 1 || (cfg.pools[pool]?.targets.length ?? 0) === 0) return null;
+  if (cfg.affinity === undefined || since === undefined || state.revision <= 1 || ((cfg.pools[pool]?.targets.length ?? 0) === 0 && cfg.pools[pool]?.discover === undefined)) return null;
   const ms = Date.parse(since);
   return Number.isFinite(ms) ? ms + cfg.affinity.window : null;
 }
 
 /** `state`: the one to show (a write answers the state it wrote, not whatever is current by now) @default the current state */
-export function appStateView(controller: Controller, counts: CountsSource, app: string, health?: HealthSource, state: RoutingState = controller.state(app), now: number = Date.now()): AppStateView {
+export function appStateView(controller: Controller, counts: CountsSource, app: string, health?: HealthSource, state: RoutingState = controller.state(app), now: number = Date.now(), figures?: TargetFiguresSource): AppStateView {
   const cfg = controller.appConfig(app);
   const names = Object.keys(cfg.pools);
   const pools: Record<string, PoolView> = {};
@@ -107,7 +120,10 @@ export function appStateView(controller: Controller, counts: CountsSource, app: 
       view.healthy = h.healthy;
       view.health = h.health;
       view.targetStates = h.targets;
+      if (h.discovery !== undefined) view.discovery = h.discovery;
     }
+    const f = figures?.(app, name);
+    if (f !== undefined && f !== null) view.targetFigures = f;
     pools[name] = view;
   }
   return {
@@ -126,6 +142,8 @@ export function appStateView(controller: Controller, counts: CountsSource, app: 
 export interface DrainViewOptions {
   /** add the per-instance breakdown @default false */
   byInstance?: boolean;
+  /** adds `targets` */
+  figures?: TargetFiguresSource | undefined;
 }
 
 /** Drain figures of one pool, summed over the fleet; throws UNKNOWN_APP / UNKNOWN_POOL (404). */
@@ -156,6 +174,8 @@ export function drainView(controller: Controller, counts: CountsSource, app: str
   // drained only when every live instance's figures were read: an unreadable peer may still carry requests
   if (unknown !== null) Object.assign(view, { drained: false, unknown: true, reason: `fleet figures unknown: ${unknown}${view.reason === null ? '' : `; ${view.reason}`}` });
   if (opts.byInstance === true) view.instances = counts.poolCountsByInstance(app, pool);
+  const targets = opts.figures?.(app, pool);
+  if (targets !== undefined && targets !== null) view.targets = targets;
   return view;
 }
 
@@ -167,7 +187,9 @@ export function historyView(entries: readonly HistoryEntry[], poolNames: readonl
   return {
     entries: entries.map((e) => {
       const extra = Object.keys(e.weights).filter((p) => !poolNames.includes(p));
-      return { revision: e.revision, weights: weightsToPct(e.weights, [...poolNames, ...extra]), action: e.action, by: e.by, reason: e.reason, at: e.at };
+      const view: HistoryEntryView = { revision: e.revision, weights: weightsToPct(e.weights, [...poolNames, ...extra]), action: e.action, by: e.by, reason: e.reason, at: e.at };
+      if (e.changes !== undefined) view.changes = [...e.changes];
+      return view;
     }),
   };
 }

@@ -61,9 +61,14 @@ export class AdminClient {
     return this.send<T>('PUT', path, body);
   }
 
-  async send<T>(method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown): Promise<T> {
+  delete<T = unknown>(path: string, body?: unknown): Promise<T> {
+    return this.send<T>('DELETE', path, body);
+  }
+
+  /** `extra`: more request headers (`if-match` for a write that must not overwrite a newer revision) */
+  async send<T>(method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, body?: unknown, extra: Record<string, string> = {}): Promise<T> {
     const url = `${this.baseUrl}${path}`;
-    const headers: Record<string, string> = { accept: 'application/json' };
+    const headers: Record<string, string> = { accept: 'application/json', ...extra };
     if (this.#token !== undefined) headers.authorization = `Bearer ${this.#token}`;
     if (body !== undefined) headers['content-type'] = 'application/json';
     let status: number;

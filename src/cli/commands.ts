@@ -4,6 +4,8 @@ import { parseDuration } from '../config/duration.ts';
 import type { AdminClient } from './client.ts';
 import type { StatsView } from '../metrics/stats.ts';
 import { appDetail, appLine, drainLine, historyLines, humanDuration, pct, table } from './format.ts';
+import { appPath, printJson, printState, writeFields, writeOptions } from './command-kit.ts';
+import { definitionCommands } from './definition-commands.ts';
 import { rolloutCommand } from './rollout-command.ts';
 import { UsageError } from './usage-error.ts';
 
@@ -21,6 +23,8 @@ export interface CommandContext {
   err(line: string): void;
   now(): number;
   sleep(ms: number): Promise<void>;
+  /** the environment (`${VAR}` in a file `apply` reads) */
+  readonly env: Readonly<Record<string, string | undefined>>;
 }
 
 interface CommandBase {
@@ -45,25 +49,27 @@ export interface RawCommand extends CommandBase {
 export type Command = ApiCommand | RawCommand;
 
 const enc = encodeURIComponent;
-const appPath = (app: string) => `/v1/apps/${enc(app)}`;
-const writeOptions: ParseArgsOptionsConfig = { reason: { type: 'string' }, force: { type: 'boolean' } };
 
-/** The body fields every write shares, leaving out what was not given. */
-function writeFields(ctx: CommandContext): { reason?: string; force?: true } {
-  const fields: { reason?: string; force?: true } = {};
-  if (typeof ctx.values.reason === 'string') fields.reason = ctx.values.reason;
-  if (ctx.values.force === true) fields.force = true;
-  return fields;
+/** App → how the instance's config file differs from the store (`/readyz` `drift`); empty when it cannot be read. */
+async function drift(ctx: CommandContext): Promise<Record<string, string[]>> {
+  try {
+    const r = await ctx.client.get<{ details?: { drift?: Record<string, string[]> } }>('/readyz');
+    return r.details?.drift ?? {};
+  } catch {
+    return {};
+  }
 }
 
-function printJson(ctx: CommandContext, value: unknown): void {
-  ctx.out(JSON.stringify(value, null, 2));
-}
-
-function printState(ctx: CommandContext, state: AppStateView): number {
-  if (ctx.json) printJson(ctx, state);
-  else ctx.out(appLine(state));
-  return 0;
+/** `drift shop: … differs …: pools.green.version, pools.green.targets` and the command that makes the file win */
+function driftLines(drifts: Record<string, string[]>, apps: readonly string[]): string[] {
+  const lines: string[] = [];
+  for (const app of apps) {
+    const d = drifts[app];
+    if (d === undefined || d.length === 0) continue;
+    lines.push(`drift ${app}: the instance's config file differs from the store, which is served, at ${d.join(', ')}`);
+    lines.push(`  see the values: switchyard apply -f CONFIG_FILE --dry-run; make the file win: switchyard apply -f CONFIG_FILE (or serve --apply-config)`);
+  }
+  return lines;
 }
 
 /** `green=10` or `green=0.05%` into `{ green: 10 }`. */
@@ -135,7 +141,7 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
       if (app !== undefined) {
         const state = await ctx.client.get<AppStateView>(appPath(app));
         if (ctx.json) printJson(ctx, state);
-        else for (const line of appDetail(state)) ctx.out(line);
+        else for (const line of [...appDetail(state), ...driftLines(await drift(ctx), [app])]) ctx.out(line);
         return 0;
       }
       const { apps } = await ctx.client.get<{ apps: AppStateView[] }>('/v1/apps');
@@ -143,6 +149,7 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
       else {
         const width = Math.max(0, ...apps.map((a) => a.app.length));
         for (const a of apps) ctx.out(appLine(a, width));
+        for (const line of driftLines(await drift(ctx), apps.map((a) => a.app))) ctx.out(line);
       }
       return 0;
     },
@@ -254,4 +261,5 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
     },
   },
   rollout: rolloutCommand,
+  ...definitionCommands,
 };

@@ -115,6 +115,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       err,
       now: io.now ?? Date.now,
       sleep: async (ms) => void (await (io.sleep ?? sleep)(ms)),
+      env: io.env,
     };
     return await cmd.run(ctx);
   } catch (e) {

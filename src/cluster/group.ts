@@ -24,13 +24,19 @@ const zero = (): PoolCounts => ({ inflight: 0, upgraded: 0, pinned: 0 });
  * every live worker acknowledged it. Answers from memory only, like `fleetCounts`.
  */
 export class WorkerGroup {
-  private readonly apps: readonly { readonly name: string; readonly pools: readonly string[] }[];
+  /** every app's pools now (live definitions: they change while the process runs) */
+  private readonly apps: () => readonly { readonly name: string; readonly pools: readonly string[] }[];
   private readonly members = new Map<number, Member>();
   private readonly waiters = new Set<Waiter>();
   private readonly listeners: (() => void)[] = [];
 
-  constructor(config: Config) {
-    this.apps = config.apps.map((a) => ({ name: a.name, pools: Object.keys(a.pools) }));
+  /** `apps`: the config (its apps, fixed) or a function answering the live apps and pools */
+  constructor(apps: Config | (() => readonly { readonly name: string; readonly pools: readonly string[] }[])) {
+    if (typeof apps === 'function') this.apps = apps;
+    else {
+      const fixed = apps.apps.map((a) => ({ name: a.name, pools: Object.keys(a.pools) }));
+      this.apps = () => fixed;
+    }
   }
 
   /** A worker is listening and routes on `applied`. */
@@ -85,7 +91,7 @@ export class WorkerGroup {
   /** Every pool's summed counts: the group's fleet heartbeat. */
   pools(): Record<string, Record<string, PoolCounts>> {
     const out: Record<string, Record<string, PoolCounts>> = {};
-    for (const a of this.apps) {
+    for (const a of this.apps()) {
       const byPool: Record<string, PoolCounts> = {};
       for (const p of a.pools) byPool[p] = this.counts(a.name, p);
       out[a.name] = byPool;

@@ -17,8 +17,12 @@ export interface TargetHealth {
   readonly ejectedUntil: number;
 }
 
-/** Every target's health, `[app][pool][target]` in config order. */
-export type HealthTable = readonly (readonly (readonly TargetHealth[])[])[];
+/**
+ * Every target's health, `[app][pool][target URL]`: by name, not position, since apps, pools
+ * and targets come and go while the processes run (live definitions) and a worker started later
+ * may number them otherwise.
+ */
+export type HealthTable = Readonly<Record<string, Readonly<Record<string, Readonly<Record<string, TargetHealth>>>>>>;
 
 /** A worker's figures, sent every `reportInterval` and summed by the primary. */
 export interface WorkerReport {
@@ -35,13 +39,22 @@ export interface WorkerReport {
 /** `Registry.getMetricsAsJSON()`, what `AggregatorRegistry.aggregate` merges */
 export type PrometheusJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
 
+/** One pool's discovered targets (Runtime.setDiscoveredTargets): the primary resolves, its workers follow. */
+export interface DiscoveredTargets {
+  readonly app: string;
+  readonly pool: string;
+  readonly urls: readonly string[];
+}
+
 /** Primary → worker. */
 export type ToWorker =
   /** the answer to `hello`: everything a worker needs to serve */
-  | { readonly type: 'sy:init'; readonly slot: number; readonly config: Config; readonly states: readonly RoutingState[]; readonly health: HealthTable }
+  | { readonly type: 'sy:init'; readonly slot: number; readonly config: Config; readonly states: readonly RoutingState[]; readonly health: HealthTable; readonly discovered: readonly DiscoveredTargets[] }
   /** a routing state the primary applied */
   | { readonly type: 'sy:state'; readonly state: RoutingState }
   | { readonly type: 'sy:health'; readonly health: HealthTable }
+  /** the targets the primary's DNS discovery found for a pool (src/discovery/): sent before the health table that names them */
+  | ({ readonly type: 'sy:discovered' } & DiscoveredTargets)
   /** a `/metrics` scrape: answer with the registry as JSON */
   | { readonly type: 'sy:metrics'; readonly id: number }
   /** run the graceful shutdown (delay, grace, hardStop) and exit */
@@ -57,7 +70,7 @@ export type ToPrimary =
   | { readonly type: 'sy:applied'; readonly applied: Readonly<Record<string, number>> }
   | { readonly type: 'sy:report'; readonly report: WorkerReport }
   /** its passive checks ejected a target: the primary tells the others */
-  | { readonly type: 'sy:ejected'; readonly app: number; readonly pool: number; readonly target: number; readonly until: number }
+  | { readonly type: 'sy:ejected'; readonly app: string; readonly pool: string; readonly target: string; readonly until: number }
   | { readonly type: 'sy:metrics'; readonly id: number; readonly metrics: PrometheusJson }
   /** the graceful shutdown is done; `cut` connections were still open at hardStop */
   | { readonly type: 'sy:stopped'; readonly cut: number }

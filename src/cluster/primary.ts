@@ -16,6 +16,9 @@ import type { CountsSource } from '../control/counts.ts';
 import { fleetCounts } from '../control/fleet.ts';
 import { claimPort, type PortClaim } from '../dataplane/port-claim.ts';
 import { Runtime } from '../dataplane/runtime.ts';
+import { Discovery } from '../discovery/discovery.ts';
+import { discoveryMetrics } from '../discovery/metrics.ts';
+import { withDiscovery } from '../discovery/view.ts';
 import { HealthMonitor } from '../health/monitor.ts';
 import { registerLogMetrics, type LogSink } from '../logger.ts';
 import { createTelemetry, fleetPeerWindows, type Telemetry } from '../metrics/telemetry.ts';
@@ -25,11 +28,13 @@ import { isRedisStore, type RoutingState } from '../state/types.ts';
 import { WorkerGroup, groupCounts } from './group.ts';
 import { GroupFleet } from './group-fleet.ts';
 import { GroupMetrics } from './group-metrics.ts';
-import type { HealthTable, ToPrimary } from './ipc.ts';
+import type { DiscoveredTargets, HealthTable, ToPrimary } from './ipc.ts';
 import { Supervisor } from './supervisor.ts';
 
 export interface PrimaryDeps {
   readonly logger: Logger;
+  /** the config file's app definitions win over the store's at start (`serve --apply-config`) @default false */
+  readonly applyConfig?: boolean;
   /** how many data-plane workers to run (≥ 2; one worker is the single-process `build()`) */
   readonly workers: number;
   /** the script workers run: main.ts, which hands a cluster worker to `startWorker` */
@@ -65,8 +70,13 @@ const WRITE_SETTLE_MS = 1_000;
 const EXIT_MARGIN_MS = 5_000;
 
 /** Every target's health as the primary's checks see it, for the workers. */
+/** Every pool's discovered targets, for a worker's `init`. */
+function discoveredTargets(runtime: Runtime): DiscoveredTargets[] {
+  return runtime.apps.flatMap((a) => a.pools.filter((p) => p.discovered.length > 0).map((p) => ({ app: a.name, pool: p.name, urls: p.discovered })));
+}
+
 export function healthTable(runtime: Runtime): HealthTable {
-  return runtime.apps.map((a) => a.pools.map((p) => p.targets.map((t) => ({ healthy: t.healthy, ejectedUntil: t.ejectedUntil }))));
+  return Object.fromEntries(runtime.apps.map((a) => [a.name, Object.fromEntries(a.pools.map((p) => [p.name, Object.fromEntries(p.targets.map((t) => [t.url, { healthy: t.healthy, ejectedUntil: t.ejectedUntil }]))]))]));
 }
 
 /**
@@ -81,14 +91,14 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
   const instanceId = deps.instanceId ?? `${hostname()}:${process.pid}`;
   const store = await openStore(config, logger);
   // the targets the active checks and the 409 gate look at; this Runtime carries no traffic
-  const runtime = new Runtime(config);
+  const runtime = new Runtime({ now, engine: config.engine });
   const health = new HealthMonitor({ config, runtime, logger: logger.child({ component: 'health' }), now });
-  const controller = await Controller.start({ config, store, logger, now, guard: health.guard }).catch(async (err: unknown) => {
+  const controller = await Controller.start({ config, store, logger, now, guard: health.guard, onSnapshot: (s) => runtime.sync(s), applyConfig: deps.applyConfig === true }).catch(async (err: unknown) => {
     await store.close();
     await runtime.close();
     throw err;
   });
-  const group = new WorkerGroup(config);
+  const group = new WorkerGroup(() => controller.snapshot.apps.map((a) => ({ name: a.name, pools: a.pools.map((p) => p.name) })));
   const telemetry = createTelemetry({ config, controller, runtime, store, logger, now });
   const fleet = isRedisStore(store) ? new GroupFleet({ store, controller, runtime, instanceId, logger: logger.child({ component: 'fleet' }), now, stats: () => group.stats() }, group) : null;
   const fleetPeers = fleet === null ? null : fleetPeerWindows(fleet);
@@ -115,13 +125,24 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
     workers: deps.workers,
     exec: deps.exec,
     logger: logger.child({ component: 'workers' }),
-    init: (slot) => ({ type: 'sy:init', slot, config, states: controller.allStates(), health: healthTable(runtime) }),
+    init: (slot) => ({ type: 'sy:init', slot, config, states: controller.allStates(), health: healthTable(runtime), discovered: discoveredTargets(runtime) }),
     onMessage: (slot, msg) => onWorkerMessage(slot, msg),
     onGone: (slot) => {
       group.leave(slot);
       metrics.forget(slot);
     },
   });
+  // the primary resolves the pools' `discover` for the group; its workers follow what it finds
+  const discovery: Discovery = new Discovery({
+    config: config.discovery,
+    definitions: () => controller.snapshot.apps.map((a) => a.config),
+    sink: runtime,
+    logger: logger.child({ component: 'discovery' }),
+    now,
+    onLookup: discoveryMetrics(telemetry.metrics.registry, () => discovery).onLookup,
+    onTargets: (app, pool, urls) => supervisor.broadcast({ type: 'sy:discovered', app, pool, urls }),
+  });
+  discovery.follow();
   if (deps.logSink !== undefined) registerLogMetrics(telemetry.metrics.registry, deps.logSink);
   const metrics = new GroupMetrics({ registry: telemetry.metrics.registry, sendReady: (msg) => supervisor.sendReady(msg) });
 
@@ -138,7 +159,7 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
         return;
       case 'sy:ejected': {
         // keep the admin views and the 409 gate right, and spare the other workers the failures
-        const t = runtime.apps[msg.app]?.pools[msg.pool]?.targets[msg.target];
+        const t = runtime.pool(msg.app, msg.pool)?.targets.find((x) => x.url === msg.target);
         if (t === undefined || t.ejectedUntil >= msg.until) return;
         t.ejectedUntil = msg.until;
         t.ejections++;
@@ -160,8 +181,11 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
   controller.on('applied', (state: RoutingState) => {
     logger.info({ app: state.app, revision: state.revision }, 'routing state applied');
     supervisor.broadcast({ type: 'sy:state', state });
+    discovery.follow();
   });
   health.on('change', () => supervisor.broadcast({ type: 'sy:health', health: healthTable(runtime) }));
+  // a target that joined a pool starts with the primary's view of it too
+  runtime.on('targets', () => setImmediate(() => supervisor.broadcast({ type: 'sy:health', health: healthTable(runtime) })));
   settleWritesOnWorkers(controller, group, logger);
   if (fleet !== null) {
     // a worker acknowledging a revision changes what the group's heartbeat says: say it now
@@ -187,7 +211,7 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
     config,
     controller,
     counts,
-    health,
+    health: withDiscovery(health, discovery),
     logger,
     now,
     ready: () => listening && !shuttingDown && supervisor.readyCount > 0,
@@ -211,6 +235,7 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
     portClaim?.release();
     admin.close();
     admin.closeAllConnections();
+    discovery.close();
     telemetry.stats.close();
     await health.close();
     await rollouts.close();
@@ -223,6 +248,8 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
   async function listen(): Promise<{ adminPort: number }> {
     admin.listen(config.admin.port, config.admin.host);
     await once(admin, 'listening');
+    // workers start with the first answers (each first lookup is bounded)
+    await discovery.settled();
     try {
       // the group's claim on the proxy port: its workers bind it, no other Switchyard may
       portClaim = await claimPort(config.listen.host, config.listen.port);
@@ -234,7 +261,7 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
     listening = true;
     const adminPort = (admin.address() as AddressInfo).port;
     const modes = [...new Set(supervisor.view().map((w) => w.listen))];
-    logger.info({ proxy: `${config.listen.host}:${config.listen.port}`, admin: `${config.admin.host}:${adminPort}`, workers: deps.workers, listen: modes, store: store.kind, apps: config.apps.map((a) => a.name) }, 'switchyard listening');
+    logger.info({ proxy: `${config.listen.host}:${config.listen.port}`, admin: `${config.admin.host}:${adminPort}`, workers: deps.workers, listen: modes, store: store.kind, apps: controller.appNames() }, 'switchyard listening');
     return { adminPort };
   }
 

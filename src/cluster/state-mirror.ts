@@ -1,6 +1,5 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import type { Config } from '../config/schema.ts';
 import { RoutingTable } from '../routing/routing-table.ts';
 import type { Snapshot } from '../routing/snapshot.ts';
 import type { RoutingState } from '../state/types.ts';
@@ -16,11 +15,14 @@ export class StateMirror extends EventEmitter {
   private readonly logger: Logger;
   private readonly table: RoutingTable;
 
-  /** `states`: one per configured app (the primary sends them all); throws when one is missing. */
-  constructor(config: Config, states: readonly RoutingState[], logger: Logger) {
+  /**
+   * `states`: every live app's (the primary sends them all, each with its definition);
+   * `onSnapshot`: the worker's Runtime follows each new snapshot there, before it serves.
+   */
+  constructor(states: readonly RoutingState[], logger: Logger, onSnapshot?: (snapshot: Snapshot) => void) {
     super();
     this.logger = logger;
-    this.table = new RoutingTable(config, new Map(states.map((s) => [s.app, s])));
+    this.table = new RoutingTable(states, onSnapshot === undefined ? {} : { onSnapshot });
   }
 
   /** The data plane reads this on every request; it is replaced, never mutated. */

@@ -12,7 +12,7 @@ import { registerLogMetrics, type LogSink } from '../logger.ts';
 import type { Probe } from '../health/probe.ts';
 import { createTelemetry, type Telemetry } from '../metrics/telemetry.ts';
 import type { RoutingState } from '../state/types.ts';
-import type { HealthTable, ListenMode, PrometheusJson, ToWorker, WorkerChannel, WorkerReport } from './ipc.ts';
+import type { DiscoveredTargets, HealthTable, ListenMode, PrometheusJson, ToWorker, WorkerChannel, WorkerReport } from './ipc.ts';
 import { listenWorker } from './listen.ts';
 import { StateMirror } from './state-mirror.ts';
 import { releaseStartupMemory } from '../memory.ts';
@@ -96,6 +96,9 @@ export function startWorker(opts: WorkerOptions): WorkerProcess {
       case 'sy:health':
         plane?.applyHealth(msg.health);
         return;
+      case 'sy:discovered':
+        plane?.applyDiscovered(msg);
+        return;
       case 'sy:metrics':
         void plane?.metricsJson().then((metrics) => channel.send({ type: 'sy:metrics', id: msg.id, metrics }));
         return;
@@ -131,8 +134,10 @@ class WorkerPlane {
     this.channel = opts.channel;
     const logger = (this.logger = opts.logger(config).child({ worker: init.slot }));
     const now = (this.now = opts.now ?? Date.now);
-    this.routing = new StateMirror(config, init.states, logger);
-    this.runtime = new Runtime(config);
+    this.runtime = new Runtime({ now, engine: config.engine });
+    this.routing = new StateMirror(init.states, logger, (s) => this.runtime.sync(s));
+    // the primary's targets first: its health table is applied to the targets the worker has
+    for (const d of init.discovered) this.applyDiscovered(d);
     this.applyHealth(init.health);
     this.health = new HealthMonitor({ config, runtime: this.runtime, logger: logger.child({ component: 'health' }), now, probe: noProbe });
     this.health.on('change', (c: HealthChange) => this.onEjected(c));
@@ -179,10 +184,10 @@ class WorkerPlane {
 
   /** The primary's view of every target: its active checks' verdict, and ejections by any worker. */
   applyHealth(table: HealthTable): void {
-    this.runtime.apps.forEach((app, a) =>
-      app.pools.forEach((pool, p) =>
-        pool.targets.forEach((t, i) => {
-          const h = table[a]?.[p]?.[i];
+    this.runtime.apps.forEach((app) =>
+      app.pools.forEach((pool) =>
+        pool.targets.forEach((t) => {
+          const h = table[app.name]?.[pool.name]?.[t.url];
           if (h === undefined) return;
           t.healthy = h.healthy;
           t.ejectedUntil = Math.max(t.ejectedUntil, h.ejectedUntil);
@@ -191,16 +196,17 @@ class WorkerPlane {
     );
   }
 
+  /** The primary's discovery changed a pool's targets: the same zero-loss add and retire as in one process. */
+  applyDiscovered(d: DiscoveredTargets): void {
+    this.runtime.setDiscoveredTargets(d.app, d.pool, d.urls);
+  }
+
   /** This worker's passive checks ejected a target: the primary passes it on to the others. */
   private onEjected(c: HealthChange): void {
     if (c.state !== 'ejected') return;
-    const a = this.runtime.apps.findIndex((x) => x.name === c.app);
-    const p = this.runtime.apps[a]?.pools.findIndex((x) => x.name === c.pool) ?? -1;
-    const targets = this.runtime.apps[a]?.pools[p]?.targets ?? [];
     const now = this.now();
-    const i = targets.findIndex((t) => t.url === c.target && t.ejectedUntil > now);
-    const t = targets[i];
-    if (t !== undefined) this.channel.send({ type: 'sy:ejected', app: a, pool: p, target: i, until: t.ejectedUntil });
+    const t = this.runtime.pool(c.app, c.pool)?.targets.find((x) => x.url === c.target && x.ejectedUntil > now);
+    if (t !== undefined) this.channel.send({ type: 'sy:ejected', app: c.app, pool: c.pool, target: t.url, until: t.ejectedUntil });
   }
 
   report(): void {

@@ -57,6 +57,14 @@ export function deepFreeze<T>(value: T): T {
   return value;
 }
 
+/** The `apps[]` entries as written (env expanded), per parsed config: what seeds the store (src/config/definition.ts). */
+const appSources = new WeakMap<Config, readonly unknown[]>();
+
+/** The config file's `apps[]` entries as written (env expanded), or undefined for a config not made by `parseConfig`. */
+export function appSourcesOf(config: Config): readonly unknown[] | undefined {
+  return appSources.get(config);
+}
+
 /** Validates an already parsed document; throws ConfigError with every `path: reason`. */
 export function parseConfig(doc: unknown, env: NodeJS.ProcessEnv = {}): Config {
   const envIssues: string[] = [];
@@ -64,7 +72,10 @@ export function parseConfig(doc: unknown, env: NodeJS.ProcessEnv = {}): Config {
   if (envIssues.length > 0) throw new ConfigError(envIssues);
   const result = configSchema.safeParse(expanded);
   if (!result.success) throw new ConfigError(formatIssues(result.error.issues));
-  return deepFreeze(result.data);
+  const config = deepFreeze(result.data);
+  const apps = (expanded as { apps?: unknown }).apps;
+  if (Array.isArray(apps)) appSources.set(config, deepFreeze(structuredClone(apps)));
+  return config;
 }
 
 /** Reads a YAML (or JSON) config file. */

@@ -117,12 +117,61 @@ const passive = z.strictObject({
   stallAfter: duration('5s'),
 });
 
-const pool = z.strictObject({
-  version: z.string().min(1),
-  targets: z.array(httpUrl).min(1, 'needs at least one target'),
-});
+/** A DNS name (a trailing dot allowed): labels of letters, digits, `-` and `_` (SRV's `_http._tcp`). */
+const dnsName = z
+  .string()
+  .max(253)
+  .regex(/^(?!-)[A-Za-z0-9_-]{1,63}(\.[A-Za-z0-9_-]{1,63})*\.?$/, 'must be a DNS name like web.default.svc.cluster.local');
 
-const app = z
+/** A pool's DNS discovery (src/discovery/, README "Discovery"): exactly one of `dns` (A/AAAA, with `port`) or `srv`. */
+const discover = z
+  .strictObject({
+    /** a name whose A and AAAA records are the targets' addresses (a Kubernetes headless Service) */
+    dns: dnsName.optional(),
+    /** a name whose SRV records are the targets (host names resolved with the same servers, and ports) */
+    srv: dnsName.optional(),
+    /** the targets' port, with `dns` */
+    port: z.number().int().min(1).max(65535).optional(),
+    /** @default http */
+    scheme: z.enum(['http', 'https']).default('http'),
+    /** how often each instance resolves the name again @default 10s */
+    interval: duration('10s').refine((ms) => ms >= 50, 'must be at least 50ms'),
+  })
+  .superRefine((d, ctx) => {
+    if ((d.dns === undefined) === (d.srv === undefined)) {
+      ctx.addIssue({ code: 'custom', message: 'needs exactly one of dns or srv' });
+      return;
+    }
+    if (d.dns !== undefined && d.port === undefined) ctx.addIssue({ code: 'custom', path: ['port'], message: 'required with dns (the targets\' port)' });
+    if (d.srv !== undefined && d.port !== undefined) ctx.addIssue({ code: 'custom', path: ['port'], message: 'not used with srv: each SRV record names its port' });
+  });
+
+const pool = z
+  .strictObject({
+    version: z.string().min(1),
+    // may be empty (the last target removed from an idle pool, or one fed by discovery): such a pool
+    // answers 503 and a write that gives it weight is refused (409) unless forced. A URL listed twice
+    // is two targets (twice the share, a connection pool each), as two nginx `server` lines are.
+    targets: z.array(httpUrl).optional(),
+    /** targets found in DNS by each instance, beside `targets` (src/discovery/) */
+    discover: discover.optional(),
+  })
+  .superRefine((p, ctx) => {
+    if (p.targets === undefined && p.discover === undefined) ctx.addIssue({ code: 'custom', message: 'needs targets or discover (or both)' });
+  })
+  // absent targets (a pool fed by discovery alone) are the empty list everywhere past the schema
+  .transform(({ targets, ...rest }) => ({ ...rest, targets: targets ?? [] }));
+
+/** `host`, `host:port`, `[v6]:port` or a bare IPv6 address, as node:dns `Resolver#setServers` takes them. */
+const dnsServer = z.string().refine((s) => {
+  const m = /^\[([^\]]+)\](?::(\d{1,5}))?$/.exec(s) ?? /^([^:]+)(?::(\d{1,5}))?$/.exec(s);
+  const [addr, portText] = m === null ? [s, undefined] : [m[1] as string, m[2]];
+  if (isIP(addr) === 0) return false;
+  return portText === undefined || (Number(portText) >= 1 && Number(portText) <= 65535);
+}, 'must be an IP address with an optional port, like 10.0.0.2:53 or [fd00::2]:53');
+
+/** One `apps[]` entry: the schema of an app's definition, from the config file or the admin API alike. */
+export const appSchema = z
   .strictObject({
     name,
     hosts: z.array(hostPattern).min(1, 'needs at least one host'),
@@ -202,6 +251,34 @@ const store = z.discriminatedUnion('kind', [
   }),
 ]);
 
+const certFiles = z.strictObject({ cert: z.string().min(1), key: z.string().min(1) });
+
+/** ACME (RFC 8555): certificates ordered and renewed by the proxy (src/edge/acme.ts). */
+const acme = z.strictObject({
+  directory: z.string().url('must be the URL of an ACME directory'),
+  email: z.string().email().optional(),
+  /** @default every exact host of every app */
+  hosts: z.array(z.string().regex(/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/, 'must be an exact DNS name')).min(1).optional(),
+  challenge: z.enum(['http-01', 'tls-alpn-01']).default('http-01'),
+  /** a CA to trust for the directory itself (a test CA such as pebble's) */
+  caFile: z.string().min(1).optional(),
+  /** first retry after a failed order; doubles up to 1h @default 1m */
+  retry: duration('1m'),
+});
+
+/** The TLS port (src/edge): certificates by SNI, HTTP/2 by ALPN, optional ACME. */
+const tls = z
+  .strictObject({
+    port: port.default(8443),
+    certs: z.array(certFiles).default([]),
+    http2: z.boolean().default(true),
+    minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+    /** h2 streams per connection @default 128 (nginx's default) */
+    maxConcurrentStreams: z.number().int().min(1).max(10_000).default(128),
+    acme: acme.optional(),
+  })
+  .refine((t) => t.certs.length > 0 || t.acme !== undefined, { message: 'needs certs, acme or both', path: ['certs'] });
+
 export const configSchema = z
   .strictObject({
     listen: z
@@ -214,6 +291,9 @@ export const configSchema = z
          * another Switchyard included, fails the start. @default 256 (DEFAULT_ACCEPTORS)
          */
         acceptors: z.number().int().min(1).max(1024).default(DEFAULT_ACCEPTORS),
+        /** the plain port answers 308 to https (ACME challenge paths excepted); needs `tls` @default false */
+        redirect: z.boolean().default(false),
+        tls: tls.optional(),
       })
       .prefault({}),
     admin: z
@@ -231,6 +311,8 @@ export const configSchema = z
          * @default []
          */
         allowedHosts: z.array(z.string().min(1).max(253)).default([]),
+        /** serve the admin API over TLS */
+        tls: certFiles.optional(),
       })
       .prefault({}),
     /**
@@ -241,8 +323,17 @@ export const configSchema = z
      */
     engine: z.enum(['native', 'undici']).default('native'),
     store: store.prefault({ kind: 'file' }),
-    apps: z.array(app).min(1, 'needs at least one app'),
+    // may be empty: apps can live in the store alone (created by the API or `switchyard apply`)
+    apps: z.array(appSchema).default([]),
     trustedProxies: z.array(cidr).default([]),
+    /** The DNS servers pools' `discover` asks (src/discovery/). @default the system's (/etc/resolv.conf) */
+    discovery: z
+      .strictObject({
+        servers: z.array(dnsServer).min(1, 'needs at least one server').optional(),
+        /** one lookup's deadline (each of A and AAAA, each SRV target) @default 2s */
+        timeout: duration('2s').refine((ms) => ms >= 10, 'must be at least 10ms'),
+      })
+      .prefault({}),
     shutdown: z
       .strictObject({
         /** After SIGTERM, keep accepting connections this long (readyz already 503) so load balancers notice. */
@@ -297,6 +388,13 @@ export const configSchema = z
     if (!loopback && c.admin.tokens.length === 0) {
       ctx.addIssue({ code: 'custom', path: ['admin', 'tokens'], message: 'an admin listener on a non-loopback address needs tokens' });
     }
+    if (c.listen.tls !== undefined && c.workers !== 1) {
+      // the worker processes (src/cluster) build their own data plane without the TLS listener
+      ctx.addIssue({ code: 'custom', path: ['listen', 'tls'], message: 'is served by one process for now: set workers: 1' });
+    }
+    if (c.listen.redirect && c.listen.tls === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['listen', 'redirect'], message: 'needs listen.tls (there is no https port to redirect to)' });
+    }
     if (c.store.kind === 'redis' && c.store.sentinels !== undefined && c.store.name === undefined) {
       ctx.addIssue({ code: 'custom', path: ['store', 'name'], message: 'required with sentinels' });
     }
@@ -306,5 +404,9 @@ export type Config = z.output<typeof configSchema>;
 export type ConfigInput = z.input<typeof configSchema>;
 export type AppConfig = Config['apps'][number];
 export type PoolConfig = AppConfig['pools'][string];
+export type DiscoverConfig = NonNullable<PoolConfig['discover']>;
+export type DiscoveryConfig = Config['discovery'];
 export type HealthConfig = NonNullable<AppConfig['health']>;
 export type StoreConfig = Config['store'];
+export type TlsConfig = NonNullable<Config['listen']['tls']>;
+export type AcmeConfig = NonNullable<TlsConfig['acme']>;

@@ -2,14 +2,16 @@ import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
+import { compileDefinition, definitionChanges, formatChange, type AppDefinition, type DefinitionChange } from '../config/definition.ts';
 import type { AppConfig, Config } from '../config/schema.ts';
-import { ConfigError, SwitchyardError } from '../errors.ts';
+import { SwitchyardError } from '../errors.ts';
 import { RoutingTable } from '../routing/routing-table.ts';
 import type { Snapshot } from '../routing/snapshot.ts';
-import type { InvalidStateError } from '../state/invariants.ts';
+import { canonicalJson } from '../state/digest.ts';
 import type { Action, HistoryEntry, RoutingState, StateStore } from '../state/types.ts';
 import { ownOf, parseWeights, TOTAL_BP, type Weights } from '../state/weights.ts';
-import { initialState, nextState } from './next-state.ts';
+import { nextState } from './next-state.ts';
+import { loadStates, type BrokenApp } from './seed.ts';
 
 export interface WriteOptions {
   /** token name of the caller, for the audit trail */
@@ -40,23 +42,33 @@ export interface ControllerOptions {
    * @default 5000
    */
   readonly writeDeadlineMs?: number;
+  /** called with every new snapshot before it serves (the Runtime follows the targets here) */
+  readonly onSnapshot?: (snapshot: Snapshot) => void;
+  /**
+   * At start, write the config file's definition of every app it names over the store's
+   * (`serve --apply-config`). @default false: the store wins and differences are reported as drift
+   */
+  readonly applyConfig?: boolean;
 }
 
 export const WRITE_DEADLINE_MS = 5000;
 
-/** An app whose stored state cannot be loaded: routed on its config's `initial` weights until a write replaces it. */
-interface BrokenApp {
-  readonly message: string;
-  /** what the store counts the bad state as, for the compare-and-set that replaces it */
-  readonly expected: number | null;
+/** What a write proposes, from the current state and definition. */
+export interface Proposal {
+  readonly weights: Weights;
+  /** a new definition (omitted: unchanged) */
+  readonly definition?: AppDefinition | undefined;
+  readonly deleted?: boolean | undefined;
 }
 
 /**
- * The control plane: owns the current routing state of every app, writes changes through the
- * store (compare-and-set on the revision), and swaps a new immutable snapshot into place for the
- * data plane whenever a newer state arrives — from this instance or from the store's watch.
+ * The control plane: owns the current routing state of every app — its weights and its
+ * definition, one document and one revision per app — writes changes through the store
+ * (compare-and-set on the revision), and swaps a new immutable snapshot into place for the data
+ * plane whenever a newer state arrives, from this instance or from the store's watch.
  *
- * Events: `applied` (state: RoutingState, previous: RoutingState) after a snapshot swap.
+ * Events: `applied` (state: RoutingState, previous: RoutingState | null) after a snapshot swap;
+ * `previous` is null for an app this instance did not route on; a deleted app's `state` is its tombstone.
  */
 export class Controller extends EventEmitter {
   readonly config: Config;
@@ -65,12 +77,15 @@ export class Controller extends EventEmitter {
   private readonly now: () => number;
   private readonly guard: WriteGuard | undefined;
   private readonly table: RoutingTable;
-  private readonly appIndex = new Map<string, number>();
   private readonly writeDeadlineMs: number;
   private readonly broken: Map<string, BrokenApp>;
+  /** the config file's definition of each app it names, compiled: what drift is measured against */
+  private readonly fileApps: ReadonlyMap<string, AppConfig>;
+  /** app → how the store's definition differs from the file's (empty entries are dropped) */
+  private readonly drifts = new Map<string, DefinitionChange[]>();
   private unwatch: (() => void) | null = null;
 
-  private constructor(opts: ControllerOptions, states: Map<string, RoutingState>, broken: Map<string, BrokenApp>) {
+  private constructor(opts: ControllerOptions, states: RoutingState[], broken: Map<string, BrokenApp>) {
     super();
     this.config = opts.config;
     this.store = opts.store;
@@ -79,8 +94,9 @@ export class Controller extends EventEmitter {
     this.guard = opts.guard;
     this.writeDeadlineMs = opts.writeDeadlineMs ?? WRITE_DEADLINE_MS;
     this.broken = broken;
-    opts.config.apps.forEach((a, i) => this.appIndex.set(a.name, i));
-    this.table = new RoutingTable(opts.config, states);
+    this.fileApps = new Map(opts.config.apps.map((a) => [a.name, a]));
+    this.table = new RoutingTable(states, opts.onSnapshot === undefined ? {} : { onSnapshot: opts.onSnapshot });
+    for (const app of this.fileApps.keys()) this.checkDrift(app);
   }
 
   /** The data plane reads this on every request; it is replaced, never mutated. */
@@ -89,53 +105,34 @@ export class Controller extends EventEmitter {
   }
 
   /**
-   * Loads every app's state (writing `initial` weights for apps the store does not know yet),
-   * checks it against the config, and starts watching the store. An app whose stored state
-   * cannot be loaded does not stop the others: it is logged, listed by `brokenStates()`, and
-   * routed on its `initial` weights (nothing written) until a write replaces the bad state.
+   * Loads every app's state — the config file's apps and every app the store holds — seeding the
+   * ones the store does not have from the file (src/control/seed.ts), and starts watching the
+   * store. An app whose stored state cannot be loaded does not stop the others: it is logged,
+   * listed by `brokenStates()`, and routed on the file's definition and `initial` weights
+   * (nothing written) until a write replaces the bad state.
    */
   static async start(opts: ControllerOptions): Promise<Controller> {
-    const { config, store, logger } = opts;
-    const now = opts.now ?? Date.now;
-    const names = config.apps.map((a) => a.name);
-    const invalid = new Map<string, InvalidStateError>();
-    const states = await store.getMany(names, (err) => invalid.set(err.app, err));
-    const broken = new Map<string, BrokenApp>();
-    for (const app of config.apps) {
-      if (states.has(app.name)) continue;
-      const bad = invalid.get(app.name);
-      if (bad !== undefined) {
-        const placeholder = initialState(app.name, initialWeights(app), now());
-        const reason = `the stored routing state cannot be loaded (${bad.message}); routing on the config's initial weights until a write replaces it`;
-        states.set(app.name, { ...placeholder, revision: bad.revision ?? 0, reason });
-        broken.set(app.name, { message: bad.message, expected: bad.revision });
-        logger.error({ err: bad, app: app.name }, `app ${app.name}: ${reason}`);
-        continue;
-      }
-      const seeded = await store.compareAndSet(initialState(app.name, initialWeights(app), now()), null);
-      // another instance may have seeded it first: take theirs
-      const state = seeded.ok ? seeded.state : seeded.current;
-      if (state === null) throw new Error(`app ${app.name}: could not write its initial state`);
-      states.set(app.name, state);
-    }
-    const problems: string[] = [];
-    for (const app of config.apps) {
-      const state = states.get(app.name) as RoutingState;
-      const unknown = Object.entries(state.weights).filter(([p, bp]) => !Object.hasOwn(app.pools, p) && bp > 0).map(([p]) => p);
-      if (unknown.length > 0) {
-        problems.push(`apps.${app.name}: the stored routing state (revision ${state.revision}) sends traffic to pool(s) ${unknown.join(', ')} that the config no longer has; put them back in the config, or switch the app to a configured pool first`);
-      }
-    }
-    if (problems.length > 0) throw new ConfigError(problems);
+    const { states, broken } = await loadStates({ config: opts.config, store: opts.store, logger: opts.logger, now: opts.now ?? Date.now, applyConfig: opts.applyConfig === true });
     const controller = new Controller(opts, states, broken);
-    controller.unwatch = store.watch((state) => controller.apply(state));
+    controller.unwatch = opts.store.watch((state) => controller.apply(state));
     return controller;
   }
 
+  /** The live definition of an app, compiled; throws UNKNOWN_APP (404). */
   appConfig(app: string): AppConfig {
-    const i = this.appIndex.get(app);
-    if (i === undefined) throw new SwitchyardError('UNKNOWN_APP', `unknown app "${app}"`);
-    return this.config.apps[i] as AppConfig;
+    const cfg = this.table.appConfig(app);
+    if (cfg === undefined) throw new SwitchyardError('UNKNOWN_APP', `unknown app "${app}"`);
+    return cfg;
+  }
+
+  /** Whether the app exists (is routed on) now. */
+  has(app: string): boolean {
+    return this.table.appConfig(app) !== undefined;
+  }
+
+  /** The live apps' names, in slot order. */
+  appNames(): string[] {
+    return this.table.snapshot.apps.map((a) => a.name);
   }
 
   state(app: string): RoutingState {
@@ -144,8 +141,21 @@ export class Controller extends EventEmitter {
     return s;
   }
 
+  /** The newest state of an app, its tombstone when deleted, undefined when never seen. */
+  stateOrTombstone(app: string): RoutingState | undefined {
+    return this.table.stateOrTombstone(app);
+  }
+
+  /** Every live app's state, in slot order. */
   allStates(): RoutingState[] {
-    return this.config.apps.map((a) => this.state(a.name));
+    return this.table.allStates();
+  }
+
+  /** The stored definition of an app (as written), for `GET /v1/config`. */
+  definition(app: string): AppDefinition {
+    const def = this.table.definition(app);
+    if (def === undefined) throw new SwitchyardError('UNKNOWN_APP', `unknown app "${app}"`);
+    return def;
   }
 
   /** App → why its stored state could not be loaded, for the apps routed on `initial` weights meanwhile (/readyz). */
@@ -154,17 +164,43 @@ export class Controller extends EventEmitter {
   }
 
   /**
+   * App → the key paths where the config file's definition differs from the store's, for the apps
+   * the file names (absent when they agree). Paths only: `/readyz` shows it without a token, and
+   * values (target addresses) stay in the log. The fix: `switchyard apply -f FILE`.
+   */
+  drift(): Record<string, string[]> {
+    return Object.fromEntries([...this.drifts].map(([app, changes]) => [app, changes.map((c) => c.path)]));
+  }
+
+  /**
    * Applies a state if it is newer than the one routed on; never moves to a lower revision.
    * Returns whether the snapshot changed.
    */
   apply(state: RoutingState): boolean {
-    const previous = this.table.applyOrRefuse(state, this.logger);
-    if (previous === null) return false;
+    const applied = this.table.applyOrRefuse(state, this.logger);
+    if (applied === null) return false;
     if (this.broken.delete(state.app)) this.logger.info({ app: state.app, revision: state.revision }, `app ${state.app}: its routing state was replaced by a valid one`);
-    this.emit('applied', state, previous);
+    if (this.fileApps.has(state.app)) this.checkDrift(state.app);
+    this.emit('applied', state, applied.previous);
     return true;
   }
 
+  /** Recomputes an app's drift; logs it when it appears or changes (once, not on every write). */
+  private checkDrift(app: string): void {
+    const file = this.fileApps.get(app);
+    if (file === undefined) return;
+    const live = this.table.appConfig(app);
+    const changes = live === undefined ? [{ path: '(app)', from: 'deleted in the store', to: 'defined in the config file' }] : definitionChanges(live, file);
+    const before = this.drifts.get(app);
+    if (changes.length === 0) {
+      if (before !== undefined) this.logger.info({ app }, `app ${app}: the config file and the store agree again`);
+      this.drifts.delete(app);
+      return;
+    }
+    this.drifts.set(app, changes);
+    if (before !== undefined && canonicalJson(before) === canonicalJson(changes)) return;
+    this.logger.warn({ app, drift: changes.map(formatChange) }, `app ${app}: the config file differs from the store, which wins (${changes.map((c) => c.path).join(', ')}); to make the file win run: switchyard apply -f CONFIG_FILE`);
+  }
 
   /** Parses API percentages for an app, throwing a 400 that names the field. */
   parseWeights(app: string, input: Readonly<Record<string, number>>): Record<string, number> {
@@ -181,78 +217,131 @@ export class Controller extends EventEmitter {
     if (!Object.hasOwn(cfg.pools, to)) throw new SwitchyardError('UNKNOWN_POOL', `app "${app}" has no pool "${to}"`, { details: [{ path: 'to', message: `unknown pool (pools: ${Object.keys(cfg.pools).join(', ')})` }] });
     const weights: Record<string, number> = {};
     for (const p of Object.keys(cfg.pools)) weights[p] = p === to ? TOTAL_BP : 0;
-    return this.write(app, 'switch', () => weights, opts);
+    return this.change(app, 'switch', () => ({ weights }), opts);
   }
 
   async setWeights(app: string, weights: Weights, opts: WriteOptions, action: Action = 'weights'): Promise<RoutingState> {
-    return this.write(app, action, () => weights, opts);
+    return this.change(app, action, () => ({ weights }), opts);
   }
 
   /** Writes, as a new revision, the weights of the revision before the current one. */
   async rollback(app: string, opts: WriteOptions): Promise<RoutingState> {
-    return this.write(app, 'rollback', async (cur) => {
+    return this.change(app, 'rollback', async (cur, cfg) => {
       const entries = await this.store.history(app, 2);
       const previous = entries.find((e) => e.revision === cur.revision - 1);
       if (previous === undefined) throw new SwitchyardError('NO_EARLIER_REVISION', `app "${app}" has no revision before ${cur.revision} in its history`);
-      const names = Object.keys(this.appConfig(app).pools);
+      const gone = Object.entries(previous.weights).filter(([p, bp]) => bp > 0 && !Object.hasOwn(cfg.pools, p)).map(([p]) => p);
+      if (gone.length > 0) throw new SwitchyardError('CONFLICT', `revision ${previous.revision} of app "${app}" sent traffic to pool(s) ${gone.join(', ')}, which the app no longer has; set the weights instead`, { details: { revision: previous.revision, pools: gone } });
       const weights: Record<string, number> = {};
-      for (const p of names) weights[p] = ownOf(previous.weights, p) ?? 0;
-      return weights;
+      for (const p of Object.keys(cfg.pools)) weights[p] = ownOf(previous.weights, p) ?? 0;
+      return { weights };
     }, opts);
   }
 
   async history(app: string, limit: number): Promise<HistoryEntry[]> {
-    this.appConfig(app);
+    if (!this.has(app) && this.stateOrTombstone(app) === undefined) this.appConfig(app);
     return this.store.history(app, limit);
   }
 
   /**
-   * One write: re-read, compute, compare-and-set. With If-Match, a lost compare-and-set is a 412;
-   * without, it retries (after a short random pause, so racing writers spread out) until it wins
-   * or `writeDeadlineMs` passes (409 WRITE_CONFLICT). Weights equal to the current ones write
-   * nothing and answer the current state. Resolves with the state this call wrote.
+   * One write to an existing app: re-read, compute, compare-and-set. With If-Match, a lost
+   * compare-and-set is a 412; without, it retries (after a short random pause, so racing writers
+   * spread out) until it wins or `writeDeadlineMs` passes (409 WRITE_CONFLICT). A proposal equal
+   * to the current state (weights and definition) writes nothing and answers the current state.
+   * Resolves with the state this call wrote. `propose` sees the current state and its compiled
+   * definition, and may throw (a 404, a 409) to refuse.
    */
-  private async write(app: string, action: Action, weightsOf: (cur: RoutingState) => Weights | Promise<Weights>, opts: WriteOptions): Promise<RoutingState> {
-    const cfg = this.appConfig(app);
-    const pools = Object.keys(cfg.pools);
+  async change(app: string, action: Action, propose: (cur: RoutingState, cfg: AppConfig) => Proposal | Promise<Proposal>, opts: WriteOptions): Promise<RoutingState> {
     // monotonic, not the injected clock: a test's frozen `now` must not make a write retry forever
     const deadline = performance.now() + this.writeDeadlineMs;
     for (let attempt = 1; ; attempt++) {
       const cur = this.state(app);
+      const cfg = this.appConfig(app);
       if (opts.expectedRevision !== undefined && opts.expectedRevision !== cur.revision) {
         throw new SwitchyardError('STALE_REVISION', `revision ${opts.expectedRevision} is stale; the current revision is ${cur.revision}`, { details: { currentRevision: cur.revision } });
       }
-      const weights = onPools(await weightsOf(cur), pools);
+      const proposal = await propose(cur, cfg);
+      const definition = proposal.definition;
+      const nextCfg = definition === undefined ? cfg : compileDefinition(definition, app);
+      const pools = Object.keys(nextCfg.pools);
+      const weights = onPools(proposal.weights, pools);
       const broken = this.broken.get(app);
-      if (broken === undefined && sameWeights(weights, cur.weights, pools)) {
+      const sameDefinition = definition === undefined || canonicalJson(definition) === canonicalJson(this.definition(app));
+      if (broken === undefined && proposal.deleted !== true && sameDefinition && sameWeights(weights, cur.weights, pools)) {
         this.logger.info({ audit: true, app, action, actor: opts.by, reason: opts.reason ?? null, noop: true, revision: cur.revision }, `${action} ${app} by ${opts.by}: no change, nothing written`);
         return cur;
       }
-      const forced = this.guard?.(cfg, weights, opts, cur.weights);
+      refuseEmptyPools(app, nextCfg, weights, cur.weights, opts);
+      const forced = this.guard?.(nextCfg, weights, opts, cur.weights);
       const reason = forced === undefined ? (opts.reason ?? null) : opts.reason ? `${opts.reason} (${forced})` : forced;
-      const next = nextState(cur, { weights, action, by: opts.by, reason, now: this.now() });
+      const changes = sameDefinition ? [] : definitionChanges(cfg, nextCfg);
+      // every write carries the definition, so a state written before live definitions gets it back
+      const next = nextState(cur, { weights, action, by: opts.by, reason, now: this.now(), definition: definition ?? this.definition(app), deleted: proposal.deleted, changes: changes.map((c) => c.path) });
       const result = await this.store.compareAndSet(next, broken === undefined ? cur.revision : broken.expected);
       if (result.ok) {
         this.apply(result.state);
-        this.logger[forced === undefined ? 'info' : 'warn']({ audit: true, app, action, actor: opts.by, reason: next.reason, forced: forced !== undefined, before: { revision: cur.revision, weights: cur.weights }, after: { revision: next.revision, weights: next.weights } }, `${action} ${app} by ${opts.by}`);
+        this.audit(app, action, opts, forced !== undefined, cur, result.state, changes);
         return result.state;
       }
-      // someone else wrote first: route on theirs, then either report it (If-Match) or retry
-      if (result.current === null) throw new SwitchyardError('STORE_UNAVAILABLE', `the store holds no state for app "${app}"`);
-      this.apply(result.current);
-      if (opts.expectedRevision !== undefined) {
-        const current = this.state(app);
-        throw new SwitchyardError('STALE_REVISION', `another write got there first; the current revision is ${current.revision}`, { details: { currentRevision: current.revision } });
-      }
-      if (result.current.revision <= cur.revision) {
-        // retrying cannot help: the store is behind this instance (see the fleet's regression report in /readyz)
-        throw new SwitchyardError('WRITE_CONFLICT', `the store holds revision ${result.current.revision} of app "${app}", not newer than the ${cur.revision} this instance routes on; writes fail until that is repaired`);
-      }
-      if (performance.now() >= deadline) {
-        throw new SwitchyardError('WRITE_CONFLICT', `other writers to app "${app}" kept getting there first: gave up after ${attempt} attempts in ${this.writeDeadlineMs} ms; try again`, { details: { attempts: attempt, currentRevision: this.state(app).revision } });
-      }
-      await sleep(Math.random() * Math.min(50, 2 * attempt));
+      await this.lost(app, result.current, cur.revision, opts, attempt, deadline);
     }
+  }
+
+  /**
+   * Creates an app (or re-creates a deleted one) with `state` as its first revision after what the
+   * store holds; when the app exists by the time the write lands, answers null so the caller
+   * replaces it instead.
+   */
+  async create(state: RoutingState, opts: WriteOptions): Promise<RoutingState | null> {
+    const tomb = this.table.stateOrTombstone(state.app);
+    if (tomb !== undefined && tomb.deleted !== true) return null;
+    const expected = tomb?.revision ?? null;
+    if (opts.expectedRevision !== undefined && opts.expectedRevision !== (expected ?? 0)) {
+      throw new SwitchyardError('STALE_REVISION', `revision ${opts.expectedRevision} is stale; the app does not exist (revision ${expected ?? 0})`, { details: { currentRevision: expected ?? 0 } });
+    }
+    const next = { ...state, revision: (expected ?? 0) + 1 };
+    const result = await this.store.compareAndSet(next, expected);
+    if (result.ok) {
+      this.apply(result.state);
+      this.audit(state.app, 'define', opts, false, tomb ?? null, result.state, definitionChanges(undefined, this.appConfig(state.app)));
+      return result.state;
+    }
+    if (result.current !== null) this.apply(result.current);
+    if (opts.expectedRevision !== undefined) throw new SwitchyardError('STALE_REVISION', 'another write got there first', { details: { currentRevision: result.current?.revision ?? 0 } });
+    return null;
+  }
+
+  private audit(app: string, action: Action, opts: WriteOptions, forced: boolean, cur: RoutingState | null, next: RoutingState, changes: readonly DefinitionChange[]): void {
+    const line = {
+      audit: true,
+      app,
+      action,
+      actor: opts.by,
+      reason: next.reason,
+      forced,
+      before: cur === null ? null : { revision: cur.revision, weights: cur.weights },
+      after: { revision: next.revision, weights: next.weights, ...(next.deleted === true ? { deleted: true } : {}) },
+      ...(changes.length === 0 ? {} : { changes: changes.map(formatChange) }),
+    };
+    this.logger[forced ? 'warn' : 'info'](line, `${action} ${app} by ${opts.by}`);
+  }
+
+  /** A lost compare-and-set: route on the winner's state, then report it (If-Match) or let the caller retry. */
+  private async lost(app: string, current: RoutingState | null, had: number, opts: WriteOptions, attempt: number, deadline: number): Promise<void> {
+    if (current === null) throw new SwitchyardError('STORE_UNAVAILABLE', `the store holds no state for app "${app}"`);
+    this.apply(current);
+    if (opts.expectedRevision !== undefined) {
+      throw new SwitchyardError('STALE_REVISION', `another write got there first; the current revision is ${current.revision}`, { details: { currentRevision: current.revision } });
+    }
+    if (current.revision <= had) {
+      // retrying cannot help: the store is behind this instance (see the fleet's regression report in /readyz)
+      throw new SwitchyardError('WRITE_CONFLICT', `the store holds revision ${current.revision} of app "${app}", not newer than the ${had} this instance routes on; writes fail until that is repaired`);
+    }
+    if (current.deleted === true) throw new SwitchyardError('UNKNOWN_APP', `app "${app}" was deleted meanwhile`);
+    if (performance.now() >= deadline) {
+      throw new SwitchyardError('WRITE_CONFLICT', `other writers to app "${app}" kept getting there first: gave up after ${attempt} attempts in ${this.writeDeadlineMs} ms; try again`, { details: { attempts: attempt, currentRevision: current.revision } });
+    }
+    await sleep(Math.random() * Math.min(50, 2 * attempt));
   }
 
   async close(): Promise<void> {
@@ -279,14 +368,16 @@ function sameWeights(next: Weights, cur: Weights, pools: readonly string[]): boo
   return pools.every((p) => bp(next, p) === bp(cur, p)) && Object.keys(cur).every((p) => pools.includes(p) || bp(cur, p) === 0);
 }
 
-/** `initial` from the config, or the first configured pool at 100 %. */
-export function initialWeights(app: AppConfig): Weights {
-  const names = Object.keys(app.pools);
-  if (app.initial !== undefined) {
-    const r = parseWeights(app.initial, names, ['initial']);
-    if (r.ok) return r.weights;
-  }
-  const w: Record<string, number> = {};
-  names.forEach((n, i) => (w[n] = i === 0 ? TOTAL_BP : 0));
-  return w;
+
+/**
+ * A pool with no target (and nothing to discover them) answers every request 503: a write that
+ * raises its weight is refused, health checks or not, unless forced.
+ */
+function refuseEmptyPools(app: string, cfg: AppConfig, weights: Weights, current: Weights, opts: WriteOptions): void {
+  if (opts.force === true) return;
+  const empty = Object.keys(cfg.pools).filter((p) => {
+    const pool = cfg.pools[p] as AppConfig['pools'][string] & { discover?: unknown };
+    return (ownOf(weights, p) ?? 0) > (ownOf(current, p) ?? 0) && pool.targets.length === 0 && pool.discover === undefined;
+  });
+  if (empty.length > 0) throw new SwitchyardError('POOL_UNHEALTHY', `app "${app}": pool(s) ${empty.join(', ')} have no targets; send force: true to route to them anyway`, { details: { pools: empty } });
 }

@@ -76,7 +76,7 @@ export class Fleet {
   #beatSoon: NodeJS.Immediate | null = null;
   #closed = false;
   readonly #onSync = (remote: ReadonlyMap<string, RoutingState | null>): void => this.#reconcile(remote);
-  readonly #onApplied = (state: RoutingState, previous: RoutingState): void => {
+  readonly #onApplied = (state: RoutingState, previous: RoutingState | null): void => {
     this.#auditObserved(state, previous);
     // tell the fleet at once rather than at the next tick, so `instances.applied` converges fast
     this.#beatSoon ??= setImmediate(() => {
@@ -320,10 +320,10 @@ export class Fleet {
   }
 
   /** Every change this instance routes on that it did not write itself gets an audit line too: the trail never depends on the writer's log alone. */
-  #auditObserved(state: RoutingState, previous: RoutingState): void {
+  #auditObserved(state: RoutingState, previous: RoutingState | null): void {
     if (this.#store.wroteHere(state.app, state.revision)) return;
     this.#logger.info(
-      { audit: true, observed: true, app: state.app, action: state.action, actor: state.updatedBy, reason: state.reason, before: { revision: previous.revision, weights: previous.weights }, after: { revision: state.revision, weights: state.weights } },
+      { audit: true, observed: true, app: state.app, action: state.action, actor: state.updatedBy, reason: state.reason, before: previous === null ? null : { revision: previous.revision, weights: previous.weights }, after: { revision: state.revision, weights: state.weights, ...(state.changes === undefined ? {} : { changes: state.changes }) } },
       `${state.action} ${state.app} by ${state.updatedBy} (observed by ${this.instanceId})`,
     );
   }

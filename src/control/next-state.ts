@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import type { AppDefinition } from '../config/definition.ts';
 import type { Action, RoutingState } from '../state/types.ts';
 import { activePool, ownOf, type Weights } from '../state/weights.ts';
 
@@ -12,6 +13,12 @@ export interface Change {
   readonly by: string;
   readonly reason: string | null;
   readonly now: number;
+  /** a new definition (omitted: the previous one is kept) */
+  readonly definition?: AppDefinition | undefined;
+  /** the app is deleted: a tombstone */
+  readonly deleted?: boolean | undefined;
+  /** the definition's key paths changed, for the history */
+  readonly changes?: readonly string[] | undefined;
 }
 
 /**
@@ -41,13 +48,20 @@ export function nextState(prev: RoutingState, change: Change): RoutingState {
     updatedAt: at,
     updatedBy: change.by,
     reason: change.reason,
+    ...withDefinition(change.definition ?? prev.definition),
+    ...(change.deleted === true ? { deleted: true } : {}),
+    ...(change.changes === undefined || change.changes.length === 0 ? {} : { changes: [...change.changes] }),
   };
 }
 
+function withDefinition(definition: AppDefinition | undefined): { definition?: AppDefinition } {
+  return definition === undefined ? {} : { definition };
+}
+
 /** The first state of an app (revision 1), written when the store has none. */
-export function initialState(app: string, weights: Weights, now: number): RoutingState {
+export function initialState(app: string, weights: Weights, now: number, definition?: AppDefinition): RoutingState {
   const at = new Date(now).toISOString();
   const drainingSince: Record<string, string> = {};
   for (const [pool, bp] of Object.entries(weights)) if (bp === 0) drainingSince[pool] = at;
-  return { app, revision: 1, weights: { ...weights }, salt: newSalt(), drainingSince, action: 'initial', updatedAt: at, updatedBy: 'switchyard', reason: 'initial weights from the config' };
+  return { app, revision: 1, weights: { ...weights }, salt: newSalt(), drainingSince, action: 'initial', updatedAt: at, updatedBy: 'switchyard', reason: 'initial weights from the config', ...withDefinition(definition) };
 }

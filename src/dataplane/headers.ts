@@ -87,11 +87,11 @@ export type FramingError = { readonly error: string; readonly status: 400 | 501 
  * hop-by-hop fields (and those named in `Connection`), refuses ambiguous framing, and sets
  * X-Forwarded-For/-Proto/-Host, Via and X-Request-Id — trusting the client's own forwarded
  * fields only when it is a trusted proxy. `authority`: the authority of an absolute-form request
- * target, which replaces the client's Host (RFC 9112 §3.2.2). `Expect` is never forwarded: the
+ * target, which replaces the client's Host (RFC 9112 §3.2.2); `proto`: https on the TLS port. `Expect` is never forwarded: the
  * proxy answers 100-continue itself (undici cannot send the field), and `Proxy-Authorization`
  * is meant for a proxy, not for the upstream.
  */
-export function forwardRequestHeaders(raw: readonly string[], remote: string, trust: TrustedProxies, authority?: string): ForwardedRequest | FramingError {
+export function forwardRequestHeaders(raw: readonly string[], remote: string, trust: TrustedProxies, authority?: string, proto: 'http' | 'https' = 'http'): ForwardedRequest | FramingError {
   const trusted = trust.has(remote);
   const out: string[] = [];
   let host: string | undefined;
@@ -178,7 +178,7 @@ export function forwardRequestHeaders(raw: readonly string[], remote: string, tr
   const clientIp = trusted && xff !== undefined ? clientFromChain(xff, remote, trust) : remote;
   out.push(
     'x-forwarded-for', xff === undefined ? remote : `${xff}, ${remote}`,
-    'x-forwarded-proto', xfProto ?? 'http',
+    'x-forwarded-proto', xfProto ?? proto,
     'x-forwarded-host', xfHost ?? host ?? '',
     'via', via === undefined ? VIA : `${via}, ${VIA}`,
     'x-request-id', requestId,

@@ -29,7 +29,8 @@ export function validHost(host: string): boolean {
  * the Host field).
  */
 export function parseRequestTarget(req: IncomingMessage): RequestTarget {
-  if (req.httpVersionMajor !== 1) return { status: 505, reason: `HTTP/${req.httpVersion} is not supported` };
+  // HTTP/2 streams come from the TLS listener's h2 server (src/edge/h2.ts); an `HTTP/2.0` request line on HTTP/1.1 does not
+  if (req.httpVersionMajor !== 1 && !(req.httpVersionMajor === 2 && 'stream' in req)) return { status: 505, reason: `HTTP/${req.httpVersion} is not supported` };
   const url = req.url ?? '';
   // '#' never belongs in a request target (RFC 9112 §3.2); HAProxy refuses it too
   if (url.includes('#')) return { status: 400, reason: 'fragment in the request target' };

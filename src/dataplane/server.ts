@@ -54,6 +54,8 @@ export interface DataPlaneOptions {
   readonly onPreviewRejected?: (app: AppRoute) => void;
   /** connection and request limits (src/dataplane/limits.ts) @default the config defaults */
   readonly limits?: Limits;
+  /** answers a request itself before routing (true: taken), e.g. the 308 to https (src/edge) */
+  readonly intercept?: (req: IncomingMessage, res: ServerResponse) => boolean;
 }
 
 /** `limits` with every default, for planes built without a config (tests). */
@@ -225,13 +227,14 @@ export class DataPlane implements Plane {
 
   handle(req: IncomingMessage, res: ServerResponse): void {
     headerReceived(req.socket);
+    if (this.opts.intercept !== undefined && this.opts.intercept(req, res)) return;
     const remote = normalizeAddress(req.socket.remoteAddress);
     const line = parseRequestTarget(req);
     if ('status' in line) {
       refuse(res, line.status, line.reason);
       return;
     }
-    const fwd = forwardRequestHeaders(req.rawHeaders, remote, this.opts.trust, line.authority ?? undefined);
+    const fwd = forwardRequestHeaders(req.rawHeaders, remote, this.opts.trust, line.authority ?? undefined, (req.socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http');
     if ('error' in fwd) {
       refuse(res, fwd.status, fwd.error);
       return;

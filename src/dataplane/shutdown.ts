@@ -19,6 +19,8 @@ export interface StopOptions {
   readonly shutdown: Config['shutdown'];
   readonly logger: Logger;
   readonly now: () => number;
+  /** another listener feeding the same data plane (the TLS port, src/edge): stopped and closed alongside it */
+  readonly listener?: { stopListening(): void; closeIdle(): void; closeAll(): void } | null;
 }
 
 /** How often the drain loop looks at what is still in flight (and closes connections gone idle). */
@@ -46,6 +48,8 @@ export async function stopDataPlane(o: StopOptions): Promise<StopReport> {
   // keep accepting for `delay` so a load balancer notices readyz before connections are refused
   if (delay > 0) await sleep(delay);
   dataPlane.stopListening();
+  o.listener?.stopListening();
+  o.listener?.closeIdle();
   dataPlane.server.closeIdleConnections();
   for (const p of runtime.allPools()) for (const c of p.open) if ((c as { upgraded?: boolean }).upgraded === true) c.cut('shutdown');
   await drainUntil(o, started + grace);
@@ -70,6 +74,7 @@ export async function stopDataPlane(o: StopOptions): Promise<StopReport> {
   }
   // connections with no request (a slow client still sending its head) are cut too, uncounted: nothing was accepted on them
   dataPlane.server.closeAllConnections();
+  o.listener?.closeAll();
   return { answered, cut };
 }
 

@@ -66,7 +66,8 @@ export class UpgradeConnection implements Cuttable {
   /** shutdown cuts upgraded connections at once, other open entries only at hardStop */
   readonly upgraded = true;
   private readonly ctx: UpgradeContext;
-  private target: Target;
+  /** the target it is on now (a retry moves it); read when a removed target retires (runtime.ts) */
+  target: Target;
   private attempts = 1;
   private phase: Phase = 'handshake';
   openSlot = -1;

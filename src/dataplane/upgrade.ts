@@ -60,7 +60,7 @@ export class UpgradeProxy {
     // reset would crash the process (http-proxy #1510)
     socket.on('error', ignore);
     const now = this.now();
-    const fwd = forwardRequestHeaders(req.rawHeaders, normalizeAddress(socket.remoteAddress), this.opts.trust);
+    const fwd = forwardRequestHeaders(req.rawHeaders, normalizeAddress(socket.remoteAddress), this.opts.trust, undefined, (socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http');
     if ('error' in fwd) return refuse(socket, textResponse(400, `400 ${fwd.error}\n`, null));
     const upgrade = req.headers.upgrade ?? '';
     const toks = tokens(upgrade);

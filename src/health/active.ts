@@ -60,7 +60,8 @@ export interface ActiveCheckerOptions {
  * are written; the data plane reads them on every request.
  */
 export class ActiveChecker {
-  readonly checks: readonly CheckedTarget[];
+  /** added and removed as targets join and leave their pools (live definitions) */
+  readonly checks = new Set<CheckedTarget>();
   private readonly probe: Probe;
   private readonly now: () => number;
   private readonly timers: Timers;
@@ -71,7 +72,7 @@ export class ActiveChecker {
   private started = false;
 
   constructor(opts: ActiveCheckerOptions) {
-    this.checks = opts.checks;
+    for (const c of opts.checks) this.checks.add(c);
     this.probe = opts.probe;
     this.now = opts.now ?? Date.now;
     this.timers = opts.timers ?? realTimers;
@@ -85,8 +86,22 @@ export class ActiveChecker {
     for (const c of this.checks) this.schedule(c, 0);
   }
 
+  /** A target that joined: checked at once if the checks run (it starts up, as at a fresh start). */
+  add(c: CheckedTarget): void {
+    this.checks.add(c);
+    if (this.started) this.schedule(c, 0);
+  }
+
+  /** A target that left: its loop stops (a probe under way ends without being counted). */
+  remove(c: CheckedTarget): void {
+    this.checks.delete(c);
+    const h = this.timersOf.get(c);
+    if (h !== undefined) this.timers.clearTimeout(h);
+    this.timersOf.delete(c);
+  }
+
   private schedule(c: CheckedTarget, ms: number): void {
-    if (this.abort.signal.aborted) return;
+    if (this.abort.signal.aborted || !this.checks.has(c)) return;
     this.timersOf.set(c, this.timers.setTimeout(() => this.tick(c), ms));
   }
 
@@ -100,7 +115,7 @@ export class ActiveChecker {
   /** One check of one target, counted in its rise/fall streak. */
   async check(c: CheckedTarget): Promise<ProbeResult> {
     const r = await this.probe(c.target.origin, c.health, this.abort.signal);
-    if (!this.abort.signal.aborted) this.record(c, r);
+    if (!this.abort.signal.aborted && this.checks.has(c)) this.record(c, r);
     return r;
   }
 

@@ -1,8 +1,9 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import type { AppConfig, Config } from '../config/schema.ts';
+import type { AppConfig, Config, HealthConfig } from '../config/schema.ts';
 import type { WriteGuard } from '../control/controller.ts';
-import type { PoolRuntime, Runtime, Target } from '../dataplane/runtime.ts';
+import type { DiscoveryStatus, TargetDiscoveryView } from '../discovery/discovery.ts';
+import type { AppRuntime, PoolRuntime, Runtime, Target } from '../dataplane/runtime.ts';
 import { SwitchyardError } from '../errors.ts';
 import { ActiveChecker, type CheckedTarget, type LastCheck, type Timers } from './active.ts';
 import { OutlierDetector } from './passive.ts';
@@ -22,6 +23,8 @@ export interface TargetStateView {
   ejectedUntil?: string;
   /** the last active check; null before the first one ends */
   lastCheck?: LastCheckView | null;
+  /** set on a target found by the pool's `discover` (src/discovery/view.ts) */
+  discovery?: TargetDiscoveryView;
 }
 
 export interface LastCheckView {
@@ -38,6 +41,8 @@ export interface PoolHealthView {
   health: PoolHealth;
   /** in the order of the pool's `targets` */
   targets: TargetStateView[];
+  /** the pool's DNS discovery, when it has `discover` (src/discovery/view.ts) */
+  discovery?: DiscoveryStatus;
 }
 
 /** What the admin API reads of the health checks (views, the version check). */
@@ -86,10 +91,10 @@ export interface HealthFigure {
  * Every target's health for the metrics module, straight from the Runtime's fields: O(targets),
  * no allocation beyond the answer. `target` is the configured URL (bounded cardinality).
  */
-export function healthFigures(runtime: Runtime, config: Config, now: number): HealthFigure[] {
+export function healthFigures(runtime: Runtime, _config: Config, now: number): HealthFigure[] {
   const out: HealthFigure[] = [];
-  runtime.apps.forEach((app, i) => {
-    const checked = config.apps[i]?.health !== undefined;
+  runtime.apps.forEach((app) => {
+    const checked = app.config.health !== undefined;
     for (const pool of app.pools) {
       for (const t of pool.targets) {
         const state = targetState(t, now);
@@ -129,7 +134,6 @@ export interface HealthChange {
  * Events: `change` (HealthChange).
  */
 export class HealthMonitor extends EventEmitter implements HealthSource {
-  private readonly config: Config;
   private readonly runtime: Runtime;
   private readonly logger: Logger;
   private readonly now: () => number;
@@ -140,48 +144,20 @@ export class HealthMonitor extends EventEmitter implements HealthSource {
   private readonly sweeps: { detector: OutlierDetector; pool: PoolRuntime; every: number }[] = [];
   private readonly sweepTimers: Timers;
   private sweepTimer: unknown = null;
+  private closed = false;
 
   constructor(opts: HealthMonitorOptions) {
     super();
-    this.config = opts.config;
     this.runtime = opts.runtime;
     this.logger = opts.logger;
-    const now = (this.now = opts.now ?? Date.now);
+    this.now = opts.now ?? Date.now;
     this.http = opts.probe === undefined ? new HttpProbe() : null;
-    const checks: CheckedTarget[] = [];
-    opts.config.apps.forEach((cfg, i) => {
-      const health = cfg.health;
-      const app = opts.runtime.apps[i];
-      if (health === undefined || app === undefined) return;
-      for (const pool of app.pools) {
-        for (const target of pool.targets) {
-          const c: CheckedTarget = { app: app.name, pool: pool.name, target, health, passes: 0, failures: 0, last: null };
-          checks.push(c);
-          this.checkOf.set(target, c);
-        }
-        const passive = health.passive;
-        if (passive === null) continue;
-        const where = { app: app.name, pool: pool.name };
-        const detector = new OutlierDetector(pool.targets, passive, {
-          now,
-          onEject: (e) => {
-            const reason = e.stalled ? `${e.failures} requests waiting over ${passive.stallAfter} ms, none answered` : `${e.failures} consecutive failures`;
-            this.logger.warn({ ...where, target: e.target.url, failures: e.failures, stalled: e.stalled, reason, until: new Date(e.until).toISOString() }, 'target ejected by passive health checks');
-            this.emit('change', { ...where, target: e.target.url, state: 'ejected', reason } satisfies HealthChange);
-          },
-          onHeld: (t) => this.logger.warn({ ...where, target: t.url, maxEjectedShare: passive.maxEjectedShare }, 'target failing but not ejected: the pool is at its ejection limit'),
-        });
-        for (const t of pool.targets) t.outlier = detector;
-        if (passive.stallAfter > 0) this.sweeps.push({ detector, pool, every: stallSweepMs(passive.stallAfter) });
-      }
-    });
     this.sweepTimers = opts.timers ?? { setTimeout: (fn, ms) => setTimeout(fn, ms).unref(), clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout) };
-    this.scheduleSweep();
     const probe = opts.probe ?? (this.http as HttpProbe).probe;
     this.active = new ActiveChecker({
-      checks,
+      checks: [],
       probe,
-      now,
+      now: this.now,
       ...(opts.timers === undefined ? {} : { timers: opts.timers }),
       onTransition: ({ check, up, error }) => {
         const where = { app: check.app, pool: check.pool, target: check.target.url };
@@ -190,6 +166,59 @@ export class HealthMonitor extends EventEmitter implements HealthSource {
         this.emit('change', { ...where, state: up ? targetState(check.target, this.now()) : 'down', reason: error } satisfies HealthChange);
       },
     });
+    for (const app of opts.runtime.apps) for (const pool of app.pools) this.follow(app, pool);
+    // targets join and leave pools while the process runs (live definitions, discovery)
+    opts.runtime.on('targets', ({ app, pool }) => this.follow(app, pool));
+  }
+
+  /**
+   * Makes one pool's checks match its targets and its app's `health` settings: a target that
+   * joined is checked at once (it starts up, as at a fresh start), one that left stops being
+   * checked, and the pool's passive detector is rebuilt over the new list.
+   */
+  private follow(app: AppRuntime, pool: PoolRuntime): void {
+    const health = app.config.health;
+    const wanted = new Set(health === undefined ? [] : pool.targets);
+    for (const [target, c] of this.checkOf) {
+      if (c.app !== app.name || c.pool !== pool.name) continue;
+      if (wanted.has(target) && c.health === health) continue;
+      this.active.remove(c);
+      this.checkOf.delete(target);
+    }
+    if (health !== undefined) {
+      for (const target of pool.targets) {
+        if (this.checkOf.has(target)) continue;
+        const c: CheckedTarget = { app: app.name, pool: pool.name, target, health, passes: 0, failures: 0, last: null };
+        this.checkOf.set(target, c);
+        this.active.add(c);
+      }
+    }
+    this.followPassive(app, pool, health);
+  }
+
+  private followPassive(app: AppRuntime, pool: PoolRuntime, health: HealthConfig | undefined): void {
+    const i = this.sweeps.findIndex((s) => s.pool === pool);
+    if (i !== -1) this.sweeps.splice(i, 1);
+    const passive = health?.passive ?? null;
+    if (passive === null || pool.targets.length === 0) {
+      for (const t of pool.targets) t.outlier = null;
+      return;
+    }
+    const where = { app: app.name, pool: pool.name };
+    const detector = new OutlierDetector(pool.targets, passive, {
+      now: this.now,
+      onEject: (e) => {
+        const reason = e.stalled ? `${e.failures} requests waiting over ${passive.stallAfter} ms, none answered` : `${e.failures} consecutive failures`;
+        this.logger.warn({ ...where, target: e.target.url, failures: e.failures, stalled: e.stalled, reason, until: new Date(e.until).toISOString() }, 'target ejected by passive health checks');
+        this.emit('change', { ...where, target: e.target.url, state: 'ejected', reason } satisfies HealthChange);
+      },
+      onHeld: (t) => this.logger.warn({ ...where, target: t.url, maxEjectedShare: passive.maxEjectedShare }, 'target failing but not ejected: the pool is at its ejection limit'),
+    });
+    for (const t of pool.targets) t.outlier = detector;
+    if (passive.stallAfter > 0) {
+      this.sweeps.push({ detector, pool, every: stallSweepMs(passive.stallAfter) });
+      if (this.sweepTimer === null) this.scheduleSweep();
+    }
   }
 
   /** Starts the active checks (the passive ones run from construction, with the data plane). */
@@ -199,7 +228,8 @@ export class HealthMonitor extends EventEmitter implements HealthSource {
 
   /** One timer for every pool's stall sweep, at the shortest interval any of them asks. */
   private scheduleSweep(): void {
-    if (this.sweeps.length === 0) return;
+    this.sweepTimer = null;
+    if (this.sweeps.length === 0 || this.closed) return;
     const every = Math.min(...this.sweeps.map((s) => s.every));
     this.sweepTimer = this.sweepTimers.setTimeout(() => {
       for (const s of this.sweeps) s.detector.sweep(s.pool.open);
@@ -208,6 +238,7 @@ export class HealthMonitor extends EventEmitter implements HealthSource {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     if (this.sweepTimer !== null) this.sweepTimers.clearTimeout(this.sweepTimer);
     this.sweeps.length = 0;
     await this.active.close();
@@ -215,10 +246,10 @@ export class HealthMonitor extends EventEmitter implements HealthSource {
   }
 
   private pools(app: string, pool: string): { cfg: AppConfig; targets: readonly Target[] } {
-    const cfg = this.config.apps.find((a) => a.name === app);
+    const cfg = this.runtime.byName.get(app)?.config;
     if (cfg === undefined) throw new SwitchyardError('UNKNOWN_APP', `unknown app "${app}"`);
     const p = this.runtime.pool(app, pool);
-    if (p === undefined) throw new SwitchyardError('UNKNOWN_POOL', `app "${app}" has no pool "${pool}"`, { details: [{ path: 'pool', message: `unknown pool (pools: ${Object.keys(cfg.pools).join(', ')})` }] });
+    if (p === undefined || !Object.hasOwn(cfg.pools, pool)) throw new SwitchyardError('UNKNOWN_POOL', `app "${app}" has no pool "${pool}"`, { details: [{ path: 'pool', message: `unknown pool (pools: ${Object.keys(cfg.pools).join(', ')})` }] });
     return { cfg, targets: p.targets };
   }
 

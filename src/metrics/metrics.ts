@@ -4,12 +4,13 @@ import { LIMIT_EVENTS, type Limits } from '../dataplane/limits.ts';
 import type { RequestRecord } from '../dataplane/server.ts';
 import type { Runtime } from '../dataplane/runtime.ts';
 import type { RoutingState } from '../state/types.ts';
-import type { AppRoute, Snapshot } from '../routing/snapshot.ts';
+import type { AppRoute, PoolRoute, Snapshot } from '../routing/snapshot.ts';
 
 /**
  * The Prometheus metrics of one proxy, in its own registry (several proxies can live in one
- * process, e.g. in tests). Label values come from the config only (app and pool names, fixed
- * status classes and error codes), never from requests, so cardinality is bounded by the config.
+ * process, e.g. in tests). Label values come from the definitions only (app and pool names, fixed
+ * status classes and error codes), never from requests, so cardinality is bounded by the apps and
+ * pools defined (a removed pool's series stays until restart, as Prometheus counters should).
  *
  * The per-request series do not go through prom-client's `labels().inc()`, which hashes the
  * label values and allocates on every call: `record()` bumps preallocated typed arrays indexed by
@@ -79,16 +80,19 @@ class ComputedMetric {
 export class Metrics {
   readonly registry = new Registry();
   readonly contentType: string = this.registry.contentType;
-  /** [app index][pool index] */
-  private readonly series: readonly (readonly PoolSeries[])[];
-  private readonly previewRejectedByApp: readonly Counter.Internal[];
+  /** [app slot][pool slot] (AppRoute.index, PoolRoute.index); grows as apps and pools are added live */
+  private readonly series: PoolSeries[][];
+  private readonly previewRejectedByApp: Counter.Internal[];
+  private readonly rejected: Counter;
   private readonly cuts: Counter;
 
   constructor(deps: MetricsDeps) {
-    const { config, controller, runtime } = deps;
+    const { controller, runtime } = deps;
     const registry = this.registry;
     const now = deps.now ?? Date.now;
-    const series = config.apps.map((a) => Object.keys(a.pools).map((p) => new PoolSeries(a.name, p)));
+    // slots: the snapshot's (config order at start), so the hot path indexes them like the Runtime
+    const series: PoolSeries[][] = [];
+    for (const a of controller.snapshot.apps) series[a.index] = a.pools.reduce<PoolSeries[]>((row, p) => ((row[p.index] = new PoolSeries(a.name, p.name)), row), []);
     this.series = series;
     const all = (): PoolSeries[] => series.flat();
 
@@ -122,7 +126,7 @@ export class Metrics {
 
     // `aggregator`: how `workers: N` (src/cluster/group-metrics.ts) merges the primary's value,
     // listed first, with the workers': counts are summed, routing state has one value per instance
-    const poolGauge = (name: string, help: string, value: (app: number, pool: number) => number, aggregator: Aggregator = 'sum'): void => {
+    const poolGauge = (name: string, help: string, value: (app: number, pool: number, s: PoolSeries) => number, aggregator: Aggregator = 'sum'): void => {
       new Gauge({
         name,
         help,
@@ -131,13 +135,13 @@ export class Metrics {
         aggregator,
         collect() {
           this.reset();
-          series.forEach((pools, a) => pools.forEach((s, p) => this.set(s.labels, value(a, p))));
+          series.forEach((pools, a) => pools.forEach((s, p) => this.set(s.labels, value(a, p, s))));
         },
       });
     };
     poolGauge('switchyard_inflight_requests', 'Requests (and open streams) being proxied to the pool by this instance.', (a, p) => runtime.apps[a]?.pools[p]?.inflight ?? 0);
     poolGauge('switchyard_upgraded_connections', 'Upgraded (WebSocket) connections open to the pool on this instance.', (a, p) => runtime.apps[a]?.pools[p]?.upgraded ?? 0);
-    poolGauge('switchyard_pool_weight_ratio', 'Share of new requests routed to the pool by weight, 0 to 1.', (a, p) => (controller.snapshot.apps[a]?.pools[p]?.weight ?? 0) / 10_000, 'first');
+    poolGauge('switchyard_pool_weight_ratio', 'Share of new requests routed to the pool by weight, 0 to 1.', (_a, _p, s) => (controller.snapshot.byName.get(s.labels.app)?.poolsByName.get(s.labels.pool)?.weight ?? 0) / 10_000, 'first');
 
     const appGauge = (name: string, help: string, value: (s: RoutingState) => number, aggregator: Aggregator): void => {
       new Gauge({
@@ -168,8 +172,9 @@ export class Metrics {
     });
 
     const rejected = new Counter({ name: 'switchyard_preview_rejected_total', help: 'Requests whose preview header carried a bad signature (routed as if it were absent).', labelNames: ['app'], registers: [registry] });
-    this.previewRejectedByApp = config.apps.map((a) => rejected.labels(a.name));
-    for (const c of this.previewRejectedByApp) c.inc(0);
+    this.rejected = rejected;
+    this.previewRejectedByApp = [];
+    for (const a of controller.snapshot.apps) (this.previewRejectedByApp[a.index] = rejected.labels(a.name)).inc(0);
     this.cuts = new Counter({ name: 'switchyard_shutdown_cut_total', help: 'Connections still open at the shutdown hard stop, and cut.', registers: [registry] });
 
     if (deps.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
@@ -177,8 +182,7 @@ export class Metrics {
 
   /** Hot path: one finished proxied request. */
   record(rec: RequestRecord): void {
-    const s = this.series[rec.app.index]?.[rec.pool.index];
-    if (s === undefined) return;
+    const s = this.series[rec.app.index]?.[rec.pool.index] ?? this.grow(rec.app, rec.pool);
     const { status, error, startedAt, endedAt } = rec.outcome;
     let cls: number;
     if (error !== null) {
@@ -196,7 +200,13 @@ export class Metrics {
   }
 
   previewRejected(app: AppRoute): void {
-    this.previewRejectedByApp[app.index]?.inc();
+    (this.previewRejectedByApp[app.index] ??= this.rejected.labels(app.name)).inc();
+  }
+
+  /** The series of an app or pool added while the process runs (its first request). */
+  private grow(app: AppRoute, pool: PoolRoute): PoolSeries {
+    const row = (this.series[app.index] ??= []);
+    return (row[pool.index] = new PoolSeries(app.name, pool.name));
   }
 
   /** The connection limits of the data plane (src/dataplane/limits.ts): read at scrape time. */

@@ -1,3 +1,4 @@
+import type { Snapshot } from '../routing/snapshot.ts';
 import type { Config } from '../config/schema.ts';
 import type { RequestRecord } from '../dataplane/server.ts';
 import { NOT_THE_POOLS_FAULT, SwitchyardError } from '../errors.ts';
@@ -231,6 +232,8 @@ export interface LiveStatsOptions {
   readonly sampleEveryMs?: number;
   /** the other instances' exports, when the store is a fleet (see `attachFleet`) */
   readonly peers?: PeerWindows;
+  /** the current routing snapshot: apps and pools defined while the process runs are found there */
+  readonly snapshot?: () => Snapshot;
 }
 
 /** `GET /v1/apps/:app/stats` */
@@ -261,11 +264,13 @@ export const HISTORY_SECONDS = 60;
 
 /** Live per-pool stats of one proxy instance, merged with its fleet's when attached. */
 export class LiveStats {
-  /** [app index][pool index], like the config and the snapshot */
-  private readonly rings: readonly (readonly PoolRing[])[];
-  private readonly apps: ReadonlyMap<string, { readonly index: number; readonly pools: readonly string[] }>;
+  /** [app slot][pool slot], like the snapshot (AppRoute.index, PoolRoute.index); grows as apps and pools are added live */
+  private readonly rings: PoolRing[][];
+  /** app → its slot and its pools' names by slot */
+  private readonly apps: Map<string, { readonly index: number; readonly pools: string[] }>;
   private readonly now: () => number;
   private peers: PeerWindows | null;
+  private readonly snapshot: (() => Snapshot) | undefined;
   /** app → its last HISTORY_SECONDS samples, oldest first */
   private readonly history = new Map<string, { sec: number; point: HistoryPoint }[]>();
   private readonly sampler: NodeJS.Timeout | null;
@@ -273,8 +278,13 @@ export class LiveStats {
   constructor(config: Config, opts: LiveStatsOptions = {}) {
     this.now = opts.now ?? Date.now;
     this.peers = opts.peers ?? null;
-    this.rings = config.apps.map((a) => Object.keys(a.pools).map(() => new PoolRing()));
-    this.apps = new Map(config.apps.map((a, index) => [a.name, { index, pools: Object.keys(a.pools) }]));
+    this.snapshot = opts.snapshot;
+    this.rings = [];
+    this.apps = new Map();
+    const start = opts.snapshot?.();
+    if (start === undefined) config.apps.forEach((a, i) => Object.keys(a.pools).forEach((p, j) => this.grow(i, a.name, j, p)));
+    // slots: the snapshot's (AppRoute.index, PoolRoute.index), so the hot path indexes them like the Runtime
+    else for (const a of start.apps) for (const p of a.pools) this.grow(a.index, a.name, p.index, p.name);
     const every = opts.sampleEveryMs ?? 1000;
     // a few microseconds per pool each second; unref'd so it never keeps a process alive
     this.sampler = every > 0 ? setInterval(() => this.sample(), every).unref() : null;
@@ -289,7 +299,9 @@ export class LiveStats {
     const nowMs = this.now();
     const nowSec = Math.floor(nowMs / 1000);
     const peers = this.freshPeers(nowSec);
+    const live = this.snapshot?.().byName;
     for (const app of this.apps.keys()) {
+      if (live !== undefined && !live.has(app)) continue; // deleted since
       const pools: Record<string, PoolWindowStats> = {};
       for (const [pool, h] of this.histograms(app, 10, nowSec, peers)) pools[pool] = summarize(h, 10);
       let list = this.history.get(app);
@@ -311,7 +323,16 @@ export class LiveStats {
     const o = rec.outcome;
     // a proxy's own answer (shutdown, a stalled client) says nothing about the pool: not counted
     if (o.error !== null && NOT_THE_POOLS_FAULT.has(o.error)) return;
-    this.rings[rec.app.index]?.[rec.pool.index]?.add(o.status, o.error !== null, o.endedAt - o.startedAt, o.endedAt);
+    (this.rings[rec.app.index]?.[rec.pool.index] ?? this.grow(rec.app.index, rec.app.name, rec.pool.index, rec.pool.name)).add(o.status, o.error !== null, o.endedAt - o.startedAt, o.endedAt);
+  }
+
+  /** The ring of an app or pool added while the process runs (its first request). */
+  private grow(appSlot: number, app: string, poolSlot: number, pool: string): PoolRing {
+    let a = this.apps.get(app);
+    if (a === undefined) this.apps.set(app, (a = { index: appSlot, pools: [] }));
+    a.pools[poolSlot] = pool;
+    const row = (this.rings[appSlot] ??= []);
+    return (row[poolSlot] = new PoolRing());
   }
 
   /** The fleet's other instances' exports: from now on windows are summed over the fleet. */
@@ -341,10 +362,14 @@ export class LiveStats {
 
   /** Histograms of every pool of `app` over the window, this instance plus fresh peers. */
   private histograms(app: string, seconds: StatsWindow, nowSec: number, peers: readonly StatsExport[]): Map<string, Histogram> {
+    const route = this.snapshot?.().byName.get(app);
+    // an app or pool defined since the start, with no request yet, gets its (empty) rings now
+    if (route !== undefined) for (const p of route.pools) if (this.rings[route.index]?.[p.index] === undefined) this.grow(route.index, app, p.index, p.name);
     const a = this.apps.get(app);
-    if (a === undefined) throw new SwitchyardError('UNKNOWN_APP', `unknown app "${app}"`);
+    if (a === undefined || (this.snapshot !== undefined && route === undefined)) throw new SwitchyardError('UNKNOWN_APP', `unknown app "${app}"`);
     const out = new Map<string, Histogram>();
     a.pools.forEach((pool, p) => {
+      if (route !== undefined && !route.poolsByName.has(pool)) return; // a pool removed since
       const h = emptyHistogram();
       this.rings[a.index]?.[p]?.sumInto(h, nowSec, seconds);
       for (const peer of peers) addEncoded(h, peer.apps[app]?.[pool]?.[`${seconds}`]);

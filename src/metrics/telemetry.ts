@@ -34,7 +34,7 @@ export interface Telemetry {
 export function createTelemetry(deps: TelemetryDeps): Telemetry {
   const now = deps.now ?? Date.now;
   const metrics = new Metrics({ config: deps.config, controller: deps.controller, runtime: deps.runtime, store: deps.store, now, ...(deps.defaultMetrics === undefined ? {} : { defaultMetrics: deps.defaultMetrics }) });
-  const stats = new LiveStats(deps.config, { now });
+  const stats = new LiveStats(deps.config, { now, snapshot: () => deps.controller.snapshot });
   const access = createAccessLog(deps.logger, { sample: deps.config.log.accessSample, ...(deps.sampleRandom === undefined ? {} : { random: deps.sampleRandom }) });
   return {
     metrics,

@@ -40,7 +40,7 @@ export class RolloutCore {
     this.logger = opts.logger;
     this.now = opts.now;
     this.#counter = opts.registry === undefined ? null : new Counter({ name: 'switchyard_rollouts_total', help: 'Rollouts that ended, by app and result (succeeded, rolled-back, aborted).', labelNames: ['app', 'result'], registers: [opts.registry] });
-    for (const app of this.controller.config.apps) for (const result of ROLLOUT_RESULTS) this.#counter?.labels(app.name, result).inc(0);
+    for (const app of this.controller.appNames()) for (const result of ROLLOUT_RESULTS) this.#counter?.labels(app, result).inc(0);
   }
 
   pools(app: string): string[] {

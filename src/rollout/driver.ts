@@ -80,7 +80,9 @@ export class RolloutDriver {
           await this.#watch();
           break;
         }
-        for (const app of this.#core.controller.config.apps) {
+        // the live apps (created and deleted while the process runs), not only the config file's
+        for (const name of this.#core.controller.appNames()) {
+          const app = { name };
           try {
             const r = await this.#driveOne(app.name);
             // a step held past its pause (waiting for minRequests) is looked at every tick, not in a tight loop
@@ -223,7 +225,8 @@ export class RolloutDriver {
    * rolled back by whichever instance sees it first, not only after the driver's lease moves.
    */
   async #watch(): Promise<void> {
-    for (const app of this.#core.controller.config.apps) {
+    for (const name of this.#core.controller.appNames()) {
+      const app = { name };
       const r = await this.#core.store.get(app.name).catch(() => null);
       if (r === null) continue;
       this.#seen.set(app.name, r);

@@ -68,6 +68,8 @@ export interface RedisLeaseOptions {
   /** @default Date.now */
   readonly now?: () => number;
   readonly schedule?: Scheduler;
+  /** what holding it means, for the log @default 'drives rollouts' */
+  readonly role?: string;
 }
 
 /**
@@ -91,6 +93,7 @@ export class RedisLease implements Lease {
   #closed = false;
   #onChange: (held: boolean) => void = () => undefined;
   #attempt: Promise<void> | null = null;
+  readonly #role: string;
 
   constructor(opts: RedisLeaseOptions) {
     this.#client = opts.client;
@@ -100,6 +103,7 @@ export class RedisLease implements Lease {
     this.#logger = opts.logger;
     this.#now = opts.now ?? Date.now;
     this.#schedule = opts.schedule ?? realScheduler;
+    this.#role = opts.role ?? 'drives rollouts';
   }
 
   held(): boolean {
@@ -138,7 +142,7 @@ export class RedisLease implements Lease {
         if (ok === 1) this.#heldUntil = t0 + this.#ttl;
         else {
           this.#heldUntil = 0;
-          this.#logger.warn({ key: this.#key }, 'rollout lease lost to another instance');
+          this.#logger.warn({ key: this.#key }, `lease lost to another instance (${this.#role})`);
         }
       } else {
         const ok = await this.#client.set(this.#key, this.#id, 'PX', this.#ttl, 'NX');
@@ -155,7 +159,7 @@ export class RedisLease implements Lease {
     const held = this.held();
     if (held === this.#wasHeld) return;
     this.#wasHeld = held;
-    this.#logger.info({ key: this.#key, id: this.#id }, held ? 'this instance now drives rollouts' : 'this instance no longer drives rollouts');
+    this.#logger.info({ key: this.#key, id: this.#id }, held ? `this instance now ${this.#role}` : `this instance no longer ${this.#role}`);
     this.#onChange(held);
   }
 

@@ -9,7 +9,11 @@ import { ownOf, TOTAL_BP } from '../state/weights.ts';
  * (it is frozen), so a request always sees one consistent revision.
  */
 export interface PoolRoute {
-  /** index in the app's configured pool order (also the index of its runtime counters) */
+  /**
+   * the pool's slot: its index in the order the process first saw the app's pools (the order of
+   * the definition, new pools appended), never reused, so runtime counters and metrics series
+   * keep their place when pools are added or removed
+   */
   readonly index: number;
   readonly name: string;
   readonly version: string;
@@ -33,6 +37,7 @@ export interface PoolRoute {
 export type StickySource = { readonly kind: 'header'; readonly name: string } | { readonly kind: 'cookie'; readonly name: string } | { readonly kind: 'ip' };
 
 export interface AppRoute {
+  /** the app's slot (see PoolRoute.index), in the order the process first saw the apps */
   readonly index: number;
   readonly name: string;
   readonly config: AppConfig;
@@ -69,10 +74,12 @@ function parseSticky(keys: readonly string[] | undefined): StickySource[] | null
   });
 }
 
-export function buildAppRoute(index: number, config: AppConfig, state: RoutingState): AppRoute {
+/** `poolSlot`: each pool's slot (PoolRoute.index) @default its position in the definition */
+export function buildAppRoute(index: number, config: AppConfig, state: RoutingState, poolSlot: (pool: string, position: number) => number = (_p, i) => i): AppRoute {
   const names = Object.keys(config.pools);
   let lo = 0;
-  const pools: PoolRoute[] = names.map((name, i) => {
+  const pools: PoolRoute[] = names.map((name, position) => {
+    const i = poolSlot(name, position);
     const pc = config.pools[name] as AppConfig['pools'][string];
     const weight = ownOf(state.weights, name) ?? 0;
     const since = ownOf(state.drainingSince, name);

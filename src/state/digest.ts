@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto';
 import type { RoutingState } from './types.ts';
 
 /**
- * A short hash of what routing depends on in a state (weights, sticky salt, drain starts), so
+ * A short hash of what routing depends on in a state (weights, sticky salt, drain starts, the
+ * app's definition and whether it is deleted), so
  * two instances on the same revision can tell whether they route on the same state: after a
  * Redis that lost its data was re-seeded, one revision number can name two different states.
  * Who wrote it and why (updatedBy, reason, action) is left out: a re-seed copies a state under
@@ -10,6 +11,15 @@ import type { RoutingState } from './types.ts';
  */
 export function stateDigest(state: RoutingState): string {
   const sorted = (r: Readonly<Record<string, unknown>>): [string, unknown][] => Object.entries(r).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  const canonical = JSON.stringify([state.app, state.revision, sorted(state.weights), state.salt, sorted(state.drainingSince ?? {})]);
+  const canonical = JSON.stringify([state.app, state.revision, sorted(state.weights), state.salt, sorted(state.drainingSince ?? {}), canonicalJson(state.definition ?? null), state.deleted === true]);
   return createHash('sha256').update(canonical).digest('hex').slice(0, 16);
+}
+
+/** JSON with every object's keys sorted, so two equal definitions written in another key order hash the same. */
+export function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) => {
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) return v;
+    const rec = v as Record<string, unknown>;
+    return Object.fromEntries(Object.keys(rec).sort().map((k) => [k, rec[k]]));
+  });
 }

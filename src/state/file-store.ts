@@ -102,6 +102,10 @@ export class FileStore implements StateStore {
     return out;
   }
 
+  async listApps(): Promise<string[]> {
+    return [...new Set([...this.#apps.keys(), ...this.#broken.keys()])].sort();
+  }
+
   async history(app: string, limit: number): Promise<HistoryEntry[]> {
     const entries = this.#apps.get(app)?.history ?? this.#broken.get(app)?.history ?? [];
     return entries.slice(0, Math.max(0, Math.floor(limit)));

@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { formatPath } from '../config/load.ts';
+import { parseDefinition } from '../config/definition.ts';
+import { deepFreeze, formatPath } from '../config/load.ts';
 import { NAME_RE } from '../config/schema.ts';
 import { SwitchyardError } from '../errors.ts';
 import type { RoutingState } from './types.ts';
@@ -10,8 +11,9 @@ import { TOTAL_BP } from './weights.ts';
 // read (so a state written by hand or by an older version is named, not a TypeError).
 
 /**
- * The pools each app may weigh, as the config defines them; `undefined` for an app the caller
- * does not know (then only the shape is checked: pool names, integers, the sum).
+ * The pools each app may weigh, for states that carry no definition (written before live
+ * definitions); `undefined` for an app the caller does not know (then only the shape is checked).
+ * A state with a definition is checked against the definition's own pools.
  */
 export type PoolsOf = (app: string) => readonly string[] | undefined;
 
@@ -26,6 +28,9 @@ const stateSchema = z.object({
   updatedAt: z.string(),
   updatedBy: z.string(),
   reason: z.string().nullable(),
+  definition: z.record(z.string(), z.unknown()).optional(),
+  deleted: z.boolean().optional(),
+  changes: z.array(z.string()).optional(),
 });
 
 export interface StateIssue {
@@ -37,13 +42,21 @@ export interface StateIssue {
 /**
  * Every way `value` fails to be a routing state: the shape, pool names (own keys matching the
  * config's pool-name rule, so `__proto__` or `toString` never get in), weights summing to exactly
- * 10 000 bp, and — when `pools` is given — only pools the app has.
+ * 10 000 bp, a definition the config's schema accepts, and only pools the app has: the
+ * definition's, or `callerPools` for a state without one.
  */
-export function stateIssues(value: unknown, pools?: readonly string[]): StateIssue[] {
+export function stateIssues(value: unknown, callerPools?: readonly string[]): StateIssue[] {
+  let pools = callerPools;
   const r = stateSchema.safeParse(value);
   if (!r.success) return r.error.issues.map((i) => ({ path: formatPath(i.path) || '(root)', message: i.message }));
   const s = value as RoutingState;
   const issues: StateIssue[] = [];
+  if (s.definition !== undefined) {
+    // the definition is checked by the config's own schema, so a stored one always compiles
+    const d = parseDefinition(s.definition, s.app, ['definition']);
+    if (!d.ok) issues.push(...d.issues);
+    else pools = Object.keys(d.config.pools);
+  }
   let sum = 0;
   for (const [pool, bp] of Object.entries(s.weights)) {
     sum += typeof bp === 'number' ? bp : Number.NaN; // zod skips an own `__proto__` key, so its value is unchecked
@@ -108,8 +121,5 @@ export function checkWrite(next: RoutingState, expected: number | null, poolsOf?
 
 /** A deep, frozen copy: what a store hands out can be shared with every reader. */
 export function freezeState(state: RoutingState): RoutingState {
-  const copy = structuredClone(state);
-  Object.freeze(copy.weights);
-  Object.freeze(copy.drainingSince);
-  return Object.freeze(copy);
+  return deepFreeze(structuredClone(state));
 }

@@ -81,6 +81,8 @@ export function redisKeys(prefix: string) {
   return {
     state: (app: string) => `${base}:state:${app}`,
     history: (app: string) => `${base}:history:${app}`,
+    /** set of every app name with a state (live definitions: apps created by the API are found by every instance) */
+    apps: `${base}:apps`,
     /** pub/sub channel; each message is the new state's JSON */
     changes: `${base}:changes`,
     /** one heartbeat per proxy instance, with a TTL (fleet.ts) */
@@ -97,8 +99,8 @@ export type RedisKeys = ReturnType<typeof redisKeys>;
 
 /**
  * The whole write as one atomic step: compare, set, append the bounded history, publish.
- * KEYS: state, history. ARGV: expected revision ('' = no state yet), state JSON, history entry
- * JSON, history limit, channel, deadline (epoch ms by Redis's clock). Answers 1 when written,
+ * KEYS: state, history, apps set. ARGV: expected revision ('' = no state yet), state JSON, history
+ * entry JSON, history limit, channel, deadline (epoch ms by Redis's clock), app name. Answers 1 when written,
  * else the current state JSON (nil if none); an error reply once the deadline has passed.
  *
  * The deadline is why a write answered 503 never lands later: a command that timed out on the
@@ -119,6 +121,7 @@ elseif cjson.decode(cur).revision ~= tonumber(ARGV[1]) then
   return cur
 end
 redis.call('SET', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[7])
 redis.call('LPUSH', KEYS[2], ARGV[3])
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
 redis.call('PUBLISH', ARGV[5], ARGV[2])
@@ -129,13 +132,14 @@ return 1
  * Re-seeding: writes the state only if Redis holds none or an older revision, so an instance
  * that routes on a newer revision than Redis (Redis restarted empty and a stale instance
  * re-seeded it first, or a failover lost a write) lifts it, and the fleet settles on the highest
- * revision any live instance holds. KEYS: state, history. ARGV: state JSON, history entry JSON,
- * history limit, channel, revision. Answers 1 when written, else the current state JSON.
+ * revision any live instance holds. KEYS: state, history, apps set. ARGV: state JSON, history
+ * entry JSON, history limit, channel, revision, app name. Answers 1 when written, else the current state JSON.
  */
 export const RESEED_SCRIPT = `
 local cur = redis.call('GET', KEYS[1])
 if cur and cjson.decode(cur).revision >= tonumber(ARGV[5]) then return cur end
 redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[6])
 redis.call('LPUSH', KEYS[2], ARGV[2])
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
 redis.call('PUBLISH', ARGV[4], ARGV[1])

@@ -10,8 +10,8 @@ import { historyEntryOf, type CasResult, type HistoryEntry, type RoutingState, t
 export { redisKeys, type RedisKeys };
 
 type CasClient = Redis & {
-  switchyardCas(state: string, history: string, expected: string, json: string, entry: string, limit: number, channel: string, deadline: number): Promise<number | string | null>;
-  switchyardReseed(state: string, history: string, json: string, entry: string, limit: number, channel: string, revision: number): Promise<number | string>;
+  switchyardCas(state: string, history: string, apps: string, expected: string, json: string, entry: string, limit: number, channel: string, deadline: number, app: string): Promise<number | string | null>;
+  switchyardReseed(state: string, history: string, apps: string, json: string, entry: string, limit: number, channel: string, revision: number, app: string): Promise<number | string>;
 };
 
 export interface RedisStoreOptions extends RedisConnection {
@@ -92,8 +92,8 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     this.#cache = opts.cachePath === undefined ? null : new StateCacheWriter(opts.cachePath, opts.prefix, (err) => this.#logger?.warn({ err }, 'cannot write the routing state cache'));
     const options = redisOptions(opts);
     this.client = new Redis({ ...options, connectionName: 'switchyard' });
-    this.client.defineCommand('switchyardCas', { numberOfKeys: 2, lua: CAS_SCRIPT });
-    this.client.defineCommand('switchyardReseed', { numberOfKeys: 2, lua: RESEED_SCRIPT });
+    this.client.defineCommand('switchyardCas', { numberOfKeys: 3, lua: CAS_SCRIPT });
+    this.client.defineCommand('switchyardReseed', { numberOfKeys: 3, lua: RESEED_SCRIPT });
     // resubscribed by hand on `ready`, so the re-read starts only once the subscription is live
     this.#sub = new Redis({ ...options, connectionName: 'switchyard-sub', autoResubscribe: false });
 
@@ -211,8 +211,23 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     const json = JSON.stringify(state);
     const client = this.client as CasClient;
     const k = this.keys;
-    const res = await this.#writingWhile(json, () => this.#run('re-seed', () => client.switchyardReseed(k.state(state.app), k.history(state.app), json, JSON.stringify(historyEntryOf(state)), this.#opts.historyLimit, k.changes, state.revision)));
+    const res = await this.#writingWhile(json, () => this.#run('re-seed', () => client.switchyardReseed(k.state(state.app), k.history(state.app), k.apps, json, JSON.stringify(historyEntryOf(state)), this.#opts.historyLimit, k.changes, state.revision, state.app)));
     return this.#casResult(res, json, state.app);
+  }
+
+  /**
+   * Every app Redis holds a state for (the apps set the write scripts keep), plus any this store
+   * knows from a message or its disk cache; the cache alone when Redis cannot be reached.
+   */
+  async listApps(): Promise<string[]> {
+    let names: string[] = [];
+    try {
+      names = await this.#run('SMEMBERS', () => this.client.smembers(this.keys.apps));
+    } catch (err) {
+      if (this.#latest.size === 0) throw err;
+    }
+    for (const app of names) this.#known.add(app);
+    return [...new Set([...names, ...this.#latest.keys()])].sort();
   }
 
   /** Whether the newest write this store made for `app` is `revision`: tells a change it observes from one it wrote. */
@@ -268,7 +283,7 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     const entry = JSON.stringify(historyEntryOf(next));
     const client = this.client as CasClient;
     const k = this.keys;
-    const res = await this.#writingWhile(json, () => this.#run('compare-and-set', async () => client.switchyardCas(k.state(next.app), k.history(next.app), expected === null ? '' : String(expected), json, entry, this.#opts.historyLimit, k.changes, await this.#deadline())));
+    const res = await this.#writingWhile(json, () => this.#run('compare-and-set', async () => client.switchyardCas(k.state(next.app), k.history(next.app), k.apps, expected === null ? '' : String(expected), json, entry, this.#opts.historyLimit, k.changes, await this.#deadline(), next.app)));
     return this.#casResult(res, json, next.app);
   }
 
@@ -306,12 +321,19 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
 
   async #syncOnce(): Promise<void> {
     const apps = [...this.#known];
-    if (apps.length === 0 || this.#closed || !this.#connected) return;
+    if (this.#closed || !this.#connected) return;
     let texts: (string | null)[];
     try {
       // the poll also keeps the clock offset the write deadline uses fresh
       this.#clock = (await readRedisClock(this.client, (this.#opts.commandTimeout ?? 2000) / 4)) ?? this.#clock;
-      texts = await this.client.mget(apps.map((a) => this.keys.state(a)));
+      // apps created by another instance whose message this one missed
+      for (const app of await this.client.smembers(this.keys.apps)) {
+        if (!this.#known.has(app)) {
+          this.#known.add(app);
+          apps.push(app);
+        }
+      }
+      texts = apps.length === 0 ? [] : await this.client.mget(apps.map((a) => this.keys.state(a)));
     } catch (err) {
       this.#logger?.debug({ err }, 'redis poll failed');
       return;

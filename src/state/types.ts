@@ -1,3 +1,4 @@
+import type { AppDefinition } from '../config/definition.ts';
 import type { InvalidStateError } from './invariants.ts';
 import type { RedisStore } from './redis-store.ts';
 import type { Weights } from './weights.ts';
@@ -19,9 +20,19 @@ export interface RoutingState {
   readonly updatedAt: string;
   readonly updatedBy: string;
   readonly reason: string | null;
+  /**
+   * The app's definition (hosts, pools with version and targets, settings), under the same
+   * revision as the weights: what the snapshot is compiled from. Absent only in states written by
+   * a version before live definitions (the config's definition is attached at the next start).
+   */
+  readonly definition?: AppDefinition;
+  /** true: the app was deleted (a tombstone, so its revision keeps growing if it is created again) */
+  readonly deleted?: boolean;
+  /** the definition's key paths this revision changed (`pools.green.targets`), for the history */
+  readonly changes?: readonly string[];
 }
 
-export type Action = 'initial' | 'switch' | 'weights' | 'rollback' | 'reseed' | 'rollout';
+export type Action = 'initial' | 'switch' | 'weights' | 'rollback' | 'reseed' | 'rollout' | 'pool' | 'targets' | 'define' | 'delete';
 
 /** One line of an app's audit history, as `GET /history` shows it (weights in basis points here). */
 export interface HistoryEntry {
@@ -31,10 +42,13 @@ export interface HistoryEntry {
   readonly by: string;
   readonly reason: string | null;
   readonly at: string;
+  /** for definition changes: the key paths changed */
+  readonly changes?: readonly string[];
 }
 
 export function historyEntryOf(state: RoutingState): HistoryEntry {
-  return { revision: state.revision, weights: state.weights, action: state.action, by: state.updatedBy, reason: state.reason, at: state.updatedAt };
+  const entry = { revision: state.revision, weights: state.weights, action: state.action, by: state.updatedBy, reason: state.reason, at: state.updatedAt };
+  return state.changes === undefined || state.changes.length === 0 ? entry : { ...entry, changes: state.changes };
 }
 
 export type CasResult = { readonly ok: true; readonly state: RoutingState } | { readonly ok: false; readonly current: RoutingState | null };
@@ -72,6 +86,8 @@ export interface StateStore {
   compareAndSet(next: RoutingState, expected: number | null): Promise<CasResult>;
   /** Newest first, at most `limit` entries. */
   history(app: string, limit: number): Promise<HistoryEntry[]>;
+  /** Every app the store holds a state for (deleted ones included: their state is a tombstone). */
+  listApps(): Promise<string[]>;
   /** Called with every state written, by this or (for shared stores) another instance. */
   watch(listener: (state: RoutingState) => void): Unsubscribe;
   close(): Promise<void>;

@@ -36,6 +36,7 @@ export function flaky(inner: StateStore): StateStore & { failWrites: boolean } {
     failWrites: false,
     get: (app) => inner.get(app),
     getMany: (apps) => inner.getMany(apps),
+    listApps: () => inner.listApps(),
     history: (app, limit) => inner.history(app, limit),
     watch: (l) => inner.watch(l),
     close: () => inner.close(),

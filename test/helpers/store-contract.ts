@@ -353,5 +353,29 @@ export function storeContract(name: string, factory: StoreFactory): void {
       assert.deepEqual((await store.getMany(['shop'], (err) => invalid.push(err))).get('shop'), repaired);
       assert.deepEqual(invalid, []);
     });
+
+    it('listApps names every app written, a reopened store too', async (t) => {
+      const fixture = await fresh(t);
+      assert.deepEqual(await fixture.store.listApps(), []);
+      await seed(fixture.store, 'shop', 1);
+      await seed(fixture.store, 'blog', 2);
+      assert.deepEqual(await fixture.store.listApps(), ['blog', 'shop']);
+      await fixture.store.close();
+      const again = await fixture.reopen();
+      assert.deepEqual(await again.listApps(), ['blog', 'shop']);
+    });
+
+    it('a state with a definition may weigh only the definition\'s pools, and the definition must pass the config schema', async (t) => {
+      const { store } = await fresh(t);
+      // an app the `pools` option does not know: its definition alone names its pools
+      const definition = { name: 'news', hosts: ['news.test'], pools: { red: { version: '1', targets: ['http://127.0.0.1:9001'] }, black: { version: '2', targets: [] } } };
+      const state = makeState('news', 1, { red: 10_000, black: 0 }, { definition });
+      assert.deepEqual(await store.compareAndSet(state, null), { ok: true, state });
+      assert.deepEqual(await store.get('news'), state);
+      await assert.rejects(store.compareAndSet(makeState('news', 2, { red: 0, green: 10_000 }, { definition }), 1), (err: Error & { code?: string }) => err.code === 'INVALID_STATE' && /weights\.green: unknown pool \(pools: red, black\)/.test(err.message));
+      const bad = { ...definition, pools: { ...definition.pools, red: { version: '1', targets: ['ftp://x'] } } };
+      await assert.rejects(store.compareAndSet(makeState('news', 2, { red: 10_000, black: 0 }, { definition: bad }), 1), (err: Error & { code?: string }) => err.code === 'INVALID_STATE' && /definition\.pools\.red\.targets\[0\]: must be an http\(s\) URL/.test(err.message));
+      assert.deepEqual(await store.get('news'), state, 'nothing written');
+    });
   });
 }

@@ -1,4 +1,5 @@
 import { once } from 'node:events';
+import { after, before } from 'node:test';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
@@ -13,8 +14,11 @@ export interface Upstream {
 
 export type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
-/** A real HTTP upstream on port 0 that says who it is (`name`) unless given its own handler. */
-export async function startUpstream(name: string, handler?: Handler): Promise<Upstream> {
+/**
+ * A real HTTP upstream on port 0 that says who it is (`name`) unless given its own handler.
+ * `at`: another loopback address or a fixed port (DNS discovery tests give several the same port).
+ */
+export async function startUpstream(name: string, handler?: Handler, at: { host?: string; port?: number } = {}): Promise<Upstream> {
   const seen: Upstream['seen'] = [];
   const server = createServer((req, res) => {
     seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders });
@@ -27,13 +31,14 @@ export async function startUpstream(name: string, handler?: Handler): Promise<Up
       res.end(JSON.stringify({ pool: name, method: req.method, url: req.url, body }));
     });
   });
-  server.listen(0, '127.0.0.1');
+  const host = at.host ?? '127.0.0.1';
+  server.listen(at.port ?? 0, host);
   await once(server, 'listening');
   const port = (server.address() as AddressInfo).port;
   return {
     server,
     port,
-    url: `http://127.0.0.1:${port}`,
+    url: `http://${host}:${port}`,
     seen,
     close: async () => {
       server.closeAllConnections();
@@ -41,4 +46,20 @@ export async function startUpstream(name: string, handler?: Handler): Promise<Up
       await once(server, 'close').catch(() => undefined);
     },
   };
+}
+
+/**
+ * Upstreams named `names` for the enclosing `describe`: started before its tests, closed after.
+ * Read them in the tests (they exist once `before` ran): `const up = useUpstreams('blue', 'green')`, `up.blue.url`.
+ */
+export function useUpstreams<N extends string>(...names: N[]): Record<N, Upstream> {
+  const ups = {} as Record<N, Upstream>;
+  before(async () => {
+    const started = await Promise.all(names.map((n) => startUpstream(n)));
+    names.forEach((n, i) => (ups[n] = started[i] as Upstream));
+  });
+  after(async () => {
+    await Promise.all(Object.values<Upstream>(ups).map((u) => u.close()));
+  });
+  return ups;
 }

@@ -110,8 +110,8 @@ describe('admin API', () => {
     assert.deepEqual(await codes('GET', '/v1/apps/shop/pools/purple/drain'), [404, 'UNKNOWN_POOL']);
     assert.deepEqual(await codes('GET', '/v1/nowhere'), [404, 'NOT_FOUND']);
     assert.deepEqual(await codes('GET', '/nowhere'), [404, 'NOT_FOUND']);
-    const wrong = await api('DELETE', '/v1/apps/shop');
-    assert.deepEqual([wrong.status, wrong.json.error.code, wrong.headers.allow], [405, 'METHOD_NOT_ALLOWED', 'GET, HEAD']);
+    const wrong = await api('PATCH', '/v1/apps/shop');
+    assert.deepEqual([wrong.status, wrong.json.error.code, wrong.headers.allow], [405, 'METHOD_NOT_ALLOWED', 'GET, HEAD, PUT, DELETE']);
   });
 
   it('answers 409 to a rollback with no earlier revision', async () => {

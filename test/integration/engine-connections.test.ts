@@ -43,7 +43,7 @@ describe('native engine connections', () => {
       await p.close();
       server.close();
     });
-    const early = await request(`${p.proxyUrl}/early`, { method: 'POST', body: Buffer.alloc(4 * 1024 * 1024) }).catch((err: unknown) => err);
+    const early = await request(`${p.proxyUrl}/early`, { method: 'POST', body: Buffer.alloc(4 * 1024 * 1024) }).then((r) => r, (err: Error) => err);
     if (!(early instanceof Error)) {
       assert.equal(early.statusCode, 413);
       await early.body.dump();

@@ -110,14 +110,23 @@ describe('switching', () => {
     }
   });
 
-  it('refuses to start when the stored state sends traffic to a pool the config no longer has', async () => {
+  it('a restart with a config file that drops a pool the store routes to serves the store\'s definition and reports the drift', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'switchyard-pools-'));
     try {
       const apps = [{ ...twoPools(blue.url, green.url), pools: { blue: { version: '1', targets: [blue.url] }, green: { version: '2', targets: [green.url] }, purple: { version: '3', targets: [green.url] } } }];
       const p = await startProxy({ apps }, { dir });
       await p.admin('POST', '/v1/apps/shop/switch', { to: 'purple' });
       await p.close();
-      await assert.rejects(startProxy({ apps: [twoPools(blue.url, green.url)] }, { dir }), /purple/);
+      // the store wins: purple keeps serving; the file's difference is drift, named by key path
+      const q = await startProxy({ apps: [twoPools(blue.url, green.url)] }, { dir });
+      try {
+        assert.equal((await q.get('/')).servedBy, 'purple@3');
+        const ready = await q.admin('GET', '/readyz');
+        assert.equal(ready.status, 200);
+        assert.ok(ready.body.details.drift.shop.includes('pools.purple'), JSON.stringify(ready.body.details.drift));
+      } finally {
+        await q.close();
+      }
     } finally {
       await rm(dir, { recursive: true, force: true, maxRetries: 5 });
     }

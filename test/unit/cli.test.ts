@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { createAdminServer } from '../../src/admin/server.ts';
-import { runCli } from '../../src/cli/main.ts';
+import { runCliCaptured } from '../helpers/cli.ts';
 import { parseConfig } from '../../src/config/load.ts';
 import { Controller } from '../../src/control/controller.ts';
 import type { CountsSource, PoolCounts } from '../../src/control/counts.ts';
@@ -55,16 +55,7 @@ describe('switchyard CLI', () => {
   });
   after(() => close());
 
-  async function cli(...argv: string[]) {
-    let stdout = '';
-    let stderr = '';
-    const code = await runCli(argv, {
-      stdout: { write: (s: string) => (stdout += s) },
-      stderr: { write: (s: string) => (stderr += s) },
-      env: { SWITCHYARD_ADMIN_URL: base, SWITCHYARD_TOKEN: TOKEN },
-    });
-    return { code, stdout, stderr };
-  }
+  const cli = (...argv: string[]) => runCliCaptured(argv, { SWITCHYARD_ADMIN_URL: base, SWITCHYARD_TOKEN: TOKEN });
 
   it('shows every app on one line each, with weight bars', async () => {
     const { code, stdout } = await cli('status');

@@ -24,7 +24,7 @@ function issuesOf(doc: unknown, env: NodeJS.ProcessEnv = {}): string[] {
 describe('config', () => {
   it('fills the documented defaults', () => {
     const c = parseConfig(minimal());
-    assert.deepEqual(c.listen, { host: '0.0.0.0', port: 8080, acceptors: 256 });
+    assert.deepEqual(c.listen, { host: '0.0.0.0', port: 8080, acceptors: 256, redirect: false });
     assert.equal(c.admin.port, 8081);
     assert.equal(c.store.kind, 'file');
     const app = c.apps[0]!;
@@ -112,5 +112,44 @@ describe('config', () => {
     } finally {
       await rm(dir, { recursive: true, force: true, maxRetries: 5 });
     }
+  });
+});
+
+describe('config: discover and discovery (DNS discovery)', () => {
+  const withBlue = (blue: Record<string, unknown>, top: Record<string, unknown> = {}) => {
+    const doc = minimal() as { apps: { pools: Record<string, unknown> }[] } & Record<string, unknown>;
+    doc.apps[0]!.pools['blue'] = { version: '1.0.0', ...blue };
+    return { ...doc, ...top };
+  };
+
+  it('a pool may have discover instead of targets (targets default to none) or beside them', () => {
+    const c = parseConfig(withBlue({ discover: { dns: 'web.default.svc.cluster.local', port: 8080 } }));
+    assert.deepEqual(c.apps[0]!.pools['blue'], { version: '1.0.0', targets: [], discover: { dns: 'web.default.svc.cluster.local', port: 8080, scheme: 'http', interval: 10_000 } });
+    const both = parseConfig(withBlue({ targets: ['http://10.0.0.9:80'], discover: { srv: '_http._tcp.web.service.consul', interval: '30s' } }));
+    assert.deepEqual(both.apps[0]!.pools['blue']!.targets, ['http://10.0.0.9:80']);
+    assert.equal(both.apps[0]!.pools['blue']!.discover?.interval, 30_000);
+    assert.deepEqual(c.discovery, { timeout: 2000 });
+  });
+
+  it('names the key path of a pool with neither targets nor discover, and of a bad discover', () => {
+    assert.deepEqual(issuesOf(withBlue({})), ['apps[0].pools.blue: needs targets or discover (or both)']);
+    assert.deepEqual(issuesOf(withBlue({ discover: { dns: 'web.test' } })), ["apps[0].pools.blue.discover.port: required with dns (the targets' port)"]);
+    assert.deepEqual(issuesOf(withBlue({ discover: { dns: 'web.test', srv: '_http._tcp.web.test', port: 80 } })), ['apps[0].pools.blue.discover: needs exactly one of dns or srv']);
+    assert.deepEqual(issuesOf(withBlue({ discover: { srv: '_http._tcp.web.test', port: 80 } })), ['apps[0].pools.blue.discover.port: not used with srv: each SRV record names its port']);
+    assert.deepEqual(issuesOf(withBlue({ discover: { dns: 'web test', port: 80, interval: 'often' } })).sort(), [
+      'apps[0].pools.blue.discover.dns: must be a DNS name like web.default.svc.cluster.local',
+      'apps[0].pools.blue.discover.interval: must be a duration like 250ms, 5s, 10m or 1h',
+    ]);
+    assert.deepEqual(issuesOf(withBlue({ discover: { dns: 'web.test', port: 80, ttl: 5 } })), ['apps[0].pools.blue.discover.ttl: unknown key']);
+  });
+
+  it('discovery.servers takes addresses with optional ports, as Resolver#setServers does, and names a bad one', () => {
+    const c = parseConfig(withBlue({ targets: ['http://10.0.0.9:80'] }, { discovery: { servers: ['10.0.0.2:53', '10.0.0.3', '[fd00::2]:5353', 'fd00::3'] } }));
+    assert.deepEqual(c.discovery.servers, ['10.0.0.2:53', '10.0.0.3', '[fd00::2]:5353', 'fd00::3']);
+    assert.deepEqual(issuesOf(withBlue({ targets: ['http://10.0.0.9:80'] }, { discovery: { servers: ['10.0.0.2:53', 'dns.example.com:53', '10.0.0.2:99999'] } })), [
+      'discovery.servers[1]: must be an IP address with an optional port, like 10.0.0.2:53 or [fd00::2]:53',
+      'discovery.servers[2]: must be an IP address with an optional port, like 10.0.0.2:53 or [fd00::2]:53',
+    ]);
+    assert.deepEqual(issuesOf(withBlue({ targets: ['http://10.0.0.9:80'] }, { discovery: { servers: [] } })), ['discovery.servers: needs at least one server']);
   });
 });

@@ -3,7 +3,8 @@ import { describe, it } from 'node:test';
 import { parseConfig } from '../../src/config/load.ts';
 import { initialState, nextState } from '../../src/control/next-state.ts';
 import { DrainDeadlines, spreadWindow, type Timers } from '../../src/dataplane/drain.ts';
-import { Runtime, type Cuttable } from '../../src/dataplane/runtime.ts';
+import type { Cuttable } from '../../src/dataplane/runtime.ts';
+import { runtimeFor } from '../helpers/runtime.ts';
 import { buildAppRoute, buildSnapshot, type Snapshot } from '../../src/routing/snapshot.ts';
 import type { RoutingState } from '../../src/state/types.ts';
 
@@ -65,7 +66,7 @@ class FakeConn implements Cuttable {
 
 function setup() {
   const clock = new FakeClock();
-  const runtime = new Runtime(config);
+  const runtime = runtimeFor(config);
   const holder: { snapshot: Snapshot } = { snapshot: buildSnapshot([]) };
   let state: RoutingState = initialState('shop', { blue: 10000, green: 0 }, clock.now);
   const apply = (weights: Record<string, number>) => {

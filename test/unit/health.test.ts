@@ -3,7 +3,8 @@ import { describe, it } from 'node:test';
 import { pino } from 'pino';
 import { parseConfig } from '../../src/config/load.ts';
 import type { HealthConfig } from '../../src/config/schema.ts';
-import { Runtime, type Target } from '../../src/dataplane/runtime.ts';
+import type { Target } from '../../src/dataplane/runtime.ts';
+import { runtimeFor } from '../helpers/runtime.ts';
 import { ConfigError, SwitchyardError } from '../../src/errors.ts';
 import { ActiveChecker, type CheckedTarget, type Transition } from '../../src/health/active.ts';
 import { HealthMonitor, healthFigures } from '../../src/health/monitor.ts';
@@ -62,7 +63,7 @@ describe('health config', () => {
 
 describe('active checks (HAProxy rise/fall)', () => {
   function setup(rise: number, fall: number) {
-    const runtime = new Runtime(config({}));
+    const runtime = runtimeFor(config({}));
     const target = runtime.pool('shop', 'blue')?.targets[0] as Target;
     const health = { ...(config({ rise, fall }).apps[0]?.health as HealthConfig) };
     const c: CheckedTarget = { app: 'shop', pool: 'blue', target, health, passes: 0, failures: 0, last: null };
@@ -87,7 +88,7 @@ describe('active checks (HAProxy rise/fall)', () => {
   });
 
   it('schedules the next check `interval` after one ends, and stops on close', async () => {
-    const runtime = new Runtime(config({}));
+    const runtime = runtimeFor(config({}));
     const target = runtime.pool('shop', 'blue')?.targets[0] as Target;
     const health = config({ interval: '5s' }).apps[0]?.health as HealthConfig;
     const pending: { fn: () => void; ms: number }[] = [];
@@ -112,7 +113,7 @@ describe('active checks (HAProxy rise/fall)', () => {
 describe('passive checks (outlier detection)', () => {
   function pool(n: number, partial: { failures: number; ejectFor: number; maxEjectedShare: number; stallAfter?: number }) {
     const cfg = { stallAfter: 0, ...partial };
-    const runtime = new Runtime(config({}, targets(n)));
+    const runtime = runtimeFor(config({}, targets(n)));
     const ts = runtime.pool('shop', 'blue')?.targets as Target[];
     let now = 10_000;
     const held: string[] = [];
@@ -162,7 +163,7 @@ describe('passive checks (outlier detection)', () => {
 describe('health monitor', () => {
   it('gates writes that raise a sick pool, notes forced ones, and exposes figures for metrics', async () => {
     const cfg = config({ versionFrom: { json: 'version' } });
-    const runtime = new Runtime(cfg);
+    const runtime = runtimeFor(cfg);
     const monitor = new HealthMonitor({ config: cfg, runtime, logger: pino({ level: 'silent' }), probe: async () => ({ ...pass, version: '2' }), now: () => 5000 });
     const app = cfg.apps[0] as (typeof cfg.apps)[number];
     const green = runtime.pool('shop', 'green')?.targets[0] as Target;

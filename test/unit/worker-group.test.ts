@@ -22,7 +22,7 @@ function report(revision: number, blueInflight: number, requests = 0): WorkerRep
 }
 
 function state(revision: number, weights: Record<string, number>): RoutingState {
-  return { app: 'shop', revision, weights, salt: 's', drainingSince: {}, action: 'switch', updatedAt: new Date(0).toISOString(), updatedBy: 't', reason: null };
+  return { app: 'shop', revision, weights, salt: 's', drainingSince: {}, action: 'switch', updatedAt: new Date(0).toISOString(), updatedBy: 't', reason: null, definition: { name: 'shop', hosts: ['*'], pools } };
 }
 
 describe('WorkerGroup: one instance made of several workers', () => {
@@ -82,7 +82,7 @@ describe('WorkerGroup: one instance made of several workers', () => {
 
 describe('StateMirror: a worker’s copy of the routing states', () => {
   it('swaps in newer states only, and says so', () => {
-    const m = new StateMirror(config, [state(1, { blue: 10_000, green: 0 })], pino({ level: 'silent' }));
+    const m = new StateMirror([state(1, { blue: 10_000, green: 0 })], pino({ level: 'silent' }));
     const applied: number[] = [];
     m.on('applied', (s: RoutingState) => applied.push(s.revision));
     const first = m.snapshot;
@@ -94,8 +94,9 @@ describe('StateMirror: a worker’s copy of the routing states', () => {
     assert.deepEqual(m.revisions(), { shop: 3 });
   });
 
-  it('refuses to start without a state for every app', () => {
-    assert.throws(() => new StateMirror(config, [], pino({ level: 'silent' })), /no routing state for app shop/);
+  it('refuses to start on a state that carries no definition', () => {
+    const { definition: _none, ...bare } = state(1, { blue: 10_000, green: 0 });
+    assert.throws(() => new StateMirror([bare], pino({ level: 'silent' })), /no definition in the routing state of app shop/);
   });
 });
 

@@ -3,6 +3,7 @@ import { api, appPath, session } from './api.js';
 import { Chart, KEEP_MS } from './chart.js';
 import { ago, colorsFor, duration, fmtMs, fmtRate, fmtRps, h, paintDots, pct } from './dom.js';
 import { RolloutPanel } from './rollout-panel.js';
+import { TargetsPanel } from './targets-panel.js';
 import { confirmAction, toast, weightChanges } from './ui.js';
 
 export class AppView {
@@ -28,6 +29,7 @@ export class AppView {
     this.instances = h('span', { class: 'instances' });
     this.bar = h('div', { class: 'bar', role: 'img' });
     this.rollout = new RolloutPanel(this);
+    this.targets = new TargetsPanel(this);
     this.rows = new Map();
     const tbody = h('tbody');
     for (const pool of this.pools) {
@@ -89,6 +91,7 @@ export class AppView {
       controls,
       this.toasts,
       h('details', { class: 'history', open: true }, h('summary', { text: 'History' }), h('table', {}, h('thead', {}, h('tr', {}, ...['rev', 'when', 'action', 'by', 'weights', 'reason'].map((t) => h('th', { scope: 'col', text: t })))), this.historyBody)),
+      this.targets.el,
     );
     paintDots(this.el);
     // the canary candidate: the smallest share in a split, else the first pool not at 100 %
@@ -137,6 +140,7 @@ export class AppView {
       row.switchBtn.disabled = p.weight === 100;
       row.state.replaceChildren(this.stateBadge(pool, p));
     }
+    this.targets.update(state);
     if (!this.sliderDirty) this.syncSlider();
     else this.renderPreview();
   }

@@ -51,12 +51,22 @@ async function poll() {
     document.getElementById('empty')?.remove();
     for (const state of apps) {
       let view = views.get(state.app);
-      if (view === undefined) {
-        view = new AppView(state);
+      // pools are live data (added, removed): a card whose pools changed is drawn anew
+      const samePools = view !== undefined && view.pools.join() === Object.keys(state.pools).join();
+      if (!samePools) {
+        const fresh = new AppView(state);
+        if (view === undefined) main.append(fresh.el);
+        else view.el.replaceWith(fresh.el);
+        view = fresh;
         views.set(state.app, view);
-        main.append(view.el);
       }
       view.update(state);
+    }
+    // apps are live data too: a deleted app's card goes
+    for (const [name, view] of views) {
+      if (apps.some((a) => a.app === name)) continue;
+      view.el.remove();
+      views.delete(name);
     }
     await Promise.all(apps.map((a) => refreshApp(views.get(a.app))));
     setStatus('ok', `live · ${new Date().toLocaleTimeString()}`);

@@ -1,0 +1,189 @@
+import { mkdtempSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { connect as h2connect } from 'node:http2';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
+import { createTestCa } from '../test/helpers/certs.ts';
+import { cpuFor, envInt, findCommand, fmt, formatTable, freePort, installCleanup, pinSelf, ratio, sleep, startNodeService, startProcess, stopAll, waitForHttp, type Proc } from './common.ts';
+import { pickDriver, runLoad, type Driver } from './load.ts';
+import { nginxPreamble, startNginxUpstream, startSwitchyard } from './targets.ts';
+
+/**
+ * The https row of `npm run bench`: Switchyard's TLS port against nginx with the same certificate
+ * (ECDSA P-256, made with openssl for the run) in front of the same upstream, in the same run:
+ * new TLS connections per second (full handshakes, no resumption), keep-alive requests per second
+ * over TLS with HTTP/1.1 (wrk or autocannon) and with h2 (an in-process node:http2 client).
+ * Env: DURATION (s, default 10), CONNECTIONS (default 50), H2_STREAMS (concurrent streams per h2
+ * connection, default 10), HANDSHAKE_CLIENTS (default 16). Standalone: `node bench/tls.ts`.
+ */
+
+const DURATION = envInt('DURATION', 10);
+const CONNECTIONS = envInt('CONNECTIONS', 50);
+const H2_STREAMS = envInt('H2_STREAMS', 10);
+const HANDSHAKE_CLIENTS = envInt('HANDSHAKE_CLIENTS', 16);
+
+interface TlsTarget {
+  name: 'switchyard' | 'nginx';
+  port: number;
+  proc: Proc;
+}
+
+/** Full handshakes per second: HANDSHAKE_CLIENTS loops of connect → handshake → close. */
+async function handshakesPerSecond(port: number): Promise<number> {
+  const end = Date.now() + DURATION * 1000;
+  let done = 0;
+  const loop = async (): Promise<void> => {
+    while (Date.now() < end) {
+      await new Promise<void>((resolve) => {
+        const s = tlsConnect({ host: '127.0.0.1', port, servername: 'bench.test', rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] });
+        s.once('secureConnect', () => {
+          done++;
+          s.destroy();
+          resolve();
+        });
+        s.once('error', () => resolve());
+      });
+    }
+  };
+  const t0 = Date.now();
+  await Promise.all(Array.from({ length: HANDSHAKE_CLIENTS }, loop));
+  return done / ((Date.now() - t0) / 1000);
+}
+
+/** h2 requests per second: CONNECTIONS/H2_STREAMS sessions (at least 1), H2_STREAMS streams in flight on each. */
+async function h2RequestsPerSecond(port: number): Promise<{ rps: number; errors: number }> {
+  const sessions = Math.max(1, Math.floor(CONNECTIONS / H2_STREAMS));
+  const end = Date.now() + DURATION * 1000;
+  let done = 0;
+  let errors = 0;
+  const t0 = Date.now();
+  await Promise.all(
+    Array.from({ length: sessions }, async () => {
+      const session = h2connect(`https://127.0.0.1:${port}`, { rejectUnauthorized: false, servername: 'bench.test' });
+      session.on('error', () => undefined);
+      const stream = async (): Promise<void> => {
+        while (Date.now() < end) {
+          await new Promise<void>((resolve) => {
+            const req = session.request({ ':path': '/', ':authority': 'bench.test' });
+            req.on('response', (h) => {
+              if (h[':status'] !== 200) errors++;
+            });
+            req.on('data', () => undefined);
+            req.on('end', () => {
+              done++;
+              resolve();
+            });
+            req.on('error', () => {
+              errors++;
+              resolve();
+            });
+          });
+        }
+      };
+      await Promise.all(Array.from({ length: H2_STREAMS }, stream));
+      session.close();
+    }),
+  );
+  return { rps: done / ((Date.now() - t0) / 1000), errors };
+}
+
+async function startTlsNginx(dir: string, upstreamUrl: string, cert: string, key: string): Promise<TlsTarget> {
+  const nginx = findCommand('nginx');
+  if (nginx === undefined) throw new Error('nginx not installed (Debian: apt-get install nginx-light)');
+  const port = await freePort();
+  const up = new URL(upstreamUrl);
+  const conf = join(dir, 'nginx-tls.conf');
+  writeFileSync(conf, `${nginxPreamble(dir, 'nginx', 4096)}
+  keepalive_requests 100000;
+  ssl_protocols TLSv1.2 TLSv1.3;
+  ssl_session_cache shared:SSL:10m;
+  upstream bench_upstream { server ${up.hostname}:${up.port}; keepalive 64; }
+  server {
+    # the listen flag rather than \`http2 on\` (nginx ≥ 1.25.1 only): older nginx, as Debian's, knows only the flag
+    listen 127.0.0.1:${port} ssl http2 backlog=4096;
+    ssl_certificate ${cert};
+    ssl_certificate_key ${key};
+    location / { proxy_pass http://bench_upstream; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+`);
+  chmodSync(dir, 0o755);
+  const proc = startProcess('nginx-tls', nginx, ['-e', join(dir, 'error.log'), '-p', dir, '-c', conf], { cpu: cpuFor('proxy') });
+  return { name: 'nginx', port, proc };
+}
+
+async function waitTls(port: number, proc: Proc): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  while ((await handshakeOnce(port)) === false) {
+    if (Date.now() > deadline) throw new Error(`TLS port ${port} did not answer: ${proc.stderrTail()}`);
+    await sleep(100);
+  }
+}
+
+function handshakeOnce(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false, servername: 'bench.test' });
+    s.once('secureConnect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+/** Runs the https row; returns the printed table. */
+export async function benchTls(driver: Driver, log: (s: string) => void): Promise<string> {
+  const tmp = mkdtempSync(join(tmpdir(), 'switchyard-bench-tls-'));
+  const ca = createTestCa();
+  try {
+    const cert = ca.issue('bench', ['bench.test']);
+    // the key is read by nginx's worker (nobody) too
+    chmodSync(ca.dir, 0o755);
+    chmodSync(cert.key, 0o644);
+    const upstream = findCommand('nginx') !== undefined
+      ? await startNginxUpstream(0, mkdtempSync(join(tmp, 'upstream-')), cpuFor('upstream'))
+      : await startNodeService('upstream', 'upstream.ts', { BODY_SIZE: '0' }, cpuFor('upstream'));
+    const upstreamUrl = `http://127.0.0.1:${upstream.port}`;
+    const targets: TlsTarget[] = [];
+    const tlsPort = await freePort();
+    const sy = await startSwitchyard({ blue: upstreamUrl, green: upstreamUrl, tmpDir: mkdtempSync(join(tmp, 'switchyard-')), tls: { port: tlsPort, cert: cert.cert, key: cert.key } });
+    targets.push({ name: 'switchyard', port: tlsPort, proc: sy.proc });
+    try {
+      const ng = await startTlsNginx(mkdtempSync(join(tmp, 'nginx-')), upstreamUrl, cert.cert, cert.key);
+      await waitTls(ng.port, ng.proc);
+      targets.push(ng);
+    } catch (e) {
+      log(`  nginx (tls): ${(e as Error).message}`);
+    }
+    await waitForHttp(`http://127.0.0.1:${sy.port}/`, { proc: sy.proc });
+    const results = new Map<string, { hs: number; h1: number; h2: number; errors: number }>();
+    for (const t of targets) {
+      log(`  ${t.name}: handshakes…`);
+      const hs = await handshakesPerSecond(t.port);
+      log(`  ${t.name}: HTTP/1.1 keep-alive over TLS…`);
+      const h1 = await runLoad({ url: `https://127.0.0.1:${t.port}/`, connections: CONNECTIONS, durationSec: DURATION, driver, cpu: cpuFor('load') });
+      log(`  ${t.name}: h2…`);
+      const h2 = await h2RequestsPerSecond(t.port);
+      results.set(t.name, { hs, h1: h1.rps, h2: h2.rps, errors: h1.non2xx + h1.errors + h1.timeouts + h2.errors });
+    }
+    const ng = results.get('nginx');
+    const rows = [...results].map(([name, r]) => [name, fmt(r.hs), fmt(r.h1), fmt(r.h2), fmt(r.errors), ratio(r.hs, ng?.hs), ratio(r.h1, ng?.h1), ratio(r.h2, ng?.h2)]);
+    return formatTable(['https target', 'new TLS conn/s', 'h1.1 rps (TLS)', 'h2 rps', 'errors', 'conn/s vs nginx', 'h1.1 vs nginx', 'h2 vs nginx'], rows);
+  } finally {
+    await stopAll();
+    ca.close();
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+if (import.meta.filename === process.argv[1]) {
+  installCleanup();
+  pinSelf(cpuFor('load'));
+  benchTls(pickDriver(), (s) => void process.stdout.write(`${s}\n`)).then(
+    (table) => process.stdout.write(`\n== https (${DURATION} s each, ${CONNECTIONS} connections, h2: ${H2_STREAMS} streams per connection) ==\n${table}\n`),
+    (e: unknown) => {
+      process.stderr.write(`bench failed: ${(e as Error).stack ?? String(e)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

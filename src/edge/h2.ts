@@ -1,0 +1,116 @@
+import { createRequire } from 'node:module';
+import type * as Http2 from 'node:http2';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+
+const require = createRequire(import.meta.url);
+// loaded with require() for the reason given in src/node-http.ts (no namespace of lazy getters)
+const http2 = require('node:http2') as typeof Http2;
+
+/** Fields HTTP/2 forbids (RFC 9113 §8.2.2); node:http2 throws on them, so they are dropped here. */
+const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
+
+/**
+ * An h2 request as the HTTP/1.1 request path reads it: `rawHeaders` without the pseudo-headers,
+ * `:authority` as Host (RFC 9113 §8.3.1), and the cookie fields h2 may split joined into one
+ * (§8.2.3), since the upstream speaks HTTP/1.1.
+ */
+class H2Request extends http2.Http2ServerRequest {
+  h1Raw: string[] | undefined;
+  /** rawHeaders as HTTP/1.1 has them (installed as the `rawHeaders` getter below) */
+  h1RawHeaders(): string[] {
+    if (this.h1Raw !== undefined) return this.h1Raw;
+    const src = parentRaw.call(this) as string[];
+    const out: string[] = [];
+    let authority: string | undefined;
+    let host = false;
+    let cookie: string | undefined;
+    for (let i = 0; i < src.length; i += 2) {
+      const name = src[i] as string;
+      const value = src[i + 1] as string;
+      if (name.charCodeAt(0) === 58 /* : */) {
+        if (name === ':authority') authority = value;
+        continue;
+      }
+      if (name === 'cookie') {
+        cookie = cookie === undefined ? value : `${cookie}; ${value}`;
+        continue;
+      }
+      if (name === 'host') host = true;
+      out.push(name, value);
+    }
+    if (!host && authority !== undefined) out.unshift('host', authority);
+    if (cookie !== undefined) out.push('cookie', cookie);
+    // a request body without content-length (h2 frames it itself): announce it, so the request
+    // path forwards it (undici then sends it chunked)
+    if (!this.stream.endAfterHeaders && !out.includes('content-length')) out.push('transfer-encoding', 'chunked');
+    return (this.h1Raw = out);
+  }
+}
+// node:http2 defines rawHeaders as a getter while @types/node declares a field, so TypeScript
+// will not let a subclass override it: the override is installed on the prototype instead
+const parentRaw = Object.getOwnPropertyDescriptor(http2.Http2ServerRequest.prototype, 'rawHeaders')?.get as () => unknown;
+Object.defineProperty(H2Request.prototype, 'rawHeaders', {
+  get(this: H2Request) {
+    return this.h1RawHeaders();
+  },
+});
+
+/** An h2 response that takes the HTTP/1.1 path's flat header lists and drops what h2 forbids. */
+class H2Response extends http2.Http2ServerResponse {
+  shouldKeepAlive = true;
+  override writeHead(status: number, a?: unknown, b?: unknown): this {
+    const headers = (typeof a === 'string' ? b : a) as string[] | Record<string, string | string[]> | undefined;
+    if (!Array.isArray(headers)) return super.writeHead(status, headers as Http2.OutgoingHttpHeaders);
+    const obj: Record<string, string | string[]> = {};
+    for (let i = 0; i < headers.length; i += 2) {
+      const name = (headers[i] as string).toLowerCase();
+      if (CONNECTION_SPECIFIC.has(name)) continue;
+      const value = headers[i + 1] as string;
+      const prev = obj[name];
+      obj[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
+    }
+    // no reason phrase in h2 (RFC 9113 §8.3.2)
+    return super.writeHead(status, obj);
+  }
+}
+
+/** Idle h2 connections are closed after this, as HTTP/1.1 keep-alive ones (DataPlane's keepAliveTimeout). */
+export const H2_IDLE_MS = 65_000;
+
+export interface H2Options {
+  /** SETTINGS_MAX_CONCURRENT_STREAMS per connection @default 128 (nginx's default) */
+  readonly maxConcurrentStreams?: number;
+  /** SETTINGS_MAX_HEADER_LIST_SIZE: bytes of request header fields @default 16384 (node:http's limit) */
+  readonly maxHeaderListSize?: number;
+  /** the same handler as HTTP/1.1 requests */
+  readonly handle: (req: IncomingMessage, res: ServerResponse) => void;
+}
+
+/**
+ * A cleartext-API http2 server that never listens: the TLS listener hands it the connections
+ * that negotiated h2 (its 'connection' event is how node:http2 takes a socket). Every stream
+ * goes through the HTTP/1.1 request path via the compatibility API: routing, forwarding, drain
+ * counts, metrics and the access log are the same code. A stream the client resets closes its
+ * response, which aborts the upstream request (ProxyHandler listens to 'close').
+ */
+export function createH2Server(opts: H2Options): Http2.Http2Server {
+  const server = http2.createServer({
+    Http2ServerRequest: H2Request,
+    Http2ServerResponse: H2Response as unknown as typeof Http2.Http2ServerResponse<H2Request>,
+    settings: { maxConcurrentStreams: opts.maxConcurrentStreams ?? 128, maxHeaderListSize: opts.maxHeaderListSize ?? 16_384, enablePush: false },
+    maxSessionInvalidFrames: 100,
+  });
+  server.on('request', (req, res) => opts.handle(req as unknown as IncomingMessage, res as unknown as ServerResponse));
+  server.on('sessionError', () => undefined);
+  server.on('session', (session) => {
+    session.on('error', () => undefined);
+    // an idle h2 connection gets a GOAWAY after the HTTP/1.1 keep-alive timeout of the data plane;
+    // streams still open finish first
+    session.setTimeout(H2_IDLE_MS, () => session.close());
+  });
+  return server;
+}
+
+export function isH2Request(req: IncomingMessage): boolean {
+  return req instanceof http2.Http2ServerRequest;
+}
