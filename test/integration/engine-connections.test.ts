@@ -74,4 +74,32 @@ describe('native engine connections', () => {
     assert.deepEqual(replies.map((r) => r.status), Array(12).fill(200));
     assert.equal(most, 2);
   });
+
+  it('sends an idempotent request again on a new connection when the upstream closed the kept-alive one under it; never a POST', async (t) => {
+    // every connection answers its first request and closes under its second (an idle close racing the request)
+    let connections = 0;
+    const server = createServer((s: Socket) => {
+      connections++;
+      let requests = 0;
+      s.on('data', () => {
+        if (++requests === 1) s.write('HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst');
+        else s.destroy();
+      });
+      s.on('error', () => undefined);
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const p = await startProxy({ apps: [twoPools(url, url)] });
+    t.after(async () => {
+      await p.close();
+      server.close();
+    });
+    assert.deepEqual([(await p.get('/a')).status, connections], [200, 1]);
+    const again = await p.get('/b');
+    assert.deepEqual([again.status, again.body, connections], [200, 'first', 2], 'the GET went again on a new connection');
+    const post = await request(`${p.proxyUrl}/c`, { method: 'POST', body: 'x' });
+    await post.body.dump();
+    assert.equal(post.statusCode, 502, 'a POST is never sent twice');
+  });
 });

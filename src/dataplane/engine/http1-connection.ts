@@ -62,6 +62,10 @@ export class Http1Connection {
   /** header fields delivered in pieces before the head was complete (a head over ~32 fields) */
   private partialHeaders: string[] | null = null;
   closed = false;
+  /** exchanges completed on this connection: a reused one may have been closed idle by the upstream */
+  private served = 0;
+  /** bytes of the current exchange's response came */
+  private answering = false;
   /** bytes of a length-delimited body still to pass through (passBody) */
   private rawRemaining = 0;
   /** inside parser.execute or finish */
@@ -188,6 +192,26 @@ export class Http1Connection {
     }
   }
 
+  /**
+   * The upstream closed or reset the connection. On a kept-alive connection before any byte of
+   * the response, an idempotent request without a body is sent again on a new connection: the
+   * upstream most likely closed it idle just as the request left (RFC 9112 §9.3.1 allows the
+   * retry; nginx does it). undici answers that race with an error, a 502 here.
+   */
+  lost(err: Error): void {
+    const ex = this.exchange;
+    if (ex !== null && !ex.done && !ex.aborted && !ex.retried && this.served > 0 && !this.answering && ex.replayable()) {
+      ex.retried = true;
+      ex.written = false;
+      ex.conn = null;
+      this.exchange = null;
+      this.destroy();
+      this.pool.redispatch(ex);
+      return;
+    }
+    this.fail(err);
+  }
+
   /** Ends the exchange with an error (the handler's own abort reason when it aborted) and destroys the connection. */
   fail(err: Error): void {
     const ex = this.exchange;
@@ -239,6 +263,7 @@ export class Http1Connection {
       return this.destroy();
     }
     if (this.phase === Phase.Body) this.deadline = Date.now() + this.pool.options.bodyTimeout;
+    this.answering = true;
     if (this.rawRemaining > 0) return this.passBody(data, 0);
     const ret = this.execute(data) as number | Error;
     if (this.closed) return;
@@ -272,6 +297,7 @@ export class Http1Connection {
     const ex = this.exchange;
     if (ex === null || this.completed) return this.destroy();
     if (this.rawRemaining > 0) return this.fail(new UpstreamError('UND_ERR_SOCKET', 'other side closed'));
+    if (!this.answering) return this.lost(new UpstreamError('UND_ERR_SOCKET', 'other side closed'));
     // a body delimited by the connection's end: finish() completes it, anything else is cut short
     this.reusable = false;
     const ret = this.execute(null);
@@ -333,6 +359,8 @@ export class Http1Connection {
     if (ex === null || ex.status === 0 || this.rawRemaining > 0) return;
     this.exchange = null;
     this.completed = true;
+    this.answering = false;
+    this.served++;
     this.partialHeaders = null;
     ex.done = true;
     ex.conn = null;
@@ -395,11 +423,11 @@ function onEnd(this: ConnSocket): void {
   this[kConn].ended();
 }
 function onError(this: ConnSocket, err: Error): void {
-  this[kConn].fail(err);
+  this[kConn].lost(err);
 }
 function onClose(this: ConnSocket): void {
   const c = this[kConn];
-  if (c.exchange !== null) c.fail(new UpstreamError('UND_ERR_SOCKET', 'other side closed'));
+  if (c.exchange !== null) c.lost(new UpstreamError('UND_ERR_SOCKET', 'other side closed'));
   else c.destroy();
 }
 function onHeaders(this: ParserWithConn, fields: string[]): void {

@@ -5,6 +5,8 @@ import type { Http1Connection } from './http1-connection.ts';
 
 /** Methods whose request is expected to carry a body: undici sends `content-length: 0` for them when the body is empty. */
 const EXPECTS_PAYLOAD = new Set(['POST', 'PUT', 'PATCH', 'QUERY']);
+/** Methods a client may send again after a lost connection (RFC 9110 §9.2.2). */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 /** What undici refuses in a request path (any byte outside 0x21–0xFF): refused alike, so both engines answer 400 to the same requests. */
 const INVALID_PATH = /[^\u0021-\u00ff]/;
 
@@ -33,6 +35,8 @@ export class Exchange implements Dispatcher.DispatchController {
   /** the head went out: from here an abort costs the connection */
   written = false;
   done = false;
+  /** sent again once after its kept-alive connection was lost (Http1Connection.lost) */
+  retried = false;
   aborted = false;
   paused = false;
   reason: Error | null = null;
@@ -73,6 +77,11 @@ export class Exchange implements Dispatcher.DispatchController {
       head += 'transfer-encoding: chunked\r\n\r\n';
     } else head += `content-length: ${length}\r\n\r\n`;
     return head;
+  }
+
+  /** Whether it may be sent again on a new connection: idempotent, and no body. */
+  replayable(): boolean {
+    return this.opts.body == null && IDEMPOTENT.has(this.opts.method);
   }
 
   /** undici's refusal of the request path, in its words (so both engines answer the same 400), or null */

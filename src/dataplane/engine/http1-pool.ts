@@ -61,6 +61,21 @@ export class Http1Pool implements Upstream {
     return true;
   }
 
+  /** Sends `ex` again on a new connection (a lost kept-alive one), or queues it first in line at the cap. */
+  redispatch(ex: Exchange): void {
+    if (this.closing || this.destroyed) {
+      ex.done = true;
+      ex.handler.onResponseError?.(ex, new UpstreamError('UND_ERR_DESTROYED', 'the target\'s pool is closed'));
+      return;
+    }
+    if (this.options.connections !== null && this.all.size >= this.options.connections) {
+      this.queue.splice(this.queueHead, 0, ex);
+      return;
+    }
+    const now = Date.now();
+    this.open(now).start(ex, now);
+  }
+
   private open(now: number): Http1Connection {
     const c = new Http1Connection(this, now);
     this.all.add(c);
