@@ -84,6 +84,8 @@ function relaunchTuned(args: readonly string[]): boolean {
   const given = `${process.execArgv.join(' ')} ${process.env['NODE_OPTIONS'] ?? ''}`;
   const missing = TUNED_NODE_FLAGS.filter((f) => !given.includes(f.slice(0, f.indexOf('='))));
   if (missing.length === 0 || process.env['SWITCHYARD_NODE_FLAGS'] === 'keep' || typeof process.execve !== 'function') return false;
+  // only a process that is Switchyard (this file or the bin) is replaced, never one embedding serve()
+  if (!/(?:main\.[jt]s|switchyard(?:\.js)?)$/.test(process.argv[1] ?? '')) return false;
   process.execve(process.execPath, [process.execPath, ...missing, ...process.execArgv, import.meta.filename, ...args], process.env);
   return true;
 }

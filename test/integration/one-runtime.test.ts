@@ -34,6 +34,13 @@ describe('one runtime however Switchyard starts, and one Switchyard per port', {
     assert.equal((await request(`${p.proxyUrl}/`, { headers: { host: 'shop.example.com' } })).statusCode, 200);
   });
 
+  it('`switchyard serve` through the bin runs with the tuned flags too', async (t) => {
+    const p = await spawnServe({ apps: [twoPools(up.url, up.url)] }, 10_000, (config) => ({ command: process.execPath, args: ['bin/switchyard.js', 'serve', '--config', config], cwd: process.cwd() }));
+    t.after(() => p.cleanup());
+    const args = cmdline(p.child.pid as number);
+    for (const f of TUNED_NODE_FLAGS) assert.ok(args.includes(f), `${f} in ${args.join(' ')}`);
+  });
+
   it('a second Switchyard on a port another one serves fails to start with a clear error; the first keeps every request', async (t) => {
     const first = await spawnServe({ apps: [twoPools(up.url, up.url)] });
     t.after(() => first.cleanup());
