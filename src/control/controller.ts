@@ -21,6 +21,8 @@ export interface WriteOptions {
   /** If-Match: the revision the caller saw; a different current revision is a 412 */
   readonly expectedRevision?: number | undefined;
   readonly force?: boolean | undefined;
+  /** the write rolls back (a rollout's failed analysis): pools it drains lose their affinity pins. Always so for action `rollback`. */
+  readonly unpinDrained?: boolean | undefined;
 }
 
 /**
@@ -293,7 +295,7 @@ export class Controller extends EventEmitter {
       const reason = forced === undefined ? (opts.reason ?? null) : opts.reason ? `${opts.reason} (${forced})` : forced;
       const changes = sameDefinition ? [] : definitionChanges(cfg, nextCfg);
       // every write carries the definition, so a state written before live definitions gets it back
-      const made = nextState(cur, { weights, action, by: opts.by, reason, now: this.now(), definition: definition ?? this.definition(app), deleted: proposal.deleted, changes: changes.map((c) => c.path) });
+      const made = nextState(cur, { weights, action, by: opts.by, reason, now: this.now(), definition: definition ?? this.definition(app), deleted: proposal.deleted, changes: changes.map((c) => c.path), unpin: action === 'rollback' || opts.unpinDrained === true });
       // replacing an invalid stored state: above both it and the last good state every instance routes on
       const next = broken === undefined ? made : { ...made, revision: Math.max(cur.revision, broken.expected) + 1 };
       const result = broken === undefined ? await this.store.compareAndSet(next, cur.revision) : await this.store.compareAndSet(next, broken.expected, { repair: true });

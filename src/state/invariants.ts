@@ -30,6 +30,7 @@ const stateSchema = z.object({
   reason: z.string().nullable(),
   definition: z.record(z.string(), z.unknown()).optional(),
   deleted: z.boolean().optional(),
+  unpinned: z.array(z.string()).optional(),
   changes: z.array(z.string()).optional(),
 });
 

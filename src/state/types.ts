@@ -26,6 +26,12 @@ export interface RoutingState {
    * a version before live definitions (the config's definition is attached at the next start).
    */
   readonly definition?: AppDefinition;
+  /**
+   * Pools a rollback drained (at weight 0 since that rollback): the version is bad, so affinity
+   * pins to them are not honoured (those browsers go by weight at once); their drain deadline for
+   * upgraded connections runs as for any drain. Absent: none. Kept while the pool stays at 0.
+   */
+  readonly unpinned?: readonly string[];
   /** true: the app was deleted (a tombstone, so its revision keeps growing if it is created again) */
   readonly deleted?: boolean;
   /** the definition's key paths this revision changed (`pools.green.targets`), for the history */
