@@ -325,5 +325,15 @@ describe('a state that turns invalid in redis while instances run', () => {
       await eventually(async () => (await broken(p)) === undefined && (await p.admin('GET', '/v1/apps/shop')).body.revision === 5, 'the second repair everywhere');
       assert.equal((await p.get('/', { host: 'shop.test' })).servedBy, 'blue@1.0.0');
     }
+
+    // not even JSON (counted as revision 0 by the compare-and-set script too)
+    const client = new Redis(redis.url);
+    t.after(() => client.disconnect());
+    await client.set(redisKeys(s1.prefix).state('shop'), '{"revision": 9, "weights"');
+    await eventually(async () => (await broken(a)) !== undefined, 'brokenStates to list the unparsable state');
+    const third = await a.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 60, green: 40 } });
+    assert.equal(third.status, 200, JSON.stringify(third.body));
+    assert.equal(third.body.revision, 6);
+    await eventually(async () => (await broken(b)) === undefined && (await b.admin('GET', '/v1/apps/shop')).body.revision === 6, 'the third repair on B');
   });
 });
