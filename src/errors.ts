@@ -33,6 +33,8 @@ export const ERRORS = {
   /** a stored routing state breaks an invariant (src/state/invariants.ts): refused on write, reported on read */
   INVALID_STATE: { status: 500, message: 'the routing state is not valid' },
   STORE_UNAVAILABLE: { status: 503, message: 'the store cannot be written' },
+  /** Redis gave no answer to a write and could not be read back after its deadline: it may or may not have landed */
+  WRITE_OUTCOME_UNKNOWN: { status: 504, message: 'the write may or may not have landed; read the revision and history' },
   // data plane
   MISDIRECTED: { status: 421, message: 'no app for this host' },
   UPSTREAM_ERROR: { status: 502, message: 'upstream refused or broke the response' },

@@ -11,16 +11,24 @@ const force = z.boolean().optional();
 
 /** `POST /v1/apps/:app/switch`; `expectVersion`: refuse (409) unless `to`'s targets report this version (`force` does not skip it) */
 export const switchBody = z.strictObject({ to: z.string().min(1), reason, force, expectVersion: z.string().min(1).max(200).optional() });
-/** `PUT /v1/apps/:app/weights` (percentages; the controller checks decimals, pools and the sum) */
-export const weightsBody = z.strictObject({
-  // zod's record drops an own `__proto__` key without a word (its value unchecked): name it instead
-  weights: z.preprocess((raw, ctx) => {
-    if (typeof raw === 'object' && raw !== null && Object.hasOwn(raw, '__proto__')) ctx.addIssue({ code: 'custom', path: ['__proto__'], message: 'unknown pool', input: raw });
-    return raw;
-  }, z.record(z.string(), z.number())),
-  reason,
-  force,
-});
+/**
+ * `PUT /v1/apps/:app/weights` (percentages; the controller checks decimals, pools and the sum),
+ * for an app with `pools` (named in the unknown-pool message, like every other unknown-pool error).
+ */
+export function weightsBodyFor(pools?: readonly string[]) {
+  const unknown = pools === undefined ? 'unknown pool' : `unknown pool (pools: ${pools.join(', ')})`;
+  return z.strictObject({
+    // zod's record drops an own `__proto__` key without a word (its value unchecked): name it instead
+    weights: z.preprocess((raw, ctx) => {
+      if (typeof raw === 'object' && raw !== null && Object.hasOwn(raw, '__proto__')) ctx.addIssue({ code: 'custom', path: ['__proto__'], message: unknown, input: raw });
+      return raw;
+    }, z.record(z.string(), z.number())),
+    reason,
+    force,
+  });
+}
+/** The weights body of any app (the API description's). */
+export const weightsBody = weightsBodyFor();
 /** `POST /v1/apps/:app/rollback`; `force` too, since the previous weights may point at a pool the health gate refuses */
 export const rollbackBody = z.strictObject({ reason, force });
 

@@ -37,7 +37,7 @@ interface OperationDoc {
 
 type OperationKey = `${HttpMethod} ${string}`;
 
-const WRITE_ERRORS = [409, 503] as const;
+const WRITE_ERRORS = [409, 503, 504] as const;
 const APP_STATE = 'AppState: `{ app, revision, weights, active, updatedAt, updatedBy, reason, pools: { NAME: { version, targets, weight, inflight, upgraded, drained, healthy, health, targetStates } }, instances: { applied, total } }`, with `ETag: "REVISION"`';
 const ROLLOUT = 'the rollout: `{ id, app, to, state, step, steps, weight, from, startedAt, nextAt, nextInMs, remainingMs, analysis, onFailure, reason, lastAnalysis, by, driver }`';
 
@@ -121,7 +121,8 @@ const STATUS_TEXT: Readonly<Record<number, string>> = {
   413: 'body over 64 KiB',
   415: 'a write that is not application/json',
   429: 'too many failed logins from this address (`Retry-After`)',
-  503: 'unavailable (the store cannot be written, or the instance is shutting down)',
+  503: 'unavailable (the store cannot be written, or the instance is shutting down); a write answered 503 never lands',
+  504: '`WRITE_OUTCOME_UNKNOWN`: the store did not answer the write and could not be read back; it may or may not have landed (read the revision and history before retrying)',
 };
 
 /** `/v1/apps/:app` → `/v1/apps/{app}` and its parameter names. */

@@ -4,7 +4,7 @@ import { SwitchyardError } from '../errors.ts';
 import type { HealthSource } from '../health/monitor.ts';
 import type { RoutingState } from '../state/types.ts';
 import { ANONYMOUS } from './auth.ts';
-import { ifNoneMatchHits, rollbackBody, switchBody, weightsBody } from './body.ts';
+import { ifNoneMatchHits, rollbackBody, switchBody, weightsBodyFor } from './body.ts';
 import type { AdminRoute, Reply, RouteContext } from './router.ts';
 import { appStateView, drainView, historyView, type TargetFiguresSource } from './views.ts';
 
@@ -127,8 +127,7 @@ export function coreRoutes(deps: CoreRouteDeps): AdminRoute[] {
       path: '/v1/apps/:app/weights',
       handler: async (ctx) => {
         const app = param(ctx, 'app');
-        controller.appConfig(app);
-        const body = await ctx.body(weightsBody);
+        const body = await ctx.body(weightsBodyFor(Object.keys(controller.appConfig(app).pools)));
         const weights = controller.parseWeights(app, body.weights);
         return write(deps, ctx, app, (opts) => controller.setWeights(app, weights, opts), body);
       },

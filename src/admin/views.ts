@@ -98,6 +98,8 @@ export function pinsUntil(cfg: AppConfig, state: RoutingState, pool: string): nu
   const since = (state.weights[pool] ?? 0) === 0 ? state.drainingSince[pool] : undefined;
   // revision 1 (the seed): no pin older than the current revision exists, so none can route (see affinity.ts)
   if (cfg.affinity === undefined || since === undefined || state.revision <= 1 || ((cfg.pools[pool]?.targets.length ?? 0) === 0 && cfg.pools[pool]?.discover === undefined)) return null;
+  // a pool a rollback drained holds no pins (as in the snapshot, routing/snapshot.ts)
+  if (state.unpinned?.includes(pool) === true) return null;
   const ms = Date.parse(since);
   return Number.isFinite(ms) ? ms + cfg.affinity.window : null;
 }

@@ -126,6 +126,8 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     if (e instanceof ApiError) {
       err(`error ${e.code}: ${e.message}`);
       if (e.status === 401) err('hint: pass the admin token with --token or $SWITCHYARD_TOKEN');
+      // neither "done" nor "not done": retrying blindly could apply it twice
+      if (e.code === 'WRITE_OUTCOME_UNKNOWN') err('hint: the write may or may not have landed; check `switchyard status` and `switchyard history` before retrying');
       const names = client === undefined ? undefined : await unknownNameHint(client, e.code, e.message);
       if (names !== undefined) err(`hint: ${names}`);
       return 1;

@@ -8,6 +8,7 @@ import { SwitchyardError } from '../errors.ts';
 import { RoutingTable } from '../routing/routing-table.ts';
 import type { Snapshot } from '../routing/snapshot.ts';
 import { canonicalJson } from '../state/digest.ts';
+import type { InvalidStateError } from '../state/invariants.ts';
 import type { Action, HistoryEntry, RoutingState, StateStore } from '../state/types.ts';
 import { ownOf, parseWeights, TOTAL_BP, type Weights } from '../state/weights.ts';
 import { nextState } from './next-state.ts';
@@ -20,6 +21,8 @@ export interface WriteOptions {
   /** If-Match: the revision the caller saw; a different current revision is a 412 */
   readonly expectedRevision?: number | undefined;
   readonly force?: boolean | undefined;
+  /** the write rolls back (a rollout's failed analysis): pools it drains lose their affinity pins. Always so for action `rollback`. */
+  readonly unpinDrained?: boolean | undefined;
 }
 
 /**
@@ -114,7 +117,7 @@ export class Controller extends EventEmitter {
   static async start(opts: ControllerOptions): Promise<Controller> {
     const { states, broken } = await loadStates({ config: opts.config, store: opts.store, logger: opts.logger, now: opts.now ?? Date.now, applyConfig: opts.applyConfig === true });
     const controller = new Controller(opts, states, broken);
-    controller.unwatch = opts.store.watch((state) => controller.apply(state));
+    controller.unwatch = opts.store.watch((state) => controller.apply(state), (app, err) => controller.invalid(app, err));
     return controller;
   }
 
@@ -183,6 +186,22 @@ export class Controller extends EventEmitter {
     if (this.fileApps.has(state.app)) this.checkDrift(state.app);
     this.emit('applied', state, applied.previous);
     return true;
+  }
+
+  /**
+   * The store read an invalid state for an app while running (`err`), or a valid one again (null):
+   * the app is listed by `brokenStates()` (logged once per bad value) and keeps routing on its last
+   * good state; the next write replaces the bad state, as after a restart (seed.ts).
+   */
+  invalid(app: string, err: InvalidStateError | null): void {
+    if (err === null) {
+      if (this.broken.delete(app)) this.logger.info({ app }, `app ${app}: the store holds a valid routing state again`);
+      return;
+    }
+    const cur = this.table.state(app);
+    if (cur === undefined || this.broken.get(app)?.message === err.message) return;
+    this.broken.set(app, { message: err.message, expected: err.revision ?? 0 });
+    this.logger.error({ err, app, revision: cur.revision }, `app ${app}: the store holds a routing state that is not valid (${err.message}); routing on the last good state (revision ${cur.revision}) until a write replaces it`);
   }
 
   /** Recomputes an app's drift; logs it when it appears or changes (once, not on every write). */
@@ -276,8 +295,10 @@ export class Controller extends EventEmitter {
       const reason = forced === undefined ? (opts.reason ?? null) : opts.reason ? `${opts.reason} (${forced})` : forced;
       const changes = sameDefinition ? [] : definitionChanges(cfg, nextCfg);
       // every write carries the definition, so a state written before live definitions gets it back
-      const next = nextState(cur, { weights, action, by: opts.by, reason, now: this.now(), definition: definition ?? this.definition(app), deleted: proposal.deleted, changes: changes.map((c) => c.path) });
-      const result = await this.store.compareAndSet(next, broken === undefined ? cur.revision : broken.expected);
+      const made = nextState(cur, { weights, action, by: opts.by, reason, now: this.now(), definition: definition ?? this.definition(app), deleted: proposal.deleted, changes: changes.map((c) => c.path), unpin: action === 'rollback' || opts.unpinDrained === true });
+      // replacing an invalid stored state: above both it and the last good state every instance routes on
+      const next = broken === undefined ? made : { ...made, revision: Math.max(cur.revision, broken.expected) + 1 };
+      const result = broken === undefined ? await this.store.compareAndSet(next, cur.revision) : await this.store.compareAndSet(next, broken.expected, { repair: true });
       if (result.ok) {
         this.apply(result.state);
         this.audit(app, action, opts, forced !== undefined, cur, result.state, changes);

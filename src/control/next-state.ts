@@ -19,6 +19,8 @@ export interface Change {
   readonly deleted?: boolean | undefined;
   /** the definition's key paths changed, for the history */
   readonly changes?: readonly string[] | undefined;
+  /** a rollback: the pools this change drains lose their affinity pins (RoutingState.unpinned) */
+  readonly unpin?: boolean | undefined;
 }
 
 /**
@@ -30,11 +32,14 @@ export interface Change {
 export function nextState(prev: RoutingState, change: Change): RoutingState {
   const at = new Date(change.now).toISOString();
   const drainingSince: Record<string, string> = {};
+  const unpinned: string[] = [];
   for (const [pool, bp] of Object.entries(change.weights)) {
     if (bp !== 0) continue;
     const wasZero = (ownOf(prev.weights, pool) ?? 0) === 0;
     const since = ownOf(prev.drainingSince, pool);
     drainingSince[pool] = wasZero && since !== undefined ? since : at;
+    // a pool keeps whatever its drain began with: unpinned if a rollback drained it
+    if (wasZero ? (prev.unpinned ?? []).includes(pool) : change.unpin === true) unpinned.push(pool);
   }
   const active = activePool(change.weights);
   const salt = active !== null && activePool(prev.weights) !== active ? newSalt() : prev.salt;
@@ -50,6 +55,7 @@ export function nextState(prev: RoutingState, change: Change): RoutingState {
     reason: change.reason,
     ...withDefinition(change.definition ?? prev.definition),
     ...(change.deleted === true ? { deleted: true } : {}),
+    ...(unpinned.length === 0 ? {} : { unpinned }),
     ...(change.changes === undefined || change.changes.length === 0 ? {} : { changes: [...change.changes] }),
   };
 }

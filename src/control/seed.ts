@@ -10,8 +10,8 @@ import { initialState, nextState } from './next-state.ts';
 /** An app whose stored state cannot be loaded: routed on its config's `initial` weights until a write replaces it. */
 export interface BrokenApp {
   readonly message: string;
-  /** what the store counts the bad state as, for the compare-and-set that replaces it */
-  readonly expected: number | null;
+  /** what the store counts the bad state as (its readable revision, else 0), for the compare-and-set that replaces it */
+  readonly expected: number;
 }
 
 export interface LoadOptions {
@@ -54,7 +54,7 @@ export async function loadStates(opts: LoadOptions): Promise<{ states: RoutingSt
     if (state === undefined && bad !== undefined) {
       const reason = `the stored routing state cannot be loaded (${bad.message}); routing on the config's definition and initial weights until a write replaces it`;
       out.push({ ...initialState(app.name, initialWeights(app), now(), def), revision: bad.revision ?? 0, reason });
-      broken.set(app.name, { message: bad.message, expected: bad.revision });
+      broken.set(app.name, { message: bad.message, expected: bad.revision ?? 0 });
       logger.error({ err: bad, app: app.name }, `app ${app.name}: ${reason}`);
       continue;
     }

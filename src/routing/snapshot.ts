@@ -94,7 +94,8 @@ export function buildAppRoute(index: number, config: AppConfig, state: RoutingSt
       hi: lo + weight,
       drainingSince,
       drainDeadline: drainingSince === null ? null : drainingSince + config.drain.timeout,
-      pinDeadline: drainingSince === null || config.affinity === undefined ? null : drainingSince + config.affinity.window,
+      // a pool a rollback drained holds no pins: its version is bad (RoutingState.unpinned)
+      pinDeadline: drainingSince === null || config.affinity === undefined || state.unpinned?.includes(name) === true ? null : drainingSince + config.affinity.window,
       previewValue: config.preview === undefined ? null : `${name}.${previewSignature(config.preview.secret, config.name, name)}`,
     };
     lo += weight;

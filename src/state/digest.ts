@@ -3,7 +3,7 @@ import type { RoutingState } from './types.ts';
 
 /**
  * A short hash of what routing depends on in a state (weights, sticky salt, drain starts, the
- * app's definition and whether it is deleted), so
+ * app's definition, whether it is deleted, the pools whose pins a rollback voided), so
  * two instances on the same revision can tell whether they route on the same state: after a
  * Redis that lost its data was re-seeded, one revision number can name two different states.
  * Who wrote it and why (updatedBy, reason, action) is left out: a re-seed copies a state under
@@ -11,7 +11,9 @@ import type { RoutingState } from './types.ts';
  */
 export function stateDigest(state: RoutingState): string {
   const sorted = (r: Readonly<Record<string, unknown>>): [string, unknown][] => Object.entries(r).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  const canonical = JSON.stringify([state.app, state.revision, sorted(state.weights), state.salt, sorted(state.drainingSince ?? {}), canonicalJson(state.definition ?? null), state.deleted === true]);
+  // unpinned pools only when there are some, so a state without them hashes as before they existed
+  const unpinned = state.unpinned === undefined || state.unpinned.length === 0 ? [] : [[...state.unpinned].sort()];
+  const canonical = JSON.stringify([state.app, state.revision, sorted(state.weights), state.salt, sorted(state.drainingSince ?? {}), canonicalJson(state.definition ?? null), state.deleted === true, ...unpinned]);
   return createHash('sha256').update(canonical).digest('hex').slice(0, 16);
 }
 

@@ -3,7 +3,7 @@ import { dirname, resolve } from 'node:path';
 import { SwitchyardError } from '../errors.ts';
 import { removeStaleTemps, writeFileAtomic } from './atomic-file.ts';
 import { checkWrite, freezeState, InvalidStateError, parseStoredState, readableRevision, type PoolsOf } from './invariants.ts';
-import { historyEntryOf, type CasResult, type HistoryEntry, type RoutingState, type StateStore, type Unsubscribe } from './types.ts';
+import { historyEntryOf, type CasOptions, type CasResult, type HistoryEntry, type RoutingState, type StateStore, type Unsubscribe } from './types.ts';
 
 export interface FileStoreOptions {
   /** The JSON file holding every app's state; its directory is created if missing. */
@@ -111,16 +111,17 @@ export class FileStore implements StateStore {
     return entries.slice(0, Math.max(0, Math.floor(limit)));
   }
 
-  async compareAndSet(next: RoutingState, expected: number | null): Promise<CasResult> {
+  async compareAndSet(next: RoutingState, expected: number | null, opts: CasOptions = {}): Promise<CasResult> {
     // A wrong revision or a state that breaks an invariant is a caller's bug, not a conflict:
     // fail loudly instead of answering ok:false, and write nothing.
-    checkWrite(next, expected, this.#pools);
+    checkWrite(next, expected, this.#pools, opts.repair === true);
     if (this.#closed) throw new SwitchyardError('STORE_UNAVAILABLE', `the file store ${this.#path} is closed`);
     const run = this.#tail.then(() => this.#casNow(next, expected));
     this.#tail = run.catch(() => {});
     return run;
   }
 
+  /** The file is this process's alone: no state turns invalid while it runs, so `onInvalid` is never called. */
   watch(listener: (state: RoutingState) => void): Unsubscribe {
     this.#listeners.add(listener);
     return () => {

@@ -30,6 +30,7 @@ const stateSchema = z.object({
   reason: z.string().nullable(),
   definition: z.record(z.string(), z.unknown()).optional(),
   deleted: z.boolean().optional(),
+  unpinned: z.array(z.string()).optional(),
   changes: z.array(z.string()).optional(),
 });
 
@@ -109,13 +110,15 @@ export function parseStoredState(value: unknown, app: string, where: string): Ro
  * valid state of the app's known pools. A violation is a caller's bug, never a conflict: it
  * throws (INVALID_STATE, 500) and nothing is written.
  */
-export function checkWrite(next: RoutingState, expected: number | null, poolsOf?: PoolsOf): void {
+export function checkWrite(next: RoutingState, expected: number | null, poolsOf?: PoolsOf, repair = false): void {
   const app = typeof next?.app === 'string' ? next.app : '?';
   if (expected !== null && !(Number.isInteger(expected) && expected >= 0)) {
     throw new InvalidStateError(app, 'compareAndSet', [{ path: 'expected', message: `must be null or an integer >= 0, got ${String(expected)}` }], null);
   }
   const issues = stateIssues(next, poolsOf?.(app));
-  if (expected !== null && next?.revision !== expected + 1) issues.unshift({ path: 'revision', message: `must be ${expected + 1} (expected ${expected} + 1), got ${String(next?.revision)}` });
+  if (repair && expected !== null) {
+    if (!(typeof next?.revision === 'number' && next.revision > expected)) issues.unshift({ path: 'revision', message: `must be over ${expected} (the invalid state it repairs), got ${String(next?.revision)}` });
+  } else if (expected !== null && next?.revision !== expected + 1) issues.unshift({ path: 'revision', message: `must be ${expected + 1} (expected ${expected} + 1), got ${String(next?.revision)}` });
   if (issues.length > 0) throw new InvalidStateError(app, 'compareAndSet refused to store it', issues, null);
 }
 

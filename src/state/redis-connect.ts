@@ -117,8 +117,12 @@ if ARGV[1] == '' then
   if cur then return cur end
 elseif not cur then
   return false
-elseif cjson.decode(cur).revision ~= tonumber(ARGV[1]) then
-  return cur
+else
+  -- a stored state that is not JSON or has no readable revision counts as revision 0 (invariants.ts readableRevision)
+  local ok, doc = pcall(cjson.decode, cur)
+  local rev = ok and type(doc) == 'table' and tonumber(doc.revision) or 0
+  if rev < 1 or rev % 1 ~= 0 then rev = 0 end
+  if rev ~= tonumber(ARGV[1]) then return cur end
 end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[7])

@@ -1,11 +1,12 @@
 import { EventEmitter } from 'node:events';
-import { Redis } from 'ioredis';
+import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import { SwitchyardError } from '../errors.ts';
+import { mayHaveRun, settleWrite } from './redis-settle.ts';
 import { readStateCache, StateCacheWriter } from './state-cache.ts';
 import { checkWrite, InvalidStateError, parseStoredState, type PoolsOf } from './invariants.ts';
 import { CAS_SCRIPT, readRedisClock, RESEED_SCRIPT, redactUrl, redisKeys, redisOptions, writeDeadline, type ClockOffset, type RedisConnection, type RedisKeys } from './redis-connect.ts';
-import { historyEntryOf, type CasResult, type HistoryEntry, type RoutingState, type StateStore, type Unsubscribe } from './types.ts';
+import { historyEntryOf, type CasOptions, type CasResult, type InvalidListener, type HistoryEntry, type RoutingState, type StateStore, type Unsubscribe } from './types.ts';
 
 export { redisKeys, type RedisKeys };
 
@@ -59,8 +60,11 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
   readonly keys: RedisKeys;
   readonly #sub: Redis;
   readonly #opts: RedisStoreOptions;
+  /** ioredis options of the command connection, for the fresh one that settles a write (redis-settle.ts) */
+  readonly #options: RedisOptions;
   readonly #logger: Logger | undefined;
   readonly #listeners = new Set<(state: RoutingState) => void>();
+  readonly #invalidListeners = new Set<InvalidListener>();
   /** apps a caller asked about: the ones the poll reads */
   readonly #known = new Set<string>();
   /** newest state seen per app (from Redis, a message, a write, or the disk cache) */
@@ -91,6 +95,7 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     for (const [app, state] of cached) this.#latest.set(app, state);
     this.#cache = opts.cachePath === undefined ? null : new StateCacheWriter(opts.cachePath, opts.prefix, (err) => this.#logger?.warn({ err }, 'cannot write the routing state cache'));
     const options = redisOptions(opts);
+    this.#options = options;
     this.client = new Redis({ ...options, connectionName: 'switchyard' });
     this.client.defineCommand('switchyardCas', { numberOfKeys: 3, lua: CAS_SCRIPT });
     this.client.defineCommand('switchyardReseed', { numberOfKeys: 3, lua: RESEED_SCRIPT });
@@ -188,10 +193,10 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     return texts.map((t) => Object.freeze(JSON.parse(t) as HistoryEntry));
   }
 
-  async compareAndSet(next: RoutingState, expected: number | null): Promise<CasResult> {
+  async compareAndSet(next: RoutingState, expected: number | null, opts: CasOptions = {}): Promise<CasResult> {
     // A wrong revision or a state that breaks an invariant is a caller's bug, not a conflict:
     // fail loudly instead of answering ok:false, and write nothing.
-    checkWrite(next, expected, this.#opts.pools);
+    checkWrite(next, expected, this.#opts.pools, opts.repair === true);
     if (this.#closed) throw new SwitchyardError('STORE_UNAVAILABLE', 'the redis store is closed');
     const run = this.#cas(next, expected);
     this.#pending.add(run);
@@ -235,10 +240,12 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     return this.#wrote.get(app) === revision;
   }
 
-  watch(listener: (state: RoutingState) => void): Unsubscribe {
+  watch(listener: (state: RoutingState) => void, onInvalid?: InvalidListener): Unsubscribe {
     this.#listeners.add(listener);
+    if (onInvalid !== undefined) this.#invalidListeners.add(onInvalid);
     return () => {
       this.#listeners.delete(listener);
+      if (onInvalid !== undefined) this.#invalidListeners.delete(onInvalid);
     };
   }
 
@@ -283,8 +290,24 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     const entry = JSON.stringify(historyEntryOf(next));
     const client = this.client as CasClient;
     const k = this.keys;
-    const res = await this.#writingWhile(json, () => this.#run('compare-and-set', async () => client.switchyardCas(k.state(next.app), k.history(next.app), k.apps, expected === null ? '' : String(expected), json, entry, this.#opts.historyLimit, k.changes, await this.#deadline(), next.app)));
-    return this.#casResult(res, json, next.app);
+    const deadline = await this.#run('compare-and-set', () => this.#deadline());
+    return this.#writingWhile(json, async () => {
+      let res: number | string | null;
+      try {
+        res = await client.switchyardCas(k.state(next.app), k.history(next.app), k.apps, expected === null ? '' : String(expected), json, entry, this.#opts.historyLimit, k.changes, deadline, next.app);
+      } catch (err) {
+        if (!mayHaveRun(err)) throw unavailable('compare-and-set', err);
+        // no answer, but the script may have run (a slow reply, a connection lost mid-command):
+        // settle it, so the caller is told what happened, never a 503 for a write that landed
+        const timeout = this.#opts.commandTimeout ?? 2000;
+        const settled = await settleWrite({ options: this.#options, stateKey: k.state(next.app), historyKey: k.history(next.app), json, entry, revision: next.revision, deadline, budgetMs: timeout });
+        this.#logger?.warn({ err, app: next.app, revision: next.revision, settled }, `redis compare-and-set gave no answer; settled by a read after its deadline: ${settled}`);
+        if (settled === 'landed') return this.#casResult(1, json, next.app);
+        if (settled === 'not-landed') throw unavailable('compare-and-set', err, ' (read back after its deadline: not applied, and never will be)');
+        throw new SwitchyardError('WRITE_OUTCOME_UNKNOWN', `the write of revision ${next.revision} of app "${next.app}" may or may not have landed: redis did not answer (${messageOf(err)}) and could not be read back within ${timeout} ms; read the app's revision and history before retrying`, { cause: err, details: { app: next.app, revision: next.revision } });
+      }
+      return this.#casResult(res, json, next.app);
+    });
   }
 
   async #writingWhile<T>(json: string, fn: () => Promise<T>): Promise<T> {
@@ -346,11 +369,13 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
         remote.set(app, state);
         if (state !== null && this.#writing.has(text as string)) this.#wrote.set(state.app, state.revision);
         if (state !== null) this.#observe(state);
-        this.#reportedInvalid.delete(app);
+        if (this.#reportedInvalid.delete(app)) for (const l of [...this.#invalidListeners]) l(app, null);
       } catch (err) {
         if (this.#reportedInvalid.get(app) === text) return;
         this.#reportedInvalid.set(app, text as string);
-        this.#logger?.error({ err, app }, 'redis holds a routing state that is not valid; ignoring it (a write to the app replaces it)');
+        // the controller lists it (/readyz brokenStates) and logs it; without one, the store says it
+        if (this.#invalidListeners.size === 0 || !(err instanceof InvalidStateError)) this.#logger?.error({ err, app }, 'redis holds a routing state that is not valid; ignoring it (a write to the app replaces it)');
+        if (err instanceof InvalidStateError) for (const l of [...this.#invalidListeners]) l(app, err);
       }
     });
     this.emit('sync', remote);
@@ -400,7 +425,7 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     try {
       return await fn();
     } catch (err) {
-      throw new SwitchyardError('STORE_UNAVAILABLE', `redis ${what} failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      throw unavailable(what, err);
     }
   }
 
@@ -437,6 +462,14 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
       check();
     });
   }
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function unavailable(what: string, err: unknown, more = ''): SwitchyardError {
+  return err instanceof SwitchyardError ? err : new SwitchyardError('STORE_UNAVAILABLE', `redis ${what} failed: ${messageOf(err)}${more}`, { cause: err });
 }
 
 /**

@@ -26,6 +26,12 @@ export interface RoutingState {
    * a version before live definitions (the config's definition is attached at the next start).
    */
   readonly definition?: AppDefinition;
+  /**
+   * Pools a rollback drained (at weight 0 since that rollback): the version is bad, so affinity
+   * pins to them are not honoured (those browsers go by weight at once); their drain deadline for
+   * upgraded connections runs as for any drain. Absent: none. Kept while the pool stays at 0.
+   */
+  readonly unpinned?: readonly string[];
   /** true: the app was deleted (a tombstone, so its revision keeps growing if it is created again) */
   readonly deleted?: boolean;
   /** the definition's key paths this revision changed (`pools.green.targets`), for the history */
@@ -49,6 +55,17 @@ export interface HistoryEntry {
 export function historyEntryOf(state: RoutingState): HistoryEntry {
   const entry = { revision: state.revision, weights: state.weights, action: state.action, by: state.updatedBy, reason: state.reason, at: state.updatedAt };
   return state.changes === undefined || state.changes.length === 0 ? entry : { ...entry, changes: state.changes };
+}
+
+export type InvalidListener = (app: string, err: InvalidStateError | null) => void;
+
+export interface CasOptions {
+  /**
+   * The stored state is invalid and counted as `expected` (its readable revision, else 0): `next`
+   * may then skip revisions (`next.revision > expected`), so the repair is newer than the last
+   * good state the instances route on, whatever revision the bad state carries.
+   */
+  readonly repair?: boolean;
 }
 
 export type CasResult = { readonly ok: true; readonly state: RoutingState } | { readonly ok: false; readonly current: RoutingState | null };
@@ -83,13 +100,18 @@ export interface StateStore {
    * itself invalid counts as revision `InvalidStateError.revision` (0 when unreadable), so a
    * write can replace it.
    */
-  compareAndSet(next: RoutingState, expected: number | null): Promise<CasResult>;
+  compareAndSet(next: RoutingState, expected: number | null, opts?: CasOptions): Promise<CasResult>;
   /** Newest first, at most `limit` entries. */
   history(app: string, limit: number): Promise<HistoryEntry[]>;
   /** Every app the store holds a state for (deleted ones included: their state is a tombstone). */
   listApps(): Promise<string[]>;
-  /** Called with every state written, by this or (for shared stores) another instance. */
-  watch(listener: (state: RoutingState) => void): Unsubscribe;
+  /**
+   * Called with every state written, by this or (for shared stores) another instance; and, for a
+   * shared store, `onInvalid(app, err)` when a stored state read while running breaks an invariant
+   * (once per bad value; `listener` is not told of it), then `onInvalid(app, null)` once the app's
+   * stored state reads valid again.
+   */
+  watch(listener: (state: RoutingState) => void, onInvalid?: InvalidListener): Unsubscribe;
   close(): Promise<void>;
 }
 

@@ -259,6 +259,40 @@ describe('affinity never bends the weights', () => {
       await p.close();
     }
   });
+
+  it('after a rollback, browsers pinned to the pool it drained go by weight at once and the pool reads drained; after a switch, pins hold again', async () => {
+    let clock = Date.parse('2026-06-01T12:00:00Z');
+    const p = await startProxy({ apps: [twoPools(blue.url, green.url, { affinity: { secret: AFFINITY_SECRET, window: '10m' } })] }, { now: () => clock });
+    try {
+      const early = browser('early');
+      assert.equal((await early(p)).servedBy, 'blue@1.0.0');
+      clock += 1000;
+      assert.equal((await p.admin('POST', '/v1/apps/shop/switch', { to: 'green', reason: 'release 2.0.0' })).status, 200);
+      clock += 1000;
+      const late = browser('late');
+      for (let i = 0; i < 3; i++) assert.equal((await late(p)).servedBy, 'green@2.0.0');
+      clock += 1000;
+      // green is bad: roll back. Its pinned browsers do not stay on it for the window
+      const back = await p.admin('POST', '/v1/apps/shop/rollback', { reason: 'green is broken' });
+      assert.deepEqual([back.status, back.body.weights], [200, { blue: 100, green: 0 }]);
+      clock += 1000;
+      assert.equal((await late(p)).servedBy, 'blue@1.0.0', 'a pin to the pool a rollback drained does not hold');
+      const d = (await p.admin('GET', '/v1/apps/shop/pools/green/drain')).body;
+      assert.deepEqual([d.weight, d.inflight, d.upgraded, d.drained, d.reason], [0, 0, 0, true, null]);
+      assert.ok(d.deadline !== null, 'the drain deadline for upgraded connections still runs');
+      assert.equal((await p.admin('GET', '/v1/apps/shop')).body.pools.green.drained, true);
+      // a later ordinary switch keeps its pins: browsers on blue finish there
+      clock += 1000;
+      assert.equal((await early(p)).servedBy, 'blue@1.0.0');
+      clock += 1000;
+      assert.equal((await p.admin('POST', '/v1/apps/shop/switch', { to: 'green', reason: 'fixed 2.0.1' })).status, 200);
+      clock += 1000;
+      assert.equal((await early(p)).servedBy, 'blue@1.0.0', 'pins after an ordinary switch hold');
+      assert.equal((await p.admin('GET', '/v1/apps/shop/pools/blue/drain')).body.drained, false);
+    } finally {
+      await p.close();
+    }
+  });
 });
 
 describe('canary CLI', () => {

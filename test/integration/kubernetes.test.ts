@@ -173,5 +173,16 @@ describe('the Kubernetes manifests (deploy/kubernetes)', () => {
       assert.equal(ci.statusCode, 200, 'the Secret\'s CI token is an admin token');
       await ci.body.dump();
     });
+
+    it('answers the admin Service by its in-cluster DNS names (the admin API refuses other Host names)', async () => {
+      const service = one(objs, 'Service', 'switchyard-admin');
+      const ns = (await manifests()).find((o) => o.kind === 'Namespace')?.metadata.name as string;
+      const port = (service.spec.ports as K8s[])[0]!.port as number;
+      for (const name of [service.metadata.name, `${service.metadata.name}.${ns}`, `${service.metadata.name}.${ns}.svc`, `${service.metadata.name}.${ns}.svc.cluster.local`]) {
+        const r = await request(`${p.adminUrl}/v1/apps/shop`, { headers: { host: `${name}:${port}`, authorization: `Bearer ${env['SWITCHYARD_TOKEN_CI']}` } });
+        assert.equal(r.statusCode, 200, `Host ${name}`);
+        await r.body.dump();
+      }
+    });
   });
 });

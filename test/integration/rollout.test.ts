@@ -119,6 +119,33 @@ describe('progressive rollouts', () => {
     assert.match(metrics, /switchyard_rollouts_total\{app="shop",result="rolled-back"\} 1/);
   });
 
+  it('a rollback by the analysis voids the pins to green: pinned browsers go to blue at once and green reads drained', async (t) => {
+    greenStatus = 200;
+    const p = await startProxy({ apps: [twoPools(blue.url, green.url, { affinity: { secret: 'affinity-secret-0123456789', window: '10m' } })] }, FAST);
+    t.after(() => p.close());
+    const r = await p.admin('POST', '/v1/apps/shop/rollouts', { to: 'green', steps: [{ weight: 50, pause: '1m' }], analysis: { maxErrorRate: 0.05, minRequests: 10 } });
+    assert.equal(r.status, 201);
+    await until('green at 50 %', async () => (await weights(p)).green === 50);
+    // a browser the split sent to green keeps its pin
+    const pin = await until('a response from green with a pin', async () => {
+      const res = await p.get('/');
+      return res.servedBy === 'green@2.0.0' ? String(res.headers['set-cookie']).split(';')[0] : undefined;
+    });
+    greenStatus = 503;
+    const load = traffic(p);
+    t.after(() => load.stop());
+    await inState(p, 'rolled-back');
+    await load.stop();
+    greenStatus = 200;
+    assert.deepEqual(await weights(p), { blue: 100, green: 0 });
+    for (let i = 0; i < 5; i++) assert.equal((await p.get('/', { cookie: pin as string })).servedBy, 'blue@1.0.0', 'a pin to the rolled-back pool does not hold');
+    const d = await until('green drained', async () => {
+      const body = (await p.admin('GET', '/v1/apps/shop/pools/green/drain')).body;
+      return body.drained === true ? body : undefined;
+    });
+    assert.equal(d.reason, null);
+  });
+
   it('passes no judgement while green has served fewer than minRequests', async (t) => {
     const p = await proxy(t);
     greenStatus = 500;

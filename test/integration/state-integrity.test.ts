@@ -12,6 +12,7 @@ import type { SwitchyardError } from '../../src/errors.ts';
 import { FileStore } from '../../src/state/file-store.ts';
 import { redisKeys } from '../../src/state/redis-connect.ts';
 import type { RoutingState, StateStore } from '../../src/state/types.ts';
+import { eventually } from '../helpers/fleet.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startRedis, type RedisServer } from '../helpers/redis-server.ts';
 import { makeState } from '../helpers/store-contract.ts';
@@ -120,7 +121,8 @@ for (const kind of ['file', 'redis'] as const) {
         const text = `{"weights":{"blue":0,"green":0,${JSON.stringify(pool)}:100}}`;
         const r = await p.admin('PUT', '/v1/apps/shop/weights', JSON.parse(text));
         assert.equal(r.status, 400, `${pool}: ${JSON.stringify(r.body)}`);
-        assert.ok(r.body.error.details.some((d: { path: string }) => d.path === `weights.${pool}`), `${pool}: ${JSON.stringify(r.body.error.details)}`);
+        // every unknown-pool error names the pools there are, `__proto__` (refused by the body schema) too
+        assert.ok(r.body.error.details.some((d: { path: string; message: string }) => d.path === `weights.${pool}` && d.message === 'unknown pool (pools: blue, green)'), `${pool}: ${JSON.stringify(r.body.error.details)}`);
       }
       assert.equal((await p.admin('GET', '/v1/apps/shop')).body.revision, 1);
     });
@@ -284,5 +286,54 @@ describe('a write without If-Match that keeps losing', () => {
     const history = await inner.history('shop', 1000);
     assert.ok(history.every((e) => e.weights.blue !== 5_000), 'none of its own writes landed');
     assert.equal(controller.state('shop').revision, history[0]?.revision, 'it routes on the winner');
+  });
+});
+
+describe('a state that turns invalid in redis while instances run', () => {
+  it('is listed in brokenStates and logged once by every instance, which keep routing on the last good state, and a write repairs it without a restart', async (t) => {
+    const s1 = await setup(t, 'redis');
+    const s2 = { ...(await setup(t, 'redis')), prefix: s1.prefix };
+    const { logger, lines } = logSink();
+    const a = await start(t, s1, logger);
+    const b = await start(t, s2);
+    assert.equal((await a.admin('POST', '/v1/apps/shop/switch', { to: 'green' })).status, 200);
+    const broken = async (p: TestProxy): Promise<string | undefined> => (await p.admin('GET', '/readyz')).body.details.brokenStates.shop;
+
+    // a hand edit (or a buggy tool) stores weights that sum to 0, as revision 3
+    await plant(s1, { ...makeState('shop', 3), weights: { blue: 0, green: 0 } });
+    for (const p of [a, b]) await eventually(async () => /weights: must sum to 10000 bp, got 0/.test((await broken(p)) ?? ''), 'brokenStates to list shop');
+    await new Promise((r) => setTimeout(r, 2_500)); // a few polls more: still one line
+    assert.equal(lines.filter((l) => l.level === 50 && l.app === 'shop').length, 1, 'logged once');
+    assert.match(String(lines.find((l) => l.level === 50 && l.app === 'shop')?.msg), /routing on the last good state \(revision 2\)/);
+    for (const p of [a, b]) {
+      assert.equal((await p.get('/', { host: 'shop.test' })).servedBy, 'green@2.0.0');
+      assert.equal((await p.admin('GET', '/v1/apps/shop')).body.revision, 2);
+    }
+    // a write repairs it: above both the bad revision and the last good one, and every instance takes it
+    const weights = await b.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 30, green: 70 }, reason: 'repair' });
+    assert.equal(weights.status, 200, JSON.stringify(weights.body));
+    assert.equal(weights.body.revision, 4);
+    for (const p of [a, b]) await eventually(async () => (await broken(p)) === undefined && (await p.admin('GET', '/v1/apps/shop')).body.revision === 4, 'the repair everywhere');
+
+    // a value with no readable revision (counted as 0): the repair still goes above the last good revision
+    await plant(s1, 'not a routing state');
+    for (const p of [a, b]) await eventually(async () => (await broken(p)) !== undefined, 'brokenStates to list shop again');
+    const back = await a.admin('POST', '/v1/apps/shop/switch', { to: 'blue', reason: 'repair again' });
+    assert.equal(back.status, 200, JSON.stringify(back.body));
+    assert.equal(back.body.revision, 5);
+    for (const p of [a, b]) {
+      await eventually(async () => (await broken(p)) === undefined && (await p.admin('GET', '/v1/apps/shop')).body.revision === 5, 'the second repair everywhere');
+      assert.equal((await p.get('/', { host: 'shop.test' })).servedBy, 'blue@1.0.0');
+    }
+
+    // not even JSON (counted as revision 0 by the compare-and-set script too)
+    const client = new Redis(redis.url);
+    t.after(() => client.disconnect());
+    await client.set(redisKeys(s1.prefix).state('shop'), '{"revision": 9, "weights"');
+    await eventually(async () => (await broken(a)) !== undefined, 'brokenStates to list the unparsable state');
+    const third = await a.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 60, green: 40 } });
+    assert.equal(third.status, 200, JSON.stringify(third.body));
+    assert.equal(third.body.revision, 6);
+    await eventually(async () => (await broken(b)) === undefined && (await b.admin('GET', '/v1/apps/shop')).body.revision === 6, 'the third repair on B');
   });
 });

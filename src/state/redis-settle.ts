@@ -1,0 +1,99 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Redis, type RedisOptions } from 'ioredis';
+
+// Settling a compare-and-set whose reply never came back in time. CAS_SCRIPT refuses to run after
+// its deadline D (Redis's clock), so once Redis's clock is past D the write's outcome can no longer
+// change: a read that runs on Redis after D tells for good whether it landed. The read goes over a
+// fresh connection, since the command connection may be the stuck part.
+
+/**
+ * KEYS: state, history. ARGV: the write's revision. Answers Redis's TIME (seconds, microseconds),
+ * the stored state JSON (nil if none), the history entry of that revision (nil if none), and the
+ * oldest revision the history still holds (nil when empty), so a trimmed history reads as "cannot tell".
+ */
+export const SETTLE_SCRIPT = `
+local t = redis.call('TIME')
+local cur = redis.call('GET', KEYS[1])
+local found = false
+local oldest = false
+for _, e in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+  local ok, doc = pcall(cjson.decode, e)
+  if ok and type(doc) == 'table' and tonumber(doc.revision) then
+    oldest = tonumber(doc.revision)
+    if found == false and oldest == tonumber(ARGV[1]) then found = e end
+  end
+end
+return {t[1], t[2], cur, found, oldest}
+`;
+
+export type Settled = 'landed' | 'not-landed' | 'unknown';
+
+export interface SettleInput {
+  /** options of a client like the command connection's (redisOptions) */
+  readonly options: RedisOptions;
+  readonly stateKey: string;
+  readonly historyKey: string;
+  /** the write's state and history entry JSON, exactly as sent to CAS_SCRIPT */
+  readonly json: string;
+  readonly entry: string;
+  readonly revision: number;
+  /** CAS_SCRIPT's deadline, epoch ms by Redis's clock */
+  readonly deadline: number;
+  /** how long settling may take in all (connect and every read) */
+  readonly budgetMs: number;
+}
+
+/**
+ * Whether a write whose compare-and-set gave no answer landed: `landed` (our state is stored, or
+ * our entry is in the history under its revision), `not-landed` (read after the deadline and not
+ * there: it never will be), or `unknown` (no read after the deadline could be made in the budget).
+ */
+export async function settleWrite(input: SettleInput): Promise<Settled> {
+  // the budget bounds the whole settling: ioredis's timeouts do not cover a connection whose
+  // ready check is never answered (a paused Redis accepts the TCP connection)
+  const budget = new AbortController();
+  const outOfTime = sleep(input.budgetMs, 'unknown' as const, { signal: budget.signal }).catch(() => 'unknown' as const);
+  const client = new Redis({ ...input.options, connectionName: 'switchyard-settle', lazyConnect: true, connectTimeout: input.budgetMs, commandTimeout: input.budgetMs, retryStrategy: () => null });
+  client.on('error', () => undefined); // each failure is the read's answer below
+  try {
+    return await Promise.race([readBack(client, input), outOfTime]);
+  } finally {
+    budget.abort();
+    client.disconnect();
+  }
+}
+
+async function readBack(client: Redis, input: SettleInput): Promise<Settled> {
+  const started = Date.now();
+  const left = (): number => input.budgetMs - (Date.now() - started);
+  try {
+    await client.connect();
+    for (;;) {
+      const [sec, usec, cur, found, oldest] = (await client.eval(SETTLE_SCRIPT, 2, input.stateKey, input.historyKey, String(input.revision))) as [string, string, string | null, string | null, number | null];
+      const redisNow = Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
+      if (cur === input.json || found === input.entry) return 'landed';
+      if (redisNow > input.deadline) {
+        // our revision's entry may have been trimmed away by later writes: then the history cannot tell
+        if (found === null && oldest !== null && oldest > input.revision) return 'unknown';
+        return 'not-landed';
+      }
+      // read before the deadline: the script may still run; read again once it has passed
+      const wait = input.deadline - redisNow + 5;
+      if (wait >= left()) return 'unknown';
+      await sleep(wait);
+    }
+  } catch {
+    return 'unknown';
+  }
+}
+
+/**
+ * Whether a failed compare-and-set may have reached Redis and run: not when Redis answered with
+ * an error (the script refused or failed before writing), nor when the command was never sent
+ * (no connection, so ioredis refused it at once); yes after a timeout or a connection lost mid-command.
+ */
+export function mayHaveRun(err: unknown): boolean {
+  if (err instanceof Error && err.name === 'ReplyError') return false;
+  const message = err instanceof Error ? err.message : String(err);
+  return !/Stream isn't writeable|enableOfflineQueue/.test(message);
+}

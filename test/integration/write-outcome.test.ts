@@ -1,0 +1,114 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it, type TestContext } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Redis } from 'ioredis';
+import { redisKeys } from '../../src/state/redis-store.ts';
+import { runCliCaptured } from '../helpers/cli.ts';
+import { startDelayProxy, type DelayProxy } from '../helpers/delay-proxy.ts';
+import { eventually, revisionOf } from '../helpers/fleet.ts';
+import { startProxy, TOKEN, twoPools, type TestProxy } from '../helpers/proxy.ts';
+import { startRedis, type RedisServer } from '../helpers/redis-server.ts';
+import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+
+// What a write's answer means when Redis is slow to answer it: 200 it landed, 503 it did not and
+// never will, 504 WRITE_OUTCOME_UNKNOWN it may have (never a plain 503 for a write that landed).
+// Instance A reaches Redis through a TCP proxy that holds bytes; instance B reaches it directly.
+
+let blue: Upstream;
+let green: Upstream;
+let redis: RedisServer;
+let prefixes = 0;
+
+before(async () => {
+  blue = await startUpstream('blue');
+  green = await startUpstream('green');
+  redis = await startRedis();
+});
+after(async () => {
+  await blue.close();
+  await green.close();
+  await redis.cleanup();
+});
+
+const COMMAND_TIMEOUT_MS = 400;
+
+async function setup(t: TestContext): Promise<{ a: TestProxy; b: TestProxy; link: DelayProxy; prefix: string; stored: () => Promise<{ revision: number; weights: Record<string, number> }>; reasons: () => Promise<(string | null)[]> }> {
+  const prefix = `outcome${process.pid}-${++prefixes}`;
+  const link = await startDelayProxy(redis.port);
+  const dirs = [await mkdtemp(join(tmpdir(), 'switchyard-outcome-')), await mkdtemp(join(tmpdir(), 'switchyard-outcome-'))];
+  const store = (url: string, dir: string) => ({ kind: 'redis', url, prefix, cachePath: join(dir, 'cache.json'), commandTimeout: `${COMMAND_TIMEOUT_MS}ms` });
+  const b = await startProxy({ apps: [twoPools(blue.url, green.url)], store: store(redis.url, dirs[1]!) }, { instanceId: 'b', dir: dirs[1]! });
+  const a = await startProxy({ apps: [twoPools(blue.url, green.url)], store: store(link.url, dirs[0]!) }, { instanceId: 'a', dir: dirs[0]! });
+  const admin = new Redis(redis.url);
+  t.after(async () => {
+    admin.disconnect();
+    await a.close();
+    await b.close();
+    await link.close();
+    for (const d of dirs) await rm(d, { recursive: true, force: true, maxRetries: 5 });
+  });
+  const keys = redisKeys(prefix);
+  return {
+    a,
+    b,
+    link,
+    prefix,
+    stored: async () => JSON.parse((await admin.get(keys.state('shop'))) as string) as { revision: number; weights: Record<string, number> },
+    reasons: async () => (await admin.lrange(keys.history('shop'), 0, -1)).map((e) => (JSON.parse(e) as { reason: string | null }).reason),
+  };
+}
+
+describe('the answer to a write whose redis reply is slow', () => {
+  it('a write whose reply is held past the command timeout but landed answers 200 with it, not 503', async (t) => {
+    const s = await setup(t);
+    const start = revisionOf(s.a);
+    // the command connection's replies are stuck for 2.5 s; a fresh connection gets through
+    s.link.hold('replies', 2_500);
+    const r = await s.a.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 41, green: 59 }, reason: 'slow reply' });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.deepEqual([r.body.revision, r.body.weights], [start + 1, { blue: 41, green: 59 }]);
+    const stored = await s.stored();
+    assert.deepEqual([stored.revision, stored.weights], [start + 1, { blue: 4_100, green: 5_900 }]);
+    // once: a landed write is not retried as a new revision
+    assert.deepEqual((await s.reasons()).filter((x) => x === 'slow reply'), ['slow reply']);
+    await eventually(() => revisionOf(s.b) === start + 1, 'instance B on the written revision');
+    await eventually(() => revisionOf(s.a) === start + 1, 'instance A on the written revision');
+  });
+
+  it('a write whose request reaches redis after its deadline answers 503 and never lands', async (t) => {
+    const s = await setup(t);
+    const start = revisionOf(s.a);
+    s.link.hold('requests', 1_500);
+    const r = await s.a.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 42, green: 58 }, reason: 'late request' });
+    assert.equal(r.status, 503, JSON.stringify(r.body));
+    assert.equal(r.body.error.code, 'STORE_UNAVAILABLE');
+    // the held request reaches redis now; the script refuses it
+    await sleep(1_800);
+    assert.equal((await s.stored()).revision, start);
+    assert.ok(!(await s.reasons()).includes('late request'));
+    assert.equal(revisionOf(s.b), start);
+  });
+
+  it('when redis cannot be read back either, the write answers 504 WRITE_OUTCOME_UNKNOWN (never 503), and the CLI says so with exit 1', async (t) => {
+    const s = await setup(t);
+    const start = revisionOf(s.a);
+    // every connection's replies stuck, fresh ones too: the outcome cannot be known in time
+    s.link.hold('replies', 2_500, { newConnections: true });
+    const r = await s.a.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 43, green: 57 }, reason: 'unknown outcome' });
+    assert.equal(r.status, 504, JSON.stringify(r.body));
+    assert.equal(r.body.error.code, 'WRITE_OUTCOME_UNKNOWN');
+    assert.match(r.body.error.message, /may or may not have landed/);
+    // it did land (the request was not held): the 504 did not lie, a 503 would have
+    assert.equal((await s.stored()).revision, start + 1);
+
+    await sleep(2_600);
+    s.link.hold('replies', 2_500, { newConnections: true });
+    const cli = await runCliCaptured(['weights', 'shop', 'blue=44', 'green=56'], { SWITCHYARD_ADMIN_URL: s.a.adminUrl, SWITCHYARD_TOKEN: TOKEN });
+    assert.equal(cli.code, 1, cli.stdout + cli.stderr);
+    assert.match(cli.stderr, /WRITE_OUTCOME_UNKNOWN: .*may or may not have landed/);
+    assert.match(cli.stderr, /check `switchyard status` and `switchyard history` before retrying/);
+  });
+});
