@@ -1,41 +1,16 @@
-import { createRequire } from 'node:module';
 import { connect, type Socket } from 'node:net';
+import { listen, responseParser, writeDeferred } from './http1-events.ts';
 import { Body, type Exchange } from './http1-exchange.ts';
 import type { Http1Pool } from './http1-pool.ts';
+import { HTTPParser, type Parser } from './llhttp.ts';
 import { UpstreamError } from './upstream.ts';
 
-/**
- * Node's native llhttp, the parser node:http itself runs, in strict mode (no lenient flag): the
- * same framing rules as node:http's client, in C, with header names and values handed over as
- * one flat array. undici parses with its WebAssembly build of the same llhttp, and node:http's
- * ClientRequest/IncomingMessage stream machinery costs more than this whole path (the profiles
- * in README Performance); neither lets a proxy pass bytes through as they come.
- */
-interface Parser {
-  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
-  execute(data: Buffer): number | Error;
-  finish(): undefined | Error;
-  close(): void;
-  [k: number]: unknown;
-}
-interface ParserClass {
-  new (): Parser;
-  readonly RESPONSE: number;
-  readonly kOnHeaders: number;
-  readonly kOnHeadersComplete: number;
-  readonly kOnBody: number;
-  readonly kOnMessageComplete: number;
-  readonly kOnExecute: number;
-  readonly kLenientNone: number;
-}
-const { HTTPParser } = createRequire(import.meta.url)('node:_http_common') as { HTTPParser: ParserClass };
+
 
 /** What the sweep of the pool checks a connection's deadline for. */
 export const Phase = { Connecting: 1, Headers: 2, Body: 3, Idle: 4 } as const;
 type PhaseValue = (typeof Phase)[keyof typeof Phase];
 
-const kConn = Symbol('switchyard.connection');
-type ParserWithConn = Parser & { [kConn]: Http1Connection };
 
 /**
  * One keep-alive connection to a target. It carries one request at a time (no pipelining, as
@@ -46,7 +21,7 @@ type ParserWithConn = Parser & { [kConn]: Http1Connection };
 export class Http1Connection {
   readonly pool: Http1Pool;
   readonly socket: Socket;
-  private readonly parser: ParserWithConn;
+  private readonly parser: Parser;
   exchange: Exchange | null = null;
   phase: PhaseValue = Phase.Connecting;
   /** epoch ms when the current phase times out; 0: never (a paused body) */
@@ -78,23 +53,8 @@ export class Http1Connection {
     this.keepAlive = pool.options.keepAliveTimeout;
     this.socket = connect({ host: pool.hostname, port: pool.port, noDelay: true });
     this.deadline = now + pool.options.connectTimeout;
-    const parser = new HTTPParser() as ParserWithConn;
-    parser.initialize(HTTPParser.RESPONSE, {}, 0, HTTPParser.kLenientNone);
-    parser[kConn] = this;
-    parser[HTTPParser.kOnHeaders] = onHeaders;
-    parser[HTTPParser.kOnHeadersComplete] = onHeadersComplete;
-    parser[HTTPParser.kOnBody] = onBody;
-    parser[HTTPParser.kOnMessageComplete] = onMessageComplete;
-    parser[HTTPParser.kOnExecute] = noop;
-    this.parser = parser;
-    const s = this.socket as Socket & { [kConn]: Http1Connection };
-    s[kConn] = this;
-    s.on('connect', onConnect);
-    s.on('data', onData);
-    s.on('drain', onDrain);
-    s.on('end', onEnd);
-    s.on('error', onError);
-    s.on('close', onClose);
+    this.parser = responseParser(this);
+    listen(this.socket, this);
   }
 
   /** Sends `ex` on this connection (connecting or idle). */
@@ -405,45 +365,4 @@ export class Http1Connection {
     this.phase = Phase.Headers;
     this.deadline = now + this.pool.options.headersTimeout;
   }
-}
-
-// Socket and parser callbacks: shared functions that find their connection on `this`, so a
-// connection costs no closures and a request none at all.
-type ConnSocket = Socket & { [kConn]: Http1Connection };
-function onConnect(this: ConnSocket): void {
-  this[kConn].connected(Date.now());
-}
-function onData(this: ConnSocket, data: Buffer): void {
-  this[kConn].read(data);
-}
-function onDrain(this: ConnSocket): void {
-  this[kConn].exchange?.bodyDrained();
-}
-function onEnd(this: ConnSocket): void {
-  this[kConn].ended();
-}
-function onError(this: ConnSocket, err: Error): void {
-  this[kConn].lost(err);
-}
-function onClose(this: ConnSocket): void {
-  const c = this[kConn];
-  if (c.exchange !== null) c.lost(new UpstreamError('UND_ERR_SOCKET', 'other side closed'));
-  else c.destroy();
-}
-function onHeaders(this: ParserWithConn, fields: string[]): void {
-  this[kConn].pushHeaders(fields);
-}
-function onHeadersComplete(this: ParserWithConn, _major: number, _minor: number, headers: string[] | undefined, _method: unknown, _url: unknown, statusCode: number, statusMessage: string, upgrade: boolean, keepAlive: boolean): number {
-  const c = this[kConn];
-  return c.headersComplete(headers ?? c.takePartialHeaders(), statusCode, statusMessage, upgrade, keepAlive);
-}
-function onBody(this: ParserWithConn, chunk: Buffer): void {
-  this[kConn].body(chunk);
-}
-function onMessageComplete(this: ParserWithConn): void {
-  this[kConn].messageComplete();
-}
-function noop(): void {}
-function writeDeferred(c: Http1Connection, ex: Exchange): void {
-  c.writeHead(ex);
 }

@@ -1,0 +1,27 @@
+import { createRequire } from 'node:module';
+
+/**
+ * Node's native llhttp, the parser node:http itself runs, in strict mode (no lenient flag): the
+ * same framing rules as node:http's client, in C, with header names and values handed over as
+ * one flat array. undici parses with its WebAssembly build of the same llhttp, and node:http's
+ * ClientRequest/IncomingMessage stream machinery costs more than this whole path (the profiles
+ * in README Performance); neither lets a proxy pass bytes through as they come.
+ */
+export interface Parser {
+  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
+  execute(data: Buffer): number | Error;
+  finish(): undefined | Error;
+  close(): void;
+  [k: number]: unknown;
+}
+export interface ParserClass {
+  new (): Parser;
+  readonly RESPONSE: number;
+  readonly kOnHeaders: number;
+  readonly kOnHeadersComplete: number;
+  readonly kOnBody: number;
+  readonly kOnMessageComplete: number;
+  readonly kOnExecute: number;
+  readonly kLenientNone: number;
+}
+export const { HTTPParser } = createRequire(import.meta.url)('node:_http_common') as { HTTPParser: ParserClass };
