@@ -68,7 +68,12 @@ export async function startDnsServer(records: Record<string, DnsRecords> = {}): 
     await once(udp, 'listening');
     port = udp.address().port;
     tcp.listen(port, '127.0.0.1');
-    const bound = await Promise.race([once(tcp, 'listening').then(() => true), once(tcp, 'error').then(() => false)]);
+    // events.once(tcp, 'listening') would reject on the 'error' event: listen for both by hand
+    const bound = await new Promise<boolean>((resolve) => {
+      const ok = (): void => { tcp.off('error', taken); resolve(true); };
+      const taken = (): void => { tcp.off('listening', ok); resolve(false); };
+      tcp.once('listening', ok).once('error', taken);
+    });
     if (bound) break;
     udp.close();
     if (attempt === 10) throw new Error('no free UDP+TCP port pair for the test DNS server');
