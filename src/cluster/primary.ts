@@ -25,6 +25,7 @@ import type { Rollouts } from '../rollout/rollouts.ts';
 import { createRollouts, type RolloutTuning } from '../rollout/setup.ts';
 import { isRedisStore, type RoutingState } from '../state/types.ts';
 import { WorkerGroup, groupCounts } from './group.ts';
+import type { PrimaryAcme } from './primary-acme.ts';
 import { GroupFleet } from './group-fleet.ts';
 import { GroupMetrics } from './group-metrics.ts';
 import type { DiscoveredTargets, HealthTable, ToPrimary } from './ipc.ts';
@@ -124,13 +125,19 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
     workers: deps.workers,
     exec: deps.exec,
     logger: logger.child({ component: 'workers' }),
-    init: (slot) => ({ type: 'sy:init', slot, config, states: controller.allStates(), health: healthTable(runtime), discovered: discoveredTargets(runtime) }),
+    init: (slot) => ({ type: 'sy:init', slot, config, states: controller.allStates(), health: healthTable(runtime), discovered: discoveredTargets(runtime), acme: acme?.certificates() ?? [] }),
     onMessage: (slot, msg) => onWorkerMessage(slot, msg),
     onGone: (slot) => {
       group.leave(slot);
       metrics.forget(slot);
     },
   });
+  // with listen.tls.acme: the group's one orderer; its workers serve what it gets (primary-acme.ts)
+  const tlsConfig = config.listen.tls;
+  const acme: PrimaryAcme | null =
+    tlsConfig?.acme === undefined
+      ? null
+      : await (await import('./primary-acme.ts')).PrimaryAcme.create({ config, tls: tlsConfig, logger, registry: telemetry.metrics.registry, store, instanceId, now, broadcast: (m) => supervisor.broadcast(m), sendTo: (slot, m) => supervisor.sendTo(slot, m) });
   // the primary resolves the pools' `discover` for the group; its workers follow what it finds
   const discovery: Discovery = new Discovery({
     config: config.discovery,
@@ -170,6 +177,10 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
         return;
       case 'sy:stopped':
         cut += msg.cut;
+        return;
+      case 'sy:http01':
+        if (acme === null) supervisor.sendTo(slot, { type: 'sy:http01', id: msg.id, keyAuthorization: null, failed: false });
+        else acme.ask(slot, msg.id, msg.token);
         return;
       case 'sy:hello':
       case 'sy:fatal':
@@ -222,6 +233,7 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
       brokenStates: controller.brokenStates(),
       workers: supervisor.view().map((w) => ({ ...w, ...group.figures(w.slot) })),
       ...fleet?.details(),
+      ...acme?.details(),
     }),
     routes: [...canaryRoutes(controller), statsRoute, ...rolloutRoutes(rollouts, (app) => Object.keys(controller.appConfig(app).pools))],
     metrics,
@@ -235,6 +247,7 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
     discovery.close();
     telemetry.stats.close();
     await health.close();
+    await acme?.close();
     await rollouts.close();
     await fleet?.close();
     await controller.close();
@@ -254,6 +267,8 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
       throw err;
     }
     listening = true;
+    // ordering starts once the workers' ports answer the CA's challenges
+    acme?.start();
     const adminPort = (admin.address() as AddressInfo).port;
     const modes = [...new Set(supervisor.view().map((w) => w.listen))];
     logger.info({ proxy: `${config.listen.host}:${config.listen.port}`, admin: `${config.admin.host}:${adminPort}`, workers: deps.workers, listen: modes, store: store.kind, apps: controller.appNames() }, 'switchyard listening');
