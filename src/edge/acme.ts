@@ -6,7 +6,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import type { AcmeConfig } from '../config/schema.ts';
 import type { Lease } from '../rollout/lease.ts';
 import type { AcmeStorage } from './acme-store.ts';
-import { loadPem, type CertificateSet, type LoadedCert } from './certificates.ts';
+import { loadPem, renewalDue, type CertificateSet } from './certificates.ts';
 import type { SecureContext } from 'node:tls';
 import { createSecureContext } from 'node:tls';
 
@@ -48,10 +48,7 @@ export interface AcmeDeps {
   readonly onAlpnChallenge?: (host: string, pem: { cert: string; key: string } | null) => void;
 }
 
-/** Renewal starts when a third of the lifetime remains (as certbot and Caddy do). */
-export function renewalDue(cert: Pick<LoadedCert, 'notBefore' | 'notAfter'>, now: number): boolean {
-  return now >= cert.notAfter - (cert.notAfter - cert.notBefore) / 3;
-}
+export { renewalDue } from './certificates.ts';
 
 /**
  * ACME (RFC 8555) with acme-client: every instance loads the certificates from the store and

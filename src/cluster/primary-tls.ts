@@ -3,12 +3,13 @@ import type { Registry } from 'prom-client';
 import type { Config, TlsConfig } from '../config/schema.ts';
 import type * as AcmeModule from '../edge/acme.ts';
 import type { AcmeManager } from '../edge/acme.ts';
-import { CertificateSet } from '../edge/certificates.ts';
+import { CertificateSet, type LoadedCert } from '../edge/certificates.ts';
+import type { CertificateSource } from '../edge/certificates-route.ts';
 import { createAcme } from '../edge/edge.ts';
 import type { StateStore } from '../state/types.ts';
 import type { AcmePem, ToWorker } from './ipc.ts';
 
-export interface PrimaryAcmeDeps {
+export interface PrimaryTlsDeps {
   readonly config: Config;
   readonly tls: TlsConfig;
   readonly logger: Logger;
@@ -23,28 +24,28 @@ export interface PrimaryAcmeDeps {
 }
 
 /**
- * ACME in the primary of `workers: N`: one orderer per process group (and, under the lease, per
- * fleet), as in a single process; every certificate it loads from the store or gets issued goes
- * to every worker (and, in their `init`, to a worker started later), and the workers ask it for
- * HTTP-01 answers. Its CertificateSet serves nothing: it holds the files and ACME certificates
- * the renewal decisions look at.
+ * `listen.tls` in the primary of `workers: N`, which serves no TLS itself. ACME: one orderer per
+ * process group (and, under the lease, per fleet), as in a single process; every certificate it
+ * loads from the store or gets issued goes to every worker (and, in their `init`, to a worker
+ * started later), and the workers ask it for HTTP-01 answers. Its CertificateSet, the same files
+ * and ACME certificates the workers serve, is what the renewal decisions and
+ * `GET /v1/certificates` look at.
  */
-export class PrimaryAcme {
-  readonly acme: AcmeManager;
+export class PrimaryTls implements CertificateSource {
+  readonly acmeManager: AcmeManager | null;
   readonly #certs: CertificateSet;
   readonly #pems = new Map<string, AcmePem>();
-  readonly #deps: PrimaryAcmeDeps;
+  readonly #deps: PrimaryTlsDeps;
 
-  static async create(deps: PrimaryAcmeDeps): Promise<PrimaryAcme | null> {
-    if (deps.tls.acme === undefined) return null;
-    return new PrimaryAcme(deps, deps.tls.acme, await import('../edge/acme.ts'));
+  static async create(deps: PrimaryTlsDeps): Promise<PrimaryTls> {
+    return new PrimaryTls(deps, deps.tls.acme === undefined ? null : await import('../edge/acme.ts'));
   }
 
-  private constructor(deps: PrimaryAcmeDeps, config: NonNullable<TlsConfig['acme']>, module: typeof AcmeModule) {
+  private constructor(deps: PrimaryTlsDeps, module: typeof AcmeModule | null) {
     this.#deps = deps;
     const { tls, logger } = deps;
     this.#certs = new CertificateSet({ files: tls.certs, logger: logger.child({ component: 'tls' }), minVersion: tls.minVersion });
-    this.acme = createAcme(deps, config, module, this.#certs, {
+    this.acmeManager = module === null || tls.acme === undefined ? null : createAcme(deps, tls.acme, module, this.#certs, {
       onCertificate: (host, pem) => {
         const msg: AcmePem = { host, cert: pem.cert, key: pem.key };
         this.#pems.set(host, msg);
@@ -54,20 +55,32 @@ export class PrimaryAcme {
     });
   }
 
-  /** The certificates a worker starts with. */
-  certificates(): AcmePem[] {
+  /** The ACME certificates a worker starts with. */
+  pems(): AcmePem[] {
     return [...this.#pems.values()];
+  }
+
+  certificates(): LoadedCert[] {
+    return this.#certs.all();
+  }
+
+  acme(): ReturnType<AcmeManager['status']> | null {
+    return this.acmeManager?.status() ?? null;
   }
 
   /** Starts ordering: call once the workers listen, so the CA's challenges are answered. */
   start(): void {
     this.#certs.watch();
-    this.acme.start();
+    this.acmeManager?.start();
   }
 
   /** A worker's HTTP-01 question. */
   ask(slot: number, id: number, token: string): void {
-    this.acme.answer(token).then(
+    if (this.acmeManager === null) {
+      this.#deps.sendTo(slot, { type: 'sy:http01', id, keyAuthorization: null, failed: false });
+      return;
+    }
+    this.acmeManager.answer(token).then(
       (keyAuthorization) => this.#deps.sendTo(slot, { type: 'sy:http01', id, keyAuthorization, failed: false }),
       (err: unknown) => {
         this.#deps.logger.warn({ err: (err as Error).message }, 'acme: cannot read the challenge store');
@@ -76,12 +89,13 @@ export class PrimaryAcme {
     );
   }
 
+  /** For /readyz, as a single process's edge: ACME status per host. */
   details(): Record<string, unknown> {
-    return { acme: this.acme.status() };
+    return this.acmeManager === null ? {} : { acme: this.acmeManager.status() };
   }
 
   async close(): Promise<void> {
     this.#certs.close();
-    await this.acme.close();
+    await this.acmeManager?.close();
   }
 }
