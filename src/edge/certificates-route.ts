@@ -31,7 +31,7 @@ export function certificateRoutes(source: () => CertificateSource | null, now: (
           expiresInSeconds: Math.round((c.notAfter - t) / 1000),
           state: t >= c.notAfter ? 'expired' : renewalDue(c, t) ? 'expiring' : 'ok',
         }));
-        return { json: { tls: true, certificates, acme: s.acme() } };
+        return { json: { tls: true, at: new Date(t).toISOString(), certificates, acme: s.acme() } };
       },
     },
   ];
