@@ -137,7 +137,7 @@ class WorkerPlane {
   private readonly timer: NodeJS.Timeout;
   /** the TLS port (`listen.tls`), built in listen(): its modules load on demand, as in app.ts */
   private edge: Edge | null = null;
-  /** with `listen.tls`: the certificates and challenges the primary's ACME sends */
+  /** with `listen.tls.acme`: the certificates and challenges the primary's ACME sends */
   readonly acme: WorkerAcme | null;
   private served = 0;
   private reportSoon: NodeJS.Immediate | null = null;
@@ -170,7 +170,7 @@ class WorkerPlane {
       limits: processLimits(config, logger, this.runtime),
       ...(config.listen.tls === undefined ? {} : { intercept: (req, res) => this.edge?.intercept(req, res) ?? false }),
     });
-    this.acme = config.listen.tls === undefined ? null : new WorkerAcme((m) => this.channel.send(m), logger.child({ component: 'acme' }));
+    this.acme = config.listen.tls?.acme === undefined ? null : new WorkerAcme((m) => this.channel.send(m), logger.child({ component: 'acme' }));
     for (const pem of init.acme ?? []) this.acme?.certificate(pem);
     telemetry.metrics.addLimits(this.dataPlane.limits);
     this.drains = new DrainDeadlines({ runtime: this.runtime, source: this.routing, now, onDeadline: (app, pool, open) => {
@@ -193,7 +193,7 @@ class WorkerPlane {
   async listen(): Promise<ListenMode> {
     const { host, port, acceptors, tls } = this.config.listen;
     if (tls !== undefined) {
-      this.edge = await (await import('../edge/edge.ts')).Edge.create({ config: this.config, tls, dataPlane: this.dataPlane, logger: this.logger, registry: this.telemetry.metrics.registry, remoteAcme: this.acme as WorkerAcme });
+      this.edge = await (await import('../edge/edge.ts')).Edge.create({ config: this.config, tls, dataPlane: this.dataPlane, logger: this.logger, registry: this.telemetry.metrics.registry, ...(this.acme === null ? {} : { remoteAcme: this.acme }) });
       this.acme?.attach(this.edge);
     }
     const mode = await listenWorker(this.dataPlane.server, host, port);

@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { mkdir } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import { launchPage } from '../helpers/browser.ts';
+import { openDashboard } from '../helpers/browser.ts';
 import { createTestCa, type TestCa } from '../helpers/certs.ts';
-import { startProxy, TOKEN, twoPools, type TestProxy } from '../helpers/proxy.ts';
+import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { freePort } from '../helpers/serve-process.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
@@ -36,10 +36,7 @@ describe('dashboard certificates panel in Chromium', () => {
       },
       { now: () => Date.now() + 1.5 * DAY_MS, edge: { acmeSyncMs: 200 } },
     );
-    ({ browser, page, problems } = await launchPage({ width: 1280, height: 900 }));
-    await page.goto(p.adminUrl);
-    await page.fill('#token', TOKEN);
-    await page.click('#connect');
+    ({ browser, page, problems } = await openDashboard(p.adminUrl));
   });
 
   after(async () => {
