@@ -8,6 +8,7 @@ import { loadDashboard } from './admin/dashboard.ts';
 import { createAdminServer } from './admin/server.ts';
 import { rolloutRoutes } from './admin/rollout-routes.ts';
 import { statsRoutes } from './admin/stats-routes.ts';
+import { certificateRoutes } from './edge/certificates-route.ts';
 import type { Config } from './config/schema.ts';
 import { Controller } from './control/controller.ts';
 import type { CountsSource } from './control/counts.ts';
@@ -157,7 +158,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     now,
     ready: () => ready && !shuttingDown,
     readyDetails: () => ({ shuttingDown, store: store.kind, ...(deps.logSink === undefined ? {} : { log: deps.logSink.view() }), revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])), brokenStates: controller.brokenStates(), drift: controller.drift(), ...fleet?.details(), ...edge?.details() }),
-    routes: [...canaryRoutes(controller), ...statsRoutes(telemetry.stats), ...rolloutRoutes(rollouts, (app) => Object.keys(controller.appConfig(app).pools))],
+    routes: [...canaryRoutes(controller), ...statsRoutes(telemetry.stats), ...certificateRoutes(() => (edge === null ? null : { certificates: () => edge.certs.all(), acme: () => edge.acme?.status() ?? null }), now), ...rolloutRoutes(rollouts, (app) => Object.keys(controller.appConfig(app).pools))],
     metrics: telemetry.metrics,
     fallback: await loadDashboard(),
     targetFigures: (app, pool) => targetFigures(runtime, app, pool),

@@ -49,6 +49,10 @@ export const OPERATIONS: Readonly<Record<OperationKey, OperationDoc>> = {
   'GET /readyz': { summary: 'Readiness: 200 once routing state is loaded, 503 from the moment shutdown starts', answer: '`{ status: "ready" | "unavailable", details? }`', errors: [503] },
   'GET /metrics': { summary: 'Prometheus metrics of this instance (or of the whole process group with workers)', answer: 'Prometheus text exposition format', contentType: 'text/plain' },
   'GET /v1/openapi.json': { summary: 'This document', answer: 'an OpenAPI 3.1 document' },
+  'GET /v1/certificates': {
+    summary: 'The certificates of the TLS port (`listen.tls`) and, with ACME, each host\'s last order error and next attempt',
+    answer: '`{ tls, at, certificates: [{ names, source: "file" | "acme", file?, notBefore, notAfter, expiresInSeconds, state: "ok" | "expiring" | "expired" }], acme: { orderer, hosts: [{ host, notAfter, lastError, failures, retryAt }] } | null }`; `expiring`: less than a third of its lifetime left (when ACME renews)',
+  },
   'GET /v1/apps': { summary: 'Every app with its routing state', answer: '`{ apps: [AppState] }`' },
   'GET /v1/apps/:app': { summary: "An app's routing state (`If-None-Match` answers 304)", answer: APP_STATE },
   'POST /v1/apps/:app/switch': { summary: 'Switch: `to` gets 100 %, the other pools 0', body: switchBody, answer: APP_STATE, ifMatch: true, errors: WRITE_ERRORS },

@@ -46,10 +46,17 @@ export interface DiscoveredTargets {
   readonly urls: readonly string[];
 }
 
+/** An ACME certificate as PEM, for a worker to serve (the primary orders and reads the store). */
+export interface AcmePem {
+  readonly host: string;
+  readonly cert: string;
+  readonly key: string;
+}
+
 /** Primary → worker. */
 export type ToWorker =
   /** the answer to `hello`: everything a worker needs to serve */
-  | { readonly type: 'sy:init'; readonly slot: number; readonly config: Config; readonly states: readonly RoutingState[]; readonly health: HealthTable; readonly discovered: readonly DiscoveredTargets[] }
+  | { readonly type: 'sy:init'; readonly slot: number; readonly config: Config; readonly states: readonly RoutingState[]; readonly health: HealthTable; readonly discovered: readonly DiscoveredTargets[]; readonly acme?: readonly AcmePem[] }
   /** a routing state the primary applied */
   | { readonly type: 'sy:state'; readonly state: RoutingState }
   | { readonly type: 'sy:health'; readonly health: HealthTable }
@@ -58,7 +65,13 @@ export type ToWorker =
   /** a `/metrics` scrape: answer with the registry as JSON */
   | { readonly type: 'sy:metrics'; readonly id: number }
   /** run the graceful shutdown (delay, grace, hardStop) and exit */
-  | { readonly type: 'sy:shutdown' };
+  | { readonly type: 'sy:shutdown' }
+  /** an ACME certificate the primary loaded or got issued: serve it (replacing the host's previous one) */
+  | ({ readonly type: 'sy:acme-cert' } & AcmePem)
+  /** a TLS-ALPN-01 challenge certificate to answer the CA with, or (cert null) its end */
+  | { readonly type: 'sy:acme-alpn'; readonly host: string; readonly cert: string | null; readonly key: string | null }
+  /** the answer to a worker's `sy:http01`: the key authorization, null when unknown; `failed`: the store did not answer */
+  | { readonly type: 'sy:http01'; readonly id: number; readonly keyAuthorization: string | null; readonly failed: boolean };
 
 /** Worker → primary. */
 export type ToPrimary =
@@ -74,6 +87,8 @@ export type ToPrimary =
   | { readonly type: 'sy:metrics'; readonly id: number; readonly metrics: PrometheusJson }
   /** the graceful shutdown is done; `cut` connections were still open at hardStop */
   | { readonly type: 'sy:stopped'; readonly cut: number }
+  /** an HTTP-01 challenge reached this worker's plain port: the primary looks the token up */
+  | { readonly type: 'sy:http01'; readonly id: number; readonly token: string }
   /** it could not start (e.g. the port is taken); it exits 1 next */
   | { readonly type: 'sy:fatal'; readonly message: string };
 

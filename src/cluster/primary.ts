@@ -26,6 +26,8 @@ import type { Rollouts } from '../rollout/rollouts.ts';
 import { createRollouts, type RolloutTuning } from '../rollout/setup.ts';
 import { isRedisStore, type RoutingState } from '../state/types.ts';
 import { WorkerGroup, groupCounts } from './group.ts';
+import type { PrimaryTls } from './primary-tls.ts';
+import { certificateRoutes } from '../edge/certificates-route.ts';
 import { GroupFleet } from './group-fleet.ts';
 import { GroupMetrics } from './group-metrics.ts';
 import type { DiscoveredTargets, HealthTable, ToPrimary } from './ipc.ts';
@@ -125,13 +127,19 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
     workers: deps.workers,
     exec: deps.exec,
     logger: logger.child({ component: 'workers' }),
-    init: (slot) => ({ type: 'sy:init', slot, config, states: controller.allStates(), health: healthTable(runtime), discovered: discoveredTargets(runtime) }),
+    init: (slot) => ({ type: 'sy:init', slot, config, states: controller.allStates(), health: healthTable(runtime), discovered: discoveredTargets(runtime), acme: tls?.pems() ?? [] }),
     onMessage: (slot, msg) => onWorkerMessage(slot, msg),
     onGone: (slot) => {
       group.leave(slot);
       metrics.forget(slot);
     },
   });
+  // with listen.tls: the certificates (and ACME, the group's one orderer) the workers serve (primary-tls.ts)
+  const tlsConfig = config.listen.tls;
+  const tls: PrimaryTls | null =
+    tlsConfig === undefined
+      ? null
+      : await (await import('./primary-tls.ts')).PrimaryTls.create({ config, tls: tlsConfig, logger, registry: telemetry.metrics.registry, store, instanceId, now, broadcast: (m) => supervisor.broadcast(m), sendTo: (slot, m) => supervisor.sendTo(slot, m) });
   // the primary resolves the pools' `discover` for the group; its workers follow what it finds
   const discovery: Discovery = new Discovery({
     config: config.discovery,
@@ -171,6 +179,10 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
         return;
       case 'sy:stopped':
         cut += msg.cut;
+        return;
+      case 'sy:http01':
+        if (tls === null) supervisor.sendTo(slot, { type: 'sy:http01', id: msg.id, keyAuthorization: null, failed: false });
+        else tls.ask(slot, msg.id, msg.token);
         return;
       case 'sy:hello':
       case 'sy:fatal':
@@ -223,8 +235,9 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
       brokenStates: controller.brokenStates(),
       workers: supervisor.view().map((w) => ({ ...w, ...group.figures(w.slot) })),
       ...fleet?.details(),
+      ...tls?.details(),
     }),
-    routes: [...canaryRoutes(controller), statsRoute, ...rolloutRoutes(rollouts, (app) => Object.keys(controller.appConfig(app).pools))],
+    routes: [...canaryRoutes(controller), statsRoute, ...certificateRoutes(() => tls, now), ...rolloutRoutes(rollouts, (app) => Object.keys(controller.appConfig(app).pools))],
     metrics,
     fallback: await loadDashboard(),
   });
@@ -238,6 +251,7 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
     discovery.close();
     telemetry.stats.close();
     await health.close();
+    await tls?.close();
     await rollouts.close();
     await fleet?.close();
     await controller.close();
@@ -259,6 +273,8 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
       throw err;
     }
     listening = true;
+    // ordering starts once the workers' ports answer the CA's challenges
+    tls?.start();
     const adminPort = (admin.address() as AddressInfo).port;
     const modes = [...new Set(supervisor.view().map((w) => w.listen))];
     logger.info({ proxy: `${config.listen.host}:${config.listen.port}`, admin: `${config.admin.host}:${adminPort}`, workers: deps.workers, listen: modes, store: store.kind, apps: controller.appNames() }, 'switchyard listening');

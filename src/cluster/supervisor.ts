@@ -94,6 +94,12 @@ export class Supervisor {
     return sent;
   }
 
+  /** To one slot's worker (an answer to its request); false when it is gone. */
+  sendTo(slot: number, msg: ToWorker): boolean {
+    const s = this.slots[slot];
+    return s !== undefined && this.send(s, msg);
+  }
+
   get readyCount(): number {
     return this.slots.filter((s) => s.ready).length;
   }

@@ -15,6 +15,8 @@ import type { RoutingState } from '../state/types.ts';
 import type { DiscoveredTargets, HealthTable, ListenMode, PrometheusJson, ToWorker, WorkerChannel, WorkerReport } from './ipc.ts';
 import { listenWorker } from './listen.ts';
 import { StateMirror } from './state-mirror.ts';
+import type { Edge } from '../edge/edge.ts';
+import { WorkerAcme } from './worker-acme.ts';
 import { releaseStartupMemory } from '../memory.ts';
 
 export interface WorkerOptions {
@@ -105,6 +107,13 @@ export function startWorker(opts: WorkerOptions): WorkerProcess {
       case 'sy:shutdown':
         void shutdown();
         return;
+      case 'sy:acme-cert':
+        plane?.acme?.certificate(msg);
+        return;
+      case 'sy:acme-alpn':
+      case 'sy:http01':
+        plane?.acme?.onMessage(msg);
+        return;
     }
   });
   // the primary died or was killed: finish what is in flight rather than orphan the port
@@ -126,6 +135,10 @@ class WorkerPlane {
   private readonly dataPlane: DataPlane;
   private readonly drains: DrainDeadlines;
   private readonly timer: NodeJS.Timeout;
+  /** the TLS port (`listen.tls`), built in listen(): its modules load on demand, as in app.ts */
+  private edge: Edge | null = null;
+  /** with `listen.tls.acme`: the certificates and challenges the primary's ACME sends */
+  readonly acme: WorkerAcme | null;
   private served = 0;
   private reportSoon: NodeJS.Immediate | null = null;
 
@@ -155,7 +168,10 @@ class WorkerPlane {
       },
       onPreviewRejected: telemetry.onPreviewRejected,
       limits: processLimits(config, logger, this.runtime),
+      ...(config.listen.tls === undefined ? {} : { intercept: (req, res) => this.edge?.intercept(req, res) ?? false }),
     });
+    this.acme = config.listen.tls?.acme === undefined ? null : new WorkerAcme((m) => this.channel.send(m), logger.child({ component: 'acme' }));
+    for (const pem of init.acme ?? []) this.acme?.certificate(pem);
     telemetry.metrics.addLimits(this.dataPlane.limits);
     this.drains = new DrainDeadlines({ runtime: this.runtime, source: this.routing, now, onDeadline: (app, pool, open) => {
       if (open > 0) logger.info({ app, pool, open }, 'drain deadline passed: closing what is still open on the pool');
@@ -175,8 +191,14 @@ class WorkerPlane {
   }
 
   async listen(): Promise<ListenMode> {
-    const { host, port, acceptors } = this.config.listen;
+    const { host, port, acceptors, tls } = this.config.listen;
+    if (tls !== undefined) {
+      this.edge = await (await import('../edge/edge.ts')).Edge.create({ config: this.config, tls, dataPlane: this.dataPlane, logger: this.logger, registry: this.telemetry.metrics.registry, ...(this.acme === null ? {} : { remoteAcme: this.acme }) });
+      this.acme?.attach(this.edge);
+    }
     const mode = await listenWorker(this.dataPlane.server, host, port);
+    // the TLS port as the plain one: a reuse-port socket of its own, or node:cluster's distribution
+    await this.edge?.listen(host, listenWorker);
     // more listeners in the worker's reuse-port group: more connections accepted per turn
     if (mode === 'reuseport') await this.dataPlane.addAcceptors(host, port, acceptors);
     return mode;
@@ -233,7 +255,8 @@ class WorkerPlane {
   async shutdown(): Promise<{ cut: number }> {
     const started = this.now();
     this.logger.info({ inflight: this.inflight(), ...this.config.shutdown }, 'worker shutting down: draining');
-    const { answered, cut } = await stopDataPlane({ dataPlane: this.dataPlane, runtime: this.runtime, shutdown: this.config.shutdown, logger: this.logger, now: this.now });
+    const { answered, cut } = await stopDataPlane({ dataPlane: this.dataPlane, runtime: this.runtime, shutdown: this.config.shutdown, logger: this.logger, now: this.now, listener: this.edge?.listener ?? null });
+    await this.edge?.close();
     clearInterval(this.timer);
     if (this.reportSoon !== null) clearImmediate(this.reportSoon);
     this.drains.close();

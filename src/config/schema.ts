@@ -388,10 +388,6 @@ export const configSchema = z
     if (!loopback && c.admin.tokens.length === 0) {
       ctx.addIssue({ code: 'custom', path: ['admin', 'tokens'], message: 'an admin listener on a non-loopback address needs tokens' });
     }
-    if (c.listen.tls !== undefined && c.workers !== 1) {
-      // the worker processes (src/cluster) build their own data plane without the TLS listener
-      ctx.addIssue({ code: 'custom', path: ['listen', 'tls'], message: 'is served by one process for now: set workers: 1' });
-    }
     if (c.listen.redirect && c.listen.tls === undefined) {
       ctx.addIssue({ code: 'custom', path: ['listen', 'redirect'], message: 'needs listen.tls (there is no https port to redirect to)' });
     }

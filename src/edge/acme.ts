@@ -6,7 +6,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import type { AcmeConfig } from '../config/schema.ts';
 import type { Lease } from '../rollout/lease.ts';
 import type { AcmeStorage } from './acme-store.ts';
-import { loadPem, type CertificateSet, type LoadedCert } from './certificates.ts';
+import { loadPem, renewalDue, type CertificateSet } from './certificates.ts';
 import type { SecureContext } from 'node:tls';
 import { createSecureContext } from 'node:tls';
 
@@ -42,12 +42,13 @@ export interface AcmeDeps {
   readonly now?: () => number;
   /** how often the store is read for certificates other instances ordered, and due renewals checked @default 5000 */
   readonly syncMs?: number;
+  /** a certificate was loaded (from the store, or issued here): the primary of `workers: N` sends it to its workers */
+  readonly onCertificate?: (host: string, pem: { cert: string; key: string }) => void;
+  /** a TLS-ALPN-01 challenge certificate was made (or, null, removed): the workers answer the CA's handshake */
+  readonly onAlpnChallenge?: (host: string, pem: { cert: string; key: string } | null) => void;
 }
 
-/** Renewal starts when a third of the lifetime remains (as certbot and Caddy do). */
-export function renewalDue(cert: Pick<LoadedCert, 'notBefore' | 'notAfter'>, now: number): boolean {
-  return now >= cert.notAfter - (cert.notAfter - cert.notBefore) / 3;
-}
+export { renewalDue } from './certificates.ts';
 
 /**
  * ACME (RFC 8555) with acme-client: every instance loads the certificates from the store and
@@ -141,6 +142,7 @@ export class AcmeManager {
       const loaded = loadPem(cert, key, `acme:${host}`);
       this.#d.certs.setExtra(host, loaded);
       this.#loaded.set(host, text);
+      this.#d.onCertificate?.(host, { cert, key });
       const s = this.#status.get(host);
       if (s !== undefined) s.notAfter = new Date(loaded.notAfter).toISOString();
       this.#d.logger.info({ host, notAfter: new Date(loaded.notAfter).toISOString() }, 'acme: certificate loaded from the store');
@@ -190,13 +192,17 @@ export class AcmeManager {
             // acme-client's types list http-01 and dns-01 only; the library handles tls-alpn-01 (createAlpnCertificate)
             const [k, c] = await acme.crypto.createAlpnCertificate(authz, keyAuthorization);
             this.#alpn.set(authz.identifier.value, createSecureContext({ key: k, cert: c }));
+            this.#d.onAlpnChallenge?.(authz.identifier.value, { cert: c.toString(), key: k.toString() });
           }
         },
         challengeRemoveFn: async (authz, challenge) => {
           if (challenge.type === 'http-01') {
             this.#http01.delete(challenge.token);
             await storage.delete(`http01:${challenge.token}`);
-          } else this.#alpn.delete(authz.identifier.value);
+          } else {
+            this.#alpn.delete(authz.identifier.value);
+            this.#d.onAlpnChallenge?.(authz.identifier.value, null);
+          }
         },
       });
       // loads before it is stored: a certificate that would not serve never replaces one that does
@@ -205,6 +211,7 @@ export class AcmeManager {
       await storage.put(`cert:${host}`, text);
       this.#d.certs.setExtra(host, loaded);
       this.#loaded.set(host, text);
+      this.#d.onCertificate?.(host, { cert, key: key.toString() });
       this.#backoff.delete(host);
       this.#orders.inc({ host });
       Object.assign(status, { notAfter: new Date(loaded.notAfter).toISOString(), lastError: null, failures: 0, retryAt: null });

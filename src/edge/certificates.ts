@@ -29,6 +29,11 @@ export function certNames(x509: X509Certificate): string[] {
   return cn === undefined ? [] : [cn.toLowerCase()];
 }
 
+/** Renewal starts when a third of the lifetime remains (as certbot and Caddy do); the dashboard warns from then on. */
+export function renewalDue(cert: Pick<LoadedCert, 'notBefore' | 'notAfter'>, now: number): boolean {
+  return now >= cert.notAfter - (cert.notAfter - cert.notBefore) / 3;
+}
+
 /**
  * Parses a PEM chain and key into a LoadedCert; throws with a plain reason when they are not a
  * usable pair (unparsable, key does not match, expired), so a bad renewal never replaces a good one.

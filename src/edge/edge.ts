@@ -7,10 +7,12 @@ import { randomUUID } from 'node:crypto';
 import { LocalLease, RedisLease, type Lease } from '../rollout/lease.ts';
 import { isRedisStore, type StateStore } from '../state/types.ts';
 import type * as AcmeModule from './acme.ts';
-import type { AcmeManager } from './acme.ts';
+import type { AcmeDeps, AcmeManager } from './acme.ts';
 import { FileAcmeStorage, RedisAcmeStorage, type AcmeStorage } from './acme-store.ts';
 import { CertificateSet } from './certificates.ts';
 import { createH2Server } from './h2.ts';
+import type { SecureContext } from 'node:tls';
+import type { AddressInfo, Server } from 'node:net';
 import { TlsListener } from './tls-listener.ts';
 
 /** Where ACME's HTTP-01 challenge is asked (RFC 8555 §8.3). */
@@ -22,8 +24,11 @@ export interface EdgeDeps {
   readonly dataPlane: DataPlane;
   readonly logger: Logger;
   readonly registry: Registry;
-  readonly store: StateStore;
-  readonly instanceId: string;
+  /** the ACME store and lease; unused with `remoteAcme` */
+  readonly store?: StateStore;
+  readonly instanceId?: string;
+  /** a worker of `workers: N`: ACME runs in the primary, which sends the certificates (src/cluster/worker-acme.ts) */
+  readonly remoteAcme?: RemoteAcme;
   /** how often certificate files are checked for a change @default 1000 */
   readonly certPollMs?: number | undefined;
   /** how often ACME reads the store and checks renewals @default 5000 */
@@ -47,6 +52,11 @@ export interface Http01Responder {
   answer(token: string): Promise<string | null>;
 }
 
+/** What a worker's edge asks of the primary's ACME: challenge answers (the certificates it is sent). */
+export interface RemoteAcme extends Http01Responder {
+  alpnChallenge(host: string): SecureContext | null;
+}
+
 /**
  * The TLS side of the proxy: certificates (files, ACME), the TLS listener with h2, and what the
  * plain port answers itself (308 to https, HTTP-01 challenges).
@@ -59,9 +69,9 @@ export class Edge {
   http01: Http01Responder | null = null;
   #port = 0;
 
-  /** Builds the edge; ACME's code (acme-client) is loaded only when `tls.acme` is set. */
+  /** Builds the edge; ACME's code (acme-client) is loaded only when `tls.acme` is set (and ordered here). */
   static async create(deps: EdgeDeps): Promise<Edge> {
-    const acme = deps.tls.acme === undefined ? null : await import('./acme.ts');
+    const acme = deps.tls.acme === undefined || deps.remoteAcme !== undefined ? null : await import('./acme.ts');
     return new Edge(deps, acme);
   }
 
@@ -76,6 +86,8 @@ export class Edge {
       help: 'Seconds until each served certificate expires',
       labelNames: ['source'],
       registers: [registry],
+      // with workers: N, each worker serves the same certificates; summing their figures would lie
+      aggregator: 'min',
       collect() {
         this.reset();
         for (const c of certs.all()) this.set({ source: c.source }, Math.round((c.notAfter - Date.now()) / 1000));
@@ -85,13 +97,15 @@ export class Edge {
       name: 'switchyard_tls_certificate_reload_failures',
       help: 'Certificate file replacements that did not load (the previous certificate kept serving)',
       registers: [registry],
+      // every worker reads the same files: one bad replacement fails in each
+      aggregator: 'max',
       collect() {
         this.set(certs.reloadFailures);
       },
     });
-    this.acme = tls.acme === undefined || acmeModule === null ? null : this.#createAcme(deps, tls.acme, acmeModule);
-    if (this.acme !== null) this.http01 = this.acme;
-    const acmeManager = this.acme;
+    this.acme = tls.acme === undefined || acmeModule === null ? null : createAcme(deps, tls.acme, acmeModule, this.certs);
+    const acmeManager: RemoteAcme | null = this.acme ?? deps.remoteAcme ?? null;
+    this.http01 = acmeManager;
     const h2 = tls.http2 ? createH2Server({ maxConcurrentStreams: tls.maxConcurrentStreams, handle: (req, res) => deps.dataPlane.handle(req, res) }) : null;
     this.listener = new TlsListener({
       certs: this.certs,
@@ -106,27 +120,14 @@ export class Edge {
     });
   }
 
-  #createAcme(deps: EdgeDeps, config: NonNullable<TlsConfig['acme']>, { AcmeManager, trustDirectoryCa }: typeof AcmeModule): AcmeManager {
-    const { store, logger } = deps;
-    if (config.caFile !== undefined) trustDirectoryCa(config.caFile);
-    let storage: AcmeStorage;
-    let lease: Lease;
-    const log = logger.child({ component: 'acme' });
-    if (isRedisStore(store) && deps.config.store.kind === 'redis') {
-      const prefix = deps.config.store.prefix;
-      storage = new RedisAcmeStorage(store.client, prefix);
-      // the rollout lease's mechanism under its own key: ordering and driving rollouts are separate jobs
-      lease = new RedisLease({ client: store.client, key: `${prefix}:acme-lease`, role: 'orders ACME certificates', id: `${deps.instanceId}:${randomUUID()}`, logger: log, ...(deps.now === undefined ? {} : { now: deps.now }) });
-    } else {
-      storage = new FileAcmeStorage(deps.config.store.kind === 'file' ? deps.config.store.path : './data/state.json');
-      lease = new LocalLease(deps.instanceId);
-    }
-    return new AcmeManager({ config, hosts: acmeHosts(deps.config), storage, lease, certs: this.certs, logger: log, registry: deps.registry, ...(deps.now === undefined ? {} : { now: deps.now }), ...(deps.acmeSyncMs === undefined ? {} : { syncMs: deps.acmeSyncMs }) });
-  }
-
-  async listen(host: string): Promise<number> {
+  /** `bind`: how a worker of `workers: N` binds the port (src/cluster/listen.ts) */
+  async listen(host: string, bind?: (server: Server, host: string, port: number) => Promise<unknown>): Promise<number> {
     this.certs.watch();
-    this.#port = await this.listener.listen(host, this.#deps.tls.port);
+    if (bind === undefined) this.#port = await this.listener.listen(host, this.#deps.tls.port);
+    else {
+      await bind(this.listener.server, host, this.#deps.tls.port);
+      this.#port = (this.listener.server.address() as AddressInfo).port;
+    }
     // ordering starts once the ports answer the CA's challenges
     this.acme?.start();
     return this.#port;
@@ -174,6 +175,32 @@ export class Edge {
     this.listener.closeAll();
     await this.acme?.close();
   }
+}
+
+export type AcmeHooks = Pick<AcmeDeps, 'onCertificate' | 'onAlpnChallenge'>;
+
+/**
+ * The ACME orderer of a process: the single process's edge, or the primary of `workers: N`
+ * (which serves no TLS itself and passes what it gets to its workers through `hooks`).
+ */
+export function createAcme(deps: Omit<EdgeDeps, 'dataPlane'>, config: NonNullable<TlsConfig['acme']>, { AcmeManager, trustDirectoryCa }: typeof AcmeModule, certs: CertificateSet, hooks?: AcmeHooks): AcmeManager {
+  const { logger } = deps;
+  const store = deps.store as StateStore;
+  const instanceId = deps.instanceId ?? '';
+  if (config.caFile !== undefined) trustDirectoryCa(config.caFile);
+  let storage: AcmeStorage;
+  let lease: Lease;
+  const log = logger.child({ component: 'acme' });
+  if (isRedisStore(store) && deps.config.store.kind === 'redis') {
+    const prefix = deps.config.store.prefix;
+    storage = new RedisAcmeStorage(store.client, prefix);
+    // the rollout lease's mechanism under its own key: ordering and driving rollouts are separate jobs
+    lease = new RedisLease({ client: store.client, key: `${prefix}:acme-lease`, role: 'orders ACME certificates', id: `${instanceId}:${randomUUID()}`, logger: log, ...(deps.now === undefined ? {} : { now: deps.now }) });
+  } else {
+    storage = new FileAcmeStorage(deps.config.store.kind === 'file' ? deps.config.store.path : './data/state.json');
+    lease = new LocalLease(instanceId);
+  }
+  return new AcmeManager({ config, hosts: acmeHosts(deps.config), storage, lease, certs, ...hooks, logger: log, registry: deps.registry, ...(deps.now === undefined ? {} : { now: deps.now }), ...(deps.acmeSyncMs === undefined ? {} : { syncMs: deps.acmeSyncMs }) });
 }
 
 function plain(res: ServerResponse, status: number, body: string): void {

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import { launchPage } from '../helpers/browser.ts';
-import { startProxy, TOKEN, twoPools, type TestProxy } from '../helpers/proxy.ts';
+import { openDashboard } from '../helpers/browser.ts';
+import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
 /** The targets panel (live definitions) in Debian's Chromium (see dashboard.test.ts). */
@@ -18,10 +18,7 @@ describe('dashboard targets panel in Chromium', () => {
   before(async () => {
     [blue, green, extra] = await Promise.all([startUpstream('blue'), startUpstream('green'), startUpstream('extra')]);
     p = await startProxy({ apps: [twoPools(blue.url, green.url)] });
-    ({ browser, page, problems } = await launchPage({ width: 1280, height: 900 }));
-    await page.goto(p.adminUrl);
-    await page.fill('#token', TOKEN);
-    await page.click('#connect');
+    ({ browser, page, problems } = await openDashboard(p.adminUrl));
   });
 
   after(async () => {

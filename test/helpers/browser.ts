@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { TOKEN } from './proxy.ts';
 
 /** Debian's Chromium, or $SWITCHYARD_CHROMIUM (see test/e2e/dashboard.test.ts). */
 export const CHROMIUM = process.env['SWITCHYARD_CHROMIUM'] ?? '/usr/bin/chromium';
@@ -17,4 +18,13 @@ export async function launchPage(viewport: { width: number; height: number }): P
   });
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
   return { browser, page, problems };
+}
+
+/** `launchPage`, then the dashboard at `adminUrl` connected with the test token. */
+export async function openDashboard(adminUrl: string, viewport = { width: 1280, height: 900 }): Promise<{ browser: Browser; page: Page; problems: string[] }> {
+  const opened = await launchPage(viewport);
+  await opened.page.goto(adminUrl);
+  await opened.page.fill('#token', TOKEN);
+  await opened.page.click('#connect');
+  return opened;
 }

@@ -31,7 +31,8 @@ describe('listen.tls configuration', () => {
   it('names the key path of what is wrong', () => {
     assert.deepEqual(issues({ listen: { tls: {} } }), ['listen.tls.certs: needs certs, acme or both']);
     assert.deepEqual(issues({ listen: { redirect: true } }), ['listen.redirect: needs listen.tls (there is no https port to redirect to)']);
-    assert.deepEqual(issues({ listen: { tls: { certs: [{ cert: 'a', key: 'b' }] } }, workers: 2 }), ['listen.tls: is served by one process for now: set workers: 1']);
+    // every worker serves the TLS port too (src/cluster/worker.ts)
+    assert.deepEqual(issues({ listen: { tls: { certs: [{ cert: 'a', key: 'b' }] } }, workers: 2 }), []);
     assert.deepEqual(issues({ listen: { tls: { acme: { directory: 'https://x/dir', challenge: 'dns-01' } } } }).length, 1);
     assert.match(issues({ listen: { tls: { acme: { directory: 'https://x/dir', hosts: ['*.x.com'] } } } })[0] ?? '', /^listen\.tls\.acme\.hosts\[0\]: must be an exact DNS name/);
   });

@@ -1,7 +1,8 @@
 // Switchyard dashboard: plain DOM, no framework, no build step, no network but this origin's /v1
-// API. ES modules by panel: app-view.js (one app), rollout-panel.js, chart.js, ui.js (status,
+// API. ES modules by panel: app-view.js (one app), rollout-panel.js, certificates-panel.js, chart.js, ui.js (status,
 // messages, confirm dialog), api.js, dom.js. This file polls and holds the token form.
 import { AppView } from './app-view.js';
+import { CertificatesPanel } from './certificates-panel.js';
 import { api, appPath, session } from './api.js';
 import { setStatus } from './ui.js';
 
@@ -15,6 +16,7 @@ let connected = session.token !== '';
 let timer = 0;
 let polling = false;
 const views = new Map();
+const certificates = new CertificatesPanel();
 session.refresh = () => poll();
 session.rejected = () => tokenRejected();
 
@@ -46,9 +48,11 @@ async function poll() {
   if (!connected || polling) return;
   polling = true;
   try {
-    const { apps } = await api('GET', '/v1/apps');
+    const [{ apps }, certs] = await Promise.all([api('GET', '/v1/apps'), api('GET', '/v1/certificates')]);
     const main = document.getElementById('apps');
     document.getElementById('empty')?.remove();
+    if (!certificates.el.isConnected) main.prepend(certificates.el);
+    certificates.update(certs);
     for (const state of apps) {
       let view = views.get(state.app);
       // pools are live data (added, removed): a card whose pools changed is drawn anew
@@ -116,6 +120,7 @@ document.getElementById('forget').addEventListener('click', () => {
   sessionStorage.removeItem(TOKEN_KEY);
   for (const v of views.values()) v.el.remove();
   views.clear();
+  certificates.el.remove();
   setStatus('', 'not connected');
   showTokenForm(true);
 });
