@@ -49,17 +49,17 @@ export interface SettleInput {
   readonly budgetMs: number;
 }
 
-/**
- * Whether a write whose compare-and-set gave no answer landed: `landed` (our state is stored, or
- * our entry is in the history under its revision), `not-landed` (read after the deadline and not
- * there: it never will be), or `unknown` (no read after the deadline could be made in the budget).
- */
 export interface SettleAnswer {
   readonly settled: Settled;
   /** the state JSON Redis holds, from the read that settled it (null when none or unread) */
   readonly current: string | null;
 }
 
+/**
+ * Whether a write whose compare-and-set gave no answer landed: `landed` (our state is stored, or
+ * our own entry, write id and all, is in the history), `not-landed` (read after the deadline and not
+ * there: it never will be), or `unknown` (no read after the deadline could be made in the budget).
+ */
 export async function settleWrite(input: SettleInput): Promise<SettleAnswer> {
   // the budget bounds the whole settling: ioredis's timeouts do not cover a connection whose
   // ready check is never answered (a paused Redis accepts the TCP connection)
