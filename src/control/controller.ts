@@ -274,8 +274,11 @@ export class Controller extends EventEmitter {
     // monotonic, not the injected clock: a test's frozen `now` must not make a write retry forever
     const deadline = performance.now() + this.writeDeadlineMs;
     for (let attempt = 1; ; attempt++) {
+      // one snapshot of the app: `propose` may await (rollback reads the history), and a newer state
+      // applied meanwhile must not lend its definition to a write computed from `cur`
       const cur = this.state(app);
       const cfg = this.appConfig(app);
+      const curDefinition = this.definition(app);
       if (opts.expectedRevision !== undefined && opts.expectedRevision !== cur.revision) {
         throw new SwitchyardError('STALE_REVISION', `revision ${opts.expectedRevision} is stale; the current revision is ${cur.revision}`, { details: { currentRevision: cur.revision } });
       }
@@ -285,7 +288,7 @@ export class Controller extends EventEmitter {
       const pools = Object.keys(nextCfg.pools);
       const weights = onPools(proposal.weights, pools);
       const broken = this.broken.get(app);
-      const sameDefinition = definition === undefined || canonicalJson(definition) === canonicalJson(this.definition(app));
+      const sameDefinition = definition === undefined || canonicalJson(definition) === canonicalJson(curDefinition);
       if (broken === undefined && proposal.deleted !== true && sameDefinition && sameWeights(weights, cur.weights, pools)) {
         this.logger.info({ audit: true, app, action, actor: opts.by, reason: opts.reason ?? null, noop: true, revision: cur.revision }, `${action} ${app} by ${opts.by}: no change, nothing written`);
         return cur;
@@ -295,7 +298,7 @@ export class Controller extends EventEmitter {
       const reason = forced === undefined ? (opts.reason ?? null) : opts.reason ? `${opts.reason} (${forced})` : forced;
       const changes = sameDefinition ? [] : definitionChanges(cfg, nextCfg);
       // every write carries the definition, so a state written before live definitions gets it back
-      const made = nextState(cur, { weights, action, by: opts.by, reason, now: this.now(), definition: definition ?? this.definition(app), deleted: proposal.deleted, changes: changes.map((c) => c.path), unpin: action === 'rollback' || opts.unpinDrained === true });
+      const made = nextState(cur, { weights, action, by: opts.by, reason, now: this.now(), definition: definition ?? curDefinition, deleted: proposal.deleted, changes: changes.map((c) => c.path), unpin: action === 'rollback' || opts.unpinDrained === true });
       // replacing an invalid stored state: above both it and the last good state every instance routes on
       const next = broken === undefined ? made : { ...made, revision: Math.max(cur.revision, broken.expected) + 1 };
       const result = broken === undefined ? await this.store.compareAndSet(next, cur.revision) : await this.store.compareAndSet(next, broken.expected, { repair: true });

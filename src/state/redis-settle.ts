@@ -7,9 +7,10 @@ import { Redis, type RedisOptions } from 'ioredis';
 // fresh connection, since the command connection may be the stuck part.
 
 /**
- * KEYS: state, history. ARGV: the write's revision. Answers Redis's TIME (seconds, microseconds),
- * the stored state JSON (nil if none), the history entry of that revision (nil if none), and the
- * oldest revision the history still holds (nil when empty), so a trimmed history reads as "cannot tell".
+ * KEYS: state, history. ARGV: the write's history entry JSON. Answers Redis's TIME
+ * (seconds, microseconds), the stored state JSON (nil if none), the history entry when the history
+ * holds exactly it (nil if not), and the oldest revision the history still holds (nil when empty),
+ * so a trimmed history reads as "cannot tell".
  */
 export const SETTLE_SCRIPT = `
 local t = redis.call('TIME')
@@ -20,7 +21,7 @@ for _, e in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
   local ok, doc = pcall(cjson.decode, e)
   if ok and type(doc) == 'table' and tonumber(doc.revision) then
     oldest = tonumber(doc.revision)
-    if found == false and oldest == tonumber(ARGV[1]) then found = e end
+    if e == ARGV[1] then found = e end
   end
 end
 return {t[1], t[2], cur, found, oldest}
@@ -33,7 +34,12 @@ export interface SettleInput {
   readonly options: RedisOptions;
   readonly stateKey: string;
   readonly historyKey: string;
-  /** the write's state and history entry JSON, exactly as sent to CAS_SCRIPT */
+  /**
+   * the write's state and history entry JSON, exactly as sent to CAS_SCRIPT. The entry must be
+   * this write's alone (it carries a write id): two writers' entries for one revision can
+   * otherwise read the same (same weights, action, actor, reason, millisecond and changed paths,
+   * different definitions), and the loser would be told it landed.
+   */
   readonly json: string;
   readonly entry: string;
   readonly revision: number;
@@ -43,16 +49,23 @@ export interface SettleInput {
   readonly budgetMs: number;
 }
 
+export interface SettleAnswer {
+  readonly settled: Settled;
+  /** the state JSON Redis holds, from the read that settled it (null when none or unread) */
+  readonly current: string | null;
+}
+
 /**
  * Whether a write whose compare-and-set gave no answer landed: `landed` (our state is stored, or
- * our entry is in the history under its revision), `not-landed` (read after the deadline and not
+ * our own entry, write id and all, is in the history), `not-landed` (read after the deadline and not
  * there: it never will be), or `unknown` (no read after the deadline could be made in the budget).
  */
-export async function settleWrite(input: SettleInput): Promise<Settled> {
+export async function settleWrite(input: SettleInput): Promise<SettleAnswer> {
   // the budget bounds the whole settling: ioredis's timeouts do not cover a connection whose
   // ready check is never answered (a paused Redis accepts the TCP connection)
   const budget = new AbortController();
-  const outOfTime = sleep(input.budgetMs, 'unknown' as const, { signal: budget.signal }).catch(() => 'unknown' as const);
+  const unknown: SettleAnswer = { settled: 'unknown', current: null };
+  const outOfTime = sleep(input.budgetMs, unknown, { signal: budget.signal }).catch(() => unknown);
   const client = new Redis({ ...input.options, connectionName: 'switchyard-settle', lazyConnect: true, connectTimeout: input.budgetMs, commandTimeout: input.budgetMs, retryStrategy: () => null });
   client.on('error', () => undefined); // each failure is the read's answer below
   try {
@@ -63,27 +76,27 @@ export async function settleWrite(input: SettleInput): Promise<Settled> {
   }
 }
 
-async function readBack(client: Redis, input: SettleInput): Promise<Settled> {
+async function readBack(client: Redis, input: SettleInput): Promise<SettleAnswer> {
   const started = Date.now();
   const left = (): number => input.budgetMs - (Date.now() - started);
   try {
     await client.connect();
     for (;;) {
-      const [sec, usec, cur, found, oldest] = (await client.eval(SETTLE_SCRIPT, 2, input.stateKey, input.historyKey, String(input.revision))) as [string, string, string | null, string | null, number | null];
+      const [sec, usec, cur, found, oldest] = (await client.eval(SETTLE_SCRIPT, 2, input.stateKey, input.historyKey, input.entry)) as [string, string, string | null, string | null, number | null];
       const redisNow = Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
-      if (cur === input.json || found === input.entry) return 'landed';
+      if (cur === input.json || found === input.entry) return { settled: 'landed', current: cur };
       if (redisNow > input.deadline) {
         // our revision's entry may have been trimmed away by later writes: then the history cannot tell
-        if (found === null && oldest !== null && oldest > input.revision) return 'unknown';
-        return 'not-landed';
+        if (found === null && oldest !== null && oldest > input.revision) return { settled: 'unknown', current: cur };
+        return { settled: 'not-landed', current: cur };
       }
       // read before the deadline: the script may still run; read again once it has passed
       const wait = input.deadline - redisNow + 5;
-      if (wait >= left()) return 'unknown';
+      if (wait >= left()) return { settled: 'unknown', current: cur };
       await sleep(wait);
     }
   } catch {
-    return 'unknown';
+    return { settled: 'unknown', current: null };
   }
 }
 

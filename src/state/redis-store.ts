@@ -1,14 +1,18 @@
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import { SwitchyardError } from '../errors.ts';
 import { mayHaveRun, settleWrite } from './redis-settle.ts';
 import { readStateCache, StateCacheWriter } from './state-cache.ts';
-import { checkWrite, InvalidStateError, parseStoredState, type PoolsOf } from './invariants.ts';
+import { checkWrite, InvalidStateError, parseStoredState, readableRevision, type PoolsOf } from './invariants.ts';
 import { CAS_SCRIPT, readRedisClock, RESEED_SCRIPT, redactUrl, redisKeys, redisOptions, writeDeadline, type ClockOffset, type RedisConnection, type RedisKeys } from './redis-connect.ts';
 import { historyEntryOf, type CasOptions, type CasResult, type InvalidListener, type HistoryEntry, type RoutingState, type StateStore, type Unsubscribe } from './types.ts';
 
 export { redisKeys, type RedisKeys };
+
+/** The history entry's key for the id of the write that made it (stored in Redis, not shown in the history). */
+const WRITE_ID = 'write';
 
 type CasClient = Redis & {
   switchyardCas(state: string, history: string, apps: string, expected: string, json: string, entry: string, limit: number, channel: string, deadline: number, app: string): Promise<number | string | null>;
@@ -190,7 +194,10 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     const n = Math.floor(limit);
     if (!(n > 0)) return [];
     const texts = await this.#run('LRANGE', () => this.client.lrange(this.keys.history(app), 0, n - 1));
-    return texts.map((t) => Object.freeze(JSON.parse(t) as HistoryEntry));
+    return texts.map((t) => {
+      const { [WRITE_ID]: _id, ...entry } = JSON.parse(t) as HistoryEntry & { [WRITE_ID]?: string };
+      return Object.freeze(entry);
+    });
   }
 
   async compareAndSet(next: RoutingState, expected: number | null, opts: CasOptions = {}): Promise<CasResult> {
@@ -287,7 +294,8 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
   async #cas(next: RoutingState, expected: number | null): Promise<CasResult> {
     this.#known.add(next.app);
     const json = JSON.stringify(next);
-    const entry = JSON.stringify(historyEntryOf(next));
+    // the write id makes the entry this write's alone, for settling (redis-settle.ts); history() drops it
+    const entry = JSON.stringify({ ...historyEntryOf(next), [WRITE_ID]: randomBytes(8).toString('hex') });
     const client = this.client as CasClient;
     const k = this.keys;
     const deadline = await this.#run('compare-and-set', () => this.#deadline());
@@ -300,9 +308,11 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
         // no answer, but the script may have run (a slow reply, a connection lost mid-command):
         // settle it, so the caller is told what happened, never a 503 for a write that landed
         const timeout = this.#opts.commandTimeout ?? 2000;
-        const settled = await settleWrite({ options: this.#options, stateKey: k.state(next.app), historyKey: k.history(next.app), json, entry, revision: next.revision, deadline, budgetMs: timeout });
+        const { settled, current } = await settleWrite({ options: this.#options, stateKey: k.state(next.app), historyKey: k.history(next.app), json, entry, revision: next.revision, deadline, budgetMs: timeout });
         this.#logger?.warn({ err, app: next.app, revision: next.revision, settled }, `redis compare-and-set gave no answer; settled by a read after its deadline: ${settled}`);
         if (settled === 'landed') return this.#casResult(1, json, next.app);
+        // another writer got there first: a lost compare-and-set, which the caller may retry on the newer state
+        if (settled === 'not-landed' && current !== null && expected !== null && readableRevision(safeJson(current)) !== expected) return this.#casResult(current, json, next.app);
         if (settled === 'not-landed') throw unavailable('compare-and-set', err, ' (read back after its deadline: not applied, and never will be)');
         throw new SwitchyardError('WRITE_OUTCOME_UNKNOWN', `the write of revision ${next.revision} of app "${next.app}" may or may not have landed: redis did not answer (${messageOf(err)}) and could not be read back within ${timeout} ms; read the app's revision and history before retrying`, { cause: err, details: { app: next.app, revision: next.revision } });
       }
@@ -485,4 +495,13 @@ export function parseState(text: string, where: string, app?: string): RoutingSt
   }
   const named = (value as { app?: unknown } | null)?.app;
   return parseStoredState(value, app ?? (typeof named === 'string' ? named : '?'), where);
+}
+
+/** JSON.parse, or undefined for text that is not JSON. */
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }

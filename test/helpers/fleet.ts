@@ -75,3 +75,28 @@ export async function allRouteOn(ps: readonly TestProxy[], revision: number, ser
   await eventually(() => ps.every((p) => revisionOf(p) === revision), `every instance on revision ${revision}`);
   for (const p of ps) assert.equal((await p.get('/')).servedBy, servedBy);
 }
+
+/**
+ * Blocks this process's event loop for `ms` right after each of the next `count` compare-and-sets
+ * the instances send to Redis, as a loaded machine does: Redis answers meanwhile, but when the
+ * loop runs again the command timeouts (shorter than `ms`) fire before the replies are read, so
+ * each write in flight is settled by a read back (src/state/redis-settle.ts).
+ */
+export function stallAfterWrites(instances: readonly TestProxy[], ms: number, count: number): void {
+  let left = count;
+  for (const p of instances) {
+    const client = (p.sy.controller.store as unknown as { client: Record<string, (...args: unknown[]) => Promise<unknown>> }).client;
+    const send = client['switchyardCas'];
+    assert.ok(send !== undefined, 'the instance writes through a redis store');
+    client['switchyardCas'] = (...args: unknown[]) => {
+      const sent = send.apply(client, args);
+      if (left-- > 0) {
+        setImmediate(() => {
+          const until = Date.now() + ms;
+          while (Date.now() < until); // a busy loop: the stall is the point
+        });
+      }
+      return sent;
+    };
+  }
+}

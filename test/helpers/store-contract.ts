@@ -169,6 +169,19 @@ export function storeContract(name: string, factory: StoreFactory): void {
       assert.deepEqual(await store.history('shop', 50), [historyEntryOf(winner), historyEntryOf(first!)]);
     });
 
+    it('concurrent compareAndSet whose history entries read the same (only the definitions differ): exactly one wins, every loser is told so with its state', async (t) => {
+      const { store } = await fresh(t);
+      await seed(store, 'shop', 1);
+      // two instances adding different targets in the same millisecond: same revision, weights, action, actor, reason, time
+      const attempts = Array.from({ length: 8 }, (_, i) => makeState('shop', 2, BLUE, { action: 'targets', changes: ['pools.green.targets'], definition: { name: 'shop', hosts: ['shop.test'], pools: { blue: { version: '1', targets: ['http://127.0.0.1:9001'] }, green: { version: '2', targets: [`http://127.0.0.1:${20_000 + i}`] } } } }));
+      const results = await Promise.all(attempts.map((s) => store.compareAndSet(s, 1)));
+      const wins = results.flatMap((r) => (r.ok ? [r.state] : []));
+      assert.equal(wins.length, 1);
+      for (const r of results) if (!r.ok) assert.deepEqual(r.current, wins[0]);
+      assert.deepEqual(await store.get('shop'), wins[0]);
+      assert.deepEqual((await store.history('shop', 1))[0], historyEntryOf(wins[0]!));
+    });
+
     it('20 concurrent compareAndSet against null on a new app: exactly one creates it', async (t) => {
       const { store } = await fresh(t);
       const attempts = Array.from({ length: 20 }, (_, i) => makeState('shop', 1, BLUE, { salt: `salt-${i}` }));

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { request } from 'undici';
-import { eventually, startFleet } from '../helpers/fleet.ts';
+import { eventually, stallAfterWrites, startFleet, type TestFleet } from '../helpers/fleet.ts';
 import { startProxy, TOKEN, twoPools } from '../helpers/proxy.ts';
 import { spawnServe } from '../helpers/serve-process.ts';
 import { startRedis, type RedisServer } from '../helpers/redis-server.ts';
@@ -48,6 +48,65 @@ describe('live definitions across a fleet on redis', () => {
     assert.deepEqual(results.map((r) => r.status), urls.map(() => 200));
     await eventually(async () => (await b.admin('GET', '/v1/apps/shop')).body.pools.green.targets.length === 9, 'every target on b');
     assert.deepEqual([...(await a.admin('GET', '/v1/apps/shop')).body.pools.green.targets].sort(), [green.url, ...urls].sort());
+  });
+
+  // Under load a compare-and-set's reply can be read after its command timeout, and two racing
+  // writes then often carry the same millisecond (here: a clock held still during the race), so
+  // the loser's history entry reads exactly as the winner's. Each write is known by its own write
+  // id, so a loser is told it lost and retries on the newer revision: a 200 is a write that is kept.
+  describe('racing writes from two instances while the process stalls past the command timeout', () => {
+    const urls = Array.from({ length: 8 }, (_, i) => `http://127.0.0.1:${20000 + i}`);
+    async function race(t: Parameters<typeof startFleet>[0], write: (p: TestFleet['instances'][0], i: number) => ReturnType<TestFleet['instances'][0]['admin']>, before?: (a: TestFleet['instances'][0]) => Promise<void>) {
+      let still: number | null = null;
+      const fleet = await startFleet(t, 2, { blue: blue.url, green: green.url, redis, deps: () => ({ now: () => still ?? Date.now() }) });
+      const [a, b] = fleet.instances as [TestFleet['instances'][0], TestFleet['instances'][0]];
+      await before?.(a);
+      await eventually(() => b.sy.controller.state('shop').revision === a.sy.controller.state('shop').revision, 'both instances on one revision');
+      stallAfterWrites([a, b], 1_300, 2);
+      still = Date.now();
+      const results = await Promise.all(urls.map((_, i) => write(i % 2 === 0 ? a : b, i)));
+      still = null;
+      const ok = results.flatMap((r, i) => (r.status === 200 ? [i] : []));
+      const final = Math.max(...ok.map((i) => results[i]!.body.revision as number));
+      await eventually(() => [a, b].every((p) => p.sy.controller.state('shop').revision >= final), 'both instances on the last revision');
+      await eventually(() => a.sy.controller.state('shop').revision === b.sy.controller.state('shop').revision, 'both instances on one revision');
+      /** after the check that what was answered 200 is kept: every write is answered 200 (a lost compare-and-set retries) */
+      const allOk = () => assert.deepEqual(results.map((r) => r.status), urls.map(() => 200), JSON.stringify(results.filter((r) => r.status !== 200).map((r) => r.body)));
+      return { a, b, results, ok, allOk };
+    }
+    const targetsOf = (p: TestFleet['instances'][0]) => [...p.sy.controller.appConfig('shop').pools.green!.targets].sort();
+
+    it('targets added: every one answered 200 is a target on both instances', async (t) => {
+      const { a, b, ok, allOk } = await race(t, (p, i) => p.admin('POST', '/v1/apps/shop/pools/green/targets', { url: urls[i] }));
+      for (const p of [a, b]) assert.deepEqual(ok.filter((i) => !targetsOf(p).includes(urls[i]!)).map((i) => urls[i]), [], 'answered 200, not a target');
+      allOk();
+      for (const p of [a, b]) assert.deepEqual(targetsOf(p), [green.url, ...urls].sort());
+    });
+
+    it('targets removed: every one answered 200 is gone on both instances', async (t) => {
+      const { a, b, ok, allOk } = await race(t, (p, i) => p.admin('DELETE', `/v1/apps/shop/pools/green/targets?url=${encodeURIComponent(urls[i]!)}`), async (a) => {
+        assert.equal((await a.admin('PUT', '/v1/apps/shop/pools/green', { version: '2.0.0', targets: [green.url, ...urls] })).status, 200);
+      });
+      for (const p of [a, b]) assert.deepEqual(ok.filter((i) => targetsOf(p).includes(urls[i]!)).map((i) => urls[i]), [], 'answered 200, still a target');
+      allOk();
+      for (const p of [a, b]) assert.deepEqual(targetsOf(p), [green.url]);
+    });
+
+    it('pools put: every one answered 200 is a pool on both instances', async (t) => {
+      const { a, b, ok, allOk } = await race(t, (p, i) => p.admin('PUT', `/v1/apps/shop/pools/p${i}`, { version: `${i}.0.0`, targets: [urls[i]] }));
+      const poolsOf = (p: TestFleet['instances'][0]) => Object.keys(p.sy.controller.appConfig('shop').pools);
+      for (const p of [a, b]) assert.deepEqual(ok.filter((i) => !poolsOf(p).includes(`p${i}`)).map((i) => `p${i}`), [], 'answered 200, not a pool');
+      allOk();
+      for (const p of [a, b]) assert.deepEqual(poolsOf(p).sort(), ['blue', 'green', ...urls.map((_, i) => `p${i}`)].sort());
+    });
+
+    it('weights set: every one answered 200 is its own revision in the history', async (t) => {
+      const { a, results, ok, allOk } = await race(t, (p, i) => p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 10 + i, green: 90 - i } }));
+      const entries = (await a.admin('GET', '/v1/apps/shop/history?limit=50')).body.entries as { revision: number; weights: Record<string, number> }[];
+      for (const i of ok) assert.deepEqual(entries.find((e) => e.revision === results[i]!.body.revision)?.weights, { blue: 10 + i, green: 90 - i }, `write ${i} answered 200 with revision ${results[i]!.body.revision}`);
+      allOk();
+      assert.equal(new Set(results.map((r) => r.body.revision)).size, urls.length);
+    });
   });
 
   it('an app created on one instance is served by the others and by an instance started later', async (t) => {

@@ -35,13 +35,19 @@ after(async () => {
 
 const COMMAND_TIMEOUT_MS = 400;
 
-async function setup(t: TestContext): Promise<{ a: TestProxy; b: TestProxy; link: DelayProxy; prefix: string; stored: () => Promise<{ revision: number; weights: Record<string, number> }>; reasons: () => Promise<(string | null)[]> }> {
+interface Stored {
+  revision: number;
+  weights: Record<string, number>;
+  definition: { pools: Record<string, { targets: string[] }> };
+}
+
+async function setup(t: TestContext, now?: () => number): Promise<{ a: TestProxy; b: TestProxy; link: DelayProxy; prefix: string; stored: () => Promise<Stored>; reasons: () => Promise<(string | null)[]> }> {
   const prefix = `outcome${process.pid}-${++prefixes}`;
   const link = await startDelayProxy(redis.port);
   const dirs = [await mkdtemp(join(tmpdir(), 'switchyard-outcome-')), await mkdtemp(join(tmpdir(), 'switchyard-outcome-'))];
   const store = (url: string, dir: string) => ({ kind: 'redis', url, prefix, cachePath: join(dir, 'cache.json'), commandTimeout: `${COMMAND_TIMEOUT_MS}ms` });
-  const b = await startProxy({ apps: [twoPools(blue.url, green.url)], store: store(redis.url, dirs[1]!) }, { instanceId: 'b', dir: dirs[1]! });
-  const a = await startProxy({ apps: [twoPools(blue.url, green.url)], store: store(link.url, dirs[0]!) }, { instanceId: 'a', dir: dirs[0]! });
+  const b = await startProxy({ apps: [twoPools(blue.url, green.url)], store: store(redis.url, dirs[1]!) }, { instanceId: 'b', dir: dirs[1]!, ...(now === undefined ? {} : { now }) });
+  const a = await startProxy({ apps: [twoPools(blue.url, green.url)], store: store(link.url, dirs[0]!) }, { instanceId: 'a', dir: dirs[0]!, ...(now === undefined ? {} : { now }) });
   const admin = new Redis(redis.url);
   t.after(async () => {
     admin.disconnect();
@@ -56,7 +62,7 @@ async function setup(t: TestContext): Promise<{ a: TestProxy; b: TestProxy; link
     b,
     link,
     prefix,
-    stored: async () => JSON.parse((await admin.get(keys.state('shop'))) as string) as { revision: number; weights: Record<string, number> },
+    stored: async () => JSON.parse((await admin.get(keys.state('shop'))) as string) as Stored,
     reasons: async () => (await admin.lrange(keys.history('shop'), 0, -1)).map((e) => (JSON.parse(e) as { reason: string | null }).reason),
   };
 }
@@ -110,5 +116,29 @@ describe('the answer to a write whose redis reply is slow', () => {
     assert.equal(cli.code, 1, cli.stdout + cli.stderr);
     assert.match(cli.stderr, /WRITE_OUTCOME_UNKNOWN: .*may or may not have landed/);
     assert.match(cli.stderr, /check `switchyard status` and `switchyard history` before retrying/);
+  });
+
+  it('a write whose slow reply was a lost compare-and-set is not taken for the winner\'s write with the same history entry: it retries, and both writes are kept', async (t) => {
+    // both instances' writes carry the same timestamp, as two writes in one millisecond do
+    let frozen: number | null = null;
+    const s = await setup(t, () => frozen ?? Date.now());
+    const start = revisionOf(s.a);
+    frozen = Date.now();
+    // A's connections (commands and messages) are stuck for 2.5 s: A still routes on `start`
+    s.link.hold('replies', 2_500);
+    const first = await s.b.admin('POST', '/v1/apps/shop/pools/green/targets', { url: 'http://127.0.0.1:20001' });
+    assert.equal(first.status, 200, JSON.stringify(first.body));
+    assert.equal(first.body.revision, start + 1);
+    // A's compare-and-set on `start` loses to B's start + 1, whose history entry reads exactly as A's would
+    // (same revision, weights, action, actor, reason, time, changed paths); its reply is stuck past the timeout
+    const second = await s.a.admin('POST', '/v1/apps/shop/pools/green/targets', { url: 'http://127.0.0.1:20002' });
+    frozen = null;
+    assert.equal(second.status, 200, JSON.stringify(second.body));
+    const stored = await s.stored();
+    // a 200 means the write is in the store, next to the one it raced with
+    assert.deepEqual([...stored.definition.pools['green']!.targets].sort(), [green.url, 'http://127.0.0.1:20001', 'http://127.0.0.1:20002'].sort());
+    assert.equal(second.body.revision, stored.revision);
+    await eventually(() => revisionOf(s.a) === stored.revision && revisionOf(s.b) === stored.revision, 'both instances on the stored revision');
+    for (const p of [s.a, s.b]) assert.deepEqual([...p.sy.controller.appConfig('shop').pools.green!.targets].sort(), [...stored.definition.pools['green']!.targets].sort());
   });
 });
