@@ -1,0 +1,72 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import pino from 'pino';
+import { startProxy, twoPools } from '../helpers/proxy.ts';
+import { startUpstream, useUpstreams } from '../helpers/upstream.ts';
+
+const AFFINITY_SECRET = 'affinity-secret-0123456789';
+
+/**
+ * CONTRACT.md §3 step 3: a pin to a pool that cannot serve is ignored, never a 503 when another
+ * pool can. `decide` skips a pin whose pool has no target up, but the first pinned requests after
+ * the draining pool's last target dies reach it before active checks or the refused-connection
+ * backoff know: those are routed again by weight from the failed connect.
+ */
+describe('a pin to a draining pool whose last target just died', () => {
+  const up = useUpstreams('green');
+  const variants = [
+    { engine: 'native', health: false },
+    { engine: 'native', health: true },
+    { engine: 'undici', health: false },
+    { engine: 'undici', health: true },
+  ] as const;
+
+  for (const { engine, health } of variants) {
+    it(`falls back to the weights at once, 24 of 24 answered by green, recorded by weight (engine ${engine}, health checks ${health ? 'on' : 'off'})`, async () => {
+      const blue = await startUpstream('blue');
+      const access: Record<string, unknown>[] = [];
+      // pino writes each line to any object with write(): the access lines land here
+      const logger = pino({ level: 'info' }, { write: (line: string) => void access.push(JSON.parse(line) as Record<string, unknown>) });
+      const extra = { affinity: { secret: AFFINITY_SECRET, window: '10m' }, ...(health ? { health: { interval: '2s', timeout: '1s', fall: 3, rise: 1 } } : {}) };
+      const p = await startProxy({ engine, log: { level: 'info', accessSample: 1 }, apps: [twoPools(blue.url, up.green.url, extra)] }, { logger });
+      try {
+        // three cookie-keeping browsers: each keeps whatever pin the proxy sets
+        const pins = ['', '', ''];
+        const visit = async (i: number) => {
+          const r = await p.get('/', pins[i] === '' ? {} : { cookie: pins[i] as string });
+          const set = r.headers['set-cookie'];
+          if (typeof set === 'string') pins[i] = set.split(';')[0] as string;
+          return r;
+        };
+        for (let i = 0; i < 3; i++) assert.equal((await visit(i)).servedBy, 'blue@1.0.0');
+        assert.equal((await p.admin('POST', '/v1/apps/shop/switch', { to: 'green' })).status, 200);
+        for (let i = 0; i < 3; i++) assert.equal((await visit(i)).servedBy, 'blue@1.0.0', 'the sessions finish on blue while it serves');
+        await blue.close(); // blue's only target dies; nothing has noticed yet
+        access.length = 0;
+        const seen: string[] = [];
+        for (let round = 0; round < 8; round++) {
+          for (let i = 0; i < 3; i++) {
+            const r = await visit(i);
+            seen.push(`${r.status} ${r.servedBy ?? '-'}`);
+          }
+        }
+        assert.deepEqual(seen, Array.from({ length: 24 }, () => '200 green@2.0.0'));
+        assert.ok(
+          pins.every((pin) => pin.startsWith('sy_pin=green.')),
+          `each browser got a green pin: ${pins.join(', ')}`,
+        );
+        const lines = access.filter((l) => l.access === true);
+        assert.equal(lines.length, 24);
+        assert.deepEqual(
+          lines.map((l) => `${l.pool as string} ${l.status as number} ${l.by as string}`),
+          Array.from({ length: 24 }, () => 'green 200 random'),
+          'every one is recorded as routed by weight to green',
+        );
+        assert.equal(p.sy.runtime.pool('shop', 'blue')?.counts(Date.now()).pinned, 3, 'only the requests blue served count as pinned');
+      } finally {
+        await p.close();
+        await blue.close();
+      }
+    });
+  }
+});
