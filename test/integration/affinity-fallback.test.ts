@@ -70,3 +70,74 @@ describe('a pin to a draining pool whose last target just died', () => {
     });
   }
 });
+
+describe('the fallback from a dead pinned pool', () => {
+  const up = useUpstreams('green', 'red');
+
+  it('routes by the sticky bucket exactly as without a pin: each browser lands where whereis says, recorded as sticky', async () => {
+    const blue = await startUpstream('blue');
+    const access: Record<string, unknown>[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void access.push(JSON.parse(line) as Record<string, unknown>) });
+    const app = {
+      name: 'shop',
+      hosts: ['*'],
+      pools: { blue: { version: '1.0.0', targets: [blue.url] }, green: { version: '2.0.0', targets: [up.green.url] }, red: { version: '3.0.0', targets: [up.red.url] } },
+      sticky: { key: ['cookie:session'] },
+      affinity: { secret: AFFINITY_SECRET, window: '10m' },
+    };
+    const p = await startProxy({ log: { level: 'info', accessSample: 1 }, apps: [app] }, { logger });
+    try {
+      const sessions = Array.from({ length: 8 }, (_, i) => `session=browser-${i}`);
+      const pins: string[] = [];
+      for (const s of sessions) {
+        const r = await p.get('/', { cookie: s });
+        assert.equal(r.servedBy, 'blue@1.0.0');
+        pins.push(String(r.headers['set-cookie']).split(';')[0] as string);
+      }
+      assert.equal((await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 0, green: 50, red: 50 } })).status, 200);
+      assert.equal((await p.get('/', { cookie: `${sessions[0] as string}; ${pins[0] as string}` })).servedBy, 'blue@1.0.0', 'the pin holds while blue serves');
+      await blue.close();
+      access.length = 0;
+      const expected: string[] = [];
+      const got: string[] = [];
+      for (const [i, s] of sessions.entries()) {
+        const where = (await p.admin('GET', `/v1/apps/shop/whereis?key=browser-${i}`)).body.pool as string;
+        expected.push(`200 ${where}`);
+        const r = await p.get('/', { cookie: `${s}; ${pins[i] as string}` });
+        got.push(`${r.status} ${r.servedBy?.split('@')[0] ?? '-'}`);
+        if (i === 0) assert.match(String(r.headers['set-cookie']), new RegExp(`^sy_pin=${where}\\.2\\.`), 'the response pins the pool it went to');
+      }
+      assert.deepEqual(got, expected);
+      assert.ok(new Set(expected).size === 2, `the browsers spread over green and red: ${expected.join(', ')}`);
+      const first = access.find((l) => l.access === true);
+      assert.deepEqual([first?.status, first?.by], [200, 'sticky']);
+    } finally {
+      await p.close();
+      await blue.close();
+    }
+  });
+
+  it('never sends elsewhere a pinned request that reached the draining pool: a POST blue reset answers 502, green never sees it', async () => {
+    let resetting = false;
+    const blue = await startUpstream('blue', (req, res) => {
+      if (resetting) return req.socket.destroy();
+      res.end('blue');
+    });
+    const p = await startProxy({ apps: [twoPools(blue.url, up.green.url, { affinity: { secret: AFFINITY_SECRET, window: '10m' } })] });
+    try {
+      const pin = String((await p.get('/')).headers['set-cookie']).split(';')[0] as string;
+      assert.equal((await p.admin('POST', '/v1/apps/shop/switch', { to: 'green' })).status, 200);
+      resetting = true;
+      const before = up.green.seen.length;
+      const { request } = await import('undici');
+      const r = await request(`${p.proxyUrl}/order`, { method: 'POST', headers: { cookie: pin }, body: 'pay once' });
+      await r.body.text();
+      assert.equal(r.statusCode, 502);
+      assert.equal(up.green.seen.length, before, 'the POST was not sent again to green');
+      assert.equal(blue.seen.filter((s) => s.method === 'POST').length, 1);
+    } finally {
+      await p.close();
+      await blue.close();
+    }
+  });
+});
