@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import pino from 'pino';
+import { request } from 'undici';
 import { startProxy, twoPools } from '../helpers/proxy.ts';
 import { startUpstream, useUpstreams } from '../helpers/upstream.ts';
 
@@ -117,6 +118,28 @@ describe('the fallback from a dead pinned pool', () => {
     }
   });
 
+  for (const engine of ['native', 'undici'] as const) {
+    it(`moves a pinned POST blue refused with its whole body: green receives it once (engine ${engine})`, async () => {
+      const blue = await startUpstream('blue');
+      const p = await startProxy({ engine, apps: [twoPools(blue.url, up.green.url, { affinity: { secret: AFFINITY_SECRET, window: '10m' } })] });
+      try {
+        const pin = String((await p.get('/')).headers['set-cookie']).split(';')[0] as string;
+        assert.equal((await p.admin('POST', '/v1/apps/shop/switch', { to: 'green' })).status, 200);
+        assert.equal((await p.get('/', { cookie: pin })).servedBy, 'blue@1.0.0');
+        await blue.close();
+        const before = up.green.seen.length;
+        const body = 'x'.repeat(100_000);
+        const r = await request(`${p.proxyUrl}/order`, { method: 'POST', headers: { cookie: pin }, body });
+        const answer = JSON.parse(await r.body.text()) as { pool: string; body: string };
+        assert.deepEqual([r.statusCode, r.headers['x-served-by'], answer.pool, answer.body.length], [200, 'green@2.0.0', 'green', body.length]);
+        assert.equal(up.green.seen.length, before + 1);
+      } finally {
+        await p.close();
+        await blue.close();
+      }
+    });
+  }
+
   it('never sends elsewhere a pinned request that reached the draining pool: a POST blue reset answers 502, green never sees it', async () => {
     let resetting = false;
     const blue = await startUpstream('blue', (req, res) => {
@@ -129,7 +152,6 @@ describe('the fallback from a dead pinned pool', () => {
       assert.equal((await p.admin('POST', '/v1/apps/shop/switch', { to: 'green' })).status, 200);
       resetting = true;
       const before = up.green.seen.length;
-      const { request } = await import('undici');
       const r = await request(`${p.proxyUrl}/order`, { method: 'POST', headers: { cookie: pin }, body: 'pay once' });
       await r.body.text();
       assert.equal(r.statusCode, 502);
