@@ -1,5 +1,6 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer as createNetServer, type AddressInfo, type ListenOptions, type Server as NetServer, type Socket } from 'node:net';
+import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { PinCookies, pinnedPool } from '../routing/affinity.ts';
 import { poolForBucket, previewPool, randomBucket, stickyBucket, type RoutedBy } from '../routing/choose.ts';
@@ -291,6 +292,8 @@ export class DataPlane implements Plane {
   reroute(handler: ProxyHandler): boolean {
     const pinned = handler.tag as Decision;
     if (pinned.by !== 'pin' || pinned.fwd === undefined) return false;
+    // a body the engine began to read could not go whole to another pool (engines read none before connecting)
+    if ((handler.opts.body as Readable | null | undefined)?.readableDidRead === true) return false;
     const app = pinned.app;
     const decision = this.byWeight(app, handler.req, pinned.fwd);
     const runtime = this.opts.runtime.apps[app.index]?.pools[decision.pool.index];

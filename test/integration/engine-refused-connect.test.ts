@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { request } from 'undici';
 import { startProxy, twoPools } from '../helpers/proxy.ts';
@@ -24,8 +25,8 @@ describe('a request whose connect was refused goes to the next target with its w
           const body = 'x'.repeat(100_000);
           const r = await request(`${p.proxyUrl}/order`, {
             method: 'POST',
-            // an async iterable: undici sends it chunked (no length)
-            body: chunked ? (async function* () { yield body.slice(0, 50_000); yield body.slice(50_000); })() : body,
+            // a stream: undici sends it chunked (no length)
+            body: chunked ? Readable.from([body.slice(0, 50_000), body.slice(50_000)]) : body,
             headersTimeout: 5_000,
           });
           const answer = JSON.parse(await r.body.text()) as { pool: string; body: string };
