@@ -24,6 +24,11 @@ export interface Plane {
   readonly limits: Limits;
   /** called exactly once per handler, when its request ends one way or another */
   requestDone(handler: ProxyHandler, outcome: Outcome): void;
+  /**
+   * Asked when the request failed to connect (nothing reached the upstream) and its pool has no
+   * target up: true when the plane sent it elsewhere (`moveTo`), false to answer the error.
+   */
+  reroute?(handler: ProxyHandler): boolean;
 }
 
 export const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
@@ -55,13 +60,13 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
   readonly plane: Plane;
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
-  readonly pool: PoolRuntime;
-  readonly servedBy: string;
+  pool: PoolRuntime;
+  servedBy: string;
   readonly requestId: string;
   readonly opts: Dispatcher.DispatchOptions;
   readonly startedAt: number;
   /** Set-Cookie for an affinity pin, or null */
-  private readonly setCookie: string | null;
+  private setCookie: string | null;
   /** free for the creator (the data plane keeps its routing decision here) */
   tag: unknown;
   /** the target it is on now (a retry moves it); read by the passive checks' stall sweep */
@@ -244,9 +249,32 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
         return;
       }
     }
-    const errCode: ErrorCode = TIMEOUTS.has(code) ? 'UPSTREAM_TIMEOUT' : connectFailed && this.pool.pick(this.plane.now(), null) === null ? 'NO_TARGET' : 'UPSTREAM_ERROR';
+    const noTarget = connectFailed && this.pool.pick(this.plane.now(), null) === null;
+    // e.g. a pin held it on a draining pool whose last target just died: the plane routes it by weight
+    if (noTarget && this.plane.reroute?.(this) === true) return;
+    const errCode: ErrorCode = TIMEOUTS.has(code) ? 'UPSTREAM_TIMEOUT' : noTarget ? 'NO_TARGET' : 'UPSTREAM_ERROR';
     sendError(this.res, errCode, this.requestId, this.plane.closing);
     this.finish(ERRORS[errCode].status, errCode);
+  }
+
+  /**
+   * Sends the request, which reached no upstream, to `target` of another pool (DataPlane.reroute):
+   * it counts there from now on and answers as that pool's.
+   */
+  moveTo(pool: PoolRuntime, target: Target, servedBy: string, setCookie: string | null): void {
+    this.pool.inflight--;
+    this.pool.open.delete(this);
+    this.target.inflight--;
+    pool.inflight++;
+    pool.open.add(this);
+    target.inflight++;
+    this.pool = pool;
+    this.target = target;
+    this.servedBy = servedBy;
+    this.setCookie = setCookie;
+    this.attempts = 1;
+    this.controller = null;
+    target.dispatcher.dispatch(this.opts, this);
   }
 
   /**

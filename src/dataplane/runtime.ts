@@ -188,6 +188,12 @@ class RollingCount {
     }
     this.slots[i] = (this.slots[i] ?? 0) + 1;
   }
+  /** Takes back one `add(at)`: a pinned request the pool did not serve after all (DataPlane.reroute). */
+  remove(at: number): void {
+    const sec = Math.floor(at / 1000);
+    const i = sec % 60;
+    if (this.stamps[i] === sec && (this.slots[i] ?? 0) > 0) this.slots[i] = (this.slots[i] as number) - 1;
+  }
   total(now: number): number {
     const sec = Math.floor(now / 1000);
     let sum = 0;

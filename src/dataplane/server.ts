@@ -1,5 +1,6 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer as createNetServer, type AddressInfo, type ListenOptions, type Server as NetServer, type Socket } from 'node:net';
+import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { PinCookies, pinnedPool } from '../routing/affinity.ts';
 import { poolForBucket, previewPool, randomBucket, stickyBucket, type RoutedBy } from '../routing/choose.ts';
@@ -66,6 +67,10 @@ export interface Decision {
   readonly app: AppRoute;
   readonly pool: PoolRoute;
   readonly by: RoutedBy;
+  /** a pin's only: the request's facts, to route it by weight should its pool fail it (DataPlane.reroute) */
+  readonly fwd?: ForwardedRequest;
+  /** a pin's only: the time it was counted in its pool's `pinned` figure */
+  readonly at?: number;
 }
 
 /** Errors that mean "no SO_REUSEPORT here", not "the port is taken". */
@@ -211,9 +216,14 @@ export class DataPlane implements Plane {
         const now = this.now();
         const pool = pinnedPool(app, pin, now);
         // a pin to a draining pool with no target up is ignored: the weights route it, never a 503
-        if (pool !== null && this.opts.runtime.apps[app.index]?.pools[pool.index]?.targets.some((t) => t.isUp(now)) === true) return { app, pool, by: 'pin' };
+        if (pool !== null && this.opts.runtime.apps[app.index]?.pools[pool.index]?.targets.some((t) => t.isUp(now)) === true) return { app, pool, by: 'pin', fwd, at: now };
       }
     }
+    return this.byWeight(app, req, fwd);
+  }
+
+  /** The sticky bucket's pool, or the random split's: the weights alone decide. */
+  private byWeight(app: AppRoute, req: IncomingMessage, fwd: ForwardedRequest): Decision {
     if (app.sticky !== null) {
       for (const src of app.sticky) {
         const key = src.kind === 'ip' ? fwd.clientIp : src.kind === 'header' ? rawHeader(req.rawHeaders, src.name) : cookieValue(fwd.cookie, src.name);
@@ -250,7 +260,7 @@ export class DataPlane implements Plane {
     if (app.config.preview !== undefined) replaceHeader(fwd.headers, app.config.preview.header, by === 'preview' ? pool.name : null);
     const runtime = (this.opts.runtime.apps[app.index] as Runtime['apps'][number]).pools[pool.index] as Runtime['apps'][number]['pools'][number];
     const now = this.now();
-    if (by === 'pin') runtime.pinned.add(now);
+    if (by === 'pin') runtime.pinned.add(decision.at ?? now);
     const target = runtime.pick(now, null);
     if (target === null) {
       sendError(res, 'NO_TARGET', fwd.requestId, this.closing);
@@ -270,6 +280,31 @@ export class DataPlane implements Plane {
     const handler = new ProxyHandler(this, req, res, runtime, target, opts, pool.servedBy, fwd.requestId, setCookie);
     handler.tag = decision;
     handler.start();
+  }
+
+  /**
+   * A request a pin held on a draining pool failed to connect there, and the pool has no target
+   * up any more (forward.ts asks only then, so nothing of it reached that pool): it is routed
+   * again by weight exactly as if it carried no pin, recorded as such, and its response pins the
+   * new pool (CONTRACT.md §3 step 3: never a 503 when another pool can serve). False: not a
+   * pinned request, or the weights find no target either.
+   */
+  reroute(handler: ProxyHandler): boolean {
+    const pinned = handler.tag as Decision;
+    if (pinned.by !== 'pin' || pinned.fwd === undefined) return false;
+    // a body the engine began to read could not go whole to another pool (engines read none before connecting)
+    if ((handler.opts.body as Readable | null | undefined)?.readableDidRead === true) return false;
+    const app = pinned.app;
+    const decision = this.byWeight(app, handler.req, pinned.fwd);
+    const runtime = this.opts.runtime.apps[app.index]?.pools[decision.pool.index];
+    const now = this.now();
+    const target = runtime?.pick(now, null) ?? null;
+    if (runtime === undefined || target === null) return false;
+    // the draining pool did not serve it: it leaves the pool's pinned figure
+    if (pinned.at !== undefined) handler.pool.pinned.remove(pinned.at);
+    handler.tag = decision;
+    handler.moveTo(runtime, target, decision.pool.servedBy, this.pins.setCookie(app, decision.pool, now));
+    return true;
   }
 
   requestDone(handler: ProxyHandler, outcome: Outcome): void {

@@ -70,6 +70,9 @@ export class Http1Connection {
     if (ex.aborted) return; // the handler gave up while it waited in the queue: nothing was sent
     const refused = ex.pathError();
     if (refused !== null) return this.giveBack(ex, new UpstreamError('UND_ERR_INVALID_ARG', refused));
+    // nothing is written before the connection is up (connected() writes it, as undici): a refused
+    // connect then leaves the client's body unread, so the request can go whole to another target
+    if (this.phase === Phase.Connecting) return;
     // a chunked body: its head waits one turn of the loop, so that a body that came whole with
     // its head goes with a length (as undici sends it, which writes after connect or a setImmediate)
     if (ex.lengthUnknown) setImmediate(writeDeferred, this, ex);
@@ -364,5 +367,6 @@ export class Http1Connection {
     }
     this.phase = Phase.Headers;
     this.deadline = now + this.pool.options.headersTimeout;
+    this.writeHead(this.exchange);
   }
 }
