@@ -290,6 +290,11 @@ export class Controller extends EventEmitter {
       const broken = this.broken.get(app);
       const sameDefinition = definition === undefined || canonicalJson(definition) === canonicalJson(curDefinition);
       if (broken === undefined && proposal.deleted !== true && sameDefinition && sameWeights(weights, cur.weights, pools)) {
+        // "no change" must be true of the store, not only of this instance's view: another
+        // instance's newer write may not have reached us yet (then this write is not a no-op)
+        const stored = await this.store.get(app);
+        if (stored !== null) this.apply(stored); // (a shared store may already have handed it to watch)
+        if (this.state(app).revision > cur.revision) continue;
         this.logger.info({ audit: true, app, action, actor: opts.by, reason: opts.reason ?? null, noop: true, revision: cur.revision }, `${action} ${app} by ${opts.by}: no change, nothing written`);
         return cur;
       }

@@ -77,6 +77,25 @@ describe('a fleet on redis', () => {
     assert.deepEqual((await a.admin('GET', '/v1/apps/shop')).body.instances, { applied: 2, total: 4 });
   });
 
+  it('a write that looks like no change to a stale instance is checked against the store: it is written, never answered with the stale state', async (t) => {
+    const fleet = await startFleet(t, 2);
+    const admin = new Redis(fleet.redis.url);
+    t.after(() => admin.disconnect());
+    const [a] = fleet.instances as [TestProxy];
+    const r = revisionOf(a) + 1;
+    assert.equal((await a.admin('GET', '/v1/apps/shop')).body.active, 'blue');
+    // another instance's switch to green that this instance has not heard of yet (written behind its back, no message)
+    await admin.set(redisKeys(fleet.prefix).state('shop'), JSON.stringify(makeState('shop', r, { blue: 0, green: 10_000 })));
+    // to a's stale view (blue at 100) a switch to blue changes nothing; the store says otherwise
+    const w = await a.admin('POST', '/v1/apps/shop/switch', { to: 'blue', reason: 'back to blue' });
+    assert.equal(w.status, 200);
+    assert.equal(w.body.revision, r + 1, 'written as the revision after the one the store holds');
+    assert.equal(w.body.active, 'blue');
+    const stored = JSON.parse((await admin.get(redisKeys(fleet.prefix).state('shop')))!);
+    assert.deepEqual([stored.revision, stored.weights], [r + 1, { blue: 10_000, green: 0 }]);
+    await allRouteOn(fleet.instances, r + 1, 'blue@1.0.0');
+  });
+
   it('one revision naming two states (redis holds another state at the revision routed on): the fleet moves to redis\'s as the next revision', async (t) => {
     const fleet = await startFleet(t, 2);
     const admin = new Redis(fleet.redis.url);
