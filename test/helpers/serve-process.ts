@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
@@ -47,13 +48,16 @@ export interface ServeProcess {
 export async function spawnServe(doc: Record<string, unknown>, readyWithinMs = 10_000, launch?: (config: string) => { command: string; args: string[]; cwd: string; env?: NodeJS.ProcessEnv }): Promise<ServeProcess> {
   const dir = await mkdtemp(join(tmpdir(), 'switchyard-proc-'));
   const proxyPort = await freePort();
+  const probe = randomBytes(16).toString('hex');
   const adminPort = await freePort();
   const cfg = join(dir, 'switchyard.yaml');
   await writeFile(
     cfg,
     JSON.stringify({
       listen: { host: '127.0.0.1', port: proxyPort },
-      admin: { host: '127.0.0.1', port: adminPort, tokens: [{ name: 't', token: TOKEN }] },
+      // `probe`: a token only this process knows, so readiness is never taken from another test's
+      // process that bound the admin port after this one failed to start (the port was free when picked)
+      admin: { host: '127.0.0.1', port: adminPort, tokens: [{ name: 't', token: TOKEN }, { name: 'probe', token: probe }] },
       store: { kind: 'file', path: join(dir, 'state.json') },
       log: { level: 'warn' },
       ...doc,
@@ -82,7 +86,9 @@ export async function spawnServe(doc: Record<string, unknown>, readyWithinMs = 1
   };
   const deadline = Date.now() + readyWithinMs;
   for (;;) {
-    const ok = await request(`${proc.adminUrl}/readyz`).then((r) => (r.body.dump(), r.statusCode === 200), () => false);
+    const ready = (path: string, headers: Record<string, string> = {}): Promise<boolean> => request(`${proc.adminUrl}${path}`, { headers }).then((r) => (r.body.dump(), r.statusCode === 200), () => false);
+    const ours = doc['admin'] !== undefined || (await ready('/v1/apps', { authorization: `Bearer ${probe}` }));
+    const ok = ours && (await ready('/readyz'));
     if (ok) break;
     if (Date.now() > deadline || child.exitCode !== null) {
       await proc.cleanup();
