@@ -205,6 +205,16 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
     }
   }
 
+  /**
+   * The native engine reuses a read buffer once the body chunks given to onResponseData were
+   * handed to the kernel (src/dataplane/engine/read-buffers.ts): nothing left in the response
+   * (a pipelined one not yet on the socket) nor in the HTTP/1 client socket's write queue.
+   */
+  chunksReleased(): boolean {
+    const socket = this.req.socket;
+    return this.req.httpVersionMajor === 1 && !socket.destroyed && this.res.writableLength === 0 && socket.writableLength === 0;
+  }
+
   onResponseEnd(): void {
     if (this.finished) return;
     if (this.remaining !== 0) this.res.end();
