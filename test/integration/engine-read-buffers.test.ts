@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool } from 'undici';
+import { Exchange } from '../../src/dataplane/engine/http1-exchange.ts';
 import { readBuffersAllocated } from '../../src/dataplane/engine/read-buffers.ts';
 import { startProxy, twoPools } from '../helpers/proxy.ts';
 import { startUpstream } from '../helpers/upstream.ts';
@@ -65,5 +66,35 @@ describe('native engine: reused read buffers', () => {
       assert.equal(sha(Buffer.concat(parts)), sha(body(n, SIZE)), `response ${n}`);
     };
     await Promise.all(Array.from({ length: 12 }, (_, n) => one(n)));
+  });
+});
+
+describe('native engine: 64 KiB responses to a client that reads them at once', () => {
+  it('do not pause the upstream read (node:http\'s end-of-tick cork is not backpressure)', async (t) => {
+    const big = body(1, 64 * 1024);
+    const up = await startUpstream('blue', (_req, res) => {
+      res.writeHead(200, { 'content-length': String(big.length) });
+      res.end(big);
+    });
+    const p = await startProxy({ engine: 'native', apps: [twoPools(up.url, up.url)] });
+    const client = new Pool(p.proxyUrl, { connections: 1 });
+    let pauses = 0;
+    const pause = Exchange.prototype.pause;
+    Exchange.prototype.pause = function (this: Exchange) {
+      pauses++;
+      pause.call(this);
+    };
+    t.after(async () => {
+      Exchange.prototype.pause = pause;
+      await client.close();
+      await p.close();
+      await up.close();
+    });
+    for (let i = 0; i < 20; i++) {
+      const r = await client.request({ path: `/${i}`, method: 'GET' });
+      assert.equal(sha(Buffer.from(await r.body.arrayBuffer())), sha(big));
+    }
+    // each pause is a readStop and a readStart on the upstream socket and a send timer; before, every response paused
+    assert.ok(pauses <= 2, `${pauses} pauses for 20 responses`);
   });
 });
