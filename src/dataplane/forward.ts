@@ -85,6 +85,8 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
   private timer: NodeJS.Timeout | null = null;
   /** the response waits for the client to read (the upstream read is paused) */
   private paused = false;
+  /** a backpressure check is queued for the end of the tick */
+  private pauseCheck = false;
   private bodyWatch: NodeJS.Timeout | null = null;
   private readonly onClientClose = (): void => {
     if (this.finished) return;
@@ -197,17 +199,39 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
       return;
     }
     if (this.remaining > 0) this.remaining -= chunk.length;
-    if (!this.res.write(chunk)) {
-      controller.pause();
-      this.paused = true;
-      this.res.once('drain', (this.resume ??= () => {
-        this.paused = false;
-        this.controller?.resume();
-      }));
-      // one timer per response, not one per pause: a stream to a slow reader pauses often
-      if (this.timer === null) this.timer = setTimeout(() => this.limitTimeout('send'), this.plane.limits.config.sendTimeout);
-      else this.timer.refresh();
+    // node:http corks the client socket until the end of the tick, so write() answers false for
+    // any chunk over the high-water mark even when the kernel then takes it at once (every
+    // 64 KiB response did): the upstream read pauses only if the bytes still wait after the uncork
+    if (!this.res.write(chunk) && !this.pauseCheck) {
+      this.pauseCheck = true;
+      process.nextTick(checkBackpressure, this);
     }
+  }
+
+  /** The client still has more than the high-water mark to take: the upstream read waits for 'drain'. */
+  backpressure(): void {
+    this.pauseCheck = false;
+    const res = this.res;
+    if (this.finished || this.paused || res.writableLength < res.writableHighWaterMark) return;
+    this.controller?.pause();
+    this.paused = true;
+    res.once('drain', (this.resume ??= () => {
+      this.paused = false;
+      this.controller?.resume();
+    }));
+    // one timer per response, not one per pause: a stream to a slow reader pauses often
+    if (this.timer === null) this.timer = setTimeout(() => this.limitTimeout('send'), this.plane.limits.config.sendTimeout);
+    else this.timer.refresh();
+  }
+
+  /**
+   * The native engine reuses a read buffer once the body chunks given to onResponseData were
+   * handed to the kernel (src/dataplane/engine/read-buffers.ts): nothing left in the response
+   * (a pipelined one not yet on the socket) nor in the HTTP/1 client socket's write queue.
+   */
+  chunksReleased(): boolean {
+    const socket = this.req.socket;
+    return this.req.httpVersionMajor === 1 && !socket.destroyed && this.res.writableLength === 0 && socket.writableLength === 0;
   }
 
   onResponseEnd(): void {
@@ -306,6 +330,10 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
     if (this.bodyWatch !== null) clearInterval(this.bodyWatch);
     this.plane.requestDone(this, { status, error, startedAt: this.startedAt, endedAt: this.plane.now() });
   }
+}
+
+function checkBackpressure(h: ProxyHandler): void {
+  h.backpressure();
 }
 
 /** A response the proxy makes itself: short text body, X-Request-Id. */

@@ -1,8 +1,9 @@
 import { connect, type Socket } from 'node:net';
-import { listen, responseParser, writeDeferred } from './http1-events.ts';
+import { listen, onRead, responseParser, writeDeferred } from './http1-events.ts';
 import { Body, type Exchange } from './http1-exchange.ts';
 import type { Http1Pool } from './http1-pool.ts';
 import { HTTPParser, type Parser } from './llhttp.ts';
+import { releaseAfterTick, takeReadBuffer } from './read-buffers.ts';
 import { UpstreamError } from './upstream.ts';
 
 
@@ -47,11 +48,18 @@ export class Http1Connection {
   private executing = false;
   /** slot in the pool's idle stack, -1 when busy */
   idleSlot = -1;
+  /** the buffer the socket reads into (read-buffers.ts) */
+  private readBuffer: Buffer;
+  /** the handler the last read's body bytes went to: the buffer is theirs until it lets go */
+  private lentTo: unknown = null;
 
   constructor(pool: Http1Pool, now: number) {
     this.pool = pool;
     this.keepAlive = pool.options.keepAliveTimeout;
-    this.socket = connect({ host: pool.hostname, port: pool.port, noDelay: true });
+    this.readBuffer = takeReadBuffer();
+    // the socket reads into a buffer of ours (no 64 KiB allocation per read); nextReadBuffer is
+    // asked for the next one after each read, once the read's bytes were passed on
+    this.socket = connect({ host: pool.hostname, port: pool.port, noDelay: true, onread: { buffer: this.nextReadBuffer, callback: onRead } });
     this.deadline = now + pool.options.connectTimeout;
     this.parser = responseParser(this);
     listen(this.socket, this);
@@ -220,6 +228,14 @@ export class Http1Connection {
     }
   }
 
+  /** net's onread buffer source: the same buffer again, unless the last read's bytes were lent to a response */
+  private readonly nextReadBuffer = (): Buffer => {
+    if (this.lentTo === null) return this.readBuffer;
+    releaseAfterTick(this.readBuffer, this.lentTo);
+    this.lentTo = null;
+    return (this.readBuffer = takeReadBuffer());
+  };
+
   read(data: Buffer): void {
     if (this.exchange === null || this.completed) {
       this.unsolicited = true;
@@ -247,7 +263,10 @@ export class Http1Connection {
     const take = available < this.rawRemaining ? available : this.rawRemaining;
     this.rawRemaining -= take;
     const ex = this.exchange;
-    if (ex !== null && !ex.done) ex.handler.onResponseData?.(ex, from === 0 && take === data.length ? data : data.subarray(from, from + take));
+    if (ex !== null && !ex.done) {
+      this.lentTo = ex.handler;
+      ex.handler.onResponseData?.(ex, from === 0 && take === data.length ? data : data.subarray(from, from + take));
+    }
     if (this.closed || this.rawRemaining > 0) return;
     this.parser.initialize(HTTPParser.RESPONSE, {}, 0, HTTPParser.kLenientNone);
     this.messageComplete();

@@ -26,7 +26,9 @@ export function listen(socket: Socket, conn: Http1Connection): void {
   const s = socket as ConnSocket;
   s[kConn] = conn;
   s.on('connect', onConnect);
-  s.on('data', onData);
+  // reads come through onread's callback (onRead), not 'data'; flowing, so the end of the
+  // stream is still emitted as 'end'
+  s.resume();
   s.on('drain', onDrain);
   s.on('end', onEnd);
   s.on('error', onError);
@@ -38,8 +40,10 @@ export function listen(socket: Socket, conn: Http1Connection): void {
 function onConnect(this: ConnSocket): void {
   this[kConn].connected(Date.now());
 }
-function onData(this: ConnSocket, data: Buffer): void {
-  this[kConn].read(data);
+/** net's onread callback: `buf` is the connection's read buffer, `nread` bytes of it fresh */
+export function onRead(this: Socket, nread: number, buf: Uint8Array): boolean {
+  (this as ConnSocket)[kConn].read((buf as Buffer).subarray(0, nread));
+  return true; // a pause is the handler's, through socket.pause()
 }
 function onDrain(this: ConnSocket): void {
   this[kConn].exchange?.bodyDrained();
