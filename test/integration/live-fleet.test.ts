@@ -46,8 +46,12 @@ describe('live definitions across a fleet on redis', () => {
     const urls = Array.from({ length: 8 }, (_, i) => `http://127.0.0.1:${20000 + i}`);
     const results = await Promise.all(urls.map((url, i) => (i % 2 === 0 ? a : b).admin('POST', '/v1/apps/shop/pools/green/targets', { url })));
     assert.deepEqual(results.map((r) => r.status), urls.map(() => 200));
-    await eventually(async () => (await b.admin('GET', '/v1/apps/shop')).body.pools.green.targets.length === 9, 'every target on b');
-    assert.deepEqual([...(await a.admin('GET', '/v1/apps/shop')).body.pools.green.targets].sort(), [green.url, ...urls].sort());
+    // the last write may have been made through either instance: wait until both route on it
+    const all = [green.url, ...urls].sort();
+    const targetsOn = async (p: typeof a): Promise<string[]> => [...(await p.admin('GET', '/v1/apps/shop')).body.pools.green.targets].sort();
+    await eventually(async () => (await targetsOn(a)).length === 9 && (await targetsOn(b)).length === 9, 'every target on a and b');
+    assert.deepEqual(await targetsOn(a), all);
+    assert.deepEqual(await targetsOn(b), all);
   });
 
   // Under load a compare-and-set's reply can be read after its command timeout, and two racing
