@@ -6,6 +6,7 @@ import { startDnsServer, type DnsServer } from '../helpers/dns-server.ts';
 import { parseMetrics } from '../helpers/prometheus.ts';
 import { startProxy, TOKEN, type TestProxy } from '../helpers/proxy.ts';
 import { spawnServe } from '../helpers/serve-process.ts';
+import { startLoad } from '../helpers/load.ts';
 import { startUpstream, useUpstreams, type Upstream } from '../helpers/upstream.ts';
 
 // DNS discovery (CONTRACT §8 "Discovery", README "Discovery"): a pool's `discover` is resolved by
@@ -65,25 +66,7 @@ describe('DNS discovery', () => {
     // the first lookup ended before the proxy listened: the first request already has the targets
     assert.deepEqual(blueTargets(p), [url(0), url(1)]);
 
-    let stop = false;
-    let ok = 0;
-    const failures: string[] = [];
-    const served = new Set<string>();
-    const client = async (): Promise<void> => {
-      while (!stop) {
-        try {
-          const r = await request(`${p.proxyUrl}/`);
-          const body = await r.body.text();
-          if (r.statusCode === 200) {
-            ok++;
-            served.add(body);
-          } else failures.push(`${r.statusCode} ${body}`);
-        } catch (err) {
-          failures.push(String(err));
-        }
-      }
-    };
-    const clients = Array.from({ length: 16 }, client);
+    const load = startLoad(`${p.proxyUrl}/`);
     const answers = [['127.0.0.2', '127.0.0.3', '127.0.0.4'], ['127.0.0.4'], ['127.0.0.2', '127.0.0.4'], ['127.0.0.3'], ['127.0.0.2', '127.0.0.3']];
     const delays: number[] = [];
     for (let round = 0; round < 2; round++) {
@@ -99,8 +82,7 @@ describe('DNS discovery', () => {
         await sleep(60);
       }
     }
-    stop = true;
-    await Promise.all(clients);
+    const { ok, failures, served } = await load.stop();
     t.diagnostic(`${ok} requests, ${failures.length} failed; record change → pool change: max ${Math.max(...delays)} ms, ${delays.join('/')} ms (interval ${interval} ms)`);
     assert.deepEqual(failures, []);
     assert.ok(ok > 200, `only ${ok} requests served`);

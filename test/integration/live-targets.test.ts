@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { startProxy, twoPools } from '../helpers/proxy.ts';
+import { startLoad } from '../helpers/load.ts';
 import { startUpstream } from '../helpers/upstream.ts';
 import { closed, echo, openWs, startWsUpstream, wsUrl } from '../helpers/ws.ts';
 
@@ -20,25 +21,7 @@ describe('removing and adding targets under load', () => {
     const p = await startProxy({ apps: [twoPools([a, b], green.url)] });
     t.after(() => p.close());
 
-    let stop = false;
-    let ok = 0;
-    const failures: string[] = [];
-    const served = new Set<string>();
-    const client = async (): Promise<void> => {
-      while (!stop) {
-        try {
-          const r = await request(`${p.proxyUrl}/`);
-          const body = await r.body.text();
-          if (r.statusCode === 200) {
-            ok++;
-            served.add(body);
-          } else failures.push(`${r.statusCode} ${body}`);
-        } catch (err) {
-          failures.push(String(err));
-        }
-      }
-    };
-    const clients = Array.from({ length: 16 }, client);
+    const load = startLoad(`${p.proxyUrl}/`);
     const q = (url: string) => encodeURIComponent(url);
     for (let i = 0; i < 20; i++) {
       // alternate which target leaves, so every one of them is removed while it carries requests
@@ -52,8 +35,7 @@ describe('removing and adding targets under load', () => {
       assert.equal((await p.admin('DELETE', `/v1/apps/shop/pools/blue/targets?url=${q(c)}`)).status, 200);
       void keep;
     }
-    stop = true;
-    await Promise.all(clients);
+    const { ok, failures, served } = await load.stop();
     assert.deepEqual(failures, []);
     assert.ok(ok > 200, `only ${ok} requests served`);
     assert.deepEqual([...served].sort(), ['a', 'b', 'c']);
