@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { request } from 'undici';
 import { startProxy, twoPools } from '../helpers/proxy.ts';
 import { startLoad } from '../helpers/load.ts';
 import { startUpstream } from '../helpers/upstream.ts';
