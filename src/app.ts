@@ -211,7 +211,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     shuttingDown = true;
     dataPlane.stopListening();
     edge?.stopListening();
-    dataPlane.server.closeAllConnections();
+    dataPlane.closeAllConnections();
     edge?.listener.closeAll();
     for (const p of runtime.allPools()) for (const c of [...p.open]) c.cut('shutdown');
     await closeParts();

@@ -310,7 +310,7 @@ export class Runtime extends EventEmitter<{ targets: [TargetsChange] }> {
   /** targets removed from their pool, finishing what they carry (retiring.ts) */
   readonly retiring: RetiringTargets;
   private readonly now: () => number;
-  private readonly engine: EngineKind;
+  readonly engine: EngineKind;
 
   constructor(opts: RuntimeOptions = {}) {
     super();

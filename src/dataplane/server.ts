@@ -8,6 +8,7 @@ import { findApp, type AppRoute, type PoolRoute, type Snapshot } from '../routin
 import { DEFAULT_ACCEPTORS } from '../config/schema.ts';
 import { http } from '../node-http.ts';
 import { ProxyHandler, sendError, type Outcome, type Plane } from './forward.ts';
+import { Front, type FrontExchange } from './front.ts';
 import { cookieValue, forwardRequestHeaders, normalizeAddress, replaceHeader, type ForwardedRequest, type TrustedProxies } from './headers.ts';
 import { headerReceived, Limits, type LimitsConfig } from './limits.ts';
 import { inOrder } from './pipeline.ts';
@@ -57,6 +58,12 @@ export interface DataPlaneOptions {
   readonly limits?: Limits;
   /** answers a request itself before routing (true: taken), e.g. the 308 to https (src/edge) */
   readonly intercept?: (req: IncomingMessage, res: ServerResponse) => boolean;
+  /**
+   * Who serves HTTP/1.1 clients: `native`, the raw-socket front (src/dataplane/front.ts), which
+   * hands node:http every request it does not serve itself; `node`, node:http alone.
+   * @default native with the native engine and no `intercept`, node otherwise
+   */
+  readonly front?: 'native' | 'node';
 }
 
 /** `limits` with every default, for planes built without a config (tests). */
@@ -116,6 +123,8 @@ export class DataPlane implements Plane {
   /** extra listeners on the proxy port (see DEFAULT_ACCEPTORS); their connections go to `server` */
   private readonly acceptors: NetServer[] = [];
   private claim: PortClaim | null = null;
+  /** the raw-socket front, or null when node:http serves every connection */
+  private readonly front: Front | null = null;
 
   constructor(opts: DataPlaneOptions) {
     this.opts = opts;
@@ -149,7 +158,41 @@ export class DataPlane implements Plane {
       headerReceived(socket);
       this.upgrades.handle(req, socket, head);
     });
+    const front = opts.front ?? (opts.intercept === undefined && opts.runtime.engine === 'native' ? 'native' : 'node');
+    if (front === 'native') {
+      // node:http's own connection listener serves only what the front hands it
+      const nodeConnection = this.server.listeners('connection')[0] as (socket: Socket) => void;
+      this.server.removeListener('connection', nodeConnection);
+      const server = this.server;
+      // eslint-disable-next-line @typescript-eslint/no-this-alias -- the front reads `closing` live
+      const plane = this;
+      const f = new Front(
+        {
+          // the exchange carries the members of IncomingMessage and ServerResponse this path uses
+          handle: (ex: FrontExchange) => this.handle(ex as unknown as IncomingMessage, ex as unknown as ServerResponse),
+          handOff: (socket: Socket) => nodeConnection.call(server, socket),
+          get closing() {
+            return plane.closing;
+          },
+        },
+        headerTimeout,
+      );
+      this.front = f;
+      this.server.on('connection', (socket: Socket) => f.accept(socket));
+    }
     this.limits.attach(this.server);
+  }
+
+  /** Closes the client connections with no request in flight (shutdown, as they go idle). */
+  closeIdleConnections(): void {
+    this.server.closeIdleConnections();
+    this.front?.closeIdle();
+  }
+
+  /** Closes every client connection. */
+  closeAllConnections(): void {
+    this.server.closeAllConnections();
+    this.front?.closeAll();
   }
 
   /**

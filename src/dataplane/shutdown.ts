@@ -50,7 +50,7 @@ export async function stopDataPlane(o: StopOptions): Promise<StopReport> {
   dataPlane.stopListening();
   o.listener?.stopListening();
   o.listener?.closeIdle();
-  dataPlane.server.closeIdleConnections();
+  dataPlane.closeIdleConnections();
   for (const p of runtime.allPools()) for (const c of p.open) if ((c as { upgraded?: boolean }).upgraded === true) c.cut('shutdown');
   await drainUntil(o, started + grace);
   let answered = 0;
@@ -73,7 +73,7 @@ export async function stopDataPlane(o: StopOptions): Promise<StopReport> {
     logger.warn({ cut }, 'hard stop: cut connections still open');
   }
   // connections with no request (a slow client still sending its head) are cut too, uncounted: nothing was accepted on them
-  dataPlane.server.closeAllConnections();
+  dataPlane.closeAllConnections();
   o.listener?.closeAll();
   return { answered, cut };
 }
@@ -81,7 +81,7 @@ export async function stopDataPlane(o: StopOptions): Promise<StopReport> {
 /** Waits until nothing is in flight or `deadline`, closing keep-alive connections as they go idle. */
 async function drainUntil(o: StopOptions, deadline: number): Promise<void> {
   while (inflight(o.runtime) > 0 && o.now() < deadline) {
-    o.dataPlane.server.closeIdleConnections();
+    o.dataPlane.closeIdleConnections();
     await sleep(Math.min(POLL_MS, Math.max(1, deadline - o.now())));
   }
 }

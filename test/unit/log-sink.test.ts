@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import { LogSink } from '../../src/logger.ts';
 
 describe('LogSink (the JSON log destination)', () => {
-  it('holds at most `limit` bytes while a write is under way: further lines are dropped and counted, the rest written in order', async (t) => {
+  it('holds at most `limit` bytes until they are written: further lines are dropped and counted, the rest written in order', async (t) => {
     const dir = await mkdtemp(join(tmpdir(), 'switchyard-log-'));
     const file = join(dir, 'out.log');
     const fd = openSync(file, 'w');
@@ -17,12 +17,29 @@ describe('LogSink (the JSON log destination)', () => {
     });
     const sink = new LogSink(fd, 100);
     const line = (i: number): string => `{"line":${String(i).padStart(2, '0')},"pad":"xxxxxxxxx"}\n`; // 30 bytes
-    // the first line starts a write at once; three more fit the 100-byte queue behind it
+    // lines wait for the batch to be written: three fit the 100-byte queue
     for (let i = 0; i < 10; i++) sink.write(line(i));
     await sink.settle(1000);
-    assert.equal(readFileSync(file, 'utf8'), [0, 1, 2, 3].map(line).join(''));
-    assert.deepEqual(sink.view(), { writeErrors: 0, droppedLines: 6, broken: false, lastError: null });
-    assert.match(sink.lostSummary() ?? '', /^switchyard: 6 log lines could not be written/);
+    assert.equal(readFileSync(file, 'utf8'), [0, 1, 2].map(line).join(''));
+    assert.deepEqual(sink.view(), { writeErrors: 0, droppedLines: 7, broken: false, lastError: null });
+    assert.match(sink.lostSummary() ?? '', /^switchyard: 7 log lines could not be written/);
+  });
+
+  it('gathers lines for BATCH_MS and writes them together, without anyone asking it to flush', async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'switchyard-log-'));
+    const file = join(dir, 'out.log');
+    const fd = openSync(file, 'w');
+    t.after(async () => {
+      closeSync(fd);
+      await rm(dir, { recursive: true, force: true });
+    });
+    const sink = new LogSink(fd);
+    sink.write('{"a":1}\n');
+    sink.write('{"a":2}\n');
+    assert.equal(readFileSync(file, 'utf8'), '', 'nothing written at once');
+    const deadline = Date.now() + 2000;
+    while (readFileSync(file, 'utf8') === '' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+    assert.equal(readFileSync(file, 'utf8'), '{"a":1}\n{"a":2}\n');
   });
 
   it('a destination that refuses for good (EBADF) is counted, never retried, and settle() does not wait for it', async () => {

@@ -16,6 +16,7 @@ export interface Parser {
 }
 export interface ParserClass {
   new (): Parser;
+  readonly REQUEST: number;
   readonly RESPONSE: number;
   readonly kOnHeaders: number;
   readonly kOnHeadersComplete: number;
@@ -25,3 +26,6 @@ export interface ParserClass {
   readonly kLenientNone: number;
 }
 export const { HTTPParser } = createRequire(import.meta.url)('node:_http_common') as { HTTPParser: ParserClass };
+
+/** Method names by llhttp's method number, as node:http maps them. */
+export const { methods: METHODS } = createRequire(import.meta.url)('node:_http_common') as { methods: readonly string[] };

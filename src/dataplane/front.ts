@@ -1,0 +1,530 @@
+import type { ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { http } from '../node-http.ts';
+import { HTTPParser, METHODS, type Parser } from './engine/llhttp.ts';
+import { MAX_PIPELINED } from './pipeline.ts';
+import { refuse } from './request-target.ts';
+
+/**
+ * The client side of the proxy port on raw sockets: the plain HTTP/1.1 requests that make up
+ * nearly all traffic (a method without a body, origin-form or absolute-form target, one Host)
+ * are parsed by Node's strict llhttp and answered here, without node:http's IncomingMessage,
+ * ServerResponse and their stream machinery, which cost more per request than the rest of the
+ * proxy (README Performance). Everything else — a request body, `Expect`, an upgrade, CONNECT,
+ * HTTP/1.0, a parse error, a head split over many packets — is handed to node:http at the first
+ * byte of that request, with the connection, so those paths keep node:http's behaviour exactly
+ * (its refusals, its body streaming, its upgrade event).
+ *
+ * Why not a library: no maintained HTTP/1.1 server lets a proxy take the parsed head and write the
+ * response bytes itself on the socket; uWebSockets.js is a native binary outside npm's registry.
+ */
+
+/** What the front needs from the data plane. */
+export interface FrontPlane {
+  /** routes and forwards one request (DataPlane.handle); `ex` is both its request and its response */
+  handle(ex: FrontExchange): void;
+  /** node:http's own connection listener, which takes the connection from the current request on */
+  handOff(socket: Socket): void;
+  /** true once shutdown started: every response then closes its connection */
+  readonly closing: boolean;
+}
+
+/** Bytes of a request head that may arrive in pieces before node:http takes the connection. */
+const MAX_SPLIT_HEAD = 8192;
+/** Pipelined bytes buffered behind the request being served before reading pauses. */
+const PIPELINE_BUFFER = 64 * 1024;
+/** node:http's keepAliveTimeout as configured in server.ts (and announced in Keep-Alive). */
+export const KEEP_ALIVE_MS = 65_000;
+const KEEP_ALIVE_HEADER = `Connection: keep-alive\r\nKeep-Alive: timeout=${KEEP_ALIVE_MS / 1000}\r\n`;
+const FAST_METHODS = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'POST', 'PUT', 'PATCH']);
+const BAD_REQUEST = 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n';
+const REQUEST_TIMEOUT = 'HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n';
+/** a whole response is copied into one buffer (one write syscall) below this size; above, writev */
+const COPY_LIMIT = 16 * 1024;
+const EMPTY_HEADERS = Object.freeze({});
+const HEAD_END = Buffer.from('\r\n\r\n');
+/** the shortest head the front serves (`GET / HTTP/1.1`, an empty Host) */
+const MIN_HEAD = 'GET / HTTP/1.1\r\nHost:\r\n\r\n'.length;
+
+let dateSecond = -1;
+let dateValue = '';
+/** The Date field node:http adds, cached per second as node:http does. */
+function utcDate(): string {
+  const now = Date.now();
+  const s = Math.floor(now / 1000);
+  if (s !== dateSecond) {
+    dateSecond = s;
+    dateValue = new Date(now).toUTCString();
+  }
+  return dateValue;
+}
+
+const kConn = Symbol('switchyard.front');
+type FrontSocket = Socket & { [kConn]: FrontConnection };
+type FrontParser = Parser & { [kConn]: FrontConnection };
+
+/** Every raw-socket connection of one data plane, with the idle and slow-head sweep. */
+export class Front {
+  readonly plane: FrontPlane;
+  readonly connections = new Set<FrontConnection>();
+  private readonly headerTimeout: number;
+  private sweeper: NodeJS.Timeout | null = null;
+
+  constructor(plane: FrontPlane, headerTimeout: number) {
+    this.plane = plane;
+    // as node:http's headersTimeout in server.ts: limits.ts times a connection's first head
+    this.headerTimeout = Math.ceil(headerTimeout * 1.1);
+  }
+
+  accept(socket: Socket): void {
+    const conn = new FrontConnection(this, socket);
+    this.connections.add(conn);
+    // one timer for every connection, as node:http's connectionsCheckingInterval
+    this.sweeper ??= setInterval(() => this.sweep(), Math.min(1000, this.headerTimeout)).unref();
+  }
+
+  /** Keep-alive connections idle for KEEP_ALIVE_MS close; a later head that takes too long gets 408. */
+  private sweep(): void {
+    const now = performance.now();
+    for (const c of this.connections) {
+      if (c.active !== null) continue;
+      if (c.partialSince !== 0) {
+        if (now - c.partialSince >= this.headerTimeout) c.timedOut();
+      } else if (now - c.idleSince >= KEEP_ALIVE_MS) c.socket.destroy();
+    }
+    if (this.connections.size === 0 && this.sweeper !== null) {
+      clearInterval(this.sweeper);
+      this.sweeper = null;
+    }
+  }
+
+  /** Closes the connections with no request in flight (node:http's closeIdleConnections). */
+  closeIdle(): void {
+    for (const c of this.connections) if (c.active === null) c.socket.destroy();
+  }
+
+  closeAll(): void {
+    for (const c of this.connections) c.socket.destroy();
+  }
+
+  forget(conn: FrontConnection): void {
+    this.connections.delete(conn);
+  }
+}
+
+/** One client connection while the front serves it (until it closes or is handed to node:http). */
+export class FrontConnection {
+  readonly front: Front;
+  readonly socket: Socket;
+  private readonly parser: FrontParser;
+  /** bytes received and not yet parsed, starting at a request's first byte */
+  private buf: Buffer | null = null;
+  /** the request being served; pipelined ones wait in `buf` */
+  active: FrontExchange | null = null;
+  /** performance.now() when the connection last became idle */
+  idleSince = performance.now();
+  /** performance.now() when part of a head arrived after the first request, or 0 */
+  partialSince = 0;
+  private gone = false;
+  private parsing = false;
+  private paused = false;
+  private requests = 0;
+  /** the request (by count) that found MAX_PIPELINED others waiting before it, or 0 */
+  private overflowAt = 0;
+  // the head of the last execute, from the parser's callback
+  private headDone = false;
+  private split = false;
+  private hMethod = 0;
+  private hUrl = '';
+  private hHeaders: string[] = [];
+  private hMinor = 0;
+  private hMajor = 0;
+  private hUpgrade = false;
+  private hKeepAlive = false;
+
+  constructor(front: Front, socket: Socket) {
+    this.front = front;
+    this.socket = socket;
+    const parser = new HTTPParser() as FrontParser;
+    parser[kConn] = this;
+    parser[HTTPParser.kOnHeaders] = onHeaders;
+    parser[HTTPParser.kOnHeadersComplete] = onHeadersComplete;
+    parser[HTTPParser.kOnBody] = noop;
+    parser[HTTPParser.kOnMessageComplete] = noop;
+    parser[HTTPParser.kOnExecute] = noop;
+    this.parser = parser;
+    const s = socket as FrontSocket;
+    s[kConn] = this;
+    s.on('data', onData);
+    s.on('end', onEnd);
+    s.on('error', noop);
+    s.on('close', onClose);
+  }
+
+  /** @internal the parser's head callback */
+  head(major: number, minor: number, headers: string[] | undefined, method: number, url: string, upgrade: boolean, keepAlive: boolean): number {
+    this.headDone = true;
+    this.hMajor = major;
+    this.hMinor = minor;
+    this.hHeaders = headers ?? [];
+    this.hMethod = method;
+    this.hUrl = url;
+    this.hUpgrade = upgrade;
+    this.hKeepAlive = keepAlive;
+    // 2: no body, and execute() returns where this head ends, so each request's bytes are known
+    return 2;
+  }
+
+  /** @internal more than 32 header fields: the parser delivers them in parts */
+  headersInParts(): void {
+    this.split = true;
+  }
+
+  received(chunk: Buffer): void {
+    this.buf = this.buf === null ? chunk : Buffer.concat([this.buf, chunk]);
+    if (this.active === null) this.parse();
+    else {
+      this.countWaiting();
+      if (this.buf.length > PIPELINE_BUFFER && !this.paused) {
+        this.paused = true;
+        this.socket.pause();
+      }
+    }
+  }
+
+  /**
+   * The cap of pipeline.ts, as node:http applies it there: a request that arrives with
+   * MAX_PIPELINED others waiting before it is answered 503 at its turn, and the connection ends.
+   * Heads waiting in `buf` are counted by their blank line (only heads without a body are served
+   * here), and only when `buf` could hold that many.
+   */
+  private countWaiting(): void {
+    const buf = this.buf;
+    if (buf === null || this.overflowAt !== 0 || buf.length < MIN_HEAD * (MAX_PIPELINED + 1)) return;
+    let waiting = 0;
+    for (let at = buf.indexOf(HEAD_END); at !== -1 && waiting <= MAX_PIPELINED; at = buf.indexOf(HEAD_END, at + 4)) waiting++;
+    if (waiting > MAX_PIPELINED) this.overflowAt = this.requests + MAX_PIPELINED + 1;
+  }
+
+  private parse(): void {
+    this.parsing = true;
+    const parser = this.parser;
+    while (this.buf !== null && this.active === null && !this.gone) {
+      const buf = this.buf;
+      // a fresh parser state for every request: after a head's return 2 llhttp stays in its
+      // upgrade state, where it would report no error for what follows
+      parser.initialize(HTTPParser.REQUEST, EMPTY_HEADERS, 0, HTTPParser.kLenientNone);
+      this.headDone = false;
+      this.split = false;
+      const r = parser.execute(buf);
+      if (typeof r !== 'number') {
+        this.handOff(); // node:http answers the parse error (400, 431…) as it always did
+        break;
+      }
+      if (!this.headDone) {
+        // part of a head: parsed again from its first byte once more arrives
+        if (buf.length > MAX_SPLIT_HEAD) this.handOff();
+        else if (this.requests > 0 && this.partialSince === 0) this.partialSince = performance.now();
+        break;
+      }
+      if (!this.plain()) {
+        this.handOff();
+        break;
+      }
+      this.partialSince = 0;
+      this.buf = r < buf.length ? buf.subarray(r) : null;
+      this.requests++;
+      const ex = new FrontExchange(this, METHODS[this.hMethod] as string, this.hUrl, this.hHeaders, this.hKeepAlive && !this.front.plane.closing);
+      this.active = ex;
+      if (this.requests === this.overflowAt) {
+        refuse(ex as unknown as ServerResponse, 503, `more than ${MAX_PIPELINED} pipelined requests on one connection`);
+        break;
+      }
+      if (this.buf !== null) this.countWaiting();
+      this.front.plane.handle(ex);
+    }
+    this.parsing = false;
+    if (this.paused && this.active === null && !this.gone) {
+      this.paused = false;
+      this.socket.resume();
+    }
+  }
+
+  /** Whether the front serves the request whose head was just parsed, or node:http does. */
+  private plain(): boolean {
+    if (this.hMajor !== 1 || this.hMinor !== 1 || this.hUpgrade || this.split) return false;
+    if (!FAST_METHODS.has(METHODS[this.hMethod] as string)) return false;
+    const h = this.hHeaders;
+    let hosts = 0;
+    for (let i = 0; i < h.length; i += 2) {
+      const name = h[i] as string;
+      switch (name.length) {
+        case 4:
+          if (name.toLowerCase() === 'host') hosts++;
+          break;
+        case 6:
+          if (name.toLowerCase() === 'expect') return false;
+          break;
+        case 7:
+          if (name.toLowerCase() === 'upgrade') return false;
+          break;
+        case 14:
+          if (name.toLowerCase() === 'content-length' && h[i + 1] !== '0') return false;
+          break;
+        case 17:
+          if (name.toLowerCase() === 'transfer-encoding') return false;
+          break;
+      }
+    }
+    return hosts === 1;
+  }
+
+  /** node:http takes the connection from the first byte of the current request on. */
+  private handOff(): void {
+    this.gone = true;
+    const s = this.socket;
+    s.removeListener('data', onData);
+    s.removeListener('end', onEnd);
+    s.removeListener('error', noop);
+    s.removeListener('close', onClose);
+    this.front.forget(this);
+    if (this.paused) s.resume();
+    const rest = this.buf;
+    this.buf = null;
+    this.front.plane.handOff(s);
+    if (rest !== null) s.emit('data', rest);
+  }
+
+  /** @internal the response of `ex` is written whole */
+  responseDone(ex: FrontExchange): void {
+    if (this.active !== ex) return;
+    this.active = null;
+    this.idleSince = performance.now();
+    if (!ex.keepAlive) {
+      this.gone = true;
+      this.buf = null;
+      this.socket.destroySoon();
+      return;
+    }
+    if (!this.parsing) this.parse();
+  }
+
+  /** A later head did not arrive in time (node:http's headersTimeout answer). */
+  timedOut(): void {
+    this.gone = true;
+    this.socket.end(REQUEST_TIMEOUT);
+    this.socket.destroySoon();
+  }
+
+  /** The client finished sending (FIN): as node:http without allowHalfOpen, the connection ends. */
+  ended(): void {
+    if (this.gone) return;
+    this.gone = true;
+    if (this.active !== null) this.socket.destroy();
+    else if (this.buf !== null) this.socket.end(BAD_REQUEST); // a request cut short
+    else this.socket.end();
+  }
+
+  closed(): void {
+    this.gone = true;
+    this.buf = null;
+    this.front.forget(this);
+    const ex = this.active;
+    this.active = null;
+    if (ex !== null && !ex.finished) ex.clientGone();
+  }
+}
+
+/**
+ * One request and its response on a front connection: the members of IncomingMessage and
+ * ServerResponse that the data plane uses (server.ts, forward.ts, request-target.ts), with
+ * node:http's framing and connection fields, so a client sees the same response either way.
+ */
+export class FrontExchange {
+  readonly conn: FrontConnection;
+  readonly socket: Socket;
+  readonly method: string;
+  readonly url: string;
+  readonly rawHeaders: string[];
+  readonly httpVersionMajor = 1;
+  readonly httpVersionMinor = 1;
+  readonly httpVersion = '1.1';
+  /** never read on this path: a request with Expect goes to node:http */
+  readonly headers = EMPTY_HEADERS;
+  readonly complete = true;
+  /** false: the connection closes once this response is written */
+  keepAlive: boolean;
+  headersSent = false;
+  finished = false;
+  private head = '';
+  private chunked = false;
+  private noBody = false;
+  private onClose: (() => void) | null = null;
+
+  constructor(conn: FrontConnection, method: string, url: string, rawHeaders: string[], keepAlive: boolean) {
+    this.conn = conn;
+    this.socket = conn.socket;
+    this.method = method;
+    this.url = url;
+    this.rawHeaders = rawHeaders;
+    this.keepAlive = keepAlive;
+  }
+
+  /** ServerResponse.shouldKeepAlive, which refuse() clears */
+  set shouldKeepAlive(v: boolean) {
+    this.keepAlive &&= v;
+  }
+  get shouldKeepAlive(): boolean {
+    return this.keepAlive;
+  }
+
+  get writableLength(): number {
+    return this.socket.writableLength;
+  }
+  get writableHighWaterMark(): number {
+    return this.socket.writableHighWaterMark;
+  }
+
+  once(event: 'close' | 'drain', fn: () => void): this {
+    if (event === 'close') this.onClose = fn;
+    else this.socket.once('drain', fn);
+    return this;
+  }
+  removeListener(event: 'close' | 'drain', fn: () => void): this {
+    if (event === 'close') this.onClose = null;
+    else this.socket.removeListener('drain', fn);
+    return this;
+  }
+
+  /**
+   * Builds the response head as node:http's _storeHeader does: the fields as given, then Date,
+   * Connection/Keep-Alive and the body framing (chunked when no Content-Length on a response
+   * that has a body). Written with the first body bytes, in one write.
+   */
+  writeHead(status: number, reason?: string | string[], fields?: string[]): this {
+    const message = typeof reason === 'string' ? reason : (http.STATUS_CODES[status] ?? 'unknown');
+    const list = typeof reason === 'string' ? (fields ?? []) : (reason ?? []);
+    let head = `HTTP/1.1 ${status} ${message}\r\n`;
+    let length = false;
+    let date = false;
+    let connection = false;
+    let trailer = false;
+    for (let i = 0; i < list.length; i += 2) {
+      const name = list[i] as string;
+      const value = list[i + 1] as string;
+      // names and values come from llhttp (strict) or from the proxy itself: node:http's
+      // character checks would find nothing to refuse
+      head += `${name}: ${value}\r\n`;
+      switch (name.length) {
+        case 4:
+          date ||= name.toLowerCase() === 'date';
+          break;
+        case 7:
+          trailer ||= name.toLowerCase() === 'trailer';
+          break;
+        case 10:
+          if (name.toLowerCase() === 'connection') {
+            connection = true;
+            if (/close/i.test(value)) this.keepAlive = false;
+          }
+          break;
+        case 14:
+          length ||= name.toLowerCase() === 'content-length';
+          break;
+      }
+    }
+    if (!date) head += `Date: ${utcDate()}\r\n`;
+    this.noBody = this.method === 'HEAD' || status === 204 || status === 304 || (status >= 100 && status < 200);
+    if (!connection) head += this.keepAlive ? KEEP_ALIVE_HEADER : 'Connection: close\r\n';
+    if (!length && !this.noBody) {
+      head += 'Transfer-Encoding: chunked\r\n';
+      this.chunked = true;
+    }
+    // as node:http: trailers need chunked framing (forward.ts catches the throw: a broken response)
+    if (trailer && !this.chunked) throw new Error('Trailers are invalid with this transfer encoding');
+    this.head = `${head}\r\n`;
+    this.headersSent = true;
+    return this;
+  }
+
+  write(chunk: Buffer | string): boolean {
+    if (this.finished) return false;
+    return this.send(typeof chunk === 'string' ? Buffer.from(chunk) : chunk, false);
+  }
+
+  end(chunk?: Buffer | string): this {
+    if (this.finished) return this;
+    if (!this.headersSent) this.writeHead(200, []);
+    this.send(chunk === undefined ? null : typeof chunk === 'string' ? Buffer.from(chunk) : chunk, true);
+    this.finished = true;
+    this.conn.responseDone(this);
+    return this;
+  }
+
+  /** Writes the head (first time), the chunk in the response's framing, and the end of a chunked body when `last`. */
+  private send(chunk: Buffer | null, last: boolean): boolean {
+    const socket = this.socket;
+    if (socket.destroyed) return false;
+    const head = this.head;
+    this.head = '';
+    const n = chunk === null || this.noBody ? 0 : chunk.length;
+    if (!this.chunked) {
+      if (n === 0) return head === '' ? true : socket.write(head, 'latin1');
+      return head === '' ? socket.write(chunk as Buffer) : this.together(head, chunk as Buffer, '');
+    }
+    const tail = last ? (n === 0 ? '0\r\n\r\n' : '\r\n0\r\n\r\n') : n === 0 ? '' : '\r\n';
+    if (n === 0) return head + tail === '' ? true : socket.write(head + tail, 'latin1');
+    return this.together(`${head}${n.toString(16)}\r\n`, chunk as Buffer, tail);
+  }
+
+  /** before + chunk + after in one write: copied into one buffer when small, one writev when large. */
+  private together(before: string, chunk: Buffer, after: string): boolean {
+    const socket = this.socket;
+    if (chunk.length <= COPY_LIMIT) {
+      const size = before.length + chunk.length + after.length;
+      const out = Buffer.allocUnsafe(size);
+      out.write(before, 0, 'latin1');
+      chunk.copy(out, before.length);
+      if (after !== '') out.write(after, before.length + chunk.length, 'latin1');
+      return socket.write(out);
+    }
+    socket.cork();
+    if (before !== '') socket.write(before, 'latin1');
+    socket.write(chunk);
+    if (after !== '') socket.write(after, 'latin1');
+    socket.uncork();
+    // what the kernel did not take at the uncork: the corked writes alone answer false for any chunk over the mark
+    return socket.writableLength < socket.writableHighWaterMark;
+  }
+
+  /** Cuts the connection: the client sees a broken response (ServerResponse.destroy). */
+  destroy(): this {
+    this.socket.destroy();
+    return this;
+  }
+
+  /** @internal the connection closed before the response was written */
+  clientGone(): void {
+    const fn = this.onClose;
+    this.onClose = null;
+    fn?.();
+  }
+}
+
+// socket and parser callbacks: shared functions that find their connection on `this`
+function onData(this: FrontSocket, chunk: Buffer): void {
+  this[kConn].received(chunk);
+}
+function onEnd(this: FrontSocket): void {
+  this[kConn].ended();
+}
+function onClose(this: FrontSocket): void {
+  this[kConn].closed();
+}
+function onHeaders(this: FrontParser): void {
+  this[kConn].headersInParts();
+}
+function onHeadersComplete(this: FrontParser, major: number, minor: number, headers: string[] | undefined, method: number, url: string, _status: unknown, _message: unknown, upgrade: boolean, keepAlive: boolean): number {
+  return this[kConn].head(major, minor, headers, method, url, upgrade, keepAlive);
+}
+function noop(): void {}
