@@ -181,6 +181,7 @@ export class FrontConnection {
   }
 
   received(chunk: Buffer): void {
+    if (this.gone) return; // closing: nothing more is read
     this.buf = this.buf === null ? chunk : Buffer.concat([this.buf, chunk]);
     if (this.active === null) this.parse();
     else {
@@ -288,6 +289,7 @@ export class FrontConnection {
     s.removeListener('error', noop);
     s.removeListener('close', onClose);
     this.front.forget(this);
+    this.parser.close();
     if (this.paused) s.resume();
     const rest = this.buf;
     this.buf = null;
@@ -329,6 +331,7 @@ export class FrontConnection {
     this.gone = true;
     this.buf = null;
     this.front.forget(this);
+    this.parser.close();
     const ex = this.active;
     this.active = null;
     if (ex !== null && !ex.finished) ex.clientGone();
