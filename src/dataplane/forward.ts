@@ -78,6 +78,8 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
   private chunked = false;
   /** the response body is known to be complete after this many bytes (content-length), or -1 */
   private remaining = -1;
+  /** the client response was ended with the last body chunk (onResponseData) */
+  private ended = false;
   private attempts = 1;
   openSlot = -1;
   private resume: (() => void) | null = null;
@@ -195,6 +197,7 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
       // the whole (rest of the) body: end() now sends it with the head in one write and
       // spares the separate write() and end() round through the stream machinery
       this.remaining = 0;
+      this.ended = true;
       this.res.end(chunk);
       return;
     }
@@ -236,7 +239,8 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
 
   onResponseEnd(): void {
     if (this.finished) return;
-    if (this.remaining !== 0) this.res.end();
+    // a Content-Length: 0 body has no chunk to end it with: remaining is 0 from the start
+    if (!this.ended) this.res.end();
     this.finish(this.status, null);
   }
 

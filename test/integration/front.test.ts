@@ -93,6 +93,25 @@ describe('the raw-socket front', () => {
     assert.match(head, /\r\n\r\n$/, 'a HEAD response has no body');
   });
 
+  it('answers an upstream response with Content-Length: 0 at once, with either engine and front', async () => {
+    const empty = await startUpstream('empty', (req, res) => {
+      if (req.url === '/moved') res.writeHead(302, { location: '/there', 'content-length': '0' });
+      else res.writeHead(200, { 'content-length': '0' });
+      res.end();
+    });
+    const proxies = await Promise.all(['native', 'undici'].map((engine) => startProxy({ engine, apps: [twoPools(empty.url, empty.url)] })));
+    try {
+      for (const p of proxies) {
+        const reply = await rawRequest(portOf(p), 'GET /ok HTTP/1.1\r\nHost: shop\r\n\r\nGET /moved HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n', 2000);
+        assert.deepEqual(statusesOf(reply), [200, 302], reply);
+        assert.match(reply, /\r\ncontent-length: 0\r\n[^]*\r\nlocation: \/there\r\n/);
+      }
+    } finally {
+      await Promise.all(proxies.map((p) => p.close()));
+      await empty.close();
+    }
+  });
+
   it('closes its idle keep-alive connections at shutdown and finishes the request in flight', async () => {
     const slow = await startUpstream('slow', (_req, res) => setTimeout(() => res.end('late'), 300));
     const p = await startProxy({ apps: [twoPools(slow.url, slow.url)], shutdown: { delay: '0s', grace: '5s', hardStop: '6s' } });
