@@ -64,7 +64,8 @@ export async function spawnServe(doc: Record<string, unknown>, readyWithinMs = 1
     }),
   );
   const how = launch?.(cfg) ?? { command: process.execPath, args: ['src/main.ts', 'serve', '--config', cfg], cwd: process.cwd() };
-  const child = spawn(how.command, how.args, { cwd: how.cwd, env: how.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // its own process group: cleanup() kills what a launcher (npx) started too, not only the launcher
+  const child = spawn(how.command, how.args, { cwd: how.cwd, env: how.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   const exited = once(child, 'exit');
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -80,7 +81,11 @@ export async function spawnServe(doc: Record<string, unknown>, readyWithinMs = 1
     output: () => out,
     log: () => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>),
     async cleanup() {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // the group is gone already
+      }
       await rm(dir, { recursive: true, force: true, maxRetries: 5 });
     },
   };
