@@ -86,11 +86,18 @@ export class LogSink implements DestinationStream {
     this.send(buf, lines);
   }
 
+  /** A write is done: lines that came meanwhile wait for their batch too, unless there are many. */
+  private written(): void {
+    if (this.queue.length === 0 || this.queued >= BATCH_BYTES) return this.next();
+    this.writing = false;
+    this.batch ??= setTimeout(this.flushNow, BATCH_MS).unref();
+  }
+
   private send(buf: Buffer, lines: number): void {
     fsWrite(this.fd, buf, 0, buf.length, null, (err, n) => {
       if (err === null) {
         if (n < buf.length) return this.send(buf.subarray(n), lines);
-        return this.next();
+        return this.written();
       }
       if (err.code === 'EAGAIN') {
         setTimeout(() => this.send(buf, lines), RETRY_MS).unref();
