@@ -2,6 +2,7 @@ import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { http } from '../node-http.ts';
 import { HTTPParser, METHODS, type Parser } from './engine/llhttp.ts';
+import { REQUEST_TIMEOUT_408 } from './limits.ts';
 import { MAX_PIPELINED } from './pipeline.ts';
 import { refuse } from './request-target.ts';
 
@@ -26,7 +27,7 @@ export interface FrontPlane {
   /** node:http's own connection listener, which takes the connection from the current request on */
   handOff(socket: Socket): void;
   /** true once shutdown started: every response then closes its connection */
-  readonly closing: boolean;
+  closing(): boolean;
 }
 
 /** Bytes of a request head that may arrive in pieces before node:http takes the connection. */
@@ -37,11 +38,14 @@ const PIPELINE_BUFFER = 64 * 1024;
 export const KEEP_ALIVE_MS = 65_000;
 const KEEP_ALIVE_HEADER = `Connection: keep-alive\r\nKeep-Alive: timeout=${KEEP_ALIVE_MS / 1000}\r\n`;
 const FAST_METHODS = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'POST', 'PUT', 'PATCH']);
+/** by llhttp's method number: whether the front serves that method (decided once, not per request) */
+const SERVED_METHOD: readonly boolean[] = METHODS.map((m) => FAST_METHODS.has(m));
 const BAD_REQUEST = 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n';
-const REQUEST_TIMEOUT = 'HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n';
 /** a whole response is copied into one buffer (one write syscall) below this size; above, writev */
 const COPY_LIMIT = 16 * 1024;
 const EMPTY_HEADERS = Object.freeze({});
+/** the async-hooks resource llhttp's initialize() asks for; the front has no async context of its own */
+const PARSER_RESOURCE = Object.freeze({});
 const HEAD_END = Buffer.from('\r\n\r\n');
 /** the shortest head the front serves (`GET / HTTP/1.1`, an empty Host) */
 const MIN_HEAD = 'GET / HTTP/1.1\r\nHost:\r\n\r\n'.length;
@@ -70,10 +74,10 @@ export class Front {
   private readonly headerTimeout: number;
   private sweeper: NodeJS.Timeout | null = null;
 
+  /** @param headerTimeout a later head's deadline: node:http's headersTimeout in server.ts (limits.ts times a connection's first head) */
   constructor(plane: FrontPlane, headerTimeout: number) {
     this.plane = plane;
-    // as node:http's headersTimeout in server.ts: limits.ts times a connection's first head
-    this.headerTimeout = Math.ceil(headerTimeout * 1.1);
+    this.headerTimeout = headerTimeout;
   }
 
   accept(socket: Socket): void {
@@ -214,7 +218,7 @@ export class FrontConnection {
       const buf = this.buf;
       // a fresh parser state for every request: after a head's return 2 llhttp stays in its
       // upgrade state, where it would report no error for what follows
-      parser.initialize(HTTPParser.REQUEST, EMPTY_HEADERS, 0, HTTPParser.kLenientNone);
+      parser.initialize(HTTPParser.REQUEST, PARSER_RESOURCE, 0, HTTPParser.kLenientNone);
       this.headDone = false;
       this.split = false;
       const r = parser.execute(buf);
@@ -235,7 +239,7 @@ export class FrontConnection {
       this.partialSince = 0;
       this.buf = r < buf.length ? buf.subarray(r) : null;
       this.requests++;
-      const ex = new FrontExchange(this, METHODS[this.hMethod] as string, this.hUrl, this.hHeaders, this.hKeepAlive && !this.front.plane.closing);
+      const ex = new FrontExchange(this, METHODS[this.hMethod] as string, this.hUrl, this.hHeaders, this.hKeepAlive && !this.front.plane.closing());
       this.active = ex;
       if (this.requests === this.overflowAt) {
         refuse(ex as unknown as ServerResponse, 503, `more than ${MAX_PIPELINED} pipelined requests on one connection`);
@@ -254,7 +258,7 @@ export class FrontConnection {
   /** Whether the front serves the request whose head was just parsed, or node:http does. */
   private plain(): boolean {
     if (this.hMajor !== 1 || this.hMinor !== 1 || this.hUpgrade || this.split) return false;
-    if (!FAST_METHODS.has(METHODS[this.hMethod] as string)) return false;
+    if (SERVED_METHOD[this.hMethod] !== true) return false;
     const h = this.hHeaders;
     let hosts = 0;
     for (let i = 0; i < h.length; i += 2) {
@@ -302,7 +306,8 @@ export class FrontConnection {
     if (this.active !== ex) return;
     this.active = null;
     this.idleSince = performance.now();
-    if (!ex.keepAlive) {
+    // a connection already cut (destroy) serves nothing more that was pipelined on it
+    if (!ex.keepAlive || this.socket.destroyed) {
       this.gone = true;
       this.buf = null;
       this.socket.destroySoon();
@@ -314,7 +319,7 @@ export class FrontConnection {
   /** A later head did not arrive in time (node:http's headersTimeout answer). */
   timedOut(): void {
     this.gone = true;
-    this.socket.end(REQUEST_TIMEOUT);
+    this.socket.end(REQUEST_TIMEOUT_408);
     this.socket.destroySoon();
   }
 

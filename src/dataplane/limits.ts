@@ -45,7 +45,8 @@ const kHeaderTimer = Symbol('switchyard.headerTimer');
 const kLimits = Symbol('switchyard.limits');
 type Tracked = Socket & { [kHeaderTimer]?: NodeJS.Timeout | null; [kLimits]?: Limits };
 
-const REQUEST_TIMEOUT_408 = 'HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n';
+/** The proxy's answer to a request head that took too long (here and in front.ts). */
+export const REQUEST_TIMEOUT_408 = 'HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n';
 
 /** Stops a connection's header timer: its first request (or upgrade) has arrived. One property read when already stopped. */
 export function headerReceived(socket: Socket): void {

@@ -8,7 +8,7 @@ import { findApp, type AppRoute, type PoolRoute, type Snapshot } from '../routin
 import { DEFAULT_ACCEPTORS } from '../config/schema.ts';
 import { http } from '../node-http.ts';
 import { ProxyHandler, sendError, type Outcome, type Plane } from './forward.ts';
-import { Front, type FrontExchange } from './front.ts';
+import { Front, KEEP_ALIVE_MS, type FrontExchange } from './front.ts';
 import { cookieValue, forwardRequestHeaders, normalizeAddress, replaceHeader, type ForwardedRequest, type TrustedProxies } from './headers.ts';
 import { headerReceived, Limits, type LimitsConfig } from './limits.ts';
 import { inOrder } from './pipeline.ts';
@@ -132,13 +132,15 @@ export class DataPlane implements Plane {
     this.now = opts.now ?? Date.now;
     this.limits = opts.limits ?? new Limits({ config: DEFAULT_LIMITS, acceptors: DEFAULT_ACCEPTORS });
     const { headerTimeout } = this.limits.config;
+    // a keep-alive connection's next head, on node:http and the front alike
+    const laterHeadTimeout = Math.ceil(headerTimeout * 1.1);
     this.server = http.createServer(
       {
-        keepAliveTimeout: 65_000,
+        keepAliveTimeout: KEEP_ALIVE_MS,
         // a keep-alive connection's next request (checked every connectionsCheckingInterval). The
         // first one is timed from the accept in limits.ts; the 10 % margin lets that timer act
         // first (silent close when nothing came, counted) rather than race Node's check
-        headersTimeout: Math.ceil(headerTimeout * 1.1),
+        headersTimeout: laterHeadTimeout,
         connectionsCheckingInterval: Math.min(30_000, headerTimeout),
         // long uploads and streams are bounded by the upstream timeouts, not by Node's 300 s default
         requestTimeout: 0,
@@ -164,18 +166,14 @@ export class DataPlane implements Plane {
       const nodeConnection = this.server.listeners('connection')[0] as (socket: Socket) => void;
       this.server.removeListener('connection', nodeConnection);
       const server = this.server;
-      // eslint-disable-next-line @typescript-eslint/no-this-alias -- the front reads `closing` live
-      const plane = this;
       const f = new Front(
         {
           // the exchange carries the members of IncomingMessage and ServerResponse this path uses
           handle: (ex: FrontExchange) => this.handle(ex as unknown as IncomingMessage, ex as unknown as ServerResponse),
           handOff: (socket: Socket) => nodeConnection.call(server, socket),
-          get closing() {
-            return plane.closing;
-          },
+          closing: () => this.closing,
         },
-        headerTimeout,
+        laterHeadTimeout,
       );
       this.front = f;
       this.server.on('connection', (socket: Socket) => f.accept(socket));

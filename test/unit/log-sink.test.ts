@@ -3,18 +3,24 @@ import { closeSync, openSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { describe, it, type TestContext } from 'node:test';
 import { LogSink } from '../../src/logger.ts';
+
+/** A log file in a temp dir, open for writing, removed after the test. */
+async function tempLog(t: TestContext): Promise<{ file: string; fd: number }> {
+  const dir = await mkdtemp(join(tmpdir(), 'switchyard-log-'));
+  const file = join(dir, 'out.log');
+  const fd = openSync(file, 'w');
+  t.after(async () => {
+    closeSync(fd);
+    await rm(dir, { recursive: true, force: true });
+  });
+  return { file, fd };
+}
 
 describe('LogSink (the JSON log destination)', () => {
   it('holds at most `limit` bytes until they are written: further lines are dropped and counted, the rest written in order', async (t) => {
-    const dir = await mkdtemp(join(tmpdir(), 'switchyard-log-'));
-    const file = join(dir, 'out.log');
-    const fd = openSync(file, 'w');
-    t.after(async () => {
-      closeSync(fd);
-      await rm(dir, { recursive: true, force: true });
-    });
+    const { file, fd } = await tempLog(t);
     const sink = new LogSink(fd, 100);
     const line = (i: number): string => `{"line":${String(i).padStart(2, '0')},"pad":"xxxxxxxxx"}\n`; // 30 bytes
     // lines wait for the batch to be written: three fit the 100-byte queue
@@ -26,13 +32,7 @@ describe('LogSink (the JSON log destination)', () => {
   });
 
   it('gathers lines for BATCH_MS and writes them together, without anyone asking it to flush', async (t) => {
-    const dir = await mkdtemp(join(tmpdir(), 'switchyard-log-'));
-    const file = join(dir, 'out.log');
-    const fd = openSync(file, 'w');
-    t.after(async () => {
-      closeSync(fd);
-      await rm(dir, { recursive: true, force: true });
-    });
+    const { file, fd } = await tempLog(t);
     const sink = new LogSink(fd);
     sink.write('{"a":1}\n');
     sink.write('{"a":2}\n');
