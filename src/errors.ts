@@ -48,10 +48,10 @@ export const ERRORS = {
 export type ErrorCode = keyof typeof ERRORS;
 
 /**
- * Answers the proxy makes for its own reasons (its shutdown, the client's pace), not for anything
+ * Answers the proxy makes for its own reasons (its shutdown, the client's pace, an exception it caught in itself), not for anything
  * a pool's upstreams did: never counted in a pool's error rate, which rollout analysis judges on.
  */
-export const NOT_THE_POOLS_FAULT: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['GOING_AWAY', 'BODY_TIMEOUT']);
+export const NOT_THE_POOLS_FAULT: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['GOING_AWAY', 'BODY_TIMEOUT', 'INTERNAL']);
 
 export class SwitchyardError extends Error {
   readonly code: ErrorCode;

@@ -4,6 +4,7 @@ import { ERRORS, type ErrorCode } from '../errors.ts';
 import { forwardResponseHeaders, isHopByHop } from './headers.ts';
 import { afterPendingIo, watchBody, type Limits } from './limits.ts';
 import { refuse, relayInformational } from './request-target.ts';
+import { INTERNAL_ERROR_CODE } from './engine/upstream.ts';
 import { REFUSED_BACKOFF_MS, type Cuttable, type PoolRuntime, type Target } from './runtime.ts';
 
 /** What the server learns when a proxied request ends, for metrics and the access log. */
@@ -245,8 +246,15 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
-    if (this.finished) return;
     const code = errorCode(err);
+    if (code === INTERNAL_ERROR_CODE) {
+      // the proxy's own bug, caught by the engine (even after the response ended): this request
+      // ends, the target is not blamed
+      this.plane.limits.guard.request(err.cause ?? err, this.res, 'engine');
+      this.finish(this.responded ? this.status : 500, 'INTERNAL');
+      return;
+    }
+    if (this.finished) return;
     if (REFUSED_BY_UNDICI.has(code) && !this.responded) {
       refuse(this.res, 400, `bad request: ${err.message}`, this.requestId);
       // error null: the request's fault, so neither the target nor the pool's error rate pays

@@ -28,6 +28,8 @@ export interface FrontPlane {
   handOff(socket: Socket): void;
   /** true once shutdown started: every response then closes its connection */
   closing(): boolean;
+  /** an exception while reading the connection (a bug): counted and logged, the connection answered 500 (if nothing was written) and closed */
+  caught(err: unknown, socket: Socket, answered: boolean): void;
 }
 
 /** Bytes of a request head that may arrive in pieces before node:http takes the connection. */
@@ -332,6 +334,15 @@ export class FrontConnection {
     else this.socket.end();
   }
 
+  /** An exception out of the parse loop: this connection ends, nothing else does (guard.ts). */
+  crashed(err: unknown): void {
+    this.gone = true;
+    this.parsing = false;
+    this.buf = null;
+    const ex = this.active;
+    this.front.plane.caught(err, this.socket, ex !== null && ex.headersSent);
+  }
+
   closed(): void {
     this.gone = true;
     this.buf = null;
@@ -521,7 +532,12 @@ export class FrontExchange {
 
 // socket and parser callbacks: shared functions that find their connection on `this`
 function onData(this: FrontSocket, chunk: Buffer): void {
-  this[kConn].received(chunk);
+  const c = this[kConn];
+  try {
+    c.received(chunk);
+  } catch (err) {
+    c.crashed(err);
+  }
 }
 function onEnd(this: FrontSocket): void {
   this[kConn].ended();

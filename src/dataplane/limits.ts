@@ -4,6 +4,7 @@ import type { Server as NetServer, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import { reduceMemory } from '../memory.ts';
+import { RequestGuard } from './guard.ts';
 
 export type LimitsConfig = Config['limits'];
 
@@ -121,6 +122,8 @@ export class Limits {
   /** the process's fd limit, or null when unknown */
   readonly fdLimit: number | null;
   open = 0;
+  /** exceptions caught while handling a request or a connection (src/dataplane/guard.ts) */
+  readonly guard: RequestGuard;
   readonly counts: Record<LimitEvent, number> = { header: 0, body: 0, send: 0, queue: 0, refused: 0 };
   private readonly listeners: NetServer[] = [];
   private full = false;
@@ -136,6 +139,7 @@ export class Limits {
   constructor(opts: LimitsOptions) {
     this.config = opts.config;
     this.logger = opts.logger;
+    this.guard = new RequestGuard(opts.logger);
     this.fdLimit = opts.fdLimit === undefined ? fdLimit() : opts.fdLimit;
     const auto = autoMaxConnections(this.fdLimit, opts.acceptors);
     this.max = opts.config.maxConnections === 'auto' ? (auto ?? FALLBACK_MAX_CONNECTIONS) : opts.config.maxConnections;
@@ -222,6 +226,7 @@ export class Limits {
     if (this.logTimer !== null) clearTimeout(this.logTimer);
     if (this.burstTimer !== null) clearTimeout(this.burstTimer);
     this.logTimer = this.burstTimer = null;
+    this.guard.stop();
   }
 }
 

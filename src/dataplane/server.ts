@@ -158,7 +158,12 @@ export class DataPlane implements Plane {
     this.upgrades = new UpgradeProxy(this, opts);
     this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
       headerReceived(socket);
-      this.upgrades.handle(req, socket, head);
+      try {
+        this.upgrades.handle(req, socket, head);
+      } catch (err) {
+        // nothing is written on an upgrade's socket before its pipe starts
+        this.limits.guard.socket(err, socket, 'upgrade', false);
+      }
     });
     const front = opts.front ?? (opts.intercept === undefined && opts.runtime.engine === 'native' ? 'native' : 'node');
     if (front === 'native') {
@@ -172,6 +177,7 @@ export class DataPlane implements Plane {
           handle: (ex: FrontExchange) => this.handle(ex as unknown as IncomingMessage, ex as unknown as ServerResponse),
           handOff: (socket: Socket) => nodeConnection.call(server, socket),
           closing: () => this.closing,
+          caught: (err: unknown, socket: Socket, answered: boolean) => this.limits.guard.socket(err, socket, 'connection', answered),
         },
         laterHeadTimeout,
       );
@@ -276,7 +282,16 @@ export class DataPlane implements Plane {
 
   private readonly handleNow = (req: IncomingMessage, res: ServerResponse): void => this.handle(req, res);
 
+  /** Routes and forwards one request (every front, node:http, h2). An exception ends this request only (guard.ts). */
   handle(req: IncomingMessage, res: ServerResponse): void {
+    try {
+      this.route(req, res);
+    } catch (err) {
+      this.limits.guard.request(err, res);
+    }
+  }
+
+  private route(req: IncomingMessage, res: ServerResponse): void {
     headerReceived(req.socket);
     if (this.opts.intercept !== undefined && this.opts.intercept(req, res)) return;
     const remote = normalizeAddress(req.socket.remoteAddress);

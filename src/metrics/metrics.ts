@@ -1,5 +1,6 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry, type Aggregator, type Metric } from 'prom-client';
 import type { Config } from '../config/schema.ts';
+import { GUARD_PLACES } from '../dataplane/guard.ts';
 import { LIMIT_EVENTS, type Limits } from '../dataplane/limits.ts';
 import type { RequestRecord } from '../dataplane/server.ts';
 import type { Runtime } from '../dataplane/runtime.ts';
@@ -225,6 +226,10 @@ export class Metrics {
     new Counter({ name: 'switchyard_limit_enforced_total', help: 'Connections and requests closed by a limit: header, body, send or queue timeout, or refused over the connection cap.', labelNames: ['limit'], registers: [registry], collect() {
       this.reset();
       for (const k of LIMIT_EVENTS) this.inc({ limit: k }, limits.counts[k]);
+    } });
+    new Counter({ name: 'switchyard_request_exceptions_total', help: 'Exceptions caught while handling a request or a client connection (each ended that request, never the process): a bug, by where it was caught.', labelNames: ['place'], registers: [registry], collect() {
+      this.reset();
+      for (const k of GUARD_PLACES) this.inc({ place: k }, limits.guard.counts[k]);
     } });
   }
 

@@ -1,4 +1,5 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac } from 'node:crypto';
+import { signatureMatches } from './safe-equal.ts';
 import type { AppRoute, PoolRoute } from './snapshot.ts';
 
 /**
@@ -44,7 +45,7 @@ export function pinnedPool(app: AppRoute, pin: string, now: number): PoolRoute |
   // revision that drained the pool; a pin from a later (or a wiped store's) revision is not
   if (!Number.isSafeInteger(revision) || !Number.isSafeInteger(issued) || revision >= app.revision) return null;
   const expected = sign(secret, app.name, poolName, revision, issued);
-  if (expected.length !== sig.length || !timingSafeEqual(Buffer.from(expected), Buffer.from(sig))) return null;
+  if (!signatureMatches(expected, sig)) return null;
   // a pool with weight: the weights (sticky bucket or random split) decide, never the pin
   if (pool.weight > 0 || pool.drainingSince === null || pool.pinDeadline === null) return null;
   // draining: honour pins issued while the pool still had weight, until the window closes

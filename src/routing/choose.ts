@@ -1,6 +1,6 @@
 import type { AppRoute, PoolRoute } from './snapshot.ts';
 import { BUCKETS, bucketOf } from './hash.ts';
-import { timingSafeEqual } from 'node:crypto';
+import { signatureMatches } from './safe-equal.ts';
 
 /** The pool that owns `bucket` (0..9999) under the app's current weights. */
 export function poolForBucket(app: AppRoute, bucket: number): PoolRoute {
@@ -27,8 +27,8 @@ export function previewPool(app: AppRoute, value: string): PoolRoute | null {
   const dot = value.indexOf('.');
   if (dot <= 0) return null;
   const pool = app.poolsByName.get(value.slice(0, dot));
-  if (pool === undefined || pool.previewValue === null || pool.previewValue.length !== value.length) return null;
-  return timingSafeEqual(Buffer.from(pool.previewValue), Buffer.from(value)) ? pool : null;
+  if (pool === undefined || pool.previewValue === null) return null;
+  return signatureMatches(pool.previewValue, value) ? pool : null;
 }
 
 export type RoutedBy = 'preview' | 'pin' | 'sticky' | 'random';

@@ -1,7 +1,7 @@
 import { connect } from 'node:net';
 
-/** Sends raw bytes to a port and resolves with everything read until the peer closes or `ms` passes. */
-export function rawRequest(port: number, payload: string, ms = 1000): Promise<string> {
+/** Sends raw bytes (a string is sent as UTF-8) to a port and resolves with everything read until the peer closes or `ms` passes. */
+export function rawRequest(port: number, payload: string | Buffer, ms = 1000): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     const s = connect(port, '127.0.0.1', () => s.write(payload));

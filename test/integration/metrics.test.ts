@@ -8,6 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pino from 'pino';
 import { request } from 'undici';
+import { GUARD_PLACES } from '../../src/dataplane/guard.ts';
 import { LIMIT_EVENTS } from '../../src/dataplane/limits.ts';
 import { PROXY_ERROR_CODES, STATUS_CLASSES } from '../../src/metrics/metrics.ts';
 import { previewSignature } from '../../src/routing/snapshot.ts';
@@ -158,6 +159,8 @@ describe('metrics with real traffic', () => {
       code: new Set(PROXY_ERROR_CODES),
       // switchyard_limit_enforced_total
       limit: new Set(LIMIT_EVENTS),
+      // switchyard_request_exceptions_total
+      place: new Set(GUARD_PLACES),
       // switchyard_rollouts_total
       result: new Set(['succeeded', 'rolled-back', 'aborted']),
     };

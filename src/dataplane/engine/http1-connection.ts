@@ -4,7 +4,7 @@ import { Body, type Exchange } from './http1-exchange.ts';
 import type { Http1Pool } from './http1-pool.ts';
 import { HTTPParser, type Parser } from './llhttp.ts';
 import { releaseAfterTick, takeReadBuffer } from './read-buffers.ts';
-import { UpstreamError } from './upstream.ts';
+import { INTERNAL_ERROR_CODE, UpstreamError } from './upstream.ts';
 
 
 
@@ -46,6 +46,8 @@ export class Http1Connection {
   private rawRemaining = 0;
   /** inside parser.execute or finish */
   private executing = false;
+  /** the exchange whose onResponseEnd runs: an exception out of it is still that request's (crashed) */
+  private ending: Exchange | null = null;
   /** slot in the pool's idle stack, -1 when busy */
   idleSlot = -1;
   /** the buffer the socket reads into (read-buffers.ts) */
@@ -194,6 +196,27 @@ export class Http1Connection {
       ex.handler.onResponseError?.(ex, ex.aborted && ex.reason !== null ? ex.reason : err);
     }
     this.destroy();
+  }
+
+  /**
+   * An exception out of this connection's read path (a bug, in the engine or in a handler
+   * callback it called): the exchange ends with `INTERNAL_ERROR_CODE`, which the handler answers
+   * 500 without counting it against the target, and the connection is destroyed.
+   */
+  crashed(err: unknown): void {
+    // the exception left llhttp's execute() mid-call; it has returned now, so the parser may be freed
+    this.executing = false;
+    const internal = new UpstreamError(INTERNAL_ERROR_CODE, 'internal error in the forwarding engine', { cause: err });
+    const ended = this.ending;
+    this.ending = null;
+    try {
+      // an exchange already ended is told too (the one case of an error after its end): the handler counts it
+      if (ended !== null) ended.handler.onResponseError?.(ended, internal);
+      this.fail(internal);
+    } catch {
+      // the handler's error path threw too: the client side closes with the socket
+      this.destroy();
+    }
   }
 
   destroy(): void {
@@ -352,7 +375,9 @@ export class Http1Connection {
       ex.unpipeBody();
     }
     if (ex.paused) this.socket.resume();
+    this.ending = ex;
     ex.handler.onResponseEnd?.(ex, {});
+    this.ending = null;
   }
 
   pushHeaders(fields: string[]): void {

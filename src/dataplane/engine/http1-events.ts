@@ -42,7 +42,12 @@ function onConnect(this: ConnSocket): void {
 }
 /** net's onread callback: `buf` is the connection's read buffer, `nread` bytes of it fresh */
 export function onRead(this: Socket, nread: number, buf: Uint8Array): boolean {
-  (this as ConnSocket)[kConn].read((buf as Buffer).subarray(0, nread));
+  const c = (this as ConnSocket)[kConn];
+  try {
+    c.read((buf as Buffer).subarray(0, nread));
+  } catch (err) {
+    c.crashed(err);
+  }
   return true; // a pause is the handler's, through socket.pause()
 }
 function onDrain(this: ConnSocket): void {

@@ -36,6 +36,9 @@ export interface UpstreamOptions {
   readonly connections: number | null;
 }
 
+/** The code of an exception the engine caught in its own read path (a bug): never the target's fault. */
+export const INTERNAL_ERROR_CODE = 'SY_INTERNAL';
+
 /** An error of the engine with the code undici gives the same failure, so the handler's rules (retry, 504, passive health) are one. */
 export class UpstreamError extends Error {
   readonly code: string;
