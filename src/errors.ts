@@ -41,6 +41,8 @@ export const ERRORS = {
   NO_TARGET: { status: 503, message: 'the pool has no target that is up' },
   UPSTREAM_TIMEOUT: { status: 504, message: 'upstream timeout' },
   QUEUE_TIMEOUT: { status: 503, message: 'no upstream connection free in time; try again' },
+  /** the proxy could not open an upstream connection for want of its own resources (fds, ports): never the target's fault */
+  PROXY_OVERLOADED: { status: 503, message: 'the proxy is out of connections; try again' },
   BODY_TIMEOUT: { status: 408, message: 'the request body stopped arriving' },
   GOING_AWAY: { status: 503, message: 'shutting down or draining; try again' },
 } as const satisfies Record<string, { status: number; message: string }>;
@@ -51,7 +53,7 @@ export type ErrorCode = keyof typeof ERRORS;
  * Answers the proxy makes for its own reasons (its shutdown, the client's pace, an exception it caught in itself), not for anything
  * a pool's upstreams did: never counted in a pool's error rate, which rollout analysis judges on.
  */
-export const NOT_THE_POOLS_FAULT: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['GOING_AWAY', 'BODY_TIMEOUT', 'INTERNAL']);
+export const NOT_THE_POOLS_FAULT: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['GOING_AWAY', 'BODY_TIMEOUT', 'INTERNAL', 'PROXY_OVERLOADED']);
 
 export class SwitchyardError extends Error {
   readonly code: ErrorCode;

@@ -41,6 +41,12 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
  * the target's passive health or the pool's error rate.
  */
 const REFUSED_BY_UNDICI = new Set(['UND_ERR_INVALID_ARG', 'UND_ERR_NOT_SUPPORTED']);
+/**
+ * The proxy's own resources ran out while it connected (fds, ephemeral ports, socket buffers):
+ * our limit, not the target's failure, so never counted against its health or the pool's error
+ * rate (45 such failures once fed ejection and rollout analysis for a healthy target).
+ */
+const OWN_LIMITS = new Set(['EMFILE', 'ENFILE', 'EADDRNOTAVAIL', 'ENOBUFS', 'ENOMEM']);
 
 export function errorCode(err: unknown): string {
   const e = err as { code?: unknown; cause?: { code?: unknown } };
@@ -259,6 +265,11 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
       refuse(this.res, 400, `bad request: ${err.message}`, this.requestId);
       // error null: the request's fault, so neither the target nor the pool's error rate pays
       this.finish(400, null);
+      return;
+    }
+    if (OWN_LIMITS.has(code) && !this.responded) {
+      sendError(this.res, 'PROXY_OVERLOADED', this.requestId, true);
+      this.finish(ERRORS.PROXY_OVERLOADED.status, 'PROXY_OVERLOADED');
       return;
     }
     const t = this.target;

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import { reduceMemory } from '../memory.ts';
 import { RequestGuard } from './guard.ts';
+import { StreamBudget } from './stream-budget.ts';
 
 export type LimitsConfig = Config['limits'];
 
@@ -44,7 +45,14 @@ export function autoMaxConnections(nofile: number | null, acceptors: number): nu
 
 const kHeaderTimer = Symbol('switchyard.headerTimer');
 const kLimits = Symbol('switchyard.limits');
-type Tracked = Socket & { [kHeaderTimer]?: NodeJS.Timeout | null; [kLimits]?: Limits };
+/** set on a TLS socket whose TCP connection was counted at accept (countAtAccept): not counted again */
+const kCounted = Symbol('switchyard.counted');
+type Tracked = Socket & { [kHeaderTimer]?: NodeJS.Timeout | null; [kLimits]?: Limits; [kCounted]?: true };
+
+/** Marks a socket whose connection is counted already (a TLS socket over a TCP socket counted at accept). */
+export function alreadyCounted(socket: Socket): void {
+  (socket as Tracked)[kCounted] = true;
+}
 
 /** The proxy's answer to a request head that took too long (here and in front.ts). */
 export const REQUEST_TIMEOUT_408 = 'HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n';
@@ -89,6 +97,14 @@ function onSocketClose(this: Tracked): void {
   this[kLimits]?.closed();
 }
 
+function headerTimerOff(this: Tracked): void {
+  headerReceived(this);
+}
+
+function onRawClose(this: Tracked): void {
+  this[kLimits]?.closed();
+}
+
 export interface LimitsOptions {
   readonly config: LimitsConfig;
   /** listeners per process, subtracted from the fd limit for `auto` */
@@ -112,8 +128,10 @@ export interface LimitsOptions {
  * The cap is enforced by net.Server's own `maxConnections` check, which closes a new connection
  * before any JS socket exists ('drop'): each listener only counts its own connections, so the
  * count here is shared and every listener's `maxConnections` switches between 0 (full) and
- * unset. Connections are counted in the http server's 'connection' event, which every listener
- * feeds, synchronously with the accept, so the cap is exact.
+ * unset. Connections are counted in the http server's 'connection' event, which every plain
+ * listener feeds, synchronously with the accept, so the cap is exact; the TLS port's from its own
+ * accept, before the handshake (`countAtAccept`). h2 streams take their upstream connections
+ * from the same budget (`streams`).
  */
 export class Limits {
   readonly config: LimitsConfig;
@@ -124,6 +142,8 @@ export class Limits {
   open = 0;
   /** exceptions caught while handling a request or a connection (src/dataplane/guard.ts) */
   readonly guard: RequestGuard;
+  /** h2 streams forwarded at once, inside the connection cap (src/dataplane/stream-budget.ts) */
+  readonly streams: StreamBudget = new StreamBudget(this);
   readonly counts: Record<LimitEvent, number> = { header: 0, body: 0, send: 0, queue: 0, refused: 0 };
   private readonly listeners: NetServer[] = [];
   private full = false;
@@ -167,12 +187,36 @@ export class Limits {
     if (this.full) listener.maxConnections = 0;
   }
 
-  private accepted(socket: Tracked): void {
+  /**
+   * Counts the connections of a listener that hands them on later, from the accept: the TLS port,
+   * whose connections reach the http servers only after the handshake (a connection that never
+   * finishes one would otherwise hold an fd uncounted). The socket the handshake yields is then
+   * marked `alreadyCounted`.
+   */
+  countAtAccept(listener: NetServer): void {
+    listener.prependListener('connection', (socket: Socket) => {
+      this.count();
+      (socket as Tracked)[kLimits] = this;
+      socket.once('close', onRawClose);
+    });
+    this.watch(listener);
+  }
+
+  private count(): void {
     this.open++;
     if (this.open > this.peak) this.peak = this.open;
     if (this.open >= this.max) this.setFull(true);
+  }
+
+  private accepted(socket: Tracked): void {
     socket[kLimits] = this;
     socket[kHeaderTimer] = setTimeout(onHeaderTimeout, this.config.headerTimeout, socket);
+    if (socket[kCounted] === true) {
+      // a TLS connection counted at its accept: only its first request's header timer starts here
+      socket.once('close', headerTimerOff);
+      return;
+    }
+    this.count();
     socket.once('close', onSocketClose);
   }
 
@@ -180,6 +224,7 @@ export class Limits {
   closed(): void {
     this.open--;
     if (this.full && this.open < this.max) this.setFull(false);
+    if (this.streams.queued > 0) this.streams.pump();
     if (this.onBurstOver !== undefined && this.peak >= this.burstSize && this.open * 10 <= this.peak && this.burstTimer === null) {
       this.burstTimer = setTimeout(() => this.burstCheck(), this.burstQuietMs).unref();
     }
@@ -227,7 +272,19 @@ export class Limits {
     if (this.burstTimer !== null) clearTimeout(this.burstTimer);
     this.logTimer = this.burstTimer = null;
     this.guard.stop();
+    this.streams.stop();
   }
+}
+
+/**
+ * The byte count that shows a request body arriving: the socket's for HTTP/1.1 (one request at a
+ * time reads it), the stream's own for h2 (src/edge/h2.ts `bodyBytesRead`), since the session's
+ * socket is moved by every other stream and by PINGs.
+ */
+function bodyBytes(req: IncomingMessage): () => number {
+  if (typeof (req as { bodyBytesRead?: unknown }).bodyBytesRead === 'number') return () => (req as unknown as { bodyBytesRead: number }).bodyBytesRead;
+  const socket = req.socket;
+  return () => socket.bytesRead;
 }
 
 /**
@@ -237,15 +294,15 @@ export class Limits {
  * (the upstream reads slowly) is not the client's stall.
  */
 export function watchBody(req: IncomingMessage, ms: number, onStall: () => void): NodeJS.Timeout {
-  const socket = req.socket;
-  let seen = socket.bytesRead;
+  const read = bodyBytes(req);
+  let seen = read();
   let quietSince = performance.now();
   const timer = setInterval(() => {
     if (req.complete || req.destroyed) {
       clearInterval(timer);
       return;
     }
-    const bytes = socket.bytesRead;
+    const bytes = read();
     const now = performance.now();
     if (bytes !== seen || req.isPaused() || req.readableLength > 0) {
       seen = bytes;
@@ -253,7 +310,7 @@ export function watchBody(req: IncomingMessage, ms: number, onStall: () => void)
     } else if (now - quietSince >= ms) {
       afterPendingIo(() => {
         // bytes read meanwhile: the next tick sees them and starts over
-        if (socket.bytesRead !== seen || req.complete || req.destroyed) return;
+        if (read() !== seen || req.complete || req.destroyed) return;
         clearInterval(timer);
         onStall();
       });

@@ -106,12 +106,15 @@ export class Edge {
     this.acme = tls.acme === undefined || acmeModule === null ? null : createAcme(deps, tls.acme, acmeModule, this.certs);
     const acmeManager: RemoteAcme | null = this.acme ?? deps.remoteAcme ?? null;
     this.http01 = acmeManager;
-    const h2 = tls.http2 ? createH2Server({ maxConcurrentStreams: tls.maxConcurrentStreams, handle: (req, res) => deps.dataPlane.handle(req, res) }) : null;
+    const limits = deps.dataPlane.limits;
+    const h2 = tls.http2 ? createH2Server({ maxConcurrentStreams: tls.maxConcurrentStreams, limits, handle: (req, res) => deps.dataPlane.handle(req, res) }) : null;
     this.listener = new TlsListener({
       certs: this.certs,
       http1: deps.dataPlane.server,
       http2: h2,
       minVersion: tls.minVersion,
+      limits,
+      handshakeTimeout: Math.min(10_000, limits.config.headerTimeout),
       ...(acmeManager === null ? {} : { alpnChallenge: (host: string) => acmeManager.alpnChallenge(host) }),
       onHandshakeError: (err) => {
         handshakeErrors.inc();

@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import type * as Http2 from 'node:http2';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Limits } from '../dataplane/limits.ts';
 
 const require = createRequire(import.meta.url);
 // loaded with require() for the reason given in src/node-http.ts (no namespace of lazy getters)
@@ -16,6 +17,15 @@ const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connecti
  */
 class H2Request extends http2.Http2ServerRequest {
   h1Raw: string[] | undefined;
+  /**
+   * Body bytes this stream received: the body timeout watches them (limits.ts `watchBody`), not
+   * the session socket's byte count, which any other stream or one PING every few seconds moves.
+   */
+  bodyBytesRead = 0;
+  override push(chunk: unknown, encoding?: BufferEncoding): boolean {
+    if (chunk !== null && chunk !== undefined) this.bodyBytesRead += (chunk as { length: number }).length;
+    return super.push(chunk, encoding);
+  }
   /** rawHeaders as HTTP/1.1 has them (installed as the `rawHeaders` getter below) */
   h1RawHeaders(): string[] {
     if (this.h1Raw !== undefined) return this.h1Raw;
@@ -84,6 +94,51 @@ export interface H2Options {
   readonly maxHeaderListSize?: number;
   /** the same handler as HTTP/1.1 requests */
   readonly handle: (req: IncomingMessage, res: ServerResponse) => void;
+  /**
+   * The data plane's limits: streams are forwarded inside its connection budget (queued, then
+   * 503), a session must open its first stream within `headerTimeout`, and the streams per
+   * session never exceed the connection cap.
+   */
+  readonly limits?: Limits;
+}
+
+const kStreams = Symbol('switchyard.h2streams');
+const kTimer = Symbol('switchyard.h2timer');
+type TimedSession = Http2.ServerHttp2Session & { [kStreams]: number; [kTimer]: NodeJS.Timeout | null };
+
+/**
+ * Per-session timers driven by streams, not by bytes: a new session that opens no stream within
+ * `headerTimeout` is closed (counted as `header`, like an HTTP/1.1 connection that sends no
+ * request), and a session with no stream open for H2_IDLE_MS gets a GOAWAY, whatever PINGs or
+ * SETTINGS keep its socket busy (the socket's own idle timer counts those as activity).
+ */
+function watchSession(session: TimedSession, headerTimeout: number, limits: Limits | undefined): void {
+  session[kStreams] = 0;
+  let first = true;
+  const expire = (): void => {
+    session[kTimer] = null;
+    if (session.closed || session.destroyed || session[kStreams] > 0) return;
+    if (first) {
+      limits?.note('header');
+      session.destroy();
+    } else session.close();
+  };
+  session[kTimer] = setTimeout(expire, headerTimeout);
+  session.on('stream', (stream: Http2.ServerHttp2Stream) => {
+    first = false;
+    session[kStreams]++;
+    if (session[kTimer] !== null) {
+      clearTimeout(session[kTimer]);
+      session[kTimer] = null;
+    }
+    stream.once('close', () => {
+      if (--session[kStreams] === 0 && !session.closed && !session.destroyed) session[kTimer] = setTimeout(expire, H2_IDLE_MS);
+    });
+  });
+  session.once('close', () => {
+    if (session[kTimer] !== null) clearTimeout(session[kTimer]);
+    session[kTimer] = null;
+  });
 }
 
 /**
@@ -94,19 +149,28 @@ export interface H2Options {
  * response, which aborts the upstream request (ProxyHandler listens to 'close').
  */
 export function createH2Server(opts: H2Options): Http2.Http2Server {
+  const limits = opts.limits;
+  // one session never holds more streams than the whole budget has upstream connections
+  const maxConcurrentStreams = Math.min(opts.maxConcurrentStreams ?? 128, limits?.max ?? Infinity);
   const server = http2.createServer({
     Http2ServerRequest: H2Request,
     Http2ServerResponse: H2Response as unknown as typeof Http2.Http2ServerResponse<H2Request>,
-    settings: { maxConcurrentStreams: opts.maxConcurrentStreams ?? 128, maxHeaderListSize: opts.maxHeaderListSize ?? 16_384, enablePush: false },
+    settings: { maxConcurrentStreams, maxHeaderListSize: opts.maxHeaderListSize ?? 16_384, enablePush: false },
     maxSessionInvalidFrames: 100,
   });
-  server.on('request', (req, res) => opts.handle(req as unknown as IncomingMessage, res as unknown as ServerResponse));
+  const handle = opts.handle;
+  server.on('request', (r, s) => {
+    const req = r as unknown as IncomingMessage;
+    const res = s as unknown as ServerResponse;
+    if (limits === undefined) handle(req, res);
+    else limits.streams.admit(req, res, () => handle(req, res));
+  });
   server.on('sessionError', () => undefined);
   server.on('session', (session) => {
     session.on('error', () => undefined);
     // an idle h2 connection gets a GOAWAY after the HTTP/1.1 keep-alive timeout of the data plane;
     // streams still open finish first
-    session.setTimeout(H2_IDLE_MS, () => session.close());
+    watchSession(session as TimedSession, limits?.config.headerTimeout ?? H2_IDLE_MS, limits);
   });
   return server;
 }

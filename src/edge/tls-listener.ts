@@ -2,6 +2,7 @@ import type { Server as HttpServer } from 'node:http';
 import type { Http2Server, Http2Session } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { createServer as createTlsServer, type SecureContext, type Server as TlsServer, type TLSSocket } from 'node:tls';
+import { alreadyCounted, type Limits } from '../dataplane/limits.ts';
 import { LISTEN_BACKLOG, listenOn } from '../dataplane/server.ts';
 import type { CertificateSet } from './certificates.ts';
 
@@ -19,6 +20,10 @@ export interface TlsListenerOptions {
   readonly onHandshakeError?: (err: Error) => void;
   /** TLS-ALPN-01: the challenge certificate for a host, when an order waits on one */
   readonly alpnChallenge?: (host: string) => SecureContext | null;
+  /** the data plane's connection cap: TLS connections count against it from the accept, before the handshake */
+  readonly limits?: Limits;
+  /** a connection that has not finished its handshake by then is closed @default 10000 (Node's: 120 s) */
+  readonly handshakeTimeout?: number;
 }
 
 /**
@@ -41,8 +46,9 @@ export class TlsListener {
     // resumption: session tickets (Node's default keys, one set per listener) stay on by default
     this.server = createTlsServer({
       minVersion: opts.minVersion,
-      // a connection that has not finished its handshake by then is dropped (Node's default: 120 s)
-      handshakeTimeout: 10_000,
+      // a connection that has not finished its handshake by then is dropped (Node's default: 120 s):
+      // it holds an fd and a slot of the connection cap meanwhile
+      handshakeTimeout: opts.handshakeTimeout ?? 10_000,
       ...(first === null ? {} : { cert: first.certPem, key: first.keyPem }),
       ALPNCallback: ({ servername, protocols: offered }) => {
         if (offered.includes(ACME_TLS_ALPN) && opts.alpnChallenge?.(servername ?? '') != null) return ACME_TLS_ALPN;
@@ -62,6 +68,8 @@ export class TlsListener {
     opts.certs.onDefaultChange = (c) => {
       if (c !== null) this.server.setSecureContext({ cert: c.certPem, key: c.keyPem, minVersion: opts.minVersion });
     };
+    // counted from the accept: 2,100 idle connections that never began a handshake once took every fd
+    opts.limits?.countAtAccept(this.server);
     this.server.on('secureConnection', (socket: TLSSocket) => this.#dispatch(socket));
     this.server.on('tlsClientError', (err: Error, socket: TLSSocket) => {
       opts.onHandshakeError?.(err);
@@ -81,6 +89,8 @@ export class TlsListener {
       socket.end();
       return;
     }
+    // its TCP connection was counted at the accept; the TLS socket over it is the same connection
+    alreadyCounted(socket);
     if (socket.alpnProtocol === 'h2' && this.#opts.http2 !== null) this.#opts.http2.emit('connection', socket);
     else this.#opts.http1.emit('connection', socket);
   }
