@@ -82,6 +82,18 @@ class H2Response extends http2.Http2ServerResponse {
     // no reason phrase in h2 (RFC 9113 §8.3.2)
     return super.writeHead(status, obj);
   }
+
+  /**
+   * A cut (a limit, a broken upstream, a drain deadline) resets the stream with INTERNAL_ERROR:
+   * the compatibility API's plain destroy() resets it with NO_ERROR, which a client that has
+   * paused the stream takes as "the rest of the body follows" and waits on for ever.
+   */
+  override destroy(err?: Error): this {
+    const stream = this.stream;
+    if (err === undefined && !stream.closed && !stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+    super.destroy(err);
+    return this;
+  }
 }
 
 /** Idle h2 connections are closed after this, as HTTP/1.1 keep-alive ones (DataPlane's keepAliveTimeout). */
