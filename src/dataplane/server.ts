@@ -293,6 +293,10 @@ export class DataPlane implements Plane {
 
   private route(req: IncomingMessage, res: ServerResponse): void {
     headerReceived(req.socket);
+    // an upgrade we serve as a plain request (h2c): llhttp took what followed its head as the new
+    // protocol's bytes, so a request pipelined behind it would never be answered; closing the
+    // connection after this response tells the client to send it again (RFC 9112 §9.3.2)
+    if (req.headers.upgrade !== undefined) res.shouldKeepAlive = false;
     if (this.opts.intercept !== undefined && this.opts.intercept(req, res)) return;
     const remote = normalizeAddress(req.socket.remoteAddress);
     const line = parseRequestTarget(req);

@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import { findApp, type AppRoute } from '../routing/snapshot.ts';
 import type { Outcome } from './forward.ts';
 import { forwardRequestHeaders, normalizeAddress, type ForwardedRequest } from './headers.ts';
+import { parseRequestTarget } from './request-target.ts';
 import type { PoolRuntime } from './runtime.ts';
 import type { DataPlaneOptions, Decision } from './server.ts';
 import { CLOSE_BOUND_MS, errorResponse, textResponse, UpgradeConnection } from './upgrade-connection.ts';
@@ -60,7 +61,11 @@ export class UpgradeProxy {
     // reset would crash the process (http-proxy #1510)
     socket.on('error', ignore);
     const now = this.now();
-    const fwd = forwardRequestHeaders(req.rawHeaders, normalizeAddress(socket.remoteAddress), this.opts.trust, undefined, (socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http');
+    // the request line's checks of the request path (fragment, absolute-form, asterisk): an
+    // upgrade's target once went upstream verbatim, `#fragment` and absolute-form included
+    const line = parseRequestTarget(req);
+    if ('status' in line) return refuse(socket, textResponse(line.status, `${line.status} ${line.reason}\n`, null));
+    const fwd = forwardRequestHeaders(req.rawHeaders, normalizeAddress(socket.remoteAddress), this.opts.trust, line.authority ?? undefined, (socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http');
     if ('error' in fwd) return refuse(socket, textResponse(400, `400 ${fwd.error}\n`, null));
     const upgrade = req.headers.upgrade ?? '';
     const toks = tokens(upgrade);
@@ -76,7 +81,7 @@ export class UpgradeProxy {
     const runtime = (this.opts.runtime.apps[app.index] as DataPlaneOptions['runtime']['apps'][number]).pools[pool.index] as PoolRuntime;
     if (by === 'pin') runtime.pinned.add(now);
     const method = req.method ?? 'GET';
-    const record = (outcome: Outcome): void => this.opts.onRequest?.({ app, pool, by, requestId: fwd.requestId, method, path: req.url ?? '/', outcome });
+    const record = (outcome: Outcome): void => this.opts.onRequest?.({ app, pool, by, requestId: fwd.requestId, method, path: line.path, outcome });
     const target = runtime.pick(now, null);
     if (target === null) {
       record({ status: 503, error: 'NO_TARGET', startedAt: now, endedAt: now });
@@ -87,7 +92,7 @@ export class UpgradeProxy {
         client: socket,
         head,
         method,
-        path: req.url ?? '/',
+        path: line.path,
         headers: [...fwd.headers, 'connection', 'Upgrade', 'upgrade', upgrade],
         upgrade,
         websocket: toks.includes('websocket'),

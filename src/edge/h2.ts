@@ -34,6 +34,7 @@ class H2Request extends http2.Http2ServerRequest {
     let authority: string | undefined;
     let host = false;
     let cookie: string | undefined;
+    let length = false;
     for (let i = 0; i < src.length; i += 2) {
       const name = src[i] as string;
       const value = src[i + 1] as string;
@@ -46,13 +47,15 @@ class H2Request extends http2.Http2ServerRequest {
         continue;
       }
       if (name === 'host') host = true;
+      // a field name, never a value: a header whose value was "content-length" once dropped the body
+      else if (name === 'content-length') length = true;
       out.push(name, value);
     }
     if (!host && authority !== undefined) out.unshift('host', authority);
     if (cookie !== undefined) out.push('cookie', cookie);
     // a request body without content-length (h2 frames it itself): announce it, so the request
     // path forwards it (undici then sends it chunked)
-    if (!this.stream.endAfterHeaders && !out.includes('content-length')) out.push('transfer-encoding', 'chunked');
+    if (!this.stream.endAfterHeaders && !length) out.push('transfer-encoding', 'chunked');
     return (this.h1Raw = out);
   }
 }
