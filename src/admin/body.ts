@@ -80,11 +80,37 @@ export async function readJson(req: IncomingMessage, limit = MAX_BODY_BYTES): Pr
   if (declared !== undefined && Number(declared) > limit) throw tooLarge(limit);
   const text = await readText(req, limit);
   if (text.trim().length === 0) return {};
+  let value: unknown;
   try {
-    return JSON.parse(text) as unknown;
+    value = JSON.parse(text) as unknown;
   } catch (err) {
     throw new SwitchyardError('BAD_REQUEST', `body is not valid JSON: ${(err as Error).message}`, { details: [{ path: '(root)', message: 'not valid JSON' }] });
   }
+  const proto = protoKey(value, []);
+  if (proto !== null) throw new SwitchyardError('BAD_REQUEST', `${proto}: "__proto__" is not a name anything can have`, { details: [{ path: proto, message: 'not a valid name' }] });
+  return value;
+}
+
+/**
+ * The path of the first own `__proto__` key in a parsed body, or null. JSON.parse makes it an
+ * ordinary key, but copying it into an object (zod's records, spreads) sets the copy's prototype
+ * instead: such a field was dropped without a word and the write answered 200.
+ */
+function protoKey(value: unknown, path: (string | number)[]): string | null {
+  if (typeof value !== 'object' || value === null) return null;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const p = protoKey(value[i], [...path, i]);
+      if (p !== null) return p;
+    }
+    return null;
+  }
+  for (const key of Object.keys(value)) {
+    if (key === '__proto__') return formatPath([...path, key]);
+    const p = protoKey((value as Record<string, unknown>)[key], [...path, key]);
+    if (p !== null) return p;
+  }
+  return null;
 }
 
 function tooLarge(limit: number): SwitchyardError {

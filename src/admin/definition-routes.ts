@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { addTarget, defineApp, deleteApp, deletePool, putPool, removeTarget, type DefinitionDeps } from '../control/definitions.ts';
 import type { WriteOptions } from '../control/controller.ts';
+import { NAME_RE, versionLabel } from '../config/schema.ts';
 import { SwitchyardError } from '../errors.ts';
 import { ANONYMOUS } from './auth.ts';
 import type { AdminRoute, RouteContext } from './router.ts';
@@ -10,7 +11,7 @@ const reason = z.string().max(1000).nullable().optional();
 const force = z.boolean().optional();
 
 /** `PUT /v1/apps/:app/pools/:pool` (targets are checked by the config's schema: `targets[1]: must be an http(s) URL…`) */
-export const poolBody = z.strictObject({ version: z.string().min(1), targets: z.array(z.string()), reason });
+export const poolBody = z.strictObject({ version: versionLabel, targets: z.array(z.string()), reason });
 /** `DELETE /v1/apps/:app/pools/:pool` and `DELETE /v1/apps/:app` (an empty body is `{}`) */
 export const removeBody = z.strictObject({ reason, force });
 /** `POST /v1/apps/:app/pools/:pool/targets` */
@@ -42,8 +43,11 @@ export function definitionRoutes(deps: CoreRouteDeps): AdminRoute[] {
       handler: async (ctx) => {
         const app = param(ctx, 'app');
         controller.appConfig(app);
+        const pool = param(ctx, 'pool');
+        // a new pool's name comes from the path: `__proto__` once answered 200 and wrote nothing
+        if (!NAME_RE.test(pool)) throw new SwitchyardError('BAD_REQUEST', `pool: "${pool.slice(0, 100)}" must match [a-z0-9-]{1,63}`, { details: [{ path: 'pool', message: 'must match [a-z0-9-]{1,63}' }] });
         const body = await ctx.body(poolBody);
-        return write(deps, ctx, app, (opts) => putPool(d, app, param(ctx, 'pool'), body, opts), body);
+        return write(deps, ctx, app, (opts) => putPool(d, app, pool, body, opts), body);
       },
     },
     {

@@ -53,11 +53,26 @@ const httpUrl = z.string().refine((s) => {
 export const NAME_RE = /^[a-z0-9-]{1,63}$/;
 const name = z.string().regex(NAME_RE, 'must match [a-z0-9-]{1,63}');
 
+/**
+ * A pool's version: an HTTP token (RFC 9110 §5.6.2), since it is sent in every response's
+ * `X-Served-By: POOL@VERSION`. A version holding CR LF or a byte over 0x7F once went through the
+ * admin API and injected response headers.
+ */
+export const versionLabel = z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$/, 'must be 1 to 128 of A-Z a-z 0-9 and !#$%&\'*+.^_`|~- (it is sent in the X-Served-By header)');
+
+/**
+ * A host an app answers to: a name, `*.domain` or `*`, without a port. Apps are matched by name
+ * whatever the port (the Host's port is dropped first); a host written with a port once matched
+ * only requests carrying that port, ahead of the app that owns the name, and no host conflict
+ * was seen.
+ */
 const hostPattern = z
   .string()
   .min(1)
   .transform((s) => s.toLowerCase())
-  .refine((s) => s === '*' || /^(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d+)?$/.test(s), 'must be a host name, "*.domain" or "*"');
+  .refine((s) => !/:\d*$/.test(s), 'must not carry a port: an app answers to its host names on every port')
+  // (a port is named by the refinement above alone)
+  .refine((s) => s === '*' || /:\d*$/.test(s) || /^(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/.test(s), 'must be a host name, "*.domain" or "*"');
 
 const stickySource = z
   .string()
@@ -148,7 +163,7 @@ const discover = z
 
 const pool = z
   .strictObject({
-    version: z.string().min(1),
+    version: versionLabel,
     // may be empty (the last target removed from an idle pool, or one fed by discovery): such a pool
     // answers 503 and a write that gives it weight is refused (409) unless forced. A URL listed twice
     // is two targets (twice the share, a connection pool each), as two nginx `server` lines are.

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { AppConfig, DiscoverConfig, DiscoveryConfig } from '../config/schema.ts';
-import { createResolver, describe, lookup as dnsLookup } from './resolve.ts';
+import { unusableTarget } from './addresses.ts';
+import { createResolver, describe, lookup as dnsLookup, LookupError } from './resolve.ts';
 
 /** One lookup of a pool's `discover` (resolve.ts's `lookup` bound to a resolver; tests pass their own). */
 export type Lookup = (spec: DiscoverConfig) => Promise<string[]>;
@@ -26,6 +27,8 @@ export interface DiscoveryStatus {
   failing: boolean;
   /** failed lookups in a row */
   consecutiveFailures: number;
+  /** what the last answer named that cannot be a target (0.0.0.0, multicast, link-local, port 0…), with why: never used */
+  dropped: { url: string; reason: string }[];
 }
 
 /** On each discovered target in `targetStates`: whether the answer that names it is current. */
@@ -38,6 +41,8 @@ export interface TargetDiscoveryView {
   answeredAt: string | null;
   /** why the latest lookup failed, or null */
   error: string | null;
+  /** set on a target the answer named and discovery dropped: why it cannot be a target */
+  dropped?: string;
 }
 
 export interface DiscoveryOptions {
@@ -70,6 +75,7 @@ class PoolPoller {
   answeredAt: number | null = null;
   lastLookup: { at: number; ok: boolean; error: string | null } | null = null;
   consecutiveFailures = 0;
+  dropped: { url: string; reason: string }[] = [];
 
   constructor(app: string, pool: string, spec: DiscoverConfig) {
     this.app = app;
@@ -158,7 +164,19 @@ export class Discovery {
     const where = { app: poller.app, pool: poller.pool, lookup: describe(poller.spec) };
     let urls: string[];
     try {
-      urls = await this.withDeadline(this.lookup(poller.spec));
+      const answer = await this.withDeadline(this.lookup(poller.spec));
+      const dropped: { url: string; reason: string }[] = [];
+      urls = answer.filter((url) => {
+        const reason = unusableTarget(url);
+        if (reason !== null) dropped.push({ url, reason });
+        return reason === null;
+      });
+      const changed = JSON.stringify(dropped) !== JSON.stringify(poller.dropped);
+      if (!poller.stopped) poller.dropped = dropped;
+      // once per change of what is dropped, not at every lookup
+      if (dropped.length > 0 && changed) this.opts.logger.warn({ ...where, dropped }, 'discovery: the answer names addresses that cannot be targets; they are not used');
+      // an answer of nothing but such addresses is no answer: the pool keeps its last one, as for an empty answer
+      if (urls.length === 0 && dropped.length > 0) throw new LookupError(`every address of the answer is unusable (${dropped.map((d) => d.url).join(', ')})`);
     } catch (err) {
       if (poller.stopped) return;
       const error = err instanceof Error ? err.message : String(err);
@@ -228,6 +246,7 @@ export class Discovery {
       lastLookup: p.lastLookup === null ? null : { at: iso(p.lastLookup.at) as string, ok: p.lastLookup.ok, error: p.lastLookup.error },
       failing: p.lastLookup?.ok === false,
       consecutiveFailures: p.consecutiveFailures,
+      dropped: p.dropped.map((d) => ({ ...d })),
     };
   }
 

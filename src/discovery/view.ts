@@ -13,7 +13,10 @@ export function withDiscovery(health: HealthSource, discovery: Discovery): Healt
       const d = discovery.status(app, pool);
       if (d === undefined) return view;
       const mark = { lookup: d.lookup, stale: d.failing, answeredAt: d.answeredAt, error: d.failing ? (d.lastLookup?.error ?? null) : null };
-      return { ...view, discovery: d, targets: view.targets.map((t) => (d.targets.includes(t.url) ? { ...t, discovery: mark } : t)) };
+      const targets = view.targets.map((t) => (d.targets.includes(t.url) ? { ...t, discovery: mark } : t));
+      // what the answer named and discovery refused to use is shown too, with why, never routed to
+      for (const x of d.dropped) targets.push({ url: x.url, state: 'dropped', discovery: { ...mark, dropped: x.reason } });
+      return { ...view, discovery: d, targets };
     },
     verifyVersion: (app, pool, expected) => health.verifyVersion(app, pool, expected),
   };

@@ -12,7 +12,8 @@ import { HttpProbe, type Probe } from './probe.ts';
 /** `unknown`: the app has no `health` config, so nothing is checked (and nothing refused). */
 export type PoolHealth = 'healthy' | 'unhealthy' | 'unknown';
 /** `down` by active checks (wins over `ejected`), `ejected` by passive checks, else `up`. */
-export type TargetState = 'up' | 'down' | 'ejected';
+/** `dropped`: named by a discovery answer but not an address a target can have (src/discovery/addresses.ts); never routed to */
+export type TargetState = 'up' | 'down' | 'ejected' | 'dropped';
 
 export interface TargetStateView {
   url: string;

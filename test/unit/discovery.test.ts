@@ -6,6 +6,8 @@ import { parseConfig } from '../../src/config/load.ts';
 import type { AppConfig, DiscoverConfig } from '../../src/config/schema.ts';
 import { Discovery } from '../../src/discovery/discovery.ts';
 import { createResolver, lookup, LookupError } from '../../src/discovery/resolve.ts';
+import { withDiscovery } from '../../src/discovery/view.ts';
+import type { HealthSource } from '../../src/health/monitor.ts';
 import type { RoutingState } from '../../src/state/types.ts';
 import { startDnsServer } from '../helpers/dns-server.ts';
 
@@ -86,6 +88,27 @@ describe('Discovery (per-pool polling, keep-last-answer)', () => {
     await t.waitFor(() => assert.equal(sunk.length, 2), { timeout: 2000 });
     assert.deepEqual(sunk, [first, ['http://10.0.0.2:80']]);
     assert.equal(discovery.status('shop', 'blue')?.failing, false);
+  });
+
+  it('drops what no target can be (0.0.0.0, port 0, link-local, multicast) and shows it in targetStates; an answer of nothing else keeps the last one', async (t) => {
+    const good = 'http://10.0.0.1:80';
+    const bad = ['http://0.0.0.0:80', 'http://10.0.0.3:0', 'http://169.254.169.254:80', 'http://[fe80::1]:80', 'http://224.0.0.1:80'];
+    const { discovery, sunk } = setup([[good, ...bad], bad], '50ms');
+    t.after(() => discovery.close());
+    discovery.follow();
+    await discovery.settled();
+    assert.deepEqual(sunk, [[good]], 'only the unicast address is a target');
+    assert.deepEqual(discovery.status('shop', 'blue')?.dropped.map((d) => d.url), bad);
+    const health = { poolHealth: () => ({ healthy: true, health: 'unchecked' as const, targets: [{ url: good, state: 'up' as const }] }), verifyVersion: () => Promise.reject(new Error('unused')) };
+    const view = withDiscovery(health as unknown as HealthSource, discovery).poolHealth('shop', 'blue');
+    const dropped = view.targets.filter((x) => x.state === 'dropped');
+    assert.deepEqual(dropped.map((x) => x.url), bad);
+    assert.match(dropped[0]?.discovery?.dropped ?? '', /0\.0\.0\.0 is not a unicast address/);
+    assert.equal(dropped[1]?.discovery?.dropped, 'port 0');
+    // the next answer holds nothing usable: a failed lookup, the last answer kept
+    await t.waitFor(() => assert.equal(discovery.status('shop', 'blue')?.failing, true), { timeout: 2000 });
+    assert.match(discovery.status('shop', 'blue')?.lastLookup?.error ?? '', /every address of the answer is unusable/);
+    assert.deepEqual(sunk, [[good]]);
   });
 
   it('a first lookup that fails leaves the pool as defined and says why', async (t) => {

@@ -9,7 +9,7 @@ import { ConfigError } from '../../src/errors.ts';
 import { createTestCa } from '../helpers/certs.ts';
 
 const pools = { blue: { version: '1.0.0', targets: ['http://10.0.0.1:8080'] }, green: { version: '2.0.0', targets: ['http://10.0.0.3:8080'] } };
-const apps = [{ name: 'shop', hosts: ['shop.example.com', '*.shop.example.com', 'api.example.com:8080'], pools }, { name: 'other', hosts: ['*'], pools }];
+const apps = [{ name: 'shop', hosts: ['shop.example.com', '*.shop.example.com', 'api.example.com'], pools }, { name: 'other', hosts: ['*'], pools }];
 
 function issues(doc: Record<string, unknown>): string[] {
   try {
