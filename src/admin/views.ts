@@ -10,6 +10,8 @@ import type { HistoryEntry, RoutingState } from '../state/types.ts';
 /** This instance's per-target figures of a pool, or null where they are not known here. */
 export type TargetFiguresSource = (app: string, pool: string) => TargetFigure[] | null;
 import { activePool, bpToPct, ownOf, weightsToPct } from '../state/weights.ts';
+import { describeEntry } from '../control/history-words.ts';
+import { revertOf } from '../control/rollback-plan.ts';
 
 /**
  * The JSON the admin API answers with, built from the controller's state and the live counts.
@@ -87,6 +89,12 @@ export interface HistoryEntryView {
   at: string;
   /** a definition change: the key paths it changed (`pools.green.targets`) */
   changes?: string[];
+  /** what the entry did, in words (`green → 3.0.0 on 2 targets`, `switch to green`) */
+  summary: string;
+  /** each pool's version and target count at this revision (absent in older entries) */
+  pools?: Record<string, { version: string; targets: number }>;
+  /** set when the entry took traffic back: `rollback`, `analysis` (a rollout's automatic rollback), `abort` */
+  revert?: string;
 }
 
 /**
@@ -187,10 +195,14 @@ export function drainView(controller: Controller, counts: CountsSource, app: str
  */
 export function historyView(entries: readonly HistoryEntry[], poolNames: readonly string[]): { entries: HistoryEntryView[] } {
   return {
-    entries: entries.map((e) => {
+    entries: entries.map((e, i) => {
       const extra = Object.keys(e.weights).filter((p) => !poolNames.includes(p));
-      const view: HistoryEntryView = { revision: e.revision, weights: weightsToPct(e.weights, [...poolNames, ...extra]), action: e.action, by: e.by, reason: e.reason, at: e.at };
+      const summary = describeEntry(e, entries[i + 1], poolNames);
+      const view: HistoryEntryView = { revision: e.revision, weights: weightsToPct(e.weights, [...poolNames, ...extra]), action: e.action, by: e.by, reason: e.reason, at: e.at, summary };
       if (e.changes !== undefined) view.changes = [...e.changes];
+      if (e.pools !== undefined) view.pools = structuredClone(e.pools) as Record<string, { version: string; targets: number }>;
+      const revert = revertOf(e);
+      if (revert !== null) view.revert = revert;
       return view;
     }),
   };

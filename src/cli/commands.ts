@@ -6,6 +6,7 @@ import type { StatsView } from '../metrics/stats.ts';
 import { appDetail, appLine, drainLine, historyLines, humanDuration, pct, table } from './format.ts';
 import { appPath, printJson, printState, writeFields, writeOptions } from './command-kit.ts';
 import { definitionCommands } from './definition-commands.ts';
+import { rollbackCommand } from './rollback-command.ts';
 import { rolloutCommand } from './rollout-command.ts';
 import { UsageError } from './usage-error.ts';
 
@@ -177,16 +178,7 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
       return printState(ctx, await ctx.client.put<AppStateView>(`${appPath(app)}/weights`, { weights, ...writeFields(ctx) }));
     },
   },
-  rollback: {
-    usage: 'rollback APP [--reason R] [--force]',
-    summary: 'restore the weights of the revision before the current one',
-    args: [1, 1],
-    options: writeOptions,
-    async run(ctx) {
-      const [app] = ctx.args as [string];
-      return printState(ctx, await ctx.client.post<AppStateView>(`${appPath(app)}/rollback`, writeFields(ctx)));
-    },
-  },
+  rollback: rollbackCommand,
   history: {
     usage: 'history APP [--limit N]',
     summary: 'the audit history of APP, newest first',

@@ -64,8 +64,9 @@ export function appDetail(s: AppStateView): string[] {
 
 export function historyLines(entries: readonly HistoryEntryView[]): string[] {
   if (entries.length === 0) return ['(no history)'];
-  const rows = [['rev', 'at', 'action', 'by', 'weights', 'reason']];
-  for (const e of entries) rows.push([String(e.revision), e.at, e.action, e.by, weightsLine(e.weights), e.reason ?? '']);
+  const rows = [['rev', 'at', 'action', 'by', 'what it did', 'reason']];
+  // `summary` in words; an older server's answer has none: its weights then
+  for (const e of entries) rows.push([String(e.revision), e.at, e.action, e.by, e.summary ?? weightsLine(e.weights), e.reason ?? '']);
   return table(rows);
 }
 
