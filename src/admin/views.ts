@@ -10,6 +10,7 @@ import type { HistoryEntry, RoutingState } from '../state/types.ts';
 /** This instance's per-target figures of a pool, or null where they are not known here. */
 export type TargetFiguresSource = (app: string, pool: string) => TargetFigure[] | null;
 import { activePool, bpToPct, ownOf, weightsToPct } from '../state/weights.ts';
+import { drainBlock, type DrainBlock } from '../control/drain-deadline.ts';
 import { describeEntry } from '../control/history-words.ts';
 import { revertOf } from '../control/rollback-plan.ts';
 
@@ -71,6 +72,8 @@ export interface DrainView {
   drained: boolean;
   /** why it is not drained (null once drained) */
   reason: string | null;
+  /** while not drained: the deadline it waits for (`affinity` window or `drain-timeout`) and when it ends, or `weight` */
+  blockedBy?: DrainBlock;
   /** set while the other instances' figures cannot be read: the counts above are a lower bound */
   unknown?: true;
   /** per-instance counts, only when asked for (`?instances=1`) */
@@ -180,6 +183,9 @@ export function drainView(controller: Controller, counts: CountsSource, app: str
     remainingMs: deadlineMs === null ? null : Math.max(0, deadlineMs - now),
     ...drainVerdict({ weightBp: bp, counts: c, pinsUntil: pinsUntil(cfg, state, pool), now }),
   };
+  // which deadline it waits for (affinity window or drain timeout), so no one waits on the wrong one
+  const block = view.drained ? null : drainBlock({ weightBp: bp, counts: c, pinsUntil: pinsUntil(cfg, state, pool), drainDeadline: deadlineMs, now });
+  if (block !== null) view.blockedBy = block;
   const unknown = counts.figuresUnknown?.() ?? null;
   // drained only when every live instance's figures were read: an unreadable peer may still carry requests
   if (unknown !== null) Object.assign(view, { drained: false, unknown: true, reason: `fleet figures unknown: ${unknown}${view.reason === null ? '' : `; ${view.reason}`}` });

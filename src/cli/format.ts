@@ -70,15 +70,21 @@ export function historyLines(entries: readonly HistoryEntryView[]): string[] {
   return table(rows);
 }
 
+function inWords(ms: number | null | undefined): string {
+  return ms === null || ms === undefined ? '' : ms > 0 ? ` (in ${humanDuration(ms)})` : ' (passed)';
+}
+
 /** `blue  weight 0%  inflight 3  upgraded 1  pinned 4  draining since …, closed at … (in 4m)` */
 export function drainLine(v: DrainView): string {
   const parts = [v.pool, `weight ${pct(v.weight)}`, `inflight ${v.inflight}`, `upgraded ${v.upgraded}`, `pinned ${v.pinned}`];
   if (v.unknown === true) parts.push(`unknown: ${v.reason ?? ''}`);
   else if (v.drained) parts.push('drained');
   else if (v.drainingSince === null) parts.push('serving');
-  else if (v.deadline !== null) {
-    const left = v.remainingMs === null || v.remainingMs === undefined ? '' : v.remainingMs > 0 ? ` (in ${humanDuration(v.remainingMs)})` : ' (passed)';
-    parts.push(`draining since ${v.drainingSince}, deadline ${v.deadline}${left}`);
+  else if (v.blockedBy !== undefined && v.blockedBy.by === 'affinity') {
+    // the affinity window, not the drain timeout, is what it waits for: name that one
+    parts.push(`draining since ${v.drainingSince}, pins honoured until ${v.blockedBy.until}${inWords(v.blockedBy.remainingMs)} (affinity window)${v.deadline === null ? '' : `; drain timeout ${v.deadline}`}`);
+  } else if (v.deadline !== null) {
+    parts.push(`draining since ${v.drainingSince}, deadline ${v.deadline}${inWords(v.remainingMs)}`);
   }
   return parts.join('  ');
 }

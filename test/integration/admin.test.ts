@@ -179,6 +179,7 @@ describe('admin API', () => {
     assert.deepEqual({ ...busy.json, remainingMs: undefined }, {
       pool: 'blue', weight: 0, inflight: 2, upgraded: 1, pinned: 4, drainingSince: state.updatedAt,
       deadline: new Date(Date.parse(state.updatedAt) + 5 * 60_000).toISOString(), remainingMs: undefined, drained: false, reason: '2 request(s) in flight; 1 upgraded connection(s) open',
+      blockedBy: { by: 'drain-timeout', until: new Date(Date.parse(state.updatedAt) + 5 * 60_000).toISOString(), remainingMs: busy.json.remainingMs },
       instances: { 'instance-a': { inflight: 2, upgraded: 1, pinned: 4 } },
     });
     t.counts.set('shop', 'blue', { inflight: 0, upgraded: 0, pinned: 0 });
