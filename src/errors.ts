@@ -13,6 +13,10 @@ export const ERRORS = {
   UNKNOWN_POOL: { status: 404, message: 'unknown pool' },
   METHOD_NOT_ALLOWED: { status: 405, message: 'method not allowed' },
   NO_EARLIER_REVISION: { status: 409, message: 'no earlier revision to roll back to' },
+  /** the last routing change already took traffic back (a rollback, a rollout's automatic rollback, an abort): CONTRACT §10 */
+  NOTHING_TO_ROLL_BACK: { status: 409, message: 'nothing to roll back' },
+  /** a rollback would send traffic to a pool that runs another version now than it did then (unless force) */
+  VERSION_CHANGED: { status: 409, message: 'a pool runs another version than it did then' },
   CONFLICT: { status: 409, message: 'conflict' },
   POOL_UNHEALTHY: { status: 409, message: 'the pool has no healthy target' },
   VERSION_MISMATCH: { status: 409, message: 'the pool does not run the expected version' },

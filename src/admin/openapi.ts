@@ -57,7 +57,7 @@ export const OPERATIONS: Readonly<Record<OperationKey, OperationDoc>> = {
   'GET /v1/apps/:app': { summary: "An app's routing state (`If-None-Match` answers 304)", answer: APP_STATE },
   'POST /v1/apps/:app/switch': { summary: 'Switch: `to` gets 100 %, the other pools 0', body: switchBody, answer: APP_STATE, ifMatch: true, errors: WRITE_ERRORS },
   'PUT /v1/apps/:app/weights': { summary: 'Set the pool weights (percentages, two decimals at most, summing to 100; pools left out get 0)', body: weightsBody, answer: APP_STATE, ifMatch: true, errors: WRITE_ERRORS },
-  'POST /v1/apps/:app/rollback': { summary: 'Roll back to the weights of the revision before the current one, as a new revision', body: rollbackBody, answer: APP_STATE, ifMatch: true, errors: WRITE_ERRORS },
+  'POST /v1/apps/:app/rollback': { summary: 'Back to the last known-good (stable) routing, as a new revision; ?dryRun=true answers what it would write (weights, each pool\'s version then and now) and writes nothing', body: rollbackBody, answer: APP_STATE, ifMatch: true, errors: WRITE_ERRORS },
   'GET /v1/apps/:app/history': {
     summary: 'The audit history of routing changes, newest first',
     query: [{ name: 'limit', description: 'entries to return', schema: { type: 'integer', minimum: 1, maximum: 1000, default: 50 } }],

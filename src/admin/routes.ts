@@ -1,4 +1,5 @@
 import type { Controller, WriteOptions } from '../control/controller.ts';
+import type { RollbackPlan } from '../control/rollback-plan.ts';
 import type { CountsSource } from '../control/counts.ts';
 import { SwitchyardError } from '../errors.ts';
 import type { HealthSource } from '../health/monitor.ts';
@@ -6,6 +7,7 @@ import type { RoutingState } from '../state/types.ts';
 import { ANONYMOUS } from './auth.ts';
 import { ifNoneMatchHits, rollbackBody, switchBody, weightsBodyFor } from './body.ts';
 import type { AdminRoute, Reply, RouteContext } from './router.ts';
+import { rollbackDryRun, type RollbackDryRun } from './rollback-view.ts';
 import { appStateView, drainView, historyView, type TargetFiguresSource } from './views.ts';
 
 export interface CoreRouteDeps {
@@ -66,6 +68,13 @@ async function verifyVersion(deps: CoreRouteDeps, app: string, to: string, expec
   if (!Object.hasOwn(deps.controller.appConfig(app).pools, to)) return; // the switch answers the 404
   if (deps.health === undefined) throw new SwitchyardError('VERSION_MISMATCH', 'this admin server has no health checks to read versions from');
   await deps.health.verifyVersion(app, to, expected);
+}
+
+/** What a rollback would write now, and what it would answer (VERSION_CHANGED unless forced); writes nothing. */
+async function rollbackDryRunOf(controller: Controller, app: string, force: boolean): Promise<RollbackDryRun> {
+  const plan = await controller.rollbackPlan(app);
+  const refusal = plan.versionChanged.length > 0 && !force ? new SwitchyardError('VERSION_CHANGED', `would send traffic to ${plan.versionChanged.map((p) => `${p}, which ran ${plan.pools[p]?.versionThen} then and runs ${plan.pools[p]?.versionNow} now`).join('; ')}; send force: true to roll back anyway`) : null;
+  return rollbackDryRun(app, plan, Object.keys(controller.appConfig(app).pools), refusal);
 }
 
 function historyLimit(url: URL): number {
@@ -139,7 +148,12 @@ export function coreRoutes(deps: CoreRouteDeps): AdminRoute[] {
         const app = param(ctx, 'app');
         controller.appConfig(app);
         const body = await ctx.body(rollbackBody);
-        return write(deps, ctx, app, (opts) => controller.rollback(app, opts), body);
+        if (flag(ctx.url, 'dryRun')) return { json: await rollbackDryRunOf(controller, app, body.force === true) };
+        const seen: { plan?: RollbackPlan } = {};
+        const reply = await write(deps, ctx, app, (opts) => controller.rollback(app, opts, (p) => (seen.plan = p)), body);
+        // the AppState it wrote, and what it restored: the weights and each pool's version then and now
+        if (reply === undefined || !('json' in reply) || reply.status !== 200 || seen.plan === undefined) return reply;
+        return { ...reply, json: { ...(reply.json as object), rollback: rollbackDryRun(app, seen.plan, Object.keys(controller.appConfig(app).pools), null, false) } };
       },
     },
     {

@@ -10,6 +10,9 @@ import type { HistoryEntry, RoutingState } from '../state/types.ts';
 /** This instance's per-target figures of a pool, or null where they are not known here. */
 export type TargetFiguresSource = (app: string, pool: string) => TargetFigure[] | null;
 import { activePool, bpToPct, ownOf, weightsToPct } from '../state/weights.ts';
+import { drainBlock, type DrainBlock } from '../control/drain-deadline.ts';
+import { describeEntry } from '../control/history-words.ts';
+import { revertOf } from '../control/rollback-plan.ts';
 
 /**
  * The JSON the admin API answers with, built from the controller's state and the live counts.
@@ -69,6 +72,8 @@ export interface DrainView {
   drained: boolean;
   /** why it is not drained (null once drained) */
   reason: string | null;
+  /** while not drained: the deadline it waits for (`affinity` window or `drain-timeout`) and when it ends, or `weight` */
+  blockedBy?: DrainBlock;
   /** set while the other instances' figures cannot be read: the counts above are a lower bound */
   unknown?: true;
   /** per-instance counts, only when asked for (`?instances=1`) */
@@ -87,6 +92,12 @@ export interface HistoryEntryView {
   at: string;
   /** a definition change: the key paths it changed (`pools.green.targets`) */
   changes?: string[];
+  /** what the entry did, in words (`green → 3.0.0 on 2 targets`, `switch to green`) */
+  summary: string;
+  /** each pool's version and target count at this revision (absent in older entries) */
+  pools?: Record<string, { version: string; targets: number }>;
+  /** set when the entry took traffic back: `rollback`, `analysis` (a rollout's automatic rollback), `abort` */
+  revert?: string;
 }
 
 /**
@@ -172,6 +183,9 @@ export function drainView(controller: Controller, counts: CountsSource, app: str
     remainingMs: deadlineMs === null ? null : Math.max(0, deadlineMs - now),
     ...drainVerdict({ weightBp: bp, counts: c, pinsUntil: pinsUntil(cfg, state, pool), now }),
   };
+  // which deadline it waits for (affinity window or drain timeout), so no one waits on the wrong one
+  const block = view.drained ? null : drainBlock({ weightBp: bp, counts: c, pinsUntil: pinsUntil(cfg, state, pool), drainDeadline: deadlineMs, now });
+  if (block !== null) view.blockedBy = block;
   const unknown = counts.figuresUnknown?.() ?? null;
   // drained only when every live instance's figures were read: an unreadable peer may still carry requests
   if (unknown !== null) Object.assign(view, { drained: false, unknown: true, reason: `fleet figures unknown: ${unknown}${view.reason === null ? '' : `; ${view.reason}`}` });
@@ -187,10 +201,14 @@ export function drainView(controller: Controller, counts: CountsSource, app: str
  */
 export function historyView(entries: readonly HistoryEntry[], poolNames: readonly string[]): { entries: HistoryEntryView[] } {
   return {
-    entries: entries.map((e) => {
+    entries: entries.map((e, i) => {
       const extra = Object.keys(e.weights).filter((p) => !poolNames.includes(p));
-      const view: HistoryEntryView = { revision: e.revision, weights: weightsToPct(e.weights, [...poolNames, ...extra]), action: e.action, by: e.by, reason: e.reason, at: e.at };
+      const summary = describeEntry(e, entries[i + 1], poolNames);
+      const view: HistoryEntryView = { revision: e.revision, weights: weightsToPct(e.weights, [...poolNames, ...extra]), action: e.action, by: e.by, reason: e.reason, at: e.at, summary };
       if (e.changes !== undefined) view.changes = [...e.changes];
+      if (e.pools !== undefined) view.pools = structuredClone(e.pools) as Record<string, { version: string; targets: number }>;
+      const revert = revertOf(e);
+      if (revert !== null) view.revert = revert;
       return view;
     }),
   };

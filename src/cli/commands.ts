@@ -6,6 +6,8 @@ import type { StatsView } from '../metrics/stats.ts';
 import { appDetail, appLine, drainLine, historyLines, humanDuration, pct, table } from './format.ts';
 import { appPath, printJson, printState, writeFields, writeOptions } from './command-kit.ts';
 import { definitionCommands } from './definition-commands.ts';
+import { blockWords } from '../control/drain-deadline.ts';
+import { rollbackCommand } from './rollback-command.ts';
 import { rolloutCommand } from './rollout-command.ts';
 import { UsageError } from './usage-error.ts';
 
@@ -98,6 +100,7 @@ async function drainWait(ctx: CommandContext, path: string): Promise<number> {
   const deadline = ctx.now() + timeout;
   let last = '';
   let warned = false;
+  let noted = false;
   for (;;) {
     const v = await ctx.client.get<DrainView>(path);
     const key = [v.weight, v.inflight, v.upgraded, v.pinned, v.drained, v.unknown].join('/');
@@ -114,8 +117,16 @@ async function drainWait(ctx: CommandContext, path: string): Promise<number> {
       warned = true;
     }
     const left = deadline - ctx.now();
+    const block = v.blockedBy;
+    // pins make the window's end a floor (it cannot drain sooner); the drain timeout is only a ceiling
+    if (!noted && block?.by === 'affinity' && block.remainingMs !== null && block.remainingMs > left) {
+      // say at once that this wait cannot succeed, and what to wait for instead
+      ctx.err(`note: ${v.pool} cannot be drained before ${blockWords(block)}, ${humanDuration(block.remainingMs)} from now; --timeout ${humanDuration(timeout)} ends first (use --timeout ${humanDuration(Math.ceil(block.remainingMs / 60_000) * 60_000 + 60_000)})`);
+      noted = true;
+    }
     if (left <= 0) {
-      ctx.err(`error: ${v.pool} not drained after ${humanDuration(timeout)}: ${v.reason ?? `${v.inflight} in flight, ${v.upgraded} upgraded, weight ${pct(v.weight)}`}`);
+      const waits = block === undefined || block.by === 'weight' ? '' : block.by === 'affinity' ? `; it waits for ${blockWords(block)}` : `; ${blockWords(block)}`;
+      ctx.err(`error: ${v.pool} not drained after ${humanDuration(timeout)}: ${v.reason ?? `${v.inflight} in flight, ${v.upgraded} upgraded, weight ${pct(v.weight)}`}${waits}`);
       return 1;
     }
     await ctx.sleep(Math.min(interval, left));
@@ -177,16 +188,7 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
       return printState(ctx, await ctx.client.put<AppStateView>(`${appPath(app)}/weights`, { weights, ...writeFields(ctx) }));
     },
   },
-  rollback: {
-    usage: 'rollback APP [--reason R] [--force]',
-    summary: 'restore the weights of the revision before the current one',
-    args: [1, 1],
-    options: writeOptions,
-    async run(ctx) {
-      const [app] = ctx.args as [string];
-      return printState(ctx, await ctx.client.post<AppStateView>(`${appPath(app)}/rollback`, writeFields(ctx)));
-    },
-  },
+  rollback: rollbackCommand,
   history: {
     usage: 'history APP [--limit N]',
     summary: 'the audit history of APP, newest first',

@@ -64,9 +64,14 @@ export function appDetail(s: AppStateView): string[] {
 
 export function historyLines(entries: readonly HistoryEntryView[]): string[] {
   if (entries.length === 0) return ['(no history)'];
-  const rows = [['rev', 'at', 'action', 'by', 'weights', 'reason']];
-  for (const e of entries) rows.push([String(e.revision), e.at, e.action, e.by, weightsLine(e.weights), e.reason ?? '']);
+  const rows = [['rev', 'at', 'action', 'by', 'what it did', 'reason']];
+  // `summary` in words; an older server's answer has none: its weights then
+  for (const e of entries) rows.push([String(e.revision), e.at, e.action, e.by, e.summary ?? weightsLine(e.weights), e.reason ?? '']);
   return table(rows);
+}
+
+function inWords(ms: number | null | undefined): string {
+  return ms === null || ms === undefined ? '' : ms > 0 ? ` (in ${humanDuration(ms)})` : ' (passed)';
 }
 
 /** `blue  weight 0%  inflight 3  upgraded 1  pinned 4  draining since …, closed at … (in 4m)` */
@@ -75,9 +80,11 @@ export function drainLine(v: DrainView): string {
   if (v.unknown === true) parts.push(`unknown: ${v.reason ?? ''}`);
   else if (v.drained) parts.push('drained');
   else if (v.drainingSince === null) parts.push('serving');
-  else if (v.deadline !== null) {
-    const left = v.remainingMs === null || v.remainingMs === undefined ? '' : v.remainingMs > 0 ? ` (in ${humanDuration(v.remainingMs)})` : ' (passed)';
-    parts.push(`draining since ${v.drainingSince}, deadline ${v.deadline}${left}`);
+  else if (v.blockedBy !== undefined && v.blockedBy.by === 'affinity') {
+    // the affinity window, not the drain timeout, is what it waits for: name that one
+    parts.push(`draining since ${v.drainingSince}, pins honoured until ${v.blockedBy.until}${inWords(v.blockedBy.remainingMs)} (affinity window)${v.deadline === null ? '' : `; drain timeout ${v.deadline}`}`);
+  } else if (v.deadline !== null) {
+    parts.push(`draining since ${v.drainingSince}, deadline ${v.deadline}${inWords(v.remainingMs)}`);
   }
   return parts.join('  ');
 }

@@ -9,9 +9,10 @@ import { RoutingTable } from '../routing/routing-table.ts';
 import type { Snapshot } from '../routing/snapshot.ts';
 import { canonicalJson } from '../state/digest.ts';
 import type { InvalidStateError } from '../state/invariants.ts';
-import type { Action, HistoryEntry, RoutingState, StateStore } from '../state/types.ts';
+import { historyEntryOf, type Action, type HistoryEntry, type RevertKind, type RoutingState, type StateStore } from '../state/types.ts';
 import { ownOf, parseWeights, TOTAL_BP, type Weights } from '../state/weights.ts';
 import { nextState } from './next-state.ts';
+import { planRollback, poolsServing, type RollbackPlan } from './rollback-plan.ts';
 import { loadStates, type BrokenApp } from './seed.ts';
 
 export interface WriteOptions {
@@ -23,6 +24,8 @@ export interface WriteOptions {
   readonly force?: boolean | undefined;
   /** the write rolls back (a rollout's failed analysis): pools it drains lose their affinity pins. Always so for action `rollback`. */
   readonly unpinDrained?: boolean | undefined;
+  /** the write takes traffic back (rollback, a rollout's automatic rollback, an abort): a later rollback never undoes it */
+  readonly revert?: RevertKind | undefined;
 }
 
 /**
@@ -55,6 +58,8 @@ export interface ControllerOptions {
 }
 
 export const WRITE_DEADLINE_MS = 5000;
+/** History entries a rollback reads to find the last stable routing (the store keeps `historyLimit`, 1000 by default). */
+const ROLLBACK_LOOKBACK = 1000;
 
 /** What a write proposes, from the current state and definition. */
 export interface Proposal {
@@ -243,18 +248,38 @@ export class Controller extends EventEmitter {
     return this.change(app, action, () => ({ weights }), opts);
   }
 
-  /** Writes, as a new revision, the weights of the revision before the current one. */
-  async rollback(app: string, opts: WriteOptions): Promise<RoutingState> {
+  /**
+   * Back to the last known-good routing (CONTRACT §10, src/control/rollback-plan.ts), written as a
+   * new revision. Refused with 409 NOTHING_TO_ROLL_BACK after a revert, NO_EARLIER_REVISION without
+   * a stable routing in the history, VERSION_CHANGED (unless `force`) when a pool it would send
+   * traffic to runs another version now, CONFLICT when that pool is gone. `onPlan` hears the plan
+   * the write was computed from (the last one, when a lost compare-and-set made it compute again).
+   */
+  async rollback(app: string, opts: WriteOptions, onPlan?: (plan: RollbackPlan) => void): Promise<RoutingState> {
     return this.change(app, 'rollback', async (cur, cfg) => {
-      const entries = await this.store.history(app, 2);
-      const previous = entries.find((e) => e.revision === cur.revision - 1);
-      if (previous === undefined) throw new SwitchyardError('NO_EARLIER_REVISION', `app "${app}" has no revision before ${cur.revision} in its history`);
-      const gone = Object.entries(previous.weights).filter(([p, bp]) => bp > 0 && !Object.hasOwn(cfg.pools, p)).map(([p]) => p);
-      if (gone.length > 0) throw new SwitchyardError('CONFLICT', `revision ${previous.revision} of app "${app}" sent traffic to pool(s) ${gone.join(', ')}, which the app no longer has; set the weights instead`, { details: { revision: previous.revision, pools: gone } });
+      const plan = await this.rollbackPlan(app, cur, cfg);
+      onPlan?.(plan);
+      if (plan.versionChanged.length > 0 && opts.force !== true) {
+        const words = plan.versionChanged.map((p) => `${p} ran ${plan.pools[p]?.versionThen} then and runs ${plan.pools[p]?.versionNow} now`).join('; ');
+        throw new SwitchyardError('VERSION_CHANGED', `rolling back to revision ${plan.to.revision} of app "${app}" would send traffic to ${words}; deploy the old version again, or send force: true (CLI --force) to roll back anyway`, { details: { revision: plan.to.revision, pools: plan.versionChanged } });
+      }
       const weights: Record<string, number> = {};
-      for (const p of Object.keys(cfg.pools)) weights[p] = ownOf(previous.weights, p) ?? 0;
+      for (const p of Object.keys(cfg.pools)) weights[p] = ownOf(plan.to.routing.weights, p) ?? 0;
       return { weights };
-    }, opts);
+    }, { ...opts, revert: 'rollback' });
+  }
+
+  /** What `rollback` would restore now (`?dryRun=true`); throws what it would answer when there is nothing to restore. */
+  async rollbackPlan(app: string, cur: RoutingState = this.state(app), cfg: AppConfig = this.appConfig(app)): Promise<RollbackPlan> {
+    const entries = await this.store.history(app, ROLLBACK_LOOKBACK);
+    // the history may lag this instance's view by a write: the current state is its newest entry
+    const history = entries[0]?.revision === cur.revision ? entries : [historyEntryOf(cur), ...entries.filter((e) => e.revision < cur.revision)];
+    const versions = Object.fromEntries(Object.entries(cfg.pools).map(([p, pool]) => [p, pool.version]));
+    const r = planRollback(history, versions);
+    if (!r.ok) throw new SwitchyardError(r.code, `app "${app}": ${r.message}`, r.revision === null ? undefined : { details: { revision: r.revision } });
+    const gone = poolsServing(r.plan.to.routing).filter((p) => !Object.hasOwn(cfg.pools, p));
+    if (gone.length > 0) throw new SwitchyardError('CONFLICT', `revision ${r.plan.to.revision} of app "${app}" sent traffic to pool(s) ${gone.join(', ')}, which the app no longer has; set the weights instead`, { details: { revision: r.plan.to.revision, pools: gone } });
+    return r.plan;
   }
 
   async history(app: string, limit: number): Promise<HistoryEntry[]> {
@@ -303,7 +328,7 @@ export class Controller extends EventEmitter {
       const reason = forced === undefined ? (opts.reason ?? null) : opts.reason ? `${opts.reason} (${forced})` : forced;
       const changes = sameDefinition ? [] : definitionChanges(cfg, nextCfg);
       // every write carries the definition, so a state written before live definitions gets it back
-      const made = nextState(cur, { weights, action, by: opts.by, reason, now: this.now(), definition: definition ?? curDefinition, deleted: proposal.deleted, changes: changes.map((c) => c.path), unpin: action === 'rollback' || opts.unpinDrained === true });
+      const made = nextState(cur, { weights, action, by: opts.by, reason, now: this.now(), definition: definition ?? curDefinition, deleted: proposal.deleted, changes: changes.map((c) => c.path), unpin: action === 'rollback' || opts.unpinDrained === true, revert: opts.revert });
       // replacing an invalid stored state: above both it and the last good state every instance routes on
       const next = broken === undefined ? made : { ...made, revision: Math.max(cur.revision, broken.expected) + 1 };
       const result = broken === undefined ? await this.store.compareAndSet(next, cur.revision) : await this.store.compareAndSet(next, broken.expected, { repair: true });

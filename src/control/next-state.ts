@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { AppDefinition } from '../config/definition.ts';
-import type { Action, RoutingState } from '../state/types.ts';
+import type { Action, RevertKind, RoutingState } from '../state/types.ts';
 import { activePool, ownOf, type Weights } from '../state/weights.ts';
 
 export function newSalt(): string {
@@ -21,6 +21,8 @@ export interface Change {
   readonly changes?: readonly string[] | undefined;
   /** a rollback: the pools this change drains lose their affinity pins (RoutingState.unpinned) */
   readonly unpin?: boolean | undefined;
+  /** the change takes traffic back (RoutingState.revert) */
+  readonly revert?: RevertKind | undefined;
 }
 
 /**
@@ -57,6 +59,7 @@ export function nextState(prev: RoutingState, change: Change): RoutingState {
     ...(change.deleted === true ? { deleted: true } : {}),
     ...(unpinned.length === 0 ? {} : { unpinned }),
     ...(change.changes === undefined || change.changes.length === 0 ? {} : { changes: [...change.changes] }),
+    ...(change.revert === undefined ? {} : { revert: change.revert }),
   };
 }
 

@@ -13,6 +13,14 @@ export interface Outcome {
   /** set when the proxy made the response itself or the upstream broke it */
   readonly error: ErrorCode | null;
   readonly startedAt: number;
+  /**
+   * When the response head went to the client (or the proxy's own answer was written): latency,
+   * as stats, metrics and rollouts judge it, is `headAt - startedAt`; how long the response then
+   * stayed open (a stream, a download) is `endedAt - headAt`, kept apart. Equal to `endedAt` when
+   * the request ended before any head was sent (a client that left, a cut). A 101 (an upgrade)
+   * counts in neither figure.
+   */
+  readonly headAt: number;
   readonly endedAt: number;
 }
 
@@ -82,6 +90,8 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
   private responded = false;
   private finished = false;
   private status = 0;
+  /** when the response head was handed to the client (0: not yet) */
+  private headAt = 0;
   private chunked = false;
   /** the response body is known to be complete after this many bytes (content-length), or -1 */
   private remaining = -1;
@@ -191,6 +201,7 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
     try {
       if (statusMessage) res.writeHead(statusCode, statusMessage, out);
       else res.writeHead(statusCode, out);
+      this.headAt = this.plane.now();
     } catch (err) {
       // an upstream header Node will not send (e.g. invalid characters): a broken response
       controller.abort(err as Error);
@@ -351,7 +362,8 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
     if (this.resume !== null) this.res.removeListener('drain', this.resume);
     this.clearTimer();
     if (this.bodyWatch !== null) clearInterval(this.bodyWatch);
-    this.plane.requestDone(this, { status, error, startedAt: this.startedAt, endedAt: this.plane.now() });
+    const endedAt = this.plane.now();
+    this.plane.requestDone(this, { status, error, startedAt: this.startedAt, headAt: this.headAt === 0 ? endedAt : this.headAt, endedAt });
   }
 }
 

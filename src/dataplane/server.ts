@@ -324,7 +324,7 @@ export class DataPlane implements Plane {
     const target = runtime.pick(now, null);
     if (target === null) {
       sendError(res, 'NO_TARGET', fwd.requestId, this.closing);
-      this.opts.onRequest?.({ app, pool, by, requestId: fwd.requestId, method: req.method ?? 'GET', path: req.url ?? '/', outcome: { status: 503, error: 'NO_TARGET', startedAt: now, endedAt: now } });
+      this.opts.onRequest?.({ app, pool, by, requestId: fwd.requestId, method: req.method ?? 'GET', path: req.url ?? '/', outcome: { status: 503, error: 'NO_TARGET', startedAt: now, headAt: now, endedAt: now } });
       return;
     }
     const opts: Dispatcher.DispatchOptions = {

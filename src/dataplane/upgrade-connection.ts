@@ -20,6 +20,11 @@ export function responseHead(status: number, message: string, headers: readonly 
   return `${s}\r\n`;
 }
 
+/** The record of an upgrade's handshake: it ends with its answer's head (a 101 counts in no latency figure). */
+function handshakeOutcome(status: number, error: ErrorCode | null, startedAt: number, at: number): Outcome {
+  return { status, error, startedAt, headAt: at, endedAt: at };
+}
+
 export function textResponse(status: number, body: string, requestId: string | null): string {
   const headers = ['content-type', 'text/plain; charset=utf-8', 'content-length', String(Buffer.byteLength(body)), 'connection', 'close'];
   if (requestId !== null) headers.push('x-request-id', requestId);
@@ -171,7 +176,7 @@ export class UpgradeConnection implements Cuttable {
   private fail(code: ErrorCode): void {
     this.upReq?.destroy();
     this.phase = 'refused';
-    this.ctx.onHandshake({ status: ERRORS[code].status, error: code, startedAt: this.startedAt, endedAt: this.ctx.now() });
+    this.ctx.onHandshake(handshakeOutcome(ERRORS[code].status, code, this.startedAt, this.ctx.now()));
     this.ctx.client.resume();
     this.ctx.client.end(errorResponse(code, this.ctx.requestId));
     // nothing of it is open on the pool any more; the socket itself goes within CLOSE_BOUND_MS
@@ -191,7 +196,7 @@ export class UpgradeConnection implements Cuttable {
     const { client } = this.ctx;
     client.resume();
     client.write(responseHead(status, res.statusMessage ?? '', forwardResponseHeaders(res.headers, this.ctx.servedBy, this.ctx.requestId, true)));
-    this.ctx.onHandshake({ status, error: null, startedAt: this.startedAt, endedAt: this.ctx.now() });
+    this.ctx.onHandshake(handshakeOutcome(status, null, this.startedAt, this.ctx.now()));
     res.on('error', this.destroyAll);
     res.socket.setTimeout(this.ctx.timeouts.idle, this.destroyAll);
     res.once('end', () => {
@@ -217,7 +222,7 @@ export class UpgradeConnection implements Cuttable {
     const headers = forwardResponseHeaders(res.headers, ctx.servedBy, ctx.requestId, false);
     headers.push('connection', 'Upgrade', 'upgrade', res.headers.upgrade ?? ctx.upgrade);
     client.write(responseHead(101, res.statusMessage ?? '', headers));
-    ctx.onHandshake({ status: 101, error: null, startedAt: this.startedAt, endedAt: ctx.now() });
+    ctx.onHandshake(handshakeOutcome(101, null, this.startedAt, ctx.now()));
 
     up.on('error', this.destroyAll);
     up.on('close', this.onSocketClose);
@@ -302,7 +307,7 @@ export class UpgradeConnection implements Cuttable {
   private destroy(): void {
     if (this.phase === 'closed') return;
     // the client went away (or failed) before the upstream answered
-    if (this.phase === 'handshake') this.ctx.onHandshake({ status: 499, error: null, startedAt: this.startedAt, endedAt: this.ctx.now() });
+    if (this.phase === 'handshake') this.ctx.onHandshake(handshakeOutcome(499, null, this.startedAt, this.ctx.now()));
     this.phase = 'closed';
     this.clearTimer();
     this.upReq?.destroy();

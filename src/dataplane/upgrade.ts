@@ -84,7 +84,7 @@ export class UpgradeProxy {
     const record = (outcome: Outcome): void => this.opts.onRequest?.({ app, pool, by, requestId: fwd.requestId, method, path: line.path, outcome });
     const target = runtime.pick(now, null);
     if (target === null) {
-      record({ status: 503, error: 'NO_TARGET', startedAt: now, endedAt: now });
+      record({ status: 503, error: 'NO_TARGET', startedAt: now, headAt: now, endedAt: now });
       return refuse(socket, errorResponse('NO_TARGET', fwd.requestId));
     }
     const conn = new UpgradeConnection(

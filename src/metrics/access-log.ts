@@ -29,7 +29,7 @@ export function createAccessLog(logger: Logger, opts: AccessLogOptions = {}): (r
   const random = opts.random ?? Math.random;
   const direct = directLine(logger);
   return (rec) => {
-    const { status, error, startedAt, endedAt } = rec.outcome;
+    const { status, error, startedAt, headAt, endedAt } = rec.outcome;
     const failed = error !== null || status >= 500;
     // the sampling draw is only made when it can matter, so sample 1 (the default) and 0 cost nothing
     if (!failed && (sample <= 0 || (sample < 1 && random() >= sample))) return;
@@ -44,6 +44,7 @@ export function createAccessLog(logger: Logger, opts: AccessLogOptions = {}): (r
       revision: rec.app.revision,
       status,
       ms: endedAt - startedAt,
+      headMs: headAt - startedAt,
       requestId: rec.requestId,
       method: rec.method,
       path: pathOnly(rec.path),
@@ -70,11 +71,11 @@ export function directLine(logger: Logger): ((level: 'info' | 'warn', rec: Reque
   const bindings = internals[pino.symbols.chindingsSym];
   if (!(sink instanceof LogSink) || typeof bindings !== 'string') return null;
   return (level, rec, path) => {
-    const { status, error, startedAt, endedAt } = rec.outcome;
+    const { status, error, startedAt, headAt, endedAt } = rec.outcome;
     const app = rec.app;
     const pool = rec.pool;
     sink.write(
-      `{"level":${LEVEL_VALUE[level]},"time":${Date.now()}${bindings},"access":true,"app":${JSON.stringify(app.name)},"pool":${JSON.stringify(pool.name)},"version":${JSON.stringify(pool.version)},"revision":${app.revision},"status":${status},"ms":${endedAt - startedAt},"requestId":${JSON.stringify(rec.requestId)},"method":${JSON.stringify(rec.method)}${path === undefined ? '' : `,"path":${JSON.stringify(path)}`},"by":${JSON.stringify(rec.by)}${error === null ? '' : `,"error":${JSON.stringify(error)}`},"msg":"request"}\n`,
+      `{"level":${LEVEL_VALUE[level]},"time":${Date.now()}${bindings},"access":true,"app":${JSON.stringify(app.name)},"pool":${JSON.stringify(pool.name)},"version":${JSON.stringify(pool.version)},"revision":${app.revision},"status":${status},"ms":${endedAt - startedAt},"headMs":${headAt - startedAt},"requestId":${JSON.stringify(rec.requestId)},"method":${JSON.stringify(rec.method)}${path === undefined ? '' : `,"path":${JSON.stringify(path)}`},"by":${JSON.stringify(rec.by)}${error === null ? '' : `,"error":${JSON.stringify(error)}`},"msg":"request"}\n`,
     );
   };
 }

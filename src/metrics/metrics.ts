@@ -24,8 +24,29 @@ export const STATUS_CLASSES = ['2xx', '3xx', '4xx', '5xx', 'error'] as const;
 const ERROR_CLASS = 4;
 /** `code` label values of switchyard_proxy_errors_total (the data plane's error codes) */
 export const PROXY_ERROR_CODES = ['UPSTREAM_ERROR', 'NO_TARGET', 'UPSTREAM_TIMEOUT', 'QUEUE_TIMEOUT'] as const;
-/** Request duration buckets in seconds: from 1 ms to the default response timeout and beyond. */
+/** Time-to-head buckets in seconds: from 1 ms to the default response timeout and beyond. */
 export const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60] as const;
+/** Stream-duration buckets in seconds: most responses end with their head; streams run for minutes or hours. */
+export const STREAM_BUCKETS = [0.001, 0.01, 0.1, 1, 10, 60, 300, 1800, 3600] as const;
+
+/** Non-cumulative bucket counts (the last one is +Inf), sum and count of one histogram series. */
+class Buckets {
+  readonly counts: Float64Array;
+  readonly bounds: readonly number[];
+  sum = 0;
+  count = 0;
+  constructor(bounds: readonly number[]) {
+    this.bounds = bounds;
+    this.counts = new Float64Array(bounds.length + 1);
+  }
+  observe(seconds: number): void {
+    let b = 0;
+    while (b < this.bounds.length && seconds > (this.bounds[b] as number)) b++;
+    this.counts[b] = (this.counts[b] as number) + 1;
+    this.sum += seconds;
+    this.count++;
+  }
+}
 
 export interface MetricsDeps {
   readonly config: Config;
@@ -45,10 +66,10 @@ class PoolSeries {
   readonly labels: { readonly app: string; readonly pool: string };
   readonly classes = new Float64Array(STATUS_CLASSES.length);
   readonly errors = new Float64Array(PROXY_ERROR_CODES.length);
-  /** non-cumulative counts per duration bucket; the last one is +Inf */
-  readonly buckets = new Float64Array(DURATION_BUCKETS.length + 1);
-  sum = 0;
-  count = 0;
+  /** time to the response head */
+  readonly head = new Buckets(DURATION_BUCKETS);
+  /** response head to its end */
+  readonly stream = new Buckets(STREAM_BUCKETS);
   constructor(app: string, pool: string) {
     this.labels = { app, pool };
   }
@@ -108,22 +129,25 @@ export class Metrics {
         all().flatMap((s) => PROXY_ERROR_CODES.map((code, i) => ({ labels: { ...s.labels, code }, value: s.errors[i] as number }))),
       ),
     );
-    add(
-      new ComputedMetric('switchyard_request_duration_seconds', 'Time from routing a request to its last response byte (or its failure), by app and pool.', 'histogram', () =>
+    const histogram = (name: string, help: string, of: (s: PoolSeries) => Buckets): ComputedMetric =>
+      new ComputedMetric(name, help, 'histogram', () =>
         all().flatMap((s) => {
+          const h = of(s);
           const out: Sample[] = [];
           let acc = 0;
-          DURATION_BUCKETS.forEach((le, i) => {
-            acc += s.buckets[i] as number;
-            out.push({ metricName: 'switchyard_request_duration_seconds_bucket', labels: { ...s.labels, le }, value: acc });
+          h.bounds.forEach((le, i) => {
+            acc += h.counts[i] as number;
+            out.push({ metricName: `${name}_bucket`, labels: { ...s.labels, le }, value: acc });
           });
-          out.push({ metricName: 'switchyard_request_duration_seconds_bucket', labels: { ...s.labels, le: '+Inf' }, value: s.count });
-          out.push({ metricName: 'switchyard_request_duration_seconds_sum', labels: { ...s.labels }, value: s.sum });
-          out.push({ metricName: 'switchyard_request_duration_seconds_count', labels: { ...s.labels }, value: s.count });
+          out.push({ metricName: `${name}_bucket`, labels: { ...s.labels, le: '+Inf' }, value: h.count });
+          out.push({ metricName: `${name}_sum`, labels: { ...s.labels }, value: h.sum });
+          out.push({ metricName: `${name}_count`, labels: { ...s.labels }, value: h.count });
           return out;
         }),
-      ),
-    );
+      );
+    // latency is the time to the response head: a stream open for minutes is not a slow response
+    add(histogram('switchyard_response_head_seconds', 'Latency: time from routing a request to its response head going to the client (or the proxy\'s own answer), by app and pool. Upgrades are not counted.', (s) => s.head));
+    add(histogram('switchyard_stream_duration_seconds', 'How long responses stayed open after their head (streams, downloads; to their last byte or a cut), by app and pool. Upgrades are not counted.', (s) => s.stream));
 
     // `aggregator`: how `workers: N` (src/cluster/group-metrics.ts) merges the primary's value,
     // listed first, with the workers': counts are summed, routing state has one value per instance
@@ -184,7 +208,7 @@ export class Metrics {
   /** Hot path: one finished proxied request. */
   record(rec: RequestRecord): void {
     const s = this.series[rec.app.index]?.[rec.pool.index] ?? this.grow(rec.app, rec.pool);
-    const { status, error, startedAt, endedAt } = rec.outcome;
+    const { status, error, startedAt, headAt, endedAt } = rec.outcome;
     let cls: number;
     if (error !== null) {
       cls = ERROR_CLASS;
@@ -192,12 +216,10 @@ export class Metrics {
       if (e >= 0) s.errors[e] = (s.errors[e] as number) + 1;
     } else cls = status < 300 ? 0 : status < 400 ? 1 : status < 500 ? 2 : 3;
     s.classes[cls] = (s.classes[cls] as number) + 1;
-    const seconds = Math.max(0, endedAt - startedAt) / 1000;
-    let b = 0;
-    while (b < DURATION_BUCKETS.length && seconds > (DURATION_BUCKETS[b] as number)) b++;
-    s.buckets[b] = (s.buckets[b] as number) + 1;
-    s.sum += seconds;
-    s.count++;
+    // an upgraded connection's life is neither a response time nor a stream
+    if (status === 101) return;
+    s.head.observe(Math.max(0, headAt - startedAt) / 1000);
+    s.stream.observe(Math.max(0, endedAt - headAt) / 1000);
   }
 
   previewRejected(app: AppRoute): void {

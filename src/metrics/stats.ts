@@ -7,8 +7,14 @@ import { NOT_THE_POOLS_FAULT, SwitchyardError } from '../errors.ts';
  * Live per-pool figures over the last 10 s and 60 s (rps, error rate, p50/p95/p99), the signal
  * the dashboard draws and rollouts judge a canary by.
  *
- * Each pool keeps a ring of per-second rows: request count, error count and a fixed-bucket
- * latency histogram. Recording is O(1) and allocates nothing (a few typed-array increments; a
+ * Latency is the time to the response head (TTFB: from routing the request to its status line
+ * going to the client, or to the proxy's own answer), so a stream, a long download or an SSE
+ * response that stays open for minutes is as fast as its head; how long responses stayed open
+ * after their head is kept apart (`streamP99`). An upgrade (101) counts as a request and in the
+ * error rate, in neither duration figure: its connection's life is not a response time.
+ *
+ * Each pool keeps a ring of per-second rows: request count, error count and two fixed-bucket
+ * histograms (latency, stream duration). Recording is O(1) and allocates nothing (a few typed-array increments; a
  * row is zeroed once per second). A window sums the complete seconds before the current one, so
  * figures lag by under a second and `rps` is exactly `requests / seconds`.
  *
@@ -17,7 +23,7 @@ import { NOT_THE_POOLS_FAULT, SwitchyardError } from '../errors.ts';
  * 12.5 % wide. A percentile reports the upper end of its bucket: exact under 16 ms, otherwise
  * high by less than 12.5 %, never low. Values from 2^21 ms (~35 min) up land in the last bucket.
  *
- * Memory: 61 rows × 154 uint32 ≈ 37.6 KB per pool, allocated once at startup, plus the last
+ * Memory: 61 rows × 290 uint32 ≈ 70.8 KB per pool, allocated once at startup, plus the last
  * minute's sampled 10 s figures (60 small objects per pool) for the dashboard's charts.
  */
 
@@ -26,7 +32,10 @@ const EXACT = 16;
 const SUB = 8;
 const MAX_OCTAVE = 20;
 export const LATENCY_BUCKETS = EXACT + (MAX_OCTAVE - 4 + 1) * SUB;
-/** the bucket scheme's id in exports: peers with another scheme are not merged */
+/**
+ * The bucket scheme's id in exports: peers with another scheme are not merged. Stream-duration
+ * buckets travel as indexes LATENCY_BUCKETS + i, which an instance of an older version ignores.
+ */
 export const BUCKET_SCHEME = 1;
 const MAX_MS = 2 ** (MAX_OCTAVE + 1);
 
@@ -36,8 +45,10 @@ export type StatsWindow = (typeof STATS_WINDOWS)[number];
 
 /** 60 complete seconds plus the one being written. */
 const SLOTS = 61;
-/** per row: requests, errors, then the latency buckets */
-const ROW = 2 + LATENCY_BUCKETS;
+/** per row: requests, errors, the latency buckets, then the stream-duration buckets */
+const ROW = 2 + 2 * LATENCY_BUCKETS;
+/** where a row's stream-duration buckets start */
+const STREAM = 2 + LATENCY_BUCKETS;
 /** A peer export older than this (seconds) is from an instance that stopped heartbeating: left out. */
 export const PEER_MAX_AGE_S = 15;
 
@@ -59,26 +70,30 @@ export function bucketUpperMs(i: number): number {
   return (SUB + sub + 1) * 2 ** (e - 3) - 1;
 }
 
-/** Requests, errors and latency buckets summed over some seconds (and instances). */
+/** Requests, errors, latency and stream-duration buckets summed over some seconds (and instances). */
 export interface Histogram {
   requests: number;
   errors: number;
+  /** time to the response head */
   readonly buckets: Float64Array;
+  /** time from the response head to its end */
+  readonly streams: Float64Array;
 }
 
 function emptyHistogram(): Histogram {
-  return { requests: 0, errors: 0, buckets: new Float64Array(LATENCY_BUCKETS) };
+  return { requests: 0, errors: 0, buckets: new Float64Array(LATENCY_BUCKETS), streams: new Float64Array(LATENCY_BUCKETS) };
 }
 
-/** Nearest-rank percentile (q in 0..1) of a histogram, in ms; null without requests. */
-export function percentile(h: Histogram, q: number): number | null {
+/** Nearest-rank percentile (q in 0..1) of bucket counts (a Histogram's `buckets` or `streams`), in ms; null when empty. */
+export function percentile(h: Histogram | Float64Array, q: number): number | null {
+  const buckets = h instanceof Float64Array ? h : h.buckets;
   let total = 0;
-  for (let i = 0; i < LATENCY_BUCKETS; i++) total += h.buckets[i] as number;
+  for (let i = 0; i < LATENCY_BUCKETS; i++) total += buckets[i] as number;
   if (total === 0) return null;
   const rank = Math.max(1, Math.ceil(q * total));
   let seen = 0;
   for (let i = 0; i < LATENCY_BUCKETS; i++) {
-    seen += h.buckets[i] as number;
+    seen += buckets[i] as number;
     if (seen >= rank) return bucketUpperMs(i);
   }
   return bucketUpperMs(LATENCY_BUCKETS - 1);
@@ -93,10 +108,12 @@ export interface PoolWindowStats {
   errors: number;
   /** errors / requests, 0 without requests */
   errorRate: number;
-  /** ms; null without requests */
+  /** time to the response head (TTFB), ms; null without requests */
   p50: number | null;
   p95: number | null;
   p99: number | null;
+  /** how long responses stayed open after their head (streams, downloads), 99th percentile in ms; null without responses */
+  streamP99: number | null;
 }
 
 export function summarize(h: Histogram, seconds: number): PoolWindowStats {
@@ -108,6 +125,7 @@ export function summarize(h: Histogram, seconds: number): PoolWindowStats {
     p50: percentile(h, 0.5),
     p95: percentile(h, 0.95),
     p99: percentile(h, 0.99),
+    streamP99: percentile(h.streams, 0.99),
   };
 }
 
@@ -120,7 +138,8 @@ class PoolRing {
   readonly rows = new Uint32Array(SLOTS * ROW);
   readonly stamps = new Float64Array(SLOTS).fill(-1);
 
-  add(status: number, error: boolean, ms: number, endedAt: number): void {
+  /** `headMs` and `streamMs` negative: not counted in those figures (an upgrade). */
+  add(status: number, error: boolean, headMs: number, streamMs: number, endedAt: number): void {
     const sec = Math.floor(endedAt / 1000);
     const slot = sec % SLOTS;
     const stamp = this.stamps[slot] as number;
@@ -134,8 +153,11 @@ class PoolRing {
     const rows = this.rows;
     rows[base] = (rows[base] as number) + 1;
     if (error || status >= 500) rows[base + 1] = (rows[base + 1] as number) + 1;
-    const b = base + 2 + bucketOf(ms);
+    if (headMs < 0) return;
+    const b = base + 2 + bucketOf(headMs);
     rows[b] = (rows[b] as number) + 1;
+    const t = base + STREAM + bucketOf(streamMs);
+    rows[t] = (rows[t] as number) + 1;
   }
 
   /** Adds the complete seconds [nowSec - seconds, nowSec) into `into`. */
@@ -147,6 +169,7 @@ class PoolRing {
       into.requests += this.rows[base] as number;
       into.errors += this.rows[base + 1] as number;
       for (let i = 0; i < LATENCY_BUCKETS; i++) (into.buckets[i] as number) += this.rows[base + 2 + i] as number;
+      for (let i = 0; i < LATENCY_BUCKETS; i++) (into.streams[i] as number) += this.rows[base + STREAM + i] as number;
     }
   }
 }
@@ -167,6 +190,7 @@ export interface StatsExport {
 function encode(h: Histogram): number[] {
   const out = [h.requests, h.errors];
   for (let i = 0; i < LATENCY_BUCKETS; i++) if ((h.buckets[i] as number) > 0) out.push(i, h.buckets[i] as number);
+  for (let i = 0; i < LATENCY_BUCKETS; i++) if ((h.streams[i] as number) > 0) out.push(LATENCY_BUCKETS + i, h.streams[i] as number);
   return out;
 }
 
@@ -180,7 +204,9 @@ function addEncoded(into: Histogram, flat: readonly number[] | undefined): void 
   for (let k = 2; k + 1 < flat.length; k += 2) {
     const i = flat[k];
     const n = flat[k + 1];
-    if (Number.isInteger(i) && (i as number) >= 0 && (i as number) < LATENCY_BUCKETS && isCount(n)) (into.buckets[i as number] as number) += n;
+    if (!Number.isInteger(i) || (i as number) < 0 || !isCount(n)) continue;
+    if ((i as number) < LATENCY_BUCKETS) (into.buckets[i as number] as number) += n;
+    else if ((i as number) < 2 * LATENCY_BUCKETS) (into.streams[(i as number) - LATENCY_BUCKETS] as number) += n;
   }
 }
 
@@ -323,7 +349,9 @@ export class LiveStats {
     const o = rec.outcome;
     // a proxy's own answer (shutdown, a stalled client) says nothing about the pool: not counted
     if (o.error !== null && NOT_THE_POOLS_FAULT.has(o.error)) return;
-    (this.rings[rec.app.index]?.[rec.pool.index] ?? this.grow(rec.app.index, rec.app.name, rec.pool.index, rec.pool.name)).add(o.status, o.error !== null, o.endedAt - o.startedAt, o.endedAt);
+    const ring = this.rings[rec.app.index]?.[rec.pool.index] ?? this.grow(rec.app.index, rec.app.name, rec.pool.index, rec.pool.name);
+    if (o.status === 101) ring.add(o.status, false, -1, -1, o.endedAt);
+    else ring.add(o.status, o.error !== null, Math.max(0, o.headAt - o.startedAt), Math.max(0, o.endedAt - o.headAt), o.endedAt);
   }
 
   /** The ring of an app or pool added while the process runs (its first request). */

@@ -195,7 +195,7 @@ export class RolloutDriver {
       // If-Match on the revision the record stands on: of the instances that see the failure at once (any instance
       // judges, see #watch), exactly one write lands; the others, and a step written meanwhile, are stale
       if (seen.revision < r.revision || !sameWeights(seen.weights, r.from)) {
-        await core.controller.setWeights(r.app, r.from, { by: 'switchyard', reason: `${rolledBackPrefix(r)}${why}`, expectedRevision: r.revision, unpinDrained: true }, 'rollout');
+        await core.controller.setWeights(r.app, r.from, { by: 'switchyard', reason: `${rolledBackPrefix(r)}${why}`, expectedRevision: r.revision, unpinDrained: true, revert: 'analysis' }, 'rollout');
       }
     } catch (err) {
       // another instance rolled back first (or a step landed: the next round judges again)

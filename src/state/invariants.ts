@@ -32,6 +32,7 @@ const stateSchema = z.object({
   deleted: z.boolean().optional(),
   unpinned: z.array(z.string()).optional(),
   changes: z.array(z.string()).optional(),
+  revert: z.enum(['rollback', 'analysis', 'abort']).optional(),
 });
 
 export interface StateIssue {

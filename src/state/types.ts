@@ -36,6 +36,17 @@ export interface RoutingState {
   readonly deleted?: boolean;
   /** the definition's key paths this revision changed (`pools.green.targets`), for the history */
   readonly changes?: readonly string[];
+  /** this revision took traffic back: a rollback, a rollout's automatic rollback, an abort (src/control/rollback-plan.ts) */
+  readonly revert?: RevertKind;
+}
+
+/** How a revision took traffic back: `rollback`, `analysis` (a rollout's automatic rollback), `abort` (a rollout aborted). */
+export type RevertKind = 'rollback' | 'analysis' | 'abort';
+
+/** A pool as a history entry records it: its version and how many targets it had at that revision. */
+export interface PoolRecord {
+  readonly version: string;
+  readonly targets: number;
 }
 
 export type Action = 'initial' | 'switch' | 'weights' | 'rollback' | 'reseed' | 'rollout' | 'pool' | 'targets' | 'define' | 'delete';
@@ -50,11 +61,36 @@ export interface HistoryEntry {
   readonly at: string;
   /** for definition changes: the key paths changed */
   readonly changes?: readonly string[];
+  /** each pool's version and target count at this revision (absent in entries written before they were recorded) */
+  readonly pools?: Readonly<Record<string, PoolRecord>>;
+  /** this revision took traffic back (see RoutingState.revert) */
+  readonly revert?: RevertKind;
 }
 
 export function historyEntryOf(state: RoutingState): HistoryEntry {
-  const entry = { revision: state.revision, weights: state.weights, action: state.action, by: state.updatedBy, reason: state.reason, at: state.updatedAt };
-  return state.changes === undefined || state.changes.length === 0 ? entry : { ...entry, changes: state.changes };
+  const pools = poolRecords(state);
+  return {
+    revision: state.revision,
+    weights: state.weights,
+    action: state.action,
+    by: state.updatedBy,
+    reason: state.reason,
+    at: state.updatedAt,
+    ...(state.changes === undefined || state.changes.length === 0 ? {} : { changes: state.changes }),
+    ...(pools === undefined ? {} : { pools }),
+    ...(state.revert === undefined ? {} : { revert: state.revert }),
+  };
+}
+
+/** Each pool's version and target count in a state's definition: what rollback compares and history describes. */
+function poolRecords(state: RoutingState): Record<string, PoolRecord> | undefined {
+  const pools = state.definition?.pools;
+  if (typeof pools !== 'object' || pools === null) return undefined;
+  const out: Record<string, PoolRecord> = {};
+  for (const [name, p] of Object.entries(pools as Record<string, { version?: unknown; targets?: unknown }>)) {
+    out[name] = { version: String(p.version), targets: Array.isArray(p.targets) ? p.targets.length : 0 };
+  }
+  return out;
 }
 
 export type InvalidListener = (app: string, err: InvalidStateError | null) => void;

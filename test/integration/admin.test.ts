@@ -153,15 +153,16 @@ describe('admin API', () => {
     assert.deepEqual([after.revision, after.weights], [before.revision, before.weights]);
   });
 
-  it('rolls back to the previous weights as a new revision, and lists history newest first', async () => {
+  it('rolls back to the stable routing before the release as a new revision, and lists history newest first', async () => {
     await api('PUT', '/v1/apps/shop/weights', { body: { weights: { blue: 80, green: 20 } } });
     const canary = (await api('PUT', '/v1/apps/shop/weights', { body: { weights: { blue: 60, green: 40 } } })).json;
     const { status, json } = await api('POST', '/v1/apps/shop/rollback', { body: { reason: 'errors' } });
-    assert.deepEqual([status, json.revision, json.weights, json.reason], [200, canary.revision + 1, { blue: 80, green: 20 }, 'errors']);
+    assert.deepEqual([status, json.revision, json.weights, json.reason], [200, canary.revision + 1, { blue: 100, green: 0 }, 'errors']);
+    assert.deepEqual(json.rollback.pools.green, { weight: { now: 40, then: 0 }, version: { now: '2.0.0', then: '2.0.0' } });
     const history = await api('GET', '/v1/apps/shop/history?limit=3');
     assert.equal(history.status, 200);
     assert.deepEqual(history.json.entries.map((e: { revision: number }) => e.revision), [json.revision, json.revision - 1, json.revision - 2]);
-    assert.deepEqual(history.json.entries[0], { revision: json.revision, weights: { blue: 80, green: 20 }, action: 'rollback', by: 'ci', reason: 'errors', at: json.updatedAt });
+    assert.deepEqual(history.json.entries[0], { revision: json.revision, weights: { blue: 100, green: 0 }, action: 'rollback', by: 'ci', reason: 'errors', at: json.updatedAt, summary: 'rollback: blue 100 %, green 0 %', pools: { blue: { version: '1.0.0', targets: 1 }, green: { version: '2.0.0', targets: 1 } }, revert: 'rollback' });
     for (const limit of ['0', '1001', 'ten', '-1']) {
       const bad = await api('GET', `/v1/apps/shop/history?limit=${limit}`);
       assert.deepEqual([bad.status, bad.json.error.details[0].path], [400, 'limit'], limit);
@@ -178,6 +179,7 @@ describe('admin API', () => {
     assert.deepEqual({ ...busy.json, remainingMs: undefined }, {
       pool: 'blue', weight: 0, inflight: 2, upgraded: 1, pinned: 4, drainingSince: state.updatedAt,
       deadline: new Date(Date.parse(state.updatedAt) + 5 * 60_000).toISOString(), remainingMs: undefined, drained: false, reason: '2 request(s) in flight; 1 upgraded connection(s) open',
+      blockedBy: { by: 'drain-timeout', until: new Date(Date.parse(state.updatedAt) + 5 * 60_000).toISOString(), remainingMs: busy.json.remainingMs },
       instances: { 'instance-a': { inflight: 2, upgraded: 1, pinned: 4 } },
     });
     t.counts.set('shop', 'blue', { inflight: 0, upgraded: 0, pinned: 0 });

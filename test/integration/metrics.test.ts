@@ -74,7 +74,8 @@ describe('metrics with real traffic', () => {
     for (const [name, type] of [
       ['switchyard_requests_total', 'counter'],
       ['switchyard_proxy_errors_total', 'counter'],
-      ['switchyard_request_duration_seconds', 'histogram'],
+      ['switchyard_response_head_seconds', 'histogram'],
+      ['switchyard_stream_duration_seconds', 'histogram'],
       ['switchyard_inflight_requests', 'gauge'],
       ['switchyard_upgraded_connections', 'gauge'],
       ['switchyard_pool_weight_ratio', 'gauge'],
@@ -108,12 +109,14 @@ describe('metrics with real traffic', () => {
     assert.equal(delta('switchyard_requests_total', { app: 'shop', pool: 'green', class: '2xx' }), 0);
     assert.equal(delta('switchyard_requests_total', { app: 'down', pool: 'blue', class: 'error' }), 1);
     assert.equal(delta('switchyard_proxy_errors_total', { app: 'down', pool: 'blue', code: 'NO_TARGET' }), 1);
-    assert.equal(delta('switchyard_request_duration_seconds_count', { app: 'shop', pool: 'blue' }), 8);
-    assert.ok(delta('switchyard_request_duration_seconds_sum', { app: 'shop', pool: 'blue' }) >= 0);
-    assert.equal(pick(after, 'switchyard_request_duration_seconds_bucket', { app: 'shop', pool: 'blue', le: '+Inf' }), pick(after, 'switchyard_request_duration_seconds_count', { app: 'shop', pool: 'blue' }));
-    // cumulative buckets never decrease
-    const buckets = after.filter((s) => s.name === 'switchyard_request_duration_seconds_bucket' && s.labels.app === 'shop' && s.labels.pool === 'blue').map((s) => s.value);
-    assert.deepEqual(buckets, [...buckets].sort((a, b) => a - b));
+    for (const h of ['switchyard_response_head_seconds', 'switchyard_stream_duration_seconds']) {
+      assert.equal(delta(`${h}_count`, { app: 'shop', pool: 'blue' }), 8);
+      assert.ok(delta(`${h}_sum`, { app: 'shop', pool: 'blue' }) >= 0);
+      assert.equal(pick(after, `${h}_bucket`, { app: 'shop', pool: 'blue', le: '+Inf' }), pick(after, `${h}_count`, { app: 'shop', pool: 'blue' }));
+      // cumulative buckets never decrease
+      const buckets = after.filter((s) => s.name === `${h}_bucket` && s.labels.app === 'shop' && s.labels.pool === 'blue').map((s) => s.value);
+      assert.deepEqual(buckets, [...buckets].sort((a, b) => a - b));
+    }
     assert.equal(pick(after, 'switchyard_inflight_requests', { app: 'shop', pool: 'blue' }), 0);
     assert.equal(pick(after, 'switchyard_upgraded_connections', { app: 'shop', pool: 'blue' }), 0);
     assert.equal(pick(after, 'switchyard_store_connected'), 1);

@@ -17,7 +17,7 @@ function record(path: string, status: number, error: RequestRecord['outcome']['e
     requestId: 'abcdef012345-1z',
     method: 'GET',
     path,
-    outcome: { status, error, startedAt: 1000, endedAt: 1012 },
+    outcome: { status, error, startedAt: 1000, headAt: 1004, endedAt: 1012 },
   } as unknown as RequestRecord;
 }
 
@@ -48,6 +48,8 @@ it('the access line written straight into the log sink is byte for byte what pin
     assert.equal(written, viaPino.join('').replace(time, '"time":0'));
     assert.equal(written.split('\n').length, RECORDS.length + 1);
     assert.ok(!written.includes('s3cret'), 'never the query');
+    // the whole response's time and its time to the head, both
+    assert.match(written, /"ms":12,"headMs":4,/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -89,14 +89,23 @@ describe('switchyard CLI', () => {
 
   it('switches, rolls back and lists the history newest first', async () => {
     assert.match((await cli('switch', 'shop', 'green')).stdout, /^shop {2}rev 3 {2}blue 0% green 100% ▇{10} {2}active: green {2}by ci\n$/);
-    assert.match((await cli('rollback', 'shop', '--reason', 'errors')).stdout, /rev 4 {2}blue 90% .* {2}active: \(split\) {2}by ci: "errors"/);
-    const history = await cli('history', 'shop', '--limit', '2');
+    const dry = await cli('rollback', 'shop', '--dry-run');
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.deepEqual(dry.stdout.trim().split('\n').slice(1), ['  pool   weight now → then  version then  version now', '  blue   0% → 100%          1.0.0         1.0.0', '  green  100% → 0%          2.0.0         2.0.0']);
+    assert.match(dry.stdout, /^shop: rollback would restore revision 1 \(\S+\), undoing revisions 2–3\n/);
+    // a plain rollback prints what it wrote: the routing restored and the versions, then the state
+    const back = await cli('rollback', 'shop', '--reason', 'errors');
+    assert.match(back.stdout, /^shop: restored the routing of revision 1 \(\S+\), undoing revisions 2–3\n {2}pool +weight was → now/);
+    assert.match(back.stdout, /\n {2}blue +0% → 100% +1\.0\.0 +1\.0\.0\n/);
+    assert.match(back.stdout, /rev 4 {2}blue 100% .* {2}active: blue {2}by ci: "errors"\n$/);
+    const history = await cli('history', 'shop', '--limit', '3');
     assert.equal(history.code, 0);
     const lines = history.stdout.trim().split('\n');
-    assert.match(lines[0] as string, /^rev +at +action +by +weights +reason$/);
-    assert.match(lines[1] as string, /^4 +\S+ +rollback +ci +blue 90% .* +errors$/);
-    assert.match(lines[2] as string, /^3 +\S+ +switch +ci +blue 0% green 100%/);
-    assert.equal(lines.length, 3);
+    assert.match(lines[0] as string, /^rev +at +action +by +what it did +reason$/);
+    assert.match(lines[1] as string, /^4 +\S+ +rollback +ci +rollback: blue 100 %, green 0 % +errors$/);
+    assert.match(lines[2] as string, /^3 +\S+ +switch +ci +switch to green/);
+    assert.match(lines[3] as string, /^2 +\S+ +weights +ci +weights: blue 90 %, green 10 % +canary$/);
+    assert.equal(lines.length, 4);
   });
 
   it('exits 2 with the usage line on a bad call', async () => {
@@ -169,7 +178,7 @@ describe('switchyard CLI', () => {
     assert.equal(code, 1);
     assert.ok(Date.now() - started >= 300);
     assert.equal(stdout.trim().split('\n').length, 1, 'unchanged counts are printed once');
-    assert.equal(stderr, 'error: blue not drained after 300ms: 3 request(s) in flight\n');
+    assert.match(stderr, /^error: blue not drained after 300ms: 3 request\(s\) in flight; what is still open is cut at the drain timeout, \S+\n$/);
     setCounts('blue', { inflight: 0, upgraded: 0, pinned: 0 });
   });
 

@@ -114,8 +114,8 @@ describe('rollout body validation', () => {
 
 describe('analysis', () => {
   const stats = (to: Partial<PoolWindowStats>, other: Partial<PoolWindowStats> = {}): Record<string, PoolWindowStats> => ({
-    blue: { requests: 1000, rps: 100, errors: 1, errorRate: 0.001, p50: 5, p95: 9, p99: 12, ...other },
-    green: { requests: 0, rps: 0, errors: 0, errorRate: 0, p50: null, p95: null, p99: null, ...to },
+    blue: { requests: 1000, rps: 100, errors: 1, errorRate: 0.001, p50: 5, p95: 9, p99: 12, streamP99: 0, ...other },
+    green: { requests: 0, rps: 0, errors: 0, errorRate: 0, p50: null, p95: null, p99: null, streamP99: null, ...to },
   });
   const r = { app: 'shop', to: 'green', startedAt: 0, judgeFrom: 0, analysis: { maxErrorRate: 0.05, minRequests: 20, maxP99Ms: 100 } } as unknown as Rollout;
 
@@ -158,7 +158,7 @@ async function harness(t: TestContext) {
   });
   t.after(() => controller.close());
   const window: Record<string, PoolWindowStats> = {};
-  const setStats = (pool: string, requests: number, errors = 0, p99: number | null = 10) => (window[pool] = { requests, rps: requests / 10, errors, errorRate: requests === 0 ? 0 : errors / requests, p50: p99, p95: p99, p99 });
+  const setStats = (pool: string, requests: number, errors = 0, p99: number | null = 10) => (window[pool] = { requests, rps: requests / 10, errors, errorRate: requests === 0 ? 0 : errors / requests, p50: p99, p95: p99, p99, streamP99: 0 });
   setStats('blue', 0);
   setStats('green', 0);
   const registry = new Registry();

@@ -20,14 +20,15 @@ function clock(start = 0): { now: () => number; set(ms: number): void } {
 }
 
 /** A finished request as the data plane reports it; only the indexes and the outcome matter to stats. */
-function rec(app: number, pool: number, endedAt: number, ms: number, status = 200, error: ErrorCode | null = null): RequestRecord {
+/** `ms` to the response head, then `stream` ms until the response ended. */
+function rec(app: number, pool: number, endedAt: number, ms: number, status = 200, error: ErrorCode | null = null, stream = 0): RequestRecord {
   return {
     app: { index: app, name: app === 0 ? 'shop' : 'blog', revision: 1 },
     pool: { index: pool, name: pool === 0 ? 'blue' : 'green', version: pool === 0 ? '1.0.0' : '2.0.0' },
     by: 'random',
     requestId: 'r',
     method: 'GET',
-    outcome: { status, error, startedAt: endedAt - ms, endedAt },
+    outcome: { status, error, startedAt: endedAt - stream - ms, headAt: endedAt - stream, endedAt },
   } as unknown as RequestRecord;
 }
 
@@ -71,13 +72,13 @@ describe('live stats windows', () => {
 
     // second 2 is still being written: only second 1 counts
     c.set(2_500);
-    assert.deepEqual(stats.window('shop', 10).blue, { requests: 100, rps: 10, errors: 0, errorRate: 0, p50: 10, p95: 10, p99: 10 });
+    assert.deepEqual(stats.window('shop', 10).blue, { requests: 100, rps: 10, errors: 0, errorRate: 0, p50: 10, p95: 10, p99: 10, streamP99: 0 });
 
     c.set(3_000);
     const w10 = stats.window('shop', 10);
     // 100 ms sits in the bucket [96, 104): reported as 103
-    assert.deepEqual(w10.blue, { requests: 150, rps: 15, errors: 10, errorRate: 0.067, p50: 10, p95: 103, p99: 103 });
-    assert.deepEqual(w10.green, { requests: 0, rps: 0, errors: 0, errorRate: 0, p50: null, p95: null, p99: null });
+    assert.deepEqual(w10.blue, { requests: 150, rps: 15, errors: 10, errorRate: 0.067, p50: 10, p95: 103, p99: 103, streamP99: 0 });
+    assert.deepEqual(w10.green, { requests: 0, rps: 0, errors: 0, errorRate: 0, p50: null, p95: null, p99: null, streamP99: null });
     assert.equal(stats.window('shop', 60).blue?.rps, 2.5);
     assert.equal(stats.window('blog', 10).blue?.requests, 0, 'apps are counted apart');
 
@@ -101,7 +102,7 @@ describe('live stats windows', () => {
     load(stats, 1, 10, 10, 1, 503, 'GOING_AWAY');
     load(stats, 1, 2, 10, 1, 503, 'NO_TARGET');
     c.set(2_000);
-    assert.deepEqual(stats.window('shop', 10).green, { requests: 22, rps: 2.2, errors: 2, errorRate: 0.091, p50: 10, p95: 10, p99: 10 });
+    assert.deepEqual(stats.window('shop', 10).green, { requests: 22, rps: 2.2, errors: 2, errorRate: 0.091, p50: 10, p95: 10, p99: 10, streamP99: 0 });
   });
 
   it('percentiles follow the distribution (1..100 ms, one request each)', () => {
@@ -112,6 +113,22 @@ describe('live stats windows', () => {
     const g = stats.window('shop', 10).green;
     assert.equal(g?.requests, 100);
     assert.deepEqual([g?.p50, g?.p95, g?.p99], [51, 95, 103]);
+  });
+
+  it('latency is the time to the head: a response open 3 s after a 5 ms head counts 5 ms, and 3 s as stream duration; a 101 in neither', () => {
+    const c = clock();
+    const stats = new LiveStats(config, { now: c.now });
+    for (let i = 0; i < 99; i++) stats.record(rec(0, 0, 1_000 + i, 5));
+    stats.record(rec(0, 0, 4_500, 5, 200, null, 3_000));
+    stats.record({ ...rec(0, 0, 4_600, 0), outcome: { status: 101, error: null, startedAt: 1_000, headAt: 1_002, endedAt: 4_600 } } as RequestRecord);
+    c.set(5_000);
+    const b = stats.window('shop', 10).blue;
+    assert.deepEqual(b, { requests: 101, rps: 10.1, errors: 0, errorRate: 0, p50: 5, p95: 5, p99: 5, streamP99: 0 });
+    // the stream's 3 s is its own figure, and travels to the fleet's other instances
+    for (let i = 0; i < 5; i++) stats.record(rec(0, 1, 4_700 + i, 5, 200, null, 3_000));
+    const peer = new LiveStats(config, { now: c.now, peers: () => [stats.exportWindows()] });
+    assert.equal(peer.window('shop', 10).green?.streamP99, bucketUpperMs(bucketOf(3_000)));
+    assert.equal(peer.window('shop', 10).green?.p99, 5);
   });
 
   it('reuses a second’s row after 61 s and drops a record for a second already recycled', () => {
@@ -165,7 +182,7 @@ describe('fleet windows', () => {
     const v = a.view('shop');
     assert.equal(v.fleet, true);
     assert.equal(v.instances, 2);
-    assert.deepEqual(v.windows['10s'].blue, { requests: 200, rps: 20, errors: 100, errorRate: 0.5, p50: 10, p95: 207, p99: 207 });
+    assert.deepEqual(v.windows['10s'].blue, { requests: 200, rps: 20, errors: 100, errorRate: 0.5, p50: 10, p95: 207, p99: 207, streamP99: 0 });
     assert.equal(v.windows['10s'].green?.requests, 7);
     assert.equal(a.window('shop', 60).blue?.requests, 200);
   });
@@ -190,7 +207,8 @@ describe('fleet windows', () => {
     a.attachFleet(() => [good, stale, foreign, ...junk]);
     const v = a.view('shop');
     assert.equal(v.instances, 3, 'this one, the good peer and the first junk one (fresh, scheme 1)');
-    assert.deepEqual(v.windows['10s'].blue, { requests: 5, rps: 0.5, errors: 1, errorRate: 0.2, p50: 3, p95: 3, p99: 3 });
+    // a peer that exports no stream-duration buckets (an older version) leaves that figure empty, not zero
+    assert.deepEqual(v.windows['10s'].blue, { requests: 5, rps: 0.5, errors: 1, errorRate: 0.2, p50: 3, p95: 3, p99: 3, streamP99: null });
     assert.equal(a.view('blog').windows['10s'].blue?.requests, 0);
   });
 });
@@ -212,7 +230,7 @@ describe('the last minute for the dashboard', () => {
     assert.equal(history.length, HISTORY_SECONDS);
     assert.deepEqual([history[0]?.at, history.at(-1)?.at], [new Date(141_000).toISOString(), new Date(200_000).toISOString()]);
     // a full 10 s window of 10 + 10 requests a second, this instance's latency and the peer's
-    assert.deepEqual(history.at(-1)?.pools.blue, { requests: 200, rps: 20, errors: 0, errorRate: 0, p50: 5, p95: 51, p99: 51 });
+    assert.deepEqual(history.at(-1)?.pools.blue, { requests: 200, rps: 20, errors: 0, errorRate: 0, p50: 5, p95: 51, p99: 51, streamP99: 0 });
     assert.equal(history.at(-1)?.pools.green?.requests, 0);
   });
 
