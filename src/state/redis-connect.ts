@@ -101,8 +101,14 @@ export function redisKeys(prefix: string) {
     changes: `${base}:changes`,
     /** one heartbeat per proxy instance, with a TTL (fleet.ts) */
     instance: (id: string) => `${base}:instance:${id}`,
-    /** sorted set of instance ids scored by their last heartbeat: the index to MGET them by */
+    /** sorted set of instance ids scored by their last heartbeat (Redis's clock): who is in the fleet, and since when silent */
     instances: `${base}:instances`,
+    /** hash id → heartbeat JSON, rewritten only when it changes (control/heartbeats.ts) */
+    beats: `${base}:beats`,
+    /** grows on every change to `beats` or to the members: a reader re-reads the hash only when it moved */
+    beatsVersion: `${base}:beats-version`,
+    /** Redis's time when the heartbeat registry was (re)created: a Redis that lost its data says so here */
+    beatsBorn: `${base}:beats-born`,
     /** a key written only to have something to WAIT on when settling a write (redis-settle.ts) */
     waitProbe: `${base}:wait-probe`,
     /** the running or last rollout of an app (rollout/redis.ts) */

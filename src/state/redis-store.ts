@@ -34,6 +34,8 @@ export interface RedisStoreOptions extends RedisConnection {
   readonly onListenerError?: ((err: unknown) => void) | undefined;
   /** The pools each app may weigh (the config's): a write naming another pool is refused. @default only the shape is checked */
   readonly pools?: PoolsOf | undefined;
+  /** ms an instance that stopped heartbeating without leaving stays in the fleet's figures, unaccounted (control/fleet.ts). @default 600000 */
+  readonly unaccountedWindow?: number | undefined;
 }
 
 export interface RedisStoreEvents {
@@ -62,6 +64,8 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
   /** The command connection; the fleet heartbeat shares it. */
   readonly client: Redis;
   readonly keys: RedisKeys;
+  /** store.unaccountedWindow, for the fleet */
+  readonly unaccountedWindow: number;
   readonly #sub: Redis;
   readonly #opts: RedisStoreOptions;
   /** ioredis options of the command connection, for the fresh one that settles a write (redis-settle.ts) */
@@ -98,6 +102,7 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     this.#opts = opts;
     this.#logger = opts.logger;
     this.keys = redisKeys(opts.prefix);
+    this.unaccountedWindow = opts.unaccountedWindow ?? 600_000;
     this.#replicas = opts.replicas ?? 0;
     this.#replicaTimeout = opts.replicaTimeout ?? 500;
     for (const [app, state] of cached) this.#latest.set(app, state);
