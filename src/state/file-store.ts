@@ -106,9 +106,10 @@ export class FileStore implements StateStore {
     return [...new Set([...this.#apps.keys(), ...this.#broken.keys()])].sort();
   }
 
-  async history(app: string, limit: number): Promise<HistoryEntry[]> {
+  async history(app: string, limit: number, offset = 0): Promise<HistoryEntry[]> {
     const entries = this.#apps.get(app)?.history ?? this.#broken.get(app)?.history ?? [];
-    return entries.slice(0, Math.max(0, Math.floor(limit)));
+    const from = Math.max(0, Math.floor(offset));
+    return entries.slice(from, from + Math.max(0, Math.floor(limit)));
   }
 
   async compareAndSet(next: RoutingState, expected: number | null, opts: CasOptions = {}): Promise<CasResult> {

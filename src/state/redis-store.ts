@@ -199,10 +199,11 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     return out;
   }
 
-  async history(app: string, limit: number): Promise<HistoryEntry[]> {
+  async history(app: string, limit: number, offset = 0): Promise<HistoryEntry[]> {
     const n = Math.floor(limit);
+    const from = Math.max(0, Math.floor(offset));
     if (!(n > 0)) return [];
-    const texts = await this.#run('LRANGE', () => this.client.lrange(this.keys.history(app), 0, n - 1));
+    const texts = await this.#run('LRANGE', () => this.client.lrange(this.keys.history(app), from, from + n - 1));
     return texts.map((t) => {
       const { [WRITE_ID]: _id, ...entry } = JSON.parse(t) as HistoryEntry & { [WRITE_ID]?: string };
       return Object.freeze(entry);
