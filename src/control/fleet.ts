@@ -72,6 +72,8 @@ export class Fleet {
   #members: ReadonlyMap<string, Member> = new Map();
   /** local time of the last successful read of the fleet */
   #peersReadAt = 0;
+  /** local time the last read started */
+  #readStartedAt = 0;
   /** Redis's clock minus ours at the last read */
   #offset = 0;
   /** Redis's time when the registry was created, as last read */
@@ -116,7 +118,8 @@ export class Fleet {
     this.#controller.on('applied', this.#onApplied);
     this.#timers.push(setInterval(() => void this.heartbeat(), this.#heartbeatInterval).unref());
     this.#timers.push(setInterval(() => void this.refresh(), this.#refreshInterval).unref());
-    this.#staleAfter = 3 * this.#refreshInterval;
+    // idle, the fleet is read every other tick: three idle ticks without a read is a Redis that does not answer
+    this.#staleAfter = 4 * this.#refreshInterval;
     this.#wantedUntil = this.#now() + WANTED_FOR_MS;
     void this.heartbeat().then(() => this.refresh());
     // reconcile against Redis now rather than at the first poll
@@ -263,8 +266,13 @@ export class Fleet {
   /** Re-reads the fleet (a glance, the heartbeat hash only when it changed); never rejects (the last view stands until it ages out). */
   async refresh(): Promise<void> {
     if (this.#closed || !this.#store.connected) return;
+    const started = this.#now();
+    const wanted = started < this.#wantedUntil;
+    // nobody looking: every other tick is enough to notice who fell silent
+    if (!wanted && started - this.#readStartedAt < 1.5 * this.#refreshInterval) return;
+    this.#readStartedAt = started;
     try {
-      const read = await this.#registry.read(this.#now() < this.#wantedUntil);
+      const read = await this.#registry.read(wanted);
       const now = this.#now();
       this.#members = read.members;
       this.#offset = read.now - now;

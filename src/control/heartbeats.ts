@@ -39,8 +39,8 @@ export interface FleetRead {
 /**
  * One heartbeat: the JSON is stored only when it changed (ARGV[2] '' = unchanged: only the
  * index score moves), so an idle fleet bumps no version and its readers read no hash. Instances
- * silent past the window are forgotten here (the only place they are). KEYS: beats, index,
- * version, born. ARGV: id, JSON or '', window ms. Answers Redis's time, or -1 when the hash lost
+ * silent past the window are forgotten here (the only place they are; every tenth beat is enough).
+ * KEYS: beats, index, version, born. ARGV: id, JSON or '', window ms, '1' to forget the silent. Answers Redis's time, or -1 when the hash lost
  * this instance's entry (a Redis that restarted empty): then the caller sends the whole heartbeat.
  */
 const BEAT_SCRIPT = `
@@ -55,10 +55,12 @@ elseif redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
   return -1
 end
 if redis.call('ZADD', KEYS[2], now, ARGV[1]) == 1 then changed = true end
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[3]), 'LIMIT', 0, 100)) do
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('HDEL', KEYS[1], id)
-  changed = true
+if ARGV[4] == '1' then
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[3]), 'LIMIT', 0, 100)) do
+    redis.call('ZREM', KEYS[2], id)
+    redis.call('HDEL', KEYS[1], id)
+    changed = true
+  end
 end
 if changed then redis.call('INCR', KEYS[3]) end
 return now
@@ -77,7 +79,7 @@ return { now, redis.call('GET', KEYS[2]) or '0', redis.call('GET', KEYS[3]) or '
 `;
 
 type BeatClient = Redis & {
-  switchyardBeat(beats: string, index: string, version: string, born: string, id: string, json: string, windowMs: number): Promise<number>;
+  switchyardBeat(beats: string, index: string, version: string, born: string, id: string, json: string, windowMs: number, prune: '0' | '1'): Promise<number>;
   switchyardGlance(index: string, version: string, born: string, ttlMs: number): Promise<[number, string, string, number, string[]]>;
 };
 
@@ -107,6 +109,7 @@ export class HeartbeatRegistry {
   #count = -1;
   #born = 0;
   #fullAt = 0;
+  #beats = 0;
   #members: ReadonlyMap<string, Member> = new Map();
 
   constructor(client: Redis, keys: RedisKeys, opts: RegistryOptions) {
@@ -127,9 +130,10 @@ export class HeartbeatRegistry {
     const json = content === this.#written ? '' : full;
     this.#written = null; // unknown until the write answers
     const legacy = this.#client.set(k.instance(hb.id), full, 'PX', this.#opts.ttl).catch(() => undefined);
-    const answer = await this.#client.switchyardBeat(k.beats, k.instances, k.beatsVersion, k.beatsBorn, hb.id, json, this.#opts.window);
+    const prune = this.#beats++ % 10 === 0 ? '1' : '0';
+    const answer = await this.#client.switchyardBeat(k.beats, k.instances, k.beatsVersion, k.beatsBorn, hb.id, json, this.#opts.window, prune);
     // the hash lost our entry (a Redis that restarted empty): the whole heartbeat, now
-    if (answer === -1) await this.#client.switchyardBeat(k.beats, k.instances, k.beatsVersion, k.beatsBorn, hb.id, full, this.#opts.window);
+    if (answer === -1) await this.#client.switchyardBeat(k.beats, k.instances, k.beatsVersion, k.beatsBorn, hb.id, full, this.#opts.window, prune);
     await legacy;
     this.#written = content;
   }
