@@ -31,6 +31,7 @@ import type { Rollouts } from './rollout/rollouts.ts';
 import { createRollouts, type RolloutTuning } from './rollout/setup.ts';
 import { FileStore } from './state/file-store.ts';
 import { isRedisStore, type StateStore } from './state/types.ts';
+import { storeHealth } from './state/writability.ts';
 
 export interface BuildDeps {
   readonly logger: Logger;
@@ -157,7 +158,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     logger,
     now,
     ready: () => ready && !shuttingDown,
-    readyDetails: () => ({ shuttingDown, store: store.kind, ...(deps.logSink === undefined ? {} : { log: deps.logSink.view() }), revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])), brokenStates: controller.brokenStates(), drift: controller.drift(), ...fleet?.details(), ...edge?.details() }),
+    readyDetails: () => ({ shuttingDown, store: store.kind, ...storeHealth(store), ...(deps.logSink === undefined ? {} : { log: deps.logSink.view() }), revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])), brokenStates: controller.brokenStates(), drift: controller.drift(), ...fleet?.details(), ...edge?.details() }),
     routes: [...canaryRoutes(controller), ...statsRoutes(telemetry.stats), ...certificateRoutes(() => (edge === null ? null : { certificates: () => edge.certs.all(), acme: () => edge.acme?.status() ?? null }), now), ...rolloutRoutes(rollouts, (app) => Object.keys(controller.appConfig(app).pools))],
     metrics: telemetry.metrics,
     fallback: await loadDashboard(),

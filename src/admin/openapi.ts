@@ -60,8 +60,11 @@ export const OPERATIONS: Readonly<Record<OperationKey, OperationDoc>> = {
   'POST /v1/apps/:app/rollback': { summary: 'Back to the last known-good (stable) routing, as a new revision; ?dryRun=true answers what it would write (weights, each pool\'s version then and now) and writes nothing', body: rollbackBody, answer: APP_STATE, ifMatch: true, errors: WRITE_ERRORS },
   'GET /v1/apps/:app/history': {
     summary: 'The audit history of routing changes, newest first',
-    query: [{ name: 'limit', description: 'entries to return', schema: { type: 'integer', minimum: 1, maximum: 1000, default: 50 } }],
-    answer: '`{ entries: [{ revision, weights, action, by, reason, at }] }`',
+    query: [
+      { name: 'limit', description: 'entries to return (up to store.historyLimit)', schema: { type: 'integer', minimum: 1, maximum: 100000, default: 50 } },
+      { name: 'offset', description: 'entries to skip, newest first (paging: the previous answer\'s `next`)', schema: { type: 'integer', minimum: 0, maximum: 100000, default: 0 } },
+    ],
+    answer: '`{ entries: [{ revision, weights, action, by, reason, at }], next }`: `next` is the offset of the next page, null after the last',
   },
   'GET /v1/apps/:app/pools/:pool/drain': {
     summary: "A pool's drain figures, summed over the fleet",

@@ -26,7 +26,8 @@ export interface CoreRouteDeps {
 }
 
 export const HISTORY_DEFAULT_LIMIT = 50;
-export const HISTORY_MAX_LIMIT = 1000;
+/** the store's own bound (store.historyLimit's largest value): a page can hold the whole history */
+export const HISTORY_MAX_LIMIT = 100_000;
 
 /** `"7"`: the ETag of an app's state is its revision. */
 export function etagOf(revision: number): string {
@@ -78,12 +79,16 @@ async function rollbackDryRunOf(controller: Controller, app: string, force: bool
 }
 
 function historyLimit(url: URL): number {
-  const raw = url.searchParams.get('limit');
-  if (raw === null) return HISTORY_DEFAULT_LIMIT;
+  return intParam(url, 'limit', HISTORY_DEFAULT_LIMIT, 1, HISTORY_MAX_LIMIT);
+}
+
+function intParam(url: URL, name: string, fallback: number, min: number, max: number): number {
+  const raw = url.searchParams.get(name);
+  if (raw === null) return fallback;
   const n = /^\d{1,7}$/.test(raw) ? Number(raw) : NaN;
-  if (!(n >= 1 && n <= HISTORY_MAX_LIMIT)) {
-    const message = `must be an integer from 1 to ${HISTORY_MAX_LIMIT}`;
-    throw new SwitchyardError('BAD_REQUEST', `limit: ${message}, got "${raw.slice(0, 20)}"`, { details: [{ path: 'limit', message }] });
+  if (!(n >= min && n <= max)) {
+    const message = `must be an integer from ${min} to ${max}`;
+    throw new SwitchyardError('BAD_REQUEST', `${name}: ${message}, got "${raw.slice(0, 20)}"`, { details: [{ path: name, message }] });
   }
   return n;
 }
@@ -162,8 +167,11 @@ export function coreRoutes(deps: CoreRouteDeps): AdminRoute[] {
       handler: async (ctx) => {
         const app = param(ctx, 'app');
         const pools = Object.keys(controller.appConfig(app).pools);
-        const entries = await controller.history(app, historyLimit(ctx.url));
-        return { json: historyView(entries, pools) };
+        const limit = historyLimit(ctx.url);
+        const offset = intParam(ctx.url, 'offset', 0, 0, HISTORY_MAX_LIMIT);
+        const entries = await controller.history(app, limit, offset);
+        // a full page may have more behind it: `next` is the offset of the next page (offsets move as writes land)
+        return { json: { ...historyView(entries, pools), next: entries.length === limit ? offset + limit : null } };
       },
     },
     {

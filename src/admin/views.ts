@@ -127,7 +127,8 @@ export function appStateView(controller: Controller, counts: CountsSource, app: 
     const bp = ownOf(state.weights, name) ?? 0;
     const c = counts.poolCounts(app, name);
     const verdict = drainVerdict({ weightBp: bp, counts: c, pinsUntil: pinsUntil(cfg, state, name), now });
-    const view: PoolView = { version: pool.version, targets: [...pool.targets], weight: bpToPct(bp), inflight: c.inflight, upgraded: c.upgraded, pinned: c.pinned, drained: unknown === null && verdict.drained };
+    const held = verdict.drained && (counts.drainUnknown?.(app, name).length ?? 0) > 0;
+    const view: PoolView = { version: pool.version, targets: [...pool.targets], weight: bpToPct(bp), inflight: c.inflight, upgraded: c.upgraded, pinned: c.pinned, drained: unknown === null && verdict.drained && !held };
     if (health !== undefined) {
       const h = health.poolHealth(app, name);
       view.healthy = h.healthy;
@@ -187,6 +188,10 @@ export function drainView(controller: Controller, counts: CountsSource, app: str
   const block = view.drained ? null : drainBlock({ weightBp: bp, counts: c, pinsUntil: pinsUntil(cfg, state, pool), drainDeadline: deadlineMs, now });
   if (block !== null) view.blockedBy = block;
   const unknown = counts.figuresUnknown?.() ?? null;
+  // drained only when every instance has applied the revision that emptied the pool, and none that went silent may still route there
+  const held = counts.drainUnknown?.(app, pool) ?? [];
+  if (held.length > 0) Object.assign(view, { drained: false, reason: [...(view.reason === null ? [] : [view.reason]), ...held].join('; ') });
+  if (held.some((r) => r.startsWith('unknown:'))) view.unknown = true;
   // drained only when every live instance's figures were read: an unreadable peer may still carry requests
   if (unknown !== null) Object.assign(view, { drained: false, unknown: true, reason: `fleet figures unknown: ${unknown}${view.reason === null ? '' : `; ${view.reason}`}` });
   if (opts.byInstance === true) view.instances = counts.poolCountsByInstance(app, pool);

@@ -32,6 +32,7 @@ import { GroupFleet } from './group-fleet.ts';
 import { GroupMetrics } from './group-metrics.ts';
 import type { DiscoveredTargets, HealthTable, ToPrimary } from './ipc.ts';
 import { Supervisor } from './supervisor.ts';
+import { storeHealth } from '../state/writability.ts';
 
 export interface PrimaryDeps {
   readonly logger: Logger;
@@ -230,6 +231,7 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
     readyDetails: () => ({
       shuttingDown,
       store: store.kind,
+      ...storeHealth(store),
       ...(deps.logSink === undefined ? {} : { log: deps.logSink.view() }),
       revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])),
       brokenStates: controller.brokenStates(),

@@ -263,6 +263,12 @@ const store = z.discriminatedUnion('kind', [
     /** Local copy of the last known state, read when Redis is down at start. */
     cachePath: z.string().default('./data/redis-cache.json'),
     commandTimeout: duration('2s'),
+    /** Replicas that must acknowledge a write (WAIT) before it is answered 200 (README "Sentinel and what a 200 guarantees"). @default 0 */
+    replicas: z.number().int().min(0).max(64).default(0),
+    /** How long a write waits for those acknowledgements; shorter than commandTimeout. @default 500ms */
+    replicaTimeout: duration('500ms'),
+    /** How long an instance that stopped heartbeating without leaving stays unaccounted (drain figures unknown); longer than any drain.timeout. @default 10m */
+    unaccountedWindow: duration('10m'),
   }),
 ]);
 
@@ -408,6 +414,9 @@ export const configSchema = z
     }
     if (c.store.kind === 'redis' && c.store.sentinels !== undefined && c.store.name === undefined) {
       ctx.addIssue({ code: 'custom', path: ['store', 'name'], message: 'required with sentinels' });
+    }
+    if (c.store.kind === 'redis' && c.store.replicas > 0 && c.store.replicaTimeout >= c.store.commandTimeout) {
+      ctx.addIssue({ code: 'custom', path: ['store', 'replicaTimeout'], message: 'must be shorter than store.commandTimeout (the WAIT runs under it)' });
     }
   });
 

@@ -282,9 +282,9 @@ export class Controller extends EventEmitter {
     return r.plan;
   }
 
-  async history(app: string, limit: number): Promise<HistoryEntry[]> {
+  async history(app: string, limit: number, offset = 0): Promise<HistoryEntry[]> {
     if (!this.has(app) && this.stateOrTombstone(app) === undefined) this.appConfig(app);
-    return this.store.history(app, limit);
+    return this.store.history(app, limit, offset);
   }
 
   /**

@@ -24,9 +24,21 @@ export interface CountsSource {
   instances(app: string, revision: number): InstancesFigure;
   /** Why the fleet-wide figures cannot be known now, or null (always null for one instance). */
   figuresUnknown?(): string | null;
+  /**
+   * Why `pool` is not drained whatever the counts say (an instance that has not applied the
+   * revision that emptied it, or a silent one that may still route there); empty when nothing holds it.
+   */
+  drainUnknown?(app: string, pool: string): string[];
 }
 
-export type InstancesFigure = { applied: number; total: number } | { applied: number; total: null; unknown: true; reason: string };
+/** An instance that stopped heartbeating without leaving (`since`: ISO time of its last heartbeat). */
+export interface UnaccountedInstance {
+  readonly id: string;
+  readonly since: string;
+}
+
+/** `total` counts the unaccounted instances too: they may still be routing. */
+export type InstancesFigure = { applied: number; total: number; unaccounted?: UnaccountedInstance[] } | { applied: number; total: null; unknown: true; reason: string };
 
 /** What a drain verdict reads about one pool. */
 export interface DrainFacts {

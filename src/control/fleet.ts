@@ -4,27 +4,22 @@ import { stateDigest } from '../state/digest.ts';
 import type { RedisStore } from '../state/redis-store.ts';
 import type { RoutingState } from '../state/types.ts';
 import type { Controller } from './controller.ts';
-import type { CountsSource, PoolCounts } from './counts.ts';
+import type { PoolCounts } from './counts.ts';
+import { HeartbeatRegistry, type Heartbeat, type Member } from './heartbeats.ts';
 
-/** What each instance writes under `…:{sy}:instance:<id>`, with a TTL. */
-export interface Heartbeat {
-  readonly id: string;
-  /** app → revision the instance routes on */
-  readonly applied: Readonly<Record<string, number>>;
-  /** app → `stateDigest` of the state it routes on at that revision (absent: not known, e.g. a worker still behind) */
-  readonly digests?: Readonly<Record<string, string>>;
-  /** app → pool → live counts */
-  readonly pools: Readonly<Record<string, Readonly<Record<string, PoolCounts>>>>;
-  /** epoch ms, the writer's clock */
-  readonly at: number;
-  /** live stats windows (a metrics/stats.ts StatsExport), opaque here; validated by whoever merges them */
-  readonly stats?: unknown;
-}
+export type { Heartbeat } from './heartbeats.ts';
 
 /** Redis holds an older revision than this instance routes on (a failover lost a write). */
 export interface Regression {
   readonly local: number;
   readonly remote: number;
+  readonly since: string;
+}
+
+/** An instance that stopped heartbeating without leaving: its figures are its last ones, and may be wrong. */
+export interface Unaccounted {
+  readonly id: string;
+  /** ISO time of its last heartbeat */
   readonly since: string;
 }
 
@@ -38,22 +33,28 @@ export interface FleetOptions {
   readonly now?: () => number;
   /** ms between heartbeats. @default 1000 */
   readonly heartbeatInterval?: number;
-  /** ms a heartbeat lives; an instance silent this long is gone. @default 5000 */
+  /** ms after its last heartbeat an instance counts as silent (unaccounted). @default 5000 */
   readonly ttl?: number;
-  /** ms between reads of the other instances' heartbeats. @default 500 */
+  /** ms between reads of the fleet. @default 500 */
   readonly refreshInterval?: number;
   /** extra heartbeat payload: this instance's live stats windows (`LiveStats.exportWindows`) */
   readonly stats?: () => unknown;
 }
 
-/** Instances are indexed (sorted set) this long after their last heartbeat: far past the TTL, so clock skew between machines never hides a live one. */
-const INDEX_HORIZON_MS = 60_000;
+/** Someone asked for the fleet's figures this recently (ms): the heartbeat hash is read whenever it changes. */
+const WANTED_FOR_MS = 30_000;
 
 /**
  * One instance's membership in a fleet sharing a RedisStore: it heartbeats its applied
- * revisions and pool counts, keeps an in-memory view of the other live instances (refreshed in
- * the background, so no request or API call ever waits on Redis), re-seeds an empty Redis from
- * the state it routes on, and reports when Redis went back to an older revision.
+ * revisions and pool counts into one hash (heartbeats.ts), keeps an in-memory view of the other
+ * instances (refreshed in the background, so no request or API call ever waits on Redis),
+ * re-seeds an empty Redis from the state it routes on, and reports when Redis went back to an
+ * older revision.
+ *
+ * Absence is never taken as an answer: an instance that stops heartbeating without leaving (a
+ * crash, a partition) stays in the figures, *unaccounted*, until it leaves, is seen again or
+ * `store.unaccountedWindow` passes; a registry Redis re-created (it restarted empty) makes the
+ * figures unknown until every live instance had a heartbeat's time to report again.
  */
 export class Fleet {
   readonly instanceId: string;
@@ -63,13 +64,27 @@ export class Fleet {
   readonly #logger: Logger;
   readonly #now: () => number;
   readonly #ttl: number;
+  readonly #heartbeatInterval: number;
+  readonly #refreshInterval: number;
   readonly #stats: (() => unknown) | undefined;
-  /** other live instances, as last read */
-  #peers: ReadonlyMap<string, Heartbeat> = new Map();
-  /** local time of the last successful read of the peers */
+  readonly #registry: HeartbeatRegistry;
+  /** the other instances (live or silent), as last read */
+  #members: ReadonlyMap<string, Member> = new Map();
+  /** local time of the last successful read of the fleet */
   #peersReadAt = 0;
-  /** a read of the peers older than this (ms) no longer vouches for the fleet's figures */
+  /** local time the last read started */
+  #readStartedAt = 0;
+  /** Redis's clock minus ours at the last read */
+  #offset = 0;
+  /** Redis's time when the registry was created, as last read */
+  #born = 0;
+  /** the ids reported silent, so each is logged once */
+  readonly #reportedSilent = new Set<string>();
+  #wantedUntil = 0;
+  /** a read of the fleet older than this (ms) no longer vouches for its figures */
   readonly #staleAfter: number;
+  /** app → pool → the revision since which the pool has been at weight 0 (as this instance saw it: never too low) */
+  readonly #emptied = new Map<string, Map<string, number>>();
   readonly #regressions = new Map<string, Regression>();
   readonly #reseeding = new Set<string>();
   readonly #timers: NodeJS.Timeout[] = [];
@@ -78,6 +93,7 @@ export class Fleet {
   readonly #onSync = (remote: ReadonlyMap<string, RoutingState | null>): void => this.#reconcile(remote);
   readonly #onApplied = (state: RoutingState, previous: RoutingState | null): void => {
     this.#auditObserved(state, previous);
+    this.#noteEmptied(state, previous);
     // tell the fleet at once rather than at the next tick, so `instances.applied` converges fast
     this.#beatSoon ??= setImmediate(() => {
       this.#beatSoon = null;
@@ -93,12 +109,18 @@ export class Fleet {
     this.#logger = opts.logger;
     this.#now = opts.now ?? Date.now;
     this.#ttl = opts.ttl ?? 5000;
+    this.#heartbeatInterval = opts.heartbeatInterval ?? 1000;
+    this.#refreshInterval = opts.refreshInterval ?? 500;
     this.#stats = opts.stats;
+    this.#registry = new HeartbeatRegistry(this.#store.client, this.#store.keys, { id: this.instanceId, ttl: this.#ttl, window: Math.max(this.#store.unaccountedWindow, this.#ttl) });
+    for (const s of this.#controller.allStates()) this.#noteEmptied(s, null);
     this.#store.on('sync', this.#onSync);
     this.#controller.on('applied', this.#onApplied);
-    this.#timers.push(setInterval(() => void this.heartbeat(), opts.heartbeatInterval ?? 1000).unref());
-    this.#timers.push(setInterval(() => void this.refresh(), opts.refreshInterval ?? 500).unref());
-    this.#staleAfter = 3 * (opts.refreshInterval ?? 500);
+    this.#timers.push(setInterval(() => void this.heartbeat(), this.#heartbeatInterval).unref());
+    this.#timers.push(setInterval(() => void this.refresh(), this.#refreshInterval).unref());
+    // idle, the fleet is read every other tick: three idle ticks without a read is a Redis that does not answer
+    this.#staleAfter = 4 * this.#refreshInterval;
+    this.#wantedUntil = this.#now() + WANTED_FOR_MS;
     void this.heartbeat().then(() => this.refresh());
     // reconcile against Redis now rather than at the first poll
     void this.#store.sync();
@@ -147,26 +169,84 @@ export class Fleet {
     }
   }
 
+  /** The fleet's figures are being looked at: read the heartbeat hash whenever it changes, for a while. */
+  want(): void {
+    const now = this.#now();
+    const idle = now >= this.#wantedUntil;
+    this.#wantedUntil = now + WANTED_FOR_MS;
+    if (idle) void this.refresh();
+  }
+
   /**
    * Why the fleet-wide figures cannot be known now (Redis unreachable, the heartbeats not read
-   * lately), or null when every live instance's last heartbeat was read. While unknown, a sum
-   * over "the peers we could read" would be a guess that looks like an answer.
+   * lately, a registry Redis just re-created), or null when every instance's last heartbeat was
+   * read. While unknown, a sum over "the peers we could read" would be a guess that looks like an answer.
    */
   figuresUnknown(): string | null {
     if (!this.#store.connected) return "redis is unreachable: the other instances' figures cannot be read";
-    const age = this.#now() - this.#peersReadAt;
+    const now = this.#now();
+    const age = now - this.#peersReadAt;
     if (age > this.#staleAfter) return this.#peersReadAt === 0 ? "the other instances' heartbeats have not been read yet" : `the other instances' heartbeats could not be read for ${(age / 1000).toFixed(1)} s`;
+    // every live instance heartbeats within an interval of the registry's birth; until then an empty read means nothing
+    const bornAgo = now + this.#offset - this.#born;
+    if (bornAgo < this.#heartbeatInterval * 1.5) return `the fleet's heartbeat registry in redis is new (created ${new Date(this.#born - this.#offset).toISOString()}: a new fleet, or a redis that restarted empty); waiting for every instance to report`;
     return null;
   }
 
-  /** The other instances as last read, however old (pair with `figuresUnknown`). */
+  /** The other instances as last read, however old, silent ones included (pair with `figuresUnknown`). */
   lastPeers(): ReadonlyMap<string, Heartbeat> {
-    return this.#peers;
+    return new Map([...this.#members].map(([id, m]) => [id, m.hb]));
   }
 
-  /** The other instances believed live: as last read, and dropped once no read succeeded for a TTL (Redis down). */
+  /** The other instances heartbeating now: as last read, without the silent ones, and none once no read succeeded for a TTL (Redis down). */
   peers(): ReadonlyMap<string, Heartbeat> {
-    return this.#now() - this.#peersReadAt <= this.#ttl ? this.#peers : new Map();
+    const now = this.#now();
+    if (now - this.#peersReadAt > this.#ttl) return new Map();
+    return new Map([...this.#members].filter(([, m]) => this.#silentSince(m, now) === null).map(([id, m]) => [id, m.hb]));
+  }
+
+  /** Instances that stopped heartbeating without leaving, oldest silence first. */
+  unaccounted(): Unaccounted[] {
+    const now = this.#now();
+    const out: { id: string; since: number }[] = [];
+    for (const [id, m] of this.#members) {
+      const since = this.#silentSince(m, now);
+      if (since !== null) out.push({ id, since });
+    }
+    return out.sort((a, b) => a.since - b.since).map((u) => ({ id: u.id, since: new Date(u.since).toISOString() }));
+  }
+
+  /**
+   * Why `pool` of `app` cannot be called drained whatever the counts say: an instance that has
+   * not applied the revision that emptied it (it may still send requests there), or one that is
+   * silent and either had not applied it or still carried requests there when last heard of.
+   */
+  drainUnknown(app: string, pool: string): string[] {
+    let state: RoutingState;
+    try {
+      state = this.#controller.state(app);
+    } catch {
+      return [];
+    }
+    if ((state.weights[pool] ?? 0) > 0) return [];
+    const emptied = this.#emptied.get(app)?.get(pool) ?? state.revision;
+    const out: string[] = [];
+    const own = this.ownRevision(app);
+    if (own < emptied) out.push(`instance ${this.instanceId} has not applied revision ${emptied}, which emptied the pool (it routes on ${own})`);
+    const now = this.#now();
+    for (const [id, m] of this.#members) {
+      const revision = m.hb.applied[app];
+      if (revision === undefined) continue; // it does not route this app
+      const c = m.hb.pools[app]?.[pool];
+      const busy = c !== undefined && (c.inflight > 0 || c.upgraded > 0);
+      const since = this.#silentSince(m, now);
+      if (since !== null) {
+        if (revision < emptied || busy) out.push(`unknown: instance ${id} unreachable since ${new Date(since).toISOString()} (${revision < emptied ? `it routed on revision ${revision}, before revision ${emptied} emptied the pool` : 'it still carried requests there'})`);
+      } else if (revision < emptied) {
+        out.push(`instance ${id} has not applied revision ${emptied}, which emptied the pool (it routes on ${revision})`);
+      }
+    }
+    return out;
   }
 
   regressions(): ReadonlyMap<string, Regression> {
@@ -176,37 +256,29 @@ export class Fleet {
   /** Writes this instance's heartbeat; never rejects (a miss is retried on the next tick). */
   async heartbeat(): Promise<void> {
     if (this.#closed || !this.#store.connected) return;
-    const hb = this.own();
-    const k = this.#store.keys;
     try {
-      await this.#store.client
-        .multi()
-        .set(k.instance(hb.id), JSON.stringify(hb), 'PX', this.#ttl)
-        .zadd(k.instances, hb.at, hb.id)
-        .zremrangebyscore(k.instances, '-inf', hb.at - INDEX_HORIZON_MS)
-        .exec();
+      await this.#registry.beat(this.own());
     } catch (err) {
       this.#logger.debug({ err }, 'heartbeat failed');
     }
   }
 
-  /** Re-reads the other instances' heartbeats; never rejects (the last view stands until it ages out). */
+  /** Re-reads the fleet (a glance, the heartbeat hash only when it changed); never rejects (the last view stands until it ages out). */
   async refresh(): Promise<void> {
     if (this.#closed || !this.#store.connected) return;
-    const k = this.#store.keys;
-    const client = this.#store.client;
+    const started = this.#now();
+    const wanted = started < this.#wantedUntil;
+    // nobody looking: every other tick is enough to notice who fell silent
+    if (!wanted && started - this.#readStartedAt < 1.5 * this.#refreshInterval) return;
+    this.#readStartedAt = started;
     try {
-      const ids = await client.zrangebyscore(k.instances, this.#now() - INDEX_HORIZON_MS, '+inf');
-      const others = ids.filter((id) => id !== this.instanceId);
-      // the key's TTL decides liveness; the index only lists candidates
-      const texts = others.length === 0 ? [] : await client.mget(others.map((id) => k.instance(id)));
-      const peers = new Map<string, Heartbeat>();
-      for (const text of texts) {
-        const hb = text === null || text === undefined ? null : parseHeartbeat(text);
-        if (hb !== null && hb.id !== this.instanceId) peers.set(hb.id, hb);
-      }
-      this.#peers = peers;
-      this.#peersReadAt = this.#now();
+      const read = await this.#registry.read(wanted);
+      const now = this.#now();
+      this.#members = read.members;
+      this.#offset = read.now - now;
+      this.#born = read.born;
+      this.#peersReadAt = now;
+      this.#reportSilence(now);
     } catch (err) {
       this.#logger.debug({ err }, 'reading the fleet heartbeats failed');
     }
@@ -214,16 +286,18 @@ export class Fleet {
 
   /** For `/readyz` details. */
   details(): Record<string, unknown> {
+    const unaccounted = this.unaccounted();
     return {
       instance: this.instanceId,
       redis: { connected: this.#store.connected, subscribed: this.#store.subscribed },
       // null while the other instances cannot be read: a count of the ones we happen to know would look like an answer
-      instances: this.figuresUnknown() === null ? 1 + this.peers().size : null,
+      instances: this.figuresUnknown() === null ? 1 + this.#members.size : null,
+      ...(unaccounted.length === 0 ? {} : { unaccounted }),
       regressions: Object.fromEntries(this.#regressions),
     };
   }
 
-  /** Stops the timers and removes this instance's heartbeat, so the others count it gone at once. */
+  /** Stops the timers and removes this instance from the fleet, so the others count it gone at once (not silent). */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
@@ -232,8 +306,35 @@ export class Fleet {
     this.#store.off('sync', this.#onSync);
     this.#controller.off('applied', this.#onApplied);
     if (!this.#store.connected) return;
-    const k = this.#store.keys;
-    await this.#store.client.multi().del(k.instance(this.instanceId)).zrem(k.instances, this.instanceId).exec().catch(() => undefined);
+    await this.#registry.leave().catch(() => undefined);
+  }
+
+  /** Local time since which `m` has been silent, or null while it heartbeats. */
+  #silentSince(m: Member, now: number): number | null {
+    return now + this.#offset - m.lastSeen > this.#ttl ? m.lastSeen - this.#offset : null;
+  }
+
+  #reportSilence(now: number): void {
+    for (const [id, m] of this.#members) {
+      const since = this.#silentSince(m, now);
+      if (since === null) {
+        if (this.#reportedSilent.delete(id)) this.#logger.info({ instance: id }, 'instance heartbeats again: its figures count again');
+      } else if (!this.#reportedSilent.has(id)) {
+        this.#reportedSilent.add(id);
+        this.#logger.warn({ instance: id, since: new Date(since).toISOString(), lost: m.lost === true }, 'instance stopped heartbeating without leaving (a crash or a partition): unaccounted, so the pools it could route to are not called drained, until it is seen again, leaves or store.unaccountedWindow passes');
+      }
+    }
+    for (const id of this.#reportedSilent) if (!this.#members.has(id)) this.#reportedSilent.delete(id);
+  }
+
+  /** Keeps, per pool at weight 0, the revision since which it has been there (a later one when unsure: stricter, never looser). */
+  #noteEmptied(state: RoutingState, previous: RoutingState | null): void {
+    let pools = this.#emptied.get(state.app);
+    if (pools === undefined) this.#emptied.set(state.app, (pools = new Map()));
+    for (const [pool, bp] of Object.entries(state.weights)) {
+      if (bp > 0) pools.delete(pool);
+      else if (previous === null || (previous.weights[pool] ?? 0) > 0 || !pools.has(pool)) pools.set(pool, state.revision);
+    }
   }
 
   /** After every read of all apps: re-seed the ones Redis lost, and flag the ones where it went back. */
@@ -329,62 +430,4 @@ export class Fleet {
   }
 }
 
-/**
- * CountsSource over the fleet: this instance's own counts, live, plus the other live instances'
- * last heartbeats. Answers from memory only.
- */
-export function fleetCounts(fleet: Fleet): CountsSource {
-  const zero = (): PoolCounts => ({ inflight: 0, upgraded: 0, pinned: 0 });
-  const byInstance = (app: string, pool: string): Record<string, PoolCounts> => {
-    const out: Record<string, PoolCounts> = { [fleet.instanceId]: fleet.ownCounts(app, pool) };
-    // every instance last read, not only the fresh ones: while the figures are unknown the sum is a lower bound, flagged by figuresUnknown
-    for (const hb of fleet.lastPeers().values()) out[hb.id] = hb.pools[app]?.[pool] ?? zero();
-    return out;
-  };
-  return {
-    poolCounts(app, pool) {
-      const sum = zero();
-      for (const c of Object.values(byInstance(app, pool))) {
-        sum.inflight += c.inflight;
-        sum.upgraded += c.upgraded;
-        sum.pinned += c.pinned;
-      }
-      return sum;
-    },
-    poolCountsByInstance: byInstance,
-    // applied: on this very revision *and* the same state (digest); a peer on a higher revision, or on this
-    // revision of another state (Redis lost data and was re-seeded), does not route as this answer says
-    instances(app, revision) {
-      const digest = fleet.ownRevision(app) === revision ? fleet.ownDigest(app) : null;
-      const same = (rev: number | undefined, d: string | undefined | null): boolean => rev === revision && digest !== null && d === digest;
-      let applied = same(fleet.ownRevision(app), digest) ? 1 : 0;
-      const unknown = fleet.figuresUnknown();
-      if (unknown !== null) return { applied, total: null, unknown: true, reason: unknown };
-      const peers = fleet.peers();
-      // a heartbeat without digests comes from an older version (a rolling upgrade): its revision is all it says
-      for (const hb of peers.values()) if (same(hb.applied[app], hb.digests === undefined ? digest : hb.digests[app])) applied++;
-      return { applied, total: 1 + peers.size };
-    },
-    figuresUnknown: () => fleet.figuresUnknown(),
-  };
-}
-
-function parseHeartbeat(text: string): Heartbeat | null {
-  try {
-    const hb = JSON.parse(text) as Heartbeat;
-    if (typeof hb?.id !== 'string' || typeof hb.applied !== 'object' || typeof hb.pools !== 'object' || hb.applied === null || hb.pools === null) return null;
-    const pools: Record<string, Record<string, PoolCounts>> = {};
-    for (const [app, byPool] of Object.entries(hb.pools)) {
-      pools[app] = {};
-      for (const [pool, c] of Object.entries(byPool ?? {})) pools[app][pool] = { inflight: num(c?.inflight), upgraded: num(c?.upgraded), pinned: num(c?.pinned) };
-    }
-    const digests = typeof hb.digests === 'object' && hb.digests !== null ? hb.digests : undefined;
-    return { id: hb.id, applied: hb.applied, ...(digests === undefined ? {} : { digests }), pools, at: num(hb.at), ...(hb.stats === undefined ? {} : { stats: hb.stats }) };
-  } catch {
-    return null;
-  }
-}
-
-function num(v: unknown): number {
-  return typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : 0;
-}
+export { fleetCounts } from './fleet-counts.ts';

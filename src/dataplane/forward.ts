@@ -316,6 +316,19 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
   }
 
   /**
+   * Its target was ejected or marked down while this request waits for the response head: when
+   * replaying is harmless (the retry rule's: idempotent, no body) and another target is up, the
+   * dispatch is aborted and onResponseError re-sends it there now, rather than at the response
+   * timeout (a hung target would hold it that long).
+   */
+  leaveTarget(): boolean {
+    if (this.finished || this.responded || this.controller === null || !IDEMPOTENT.has(this.opts.method) || this.opts.body != null) return false;
+    if (this.attempts >= this.pool.targets.length || this.pool.pick(this.plane.now(), this.target) === null) return false;
+    this.controller.abort(new Error('its target left rotation (ejected or down)'));
+    return true;
+  }
+
+  /**
    * Sends the request, which reached no upstream, to `target` of another pool (DataPlane.reroute):
    * it counts there from now on and answers as that pool's.
    */

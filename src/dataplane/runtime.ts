@@ -128,6 +128,8 @@ export interface Cuttable {
   cut(reason: 'drain' | 'shutdown'): void;
   /** its place in its pool's `OpenSet`, -1 when not in one (owned by OpenSet) */
   openSlot: number;
+  /** its target left rotation: move to another if that is harmless (forward.ts); true when it moved */
+  leaveTarget?(): boolean;
 }
 
 /**
@@ -250,6 +252,16 @@ export class PoolRuntime {
 
   counts(now: number): PoolCounts {
     return { inflight: this.inflight, upgraded: this.upgraded, pinned: this.pinned.total(now) };
+  }
+
+  /**
+   * `target` was ejected or marked down: the requests waiting on it that can be replayed
+   * harmlessly go to another target now, not at the response timeout. Returns how many moved.
+   */
+  resendFrom(target: Target): number {
+    let moved = 0;
+    for (const c of this.openOn(target)) if (c.leaveTarget?.() === true) moved++;
+    return moved;
   }
 
   /** What is open on one target (streams and upgraded connections), by the `target` each open item carries. */

@@ -165,6 +165,7 @@ export class HealthMonitor extends EventEmitter implements HealthSource {
         if (up) this.logger.info(where, 'target up: health checks pass again');
         else this.logger.warn({ ...where, error }, 'target down: health checks fail');
         this.emit('change', { ...where, state: up ? targetState(check.target, this.now()) : 'down', reason: error } satisfies HealthChange);
+        if (!up) this.runtime.pool(check.app, check.pool)?.resendFrom(check.target);
       },
     });
     for (const app of opts.runtime.apps) for (const pool of app.pools) this.follow(app, pool);
@@ -212,6 +213,7 @@ export class HealthMonitor extends EventEmitter implements HealthSource {
         const reason = e.stalled ? `${e.failures} requests waiting over ${passive.stallAfter} ms, none answered` : `${e.failures} consecutive failures`;
         this.logger.warn({ ...where, target: e.target.url, failures: e.failures, stalled: e.stalled, reason, until: new Date(e.until).toISOString() }, 'target ejected by passive health checks');
         this.emit('change', { ...where, target: e.target.url, state: 'ejected', reason } satisfies HealthChange);
+        pool.resendFrom(e.target);
       },
       onHeld: (t) => this.logger.warn({ ...where, target: t.url, maxEjectedShare: passive.maxEjectedShare }, 'target failing but not ejected: the pool is at its ejection limit'),
     });

@@ -196,6 +196,17 @@ export class Metrics {
       },
     });
 
+    const writable = deps.store as { writable?: unknown };
+    new Gauge({
+      name: 'switchyard_store_writable',
+      aggregator: 'first',
+      help: 'Whether the state store takes writes now (1) or not (0): the file store by its last write or probe (a read-only or full filesystem), Redis by its connection.',
+      registers: [registry],
+      collect() {
+        this.set(typeof writable.writable === 'boolean' ? Number(writable.writable) : typeof store.connected === 'boolean' ? Number(store.connected) : 1);
+      },
+    });
+
     const rejected = new Counter({ name: 'switchyard_preview_rejected_total', help: 'Requests whose preview header carried a bad signature (routed as if it were absent).', labelNames: ['app'], registers: [registry] });
     this.rejected = rejected;
     this.previewRejectedByApp = [];

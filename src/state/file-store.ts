@@ -2,6 +2,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { SwitchyardError } from '../errors.ts';
 import { removeStaleTemps, writeFileAtomic } from './atomic-file.ts';
+import { Writability, type StoreHealth } from './writability.ts';
 import { checkWrite, freezeState, InvalidStateError, parseStoredState, readableRevision, type PoolsOf } from './invariants.ts';
 import { historyEntryOf, type CasOptions, type CasResult, type HistoryEntry, type RoutingState, type StateStore, type Unsubscribe } from './types.ts';
 
@@ -20,6 +21,8 @@ export interface FileStoreOptions {
    * @default only the shape of the weights is checked
    */
   pools?: PoolsOf;
+  /** ms between probes of whether the directory takes writes (`health()`) @default 5000 */
+  probeInterval?: number;
 }
 
 /** One app in the file. `history` is newest first, at most `historyLimit` long. */
@@ -59,6 +62,7 @@ export class FileStore implements StateStore {
   /** Tail of the write queue: each compareAndSet starts once the previous one settled. */
   #tail: Promise<unknown> = Promise.resolve();
   #closed = false;
+  readonly #writability: Writability;
 
   private constructor(path: string, opts: FileStoreOptions, loaded: Loaded) {
     this.#path = path;
@@ -67,6 +71,16 @@ export class FileStore implements StateStore {
     this.#broken = loaded.broken;
     this.#onListenerError = opts.onListenerError ?? (() => {});
     this.#pools = opts.pools;
+    this.#writability = new Writability(path, opts.probeInterval ?? 5000);
+  }
+
+  /** Whether the file can be written now (the last write's or probe's outcome), for `/readyz` and `/metrics`. */
+  get writable(): boolean {
+    return this.#writability.writable;
+  }
+
+  health(): StoreHealth {
+    return this.#writability.health();
   }
 
   /** Loads the file (a missing file is an empty store); rejects if it exists but cannot be used. */
@@ -106,9 +120,10 @@ export class FileStore implements StateStore {
     return [...new Set([...this.#apps.keys(), ...this.#broken.keys()])].sort();
   }
 
-  async history(app: string, limit: number): Promise<HistoryEntry[]> {
+  async history(app: string, limit: number, offset = 0): Promise<HistoryEntry[]> {
     const entries = this.#apps.get(app)?.history ?? this.#broken.get(app)?.history ?? [];
-    return entries.slice(0, Math.max(0, Math.floor(limit)));
+    const from = Math.max(0, Math.floor(offset));
+    return entries.slice(from, from + Math.max(0, Math.floor(limit)));
   }
 
   async compareAndSet(next: RoutingState, expected: number | null, opts: CasOptions = {}): Promise<CasResult> {
@@ -132,6 +147,7 @@ export class FileStore implements StateStore {
   /** Waits for queued writes; later writes reject. Reads keep answering from memory. */
   async close(): Promise<void> {
     this.#closed = true;
+    this.#writability.stop();
     await this.#tail;
   }
 
@@ -172,7 +188,9 @@ export class FileStore implements StateStore {
     const text = `${JSON.stringify({ version: FILE_VERSION, apps: all }, null, 2)}\n`;
     try {
       await writeFileAtomic(this.#path, text);
+      this.#writability.note();
     } catch (err) {
+      this.#writability.note(err);
       throw new SwitchyardError('STORE_UNAVAILABLE', `cannot write the state file ${this.#path}: ${messageOf(err)}`, { cause: err });
     }
   }

@@ -15,6 +15,13 @@ export interface RedisConnection {
   readonly name?: string | undefined;
   /** Per-command deadline in ms; also bounds the connect attempt. @default 2000 */
   readonly commandTimeout?: number | undefined;
+  /**
+   * Replicas that must acknowledge a write (`WAIT`) before it is answered 200; one that is not
+   * acknowledged in `replicaTimeout` answers 504 WRITE_OUTCOME_UNKNOWN. @default 0 (the primary's word is enough)
+   */
+  readonly replicas?: number | undefined;
+  /** ms a write waits for its replica acknowledgements; below `commandTimeout`. @default 500 */
+  readonly replicaTimeout?: number | undefined;
 }
 
 /** Longest pause between reconnect attempts: Redis back after an outage is noticed within about this. */
@@ -49,6 +56,9 @@ export function redisOptions(conn: RedisConnection): RedisOptions {
     retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 10), MAX_RECONNECT_DELAY_MS),
     // A stock setup gets our own errors through `error` listeners; ioredis must not print them.
     showFriendlyErrorStack: false,
+    // A primary that Sentinel (or an operator) demoted answers READONLY: reconnect (through the
+    // sentinels, to whoever is primary now) rather than keep writing to it; never resend (1, not 2).
+    reconnectOnError: (err: Error) => (err.message.startsWith('READONLY') ? 1 : false),
   };
 
   if (conn.sentinels !== undefined) {
@@ -59,6 +69,10 @@ export function redisOptions(conn: RedisConnection): RedisOptions {
       name: conn.name,
       sentinelCommandTimeout: commandTimeout,
       sentinelRetryStrategy: (times: number) => Math.min(50 * times, MAX_RECONNECT_DELAY_MS),
+      // Follow a promotion as soon as any sentinel announces it (+switch-master). Without it a
+      // client stays on a frozen primary's open socket for as long as the freeze lasts, then
+      // writes to it until Sentinel demotes it, and its resync discards those writes.
+      failoverDetector: true,
       ...(tls ? { tls: {}, enableTLSForSentinelMode: true } : {}),
     };
   }
@@ -87,8 +101,16 @@ export function redisKeys(prefix: string) {
     changes: `${base}:changes`,
     /** one heartbeat per proxy instance, with a TTL (fleet.ts) */
     instance: (id: string) => `${base}:instance:${id}`,
-    /** sorted set of instance ids scored by their last heartbeat: the index to MGET them by */
+    /** sorted set of instance ids scored by their last heartbeat (Redis's clock): who is in the fleet, and since when silent */
     instances: `${base}:instances`,
+    /** hash id → heartbeat JSON, rewritten only when it changes (control/heartbeats.ts) */
+    beats: `${base}:beats`,
+    /** grows on every change to `beats` or to the members: a reader re-reads the hash only when it moved */
+    beatsVersion: `${base}:beats-version`,
+    /** Redis's time when the heartbeat registry was (re)created: a Redis that lost its data says so here */
+    beatsBorn: `${base}:beats-born`,
+    /** a key written only to have something to WAIT on when settling a write (redis-settle.ts) */
+    waitProbe: `${base}:wait-probe`,
     /** the running or last rollout of an app (rollout/redis.ts) */
     rollout: (app: string) => `${base}:rollout:${app}`,
     /** which instance drives the fleet's rollouts: `SET NX PX`, renewed by its holder */

@@ -47,12 +47,20 @@ export interface SettleInput {
   readonly deadline: number;
   /** how long settling may take in all (connect and every read) */
   readonly budgetMs: number;
+  /** replicas that must have a landed write (store.replicas) @default 0 */
+  readonly replicas?: number;
+  /** ms to WAIT for them @default 500 */
+  readonly replicaTimeout?: number;
+  /** a key to write, so this connection has something to WAIT on (redisKeys().waitProbe) */
+  readonly probeKey?: string;
 }
 
 export interface SettleAnswer {
   readonly settled: Settled;
   /** the state JSON Redis holds, from the read that settled it (null when none or unread) */
   readonly current: string | null;
+  /** for `landed` with `replicas`: how many replicas acknowledged it (null: not asked) */
+  readonly replicated: number | null;
 }
 
 /**
@@ -64,9 +72,9 @@ export async function settleWrite(input: SettleInput): Promise<SettleAnswer> {
   // the budget bounds the whole settling: ioredis's timeouts do not cover a connection whose
   // ready check is never answered (a paused Redis accepts the TCP connection)
   const budget = new AbortController();
-  const unknown: SettleAnswer = { settled: 'unknown', current: null };
+  const unknown: SettleAnswer = { settled: 'unknown', current: null, replicated: null };
   const outOfTime = sleep(input.budgetMs, unknown, { signal: budget.signal }).catch(() => unknown);
-  const client = new Redis({ ...input.options, connectionName: 'switchyard-settle', lazyConnect: true, connectTimeout: input.budgetMs, commandTimeout: input.budgetMs, retryStrategy: () => null });
+  const client = new Redis({ ...input.options, connectionName: 'switchyard-settle', lazyConnect: true, connectTimeout: input.budgetMs, commandTimeout: input.budgetMs, retryStrategy: () => null, failoverDetector: false });
   client.on('error', () => undefined); // each failure is the read's answer below
   try {
     return await Promise.race([readBack(client, input), outOfTime]);
@@ -84,19 +92,34 @@ async function readBack(client: Redis, input: SettleInput): Promise<SettleAnswer
     for (;;) {
       const [sec, usec, cur, found, oldest] = (await client.eval(SETTLE_SCRIPT, 2, input.stateKey, input.historyKey, input.entry)) as [string, string, string | null, string | null, number | null];
       const redisNow = Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
-      if (cur === input.json || found === input.entry) return { settled: 'landed', current: cur };
+      if (cur === input.json || found === input.entry) return { settled: 'landed', current: cur, replicated: await replicated(client, input) };
       if (redisNow > input.deadline) {
         // our revision's entry may have been trimmed away by later writes: then the history cannot tell
-        if (found === null && oldest !== null && oldest > input.revision) return { settled: 'unknown', current: cur };
-        return { settled: 'not-landed', current: cur };
+        if (found === null && oldest !== null && oldest > input.revision) return { settled: 'unknown', current: cur, replicated: null };
+        return { settled: 'not-landed', current: cur, replicated: null };
       }
       // read before the deadline: the script may still run; read again once it has passed
       const wait = input.deadline - redisNow + 5;
-      if (wait >= left()) return { settled: 'unknown', current: cur };
+      if (wait >= left()) return { settled: 'unknown', current: cur, replicated: null };
       await sleep(wait);
     }
   } catch {
-    return { settled: 'unknown', current: null };
+    return { settled: 'unknown', current: null, replicated: null };
+  }
+}
+
+/**
+ * How many replicas have a write this connection found landed: it writes a probe key after the
+ * read and WAITs on that. Replication is in order, so a replica that has the probe has the write.
+ */
+async function replicated(client: Redis, input: SettleInput): Promise<number | null> {
+  const n = input.replicas ?? 0;
+  if (n === 0 || input.probeKey === undefined) return null;
+  try {
+    await client.set(input.probeKey, '1', 'PX', 60_000);
+    return Number(await client.call('WAIT', String(n), String(input.replicaTimeout ?? 500)));
+  } catch {
+    return 0;
   }
 }
 

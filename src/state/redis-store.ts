@@ -34,6 +34,8 @@ export interface RedisStoreOptions extends RedisConnection {
   readonly onListenerError?: ((err: unknown) => void) | undefined;
   /** The pools each app may weigh (the config's): a write naming another pool is refused. @default only the shape is checked */
   readonly pools?: PoolsOf | undefined;
+  /** ms an instance that stopped heartbeating without leaving stays in the fleet's figures, unaccounted (control/fleet.ts). @default 600000 */
+  readonly unaccountedWindow?: number | undefined;
 }
 
 export interface RedisStoreEvents {
@@ -62,6 +64,8 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
   /** The command connection; the fleet heartbeat shares it. */
   readonly client: Redis;
   readonly keys: RedisKeys;
+  /** store.unaccountedWindow, for the fleet */
+  readonly unaccountedWindow: number;
   readonly #sub: Redis;
   readonly #opts: RedisStoreOptions;
   /** ioredis options of the command connection, for the fresh one that settles a write (redis-settle.ts) */
@@ -79,6 +83,8 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
   /** the invalid value last reported per app, so the poll logs a bad state once, not every second */
   readonly #reportedInvalid = new Map<string, string>();
   readonly #cache: StateCacheWriter | null;
+  readonly #replicas: number;
+  readonly #replicaTimeout: number;
   readonly #poll: NodeJS.Timeout;
   /** app → the last revision this store itself wrote (so an observer can tell others' changes from its own) */
   readonly #wrote = new Map<string, number>();
@@ -96,6 +102,9 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     this.#opts = opts;
     this.#logger = opts.logger;
     this.keys = redisKeys(opts.prefix);
+    this.unaccountedWindow = opts.unaccountedWindow ?? 600_000;
+    this.#replicas = opts.replicas ?? 0;
+    this.#replicaTimeout = opts.replicaTimeout ?? 500;
     for (const [app, state] of cached) this.#latest.set(app, state);
     this.#cache = opts.cachePath === undefined ? null : new StateCacheWriter(opts.cachePath, opts.prefix, (err) => this.#logger?.warn({ err }, 'cannot write the routing state cache'));
     const options = redisOptions(opts);
@@ -190,10 +199,11 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     return out;
   }
 
-  async history(app: string, limit: number): Promise<HistoryEntry[]> {
+  async history(app: string, limit: number, offset = 0): Promise<HistoryEntry[]> {
     const n = Math.floor(limit);
+    const from = Math.max(0, Math.floor(offset));
     if (!(n > 0)) return [];
-    const texts = await this.#run('LRANGE', () => this.client.lrange(this.keys.history(app), 0, n - 1));
+    const texts = await this.#run('LRANGE', () => this.client.lrange(this.keys.history(app), from, from + n - 1));
     return texts.map((t) => {
       const { [WRITE_ID]: _id, ...entry } = JSON.parse(t) as HistoryEntry & { [WRITE_ID]?: string };
       return Object.freeze(entry);
@@ -308,16 +318,41 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
         // no answer, but the script may have run (a slow reply, a connection lost mid-command):
         // settle it, so the caller is told what happened, never a 503 for a write that landed
         const timeout = this.#opts.commandTimeout ?? 2000;
-        const { settled, current } = await settleWrite({ options: this.#options, stateKey: k.state(next.app), historyKey: k.history(next.app), json, entry, revision: next.revision, deadline, budgetMs: timeout });
+        const { settled, current, replicated } = await settleWrite({ options: this.#options, stateKey: k.state(next.app), historyKey: k.history(next.app), json, entry, revision: next.revision, deadline, budgetMs: timeout, replicas: this.#replicas, replicaTimeout: this.#replicaTimeout, probeKey: k.waitProbe });
         this.#logger?.warn({ err, app: next.app, revision: next.revision, settled }, `redis compare-and-set gave no answer; settled by a read after its deadline: ${settled}`);
-        if (settled === 'landed') return this.#casResult(1, json, next.app);
+        if (settled === 'landed') return this.#confirmed(this.#casResult(1, json, next.app), replicated);
         // another writer got there first: a lost compare-and-set, which the caller may retry on the newer state
         if (settled === 'not-landed' && current !== null && expected !== null && readableRevision(safeJson(current)) !== expected) return this.#casResult(current, json, next.app);
         if (settled === 'not-landed') throw unavailable('compare-and-set', err, ' (read back after its deadline: not applied, and never will be)');
         throw new SwitchyardError('WRITE_OUTCOME_UNKNOWN', `the write of revision ${next.revision} of app "${next.app}" may or may not have landed: redis did not answer (${messageOf(err)}) and could not be read back within ${timeout} ms; read the app's revision and history before retrying`, { cause: err, details: { app: next.app, revision: next.revision } });
       }
-      return this.#casResult(res, json, next.app);
+      const result = this.#casResult(res, json, next.app);
+      return result.ok && this.#replicas > 0 ? this.#confirmed(result, await this.#waitReplicas(client)) : result;
     });
+  }
+
+  /**
+   * WAIT on the connection that wrote: how many replicas acknowledged everything it wrote so far
+   * (an error counts as none). Replication is in order, so an acknowledgement covers this write.
+   */
+  async #waitReplicas(client: Redis): Promise<number> {
+    try {
+      return Number(await client.call('WAIT', String(this.#replicas), String(this.#replicaTimeout)));
+    } catch (err) {
+      this.#logger?.warn({ err }, 'WAIT for the replicas failed');
+      return 0;
+    }
+  }
+
+  /**
+   * A write that landed on the primary is answered 200 only once `replicas` replicas have it: a
+   * failover promotes a replica, and one that never got the write loses it. Otherwise 504: it is on
+   * the primary (every instance applies it) but may vanish with it. `acked` null: no WAIT was needed.
+   */
+  #confirmed(result: CasResult, acked: number | null): CasResult {
+    if (!result.ok || this.#replicas === 0 || (acked !== null && acked >= this.#replicas)) return result;
+    const { app, revision } = result.state;
+    throw new SwitchyardError('WRITE_OUTCOME_UNKNOWN', `revision ${revision} of app "${app}" was written to the redis primary, but ${acked ?? 0} of the ${this.#replicas} replica(s) store.replicas asks for confirmed it within ${this.#replicaTimeout} ms: a failover now could lose it; read the app's revision and history before retrying`, { details: { app, revision, replicas: this.#replicas, acknowledged: acked ?? 0 } });
   }
 
   async #writingWhile<T>(json: string, fn: () => Promise<T>): Promise<T> {

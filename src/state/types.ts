@@ -138,7 +138,8 @@ export interface StateStore {
    */
   compareAndSet(next: RoutingState, expected: number | null, opts?: CasOptions): Promise<CasResult>;
   /** Newest first, at most `limit` entries. */
-  history(app: string, limit: number): Promise<HistoryEntry[]>;
+  /** newest first: `limit` entries from the `offset`-th newest (paging) @default offset 0 */
+  history(app: string, limit: number, offset?: number): Promise<HistoryEntry[]>;
   /** Every app the store holds a state for (deleted ones included: their state is a tombstone). */
   listApps(): Promise<string[]>;
   /**

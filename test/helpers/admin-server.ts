@@ -37,7 +37,7 @@ export function flaky(inner: StateStore): StateStore & { failWrites: boolean } {
     get: (app) => inner.get(app),
     getMany: (apps) => inner.getMany(apps),
     listApps: () => inner.listApps(),
-    history: (app, limit) => inner.history(app, limit),
+    history: (app, limit, offset) => inner.history(app, limit, offset),
     watch: (l) => inner.watch(l),
     close: () => inner.close(),
     compareAndSet(next: RoutingState, expected: number | null) {

@@ -71,7 +71,7 @@ export interface RedisServerOptions {
   /** more `redis-server` arguments, e.g. `['--requirepass', 'secret']` */
   readonly args?: readonly string[];
   /** run as a Sentinel watching this master (`sentinel monitor NAME 127.0.0.1 PORT 1`) */
-  readonly sentinelOf?: { readonly name: string; readonly port: number; readonly password?: string };
+  readonly sentinelOf?: { readonly name: string; readonly port: number; readonly password?: string; readonly quorum?: number; readonly settings?: readonly string[] };
 }
 
 /**
@@ -89,7 +89,7 @@ export async function startRedis(opts: RedisServerOptions = {}): Promise<RedisSe
     if (s !== undefined) {
       // a sentinel insists on a config file it can rewrite
       const conf = join(dir, 'sentinel.conf');
-      await writeFile(conf, [`sentinel monitor ${s.name} 127.0.0.1 ${s.port} 1`, ...(s.password === undefined ? [] : [`sentinel auth-pass ${s.name} ${s.password}`]), ''].join('\n'));
+      await writeFile(conf, [`sentinel monitor ${s.name} 127.0.0.1 ${s.port} ${s.quorum ?? 1}`, ...(s.password === undefined ? [] : [`sentinel auth-pass ${s.name} ${s.password}`]), ...(s.settings ?? []).map((line) => `sentinel ${line.replace('NAME', s.name)}`), ''].join('\n'));
       args.unshift(conf, '--sentinel');
       args.splice(args.indexOf('--save'), 4); // not sentinel options
     }

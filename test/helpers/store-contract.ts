@@ -300,6 +300,9 @@ export function storeContract(name: string, factory: StoreFactory): void {
       const fifth = makeState('shop', 5, SPLIT);
       assert.deepEqual(await reopened.compareAndSet(fifth, 4), { ok: true, state: fifth });
       assert.deepEqual((await reopened.history('shop', 10)).map((e) => e.revision), [5, 4, 3]);
+      // paged: `limit` entries from the `offset`-th newest
+      assert.deepEqual((await reopened.history('shop', 2, 1)).map((e) => e.revision), [4, 3]);
+      assert.deepEqual((await reopened.history('shop', 2, 3)).map((e) => e.revision), []);
     });
 
     it('compareAndSet refuses a state that breaks an invariant, writes nothing and tells no watcher', async (t) => {

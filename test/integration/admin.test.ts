@@ -163,10 +163,18 @@ describe('admin API', () => {
     assert.equal(history.status, 200);
     assert.deepEqual(history.json.entries.map((e: { revision: number }) => e.revision), [json.revision, json.revision - 1, json.revision - 2]);
     assert.deepEqual(history.json.entries[0], { revision: json.revision, weights: { blue: 100, green: 0 }, action: 'rollback', by: 'ci', reason: 'errors', at: json.updatedAt, summary: 'rollback: blue 100 %, green 0 %', pools: { blue: { version: '1.0.0', targets: 1 }, green: { version: '2.0.0', targets: 1 } }, revert: 'rollback' });
-    for (const limit of ['0', '1001', 'ten', '-1']) {
+    for (const limit of ['0', '100001', 'ten', '-1']) {
       const bad = await api('GET', `/v1/apps/shop/history?limit=${limit}`);
       assert.deepEqual([bad.status, bad.json.error.details[0].path], [400, 'limit'], limit);
     }
+    // paged: the answer names the offset of the next page, null after the last
+    assert.equal(history.json.next, 3);
+    const page = await api('GET', '/v1/apps/shop/history?limit=2&offset=1');
+    assert.deepEqual(page.json.entries.map((e: { revision: number }) => e.revision), [json.revision - 1, json.revision - 2]);
+    const rest = await api('GET', `/v1/apps/shop/history?limit=100000&offset=${page.json.next}`);
+    assert.equal(rest.json.next, null);
+    assert.equal(rest.json.entries.at(-1).action, 'initial');
+    assert.equal((await api('GET', '/v1/apps/shop/history?offset=x')).json.error.details[0].path, 'offset');
     const all = await api('GET', '/v1/apps/shop/history');
     assert.equal(all.json.entries.at(-1).action, 'initial');
   });

@@ -1,0 +1,145 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it, type TestContext } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Redis } from 'ioredis';
+import { redisKeys } from '../../src/state/redis-store.ts';
+import { eventually, revisionOf } from '../helpers/fleet.ts';
+import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
+import { MASTER_NAME, startSentinelGroup, type SentinelGroup } from '../helpers/sentinel.ts';
+import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+
+// Writes that survive a Sentinel failover (issue 24): a primary, two replicas, three sentinels,
+// two instances writing with store.replicas 1. Whatever happens to the primary, a write answered
+// 200 is in the history the new primary holds, and writes answer 200 again within seconds of the
+// promotion (the instances follow +switch-master instead of staying on the old primary's socket).
+
+let blue: Upstream;
+let green: Upstream;
+before(async () => {
+  blue = await startUpstream('blue');
+  green = await startUpstream('green');
+});
+after(async () => {
+  await blue.close();
+  await green.close();
+});
+
+interface Answer {
+  readonly i: number;
+  readonly status: number;
+  readonly at: number;
+  readonly revision?: number;
+  readonly code?: string;
+}
+
+async function setup(t: TestContext): Promise<{ group: SentinelGroup; a: TestProxy; b: TestProxy; prefix: string }> {
+  const group = await startSentinelGroup(2);
+  const prefix = `failover${process.pid}-${Date.now()}`;
+  const dirs = [await mkdtemp(join(tmpdir(), 'switchyard-failover-')), await mkdtemp(join(tmpdir(), 'switchyard-failover-'))];
+  const store = (dir: string) => ({ kind: 'redis', url: 'redis://ignored', sentinels: group.addresses, name: MASTER_NAME, prefix, cachePath: join(dir, 'cache.json'), commandTimeout: '1s', replicas: 1, replicaTimeout: '500ms' });
+  const a = await startProxy({ apps: [twoPools(blue.url, green.url)], store: store(dirs[0]!) }, { instanceId: 'a', dir: dirs[0]! });
+  const b = await startProxy({ apps: [twoPools(blue.url, green.url)], store: store(dirs[1]!) }, { instanceId: 'b', dir: dirs[1]! });
+  t.after(async () => {
+    await a.close();
+    await b.close();
+    await group.cleanup();
+    for (const d of dirs) await rm(d, { recursive: true, force: true, maxRetries: 5 });
+  });
+  return { group, a, b, prefix };
+}
+
+/** One weights write through `p` every 200 ms (after the previous answer) until `stop()` is true. */
+async function writeEvery200ms(p: TestProxy, answers: Answer[], stop: () => boolean): Promise<void> {
+  for (let i = 0; !stop(); i++) {
+    const blueShare = 1 + (i % 98);
+    const r = await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: blueShare, green: 100 - blueShare }, reason: `w${i}` }).catch((err: unknown) => ({ status: 0, body: { error: { code: String(err) } } }));
+    answers.push({ i, status: r.status, at: Date.now(), ...(r.status === 200 ? { revision: r.body.revision as number } : { code: r.body?.error?.code as string }) });
+    await sleep(200);
+  }
+}
+
+/** Every write answered 200 must be in the history of whichever server is primary now, under its revision. */
+async function assertEveryOkWriteKept(group: SentinelGroup, prefix: string, answers: readonly Answer[]): Promise<void> {
+  const port = await group.masterPort();
+  const direct = new Redis({ port, host: '127.0.0.1' });
+  try {
+    const history = (await direct.lrange(redisKeys(prefix).history('shop'), 0, -1)).map((e) => JSON.parse(e) as { revision: number; reason: string | null });
+    const lost = answers.filter((a) => a.status === 200 && !history.some((h) => h.reason === `w${a.i}` && h.revision === a.revision));
+    assert.deepEqual(lost.map((a) => `w${a.i}@${a.revision}`), [], `writes answered 200 missing from the new primary's history (${answers.filter((a) => a.status === 200).length} answered 200)`);
+  } finally {
+    direct.disconnect();
+  }
+}
+
+function summary(answers: readonly Answer[]): string {
+  const counts = new Map<string, number>();
+  for (const a of answers) counts.set(`${a.status}${a.code === undefined ? '' : ` ${a.code}`}`, (counts.get(`${a.status}${a.code === undefined ? '' : ` ${a.code}`}`) ?? 0) + 1);
+  return JSON.stringify(Object.fromEntries(counts));
+}
+
+describe('writes through a Sentinel failover (store.replicas 1)', () => {
+  it('the primary SIGKILLed under a write every 200 ms: every write answered 200 is kept, and writes succeed again within seconds of the promotion', async (t) => {
+    const { group, a, b, prefix } = await setup(t);
+    const answers: Answer[] = [];
+    let stopAt = Infinity;
+    const writer = writeEvery200ms(a, answers, () => Date.now() > stopAt);
+    await sleep(2_000);
+    const promoted = group.nextSwitch();
+    const killedAt = Date.now();
+    await group.primary.kill();
+    const switchAt = await Promise.race([promoted, sleep(30_000, -1)]);
+    assert.notEqual(switchAt, -1, 'sentinel promoted a replica within 30 s');
+    // keep writing until 3 s after the first 200 that followed the promotion (at most 20 s)
+    await eventually(() => answers.some((x) => x.status === 200 && x.at > switchAt), 'a write answered 200 after the promotion', 20_000);
+    const firstOk = answers.find((x) => x.status === 200 && x.at > switchAt)!;
+    stopAt = Date.now() + 4_000;
+    await writer;
+    t.diagnostic(`promotion ${switchAt - killedAt} ms after the kill; first 200 ${firstOk.at - switchAt} ms after it; answers ${summary(answers)}`);
+    assert.ok(firstOk.at - switchAt < 8_000, `writes answered 200 again ${firstOk.at - switchAt} ms after the promotion`);
+    // the client may already be on the new primary when a sentinel's +switch-master makes it reconnect once more (a 503, never sent)
+    const after = answers.filter((x) => x.at > firstOk.at + 1_500);
+    assert.ok(after.length > 0 && after.every((x) => x.status === 200), `every write from 1.5 s after the recovery answered 200: ${summary(after)}`);
+    await assertEveryOkWriteKept(group, prefix, answers);
+    // both instances route on the last write
+    const last = answers.filter((x) => x.status === 200).at(-1)!;
+    await eventually(() => revisionOf(a) >= last.revision! && revisionOf(b) >= last.revision!, 'both instances on the last write', 10_000);
+  });
+
+  it('the primary SIGSTOPped 12 s under a write every 200 ms: every write answered 200 is kept, none goes to the old primary once it wakes', async (t) => {
+    const { group, a, prefix } = await setup(t);
+    const answers: Answer[] = [];
+    let stopAt = Infinity;
+    const writer = writeEvery200ms(a, answers, () => Date.now() > stopAt);
+    await sleep(2_000);
+    const promoted = group.nextSwitch();
+    const pausedAt = Date.now();
+    group.primary.pause();
+    const switchAt = await Promise.race([promoted, sleep(11_000, -1)]);
+    assert.notEqual(switchAt, -1, 'sentinel promoted a replica while the primary was stopped');
+    await eventually(() => answers.some((x) => x.status === 200 && x.at > switchAt), 'a write answered 200 after the promotion', 10_000);
+    const firstOk = answers.find((x) => x.status === 200 && x.at > switchAt)!;
+    await sleep(Math.max(0, pausedAt + 12_000 - Date.now()));
+    group.primary.resume();
+    // the old primary wakes believing it is primary until Sentinel demotes it: keep writing through that
+    await sleep(6_000);
+    stopAt = Date.now();
+    await writer;
+    t.diagnostic(`promotion ${switchAt - pausedAt} ms after the stop; first 200 ${firstOk.at - switchAt} ms after it; answers ${summary(answers)}`);
+    assert.ok(firstOk.at - switchAt < 8_000, `writes answered 200 again ${firstOk.at - switchAt} ms after the promotion`);
+    // the old primary has been demoted and resynced: it is a replica of the new one
+    await eventually(async () => {
+      const old = new Redis({ port: group.primary.port, host: '127.0.0.1' });
+      try {
+        return (await old.info('replication')).includes('role:slave');
+      } finally {
+        old.disconnect();
+      }
+    }, 'the old primary to be demoted', 20_000);
+    await assertEveryOkWriteKept(group, prefix, answers);
+    const late = answers.filter((x) => x.at > pausedAt + 15_000);
+    assert.ok(late.length > 0 && late.every((x) => x.status === 200), `writes after the old primary woke answered 200: ${summary(late)}`);
+  });
+});
