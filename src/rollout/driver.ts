@@ -5,7 +5,7 @@ import type { RolloutCore } from './core.ts';
 import type { Lease, Scheduler } from './lease.ts';
 import { formatDuration } from '../config/duration.ts';
 import { hasEvidence, roundText, type GateRound, type Gates } from './gate-model.ts';
-import { evidenceDue, GateKeeper, latestRound, roundsOf } from './gate-keeper.ts';
+import { GateKeeper, latestRound, roundDue } from './gate-keeper.ts';
 import { DEFAULT_MAX_WAIT_MS, isActive, sameWeights, type AnalysisResult, type Rollout, type Step } from './model.ts';
 
 /** How many history entries the driver reads to see whether a newer revision was a manual change. */
@@ -159,7 +159,7 @@ export class RolloutDriver {
       const last = latestRound(r, 'analysis', r.step);
       if (last?.verdict === 'fail') return this.#fail(r, roundText(last), result, 'gate failed');
       if ((r.inconclusive ?? 0) >= gates.inconclusiveLimit) return this.#inconclusive(r, gates, last);
-      if (now >= evidenceDue(r, gates)) r = await this.#gates.start(r, 'analysis', r.step);
+      if (roundDue(r, 'analysis', r.step, now)) r = await this.#gates.start(r, 'analysis', r.step);
       if (r.state !== 'running' || r.nextAt === null) return r;
     }
     if (now < r.nextAt) return r;
@@ -191,9 +191,7 @@ export class RolloutDriver {
     const last = latestRound(r, 'preStep', next);
     if (last?.verdict === 'fail') return this.#fail(r, `preStep of step ${next}: ${roundText(last)}`, result, 'gate failed');
     if ((r.inconclusive ?? 0) >= gates.inconclusiveLimit) return this.#inconclusive(r, gates, last);
-    const any = roundsOf(r, 'preStep', next).at(-1);
-    if (any === undefined || this.#core.now() >= any.at + gates.intervalMs) return this.#gates.start(r, 'preStep', next);
-    return r;
+    return roundDue(r, 'preStep', next, this.#core.now()) ? this.#gates.start(r, 'preStep', next) : r;
   }
 
   /** `inconclusiveLimit` rounds in a row without evidence: `onInconclusive` (pause by default, or rollback). */

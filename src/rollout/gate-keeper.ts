@@ -32,6 +32,16 @@ export function evidenceDue(r: Rollout, g: Gates): number {
   return r.nextAt === null ? first : Math.min(first, r.nextAt);
 }
 
+/** Whether a round of `phase` for `step` is due on this record at `now`. */
+export function roundDue(r: Rollout, phase: GatePhase, step: number, now: number): boolean {
+  const g = r.gates;
+  if (g === null || g === undefined) return false;
+  if (phase === 'analysis') return hasEvidence(g) && now >= evidenceDue(r, g);
+  if ((r.preStepPassed ?? 0) >= step) return false;
+  const last = roundsOf(r, 'preStep', step).at(-1);
+  return last === undefined || now >= last.at + g.intervalMs;
+}
+
 /** What a webhook receives about the rollout now. */
 export function gateBody(core: RolloutCore, r: Rollout, phase: GateBody['phase'], step: number, round: number): GateBody {
   const pools = core.pools(r.app);
@@ -86,7 +96,8 @@ export class GateKeeper {
     const timeout = roundTimeoutMs(g, phase, DEFAULT_QUERY_TIMEOUT_MS);
     let claimed: GateRound['round'] = 0;
     const updated = await core.update(r.app, r.id, (x) => {
-      if (x.state !== 'running' || x.step !== r.step) return null;
+      // judged on the record as it is now: a round answered since `r` was read makes this one unneeded
+      if (x.state !== 'running' || x.step !== r.step || !roundDue(x, phase, step, now)) return null;
       const held = x.gateCall ?? null;
       if (held !== null && held.deadline > now) return null;
       const rounds = [...(x.rounds ?? [])];
