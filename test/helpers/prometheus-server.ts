@@ -1,10 +1,10 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { freePort } from './serve-process.ts';
 
 export interface PrometheusServer {
   readonly url: string;
@@ -22,16 +22,6 @@ export function ensurePrometheus(): string {
   const again = spawnSync('sh', ['-c', 'command -v prometheus'], { encoding: 'utf8' });
   if (again.status !== 0) throw new Error(`these tests need the real Prometheus server: apt-get install prometheus (Debian) failed: ${install.stderr.slice(-500)}`);
   return again.stdout.trim();
-}
-
-async function freePort(): Promise<number> {
-  const s: Server = createServer();
-  s.listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as { port: number }).port;
-  s.close();
-  await once(s, 'close');
-  return port;
 }
 
 /**
