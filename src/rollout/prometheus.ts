@@ -39,7 +39,8 @@ export function readAnswer(status: number, body: string): QueryValue {
     if (series.length > 1) return { value: null, why: `${series.length} series; the query must come down to one (sum, avg, max…)` };
     raw = series[0]?.value?.[1];
   } else return { value: null, why: `a ${String(data.resultType)} result; the query must be a scalar or an instant vector` };
-  const value = typeof raw === 'string' ? Number(raw) : NaN;
+  // Prometheus writes infinities as "+Inf"/"-Inf", which Number() does not read
+  const value = raw === '+Inf' ? Infinity : raw === '-Inf' ? -Infinity : typeof raw === 'string' ? Number(raw) : NaN;
   if (Number.isNaN(value)) return { value: null, why: 'NaN (no data behind a ratio?)' };
   if (!Number.isFinite(value)) return { value: null, why: `${value > 0 ? '+' : '-'}Inf` };
   return { value };
