@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -140,7 +143,7 @@ describe('approval steps', () => {
     assert.equal(no.status, 409);
     assert.match(no.body.error.message, /step 1 of rollout r-[0-9a-f]+ is not an approval step/);
     assert.equal((await p.admin('POST', '/v1/apps/shop/rollouts/current/approve', { extra: 1 })).status, 400);
-    // skip the pause: promote is not approval; resume after a pause with no time left moves on
+    // a second rollout whose approval step comes at once
     await p.admin('POST', '/v1/apps/shop/rollouts/current/abort', {});
     const again = await p.admin('POST', '/v1/apps/shop/rollouts', { to: 'green', steps: [{ weight: 10 }, { approval: true }], analysis: null });
     assert.equal(again.status, 201);
@@ -288,5 +291,45 @@ describe('notifications', () => {
     assert.ok(failure, 'the failure is logged');
     assert.match(failure, /failed: HTTP 502/);
     assert.ok(!lines.some((l) => l.includes('broken-key')), 'no log line shows the secret URL');
+  });
+});
+
+describe('the CLI', () => {
+  it('rollout start takes the gate flags and -f rollout.json; bad calls exit 2 naming the flag', async (t) => {
+    const p = await proxy(t);
+    const env = { SWITCHYARD_ADMIN_URL: p.adminUrl, SWITCHYARD_TOKEN: TOKEN };
+    const started = await runCliCaptured(
+      ['rollout', 'shop', 'start', '--to', 'green', '--steps', '10:10m,100', '--approval-after', '1', '--query', 'ok=sum(up{version="{{version}}"})', '--min', '1', '--prometheus', 'http://127.0.0.1:1', '--webhook', `smoke=${hooks.url}/cli/smoke-key`, '--notify', `${hooks.url}/cli/notify-key`, '--json'],
+      env,
+    );
+    assert.equal(started.code, 0, started.stderr);
+    const r = JSON.parse(started.stdout);
+    assert.deepEqual(r.steps, [{ weight: 10, pause: '10m' }, { weight: 10, pause: null, approval: true, timeout: null }, { weight: 100, pause: null }]);
+    assert.deepEqual(r.gates.config.queries, [{ name: 'ok', prometheus: 'sum(up{version="{{version}}"})', min: 1 }]);
+    assert.deepEqual(r.gates.config.webhooks, [{ name: 'smoke', url: `${hooks.url}/…`, timeoutMs: 10_000 }]);
+    assert.deepEqual(r.gates.config.notify, [{ url: `${hooks.url}/…`, format: 'json', events: ['started', 'step', 'waiting-approval', 'approved', 'paused', 'resumed', 'succeeded', 'rolled-back', 'aborted'] }]);
+    assert.equal(r.gates.config.prometheus.url, 'http://127.0.0.1:1');
+    await p.admin('POST', '/v1/apps/shop/rollouts/current/abort', {});
+
+    const dir = await mkdtemp(join(tmpdir(), 'switchyard-cli-gates-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const file = join(dir, 'rollout.json');
+    await writeFile(file, JSON.stringify({ to: 'green', steps: [{ weight: 25 }, { approval: true, timeout: '2h' }], analysis: null, notify: [{ url: 'https://hooks.slack.com/services/T0/B0/x', format: 'slack' }] }));
+    const fromFile = await runCliCaptured(['rollout', 'shop', 'start', '-f', file, '--reason', 'from a file'], env);
+    assert.equal(fromFile.code, 0, fromFile.stderr);
+    assert.match(fromFile.stdout, /steps: 25% → approval \(timeout 2h\) → 100%/);
+    assert.match(fromFile.stdout, /notify: https:\/\/hooks\.slack\.com\/… \(slack\)/);
+    assert.match(fromFile.stdout, /reason: from a file/);
+    await p.admin('POST', '/v1/apps/shop/rollouts/current/abort', {});
+
+    const bad = await runCliCaptured(['rollout', 'shop', 'start', '--to', 'green', '--preset', 'canary10-5m', '--min', '1'], env);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /each --min and --max goes with a --query/);
+    const misplaced = await runCliCaptured(['rollout', 'shop', 'approve', '--query', 'a=b'], env);
+    assert.equal(misplaced.code, 2);
+    assert.match(misplaced.stderr, /--query goes with start only/);
+    const noSteps = await runCliCaptured(['rollout', 'shop', 'start', '--to', 'green', '--preset', 'canary10-5m', '--approval-after', '1'], env);
+    assert.equal(noSteps.code, 2);
+    assert.match(noSteps.stderr, /--approval-after needs --steps/);
   });
 });
