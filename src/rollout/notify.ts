@@ -6,6 +6,10 @@ import type { GateBody } from './gates.ts';
 import type { Rollout } from './model.ts';
 import { call, maskUrl } from './outbound.ts';
 
+/** The labels of switchyard_rollout_notifications_total: what was sent, and how it ended. */
+export const NOTIFY_KINDS = ['notify', 'postRollout', 'onRollback'] as const;
+export const NOTIFY_RESULTS = ['sent', 'failed'] as const;
+
 export interface NotifierOptions {
   readonly logger: Logger;
   readonly registry?: Registry | undefined;
@@ -78,7 +82,7 @@ export class Notifier {
     this.#timeoutMs = opts.timeoutMs ?? 5000;
     this.#counter =
       opts.registry === undefined ? null : new Counter({ name: 'switchyard_rollout_notifications_total', help: 'Notifications and after-the-fact hooks (postRollout, onRollback) of rollouts, by kind and result (sent, failed: given up after its retries).', labelNames: ['kind', 'result'], registers: [opts.registry] });
-    for (const kind of ['notify', 'postRollout', 'onRollback']) for (const result of ['sent', 'failed']) this.#counter?.labels(kind, result).inc(0);
+    for (const kind of NOTIFY_KINDS) for (const result of NOTIFY_RESULTS) this.#counter?.labels(kind, result).inc(0);
   }
 
   /** Sends `event` of the record to each notify target that listens for it. */
