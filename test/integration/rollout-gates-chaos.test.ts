@@ -81,6 +81,7 @@ describe('chaos: the driver SIGKILLed while a gate call is in flight', () => {
     const driver = all.find((p) => p.child.pid === pid);
     assert.ok(driver, `the caller ${claimed.gates.calling.by} is one of the instances`);
     driver.child.kill('SIGKILL');
+    const killedAt = Date.now();
     const survivor = all.find((p) => p !== driver) as ServeProcess;
     // users keep coming, so the proxy's own analysis has green's requests to judge
     let stop = false;
@@ -109,6 +110,7 @@ describe('chaos: the driver SIGKILLed while a gate call is in flight', () => {
     assert.equal(new Set(sent).size, sent.length, `no round called twice: ${sent.join(', ')}`);
     assert.equal(sent[0], `${id}/1/analysis/1`);
     assert.equal(sent[1], `${id}/1/analysis/2`, 'the survivor went on with the next round');
+    t.diagnostic(`the survivor called round 2 ${(hooks.on('/smoke/key')[1]?.at ?? 0) - killedAt} ms after the kill (lease TTL 10 s, claim deadline 3 s + 2 s)`);
     const history = (await admin(survivor, 'GET', '/v1/apps/shop/history?limit=1')).body.entries as { reason: string }[];
     assert.match(history[0]?.reason ?? '', /step 2\/2: green 100%; smoke 200$/, 'step 2 was written on a passing round');
   });
