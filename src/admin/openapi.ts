@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { z } from 'zod';
 import { ERRORS } from '../errors.ts';
-import { finishBody, pauseBody, rolloutBody } from '../rollout/spec.ts';
+import { approveBody, finishBody, pauseBody, rolloutBody } from '../rollout/spec.ts';
 import { rollbackBody, switchBody, weightsBody } from './body.ts';
 import { appBody, poolBody, removeBody, targetBody } from './definition-routes.ts';
 import { Router, type AdminRoute, type HttpMethod } from './router.ts';
@@ -86,6 +86,7 @@ export const OPERATIONS: Readonly<Record<OperationKey, OperationDoc>> = {
   'POST /v1/apps/:app/rollouts/current/resume': rolloutCommand('Resume', 'carry on from the held step', pauseBody),
   'POST /v1/apps/:app/rollouts/current/promote': rolloutCommand('Promote', '100 % to `to` now', finishBody),
   'POST /v1/apps/:app/rollouts/current/abort': rolloutCommand('Abort', 'restore the starting weights', finishBody),
+  'POST /v1/apps/:app/rollouts/current/approve': rolloutCommand('Approve', 'let an approval step go on, recorded with the token name and reason (409 on a step that is not one)', approveBody),
   // live definitions (CONTRACT §8)
   'PUT /v1/apps/:app/pools/:pool': { summary: "Set a pool's version and targets; a new pool is added at weight 0 after the existing ones (no sticky user moves)", body: poolBody, answer: APP_STATE, ifMatch: true, errors: WRITE_ERRORS },
   'DELETE /v1/apps/:app/pools/:pool': { summary: 'Remove a pool: 409 `POOL_IN_USE` while it has weight or is not drained, unless `force`; an app keeps two pools', body: removeBody, answer: APP_STATE, ifMatch: true, errors: WRITE_ERRORS },

@@ -1,6 +1,6 @@
 import { SwitchyardError } from '../errors.ts';
 import type { Rollouts } from '../rollout/rollouts.ts';
-import { finishBody, parseRolloutBody, pauseBody, rolloutBody } from '../rollout/spec.ts';
+import { approveBody, finishBody, parseRolloutBody, pauseBody, rolloutBody } from '../rollout/spec.ts';
 import { ANONYMOUS } from './auth.ts';
 import type { AdminRoute, RouteContext } from './router.ts';
 
@@ -9,17 +9,17 @@ const actor = (ctx: RouteContext): string => ctx.actor ?? ANONYMOUS;
 
 /**
  * CONTRACT §7: `POST /v1/apps/:app/rollouts` (201), `GET …/rollouts/current`, and
- * `POST …/rollouts/current/pause|resume|promote|abort`, each answering the rollout.
+ * `POST …/rollouts/current/pause|resume|promote|abort|approve` (§11), each answering the rollout.
  */
 export function rolloutRoutes(rollouts: Rollouts, pools: (app: string) => readonly string[]): AdminRoute[] {
-  const commands = (['pause', 'resume', 'promote', 'abort'] as const).map(
+  const commands = (['pause', 'resume', 'promote', 'abort', 'approve'] as const).map(
     (command): AdminRoute => ({
       method: 'POST',
       path: `/v1/apps/:app/rollouts/current/${command}`,
       handler: async (ctx) => {
         const name = app(ctx);
         pools(name);
-        const body: { reason?: string | null | undefined; force?: boolean | undefined } = command === 'pause' || command === 'resume' ? await ctx.body(pauseBody) : await ctx.body(finishBody);
+        const body: { reason?: string | null | undefined; force?: boolean | undefined } = command === 'pause' || command === 'resume' ? await ctx.body(pauseBody) : command === 'approve' ? await ctx.body(approveBody) : await ctx.body(finishBody);
         const force = body.force;
         return { json: await rollouts.command(name, command, { by: actor(ctx), reason: body.reason ?? null, force }) };
       },
@@ -32,7 +32,7 @@ export function rolloutRoutes(rollouts: Rollouts, pools: (app: string) => readon
       handler: async (ctx) => {
         const name = app(ctx);
         const names = pools(name);
-        const spec = parseRolloutBody(await ctx.body(rolloutBody), names);
+        const spec = parseRolloutBody(await ctx.body(rolloutBody), names, rollouts.prometheus);
         const view = await rollouts.begin(name, spec, { by: actor(ctx), expectedRevision: ctx.expectedRevision() });
         return { status: 201, headers: { location: `/v1/apps/${encodeURIComponent(name)}/rollouts/current` }, json: view };
       },

@@ -2,11 +2,12 @@ import { parseDuration } from '../config/duration.ts';
 import type { RolloutView } from '../rollout/view.ts';
 import type { ApiCommand, CommandContext } from './commands.ts';
 import { humanDuration, pct } from './format.ts';
+import { addGateFlags, fileBody, GATE_ONLY, GATE_OPTIONS, gateLines } from './rollout-gates.ts';
 import { UsageError } from './usage-error.ts';
 
-const VERBS = ['start', 'status', 'pause', 'resume', 'promote', 'abort'] as const;
+const VERBS = ['start', 'status', 'pause', 'resume', 'promote', 'abort', 'approve'] as const;
 type Verb = (typeof VERBS)[number];
-const START_ONLY = ['to', 'preset', 'steps', 'max-error-rate', 'max-p99', 'min-requests', 'on-failure', 'no-analysis'] as const;
+const START_ONLY = ['to', 'preset', 'steps', 'max-error-rate', 'max-p99', 'min-requests', 'on-failure', 'no-analysis', ...GATE_ONLY] as const;
 const WAIT_ONLY = ['timeout', 'interval'] as const;
 /** The states a rollout ends in; `--wait` exits 0 on the first, 1 on the others. */
 const ENDED: Readonly<Record<string, number>> = { succeeded: 0, 'rolled-back': 1, aborted: 1 };
@@ -29,13 +30,19 @@ function numberOption(ctx: CommandContext, name: string, check: (n: number) => b
 }
 
 /** The body of `POST /v1/apps/:app/rollouts` from the command line. */
-export function startBody(ctx: CommandContext): Record<string, unknown> {
-  const to = ctx.values.to;
-  if (typeof to !== 'string') throw new UsageError('start needs --to POOL');
+export function startBody(ctx: CommandContext, file: Record<string, unknown> | null = null): Record<string, unknown> {
+  const to = ctx.values.to ?? file?.to;
+  if (typeof to !== 'string') throw new UsageError('start needs --to POOL (or -f rollout.json)');
   const preset = ctx.values.preset;
   const steps = ctx.values.steps;
-  if ((preset === undefined) === (steps === undefined)) throw new UsageError('start needs exactly one of --preset NAME (canary10-5m, linear10-every-1m, all-at-once…) and --steps 10:5m,50:5m,100');
-  const body: Record<string, unknown> = { to };
+  const fromFile = file !== null && (file.steps !== undefined || file.preset !== undefined);
+  if (preset !== undefined && steps !== undefined) throw new UsageError('start takes one of --preset NAME and --steps 10:5m,50:5m,100, not both');
+  if (!fromFile && preset === undefined && steps === undefined) throw new UsageError('start needs exactly one of --preset NAME (canary10-5m, linear10-every-1m, all-at-once…) and --steps 10:5m,50:5m,100');
+  const body: Record<string, unknown> = { ...file, to };
+  if (preset !== undefined || steps !== undefined) {
+    delete body.steps;
+    delete body.preset;
+  }
   if (typeof preset === 'string') body.preset = preset;
   if (typeof steps === 'string') body.steps = parseStepsArg(steps);
   const maxErrorRate = numberOption(ctx, 'max-error-rate', (n) => n >= 0 && n <= 1, 'a fraction from 0 to 1 (0.01 is 1 %)');
@@ -45,7 +52,8 @@ export function startBody(ctx: CommandContext): Record<string, unknown> {
   if (ctx.values['no-analysis'] === true) {
     if (Object.keys(analysis).length > 0) throw new UsageError('--no-analysis cannot go with --max-error-rate, --max-p99 or --min-requests');
     body.analysis = null;
-  } else if (Object.keys(analysis).length > 0) body.analysis = analysis;
+  } else if (Object.keys(analysis).length > 0) body.analysis = { ...((body.analysis as Record<string, unknown> | null | undefined) ?? {}), ...analysis };
+  addGateFlags(ctx, body);
   const onFailure = ctx.values['on-failure'];
   if (onFailure !== undefined) {
     if (onFailure !== 'rollback' && onFailure !== 'pause') throw new UsageError(`--on-failure must be rollback or pause, got "${String(onFailure)}"`);
@@ -63,7 +71,7 @@ export function rolloutLines(r: RolloutView): string[] {
   const head = `rollout ${r.id} of ${r.app} to ${r.to}: ${r.state}, step ${r.step}/${r.steps.length} (${r.to} ${pct(r.weight)})`;
   const when = r.nextInMs === null ? '' : r.step < r.steps.length ? `, next step in ${humanDuration(r.nextInMs)}` : `, done in ${humanDuration(r.nextInMs)}`;
   const lines = [head + when];
-  lines.push(`  steps: ${r.steps.map((s) => (s.pause === null ? pct(s.weight) : `${pct(s.weight)} ${s.pause}`)).join(' → ')}`);
+  lines.push(`  steps: ${r.steps.map((s) => (s.approval === true ? `approval${s.timeout ? ` (timeout ${s.timeout})` : ''}` : s.pause === null ? pct(s.weight) : `${pct(s.weight)} ${s.pause}`)).join(' → ')}`);
   lines.push(`  from: ${Object.entries(r.from).map(([p, w]) => `${p} ${pct(w)}`).join(' · ')}`);
   if (r.remainingMs !== null) lines.push(`  paused with ${humanDuration(r.remainingMs)} of the step left`);
   const a = r.analysis;
@@ -76,6 +84,7 @@ export function rolloutLines(r: RolloutView): string[] {
   if (l !== null) {
     lines.push(`  ${l.window}: ${r.to} ${l.to.requests} requests, ${rate(l.to.errorRate)} errors, p99 ${ms(l.to.p99)} · others ${l.others.requests} requests, ${rate(l.others.errorRate)} errors, p99 ${ms(l.others.p99)} → ${l.verdict}`);
   }
+  lines.push(...gateLines(r));
   if (r.reason !== null) lines.push(`  reason: ${r.reason}`);
   lines.push(`  started ${r.startedAt} by ${r.by}${r.endedAt === null ? '' : `, ended ${r.endedAt}`}${r.driver ? `; driven by ${r.driver}` : ''}`);
   return lines;
@@ -123,9 +132,9 @@ async function waitForEnd(ctx: CommandContext, path: string, first: RolloutView,
 
 /** `switchyard rollout APP start|status|pause|resume|promote|abort` */
 export const rolloutCommand: ApiCommand = {
-  usage: 'rollout APP start|status|pause|resume|promote|abort [options] [--wait [--timeout D] [--interval D]]',
+  usage: 'rollout APP start|status|pause|resume|promote|abort|approve [options] [--wait [--timeout D] [--interval D]]',
   summary:
-    'progressive rollout with automatic analysis and rollback — start --to POOL (--preset canary10-5m | --steps 10:5m,50:5m,100) [--max-error-rate 0.01] [--max-p99 MS] [--min-requests 100] [--on-failure rollback|pause] [--no-analysis] [--reason R]; status; pause; resume; promote (100 % now) and abort (starting weights back) [--reason R] [--force]; start and status take --wait [--timeout 1h] [--interval 2s]: wait until it ends, exit 0 succeeded, 1 rolled back, aborted or timed out',
+    'progressive rollout with automatic analysis and rollback — start --to POOL (--preset canary10-5m | --steps 10:5m,50:5m,100) [--max-error-rate 0.01] [--max-p99 MS] [--min-requests 100] [--on-failure rollback|pause] [--no-analysis] [--query NAME=PROMQL --min N --max N] [--prometheus URL] [--webhook [NAME=]URL] [--approval-after STEP] [--notify URL] [-f rollout.json] [--reason R]; status; approve [--reason R] (an approval step); pause; resume; promote (100 % now) and abort (starting weights back) [--reason R] [--force]; start and status take --wait [--timeout 1h] [--interval 2s]: wait until it ends, exit 0 succeeded, 1 rolled back, aborted or timed out',
   args: [2, 2],
   options: {
     to: { type: 'string' },
@@ -141,6 +150,7 @@ export const rolloutCommand: ApiCommand = {
     wait: { type: 'boolean' },
     timeout: { type: 'string' },
     interval: { type: 'string' },
+    ...GATE_OPTIONS,
   },
   async run(ctx) {
     const [app, verb] = ctx.args as [string, string];
@@ -159,7 +169,7 @@ export const rolloutCommand: ApiCommand = {
     const limits = wait ? { timeout: waitMs(ctx, 'timeout', '1h'), interval: waitMs(ctx, 'interval', '2s') } : null;
     const base = `/v1/apps/${encodeURIComponent(app)}/rollouts`;
     let r: RolloutView;
-    if (v === 'start') r = await ctx.client.post<RolloutView>(base, startBody(ctx));
+    if (v === 'start') r = await ctx.client.post<RolloutView>(base, startBody(ctx, await fileBody(ctx)));
     else if (v === 'status') r = await ctx.client.get<RolloutView>(`${base}/current`);
     else {
       const body: Record<string, unknown> = {};

@@ -381,6 +381,12 @@ export const configSchema = z
         queueTimeout: positiveDuration('10s'),
       })
       .prefault({}),
+    /** Rollout analysis (CONTRACT §11): the Prometheus that queries of rollouts naming none go to. */
+    analysis: z
+      .strictObject({
+        prometheus: z.strictObject({ url: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }), headers: z.record(z.string(), z.string()).default({}) }).optional(),
+      })
+      .prefault({}),
     workers: z.union([z.number().int().min(1).max(64), z.literal('auto')]).default(1),
     log: z
       .strictObject({

@@ -6,8 +6,24 @@ import type { RoutingState } from '../state/types.ts';
 import { bpToPct } from '../state/weights.ts';
 import { analyse, type StatsSource } from './analysis.ts';
 import { isActive, ROLLOUT_RESULTS, sameWeights, stepWeights, type Rollout, type RolloutResult } from './model.ts';
+import { roundText, type NotifyEvent } from './gate-model.ts';
+import { gateBody, latestRound } from './gate-keeper.ts';
+import type { Notifier } from './notify.ts';
 import type { RolloutStore } from './store.ts';
 import { rolloutView, type RolloutView } from './view.ts';
+
+/** What let step `n` be written, for its history entry: the approval and passed rounds of the step left, the preStep hooks of `n`. */
+export function evidenceNote(r: Rollout, n: number): string {
+  const parts: string[] = [];
+  const left = n - 1;
+  const approval = (r.approvals ?? []).find((a) => a.step === left);
+  if (approval !== undefined) parts.push(`approved by ${approval.by}${approval.reason ? `: ${approval.reason}` : ''}`);
+  const analysis = latestRound(r, 'analysis', left);
+  if (analysis?.verdict === 'pass') parts.push(roundText(analysis));
+  const pre = latestRound(r, 'preStep', n);
+  if (pre?.verdict === 'pass') parts.push(`preStep ${pre.checks.map((c) => c.status).join(', ')}`);
+  return parts.join('; ');
+}
 
 /** A record update: the fields to change, or null to leave the record as it is. */
 export type Patch = (r: Rollout) => Partial<Rollout> | null;
@@ -20,6 +36,8 @@ export interface RolloutCoreOptions {
   readonly now: () => number;
   /** where `switchyard_rollouts_total` is registered; omitted: not counted */
   readonly registry?: Registry | undefined;
+  /** notifications and after-the-fact hooks */
+  readonly notifier: Notifier;
 }
 
 const CAS_RETRIES = 5;
@@ -31,6 +49,7 @@ export class RolloutCore {
   readonly store: RolloutStore;
   readonly logger: Logger;
   readonly now: () => number;
+  readonly notifier: Notifier;
   readonly #counter: Counter | null;
 
   constructor(opts: RolloutCoreOptions) {
@@ -39,6 +58,7 @@ export class RolloutCore {
     this.store = opts.store;
     this.logger = opts.logger;
     this.now = opts.now;
+    this.notifier = opts.notifier;
     this.#counter = opts.registry === undefined ? null : new Counter({ name: 'switchyard_rollouts_total', help: 'Rollouts that ended, by app and result (succeeded, rolled-back, aborted).', labelNames: ['app', 'result'], registers: [opts.registry] });
     for (const app of this.controller.appNames()) for (const result of ROLLOUT_RESULTS) this.#counter?.labels(app, result).inc(0);
   }
@@ -74,7 +94,8 @@ export class RolloutCore {
     const weights = stepWeights(r.from, r.to, step.weight, pools);
     const current = this.controller.state(r.app);
     if (current.revision === revision && sameWeights(current.weights, weights)) return current;
-    const reason = `rollout ${r.id} step ${n}/${r.steps.length}: ${r.to} ${bpToPct(step.weight)}%${r.reason ? ` (${r.reason})` : ''}`;
+    const evidence = evidenceNote(r, n);
+    const reason = `rollout ${r.id} step ${n}/${r.steps.length}: ${r.to} ${bpToPct(step.weight)}%${r.reason ? ` (${r.reason})` : ''}${evidence === '' ? '' : `; ${evidence}`}`;
     return this.controller.setWeights(r.app, weights, { by: r.by, reason, expectedRevision: revision }, 'rollout');
   }
 
@@ -85,6 +106,26 @@ export class RolloutCore {
 
   count(app: string, result: RolloutResult): void {
     this.#counter?.labels(app, result).inc();
+  }
+
+  /**
+   * Tells the rollout's notify targets of `event`, from the record the transition just wrote
+   * (so a message never carries stale state). Only the instance whose write made the transition
+   * calls this, so each event is sent once. An ended rollout also calls its postRollout or
+   * onRollback hooks.
+   */
+  announce(r: Rollout, event: NotifyEvent): void {
+    const g = r.gates;
+    if (g === null || g === undefined) return;
+    try {
+      const version = this.controller.appConfig(r.app).pools[r.to]?.version ?? '';
+      this.notifier.notify(g.notify, r, event, version, this.now());
+      const hooks = event === 'succeeded' ? g.hooks.postRollout : event === 'rolled-back' ? g.hooks.onRollback : [];
+      if (hooks.length > 0) this.notifier.hook(event === 'succeeded' ? 'postRollout' : 'onRollback', hooks, { ...gateBody(this, r, event === 'succeeded' ? 'postRollout' : 'onRollback', r.step, 1), state: r.state, reason: r.reason });
+    } catch (err) {
+      // an app deleted meanwhile: nothing to tell, and never a reason to fail the transition
+      this.logger.warn({ err, app: r.app, rollout: r.id }, `rollout ${r.id}: could not send ${event}`);
+    }
   }
 
   /** The API's view, with live analysis figures while the rollout runs or is paused. */

@@ -3,7 +3,10 @@ import type { RoutingState } from '../state/types.ts';
 import { analyse } from './analysis.ts';
 import type { RolloutCore } from './core.ts';
 import type { Lease, Scheduler } from './lease.ts';
-import { DEFAULT_MAX_WAIT_MS, isActive, sameWeights, type AnalysisResult, type Rollout } from './model.ts';
+import { formatDuration } from '../config/duration.ts';
+import { hasEvidence, roundText, type GateRound, type Gates } from './gate-model.ts';
+import { GateKeeper, latestRound, roundDue } from './gate-keeper.ts';
+import { DEFAULT_MAX_WAIT_MS, isActive, sameWeights, type AnalysisResult, type Rollout, type Step } from './model.ts';
 
 /** How many history entries the driver reads to see whether a newer revision was a manual change. */
 const HISTORY_LOOKBACK = 50;
@@ -21,6 +24,10 @@ export interface DriverOptions {
   readonly schedule: Scheduler;
   /** ms between rounds when nothing is due sooner */
   readonly tickMs: number;
+  /** this instance, as gate rounds record who called them */
+  readonly id: string;
+  /** the process config's `analysis.prometheus`, for rollouts that name none */
+  readonly prometheus: () => Gates['prometheus'];
 }
 
 /**
@@ -38,6 +45,7 @@ export class RolloutDriver {
   readonly #lease: Lease;
   readonly #schedule: Scheduler;
   readonly #tickMs: number;
+  readonly #gates: GateKeeper;
   #cancel: (() => void) | null = null;
   #running: Promise<void> | null = null;
   #again = false;
@@ -50,6 +58,7 @@ export class RolloutDriver {
     this.#lease = opts.lease;
     this.#schedule = opts.schedule;
     this.#tickMs = opts.tickMs;
+    this.#gates = new GateKeeper(opts.core, opts.id, opts.prometheus, () => this.kick());
   }
 
   /** A round soon: now, or right after the one in progress. */
@@ -105,6 +114,7 @@ export class RolloutDriver {
     this.#closed = true;
     this.#cancel?.();
     await this.#running?.catch(() => undefined);
+    await this.#gates.close();
   }
 
   /** Drives one app's rollout one round on; returns the record as it stands after. */
@@ -140,19 +150,62 @@ export class RolloutDriver {
       r = (await core.update(app, r.id, (x) => (x.state === 'running' && x.nextAt === null ? { nextAt: x.stepStartedAt + pause } : null))) ?? r;
       return r;
     }
+    const gates = r.gates ?? null;
+    const step = r.steps[r.step - 1] as Step;
+    // a step at 0 % (an approval before any traffic) serves no one: there is nothing to judge
+    const judged = step.weight > 0;
+    if (hasEvidence(gates) && judged) {
+      // queries and webhooks, every interval while the step holds: no data is never a pass
+      const last = latestRound(r, 'analysis', r.step);
+      if (last?.verdict === 'fail') return this.#fail(r, roundText(last), result, 'gate failed');
+      if ((r.inconclusive ?? 0) >= gates.inconclusiveLimit) return this.#inconclusive(r, gates, last);
+      if (roundDue(r, 'analysis', r.step, now)) r = await this.#gates.start(r, 'analysis', r.step);
+      if (r.state !== 'running' || r.nextAt === null) return r;
+    }
     if (now < r.nextAt) return r;
-    if (r.analysis !== null && result !== null && result.verdict !== 'pass') {
+    if (r.analysis !== null && result !== null && result.verdict !== 'pass' && judged) {
       // a step is left only once judged: hold until `to` has served minRequests, fail after maxWait
       const maxWait = r.analysis.maxWaitMs ?? DEFAULT_MAX_WAIT_MS;
       if (now - r.nextAt < maxWait) return r;
       return this.#fail(r, `${r.to} served ${result.to.requests} of the ${r.analysis.minRequests} requests needed to judge step ${r.step} within maxWait ${Math.round(maxWait / 1000)}s after its pause`, result);
     }
+    // a step is left only once a round of its queries and webhooks passed (held otherwise; rounds go on)
+    if (hasEvidence(gates) && judged && latestRound(r, 'analysis', r.step)?.verdict !== 'pass') return r;
+    if (step.approval !== undefined && !(r.approvals ?? []).some((a) => a.step === r.step)) {
+      const t = step.approval.timeoutMs;
+      if (t !== null && now - r.stepStartedAt >= t) return this.#fail(r, `step ${r.step} was not approved within ${formatDuration(t)}`, result, 'approval timed out');
+      return r;
+    }
+    if (r.step < r.steps.length && gates !== null && gates.hooks.preStep.length > 0 && (r.preStepPassed ?? 0) < r.step + 1) return this.#preStep(r, gates, result);
     if (r.step >= r.steps.length) {
       const done = await core.update(app, r.id, (x) => (x.state === 'running' && x.step >= x.steps.length ? core.ended('succeeded', `${x.to} reached 100%`) : null));
       if (done !== null) this.#succeeded(done);
       return done;
     }
     return this.#advance(r, pools);
+  }
+
+  /** The preStep hooks of the next step: called (once per round) until they pass; a failure applies onFailure. */
+  async #preStep(r: Rollout, gates: Gates, result: AnalysisResult | null): Promise<Rollout | null> {
+    const next = r.step + 1;
+    const last = latestRound(r, 'preStep', next);
+    if (last?.verdict === 'fail') return this.#fail(r, `preStep of step ${next}: ${roundText(last)}`, result, 'gate failed');
+    if ((r.inconclusive ?? 0) >= gates.inconclusiveLimit) return this.#inconclusive(r, gates, last);
+    return roundDue(r, 'preStep', next, this.#core.now()) ? this.#gates.start(r, 'preStep', next) : r;
+  }
+
+  /** `inconclusiveLimit` rounds in a row without evidence: `onInconclusive` (pause by default, or rollback). */
+  async #inconclusive(r: Rollout, gates: Gates, last: GateRound | undefined): Promise<Rollout | null> {
+    const core = this.#core;
+    const why = `${r.inconclusive ?? 0} inconclusive rounds in a row${last === undefined ? '' : `, the last: ${roundText(last)}`}`;
+    if (gates.onInconclusive === 'rollback') return this.#fail(r, why, null, 'inconclusive');
+    const now = core.now();
+    const paused = await core.update(r.app, r.id, (x) => (x.state === 'running' ? { state: 'paused', nextAt: null, remainingMs: Math.max(0, (x.nextAt ?? now) - now), reason: `inconclusive: ${why}; paused (onInconclusive: pause), never promoted without evidence` } : null));
+    if (paused !== null) {
+      core.logger.warn({ app: r.app, rollout: r.id }, `rollout ${r.id} of ${r.app} paused: ${why}`);
+      core.announce(paused, 'paused');
+    }
+    return paused;
   }
 
   async #advance(r: Rollout, pools: readonly string[]): Promise<Rollout | null> {
@@ -176,17 +229,24 @@ export class RolloutDriver {
       return last ? { ...base, ...core.ended('succeeded', `${x.to} reached 100%`) } : { ...base, nextAt: now + pause };
     });
     if (updated?.state === 'succeeded') this.#succeeded(updated);
+    else if (updated !== null) {
+      core.announce(updated, 'step');
+      if (updated.steps[next - 1]?.approval !== undefined) core.announce(updated, 'waiting-approval');
+    }
     return updated;
   }
 
   /** A failed analysis (or a refused step): back to the starting weights, or a pause. */
-  async #fail(r: Rollout, why: string, result: AnalysisResult | null): Promise<Rollout | null> {
+  async #fail(r: Rollout, why: string, result: AnalysisResult | null, label = 'analysis failed'): Promise<Rollout | null> {
     const core = this.#core;
-    const reason = `analysis failed: ${why}`;
+    const reason = `${label}: ${why}`;
     const pause = (x: Rollout, note: string): Partial<Rollout> => ({ state: 'paused', nextAt: null, remainingMs: Math.max(0, (x.nextAt ?? core.now()) - core.now()), reason: `${reason}; ${note}`, lastAnalysis: result });
     if (r.onFailure === 'pause') {
       const paused = await core.update(r.app, r.id, (x) => (x.state === 'running' ? pause(x, 'paused (onFailure: pause)') : null));
-      if (paused !== null) core.logger.warn({ app: r.app, rollout: r.id, analysis: result }, `rollout ${r.id} of ${r.app} paused: ${reason}`);
+      if (paused !== null) {
+        core.logger.warn({ app: r.app, rollout: r.id, analysis: result }, `rollout ${r.id} of ${r.app} paused: ${reason}`);
+        core.announce(paused, 'paused');
+      }
       return paused;
     }
     try {
@@ -204,17 +264,19 @@ export class RolloutDriver {
       // the pools it came from have no healthy target either: hold here and let the operator decide
       const held = await core.update(r.app, r.id, (x) => (x.state === 'running' ? pause(x, `the rollback was refused (${err.message}), so it is paused`) : null));
       core.logger.error({ app: r.app, rollout: r.id, analysis: result }, `rollout ${r.id} of ${r.app}: ${reason}; the rollback was refused, paused instead`);
+      if (held !== null) core.announce(held, 'paused');
       return held;
     }
-    return this.#endRolledBack(r, why, result, core.controller.state(r.app).revision);
+    return this.#endRolledBack(r, why, result, core.controller.state(r.app).revision, label);
   }
 
   /** Marks the record rolled back (compare-and-set: one instance does, and counts and logs it, once). */
-  async #endRolledBack(r: Rollout, why: string, result: AnalysisResult | null, revision: number): Promise<Rollout | null> {
+  async #endRolledBack(r: Rollout, why: string, result: AnalysisResult | null, revision: number, label = 'analysis failed'): Promise<Rollout | null> {
     const core = this.#core;
-    const ended = await core.update(r.app, r.id, (x) => (isActive(x) ? { ...core.ended('rolled-back', `analysis failed: ${why}`), lastAnalysis: result ?? x.lastAnalysis, revision: Math.max(x.revision, revision) } : null));
+    const ended = await core.update(r.app, r.id, (x) => (isActive(x) ? { ...core.ended('rolled-back', `${label}: ${why}`), lastAnalysis: result ?? x.lastAnalysis, revision: Math.max(x.revision, revision) } : null));
     if (ended === null) return core.store.get(r.app);
     core.count(r.app, 'rolled-back');
+    core.announce(ended, 'rolled-back');
     core.logger.warn({ app: r.app, rollout: r.id, analysis: result }, `rollout ${r.id} of ${r.app} rolled back: ${why}`);
     return ended;
   }
@@ -250,6 +312,7 @@ export class RolloutDriver {
     const ended = await this.#core.update(r.app, r.id, (x) => (isActive(x) ? this.#core.ended('aborted', reason) : null));
     if (ended !== null) {
       this.#core.count(r.app, 'aborted');
+      this.#core.announce(ended, 'aborted');
       this.#core.logger.warn({ app: r.app, rollout: r.id }, `rollout ${r.id} of ${r.app} aborted: ${reason}`);
     }
     return ended;
@@ -257,6 +320,7 @@ export class RolloutDriver {
 
   #succeeded(r: Rollout): void {
     this.#core.count(r.app, 'succeeded');
+    this.#core.announce(r, 'succeeded');
     this.#core.logger.info({ app: r.app, rollout: r.id }, `rollout ${r.id} of ${r.app} succeeded`);
   }
 }

@@ -1,4 +1,5 @@
 import { TOTAL_BP, type Weights } from '../state/weights.ts';
+import type { Approval, GateCall, GateRound, Gates } from './gate-model.ts';
 
 /**
  * A progressive rollout as the store keeps it. Weights are basis points (state/weights.ts) and
@@ -38,6 +39,19 @@ export interface Rollout {
   readonly version: number;
   readonly updatedAt: number;
   readonly endedAt: number | null;
+  // CONTRACT §11; optional: records written before gates existed have none
+  /** queries, webhooks, hooks and notify targets (secrets: masked in every answer) */
+  readonly gates?: Gates | null | undefined;
+  /** the newest judgement rounds of queries, webhooks and preStep hooks (at most MAX_ROUNDS) */
+  readonly rounds?: readonly GateRound[] | undefined;
+  /** the round claimed and in flight, so a driver taking over neither skips nor repeats it */
+  readonly gateCall?: GateCall | null | undefined;
+  /** inconclusive rounds in a row (reset by a conclusive one and by resume) */
+  readonly inconclusive?: number | undefined;
+  /** every approval given, oldest first */
+  readonly approvals?: readonly Approval[] | undefined;
+  /** the highest step whose preStep hooks passed */
+  readonly preStepPassed?: number | undefined;
 }
 
 export type RolloutState = 'running' | 'paused' | 'succeeded' | 'rolled-back' | 'aborted';
@@ -51,6 +65,8 @@ export interface Step {
   readonly weight: number;
   /** how long the step holds before the next one, in ms (0: go on at once) */
   readonly pauseMs: number;
+  /** an approval step: holds (at the weight of the step before) until approved; past `timeoutMs` (null: never), onFailure */
+  readonly approval?: { readonly timeoutMs: number | null } | undefined;
 }
 
 export interface Analysis {

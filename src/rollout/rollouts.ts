@@ -9,7 +9,11 @@ import type { StatsSource } from './analysis.ts';
 import { RolloutCore, type Patch } from './core.ts';
 import { RolloutDriver } from './driver.ts';
 import { realScheduler, type Lease, type Scheduler } from './lease.ts';
+import type { PrometheusSource } from './gate-model.ts';
+import { gateBody } from './gate-keeper.ts';
+import { runHooks } from './gates.ts';
 import { firstStep, isActive, stepWeights, type Rollout } from './model.ts';
+import { Notifier, type NotifierOptions } from './notify.ts';
 import type { RolloutSpec } from './spec.ts';
 import type { RolloutStore } from './store.ts';
 import type { RolloutView } from './view.ts';
@@ -32,9 +36,15 @@ export interface RolloutsOptions {
   readonly tickMs?: number | undefined;
   /** @default `r-` and 8 random hex digits */
   readonly newId?: (() => string) | undefined;
+  /** this instance (gate rounds record who called them) @default "local" */
+  readonly instanceId?: string | undefined;
+  /** the process config's `analysis.prometheus`: queries of rollouts that name none go there */
+  readonly prometheus?: PrometheusSource | null | undefined;
+  /** retries and deadlines of notifications (tests shorten them) */
+  readonly notify?: Partial<Omit<NotifierOptions, 'logger' | 'registry'>> | undefined;
 }
 
-export type Command = 'pause' | 'resume' | 'promote' | 'abort';
+export type Command = 'pause' | 'resume' | 'promote' | 'abort' | 'approve';
 
 export interface CommandOptions {
   readonly by: string;
@@ -58,16 +68,25 @@ export class Rollouts {
   readonly #driver: RolloutDriver;
   readonly #lease: Lease;
   readonly #newId: () => string;
+  readonly #prometheus: PrometheusSource | null;
   readonly #onApplied = (state: RoutingState): void => {
     // a manual write aborts a rollout at once rather than at the next round
     if (state.action !== 'rollout' && this.#lease.held()) this.#driver.kick();
   };
 
   constructor(opts: RolloutsOptions) {
-    this.#core = new RolloutCore({ controller: opts.controller, stats: opts.stats, store: opts.store, logger: opts.logger, now: opts.now ?? Date.now, registry: opts.registry });
+    const notifier = new Notifier({ logger: opts.logger, registry: opts.registry, ...opts.notify });
+    this.#core = new RolloutCore({ controller: opts.controller, stats: opts.stats, store: opts.store, logger: opts.logger, now: opts.now ?? Date.now, registry: opts.registry, notifier });
     this.#lease = opts.lease;
-    this.#driver = new RolloutDriver({ core: this.#core, lease: opts.lease, schedule: opts.schedule ?? realScheduler, tickMs: opts.tickMs ?? 1000 });
+    this.#prometheus = opts.prometheus ?? null;
+    const prometheus = (): PrometheusSource | null => this.#prometheus;
+    this.#driver = new RolloutDriver({ core: this.#core, lease: opts.lease, schedule: opts.schedule ?? realScheduler, tickMs: opts.tickMs ?? 1000, id: opts.instanceId ?? 'local', prometheus });
     this.#newId = opts.newId ?? (() => `r-${randomBytes(4).toString('hex')}`);
+  }
+
+  /** The process config's `analysis.prometheus` (null: none), which a rollout's queries may rely on. */
+  get prometheus(): PrometheusSource | null {
+    return this.#prometheus;
   }
 
   /** Starts acquiring the lease and driving; the first round runs at once. */
@@ -99,11 +118,13 @@ export class Rollouts {
     const current = await core.store.get(app);
     if (current !== null && isActive(current)) throw new SwitchyardError('CONFLICT', `app "${app}" already has a rollout that ${ENDED_WORDS[current.state]}: ${current.id} to ${current.to}; pause, promote or abort it first`, { details: { id: current.id, state: current.state } });
     if ((state.weights[spec.to] ?? 0) === TOTAL_BP) throw new SwitchyardError('CONFLICT', `pool "${spec.to}" of app "${app}" already has 100 %`);
+    const id = this.#newId();
+    await this.#preRollout(app, id, spec);
     const now = core.now();
     // steps below `to`'s weight now are skipped: a rollout never moves sticky users back
     const first = firstStep(spec.steps, state.weights[spec.to] ?? 0);
     const record: Rollout = {
-      id: this.#newId(),
+      id,
       app,
       to: spec.to,
       from: { ...state.weights },
@@ -125,6 +146,12 @@ export class Rollouts {
       version: (current?.version ?? 0) + 1,
       updatedAt: now,
       endedAt: null,
+      gates: spec.gates,
+      rounds: [],
+      gateCall: null,
+      inconclusive: 0,
+      approvals: [],
+      preStepPassed: first,
     };
     const put = await core.store.put(record, current?.version ?? 0);
     if (!put.ok) throw new SwitchyardError('CONFLICT', `another rollout of app "${app}" was started at the same time${put.current === null ? '' : `: ${put.current.id}`}`);
@@ -143,10 +170,32 @@ export class Rollouts {
       if (r.state === 'paused') return { revision, remainingMs: Math.max(0, r.stepStartedAt + pause - core.now()) };
       return done ? { revision, ...core.ended('succeeded', `${spec.to} reached 100%`) } : { revision, nextAt: r.stepStartedAt + pause };
     });
-    if (updated?.state === 'succeeded') core.count(app, 'succeeded');
+    const told = updated ?? record;
+    core.announce(told, 'started');
+    if (updated?.state === 'succeeded') {
+      core.count(app, 'succeeded');
+      core.announce(updated, 'succeeded');
+    } else if (spec.steps[first - 1]?.approval !== undefined) core.announce(told, 'waiting-approval');
     core.logger.info({ app, rollout: record.id, to: spec.to, steps: spec.steps.length, first, by: opts.by }, `rollout ${record.id} of ${app} to ${spec.to} started${first > 1 ? ` at step ${first} (the steps below ${spec.to}'s current weight are skipped)` : ''}`);
     this.#driver.kick();
     return core.view(updated ?? (await core.store.get(app)) ?? record, pools);
+  }
+
+  /**
+   * The preRollout hooks, before anything is written: a hook that fails, times out or cannot be
+   * reached refuses the start with 409 (a start needs its evidence), naming the hook masked.
+   */
+  async #preRollout(app: string, id: string, spec: RolloutSpec): Promise<void> {
+    const urls = spec.gates.hooks.preRollout;
+    if (urls.length === 0) return;
+    const core = this.#core;
+    const probe: Rollout = { id, app, to: spec.to, analysis: spec.analysis, judgeFrom: 0, startedAt: core.now(), steps: spec.steps, step: 0 } as Rollout;
+    const checks = await runHooks(urls, gateBody(core, probe, 'preRollout', 0, 1));
+    const failed = checks.filter((c) => c.verdict !== 'pass');
+    if (failed.length === 0) return;
+    const why = failed.map((c) => `${c.name}: ${c.status ?? 'no answer'}${c.why === undefined ? '' : ` (${c.why})`}`).join('; ');
+    core.logger.warn({ app, rollout: id, checks }, `rollout of ${app} to ${spec.to} refused by its preRollout hook: ${why}`);
+    throw new SwitchyardError('CONFLICT', `the preRollout hook refused the rollout: ${why}`, { details: { gate: 'preRollout', checks } });
   }
 
   /** The running rollout, or the last one; 404 when the app never had one. */
@@ -178,7 +227,13 @@ export class Rollouts {
         case 'pause':
           return r.state === 'paused' ? null : { state: 'paused', remainingMs: r.nextAt === null ? null : Math.max(0, r.nextAt - now), nextAt: null, reason: `paused by ${opts.by}${why}` };
         case 'resume':
-          return r.state === 'running' ? null : { state: 'running', nextAt: now + (r.remainingMs ?? 0), remainingMs: null, judgeFrom: now, reason: `resumed by ${opts.by}${why}` };
+          return r.state === 'running' ? null : { state: 'running', nextAt: now + (r.remainingMs ?? 0), remainingMs: null, judgeFrom: now, inconclusive: 0, reason: `resumed by ${opts.by}${why}` };
+        case 'approve': {
+          const step = r.steps[r.step - 1];
+          if (step?.approval === undefined) throw new SwitchyardError('CONFLICT', `step ${r.step} of rollout ${r.id} is not an approval step; nothing to approve`, { details: { id: r.id, step: r.step } });
+          if ((r.approvals ?? []).some((a) => a.step === r.step)) return null;
+          return { approvals: [...(r.approvals ?? []), { step: r.step, by: opts.by, reason: opts.reason ?? null, at: now }] };
+        }
         case 'promote':
           return { ...core.ended('succeeded', `promoted by ${opts.by}${why}`), step: r.steps.length };
         case 'abort':
@@ -200,6 +255,7 @@ export class Rollouts {
       }
       core.count(app, command === 'promote' ? 'succeeded' : 'aborted');
     }
+    core.announce(written, ({ pause: 'paused', resume: 'resumed', promote: 'succeeded', abort: 'aborted', approve: 'approved' } as const)[command]);
     core.logger.info({ app, rollout: written.id, by: opts.by }, `rollout ${written.id} of ${app}: ${command} by ${opts.by}`);
     this.#driver.kick();
     return core.view(written, pools);
@@ -209,6 +265,7 @@ export class Rollouts {
   async close(): Promise<void> {
     this.#core.controller.off('applied', this.#onApplied);
     await this.#driver.close();
+    await this.#core.notifier.close();
     await this.#lease.close();
   }
 }

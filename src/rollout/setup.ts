@@ -7,7 +7,7 @@ import { isRedisStore, type StateStore } from '../state/types.ts';
 import type { StatsSource } from './analysis.ts';
 import { LocalLease, RedisLease, type Lease, type Scheduler } from './lease.ts';
 import { RedisRolloutStore } from './redis.ts';
-import { Rollouts } from './rollouts.ts';
+import { Rollouts, type RolloutsOptions } from './rollouts.ts';
 import { FileRolloutStore, MemoryRolloutStore, rolloutsPathBeside, type RolloutStore } from './store.ts';
 
 /** Tuning of the rollout driver (tests shorten everything). */
@@ -19,6 +19,8 @@ export interface RolloutTuning {
   /** the driver's clock, apart from the proxy's @default the proxy's `now` */
   readonly now?: () => number;
   readonly schedule?: Scheduler;
+  /** notification retries and deadlines */
+  readonly notify?: RolloutsOptions['notify'];
 }
 
 export interface RolloutDeps {
@@ -44,17 +46,20 @@ export async function createRollouts(deps: RolloutDeps): Promise<Rollouts> {
   const schedule = deps.tuning?.schedule;
   let records: RolloutStore;
   let lease: Lease;
+  let instanceId = deps.instanceId;
   if (isRedisStore(deps.store)) {
     const { client, keys } = deps.store;
     records = new RedisRolloutStore(client, keys.rollout);
     // unique per process start: a restarted instance must not renew the lease of its previous life
     const id = `${deps.instanceId}/${randomBytes(3).toString('hex')}`;
+    instanceId = id;
     lease = new RedisLease({ client, key: keys.rolloutLease, id, ttlMs: deps.tuning?.leaseTtlMs, logger, now, ...(schedule === undefined ? {} : { schedule }) });
   } else {
     records = deps.config.store.kind === 'file' ? await FileRolloutStore.open(rolloutsPathBeside(deps.config.store.path)) : new MemoryRolloutStore();
     lease = new LocalLease(deps.instanceId);
   }
-  const rollouts = new Rollouts({ controller: deps.controller, stats: deps.stats, store: records, lease, logger, registry: deps.registry, now, schedule, tickMs: deps.tuning?.tickMs });
+  const prometheus = deps.config.analysis.prometheus ?? null;
+  const rollouts = new Rollouts({ controller: deps.controller, stats: deps.stats, store: records, lease, logger, registry: deps.registry, now, schedule, tickMs: deps.tuning?.tickMs, instanceId, prometheus, notify: deps.tuning?.notify });
   rollouts.start();
   return rollouts;
 }

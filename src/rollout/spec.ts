@@ -2,6 +2,8 @@ import { z } from 'zod';
 import { parseDuration } from '../config/duration.ts';
 import { SwitchyardError } from '../errors.ts';
 import { pctToBp, TOTAL_BP } from '../state/weights.ts';
+import type { Gates, PrometheusSource } from './gate-model.ts';
+import { evidenceFields, hooksBody, notifyBody, parseGates, type Issue } from './gate-spec.ts';
 import { DEFAULT_ANALYSIS, DEFAULT_MAX_WAIT_MS, presetSteps, PRESET_EXAMPLES, type Analysis, type OnFailure, type Step } from './model.ts';
 
 /** The longest pause a step may have: a rollout that outlives a week is a forgotten one. */
@@ -15,7 +17,8 @@ const pause = z.union([z.string().max(20), z.number()]);
 /** `POST /v1/apps/:app/rollouts`; what zod cannot know (pools, decimals, order) is checked by `parseRolloutBody`. */
 export const rolloutBody = z.strictObject({
   to: z.string().min(1).max(63),
-  steps: z.array(z.strictObject({ weight: z.number(), pause: pause.optional() })).min(1).max(MAX_STEPS).optional(),
+  /** `{ weight, pause? }` or `{ approval: true, timeout? }` (checked by parseSteps, for messages that name the field) */
+  steps: z.array(z.strictObject({ weight: z.number().optional(), pause: pause.optional(), approval: z.literal(true).optional(), timeout: pause.optional() })).min(1).max(MAX_STEPS).optional(),
   preset: z.string().min(1).max(100).optional(),
   /** null: no analysis, the steps only follow their pauses */
   analysis: z
@@ -25,14 +28,19 @@ export const rolloutBody = z.strictObject({
       minRequests: z.number().int().min(1).max(1_000_000_000).default(DEFAULT_ANALYSIS.minRequests),
       /** how long past a step's pause to wait for `minRequests` before failing @default "10m" */
       maxWait: pause.optional(),
+      ...evidenceFields,
     })
     .nullable()
     .optional(),
   onFailure: z.enum(['rollback', 'pause']).optional(),
+  hooks: hooksBody.optional(),
+  notify: notifyBody.optional(),
   reason,
 });
 export type RolloutBody = z.infer<typeof rolloutBody>;
 
+/** `POST …/rollouts/current/approve` */
+export const approveBody = z.strictObject({ reason });
 /** `POST …/rollouts/current/pause|resume` */
 export const pauseBody = z.strictObject({ reason });
 /** `POST …/rollouts/current/promote|abort`; `force` passes the health gate for the weights they write */
@@ -45,11 +53,7 @@ export interface RolloutSpec {
   readonly analysis: Analysis | null;
   readonly onFailure: OnFailure;
   readonly reason: string | null;
-}
-
-interface Issue {
-  path: string;
-  message: string;
+  readonly gates: Gates;
 }
 
 /**
@@ -58,7 +62,7 @@ interface Issue {
  * durations. A last step below 100 % gets a final 100 % step appended (as Argo promotes fully
  * after the last step). Throws a 400 whose details name every offending field.
  */
-export function parseRolloutBody(body: RolloutBody, pools: readonly string[]): RolloutSpec {
+export function parseRolloutBody(body: RolloutBody, pools: readonly string[], processPrometheus: PrometheusSource | null = null): RolloutSpec {
   const issues: Issue[] = [];
   if (!pools.includes(body.to)) issues.push({ path: 'to', message: `unknown pool (pools: ${pools.join(', ')})` });
   let steps: Step[] = [];
@@ -78,6 +82,7 @@ export function parseRolloutBody(body: RolloutBody, pools: readonly string[]): R
     else if (ms > MAX_PAUSE_MS) issues.push({ path: 'analysis.maxWait', message: 'at most 7d' });
     else maxWaitMs = Math.round(ms);
   }
+  const gates = parseGates(body.analysis, body.hooks, body.notify, processPrometheus, issues);
   if (issues.length > 0) throw badRequest(issues);
   const last = steps[steps.length - 1] as Step;
   if (last.weight !== TOTAL_BP) {
@@ -86,13 +91,37 @@ export function parseRolloutBody(body: RolloutBody, pools: readonly string[]): R
   }
   const analysis: Analysis | null =
     body.analysis === null ? null : body.analysis === undefined ? DEFAULT_ANALYSIS : { maxErrorRate: body.analysis.maxErrorRate, minRequests: body.analysis.minRequests, maxWaitMs, ...(body.analysis.maxP99Ms === undefined ? {} : { maxP99Ms: body.analysis.maxP99Ms }) };
-  return { to: body.to, steps, analysis, onFailure: body.onFailure ?? 'rollback', reason: body.reason ?? null };
+  return { to: body.to, steps, analysis, onFailure: body.onFailure ?? 'rollback', reason: body.reason ?? null, gates };
 }
 
-function parseSteps(input: readonly { weight: number; pause?: string | number | undefined }[], issues: Issue[]): Step[] {
+type StepInput = { weight?: number | undefined; pause?: string | number | undefined; approval?: true | undefined; timeout?: string | number | undefined };
+
+/**
+ * `{ weight, pause? }` steps ascend; an `{ approval: true, timeout? }` step holds at the weight
+ * of the step before it (0 % when it comes first) until approved.
+ */
+function parseSteps(input: readonly StepInput[], issues: Issue[]): Step[] {
   const steps: Step[] = [];
   let previous = 0;
   input.forEach((s, i) => {
+    if (s.approval === true) {
+      if (s.weight !== undefined) issues.push({ path: `steps[${i}].weight`, message: 'an approval step holds at the weight of the step before it; give weight or approval, not both' });
+      if (s.pause !== undefined) issues.push({ path: `steps[${i}].pause`, message: 'an approval step holds until approved (timeout: how long at most)' });
+      let timeoutMs: number | null = null;
+      if (s.timeout !== undefined) {
+        const ms = parseDuration(s.timeout);
+        if (ms === undefined || ms <= 0) issues.push({ path: `steps[${i}].timeout`, message: 'must be a duration like 30m, 1h or 2d, above 0' });
+        else if (ms > MAX_PAUSE_MS) issues.push({ path: `steps[${i}].timeout`, message: 'at most 7d' });
+        else timeoutMs = Math.round(ms);
+      }
+      steps.push({ weight: previous, pauseMs: 0, approval: { timeoutMs } });
+      return;
+    }
+    if (s.timeout !== undefined) issues.push({ path: `steps[${i}].timeout`, message: 'goes with approval: true (a weight step has pause)' });
+    if (s.weight === undefined) {
+      issues.push({ path: `steps[${i}].weight`, message: 'required (or approval: true)' });
+      return;
+    }
     const bp = pctToBp(s.weight);
     if (typeof bp === 'string') issues.push({ path: `steps[${i}].weight`, message: bp });
     else if (bp === 0) issues.push({ path: `steps[${i}].weight`, message: 'must be above 0' });

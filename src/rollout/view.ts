@@ -1,6 +1,8 @@
 import { formatDuration } from '../config/duration.ts';
 import { bpToPct, weightsToPct } from '../state/weights.ts';
+import { NO_GATES, type Approval, type GateCall, type GateRound, type Gates } from './gate-model.ts';
 import type { Analysis, AnalysisFigures, AnalysisResult, OnFailure, Rollout, RolloutState } from './model.ts';
+import { maskHeaders, maskUrl } from './outbound.ts';
 
 export interface AnalysisView {
   at: string;
@@ -20,7 +22,7 @@ export interface RolloutView {
   state: RolloutState;
   /** the step in effect, 1-based, of `steps.length` */
   step: number;
-  steps: { weight: number; pause: string | null }[];
+  steps: StepView[];
   /** `to`'s weight in the step in effect */
   weight: number;
   /** the weights when it started: what rollback and abort restore */
@@ -42,12 +44,71 @@ export interface RolloutView {
   revision: number;
   /** the instance driving it (fleet lease holder), when known */
   driver?: string | null;
+  /** CONTRACT §11: queries, webhooks, hooks, notify targets, every judgement; URLs and headers masked */
+  gates: GatesView;
+}
+
+export interface StepView {
+  weight: number;
+  pause: string | null;
+  approval?: true;
+  /** an approval step's timeout (null: none) */
+  timeout?: string | null;
+}
+
+export interface GatesView {
+  config: Gates;
+  /** the newest judgement rounds, newest last, with ISO times */
+  rounds: (Omit<GateRound, 'at'> & { at: string })[];
+  /** a round in flight */
+  calling: (Omit<GateCall, 'at' | 'deadline'> & { at: string; deadline: string }) | null;
+  inconclusive: number;
+  approvals: (Omit<Approval, 'at'> & { at: string })[];
+  /** the step in effect holds for an approval not given yet */
+  waitingApproval: boolean;
 }
 
 const iso = (ms: number): string => new Date(ms).toISOString();
 
 export function analysisView(a: AnalysisResult): AnalysisView {
   return { at: iso(a.at), window: `${a.window}s`, verdict: a.verdict, to: a.to, others: a.others, ...(a.why === undefined ? {} : { why: a.why }) };
+}
+
+/** The gates with every secret masked: hook, webhook and notify URLs, Prometheus headers and user info. */
+export function maskedGates(g: Gates): Gates {
+  return {
+    ...g,
+    prometheus: g.prometheus === null ? null : { url: stripUserInfo(g.prometheus.url), headers: maskHeaders(g.prometheus.headers) },
+    webhooks: g.webhooks.map((w) => ({ ...w, url: maskUrl(w.url) })),
+    hooks: { preRollout: g.hooks.preRollout.map(maskUrl), preStep: g.hooks.preStep.map(maskUrl), postRollout: g.hooks.postRollout.map(maskUrl), onRollback: g.hooks.onRollback.map(maskUrl) },
+    notify: g.notify.map((n) => ({ ...n, url: maskUrl(n.url) })),
+  };
+}
+
+function stripUserInfo(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.username === '' && u.password === '') return url;
+    u.username = '';
+    u.password = '';
+    return u.toString();
+  } catch {
+    return '…';
+  }
+}
+
+function gatesView(r: Rollout): GatesView {
+  const step = r.steps[r.step - 1];
+  const approvals = r.approvals ?? [];
+  const call = r.gateCall ?? null;
+  return {
+    config: maskedGates(r.gates ?? NO_GATES),
+    rounds: (r.rounds ?? []).map((x) => ({ ...x, at: iso(x.at) })),
+    calling: call === null ? null : { ...call, at: iso(call.at), deadline: iso(call.deadline) },
+    inconclusive: r.inconclusive ?? 0,
+    approvals: approvals.map((a) => ({ ...a, at: iso(a.at) })),
+    waitingApproval: (r.state === 'running' || r.state === 'paused') && step?.approval !== undefined && !approvals.some((a) => a.step === r.step),
+  };
 }
 
 export function rolloutView(r: Rollout, pools: readonly string[], now: number, live?: AnalysisResult | null, driver?: string | null): RolloutView {
@@ -58,7 +119,7 @@ export function rolloutView(r: Rollout, pools: readonly string[], now: number, l
     to: r.to,
     state: r.state,
     step: r.step,
-    steps: r.steps.map((s) => ({ weight: bpToPct(s.weight), pause: s.pauseMs > 0 ? formatDuration(s.pauseMs) : null })),
+    steps: r.steps.map((s): StepView => ({ weight: bpToPct(s.weight), pause: s.pauseMs > 0 ? formatDuration(s.pauseMs) : null, ...(s.approval === undefined ? {} : { approval: true, timeout: s.approval.timeoutMs === null ? null : formatDuration(s.approval.timeoutMs) }) })),
     weight: bpToPct(r.steps[r.step - 1]?.weight ?? 0),
     from: weightsToPct(r.from, pools),
     startedAt: iso(r.startedAt),
@@ -74,5 +135,6 @@ export function rolloutView(r: Rollout, pools: readonly string[], now: number, l
     by: r.by,
     revision: r.revision,
     ...(driver === undefined ? {} : { driver }),
+    gates: gatesView(r),
   };
 }

@@ -189,4 +189,56 @@ describe('rollout panel in Chromium', () => {
     await page.screenshot({ path: new URL('rollout-start.png', OUT).pathname, fullPage: true });
     assert.deepEqual(problems, [], 'no console errors or CSP violations');
   });
+  it('an approval step from the form holds the rollout, the panel lists the gate, and its Approve button lets it finish', async () => {
+    const shop = page.locator('section[data-app="shop"]');
+    const panel = shop.locator('.rollout');
+    const dialog = page.locator('dialog#confirm');
+    const form = shop.locator('form.rollout-form');
+    const current = async () => (await p.admin('GET', '/v1/apps/shop/rollouts/current')).body;
+    // the last test left the form open on its 409
+    if ((await form.count()) === 0) await shop.locator('button[data-action="rollout-start"]').click();
+    await form.locator('select[name="to"]').selectOption('blue');
+    await form.locator('select[name="plan"]').selectOption('custom');
+    await form.locator('input[name="steps"]').fill('50');
+    await form.locator('input[name="minRequests"]').fill('1');
+    await form.locator('input[name="approval"]').check();
+    // a query needs a name and a bound: said before anything is sent
+    await form.locator('input[name="query"]').fill('up');
+    await form.locator('button[type="submit"]').click();
+    const error = form.locator('.form-error');
+    await error.waitFor();
+    assert.match((await error.textContent()) ?? '', /query name: give the query a name/);
+    await form.locator('input[name="query"]').fill('');
+    await form.locator('button[type="submit"]').click();
+    await dialog.waitFor({ state: 'visible' });
+    assert.deepEqual(await dialog.locator('.rollout-steps li').allTextContents(), ['50%', 'approval', '100%']);
+    await page.click('#confirm-ok');
+    await dialog.waitFor({ state: 'hidden' });
+    // blue serves a few requests, so the proxy's analysis passes step 1 and the approval step is reached
+    const waiting = await (async () => {
+      for (let i = 0; i < 400; i++) {
+        await p.get('/').catch(() => undefined);
+        const c = await current();
+        if (c.gates.waitingApproval === true) return c;
+        await sleep(25);
+      }
+      assert.fail('the rollout never reached its approval step');
+    })();
+    assert.deepEqual(waiting.steps, [{ weight: 50, pause: null }, { weight: 50, pause: null, approval: true, timeout: null }, { weight: 100, pause: null }]);
+    const approve = panel.locator('button[data-action="rollout-approve"]');
+    await approve.waitFor({ state: 'visible' });
+    assert.match((await panel.locator('.rollout-gates [data-gate="approval"]').textContent()) ?? '', /approval of step 2: waiting/);
+    assert.deepEqual(await panel.locator('.rollout-steps li').allTextContents(), ['50%', 'approval', '100%']);
+    await approve.click();
+    await dialog.waitFor({ state: 'visible' });
+    await page.fill('#confirm-reason', 'looks right');
+    await page.click('#confirm-ok');
+    await panel.locator('.rollout-state', { hasText: 'succeeded' }).waitFor({ timeout: 15_000 });
+    assert.match((await panel.locator('.rollout-gates [data-gate="approval"]').textContent()) ?? '', /approved by tester \(looks right\)/);
+    const done = await current();
+    assert.deepEqual(done.gates.approvals.map((a: { by: string; reason: string }) => [a.by, a.reason]), [['tester', 'looks right']]);
+    await mkdir(OUT, { recursive: true });
+    await page.screenshot({ path: new URL('rollout-approval.png', OUT).pathname, fullPage: true });
+    assert.deepEqual(problems, [], 'no console errors or CSP violations');
+  });
 });

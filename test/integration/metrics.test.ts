@@ -16,6 +16,7 @@ import { nextSecond } from '../helpers/clock.ts';
 import { parseMetrics, type Series } from '../helpers/prometheus.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { NOTIFY_KINDS, NOTIFY_RESULTS } from '../../src/rollout/notify.ts';
 
 const PREVIEW_SECRET = 'preview-secret-0123456789';
 
@@ -164,8 +165,9 @@ describe('metrics with real traffic', () => {
       limit: new Set(LIMIT_EVENTS),
       // switchyard_request_exceptions_total
       place: new Set(GUARD_PLACES),
-      // switchyard_rollouts_total
-      result: new Set(['succeeded', 'rolled-back', 'aborted']),
+      // switchyard_rollouts_total, switchyard_rollout_notifications_total
+      result: new Set(['succeeded', 'rolled-back', 'aborted', ...NOTIFY_RESULTS]),
+      kind: new Set(NOTIFY_KINDS),
     };
     for (const s of mine(after)) {
       for (const [k, v] of Object.entries(s.labels)) {

@@ -1,6 +1,7 @@
 // The rollout panel of an app card: the running (or last) rollout, its controls, the start form.
 import { api, appPath, session } from './api.js';
 import { ago, duration, fmtMs, fmtRate, h, pct } from './dom.js';
+import { renderGates } from './gates-view.js';
 import { confirmAction, toast } from './ui.js';
 
 /** The plans the start form offers: the API's presets, or steps typed in. */
@@ -55,7 +56,7 @@ function startIssue(path, message) {
   return { field: null, text: `${path}: ${message}` };
 }
 
-const stepText = (s) => (s.pause === null || s.pause === undefined ? pct(s.weight) : `${pct(s.weight)} · ${typeof s.pause === 'number' ? `${s.pause}ms` : s.pause}`);
+const stepText = (s) => (s.approval ? 'approval' : s.pause === null || s.pause === undefined ? pct(s.weight) : `${pct(s.weight)} · ${typeof s.pause === 'number' ? `${s.pause}ms` : s.pause}`);
 
 /** The app's running (or last) progressive rollout: step, countdown, live analysis, its controls, and a form to start one. */
 export class RolloutPanel {
@@ -67,8 +68,9 @@ export class RolloutPanel {
     this.steps = h('ol', { class: 'rollout-steps' });
     this.analysis = h('div', { class: 'rollout-analysis' });
     this.reason = h('div', { class: 'rollout-reason' });
+    this.gates = h('ul', { class: 'rollout-gates', hidden: true });
     this.buttons = Object.fromEntries(
-      ['pause', 'resume', 'promote', 'abort'].map((verb) => [verb, h('button', { type: 'button', class: verb === 'abort' ? 'small danger-quiet' : 'small', 'data-action': `rollout-${verb}`, onclick: () => this.command(verb), text: `${verb[0].toUpperCase()}${verb.slice(1)}…` })]),
+      ['approve', 'pause', 'resume', 'promote', 'abort'].map((verb) => [verb, h('button', { type: 'button', class: verb === 'abort' ? 'small danger-quiet' : 'small', 'data-action': `rollout-${verb}`, onclick: () => this.command(verb), text: `${verb[0].toUpperCase()}${verb.slice(1)}…` })]),
     );
     this.card = h(
       'div',
@@ -76,6 +78,7 @@ export class RolloutPanel {
       h('div', { class: 'rollout-head' }, h('div', {}, this.title, this.state, this.next), h('div', { class: 'rollout-actions' }, ...Object.values(this.buttons))),
       this.steps,
       this.analysis,
+      this.gates,
       this.reason,
     );
     // the form's fields are built when it is opened, so an app card holds no extra inputs until then
@@ -98,13 +101,15 @@ export class RolloutPanel {
     this.state.textContent = r.state;
     this.state.dataset.state = r.state;
     this.next.textContent = r.nextInMs !== null ? ` · ${r.step < r.steps.length ? 'next step' : 'done'} in ${duration(r.nextInMs)}` : r.remainingMs !== null ? ` · ${duration(r.remainingMs)} of the step left` : r.endedAt ? ` · ended ${ago(r.endedAt)}` : '';
-    this.steps.replaceChildren(...r.steps.map((s, i) => h('li', { class: i + 1 < r.step ? 'done' : i + 1 === r.step ? 'now' : '', text: s.pause ? `${pct(s.weight)} · ${s.pause}` : pct(s.weight) })));
+    this.steps.replaceChildren(...r.steps.map((s, i) => h('li', { class: i + 1 < r.step ? 'done' : i + 1 === r.step ? 'now' : '', text: s.approval ? 'approval' : s.pause ? `${pct(s.weight)} · ${s.pause}` : pct(s.weight) })));
     const a = r.lastAnalysis;
     const limits = r.analysis === null ? 'analysis off' : `errors ≤ ${fmtRate(r.analysis.maxErrorRate)}${r.analysis.maxP99Ms ? `, p99 ≤ ${fmtMs(r.analysis.maxP99Ms)}` : ''}, after ${r.analysis.minRequests} requests, on failure ${r.onFailure}`;
     const figures = a === null ? '' : `${a.window}: ${r.to} ${a.to.requests} req, ${fmtRate(a.to.errorRate)} errors, p99 ${fmtMs(a.to.p99)} · others ${a.others.requests} req, ${fmtRate(a.others.errorRate)} errors, p99 ${fmtMs(a.others.p99)} → ${a.verdict}`;
     this.analysis.textContent = figures === '' ? limits : `${figures} (${limits})`;
     this.analysis.classList.toggle('bad', a?.verdict === 'fail');
     this.reason.textContent = r.reason ?? '';
+    renderGates(this.gates, r);
+    this.buttons.approve.hidden = !(active && r.gates?.waitingApproval);
     this.buttons.pause.hidden = r.state !== 'running';
     this.buttons.resume.hidden = r.state !== 'paused';
     this.buttons.promote.hidden = !active;
@@ -115,6 +120,7 @@ export class RolloutPanel {
     const r = this.current;
     if (r === null) return;
     const what = {
+      approve: `Lets step ${r.step} go on: ${r.to} moves on from ${pct(r.weight)}. Recorded with your token's name and the reason.`,
       pause: `Holds ${r.to} at ${pct(r.weight)}: no further steps until it is resumed.`,
       resume: 'Carries on with the rest of the current step, then the next ones.',
       promote: `Sends 100 % of ${this.view.name} to ${r.to} now, skipping the remaining steps.`,
@@ -124,7 +130,7 @@ export class RolloutPanel {
     if (reason === null) return;
     try {
       this.update(await api('POST', `${appPath(this.view.name)}/rollouts/current/${verb}`, reason ? { reason } : {}));
-      toast(this.view, `rollout ${r.id} ${{ pause: 'paused', resume: 'resumed', promote: 'promoted', abort: 'aborted' }[verb]}`, 'ok');
+      toast(this.view, `rollout ${r.id} ${{ approve: 'approved', pause: 'paused', resume: 'resumed', promote: 'promoted', abort: 'aborted' }[verb]}`, 'ok');
       void session.refresh();
     } catch (err) {
       if (err.status === 401) session.rejected();
@@ -147,6 +153,12 @@ export class RolloutPanel {
       maxErrorRate: h('input', { type: 'number', name: 'maxErrorRate', class: 'short-input', min: 0, max: 100, step: 'any', value: '1' }),
       maxP99Ms: h('input', { type: 'number', name: 'maxP99Ms', class: 'short-input', min: 1, step: 'any', placeholder: 'off' }),
       minRequests: h('input', { type: 'number', name: 'minRequests', class: 'short-input', min: 1, step: 1, value: '100' }),
+      approval: h('input', { type: 'checkbox', name: 'approval' }),
+      queryName: h('input', { type: 'text', name: 'queryName', class: 'short-input', placeholder: 'checkout-ok', maxlength: 63, autocomplete: 'off' }),
+      query: h('input', { type: 'text', name: 'query', class: 'mono steps-input', placeholder: 'sum(rate(checkout_ok{version="{{version}}"}[1m])) / …', spellcheck: 'false', autocomplete: 'off', maxlength: 4000 }),
+      queryMin: h('input', { type: 'number', name: 'queryMin', class: 'short-input', step: 'any', placeholder: 'min' }),
+      queryMax: h('input', { type: 'number', name: 'queryMax', class: 'short-input', step: 'any', placeholder: 'max' }),
+      prometheus: h('input', { type: 'text', name: 'prometheus', class: 'mono', placeholder: 'the process config’s', maxlength: 2000, autocomplete: 'off' }),
       onFailure: h('select', { name: 'onFailure' }, h('option', { value: 'rollback', text: 'roll back' }), h('option', { value: 'pause', text: 'pause' })),
       reason: h('input', { type: 'text', name: 'reason', class: 'reason-input', maxlength: 500, autocomplete: 'off', placeholder: 'optional, goes into the audit history' }),
     };
@@ -173,6 +185,17 @@ export class RolloutPanel {
         field('Max p99', f.maxP99Ms, '(ms, optional)'),
         field('Min requests', f.minRequests, '(before judging)'),
         field('On failure', f.onFailure),
+      ),
+      h(
+        'fieldset',
+        { class: 'form-row' },
+        h('legend', { text: 'Gates' }),
+        h('label', { class: 'field' }, h('span', { class: 'field-label', text: 'Approval before 100 %' }), f.approval),
+        field('Query name', f.queryName),
+        field('Prometheus query', f.query, '({{app}}, {{pool}}, {{version}})'),
+        field('Min', f.queryMin),
+        field('Max', f.queryMax),
+        field('Prometheus URL', f.prometheus, '(optional)'),
       ),
       h('div', { class: 'form-row' }, h('label', { class: 'field wide' }, h('span', { class: 'field-label', text: 'Reason' }), f.reason)),
       this.error,
@@ -221,8 +244,25 @@ export class RolloutPanel {
     if (p99 !== null && !(Number.isFinite(p99) && p99 > 0)) issues.push({ field: 'maxP99Ms', text: 'max p99: milliseconds above 0, or empty to leave latency unjudged' });
     const minRequests = num(f.minRequests);
     if (minRequests === null || !Number.isInteger(minRequests) || minRequests < 1) issues.push({ field: 'minRequests', text: 'min requests: a whole number from 1' });
+    const query = f.query.value.trim();
+    const qmin = num(f.queryMin);
+    const qmax = num(f.queryMax);
+    if (query !== '' && f.queryName.value.trim() === '') issues.push({ field: 'queryName', text: 'query name: give the query a name' });
+    if (query !== '' && qmin === null && qmax === null) issues.push({ field: 'queryMin', text: 'min or max: a query without a bound judges nothing' });
     if (issues.length > 0) return { issues };
     body.analysis = { maxErrorRate: Number((errPct / 100).toFixed(6)), minRequests, ...(p99 === null ? {} : { maxP99Ms: p99 }) };
+    if (query !== '') {
+      body.analysis.queries = [{ name: f.queryName.value.trim(), prometheus: query, ...(qmin === null ? {} : { min: qmin }), ...(qmax === null ? {} : { max: qmax }) }];
+      if (f.prometheus.value.trim() !== '') body.analysis.prometheus = { url: f.prometheus.value.trim() };
+    }
+    if (f.approval.checked && steps.length > 0) {
+      // an approval step before the final 100 %: a preset becomes its steps
+      const explicit = body.steps ?? steps.map((s) => (s.pause === null ? { weight: s.weight } : { weight: s.weight, pause: s.pause }));
+      if (explicit.at(-1).weight < 100) explicit.push({ weight: 100 });
+      body.steps = [...explicit.slice(0, -1), { approval: true }, explicit.at(-1)];
+      delete body.preset;
+      steps = [...steps.slice(0, -1), { approval: true }, steps.at(-1)];
+    }
     body.onFailure = f.onFailure.value;
     return { body, steps };
   }
