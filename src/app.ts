@@ -32,6 +32,9 @@ import { createRollouts, type RolloutTuning } from './rollout/setup.ts';
 import { FileStore } from './state/file-store.ts';
 import { isRedisStore, type StateStore } from './state/types.ts';
 import { storeHealth } from './state/writability.ts';
+import { adopt, handleOf, HANDOVER_SETTLE_MS, matches, type InheritedListener } from './upgrade/handles.ts';
+import { claimPort } from './dataplane/port-claim.ts';
+import { createServer as createNetServer, type Server as NetServer } from 'node:net';
 
 export interface BuildDeps {
   readonly logger: Logger;
@@ -51,6 +54,8 @@ export interface BuildDeps {
   readonly logSink?: LogSink;
   /** the config file's app definitions win over the store's at start (`serve --apply-config`) @default false */
   readonly applyConfig?: boolean;
+  /** listening sockets a previous Switchyard handed over (src/upgrade): accepted on instead of binding */
+  readonly inherited?: readonly InheritedListener[];
   /** certificate file polling and ACME store sync intervals, ms (tests) */
   readonly edge?: { readonly certPollMs?: number; readonly acmeSyncMs?: number };
 }
@@ -76,8 +81,14 @@ export interface Switchyard {
   readonly edge: Edge | null;
   /** binds the listeners; returns the ports actually bound (tlsPort with `listen.tls`) */
   listen(): Promise<{ proxyPort: number; adminPort: number; tlsPort?: number }>;
-  /** graceful stop (SIGTERM): readyz 503, drain in-flight within grace, cut at hardStop */
-  shutdown(): Promise<{ cut: number }>;
+  /** graceful stop (SIGTERM): readyz 503, drain in-flight within grace, cut at hardStop; `handedOver`: no `delay`, the listeners are closed already */
+  shutdown(opts?: { handedOver?: boolean }): Promise<{ cut: number }>;
+  /** the listening sockets, for a hand-over to a new process (src/upgrade); this process owns them (not `carried`) */
+  listeningSockets(): Promise<InheritedListener[]>;
+  /** stops accepting on every listener (the new process accepts on the same sockets) */
+  stopAccepting(): Promise<void>;
+  /** after a hand-over: takes the proxy port's claim the old process released */
+  takeClaim(): Promise<void>;
   /** immediate stop, for tests */
   close(): Promise<void>;
 }
@@ -173,18 +184,38 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   drains.update();
   controller.on('applied', () => drains.update());
 
+  /** TLS sockets beyond the first one inherited (several workers' groups) */
+  const tlsExtra: NetServer[] = [];
+
   async function listen(): Promise<{ proxyPort: number; adminPort: number; tlsPort?: number }> {
     // a pool fed by discovery serves its discovered targets from the first request (each first lookup is bounded)
     await discovery.settled();
-    admin.listen(config.admin.port, config.admin.host);
+    const inherited = deps.inherited ?? [];
+    const { host, port, acceptors } = config.listen;
+    const mine = (l: InheritedListener): boolean => matches(l, host, l.role === 'tls' ? (config.listen.tls?.port ?? -1) : port);
+    const adminHandle = inherited.find((l) => l.role === 'admin' && matches(l, config.admin.host, config.admin.port));
+    const proxyHandles = inherited.filter((l) => l.role === 'proxy' && mine(l)).map((l) => l.handle);
+    const [tlsFirst, ...tlsMore] = inherited.filter((l) => l.role === 'tls' && mine(l)).map((l) => l.handle);
+    if (adminHandle === undefined) admin.listen(config.admin.port, config.admin.host);
     let proxyPort: number;
     let tlsPort: number | undefined;
     try {
-      [proxyPort, , tlsPort] = await Promise.all([dataPlane.listen(config.listen.host, config.listen.port, config.listen.acceptors), once(admin, 'listening'), edge?.listen(config.listen.host)]);
+      [proxyPort, , tlsPort] = await Promise.all([
+        proxyHandles.length > 0 ? dataPlane.adopt(proxyHandles) : dataPlane.listen(host, port, acceptors),
+        adminHandle === undefined ? once(admin, 'listening') : adopt(admin, adminHandle.handle),
+        edge?.listen(host, tlsFirst === undefined ? undefined : (server) => adopt(server, tlsFirst)),
+      ]);
+      // TLS sockets of several workers' groups: each one accepted on, its connections to the TLS server
+      for (const h of tlsMore) {
+        const extra = createNetServer((socket) => edge?.listener.server.emit('connection', socket));
+        await adopt(extra, h);
+        tlsExtra.push(extra);
+      }
     } catch (err) {
       // a port taken: release whichever listener did bind, so the failed start holds nothing
       dataPlane.stopListening();
       edge?.stopListening();
+      for (const x of tlsExtra) x.close();
       admin.close();
       throw err;
     }
@@ -195,13 +226,39 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
 
   const inflight = (): number => runtime.allPools().reduce((n, p) => n + p.inflight + p.upgraded, 0);
 
-  async function shutdown(): Promise<{ cut: number }> {
+  async function listeningSockets(): Promise<InheritedListener[]> {
+    const out: InheritedListener[] = [];
+    const add = (role: InheritedListener['role'], server: NetServer, h: string, p: number): void => {
+      const handle = handleOf(server);
+      if (handle !== null) out.push({ role, group: 0, host: h, port: p, handle });
+    };
+    const port = (server: NetServer): number => (server.address() as AddressInfo).port;
+    for (const s of dataPlane.listeners()) add('proxy', s, config.listen.host, port(s));
+    if (edge !== null && edge.listener.server.listening) for (const s of [edge.listener.server, ...tlsExtra]) add('tls', s, config.listen.host, port(s));
+    if (admin.listening) add('admin', admin, config.admin.host, port(admin));
+    return out;
+  }
+
+  async function stopAccepting(): Promise<void> {
+    dataPlane.stopListening();
+    edge?.stopListening();
+    for (const x of tlsExtra) x.close();
+    admin.close();
+  }
+
+  async function takeClaim(): Promise<void> {
+    dataPlane.holdClaim(await claimPort(config.listen.host, config.listen.port, { probe: false }));
+  }
+
+  async function shutdown(opts: { handedOver?: boolean } = {}): Promise<{ cut: number }> {
     if (shuttingDown) return { cut: 0 };
     shuttingDown = true;
     ready = false;
     const started = now();
-    logger.info({ inflight: inflight(), ...config.shutdown }, 'shutting down: readyz is 503, draining');
-    const { answered, cut } = await stopDataPlane({ dataPlane, runtime, shutdown: config.shutdown, logger, now, listener: edge?.listener ?? null });
+    // after a hand-over the new process accepts on the same sockets: no `delay` to wait for a load balancer
+    const plan = opts.handedOver === true ? { ...config.shutdown, delay: 0 } : config.shutdown;
+    logger.info({ inflight: inflight(), ...plan }, opts.handedOver === true ? 'handed over: draining what this process still serves' : 'shutting down: readyz is 503, draining');
+    const { answered, cut } = await stopDataPlane({ dataPlane, runtime, shutdown: plan, logger, now, listener: edge?.listener ?? null, ...(opts.handedOver === true ? { settleMs: HANDOVER_SETTLE_MS } : {}) });
     if (cut > 0) telemetry.metrics.shutdownCut(cut);
     await closeParts();
     logger.info({ answered, cut, ms: now() - started }, 'stopped');
@@ -212,6 +269,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     shuttingDown = true;
     dataPlane.stopListening();
     edge?.stopListening();
+    for (const x of tlsExtra) x.close();
     dataPlane.closeAllConnections();
     edge?.listener.closeAll();
     for (const p of runtime.allPools()) for (const c of [...p.open]) c.cut('shutdown');
@@ -234,5 +292,5 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     await runtime.close();
   }
 
-  return { config, controller, runtime, dataPlane, admin, counts, health, telemetry, drains, rollouts, discovery, edge, listen, shutdown, close };
+  return { config, controller, runtime, dataPlane, admin, counts, health, telemetry, drains, rollouts, discovery, edge, listen, shutdown, close, listeningSockets, stopAccepting, takeClaim };
 }

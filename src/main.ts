@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { writeSync } from 'node:fs';
 import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
@@ -9,6 +10,11 @@ import { loadConfig } from './config/load.ts';
 import { ConfigError } from './errors.ts';
 import { createLogger, LogSink } from './logger.ts';
 import { releaseStartupMemory } from './memory.ts';
+import { setClaimStatus } from './dataplane/port-claim.ts';
+import type { InheritedListener, ListenHandle } from './upgrade/handles.ts';
+import { handOver } from './upgrade/hand-over.ts';
+import { UPGRADE_ENV } from './upgrade/protocol.ts';
+import { announceReady, receiveListeners, type SuccessorChannel } from './upgrade/successor.ts';
 
 /**
  * Process wiring, the only module that touches `process`: config from `--config` or
@@ -34,12 +40,21 @@ export async function serve(args: string[]): Promise<void> {
   const exit = exitAfterLog(sink);
   // `--apply-config`: the file's app definitions win over the store's at start (CONTRACT §8)
   const logDeps = { ...(sink === undefined ? {} : { logSink: sink }), applyConfig: values['apply-config'] === true };
-  let app: { listen(): Promise<unknown>; shutdown(): Promise<unknown> };
+  // started by a running Switchyard's upgrade (SIGUSR2): its listening sockets, instead of binding
+  const predecessor = successorChannel();
+  let app: ServingApp;
   try {
+    const inherited: readonly InheritedListener[] = predecessor === null ? [] : await receiveListeners(predecessor.channel);
     // `workers: N > 1`: this process becomes the primary (src/cluster) and forks N data planes running this file
     const workers = workerCount(config.workers);
-    app = workers > 1 ? await startPrimary(config, { logger, ...logDeps, workers, exec: import.meta.filename }) : await build(config, { logger, ...logDeps });
+    app = workers > 1 ? await startPrimary(config, { logger, ...logDeps, workers, exec: import.meta.filename, inherited }) : await build(config, { logger, ...logDeps, inherited });
     await app.listen();
+    if (predecessor !== null) {
+      await announceReady(predecessor.channel, process.pid);
+      logger.info({ from: predecessor.pid }, 'upgrade: this process took over the listening sockets; the old one drains');
+      // serving already: a claim not taken only weakens the guard against a second Switchyard on the port
+      await takeClaim(app).catch((err: unknown) => logger.warn({ err }, 'upgrade: could not take the proxy port\'s claim; a second Switchyard started on this port would not be refused'));
+    }
     releaseStartupMemory();
   } catch (err) {
     if (err instanceof ConfigError) {
@@ -50,11 +65,13 @@ export async function serve(args: string[]): Promise<void> {
     return exit(1);
   }
   let stopping = false;
-  const stop = (signal: string): void => {
+  let upgrading: AbortController | null = null;
+  const stop = (signal: string, opts: { handedOver?: boolean } = {}): void => {
     if (stopping) return;
     stopping = true;
+    upgrading?.abort();
     logger.info({ signal }, 'signal received');
-    app.shutdown().then(
+    app.shutdown(opts).then(
       () => exit(0),
       (err: unknown) => {
         logger.fatal({ err }, 'shutdown failed');
@@ -64,6 +81,73 @@ export async function serve(args: string[]): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // SIGUSR2 (`switchyard upgrade`): the program as installed now takes over the listening sockets (CONTRACT §13)
+  process.on('SIGUSR2', () => {
+    if (stopping || upgrading !== null) return void logger.warn({ signal: 'SIGUSR2' }, stopping ? 'upgrade ignored: this process is stopping' : 'upgrade ignored: one is already under way');
+    if (process.pid === 1) return void logger.error({ signal: 'SIGUSR2' }, 'upgrade refused: this process is pid 1 (a container\'s init) and the container would end with it; replace the container instead');
+    const controller = (upgrading = new AbortController());
+    setClaimStatus('upgrading');
+    handOver({
+      logger,
+      listeners: () => app.listeningSockets(),
+      spawn: () => spawn(process.execPath, [...process.execArgv, process.argv[1] ?? import.meta.filename, ...process.argv.slice(2)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env: { ...process.env, [UPGRADE_ENV]: String(process.pid) } }),
+      readyTimeoutMs: config.shutdown.upgradeTimeout,
+      stopAccepting: () => app.stopAccepting(),
+      signal: controller.signal,
+    }).then(
+      (outcome) => {
+        upgrading = null;
+        if (outcome.ok) {
+          setClaimStatus('handed-over');
+          logger.info({ newPid: outcome.pid }, 'upgrade: the new process is ready and accepts on the sockets; this one stopped accepting and drains');
+          return stop('SIGUSR2', { handedOver: true });
+        }
+        setClaimStatus('upgrade-failed');
+        logger.error({ reason: outcome.reason }, `upgrade failed: ${outcome.reason}; this process keeps serving`);
+      },
+      (err: unknown) => {
+        upgrading = null;
+        setClaimStatus('upgrade-failed');
+        logger.error({ err }, 'upgrade failed; this process keeps serving');
+      },
+    );
+  });
+}
+
+/** The old process released the claim as it stopped accepting; a few tries cover a slow close. */
+async function takeClaim(app: ServingApp): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await app.takeClaim();
+    } catch (err) {
+      if (attempt >= 20) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+}
+
+/** What serve() runs: one process (`build`) or the primary of `workers: N` (`startPrimary`). */
+interface ServingApp {
+  listen(): Promise<unknown>;
+  shutdown(opts?: { handedOver?: boolean }): Promise<unknown>;
+  listeningSockets(): Promise<InheritedListener[]>;
+  stopAccepting(): Promise<void>;
+  takeClaim(): Promise<void>;
+}
+
+/** The channel to the Switchyard that started this one for an upgrade, or null for an ordinary start. */
+function successorChannel(): { pid: string; channel: SuccessorChannel } | null {
+  const from = process.env[UPGRADE_ENV];
+  if (from === undefined || typeof process.send !== 'function') return null;
+  // this process's own upgrades start their successors with their own pid
+  delete process.env[UPGRADE_ENV];
+  const channel: SuccessorChannel = {
+    send: (msg) => process.send?.(msg),
+    onMessage: (fn) => process.on('message', fn),
+    onDisconnect: (fn) => process.once('disconnect', fn),
+    disconnect: () => process.connected && process.disconnect(),
+  };
+  return { pid: from, channel };
 }
 
 /**
@@ -124,10 +208,10 @@ function exitAfterLog(sink: LogSink | undefined): (code: number) => Promise<neve
 function serveWorker(): void {
   let last: Promise<unknown> = Promise.resolve();
   const channel: WorkerChannel = {
-    send(msg) {
-      if (process.connected) last = new Promise((resolve) => process.send?.(msg, undefined, undefined, resolve));
+    send(msg, handle) {
+      if (process.connected) last = new Promise((resolve) => process.send?.(msg, handle as never, undefined, resolve));
     },
-    onMessage: (fn) => process.on('message', (msg: unknown) => isOurs<ToWorker>(msg) && fn(msg)),
+    onMessage: (fn) => process.on('message', (msg: unknown, handle: unknown) => isOurs<ToWorker>(msg) && fn(msg, (handle ?? undefined) as ListenHandle | undefined)),
     onDisconnect: (fn) => process.on('disconnect', fn),
   };
   const sink = logSink();

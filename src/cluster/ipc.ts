@@ -3,6 +3,7 @@ import type { Config } from '../config/schema.ts';
 import type { PoolCounts } from '../control/counts.ts';
 import type { StatsExport } from '../metrics/stats.ts';
 import type { RoutingState } from '../state/types.ts';
+import type { ListenerInfo, ListenHandle } from '../upgrade/handles.ts';
 
 /**
  * The messages between the primary and its workers (node:cluster's IPC channel, JSON). Both
@@ -64,8 +65,14 @@ export type ToWorker =
   | ({ readonly type: 'sy:discovered' } & DiscoveredTargets)
   /** a `/metrics` scrape: answer with the registry as JSON */
   | { readonly type: 'sy:metrics'; readonly id: number }
-  /** run the graceful shutdown (delay, grace, hardStop) and exit */
-  | { readonly type: 'sy:shutdown' }
+  /** run the graceful shutdown (delay, grace, hardStop) and exit; `handedOver`: a new process accepts on the sockets, no delay */
+  | { readonly type: 'sy:shutdown'; readonly handedOver?: boolean }
+  /** a listening socket handed over from the previous Switchyard (the handle rides with it), sent before `init` */
+  | ({ readonly type: 'sy:listener' } & ListenerInfo)
+  /** an upgrade: send every listening socket (`sy:socket` each, then `sy:sockets-done`) */
+  | { readonly type: 'sy:sockets' }
+  /** an upgrade handed the sockets over: stop accepting now (the drain follows with `sy:shutdown`) */
+  | { readonly type: 'sy:stop-accepting' }
   /** an ACME certificate the primary loaded or got issued: serve it (replacing the host's previous one) */
   | ({ readonly type: 'sy:acme-cert' } & AcmePem)
   /** a TLS-ALPN-01 challenge certificate to answer the CA with, or (cert null) its end */
@@ -89,6 +96,9 @@ export type ToPrimary =
   | { readonly type: 'sy:stopped'; readonly cut: number }
   /** an HTTP-01 challenge reached this worker's plain port: the primary looks the token up */
   | { readonly type: 'sy:http01'; readonly id: number; readonly token: string }
+  /** one of its listening sockets (the handle rides with it), for an upgrade */
+  | ({ readonly type: 'sy:socket' } & ListenerInfo)
+  | { readonly type: 'sy:sockets-done'; readonly count: number }
   /** it could not start (e.g. the port is taken); it exits 1 next */
   | { readonly type: 'sy:fatal'; readonly message: string };
 
@@ -96,12 +106,13 @@ export type ToPrimary =
  * `reuseport`: the worker has a listening socket of its own (SO_REUSEPORT) and the kernel spreads
  * connections; `shared`: node:cluster's default, the primary accepts and hands sockets over.
  */
-export type ListenMode = 'reuseport' | 'shared';
+export type ListenMode = 'reuseport' | 'shared' | 'inherited';
 
 /** How a worker talks to its primary; main.ts makes one from `process` (only it touches process). */
 export interface WorkerChannel {
-  send(msg: ToPrimary): void;
-  onMessage(fn: (msg: ToWorker) => void): void;
+  /** `handle`: a listening socket that travels with the message (src/upgrade) */
+  send(msg: ToPrimary, handle?: ListenHandle): void;
+  onMessage(fn: (msg: ToWorker, handle: ListenHandle | undefined) => void): void;
   /** the primary went away (it died, or closed the channel) */
   onDisconnect(fn: () => void): void;
 }

@@ -33,6 +33,7 @@ import { GroupMetrics } from './group-metrics.ts';
 import type { DiscoveredTargets, HealthTable, ToPrimary } from './ipc.ts';
 import { Supervisor } from './supervisor.ts';
 import { storeHealth } from '../state/writability.ts';
+import { adopt, closeHandle, handleOf, matches, type InheritedListener } from '../upgrade/handles.ts';
 
 export interface PrimaryDeps {
   readonly logger: Logger;
@@ -49,6 +50,8 @@ export interface PrimaryDeps {
   readonly rollouts?: RolloutTuning;
   /** the log's destination (main.ts): its write errors go to /metrics and /readyz */
   readonly logSink?: LogSink;
+  /** listening sockets a previous Switchyard handed over (src/upgrade): the admin one here, the others to the workers */
+  readonly inherited?: readonly InheritedListener[];
 }
 
 export interface Primary {
@@ -63,8 +66,14 @@ export interface Primary {
   readonly rollouts: Rollouts;
   /** binds the admin listener and starts the workers; resolves once every worker listens */
   listen(): Promise<{ adminPort: number }>;
-  /** SIGTERM: readyz 503 at once, every worker drains (delay, grace, hardStop), then everything closes */
-  shutdown(): Promise<{ cut: number }>;
+  /** SIGTERM: readyz 503 at once, every worker drains (delay, grace, hardStop), then everything closes; `handedOver`: no delay */
+  shutdown(opts?: { handedOver?: boolean }): Promise<{ cut: number }>;
+  /** an upgrade: the admin socket and every worker's (copies this process carries) */
+  listeningSockets(): Promise<InheritedListener[]>;
+  /** an upgrade handed the sockets over: the admin listener and the workers stop accepting */
+  stopAccepting(): Promise<void>;
+  /** after a hand-over: takes the proxy port's claim the old process released */
+  takeClaim(): Promise<void>;
 }
 
 /** How long a write waits for every worker to route on it before answering anyway. */
@@ -124,8 +133,23 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
   let shuttingDown = false;
   let cut = 0;
 
+  // handed-over sockets: the admin one is ours; the workers' groups are spread over the slots, every group to one
+  // slot (a socket nobody accepts on would hold its connections), and stay here for a slot's replacement worker
+  const inherited = deps.inherited ?? [];
+  const { host, port } = config.listen;
+  const forWorkers = inherited.filter((l) => (l.role === 'proxy' && matches(l, host, port)) || (l.role === 'tls' && matches(l, host, config.listen.tls?.port ?? -1)));
+  const adminInherited = inherited.find((l) => l.role === 'admin' && matches(l, config.admin.host, config.admin.port));
+  // the rest (an address the new config no longer has) is closed: the old process's close then refuses as it should
+  for (const l of inherited) if (l !== adminInherited && !forWorkers.includes(l)) closeHandle(l.handle);
+  let inheritedOpen = true;
+  const releaseInherited = (): void => {
+    if (!inheritedOpen) return;
+    inheritedOpen = false;
+    for (const l of forWorkers) closeHandle(l.handle);
+  };
   const supervisor: Supervisor = new Supervisor({
     workers: deps.workers,
+    inherited: (slot) => (inheritedOpen ? forWorkers.filter((l) => l.group % deps.workers === slot) : []),
     exec: deps.exec,
     logger: logger.child({ component: 'workers' }),
     init: (slot) => ({ type: 'sy:init', slot, config, states: controller.allStates(), health: healthTable(runtime), discovered: discoveredTargets(runtime), acme: tls?.pems() ?? [] }),
@@ -262,13 +286,16 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
   }
 
   async function listen(): Promise<{ adminPort: number }> {
-    admin.listen(config.admin.port, config.admin.host);
-    await once(admin, 'listening');
+    if (adminInherited === undefined) {
+      admin.listen(config.admin.port, config.admin.host);
+      await once(admin, 'listening');
+    } else await adopt(admin, adminInherited.handle);
     // workers start with the first answers (each first lookup is bounded)
     await discovery.settled();
     try {
       // the group's claim on the proxy port: its workers bind it, no other Switchyard may
-      portClaim = await claimPort(config.listen.host, config.listen.port);
+      // after a hand-over the claim is taken once the old process released it (takeClaim)
+      if (forWorkers.length === 0) portClaim = await claimPort(config.listen.host, config.listen.port);
       await supervisor.start();
     } catch (err) {
       await closeAll();
@@ -283,20 +310,45 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
     return { adminPort };
   }
 
-  async function shutdown(): Promise<{ cut: number }> {
+  async function listeningSockets(): Promise<InheritedListener[]> {
+    const handle = admin.listening ? handleOf(admin) : null;
+    const own: InheritedListener[] = handle === null ? [] : [{ role: 'admin', group: 0, host: config.admin.host, port: (admin.address() as AddressInfo).port, handle }];
+    return [...own, ...(await supervisor.collectSockets())];
+  }
+
+  async function stopAccepting(): Promise<void> {
+    // the new process takes the claim once this one released it
+    portClaim?.release();
+    portClaim = null;
+    admin.close();
+    supervisor.stopAccepting();
+    releaseInherited();
+  }
+
+  async function takeClaim(): Promise<void> {
+    portClaim?.release();
+    portClaim = await claimPort(config.listen.host, config.listen.port, { probe: false });
+  }
+
+  async function shutdown(opts: { handedOver?: boolean } = {}): Promise<{ cut: number }> {
     if (shuttingDown) return { cut: 0 };
     shuttingDown = true;
-    const { delay, grace, hardStop } = config.shutdown;
+    const { grace, hardStop } = config.shutdown;
+    const delay = opts.handedOver === true ? 0 : config.shutdown.delay;
     const started = now();
-    logger.info({ workers: supervisor.readyCount, delay, grace, hardStop }, 'shutting down: readyz is 503, workers draining');
-    await supervisor.stop(delay + hardStop + EXIT_MARGIN_MS);
+    logger.info({ workers: supervisor.readyCount, delay, grace, hardStop }, opts.handedOver === true ? 'handed over: workers draining what they still serve' : 'shutting down: readyz is 503, workers draining');
+    // the copies of handed-over sockets close when the workers stop accepting, so later connects are refused, not queued
+    const release = setTimeout(releaseInherited, delay);
+    await supervisor.stop(delay + hardStop + EXIT_MARGIN_MS, opts);
+    clearTimeout(release);
+    releaseInherited();
     if (cut > 0) telemetry.metrics.shutdownCut(cut);
     await closeAll();
     logger.info({ cut, ms: now() - started }, 'stopped');
     return { cut };
   }
 
-  return { config, controller, admin, counts, health, telemetry, group, supervisor, rollouts, listen, shutdown };
+  return { config, controller, admin, counts, health, telemetry, group, supervisor, rollouts, listen, shutdown, listeningSockets, stopAccepting, takeClaim };
 }
 
 /**

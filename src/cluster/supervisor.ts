@@ -1,6 +1,10 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from 'pino';
 import { isOurs, type ListenMode, type ToPrimary, type ToWorker } from './ipc.ts';
+import { closeHandle, type InheritedListener, type ListenHandle } from '../upgrade/handles.ts';
+
+/** How long a worker has to pass its listening sockets for an upgrade. */
+const COLLECT_MS = 5_000;
 
 export interface SupervisorOptions {
   readonly workers: number;
@@ -14,6 +18,8 @@ export interface SupervisorOptions {
   readonly onMessage: (slot: number, msg: ToPrimary) => void;
   /** the worker of a slot stopped being live (it exited, or is being replaced) */
   readonly onGone: (slot: number) => void;
+  /** sockets handed over by a previous Switchyard for a slot's worker (src/upgrade), sent before its init */
+  readonly inherited?: (slot: number) => readonly InheritedListener[];
   /** ms from fork to listening before a worker is killed @default 30000 */
   readonly startTimeout?: number;
   /** first restart delay, doubled on every crash in a row @default 100 */
@@ -58,6 +64,8 @@ export class Supervisor {
   private readonly logger: Logger;
   private readonly slots: Slot[];
   private stopping = false;
+  /** an upgrade's collection of the workers' sockets, by slot */
+  private collecting: Map<number, { got: InheritedListener[]; done: (n: number) => void }> | null = null;
   /** pending `start()`: a worker that dies before the first all-ready fails the start */
   private starting: PromiseWithResolvers<void> | null = null;
 
@@ -112,7 +120,7 @@ export class Supervisor {
    * No more restarts; asks every worker for its graceful shutdown and waits for them to exit,
    * killing whatever still runs after `deadlineMs`.
    */
-  async stop(deadlineMs: number): Promise<void> {
+  async stop(deadlineMs: number, opts: { handedOver?: boolean } = {}): Promise<void> {
     this.stopping = true;
     const exits: Promise<unknown>[] = [];
     for (const s of this.slots) {
@@ -121,7 +129,7 @@ export class Supervisor {
       const w = s.worker;
       if (w === null) continue;
       exits.push(new Promise((resolve) => (w.process.exitCode !== null || w.process.signalCode !== null ? resolve(null) : w.process.once('exit', resolve))));
-      if (!this.send(s, { type: 'sy:shutdown' })) w.process.kill('SIGTERM');
+      if (!this.send(s, opts.handedOver === true ? { type: 'sy:shutdown', handedOver: true } : { type: 'sy:shutdown' })) w.process.kill('SIGTERM');
     }
     const timer = setTimeout(() => {
       for (const s of this.slots) {
@@ -134,11 +142,46 @@ export class Supervisor {
     clearTimeout(timer);
   }
 
-  private send(s: Slot, msg: ToWorker): boolean {
+  /**
+   * An upgrade: every listening worker's sockets (group: its slot), as copies this process carries.
+   * Rejects when a worker does not answer in time or has none of its own (node:cluster's shared mode).
+   */
+  async collectSockets(timeoutMs = COLLECT_MS): Promise<InheritedListener[]> {
+    const live = this.slots.filter((s) => s.ready);
+    if (live.length < this.slots.length) throw new Error(`${this.slots.length - live.length} of ${this.slots.length} workers are not listening; try again once they are`);
+    const shared = live.filter((s) => s.listen === 'shared');
+    if (shared.length > 0) throw new Error('the workers share node:cluster\'s socket (listen.port 0, or no SO_REUSEPORT here): there is no socket of theirs to hand over');
+    this.collecting = new Map();
+    try {
+      const answers = live.map(
+        (s) =>
+          new Promise<InheritedListener[]>((resolve, reject) => {
+            const got: InheritedListener[] = [];
+            const timer = setTimeout(() => reject(new Error(`worker ${s.index} did not pass its sockets within ${timeoutMs} ms`)), timeoutMs);
+            this.collecting?.set(s.index, { got, done: (n) => {
+              clearTimeout(timer);
+              if (n === got.length) resolve(got);
+              else reject(new Error(`worker ${s.index} announced ${n} sockets and passed ${got.length}`));
+            } });
+            if (!this.send(s, { type: 'sy:sockets' })) reject(new Error(`worker ${s.index} is gone`));
+          }),
+      );
+      return (await Promise.all(answers)).flat();
+    } finally {
+      this.collecting = null;
+    }
+  }
+
+  /** An upgrade handed the sockets over: the workers stop accepting (their drain follows with `stop`). */
+  stopAccepting(): void {
+    this.broadcast({ type: 'sy:stop-accepting' });
+  }
+
+  private send(s: Slot, msg: ToWorker, handle?: ListenHandle): boolean {
     const w = s.worker;
     if (w === null || !w.isConnected()) return false;
     try {
-      w.send(msg);
+      w.send(msg, handle as never);
       return true;
     } catch {
       return false; // the channel closed under us: its exit is on the way
@@ -157,11 +200,23 @@ export class Supervisor {
       worker.process.kill('SIGKILL');
     }, this.opts.startTimeout ?? 30_000);
     s.startTimer.unref();
-    worker.on('message', (msg: unknown) => {
+    worker.on('message', (msg: unknown, handle: unknown) => {
       if (!isOurs<ToPrimary>(msg) || s.worker !== worker) return;
       if (msg.type === 'sy:hello') {
         if (this.stopping) return void this.send(s, { type: 'sy:shutdown' });
+        // the sockets a previous Switchyard handed over for this slot go first: the init makes the worker listen
+        for (const { handle: h, carried: _carried, ...info } of this.opts.inherited?.(s.index) ?? []) this.send(s, { type: 'sy:listener', ...info }, h);
         s.initialized = this.send(s, this.opts.init(s.index));
+        return;
+      }
+      if (msg.type === 'sy:socket' || msg.type === 'sy:sockets-done') {
+        const c = this.collecting?.get(s.index);
+        if (msg.type === 'sy:sockets-done') c?.done(msg.count);
+        else if (handle !== undefined && handle !== null) {
+          // a copy nobody asked for any more (the collection timed out) must not keep the socket open here
+          if (c === undefined) closeHandle(handle as ListenHandle);
+          else c.got.push({ role: msg.role, group: msg.group, host: msg.host, port: msg.port, handle: handle as ListenHandle, carried: true });
+        }
         return;
       }
       if (msg.type === 'sy:ready') {

@@ -18,6 +18,8 @@ import { StateMirror } from './state-mirror.ts';
 import type { Edge } from '../edge/edge.ts';
 import { WorkerAcme } from './worker-acme.ts';
 import { releaseStartupMemory } from '../memory.ts';
+import { adopt, handleOf, HANDOVER_SETTLE_MS, matches, type InheritedListener } from '../upgrade/handles.ts';
+import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
 
 export interface WorkerOptions {
   readonly channel: WorkerChannel;
@@ -59,8 +61,11 @@ export function startWorker(opts: WorkerOptions): WorkerProcess {
     stopped.reject(err);
   };
 
-  function shutdown(): Promise<{ cut: number }> {
-    stopping ??= (plane === null ? Promise.resolve({ cut: 0 }) : plane.shutdown()).then(
+  // sockets a previous Switchyard handed over, for this worker's slot (they arrive before `init`)
+  const inherited: InheritedListener[] = [];
+
+  function shutdown(opts: { handedOver?: boolean } = {}): Promise<{ cut: number }> {
+    stopping ??= (plane === null ? Promise.resolve({ cut: 0 }) : plane.shutdown(opts)).then(
       (r) => {
         channel.send({ type: 'sy:stopped', cut: r.cut });
         stopped.resolve(r);
@@ -74,12 +79,24 @@ export function startWorker(opts: WorkerOptions): WorkerProcess {
     return stopping;
   }
 
-  channel.onMessage((msg: ToWorker) => {
+  channel.onMessage((msg: ToWorker, handle) => {
     switch (msg.type) {
+      case 'sy:listener':
+        if (handle !== undefined) inherited.push({ role: msg.role, group: msg.group, host: msg.host, port: msg.port, handle });
+        return;
+      case 'sy:sockets': {
+        const sockets = plane?.listeningSockets() ?? [];
+        for (const { handle: h, ...info } of sockets) channel.send({ type: 'sy:socket', ...info }, h);
+        channel.send({ type: 'sy:sockets-done', count: sockets.length });
+        return;
+      }
+      case 'sy:stop-accepting':
+        plane?.stopAccepting();
+        return;
       case 'sy:init': {
         if (plane !== null || stopping !== null) return;
         try {
-          plane = new WorkerPlane(msg, opts);
+          plane = new WorkerPlane(msg, opts, inherited);
         } catch (err) {
           fail(err);
           return;
@@ -105,7 +122,7 @@ export function startWorker(opts: WorkerOptions): WorkerProcess {
         void plane?.metricsJson().then((metrics) => channel.send({ type: 'sy:metrics', id: msg.id, metrics }));
         return;
       case 'sy:shutdown':
-        void shutdown();
+        void shutdown(msg.handedOver === true ? { handedOver: true } : {});
         return;
       case 'sy:acme-cert':
         plane?.acme?.certificate(msg);
@@ -141,8 +158,14 @@ class WorkerPlane {
   readonly acme: WorkerAcme | null;
   private served = 0;
   private reportSoon: NodeJS.Immediate | null = null;
+  private readonly inherited: readonly InheritedListener[];
+  private readonly slot: number;
+  /** TLS sockets beyond the first one inherited */
+  private readonly tlsExtra: NetServer[] = [];
 
-  constructor(init: Extract<ToWorker, { type: 'sy:init' }>, opts: WorkerOptions) {
+  constructor(init: Extract<ToWorker, { type: 'sy:init' }>, opts: WorkerOptions, inherited: readonly InheritedListener[] = []) {
+    this.inherited = inherited;
+    this.slot = init.slot;
     const config = (this.config = init.config);
     this.channel = opts.channel;
     const logger = (this.logger = opts.logger(config).child({ worker: init.slot }));
@@ -196,12 +219,40 @@ class WorkerPlane {
       this.edge = await (await import('../edge/edge.ts')).Edge.create({ config: this.config, tls, dataPlane: this.dataPlane, logger: this.logger, registry: this.telemetry.metrics.registry, ...(this.acme === null ? {} : { remoteAcme: this.acme }) });
       this.acme?.attach(this.edge);
     }
-    const mode = await listenWorker(this.dataPlane.server, host, port);
+    const proxy = this.inherited.filter((l) => l.role === 'proxy' && matches(l, host, port)).map((l) => l.handle);
+    const [tlsFirst, ...tlsMore] = this.inherited.filter((l) => l.role === 'tls' && matches(l, host, tls?.port ?? -1)).map((l) => l.handle);
+    // sockets handed over by the previous Switchyard: accepted on as they are (src/upgrade)
+    const mode: ListenMode = proxy.length > 0 ? (await this.dataPlane.adopt(proxy), 'inherited') : await listenWorker(this.dataPlane.server, host, port);
     // the TLS port as the plain one: a reuse-port socket of its own, or node:cluster's distribution
-    await this.edge?.listen(host, listenWorker);
+    await this.edge?.listen(host, tlsFirst === undefined ? listenWorker : (server) => adopt(server, tlsFirst));
+    for (const h of tlsMore) {
+      const extra = createNetServer((socket) => this.edge?.listener.server.emit('connection', socket));
+      await adopt(extra, h);
+      this.tlsExtra.push(extra);
+    }
     // more listeners in the worker's reuse-port group: more connections accepted per turn
     if (mode === 'reuseport') await this.dataPlane.addAcceptors(host, port, acceptors);
     return mode;
+  }
+
+  /** Its listening sockets, for an upgrade; none in node:cluster's shared mode, where the primary owns the socket. */
+  listeningSockets(): InheritedListener[] {
+    const { host, tls } = this.config.listen;
+    const out: InheritedListener[] = [];
+    const add = (role: 'proxy' | 'tls', server: NetServer): void => {
+      const handle = handleOf(server);
+      if (handle !== null) out.push({ role, group: this.slot, host, port: (server.address() as AddressInfo).port, handle });
+    };
+    for (const s of this.dataPlane.listeners()) add('proxy', s);
+    if (tls !== undefined && this.edge !== null && this.edge.listener.server.listening) for (const s of [this.edge.listener.server, ...this.tlsExtra]) add('tls', s);
+    return out;
+  }
+
+  /** An upgrade handed the sockets over: no more accepting here (they stay open in the new process). */
+  stopAccepting(): void {
+    this.dataPlane.stopListening();
+    this.edge?.stopListening();
+    for (const x of this.tlsExtra) x.close();
   }
 
   /** The primary's view of every target: its active checks' verdict, and ejections by any worker. */
@@ -252,10 +303,14 @@ class WorkerPlane {
   }
 
   /** As the single process's shutdown (app.ts, src/dataplane/shutdown.ts): delay, grace, hardStop. */
-  async shutdown(): Promise<{ cut: number }> {
+  async shutdown(opts: { handedOver?: boolean } = {}): Promise<{ cut: number }> {
     const started = this.now();
-    this.logger.info({ inflight: this.inflight(), ...this.config.shutdown }, 'worker shutting down: draining');
-    const { answered, cut } = await stopDataPlane({ dataPlane: this.dataPlane, runtime: this.runtime, shutdown: this.config.shutdown, logger: this.logger, now: this.now, listener: this.edge?.listener ?? null });
+    // handed over: the new process accepts on the same sockets, so no `delay` to wait for a load balancer
+    const plan = opts.handedOver === true ? { ...this.config.shutdown, delay: 0 } : this.config.shutdown;
+    this.logger.info({ inflight: this.inflight(), ...plan }, 'worker shutting down: draining');
+    if (opts.handedOver === true) this.stopAccepting();
+    const { answered, cut } = await stopDataPlane({ dataPlane: this.dataPlane, runtime: this.runtime, shutdown: plan, logger: this.logger, now: this.now, listener: this.edge?.listener ?? null, ...(opts.handedOver === true ? { settleMs: HANDOVER_SETTLE_MS } : {}) });
+    for (const x of this.tlsExtra) x.close();
     await this.edge?.close();
     clearInterval(this.timer);
     if (this.reportSoon !== null) clearImmediate(this.reportSoon);

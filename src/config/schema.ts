@@ -361,6 +361,8 @@ export const configSchema = z
         delay: duration('0s'),
         grace: duration('30s'),
         hardStop: duration('60s'),
+        /** SIGUSR2 / `switchyard upgrade`: how long the new process may take to be ready before it is stopped (src/upgrade) */
+        upgradeTimeout: positiveDuration('60s'),
       })
       .prefault({}),
     /** Connection and request limits of each data-plane process (src/dataplane/limits.ts); README "Limits". */

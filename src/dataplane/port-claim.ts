@@ -43,7 +43,12 @@ function claimName(port: number): string {
 }
 
 /** The pid the holder of the claim tells, or null when it does not answer within a second. */
-function holderPid(port: number): Promise<string | null> {
+async function holderPid(port: number): Promise<string | null> {
+  return (await claimHolder(port))?.pid.toString() ?? null;
+}
+
+/** The line the holder of the claim answers, or null. */
+function holderLine(port: number): Promise<string | null> {
   return new Promise((resolve) => {
     const s = connect(claimName(port));
     let data = '';
@@ -53,21 +58,37 @@ function holderPid(port: number): Promise<string | null> {
     };
     s.setTimeout(1000, () => done(null));
     s.on('data', (d: Buffer) => (data += d.toString()));
-    s.on('end', () => done(/^\d+$/.test(data.trim()) ? data.trim() : null));
+    s.on('end', () => done(data.trim() === '' ? null : data.trim()));
     s.on('error', () => done(null));
   });
+}
+
+/** What the claim's holder says after its pid (`switchyard upgrade` watches it): serving, upgrading, upgrade-failed. */
+let claimStatus = 'serving';
+
+/** Sets the word the port claim answers after the pid (src/upgrade). */
+export function setClaimStatus(status: 'serving' | 'upgrading' | 'upgrade-failed' | 'handed-over'): void {
+  claimStatus = status;
+}
+
+/** The pid and status the claim of `port` answers, or null when nobody holds it (or it does not answer within a second). */
+export async function claimHolder(port: number): Promise<{ pid: number; status: string } | null> {
+  const line = await holderLine(port);
+  const m = line === null ? null : /^(\d+)(?: (\S+))?$/.exec(line);
+  return m === null ? null : { pid: Number(m[1]), status: m[2] ?? 'serving' };
 }
 
 /**
  * Claims `host:port` for this process, or rejects with a PortInUseError naming the port (and the
  * other Switchyard's pid when it is one). Port 0 claims nothing: every bind gets a port of its own.
+ * `probe: false` after a hand-over: the port is in use by the sockets this process inherited.
  */
-export async function claimPort(host: string, port: number): Promise<PortClaim> {
+export async function claimPort(host: string, port: number, opts: { probe?: boolean } = {}): Promise<PortClaim> {
   if (port === 0) return NOTHING;
   let holder: Server | null = null;
   if (process.platform === 'linux') {
     // answers whoever asks with our pid, so the refused process can say which one holds the port
-    holder = createServer((s) => s.end(`${process.pid}\n`));
+    holder = createServer((s) => s.end(`${process.pid} ${claimStatus}\n`));
     try {
       await bind(holder, { path: claimName(port) });
       holder.unref();
@@ -78,6 +99,7 @@ export async function claimPort(host: string, port: number): Promise<PortClaim> 
       throw new PortInUseError(port, `listen.port ${port} is already served by another Switchyard${pid === null ? '' : ` (pid ${pid})`} (EADDRINUSE): a second one on the same port would silently take part of its traffic; stop it first or choose another port`);
     }
   }
+  if (opts.probe === false) return { release: () => holder?.close() };
   const probe = createServer();
   try {
     await bind(probe, { host, port, exclusive: true });

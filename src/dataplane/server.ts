@@ -12,6 +12,7 @@ import { Front, KEEP_ALIVE_MS, type FrontExchange } from './front.ts';
 import { cookieValue, forwardRequestHeaders, normalizeAddress, replaceHeader, type ForwardedRequest, type TrustedProxies } from './headers.ts';
 import { headerReceived, Limits, type LimitsConfig } from './limits.ts';
 import { inOrder } from './pipeline.ts';
+import { adopt, type ListenHandle } from '../upgrade/handles.ts';
 import { claimPort, type PortClaim } from './port-claim.ts';
 import { parseRequestTarget, refuse, refuseConnect } from './request-target.ts';
 import type { Runtime } from './runtime.ts';
@@ -235,6 +236,35 @@ export class DataPlane implements Plane {
       this.acceptors.push(acceptor);
       this.limits.watch(acceptor);
     }
+  }
+
+  /**
+   * Accepts on sockets a previous Switchyard handed over (src/upgrade): the first one is the http
+   * server's, the others acceptors as in `addAcceptors`. No port claim here: the process takes it
+   * once the old one released it (`holdClaim`). Resolves with the port.
+   */
+  async adopt(handles: readonly ListenHandle[]): Promise<number> {
+    const [first, ...more] = handles;
+    if (first === undefined) throw new Error('adopt: no socket to accept on');
+    await adopt(this.server, first);
+    for (const h of more) {
+      const acceptor = createNetServer({ noDelay: true }, (socket) => this.server.emit('connection', socket));
+      await adopt(acceptor, h);
+      this.acceptors.push(acceptor);
+      this.limits.watch(acceptor);
+    }
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  /** The listening servers of the proxy port (the http server and the acceptors), for a hand-over. */
+  listeners(): NetServer[] {
+    return this.server.listening ? [this.server, ...this.acceptors] : [];
+  }
+
+  /** Holds the port claim taken after a hand-over; released by `stopListening` as the one `listen` takes. */
+  holdClaim(claim: PortClaim): void {
+    this.claim?.release();
+    this.claim = claim;
   }
 
   /** Stops accepting connections (every listener); open connections are left to the caller. */

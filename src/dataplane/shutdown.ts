@@ -19,6 +19,12 @@ export interface StopOptions {
   readonly shutdown: Config['shutdown'];
   readonly logger: Logger;
   readonly now: () => number;
+  /**
+   * ms after the listeners stop during which no connection is closed as idle: after a hand-over
+   * (src/upgrade) a connection accepted just before may not have had its request read yet, and
+   * closing it would reset a request the client already sent. @default 0
+   */
+  readonly settleMs?: number;
   /** another listener feeding the same data plane (the TLS port, src/edge): stopped and closed alongside it */
   readonly listener?: { stopListening(): void; closeIdle(): void; closeAll(): void } | null;
 }
@@ -49,6 +55,7 @@ export async function stopDataPlane(o: StopOptions): Promise<StopReport> {
   if (delay > 0) await sleep(delay);
   dataPlane.stopListening();
   o.listener?.stopListening();
+  if ((o.settleMs ?? 0) > 0) await sleep(o.settleMs);
   o.listener?.closeIdle();
   dataPlane.closeIdleConnections();
   for (const p of runtime.allPools()) for (const c of p.open) if ((c as { upgraded?: boolean }).upgraded === true) c.cut('shutdown');

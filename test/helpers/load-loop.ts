@@ -1,0 +1,55 @@
+import { request as httpRequest } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export interface LoopResult {
+  ok: number;
+  /** every failure: connect refused/reset, an empty reply, a status other than 200 */
+  failures: string[];
+}
+
+/**
+ * A new connection every `everyMs` (no keep-alive: each request opens and closes its own), until
+ * `stop()`: what an upgrade must lose none of. Requests overlap when one takes longer than `everyMs`.
+ */
+export function loadLoop(port: number, everyMs = 5): { stop(): Promise<LoopResult> } {
+  const result: LoopResult = { ok: 0, failures: [] };
+  const pending = new Set<Promise<void>>();
+  let running = true;
+  const one = (): Promise<void> =>
+    new Promise((resolve) => {
+      const req = httpRequest({ host: '127.0.0.1', port, path: '/', agent: false, headers: { connection: 'close' } }, (res) => {
+        res.resume();
+        res.on('end', () => {
+          if (res.statusCode === 200) result.ok++;
+          else result.failures.push(`status ${res.statusCode}`);
+          resolve();
+        });
+        res.on('error', (e) => {
+          result.failures.push(`response ${(e as NodeJS.ErrnoException).code ?? e.message}`);
+          resolve();
+        });
+      });
+      req.setTimeout(30_000, () => req.destroy(new Error('timeout')));
+      req.on('error', (e) => {
+        result.failures.push((e as NodeJS.ErrnoException).code ?? e.message);
+        resolve();
+      });
+      req.end();
+    });
+  const loop = (async () => {
+    while (running) {
+      const p = one();
+      pending.add(p);
+      void p.then(() => pending.delete(p));
+      await sleep(everyMs);
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      await Promise.all(pending);
+      return result;
+    },
+  };
+}
