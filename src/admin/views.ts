@@ -5,6 +5,7 @@ import { SwitchyardError } from '../errors.ts';
 import type { DiscoveryStatus } from '../discovery/discovery.ts';
 import type { HealthSource, PoolHealth, TargetStateView } from '../health/monitor.ts';
 import type { TargetFigure } from '../control/target-figures.ts';
+import { routingHolds } from '../routing/rules.ts';
 import type { HistoryEntry, RoutingState } from '../state/types.ts';
 
 /** This instance's per-target figures of a pool, or null where they are not known here. */
@@ -49,6 +50,10 @@ export interface AppStateView {
   updatedBy: string;
   reason: string | null;
   pools: Record<string, PoolView>;
+  /** the cohort rules, in order, as written (CONTRACT §10); [] when none */
+  rules: unknown[];
+  /** the mirror as written, or null */
+  mirror: unknown;
   /** `total` is null (with `unknown: true` and the reason) while the fleet's figures cannot be read */
   instances: InstancesFigure;
 }
@@ -87,6 +92,9 @@ export interface HistoryEntryView {
   at: string;
   /** a definition change: the key paths it changed (`pools.green.targets`) */
   changes?: string[];
+  /** the cohort rules and mirror in force after this revision (absent: none) */
+  rules?: unknown[];
+  mirror?: unknown;
 }
 
 /**
@@ -115,7 +123,7 @@ export function appStateView(controller: Controller, counts: CountsSource, app: 
     if (pool === undefined) continue;
     const bp = ownOf(state.weights, name) ?? 0;
     const c = counts.poolCounts(app, name);
-    const verdict = drainVerdict({ weightBp: bp, counts: c, pinsUntil: pinsUntil(cfg, state, name), now });
+    const verdict = drainVerdict({ weightBp: bp, counts: c, pinsUntil: pinsUntil(cfg, state, name), now, holds: routingHolds(cfg, name) });
     const view: PoolView = { version: pool.version, targets: [...pool.targets], weight: bpToPct(bp), inflight: c.inflight, upgraded: c.upgraded, pinned: c.pinned, drained: unknown === null && verdict.drained };
     if (health !== undefined) {
       const h = health.poolHealth(app, name);
@@ -137,6 +145,8 @@ export function appStateView(controller: Controller, counts: CountsSource, app: 
     updatedBy: state.updatedBy,
     reason: state.reason,
     pools,
+    rules: [...((state.definition?.rules as unknown[] | undefined) ?? [])],
+    mirror: state.definition?.mirror ?? null,
     instances: counts.instances(app, state.revision),
   };
 }
@@ -170,7 +180,7 @@ export function drainView(controller: Controller, counts: CountsSource, app: str
     drainingSince: since,
     deadline: deadlineMs === null ? null : new Date(deadlineMs).toISOString(),
     remainingMs: deadlineMs === null ? null : Math.max(0, deadlineMs - now),
-    ...drainVerdict({ weightBp: bp, counts: c, pinsUntil: pinsUntil(cfg, state, pool), now }),
+    ...drainVerdict({ weightBp: bp, counts: c, pinsUntil: pinsUntil(cfg, state, pool), now, holds: routingHolds(cfg, pool) }),
   };
   const unknown = counts.figuresUnknown?.() ?? null;
   // drained only when every live instance's figures were read: an unreadable peer may still carry requests
@@ -191,6 +201,8 @@ export function historyView(entries: readonly HistoryEntry[], poolNames: readonl
       const extra = Object.keys(e.weights).filter((p) => !poolNames.includes(p));
       const view: HistoryEntryView = { revision: e.revision, weights: weightsToPct(e.weights, [...poolNames, ...extra]), action: e.action, by: e.by, reason: e.reason, at: e.at };
       if (e.changes !== undefined) view.changes = [...e.changes];
+      if (e.rules !== undefined) view.rules = [...e.rules];
+      if (e.mirror !== undefined) view.mirror = e.mirror;
       return view;
     }),
   };

@@ -31,4 +31,3 @@ export function previewPool(app: AppRoute, value: string): PoolRoute | null {
   return timingSafeEqual(Buffer.from(pool.previewValue), Buffer.from(value)) ? pool : null;
 }
 
-export type RoutedBy = 'preview' | 'pin' | 'sticky' | 'random';

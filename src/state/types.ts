@@ -38,7 +38,7 @@ export interface RoutingState {
   readonly changes?: readonly string[];
 }
 
-export type Action = 'initial' | 'switch' | 'weights' | 'rollback' | 'reseed' | 'rollout' | 'pool' | 'targets' | 'define' | 'delete';
+export type Action = 'initial' | 'switch' | 'weights' | 'rollback' | 'reseed' | 'rollout' | 'pool' | 'targets' | 'define' | 'delete' | 'rules' | 'mirror';
 
 /** One line of an app's audit history, as `GET /history` shows it (weights in basis points here). */
 export interface HistoryEntry {
@@ -50,11 +50,22 @@ export interface HistoryEntry {
   readonly at: string;
   /** for definition changes: the key paths changed */
   readonly changes?: readonly string[];
+  /**
+   * The app's cohort rules and mirror in force after this revision (as written; absent: none),
+   * so the history holds each revision's whole routing (weights, rules, mirror: CONTRACT §10)
+   * for a rollback to restore.
+   */
+  readonly rules?: readonly unknown[];
+  readonly mirror?: unknown;
 }
 
 export function historyEntryOf(state: RoutingState): HistoryEntry {
-  const entry = { revision: state.revision, weights: state.weights, action: state.action, by: state.updatedBy, reason: state.reason, at: state.updatedAt };
-  return state.changes === undefined || state.changes.length === 0 ? entry : { ...entry, changes: state.changes };
+  const entry: { -readonly [K in keyof HistoryEntry]: HistoryEntry[K] } = { revision: state.revision, weights: state.weights, action: state.action, by: state.updatedBy, reason: state.reason, at: state.updatedAt };
+  if (state.changes !== undefined && state.changes.length > 0) entry.changes = state.changes;
+  const rules = state.definition?.rules;
+  if (Array.isArray(rules) && rules.length > 0) entry.rules = rules;
+  if (state.definition?.mirror !== undefined && state.definition.mirror !== null) entry.mirror = state.definition.mirror;
+  return entry;
 }
 
 export type InvalidListener = (app: string, err: InvalidStateError | null) => void;
