@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import { request } from 'undici';
 import { eventually } from '../helpers/fleet.ts';
@@ -221,8 +222,7 @@ describe('mirror', () => {
   });
 
   it('a mirror target that never answers costs the live requests nothing, and copies beyond maxInflight are skipped and counted', async () => {
-    const { createServer } = await import('node:net');
-    const sockets = new Set<import('node:net').Socket>();
+    const sockets = new Set<Socket>();
     // accepts, reads, never answers
     const hang = createServer((s) => {
       sockets.add(s);
@@ -230,7 +230,7 @@ describe('mirror', () => {
       s.resume();
     });
     await new Promise<void>((r) => hang.listen(0, '127.0.0.1', r));
-    const hangUrl = `http://127.0.0.1:${(hang.address() as import('node:net').AddressInfo).port}`;
+    const hangUrl = `http://127.0.0.1:${(hang.address() as AddressInfo).port}`;
     const p = await startProxy({ apps: [twoPools(up.blue.url, hangUrl, { mirror: { to: 'green', share: 100, maxInflight: 5 } })] });
     try {
       const put = await p.admin('PUT', '/v1/apps/shop/mirror', { mirror: { to: 'green', share: 100, maxInflight: 5, maxBody: '1KiB' } });
