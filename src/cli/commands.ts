@@ -6,6 +6,7 @@ import type { StatsView } from '../metrics/stats.ts';
 import { appDetail, appLine, drainLine, historyLines, humanDuration, pct, table } from './format.ts';
 import { appPath, printJson, printState, writeFields, writeOptions } from './command-kit.ts';
 import { definitionCommands } from './definition-commands.ts';
+import { routingCommands } from './routing-commands.ts';
 import { rolloutCommand } from './rollout-command.ts';
 import { UsageError } from './usage-error.ts';
 
@@ -217,18 +218,6 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
       return 0;
     },
   },
-  whereis: {
-    usage: 'whereis APP KEY',
-    summary: 'the sticky bucket of KEY (user id, session, IP) and the pool it is routed to now',
-    args: [2, 2],
-    async run(ctx) {
-      const [app, key] = ctx.args as [string, string];
-      const v = await ctx.client.get<{ key: string; bucket: number; pool: string; version: string; revision: number }>(`${appPath(app)}/whereis?key=${enc(key)}`);
-      if (ctx.json) printJson(ctx, v);
-      else ctx.out(`${v.key}: bucket ${v.bucket} → ${v.pool} (${v.version}) at revision ${v.revision}`);
-      return 0;
-    },
-  },
   'preview-header': {
     usage: 'preview-header APP POOL',
     summary: 'the signed header that sends a request to POOL whatever its weight (for testers)',
@@ -262,4 +251,5 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
   },
   rollout: rolloutCommand,
   ...definitionCommands,
+  ...routingCommands,
 };

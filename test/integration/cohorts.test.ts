@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { request } from 'undici';
+import { runCliCaptured } from '../helpers/cli.ts';
 import { eventually } from '../helpers/fleet.ts';
-import { startProxy, twoPools } from '../helpers/proxy.ts';
+import { startProxy, TOKEN, twoPools } from '../helpers/proxy.ts';
 import { startUpstream, useUpstreams } from '../helpers/upstream.ts';
 import { openWs, echo, startWsUpstream, wsUrl } from '../helpers/ws.ts';
 
@@ -161,6 +164,48 @@ describe('cohort rules', () => {
       await p.close();
       await ws.close();
     }
+  });
+});
+
+describe('routing CLI', () => {
+  const up = useUpstreams('blue', 'green');
+
+  it('rule add|remove, rules set|clear, mirror and whereis --header write and read what the API does', async (t) => {
+    const p = await startProxy({ apps: [twoPools(up.blue.url, up.green.url, { sticky: { key: ['header:x-user-id'] } })] });
+    t.after(() => p.close());
+    const cli = (...argv: string[]) => runCliCaptured(argv, { SWITCHYARD_ADMIN_URL: p.adminUrl, SWITCHYARD_TOKEN: TOKEN });
+    const add = await cli('rule', 'add', 'shop', 'beta', '--to', 'green', '--header', 'x-beta=1', '--path-prefix', '/api/', '--share', '50', '--reason', 'beta cohort');
+    assert.equal(add.code, 0, add.stderr);
+    const listed = await cli('rules', 'shop');
+    assert.equal(listed.stdout.trim(), '1. beta → green (50 %): header x-beta=1, path starts with /api/');
+    const where = await cli('whereis', 'shop', '--header', 'x-beta=1', '--path', '/api/cart');
+    assert.equal(where.code, 0);
+    assert.match(where.stdout, /^this request: no sticky key, split at random/);
+    // a key inside the share goes to green by the rule, and requests agree
+    let inShare: string | undefined;
+    for (let i = 0; i < 50 && inShare === undefined; i++) {
+      const w = await cli('whereis', 'shop', `u${i}`, '--header', 'x-beta=1', '--path', '/api/x');
+      if (/→ green \(2\.0\.0\) by rule:beta/.test(w.stdout)) inShare = `u${i}`;
+    }
+    assert.ok(inShare !== undefined, 'some key falls in the 50 % share');
+    assert.equal(served(await p.get('/api/x', { 'x-beta': '1', 'x-user-id': inShare })), 'green');
+    assert.equal((await cli('rule', 'remove', 'shop', 'nope')).code, 2);
+    assert.equal((await cli('rule', 'remove', 'shop', 'beta')).code, 0);
+    assert.equal((await cli('rules', 'shop')).stdout.trim(), 'shop: no rules');
+    const file = join(p.dir, 'rules.yaml');
+    await writeFile(file, 'rules:\n  - { name: staff, match: { cookie: { team: { regex: "^(qa|dev)$" } } }, to: green }\n');
+    assert.equal((await cli('rules', 'shop', 'set', '-f', file)).code, 0);
+    assert.equal(served(await p.get('/', { cookie: 'team=dev' })), 'green');
+    assert.equal((await cli('rules', 'shop', 'clear')).code, 0);
+    assert.equal(served(await p.get('/', { cookie: 'team=dev' })), 'blue');
+    const mirror = await cli('mirror', 'shop', 'green', '--share', '10', '--compare');
+    assert.equal(mirror.code, 0, mirror.stderr);
+    assert.deepEqual((await p.admin('GET', '/v1/apps/shop')).body.mirror, { to: 'green', share: 10, compare: true });
+    assert.equal((await cli('mirror', 'shop', 'off')).code, 0);
+    assert.equal((await p.admin('GET', '/v1/apps/shop')).body.mirror, null);
+    assert.equal((await cli('mirror', 'shop', 'purple', '--share', '10')).code, 1);
+    const actions = (await p.admin('GET', '/v1/apps/shop/history?limit=5')).body.entries.map((e: { action: string }) => e.action);
+    assert.deepEqual(actions, ['mirror', 'mirror', 'rules', 'rules', 'rules']);
   });
 });
 
