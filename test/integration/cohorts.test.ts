@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { connect as h2connect } from 'node:http2';
 import { describe, it } from 'node:test';
 import { request } from 'undici';
+import { createTestCa } from '../helpers/certs.ts';
 import { runCliCaptured } from '../helpers/cli.ts';
 import { eventually } from '../helpers/fleet.ts';
 import { startProxy, TOKEN, twoPools } from '../helpers/proxy.ts';
@@ -164,6 +167,38 @@ describe('cohort rules', () => {
       await p.close();
       await ws.close();
     }
+  });
+});
+
+describe('cohort rules over HTTP/2', () => {
+  const up = useUpstreams('blue', 'green');
+
+  it('h2 requests meet the same rules (header, cookie split over h2 fields), with the same by in whereis', async (t) => {
+    const ca = createTestCa();
+    t.after(() => ca.close());
+    const cert = ca.issue('shop', ['shop.test']);
+    const p = await startProxy({
+      listen: { host: '127.0.0.1', port: 0, tls: { port: 0, certs: [{ cert: cert.cert, key: cert.key }] } },
+      apps: [twoPools(up.blue.url, up.green.url, { rules: [{ name: 'beta', match: { header: { 'x-beta': '1' } }, to: 'green' }, { name: 'staff', match: { cookie: { team: 'qa' } }, to: 'green' }] })],
+    });
+    t.after(() => p.close());
+    const addr = p.sy.edge?.listener.server.address();
+    assert.ok(addr !== null && typeof addr === 'object');
+    const session = h2connect(`https://127.0.0.1:${addr.port}`, { ca: ca.caPem, servername: 'shop.test' });
+    t.after(() => session.close());
+    const get = async (headers: Record<string, string | string[]>): Promise<string> => {
+      const stream = session.request({ ':path': '/h2', ':authority': 'shop.test', ...headers });
+      const [h] = (await once(stream, 'response')) as [Record<string, unknown>];
+      stream.resume();
+      await once(stream, 'end');
+      return String(h['x-served-by']).split('@')[0] as string;
+    };
+    assert.equal(await get({ 'x-beta': '1' }), 'green');
+    assert.equal(await get({}), 'blue');
+    // h2 may send each cookie in its own field (RFC 9113 §8.2.3): the rule sees them joined
+    assert.equal(await get({ cookie: ['a=1', 'team=qa'] }), 'green');
+    const w = await p.admin('GET', '/v1/apps/shop/whereis?cookie=team=qa');
+    assert.deepEqual([w.body.pool, w.body.by], ['green', 'rule:staff']);
   });
 });
 
