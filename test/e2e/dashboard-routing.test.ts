@@ -33,7 +33,7 @@ describe('dashboard rules and mirror in Chromium', () => {
     for (let i = 0; i < 10; i++) await p.get(`/m${i}`);
     const mirror = page.locator('section[data-app="shop"] .routing-info[data-part="mirror"]');
     // the 10 s window counts complete seconds: the figures show up within a poll or two
-    await page.waitForFunction(() => /answers differ 100(\.0)? ?% of 10/.test(document.querySelector('section[data-app="shop"] .routing-info[data-part="mirror"]')?.textContent ?? ''), undefined, { timeout: 15_000 });
+    await mirror.filter({ hasText: /answers differ 100(\.0)? ?% of 10$/ }).waitFor({ timeout: 15_000 });
     assert.match(String(await mirror.textContent()), /^Mirror → green \(100 % copied\): .* req\/s · errors 100(\.0)? ?%/);
     assert.deepEqual(problems, []);
   });
