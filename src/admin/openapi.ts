@@ -39,7 +39,7 @@ interface OperationDoc {
 type OperationKey = `${HttpMethod} ${string}`;
 
 const WRITE_ERRORS = [409, 503, 504] as const;
-const APP_STATE = 'AppState: `{ app, revision, weights, active, updatedAt, updatedBy, reason, pools: { NAME: { version, targets, weight, inflight, upgraded, drained, healthy, health, targetStates } }, instances: { applied, total } }`, with `ETag: "REVISION"`';
+const APP_STATE = 'AppState: `{ app, revision, weights, active, updatedAt, updatedBy, reason, pools: { NAME: { version, targets, weight, inflight, upgraded, drained, healthy, health, targetStates } }, rules, mirror, instances: { applied, total } }`, with `ETag: "REVISION"`';
 const ROLLOUT = 'the rollout: `{ id, app, to, state, step, steps, weight, from, startedAt, nextAt, nextInMs, remainingMs, analysis, onFailure, reason, lastAnalysis, by, driver }`';
 
 const rolloutCommand = (verb: string, what: string, body: z.ZodType): OperationDoc => ({ summary: `${verb} the running rollout: ${what}`, body, answer: ROLLOUT, errors: [409, 503] });
