@@ -302,7 +302,7 @@ export class DataPlane implements Plane {
     // shadow traffic: the copy is sent after this request is on its way and never waited on
     if (app.mirror !== null) {
       const m = mirrorFor(app, pool, opts.method, this.random());
-      if (m !== null) decision.mirror = this.mirror.copy(app, pool, m, opts.method, line.path, fwd, fwd.hasBody ? (rawHeader(req.rawHeaders, 'content-length') ?? null) : '0');
+      if (m !== null) decision.mirror = this.mirror.copy(app, pool, m, opts.method, line.path, fwd, fwd.hasBody ? (rawHeader(req.rawHeaders, 'content-length') ?? null) : '0', fwd.hasBody ? req : null);
     }
     // routed to a target: now the client may send its body (Node left the Expect to us; on
     // HTTP/1.1 only 100-continue gets here, any other expectation got 417)

@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { connect as h2connect } from 'node:http2';
 import { describe, it } from 'node:test';
 import { request } from 'undici';
@@ -300,6 +301,42 @@ describe('mirror', () => {
       await green.close();
     }
   });
+
+  for (const engine of ['native', 'undici'] as const) {
+    it(`copies a listed method's body up to maxBody whole, beside the live upload (${engine} engine); a larger or chunked one is skipped and counted`, async () => {
+      const bodies: string[] = [];
+      const green = await startUpstream('green', (req, res) => {
+        let b = '';
+        req.setEncoding('utf8');
+        req.on('data', (c: string) => (b += c));
+        req.on('end', () => {
+          bodies.push(`${req.method} ${req.url} ${req.headers['content-length']} ${b}`);
+          res.end('ok');
+        });
+      });
+      const p = await startProxy({ engine, apps: [twoPools(up.blue.url, green.url, { mirror: { to: 'green', methods: ['POST'], maxBody: 1000 } })] });
+      try {
+        const post = async (path: string, body: string | Readable) => {
+          const r = await request(`${p.proxyUrl}${path}`, { method: 'POST', body });
+          const text = await r.body.text();
+          return { status: r.statusCode, echoed: (JSON.parse(text) as { body: string }).body };
+        };
+        const payload = 'x'.repeat(900);
+        assert.deepEqual(await post('/small', payload), { status: 200, echoed: payload });
+        await eventually(() => bodies.length === 1, 'the copy with its body reached green');
+        assert.equal(bodies[0], `POST /small 900 ${payload}`);
+        const big = 'y'.repeat(1001);
+        assert.deepEqual(await post('/big', big), { status: 200, echoed: big });
+        assert.deepEqual(await post('/chunked', Readable.from(['a', 'b'])), { status: 200, echoed: 'ab' });
+        await eventually(async () => /outcome="skipped_body"\} 2/.test(await metricsOf(p)), 'two bodies skipped');
+        assert.equal(bodies.length, 1);
+        assert.match(await metricsOf(p), /switchyard_mirror_requests_total\{app="shop",pool="green",outcome="2xx"\} 1/);
+      } finally {
+        await p.close();
+        await green.close();
+      }
+    });
+  }
 
   it('a mirror target that never answers costs the live requests nothing, and copies beyond maxInflight are skipped and counted', async () => {
     const sockets = new Set<Socket>();
