@@ -147,6 +147,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     ...(deps.random === undefined ? {} : { random: deps.random }),
     onRequest: telemetry.onRequest,
     onPreviewRejected: telemetry.onPreviewRejected,
+    onMirror: telemetry.onMirror,
     limits: processLimits(config, logger, runtime),
     ...(config.listen.tls === undefined ? {} : { intercept: (req, res) => edge?.intercept(req, res) ?? false }),
   };

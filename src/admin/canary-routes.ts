@@ -1,31 +1,10 @@
 import type { Controller } from '../control/controller.ts';
 import { SwitchyardError } from '../errors.ts';
-import { poolForBucket, stickyBucket } from '../routing/choose.ts';
 import type { AdminRoute } from './router.ts';
 
-/**
- * `GET /v1/apps/:app/whereis?key=K`: the bucket of a sticky key and the pool it gets now under
- * the current weights — what support needs when a user says "I see the new version". Pins and
- * preview headers a request may also carry are not part of the answer.
- */
+/** `GET /v1/apps/:app/pools/:pool/preview-header` (whereis: src/admin/routing-routes.ts). */
 export function canaryRoutes(controller: Controller): AdminRoute[] {
   return [
-    {
-      method: 'GET',
-      path: '/v1/apps/:app/whereis',
-      handler: ({ params, url }) => {
-        const name = params['app'] as string;
-        controller.appConfig(name);
-        const app = controller.snapshot.byName.get(name);
-        if (app === undefined) throw new SwitchyardError('UNKNOWN_APP', `unknown app "${name}"`);
-        const key = url.searchParams.get('key');
-        if (key === null || key === '') throw new SwitchyardError('BAD_REQUEST', 'key: required', { details: [{ path: 'key', message: 'required' }] });
-        if (app.sticky === null) throw new SwitchyardError('CONFLICT', `app "${name}" has no sticky config: its split is random per request`);
-        const bucket = stickyBucket(app, key);
-        const pool = poolForBucket(app, bucket);
-        return { json: { key, bucket, pool: pool.name, version: pool.version, revision: app.revision } };
-      },
-    },
     {
       // the signature is an HMAC of APP:POOL under the app's preview secret, so only a token holder
       // (or whoever has the secret) can mint the header

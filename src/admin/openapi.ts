@@ -5,6 +5,7 @@ import { ERRORS } from '../errors.ts';
 import { approveBody, finishBody, pauseBody, rolloutBody } from '../rollout/spec.ts';
 import { rollbackBody, switchBody, weightsBody } from './body.ts';
 import { appBody, poolBody, removeBody, targetBody } from './definition-routes.ts';
+import { mirrorBody, rulesBody } from './routing-routes.ts';
 import { Router, type AdminRoute, type HttpMethod } from './router.ts';
 
 /**
@@ -38,7 +39,7 @@ interface OperationDoc {
 type OperationKey = `${HttpMethod} ${string}`;
 
 const WRITE_ERRORS = [409, 503, 504] as const;
-const APP_STATE = 'AppState: `{ app, revision, weights, active, updatedAt, updatedBy, reason, pools: { NAME: { version, targets, weight, inflight, upgraded, drained, healthy, health, targetStates } }, instances: { applied, total } }`, with `ETag: "REVISION"`';
+const APP_STATE = 'AppState: `{ app, revision, weights, active, updatedAt, updatedBy, reason, pools: { NAME: { version, targets, weight, inflight, upgraded, drained, healthy, health, targetStates } }, rules, mirror, instances: { applied, total } }`, with `ETag: "REVISION"`';
 const ROLLOUT = 'the rollout: `{ id, app, to, state, step, steps, weight, from, startedAt, nextAt, nextInMs, remainingMs, analysis, onFailure, reason, lastAnalysis, by, driver }`';
 
 const rolloutCommand = (verb: string, what: string, body: z.ZodType): OperationDoc => ({ summary: `${verb} the running rollout: ${what}`, body, answer: ROLLOUT, errors: [409, 503] });
@@ -72,10 +73,17 @@ export const OPERATIONS: Readonly<Record<OperationKey, OperationDoc>> = {
     answer: '`{ pool, weight, inflight, upgraded, pinned, drainingSince, deadline, drained, reason? }`',
   },
   'GET /v1/apps/:app/whereis': {
-    summary: 'Where a sticky key is routed now',
-    query: [{ name: 'key', description: 'the sticky key (a user id, a session cookie value, an address)', schema: { type: 'string', minLength: 1 } }],
-    answer: '`{ key, bucket, pool, version, revision }`',
-    errors: [400, 409],
+    summary: 'Where a request is routed now, and which step decided (`by`: preview, rule:NAME, pin, weights); at least one parameter',
+    query: [
+      { name: 'key', description: 'the sticky key (a user id, a session cookie value, an address)', schema: { type: 'string', minLength: 1 } },
+      { name: 'header', description: '`NAME:VALUE`, repeatable', schema: { type: 'string' } },
+      { name: 'cookie', description: '`NAME=VALUE`, repeatable', schema: { type: 'string' } },
+      { name: 'query', description: '`NAME=VALUE`, repeatable', schema: { type: 'string' } },
+      { name: 'path', description: 'the request path (a query after `?` is read too)', schema: { type: 'string' } },
+      { name: 'method', description: '@default GET', schema: { type: 'string' } },
+    ],
+    answer: '`{ key, bucket, pool, version, revision, by }`; `pool: null, random: true` when a random draw decides (no sticky key)',
+    errors: [400],
   },
   'GET /v1/apps/:app/pools/:pool/preview-header': { summary: 'The signed preview header that reaches the pool whatever its weight', answer: '`{ header, value }`', errors: [409] },
   'GET /v1/apps/:app/stats': { summary: 'Live figures per pool over the last 10 s and 60 s', answer: '`{ app, at, windows: { "10s": { POOL: { requests, rps, errors, errorRate, p50, p95, p99 } }, "60s": … }, fleet, instances }`' },
@@ -104,6 +112,8 @@ export const OPERATIONS: Readonly<Record<OperationKey, OperationDoc>> = {
   },
   'PUT /v1/apps/:app': { summary: "Create (201) or replace (200) an app's definition, shaped like one `apps[]` entry of the config; 409 `HOST_CONFLICT` when a host belongs to another app", body: appBody, status: 201, answer: `${APP_STATE} (200 when the app existed)`, ifMatch: true, errors: WRITE_ERRORS },
   'DELETE /v1/apps/:app': { summary: 'Delete an app: 409 while requests are in flight on it, unless `force`', body: removeBody, answer: '`{ app, revision, deleted: true, updatedAt, updatedBy, reason }`', ifMatch: true, errors: WRITE_ERRORS },
+  'PUT /v1/apps/:app/rules': { summary: "Replace the app's cohort rules (CONTRACT §10), checked by the config's schema (a regex RE2 cannot match in linear time, or a rule naming an unknown pool, is a 400 naming the field); history action `rules`", body: rulesBody, answer: APP_STATE, ifMatch: true, errors: WRITE_ERRORS },
+  'PUT /v1/apps/:app/mirror': { summary: "Set the app's mirror `{ to, share, methods, maxBody, maxInflight, compare }`, or remove it (`null`); history action `mirror`", body: mirrorBody, answer: APP_STATE, ifMatch: true, errors: WRITE_ERRORS },
   'GET /v1/config': { summary: "Every app's live definition, in the shape `switchyard apply` reads", answer: '`{ apps: [definition] }`' },
 };
 

@@ -12,6 +12,7 @@ import { attachOpenApi } from './openapi.ts';
 import { parseIfMatch, readJson, validate } from './body.ts';
 import { RequestGuard } from './request-guard.ts';
 import { definitionRoutes } from './definition-routes.ts';
+import { routingRoutes } from './routing-routes.ts';
 import { coreRoutes } from './routes.ts';
 import type { TargetFiguresSource } from './views.ts';
 import { isV1, Router, writeError, writeReply, type AdminRoute, type FallbackHandler, type RouteContext } from './router.ts';
@@ -55,7 +56,7 @@ export function createAdminServer(deps: AdminServerDeps): Server {
   const { admin } = deps.config;
   const router = new Router();
   const coreDeps = { controller: deps.controller, counts: deps.counts, health: deps.health, now, ready: deps.ready, readyDetails: deps.readyDetails, metrics: deps.metrics, metricsAuth: admin.metricsAuth, targetFigures: deps.targetFigures };
-  for (const route of [...coreRoutes(coreDeps), ...definitionRoutes(coreDeps), ...(deps.routes ?? [])]) router.add(route);
+  for (const route of [...coreRoutes(coreDeps), ...definitionRoutes(coreDeps), ...routingRoutes(coreDeps), ...(deps.routes ?? [])]) router.add(route);
   const authenticator = new Authenticator({ tokens: admin.tokens, maxFailedLogins: admin.maxFailedLogins, now });
   const logger = deps.logger;
   const guard = new RequestGuard({ adminHost: admin.host, allowedHosts: admin.allowedHosts });

@@ -5,6 +5,7 @@ import { SwitchyardError } from '../errors.ts';
 import type { DiscoveryStatus } from '../discovery/discovery.ts';
 import type { HealthSource, PoolHealth, TargetStateView } from '../health/monitor.ts';
 import type { TargetFigure } from '../control/target-figures.ts';
+import { routingHolds } from '../routing/rules.ts';
 import type { HistoryEntry, RoutingState } from '../state/types.ts';
 
 /** This instance's per-target figures of a pool, or null where they are not known here. */
@@ -52,6 +53,10 @@ export interface AppStateView {
   updatedBy: string;
   reason: string | null;
   pools: Record<string, PoolView>;
+  /** the cohort rules, in order, as written (CONTRACT §10); [] when none */
+  rules: unknown[];
+  /** the mirror as written, or null */
+  mirror: unknown;
   /** `total` is null (with `unknown: true` and the reason) while the fleet's figures cannot be read */
   instances: InstancesFigure;
 }
@@ -98,6 +103,9 @@ export interface HistoryEntryView {
   pools?: Record<string, { version: string; targets: number }>;
   /** set when the entry took traffic back: `rollback`, `analysis` (a rollout's automatic rollback), `abort` */
   revert?: string;
+  /** the cohort rules and mirror in force after this revision (absent: none) */
+  rules?: unknown[];
+  mirror?: unknown;
 }
 
 /**
@@ -126,7 +134,7 @@ export function appStateView(controller: Controller, counts: CountsSource, app: 
     if (pool === undefined) continue;
     const bp = ownOf(state.weights, name) ?? 0;
     const c = counts.poolCounts(app, name);
-    const verdict = drainVerdict({ weightBp: bp, counts: c, pinsUntil: pinsUntil(cfg, state, name), now });
+    const verdict = drainVerdict({ weightBp: bp, counts: c, pinsUntil: pinsUntil(cfg, state, name), now, holds: routingHolds(cfg, name) });
     const held = verdict.drained && (counts.drainUnknown?.(app, name).length ?? 0) > 0;
     const view: PoolView = { version: pool.version, targets: [...pool.targets], weight: bpToPct(bp), inflight: c.inflight, upgraded: c.upgraded, pinned: c.pinned, drained: unknown === null && verdict.drained && !held };
     if (health !== undefined) {
@@ -149,6 +157,8 @@ export function appStateView(controller: Controller, counts: CountsSource, app: 
     updatedBy: state.updatedBy,
     reason: state.reason,
     pools,
+    rules: [...((state.definition?.rules as unknown[] | undefined) ?? [])],
+    mirror: state.definition?.mirror ?? null,
     instances: counts.instances(app, state.revision),
   };
 }
@@ -182,7 +192,7 @@ export function drainView(controller: Controller, counts: CountsSource, app: str
     drainingSince: since,
     deadline: deadlineMs === null ? null : new Date(deadlineMs).toISOString(),
     remainingMs: deadlineMs === null ? null : Math.max(0, deadlineMs - now),
-    ...drainVerdict({ weightBp: bp, counts: c, pinsUntil: pinsUntil(cfg, state, pool), now }),
+    ...drainVerdict({ weightBp: bp, counts: c, pinsUntil: pinsUntil(cfg, state, pool), now, holds: routingHolds(cfg, pool) }),
   };
   // which deadline it waits for (affinity window or drain timeout), so no one waits on the wrong one
   const block = view.drained ? null : drainBlock({ weightBp: bp, counts: c, pinsUntil: pinsUntil(cfg, state, pool), drainDeadline: deadlineMs, now });
@@ -214,6 +224,8 @@ export function historyView(entries: readonly HistoryEntry[], poolNames: readonl
       if (e.pools !== undefined) view.pools = structuredClone(e.pools) as Record<string, { version: string; targets: number }>;
       const revert = revertOf(e);
       if (revert !== null) view.revert = revert;
+      if (e.rules !== undefined) view.rules = [...e.rules];
+      if (e.mirror !== undefined) view.mirror = e.mirror;
       return view;
     }),
   };

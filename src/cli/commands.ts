@@ -8,6 +8,7 @@ import { appPath, printJson, printState, writeFields, writeOptions } from './com
 import { definitionCommands } from './definition-commands.ts';
 import { blockWords } from '../control/drain-deadline.ts';
 import { rollbackCommand } from './rollback-command.ts';
+import { routingCommands } from './routing-commands.ts';
 import { rolloutCommand } from './rollout-command.ts';
 import { UsageError } from './usage-error.ts';
 
@@ -219,18 +220,6 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
       return 0;
     },
   },
-  whereis: {
-    usage: 'whereis APP KEY',
-    summary: 'the sticky bucket of KEY (user id, session, IP) and the pool it is routed to now',
-    args: [2, 2],
-    async run(ctx) {
-      const [app, key] = ctx.args as [string, string];
-      const v = await ctx.client.get<{ key: string; bucket: number; pool: string; version: string; revision: number }>(`${appPath(app)}/whereis?key=${enc(key)}`);
-      if (ctx.json) printJson(ctx, v);
-      else ctx.out(`${v.key}: bucket ${v.bucket} → ${v.pool} (${v.version}) at revision ${v.revision}`);
-      return 0;
-    },
-  },
   'preview-header': {
     usage: 'preview-header APP POOL',
     summary: 'the signed header that sends a request to POOL whatever its weight (for testers)',
@@ -264,4 +253,5 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
   },
   rollout: rolloutCommand,
   ...definitionCommands,
+  ...routingCommands,
 };

@@ -190,6 +190,7 @@ class WorkerPlane {
         telemetry.onRequest(rec);
       },
       onPreviewRejected: telemetry.onPreviewRejected,
+      onMirror: telemetry.onMirror,
       limits: processLimits(config, logger, this.runtime),
       ...(config.listen.tls === undefined ? {} : { intercept: (req, res) => this.edge?.intercept(req, res) ?? false }),
     });

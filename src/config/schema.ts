@@ -2,6 +2,7 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { parseDuration } from './duration.ts';
 import { parseWeights } from '../state/weights.ts';
+import { mirrorSchema, routingIssues, rulesSchema } from './routing-schema.ts';
 
 /**
  * Listening sockets per data-plane process, sharing the port through SO_REUSEPORT. Since libuv
@@ -236,8 +237,13 @@ export const appSchema = z
         passive: z.preprocess((v) => (v === false ? null : v), passive.nullable()).prefault({}),
       })
       .optional(),
+    /** Cohort rules, in order (src/config/routing-schema.ts, CONTRACT §10); part of the app's routing. */
+    rules: rulesSchema.optional(),
+    /** Shadow traffic: a share of requests copied to a pool (src/dataplane/mirror.ts); part of the app's routing. */
+    mirror: mirrorSchema.optional(),
   })
   .superRefine((a, ctx) => {
+    for (const i of routingIssues(a)) ctx.addIssue({ code: 'custom', path: i.path, message: i.message });
     const pools = Object.keys(a.pools);
     if (a.initial !== undefined && pools.length > 0) {
       const r = parseWeights(a.initial, pools, ['initial']);

@@ -48,18 +48,22 @@ export interface DrainFacts {
   /** epoch ms until which affinity pins to the pool are routable (draining, inside the window, targets left); null: none are */
   readonly pinsUntil: number | null;
   readonly now: number;
+  /** what of the app's routing still sends to the pool whatever its weight (`rule NAME`, `mirror`: routing/rules.ts routingHolds) */
+  readonly holds?: readonly string[];
 }
 
 /**
  * `drained` means nothing will be sent to the pool any more (CONTRACT.md §4, drain row): no
  * weight, no in-flight request, no upgraded connection, and no routable affinity pin. A pin is
  * routable while the pool is inside its affinity window and still has targets, whether or not
- * a pinned browser came back lately: the `pinned` figure only counts those that did. Otherwise
+ * a pinned browser came back lately: the `pinned` figure only counts those that did. A rule or the
+ * mirror that sends to the pool holds it too (`rule NAME`, `mirror`), whatever its weight. Otherwise
  * `reason` says what still holds it.
  */
 export function drainVerdict(f: DrainFacts): { drained: boolean; reason: string | null } {
   const why: string[] = [];
   if (f.weightBp > 0) why.push(`weight ${f.weightBp / 100}%`);
+  for (const h of f.holds ?? []) why.push(h);
   if (f.counts.inflight > 0) why.push(`${f.counts.inflight} request(s) in flight`);
   if (f.counts.upgraded > 0) why.push(`${f.counts.upgraded} upgraded connection(s) open`);
   if (f.weightBp === 0 && f.pinsUntil !== null && f.now < f.pinsUntil) {

@@ -4,6 +4,7 @@ import { SwitchyardError } from '../errors.ts';
 import type { RoutingState } from '../state/types.ts';
 import { ownOf, TOTAL_BP, type Weights } from '../state/weights.ts';
 import type { Controller, WriteOptions } from './controller.ts';
+import { routingHolds } from '../routing/rules.ts';
 import { drainVerdict, type CountsSource } from './counts.ts';
 import { initialState } from './next-state.ts';
 import { initialWeights } from './seed.ts';
@@ -68,6 +69,9 @@ export function deletePool(deps: DefinitionDeps, app: string, pool: string, opts
     if (!Object.hasOwn(cfg.pools, pool)) throw unknownPool(app, pool, cfg);
     const names = Object.keys(cfg.pools);
     if (names.length <= 2) throw new SwitchyardError('DEFINITION_IN_USE', `app "${app}" has ${names.length} pools; an app keeps at least two`);
+    // the routing still names it: removing the pool would leave a rule or the mirror pointing nowhere
+    const holds = routingHolds(cfg, pool);
+    if (holds.length > 0) throw new SwitchyardError('POOL_IN_USE', `pool "${pool}" of app "${app}" is still named by its routing (${holds.join(', ')}); remove those first (PUT …/rules, PUT …/mirror) or replace the whole definition without them`, { details: { pool, reason: holds.join('; '), holds } });
     const bp = ownOf(cur.weights, pool) ?? 0;
     const verdict = drainVerdict({ weightBp: bp, counts: deps.counts.poolCounts(app, pool), pinsUntil: null, now: deps.now() });
     if (!verdict.drained && opts.force !== true) {

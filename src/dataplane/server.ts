@@ -2,18 +2,20 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer as createNetServer, type AddressInfo, type ListenOptions, type Server as NetServer, type Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { PinCookies, pinnedPool } from '../routing/affinity.ts';
-import { poolForBucket, previewPool, randomBucket, stickyBucket, type RoutedBy } from '../routing/choose.ts';
+import { PinCookies } from '../routing/affinity.ts';
+import { decide, mirrorFor, type DecideOptions, type RoutedBy } from '../routing/decide.ts';
 import { findApp, type AppRoute, type PoolRoute, type Snapshot } from '../routing/snapshot.ts';
 import { DEFAULT_ACCEPTORS } from '../config/schema.ts';
 import { http } from '../node-http.ts';
 import { ProxyHandler, sendError, type Outcome, type Plane } from './forward.ts';
 import { Front, KEEP_ALIVE_MS, type FrontExchange } from './front.ts';
-import { cookieValue, forwardRequestHeaders, normalizeAddress, replaceHeader, type ForwardedRequest, type TrustedProxies } from './headers.ts';
+import { forwardRequestHeaders, normalizeAddress, replaceHeader, type ForwardedRequest, type TrustedProxies } from './headers.ts';
 import { headerReceived, Limits, type LimitsConfig } from './limits.ts';
+import { Mirror, type MirrorCopy, type MirrorRecord } from './mirror.ts';
 import { inOrder } from './pipeline.ts';
 import { adopt, type ListenHandle } from '../upgrade/handles.ts';
 import { claimPort, type PortClaim } from './port-claim.ts';
+import { ProxyFacts, rawHeader } from './request-facts.ts';
 import { parseRequestTarget, refuse, refuseConnect } from './request-target.ts';
 import type { Runtime } from './runtime.ts';
 import { isProxiedUpgrade, UpgradeProxy } from './upgrade.ts';
@@ -53,6 +55,8 @@ export interface DataPlaneOptions {
   readonly now?: () => number;
   /** called once per proxied request when it ends (metrics, stats, access log) */
   readonly onRequest?: (record: RequestRecord) => void;
+  /** called once per mirrored copy when it ends or is skipped, and per compared pair (src/dataplane/mirror.ts) */
+  readonly onMirror?: (record: MirrorRecord) => void;
   /** called when a preview header carries a bad signature */
   readonly onPreviewRejected?: (app: AppRoute) => void;
   /** connection and request limits (src/dataplane/limits.ts) @default the config defaults */
@@ -70,7 +74,7 @@ export interface DataPlaneOptions {
 /** `limits` with every default, for planes built without a config (tests). */
 export const DEFAULT_LIMITS: LimitsConfig = { maxConnections: 'auto', headerTimeout: 60_000, bodyTimeout: 60_000, sendTimeout: 60_000, queueTimeout: 10_000 };
 
-/** Picks the pool of a request: preview, then affinity pin, then sticky bucket or random split. */
+/** Where a request went and why (routing/decide.ts), carried by its handler until it ends. */
 export interface Decision {
   readonly app: AppRoute;
   readonly pool: PoolRoute;
@@ -79,6 +83,8 @@ export interface Decision {
   readonly fwd?: ForwardedRequest;
   /** a pin's only: the time it was counted in its pool's `pinned` figure */
   readonly at?: number;
+  /** its copy to the app's mirror pool, told the live outcome when the request ends */
+  mirror?: MirrorCopy | null;
 }
 
 /** Errors that mean "no SO_REUSEPORT here", not "the port is taken". */
@@ -101,11 +107,6 @@ export function listenOn(server: NetServer, options: ListenOptions): Promise<voi
   });
 }
 
-function rawHeader(raw: readonly string[], lname: string): string | undefined {
-  for (let i = 0; i < raw.length; i += 2) if ((raw[i] as string).length === lname.length && (raw[i] as string).toLowerCase() === lname) return raw[i + 1];
-  return undefined;
-}
-
 /**
  * The data plane: a node:http server that routes every request on the current snapshot (no
  * store I/O, no await) and forwards it with undici. Also used for upgrades (see upgrade.ts).
@@ -119,6 +120,8 @@ export class DataPlane implements Plane {
   readonly now: () => number;
   private readonly pins = new PinCookies();
   private readonly upgrades: UpgradeProxy;
+  /** copies of requests to each app's mirror pool, off the client's path */
+  readonly mirror: Mirror;
   readonly limits: Limits;
 
   /** extra listeners on the proxy port (see DEFAULT_ACCEPTORS); their connections go to `server` */
@@ -132,6 +135,7 @@ export class DataPlane implements Plane {
     this.random = opts.random ?? Math.random;
     this.now = opts.now ?? Date.now;
     this.limits = opts.limits ?? new Limits({ config: DEFAULT_LIMITS, acceptors: DEFAULT_ACCEPTORS });
+    this.mirror = new Mirror({ runtime: opts.runtime, now: this.now, ...(opts.onMirror === undefined ? {} : { onRecord: opts.onMirror }) });
     const { headerTimeout } = this.limits.config;
     // a keep-alive connection's next head, on node:http and the front alike
     const laterHeadTimeout = Math.ceil(headerTimeout * 1.1);
@@ -196,6 +200,7 @@ export class DataPlane implements Plane {
 
   /** Closes every client connection. */
   closeAllConnections(): void {
+    this.mirror.close();
     this.server.closeAllConnections();
     this.front?.closeAll();
   }
@@ -276,38 +281,17 @@ export class DataPlane implements Plane {
     this.acceptors.length = 0;
   }
 
-  /** Routing decision for a request (pure apart from the random source and the clock). */
-  decide(app: AppRoute, req: IncomingMessage, fwd: ForwardedRequest): Decision {
-    const cfg = app.config;
-    if (cfg.preview !== undefined) {
-      const value = rawHeader(req.rawHeaders, cfg.preview.header);
-      if (value !== undefined) {
-        const pool = previewPool(app, value);
-        if (pool !== null) return { app, pool, by: 'preview' };
-        this.opts.onPreviewRejected?.(app);
-      }
-    }
-    if (cfg.affinity !== undefined) {
-      const pin = cookieValue(fwd.cookie, cfg.affinity.cookie);
-      if (pin !== undefined) {
-        const now = this.now();
-        const pool = pinnedPool(app, pin, now);
-        // a pin to a draining pool with no target up is ignored: the weights route it, never a 503
-        if (pool !== null && this.opts.runtime.apps[app.index]?.pools[pool.index]?.targets.some((t) => t.isUp(now)) === true) return { app, pool, by: 'pin', fwd, at: now };
-      }
-    }
-    return this.byWeight(app, req, fwd);
-  }
-
-  /** The sticky bucket's pool, or the random split's: the weights alone decide. */
-  private byWeight(app: AppRoute, req: IncomingMessage, fwd: ForwardedRequest): Decision {
-    if (app.sticky !== null) {
-      for (const src of app.sticky) {
-        const key = src.kind === 'ip' ? fwd.clientIp : src.kind === 'header' ? rawHeader(req.rawHeaders, src.name) : cookieValue(fwd.cookie, src.name);
-        if (key !== undefined && key !== '') return { app, pool: poolForBucket(app, stickyBucket(app, key)), by: 'sticky' };
-      }
-    }
-    return { app, pool: poolForBucket(app, randomBucket(this.random())), by: 'random' };
+  /**
+   * The routing decision of a request: routing/decide on its facts, this plane's random draw and
+   * clock, and the Runtime's view of which pools have a target up. `target`: the origin-form
+   * request target (path and query).
+   */
+  decide(app: AppRoute, req: IncomingMessage, fwd: ForwardedRequest, target: string, opts?: DecideOptions): Decision {
+    const now = this.now();
+    const facts = new ProxyFacts(req.rawHeaders, fwd, req.method ?? 'GET', target, this.opts.runtime, app.index, now);
+    const d = decide(app, facts, this.random(), now, facts, opts);
+    if (d.previewRejected) this.opts.onPreviewRejected?.(app);
+    return d.by === 'pin' ? { app, pool: d.pool, by: d.by, fwd, at: now } : { app, pool: d.pool, by: d.by };
   }
 
   private readonly handleNow = (req: IncomingMessage, res: ServerResponse): void => this.handle(req, res);
@@ -344,7 +328,7 @@ export class DataPlane implements Plane {
       sendError(res, 'MISDIRECTED', fwd.requestId, this.closing);
       return;
     }
-    const decision = this.decide(app, req, fwd);
+    const decision = this.decide(app, req, fwd, line.path);
     const { pool, by } = decision;
     // the preview signature is the proxy's credential: the upstream learns the pool name only
     if (app.config.preview !== undefined) replaceHeader(fwd.headers, app.config.preview.header, by === 'preview' ? pool.name : null);
@@ -363,7 +347,12 @@ export class DataPlane implements Plane {
       headers: fwd.headers,
       body: fwd.hasBody ? req : null,
     };
-    const setCookie = by === 'random' || by === 'sticky' ? this.pins.setCookie(app, pool, now) : null;
+    const setCookie = by === 'weights' ? this.pins.setCookie(app, pool, now) : null;
+    // shadow traffic: the copy is sent after this request is on its way and never waited on
+    if (app.mirror !== null) {
+      const m = mirrorFor(app, pool, opts.method, this.random());
+      if (m !== null) decision.mirror = this.mirror.copy(app, pool, m, opts.method, line.path, fwd, fwd.hasBody ? (rawHeader(req.rawHeaders, 'content-length') ?? null) : '0', fwd.hasBody ? req : null);
+    }
     // routed to a target: now the client may send its body (Node left the Expect to us; on
     // HTTP/1.1 only 100-continue gets here, any other expectation got 417)
     if (fwd.hasBody && req.headers.expect !== undefined && req.httpVersionMinor === 1) res.writeContinue();
@@ -385,22 +374,25 @@ export class DataPlane implements Plane {
     // a body the engine began to read could not go whole to another pool (engines read none before connecting)
     if ((handler.opts.body as Readable | null | undefined)?.readableDidRead === true) return false;
     const app = pinned.app;
-    const decision = this.byWeight(app, handler.req, pinned.fwd);
+    const decision = this.decide(app, handler.req, pinned.fwd, handler.opts.path, { skipPin: true });
     const runtime = this.opts.runtime.apps[app.index]?.pools[decision.pool.index];
     const now = this.now();
     const target = runtime?.pick(now, null) ?? null;
     if (runtime === undefined || target === null) return false;
     // the draining pool did not serve it: it leaves the pool's pinned figure
     if (pinned.at !== undefined) handler.pool.pinned.remove(pinned.at);
+    decision.mirror = pinned.mirror ?? null;
     handler.tag = decision;
     handler.moveTo(runtime, target, decision.pool.servedBy, this.pins.setCookie(app, decision.pool, now));
     return true;
   }
 
   requestDone(handler: ProxyHandler, outcome: Outcome): void {
+    const decision = handler.tag as Decision;
+    decision.mirror?.live(outcome);
     const onRequest = this.opts.onRequest;
     if (onRequest === undefined) return;
-    const { app, pool, by } = handler.tag as Decision;
+    const { app, pool, by } = decision;
     onRequest({ app, pool, by, requestId: handler.requestId, method: handler.opts.method, path: handler.opts.path, outcome });
   }
 }

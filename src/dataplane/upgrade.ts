@@ -24,9 +24,9 @@ export function isProxiedUpgrade(req: IncomingMessage): boolean {
   return t.length > 0 && !t.some((x) => REFUSED_TOKENS.has(x));
 }
 
-/** The parts of the DataPlane the upgrade pipe routes with, so upgrades and requests route alike. */
+/** The parts of the DataPlane the upgrade pipe routes with (routing/decide), so upgrades and requests route alike. */
 export interface UpgradePlane {
-  decide(app: AppRoute, req: IncomingMessage, fwd: ForwardedRequest): Decision;
+  decide(app: AppRoute, req: IncomingMessage, fwd: ForwardedRequest, target: string): Decision;
   readonly closing: boolean;
 }
 
@@ -77,7 +77,7 @@ export class UpgradeProxy {
     if (this.plane.closing) return refuse(socket, errorResponse('GOING_AWAY', fwd.requestId));
     const app = findApp(this.opts.source.snapshot, fwd.host);
     if (app === null) return refuse(socket, errorResponse('MISDIRECTED', fwd.requestId));
-    const { pool, by } = this.plane.decide(app, req, fwd);
+    const { pool, by } = this.plane.decide(app, req, fwd, req.url ?? '/');
     const runtime = (this.opts.runtime.apps[app.index] as DataPlaneOptions['runtime']['apps'][number]).pools[pool.index] as PoolRuntime;
     if (by === 'pin') runtime.pinned.add(now);
     const method = req.method ?? 'GET';

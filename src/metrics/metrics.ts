@@ -2,6 +2,7 @@ import { collectDefaultMetrics, Counter, Gauge, Registry, type Aggregator, type 
 import type { Config } from '../config/schema.ts';
 import { GUARD_PLACES } from '../dataplane/guard.ts';
 import { LIMIT_EVENTS, type Limits } from '../dataplane/limits.ts';
+import type { MirrorRecord } from '../dataplane/mirror.ts';
 import type { RequestRecord } from '../dataplane/server.ts';
 import type { Runtime } from '../dataplane/runtime.ts';
 import type { RoutingState } from '../state/types.ts';
@@ -107,6 +108,10 @@ export class Metrics {
   private readonly previewRejectedByApp: Counter.Internal[];
   private readonly rejected: Counter;
   private readonly cuts: Counter;
+  private readonly ruleRequests: Counter;
+  private readonly mirrorCopies: Counter;
+  private readonly mirrorCompared: Counter;
+  private readonly mirrorMismatches: Counter;
 
   constructor(deps: MetricsDeps) {
     const { controller, runtime } = deps;
@@ -211,6 +216,11 @@ export class Metrics {
     this.rejected = rejected;
     this.previewRejectedByApp = [];
     for (const a of controller.snapshot.apps) (this.previewRejectedByApp[a.index] = rejected.labels(a.name)).inc(0);
+    // rules and mirrors: label values from definitions (rule and pool names) and fixed outcomes
+    this.ruleRequests = new Counter({ name: 'switchyard_rule_requests_total', help: 'Requests routed by a cohort rule, by app, rule and pool.', labelNames: ['app', 'rule', 'pool'], registers: [registry] });
+    this.mirrorCopies = new Counter({ name: 'switchyard_mirror_requests_total', help: 'Mirrored copies by app, mirror pool and outcome: the copy\'s status class, error (failed, timed out, no target up), skipped_body or skipped_busy.', labelNames: ['app', 'pool', 'outcome'], registers: [registry] });
+    this.mirrorCompared = new Counter({ name: 'switchyard_mirror_compared_total', help: 'With mirror compare: (live, copy) status-class pairs, by app, mirror pool, live class and copy class.', labelNames: ['app', 'pool', 'live', 'mirror'], registers: [registry] });
+    this.mirrorMismatches = new Counter({ name: 'switchyard_mirror_mismatches_total', help: 'With mirror compare: pairs whose live and copy status classes differed, by app and mirror pool.', labelNames: ['app', 'pool'], registers: [registry] });
     this.cuts = new Counter({ name: 'switchyard_shutdown_cut_total', help: 'Connections still open at the shutdown hard stop, and cut.', registers: [registry] });
 
     if (deps.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
@@ -227,10 +237,24 @@ export class Metrics {
       if (e >= 0) s.errors[e] = (s.errors[e] as number) + 1;
     } else cls = status < 300 ? 0 : status < 400 ? 1 : status < 500 ? 2 : 3;
     s.classes[cls] = (s.classes[cls] as number) + 1;
+    // `rule:NAME` (the other values are preview, pin and weights)
+    if (rec.by.charCodeAt(0) === 114 /* r */) this.ruleRequests.labels(rec.app.name, rec.by.slice(5), rec.pool.name).inc();
     // an upgraded connection's life is neither a response time nor a stream
     if (status === 101) return;
     s.head.observe(Math.max(0, headAt - startedAt) / 1000);
     s.stream.observe(Math.max(0, endedAt - headAt) / 1000);
+  }
+
+  /** A mirrored copy's end or skip, or a compared pair (off the request path). */
+  mirror(rec: MirrorRecord): void {
+    if (rec.kind === 'copy') {
+      this.mirrorCopies.labels(rec.app.name, rec.pool.name, rec.outcome).inc();
+      return;
+    }
+    this.mirrorCompared.labels(rec.app.name, rec.pool.name, rec.live, rec.mirror).inc();
+    const mismatches = this.mirrorMismatches.labels(rec.app.name, rec.pool.name);
+    if (rec.live !== rec.mirror) mismatches.inc();
+    else mismatches.inc(0);
   }
 
   previewRejected(app: AppRoute): void {

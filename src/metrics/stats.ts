@@ -1,7 +1,9 @@
 import type { Snapshot } from '../routing/snapshot.ts';
 import type { Config } from '../config/schema.ts';
 import type { RequestRecord } from '../dataplane/server.ts';
+import type { MirrorRecord } from '../dataplane/mirror.ts';
 import { NOT_THE_POOLS_FAULT, SwitchyardError } from '../errors.ts';
+import { MirrorStats, type MirrorWindowView } from './mirror-stats.ts';
 
 /**
  * Live per-pool figures over the last 10 s and 60 s (rps, error rate, p50/p95/p99), the signal
@@ -80,7 +82,7 @@ export interface Histogram {
   readonly streams: Float64Array;
 }
 
-function emptyHistogram(): Histogram {
+export function emptyHistogram(): Histogram {
   return { requests: 0, errors: 0, buckets: new Float64Array(LATENCY_BUCKETS), streams: new Float64Array(LATENCY_BUCKETS) };
 }
 
@@ -134,7 +136,7 @@ function round3(n: number): number {
 }
 
 /** One pool's ring of per-second rows. */
-class PoolRing {
+export class PoolRing {
   readonly rows = new Uint32Array(SLOTS * ROW);
   readonly stamps = new Float64Array(SLOTS).fill(-1);
 
@@ -187,7 +189,7 @@ export interface StatsExport {
   readonly apps: Readonly<Record<string, Readonly<Record<string, Readonly<Partial<Record<`${StatsWindow}`, readonly number[]>>>>>>>;
 }
 
-function encode(h: Histogram): number[] {
+export function encode(h: Histogram): number[] {
   const out = [h.requests, h.errors];
   for (let i = 0; i < LATENCY_BUCKETS; i++) if ((h.buckets[i] as number) > 0) out.push(i, h.buckets[i] as number);
   for (let i = 0; i < LATENCY_BUCKETS; i++) if ((h.streams[i] as number) > 0) out.push(LATENCY_BUCKETS + i, h.streams[i] as number);
@@ -195,7 +197,7 @@ function encode(h: Histogram): number[] {
 }
 
 /** Adds an encoded window into `into`; ignores anything malformed (a peer's payload is input). */
-function addEncoded(into: Histogram, flat: readonly number[] | undefined): void {
+export function addEncoded(into: Histogram, flat: readonly number[] | undefined): void {
   if (!Array.isArray(flat) || flat.length < 2) return;
   const [requests, errors] = flat as [unknown, unknown];
   if (!isCount(requests) || !isCount(errors)) return;
@@ -277,6 +279,8 @@ export interface StatsView {
    * instance started, or when its clock stalled, are missing, not zero.
    */
   history?: HistoryPoint[];
+  /** the app's mirror pool, when it has a mirror (src/metrics/mirror-stats.ts) */
+  mirror?: MirrorWindowView;
 }
 
 /** One second of `StatsView.history`: every pool's figures over the 10 s up to `at`. */
@@ -300,6 +304,7 @@ export class LiveStats {
   /** app → its last HISTORY_SECONDS samples, oldest first */
   private readonly history = new Map<string, { sec: number; point: HistoryPoint }[]>();
   private readonly sampler: NodeJS.Timeout | null;
+  private readonly mirrors = new MirrorStats();
 
   constructor(config: Config, opts: LiveStatsOptions = {}) {
     this.now = opts.now ?? Date.now;
@@ -354,6 +359,11 @@ export class LiveStats {
     else ring.add(o.status, o.error !== null, Math.max(0, o.headAt - o.startedAt), Math.max(0, o.endedAt - o.headAt), o.endedAt);
   }
 
+  /** One mirrored copy's end (or skip), or a compared pair (src/dataplane/mirror.ts). */
+  recordMirror(rec: MirrorRecord): void {
+    this.mirrors.record(rec);
+  }
+
   /** The ring of an app or pool added while the process runs (its first request). */
   private grow(appSlot: number, app: string, poolSlot: number, pool: string): PoolRing {
     let a = this.apps.get(app);
@@ -385,6 +395,7 @@ export class LiveStats {
         }
       });
     }
+    this.mirrors.exportInto(apps, nowSec);
     return { v: BUCKET_SCHEME, at: nowSec, apps };
   }
 
@@ -436,6 +447,8 @@ export class LiveStats {
       windows[`${w}s`] = pools;
     }
     const out: StatsView = { app, at: new Date(nowMs).toISOString(), windows, fleet: this.fleet, instances: 1 + peers.length };
+    const mirror = this.snapshot?.().byName.get(app)?.mirror;
+    if (mirror !== undefined && mirror !== null) out.mirror = this.mirrors.view(app, mirror.to, nowSec, peers);
     if (opts.history === true) out.history = (this.history.get(app) ?? []).filter((p) => p.sec > nowSec - HISTORY_SECONDS && p.sec <= nowSec).map((p) => p.point);
     return out;
   }

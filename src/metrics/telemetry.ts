@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import type { Runtime } from '../dataplane/runtime.ts';
+import type { MirrorRecord } from '../dataplane/mirror.ts';
 import type { RequestRecord } from '../dataplane/server.ts';
 import type { AppRoute } from '../routing/snapshot.ts';
 import { createAccessLog } from './access-log.ts';
@@ -29,6 +30,8 @@ export interface Telemetry {
   readonly onRequest: (rec: RequestRecord) => void;
   /** DataPlaneOptions.onPreviewRejected */
   readonly onPreviewRejected: (app: AppRoute) => void;
+  /** DataPlaneOptions.onMirror: a mirrored copy's end or skip, a compared pair */
+  readonly onMirror: (rec: MirrorRecord) => void;
 }
 
 export function createTelemetry(deps: TelemetryDeps): Telemetry {
@@ -45,6 +48,10 @@ export function createTelemetry(deps: TelemetryDeps): Telemetry {
       access(rec);
     },
     onPreviewRejected: (app) => metrics.previewRejected(app),
+    onMirror(rec) {
+      metrics.mirror(rec);
+      stats.recordMirror(rec);
+    },
   };
 }
 

@@ -31,4 +31,3 @@ export function previewPool(app: AppRoute, value: string): PoolRoute | null {
   return signatureMatches(pool.previewValue, value) ? pool : null;
 }
 
-export type RoutedBy = 'preview' | 'pin' | 'sticky' | 'random';

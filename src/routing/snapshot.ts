@@ -2,6 +2,7 @@ import { createHmac } from 'node:crypto';
 import type { AppConfig } from '../config/schema.ts';
 import type { RoutingState } from '../state/types.ts';
 import { ownOf, TOTAL_BP } from '../state/weights.ts';
+import { compileMirror, compileRules, type CompiledRule, type MirrorRoute } from './rules.ts';
 
 /**
  * The immutable routing snapshot the data plane reads. The control plane builds a whole new
@@ -48,6 +49,10 @@ export interface AppRoute {
   /** pools with weight > 0, in bucket order, for the weighted pick */
   readonly weighted: readonly PoolRoute[];
   readonly sticky: readonly StickySource[] | null;
+  /** cohort rules, in order (routing/decide.ts) */
+  readonly rules: readonly CompiledRule[];
+  /** shadow traffic, or null */
+  readonly mirror: MirrorRoute | null;
 }
 
 export interface Snapshot {
@@ -112,6 +117,8 @@ export function buildAppRoute(index: number, config: AppConfig, state: RoutingSt
     poolsByName: new Map(pools.map((p) => [p.name, p])),
     weighted: Object.freeze(pools.filter((p) => p.weight > 0)),
     sticky: parseSticky(config.sticky?.key),
+    rules: compileRules(config),
+    mirror: compileMirror(config),
   });
 }
 

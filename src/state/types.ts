@@ -1,4 +1,5 @@
 import type { AppDefinition } from '../config/definition.ts';
+import type { MirrorConfig, RuleConfig } from '../config/routing-schema.ts';
 import type { InvalidStateError } from './invariants.ts';
 import type { RedisStore } from './redis-store.ts';
 import type { Weights } from './weights.ts';
@@ -49,7 +50,7 @@ export interface PoolRecord {
   readonly targets: number;
 }
 
-export type Action = 'initial' | 'switch' | 'weights' | 'rollback' | 'reseed' | 'rollout' | 'pool' | 'targets' | 'define' | 'delete';
+export type Action = 'initial' | 'switch' | 'weights' | 'rollback' | 'reseed' | 'rollout' | 'pool' | 'targets' | 'define' | 'delete' | 'rules' | 'mirror';
 
 /** One line of an app's audit history, as `GET /history` shows it (weights in basis points here). */
 export interface HistoryEntry {
@@ -65,10 +66,19 @@ export interface HistoryEntry {
   readonly pools?: Readonly<Record<string, PoolRecord>>;
   /** this revision took traffic back (see RoutingState.revert) */
   readonly revert?: RevertKind;
+  /**
+   * The app's cohort rules and mirror in force after this revision (as written; absent: none),
+   * so the history holds each revision's whole routing (weights, rules, mirror: CONTRACT §10)
+   * for a rollback to restore.
+   */
+  readonly rules?: readonly RuleConfig[];
+  readonly mirror?: MirrorConfig;
 }
 
 export function historyEntryOf(state: RoutingState): HistoryEntry {
   const pools = poolRecords(state);
+  const rules = state.definition?.rules;
+  const mirror = state.definition?.mirror;
   return {
     revision: state.revision,
     weights: state.weights,
@@ -79,6 +89,8 @@ export function historyEntryOf(state: RoutingState): HistoryEntry {
     ...(state.changes === undefined || state.changes.length === 0 ? {} : { changes: state.changes }),
     ...(pools === undefined ? {} : { pools }),
     ...(state.revert === undefined ? {} : { revert: state.revert }),
+    ...(Array.isArray(rules) && rules.length > 0 ? { rules: rules as RuleConfig[] } : {}),
+    ...(mirror === undefined || mirror === null ? {} : { mirror: mirror as MirrorConfig }),
   };
 }
 

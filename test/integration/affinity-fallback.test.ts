@@ -60,7 +60,7 @@ describe('a pin to a draining pool whose last target just died', () => {
         assert.equal(lines.length, 24);
         assert.deepEqual(
           lines.map((l) => `${l.pool as string} ${l.status as number} ${l.by as string}`),
-          Array.from({ length: 24 }, () => 'green 200 random'),
+          Array.from({ length: 24 }, () => 'green 200 weights'),
           'every one is recorded as routed by weight to green',
         );
         assert.equal(p.sy.runtime.pool('shop', 'blue')?.counts(Date.now()).pinned, 3, 'only the requests blue served count as pinned');
@@ -75,7 +75,7 @@ describe('a pin to a draining pool whose last target just died', () => {
 describe('the fallback from a dead pinned pool', () => {
   const up = useUpstreams('green', 'red');
 
-  it('routes by the sticky bucket exactly as without a pin: each browser lands where whereis says, recorded as sticky', async () => {
+  it('routes by the sticky bucket exactly as without a pin: each browser lands where whereis says, recorded as routed by the weights', async () => {
     const blue = await startUpstream('blue');
     const access: Record<string, unknown>[] = [];
     const logger = pino({ level: 'info' }, { write: (line: string) => void access.push(JSON.parse(line) as Record<string, unknown>) });
@@ -111,7 +111,7 @@ describe('the fallback from a dead pinned pool', () => {
       assert.deepEqual(got, expected);
       assert.ok(new Set(expected).size === 2, `the browsers spread over green and red: ${expected.join(', ')}`);
       const first = access.find((l) => l.access === true);
-      assert.deepEqual([first?.status, first?.by], [200, 'sticky']);
+      assert.deepEqual([first?.status, first?.by], [200, 'weights']);
     } finally {
       await p.close();
       await blue.close();

@@ -240,7 +240,7 @@ describe('errors that are not the upstream\'s', () => {
     // will not send (the proxy itself refuses such targets before routing since this fix)
     const front = createHttpServer((req, res) => {
       const h = new ProxyHandler(p.sy.dataPlane, req, res, pool, target, { method: 'OPTIONS', path: '*', headers: [] }, 'blue@1.0.0', 'test-id', null);
-      h.tag = { app, pool: app.pools[0], by: 'random' };
+      h.tag = { app, pool: app.pools[0], by: 'weights' };
       h.start();
     });
     front.listen(0, '127.0.0.1');

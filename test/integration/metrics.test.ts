@@ -254,7 +254,7 @@ describe('access log', () => {
       const line = lines[0] as Record<string, unknown>;
       assert.deepEqual(
         { app: line.app, pool: line.pool, version: line.version, revision: line.revision, status: line.status, requestId: line.requestId, method: line.method, path: line.path, by: line.by, msg: line.msg },
-        { app: 'shop', pool: 'blue', version: '1.0.0', revision: 1, status: 200, requestId: r.headers['x-request-id'], method: 'GET', path: '/cart/items', by: 'random', msg: 'request' },
+        { app: 'shop', pool: 'blue', version: '1.0.0', revision: 1, status: 200, requestId: r.headers['x-request-id'], method: 'GET', path: '/cart/items', by: 'weights', msg: 'request' },
       );
       assert.equal(typeof line.ms, 'number');
       assert.equal(line.level, 30);

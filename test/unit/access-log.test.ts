@@ -13,7 +13,7 @@ function record(path: string, status: number, error: RequestRecord['outcome']['e
   return {
     app: { name: 'shop', revision: 7 },
     pool: { name: 'blue', version: '1.0.0-"rc"' },
-    by: 'sticky',
+    by: 'weights',
     requestId: 'abcdef012345-1z',
     method: 'GET',
     path,

@@ -25,7 +25,7 @@ function rec(app: number, pool: number, endedAt: number, ms: number, status = 20
   return {
     app: { index: app, name: app === 0 ? 'shop' : 'blog', revision: 1 },
     pool: { index: pool, name: pool === 0 ? 'blue' : 'green', version: pool === 0 ? '1.0.0' : '2.0.0' },
-    by: 'random',
+    by: 'weights',
     requestId: 'r',
     method: 'GET',
     outcome: { status, error, startedAt: endedAt - stream - ms, headAt: endedAt - stream, endedAt },

@@ -77,6 +77,9 @@ export class AppView {
       h('button', { type: 'button', class: 'danger-quiet', 'data-action': 'rollback', onclick: () => this.rollback(), text: 'Roll back…' }),
     );
 
+    // the routing beyond the weights (CONTRACT §10): the cohort rules, and the mirror pool's figures beside the live ones
+    this.rulesInfo = h('div', { class: 'routing-info', 'data-part': 'rules' });
+    this.mirrorInfo = h('div', { class: 'routing-info', 'data-part': 'mirror' });
     this.historyBody = h('tbody');
     this.toasts = h('div', { class: 'toasts', 'aria-live': 'polite' });
     this.el = h(
@@ -87,6 +90,8 @@ export class AppView {
       this.bar,
       this.rollout.el,
       h('div', { class: 'table-wrap' }, h('table', { class: 'pools' }, h('thead', {}, head), tbody)),
+      this.rulesInfo,
+      this.mirrorInfo,
       h('div', { class: 'charts' }, this.charts.rps.el, this.charts.errors.el, this.charts.p99.el),
       controls,
       this.toasts,
@@ -140,6 +145,9 @@ export class AppView {
       row.switchBtn.disabled = p.weight === 100;
       row.state.replaceChildren(this.stateBadge(pool, p));
     }
+    const rules = state.rules ?? [];
+    this.rulesInfo.textContent = rules.length === 0 ? '' : `Rules (first match wins): ${rules.map((r) => `${r.name} → ${r.to}${r.share !== undefined && r.share !== 100 ? ` (${r.share} %)` : ''}`).join(' · ')}`;
+    if (!state.mirror) this.mirrorInfo.textContent = '';
     this.targets.update(state);
     if (!this.sliderDirty) this.syncSlider();
     else this.renderPreview();
@@ -172,6 +180,9 @@ export class AppView {
       while (list.length > 0 && list[0].t < end - KEEP_MS) list.shift();
     }
     if (stats.history !== undefined) this.historyLoaded = true;
+    const m = stats.mirror;
+    // copies are read and discarded: these figures say how the mirror pool answers real traffic
+    this.mirrorInfo.textContent = m === undefined || !this.state.mirror ? '' : `Mirror → ${m.pool} (${this.state.mirror.share ?? 100} % copied): ${fmtRps(m.windows['10s'].rps)} req/s · errors ${fmtRate(m.windows['10s'].errorRate)} · p99 ${fmtMs(m.windows['10s'].p99 ?? null)}${this.state.mirror.compare ? ` · answers differ ${fmtRate(m.compare['10s'].mismatchRate)} of ${m.compare['10s'].pairs}` : ''}`;
     const series = (key) => new Map(this.pools.map((p) => [p, this.samples.get(p).map(({ t, s }) => ({ t, v: s === null ? null : key === 'p99' ? s.p99 : key === 'errors' ? (s.requests > 0 ? s.errorRate : null) : s.rps }))]));
     this.charts.rps.update(series('rps'), this.colors, end);
     this.charts.errors.update(series('errors'), this.colors, end);
