@@ -1,6 +1,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry, type Aggregator, type Metric } from 'prom-client';
 import type { Config } from '../config/schema.ts';
 import { LIMIT_EVENTS, type Limits } from '../dataplane/limits.ts';
+import { grpcClass } from '../dataplane/grpc.ts';
 import type { RequestRecord } from '../dataplane/server.ts';
 import type { Runtime } from '../dataplane/runtime.ts';
 import type { RoutingState } from '../state/types.ts';
@@ -183,12 +184,15 @@ export class Metrics {
   /** Hot path: one finished proxied request. */
   record(rec: RequestRecord): void {
     const s = this.series[rec.app.index]?.[rec.pool.index] ?? this.grow(rec.app, rec.pool);
-    const { status, error, startedAt, endedAt } = rec.outcome;
+    const { status, error, startedAt, endedAt, grpc } = rec.outcome;
     let cls: number;
     if (error !== null) {
       cls = ERROR_CLASS;
       const e = error === 'UPSTREAM_ERROR' ? 0 : error === 'NO_TARGET' ? 1 : error === 'UPSTREAM_TIMEOUT' ? 2 : error === 'QUEUE_TIMEOUT' ? 3 : -1;
       if (e >= 0) s.errors[e] = (s.errors[e] as number) + 1;
+    } else if (grpc !== undefined && grpc > 0) {
+      // a gRPC call's status decides its class (answered 200 whatever happened): the server's fault 5xx, the caller's 4xx
+      cls = grpcClass(grpc) === 'server' ? 3 : 2;
     } else cls = status < 300 ? 0 : status < 400 ? 1 : status < 500 ? 2 : 3;
     s.classes[cls] = (s.classes[cls] as number) + 1;
     const seconds = Math.max(0, endedAt - startedAt) / 1000;

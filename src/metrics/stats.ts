@@ -1,6 +1,7 @@
 import type { Snapshot } from '../routing/snapshot.ts';
 import type { Config } from '../config/schema.ts';
 import type { RequestRecord } from '../dataplane/server.ts';
+import { grpcClass } from '../dataplane/grpc.ts';
 import { NOT_THE_POOLS_FAULT, SwitchyardError } from '../errors.ts';
 
 /**
@@ -89,7 +90,7 @@ export interface PoolWindowStats {
   requests: number;
   /** requests per second over the window */
   rps: number;
-  /** responses with status ≥ 500 plus proxy errors (refused, no target, timeout, broken response) */
+  /** responses with status ≥ 500, gRPC calls ending with status 2, 4, 13, 14 or 15, plus proxy errors (refused, no target, timeout, broken response) */
   errors: number;
   /** errors / requests, 0 without requests */
   errorRate: number;
@@ -323,7 +324,9 @@ export class LiveStats {
     const o = rec.outcome;
     // a proxy's own answer (shutdown, a stalled client) says nothing about the pool: not counted
     if (o.error !== null && NOT_THE_POOLS_FAULT.has(o.error)) return;
-    (this.rings[rec.app.index]?.[rec.pool.index] ?? this.grow(rec.app.index, rec.app.name, rec.pool.index, rec.pool.name)).add(o.status, o.error !== null, o.endedAt - o.startedAt, o.endedAt);
+    // a gRPC call answered 200 failed when its grpc-status is the server's fault (CONTRACT.md §12)
+    const failed = o.error !== null || (o.grpc !== undefined && grpcClass(o.grpc) === 'server');
+    (this.rings[rec.app.index]?.[rec.pool.index] ?? this.grow(rec.app.index, rec.app.name, rec.pool.index, rec.pool.name)).add(o.status, failed, o.endedAt - o.startedAt, o.endedAt);
   }
 
   /** The ring of an app or pool added while the process runs (its first request). */
