@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { connect as h2connect } from 'node:http2';
 import { after, before, describe, it } from 'node:test';
 import { createTestCa, type TestCa } from '../helpers/certs.ts';
 import { echoClient, grpc, startGrpcUpstream, TRAILER_BIN, unary, type EchoClient, type EchoReply, type GrpcUpstream } from '../helpers/grpc.ts';
@@ -61,7 +62,20 @@ describe('gRPC lifecycle: a switch under a running bidi stream, gRPC health chec
     const status = new Promise<grpc.StatusObject>((resolve) => bidi.on('status', resolve));
     bidi.on('error', () => undefined);
     bidi.write({ message: 'before' });
+    // a bare h2c connection with a stream of its own on blue: it must see the GOAWAY and the trailers
+    const session = h2connect(p.proxyUrl);
+    let goaway = false;
+    session.on('goaway', () => (goaway = true));
+    session.on('error', () => undefined);
+    const raw = session.request({ ':method': 'POST', ':path': '/switchyard.test.Echo/Bidi', 'content-type': 'application/grpc', te: 'trailers' });
+    let rawData = 0;
+    raw.on('data', (c: Buffer) => (rawData += c.length));
+    const rawTrailers = new Promise<Record<string, unknown>>((resolve) => raw.on('trailers', resolve));
+    raw.on('error', () => undefined);
+    // one empty EchoRequest, framed: no compression, length 0
+    raw.write(Buffer.alloc(5));
     await t.waitFor(() => assert.equal(replies.length, 1), { timeout: 5000 });
+    await t.waitFor(() => assert.ok(rawData > 0), { timeout: 5000 });
     assert.equal(replies[0]?.servedBy, 'blue');
     const switchedAt = Date.now();
     assert.equal((await p.admin('POST', '/v1/apps/echo/switch', { to: 'green' })).status, 200);
@@ -74,6 +88,9 @@ describe('gRPC lifecycle: a switch under a running bidi stream, gRPC health chec
     assert.equal(end.code, grpc.status.UNAVAILABLE);
     assert.match(end.details, /drained/);
     assert.ok(Date.now() - switchedAt >= 1000, 'not cut before the drain deadline');
+    assert.equal((await rawTrailers)['grpc-status'], '14');
+    await t.waitFor(() => assert.ok(goaway, 'the connection got a GOAWAY'), { timeout: 5000 });
+    session.destroy();
     await t.waitFor(() => assert.equal(blue.open, 0), { timeout: 5000 });
     // the client reconnects (GOAWAY) and its next calls work
     assert.match((await unary(client, { message: 'again' })).reply.servedBy, /^green/);
