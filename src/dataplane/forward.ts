@@ -268,7 +268,9 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
   onResponseEnd(_controller: Dispatcher.DispatchController, trailers?: Record<string, string | string[] | undefined> | null): void {
     if (this.finished) return;
     let relay = this.grpcTrailers;
-    if (trailers != null && hasFields(trailers)) {
+    // HTTP/1.1 targets' trailers are dropped by both engines alike (the native one does not parse
+    // them; engine-differential.test.ts holds them to it); HTTP/2 ones carry gRPC's status
+    if (trailers != null && this.target.protocol === 'h2' && hasFields(trailers)) {
       relay = relay === null ? trailers : { ...relay, ...trailers };
       const code = grpcStatusOf(trailers);
       if (code !== -1) this.grpc = code;

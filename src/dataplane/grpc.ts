@@ -52,6 +52,7 @@ export function grpcStatusFor(httpStatus: number): number {
     case 401:
       return GrpcStatus.UNAUTHENTICATED;
     case 404:
+    case 421: // no app for the authority: no route, as Envoy answers it
       return GrpcStatus.UNIMPLEMENTED;
     case 413:
       return GrpcStatus.RESOURCE_EXHAUSTED;
