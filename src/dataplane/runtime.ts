@@ -299,7 +299,7 @@ export interface RuntimeOptions {
 
 /** What makes two targets of one URL the same upstream connection pool: change any, get a new one. */
 function settingsKey(config: AppConfig): string {
-  return JSON.stringify([config.timeouts, config.maxConnections ?? null, Object.values(config.pools).map((p) => p.protocol ?? 'http1')]);
+  return JSON.stringify([config.timeouts, config.maxConnections ?? null]);
 }
 
 /**
@@ -362,7 +362,10 @@ export class Runtime extends EventEmitter<{ targets: [TargetsChange] }> {
         live.add(pool);
         pool.defined = route.config.pools[pr.name]?.targets ?? [];
         const urls = effectiveUrls(pool);
-        if (settingsChanged || !sameUrls(pool.targets, urls)) this.setTargets(app, pool, urls, settingsChanged);
+        // a pool that changes `protocol` needs new connection pools for all its targets, as a settings change
+        const protocol = route.config.pools[pr.name]?.protocol ?? 'http1';
+        const fresh = settingsChanged || pool.targets.some((t) => t.protocol !== protocol);
+        if (fresh || !sameUrls(pool.targets, urls)) this.setTargets(app, pool, urls, fresh);
         else if (redefined) this.emit('targets', { app, pool, added: [], removed: [] });
       }
     }

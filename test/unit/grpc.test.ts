@@ -4,6 +4,9 @@ import fc from 'fast-check';
 import { encodeGrpcMessage, grpcClass, grpcStatusFor, grpcStatusOf, isGrpcContentType } from '../../src/dataplane/grpc.ts';
 import { H2_PREFACE, startsWithPreface } from '../../src/dataplane/h2c.ts';
 import { servingStatus } from '../../src/health/grpc-probe.ts';
+import { initialState, nextState } from '../../src/control/next-state.ts';
+import { Runtime } from '../../src/dataplane/runtime.ts';
+import { RoutingTable } from '../../src/routing/routing-table.ts';
 
 describe('gRPC helpers', () => {
   it('counts statuses 2, 4, 13, 14 and 15 as the server\'s errors, other non-zero codes as the caller\'s', () => {
@@ -66,5 +69,22 @@ describe('gRPC helpers', () => {
     assert.equal(servingStatus(frame([0x08, 0x01], 1)), -1, 'a compressed message is not read');
     assert.equal(servingStatus(Buffer.from([0, 0, 0, 0, 9, 0x08])), -1, 'a short frame is not read');
     assert.equal(servingStatus(Buffer.alloc(0)), -1);
+  });
+
+  it('a pool switched to protocol: h2 live gets new targets on the HTTP/2 engine; the other pools keep theirs', () => {
+    const pools = (protocol?: string) => ({ blue: { version: '1', targets: ['http://127.0.0.1:9001'], ...(protocol === undefined ? {} : { protocol }) }, green: { version: '2', targets: ['http://127.0.0.1:9002'] } });
+    const runtime = new Runtime();
+    const first = initialState('svc', { blue: 10_000, green: 0 }, 0, { name: 'svc', hosts: ['svc.test'], pools: pools() });
+    const table = new RoutingTable([first], { onSnapshot: (s) => runtime.sync(s) });
+    const [blue0, green0] = [runtime.pool('svc', 'blue')!.targets[0]!, runtime.pool('svc', 'green')!.targets[0]!];
+    assert.equal(blue0.protocol, 'http1');
+    table.apply(nextState(first, { weights: { blue: 10_000, green: 0 }, action: 'define', by: 't', reason: null, now: 1, definition: { name: 'svc', hosts: ['svc.test'], pools: pools('h2') } }));
+    const blue1 = runtime.pool('svc', 'blue')!.targets[0]!;
+    assert.notEqual(blue1, blue0);
+    assert.equal(blue1.protocol, 'h2');
+    assert.equal(blue1.engine, 'undici');
+    assert.equal(runtime.pool('svc', 'green')!.targets[0], green0, 'green is untouched');
+    assert.deepEqual([...runtime.retiring].map((r) => r.target), [blue0], 'the HTTP/1.1 target retires, finishing what it carries');
+    void runtime.close();
   });
 });
