@@ -216,6 +216,10 @@ class WorkerPlane {
 
   async listen(): Promise<ListenMode> {
     const { host, port, acceptors, tls } = this.config.listen;
+    if (this.config.listen.h2c) {
+      const dataPlane = this.dataPlane;
+      dataPlane.enableH2c((await import('../edge/h2.ts')).createH2Server({ handle: (req, res) => dataPlane.handle(req, res) }));
+    }
     if (tls !== undefined) {
       this.edge = await (await import('../edge/edge.ts')).Edge.create({ config: this.config, tls, dataPlane: this.dataPlane, logger: this.logger, registry: this.telemetry.metrics.registry, ...(this.acme === null ? {} : { remoteAcme: this.acme }) });
       this.acme?.attach(this.edge);

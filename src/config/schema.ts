@@ -171,6 +171,12 @@ const pool = z
     targets: z.array(httpUrl).optional(),
     /** targets found in DNS by each instance, beside `targets` (src/discovery/) */
     discover: discover.optional(),
+    /**
+     * How the targets are spoken to: `http1`, or `h2` (HTTP/2: h2c with prior knowledge for
+     * http:// targets, ALPN h2 for https:// ones; src/dataplane/engine/h2-client.ts), which gRPC
+     * services need. @default "http1"
+     */
+    protocol: z.enum(['http1', 'h2']).optional(),
   })
   .superRefine((p, ctx) => {
     if (p.targets === undefined && p.discover === undefined) ctx.addIssue({ code: 'custom', message: 'needs targets or discover (or both)' });
@@ -232,6 +238,8 @@ export const appSchema = z
         expectStatus: statusRange,
         /** where the health answer carries the running version, for `switch --expect-version` */
         versionFrom: versionFrom.optional(),
+        /** check with the gRPC health protocol (`grpc.health.v1.Health/Check` over h2; SERVING is up) instead of a GET of `path` @default false */
+        grpc: z.boolean().optional(),
         /** outlier detection on live traffic (Envoy's consecutive_5xx); `false` turns it off (null once parsed) */
         // a preprocess rather than a union, so an error inside the object keeps its key path
         passive: z.preprocess((v) => (v === false ? null : v), passive.nullable()).prefault({}),
@@ -320,6 +328,8 @@ export const configSchema = z
         acceptors: z.number().int().min(1).max(1024).default(DEFAULT_ACCEPTORS),
         /** the plain port answers 308 to https (ACME challenge paths excepted); needs `tls` @default false */
         redirect: z.boolean().default(false),
+        /** HTTP/2 with prior knowledge (h2c, gRPC without TLS) on the plain port beside HTTP/1.1 @default false */
+        h2c: z.boolean().default(false),
         tls: tls.optional(),
       })
       .prefault({}),

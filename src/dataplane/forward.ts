@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 import { ERRORS, type ErrorCode } from '../errors.ts';
+import { answersGrpc, endGrpcStream, goAway, grpcStatusFor, grpcStatusOf, sendGrpcError } from './grpc.ts';
 import { forwardResponseHeaders, isHopByHop } from './headers.ts';
 import { afterPendingIo, watchBody, type Limits } from './limits.ts';
 import { refuse, relayInformational } from './request-target.ts';
@@ -22,6 +23,8 @@ export interface Outcome {
    */
   readonly headAt: number;
   readonly endedAt: number;
+  /** the call's `grpc-status` (response headers or trailers), when it had one */
+  readonly grpc?: number;
 }
 
 /** What a handler needs from the data plane that created it (one object shared by all requests). */
@@ -107,6 +110,10 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
   /** a backpressure check is queued for the end of the tick */
   private pauseCheck = false;
   private bodyWatch: NodeJS.Timeout | null = null;
+  /** the response's `grpc-status` once seen (headers of a Trailers-Only answer, or trailers), or -1 */
+  private grpc = -1;
+  /** grpc-status and its fellows moved from a Trailers-Only answer's head to the trailers of an h2 client (see onResponseStart) */
+  private grpcTrailers: Record<string, string | string[] | undefined> | null = null;
   private readonly onClientClose = (): void => {
     if (this.finished) return;
     // finished first: undici can report the abort through onResponseError at once, which would
@@ -194,6 +201,7 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
     this.status = statusCode;
     const cl = headers['content-length'];
     this.chunked = cl === undefined;
+    if (headers['grpc-status'] !== undefined) headers = this.trailersOnly(headers);
     this.remaining = cl === undefined || this.opts.method === 'HEAD' || statusCode === 204 || statusCode === 304 ? -1 : Number(cl);
     const res = this.res;
     const out = forwardResponseHeaders(headers, this.servedBy, this.requestId, this.plane.closing, statusCode);
@@ -207,6 +215,26 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
       controller.abort(err as Error);
       this.responded = false;
     }
+  }
+
+  /**
+   * A gRPC Trailers-Only answer (its status in the response head, no message). An h2 client gets
+   * it as a head and then trailers: node:http2's compatibility API cannot end a stream with its
+   * head, and a head without END_STREAM followed by an empty end is no gRPC status at all (grpc-js:
+   * INTERNAL "call ended without gRPC status").
+   */
+  private trailersOnly(headers: Record<string, string | string[] | undefined>): Record<string, string | string[] | undefined> {
+    this.grpc = grpcStatusOf(headers);
+    if (this.req.httpVersionMajor !== 2) return headers;
+    const head: Record<string, string | string[] | undefined> = {};
+    const trailers: Record<string, string | string[] | undefined> = {};
+    for (const name of Object.keys(headers)) {
+      // every field of a Trailers-Only answer is a trailer but its framing
+      if (name === 'content-type' || name === 'date') head[name] = headers[name];
+      else trailers[name] = headers[name];
+    }
+    this.grpcTrailers = trailers;
+    return head;
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
@@ -255,8 +283,18 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
     return this.req.httpVersionMajor === 1 && !socket.destroyed && this.res.writableLength === 0 && socket.writableLength === 0;
   }
 
-  onResponseEnd(): void {
+  onResponseEnd(_controller: Dispatcher.DispatchController, trailers?: Record<string, string | string[] | undefined> | null): void {
     if (this.finished) return;
+    let relay = this.grpcTrailers;
+    // HTTP/1.1 targets' trailers are dropped by both engines alike (the native one does not parse
+    // them; engine-differential.test.ts holds them to it); HTTP/2 ones carry gRPC's status
+    if (trailers != null && this.target.protocol === 'h2' && hasFields(trailers)) {
+      relay = relay === null ? trailers : { ...relay, ...trailers };
+      const code = grpcStatusOf(trailers);
+      if (code !== -1) this.grpc = code;
+    }
+    // trailers go out with the end of the body: an h2 response, or a chunked HTTP/1.1 one (the raw front's exchanges have none)
+    if (relay !== null && !this.ended && this.chunked && typeof this.res.addTrailers === 'function') this.res.addTrailers(relay as Record<string, string>);
     // a Content-Length: 0 body has no chunk to end it with: remaining is 0 from the start
     if (!this.ended) this.res.end();
     this.finish(this.status, null);
@@ -286,9 +324,11 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
     const t = this.target;
     t.recordResult(false);
     if (this.responded) {
-      // the status line is out: all we can do is cut the client connection so it sees a broken response
-      this.res.destroy(err);
-      this.finish(this.status, TIMEOUTS.has(code) ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_ERROR');
+      const timeout = TIMEOUTS.has(code);
+      // a gRPC client on h2 learns it from the trailers; otherwise the status line is out and all
+      // we can do is cut the client connection so it sees a broken response
+      if (!answersGrpc(this.res) || !endGrpcStream(this.res, grpcStatusFor(timeout ? 504 : 502), timeout ? 'upstream timeout' : 'upstream broke the response')) this.res.destroy(err);
+      this.finish(this.status, timeout ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_ERROR');
       return;
     }
     const connectFailed = CONNECT_ERRORS.has(code);
@@ -360,6 +400,15 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
     // otherwise destroy the client response we mean to end cleanly
     this.finish(answer ? 503 : this.status || 503, answer ? 'GOING_AWAY' : null);
     this.controller?.abort(new Error(reason === 'shutdown' ? 'shutting down' : 'drain deadline'));
+    if (answersGrpc(res)) {
+      // a gRPC stream ends with UNAVAILABLE, which clients may retry on a new connection, and its
+      // connection gets a GOAWAY so the next calls open one (routed anew), as a WebSocket gets 1001
+      const why = reason === 'shutdown' ? 'the proxy is shutting down' : 'the pool was drained';
+      if (!res.headersSent) sendGrpcError(res, 14, why, this.requestId);
+      else if (!endGrpcStream(res, 14, why)) res.destroy();
+      goAway(res);
+      return;
+    }
     if (answer) sendError(res, 'GOING_AWAY', this.requestId, true);
     else if (res.headersSent && this.chunked) res.end();
     else res.destroy();
@@ -376,8 +425,14 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
     this.clearTimer();
     if (this.bodyWatch !== null) clearInterval(this.bodyWatch);
     const endedAt = this.plane.now();
-    this.plane.requestDone(this, { status, error, startedAt: this.startedAt, headAt: this.headAt === 0 ? endedAt : this.headAt, endedAt });
+    const headAt = this.headAt === 0 ? endedAt : this.headAt;
+    this.plane.requestDone(this, this.grpc === -1 ? { status, error, startedAt: this.startedAt, headAt, endedAt } : { status, error, startedAt: this.startedAt, headAt, endedAt, grpc: this.grpc });
   }
+}
+
+function hasFields(o: object): boolean {
+  for (const _ in o) return true;
+  return false;
 }
 
 function checkBackpressure(h: ProxyHandler): void {
@@ -391,6 +446,10 @@ export function sendError(res: ServerResponse, code: ErrorCode, requestId: strin
     return;
   }
   const { status, message } = ERRORS[code];
+  if (answersGrpc(res)) {
+    sendGrpcError(res, grpcStatusFor(status), message, requestId);
+    return;
+  }
   const body = `${status} ${message}\n`;
   const headers: string[] = ['content-type', 'text/plain; charset=utf-8', 'content-length', String(Buffer.byteLength(body)), 'x-request-id', requestId];
   if (close) headers.push('connection', 'close');

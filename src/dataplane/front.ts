@@ -378,6 +378,8 @@ export class FrontExchange {
   private head = '';
   private chunked = false;
   private noBody = false;
+  /** trailer fields for the end of a chunked body (addTrailers), as written */
+  private trailers = '';
   private onClose: (() => void) | null = null;
 
   constructor(conn: FrontConnection, method: string, url: string, rawHeaders: string[], keepAlive: boolean) {
@@ -466,6 +468,15 @@ export class FrontExchange {
     return this;
   }
 
+  /** ServerResponse.addTrailers: sent with the end of a chunked body (an upstream's, relayed; its fields were parsed strictly), dropped otherwise as node:http does. */
+  addTrailers(fields: Record<string, string | string[] | undefined>): void {
+    for (const name in fields) {
+      const value = fields[name];
+      if (value === undefined) continue;
+      for (const v of Array.isArray(value) ? value : [value]) this.trailers += `${name}: ${v}\r\n`;
+    }
+  }
+
   write(chunk: Buffer | string): boolean {
     if (this.finished) return false;
     return this.send(typeof chunk === 'string' ? Buffer.from(chunk) : chunk, false);
@@ -491,7 +502,7 @@ export class FrontExchange {
       if (n === 0) return head === '' ? true : socket.write(head, 'latin1');
       return head === '' ? socket.write(chunk as Buffer) : this.together(head, chunk as Buffer, '');
     }
-    const tail = last ? (n === 0 ? '0\r\n\r\n' : '\r\n0\r\n\r\n') : n === 0 ? '' : '\r\n';
+    const tail = last ? (this.trailers === '' ? (n === 0 ? '0\r\n\r\n' : '\r\n0\r\n\r\n') : `${n === 0 ? '' : '\r\n'}0\r\n${this.trailers}\r\n`) : n === 0 ? '' : '\r\n';
     if (n === 0) return head + tail === '' ? true : socket.write(head + tail, 'latin1');
     return this.together(`${head}${n.toString(16)}\r\n`, chunk as Buffer, tail);
   }

@@ -6,6 +6,7 @@ import { EventEmitter } from 'node:events';
 import type { AppConfig } from '../config/schema.ts';
 import type { Snapshot } from '../routing/snapshot.ts';
 import type { CountsSource, PoolCounts } from '../control/counts.ts';
+import { createH2Client, H2_SESSIONS, H2_STREAMS, type PoolProtocol } from './engine/h2-client.ts';
 import { Http1Pool } from './engine/http1-pool.ts';
 import type { EngineKind, Upstream } from './engine/upstream.ts';
 import { RetiringTargets, type RetireListener, type RetiringTarget } from './retiring.ts';
@@ -46,12 +47,16 @@ export class Target {
   inflight = 0;
   /** the app's `maxConnections`, or Infinity: with more requests than this in flight, the rest queue (limits.queueTimeout) */
   readonly maxConnections: number;
+  /** `h2`: its engine is the HTTP/2 client (src/dataplane/engine/h2-client.ts), whatever `engine` says */
+  readonly protocol: PoolProtocol;
 
-  constructor(url: string, timeouts: AppConfig['timeouts'], maxConnections: number | null = null, engine: EngineKind = 'native') {
+  constructor(url: string, timeouts: AppConfig['timeouts'], maxConnections: number | null = null, engine: EngineKind = 'native', protocol: PoolProtocol = 'http1') {
     const u = new URL(url);
-    this.engine = u.protocol === 'http:' ? engine : 'undici';
+    this.engine = u.protocol === 'http:' && protocol === 'http1' ? engine : 'undici';
+    this.protocol = protocol;
     this.url = url;
-    this.maxConnections = maxConnections ?? Infinity;
+    // h2: sessions × streams may be in flight before requests queue
+    this.maxConnections = protocol === 'h2' ? (maxConnections ?? H2_SESSIONS) * H2_STREAMS : (maxConnections ?? Infinity);
     this.origin = u.origin;
     this.poolOptions = {
       connect: { timeout: timeouts.connect },
@@ -67,10 +72,12 @@ export class Target {
   }
 
   private newPool(): Upstream {
-    if (this.engine === 'undici') return new PoolClass(this.origin, this.poolOptions);
     const o = this.poolOptions;
+    const connectTimeout = (o.connect as { timeout: number }).timeout;
+    if (this.protocol === 'h2') return createH2Client(this.origin, { connectTimeout, headersTimeout: o.headersTimeout as number, bodyTimeout: o.bodyTimeout as number, sessions: o.connections ?? null });
+    if (this.engine === 'undici') return new PoolClass(this.origin, o);
     return new Http1Pool(this.origin, {
-      connectTimeout: (o.connect as { timeout: number }).timeout,
+      connectTimeout,
       headersTimeout: o.headersTimeout as number,
       bodyTimeout: o.bodyTimeout as number,
       keepAliveTimeout: o.keepAliveTimeout as number,
@@ -367,7 +374,10 @@ export class Runtime extends EventEmitter<{ targets: [TargetsChange] }> {
         live.add(pool);
         pool.defined = route.config.pools[pr.name]?.targets ?? [];
         const urls = effectiveUrls(pool);
-        if (settingsChanged || !sameUrls(pool.targets, urls)) this.setTargets(app, pool, urls, settingsChanged);
+        // a pool that changes `protocol` needs new connection pools for all its targets, as a settings change
+        const protocol = route.config.pools[pr.name]?.protocol ?? 'http1';
+        const fresh = settingsChanged || pool.targets.some((t) => t.protocol !== protocol);
+        if (fresh || !sameUrls(pool.targets, urls)) this.setTargets(app, pool, urls, fresh);
         else if (redefined) this.emit('targets', { app, pool, added: [], removed: [] });
       }
     }
@@ -408,7 +418,7 @@ export class Runtime extends EventEmitter<{ targets: [TargetsChange] }> {
       const kept = fresh ? undefined : old.get(url)?.shift();
       if (kept !== undefined) return kept;
       const back = fresh ? undefined : this.retiring.take(pool, url);
-      return back ?? new Target(url, cfg.timeouts, cfg.maxConnections ?? null, this.engine);
+      return back ?? new Target(url, cfg.timeouts, cfg.maxConnections ?? null, this.engine, cfg.pools[pool.name]?.protocol ?? 'http1');
     });
     const removed = pool.targets.filter((t) => !next.includes(t));
     const added = next.filter((t) => !pool.targets.includes(t));

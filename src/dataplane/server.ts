@@ -9,6 +9,8 @@ import { DEFAULT_ACCEPTORS } from '../config/schema.ts';
 import { http } from '../node-http.ts';
 import { ProxyHandler, sendError, type Outcome, type Plane } from './forward.ts';
 import { Front, KEEP_ALIVE_MS, type FrontExchange } from './front.ts';
+import { H2cPort } from './h2c.ts';
+import type { Http2Server } from 'node:http2';
 import { forwardRequestHeaders, normalizeAddress, replaceHeader, type ForwardedRequest, type TrustedProxies } from './headers.ts';
 import { headerReceived, Limits, type LimitsConfig } from './limits.ts';
 import { Mirror, type MirrorCopy, type MirrorRecord } from './mirror.ts';
@@ -129,6 +131,12 @@ export class DataPlane implements Plane {
   private claim: PortClaim | null = null;
   /** the raw-socket front, or null when node:http serves every connection */
   private readonly front: Front | null = null;
+  /** HTTP/2 with prior knowledge on the plain port (`listen.h2c`, see enableH2c), or null */
+  private h2c: H2cPort | null = null;
+  /** what serves a new HTTP/1.1 connection: the front's accept, or node:http's own listener */
+  private readonly http1: (socket: Socket) => void;
+  /** the server's 'connection' listener that serves the connection (the front's, node:http's, or h2c's preface check) */
+  private onConnection: (socket: Socket) => void;
 
   constructor(opts: DataPlaneOptions) {
     this.opts = opts;
@@ -171,11 +179,12 @@ export class DataPlane implements Plane {
       }
     });
     const front = opts.front ?? (opts.intercept === undefined && opts.runtime.engine === 'native' ? 'native' : 'node');
+    // node:http's own connection listener serves what the front (or, with h2c, the preface check) hands it
+    const nodeConnection = this.server.listeners('connection')[0] as (socket: Socket) => void;
+    const server = this.server;
+    this.http1 = (socket: Socket) => nodeConnection.call(server, socket);
+    this.onConnection = nodeConnection;
     if (front === 'native') {
-      // node:http's own connection listener serves only what the front hands it
-      const nodeConnection = this.server.listeners('connection')[0] as (socket: Socket) => void;
-      this.server.removeListener('connection', nodeConnection);
-      const server = this.server;
       const f = new Front(
         {
           // the exchange carries the members of IncomingMessage and ServerResponse this path uses
@@ -187,15 +196,33 @@ export class DataPlane implements Plane {
         laterHeadTimeout,
       );
       this.front = f;
-      this.server.on('connection', (socket: Socket) => f.accept(socket));
+      this.http1 = (socket: Socket) => f.accept(socket);
+      this.server.removeListener('connection', nodeConnection);
+      this.onConnection = this.http1;
+      this.server.on('connection', this.http1);
     }
     this.limits.attach(this.server);
+  }
+
+  /**
+   * `listen.h2c`: connections of the plain port that open with the HTTP/2 preface go to `h2`
+   * (src/edge/h2.ts, loaded by the caller only when configured), the others to HTTP/1.1 as before
+   * (src/dataplane/h2c.ts). Called once, before listening.
+   */
+  enableH2c(h2: Http2Server): void {
+    if (this.h2c !== null) return;
+    const port = new H2cPort(h2);
+    this.h2c = port;
+    this.server.removeListener('connection', this.onConnection);
+    this.onConnection = port.accept(this.http1);
+    this.server.on('connection', this.onConnection);
   }
 
   /** Closes the client connections with no request in flight (shutdown, as they go idle). */
   closeIdleConnections(): void {
     this.server.closeIdleConnections();
     this.front?.closeIdle();
+    this.h2c?.closeIdle();
   }
 
   /** Closes every client connection. */
@@ -203,6 +230,7 @@ export class DataPlane implements Plane {
     this.mirror.close();
     this.server.closeAllConnections();
     this.front?.closeAll();
+    this.h2c?.closeAll();
   }
 
   /**
@@ -341,6 +369,8 @@ export class DataPlane implements Plane {
       this.opts.onRequest?.({ app, pool, by, requestId: fwd.requestId, method: req.method ?? 'GET', path: req.url ?? '/', outcome: { status: 503, error: 'NO_TARGET', startedAt: now, headAt: now, endedAt: now } });
       return;
     }
+    // `te: trailers` is hop-by-hop, but an h2 hop wants it again: gRPC servers may check it (RFC 9113 §8.2.2)
+    if (target.protocol === 'h2' && rawHeader(req.rawHeaders, 'te')?.toLowerCase().includes('trailers') === true) fwd.headers.push('te', 'trailers');
     const opts: Dispatcher.DispatchOptions = {
       method: req.method ?? 'GET',
       path: line.path,

@@ -1,6 +1,7 @@
 import type { Agent, IncomingMessage } from 'node:http';
 import { http, https as httpsModule } from '../node-http.ts';
 import type { HealthConfig } from '../config/schema.ts';
+import { GrpcProbe } from './grpc-probe.ts';
 
 /** What one health check of one target found. */
 export interface ProbeResult {
@@ -42,8 +43,11 @@ export class HttpProbe {
   private readonly http = new http.Agent(AGENT_OPTIONS);
   /** created with the first https target (node:https costs ~5 MB to load) */
   private httpsAgent: Agent | null = null;
+  /** `health.grpc`: the gRPC health protocol over HTTP/2 (grpc-probe.ts) */
+  private readonly grpc = new GrpcProbe();
 
   readonly probe: Probe = (origin, health, signal) => {
+    if (health.grpc === true) return this.grpc.probe(origin, health, signal);
     const timeout = AbortSignal.timeout(health.timeout);
     const both = AbortSignal.any([signal, timeout]);
     const https = origin.startsWith('https:');
@@ -70,6 +74,7 @@ export class HttpProbe {
   close(): void {
     this.http.destroy();
     this.httpsAgent?.destroy();
+    this.grpc.close();
   }
 }
 

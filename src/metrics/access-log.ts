@@ -1,5 +1,6 @@
 import pino, { type Logger } from 'pino';
 import type { RequestRecord } from '../dataplane/server.ts';
+import { grpcClass } from '../dataplane/grpc.ts';
 import { LogSink } from '../logger.ts';
 
 export interface AccessLogOptions {
@@ -16,7 +17,8 @@ export const MAX_LOGGED_PATH = 256;
  * One JSON line per proxied request (pino, `access: true`), sampled; failures are always logged.
  *
  * Fields: app, pool, version, revision, status, ms, requestId, method, path, by (how the pool was
- * chosen), and `error` (the proxy's error code) when the proxy answered or cut the response.
+ * chosen), `error` (the proxy's error code) when the proxy answered or cut the response, and
+ * `grpc` (the call's grpc-status) for a gRPC call; statuses 2, 4, 13, 14, 15 are failures.
  * The path is logged without its query string: queries routinely carry tokens, e-mail addresses
  * and session ids, and the upstream's own log, joined on the request id, has the full URL for
  * whoever is entitled to it. No client address or headers either, for the same reason.
@@ -29,8 +31,8 @@ export function createAccessLog(logger: Logger, opts: AccessLogOptions = {}): (r
   const random = opts.random ?? Math.random;
   const direct = directLine(logger);
   return (rec) => {
-    const { status, error, startedAt, headAt, endedAt } = rec.outcome;
-    const failed = error !== null || status >= 500;
+    const { status, error, startedAt, headAt, endedAt, grpc } = rec.outcome;
+    const failed = error !== null || status >= 500 || (grpc !== undefined && grpcClass(grpc) === 'server');
     // the sampling draw is only made when it can matter, so sample 1 (the default) and 0 cost nothing
     if (!failed && (sample <= 0 || (sample < 1 && random() >= sample))) return;
     const level = error !== null ? 'warn' : 'info';
@@ -51,6 +53,7 @@ export function createAccessLog(logger: Logger, opts: AccessLogOptions = {}): (r
       by: rec.by,
     };
     if (error !== null) line.error = error;
+    if (grpc !== undefined) line.grpc = grpc;
     logger[level](line, 'request');
   };
 }
@@ -71,11 +74,11 @@ export function directLine(logger: Logger): ((level: 'info' | 'warn', rec: Reque
   const bindings = internals[pino.symbols.chindingsSym];
   if (!(sink instanceof LogSink) || typeof bindings !== 'string') return null;
   return (level, rec, path) => {
-    const { status, error, startedAt, headAt, endedAt } = rec.outcome;
+    const { status, error, startedAt, headAt, endedAt, grpc } = rec.outcome;
     const app = rec.app;
     const pool = rec.pool;
     sink.write(
-      `{"level":${LEVEL_VALUE[level]},"time":${Date.now()}${bindings},"access":true,"app":${JSON.stringify(app.name)},"pool":${JSON.stringify(pool.name)},"version":${JSON.stringify(pool.version)},"revision":${app.revision},"status":${status},"ms":${endedAt - startedAt},"headMs":${headAt - startedAt},"requestId":${JSON.stringify(rec.requestId)},"method":${JSON.stringify(rec.method)}${path === undefined ? '' : `,"path":${JSON.stringify(path)}`},"by":${JSON.stringify(rec.by)}${error === null ? '' : `,"error":${JSON.stringify(error)}`},"msg":"request"}\n`,
+      `{"level":${LEVEL_VALUE[level]},"time":${Date.now()}${bindings},"access":true,"app":${JSON.stringify(app.name)},"pool":${JSON.stringify(pool.name)},"version":${JSON.stringify(pool.version)},"revision":${app.revision},"status":${status},"ms":${endedAt - startedAt},"headMs":${headAt - startedAt},"requestId":${JSON.stringify(rec.requestId)},"method":${JSON.stringify(rec.method)}${path === undefined ? '' : `,"path":${JSON.stringify(path)}`},"by":${JSON.stringify(rec.by)}${error === null ? '' : `,"error":${JSON.stringify(error)}`}${grpc === undefined ? '' : `,"grpc":${grpc}`},"msg":"request"}\n`,
     );
   };
 }

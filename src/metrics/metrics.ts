@@ -3,6 +3,7 @@ import type { Config } from '../config/schema.ts';
 import { GUARD_PLACES } from '../dataplane/guard.ts';
 import { LIMIT_EVENTS, type Limits } from '../dataplane/limits.ts';
 import type { MirrorRecord } from '../dataplane/mirror.ts';
+import { grpcClass } from '../dataplane/grpc.ts';
 import type { RequestRecord } from '../dataplane/server.ts';
 import type { Runtime } from '../dataplane/runtime.ts';
 import type { RoutingState } from '../state/types.ts';
@@ -229,12 +230,15 @@ export class Metrics {
   /** Hot path: one finished proxied request. */
   record(rec: RequestRecord): void {
     const s = this.series[rec.app.index]?.[rec.pool.index] ?? this.grow(rec.app, rec.pool);
-    const { status, error, startedAt, headAt, endedAt } = rec.outcome;
+    const { status, error, startedAt, headAt, endedAt, grpc } = rec.outcome;
     let cls: number;
     if (error !== null) {
       cls = ERROR_CLASS;
       const e = error === 'UPSTREAM_ERROR' ? 0 : error === 'NO_TARGET' ? 1 : error === 'UPSTREAM_TIMEOUT' ? 2 : error === 'QUEUE_TIMEOUT' ? 3 : -1;
       if (e >= 0) s.errors[e] = (s.errors[e] as number) + 1;
+    } else if (grpc !== undefined && grpc > 0) {
+      // a gRPC call's status decides its class (answered 200 whatever happened): the server's fault 5xx, the caller's 4xx
+      cls = grpcClass(grpc) === 'server' ? 3 : 2;
     } else cls = status < 300 ? 0 : status < 400 ? 1 : status < 500 ? 2 : 3;
     s.classes[cls] = (s.classes[cls] as number) + 1;
     // `rule:NAME` (the other values are preview, pin and weights)

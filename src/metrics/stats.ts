@@ -2,6 +2,7 @@ import type { Snapshot } from '../routing/snapshot.ts';
 import type { Config } from '../config/schema.ts';
 import type { RequestRecord } from '../dataplane/server.ts';
 import type { MirrorRecord } from '../dataplane/mirror.ts';
+import { grpcClass } from '../dataplane/grpc.ts';
 import { NOT_THE_POOLS_FAULT, SwitchyardError } from '../errors.ts';
 import { MirrorStats, type MirrorWindowView } from './mirror-stats.ts';
 
@@ -106,7 +107,7 @@ export interface PoolWindowStats {
   requests: number;
   /** requests per second over the window */
   rps: number;
-  /** responses with status ≥ 500 plus proxy errors (refused, no target, timeout, broken response) */
+  /** responses with status ≥ 500, gRPC calls ending with status 2, 4, 13, 14 or 15, plus proxy errors (refused, no target, timeout, broken response) */
   errors: number;
   /** errors / requests, 0 without requests */
   errorRate: number;
@@ -355,8 +356,13 @@ export class LiveStats {
     // a proxy's own answer (shutdown, a stalled client) says nothing about the pool: not counted
     if (o.error !== null && NOT_THE_POOLS_FAULT.has(o.error)) return;
     const ring = this.rings[rec.app.index]?.[rec.pool.index] ?? this.grow(rec.app.index, rec.app.name, rec.pool.index, rec.pool.name);
-    if (o.status === 101) ring.add(o.status, false, -1, -1, o.endedAt);
-    else ring.add(o.status, o.error !== null, Math.max(0, o.headAt - o.startedAt), Math.max(0, o.endedAt - o.headAt), o.endedAt);
+    if (o.status === 101) {
+      ring.add(o.status, false, -1, -1, o.endedAt);
+      return;
+    }
+    // a gRPC call answered 200 failed when its grpc-status is the server's fault (CONTRACT.md §12)
+    const failed = o.error !== null || (o.grpc !== undefined && grpcClass(o.grpc) === 'server');
+    ring.add(o.status, failed, Math.max(0, o.headAt - o.startedAt), Math.max(0, o.endedAt - o.headAt), o.endedAt);
   }
 
   /** One mirrored copy's end (or skip), or a compared pair (src/dataplane/mirror.ts). */

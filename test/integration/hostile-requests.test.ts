@@ -6,7 +6,9 @@ import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { rawRequest, statusesOf } from '../helpers/raw.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
-describe('hostile requests corpus (test/fixtures/hostile-requests.ts)', () => {
+// listen.h2c puts a preface check in front of HTTP/1.1 (src/dataplane/h2c.ts): the corpus must get the same answers through it
+for (const h2c of [false, true])
+describe(`hostile requests corpus (test/fixtures/hostile-requests.ts)${h2c ? ', listen.h2c on' : ''}`, () => {
   let vh: Upstream;
   let internal: Upstream;
   let p: TestProxy;
@@ -19,6 +21,7 @@ describe('hostile requests corpus (test/fixtures/hostile-requests.ts)', () => {
     // passive health ejects after 3 failures: any refusal counted against a target would show
     const health = { interval: '1m', passive: { failures: 3, ejectFor: '1m' } };
     p = await startProxy({
+      listen: { host: '127.0.0.1', port: 0, h2c },
       apps: [
         { ...twoPools(vh.url, vh.url), name: 'vh', hosts: ['vh.test'], health },
         { ...twoPools(internal.url, internal.url), name: 'internal', hosts: ['internal.test'], health },

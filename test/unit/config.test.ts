@@ -24,7 +24,7 @@ function issuesOf(doc: unknown, env: NodeJS.ProcessEnv = {}): string[] {
 describe('config', () => {
   it('fills the documented defaults', () => {
     const c = parseConfig(minimal());
-    assert.deepEqual(c.listen, { host: '0.0.0.0', port: 8080, acceptors: 256, redirect: false });
+    assert.deepEqual(c.listen, { host: '0.0.0.0', port: 8080, acceptors: 256, redirect: false, h2c: false });
     assert.equal(c.admin.port, 8081);
     assert.equal(c.store.kind, 'file');
     const app = c.apps[0]!;
