@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import type { PoolCounts } from '../control/counts.ts';
@@ -18,6 +19,7 @@ import { StateMirror } from './state-mirror.ts';
 import type { Edge } from '../edge/edge.ts';
 import { WorkerAcme } from './worker-acme.ts';
 import { releaseStartupMemory } from '../memory.ts';
+import type { Tracing } from '../tracing/types.ts';
 
 export interface WorkerOptions {
   readonly channel: WorkerChannel;
@@ -137,6 +139,8 @@ class WorkerPlane {
   private readonly timer: NodeJS.Timeout;
   /** the TLS port (`listen.tls`), built in listen(): its modules load on demand, as in app.ts */
   private edge: Edge | null = null;
+  /** with `tracing:`, loaded in listen() (on demand, as in app.ts) */
+  private tracing: Tracing | null = null;
   /** with `listen.tls.acme`: the certificates and challenges the primary's ACME sends */
   readonly acme: WorkerAcme | null;
   private served = 0;
@@ -192,6 +196,10 @@ class WorkerPlane {
 
   async listen(): Promise<ListenMode> {
     const { host, port, acceptors, tls } = this.config.listen;
+    if (this.config.tracing !== undefined) {
+      this.tracing = (await import('../tracing/otel.ts')).createOtelTracing(this.config.tracing, { logger: this.logger.child({ component: 'tracing' }), instanceId: `${hostname()}:${process.pid}` });
+      this.dataPlane.setTracing(this.tracing);
+    }
     if (tls !== undefined) {
       this.edge = await (await import('../edge/edge.ts')).Edge.create({ config: this.config, tls, dataPlane: this.dataPlane, logger: this.logger, registry: this.telemetry.metrics.registry, ...(this.acme === null ? {} : { remoteAcme: this.acme }) });
       this.acme?.attach(this.edge);
@@ -262,6 +270,7 @@ class WorkerPlane {
     this.drains.close();
     await this.health.close();
     await this.runtime.close();
+    await this.tracing?.shutdown();
     this.logger.info({ answered, cut, ms: this.now() - started }, 'worker stopped');
     return { cut };
   }

@@ -15,6 +15,7 @@ import { inOrder } from './pipeline.ts';
 import { claimPort, type PortClaim } from './port-claim.ts';
 import { parseRequestTarget, refuse, refuseConnect } from './request-target.ts';
 import type { Runtime } from './runtime.ts';
+import type { RequestSpan, Tracing } from '../tracing/types.ts';
 import { isProxiedUpgrade, UpgradeProxy } from './upgrade.ts';
 
 /**
@@ -64,6 +65,8 @@ export interface DataPlaneOptions {
    * @default native with the native engine and no `intercept`, node otherwise
    */
   readonly front?: 'native' | 'node';
+  /** OpenTelemetry spans and trace context (src/tracing), or null: off, one null check per request @default null */
+  readonly tracing?: Tracing | null;
 }
 
 /** `limits` with every default, for planes built without a config (tests). */
@@ -76,6 +79,8 @@ export interface Decision {
   readonly by: RoutedBy;
   /** a pin's only: the request's facts, to route it by weight should its pool fail it (DataPlane.reroute) */
   readonly fwd?: ForwardedRequest;
+  /** with tracing: the request's sampled span, ended when it is done */
+  readonly span?: RequestSpan;
   /** a pin's only: the time it was counted in its pool's `pinned` figure */
   readonly at?: number;
 }
@@ -116,6 +121,8 @@ export class DataPlane implements Plane {
   private readonly opts: DataPlaneOptions;
   private readonly random: () => number;
   readonly now: () => number;
+  /** set at construction, or by a worker once it loaded the SDK (setTracing) */
+  private tracing: Tracing | null;
   private readonly pins = new PinCookies();
   private readonly upgrades: UpgradeProxy;
   readonly limits: Limits;
@@ -130,6 +137,7 @@ export class DataPlane implements Plane {
     this.opts = opts;
     this.random = opts.random ?? Math.random;
     this.now = opts.now ?? Date.now;
+    this.tracing = opts.tracing ?? null;
     this.limits = opts.limits ?? new Limits({ config: DEFAULT_LIMITS, acceptors: DEFAULT_ACCEPTORS });
     const { headerTimeout } = this.limits.config;
     // a keep-alive connection's next head, on node:http and the front alike
@@ -179,6 +187,11 @@ export class DataPlane implements Plane {
       this.server.on('connection', (socket: Socket) => f.accept(socket));
     }
     this.limits.attach(this.server);
+  }
+
+  /** Turns tracing on (a worker loads the SDK after construction, in its async listen()). */
+  setTracing(tracing: Tracing | null): void {
+    this.tracing = tracing;
   }
 
   /** Closes the client connections with no request in flight (shutdown, as they go idle). */
@@ -302,9 +315,12 @@ export class DataPlane implements Plane {
     const runtime = (this.opts.runtime.apps[app.index] as Runtime['apps'][number]).pools[pool.index] as Runtime['apps'][number]['pools'][number];
     const now = this.now();
     if (by === 'pin') runtime.pinned.add(decision.at ?? now);
+    // tracing on only: the span starts here and its traceparent goes upstream in fwd.headers
+    const span = this.tracing === null ? null : this.tracing.start(fwd.headers, req.method ?? 'GET', line.path, fwd.host, now);
     const target = runtime.pick(now, null);
     if (target === null) {
       sendError(res, 'NO_TARGET', fwd.requestId, this.closing);
+      if (span !== null) this.tracing?.end(span, decision, null, { status: 503, error: 'NO_TARGET', endedAt: now });
       this.opts.onRequest?.({ app, pool, by, requestId: fwd.requestId, method: req.method ?? 'GET', path: req.url ?? '/', outcome: { status: 503, error: 'NO_TARGET', startedAt: now, endedAt: now } });
       return;
     }
@@ -319,7 +335,7 @@ export class DataPlane implements Plane {
     // HTTP/1.1 only 100-continue gets here, any other expectation got 417)
     if (fwd.hasBody && req.headers.expect !== undefined && req.httpVersionMinor === 1) res.writeContinue();
     const handler = new ProxyHandler(this, req, res, runtime, target, opts, pool.servedBy, fwd.requestId, setCookie);
-    handler.tag = decision;
+    handler.tag = span === null ? decision : { ...decision, span };
     handler.start();
   }
 
@@ -343,15 +359,17 @@ export class DataPlane implements Plane {
     if (runtime === undefined || target === null) return false;
     // the draining pool did not serve it: it leaves the pool's pinned figure
     if (pinned.at !== undefined) handler.pool.pinned.remove(pinned.at);
-    handler.tag = decision;
+    handler.tag = pinned.span === undefined ? decision : { ...decision, span: pinned.span };
     handler.moveTo(runtime, target, decision.pool.servedBy, this.pins.setCookie(app, decision.pool, now));
     return true;
   }
 
   requestDone(handler: ProxyHandler, outcome: Outcome): void {
+    const decision = handler.tag as Decision;
+    if (decision.span !== undefined) this.tracing?.end(decision.span, decision, handler.target.url, outcome);
     const onRequest = this.opts.onRequest;
     if (onRequest === undefined) return;
-    const { app, pool, by } = handler.tag as Decision;
+    const { app, pool, by } = decision;
     onRequest({ app, pool, by, requestId: handler.requestId, method: handler.opts.method, path: handler.opts.path, outcome });
   }
 }
