@@ -6,7 +6,7 @@ import { ERRORS, type ErrorCode } from '../errors.ts';
 import { finishBody, pauseBody, rolloutBody } from '../rollout/spec.ts';
 import * as S from './api-schemas.ts';
 import { rollbackBody, switchBody, weightsBody } from './body.ts';
-import { appBody, poolBody, removeBody, targetBody } from './definition-routes.ts';
+import { appBody, poolBody, removeBody, removeTargetBody, targetBody } from './definition-routes.ts';
 import { Router, type AdminRoute, type HttpMethod } from './router.ts';
 
 /**
@@ -98,7 +98,7 @@ export const OPERATIONS: Readonly<Record<OperationKey, OperationDoc>> = {
   'POST /v1/apps/:app/pools/:pool/targets': { summary: 'Add a target to a pool (one already there: 200, no new revision)', body: targetBody, ok: { 200: S.appState }, ifMatch: true, errors: WRITE_ERRORS },
   'DELETE /v1/apps/:app/pools/:pool/targets': {
     summary: 'Remove a target: requests in flight finish on it, upgraded connections are closed at the drain timeout counted from the removal; 409 for the last target of a pool with weight unless `force=true`; 400 without `url`',
-    body: z.strictObject({ reason: z.string().max(1000).nullable().optional() }),
+    body: removeTargetBody,
     bodyOptional: true,
     query: [
       { name: 'url', description: 'the target to remove (required: without it, 400)', schema: { type: 'string', minLength: 1 } },
