@@ -184,6 +184,15 @@ function costLine(rows: Summary[]): string {
   return parts.length === 0 ? '' : `  CPU per request, baseline ÷ switchyard (> 1.00x: Switchyard spends less per request): ${parts.join(', ')}`;
 }
 
+/** What tracing costs (`switchyard-traced`, TRACE_SAMPLE of the requests traced) against `switchyard`, same run. */
+function tracingLine(rows: Summary[]): string {
+  const off = rows.find((r) => r.target === 'switchyard');
+  const on = rows.find((r) => r.target === 'switchyard-traced');
+  if (off?.rps === undefined || on?.rps === undefined) return '';
+  const cpu = off.cpuUsPerRequest !== undefined && on.cpuUsPerRequest !== undefined ? `, CPU per request ${ratio(on.cpuUsPerRequest, off.cpuUsPerRequest)}` : '';
+  return `  tracing on (switchyard-traced ÷ switchyard): throughput ${ratio(on.rps, off.rps)} (${(((on.rps - off.rps) / off.rps) * 100).toFixed(1)} %)${cpu}`;
+}
+
 async function main(): Promise<void> {
   installCleanup();
   const json = wantsJson();
@@ -216,6 +225,8 @@ async function main(): Promise<void> {
     out(table(rows));
     const cost = costLine(rows);
     if (cost !== '') out(cost);
+    const traced = tracingLine(rows);
+    if (traced !== '') out(traced);
     for (const r of rows) if (r.note !== undefined) out(`  note: ${r.target}: ${r.note}`);
     for (const r of rows) if ((r.errors ?? 0) > 0) out(`  note: ${r.target}: ${r.errors} failed responses (non-2xx, socket errors or timeouts)`);
   }

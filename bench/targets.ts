@@ -1,4 +1,5 @@
 import { chmodSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import { dirname, join, resolve } from 'node:path';
 import {
   BENCH_TOKEN, cpuFor, envInt, findCommand, freePort, NODE, REPO_ROOT, startNodeService, startProcess, tail, waitForHttp,
@@ -7,7 +8,7 @@ import {
 
 /** How each compared target is started: the references, nginx and Switchyard itself. */
 
-export const TARGET_NAMES = ['direct', 'switchyard', 'switchyard-undici', 'http-proxy', 'undici-naive', 'nginx', 'caddy'] as const;
+export const TARGET_NAMES = ['direct', 'switchyard', 'switchyard-traced', 'switchyard-undici', 'http-proxy', 'undici-naive', 'nginx', 'caddy'] as const;
 export type TargetName = (typeof TARGET_NAMES)[number];
 
 export interface Running {
@@ -36,12 +37,32 @@ export async function startTarget(name: TargetName, ctx: StartContext): Promise<
     case 'caddy':
       return startCaddy(ctx);
     case 'switchyard':
+    case 'switchyard-traced':
     case 'switchyard-undici': {
-      // switchyard-undici: the same, forwarding through the previous engine (config `engine: undici`)
-      const sy = await startSwitchyard({ blue: ctx.upstreamUrl, green: ctx.upstreamUrl, tmpDir: ctx.tmpDir, engine: name === 'switchyard' ? 'native' : 'undici' });
+      // switchyard-undici: the same, forwarding through the previous engine (config `engine: undici`);
+      // switchyard-traced: the same with `tracing:` at TRACE_SAMPLE (1 %), exporting to a local OTLP sink
+      const tracing = name === 'switchyard-traced' ? { otlp: await otlpSink(), sample: TRACE_SAMPLE } : undefined;
+      const sy = await startSwitchyard({ blue: ctx.upstreamUrl, green: ctx.upstreamUrl, tmpDir: ctx.tmpDir, engine: name === 'switchyard-undici' ? 'undici' : 'native', ...(tracing === undefined ? {} : { tracing }) });
       return { name, url: `http://127.0.0.1:${sy.port}/`, proc: sy.proc };
     }
   }
+}
+
+/** `switchyard-traced`'s share of requests that start a trace: `TRACE_SAMPLE` (0..1) @default 0.01 */
+const TRACE_SAMPLE = Number(process.env['TRACE_SAMPLE'] ?? '0.01');
+
+let sink: Promise<string> | undefined;
+/** An OTLP/HTTP receiver that reads each export and answers 200, in the harness (the load core): what a collector costs the proxy is the export, not the collector. */
+function otlpSink(): Promise<string> {
+  sink ??= new Promise((resolve) => {
+    const server = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
+    });
+    server.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(server.address() as { port: number }).port}/v1/traces`));
+    server.unref();
+  });
+  return sink;
 }
 
 async function startNodeRef(name: 'http-proxy' | 'undici-naive', ctx: StartContext): Promise<Running> {
@@ -175,6 +196,8 @@ export interface SwitchyardOptions {
   engine?: 'native' | 'undici';
   /** a TLS port with this certificate (bench/tls.ts) */
   tls?: { port: number; cert: string; key: string };
+  /** `tracing:` of the config */
+  tracing?: { otlp: string; sample: number };
 }
 
 export interface SwitchyardRun {
@@ -188,7 +211,7 @@ export interface SwitchyardRun {
  * default log (info, an access log line for every request: what a user runs; QUIET_LOG=1 for
  * `level: warn, accessSample: 0`); `workers` from WORKERS.
  */
-export function switchyardConfig(o: { port: number; adminPort: number; blue: string; green: string; statePath: string; workers?: number; engine?: 'native' | 'undici'; tls?: SwitchyardOptions['tls'] }): string {
+export function switchyardConfig(o: { port: number; adminPort: number; blue: string; green: string; statePath: string; workers?: number; engine?: 'native' | 'undici'; tls?: SwitchyardOptions['tls']; tracing?: SwitchyardOptions['tracing'] }): string {
   const tls = o.tls === undefined ? '' : `, tls: { port: ${o.tls.port}, certs: [ { cert: ${JSON.stringify(o.tls.cert)}, key: ${JSON.stringify(o.tls.key)} } ] }`;
   return `listen: { host: 127.0.0.1, port: ${o.port}${tls} }
 admin:
@@ -199,7 +222,7 @@ store: { kind: file, path: ${JSON.stringify(o.statePath)} }
 ${process.env['QUIET_LOG'] === '1' ? 'log: { level: warn, accessSample: 0 }\n' : ''}engine: ${o.engine ?? 'native'}
 shutdown: { grace: 1s, hardStop: 2s }
 workers: ${o.workers ?? 1}
-apps:
+${o.tracing === undefined ? '' : `tracing: { otlp: ${JSON.stringify(o.tracing.otlp)}, sample: ${o.tracing.sample} }\n`}apps:
   - name: bench
     hosts: ["*"]
     pools:
@@ -227,7 +250,7 @@ export async function startSwitchyard(o: SwitchyardOptions): Promise<SwitchyardR
   const adminPort = await freePort();
   const configPath = join(o.tmpDir, 'switchyard.yaml');
   // WORKERS=N: N data-plane processes; pinned like the proxy, they share its CPU(s)
-  writeFileSync(configPath, switchyardConfig({ port, adminPort, blue: o.blue, green: o.green, statePath: join(o.tmpDir, 'state.json'), workers: o.tls === undefined ? envInt('WORKERS', 1) : 1, ...(o.engine === undefined ? {} : { engine: o.engine }), ...(o.tls === undefined ? {} : { tls: o.tls }) }));
+  writeFileSync(configPath, switchyardConfig({ port, adminPort, blue: o.blue, green: o.green, statePath: join(o.tmpDir, 'state.json'), workers: o.tls === undefined ? envInt('WORKERS', 1) : 1, ...(o.engine === undefined ? {} : { engine: o.engine }), ...(o.tls === undefined ? {} : { tls: o.tls }), ...(o.tracing === undefined ? {} : { tracing: o.tracing }) }));
   // SWITCHYARD_ENTRY benches another entry point, e.g. the built dist/main.js.
   // the built dist/ that `npm start` and the image run (`npm run bench` builds it first)
   const entry = resolve(REPO_ROOT, process.env['SWITCHYARD_ENTRY'] ?? 'dist/main.js');

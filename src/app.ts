@@ -138,6 +138,8 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   controller.on('applied', () => discovery.follow());
   let ready = true;
   let shuttingDown = false;
+  // loaded on demand: without `tracing:` nothing of the OpenTelemetry SDK is loaded
+  const tracing = config.tracing === undefined ? null : (await import('./tracing/otel.ts')).createOtelTracing(config.tracing, { logger: logger.child({ component: 'tracing' }), instanceId });
 
   const dpOpts: DataPlaneOptions = {
     source: controller,
@@ -149,6 +151,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     onPreviewRejected: telemetry.onPreviewRejected,
     onMirror: telemetry.onMirror,
     limits: processLimits(config, logger, runtime),
+    tracing,
     ...(config.listen.tls === undefined ? {} : { intercept: (req, res) => edge?.intercept(req, res) ?? false }),
   };
   const dataPlane = new DataPlane(dpOpts);
@@ -293,6 +296,8 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     await controller.close();
     await store.close();
     await runtime.close();
+    // last: the spans of the requests the stop let finish are exported
+    await tracing?.shutdown();
   }
 
   return { config, controller, runtime, dataPlane, admin, counts, health, telemetry, drains, rollouts, discovery, edge, listen, shutdown, close, listeningSockets, stopAccepting, takeClaim };

@@ -16,6 +16,8 @@ export const poolBody = z.strictObject({ version: versionLabel, targets: z.array
 export const removeBody = z.strictObject({ reason, force });
 /** `POST /v1/apps/:app/pools/:pool/targets` */
 export const targetBody = z.strictObject({ url: z.string().min(1), reason });
+/** `DELETE /v1/apps/:app/pools/:pool/targets?url=URL` (optional: `force` and the reason may come in the query instead) */
+export const removeTargetBody = z.strictObject({ reason });
 /** `PUT /v1/apps/:app`: `definition` is one `apps[]` entry of the config (its `name` comes from the path) */
 export const appBody = z.strictObject({ definition: z.unknown(), reason });
 
@@ -78,7 +80,7 @@ export function definitionRoutes(deps: CoreRouteDeps): AdminRoute[] {
         controller.appConfig(app);
         const url = ctx.url.searchParams.get('url');
         if (url === null || url === '') throw new SwitchyardError('BAD_REQUEST', 'url: the target to remove is required (?url=http://host:port)', { details: [{ path: 'url', message: 'required' }] });
-        const body = await optionalBody(ctx, z.strictObject({ reason }));
+        const body = await optionalBody(ctx, removeTargetBody);
         const fields = { reason: body.reason ?? ctx.url.searchParams.get('reason'), force: flag(ctx.url, 'force') };
         return write(deps, ctx, app, (opts) => removeTarget(d, app, param(ctx, 'pool'), url, opts), fields);
       },

@@ -1,18 +1,21 @@
 import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { z } from 'zod';
-import { ERRORS } from '../errors.ts';
-import { approveBody, finishBody, pauseBody, rolloutBody } from '../rollout/spec.ts';
+import { appSchema } from '../config/schema.ts';
+import { ERRORS, type ErrorCode } from '../errors.ts';
+import { finishBody, pauseBody, rolloutBody } from '../rollout/spec.ts';
+import * as S from './api-schemas.ts';
 import { rollbackBody, switchBody, weightsBody } from './body.ts';
-import { appBody, poolBody, removeBody, targetBody } from './definition-routes.ts';
-import { mirrorBody, rulesBody } from './routing-routes.ts';
+import { appBody, poolBody, removeBody, removeTargetBody, targetBody } from './definition-routes.ts';
 import { Router, type AdminRoute, type HttpMethod } from './router.ts';
 
 /**
  * `GET /v1/openapi.json`: an OpenAPI 3.1 description of the admin API. The operations are the
  * router's own table (so the document lists exactly what this server answers), each described
  * by an entry of OPERATIONS below; request bodies are the zod schemas the handlers validate
- * with, converted by zod's own `z.toJSONSchema` (OpenAPI 3.1 schemas are JSON Schema 2020-12).
+ * with, and each answer the zod schema of api-schemas.ts that the views are checked against,
+ * converted by zod's own `z.toJSONSchema` (OpenAPI 3.1 schemas are JSON Schema 2020-12). Every
+ * status an operation can answer is declared, each error with the codes of that status.
  */
 
 interface Query {
@@ -21,124 +24,167 @@ interface Query {
   readonly schema: Record<string, unknown>;
 }
 
-interface OperationDoc {
+/** A success answer: a zod schema of its JSON, or Prometheus text. */
+type Answer = z.ZodType | 'text';
+
+/**
+ * One operation of the admin API. To document a new route, add an entry to OPERATIONS keyed by
+ * its `METHOD path` exactly as the router registers it (test/integration/openapi.test.ts fails
+ * for a route without one, or one without a schema for each success it answers).
+ */
+export interface OperationDoc {
   readonly summary: string;
+  /** the zod schema the handler validates its body with */
   readonly body?: z.ZodType;
+  /** the body may be left out (a DELETE without one is `{}`) @default false */
+  readonly bodyOptional?: boolean;
   readonly query?: readonly Query[];
-  /** the success status and what it carries @default 200 */
-  readonly status?: number;
-  readonly answer: string;
-  /** a non-JSON answer (Prometheus text) */
-  readonly contentType?: string;
-  /** takes `If-Match: "REVISION"` (a stale one is a 412) */
+  /** each success status and what it carries, from api-schemas.ts */
+  readonly ok: Readonly<Record<number, Answer>>;
+  /** takes `If-Match: "REVISION"` (a stale one is a 412, a malformed one a 400) */
   readonly ifMatch?: boolean;
-  /** error statuses beyond the ones every route of its kind has (401/429 with a token, 404 with `:app`, 400/413/415 with a body) */
+  /**
+   * error statuses beyond the ones every route of its kind has: 403/405/500 for all, 401/429
+   * with a token, 400/404 with a path parameter, 400/413/415 with a body, 415 for a write
+   */
   readonly errors?: readonly number[];
 }
 
 type OperationKey = `${HttpMethod} ${string}`;
 
-const WRITE_ERRORS = [409, 503, 504] as const;
-const APP_STATE = 'AppState: `{ app, revision, weights, active, updatedAt, updatedBy, reason, pools: { NAME: { version, targets, weight, inflight, upgraded, drained, healthy, health, targetStates } }, rules, mirror, instances: { applied, total } }`, with `ETag: "REVISION"`';
-const ROLLOUT = 'the rollout: `{ id, app, to, state, step, steps, weight, from, startedAt, nextAt, nextInMs, remainingMs, analysis, onFailure, reason, lastAnalysis, by, driver }`';
+/** `GET /v1/config`: definitions as written (the config's input shape: durations as strings, defaults left out). */
+const CONFIG_ANSWER = z.object({ apps: z.array(appSchema) });
 
-const rolloutCommand = (verb: string, what: string, body: z.ZodType): OperationDoc => ({ summary: `${verb} the running rollout: ${what}`, body, answer: ROLLOUT, errors: [409, 503] });
+const WRITE_ERRORS = [409, 503, 504] as const;
+const flagQuery = (name: string, description: string): Query => ({ name, description, schema: { type: 'string', enum: ['1', 'true', ''] } });
+const rolloutCommand = (verb: string, what: string, body: z.ZodType): OperationDoc => ({ summary: `${verb} the running rollout: ${what}`, body, ok: { 200: S.rollout }, errors: [409, 503] });
 
 /** What each route of the admin API is, keyed by `METHOD path` as the router registers it. */
 export const OPERATIONS: Readonly<Record<OperationKey, OperationDoc>> = {
-  'GET /healthz': { summary: 'Liveness: 200 while the process runs', answer: '`{ status: "ok" }`' },
-  'GET /readyz': { summary: 'Readiness: 200 once routing state is loaded, 503 from the moment shutdown starts', answer: '`{ status: "ready" | "unavailable", details? }`', errors: [503] },
-  'GET /metrics': { summary: 'Prometheus metrics of this instance (or of the whole process group with workers)', answer: 'Prometheus text exposition format', contentType: 'text/plain' },
-  'GET /v1/openapi.json': { summary: 'This document', answer: 'an OpenAPI 3.1 document' },
-  'GET /v1/certificates': {
-    summary: 'The certificates of the TLS port (`listen.tls`) and, with ACME, each host\'s last order error and next attempt',
-    answer: '`{ tls, at, certificates: [{ names, source: "file" | "acme", file?, notBefore, notAfter, expiresInSeconds, state: "ok" | "expiring" | "expired" }], acme: { orderer, hosts: [{ host, notAfter, lastError, failures, retryAt }] } | null }`; `expiring`: less than a third of its lifetime left (when ACME renews)',
-  },
-  'GET /v1/apps': { summary: 'Every app with its routing state', answer: '`{ apps: [AppState] }`' },
-  'GET /v1/apps/:app': { summary: "An app's routing state (`If-None-Match` answers 304)", answer: APP_STATE },
-  'POST /v1/apps/:app/switch': { summary: 'Switch: `to` gets 100 %, the other pools 0', body: switchBody, answer: APP_STATE, ifMatch: true, errors: WRITE_ERRORS },
-  'PUT /v1/apps/:app/weights': { summary: 'Set the pool weights (percentages, two decimals at most, summing to 100; pools left out get 0)', body: weightsBody, answer: APP_STATE, ifMatch: true, errors: WRITE_ERRORS },
-  'POST /v1/apps/:app/rollback': { summary: 'Back to the last known-good (stable) routing, as a new revision; ?dryRun=true answers what it would write (weights, each pool\'s version then and now) and writes nothing', body: rollbackBody, answer: APP_STATE, ifMatch: true, errors: WRITE_ERRORS },
+  'GET /healthz': { summary: 'Liveness: 200 while the process runs', ok: { 200: S.healthz } },
+  'GET /readyz': { summary: 'Readiness: 200 once routing state is loaded, 503 (same shape, `status: "unavailable"`) from the moment shutdown starts', ok: { 200: S.readyz, 503: S.readyz } },
+  'GET /metrics': { summary: 'Prometheus metrics of this instance (or of the whole process group with workers)', ok: { 200: 'text' } },
+  'GET /v1/openapi.json': { summary: 'This document', ok: { 200: S.openApi } },
+  'GET /v1/certificates': { summary: "The certificates of the TLS port (`listen.tls`) and, with ACME, each host's last order error and next attempt; `expiring`: less than a third of its lifetime left (when ACME renews)", ok: { 200: S.certificates } },
+  'GET /v1/apps': { summary: 'Every app with its routing state', ok: { 200: S.appList } },
+  'GET /v1/apps/:app': { summary: "An app's routing state (`If-None-Match` answers 304)", ok: { 200: S.appState }, errors: [304] },
+  'POST /v1/apps/:app/switch': { summary: 'Switch: `to` gets 100 %, the other pools 0', body: switchBody, ok: { 200: S.appState }, ifMatch: true, errors: WRITE_ERRORS },
+  'PUT /v1/apps/:app/weights': { summary: 'Set the pool weights (percentages, two decimals at most, summing to 100; pools left out get 0)', body: weightsBody, ok: { 200: S.appState }, ifMatch: true, errors: WRITE_ERRORS },
+  'POST /v1/apps/:app/rollback': { summary: 'Roll back to the weights of the revision before the current one, as a new revision', body: rollbackBody, ok: { 200: S.appState }, ifMatch: true, errors: WRITE_ERRORS },
   'GET /v1/apps/:app/history': {
     summary: 'The audit history of routing changes, newest first',
-    query: [
-      { name: 'limit', description: 'entries to return (up to store.historyLimit)', schema: { type: 'integer', minimum: 1, maximum: 100000, default: 50 } },
-      { name: 'offset', description: 'entries to skip, newest first (paging: the previous answer\'s `next`)', schema: { type: 'integer', minimum: 0, maximum: 100000, default: 0 } },
-    ],
-    answer: '`{ entries: [{ revision, weights, action, by, reason, at }], next }`: `next` is the offset of the next page, null after the last',
+    query: [{ name: 'limit', description: 'entries to return (anything else is a 400)', schema: { type: 'integer', minimum: 1, maximum: 1000, default: 50 } }],
+    ok: { 200: S.history },
   },
-  'GET /v1/apps/:app/pools/:pool/drain': {
-    summary: "A pool's drain figures, summed over the fleet",
-    query: [{ name: 'instances', description: '`1` adds a per-instance breakdown', schema: { type: 'string', enum: ['1', 'true', ''] } }],
-    answer: '`{ pool, weight, inflight, upgraded, pinned, drainingSince, deadline, drained, reason? }`',
-  },
+  'GET /v1/apps/:app/pools/:pool/drain': { summary: "A pool's drain figures, summed over the fleet", query: [flagQuery('instances', '`1` adds a per-instance breakdown')], ok: { 200: S.drain } },
   'GET /v1/apps/:app/whereis': {
-    summary: 'Where a request is routed now, and which step decided (`by`: preview, rule:NAME, pin, weights); at least one parameter',
-    query: [
-      { name: 'key', description: 'the sticky key (a user id, a session cookie value, an address)', schema: { type: 'string', minLength: 1 } },
-      { name: 'header', description: '`NAME:VALUE`, repeatable', schema: { type: 'string' } },
-      { name: 'cookie', description: '`NAME=VALUE`, repeatable', schema: { type: 'string' } },
-      { name: 'query', description: '`NAME=VALUE`, repeatable', schema: { type: 'string' } },
-      { name: 'path', description: 'the request path (a query after `?` is read too)', schema: { type: 'string' } },
-      { name: 'method', description: '@default GET', schema: { type: 'string' } },
-    ],
-    answer: '`{ key, bucket, pool, version, revision, by }`; `pool: null, random: true` when a random draw decides (no sticky key)',
-    errors: [400],
+    summary: 'Where a sticky key is routed now (409 when the app has no `sticky`)',
+    query: [{ name: 'key', description: 'the sticky key (a user id, a session cookie value, an address); required', schema: { type: 'string', minLength: 1 } }],
+    ok: { 200: S.whereis },
+    errors: [409],
   },
-  'GET /v1/apps/:app/pools/:pool/preview-header': { summary: 'The signed preview header that reaches the pool whatever its weight', answer: '`{ header, value }`', errors: [409] },
-  'GET /v1/apps/:app/stats': { summary: 'Live figures per pool over the last 10 s and 60 s', answer: '`{ app, at, windows: { "10s": { POOL: { requests, rps, errors, errorRate, p50, p95, p99 } }, "60s": … }, fleet, instances }`' },
-  'POST /v1/apps/:app/rollouts': { summary: 'Start a progressive rollout (steps or a preset, with analysis)', body: rolloutBody, status: 201, answer: ROLLOUT, ifMatch: true, errors: WRITE_ERRORS },
-  'GET /v1/apps/:app/rollouts': { summary: 'The running or last rollout, `null` when the app never had one', answer: '`{ current: Rollout | null }`' },
-  'GET /v1/apps/:app/rollouts/current': { summary: 'The running or last rollout (404 when the app never had one)', answer: ROLLOUT },
+  'GET /v1/apps/:app/pools/:pool/preview-header': { summary: 'The signed preview header that reaches the pool whatever its weight (409 when the app has no `preview`)', ok: { 200: S.previewHeader }, errors: [409] },
+  'GET /v1/apps/:app/stats': { summary: 'Live figures per pool over the last 10 s and 60 s', query: [flagQuery('history', '`1` adds the 10 s figures at each second of the last minute')], ok: { 200: S.stats } },
+  'POST /v1/apps/:app/rollouts': { summary: 'Start a progressive rollout (steps or a preset, with analysis)', body: rolloutBody, ok: { 201: S.rollout }, ifMatch: true, errors: WRITE_ERRORS },
+  'GET /v1/apps/:app/rollouts': { summary: 'The running or last rollout, `null` when the app never had one', ok: { 200: S.currentRollout } },
+  'GET /v1/apps/:app/rollouts/current': { summary: 'The running or last rollout (404 when the app never had one)', ok: { 200: S.rollout } },
   'POST /v1/apps/:app/rollouts/current/pause': rolloutCommand('Pause', 'hold the current step', pauseBody),
   'POST /v1/apps/:app/rollouts/current/resume': rolloutCommand('Resume', 'carry on from the held step', pauseBody),
   'POST /v1/apps/:app/rollouts/current/promote': rolloutCommand('Promote', '100 % to `to` now', finishBody),
   'POST /v1/apps/:app/rollouts/current/abort': rolloutCommand('Abort', 'restore the starting weights', finishBody),
-  'POST /v1/apps/:app/rollouts/current/approve': rolloutCommand('Approve', 'let an approval step go on, recorded with the token name and reason (409 on a step that is not one)', approveBody),
   // live definitions (CONTRACT §8)
-  'PUT /v1/apps/:app/pools/:pool': { summary: "Set a pool's version and targets; a new pool is added at weight 0 after the existing ones (no sticky user moves)", body: poolBody, answer: APP_STATE, ifMatch: true, errors: WRITE_ERRORS },
-  'DELETE /v1/apps/:app/pools/:pool': { summary: 'Remove a pool: 409 `POOL_IN_USE` while it has weight or is not drained, unless `force`; an app keeps two pools', body: removeBody, answer: APP_STATE, ifMatch: true, errors: WRITE_ERRORS },
-  'POST /v1/apps/:app/pools/:pool/targets': { summary: 'Add a target to a pool (one already there: 200, no new revision)', body: targetBody, answer: APP_STATE, ifMatch: true, errors: WRITE_ERRORS },
+  'PUT /v1/apps/:app/pools/:pool': { summary: "Set a pool's version and targets; a new pool is added at weight 0 after the existing ones (no sticky user moves)", body: poolBody, ok: { 200: S.appState }, ifMatch: true, errors: WRITE_ERRORS },
+  'DELETE /v1/apps/:app/pools/:pool': { summary: 'Remove a pool: 409 `POOL_IN_USE` while it has weight or is not drained, unless `force`; an app keeps two pools', body: removeBody, bodyOptional: true, ok: { 200: S.appState }, ifMatch: true, errors: WRITE_ERRORS },
+  'POST /v1/apps/:app/pools/:pool/targets': { summary: 'Add a target to a pool (one already there: 200, no new revision)', body: targetBody, ok: { 200: S.appState }, ifMatch: true, errors: WRITE_ERRORS },
   'DELETE /v1/apps/:app/pools/:pool/targets': {
-    summary: 'Remove a target: requests in flight finish on it, upgraded connections are closed at the drain timeout counted from the removal; 409 for the last target of a pool with weight unless `force=true`',
+    summary: 'Remove a target: requests in flight finish on it, upgraded connections are closed at the drain timeout counted from the removal; 409 for the last target of a pool with weight unless `force=true`; 400 without `url`',
+    body: removeTargetBody,
+    bodyOptional: true,
     query: [
-      { name: 'url', description: 'the target to remove (required)', schema: { type: 'string' } },
-      { name: 'force', description: '`true` removes the last target of a pool with weight', schema: { type: 'string', enum: ['1', 'true', ''] } },
+      { name: 'url', description: 'the target to remove (required: without it, 400)', schema: { type: 'string', minLength: 1 } },
+      flagQuery('force', '`true` removes the last target of a pool with weight'),
       { name: 'reason', description: 'why, for the history', schema: { type: 'string' } },
     ],
-    answer: APP_STATE,
+    ok: { 200: S.appState },
     ifMatch: true,
     errors: WRITE_ERRORS,
   },
-  'PUT /v1/apps/:app': { summary: "Create (201) or replace (200) an app's definition, shaped like one `apps[]` entry of the config; 409 `HOST_CONFLICT` when a host belongs to another app", body: appBody, status: 201, answer: `${APP_STATE} (200 when the app existed)`, ifMatch: true, errors: WRITE_ERRORS },
-  'DELETE /v1/apps/:app': { summary: 'Delete an app: 409 while requests are in flight on it, unless `force`', body: removeBody, answer: '`{ app, revision, deleted: true, updatedAt, updatedBy, reason }`', ifMatch: true, errors: WRITE_ERRORS },
-  'PUT /v1/apps/:app/rules': { summary: "Replace the app's cohort rules (CONTRACT §10), checked by the config's schema (a regex RE2 cannot match in linear time, or a rule naming an unknown pool, is a 400 naming the field); history action `rules`", body: rulesBody, answer: APP_STATE, ifMatch: true, errors: WRITE_ERRORS },
-  'PUT /v1/apps/:app/mirror': { summary: "Set the app's mirror `{ to, share, methods, maxBody, maxInflight, compare }`, or remove it (`null`); history action `mirror`", body: mirrorBody, answer: APP_STATE, ifMatch: true, errors: WRITE_ERRORS },
-  'GET /v1/config': { summary: "Every app's live definition, in the shape `switchyard apply` reads", answer: '`{ apps: [definition] }`' },
+  'PUT /v1/apps/:app': { summary: "Create (201) or replace (200) an app's definition, shaped like one `apps[]` entry of the config; 409 `HOST_CONFLICT` when a host belongs to another app", body: appBody, ok: { 200: S.appState, 201: S.appState }, ifMatch: true, errors: WRITE_ERRORS },
+  'DELETE /v1/apps/:app': { summary: 'Delete an app: 409 while requests are in flight on it, unless `force`', body: removeBody, bodyOptional: true, ok: { 200: S.deletedApp }, ifMatch: true, errors: WRITE_ERRORS },
+  'GET /v1/config': { summary: "Every app's live definition, in the shape `switchyard apply` reads", ok: { 200: CONFIG_ANSWER } },
 };
 
-const ERROR_ENVELOPE = z.strictObject({
-  error: z.strictObject({ code: z.enum(Object.keys(ERRORS) as [keyof typeof ERRORS, ...(keyof typeof ERRORS)[]]), message: z.string(), details: z.unknown().optional() }),
-});
+/** Named answers: a component schema each, referenced from every operation that answers it. */
+const COMPONENTS: ReadonlyMap<z.ZodType, string> = new Map<z.ZodType, string>([
+  [S.appState, 'AppState'],
+  [S.appList, 'AppList'],
+  [S.history, 'History'],
+  [S.drain, 'Drain'],
+  [S.rollout, 'Rollout'],
+  [S.currentRollout, 'CurrentRollout'],
+  [S.stats, 'Stats'],
+  [S.whereis, 'Whereis'],
+  [S.previewHeader, 'PreviewHeader'],
+  [S.certificates, 'Certificates'],
+  [S.deletedApp, 'DeletedApp'],
+  [S.healthz, 'Healthz'],
+  [S.readyz, 'Readyz'],
+  [CONFIG_ANSWER, 'Definitions'],
+]);
+
+/** Codes the data plane answers with, never the admin API. */
+const DATA_PLANE_CODES = new Set<ErrorCode>(['MISDIRECTED', 'UPSTREAM_ERROR', 'NO_TARGET', 'UPSTREAM_TIMEOUT', 'QUEUE_TIMEOUT', 'BODY_TIMEOUT', 'GOING_AWAY']);
+
+/** The admin API's error codes of one HTTP status, from the catalogue (src/errors.ts). */
+export function codesOf(status: number): ErrorCode[] {
+  return (Object.keys(ERRORS) as ErrorCode[]).filter((c) => ERRORS[c].status === status && !DATA_PLANE_CODES.has(c));
+}
+
+/** The error envelope with the given codes. */
+function envelope(codes: readonly ErrorCode[]): z.ZodType {
+  return z.strictObject({ error: z.strictObject({ code: z.enum(codes as [ErrorCode, ...ErrorCode[]]), message: z.string(), details: z.unknown().optional() }) });
+}
+
+/** The error envelope, its `code` narrowed to the codes of `status`. */
+function errorSchema(status: number): z.ZodType {
+  return envelope(codesOf(status));
+}
+
+/** Every error of the admin API (`components.schemas.Error`). */
+const ERROR_ENVELOPE = envelope((Object.keys(ERRORS) as ErrorCode[]).filter((c) => !DATA_PLANE_CODES.has(c)));
 
 /** A zod schema as an OpenAPI 3.1 schema object: JSON Schema 2020-12, the `$schema` left to the document's dialect. */
-function schemaOf(schema: z.ZodType): Record<string, unknown> {
-  // io: 'input' — what a client sends (fields with defaults are optional); transforms cannot be
-  // expressed, and what they check is said in the operation's summary instead
-  const { $schema: _dialect, ...rest } = z.toJSONSchema(schema, { target: 'draft-2020-12', io: 'input', unrepresentable: 'any' });
+function schemaOf(schema: z.ZodType, io: 'input' | 'output'): Record<string, unknown> {
+  // input: what a client sends (fields with defaults are optional); transforms cannot be expressed,
+  // and what they check is said in the operation's summary instead
+  const { $schema: _dialect, ...rest } = z.toJSONSchema(schema, { target: 'draft-2020-12', io, unrepresentable: 'any' });
   return rest;
+}
+
+/** `PUT /v1/apps/:app`'s body: `definition` is checked by the config's own app schema (its `name` comes from the path). */
+function bodySchema(body: z.ZodType): Record<string, unknown> {
+  const out = schemaOf(body, 'input');
+  if (body !== appBody) return out;
+  const definition = schemaOf(appSchema, 'input');
+  definition.required = (definition.required as string[]).filter((k) => k !== 'name');
+  (out.properties as Record<string, unknown>).definition = definition;
+  out.required = ['definition'];
+  return out;
 }
 
 const STATUS_TEXT: Readonly<Record<number, string>> = {
   304: 'not modified (`If-None-Match` names the current revision)',
-  400: 'bad request: `details` name each offending field',
+  400: 'bad request: `details` name each offending field (body field, query parameter, path segment or `If-Match`)',
   401: 'missing or unknown bearer token',
-  404: 'unknown app, pool or path',
+  403: 'a request from a page of another origin, or to a host name the admin API does not answer to (`admin.allowedHosts`)',
+  404: 'unknown app, pool, target or rollout',
+  405: 'a method this path does not serve (`Allow` lists the ones it does)',
   409: 'refused: a conflict with the current state (see `error.code`)',
   412: 'stale `If-Match`: `details.current` is the current state',
   413: 'body over 64 KiB',
   415: 'a write that is not application/json',
   429: 'too many failed logins from this address (`Retry-After`)',
+  500: 'an internal error, or a stored routing state that breaks an invariant',
   503: 'unavailable (the store cannot be written, or the instance is shutting down); a write answered 503 never lands',
   504: '`WRITE_OUTCOME_UNKNOWN`: the store did not answer the write and could not be read back; it may or may not have landed (read the revision and history before retrying)',
 };
@@ -150,33 +196,62 @@ function openApiPath(path: string): { path: string; params: string[] } {
   return { path: out, params };
 }
 
-function operation(route: AdminRoute, doc: OperationDoc | undefined): Record<string, unknown> {
+/** Every status an operation can answer: its successes, then the errors of its kind and its own. */
+export function statusesOf(route: AdminRoute, doc: OperationDoc): { ok: number[]; errors: number[] } {
   const { params } = openApiPath(route.path);
-  const auth = Router.needsAuth(route);
+  const errors = new Set<number>([403, 405, 500, ...(doc.errors ?? [])]);
+  if (Router.needsAuth(route)) [401, 429].forEach((s) => errors.add(s));
+  if (params.length > 0) [400, 404].forEach((s) => errors.add(s));
+  if (doc.body !== undefined) [400, 413, 415].forEach((s) => errors.add(s));
+  if (route.method !== 'GET') errors.add(415);
+  if (doc.query?.some((q) => q.name === 'limit' || q.name === 'url' || q.name === 'key') === true) errors.add(400);
+  if (doc.ifMatch === true) [400, 412].forEach((s) => errors.add(s));
+  const ok = Object.keys(doc.ok).map(Number);
+  for (const s of ok) errors.delete(s);
+  return { ok: ok.sort((a, b) => a - b), errors: [...errors].sort((a, b) => a - b) };
+}
+
+function operation(route: AdminRoute, doc: OperationDoc | undefined, components: Record<string, unknown>): Record<string, unknown> {
+  const { params } = openApiPath(route.path);
   const parameters: Record<string, unknown>[] = params.map((name) => ({ name, in: 'path', required: true, schema: { type: 'string' } }));
-  for (const q of doc?.query ?? []) parameters.push({ name: q.name, in: 'query', required: false, description: q.description, schema: q.schema });
-  if (doc?.ifMatch === true) parameters.push({ name: 'If-Match', in: 'header', required: false, description: 'the revision this write expects, `"REVISION"` (the ETag) or `*`', schema: { type: 'string' } });
-  const errors = new Set<number>(doc?.errors ?? []);
-  if (auth) [401, 429].forEach((s) => errors.add(s));
-  if (params.length > 0) errors.add(404);
-  if (doc?.body !== undefined) [400, 413, 415].forEach((s) => errors.add(s));
-  if (doc?.ifMatch === true) errors.add(412);
-  if (route.method === 'GET' && route.path === '/v1/apps/:app') errors.add(304);
-  const responses: Record<string, unknown> = {
-    [String(doc?.status ?? 200)]: { description: doc?.answer ?? 'undescribed', content: { [doc?.contentType ?? 'application/json']: { schema: doc?.contentType === undefined ? {} : { type: 'string' } } } },
-  };
-  for (const status of [...errors].sort((a, b) => a - b)) {
-    responses[String(status)] = status === 304 ? { description: STATUS_TEXT[status] } : { description: STATUS_TEXT[status] ?? 'error', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } };
-  }
+  const responses: Record<string, unknown> = {};
   const op: Record<string, unknown> = {
     operationId: `${route.method.toLowerCase()}${route.path.replace(/[^A-Za-z0-9]+(.)?/g, (_, c: string | undefined) => (c ?? '').toUpperCase())}`,
     summary: doc?.summary ?? 'undescribed: this route has no entry in src/admin/openapi.ts OPERATIONS',
     parameters,
     responses,
   };
-  if (doc === undefined) op['x-switchyard-undescribed'] = true;
-  if (!auth) op.security = [];
-  if (doc?.body !== undefined) op.requestBody = { required: false, content: { 'application/json': { schema: schemaOf(doc.body) } } };
+  if (!Router.needsAuth(route)) op.security = [];
+  if (doc === undefined) {
+    op['x-switchyard-undescribed'] = true;
+    responses.default = { description: 'undescribed' };
+    return op;
+  }
+  for (const q of doc.query ?? []) parameters.push({ name: q.name, in: 'query', required: false, description: q.description, schema: q.schema });
+  if (doc.ifMatch === true) parameters.push({ name: 'If-Match', in: 'header', required: false, description: 'the revision this write expects, `"REVISION"` (the ETag) or `*`', schema: { type: 'string' } });
+  if (doc.body !== undefined) op.requestBody = { required: doc.bodyOptional !== true, content: { 'application/json': { schema: bodySchema(doc.body) } } };
+  const { ok, errors } = statusesOf(route, doc);
+  for (const status of ok) {
+    const answer = doc.ok[status] as Answer;
+    if (answer === 'text') {
+      responses[status] = { description: 'Prometheus text exposition format', content: { 'text/plain': { schema: { type: 'string' } } } };
+      continue;
+    }
+    const name = COMPONENTS.get(answer);
+    const io = answer === CONFIG_ANSWER ? 'input' : 'output';
+    if (name !== undefined) components[name] ??= schemaOf(answer, io);
+    const response: Record<string, unknown> = { description: name ?? 'success', content: { 'application/json': { schema: name === undefined ? schemaOf(answer, io) : { $ref: `#/components/schemas/${name}` } } } };
+    if (answer === S.appState) response.headers = { ETag: { description: 'the revision, `"REVISION"`', schema: { type: 'string' } } };
+    responses[status] = response;
+  }
+  for (const status of errors) {
+    if (status === 304) {
+      responses[status] = { description: STATUS_TEXT[status] };
+      continue;
+    }
+    components[`Error${status}`] ??= schemaOf(errorSchema(status), 'output');
+    responses[status] = { description: STATUS_TEXT[status] ?? 'error', content: { 'application/json': { schema: { $ref: `#/components/schemas/Error${status}` } } } };
+  }
   return op;
 }
 
@@ -192,9 +267,10 @@ function packageVersion(): string {
 /** The OpenAPI 3.1 document of the given routes (the router's table). */
 export function openApiDocument(routes: readonly AdminRoute[]): Record<string, unknown> {
   const paths: Record<string, Record<string, unknown>> = {};
+  const schemas: Record<string, unknown> = { Error: schemaOf(ERROR_ENVELOPE, 'output') };
   for (const route of routes) {
     const { path } = openApiPath(route.path);
-    (paths[path] ??= {})[route.method.toLowerCase()] = operation(route, OPERATIONS[`${route.method} ${route.path}`]);
+    (paths[path] ??= {})[route.method.toLowerCase()] = operation(route, OPERATIONS[`${route.method} ${route.path}`], schemas);
   }
   return {
     openapi: '3.1.1',
@@ -204,7 +280,7 @@ export function openApiDocument(routes: readonly AdminRoute[]): Record<string, u
     paths,
     components: {
       securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'a token of `admin.tokens`; its name is the actor in the audit history' } },
-      schemas: { Error: schemaOf(ERROR_ENVELOPE) },
+      schemas,
     },
   };
 }

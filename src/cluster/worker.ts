@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import type { PoolCounts } from '../control/counts.ts';
@@ -20,6 +21,7 @@ import { WorkerAcme } from './worker-acme.ts';
 import { releaseStartupMemory } from '../memory.ts';
 import { adopt, handleOf, HANDOVER_SETTLE_MS, matches, type InheritedListener } from '../upgrade/handles.ts';
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
+import type { Tracing } from '../tracing/types.ts';
 
 export interface WorkerOptions {
   readonly channel: WorkerChannel;
@@ -154,6 +156,8 @@ class WorkerPlane {
   private readonly timer: NodeJS.Timeout;
   /** the TLS port (`listen.tls`), built in listen(): its modules load on demand, as in app.ts */
   private edge: Edge | null = null;
+  /** with `tracing:`, loaded in listen() (on demand, as in app.ts) */
+  private tracing: Tracing | null = null;
   /** with `listen.tls.acme`: the certificates and challenges the primary's ACME sends */
   readonly acme: WorkerAcme | null;
   private served = 0;
@@ -216,6 +220,10 @@ class WorkerPlane {
 
   async listen(): Promise<ListenMode> {
     const { host, port, acceptors, tls } = this.config.listen;
+    if (this.config.tracing !== undefined) {
+      this.tracing = (await import('../tracing/otel.ts')).createOtelTracing(this.config.tracing, { logger: this.logger.child({ component: 'tracing' }), instanceId: `${hostname()}:${process.pid}` });
+      this.dataPlane.setTracing(this.tracing);
+    }
     if (this.config.listen.h2c) {
       const dataPlane = this.dataPlane;
       dataPlane.enableH2c((await import('../edge/h2.ts')).createH2Server({ handle: (req, res) => dataPlane.handle(req, res) }));
@@ -322,6 +330,7 @@ class WorkerPlane {
     this.drains.close();
     await this.health.close();
     await this.runtime.close();
+    await this.tracing?.shutdown();
     this.logger.info({ answered, cut, ms: this.now() - started }, 'worker stopped');
     return { cut };
   }

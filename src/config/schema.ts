@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { parseDuration } from './duration.ts';
+import { tracingSchema } from './tracing.ts';
 import { parseWeights } from '../state/weights.ts';
 import { mirrorSchema, routingIssues, rulesSchema } from './routing-schema.ts';
 
@@ -413,6 +414,8 @@ export const configSchema = z
         accessSample: z.number().min(0).max(1).default(1),
       })
       .prefault({}),
+    /** OpenTelemetry tracing over OTLP/HTTP (src/config/tracing.ts); omitted: off, nothing loaded */
+    tracing: tracingSchema.optional(),
   })
   .superRefine((c, ctx) => {
     const seenApps = new Set<string>();

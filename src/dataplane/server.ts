@@ -20,6 +20,7 @@ import { claimPort, type PortClaim } from './port-claim.ts';
 import { ProxyFacts, rawHeader } from './request-facts.ts';
 import { parseRequestTarget, refuse, refuseConnect } from './request-target.ts';
 import type { Runtime } from './runtime.ts';
+import type { RequestSpan, Tracing } from '../tracing/types.ts';
 import { isProxiedUpgrade, UpgradeProxy } from './upgrade.ts';
 
 /**
@@ -71,6 +72,8 @@ export interface DataPlaneOptions {
    * @default native with the native engine and no `intercept`, node otherwise
    */
   readonly front?: 'native' | 'node';
+  /** OpenTelemetry spans and trace context (src/tracing), or null: off, one null check per request @default null */
+  readonly tracing?: Tracing | null;
 }
 
 /** `limits` with every default, for planes built without a config (tests). */
@@ -83,6 +86,8 @@ export interface Decision {
   readonly by: RoutedBy;
   /** a pin's only: the request's facts, to route it by weight should its pool fail it (DataPlane.reroute) */
   readonly fwd?: ForwardedRequest;
+  /** with tracing: the request's sampled span, ended when it is done */
+  readonly span?: RequestSpan;
   /** a pin's only: the time it was counted in its pool's `pinned` figure */
   readonly at?: number;
   /** its copy to the app's mirror pool, told the live outcome when the request ends */
@@ -120,6 +125,8 @@ export class DataPlane implements Plane {
   private readonly opts: DataPlaneOptions;
   private readonly random: () => number;
   readonly now: () => number;
+  /** set at construction, or by a worker once it loaded the SDK (setTracing) */
+  private tracing: Tracing | null;
   private readonly pins = new PinCookies();
   private readonly upgrades: UpgradeProxy;
   /** copies of requests to each app's mirror pool, off the client's path */
@@ -142,6 +149,7 @@ export class DataPlane implements Plane {
     this.opts = opts;
     this.random = opts.random ?? Math.random;
     this.now = opts.now ?? Date.now;
+    this.tracing = opts.tracing ?? null;
     this.limits = opts.limits ?? new Limits({ config: DEFAULT_LIMITS, acceptors: DEFAULT_ACCEPTORS });
     this.mirror = new Mirror({ runtime: opts.runtime, now: this.now, ...(opts.onMirror === undefined ? {} : { onRecord: opts.onMirror }) });
     const { headerTimeout } = this.limits.config;
@@ -216,6 +224,11 @@ export class DataPlane implements Plane {
     this.server.removeListener('connection', this.onConnection);
     this.onConnection = port.accept(this.http1);
     this.server.on('connection', this.onConnection);
+  }
+
+  /** Turns tracing on (a worker loads the SDK after construction, in its async listen()). */
+  setTracing(tracing: Tracing | null): void {
+    this.tracing = tracing;
   }
 
   /** Closes the client connections with no request in flight (shutdown, as they go idle). */
@@ -363,9 +376,12 @@ export class DataPlane implements Plane {
     const runtime = (this.opts.runtime.apps[app.index] as Runtime['apps'][number]).pools[pool.index] as Runtime['apps'][number]['pools'][number];
     const now = this.now();
     if (by === 'pin') runtime.pinned.add(decision.at ?? now);
+    // tracing on only: the span starts here and its traceparent goes upstream in fwd.headers
+    const span = this.tracing === null ? null : this.tracing.start(fwd.headers, req.method ?? 'GET', line.path, fwd.host, now);
     const target = runtime.pick(now, null);
     if (target === null) {
       sendError(res, 'NO_TARGET', fwd.requestId, this.closing);
+      if (span !== null) this.tracing?.end(span, decision, null, { status: 503, error: 'NO_TARGET', endedAt: now });
       this.opts.onRequest?.({ app, pool, by, requestId: fwd.requestId, method: req.method ?? 'GET', path: req.url ?? '/', outcome: { status: 503, error: 'NO_TARGET', startedAt: now, headAt: now, endedAt: now } });
       return;
     }
@@ -387,7 +403,7 @@ export class DataPlane implements Plane {
     // HTTP/1.1 only 100-continue gets here, any other expectation got 417)
     if (fwd.hasBody && req.headers.expect !== undefined && req.httpVersionMinor === 1) res.writeContinue();
     const handler = new ProxyHandler(this, req, res, runtime, target, opts, pool.servedBy, fwd.requestId, setCookie);
-    handler.tag = decision;
+    handler.tag = span === null ? decision : { ...decision, span };
     handler.start();
   }
 
@@ -412,7 +428,7 @@ export class DataPlane implements Plane {
     // the draining pool did not serve it: it leaves the pool's pinned figure
     if (pinned.at !== undefined) handler.pool.pinned.remove(pinned.at);
     decision.mirror = pinned.mirror ?? null;
-    handler.tag = decision;
+    handler.tag = pinned.span === undefined ? decision : { ...decision, span: pinned.span };
     handler.moveTo(runtime, target, decision.pool.servedBy, this.pins.setCookie(app, decision.pool, now));
     return true;
   }
@@ -420,6 +436,7 @@ export class DataPlane implements Plane {
   requestDone(handler: ProxyHandler, outcome: Outcome): void {
     const decision = handler.tag as Decision;
     decision.mirror?.live(outcome);
+    if (decision.span !== undefined) this.tracing?.end(decision.span, decision, handler.target.url, outcome);
     const onRequest = this.opts.onRequest;
     if (onRequest === undefined) return;
     const { app, pool, by } = decision;

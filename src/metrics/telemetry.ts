@@ -5,6 +5,7 @@ import type { MirrorRecord } from '../dataplane/mirror.ts';
 import type { RequestRecord } from '../dataplane/server.ts';
 import type { AppRoute } from '../routing/snapshot.ts';
 import { createAccessLog } from './access-log.ts';
+import { registerHealthMetrics } from './health-metrics.ts';
 import { Metrics, type MetricsDeps } from './metrics.ts';
 import { LiveStats, type PeerWindows, type StatsExport } from './stats.ts';
 
@@ -37,6 +38,7 @@ export interface Telemetry {
 export function createTelemetry(deps: TelemetryDeps): Telemetry {
   const now = deps.now ?? Date.now;
   const metrics = new Metrics({ config: deps.config, controller: deps.controller, runtime: deps.runtime, store: deps.store, now, ...(deps.defaultMetrics === undefined ? {} : { defaultMetrics: deps.defaultMetrics }) });
+  registerHealthMetrics(metrics.registry, deps.runtime, () => deps.controller.snapshot, now);
   const stats = new LiveStats(deps.config, { now, snapshot: () => deps.controller.snapshot });
   const access = createAccessLog(deps.logger, { sample: deps.config.log.accessSample, ...(deps.sampleRandom === undefined ? {} : { random: deps.sampleRandom }) });
   return {

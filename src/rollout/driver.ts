@@ -1,5 +1,6 @@
 import { SwitchyardError } from '../errors.ts';
 import type { RoutingState } from '../state/types.ts';
+import { RepeatedWarning } from '../repeated-warning.ts';
 import { analyse } from './analysis.ts';
 import type { RolloutCore } from './core.ts';
 import type { Lease, Scheduler } from './lease.ts';
@@ -52,6 +53,8 @@ export class RolloutDriver {
   #closed = false;
   /** the last record read per app: put back if the store comes back empty (a Redis restarted without persistence) */
   readonly #seen = new Map<string, Rollout>();
+  /** a round fails every tick while the store is down: one line when it starts, then one a minute */
+  readonly #roundFailures: RepeatedWarning;
 
   constructor(opts: DriverOptions) {
     this.#core = opts.core;
@@ -59,6 +62,7 @@ export class RolloutDriver {
     this.#schedule = opts.schedule;
     this.#tickMs = opts.tickMs;
     this.#gates = new GateKeeper(opts.core, opts.id, opts.prometheus, () => this.kick());
+    this.#roundFailures = new RepeatedWarning(opts.core.logger, { now: opts.core.now });
   }
 
   /** A round soon: now, or right after the one in progress. */
@@ -97,8 +101,9 @@ export class RolloutDriver {
             // a step held past its pause (waiting for minRequests) is looked at every tick, not in a tight loop
             const due = r?.state === 'running' && r.nextAt !== null ? r.nextAt - this.#core.now() : Infinity;
             if (due > 0) soonest = Math.min(soonest, due);
+            this.#roundFailures.succeeded(app.name, { app: app.name }, 'rollout driver: rounds work again');
           } catch (err) {
-            this.#core.logger.warn({ err, app: app.name }, 'rollout driver: round failed; trying again at the next one');
+            this.#roundFailures.failed(app.name, { err, app: app.name }, 'rollout driver: round failed; trying again at the next one');
           }
         }
       } while (this.#again && !this.#closed);

@@ -1,8 +1,12 @@
 import assert from 'node:assert/strict';
+import { closeSync, openSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { parser as promqlParser } from '@prometheus-io/lezer-promql';
 import { request } from 'undici';
+import { LogSink } from '../../src/logger.ts';
+import { createTestCa, type TestCa } from '../helpers/certs.ts';
+import { startDnsServer, type DnsServer } from '../helpers/dns-server.ts';
 import { parseMetrics, type Series } from '../helpers/prometheus.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
@@ -80,6 +84,11 @@ describe('the Grafana dashboard (deploy/grafana)', () => {
   let blue: Upstream;
   let green: Upstream;
   let p: TestProxy;
+  /** the edge of the dashboard's lower rows: TLS with ACME, DNS discovery, a log sink */
+  let edge: TestProxy;
+  let ca: TestCa;
+  let dns: DnsServer;
+  let logFd: number;
   let scraped: Series[];
   let qs: Query[];
 
@@ -93,11 +102,37 @@ describe('the Grafana dashboard (deploy/grafana)', () => {
     const r = await request(`${p.adminUrl}/metrics`);
     assert.equal(r.statusCode, 200);
     scraped = parseMetrics(await r.body.text());
+
+    // the series that exist only with listen.tls, acme, discover or a log destination, from a
+    // second proxy that has them all; its ACME directory does not answer, so orders fail
+    ca = createTestCa();
+    // a file certificate for another name, so shop.test has none and ACME orders one
+    const cert = ca.issue('other', ['other.test']);
+    dns = await startDnsServer({ 'blue.test': { a: ['127.0.0.1'] } });
+    logFd = openSync('/dev/null', 'w');
+    edge = await startProxy(
+      {
+        listen: { host: '127.0.0.1', port: 0, tls: { port: 0, certs: [{ cert: cert.cert, key: cert.key }], acme: { directory: 'http://127.0.0.1:9/directory', email: 'ops@example.com', hosts: ['shop.test'], retry: '100ms' } } },
+        discovery: { servers: [dns.address], timeout: '200ms' },
+        apps: [{ name: 'shop', hosts: ['*'], pools: { blue: { version: '1.0.0', discover: { dns: 'blue.test', port: blue.port, interval: '100ms' } }, green: { version: '2.0.0', targets: [green.url] } } }],
+      },
+      { logSink: new LogSink(logFd), edge: { acmeSyncMs: 100 } },
+    );
+    const has = (series: Series[], name: string) => series.some((s) => s.name === name);
+    let edgeSeries: Series[] = [];
+    for (const deadline = Date.now() + 30_000; Date.now() < deadline; await new Promise((res) => setTimeout(res, 100))) {
+      const e = await request(`${edge.adminUrl}/metrics`);
+      edgeSeries = parseMetrics(await e.body.text());
+      if (['switchyard_acme_order_failures_total', 'switchyard_discovery_targets', 'switchyard_discovery_lookups_total'].every((n) => has(edgeSeries, n))) break;
+    }
+    scraped.push(...edgeSeries.filter((s) => !has(scraped, s.name)));
     qs = queries(JSON.parse(await readFile(DASHBOARD, 'utf8')));
   });
   after(async () => {
-    await p?.close();
-    await Promise.all([blue?.close(), green?.close()]);
+    await Promise.all([p?.close(), edge?.close()]);
+    await Promise.all([blue?.close(), green?.close(), dns?.close()]);
+    ca?.close();
+    if (logFd !== undefined) closeSync(logFd);
   });
 
   it('has a query for each thing an operator watches during a release', () => {
@@ -111,6 +146,15 @@ describe('the Grafana dashboard (deploy/grafana)', () => {
       ['routing changes over time', /max_over_time\(switchyard_routing_revision.*offset/],
       ['rollouts and their rollbacks', /increase\(switchyard_rollouts_total/],
       ['weights (the rollout state)', /switchyard_pool_weight_ratio/],
+      ['healthy targets per pool', /switchyard_pool_healthy_targets/],
+      ['targets down', /switchyard_target_up\{[^}]*\}\) == 0/],
+      ['client connections and their limit', /switchyard_client_connections_max/],
+      ['the fd limit', /switchyard_fd_limit/],
+      ['log sink failures', /switchyard_log_write_errors_total[\s\S]*switchyard_log_dropped_lines_total/],
+      ['shutdown cuts', /switchyard_shutdown_cut_total/],
+      ['discovery', /switchyard_discovery_failing/],
+      ['certificate expiry', /switchyard_tls_certificate_expiry_seconds/],
+      ['ACME failures', /switchyard_acme_order_failures_total/],
     ] as const) assert.match(all, pattern, what);
   });
 
@@ -136,7 +180,7 @@ describe('the Grafana dashboard (deploy/grafana)', () => {
         assert.ok(selectors.some((sel) => scraped.some((s) => s.name === sel.metric && label in s.labels)), `${q.where}: groups by ${label}, which none of its metrics carries`);
       }
     }
-    assert.ok(checked >= 20, `selectors checked: ${checked}`);
+    assert.ok(checked >= 40, `selectors checked: ${checked}`);
   });
 
   it('reads a template variable that lists the app the proxy serves', () => {

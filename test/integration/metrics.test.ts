@@ -48,6 +48,8 @@ describe('metrics with real traffic', () => {
   let blue: Upstream;
   let green: Upstream;
   let p: TestProxy;
+  /** the `down` app's one target, refusing connections */
+  let dead: string;
   before(async () => {
     const answer = (name: string) => (req: IncomingMessage, res: ServerResponse) => {
       res.writeHead(req.url?.startsWith('/fail') ? 500 : req.url?.startsWith('/moved') ? 302 : 200, { 'content-type': 'text/plain' });
@@ -55,7 +57,7 @@ describe('metrics with real traffic', () => {
     };
     blue = await startUpstream('blue', answer('blue'));
     green = await startUpstream('green', answer('green'));
-    const dead = `http://127.0.0.1:${await closedPort()}`;
+    dead = `http://127.0.0.1:${await closedPort()}`;
     p = await startProxy({
       apps: [
         twoPools(blue.url, green.url, { preview: { secret: PREVIEW_SECRET } }),
@@ -168,6 +170,8 @@ describe('metrics with real traffic', () => {
       // switchyard_rollouts_total, switchyard_rollout_notifications_total
       result: new Set(['succeeded', 'rolled-back', 'aborted', ...NOTIFY_RESULTS]),
       kind: new Set(NOTIFY_KINDS),
+      // switchyard_target_up: the configured targets
+      target: new Set([blue.url, green.url, dead]),
     };
     for (const s of mine(after)) {
       for (const [k, v] of Object.entries(s.labels)) {

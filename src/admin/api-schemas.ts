@@ -1,0 +1,199 @@
+import { z } from 'zod';
+import type { InstancesFigure, PoolCounts } from '../control/counts.ts';
+import type { TargetFigure } from '../control/target-figures.ts';
+import type { DiscoveryStatus } from '../discovery/discovery.ts';
+import type { AcmeHostStatus } from '../edge/acme.ts';
+import type { TargetStateView } from '../health/monitor.ts';
+import type { StatsView } from '../metrics/stats.ts';
+import type { RolloutView } from '../rollout/view.ts';
+import type { AppStateView, DrainView, HistoryEntryView } from './views.ts';
+
+/**
+ * The answers of the admin API as zod schemas: what the OpenAPI document (openapi.ts) declares
+ * for each success, and what test/integration/openapi.test.ts checks real answers against. The
+ * view functions that shape the answers are typed by their own interfaces; `shapes` at the end
+ * of this file makes the compiler check that each of those fits its schema here, so a field
+ * added to a view and not here fails `npm run typecheck`, and the test catches the rest.
+ */
+
+const iso = z.string().describe('ISO 8601 time');
+const pct = z.number().min(0).max(100).describe('percent, two decimals at most');
+/** pool → percent, in the app's pool order */
+const weights = z.record(z.string(), pct);
+
+const lastCheck = z.object({ at: iso, ok: z.boolean(), status: z.number().int().nullable(), error: z.string().nullable() });
+const targetDiscovery = z.object({ lookup: z.string(), stale: z.boolean(), answeredAt: iso.nullable(), error: z.string().nullable() });
+export const targetState = z.object({
+  url: z.string(),
+  state: z.enum(['up', 'down', 'ejected']),
+  reportedVersion: z.string().nullable().optional(),
+  ejectedUntil: iso.optional(),
+  lastCheck: lastCheck.nullable().optional(),
+  discovery: targetDiscovery.optional(),
+});
+export const discoveryStatus = z.object({
+  lookup: z.string().describe('`A/AAAA NAME:PORT` or `SRV NAME`'),
+  interval: z.number().describe('ms between lookups'),
+  targets: z.array(z.string()),
+  answeredAt: iso.nullable(),
+  lastLookup: z.object({ at: iso, ok: z.boolean(), error: z.string().nullable() }).nullable(),
+  failing: z.boolean(),
+  consecutiveFailures: z.number().int(),
+});
+export const targetFigure = z.object({
+  url: z.string(),
+  phase: z.enum(['serving', 'retiring']),
+  inflight: z.number().int(),
+  upgraded: z.number().int(),
+  removedAt: iso.optional(),
+  deadline: iso.optional(),
+});
+const poolCounts = z.object({ inflight: z.number().int(), upgraded: z.number().int(), pinned: z.number().int() });
+const instances = z.union([
+  z.object({ applied: z.number().int(), total: z.number().int() }),
+  z.object({ applied: z.number().int(), total: z.null(), unknown: z.literal(true), reason: z.string() }),
+]);
+
+export const poolState = z.object({
+  version: z.string(),
+  targets: z.array(z.string()),
+  weight: pct,
+  inflight: z.number().int(),
+  upgraded: z.number().int(),
+  pinned: z.number().int(),
+  drained: z.boolean(),
+  healthy: z.boolean().optional(),
+  health: z.enum(['healthy', 'unhealthy', 'unknown']).optional(),
+  targetStates: z.array(targetState).optional(),
+  discovery: discoveryStatus.optional(),
+  targetFigures: z.array(targetFigure).optional(),
+});
+
+/** CONTRACT §4 `AppState`, the answer of every routing and definition write. */
+export const appState = z.object({
+  app: z.string(),
+  revision: z.number().int(),
+  weights,
+  active: z.string().nullable().describe('the pool at 100 %, null during a split'),
+  updatedAt: iso,
+  updatedBy: z.string().describe('the name of the token that wrote it'),
+  reason: z.string().nullable(),
+  pools: z.record(z.string(), poolState),
+  instances: instances.describe('live instances routing on this revision, of all; `total` null while the fleet cannot be read'),
+});
+
+export const appList = z.object({ apps: z.array(appState) });
+
+export const historyEntry = z.object({
+  revision: z.number().int(),
+  weights,
+  action: z.string().describe('switch, weights, rollback, rollout, pool, targets, define, delete, …'),
+  by: z.string(),
+  reason: z.string().nullable(),
+  at: iso,
+  changes: z.array(z.string()).optional().describe('a definition change: the key paths it changed'),
+});
+export const history = z.object({ entries: z.array(historyEntry) });
+
+export const drain = z.object({
+  pool: z.string(),
+  weight: pct,
+  inflight: z.number().int(),
+  upgraded: z.number().int(),
+  pinned: z.number().int(),
+  drainingSince: iso.nullable(),
+  deadline: iso.nullable(),
+  remainingMs: z.number().nullable(),
+  drained: z.boolean(),
+  reason: z.string().nullable(),
+  unknown: z.literal(true).optional(),
+  instances: z.record(z.string(), poolCounts).optional(),
+  targets: z.array(targetFigure).optional(),
+});
+
+const analysisFigures = z.object({ requests: z.number(), errors: z.number(), errorRate: z.number(), p99: z.number().nullable() });
+export const rollout = z.object({
+  id: z.string(),
+  app: z.string(),
+  to: z.string(),
+  state: z.enum(['running', 'paused', 'succeeded', 'rolled-back', 'aborted']),
+  step: z.number().int().describe('the step in effect, 1-based'),
+  steps: z.array(z.object({ weight: pct, pause: z.string().nullable() })),
+  weight: pct,
+  from: weights,
+  startedAt: iso,
+  stepStartedAt: iso,
+  nextAt: iso.nullable(),
+  nextInMs: z.number().nullable(),
+  remainingMs: z.number().nullable(),
+  endedAt: iso.nullable(),
+  analysis: z.object({ maxErrorRate: z.number(), maxP99Ms: z.number().optional(), minRequests: z.number().int(), maxWaitMs: z.number().optional() }).nullable(),
+  onFailure: z.enum(['rollback', 'pause']),
+  reason: z.string().nullable(),
+  lastAnalysis: z.object({ at: iso, window: z.string(), verdict: z.enum(['pass', 'fail', 'waiting']), to: analysisFigures, others: analysisFigures, why: z.string().optional() }).nullable(),
+  by: z.string(),
+  revision: z.number().int(),
+  driver: z.string().nullable().optional(),
+});
+export const currentRollout = z.object({ current: rollout.nullable() });
+
+const windowStats = z.object({ requests: z.number(), rps: z.number(), errors: z.number(), errorRate: z.number(), p50: z.number().nullable(), p95: z.number().nullable(), p99: z.number().nullable() });
+export const stats = z.object({
+  app: z.string(),
+  at: iso,
+  windows: z.object({ '10s': z.record(z.string(), windowStats), '60s': z.record(z.string(), windowStats) }),
+  fleet: z.boolean(),
+  instances: z.number().int(),
+  history: z.array(z.object({ at: iso, pools: z.record(z.string(), windowStats) })).optional().describe('with `?history=1`: the 10 s window at each second of the last minute, oldest first'),
+});
+
+export const whereis = z.object({ key: z.string(), bucket: z.number().int().min(0).max(9999), pool: z.string(), version: z.string(), revision: z.number().int() });
+export const previewHeader = z.object({ header: z.string(), value: z.string() });
+
+const acmeHost = z.object({ host: z.string(), notAfter: iso.nullable(), lastError: z.string().nullable(), failures: z.number().int(), retryAt: iso.nullable() });
+export const certificates = z.object({
+  tls: z.boolean(),
+  at: iso.optional(),
+  certificates: z.array(z.object({ names: z.array(z.string()), source: z.enum(['file', 'acme']), file: z.string().optional(), notBefore: iso, notAfter: iso, expiresInSeconds: z.number().int(), state: z.enum(['ok', 'expiring', 'expired']) })),
+  acme: z.object({ orderer: z.boolean(), hosts: z.array(acmeHost) }).nullable(),
+});
+
+export const deletedApp = z.object({ app: z.string(), revision: z.number().int(), deleted: z.literal(true), updatedAt: iso, updatedBy: z.string(), reason: z.string().nullable() });
+export const healthz = z.object({ status: z.literal('ok') });
+export const readyz = z.object({ status: z.enum(['ready', 'unavailable']), details: z.record(z.string(), z.unknown()).optional().describe('store, revisions, drift, log sink, fleet and TLS details') });
+export const openApi = z.object({ openapi: z.string() }).catchall(z.unknown()).describe('this document');
+
+/** true when A and B have the same keys (a field the view has and the schema lacks, or the reverse, makes it false) */
+type SameKeys<A, B> = [Exclude<keyof A, keyof B>, Exclude<keyof B, keyof A>] extends [never, never] ? true : false;
+
+/**
+ * Compile-time checks that each view's type fits its schema (never called): a view that changes a
+ * field's type, or gains or loses a field its schema does not, is a type error here.
+ */
+export const sameFields: {
+  [K in 'appState' | 'poolState' | 'drain' | 'history' | 'rollout' | 'stats' | 'targetState' | 'discovery' | 'targetFigure']: true;
+} = {
+  appState: true satisfies SameKeys<AppStateView, z.output<typeof appState>>,
+  poolState: true satisfies SameKeys<AppStateView['pools'][string], z.output<typeof poolState>>,
+  drain: true satisfies SameKeys<DrainView, z.output<typeof drain>>,
+  history: true satisfies SameKeys<HistoryEntryView, z.output<typeof historyEntry>>,
+  rollout: true satisfies SameKeys<RolloutView, z.output<typeof rollout>>,
+  stats: true satisfies SameKeys<StatsView, z.output<typeof stats>>,
+  targetState: true satisfies SameKeys<TargetStateView, z.output<typeof targetState>>,
+  discovery: true satisfies SameKeys<DiscoveryStatus, z.output<typeof discoveryStatus>>,
+  targetFigure: true satisfies SameKeys<TargetFigure, z.output<typeof targetFigure>>,
+};
+
+export const shapes = {
+  appState: (v: AppStateView): z.output<typeof appState> => v,
+  drain: (v: DrainView): z.output<typeof drain> => v,
+  history: (v: HistoryEntryView): z.output<typeof historyEntry> => v,
+  rollout: (v: RolloutView): z.output<typeof rollout> => v,
+  stats: (v: StatsView): z.output<typeof stats> => v,
+  targetState: (v: TargetStateView): z.output<typeof targetState> => v,
+  discovery: (v: DiscoveryStatus): z.output<typeof discoveryStatus> => v,
+  targetFigure: (v: TargetFigure): z.output<typeof targetFigure> => v,
+  instances: (v: InstancesFigure): z.output<typeof instances> => v,
+  poolCounts: (v: PoolCounts): z.output<typeof poolCounts> => v,
+  acmeHost: (v: AcmeHostStatus): z.output<typeof acmeHost> => v,
+};
