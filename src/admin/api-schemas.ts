@@ -25,7 +25,7 @@ const lastCheck = z.object({ at: iso, ok: z.boolean(), status: z.number().int().
 const targetDiscovery = z.object({ lookup: z.string(), stale: z.boolean(), answeredAt: iso.nullable(), error: z.string().nullable() });
 export const targetState = z.object({
   url: z.string(),
-  state: z.enum(['up', 'down', 'ejected']),
+  state: z.enum(['up', 'down', 'ejected', 'dropped']).describe('`dropped`: a discovery answer that is not a routable unicast address, never routed to'),
   reportedVersion: z.string().nullable().optional(),
   ejectedUntil: iso.optional(),
   lastCheck: lastCheck.nullable().optional(),
@@ -39,6 +39,7 @@ export const discoveryStatus = z.object({
   lastLookup: z.object({ at: iso, ok: z.boolean(), error: z.string().nullable() }).nullable(),
   failing: z.boolean(),
   consecutiveFailures: z.number().int(),
+  dropped: z.array(z.object({ url: z.string(), reason: z.string() })).describe('what the last answer named that cannot be a target (0.0.0.0, multicast, link-local, port 0…), with why: never used'),
 });
 export const targetFigure = z.object({
   url: z.string(),
@@ -79,6 +80,8 @@ export const appState = z.object({
   updatedBy: z.string().describe('the name of the token that wrote it'),
   reason: z.string().nullable(),
   pools: z.record(z.string(), poolState),
+  rules: z.array(z.unknown()).describe('the cohort rules, in order, as written (CONTRACT §10): `{ name, match, to, share? }`; [] when none'),
+  mirror: z.unknown().describe('the mirror as written (`{ to, share, methods, maxBody, maxInflight, compare }`), or null'),
   instances: instances.describe('live instances routing on this revision, of all; `total` null while the fleet cannot be read'),
 });
 
@@ -92,8 +95,13 @@ export const historyEntry = z.object({
   reason: z.string().nullable(),
   at: iso,
   changes: z.array(z.string()).optional().describe('a definition change: the key paths it changed'),
+  summary: z.string().describe('what the entry did, in words (`green → 3.0.0 on 2 targets`, `switch to green`)'),
+  pools: z.record(z.string(), z.object({ version: z.string(), targets: z.number().int() })).optional().describe("each pool's version and target count at this revision"),
+  revert: z.string().optional().describe('set when the entry took traffic back: `rollback`, `analysis` (a rollout\'s automatic rollback), `abort`'),
+  rules: z.array(z.unknown()).optional().describe('the cohort rules in force after this revision'),
+  mirror: z.unknown().optional().describe('the mirror in force after this revision'),
 });
-export const history = z.object({ entries: z.array(historyEntry) });
+export const history = z.object({ entries: z.array(historyEntry), next: z.number().int().nullable().describe('the offset of the next page, null after the last') });
 
 export const drain = z.object({
   pool: z.string(),
@@ -106,11 +114,13 @@ export const drain = z.object({
   remainingMs: z.number().nullable(),
   drained: z.boolean(),
   reason: z.string().nullable(),
+  blockedBy: z.object({ by: z.enum(['weight', 'affinity', 'drain-timeout']), until: iso.nullable(), remainingMs: z.number().nullable() }).optional().describe('the deadline a pool that is not drained waits for'),
   unknown: z.literal(true).optional(),
   instances: z.record(z.string(), poolCounts).optional(),
   targets: z.array(targetFigure).optional(),
 });
 
+const gateCheck = z.object({ kind: z.enum(['query', 'webhook', 'hook']), name: z.string(), verdict: z.enum(['pass', 'fail', 'inconclusive']), value: z.number().nullable().optional(), status: z.number().int().nullable().optional(), why: z.string().optional(), ms: z.number() });
 const analysisFigures = z.object({ requests: z.number(), errors: z.number(), errorRate: z.number(), p99: z.number().nullable() });
 export const rollout = z.object({
   id: z.string(),
@@ -118,7 +128,7 @@ export const rollout = z.object({
   to: z.string(),
   state: z.enum(['running', 'paused', 'succeeded', 'rolled-back', 'aborted']),
   step: z.number().int().describe('the step in effect, 1-based'),
-  steps: z.array(z.object({ weight: pct, pause: z.string().nullable() })),
+  steps: z.array(z.object({ weight: pct, pause: z.string().nullable(), approval: z.literal(true).optional(), timeout: z.string().nullable().optional() })),
   weight: pct,
   from: weights,
   startedAt: iso,
@@ -134,10 +144,19 @@ export const rollout = z.object({
   by: z.string(),
   revision: z.number().int(),
   driver: z.string().nullable().optional(),
+  gates: z.object({
+    config: z.object({ intervalMs: z.number(), inconclusiveLimit: z.number().int(), onInconclusive: z.enum(['pause', 'rollback']), prometheus: z.unknown().describe('`{ url, headers? }` or null; header values masked'), queries: z.array(z.unknown()).readonly().describe('`{ name, prometheus, min?, max? }`'), webhooks: z.array(z.unknown()).readonly().describe('`{ name, url, timeout }`, URLs masked'), hooks: z.unknown().describe('`{ preRollout, preStep, postRollout, onRollback }`, URLs masked'), notify: z.array(z.unknown()).readonly().describe('`{ url, format, events }`, URLs masked') }).describe('the gates as started (CONTRACT §11)'),
+    rounds: z.array(z.object({ step: z.number().int(), phase: z.enum(['analysis', 'preStep']), round: z.number().int(), at: iso, verdict: z.enum(['pass', 'fail', 'inconclusive']), checks: z.array(gateCheck).readonly(), by: z.string(), lost: z.boolean().optional() })),
+    calling: z.object({ step: z.number().int(), phase: z.enum(['analysis', 'preStep']), round: z.number().int(), at: iso, deadline: iso, by: z.string() }).nullable(),
+    inconclusive: z.number().int(),
+    approvals: z.array(z.object({ step: z.number().int(), by: z.string(), reason: z.string().nullable(), at: iso })),
+    waitingApproval: z.boolean(),
+  }),
 });
 export const currentRollout = z.object({ current: rollout.nullable() });
 
-const windowStats = z.object({ requests: z.number(), rps: z.number(), errors: z.number(), errorRate: z.number(), p50: z.number().nullable(), p95: z.number().nullable(), p99: z.number().nullable() });
+const windowStats = z.object({ requests: z.number(), rps: z.number(), errors: z.number(), errorRate: z.number(), p50: z.number().nullable().describe('time to the response head (TTFB), ms'), p95: z.number().nullable(), p99: z.number().nullable(), streamP99: z.number().nullable().describe('how long responses stayed open after their head, p99 ms') });
+const compareStats = z.object({ pairs: z.number(), mismatches: z.number(), mismatchRate: z.number() });
 export const stats = z.object({
   app: z.string(),
   at: iso,
@@ -145,6 +164,7 @@ export const stats = z.object({
   fleet: z.boolean(),
   instances: z.number().int(),
   history: z.array(z.object({ at: iso, pools: z.record(z.string(), windowStats) })).optional().describe('with `?history=1`: the 10 s window at each second of the last minute, oldest first'),
+  mirror: z.object({ pool: z.string(), windows: z.object({ '10s': windowStats, '60s': windowStats }), compare: z.object({ '10s': compareStats, '60s': compareStats }) }).optional().describe("the app's mirror pool: its copies' figures and, with compare, the mismatches"),
 });
 
 export const whereis = z.object({ key: z.string(), bucket: z.number().int().min(0).max(9999), pool: z.string(), version: z.string(), revision: z.number().int() });
