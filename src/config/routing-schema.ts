@@ -1,6 +1,6 @@
-import { RE2JS } from 're2js';
 import { z } from 'zod';
 import { pctToBp } from '../state/weights.ts';
+import { compileLinear } from './linear-regex.ts';
 
 /**
  * The schema of an app's cohort `rules` and `mirror` (CONTRACT.md §10), part of `appSchema`
@@ -31,9 +31,10 @@ export const sharePct = (fallback: number) =>
       return bp;
     });
 
-function compileRegex(source: string): RE2JS | string {
+function compileRegex(source: string): true | string {
   try {
-    return RE2JS.compile(source);
+    compileLinear(source);
+    return true;
   } catch (err) {
     return `not a pattern the linear-time matcher (RE2 syntax) accepts: ${(err as Error).message}`;
   }

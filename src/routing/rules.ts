@@ -1,5 +1,5 @@
-import { RE2JS } from 're2js';
 import type { ConditionConfig, MirrorConfig, RuleConfig } from '../config/routing-schema.ts';
+import { compileLinear } from '../config/linear-regex.ts';
 import type { AppConfig } from '../config/schema.ts';
 
 /**
@@ -31,7 +31,7 @@ function conditionTest(c: ConditionConfig): Test {
   }
   if (c.regex !== undefined) {
     // linear-time (RE2): see config/routing-schema.ts; `test` finds the pattern anywhere, as RegExp#test does
-    const re = RE2JS.compile(c.regex);
+    const re = compileLinear(c.regex);
     return (v) => v !== undefined && re.test(v);
   }
   const present = c.present === true;
