@@ -293,8 +293,8 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
       const code = grpcStatusOf(trailers);
       if (code !== -1) this.grpc = code;
     }
-    // trailers go out with the end of the body: an h2 response, or a chunked HTTP/1.1 one (the raw front's exchanges have none)
-    if (relay !== null && !this.ended && this.chunked && typeof this.res.addTrailers === 'function') this.res.addTrailers(relay as Record<string, string>);
+    // trailers go out with the end of the body: any h2 response, an HTTP/1.1 one only when chunked
+    if (relay !== null && !this.ended && (this.chunked || this.req.httpVersionMajor === 2)) this.res.addTrailers(relay as Record<string, string>);
     // a Content-Length: 0 body has no chunk to end it with: remaining is 0 from the start
     if (!this.ended) this.res.end();
     this.finish(this.status, null);

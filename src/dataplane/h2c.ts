@@ -45,6 +45,7 @@ export class H2cPort {
         const h2 = startsWithPreface(seen);
         if (h2 === undefined) return;
         socket.removeListener('data', onData);
+        socket.removeListener('error', onError);
         socket.pause();
         const bytes = seen;
         seen = null;
@@ -62,7 +63,12 @@ export class H2cPort {
         socket.resume();
         socket.emit('data', bytes);
       };
+      // until a side takes it, a reset before the first bytes must not be an uncaught 'error'
+      const onError = (): void => {
+        socket.destroy();
+      };
       socket.on('data', onData);
+      socket.on('error', onError);
     };
   }
 

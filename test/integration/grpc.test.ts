@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { connect as h2connect } from 'node:http2';
+import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { echoClient, grpc, startGrpcUpstream, TRAILER_BIN, unary, type EchoClient, type EchoReply, type GrpcUpstream } from '../helpers/grpc.ts';
 import { startProxy, type TestProxy } from '../helpers/proxy.ts';
@@ -169,6 +171,23 @@ describe('gRPC through Switchyard over h2c: h2 pools, streams, trailers, gRPC-sh
   });
 
   it('HTTP/1.1 keeps being served on the same port, and a bare h2c client gets an answer', async () => {
+    const port = Number(new URL(p.proxyUrl).port);
+    // a connection reset before its first byte, while the preface check holds it, harms nothing
+    const reset = connect(port, '127.0.0.1');
+    await once(reset, 'connect');
+    reset.resetAndDestroy();
+    // a request line that arrives a byte at a time starts like the preface ("P…") and still is HTTP/1.1
+    const slow = connect(port, '127.0.0.1');
+    await once(slow, 'connect');
+    let answer = '';
+    slow.on('data', (c: Buffer) => (answer += c.toString('latin1')));
+    for (const ch of 'PUT /slow HTTP/1.1\r\nHost: web.test\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi') {
+      slow.write(ch);
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    await once(slow, 'close');
+    assert.match(answer, /^HTTP\/1\.1 200 /);
+    assert.match(answer, /"method":"PUT","url":"\/slow","body":"hi"/);
     const r = await p.get('/hello', { host: 'web.test' });
     assert.equal(r.status, 200);
     assert.equal(JSON.parse(r.body).pool, 'web');
