@@ -28,8 +28,10 @@ export class CertificatesPanel {
     if (!data.tls) return;
     const hosts = data.acme?.hosts ?? [];
     // a host whose last order failed: the certificate it serves (if any) stays, but will not be renewed until an order succeeds
-    // a host never issued has nothing to renew: its failing order is its first one
-    const hostState = (a) => (a.lastError !== null ? (a.notAfter === null ? 'unissued' : 'failing') : a.notAfter === null ? 'pending' : 'ok');
+    // a host no certificate serves yet has nothing to renew: its failing order is its first one
+    const served = (host) => data.certificates.some((c) => c.names.some((n) => n === host || (n.startsWith('*.') && host.endsWith(n.slice(1)))));
+    const unissued = (a) => a.notAfter === null && !served(a.host);
+    const hostState = (a) => (a.lastError !== null ? (unissued(a) ? 'unissued' : 'failing') : a.notAfter === null ? 'pending' : 'ok');
     const rows = data.certificates.map((c) =>
       h(
         'tr',
@@ -63,11 +65,11 @@ export class CertificatesPanel {
     this.body.replaceChildren(...parts);
     const expired = data.certificates.filter((c) => c.state === 'expired').length;
     const expiring = data.certificates.filter((c) => c.state === 'expiring').length;
-    const failing = hosts.filter((a) => a.lastError !== null && a.notAfter !== null).length;
-    const unissued = hosts.filter((a) => a.lastError !== null && a.notAfter === null).length;
-    const problems = [expired > 0 ? `${expired} expired` : '', expiring > 0 ? `${expiring} due for renewal` : '', failing > 0 ? `${failing} renewal${failing === 1 ? '' : 's'} failing` : '', unissued > 0 ? `${unissued} first order${unissued === 1 ? '' : 's'} failing` : ''].filter((x) => x !== '');
+    const failing = hosts.filter((a) => hostState(a) === 'failing').length;
+    const firstOrders = hosts.filter((a) => hostState(a) === 'unissued').length;
+    const problems = [expired > 0 ? `${expired} expired` : '', expiring > 0 ? `${expiring} due for renewal` : '', failing > 0 ? `${failing} renewal${failing === 1 ? '' : 's'} failing` : '', firstOrders > 0 ? `${firstOrders} first order${firstOrders === 1 ? '' : 's'} failing` : ''].filter((x) => x !== '');
     this.summary.textContent = problems.length === 0 ? `${data.certificates.length} valid` : problems.join(' · ');
-    this.summary.className = `badge ${expired > 0 || failing > 0 || unissued > 0 ? 'bad' : expiring > 0 ? 'warn' : ''}`;
-    this.summary.dataset.state = expired > 0 || failing > 0 || unissued > 0 ? 'bad' : expiring > 0 ? 'warn' : 'ok';
+    this.summary.className = `badge ${expired > 0 || failing > 0 || firstOrders > 0 ? 'bad' : expiring > 0 ? 'warn' : ''}`;
+    this.summary.dataset.state = expired > 0 || failing > 0 || firstOrders > 0 ? 'bad' : expiring > 0 ? 'warn' : 'ok';
   }
 }
