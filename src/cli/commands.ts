@@ -245,7 +245,7 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
   },
   stats: {
     usage: 'stats APP',
-    summary: 'per pool over the last 10 s and 60 s: requests/s, error rate, p50/p95/p99 latency',
+    summary: 'per pool over the last 10 s and 60 s: requests/s, error rate, p50/p95/p99 latency (time to the response head) and how long responses stayed open (open p99)',
     args: [1, 1],
     async run(ctx) {
       const [app] = ctx.args as [string];
@@ -255,8 +255,9 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
         return 0;
       }
       const ms = (n: number | null) => (n === null ? '-' : `${n}ms`);
-      const rows = [['window', 'pool', 'requests', 'req/s', 'errors', 'p50', 'p95', 'p99']];
-      for (const [w, pools] of Object.entries(v.windows)) for (const [pool, s] of Object.entries(pools)) rows.push([w, pool, String(s.requests), String(s.rps), pct(s.errorRate * 100), ms(s.p50), ms(s.p95), ms(s.p99)]);
+      // p50…p99: time to the response head; `open p99`: how long responses stayed open after it (streams)
+      const rows = [['window', 'pool', 'requests', 'req/s', 'errors', 'p50', 'p95', 'p99', 'open p99']];
+      for (const [w, pools] of Object.entries(v.windows)) for (const [pool, s] of Object.entries(pools)) rows.push([w, pool, String(s.requests), String(s.rps), pct(s.errorRate * 100), ms(s.p50), ms(s.p95), ms(s.p99), ms(s.streamP99 ?? null)]);
       for (const line of table(rows)) ctx.out(line);
       if (v.fleet) ctx.out(`summed over ${v.instances} instance(s)`);
       return 0;

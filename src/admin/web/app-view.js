@@ -176,6 +176,8 @@ export class AppView {
       row.errors.textContent = fmtRate(s?.errorRate);
       row.errors.classList.toggle('bad', (s?.errorRate ?? 0) >= 0.01);
       row.p99.textContent = fmtMs(s?.p99 ?? null);
+      // p99 is the time to the response head; how long responses then stayed open is apart
+      row.p99.title = `time to the response head; responses stayed open ${fmtMs(s?.streamP99 ?? null)} after it (p99)`;
       const list = this.samples.get(pool);
       for (const point of stats.history ?? []) addSample(list, Date.parse(point.at), point.pools[pool] ?? null);
       addSample(list, end, s ?? null);
