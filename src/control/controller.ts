@@ -265,6 +265,8 @@ export class Controller extends EventEmitter {
       }
       const weights: Record<string, number> = {};
       for (const p of Object.keys(cfg.pools)) weights[p] = ownOf(plan.to.routing.weights, p) ?? 0;
+      // the plan's routing also carries rules and mirror (CONTRACT §10): once an app's state holds
+      // them, the proposal writes plan.to.routing.rules and .mirror beside the weights
       return { weights };
     }, { ...opts, revert: 'rollback' });
   }
