@@ -125,7 +125,8 @@ async function drainWait(ctx: CommandContext, path: string): Promise<number> {
       noted = true;
     }
     if (left <= 0) {
-      const waits = block === undefined || block.by === 'weight' ? '' : block.by === 'affinity' ? `; it waits for ${blockWords(block)}` : `; ${blockWords(block)}`;
+      // the reason already names the affinity window's end; the drain timeout it does not
+      const waits = block?.by === 'drain-timeout' ? `; ${blockWords(block)}` : '';
       ctx.err(`error: ${v.pool} not drained after ${humanDuration(timeout)}: ${v.reason ?? `${v.inflight} in flight, ${v.upgraded} upgraded, weight ${pct(v.weight)}`}${waits}`);
       return 1;
     }
