@@ -74,7 +74,7 @@ async function verifyVersion(deps: CoreRouteDeps, app: string, to: string, expec
 /** What a rollback would write now, and what it would answer (VERSION_CHANGED unless forced); writes nothing. */
 async function rollbackDryRunOf(controller: Controller, app: string, force: boolean): Promise<RollbackDryRun> {
   const plan = await controller.rollbackPlan(app);
-  const refusal = plan.versionChanged.length > 0 && !force ? new SwitchyardError('VERSION_CHANGED', `would send traffic to ${plan.versionChanged.map((p) => `${p}, which ran ${plan.pools[p]?.versionThen} then and runs ${plan.pools[p]?.versionNow} now`).join('; ')}; send force: true to roll back anyway`) : null;
+  const refusal = plan.versionChanged.length > 0 && !force ? new SwitchyardError('VERSION_CHANGED', `would send traffic to ${plan.versionChanged.map((p) => `${p}, which ran ${plan.pools[p]?.versionThen} then and runs ${plan.pools[p]?.versionNow} now`).join('; ')}; send force: true (CLI --force; the dashboard asks) to roll back anyway`) : null;
   return rollbackDryRun(app, plan, Object.keys(controller.appConfig(app).pools), refusal);
 }
 

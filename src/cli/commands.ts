@@ -126,7 +126,8 @@ async function drainWait(ctx: CommandContext, path: string): Promise<number> {
       noted = true;
     }
     if (left <= 0) {
-      const waits = block === undefined || block.by === 'weight' ? '' : block.by === 'affinity' ? `; it waits for ${blockWords(block)}` : `; ${blockWords(block)}`;
+      // the reason already names the affinity window's end; the drain timeout it does not
+      const waits = block?.by === 'drain-timeout' ? `; ${blockWords(block)}` : '';
       ctx.err(`error: ${v.pool} not drained after ${humanDuration(timeout)}: ${v.reason ?? `${v.inflight} in flight, ${v.upgraded} upgraded, weight ${pct(v.weight)}`}${waits}`);
       return 1;
     }
@@ -234,7 +235,7 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
   },
   stats: {
     usage: 'stats APP',
-    summary: 'per pool over the last 10 s and 60 s: requests/s, error rate, p50/p95/p99 latency',
+    summary: 'per pool over the last 10 s and 60 s: requests/s, error rate, p50/p95/p99 latency (time to the response head) and how long responses stayed open (open p99)',
     args: [1, 1],
     async run(ctx) {
       const [app] = ctx.args as [string];
@@ -244,8 +245,9 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
         return 0;
       }
       const ms = (n: number | null) => (n === null ? '-' : `${n}ms`);
-      const rows = [['window', 'pool', 'requests', 'req/s', 'errors', 'p50', 'p95', 'p99']];
-      for (const [w, pools] of Object.entries(v.windows)) for (const [pool, s] of Object.entries(pools)) rows.push([w, pool, String(s.requests), String(s.rps), pct(s.errorRate * 100), ms(s.p50), ms(s.p95), ms(s.p99)]);
+      // p50…p99: time to the response head; `open p99`: how long responses stayed open after it (streams)
+      const rows = [['window', 'pool', 'requests', 'req/s', 'errors', 'p50', 'p95', 'p99', 'open p99']];
+      for (const [w, pools] of Object.entries(v.windows)) for (const [pool, s] of Object.entries(pools)) rows.push([w, pool, String(s.requests), String(s.rps), pct(s.errorRate * 100), ms(s.p50), ms(s.p95), ms(s.p99), ms(s.streamP99 ?? null)]);
       for (const line of table(rows)) ctx.out(line);
       if (v.fleet) ctx.out(`summed over ${v.instances} instance(s)`);
       return 0;

@@ -21,10 +21,13 @@ export function parseStepsArg(arg: string): { weight: number; pause?: string }[]
   });
 }
 
-function numberOption(ctx: CommandContext, name: string, check: (n: number) => boolean, what: string): number | undefined {
+function numberOption(ctx: CommandContext, name: string, check: (n: number) => boolean, what: string, percent = false): number | undefined {
   const raw = ctx.values[name];
   if (raw === undefined) return undefined;
-  const n = typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : NaN;
+  // `1%` is 0.01: the dashboard asks for a percentage, the API takes a fraction; both spellings work here
+  const pctForm = percent && typeof raw === 'string' && raw.trim().endsWith('%');
+  const text = typeof raw === 'string' ? (pctForm ? raw.trim().slice(0, -1) : raw) : '';
+  const n = text.trim() !== '' ? Number(text) / (pctForm ? 100 : 1) : NaN;
   if (!Number.isFinite(n) || !check(n)) throw new UsageError(`--${name} must be ${what}, got "${String(raw)}"`);
   return n;
 }
@@ -45,7 +48,7 @@ export function startBody(ctx: CommandContext, file: Record<string, unknown> | n
   }
   if (typeof preset === 'string') body.preset = preset;
   if (typeof steps === 'string') body.steps = parseStepsArg(steps);
-  const maxErrorRate = numberOption(ctx, 'max-error-rate', (n) => n >= 0 && n <= 1, 'a fraction from 0 to 1 (0.01 is 1 %)');
+  const maxErrorRate = numberOption(ctx, 'max-error-rate', (n) => n >= 0 && n <= 1, 'a fraction from 0 to 1 or a percentage (0.01 and 1% are the same)', true);
   const maxP99Ms = numberOption(ctx, 'max-p99', (n) => n > 0, 'milliseconds above 0');
   const minRequests = numberOption(ctx, 'min-requests', (n) => Number.isInteger(n) && n >= 1, 'a whole number from 1');
   const analysis = { ...(maxErrorRate === undefined ? {} : { maxErrorRate }), ...(maxP99Ms === undefined ? {} : { maxP99Ms }), ...(minRequests === undefined ? {} : { minRequests }) };
@@ -134,7 +137,7 @@ async function waitForEnd(ctx: CommandContext, path: string, first: RolloutView,
 export const rolloutCommand: ApiCommand = {
   usage: 'rollout APP start|status|pause|resume|promote|abort|approve [options] [--wait [--timeout D] [--interval D]]',
   summary:
-    'progressive rollout with automatic analysis and rollback — start --to POOL (--preset canary10-5m | --steps 10:5m,50:5m,100) [--max-error-rate 0.01] [--max-p99 MS] [--min-requests 100] [--on-failure rollback|pause] [--no-analysis] [--query NAME=PROMQL --min N --max N] [--prometheus URL] [--webhook [NAME=]URL] [--approval-after STEP] [--notify URL] [-f rollout.json] [--reason R]; status; approve [--reason R] (an approval step); pause; resume; promote (100 % now) and abort (starting weights back) [--reason R] [--force]; start and status take --wait [--timeout 1h] [--interval 2s]: wait until it ends, exit 0 succeeded, 1 rolled back, aborted or timed out',
+    'progressive rollout with automatic analysis and rollback — start --to POOL (--preset canary10-5m | --steps 10:5m,50:5m,100) [--max-error-rate 0.01|1%] [--max-p99 MS] [--min-requests 100] [--on-failure rollback|pause] [--no-analysis] [--query NAME=PROMQL --min N --max N] [--prometheus URL] [--webhook [NAME=]URL] [--approval-after STEP] [--notify URL] [-f rollout.json] [--reason R]; status; approve [--reason R] (an approval step); pause; resume; promote (100 % now) and abort (starting weights back) [--reason R] [--force]; start and status take --wait [--timeout 1h] [--interval 2s]: wait until it ends, exit 0 succeeded, 1 rolled back, aborted or timed out',
   args: [2, 2],
   options: {
     to: { type: 'string' },

@@ -265,6 +265,8 @@ export class Controller extends EventEmitter {
       }
       const weights: Record<string, number> = {};
       for (const p of Object.keys(cfg.pools)) weights[p] = ownOf(plan.to.routing.weights, p) ?? 0;
+      // the plan's routing also carries rules and mirror (CONTRACT §10): once an app's state holds
+      // them, the proposal writes plan.to.routing.rules and .mirror beside the weights
       return { weights };
     }, { ...opts, revert: 'rollback' });
   }
@@ -433,5 +435,5 @@ function refuseEmptyPools(app: string, cfg: AppConfig, weights: Weights, current
     const pool = cfg.pools[p] as AppConfig['pools'][string] & { discover?: unknown };
     return (ownOf(weights, p) ?? 0) > (ownOf(current, p) ?? 0) && pool.targets.length === 0 && pool.discover === undefined;
   });
-  if (empty.length > 0) throw new SwitchyardError('POOL_UNHEALTHY', `app "${app}": pool(s) ${empty.join(', ')} have no targets; send force: true to route to them anyway`, { details: { pools: empty } });
+  if (empty.length > 0) throw new SwitchyardError('POOL_UNHEALTHY', `app "${app}": pool(s) ${empty.join(', ')} have no targets; to route to them anyway, send force: true (CLI --force; the dashboard asks)`, { details: { pools: empty } });
 }

@@ -35,10 +35,11 @@ function badDefinition(issues: readonly KeyPathIssue[]): SwitchyardError {
  * Checks a changed definition with the config's schema. `within`: issues under this key path
  * prefix (`pools.green.`) are named relative to it, as the body's fields (`targets[1]`).
  */
-function checked(app: string, def: AppDefinition, within = ''): AppDefinition {
+/** `field`: what the body calls the value at `within` itself (`url` for an added target), so an issue never names an empty path. */
+function checked(app: string, def: AppDefinition, within = '', field = ''): AppDefinition {
   const r = parseDefinition(def, app);
   if (r.ok) return r.definition;
-  throw badDefinition(r.issues.map((i) => (within !== '' && i.path.startsWith(within) ? { ...i, path: i.path.slice(within.length) } : i)));
+  throw badDefinition(r.issues.map((i) => (within !== '' && i.path.startsWith(within) ? { ...i, path: i.path.slice(within.length) || field || within } : i)));
 }
 
 function unknownPool(app: string, pool: string, cfg: AppConfig): SwitchyardError {
@@ -116,7 +117,7 @@ export function addTarget(deps: DefinitionDeps, app: string, pool: string, url: 
     const def = deps.controller.definition(app);
     const pools = poolsOf(def);
     pools[pool] = { ...pools[pool], targets: [...p.targets, url] };
-    return { weights: cur.weights, definition: checked(app, { ...def, pools }, `pools.${pool}.targets[${p.targets.length}]`) };
+    return { weights: cur.weights, definition: checked(app, { ...def, pools }, `pools.${pool}.targets[${p.targets.length}]`, 'url') };
   }, opts);
 }
 

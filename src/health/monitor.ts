@@ -292,7 +292,7 @@ export class HealthMonitor extends EventEmitter implements HealthSource {
     const what = `${sick.map((p) => `pool "${p}"`).join(' and ')} ${sick.length === 1 ? 'has' : 'have'} no healthy target`;
     if (opts.force === true) return `forced: ${what}`;
     const details = { pools: Object.fromEntries(sick.map((p) => [p, this.poolHealth(app.name, p).targets])) };
-    throw new SwitchyardError('POOL_UNHEALTHY', `app "${app.name}": ${what}; send force: true to route to it anyway`, { details });
+    throw new SwitchyardError('POOL_UNHEALTHY', `app "${app.name}": ${what}; to route to it anyway, send force: true (CLI --force; the dashboard asks)`, { details });
   };
 
   /**

@@ -31,7 +31,7 @@ describe('dashboard certificates panel in Chromium', () => {
     const dead = await freePort();
     p = await startProxy(
       {
-        listen: { host: '127.0.0.1', port: 0, tls: { port: 0, certs: [{ cert: shop.cert, key: shop.key }, { cert: api.cert, key: api.key }], acme: { directory: `https://127.0.0.1:${dead}/dir`, hosts: ['shop.test'], retry: '30s' } } },
+        listen: { host: '127.0.0.1', port: 0, tls: { port: 0, certs: [{ cert: shop.cert, key: shop.key }, { cert: api.cert, key: api.key }], acme: { directory: `https://127.0.0.1:${dead}/dir`, hosts: ['shop.test', 'new.test'], retry: '30s' } } },
         apps: [twoPools(up.url, up.url)],
       },
       { now: () => Date.now() + 1.5 * DAY_MS, edge: { acmeSyncMs: 200 } },
@@ -64,7 +64,11 @@ describe('dashboard certificates panel in Chromium', () => {
 
     const summary = panel.locator('.app-title .badge');
     assert.equal(await summary.getAttribute('data-state'), 'bad');
-    assert.match(String(await summary.textContent()), /1 due for renewal · 1 renewal failing/);
+    assert.match(String(await summary.textContent()), /1 due for renewal · 1 renewal failing · 1 first order failing/);
+    // regression: a host no certificate serves yet was shown as "renewal failing"
+    const fresh = panel.locator('tr[data-host="new.test"]');
+    assert.equal(await fresh.getAttribute('data-state'), 'unissued');
+    assert.equal(await fresh.locator('.state').textContent(), 'first order failing');
     assert.deepEqual(problems, [], 'no console errors or CSP violations');
     await mkdir(new URL('../../test-output/', import.meta.url), { recursive: true });
     await panel.screenshot({ path: new URL('../../test-output/dashboard-certificates.png', import.meta.url).pathname });

@@ -158,13 +158,15 @@ describe('dashboard in Chromium', () => {
     assert.deepEqual(problems, [], 'no console errors or CSP violations');
   });
 
-  it('rolls back through the UI', async () => {
+  it('rolls back through the UI, to the last known-good routing the confirm shows', async () => {
     const shop = page.locator('section[data-app="shop"]');
     await shop.locator('button[data-action="rollback"]').click();
     await page.locator('dialog#confirm').waitFor({ state: 'visible' });
+    // after a canary at 20 % and a switch: back to blue at 100 %, not to the canary
+    assert.deepEqual(await page.locator('dialog#confirm .change:not([data-pool])').allTextContents(), ['blue 0% → 100%', 'green 100% → 0%']);
     await page.click('#confirm-ok');
-    await shop.locator('.badge.active', { hasText: 'split' }).waitFor();
-    assert.deepEqual((await p.admin('GET', '/v1/apps/shop')).body.weights, { blue: 80, green: 20 });
+    await shop.locator('.badge.active', { hasText: 'active: blue' }).waitFor();
+    assert.deepEqual((await p.admin('GET', '/v1/apps/shop')).body.weights, { blue: 100, green: 0 });
     assert.deepEqual(problems, []);
   });
 });

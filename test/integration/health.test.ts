@@ -160,7 +160,9 @@ describe('the health gate on writes', () => {
 
   it('a weights change raising a pool with no healthy target is a 409; lowering it is not', async () => {
     const [b, g] = [await backend('b'), await backend('g')];
-    await withProxy([b, g], { apps: [twoPools(b.url, g.url, { ...fastHealth(), initial: { blue: 50, green: 50 } })] }, async (p) => {
+    await withProxy([b, g], { apps: [twoPools(b.url, g.url, { ...fastHealth(), initial: { green: 100 } })] }, async (p) => {
+      // green at 100 % is the last stable routing, what a rollback goes back to
+      assert.equal((await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 50, green: 50 } })).status, 200);
       g.health = 500;
       await until('green unhealthy', async () => (await p.admin('GET', '/v1/apps/shop')).body.pools.green.healthy === false);
       const up = await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 40, green: 60 } });
@@ -169,7 +171,7 @@ describe('the health gate on writes', () => {
       const down = await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 90, green: 10 } });
       assert.equal(down.status, 200);
       const back = await p.admin('POST', '/v1/apps/shop/rollback', {});
-      assert.equal(back.status, 409, 'a rollback to more green is refused too');
+      assert.deepEqual([back.status, back.body.error.code], [409, 'POOL_UNHEALTHY'], 'a rollback to more green is refused too');
       assert.equal((await p.admin('POST', '/v1/apps/shop/rollback', { force: true })).status, 200);
     });
   });

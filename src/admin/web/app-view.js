@@ -28,6 +28,8 @@ export class AppView {
     this.who = h('div', { class: 'who' });
     this.instances = h('span', { class: 'instances' });
     this.bar = h('div', { class: 'bar', role: 'img' });
+    // a segment too narrow for its label (a canary under 8 %) is named here instead
+    this.legend = h('div', { class: 'bar-legend' });
     this.rollout = new RolloutPanel(this);
     this.targets = new TargetsPanel(this);
     this.rows = new Map();
@@ -88,6 +90,7 @@ export class AppView {
       h('div', { class: 'app-head' }, h('div', { class: 'app-title' }, this.title, this.rev, this.active), this.instances),
       this.who,
       this.bar,
+      this.legend,
       this.rollout.el,
       h('div', { class: 'table-wrap' }, h('table', { class: 'pools' }, h('thead', {}, head), tbody)),
       this.rulesInfo,
@@ -95,7 +98,7 @@ export class AppView {
       h('div', { class: 'charts' }, this.charts.rps.el, this.charts.errors.el, this.charts.p99.el),
       controls,
       this.toasts,
-      h('details', { class: 'history', open: true }, h('summary', { text: 'History' }), h('table', {}, h('thead', {}, h('tr', {}, ...['rev', 'when', 'action', 'by', 'weights', 'reason'].map((t) => h('th', { scope: 'col', text: t })))), this.historyBody)),
+      h('details', { class: 'history', open: true }, h('summary', { text: 'History' }), h('table', {}, h('thead', {}, h('tr', {}, ...['rev', 'when', 'what it did', 'by', 'weights', 'reason'].map((t) => h('th', { scope: 'col', text: t })))), this.historyBody)),
       this.targets.el,
     );
     paintDots(this.el);
@@ -132,6 +135,10 @@ export class AppView {
       segments.push(seg);
     });
     this.bar.replaceChildren(...segments);
+    const narrow = this.pools.filter((p) => (state.weights[p] ?? 0) > 0 && (state.weights[p] ?? 0) < 8);
+    this.legend.hidden = narrow.length === 0;
+    this.legend.replaceChildren(...narrow.map((p) => h('span', { class: 'legend-item', 'data-pool': p }, h('span', { class: 'dot', 'data-color': this.colors.get(p) }), `${p} ${pct(state.weights[p])}`)));
+    paintDots(this.legend);
     this.bar.setAttribute('aria-label', this.pools.map((p) => `${p} ${pct(state.weights[p] ?? 0)}`).join(', '));
     paintDots(this.bar);
 
@@ -143,7 +150,10 @@ export class AppView {
       row.inflight.textContent = String(p.inflight);
       row.upgraded.textContent = String(p.upgraded);
       row.switchBtn.disabled = p.weight === 100;
-      row.state.replaceChildren(this.stateBadge(pool, p));
+      // a pool with no healthy target is flagged where its weight is, not only in the targets list
+      const unhealthy = p.health === 'unhealthy';
+      row.state.replaceChildren(this.stateBadge(pool, p), ...(unhealthy ? [' ', h('span', { class: 'state bad', 'data-state': 'unhealthy', title: 'no target of this pool passes its health checks', text: 'unhealthy' })] : []));
+      row.state.closest('tr')?.classList.toggle('unhealthy', unhealthy);
     }
     const rules = state.rules ?? [];
     this.rulesInfo.textContent = rules.length === 0 ? '' : `Rules (first match wins): ${rules.map((r) => `${r.name} → ${r.to}${r.share !== undefined && r.share !== 100 ? ` (${r.share} %)` : ''}`).join(' · ')}`;
@@ -174,6 +184,8 @@ export class AppView {
       row.errors.textContent = fmtRate(s?.errorRate);
       row.errors.classList.toggle('bad', (s?.errorRate ?? 0) >= 0.01);
       row.p99.textContent = fmtMs(s?.p99 ?? null);
+      // p99 is the time to the response head; how long responses then stayed open is apart
+      row.p99.title = `time to the response head; responses stayed open ${fmtMs(s?.streamP99 ?? null)} after it (p99)`;
       const list = this.samples.get(pool);
       for (const point of stats.history ?? []) addSample(list, Date.parse(point.at), point.pools[pool] ?? null);
       addSample(list, end, s ?? null);
@@ -205,7 +217,9 @@ export class AppView {
           .filter(([, w]) => w > 0)
           .map(([p, w]) => `${p} ${pct(w)}`)
           .join(' · ');
-        return h('tr', {}, h('td', { class: 'num', text: String(e.revision) }), h('td', { title: e.at, text: ago(e.at) }), h('td', { text: e.action }), h('td', { text: e.by }), h('td', {}, mini, h('span', { class: 'mono', text })), h('td', { class: 'reason', text: e.reason ?? '' }));
+        // what the entry did in words (a deploy: `green → 3.0.0 on 2 targets`); an older server sends none
+        const did = e.summary ?? e.action;
+        return h('tr', {}, h('td', { class: 'num', text: String(e.revision) }), h('td', { title: e.at, text: ago(e.at) }), h('td', { class: 'did', title: e.action, text: did }), h('td', { text: e.by }), h('td', {}, mini, h('span', { class: 'mono', text })), h('td', { class: 'reason', text: e.reason ?? '' }));
       }),
     );
     paintDots(this.historyBody);
@@ -271,9 +285,34 @@ export class AppView {
   }
 
   async rollback() {
-    const reason = await confirmAction(`Roll back ${this.name}?`, [h('p', { text: `Writes the weights of revision ${this.state.revision - 1} again, as revision ${this.state.revision + 1}.` })]);
+    let plan;
+    try {
+      plan = await api('POST', `${appPath(this.name)}/rollback?dryRun=true`, {});
+    } catch (err) {
+      if (err.status === 401) session.rejected();
+      else toast(this, `${err.code}: ${err.message}`, 'bad');
+      return;
+    }
+    const versions = Object.entries(plan.pools).map(([pool, p]) => {
+      const changed = plan.versionChanged.includes(pool);
+      const then = p.version.then ?? 'not recorded';
+      return h('div', { class: `change${changed ? ' bad' : ''}`, 'data-pool': pool }, h('span', { class: 'dot', 'data-color': this.colors.get(pool) ?? '' }), h('b', { text: pool }), ` ran ${then} then, runs ${p.version.now ?? '(gone)'} now${changed ? ' — redeployed since' : ''}`);
+    });
+    const force = h('input', { type: 'checkbox', name: 'force' });
+    const body = [
+      h('p', { text: `Back to the last known-good routing: revision ${plan.restores.revision} (${ago(plan.restores.at)}), undoing revisions ${plan.restores.releaseFrom}–${plan.revision}, written as revision ${this.state.revision + 1}.` }),
+      ...weightChanges(this.state.weights, plan.weights, this.colors),
+      h('p', { class: 'versions-title', text: 'Versions, then and now:' }),
+      ...versions,
+      ...(plan.refused === null ? [] : [h('p', { class: 'bad', text: `${plan.refused.code}: ${plan.refused.message}` }), h('label', { class: 'force' }, force, ' Roll back anyway (force)')]),
+    ];
+    const reason = await confirmAction(`Roll back ${this.name}?`, body);
     if (reason === null) return;
-    await this.write('POST', `${appPath(this.name)}/rollback`, reason ? { reason } : {}, `rolled ${this.name} back`);
+    if (plan.refused !== null && !force.checked) {
+      toast(this, `not rolled back: ${plan.refused.code} (tick "Roll back anyway" to force it)`, 'bad');
+      return;
+    }
+    await this.write('POST', `${appPath(this.name)}/rollback`, { ...(reason ? { reason } : {}), ...(force.checked ? { force: true } : {}) }, `rolled ${this.name} back to revision ${plan.restores.revision}'s routing`);
   }
 
   async write(method, path, body, done) {
@@ -289,6 +328,10 @@ export class AppView {
         toast(this, `${this.name} was changed meanwhile (now revision ${current?.revision ?? '?'}); look again and retry`, 'bad');
       } else if (err.status === 401) {
         session.rejected();
+      } else if (err.code === 'POOL_UNHEALTHY' && body.force !== true) {
+        // the API's answer says "send force: true": here that is this question
+        const again = await confirmAction(`${this.name}: send traffic to a pool with no healthy target?`, [h('p', { class: 'bad', text: err.message }), h('p', { text: 'Its requests get 503 until a target is up. Send it anyway (force)?' })], body.reason ?? '');
+        if (again !== null) await this.write(method, path, { ...body, ...(again ? { reason: again } : {}), force: true }, `${done} (forced)`);
       } else {
         toast(this, `${err.code}: ${err.message}`, 'bad');
       }

@@ -11,8 +11,8 @@ function until(seconds) {
   return seconds >= 0 ? `in ${text}` : `${text} ago`;
 }
 
-const STATE_CLASS = { ok: 'serving', expiring: 'draining', expired: 'bad', failing: 'bad', pending: 'draining' };
-const STATE_TEXT = { ok: 'valid', expiring: 'renewal due', expired: 'expired', failing: 'renewal failing', pending: 'no certificate yet' };
+const STATE_CLASS = { ok: 'serving', expiring: 'draining', expired: 'bad', failing: 'bad', unissued: 'bad', pending: 'draining' };
+const STATE_TEXT = { ok: 'valid', expiring: 'renewal due', expired: 'expired', failing: 'renewal failing', unissued: 'first order failing', pending: 'no certificate yet' };
 const badge = (state, title = '') => h('span', { class: `state ${STATE_CLASS[state]}`, 'data-state': state, title, text: STATE_TEXT[state] });
 
 export class CertificatesPanel {
@@ -28,7 +28,10 @@ export class CertificatesPanel {
     if (!data.tls) return;
     const hosts = data.acme?.hosts ?? [];
     // a host whose last order failed: the certificate it serves (if any) stays, but will not be renewed until an order succeeds
-    const hostState = (a) => (a.lastError !== null ? 'failing' : a.notAfter === null ? 'pending' : 'ok');
+    // a host no certificate serves yet has nothing to renew: its failing order is its first one
+    const served = (host) => data.certificates.some((c) => c.names.some((n) => n === host || (n.startsWith('*.') && host.endsWith(n.slice(1)))));
+    const unissued = (a) => a.notAfter === null && !served(a.host);
+    const hostState = (a) => (a.lastError !== null ? (unissued(a) ? 'unissued' : 'failing') : a.notAfter === null ? 'pending' : 'ok');
     const rows = data.certificates.map((c) =>
       h(
         'tr',
@@ -62,10 +65,11 @@ export class CertificatesPanel {
     this.body.replaceChildren(...parts);
     const expired = data.certificates.filter((c) => c.state === 'expired').length;
     const expiring = data.certificates.filter((c) => c.state === 'expiring').length;
-    const failing = hosts.filter((a) => a.lastError !== null).length;
-    const problems = [expired > 0 ? `${expired} expired` : '', expiring > 0 ? `${expiring} due for renewal` : '', failing > 0 ? `${failing} renewal${failing === 1 ? '' : 's'} failing` : ''].filter((x) => x !== '');
+    const failing = hosts.filter((a) => hostState(a) === 'failing').length;
+    const firstOrders = hosts.filter((a) => hostState(a) === 'unissued').length;
+    const problems = [expired > 0 ? `${expired} expired` : '', expiring > 0 ? `${expiring} due for renewal` : '', failing > 0 ? `${failing} renewal${failing === 1 ? '' : 's'} failing` : '', firstOrders > 0 ? `${firstOrders} first order${firstOrders === 1 ? '' : 's'} failing` : ''].filter((x) => x !== '');
     this.summary.textContent = problems.length === 0 ? `${data.certificates.length} valid` : problems.join(' · ');
-    this.summary.className = `badge ${expired > 0 || failing > 0 ? 'bad' : expiring > 0 ? 'warn' : ''}`;
-    this.summary.dataset.state = expired > 0 || failing > 0 ? 'bad' : expiring > 0 ? 'warn' : 'ok';
+    this.summary.className = `badge ${expired > 0 || failing > 0 || firstOrders > 0 ? 'bad' : expiring > 0 ? 'warn' : ''}`;
+    this.summary.dataset.state = expired > 0 || failing > 0 || firstOrders > 0 ? 'bad' : expiring > 0 ? 'warn' : 'ok';
   }
 }

@@ -91,7 +91,11 @@ export class RolloutPanel {
 
   update(r) {
     this.current = r;
-    this.card.hidden = r === null;
+    // a rollout that ended badly stays shown until the app moves on (a deploy, a switch): then it is
+    // history. Its own last write (the abort's or the rollback's weights) is not moving on.
+    const own = (this.view.state.reason ?? '').startsWith(`rollout ${r?.id} `);
+    const stale = r !== null && (r.state === 'rolled-back' || r.state === 'aborted') && this.view.state.revision > r.revision && !own;
+    this.card.hidden = r === null || stale;
     const active = r !== null && (r.state === 'running' || r.state === 'paused');
     this.start.hidden = active;
     if (active && this.form !== null) this.closeForm();
@@ -181,7 +185,7 @@ export class RolloutPanel {
         'fieldset',
         { class: 'form-row' },
         h('legend', { text: 'Analysis of the new pool, each step' }),
-        field('Max errors', f.maxErrorRate, '(%)'),
+        field('Max error rate', f.maxErrorRate, '(% of requests: 1 = maxErrorRate 0.01, --max-error-rate 1%)'),
         field('Max p99', f.maxP99Ms, '(ms, optional)'),
         field('Min requests', f.minRequests, '(before judging)'),
         field('On failure', f.onFailure),
