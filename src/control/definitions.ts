@@ -69,7 +69,10 @@ export function deletePool(deps: DefinitionDeps, app: string, pool: string, opts
     const names = Object.keys(cfg.pools);
     if (names.length <= 2) throw new SwitchyardError('DEFINITION_IN_USE', `app "${app}" has ${names.length} pools; an app keeps at least two`);
     const bp = ownOf(cur.weights, pool) ?? 0;
-    const verdict = drainVerdict({ weightBp: bp, counts: deps.counts.poolCounts(app, pool), pinsUntil: null, now: deps.now() });
+    const found = drainVerdict({ weightBp: bp, counts: deps.counts.poolCounts(app, pool), pinsUntil: null, now: deps.now() });
+    // an instance that went silent may still send requests there (fleet.ts): its absence proves nothing
+    const silent = (deps.counts.drainUnknown?.(app, pool) ?? []).filter((r) => r.startsWith('unknown:'));
+    const verdict = silent.length === 0 ? found : { drained: false, reason: [...(found.reason === null ? [] : [found.reason]), ...silent].join('; ') };
     if (!verdict.drained && opts.force !== true) {
       throw new SwitchyardError('POOL_IN_USE', `pool "${pool}" of app "${app}" is in use (${verdict.reason}); switch away and wait for it to drain, or send force: true`, { details: { pool, reason: verdict.reason } });
     }
