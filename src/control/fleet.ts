@@ -200,6 +200,8 @@ export class Fleet {
 
   /** The other instances heartbeating now: as last read, without the silent ones, and none once no read succeeded for a TTL (Redis down). */
   peers(): ReadonlyMap<string, Heartbeat> {
+    // live stats (and the rollout analysis on them) read the peers' windows: keep them fresh
+    this.want();
     const now = this.#now();
     if (now - this.#peersReadAt > this.#ttl) return new Map();
     return new Map([...this.#members].filter(([, m]) => this.#silentSince(m, now) === null).map(([id, m]) => [id, m.hb]));

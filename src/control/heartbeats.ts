@@ -189,7 +189,10 @@ export class HeartbeatRegistry {
       if (id === this.#opts.id) continue;
       const hb = parseHeartbeat(text);
       if (hb === null || hb.id !== id) continue;
-      members.set(id, { hb, lastSeen: scores.get(id) ?? hb.at });
+      // not in the index (an earlier version's instance pruned it): its own `at` says when it was last heard of
+      const lastSeen = scores.get(id) ?? hb.at;
+      if (now - lastSeen >= this.#opts.window) continue;
+      members.set(id, { hb, lastSeen });
     }
     // Redis lost its data: the instances known before it did stay members until seen again
     // (or the window passes) — their silence since is no proof they are gone

@@ -152,4 +152,12 @@ describe('config: discover and discovery (DNS discovery)', () => {
     ]);
     assert.deepEqual(issuesOf(withBlue({ targets: ['http://10.0.0.9:80'] }, { discovery: { servers: [] } })), ['discovery.servers: needs at least one server']);
   });
+  it('store.replicas waits under the command timeout: replicaTimeout must be shorter, named by its key path; defaults 0, 500ms and unaccountedWindow 10m', () => {
+    const redis = (more: Record<string, unknown>) => ({ ...minimal(), store: { kind: 'redis', url: 'redis://127.0.0.1:6379/0', ...more } });
+    const c = parseConfig(redis({}));
+    assert.ok(c.store.kind === 'redis');
+    assert.deepEqual([c.store.replicas, c.store.replicaTimeout, c.store.unaccountedWindow], [0, 500, 600_000]);
+    assert.deepEqual(issuesOf(redis({ replicas: 1, replicaTimeout: '2s', commandTimeout: '2s' })), ['store.replicaTimeout: must be shorter than store.commandTimeout (the WAIT runs under it)']);
+    assert.equal(issuesOf(redis({ replicas: -1 }))[0]?.startsWith('store.replicas:'), true);
+  });
 });
