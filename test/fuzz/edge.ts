@@ -65,6 +65,9 @@ export async function startFuzzTarget(engine: 'native' | 'undici', tls: boolean,
     },
   };
   upstream.server.on('clientError', (err: Error & { rawPacket?: Buffer; code?: string }, socket: Socket) => {
+    socket.destroy();
+    // a reset (the proxy aborting a request whose client left) is no parse error
+    if (!(err.code ?? '').startsWith('HPE_')) return;
     target.upstreamParseErrors++;
     target.lastParseError = `${err.code ?? err.message}: ${JSON.stringify(err.rawPacket?.toString('latin1').slice(0, 300) ?? '')}`;
     socket.destroy();
