@@ -192,6 +192,8 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
 
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>, statusMessage?: string): void {
     if (this.finished) return;
+    // three digits outside 100–599 are not a status (RFC 9110 §15): a broken response, 502 (found by the fuzz tests)
+    if (statusCode > 599) return controller.abort(new Error(`upstream status ${statusCode} is not a status`));
     if (statusCode < 200) {
       relayInformational(this.req, this.res, statusCode, headers, isHopByHop);
       return;

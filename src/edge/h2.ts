@@ -2,6 +2,8 @@ import { createRequire } from 'node:module';
 import type * as Http2 from 'node:http2';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Limits } from '../dataplane/limits.ts';
+import { refuse } from '../dataplane/request-target.ts';
+import { http } from '../node-http.ts';
 
 const require = createRequire(import.meta.url);
 // loaded with require() for the reason given in src/node-http.ts (no namespace of lazy getters)
@@ -99,6 +101,24 @@ class H2Response extends http2.Http2ServerResponse {
   }
 }
 
+/** The methods an HTTP/1.1 upstream's parser knows (llhttp's, which node:http lists). */
+const H1_METHODS = new Set(http.METHODS);
+/** A field value HTTP/1.1 can carry (RFC 9110 §5.5: VCHAR, obs-text, SP, HTAB); nghttp2 lets other controls through. */
+const H1_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+/**
+ * Why an h2 request cannot go to an HTTP/1.1 upstream as it is, or null. The HTTP/1.1 parser
+ * refuses these at the client's door; on h2 they arrived parsed by nghttp2, which allows any
+ * token as a method and control characters in values, and the upstream's strict parser then
+ * failed on the head the proxy wrote (found by the fuzz tests, test/fuzz/edge.ts).
+ */
+function h1Refusal(req: IncomingMessage): string | null {
+  if (!H1_METHODS.has(req.method ?? '')) return 'unknown method';
+  const raw = req.rawHeaders;
+  for (let i = 1; i < raw.length; i += 2) if (!H1_VALUE.test(raw[i] as string)) return `control character in the ${raw[i - 1] as string} field`;
+  return null;
+}
+
 /** Idle h2 connections are closed after this, as HTTP/1.1 keep-alive ones (DataPlane's keepAliveTimeout). */
 export const H2_IDLE_MS = 65_000;
 
@@ -177,6 +197,8 @@ export function createH2Server(opts: H2Options): Http2.Http2Server {
   server.on('request', (r, s) => {
     const req = r as unknown as IncomingMessage;
     const res = s as unknown as ServerResponse;
+    const refusal = h1Refusal(req);
+    if (refusal !== null) return refuse(res, 400, refusal);
     if (limits === undefined) handle(req, res);
     else limits.streams.admit(req, res, () => handle(req, res));
   });

@@ -69,6 +69,52 @@ describe('edge hardening: request lines, h2 bodies, pipelining behind h2c', () =
     assert.match(reply, /\r\nConnection: close\r\n/i);
   });
 
+  // found by the fuzz tests (test/fuzz/edge.ts): nghttp2 takes any token as a method and control
+  // characters in values, and the upstream's HTTP/1.1 parser then failed on the head the proxy wrote
+  it('an h2 request with a method or a field value HTTP/1.1 cannot carry is refused with 400 and reaches no upstream (engine undici, which sends any token)', async () => {
+    const shop = ca.issue('hard-undici', ['shop.test']);
+    const q = await startProxy({ engine: 'undici', listen: { host: '127.0.0.1', port: 0, tls: { port: 0, certs: [{ cert: shop.cert, key: shop.key }] } }, apps: [twoPools(echo.url, echo.url, { hosts: ['shop.test'] })] });
+    const s = h2connect(`https://127.0.0.1:${(q.sy.edge?.listener.server.address() as AddressInfo).port}`, { ca: ca.caPem, servername: 'shop.test' });
+    s.on('error', () => undefined);
+    try {
+      const before = echo.seen.length;
+      for (const method of ['BREW', 'PRI', 'get']) {
+        const st = s.request({ ':method': method, ':path': '/', ':authority': 'shop.test' });
+        const [h] = (await once(st, 'response')) as [Record<string, unknown>];
+        st.resume();
+        await once(st, 'end');
+        assert.equal(h[':status'], 400, method);
+      }
+      assert.equal(echo.seen.length, before);
+      // nghttp2 drops a field with a control character itself; whatever passes, none reaches the upstream
+      const st = s.request({ ':path': '/', ':authority': 'shop.test', 'x-note': 'a\x0eb', 'x-user-id': '\x1b[31m' });
+      st.resume();
+      await once(st, 'end');
+      for (const seen of echo.seen.slice(before)) assert.ok(seen.rawHeaders.every((v) => /^[\t\x20-\x7e\x80-\xff]*$/.test(v)), JSON.stringify(seen.rawHeaders));
+    } finally {
+      s.close();
+      await q.close();
+    }
+  });
+
+  it('an upstream status over 599 is a broken response: 502, never relayed', async () => {
+    const { createServer } = await import('node:net');
+    const odd = createServer((c) => c.once('data', () => c.end('HTTP/1.1 623 Odd\r\ncontent-length: 0\r\n\r\n')));
+    odd.listen(0, '127.0.0.1');
+    await once(odd, 'listening');
+    const url = `http://127.0.0.1:${(odd.address() as AddressInfo).port}`;
+    for (const engine of ['native', 'undici'] as const) {
+      const q = await startProxy({ engine, apps: [twoPools(url, url)] });
+      try {
+        const reply = await rawRequest(Number(new URL(q.proxyUrl).port), 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', 3000);
+        assert.equal(statusesOf(reply)[0], 502, `${engine}: ${reply}`);
+      } finally {
+        await q.close();
+      }
+    }
+    odd.close();
+  });
+
   it('an h2 request with a header whose value is "content-length" keeps its body', async () => {
     const s = h2connect(`https://127.0.0.1:${tlsPort}`, { ca: ca.caPem, servername: 'shop.test' });
     try {
