@@ -167,6 +167,10 @@ export class RolloutDriver {
       if (roundDue(r, 'analysis', r.step, now)) r = await this.#gates.start(r, 'analysis', r.step);
       if (r.state !== 'running' || r.nextAt === null) return r;
     }
+    // an approval step's timeout runs whatever else holds the step (counted again from a resume)
+    const waitingApproval = step.approval !== undefined && !(r.approvals ?? []).some((a) => a.step === r.step);
+    const approvalTimeout = step.approval?.timeoutMs ?? null;
+    if (waitingApproval && approvalTimeout !== null && now - Math.max(r.stepStartedAt, r.judgeFrom) >= approvalTimeout) return this.#fail(r, `step ${r.step} was not approved within ${formatDuration(approvalTimeout)}`, result, 'approval timed out');
     if (now < r.nextAt) return r;
     if (r.analysis !== null && result !== null && result.verdict !== 'pass' && judged) {
       // a step is left only once judged: hold until `to` has served minRequests, fail after maxWait
@@ -176,11 +180,7 @@ export class RolloutDriver {
     }
     // a step is left only once a round of its queries and webhooks passed (held otherwise; rounds go on)
     if (hasEvidence(gates) && judged && latestRound(r, 'analysis', r.step)?.verdict !== 'pass') return r;
-    if (step.approval !== undefined && !(r.approvals ?? []).some((a) => a.step === r.step)) {
-      const t = step.approval.timeoutMs;
-      if (t !== null && now - r.stepStartedAt >= t) return this.#fail(r, `step ${r.step} was not approved within ${formatDuration(t)}`, result, 'approval timed out');
-      return r;
-    }
+    if (waitingApproval) return r;
     if (r.step < r.steps.length && gates !== null && gates.hooks.preStep.length > 0 && (r.preStepPassed ?? 0) < r.step + 1) return this.#preStep(r, gates, result);
     if (r.step >= r.steps.length) {
       const done = await core.update(app, r.id, (x) => (x.state === 'running' && x.step >= x.steps.length ? core.ended('succeeded', `${x.to} reached 100%`) : null));
