@@ -88,7 +88,7 @@ describe('upgrading Switchyard itself (SIGUSR2): the new process takes the liste
   it('a new program that fails to start leaves the old one serving, and says so', async () => {
     const up = await startUpstream('blue');
     const prog = await programCopy();
-    const sp = await spawnServe({ apps: [twoPools(up.url, up.url)], log: { level: 'info', accessSample: 0 } }, 20_000, (config) => ({ command: process.execPath, args: [join(prog, 'bin/switchyard.js'), 'serve', '--config', config], cwd: prog }));
+    const sp = await spawnServe({ apps: [twoPools(up.url, up.url)], log: { level: 'info', accessSample: 0 } }, 30_000, (config) => ({ command: process.execPath, args: [join(prog, 'bin/switchyard.js'), 'serve', '--config', config], cwd: prog }));
     const loop = loadLoop(sp.proxyPort, 5);
     try {
       // the release installed over it is broken: its main module throws on load
