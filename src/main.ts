@@ -23,8 +23,9 @@ import { announceReady, receiveListeners, type SuccessorChannel } from './upgrad
  */
 export async function serve(args: string[]): Promise<void> {
   // `switchyard serve` (bin, npx) and a bare `node dist/main.js`: the same runtime as the image
-  if (relaunchTuned(['serve', ...args])) return;
+  // a bad call fails here, before the relaunch below (the CLI prints it with the usage line, exit 2)
   const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' }, 'apply-config': { type: 'boolean' } }, allowPositionals: false });
+  if (relaunchTuned(['serve', ...args])) return;
   const file = values.config ?? process.env['SWITCHYARD_CONFIG'] ?? 'config/switchyard.yaml';
   let config;
   try {
@@ -154,6 +155,11 @@ async function takeClaim(app: ServingApp): Promise<void> {
   }
 }
 
+/** parseArgs' errors for a bad call (an unknown option, a missing value, a stray argument). */
+function isUsageError(err: unknown): boolean {
+  return typeof (err as { code?: unknown }).code === 'string' && (err as { code: string }).code.startsWith('ERR_PARSE_ARGS_');
+}
+
 /** What serve() runs: one process (`build`) or the primary of `workers: N` (`startPrimary`). */
 interface ServingApp extends Reloadable {
   listen(): Promise<unknown>;
@@ -257,9 +263,25 @@ function serveWorker(): void {
 
 if (import.meta.main && cluster.isWorker) serveWorker();
 else if (import.meta.main) {
-  const [cmd, ...rest] = process.argv.slice(2);
-  serve(cmd === 'serve' || cmd === undefined ? rest : process.argv.slice(2)).catch((err: unknown) => {
-    process.stderr.write(`switchyard: ${(err as Error).stack ?? String(err)}\n`);
-    process.exit(1);
-  });
+  // `node dist/main.js [serve] …` (the relaunch above, an image's entrypoint): serve here, every other
+  // command, help and a bad call through the CLI (which imports this module for serve: not from here)
+  const args = process.argv.slice(2);
+  const serveArgs = args[0] === 'serve' ? args.slice(1) : args.length === 0 || args[0]?.startsWith('-') === true ? args : null;
+  const help = serveArgs !== null && (serveArgs.includes('--help') || serveArgs.includes('-h'));
+  if (serveArgs === null || help) {
+    void import('./cli/main.ts')
+      .then(({ runCli }) => runCli(help ? ['serve', '--help'] : args, { stdout: process.stdout, stderr: process.stderr, env: process.env }))
+      .then((code) => {
+        if (code !== 0) process.exitCode = code;
+      });
+  } else {
+    serve(serveArgs).catch((err: unknown) => {
+      if (isUsageError(err)) {
+        process.stderr.write(`error: ${(err as Error).message}\nusage: switchyard serve [--config FILE] [--apply-config]\n`);
+        process.exit(2);
+      }
+      process.stderr.write(`switchyard: ${(err as Error).stack ?? String(err)}\n`);
+      process.exit(1);
+    });
+  }
 }

@@ -1,3 +1,4 @@
+import { EXIT, fail, PROGRESS_MS } from './exit-codes.ts';
 import type { ParseArgsOptionsConfig } from 'node:util';
 import type { AppStateView, DrainView, HistoryEntryView } from '../admin/views.ts';
 import { parseDuration } from '../config/duration.ts';
@@ -97,13 +98,17 @@ async function drainWait(ctx: CommandContext, path: string): Promise<number> {
   const interval = durationOption(ctx, 'interval', '1s');
   const deadline = ctx.now() + timeout;
   let last = '';
+  let printedAt = 0;
   let warned = false;
   for (;;) {
     const v = await ctx.client.get<DrainView>(path);
     const key = [v.weight, v.inflight, v.upgraded, v.pinned, v.drained, v.unknown].join('/');
-    if (key !== last) {
-      ctx.out(ctx.json ? JSON.stringify(v) : drainLine(v));
+    // a line on every change, and at least every PROGRESS_MS while nothing changes: a pipeline's log shows it is alive
+    if (key !== last || ctx.now() - printedAt >= PROGRESS_MS) {
+      const left = Math.max(0, deadline - ctx.now());
+      ctx.out(ctx.json ? JSON.stringify({ ...v, leftMs: left }) : `${drainLine(v)} (${humanDuration(left)} left)`);
       last = key;
+      printedAt = ctx.now();
     }
     if (v.drained) {
       if (!ctx.json) ctx.out(`${v.pool} is drained`);
@@ -115,17 +120,16 @@ async function drainWait(ctx: CommandContext, path: string): Promise<number> {
     }
     const left = deadline - ctx.now();
     if (left <= 0) {
-      ctx.err(`error: ${v.pool} not drained after ${humanDuration(timeout)}: ${v.reason ?? `${v.inflight} in flight, ${v.upgraded} upgraded, weight ${pct(v.weight)}`}`);
-      return 1;
+      return fail(ctx, EXIT.waitTimedOut, 'WAIT_TIMED_OUT', `${v.pool} not drained after ${humanDuration(timeout)}: ${v.reason ?? `${v.inflight} in flight, ${v.upgraded} upgraded, weight ${pct(v.weight)}`}`);
     }
-    await ctx.sleep(Math.min(interval, left));
+    await ctx.sleep(Math.min(interval, left, PROGRESS_MS));
   }
 }
 
 /** Every `switchyard` command; adding one is one entry here. */
 export const COMMANDS: Readonly<Record<string, Command>> = {
   serve: {
-    usage: 'serve [--config FILE]',
+    usage: 'serve [--config FILE] [--apply-config]',
     summary: 'run the proxy and the admin API',
     async raw(argv) {
       await (await import('../main.ts')).serve(argv);
