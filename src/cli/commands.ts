@@ -104,10 +104,13 @@ async function drainWait(ctx: CommandContext, path: string): Promise<number> {
     const v = await ctx.client.get<DrainView>(path);
     const key = [v.weight, v.inflight, v.upgraded, v.pinned, v.drained, v.unknown].join('/');
     // a line on every change, and at least every PROGRESS_MS while nothing changes: a pipeline's log shows it is alive
-    if (key !== last || ctx.now() - printedAt >= PROGRESS_MS) {
-      const left = Math.max(0, deadline - ctx.now());
-      ctx.out(ctx.json ? JSON.stringify({ ...v, leftMs: left }) : `${drainLine(v)} (${humanDuration(left)} left)`);
+    if (key !== last) {
+      ctx.out(ctx.json ? JSON.stringify(v) : drainLine(v));
       last = key;
+      printedAt = ctx.now();
+    } else if (ctx.now() - printedAt >= PROGRESS_MS) {
+      const left = Math.max(0, deadline - ctx.now());
+      ctx.out(ctx.json ? JSON.stringify({ ...v, leftMs: left }) : `${drainLine(v)}  (still waiting, ${humanDuration(left)} left)`);
       printedAt = ctx.now();
     }
     if (v.drained) {
