@@ -1,4 +1,5 @@
 import { EXIT, fail, PROGRESS_MS } from './exit-codes.ts';
+import { upgradeCommand } from './upgrade-command.ts';
 import type { ParseArgsOptionsConfig } from 'node:util';
 import type { AppStateView, DrainView, HistoryEntryView } from '../admin/views.ts';
 import { parseDuration } from '../config/duration.ts';
@@ -44,7 +45,8 @@ export interface ApiCommand extends CommandBase {
 
 /** A command that takes its arguments unparsed and needs no admin API (serve). */
 export interface RawCommand extends CommandBase {
-  raw(argv: string[]): Promise<number>;
+  /** `io`: where to print (the CLI's own streams; absent: the process's) */
+  raw(argv: string[], io?: { out(line: string): void; err(line: string): void }): Promise<number>;
 }
 
 export type Command = ApiCommand | RawCommand;
@@ -139,6 +141,7 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
       return 0;
     },
   },
+  upgrade: upgradeCommand,
   status: {
     usage: 'status [APP]',
     summary: 'routing state of every app, or of one in detail',

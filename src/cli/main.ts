@@ -129,7 +129,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       return EXIT.ok;
     }
     try {
-      return await cmd.raw(after);
+      return await cmd.raw(after, { out, err });
     } catch (e) {
       if (e instanceof ConfigError) return failure(EXIT.usage, 'BAD_CONFIG', e.message);
       const code = (e as { code?: unknown }).code;
