@@ -18,7 +18,9 @@ RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
 COPY bin ./bin
 COPY src/admin/web ./src/admin/web
-COPY config/switchyard.yaml /etc/switchyard/switchyard.yaml
+# no built-in config: the demo's (loopback, demo targets, a published token) would start and route
+# nowhere while the healthcheck said healthy. Without a mounted file the start fails at once, exit 2:
+# "/etc/switchyard/switchyard.yaml: cannot read (ENOENT)" — mount one, or a ConfigMap (deploy/kubernetes)
 # the file store writes beside the config's relative path (./data) or wherever store.path says;
 # `switchyard` on PATH: `docker run IMAGE --help`, `docker exec … switchyard status` work as documented
 RUN mkdir -p /app/data /var/lib/switchyard && chown node:node /app/data /var/lib/switchyard \
