@@ -89,6 +89,9 @@ export interface Switchyard {
   stopAccepting(): Promise<void>;
   /** after a hand-over: takes the proxy port's claim the old process released */
   takeClaim(): Promise<void>;
+  /** SIGHUP (src/reload.ts) */
+  setLogLevel(level: Config['log']['level']): void;
+  reloadCertificates(): { reloaded: number; failed: number } | null;
   /** immediate stop, for tests */
   close(): Promise<void>;
 }
@@ -300,5 +303,5 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     await tracing?.shutdown();
   }
 
-  return { config, controller, runtime, dataPlane, admin, counts, health, telemetry, drains, rollouts, discovery, edge, listen, shutdown, close, listeningSockets, stopAccepting, takeClaim };
+  return { config, controller, runtime, dataPlane, admin, counts, health, telemetry, drains, rollouts, discovery, edge, listen, shutdown, close, listeningSockets, stopAccepting, takeClaim, setLogLevel: (level) => void (logger.level = level), reloadCertificates: () => edge?.certs.reloadAll() ?? null };
 }

@@ -14,6 +14,7 @@ import { setClaimStatus } from './dataplane/port-claim.ts';
 import type { InheritedListener, ListenHandle } from './upgrade/handles.ts';
 import { handOver } from './upgrade/hand-over.ts';
 import { UPGRADE_ENV } from './upgrade/protocol.ts';
+import { reload, type Reloadable } from './reload.ts';
 import { announceReady, receiveListeners, type SuccessorChannel } from './upgrade/successor.ts';
 
 /**
@@ -22,8 +23,9 @@ import { announceReady, receiveListeners, type SuccessorChannel } from './upgrad
  */
 export async function serve(args: string[]): Promise<void> {
   // `switchyard serve` (bin, npx) and a bare `node dist/main.js`: the same runtime as the image
-  if (relaunchTuned(['serve', ...args])) return;
+  // a bad call fails here, before the relaunch below (the CLI prints it with the usage line, exit 2)
   const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' }, 'apply-config': { type: 'boolean' } }, allowPositionals: false });
+  if (relaunchTuned(['serve', ...args])) return;
   const file = values.config ?? process.env['SWITCHYARD_CONFIG'] ?? 'config/switchyard.yaml';
   let config;
   try {
@@ -38,6 +40,12 @@ export async function serve(args: string[]): Promise<void> {
   const sink = logSink();
   const logger = createLogger(config.log.level, sink === undefined, sink);
   const exit = exitAfterLog(sink);
+  // a reload or an upgrade asked for while still starting is refused, never the default (a stop)
+  const early = (signal: string) => (): void => logger.warn({ signal }, `${signal} ignored: still starting`);
+  const earlyHup = early('SIGHUP');
+  const earlyUsr2 = early('SIGUSR2');
+  process.on('SIGHUP', earlyHup);
+  process.on('SIGUSR2', earlyUsr2);
   // `--apply-config`: the file's app definitions win over the store's at start (CONTRACT §8)
   const logDeps = { ...(sink === undefined ? {} : { logSink: sink }), applyConfig: values['apply-config'] === true };
   // started by a running Switchyard's upgrade (SIGUSR2): its listening sockets, instead of binding
@@ -64,6 +72,8 @@ export async function serve(args: string[]): Promise<void> {
     logger.fatal({ err }, 'switchyard failed to start');
     return exit(1);
   }
+  process.off('SIGHUP', earlyHup);
+  process.off('SIGUSR2', earlyUsr2);
   let stopping = false;
   let upgrading: AbortController | null = null;
   const stop = (signal: string, opts: { handedOver?: boolean } = {}): void => {
@@ -81,6 +91,25 @@ export async function serve(args: string[]): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // SIGHUP: reload what can change while running, never stop (CONTRACT §13)
+  let running = config;
+  let reloading = Promise.resolve();
+  process.on('SIGHUP', () => {
+    reloading = reloading.then(async () => {
+      if (stopping) return;
+      let next;
+      try {
+        next = await loadConfig(file, process.env);
+      } catch (err) {
+        return void logger.error({ signal: 'SIGHUP', file, err: err instanceof Error ? err.message : String(err) }, 'SIGHUP: the config file cannot be used; nothing changed');
+      }
+      const report = await reload(app, running, next, { applyConfig: logDeps.applyConfig, logger, now: Date.now });
+      running = { ...running, apps: next.apps, log: { ...running.log, level: next.log.level } };
+      logger.info({ signal: 'SIGHUP', ...report }, `SIGHUP: ${report.done.length === 0 ? 'nothing to reload' : report.done.join('; ')}`);
+      for (const [app, why] of Object.entries(report.failed)) logger.error({ signal: 'SIGHUP', app }, `SIGHUP: apps.${app} not applied: ${why}`);
+      if (report.needsRestart.length > 0) logger.warn({ signal: 'SIGHUP', needsRestart: report.needsRestart }, `SIGHUP: ${report.needsRestart.join(', ')} changed in the file and take effect only after a restart or \`switchyard upgrade\``);
+    }).catch((err: unknown) => logger.error({ err }, 'SIGHUP: reload failed; this process keeps serving as it was'));
+  });
   // SIGUSR2 (`switchyard upgrade`): the program as installed now takes over the listening sockets (CONTRACT §13)
   process.on('SIGUSR2', () => {
     if (stopping || upgrading !== null) return void logger.warn({ signal: 'SIGUSR2' }, stopping ? 'upgrade ignored: this process is stopping' : 'upgrade ignored: one is already under way');
@@ -126,8 +155,13 @@ async function takeClaim(app: ServingApp): Promise<void> {
   }
 }
 
+/** parseArgs' errors for a bad call (an unknown option, a missing value, a stray argument). */
+function isUsageError(err: unknown): boolean {
+  return typeof (err as { code?: unknown }).code === 'string' && (err as { code: string }).code.startsWith('ERR_PARSE_ARGS_');
+}
+
 /** What serve() runs: one process (`build`) or the primary of `workers: N` (`startPrimary`). */
-interface ServingApp {
+interface ServingApp extends Reloadable {
   listen(): Promise<unknown>;
   shutdown(opts?: { handedOver?: boolean }): Promise<unknown>;
   listeningSockets(): Promise<InheritedListener[]>;
@@ -219,6 +253,9 @@ function serveWorker(): void {
   // a signal can reach a worker itself (Ctrl-C, systemd's control-group kill): drain, as the primary asks
   process.on('SIGTERM', () => void worker.shutdown());
   process.on('SIGINT', () => void worker.shutdown());
+  // reloads and upgrades are the primary's to run (a terminal's hang-up reaches the whole group): never a stop here
+  process.on('SIGHUP', () => undefined);
+  process.on('SIGUSR2', () => undefined);
   // exit once the last message (`stopped`, `fatal`) is out, or after a second if the channel is gone
   const exit = (code: number) => () => Promise.race([last, new Promise((r) => setTimeout(r, 1000).unref())]).then(() => exitAfterLog(sink)(code));
   worker.stopped.then(exit(0), exit(1));
@@ -226,9 +263,25 @@ function serveWorker(): void {
 
 if (import.meta.main && cluster.isWorker) serveWorker();
 else if (import.meta.main) {
-  const [cmd, ...rest] = process.argv.slice(2);
-  serve(cmd === 'serve' || cmd === undefined ? rest : process.argv.slice(2)).catch((err: unknown) => {
-    process.stderr.write(`switchyard: ${(err as Error).stack ?? String(err)}\n`);
-    process.exit(1);
-  });
+  // `node dist/main.js [serve] …` (the relaunch above, an image's entrypoint): serve here, every other
+  // command, help and a bad call through the CLI (which imports this module for serve: not from here)
+  const args = process.argv.slice(2);
+  const serveArgs = args[0] === 'serve' ? args.slice(1) : args.length === 0 || args[0]?.startsWith('-') === true ? args : null;
+  const help = serveArgs !== null && (serveArgs.includes('--help') || serveArgs.includes('-h'));
+  if (serveArgs === null || help) {
+    void import('./cli/main.ts')
+      .then(({ runCli }) => runCli(help ? ['serve', '--help'] : args, { stdout: process.stdout, stderr: process.stderr, env: process.env }))
+      .then((code) => {
+        if (code !== 0) process.exitCode = code;
+      });
+  } else {
+    serve(serveArgs).catch((err: unknown) => {
+      if (isUsageError(err)) {
+        process.stderr.write(`error: ${(err as Error).message}\nusage: switchyard serve [--config FILE] [--apply-config]\n`);
+        process.exit(2);
+      }
+      process.stderr.write(`switchyard: ${(err as Error).stack ?? String(err)}\n`);
+      process.exit(1);
+    });
+  }
 }

@@ -1,3 +1,5 @@
+import { EXIT, fail, PROGRESS_MS } from './exit-codes.ts';
+import { upgradeCommand } from './upgrade-command.ts';
 import type { ParseArgsOptionsConfig } from 'node:util';
 import type { AppStateView, DrainView, HistoryEntryView } from '../admin/views.ts';
 import { parseDuration } from '../config/duration.ts';
@@ -46,7 +48,8 @@ export interface ApiCommand extends CommandBase {
 
 /** A command that takes its arguments unparsed and needs no admin API (serve). */
 export interface RawCommand extends CommandBase {
-  raw(argv: string[]): Promise<number>;
+  /** `io`: where to print (the CLI's own streams; absent: the process's) */
+  raw(argv: string[], io?: { out(line: string): void; err(line: string): void }): Promise<number>;
 }
 
 export type Command = ApiCommand | RawCommand;
@@ -100,14 +103,21 @@ async function drainWait(ctx: CommandContext, path: string): Promise<number> {
   const interval = durationOption(ctx, 'interval', '1s');
   const deadline = ctx.now() + timeout;
   let last = '';
+  let printedAt = 0;
   let warned = false;
   let noted = false;
   for (;;) {
     const v = await ctx.client.get<DrainView>(path);
     const key = [v.weight, v.inflight, v.upgraded, v.pinned, v.drained, v.unknown].join('/');
+    // a line on every change, and at least every PROGRESS_MS while nothing changes: a pipeline's log shows it is alive
     if (key !== last) {
       ctx.out(ctx.json ? JSON.stringify(v) : drainLine(v));
       last = key;
+      printedAt = ctx.now();
+    } else if (ctx.now() - printedAt >= PROGRESS_MS) {
+      const left = Math.max(0, deadline - ctx.now());
+      ctx.out(ctx.json ? JSON.stringify({ ...v, leftMs: left }) : `${drainLine(v)}  (still waiting, ${humanDuration(left)} left)`);
+      printedAt = ctx.now();
     }
     if (v.drained) {
       if (!ctx.json) ctx.out(`${v.pool} is drained`);
@@ -128,23 +138,23 @@ async function drainWait(ctx: CommandContext, path: string): Promise<number> {
     if (left <= 0) {
       // the reason already names the affinity window's end; the drain timeout it does not
       const waits = block?.by === 'drain-timeout' ? `; ${blockWords(block)}` : '';
-      ctx.err(`error: ${v.pool} not drained after ${humanDuration(timeout)}: ${v.reason ?? `${v.inflight} in flight, ${v.upgraded} upgraded, weight ${pct(v.weight)}`}${waits}`);
-      return 1;
+      return fail(ctx, EXIT.waitTimedOut, 'WAIT_TIMED_OUT', `${v.pool} not drained after ${humanDuration(timeout)}: ${v.reason ?? `${v.inflight} in flight, ${v.upgraded} upgraded, weight ${pct(v.weight)}`}${waits}`);
     }
-    await ctx.sleep(Math.min(interval, left));
+    await ctx.sleep(Math.min(interval, left, PROGRESS_MS));
   }
 }
 
 /** Every `switchyard` command; adding one is one entry here. */
 export const COMMANDS: Readonly<Record<string, Command>> = {
   serve: {
-    usage: 'serve [--config FILE]',
+    usage: 'serve [--config FILE] [--apply-config]',
     summary: 'run the proxy and the admin API',
     async raw(argv) {
       await (await import('../main.ts')).serve(argv);
       return 0;
     },
   },
+  upgrade: upgradeCommand,
   status: {
     usage: 'status [APP]',
     summary: 'routing state of every app, or of one in detail',

@@ -1,3 +1,4 @@
+import { EXIT } from './exit-codes.ts';
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import type { AppStateView } from '../admin/views.ts';
@@ -65,6 +66,7 @@ interface Plan {
   /** the app's revision in the store, or null for a new app */
   readonly revision: number | null;
   readonly lines: string[];
+  readonly changes: readonly { path: string; from: unknown; to: unknown }[];
 }
 
 export const definitionCommands: Readonly<Record<string, ApiCommand>> = {
@@ -124,10 +126,10 @@ export const definitionCommands: Readonly<Record<string, ApiCommand>> = {
     },
   },
   apply: {
-    usage: 'apply -f FILE [--dry-run] [--reason R]',
+    usage: 'apply -f FILE [--dry-run] [--exit-code] [--reason R]',
     summary: "make the apps of a config file live: prints each app's changes as key paths (old → new), then writes them with If-Match",
     args: [0, 0],
-    options: { file: { type: 'string', short: 'f' }, 'dry-run': { type: 'boolean' }, reason: { type: 'string' } },
+    options: { file: { type: 'string', short: 'f' }, 'dry-run': { type: 'boolean' }, 'exit-code': { type: 'boolean' }, reason: { type: 'string' } },
     async run(ctx) {
       const file = ctx.values.file;
       if (typeof file !== 'string') throw new UsageError('-f FILE is required');
@@ -138,16 +140,17 @@ export const definitionCommands: Readonly<Record<string, ApiCommand>> = {
       for (const [app, definition] of wanted) {
         const current = liveByName.get(app);
         if (current === undefined) {
-          plans.push({ app, definition, revision: null, lines: [`${app}: new app`] });
+          plans.push({ app, definition, revision: null, lines: [`${app}: new app`], changes: [{ path: '(app)', from: null, to: 'defined in the file' }] });
           continue;
         }
         const changes = definitionChanges(compileDefinition(current, app), compileDefinition(definition, app));
         if (changes.length === 0) continue;
         const { revision } = await ctx.client.get<AppStateView>(appPath(app));
-        plans.push({ app, definition, revision, lines: changes.map((c) => `${app}: ${formatChange(c)}`) });
+        plans.push({ app, definition, revision, lines: changes.map((c) => `${app}: ${formatChange(c)}`), changes });
       }
       const untouched = [...liveByName.keys()].filter((a) => !wanted.has(a));
-      if (ctx.json) printJson(ctx, { changes: Object.fromEntries(plans.map((p) => [p.app, p.lines])), notInFile: untouched, dryRun: ctx.values['dry-run'] === true });
+      // `diff`: the same changes, machine-readable (key path, old value, new value)
+      if (ctx.json) printJson(ctx, { changes: Object.fromEntries(plans.map((p) => [p.app, p.lines])), diff: Object.fromEntries(plans.map((p) => [p.app, p.changes])), differs: plans.length > 0, notInFile: untouched, dryRun: ctx.values['dry-run'] === true });
       else {
         for (const p of plans) for (const line of p.lines) ctx.out(line);
         for (const a of untouched) ctx.out(`${a}: not in ${file}; left as it is`);
@@ -155,7 +158,8 @@ export const definitionCommands: Readonly<Record<string, ApiCommand>> = {
       }
       if (ctx.values['dry-run'] === true) {
         if (!ctx.json && plans.length > 0) ctx.out('(dry run: nothing written)');
-        return 0;
+        // like `git diff --exit-code`: 1 when the store differs from the file
+        return ctx.values['exit-code'] === true && plans.length > 0 ? EXIT.refused : EXIT.ok;
       }
       const reason = typeof ctx.values.reason === 'string' ? ctx.values.reason : `switchyard apply -f ${file}`;
       for (const p of plans) {

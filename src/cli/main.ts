@@ -1,6 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
+import { readFileSync } from 'node:fs';
 import { ConfigError } from '../errors.ts';
+import { EXIT, jsonError } from './exit-codes.ts';
 import { AdminClient, ApiError, UnreachableError } from './client.ts';
 import { COMMANDS, UsageError, type ApiCommand, type CommandContext } from './commands.ts';
 import { closest, unknownNameHint } from './suggest.ts';
@@ -27,16 +29,45 @@ const GLOBAL_OPTIONS = {
 
 const GLOBAL_USAGE = '[--admin-url URL] [--token TOKEN] [--json]';
 
+/** Help lines stay within a terminal's 80 columns. */
+export const HELP_WIDTH = 80;
+
+/** `text` broken at spaces into lines of at most `width` columns, each starting with `indent`. */
+export function wrap(text: string, indent: string, width = HELP_WIDTH): string[] {
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.split(/\s+/).filter((w) => w !== '')) {
+    if (line !== '' && indent.length + line.length + 1 + word.length > width) {
+      lines.push(indent + line);
+      line = word;
+    } else line = line === '' ? word : `${line} ${word}`;
+  }
+  if (line !== '') lines.push(indent + line);
+  return lines;
+}
+
 function usage(): string {
-  const width = Math.max(...Object.values(COMMANDS).map((c) => c.usage.length));
-  const lines = Object.values(COMMANDS).map((c) => `  ${c.usage.padEnd(width)}  ${c.summary}`);
+  const lines = Object.values(COMMANDS).flatMap((c) => [...wrap(c.usage, '  '), ...wrap(c.summary, '      ')]);
   return [
-    `usage: switchyard COMMAND ${GLOBAL_USAGE}`,
+    ...wrap(`usage: switchyard COMMAND ${GLOBAL_USAGE}`, ''),
+    ...wrap('switchyard --version | switchyard help COMMAND', '       '),
     '',
     ...lines,
     '',
-    `The admin API is --admin-url, $SWITCHYARD_ADMIN_URL or ${DEFAULT_ADMIN_URL}; the token --token or $SWITCHYARD_TOKEN.`,
+    ...wrap(`The admin API is --admin-url, $SWITCHYARD_ADMIN_URL or ${DEFAULT_ADMIN_URL}; the token --token or $SWITCHYARD_TOKEN.`, ''),
+    ...wrap('Exit codes: 0 done, 1 the API refused, 2 a bad call, 3 a --wait ran out, 4 the admin API unreachable, 5 a rollout rolled back or aborted.', ''),
   ].join('\n');
+}
+
+/** One command's help: its usage line and what it does, within HELP_WIDTH. */
+function commandHelp(cmd: { usage: string; summary: string }): string {
+  return [...wrap(`usage: switchyard ${cmd.usage} ${GLOBAL_USAGE}`, '', HELP_WIDTH), '', ...wrap(cmd.summary, '')].join('\n');
+}
+
+/** The package's version (package.json sits two levels above src/cli/ and dist/cli/ alike). */
+export function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { name: string; version: string };
+  return `switchyard ${pkg.version} (${pkg.name}, Node ${process.versions.node})`;
 }
 
 /** The command name is the first argument that is neither an option nor a global option's value. */
@@ -57,36 +88,55 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
   const out = (line: string) => void io.stdout.write(`${line}\n`);
   const err = (line: string) => void io.stderr.write(`${line}\n`);
   const { name, rest, after } = splitCommand(argv);
+  const json = argv.includes('--json');
+  /** an error as the call asked for it: one JSON line on stderr with --json, else text */
+  const failure = (exit: number, code: string, message: string, extra: Record<string, unknown> = {}): number => {
+    err(json ? jsonError(code, message, exit, extra) : message);
+    return exit;
+  };
 
+  if (name === undefined && (argv.includes('--version') || argv.includes('-V'))) {
+    out(version());
+    return EXIT.ok;
+  }
+  if (name === 'version') {
+    out(version());
+    return EXIT.ok;
+  }
   if (name === undefined || name === 'help') {
     const topic = name === 'help' ? after[0] : undefined;
     const cmd = topic === undefined ? undefined : COMMANDS[topic];
-    if (cmd !== undefined) out(`usage: switchyard ${cmd.usage} ${GLOBAL_USAGE}\n\n${cmd.summary}`);
+    if (cmd !== undefined) out(commandHelp(cmd));
     else if (name === 'help' || argv.includes('--help') || argv.includes('-h')) out(usage());
     else {
+      const unknown = argv.find((a) => a.startsWith('-'));
+      if (unknown !== undefined && !json) err(`error: unknown option ${unknown}`);
       err(usage());
-      return 2;
+      return EXIT.usage;
     }
-    return 0;
+    return EXIT.ok;
   }
   const cmd = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
   if (cmd === undefined) {
     const guess = closest(name, Object.keys(COMMANDS));
-    err(`error: unknown command "${name}"${guess === undefined ? '' : `; did you mean "${guess}"?`}\n${usage()}`);
-    return 2;
+    return failure(EXIT.usage, 'USAGE', `error: unknown command "${name}"${guess === undefined ? '' : `; did you mean "${guess}"?`}\n${usage()}`);
   }
-  const usageLine = `usage: switchyard ${cmd.usage} ${GLOBAL_USAGE}`;
+  const usageLine = wrap(`usage: switchyard ${cmd.usage} ${GLOBAL_USAGE}`, '').join('\n');
 
   if ('raw' in cmd) {
+    if (after.includes('--help') || after.includes('-h')) {
+      out(commandHelp(cmd));
+      return EXIT.ok;
+    }
     try {
-      return await cmd.raw(after);
+      return await cmd.raw(after, { out, err });
     } catch (e) {
-      if (e instanceof ConfigError) {
-        err(e.message);
-        return 2;
+      if (e instanceof ConfigError) return failure(EXIT.usage, 'BAD_CONFIG', e.message);
+      const code = (e as { code?: unknown }).code;
+      if (e instanceof UsageError || (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS_'))) {
+        return failure(EXIT.usage, 'USAGE', `error: ${(e as Error).message}\n${usageLine}`);
       }
-      err(`error: ${e instanceof Error ? e.message : String(e)}`);
-      return 1;
+      return failure(EXIT.refused, 'FAILED', `error: ${e instanceof Error ? e.message : String(e)}`);
     }
   }
 
@@ -94,8 +144,8 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
   try {
     const { values, positionals } = parseCommandArgs(cmd, rest);
     if (values.help === true) {
-      out(`${usageLine}\n\n${cmd.summary}`);
-      return 0;
+      out(commandHelp(cmd));
+      return EXIT.ok;
     }
     const [min, max] = cmd.args;
     if (positionals.length < min) throw new UsageError(`missing ${cmd.usage.split(' ').slice(1 + positionals.length, 1 + min).join(' ')}`);
@@ -119,21 +169,19 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     };
     return await cmd.run(ctx);
   } catch (e) {
-    if (e instanceof UsageError) {
-      err(`error: ${e.message}\n${usageLine}`);
-      return 2;
-    }
+    if (e instanceof UsageError) return failure(EXIT.usage, 'USAGE', json ? e.message : `error: ${e.message}\n${usageLine}`);
     if (e instanceof ApiError) {
+      if (json) return failure(EXIT.refused, e.code, e.message, { status: e.status });
       err(`error ${e.code}: ${e.message}`);
       if (e.status === 401) err('hint: pass the admin token with --token or $SWITCHYARD_TOKEN');
       // neither "done" nor "not done": retrying blindly could apply it twice
       if (e.code === 'WRITE_OUTCOME_UNKNOWN') err('hint: the write may or may not have landed; check `switchyard status` and `switchyard history` before retrying');
       const names = client === undefined ? undefined : await unknownNameHint(client, e.code, e.message);
       if (names !== undefined) err(`hint: ${names}`);
-      return 1;
+      return EXIT.refused;
     }
-    err(`error: ${e instanceof UnreachableError || e instanceof Error ? e.message : String(e)}`);
-    return 1;
+    if (e instanceof UnreachableError) return failure(EXIT.unreachable, 'UNREACHABLE', json ? e.message : `error: ${e.message}`);
+    return failure(EXIT.refused, 'FAILED', json ? String((e as Error).message ?? e) : `error: ${e instanceof Error ? e.message : String(e)}`);
   } finally {
     await client?.close();
   }

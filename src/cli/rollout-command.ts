@@ -1,3 +1,4 @@
+import { EXIT, fail, PROGRESS_MS } from './exit-codes.ts';
 import { parseDuration } from '../config/duration.ts';
 import type { RolloutView } from '../rollout/view.ts';
 import type { ApiCommand, CommandContext } from './commands.ts';
@@ -10,7 +11,7 @@ type Verb = (typeof VERBS)[number];
 const START_ONLY = ['to', 'preset', 'steps', 'max-error-rate', 'max-p99', 'min-requests', 'on-failure', 'no-analysis', ...GATE_ONLY] as const;
 const WAIT_ONLY = ['timeout', 'interval'] as const;
 /** The states a rollout ends in; `--wait` exits 0 on the first, 1 on the others. */
-const ENDED: Readonly<Record<string, number>> = { succeeded: 0, 'rolled-back': 1, aborted: 1 };
+const ENDED: Readonly<Record<string, number>> = { succeeded: EXIT.ok, 'rolled-back': EXIT.rolledBack, aborted: EXIT.rolledBack };
 
 /** `10:5m,50:5m,100` into API steps. */
 export function parseStepsArg(arg: string): { weight: number; pause?: string }[] {
@@ -110,25 +111,30 @@ async function waitForEnd(ctx: CommandContext, path: string, first: RolloutView,
   const deadline = ctx.now() + timeout;
   let r = first;
   let seen = '';
+  let printedAt = 0;
   for (;;) {
     const key = `${r.id}/${r.state}/${r.step}`;
+    const left = Math.max(0, deadline - ctx.now());
     if (key !== seen) {
       seen = key;
+      printedAt = ctx.now();
       if (ctx.json) ctx.out(JSON.stringify(r));
       else for (const line of rolloutLines(r)) ctx.out(line);
+    } else if (ctx.now() - printedAt >= PROGRESS_MS) {
+      // nothing changed: still a line, so a pipeline's log shows the wait is alive and how long it may last
+      printedAt = ctx.now();
+      ctx.out(ctx.json ? JSON.stringify({ id: r.id, state: r.state, step: r.step, steps: r.steps.length, leftMs: left }) : `rollout ${r.id}: ${r.state} at step ${r.step}/${r.steps.length}, ${humanDuration(left)} left`);
     }
     const code = ENDED[r.state];
     if (code !== undefined) {
       const why = r.lastAnalysis?.why;
-      if (code !== 0) ctx.err(`error: rollout ${r.id} of ${r.app} ${r.state}${why === undefined ? '' : `: ${why}`}`);
+      if (code !== 0) return fail(ctx, code, r.state === 'aborted' ? 'ROLLOUT_ABORTED' : 'ROLLOUT_ROLLED_BACK', `rollout ${r.id} of ${r.app} ${r.state}${why === undefined ? '' : `: ${why}`}`);
       return code;
     }
-    const left = deadline - ctx.now();
     if (left <= 0) {
-      ctx.err(`error: rollout ${r.id} still ${r.state} at step ${r.step}/${r.steps.length} after ${humanDuration(timeout)}`);
-      return 1;
+      return fail(ctx, EXIT.waitTimedOut, 'WAIT_TIMED_OUT', `rollout ${r.id} still ${r.state} at step ${r.step}/${r.steps.length} after ${humanDuration(timeout)}`);
     }
-    await ctx.sleep(Math.min(interval, left));
+    await ctx.sleep(Math.min(interval, left, PROGRESS_MS));
     r = await ctx.client.get<RolloutView>(path);
   }
 }

@@ -71,6 +71,8 @@ export type ToWorker =
   | ({ readonly type: 'sy:listener' } & ListenerInfo)
   /** an upgrade: send every listening socket (`sy:socket` each, then `sy:sockets-done`) */
   | { readonly type: 'sy:sockets' }
+  /** SIGHUP: a new log level, and/or read the certificate files again */
+  | { readonly type: 'sy:reload'; readonly level?: Config['log']['level']; readonly certificates?: boolean }
   /** an upgrade handed the sockets over: stop accepting now (the drain follows with `sy:shutdown`) */
   | { readonly type: 'sy:stop-accepting' }
   /** an ACME certificate the primary loaded or got issued: serve it (replacing the host's previous one) */

@@ -94,6 +94,11 @@ export class PrimaryTls implements CertificateSource {
     return this.acmeManager === null ? {} : { acme: this.acmeManager.status() };
   }
 
+  /** SIGHUP: the certificate files read again now (the workers do the same with theirs) */
+  reloadCertificates(): { reloaded: number; failed: number } {
+    return this.#certs.reloadAll();
+  }
+
   async close(): Promise<void> {
     this.#certs.close();
     await this.acmeManager?.close();

@@ -74,6 +74,9 @@ export interface Primary {
   stopAccepting(): Promise<void>;
   /** after a hand-over: takes the proxy port's claim the old process released */
   takeClaim(): Promise<void>;
+  /** SIGHUP (src/reload.ts): here and in every worker */
+  setLogLevel(level: Config['log']['level']): void;
+  reloadCertificates(): { reloaded: number; failed: number } | null;
 }
 
 /** How long a write waits for every worker to route on it before answering anyway. */
@@ -348,7 +351,17 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
     return { cut };
   }
 
-  return { config, controller, admin, counts, health, telemetry, group, supervisor, rollouts, listen, shutdown, listeningSockets, stopAccepting, takeClaim };
+  return { config, controller, admin, counts, health, telemetry, group, supervisor, rollouts, listen, shutdown, listeningSockets, stopAccepting, takeClaim,
+    setLogLevel(level) {
+      logger.level = level;
+      supervisor.broadcast({ type: 'sy:reload', level });
+    },
+    reloadCertificates() {
+      if (tls === null) return null;
+      supervisor.broadcast({ type: 'sy:reload', certificates: true });
+      return tls.reloadCertificates();
+    },
+  };
 }
 
 /**

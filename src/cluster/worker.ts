@@ -92,6 +92,9 @@ export function startWorker(opts: WorkerOptions): WorkerProcess {
         channel.send({ type: 'sy:sockets-done', count: sockets.length });
         return;
       }
+      case 'sy:reload':
+        plane?.reload(msg);
+        return;
       case 'sy:stop-accepting':
         plane?.stopAccepting();
         return;
@@ -259,6 +262,12 @@ class WorkerPlane {
     for (const s of this.dataPlane.listeners()) add('proxy', s);
     if (tls !== undefined && this.edge !== null && this.edge.listener.server.listening) for (const s of [this.edge.listener.server, ...this.tlsExtra]) add('tls', s);
     return out;
+  }
+
+  /** SIGHUP, as the primary passes it on: the log level, the certificate files */
+  reload(msg: { readonly level?: Config['log']['level']; readonly certificates?: boolean }): void {
+    if (msg.level !== undefined) this.logger.level = msg.level;
+    if (msg.certificates === true) this.edge?.certs.reloadAll();
   }
 
   /** An upgrade handed the sockets over: no more accepting here (they stay open in the new process). */

@@ -90,7 +90,11 @@ const cidr = z.string().refine((s) => {
   return Number.isInteger(n) && n >= 0 && n <= (family === 4 ? 32 : 128);
 }, 'must be an IP address or CIDR like 10.0.0.0/8');
 
-const secret = z.string().min(16, 'must be at least 16 characters');
+// a placeholder left in a manifest (deploy/kubernetes/secret.yaml's REPLACE-ME-…) is a publicly known value, not a secret
+const secret = z
+  .string()
+  .min(16, 'must be at least 16 characters')
+  .refine((v) => !/REPLACE-?ME/i.test(v), 'is a placeholder (REPLACE-ME…), not a secret: generate one, e.g. openssl rand -hex 32');
 
 /** `200`, `"2xx"` or `"200-399"` as an inclusive range. */
 const statusRange = z

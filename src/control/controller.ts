@@ -88,7 +88,7 @@ export class Controller extends EventEmitter {
   private readonly writeDeadlineMs: number;
   private readonly broken: Map<string, BrokenApp>;
   /** the config file's definition of each app it names, compiled: what drift is measured against */
-  private readonly fileApps: ReadonlyMap<string, AppConfig>;
+  private fileApps: ReadonlyMap<string, AppConfig>;
   /** app → how the store's definition differs from the file's (empty entries are dropped) */
   private readonly drifts = new Map<string, DefinitionChange[]>();
   private unwatch: (() => void) | null = null;
@@ -178,6 +178,14 @@ export class Controller extends EventEmitter {
    */
   drift(): Record<string, string[]> {
     return Object.fromEntries([...this.drifts].map(([app, changes]) => [app, changes.map((c) => c.path)]));
+  }
+
+  /** The config file was read again (SIGHUP): drift is measured against its apps from now on. */
+  setFileApps(apps: readonly AppConfig[]): void {
+    const before = [...this.fileApps.keys()];
+    this.fileApps = new Map(apps.map((a) => [a.name, a]));
+    for (const app of before) if (!this.fileApps.has(app)) this.drifts.delete(app);
+    for (const app of this.fileApps.keys()) this.checkDrift(app);
   }
 
   /**

@@ -175,6 +175,13 @@ export class CertificateSet {
     return true;
   }
 
+  /** Re-reads every configured pair now (SIGHUP), whatever the polling saw; how many loaded and failed. */
+  reloadAll(): { reloaded: number; failed: number } {
+    let reloaded = 0;
+    for (let i = 0; i < this.#files.length; i++) if (this.reload(i)) reloaded++;
+    return { reloaded, failed: this.#files.length - reloaded };
+  }
+
   /** Starts watching the files. */
   watch(): void {
     if (this.#watching) return;

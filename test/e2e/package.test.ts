@@ -40,11 +40,12 @@ describe(`the published package${OTHER_NODE === undefined ? '' : ` on ${OTHER_NO
   let work: string;
   let app: string;
   let files: string[];
+  let packedBytes = 0;
   let blue: Upstream;
   let green: Upstream;
   let proc: ServeProcess;
   const env = (): NodeJS.ProcessEnv => ({ ...process.env, PATH, SWITCHYARD_ADMIN_URL: proc.adminUrl, SWITCHYARD_TOKEN: TOKEN, NO_COLOR: '1' });
-  const bin = (...args: string[]): [string, string[]] => (OTHER_NODE === undefined ? ['npx', ['--no-install', 'switchyard', ...args]] : [OTHER_NODE, [join(app, 'node_modules/switchyard/bin/switchyard.js'), ...args]]);
+  const bin = (...args: string[]): [string, string[]] => (OTHER_NODE === undefined ? ['npx', ['--no-install', 'switchyard', ...args]] : [OTHER_NODE, [join(app, 'node_modules/switchyard-proxy/bin/switchyard.js'), ...args]]);
   const cli = (...args: string[]) => run(...bin(...args), { cwd: app, env: env() });
 
   before(async () => {
@@ -52,8 +53,9 @@ describe(`the published package${OTHER_NODE === undefined ? '' : ` on ${OTHER_NO
     app = join(work, 'app');
     const packed = await run('npm', ['pack', '--json', '--pack-destination', work], { cwd: ROOT, env: { ...process.env, PATH }, maxBuffer: 16 * 1024 * 1024 });
     // prepack's own output comes before the JSON
-    const info = JSON.parse(packed.stdout.slice(packed.stdout.indexOf('['))) as { filename: string; files: { path: string }[] }[];
+    const info = JSON.parse(packed.stdout.slice(packed.stdout.indexOf('['))) as { filename: string; size: number; files: { path: string }[] }[];
     files = (info[0]?.files ?? []).map((f) => f.path);
+    packedBytes = info[0]?.size ?? 0;
     await run('mkdir', ['-p', app]);
     await writeFile(join(app, 'package.json'), JSON.stringify({ name: 'operator-site', private: true }));
     await run('npm', ['install', '--omit=dev', '--prefer-offline', '--no-audit', '--no-fund', join(work, info[0]?.filename ?? '')], { cwd: app, env: { ...process.env, PATH } });
@@ -75,21 +77,43 @@ describe(`the published package${OTHER_NODE === undefined ? '' : ` on ${OTHER_NO
   });
 
   it('holds the built dist/, the bin, the dashboard files and the example config, and no source, tests, maps or type declarations', () => {
-    for (const need of ['bin/switchyard.js', 'dist/main.js', 'dist/cli/main.js', 'src/admin/web/index.html', 'src/admin/web/app.js', 'config/switchyard.yaml', 'package.json', 'README.md']) {
+    for (const need of ['bin/switchyard.js', 'dist/main.js', 'dist/cli/main.js', 'src/admin/web/index.html', 'src/admin/web/app.js', 'config/switchyard.yaml', 'package.json', 'README.md', 'LICENSE']) {
       assert.ok(files.includes(need), `the package holds ${need}`);
     }
     const stray = files.filter((f) => /\.(ts|map)$/.test(f) || f.startsWith('test/') || f.startsWith('bench/') || f.startsWith('scripts/') || (f.startsWith('src/') && !f.startsWith('src/admin/web/')));
     assert.deepEqual(stray, [], 'only what the package runs');
   });
 
+  it('is named as published (the bare "switchyard" on npm is another project), with its licence, repository and the size the README gives', async () => {
+    const own = JSON.parse(await readFile(join(app, 'node_modules/switchyard-proxy/package.json'), 'utf8')) as { name: string; license: string; repository?: unknown; homepage?: string; bugs?: unknown; bin: Record<string, string> };
+    assert.equal(own.name, 'switchyard-proxy');
+    assert.deepEqual(Object.keys(own.bin), ['switchyard']);
+    assert.equal(own.license, 'Apache-2.0');
+    assert.match(await readFile(join(app, 'node_modules/switchyard-proxy/LICENSE'), 'utf8'), /Apache License\s+Version 2\.0/);
+    assert.ok(own.repository !== undefined && own.homepage !== undefined && own.bugs !== undefined);
+    // the README's figure is the packed size, within a tenth
+    const readme = await readFile(join(ROOT, 'README.md'), 'utf8');
+    const said = Number(/packed tarball is about (\d+) KB/.exec(readme)?.[1]);
+    assert.ok(Math.abs(said * 1000 - packedBytes) <= packedBytes / 10, `README says ${said} KB; npm pack made ${Math.round(packedBytes / 1000)} KB`);
+  });
+
+  it('answers --version and serve --help, and a bad flag with the usage (exit 2), from the installed bin', async () => {
+    const version = await cli('--version');
+    assert.match(version.stdout, /^switchyard 0\.\d+\.\d+ \(switchyard-proxy,/);
+    assert.match((await cli('serve', '--help')).stdout, /^usage: switchyard serve \[--config FILE\]/);
+    const bad = await cli('serve', '--bogus').then(() => null, (err: { code: number; stderr: string }) => err);
+    assert.equal(bad?.code, 2);
+    assert.doesNotMatch(bad?.stderr ?? '', /\n\s+at /);
+  });
+
   it('installs without the dev toolchain: no TypeScript, no pinned node, no source to run instead of dist/', async () => {
     const installed = await readdir(join(app, 'node_modules'));
     for (const dev of ['typescript', 'node', 'eslint', '@seriousme']) assert.ok(!installed.includes(dev), `${dev} is not installed`);
-    assert.ok(!existsSync(join(app, 'node_modules/switchyard/src/cli/main.ts')), 'the bin runs dist/');
+    assert.ok(!existsSync(join(app, 'node_modules/switchyard-proxy/src/cli/main.ts')), 'the bin runs dist/');
   });
 
   it('claims in engines the highest floor of its production dependencies, and its bin refuses an older Node by name', async () => {
-    const own = JSON.parse(await readFile(join(app, 'node_modules/switchyard/package.json'), 'utf8')) as { engines: { node: string }; dependencies: Record<string, string> };
+    const own = JSON.parse(await readFile(join(app, 'node_modules/switchyard-proxy/package.json'), 'utf8')) as { engines: { node: string }; dependencies: Record<string, string> };
     const floor = floorOf(own.engines.node);
     const floors: [string, [number, number]][] = [];
     for (const dep of Object.keys(own.dependencies)) {
@@ -104,7 +128,7 @@ describe(`the published package${OTHER_NODE === undefined ? '' : ` on ${OTHER_NO
       const { stdout } = await run(system, ['-p', 'process.versions.node']);
       const [maj = 0, min = 0] = stdout.trim().split('.').map(Number);
       if (cmp([maj, min], floor) < 0) {
-        const r = await run(system, [join(app, 'node_modules/switchyard/bin/switchyard.js'), 'status'], { cwd: app }).then(() => null, (err: { code: number; stderr: string }) => err);
+        const r = await run(system, [join(app, 'node_modules/switchyard-proxy/bin/switchyard.js'), 'status'], { cwd: app }).then(() => null, (err: { code: number; stderr: string }) => err);
         assert.ok(r !== null, 'refused');
         assert.equal(r.code, 1);
         assert.match(r.stderr, new RegExp(`needs Node ${own.engines.node.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(this is v${maj}\\.${min}`));

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
@@ -46,6 +47,7 @@ describe('the Kubernetes manifests (deploy/kubernetes)', () => {
   let configText: string;
   let env: Record<string, string>;
   let tmp: string;
+  let unedited: Record<string, string>;
 
   /** a container port by name, or the number itself */
   const portOf = (p: string | number): number => (typeof p === 'number' ? p : (container.ports.find((c: K8s) => c.name === p)?.containerPort as number));
@@ -78,10 +80,23 @@ describe('the Kubernetes manifests (deploy/kubernetes)', () => {
     configText = one(objs, 'ConfigMap', volume.configMap.name).data[item.key];
     tmp = await mkdtemp(join(tmpdir(), 'switchyard-k8s-'));
     await writeFile(join(tmp, 'switchyard.yaml'), configText);
+    // the Secret as shipped holds placeholders, which the loader refuses (the next test); an operator puts real values in
+    unedited = { ...env };
+    for (const [k, v] of Object.entries(env)) if (/REPLACE-?ME/i.test(v)) env[k] = randomBytes(24).toString('hex');
     // the project's own loader, as `switchyard serve --config` runs it in the pod
     config = await loadConfig(join(tmp, 'switchyard.yaml'), env);
   });
   after(() => rm(tmp, { recursive: true, force: true }));
+
+  it('refuses to start with the Secret as shipped: a placeholder is not a token', async () => {
+    await assert.rejects(loadConfig(join(tmp, 'switchyard.yaml'), unedited), /is a placeholder \(REPLACE-ME…\), not a secret/);
+  });
+
+  it('mounts no service-account token and requests at least the memory a busy pod was measured to use', () => {
+    assert.equal(pod.spec.automountServiceAccountToken, false);
+    const request = String(container.resources.requests.memory);
+    assert.ok(Number(/^(\d+)Mi$/.exec(request)?.[1]) >= 170, `memory request ${request} covers 1,000 clients (160–170 MB, README Performance)`);
+  });
 
   it('configures a fleet on Redis whose tokens and secrets all come from the Secret', () => {
     assert.equal(config.store.kind, 'redis');

@@ -71,6 +71,13 @@ describe('the release commands: pool, targets, deploy, apply, export', () => {
     assert.match(dry.stdout, /dry run: nothing written/);
     assert.equal((await p.admin('GET', '/v1/apps/shop')).body.revision, rev, '--dry-run changes nothing');
     assert.equal((await p.admin('GET', '/v1/apps/blog')).status, 404);
+    // --exit-code: 1 when the store differs from the file (git diff --exit-code), the changes machine-readable
+    const differs = await cli('apply', '-f', file, '--dry-run', '--exit-code', '--json');
+    assert.equal(differs.code, 1, differs.stderr);
+    const plan = JSON.parse(differs.stdout) as { differs: boolean; diff: Record<string, { path: string; from: unknown; to: unknown }[]> };
+    assert.equal(plan.differs, true);
+    assert.deepEqual(plan.diff['shop']?.find((c) => c.path === 'pools.green.version'), { path: 'pools.green.version', from: '2.2.0', to: '2.0.0' });
+    assert.deepEqual(plan.diff['blog']?.map((c) => c.path), ['(app)']);
 
     const applied = await cli('apply', '-f', file);
     assert.equal(applied.code, 0, applied.stderr);
@@ -79,6 +86,8 @@ describe('the release commands: pool, targets, deploy, apply, export', () => {
     assert.equal((await p.get('/', { host: 'blog.test' })).servedBy, 'blue@1');
     const again = await cli('apply', '-f', file);
     assert.match(again.stdout, /no changes/);
+    const same = await cli('apply', '-f', file, '--dry-run', '--exit-code');
+    assert.equal(same.code, 0, 'nothing differs: exit 0');
 
     const exported = await cli('export');
     assert.equal(exported.code, 0);

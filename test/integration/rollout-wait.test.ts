@@ -40,7 +40,7 @@ describe('rollout --wait, for pipelines', () => {
     assert.deepEqual((await p.admin('GET', '/v1/apps/shop')).body.weights, { blue: 0, green: 100 });
   });
 
-  it('exits 1 with the reason when the analysis rolls the rollout back', async (t) => {
+  it('exits 5 with the reason when the analysis rolls the rollout back', async (t) => {
     const { p, sy } = await setup(t);
     greenStatus = 500;
     let stop = false;
@@ -55,22 +55,22 @@ describe('rollout --wait, for pipelines', () => {
       await load;
     });
     const r = await sy('rollout', 'shop', 'start', '--to', 'green', '--steps', '50:10s,100', '--min-requests', '5', '--max-error-rate', '0.01', '--wait', '--interval', '50ms', '--timeout', '20s');
-    assert.equal(r.code, 1, r.out + r.err);
+    assert.equal(r.code, 5, r.out + r.err);
     assert.match(r.err, /rollout r-[0-9a-f]{8} of shop rolled-back: .*error rate/);
     assert.deepEqual((await p.admin('GET', '/v1/apps/shop')).body.weights, { blue: 100, green: 0 });
   });
 
-  it('status --wait exits 1 when someone aborts the rollout it waits on, and 1 at --timeout', async (t) => {
+  it('status --wait exits 5 when someone aborts the rollout it waits on, and 3 at --timeout', async (t) => {
     const { p, sy } = await setup(t);
     assert.equal((await sy('rollout', 'shop', 'start', '--to', 'green', '--steps', '10:5m,100', '--no-analysis')).code, 0);
     const timedOut = await sy('rollout', 'shop', 'status', '--wait', '--timeout', '150ms', '--interval', '50ms');
-    assert.equal(timedOut.code, 1);
+    assert.equal(timedOut.code, 3);
     assert.match(timedOut.err, /still running at step 1\/2 after/);
     const waiting = sy('rollout', 'shop', 'status', '--wait', '--interval', '50ms', '--json');
     await sleep(120);
     assert.equal((await p.admin('POST', '/v1/apps/shop/rollouts/current/abort', { reason: 'stop the release' })).status, 200);
     const r = await waiting;
-    assert.equal(r.code, 1);
+    assert.equal(r.code, 5);
     assert.match(r.err, /aborted/);
     const lines = r.out.trim().split('\n').map((l) => JSON.parse(l) as { state: string });
     assert.deepEqual([lines[0]?.state, lines.at(-1)?.state], ['running', 'aborted'], '--json prints one rollout per line as it changes');

@@ -5,6 +5,7 @@ import { join, resolve } from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
+import { runCliCaptured } from '../helpers/cli.ts';
 import { loadLoop } from '../helpers/load-loop.ts';
 import { twoPools } from '../helpers/proxy.ts';
 import { spawnServe, type ServeProcess } from '../helpers/serve-process.ts';
@@ -49,10 +50,17 @@ async function handOverUnderLoad(workers: number): Promise<void> {
   try {
     const oldPid = sp.child.pid as number;
     await sleep(800);
-    process.kill(oldPid, 'SIGUSR2');
+    // one process: through `switchyard upgrade`, which finds the pid by the port claim and waits for the outcome
+    const cli = workers === 1 ? runCliCaptured(['upgrade', '--config', join(sp.dir, 'switchyard.yaml'), '--timeout', '120s'], {}) : null;
+    if (cli === null) process.kill(oldPid, 'SIGUSR2');
     const took = await until(sp, 'the new process taking over', () => line(sp, /took over the listening sockets/), 120_000);
     newPid = took['pid'] as number;
     assert.notEqual(newPid, oldPid);
+    if (cli !== null) {
+      const r = await cli;
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, new RegExp(`upgraded: pid ${newPid} serves listen\\.port ${sp.proxyPort}`));
+    }
     const [code] = await sp.exited;
     assert.equal(code, 0, 'the old process drains and exits cleanly');
     await sleep(800);
@@ -88,13 +96,15 @@ describe('upgrading Switchyard itself (SIGUSR2): the new process takes the liste
   it('a new program that fails to start leaves the old one serving, and says so', async () => {
     const up = await startUpstream('blue');
     const prog = await programCopy();
-    const sp = await spawnServe({ apps: [twoPools(up.url, up.url)], log: { level: 'info', accessSample: 0 } }, 20_000, (config) => ({ command: process.execPath, args: [join(prog, 'bin/switchyard.js'), 'serve', '--config', config], cwd: prog }));
+    const sp = await spawnServe({ apps: [twoPools(up.url, up.url)], log: { level: 'info', accessSample: 0 } }, 30_000, (config) => ({ command: process.execPath, args: [join(prog, 'bin/switchyard.js'), 'serve', '--config', config], cwd: prog }));
     const loop = loadLoop(sp.proxyPort, 5);
     try {
       // the release installed over it is broken: its main module throws on load
       await writeFile(join(prog, 'src/main.ts'), "throw new Error('a broken build');\n");
       await sleep(300);
-      process.kill(sp.child.pid as number, 'SIGUSR2');
+      const cli = await runCliCaptured(['upgrade', '--config', join(sp.dir, 'switchyard.yaml'), '--timeout', '120s'], {});
+      assert.equal(cli.code, 1, cli.stdout + cli.stderr);
+      assert.match(cli.stderr, new RegExp(`the upgrade failed; pid ${sp.child.pid} keeps serving`));
       const failed = await until(sp, 'the failed upgrade', () => line(sp, /^upgrade failed/));
       assert.match(String(failed['msg']), /exited before it was ready .*keeps serving/);
       await sleep(300);

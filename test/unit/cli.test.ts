@@ -147,7 +147,7 @@ describe('switchyard CLI', () => {
     const auth = await cli('status', '--token', 'wrong-token-xxxxxxxxxxxx');
     assert.deepEqual([auth.code, auth.stderr.split('\n')[0]], [1, 'error UNAUTHORIZED: unknown token']);
     const down = await cli('status', '--admin-url', 'http://127.0.0.1:1');
-    assert.equal(down.code, 1);
+    assert.equal(down.code, 4, 'the admin API unreachable has its own exit code');
     assert.match(down.stderr, /^error: cannot reach the admin API at http:\/\/127\.0\.0\.1:1 \(ECONNREFUSED\)/);
   });
 
@@ -171,11 +171,11 @@ describe('switchyard CLI', () => {
     assert.deepEqual(lines.slice(2), ['blue  weight 0%  inflight 0  upgraded 0  pinned 0  drained', 'blue is drained']);
   });
 
-  it('drain --wait exits 1 on timeout while requests stay in flight', async () => {
+  it('drain --wait exits 3 on timeout while requests stay in flight', async () => {
     setCounts('blue', { inflight: 3, upgraded: 0, pinned: 0 });
     const started = Date.now();
     const { code, stdout, stderr } = await cli('drain', 'shop', 'blue', '--wait', '--interval', '50ms', '--timeout', '300ms');
-    assert.equal(code, 1);
+    assert.equal(code, 3);
     assert.ok(Date.now() - started >= 300);
     assert.equal(stdout.trim().split('\n').length, 1, 'unchanged counts are printed once');
     assert.match(stderr, /^error: blue not drained after 300ms: 3 request\(s\) in flight; what is still open is cut at the drain timeout, \S+\n$/);
@@ -194,7 +194,7 @@ describe('switchyard CLI', () => {
     unknown = 'redis is unreachable';
     const timedOut = await cli('drain', 'shop', 'blue', '--wait', '--interval', '50ms', '--timeout', '200ms');
     unknown = null;
-    assert.equal(timedOut.code, 1);
+    assert.equal(timedOut.code, 3);
     assert.equal(timedOut.stderr, 'error: blue not drained after 200ms: fleet figures unknown: redis is unreachable\n');
   });
 });

@@ -1,0 +1,65 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { describe, it } from 'node:test';
+import { COMMANDS } from '../../src/cli/commands.ts';
+import { EXIT } from '../../src/cli/exit-codes.ts';
+import { HELP_WIDTH } from '../../src/cli/main.ts';
+import { runCliCaptured } from '../helpers/cli.ts';
+
+const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+
+describe('the CLI contract pipelines rely on', () => {
+  it('--version and `version` print the package version and exit 0', async () => {
+    for (const argv of [['--version'], ['-V'], ['version']]) {
+      const r = await runCliCaptured(argv, {});
+      assert.equal(r.code, 0);
+      assert.match(r.stdout, new RegExp(`^switchyard ${pkg.version.replaceAll('.', '\\.')} `));
+    }
+  });
+
+  it('--help, -h and `help COMMAND` answer for every command, serve included, within 80 columns', async () => {
+    const outputs = [await runCliCaptured(['--help'], {}), await runCliCaptured(['-h'], {})];
+    for (const name of Object.keys(COMMANDS)) {
+      outputs.push(await runCliCaptured([name, '--help'], {}), await runCliCaptured([name, '-h'], {}), await runCliCaptured(['help', name], {}));
+    }
+    for (const r of outputs) {
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^usage: switchyard /);
+      for (const line of r.stdout.split('\n')) assert.ok(line.length <= HELP_WIDTH, `longer than ${HELP_WIDTH} columns: ${line}`);
+    }
+    assert.match((await runCliCaptured(['serve', '--help'], {})).stdout, /serve \[--config FILE\] \[--apply-config\]/);
+  });
+
+  it('a bad flag or command prints the usage and exits 2, never a stack trace', async () => {
+    for (const argv of [['serve', '--bogus'], ['status', '--bogus'], ['-x'], ['frobnicate'], ['switch']]) {
+      const r = await runCliCaptured(argv, {});
+      assert.equal(r.code, EXIT.usage, `${argv.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, /usage: switchyard/);
+      assert.doesNotMatch(r.stderr, /\n\s+at |ERR_PARSE_ARGS/);
+    }
+  });
+
+  it('distinct exit codes: 1 the API refused, 4 the admin API unreachable; with --json the error is JSON on stderr with its code', async (t) => {
+    const api = createServer((_req, res) => {
+      res.writeHead(404, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: { code: 'UNKNOWN_APP', message: 'unknown app "nope"' } }));
+    });
+    api.listen(0, '127.0.0.1');
+    await once(api, 'listening');
+    t.after(() => api.close());
+    const url = `http://127.0.0.1:${(api.address() as AddressInfo).port}`;
+    const refused = await runCliCaptured(['status', 'nope', '--json', '--admin-url', url], {});
+    assert.equal(refused.code, EXIT.refused);
+    assert.deepEqual(JSON.parse(refused.stderr.split('\n')[0] as string), { error: { code: 'UNKNOWN_APP', message: 'unknown app "nope"', exit: 1, status: 404 } });
+    const down = await runCliCaptured(['status', '--json', '--admin-url', 'http://127.0.0.1:1'], {});
+    assert.equal(down.code, EXIT.unreachable);
+    assert.equal((JSON.parse(down.stderr) as { error: { code: string } }).error.code, 'UNREACHABLE');
+    const usage = await runCliCaptured(['switch', '--json'], {});
+    assert.equal(usage.code, EXIT.usage);
+    assert.equal((JSON.parse(usage.stderr) as { error: { code: string; exit: number } }).error.code, 'USAGE');
+    assert.deepEqual(Object.values(EXIT), [0, 1, 2, 3, 4, 5], 'one code per outcome');
+  });
+});
