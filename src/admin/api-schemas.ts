@@ -6,6 +6,7 @@ import type { AcmeHostStatus } from '../edge/acme.ts';
 import type { TargetStateView } from '../health/monitor.ts';
 import type { StatsView } from '../metrics/stats.ts';
 import type { RolloutView } from '../rollout/view.ts';
+import type { RollbackDryRun } from './rollback-view.ts';
 import type { AppStateView, DrainView, HistoryEntryView } from './views.ts';
 
 /**
@@ -167,7 +168,33 @@ export const stats = z.object({
   mirror: z.object({ pool: z.string(), windows: z.object({ '10s': windowStats, '60s': windowStats }), compare: z.object({ '10s': compareStats, '60s': compareStats }) }).optional().describe("the app's mirror pool: its copies' figures and, with compare, the mismatches"),
 });
 
-export const whereis = z.object({ key: z.string(), bucket: z.number().int().min(0).max(9999), pool: z.string(), version: z.string(), revision: z.number().int() });
+export const whereis = z.object({
+  key: z.string().nullable().describe('the sticky key that placed the request, null when none'),
+  revision: z.number().int(),
+  bucket: z.number().int().min(0).max(9999).nullable().describe('the bucket the weights (or a rule\'s share) read; null for preview, pin or a random split'),
+  pool: z.string().nullable().describe('null when the answer depends on the per-request random draw (`random: true`)'),
+  version: z.string().nullable(),
+  by: z.string().nullable().describe('which step decided: `preview`, `pin`, `weights` or `rule:NAME` (CONTRACT §10); null with `random`'),
+  random: z.literal(true).optional(),
+  message: z.string().optional(),
+});
+
+const rollbackPool = z.object({ weight: z.object({ now: pct, then: pct }), version: z.object({ now: z.string().nullable(), then: z.string().nullable().describe('null: not recorded then') }) });
+/** `POST /v1/apps/:app/rollback?dryRun=true`, and the `rollback` field of the write's answer (CONTRACT §10). */
+export const rollbackDryRun = z.object({
+  dryRun: z.boolean(),
+  app: z.string(),
+  revision: z.number().int().describe('the revision routed on now'),
+  restores: z.object({ revision: z.number().int(), at: iso, releaseFrom: z.number().int().describe('the first revision of the release undone') }).describe('the revision whose stable routing is restored'),
+  weights,
+  rules: z.array(z.unknown()).describe('the cohort rules restored'),
+  mirror: z.unknown().describe('the mirror restored, or null'),
+  pools: z.record(z.string(), rollbackPool),
+  versionChanged: z.array(z.string()).describe('pools it sends traffic to that run another version now than then'),
+  refused: z.object({ code: z.string(), message: z.string() }).nullable().describe('what the write would answer (VERSION_CHANGED unless sent with force), or null'),
+});
+/** The answer of `POST /v1/apps/:app/rollback`: the AppState written and what it restored. */
+export const rolledBack = appState.extend({ rollback: rollbackDryRun });
 export const previewHeader = z.object({ header: z.string(), value: z.string() });
 
 const acmeHost = z.object({ host: z.string(), notAfter: iso.nullable(), lastError: z.string().nullable(), failures: z.number().int(), retryAt: iso.nullable() });
@@ -191,9 +218,10 @@ type SameKeys<A, B> = [Exclude<keyof A, keyof B>, Exclude<keyof B, keyof A>] ext
  * field's type, or gains or loses a field its schema does not, is a type error here.
  */
 export const sameFields: {
-  [K in 'appState' | 'poolState' | 'drain' | 'history' | 'rollout' | 'stats' | 'targetState' | 'discovery' | 'targetFigure']: true;
+  [K in 'appState' | 'rollback' | 'poolState' | 'drain' | 'history' | 'rollout' | 'stats' | 'targetState' | 'discovery' | 'targetFigure']: true;
 } = {
   appState: true satisfies SameKeys<AppStateView, z.output<typeof appState>>,
+  rollback: true satisfies SameKeys<RollbackDryRun, z.output<typeof rollbackDryRun>>,
   poolState: true satisfies SameKeys<AppStateView['pools'][string], z.output<typeof poolState>>,
   drain: true satisfies SameKeys<DrainView, z.output<typeof drain>>,
   history: true satisfies SameKeys<HistoryEntryView, z.output<typeof historyEntry>>,
@@ -207,6 +235,7 @@ export const sameFields: {
 export const shapes = {
   appState: (v: AppStateView): z.output<typeof appState> => v,
   drain: (v: DrainView): z.output<typeof drain> => v,
+  rollback: (v: RollbackDryRun): z.output<typeof rollbackDryRun> => v,
   history: (v: HistoryEntryView): z.output<typeof historyEntry> => v,
   rollout: (v: RolloutView): z.output<typeof rollout> => v,
   stats: (v: StatsView): z.output<typeof stats> => v,

@@ -3,11 +3,12 @@ import type { Server } from 'node:http';
 import { z } from 'zod';
 import { appSchema } from '../config/schema.ts';
 import { ERRORS, type ErrorCode } from '../errors.ts';
-import { finishBody, pauseBody, rolloutBody } from '../rollout/spec.ts';
+import { approveBody, finishBody, pauseBody, rolloutBody } from '../rollout/spec.ts';
 import * as S from './api-schemas.ts';
 import { rollbackBody, switchBody, weightsBody } from './body.ts';
 import { appBody, poolBody, removeBody, removeTargetBody, targetBody } from './definition-routes.ts';
 import { Router, type AdminRoute, type HttpMethod } from './router.ts';
+import { mirrorBody, rulesBody } from './routing-routes.ts';
 
 /**
  * `GET /v1/openapi.json`: an OpenAPI 3.1 description of the admin API. The operations are the
@@ -55,6 +56,9 @@ type OperationKey = `${HttpMethod} ${string}`;
 /** `GET /v1/config`: definitions as written (the config's input shape: durations as strings, defaults left out). */
 const CONFIG_ANSWER = z.object({ apps: z.array(appSchema) });
 
+/** `POST /v1/apps/:app/rollback`: the AppState written with what it restored, or with `?dryRun=true` what it would write. */
+const ROLLBACK_ANSWER = z.union([S.rolledBack, S.rollbackDryRun]);
+
 const WRITE_ERRORS = [409, 503, 504] as const;
 const flagQuery = (name: string, description: string): Query => ({ name, description, schema: { type: 'string', enum: ['1', 'true', ''] } });
 const rolloutCommand = (verb: string, what: string, body: z.ZodType): OperationDoc => ({ summary: `${verb} the running rollout: ${what}`, body, ok: { 200: S.rollout }, errors: [409, 503] });
@@ -70,18 +74,36 @@ export const OPERATIONS: Readonly<Record<OperationKey, OperationDoc>> = {
   'GET /v1/apps/:app': { summary: "An app's routing state (`If-None-Match` answers 304)", ok: { 200: S.appState }, errors: [304] },
   'POST /v1/apps/:app/switch': { summary: 'Switch: `to` gets 100 %, the other pools 0', body: switchBody, ok: { 200: S.appState }, ifMatch: true, errors: WRITE_ERRORS },
   'PUT /v1/apps/:app/weights': { summary: 'Set the pool weights (percentages, two decimals at most, summing to 100; pools left out get 0)', body: weightsBody, ok: { 200: S.appState }, ifMatch: true, errors: WRITE_ERRORS },
-  'POST /v1/apps/:app/rollback': { summary: 'Roll back to the weights of the revision before the current one, as a new revision', body: rollbackBody, ok: { 200: S.appState }, ifMatch: true, errors: WRITE_ERRORS },
+  'POST /v1/apps/:app/rollback': {
+    summary:
+      'Roll back to the last known-good routing (weights, cohort rules and mirror together: the stable routing before the current release), as a new revision; answers the AppState written and `rollback`, what it restored. 409 `NOTHING_TO_ROLL_BACK` when the last change already took traffic back, `VERSION_CHANGED` when a pool it would send traffic to runs another version than then (unless `force`), `NO_EARLIER_REVISION`. With `?dryRun=true`: what it would write, nothing written',
+    body: rollbackBody,
+    query: [flagQuery('dryRun', '`true` answers what the rollback would write (RollbackDryRun) and writes nothing')],
+    ok: { 200: ROLLBACK_ANSWER },
+    ifMatch: true,
+    errors: WRITE_ERRORS,
+  },
   'GET /v1/apps/:app/history': {
     summary: 'The audit history of routing changes, newest first',
-    query: [{ name: 'limit', description: 'entries to return (anything else is a 400)', schema: { type: 'integer', minimum: 1, maximum: 1000, default: 50 } }],
+    query: [
+      { name: 'limit', description: 'entries to return (anything else is a 400)', schema: { type: 'integer', minimum: 1, maximum: 1000, default: 50 } },
+      { name: 'offset', description: 'entries to skip, newest first (the `next` of the previous page); anything else is a 400', schema: { type: 'integer', minimum: 0, maximum: 1000, default: 0 } },
+    ],
     ok: { 200: S.history },
   },
   'GET /v1/apps/:app/pools/:pool/drain': { summary: "A pool's drain figures, summed over the fleet", query: [flagQuery('instances', '`1` adds a per-instance breakdown')], ok: { 200: S.drain } },
   'GET /v1/apps/:app/whereis': {
-    summary: 'Where a sticky key is routed now (409 when the app has no `sticky`)',
-    query: [{ name: 'key', description: 'the sticky key (a user id, a session cookie value, an address); required', schema: { type: 'string', minLength: 1 } }],
+    summary: 'Where a request like the one described goes now and which step decided (`by`: preview, pin, a cohort rule, the weights), computed by the data plane\'s own routing; at least one parameter is required (400). Without a sticky key the weights split at random: `pool` null, `random: true`',
+    query: [
+      { name: 'key', description: 'the sticky key (a user id, a session cookie value, an address)', schema: { type: 'string' } },
+      { name: 'header', description: '`NAME:VALUE`, repeatable', schema: { type: 'string' } },
+      { name: 'cookie', description: '`NAME=VALUE`, repeatable', schema: { type: 'string' } },
+      { name: 'query', description: '`NAME=VALUE` of the request\'s query string, repeatable', schema: { type: 'string' } },
+      { name: 'path', description: 'the request path (may carry a query string); default `/`', schema: { type: 'string' } },
+      { name: 'method', description: 'default GET', schema: { type: 'string' } },
+      { name: 'ip', description: 'the client address', schema: { type: 'string' } },
+    ],
     ok: { 200: S.whereis },
-    errors: [409],
   },
   'GET /v1/apps/:app/pools/:pool/preview-header': { summary: 'The signed preview header that reaches the pool whatever its weight (409 when the app has no `preview`)', ok: { 200: S.previewHeader }, errors: [409] },
   'GET /v1/apps/:app/stats': { summary: 'Live figures per pool over the last 10 s and 60 s', query: [flagQuery('history', '`1` adds the 10 s figures at each second of the last minute')], ok: { 200: S.stats } },
@@ -92,6 +114,10 @@ export const OPERATIONS: Readonly<Record<OperationKey, OperationDoc>> = {
   'POST /v1/apps/:app/rollouts/current/resume': rolloutCommand('Resume', 'carry on from the held step', pauseBody),
   'POST /v1/apps/:app/rollouts/current/promote': rolloutCommand('Promote', '100 % to `to` now', finishBody),
   'POST /v1/apps/:app/rollouts/current/abort': rolloutCommand('Abort', 'restore the starting weights', finishBody),
+  'POST /v1/apps/:app/rollouts/current/approve': rolloutCommand('Approve', 'let the step waiting for approval go on (409 when the current step is not an approval step)', approveBody),
+  // cohort rules and mirror (CONTRACT §10)
+  'PUT /v1/apps/:app/rules': { summary: "Replace the app's cohort rules (`[]` removes them), each checked by the config's schema; `to` must be a pool of the app", body: rulesBody, ok: { 200: S.appState }, ifMatch: true, errors: WRITE_ERRORS },
+  'PUT /v1/apps/:app/mirror': { summary: "Set the app's mirror (`{ to, share, methods, maxBody, maxInflight, compare }`, checked by the config's schema), or remove it with `null`", body: mirrorBody, ok: { 200: S.appState }, ifMatch: true, errors: WRITE_ERRORS },
   // live definitions (CONTRACT §8)
   'PUT /v1/apps/:app/pools/:pool': { summary: "Set a pool's version and targets; a new pool is added at weight 0 after the existing ones (no sticky user moves)", body: poolBody, ok: { 200: S.appState }, ifMatch: true, errors: WRITE_ERRORS },
   'DELETE /v1/apps/:app/pools/:pool': { summary: 'Remove a pool: 409 `POOL_IN_USE` while it has weight or is not drained, unless `force`; an app keeps two pools', body: removeBody, bodyOptional: true, ok: { 200: S.appState }, ifMatch: true, errors: WRITE_ERRORS },
@@ -124,6 +150,7 @@ const COMPONENTS: ReadonlyMap<z.ZodType, string> = new Map<z.ZodType, string>([
   [S.currentRollout, 'CurrentRollout'],
   [S.stats, 'Stats'],
   [S.whereis, 'Whereis'],
+  [ROLLBACK_ANSWER, 'Rollback'],
   [S.previewHeader, 'PreviewHeader'],
   [S.certificates, 'Certificates'],
   [S.deletedApp, 'DeletedApp'],
@@ -241,7 +268,7 @@ function operation(route: AdminRoute, doc: OperationDoc | undefined, components:
     const io = answer === CONFIG_ANSWER ? 'input' : 'output';
     if (name !== undefined) components[name] ??= schemaOf(answer, io);
     const response: Record<string, unknown> = { description: name ?? 'success', content: { 'application/json': { schema: name === undefined ? schemaOf(answer, io) : { $ref: `#/components/schemas/${name}` } } } };
-    if (answer === S.appState) response.headers = { ETag: { description: 'the revision, `"REVISION"`', schema: { type: 'string' } } };
+    if (answer === S.appState || answer === ROLLBACK_ANSWER) response.headers = { ETag: { description: 'the revision, `"REVISION"`', schema: { type: 'string' } } };
     responses[status] = response;
   }
   for (const status of errors) {

@@ -13,6 +13,7 @@ import { historyEntryOf, type Action, type HistoryEntry, type RevertKind, type R
 import { ownOf, parseWeights, TOTAL_BP, type Weights } from '../state/weights.ts';
 import { nextState } from './next-state.ts';
 import { planRollback, poolsServing, type RollbackPlan } from './rollback-plan.ts';
+import { withRouting } from './routing-writes.ts';
 import { loadStates, type BrokenApp } from './seed.ts';
 
 export interface WriteOptions {
@@ -273,9 +274,10 @@ export class Controller extends EventEmitter {
       }
       const weights: Record<string, number> = {};
       for (const p of Object.keys(cfg.pools)) weights[p] = ownOf(plan.to.routing.weights, p) ?? 0;
-      // the plan's routing also carries rules and mirror (CONTRACT §10): once an app's state holds
-      // them, the proposal writes plan.to.routing.rules and .mirror beside the weights
-      return { weights };
+      // the whole routing in one write: weights, and the rules and mirror of the same revision
+      // (definition keys), so no cohort or copy keeps pointing at the release undone
+      const { rules, mirror } = plan.to.routing;
+      return { weights, definition: withRouting(this.definition(app), rules ?? [], mirror ?? null) };
     }, { ...opts, revert: 'rollback' });
   }
 

@@ -203,6 +203,29 @@ describe('the answers of the admin API, checked against the OpenAPI document', (
     await call('POST', '/v1/apps/shop/rollouts/current/abort', { body: { reason: 'openapi' }, expect: 200 });
     await call('POST', '/v1/apps/shop/rollouts', { body: { to: 'green', steps: [{ weight: 10, pause: '1h' }, { weight: 100 }] }, expect: 201 });
     await call('POST', '/v1/apps/shop/rollouts/current/promote', { body: {}, expect: 200 });
+    await call('POST', '/v1/apps/shop/rollouts', { body: { to: 'blue', steps: [{ weight: 10 }, { approval: true }, { weight: 100 }], analysis: null }, expect: 201 });
+    const deadline = Date.now() + 15_000;
+    while (!(await p.admin('GET', '/v1/apps/shop/rollouts/current')).body.gates.waitingApproval) {
+      assert.ok(Date.now() < deadline, 'the rollout waits for approval');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await call('POST', '/v1/apps/shop/rollouts/current/approve', { body: { reason: 'openapi' }, expect: 200 });
+    await call('POST', '/v1/apps/shop/rollouts/current/abort', { body: {}, expect: 200 });
+
+    // cohort rules, mirror, whereis of a described request, and rollback of all three
+    await call('POST', '/v1/apps/shop/switch', { body: { to: 'blue' }, expect: 200 });
+    await call('PUT', '/v1/apps/shop/rules', { body: { rules: [{ name: 'beta', match: { header: { 'x-beta': '1' } }, to: 'green' }], reason: 'beta' }, expect: 200 });
+    await call('PUT', '/v1/apps/shop/rules', { body: { rules: [{ name: 'beta', match: { header: { 'x-beta': '1' } }, to: 'nope' }] }, expect: 400 });
+    await call('PUT', '/v1/apps/shop/mirror', { body: { mirror: { to: 'green', share: 10 } }, expect: 200 });
+    const where = await call('GET', '/v1/apps/shop/whereis?header=x-beta:1', { expect: 200 });
+    assert.equal(where.by, 'rule:beta');
+    await call('GET', '/v1/apps/shop/whereis?path=/&method=POST', { expect: 200 });
+    const dry = await call('POST', '/v1/apps/shop/rollback?dryRun=true', { body: {}, expect: 200 });
+    assert.equal(dry.dryRun, true);
+    const back = await call('POST', '/v1/apps/shop/rollback', { body: { reason: 'openapi' }, expect: 200 });
+    assert.deepEqual([back.rules, back.mirror, back.rollback.dryRun], [[], null, false]);
+    await call('POST', '/v1/apps/shop/rollback', { body: {}, expect: 409 });
+    await call('GET', '/v1/apps/shop/history?limit=2&offset=2', { expect: 200 });
 
     // live definitions
     await call('PUT', '/v1/apps/shop/pools/red', { body: { version: '3.0.0', targets: [blue.url] }, expect: 200 });
