@@ -138,7 +138,7 @@ async function drainWait(ctx: CommandContext, path: string): Promise<number> {
     if (left <= 0) {
       // the reason already names the affinity window's end; the drain timeout it does not
       const waits = block?.by === 'drain-timeout' ? `; ${blockWords(block)}` : '';
-      return fail(ctx, EXIT.waitTimedOut, 'WAIT_TIMED_OUT', `${v.pool} not drained after ${humanDuration(timeout)}: ${v.reason ?? `${v.inflight} in flight, ${v.upgraded} upgraded, weight ${pct(v.weight)}`}${waits}`);
+      return fail(ctx, EXIT.drainTimedOut, 'WAIT_TIMED_OUT', `${v.pool} not drained after ${humanDuration(timeout)}: ${v.reason ?? `${v.inflight} in flight, ${v.upgraded} upgraded, weight ${pct(v.weight)}`}${waits}`);
     }
     await ctx.sleep(Math.min(interval, left, PROGRESS_MS));
   }

@@ -8,8 +8,10 @@ export const EXIT = {
   refused: 1,
   /** a bad call: unknown command or option, a missing or malformed argument */
   usage: 2,
-  /** a `--wait` ran out of time before the outcome it waits for */
+  /** a `rollout … --wait` (or `upgrade`) ran out of time before the outcome it waits for */
   waitTimedOut: 3,
+  /** `drain --wait` ran out of time: 1, as CONTRACT §5 has it (scripts written to it test for 1) */
+  drainTimedOut: 1,
   /** the admin API could not be reached (connection refused, DNS, timeout) */
   unreachable: 4,
   /** a rollout ended rolled back or aborted */

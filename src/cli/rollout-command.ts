@@ -143,7 +143,7 @@ async function waitForEnd(ctx: CommandContext, path: string, first: RolloutView,
 export const rolloutCommand: ApiCommand = {
   usage: 'rollout APP start|status|pause|resume|promote|abort|approve [options] [--wait [--timeout D] [--interval D]]',
   summary:
-    'progressive rollout with automatic analysis and rollback — start --to POOL (--preset canary10-5m | --steps 10:5m,50:5m,100) [--max-error-rate 0.01|1%] [--max-p99 MS] [--min-requests 100] [--on-failure rollback|pause] [--no-analysis] [--query NAME=PROMQL --min N --max N] [--prometheus URL] [--webhook [NAME=]URL] [--approval-after STEP] [--notify URL] [-f rollout.json] [--reason R]; status; approve [--reason R] (an approval step); pause; resume; promote (100 % now) and abort (starting weights back) [--reason R] [--force]; start and status take --wait [--timeout 1h] [--interval 2s]: wait until it ends, exit 0 succeeded, 1 rolled back, aborted or timed out',
+    'progressive rollout with automatic analysis and rollback — start --to POOL (--preset canary10-5m | --steps 10:5m,50:5m,100) [--max-error-rate 0.01|1%] [--max-p99 MS] [--min-requests 100] [--on-failure rollback|pause] [--no-analysis] [--query NAME=PROMQL --min N --max N] [--prometheus URL] [--webhook [NAME=]URL] [--approval-after STEP] [--notify URL] [-f rollout.json] [--reason R]; status; approve [--reason R] (an approval step); pause; resume; promote (100 % now) and abort (starting weights back) [--reason R] [--force]; start and status take --wait [--timeout 1h] [--interval 2s]: wait until it ends, exit 0 succeeded, 5 rolled back or aborted, 3 timed out',
   args: [2, 2],
   options: {
     to: { type: 'string' },

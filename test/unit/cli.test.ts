@@ -171,11 +171,11 @@ describe('switchyard CLI', () => {
     assert.deepEqual(lines.slice(2), ['blue  weight 0%  inflight 0  upgraded 0  pinned 0  drained', 'blue is drained']);
   });
 
-  it('drain --wait exits 3 on timeout while requests stay in flight', async () => {
+  it('drain --wait exits 1 on timeout while requests stay in flight (CONTRACT §5)', async () => {
     setCounts('blue', { inflight: 3, upgraded: 0, pinned: 0 });
     const started = Date.now();
     const { code, stdout, stderr } = await cli('drain', 'shop', 'blue', '--wait', '--interval', '50ms', '--timeout', '300ms');
-    assert.equal(code, 3);
+    assert.equal(code, 1);
     assert.ok(Date.now() - started >= 300);
     assert.equal(stdout.trim().split('\n').length, 1, 'unchanged counts are printed once');
     assert.match(stderr, /^error: blue not drained after 300ms: 3 request\(s\) in flight; what is still open is cut at the drain timeout, \S+\n$/);
