@@ -30,7 +30,7 @@ describe('config', () => {
     const app = c.apps[0]!;
     assert.deepEqual(app.timeouts, { connect: 5000, response: 60000, idle: 60000 });
     assert.equal(app.drain.timeout, 300000);
-    assert.deepEqual(c.shutdown, { delay: 0, grace: 30000, hardStop: 60000 });
+    assert.deepEqual(c.shutdown, { delay: 0, grace: 30000, hardStop: 60000, upgradeTimeout: 60000 });
     assert.ok(Object.isFrozen(c) && Object.isFrozen(app.pools));
   });
 
