@@ -8,6 +8,7 @@ import * as S from './api-schemas.ts';
 import { rollbackBody, switchBody, weightsBody } from './body.ts';
 import { appBody, poolBody, removeBody, removeTargetBody, targetBody } from './definition-routes.ts';
 import { Router, type AdminRoute, type HttpMethod } from './router.ts';
+import { HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT } from './routes.ts';
 import { mirrorBody, rulesBody } from './routing-routes.ts';
 
 /**
@@ -86,8 +87,8 @@ export const OPERATIONS: Readonly<Record<OperationKey, OperationDoc>> = {
   'GET /v1/apps/:app/history': {
     summary: 'The audit history of routing changes, newest first',
     query: [
-      { name: 'limit', description: 'entries to return (anything else is a 400)', schema: { type: 'integer', minimum: 1, maximum: 1000, default: 50 } },
-      { name: 'offset', description: 'entries to skip, newest first (the `next` of the previous page); anything else is a 400', schema: { type: 'integer', minimum: 0, maximum: 1000, default: 0 } },
+      { name: 'limit', description: 'entries to return (anything else is a 400)', schema: { type: 'integer', minimum: 1, maximum: HISTORY_MAX_LIMIT, default: HISTORY_DEFAULT_LIMIT } },
+      { name: 'offset', description: 'entries to skip, newest first (the `next` of the previous page); anything else is a 400', schema: { type: 'integer', minimum: 0, maximum: HISTORY_MAX_LIMIT, default: 0 } },
     ],
     ok: { 200: S.history },
   },
