@@ -86,9 +86,13 @@ export async function readJson(req: IncomingMessage, limit = MAX_BODY_BYTES): Pr
   } catch (err) {
     throw new SwitchyardError('BAD_REQUEST', `body is not valid JSON: ${(err as Error).message}`, { details: [{ path: '(root)', message: 'not valid JSON' }] });
   }
-  const proto = protoKey(value, []);
-  if (proto !== null) throw new SwitchyardError('BAD_REQUEST', `${proto}: "__proto__" is not a name anything can have`, { details: [{ path: proto, message: 'not a valid name' }] });
   return value;
+}
+
+/** Refuses (400 naming its path) a parsed body holding an own `__proto__` key anywhere under `at`. */
+export function refuseProtoKeys(value: unknown, at: (string | number)[]): void {
+  const proto = protoKey(value, at);
+  if (proto !== null) throw new SwitchyardError('BAD_REQUEST', `${proto}: "__proto__" is not a name anything can have`, { details: [{ path: proto, message: 'not a valid name' }] });
 }
 
 /**

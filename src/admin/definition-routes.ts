@@ -3,6 +3,7 @@ import { addTarget, defineApp, deleteApp, deletePool, putPool, removeTarget, typ
 import type { WriteOptions } from '../control/controller.ts';
 import { NAME_RE, versionLabel } from '../config/schema.ts';
 import { SwitchyardError } from '../errors.ts';
+import { refuseProtoKeys } from './body.ts';
 import { ANONYMOUS } from './auth.ts';
 import type { AdminRoute, RouteContext } from './router.ts';
 import { etagOf, flag, write, type CoreRouteDeps } from './routes.ts';
@@ -91,6 +92,8 @@ export function definitionRoutes(deps: CoreRouteDeps): AdminRoute[] {
       handler: async (ctx) => {
         const app = param(ctx, 'app');
         const body = await ctx.body(appBody);
+        // zod's records drop an own `__proto__` key without a word (a pool so named vanished and the write answered 200)
+        refuseProtoKeys(body.definition, ['definition']);
         let created = false;
         const reply = await write(deps, ctx, app, async (opts) => {
           const r = await defineApp(d, app, body.definition, opts);
