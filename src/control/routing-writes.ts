@@ -34,7 +34,7 @@ export function withRouting(definition: AppDefinition, rules: readonly unknown[]
   return { ...rest, ...(rules.length === 0 ? {} : { rules: [...rules] }), ...(mirror === null || mirror === undefined ? {} : { mirror }) };
 }
 
-function checked(app: string, def: AppDefinition): AppDefinition {
+export function checked(app: string, def: AppDefinition): AppDefinition {
   const r = parseDefinition(def, app);
   if (r.ok) return r.definition;
   throw bad(r.issues);

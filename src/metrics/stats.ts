@@ -441,6 +441,13 @@ export class LiveStats {
     return out;
   }
 
+  /** The copies sent to `pool` as `app`'s mirror over `seconds`, and their compared pairs: what a rollout's mirror step judges. */
+  mirrorWindow(app: string, pool: string, seconds: StatsWindow): { copies: PoolWindowStats; compare: { pairs: number; mismatches: number; mismatchRate: number } } {
+    const nowSec = Math.floor(this.now() / 1000);
+    const v = this.mirrors.view(app, pool, nowSec, this.freshPeers(nowSec));
+    return { copies: v.windows[`${seconds}s`], compare: v.compare[`${seconds}s`] };
+  }
+
   /** The JSON of `GET /v1/apps/:app/stats`; with `history`, the last minute's samples too. */
   view(app: string, opts: { history?: boolean } = {}): StatsView {
     const nowMs = this.now();

@@ -4,6 +4,14 @@ import type { AnalysisFigures, AnalysisResult, Rollout } from './model.ts';
 /** What the analysis reads: `LiveStats.window`, summed over the fleet on Redis. */
 export interface StatsSource {
   window(app: string, seconds: StatsWindow): Record<string, PoolWindowStats>;
+  /** the copies sent to the app's mirror pool, and their compared pairs (a mirror step judges these) */
+  mirrorWindow?(app: string, pool: string, seconds: StatsWindow): MirrorFigures;
+}
+
+/** What a mirror step judges: the copies (as a pool's figures) and the (live, copy) pairs compared. */
+export interface MirrorFigures {
+  readonly copies: PoolWindowStats;
+  readonly compare: { readonly pairs: number; readonly mismatches: number; readonly mismatchRate: number };
 }
 
 const SHORT: StatsWindow = 10;
@@ -35,8 +43,10 @@ export function ratePct(rate: number): string {
  * before the last resume (so errors that paused the rollout do not fail it again at once).
  * The other pools' figures come along as the baseline. Pure; `analysis: null` is never judged.
  */
-export function evaluate(r: Rollout, window: Record<string, PoolWindowStats>, now: number, seconds: StatsWindow = windowFor(r, now)): AnalysisResult {
-  const to = figures(window[r.to]);
+export function evaluate(r: Rollout, window: Record<string, PoolWindowStats>, now: number, seconds: StatsWindow = windowFor(r, now), mirror: MirrorFigures | null = null): AnalysisResult {
+  // a mirror step serves `to` no users: its copies are what is judged (the live pools stay the baseline)
+  const mirrored = r.steps[r.step - 1]?.mirror !== undefined;
+  const to = figures(mirrored ? mirror?.copies : window[r.to]);
   let requests = 0;
   let errors = 0;
   let p99: number | null = null;
@@ -55,14 +65,18 @@ export function evaluate(r: Rollout, window: Record<string, PoolWindowStats>, no
   const over: string[] = [];
   if (to.errorRate > a.maxErrorRate) over.push(`error rate ${ratePct(to.errorRate)} > ${ratePct(a.maxErrorRate)}`);
   if (a.maxP99Ms !== undefined && to.p99 !== null && to.p99 > a.maxP99Ms) over.push(`p99 ${to.p99}ms > ${a.maxP99Ms}ms`);
+  // meaningful once pairs were compared: a copy answering another status class than the live response
+  const cmp = mirrored ? mirror?.compare : undefined;
+  if (cmp !== undefined && cmp.pairs > 0 && cmp.mismatches / cmp.pairs > a.maxErrorRate) over.push(`compare mismatch rate ${ratePct(cmp.mismatches / cmp.pairs)} > ${ratePct(a.maxErrorRate)} (${cmp.mismatches} of ${cmp.pairs} pairs)`);
   if (over.length === 0) return { ...base, verdict: 'pass' };
   const baseline = `others ${ratePct(others.errorRate)}${others.p99 === null ? '' : `, p99 ${others.p99}ms`}`;
-  const why = `${r.to} ${over.join(' and ')} over ${seconds}s (${to.requests} requests, ${to.errors} errors; ${baseline})`;
+  const why = `${r.to}${mirrored ? ' mirror copies' : ''} ${over.join(' and ')} over ${seconds}s (${to.requests} requests, ${to.errors} errors; ${baseline})`;
   return { ...base, verdict: 'fail', why };
 }
 
 /** Reads the window and judges: what the driver does on every tick, and what GET shows live. */
 export function analyse(r: Rollout, stats: StatsSource, now: number): AnalysisResult {
   const seconds = windowFor(r, now);
-  return evaluate(r, stats.window(r.app, seconds), now, seconds);
+  const mirror = r.steps[r.step - 1]?.mirror !== undefined && stats.mirrorWindow !== undefined ? stats.mirrorWindow(r.app, r.to, seconds) : null;
+  return evaluate(r, stats.window(r.app, seconds), now, seconds, mirror);
 }

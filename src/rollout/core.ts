@@ -3,6 +3,8 @@ import { Counter, type Registry } from 'prom-client';
 import type { Controller } from '../control/controller.ts';
 import { SwitchyardError } from '../errors.ts';
 import type { RoutingState } from '../state/types.ts';
+import type { WriteOptions } from '../control/controller.ts';
+import { checked, withRouting } from '../control/routing-writes.ts';
 import { bpToPct } from '../state/weights.ts';
 import { analyse, type StatsSource } from './analysis.ts';
 import { isActive, ROLLOUT_RESULTS, sameWeights, stepWeights, type Rollout, type RolloutResult } from './model.ts';
@@ -23,6 +25,17 @@ export function evidenceNote(r: Rollout, n: number): string {
   const pre = latestRound(r, 'preStep', n);
   if (pre?.verdict === 'pass') parts.push(`preStep ${pre.checks.map((c) => c.status).join(', ')}`);
   return parts.join('; ');
+}
+
+/** The mirror step `n` of a rollout puts in force (copies to `to`, compared), or null. */
+export function stepMirror(r: Rollout, n: number): { to: string; share: number; compare: true } | null {
+  const m = r.steps[n - 1]?.mirror;
+  return m === undefined ? null : { to: r.to, share: m.share, compare: true };
+}
+
+/** Only a rollout with a mirror step touches the app's mirror. */
+export function hasMirrorSteps(r: Rollout): boolean {
+  return r.steps.some((s) => s.mirror !== undefined);
 }
 
 /** A record update: the fields to change, or null to leave the record as it is. */
@@ -93,10 +106,36 @@ export class RolloutCore {
     const step = r.steps[n - 1] as { weight: number };
     const weights = stepWeights(r.from, r.to, step.weight, pools);
     const current = this.controller.state(r.app);
-    if (current.revision === revision && sameWeights(current.weights, weights)) return current;
+    const mirror = stepMirror(r, n);
+    if (current.revision === revision && sameWeights(current.weights, weights) && (!hasMirrorSteps(r) || this.mirrorInForce(r) === (mirror !== null))) return current;
     const evidence = evidenceNote(r, n);
-    const reason = `rollout ${r.id} step ${n}/${r.steps.length}: ${r.to} ${bpToPct(step.weight)}%${r.reason ? ` (${r.reason})` : ''}${evidence === '' ? '' : `; ${evidence}`}`;
-    return this.controller.setWeights(r.app, weights, { by: r.by, reason, expectedRevision: revision }, 'rollout');
+    const what = mirror === null ? `${r.to} ${bpToPct(step.weight)}%` : `mirror ${mirror.share}% to ${r.to} (weights kept)`;
+    const reason = `rollout ${r.id} step ${n}/${r.steps.length}: ${what}${r.reason ? ` (${r.reason})` : ''}${evidence === '' ? '' : `; ${evidence}`}`;
+    return this.writeRouting(r, weights, mirror, { by: r.by, reason, expectedRevision: revision });
+  }
+
+  /** Whether the app's mirror is the one a mirror step writes (to the rollout's pool). */
+  mirrorInForce(r: Rollout): boolean {
+    const m = this.controller.definition(r.app).mirror as { to?: unknown } | undefined;
+    return m !== undefined && m !== null && m.to === r.to;
+  }
+
+  /**
+   * Writes `weights` and, for a rollout with a mirror step, its mirror (`mirror`, or none: the
+   * step's copies end when the rollout leaves it, by a step, a rollback, promote or abort), in one
+   * revision (history action `rollout`, so the driver does not take it for a manual change).
+   */
+  writeRouting(r: Rollout, weights: Record<string, number>, mirror: ReturnType<typeof stepMirror>, opts: WriteOptions): Promise<RoutingState> {
+    if (!hasMirrorSteps(r) || (mirror === null && !this.mirrorInForce(r))) return this.controller.setWeights(r.app, weights, opts, 'rollout');
+    return this.controller.change(
+      r.app,
+      'rollout',
+      () => {
+        const def = this.controller.definition(r.app);
+        return { weights, definition: checked(r.app, withRouting(def, (def.rules as readonly unknown[] | undefined) ?? [], mirror)) };
+      },
+      opts,
+    );
   }
 
   /** The fields of a record that just ended. */

@@ -2,7 +2,7 @@ import { SwitchyardError } from '../errors.ts';
 import type { RoutingState } from '../state/types.ts';
 import { RepeatedWarning } from '../repeated-warning.ts';
 import { analyse } from './analysis.ts';
-import type { RolloutCore } from './core.ts';
+import { hasMirrorSteps, type RolloutCore } from './core.ts';
 import type { Lease, Scheduler } from './lease.ts';
 import { formatDuration } from '../config/duration.ts';
 import { hasEvidence, roundText, type GateRound, type Gates } from './gate-model.ts';
@@ -158,7 +158,7 @@ export class RolloutDriver {
     const gates = r.gates ?? null;
     const step = r.steps[r.step - 1] as Step;
     // a step at 0 % (an approval before any traffic) serves no one: there is nothing to judge
-    const judged = step.weight > 0;
+    const judged = step.weight > 0 || step.mirror !== undefined;
     if (hasEvidence(gates) && judged) {
       // queries and webhooks, every interval while the step holds: no data is never a pass
       const last = latestRound(r, 'analysis', r.step);
@@ -259,8 +259,8 @@ export class RolloutDriver {
       // an instance that has not yet applied the rollout's last write cannot tell whether the weights are back: it writes.
       // If-Match on the revision the record stands on: of the instances that see the failure at once (any instance
       // judges, see #watch), exactly one write lands; the others, and a step written meanwhile, are stale
-      if (seen.revision < r.revision || !sameWeights(seen.weights, r.from)) {
-        await core.controller.setWeights(r.app, r.from, { by: 'switchyard', reason: `${rolledBackPrefix(r)}${why}`, expectedRevision: r.revision, unpinDrained: true, revert: 'analysis' }, 'rollout');
+      if (seen.revision < r.revision || !sameWeights(seen.weights, r.from) || (hasMirrorSteps(r) && core.mirrorInForce(r))) {
+        await core.writeRouting(r, r.from, null, { by: 'switchyard', reason: `${rolledBackPrefix(r)}${why}`, expectedRevision: r.revision, unpinDrained: true, revert: 'analysis' });
       }
     } catch (err) {
       // another instance rolled back first (or a step landed: the next round judges again)

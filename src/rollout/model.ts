@@ -67,6 +67,8 @@ export interface Step {
   readonly pauseMs: number;
   /** an approval step: holds (at the weight of the step before) until approved; past `timeoutMs` (null: never), onFailure */
   readonly approval?: { readonly timeoutMs: number | null } | undefined;
+  /** a mirror step: holds at the weight of the step before while `share` % (of the requests the other pools serve) is copied to `to`; its analysis judges the copies */
+  readonly mirror?: { readonly share: number } | undefined;
 }
 
 export interface Analysis {

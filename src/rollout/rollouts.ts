@@ -246,7 +246,7 @@ export class Rollouts {
       const weights = command === 'promote' ? stepWeights(written.from, written.to, TOTAL_BP, pools) : written.from;
       const reason = command === 'promote' ? `rollout ${written.id} promoted by ${opts.by}: ${written.to} 100%${why}` : `rollout ${written.id} aborted by ${opts.by}${why}`;
       try {
-        await core.controller.setWeights(app, weights, { by: opts.by, reason, force: opts.force, ...(command === 'abort' ? { revert: 'abort' as const } : {}) }, 'rollout');
+        await core.writeRouting(written, weights, null, { by: opts.by, reason, force: opts.force, ...(command === 'abort' ? { revert: 'abort' as const } : {}) });
       } catch (err) {
         // the weights stay as they were: so does the rollout
         const { state, step, nextAt, remainingMs, reason: was, endedAt } = before;

@@ -17,8 +17,8 @@ const pause = z.union([z.string().max(20), z.number()]);
 /** `POST /v1/apps/:app/rollouts`; what zod cannot know (pools, decimals, order) is checked by `parseRolloutBody`. */
 export const rolloutBody = z.strictObject({
   to: z.string().min(1).max(63),
-  /** `{ weight, pause? }` or `{ approval: true, timeout? }` (checked by parseSteps, for messages that name the field) */
-  steps: z.array(z.strictObject({ weight: z.number().optional(), pause: pause.optional(), approval: z.literal(true).optional(), timeout: pause.optional() })).min(1).max(MAX_STEPS).optional(),
+  /** `{ weight, pause? }`, `{ approval: true, timeout? }` or `{ mirror: PCT, pause? }` (checked by parseSteps, for messages that name the field) */
+  steps: z.array(z.strictObject({ weight: z.number().optional(), pause: pause.optional(), approval: z.literal(true).optional(), timeout: pause.optional(), mirror: z.number().optional() })).min(1).max(MAX_STEPS).optional(),
   preset: z.string().min(1).max(100).optional(),
   /** null: no analysis, the steps only follow their pauses */
   analysis: z
@@ -94,16 +94,27 @@ export function parseRolloutBody(body: RolloutBody, pools: readonly string[], pr
   return { to: body.to, steps, analysis, onFailure: body.onFailure ?? 'rollback', reason: body.reason ?? null, gates };
 }
 
-type StepInput = { weight?: number | undefined; pause?: string | number | undefined; approval?: true | undefined; timeout?: string | number | undefined };
+type StepInput = { weight?: number | undefined; pause?: string | number | undefined; approval?: true | undefined; timeout?: string | number | undefined; mirror?: number | undefined };
 
 /**
  * `{ weight, pause? }` steps ascend; an `{ approval: true, timeout? }` step holds at the weight
- * of the step before it (0 % when it comes first) until approved.
+ * of the step before it (0 % when it comes first) until approved; a `{ mirror: PCT, pause? }`
+ * step holds at that weight too while PCT % is mirrored to `to` (CONTRACT §11).
  */
 function parseSteps(input: readonly StepInput[], issues: Issue[]): Step[] {
   const steps: Step[] = [];
   let previous = 0;
   input.forEach((s, i) => {
+    if (s.mirror !== undefined) {
+      const share = pctToBp(s.mirror);
+      if (typeof share === 'string') issues.push({ path: `steps[${i}].mirror`, message: `${share} (a percentage like 10 or 0.5)` });
+      else if (share === 0) issues.push({ path: `steps[${i}].mirror`, message: 'must be above 0' });
+      if (s.weight !== undefined) issues.push({ path: `steps[${i}].weight`, message: 'a mirror step holds at the weight of the step before it; give weight or mirror, not both' });
+      if (s.approval !== undefined) issues.push({ path: `steps[${i}].approval`, message: 'give approval or mirror, not both' });
+      if (s.timeout !== undefined) issues.push({ path: `steps[${i}].timeout`, message: 'goes with approval: true (a mirror step has pause)' });
+      steps.push({ weight: previous, pauseMs: parsePause(s.pause, i, issues), mirror: { share: s.mirror } });
+      return;
+    }
     if (s.approval === true) {
       if (s.weight !== undefined) issues.push({ path: `steps[${i}].weight`, message: 'an approval step holds at the weight of the step before it; give weight or approval, not both' });
       if (s.pause !== undefined) issues.push({ path: `steps[${i}].pause`, message: 'an approval step holds until approved (timeout: how long at most)' });
@@ -126,17 +137,20 @@ function parseSteps(input: readonly StepInput[], issues: Issue[]): Step[] {
     if (typeof bp === 'string') issues.push({ path: `steps[${i}].weight`, message: bp });
     else if (bp === 0) issues.push({ path: `steps[${i}].weight`, message: 'must be above 0' });
     else if (bp <= previous) issues.push({ path: `steps[${i}].weight`, message: `steps must be ascending: ${bp / 100} follows ${previous / 100}` });
-    let pauseMs = 0;
-    if (s.pause !== undefined) {
-      const ms = parseDuration(s.pause);
-      if (ms === undefined) issues.push({ path: `steps[${i}].pause`, message: 'must be a duration like 30s, 5m or 250ms (or milliseconds)' });
-      else if (ms > MAX_PAUSE_MS) issues.push({ path: `steps[${i}].pause`, message: 'at most 7d' });
-      else pauseMs = Math.round(ms);
-    }
+    const pauseMs = parsePause(s.pause, i, issues);
     if (typeof bp === 'number' && bp > previous) previous = bp;
     steps.push({ weight: typeof bp === 'number' ? bp : 0, pauseMs });
   });
   return steps;
+}
+
+function parsePause(pause: string | number | undefined, i: number, issues: Issue[]): number {
+  if (pause === undefined) return 0;
+  const ms = parseDuration(pause);
+  if (ms === undefined) issues.push({ path: `steps[${i}].pause`, message: 'must be a duration like 30s, 5m or 250ms (or milliseconds)' });
+  else if (ms > MAX_PAUSE_MS) issues.push({ path: `steps[${i}].pause`, message: 'at most 7d' });
+  else return Math.round(ms);
+  return 0;
 }
 
 function badRequest(issues: readonly Issue[]): SwitchyardError {

@@ -54,6 +54,8 @@ export interface StepView {
   approval?: true;
   /** an approval step's timeout (null: none) */
   timeout?: string | null;
+  /** a mirror step: the share mirrored to `to` */
+  mirror?: number;
 }
 
 export interface GatesView {
@@ -119,7 +121,7 @@ export function rolloutView(r: Rollout, pools: readonly string[], now: number, l
     to: r.to,
     state: r.state,
     step: r.step,
-    steps: r.steps.map((s): StepView => ({ weight: bpToPct(s.weight), pause: s.pauseMs > 0 ? formatDuration(s.pauseMs) : null, ...(s.approval === undefined ? {} : { approval: true, timeout: s.approval.timeoutMs === null ? null : formatDuration(s.approval.timeoutMs) }) })),
+    steps: r.steps.map((s): StepView => ({ weight: bpToPct(s.weight), pause: s.pauseMs > 0 ? formatDuration(s.pauseMs) : null, ...(s.approval === undefined ? {} : { approval: true, timeout: s.approval.timeoutMs === null ? null : formatDuration(s.approval.timeoutMs) }), ...(s.mirror === undefined ? {} : { mirror: s.mirror.share }) })),
     weight: bpToPct(r.steps[r.step - 1]?.weight ?? 0),
     from: weightsToPct(r.from, pools),
     startedAt: iso(r.startedAt),
