@@ -118,6 +118,9 @@ export class Rollouts {
     const current = await core.store.get(app);
     if (current !== null && isActive(current)) throw new SwitchyardError('CONFLICT', `app "${app}" already has a rollout that ${ENDED_WORDS[current.state]}: ${current.id} to ${current.to}; pause, promote or abort it first`, { details: { id: current.id, state: current.state } });
     if ((state.weights[spec.to] ?? 0) === TOTAL_BP) throw new SwitchyardError('CONFLICT', `pool "${spec.to}" of app "${app}" already has 100 %`);
+    // a mirror step writes the app's mirror and removes it on leaving: it must not take over one set by hand
+    const mirror = core.controller.definition(app).mirror as { to?: unknown } | undefined;
+    if (spec.steps.some((s) => s.mirror !== undefined) && mirror !== undefined && mirror !== null) throw new SwitchyardError('CONFLICT', `app "${app}" already has a mirror (to ${String(mirror.to)}); a rollout with a mirror step writes its own: remove it first (PUT /v1/apps/${app}/mirror with null)`, { details: { path: 'steps', mirror } });
     const id = this.#newId();
     await this.#preRollout(app, id, spec);
     const now = core.now();

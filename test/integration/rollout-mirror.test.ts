@@ -129,6 +129,20 @@ describe('rollout mirror step', () => {
     assert.equal(end.mirror, null);
   });
 
+  it('refuses a mirror step while the app has a mirror of its own (409), and starts once it is removed', async (t) => {
+    const p = await proxy(t, 200);
+    const set = await p.admin('PUT', '/v1/apps/shop/mirror', { mirror: { to: 'green', share: 5 } });
+    assert.equal(set.status, 200, JSON.stringify(set.body));
+    const body = { to: 'green', steps: [{ mirror: 10, pause: '1h' }, { weight: 100 }], analysis: null };
+    const refused = await p.admin('POST', '/v1/apps/shop/rollouts', body);
+    assert.equal(refused.status, 409, JSON.stringify(refused.body));
+    assert.match(JSON.stringify(refused.body), /already has a mirror/);
+    assert.equal((await app(p)).mirror.share, 5);
+    assert.equal((await p.admin('PUT', '/v1/apps/shop/mirror', { mirror: null })).status, 200);
+    assert.equal((await p.admin('POST', '/v1/apps/shop/rollouts', body)).status, 201);
+    assert.equal((await app(p)).mirror.share, 10);
+  });
+
   it('refuses a mirror step that is not one, naming the field', async (t) => {
     const p = await proxy(t, 200);
     for (const [step, path] of [
