@@ -59,7 +59,9 @@ describe('dashboard rules and mirror editor in Chromium', () => {
     await card().locator('button[data-action="add-rule"]').click();
     await dialog().waitFor({ state: 'visible' });
     await page.fill('#confirm-reason', 'beta testers');
+    const put = page.waitForRequest((r) => r.method() === 'PUT' && r.url().endsWith('/v1/apps/shop/rules'));
     await page.click('#confirm-ok');
+    assert.equal((await put).headers()['if-match'], `"${rev}"`, 'the write is conditional, like the weights editor\'s');
     await card().locator('li[data-rule="beta"]').waitFor();
     const s = await state();
     assert.equal(s.revision, rev + 1);
@@ -67,6 +69,8 @@ describe('dashboard rules and mirror editor in Chromium', () => {
     assert.equal((await p.admin('GET', '/v1/apps/shop/history?limit=1')).body.entries[0].reason, 'beta testers');
     assert.equal((await p.get('/', { 'x-beta': '1' })).servedBy, 'green@2.0.0');
     assert.equal((await p.get('/', { 'x-beta': '2' })).servedBy, 'blue@1.0.0');
+    // green has 0 % of the weights but the rule sends to it: it is serving, not draining
+    await page.locator('section[data-app="shop"] tr[data-pool="green"] [data-state="routed"]', { hasText: 'serving · rule beta' }).waitFor();
   });
 
   it('shows the field the API refuses: a regex the linear-time matcher does not accept', async () => {

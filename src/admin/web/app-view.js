@@ -97,11 +97,11 @@ export class AppView {
       h('div', { class: 'table-wrap' }, h('table', { class: 'pools' }, h('thead', {}, head), tbody)),
       this.rulesInfo,
       this.mirrorInfo,
-      this.routing.el,
       h('div', { class: 'charts' }, this.charts.rps.el, this.charts.errors.el, this.charts.p99.el),
       controls,
       this.toasts,
       h('details', { class: 'history', open: true }, h('summary', { text: 'History' }), h('table', {}, h('thead', {}, h('tr', {}, ...['rev', 'when', 'what it did', 'by', 'weights', 'reason'].map((t) => h('th', { scope: 'col', text: t })))), this.historyBody)),
+      this.routing.el,
       this.targets.el,
     );
     paintDots(this.el);
@@ -169,6 +169,9 @@ export class AppView {
 
   stateBadge(pool, p) {
     if (p.weight > 0) return h('span', { class: 'state serving', text: 'serving' });
+    // a pool a rule or the mirror sends to is not drained whatever its weight (CONTRACT §10)
+    const by = [...(this.state.rules ?? []).filter((r) => r.to === pool).map((r) => `rule ${r.name}`), ...(this.state.mirror?.to === pool ? ['mirror'] : [])];
+    if (by.length > 0) return h('span', { class: 'state serving', 'data-state': 'routed', text: `serving · ${by.join(', ')}` });
     if (p.drained) return h('span', { class: 'state drained', 'data-state': 'drained', text: '✓ drained' });
     const d = this.drain.get(pool);
     const left = d && d.remainingMs !== null ? ` · closes in ${duration(d.remainingMs)}` : '';

@@ -18,13 +18,13 @@ export class RoutingPanel {
       to: h('select', { name: 'rule-to', 'aria-label': 'rule pool' }, ...pools()),
       kind: h('select', { name: 'rule-kind', 'aria-label': 'match on' }, h('option', { value: 'header', text: 'header' }), h('option', { value: 'cookie', text: 'cookie' })),
       key: h('input', { type: 'text', class: 'mono', name: 'rule-key', placeholder: 'x-beta', 'aria-label': 'header or cookie name' }),
-      mode: h('select', { name: 'rule-mode', 'aria-label': 'match mode' }, ...MODES.map((m) => h('option', { value: m, text: m }))),
+      mode: h('select', { name: 'rule-mode', 'aria-label': 'match mode', onchange: () => (this.f.value.disabled = this.f.mode.value === 'present') }, ...MODES.map((m) => h('option', { value: m, text: m }))),
       value: h('input', { type: 'text', class: 'mono', name: 'rule-value', placeholder: '1', 'aria-label': 'value or pattern' }),
-      share: h('input', { type: 'number', name: 'rule-share', min: 0.01, max: 100, step: 0.01, value: 100, class: 'pct-input', 'aria-label': 'share of the matching requests in percent' }),
+      share: h('input', { type: 'number', name: 'rule-share', min: 0.01, max: 100, step: 0.01, value: 100, class: 'share-input', 'aria-label': 'share of the matching requests in percent' }),
     };
     this.m = {
       to: h('select', { name: 'mirror-to', 'aria-label': 'mirror pool' }, ...pools()),
-      share: h('input', { type: 'number', name: 'mirror-share', min: 0.01, max: 100, step: 0.01, value: 100, class: 'pct-input', 'aria-label': 'share copied in percent' }),
+      share: h('input', { type: 'number', name: 'mirror-share', min: 0.01, max: 100, step: 0.01, value: 100, class: 'share-input', 'aria-label': 'share copied in percent' }),
       compare: h('input', { type: 'checkbox', name: 'mirror-compare' }),
     };
     this.mirrorOff = h('button', { type: 'button', class: 'small danger-quiet', 'data-action': 'mirror-off', onclick: () => this.setMirror(null), text: 'Turn off mirror…' });
@@ -50,6 +50,13 @@ export class RoutingPanel {
       ),
     );
     this.mirrorOff.disabled = !state.mirror;
+    // the mirror form starts from the mirror in force, once: later polls never overwrite what is typed
+    if (!this.mirrorShown && state.mirror) {
+      this.mirrorShown = true;
+      this.m.to.value = state.mirror.to;
+      this.m.share.value = String(state.mirror.share ?? 100);
+      this.m.compare.checked = state.mirror.compare === true;
+    }
   }
 
   ruleFromForm() {
