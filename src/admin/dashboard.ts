@@ -16,7 +16,7 @@ const FILES: Readonly<Record<string, { file: string; type: string }>> = {
   '/': { file: 'index.html', type: 'text/html; charset=utf-8' },
   '/index.html': { file: 'index.html', type: 'text/html; charset=utf-8' },
   // the page's ES modules, one per panel (index.html loads app.js, which imports the rest)
-  ...Object.fromEntries(['app.js', 'api.js', 'dom.js', 'ui.js', 'chart.js', 'app-view.js', 'rollout-panel.js', 'gates-view.js', 'targets-panel.js', 'certificates-panel.js'].map((f) => [`/${f}`, { file: f, type: 'text/javascript; charset=utf-8' }])),
+  ...Object.fromEntries(['app.js', 'api.js', 'dom.js', 'ui.js', 'chart.js', 'app-view.js', 'rollout-panel.js', 'gates-view.js', 'targets-panel.js', 'routing-panel.js', 'certificates-panel.js'].map((f) => [`/${f}`, { file: f, type: 'text/javascript; charset=utf-8' }])),
   '/style.css': { file: 'style.css', type: 'text/css; charset=utf-8' },
   '/favicon.svg': { file: 'favicon.svg', type: 'image/svg+xml' },
 };

@@ -92,7 +92,7 @@ describe('dashboard in Chromium', () => {
     assert.equal(await page.evaluate(() => sessionStorage.getItem('switchyard.token')), TOKEN);
 
     // canary: 20 % to green with the weights control, confirmed in the dialog
-    await shop.locator('select').selectOption('green');
+    await shop.locator('select[aria-label="pool"]').selectOption('green');
     await shop.locator('.pct-input').fill('20');
     assert.equal(await shop.locator('.preview').textContent(), 'blue 80% · green 20%');
     await shop.locator('button[data-action="weights"]').click();

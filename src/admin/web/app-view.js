@@ -3,6 +3,7 @@ import { api, appPath, session } from './api.js';
 import { Chart, KEEP_MS } from './chart.js';
 import { ago, colorsFor, duration, fmtMs, fmtRate, fmtRps, h, paintDots, pct } from './dom.js';
 import { RolloutPanel } from './rollout-panel.js';
+import { RoutingPanel } from './routing-panel.js';
 import { TargetsPanel } from './targets-panel.js';
 import { confirmAction, toast, weightChanges } from './ui.js';
 
@@ -32,6 +33,7 @@ export class AppView {
     this.legend = h('div', { class: 'bar-legend' });
     this.rollout = new RolloutPanel(this);
     this.targets = new TargetsPanel(this);
+    this.routing = new RoutingPanel(this);
     this.rows = new Map();
     const tbody = h('tbody');
     for (const pool of this.pools) {
@@ -99,6 +101,7 @@ export class AppView {
       controls,
       this.toasts,
       h('details', { class: 'history', open: true }, h('summary', { text: 'History' }), h('table', {}, h('thead', {}, h('tr', {}, ...['rev', 'when', 'what it did', 'by', 'weights', 'reason'].map((t) => h('th', { scope: 'col', text: t })))), this.historyBody)),
+      this.routing.el,
       this.targets.el,
     );
     paintDots(this.el);
@@ -159,12 +162,16 @@ export class AppView {
     this.rulesInfo.textContent = rules.length === 0 ? '' : `Rules (first match wins): ${rules.map((r) => `${r.name} → ${r.to}${r.share !== undefined && r.share !== 100 ? ` (${r.share} %)` : ''}`).join(' · ')}`;
     if (!state.mirror) this.mirrorInfo.textContent = '';
     this.targets.update(state);
+    this.routing.update(state);
     if (!this.sliderDirty) this.syncSlider();
     else this.renderPreview();
   }
 
   stateBadge(pool, p) {
     if (p.weight > 0) return h('span', { class: 'state serving', text: 'serving' });
+    // a pool a rule or the mirror sends to is not drained whatever its weight (CONTRACT §10)
+    const by = [...(this.state.rules ?? []).filter((r) => r.to === pool).map((r) => `rule ${r.name}`), ...(this.state.mirror?.to === pool ? ['mirror'] : [])];
+    if (by.length > 0) return h('span', { class: 'state serving', 'data-state': 'routed', text: `serving · ${by.join(', ')}` });
     if (p.drained) return h('span', { class: 'state drained', 'data-state': 'drained', text: '✓ drained' });
     const d = this.drain.get(pool);
     const left = d && d.remainingMs !== null ? ` · closes in ${duration(d.remainingMs)}` : '';
@@ -315,12 +322,14 @@ export class AppView {
     await this.write('POST', `${appPath(this.name)}/rollback`, { ...(reason ? { reason } : {}), ...(force.checked ? { force: true } : {}) }, `rolled ${this.name} back to revision ${plan.restores.revision}'s routing`);
   }
 
+  /** Resolves to null when written, else to the ApiError (already told in a toast), for a panel to say more. */
   async write(method, path, body, done) {
     try {
       const state = await api(method, path, body, { 'if-match': `"${this.state.revision}"` });
       this.update(state);
       toast(this, `${done}: now revision ${state.revision}`, 'ok');
       void session.refresh();
+      return null;
     } catch (err) {
       if (err.status === 412) {
         const current = err.body?.error?.details?.current;
@@ -331,10 +340,11 @@ export class AppView {
       } else if (err.code === 'POOL_UNHEALTHY' && body.force !== true) {
         // the API's answer says "send force: true": here that is this question
         const again = await confirmAction(`${this.name}: send traffic to a pool with no healthy target?`, [h('p', { class: 'bad', text: err.message }), h('p', { text: 'Its requests get 503 until a target is up. Send it anyway (force)?' })], body.reason ?? '');
-        if (again !== null) await this.write(method, path, { ...body, ...(again ? { reason: again } : {}), force: true }, `${done} (forced)`);
+        if (again !== null) return this.write(method, path, { ...body, ...(again ? { reason: again } : {}), force: true }, `${done} (forced)`);
       } else {
         toast(this, `${err.code}: ${err.message}`, 'bad');
       }
+      return err;
     }
   }
 }
