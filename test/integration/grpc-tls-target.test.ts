@@ -1,0 +1,86 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { getCACertificates, setDefaultCACertificates } from 'node:tls';
+import { after, before, describe, it } from 'node:test';
+import { createTestCa, type TestCa } from '../helpers/certs.ts';
+import { echoClient, grpc, startGrpcUpstream, TRAILER_BIN, unary, type EchoClient, type EchoReply, type GrpcUpstream } from '../helpers/grpc.ts';
+import { startProxy, type TestProxy } from '../helpers/proxy.ts';
+
+/**
+ * A `protocol: h2` pool whose target is https:// (a grpc-js server with TLS credentials and a
+ * certificate from a throwaway CA). The pool has no CA option of its own: it trusts what Node
+ * trusts, so an operator adds a private CA with NODE_EXTRA_CA_CERTS; the test does the same
+ * in-process with tls.setDefaultCACertificates (read at each new TLS connection).
+ */
+describe('protocol: h2 pools with https:// targets: ALPN h2, certificates verified', () => {
+  let ca: TestCa;
+  let up: GrpcUpstream;
+  let target: string;
+  let p: TestProxy;
+  let client: EchoClient;
+  const defaults = getCACertificates('default');
+
+  const clientFor = (host: string): EchoClient => echoClient(p.proxyUrl.replace('http://', ''), grpc.credentials.createInsecure(), { 'grpc.default_authority': host });
+
+  before(async () => {
+    ca = createTestCa();
+    const cert = ca.issue('target', ['localhost']);
+    up = await startGrpcUpstream('tls', grpc.ServerCredentials.createSsl(null, [{ private_key: readFileSync(cert.key), cert_chain: readFileSync(cert.cert) }], false));
+    // the certificate names localhost; the server listens on 127.0.0.1 (Node's connect tries each family)
+    target = `https://localhost:${up.port}`;
+    const app = (name: string, host: string): Record<string, unknown> => ({
+      name,
+      hosts: [host],
+      pools: { blue: { version: '1', targets: [target], protocol: 'h2' }, green: { version: '2', targets: [target], protocol: 'h2' } },
+      health: { passive: false },
+    });
+    p = await startProxy({ listen: { host: '127.0.0.1', port: 0, h2c: true }, apps: [app('untrusted', 'untrusted.test'), app('echo', 'echo.test')] });
+    client = clientFor('echo.test');
+  });
+
+  after(async () => {
+    setDefaultCACertificates(defaults);
+    client?.close();
+    await p?.close();
+    await up?.close();
+    ca?.close();
+  });
+
+  it('a target whose certificate no trusted CA signed is refused: UNAVAILABLE, and the server sees no call', async () => {
+    const c = clientFor('untrusted.test');
+    try {
+      await assert.rejects(unary(c, { message: 'x' }), (err: grpc.ServiceError) => {
+        assert.equal(err.code, grpc.status.UNAVAILABLE, err.details);
+        return true;
+      });
+      assert.equal(up.calls, 0);
+    } finally {
+      c.close();
+    }
+  });
+
+  it('with the CA trusted, unary and bidi calls reach the TLS target over h2 (grpc-js accepts nothing else) with trailers intact', async () => {
+    setDefaultCACertificates([...defaults, ca.caPem]);
+    const md = new grpc.Metadata();
+    md.set('x-plain', 'over-tls');
+    const { reply, trailers, headers } = await unary(client, { message: 'hi' }, md);
+    assert.deepEqual(reply, { message: 'hi', servedBy: 'tls' });
+    assert.deepEqual(trailers.get('x-trailer-bin')[0], TRAILER_BIN);
+    assert.equal(headers.get('x-served-by')[0], 'blue@1');
+    assert.equal(up.lastMetadata?.get('x-plain')[0], 'over-tls');
+
+    const bidi = client.Bidi();
+    const echoes: string[] = [];
+    await new Promise<void>((resolve, reject) => {
+      bidi.on('error', reject);
+      bidi.on('data', (r: EchoReply) => {
+        echoes.push(r.message);
+        if (echoes.length < 3) bidi.write({ message: `m${echoes.length}` });
+        else bidi.end();
+      });
+      bidi.on('status', (s: grpc.StatusObject) => (s.code === grpc.status.OK ? resolve() : reject(new Error(s.details))));
+      bidi.write({ message: 'm0' });
+    });
+    assert.deepEqual(echoes, ['m0', 'm1', 'm2']);
+  });
+});
