@@ -20,6 +20,7 @@ describe('protocol: h2 pools with https:// targets: ALPN h2, certificates verifi
   let client: EchoClient;
   const defaults = getCACertificates('default');
 
+  const states = async (): Promise<{ state: string; lastCheck?: { error: string | null } }[]> => (await p.admin('GET', '/v1/apps/checked')).body.pools.blue.targetStates;
   const clientFor = (host: string): EchoClient => echoClient(p.proxyUrl.replace('http://', ''), grpc.credentials.createInsecure(), { 'grpc.default_authority': host });
 
   before(async () => {
@@ -34,7 +35,8 @@ describe('protocol: h2 pools with https:// targets: ALPN h2, certificates verifi
       pools: { blue: { version: '1', targets: [target], protocol: 'h2' }, green: { version: '2', targets: [target], protocol: 'h2' } },
       health: { passive: false },
     });
-    p = await startProxy({ listen: { host: '127.0.0.1', port: 0, h2c: true }, apps: [app('untrusted', 'untrusted.test'), app('echo', 'echo.test')] });
+    const checked = { ...app('checked', 'checked.test'), health: { grpc: true, interval: '100ms', timeout: '1s', rise: 1, fall: 1, passive: false } };
+    p = await startProxy({ listen: { host: '127.0.0.1', port: 0, h2c: true }, apps: [app('untrusted', 'untrusted.test'), app('echo', 'echo.test'), checked] });
     client = clientFor('echo.test');
   });
 
@@ -46,7 +48,10 @@ describe('protocol: h2 pools with https:// targets: ALPN h2, certificates verifi
     ca?.close();
   });
 
-  it('a target whose certificate no trusted CA signed is refused: UNAVAILABLE, and the server sees no call', async () => {
+  it('a target whose certificate no trusted CA signed is refused: UNAVAILABLE, the server sees no call, health checks say why', async (t) => {
+    // the checks run from the start: their error names the certificate failure
+    await t.waitFor(async () => assert.match(String((await states())[0]?.lastCheck?.error), /verify|certificate|issuer/i), { timeout: 10_000, interval: 100 });
+    assert.equal((await states())[0]?.state, 'down');
     const c = clientFor('untrusted.test');
     try {
       await assert.rejects(unary(c, { message: 'x' }), (err: grpc.ServiceError) => {
@@ -82,5 +87,15 @@ describe('protocol: h2 pools with https:// targets: ALPN h2, certificates verifi
       bidi.write({ message: 'm0' });
     });
     assert.deepEqual(echoes, ['m0', 'm1', 'm2']);
+  });
+
+  it('gRPC health checks reach the TLS target too: up once its CA is trusted', async (t) => {
+    await t.waitFor(async () => assert.equal((await states())[0]?.state, 'up'), { timeout: 10_000, interval: 100 });
+    const c = clientFor('checked.test');
+    try {
+      assert.equal((await unary(c, { message: 'h' })).reply.servedBy, 'tls');
+    } finally {
+      c.close();
+    }
   });
 });
