@@ -7,7 +7,8 @@ import { echoClient, grpc, startGrpcUpstream, TRAILER_BIN, unary, type EchoClien
 import { startProxy, type TestProxy } from '../helpers/proxy.ts';
 
 /**
- * A `protocol: h2` pool whose target is https:// (a grpc-js server with TLS credentials and a
+ * A `protocol: h2` pool whose target is https://; the certificate is checked for the target
+ * URL's name (or IP), never for the client's :authority (src/dataplane/engine/tls-name.ts). (a grpc-js server with TLS credentials and a
  * certificate from a throwaway CA). The pool has no CA option of its own: it trusts what Node
  * trusts, so an operator adds a private CA with NODE_EXTRA_CA_CERTS; the test does the same
  * in-process with tls.setDefaultCACertificates (read at each new TLS connection).
@@ -25,18 +26,18 @@ describe('protocol: h2 pools with https:// targets: ALPN h2, certificates verifi
 
   before(async () => {
     ca = createTestCa();
-    const cert = ca.issue('target', ['localhost']);
+    const cert = ca.issue('target', ['localhost', '127.0.0.1']);
     up = await startGrpcUpstream('tls', grpc.ServerCredentials.createSsl(null, [{ private_key: readFileSync(cert.key), cert_chain: readFileSync(cert.cert) }], false));
     // the certificate names localhost; the server listens on 127.0.0.1 (Node's connect tries each family)
     target = `https://localhost:${up.port}`;
-    const app = (name: string, host: string): Record<string, unknown> => ({
+    const app = (name: string, host: string, url = target): Record<string, unknown> => ({
       name,
       hosts: [host],
-      pools: { blue: { version: '1', targets: [target], protocol: 'h2' }, green: { version: '2', targets: [target], protocol: 'h2' } },
+      pools: { blue: { version: '1', targets: [url], protocol: 'h2' }, green: { version: '2', targets: [url], protocol: 'h2' } },
       health: { passive: false },
     });
     const checked = { ...app('checked', 'checked.test'), health: { grpc: true, interval: '100ms', timeout: '1s', rise: 1, fall: 1, passive: false } };
-    p = await startProxy({ listen: { host: '127.0.0.1', port: 0, h2c: true }, apps: [app('untrusted', 'untrusted.test'), app('echo', 'echo.test'), checked] });
+    p = await startProxy({ listen: { host: '127.0.0.1', port: 0, h2c: true }, apps: [app('untrusted', 'untrusted.test'), app('echo', 'echo.test'), checked, app('byip', 'byip.test', `https://127.0.0.1:${up.port}`)] });
     client = clientFor('echo.test');
   });
 
@@ -87,6 +88,21 @@ describe('protocol: h2 pools with https:// targets: ALPN h2, certificates verifi
       bidi.write({ message: 'm0' });
     });
     assert.deepEqual(echoes, ['m0', 'm1', 'm2']);
+
+    // an IP target's certificate is checked for the IP (the client's :authority is byip.test),
+    // and the IP is not sent as SNI, which RFC 6066 forbids (Node warns DEP0123 when asked to)
+    const warnings: string[] = [];
+    const onWarning = (w: Error & { code?: string }): void => void warnings.push(w.code ?? w.name);
+    process.on('warning', onWarning);
+    const c = clientFor('byip.test');
+    try {
+      assert.equal((await unary(c, { message: 'ip' })).reply.servedBy, 'tls');
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.ok(!warnings.includes('DEP0123'), 'no IP address as TLS server name');
+    } finally {
+      process.off('warning', onWarning);
+      c.close();
+    }
   });
 
   it('gRPC health checks reach the TLS target too: up once its CA is trusted', async (t) => {
