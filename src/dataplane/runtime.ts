@@ -6,6 +6,7 @@ import { EventEmitter } from 'node:events';
 import type { AppConfig } from '../config/schema.ts';
 import type { Snapshot } from '../routing/snapshot.ts';
 import type { CountsSource, PoolCounts } from '../control/counts.ts';
+import { pinServerName, targetConnector } from './engine/tls-name.ts';
 import { createH2Client, H2_SESSIONS, H2_STREAMS, type PoolProtocol } from './engine/h2-client.ts';
 import { Http1Pool } from './engine/http1-pool.ts';
 import type { EngineKind, Upstream } from './engine/upstream.ts';
@@ -72,10 +73,15 @@ export class Target {
   }
 
   private newPool(): Upstream {
+    return pinServerName(this.origin, this.newEngine());
+  }
+
+  private newEngine(): Upstream {
     const o = this.poolOptions;
     const connectTimeout = (o.connect as { timeout: number }).timeout;
     if (this.protocol === 'h2') return createH2Client(this.origin, { connectTimeout, headersTimeout: o.headersTimeout as number, bodyTimeout: o.bodyTimeout as number, sessions: o.connections ?? null });
-    if (this.engine === 'undici') return new PoolClass(this.origin, o);
+    // https: the certificate is checked for the target's own name (./engine/tls-name.ts)
+    if (this.engine === 'undici') return new PoolClass(this.origin, this.origin.startsWith('https:') ? { ...o, connect: targetConnector({ timeout: connectTimeout, allowH2: false }) } : o);
     return new Http1Pool(this.origin, {
       connectTimeout,
       headersTimeout: o.headersTimeout as number,

@@ -99,7 +99,12 @@ export class GrpcProbe {
       stream.on('data', (c: Buffer) => {
         if (chunks.length < 4) chunks.push(c);
       });
-      stream.on('error', (err: Error & { code?: string }) => fail(err.code ?? err.message));
+      stream.on('error', (err: Error & { code?: string }) => {
+        // a session that failed to open (TLS refused, connection refused) cancels its streams with
+        // the session's error as the cause: that cause is what an operator needs to read
+        const cause = err.cause instanceof Error ? (err.cause as Error & { code?: string }) : null;
+        fail(cause !== null ? (cause.code ?? cause.message) : (err.code ?? err.message));
+      });
       stream.on('end', () => {
         if (httpStatus !== 200) return fail(`status ${httpStatus}`, httpStatus);
         if (grpcStatus !== '0') return fail(`grpc-status ${grpcStatus ?? 'missing'}`, httpStatus);

@@ -67,6 +67,8 @@ describe('gRPC through Switchyard over h2c: h2 pools, streams, trailers, gRPC-sh
           grpcApp('slow', ['slow.test'], [blue.url], [green.url], { timeouts: { response: '300ms' } }),
           // green's only target refuses connections
           grpcApp('dead', ['dead.test'], [blue.url], ['http://127.0.0.1:1'], { initial: { green: 100 } }),
+          // a cohort rule on request metadata (CONTRACT §10): x-beta: 1 goes to green, the rest by weight
+          grpcApp('cohort', ['cohort.test'], [blue.url], [green.url], { initial: { blue: 80, green: 20 }, rules: [{ name: 'beta', match: { header: { 'x-beta': '1' } }, to: 'green' }] }),
           { name: 'web', hosts: ['web.test'], pools: { blue: { version: '1', targets: [web.url] }, green: { version: '2', targets: [web.url] } } },
         ],
       },
@@ -247,6 +249,33 @@ describe('gRPC through Switchyard over h2c: h2 pools, streams, trailers, gRPC-sh
       assert.ok(Number(m?.[1]) >= 10);
     } finally {
       await p.admin('POST', '/v1/apps/echo/switch', { to: 'blue' });
+    }
+  });
+
+  it('a cohort rule on metadata sends x-beta: 1 calls to green; the others split by weight', async () => {
+    const c = echoClient(address, grpc.credentials.createInsecure(), { 'grpc.default_authority': 'cohort.test' });
+    try {
+      const beta = (): grpc.Metadata => {
+        const m = new grpc.Metadata();
+        m.set('x-beta', '1');
+        return m;
+      };
+      const betas = await Promise.all(Array.from({ length: 20 }, () => unary(c, { message: 'b' }, beta())));
+      assert.deepEqual(new Set(betas.map((r) => r.reply.servedBy)), new Set(['green']), 'every x-beta: 1 call on green');
+      assert.equal(betas[0]?.headers.get('x-served-by')[0], 'green@2.0.0');
+      draw = 0;
+      const others = await Promise.all(
+        Array.from({ length: 100 }, (_, i) => {
+          const m = new grpc.Metadata();
+          // a value other than "1", or no x-beta at all: not the cohort
+          if (i % 2 === 0) m.set('x-beta', '0');
+          return unary(c, { message: 'o' }, m).then((r) => r.reply.servedBy);
+        }),
+      );
+      assert.equal(others.filter((s) => s === 'green').length, 20, 'exactly 20 of 100 calls outside the cohort on green with the fixed draws');
+      assert.equal(others.filter((s) => s === 'blue').length, 80);
+    } finally {
+      c.close();
     }
   });
 });

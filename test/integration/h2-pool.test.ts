@@ -3,6 +3,7 @@ import { createServer, type Http2Server, type ServerHttp2Session } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
+import { createH2Client } from '../../src/dataplane/engine/h2-client.ts';
 import { startProxy, type TestProxy } from '../helpers/proxy.ts';
 
 interface H2Upstream {
@@ -109,5 +110,41 @@ describe('protocol: h2 pools: HTTP/2 to the targets, bounded sessions and stream
     const next = await Promise.all(Array.from({ length: 3 }, () => request(`${p.proxyUrl}/after`).then((x) => x.body.text())));
     assert.deepEqual(next, ['h2 /after te=', 'h2 /after te=', 'h2 /after te=']);
     assert.ok(up.goneAway !== null && up.lastSession !== up.goneAway, 'no new stream on the session that sent the GOAWAY');
+  });
+});
+
+describe('protocol: h2 keep-alive PINGs', () => {
+  it('an idle session is PINGed every pingInterval and stays open, answering the next request on it', async (t) => {
+    const up = await startH2Upstream(10);
+    let pings = 0;
+    up.server.on('session', (s) => s.on('ping', () => pings++));
+    const client = createH2Client(up.url, { connectTimeout: 2000, headersTimeout: 5000, bodyTimeout: 5000, sessions: 1, pingInterval: 100 });
+    const get = (path: string): Promise<string> =>
+      new Promise((resolve, reject) => {
+        let body = '';
+        client.dispatch(
+          { origin: up.url, path, method: 'GET', headers: {} },
+          {
+            onRequestStart: () => undefined,
+            onResponseStart: () => undefined,
+            onResponseData: (_c: unknown, chunk: Buffer) => void (body += chunk.toString()),
+            onResponseEnd: () => resolve(body),
+            onResponseError: (_c: unknown, err: Error) => reject(err),
+          },
+        );
+      });
+    try {
+      assert.equal(await get('/one'), 'h2 /one te=');
+      const session = up.lastSession;
+      // idle now: only PINGs cross the session
+      await t.waitFor(() => assert.ok(pings >= 3, `pings so far: ${pings}`), { timeout: 10_000, interval: 50 });
+      assert.equal(await get('/two'), 'h2 /two te=');
+      assert.equal(up.lastSession, session, 'the PINGed session carried the next request');
+      assert.equal(up.opened, 1);
+    } finally {
+      await client.destroy();
+      for (const s of up.sessions) s.destroy();
+      up.server.close();
+    }
   });
 });

@@ -1,6 +1,7 @@
 import type { Pool } from 'undici';
 // the Pool class alone, for the reason given in src/dataplane/runtime.ts
 import PoolClass from 'undici/lib/dispatcher/pool.js';
+import { targetConnector } from './tls-name.ts';
 import type { Upstream } from './upstream.ts';
 
 /** How a pool speaks to its targets (config `pools.NAME.protocol`). */
@@ -48,7 +49,8 @@ export interface H2ClientOptions {
 export function createH2Client(origin: string, opts: H2ClientOptions): Upstream {
   const streams = opts.streams ?? H2_STREAMS;
   const options = {
-    connect: { timeout: opts.connectTimeout },
+    // https: the certificate is checked for the target's own name (./tls-name.ts)
+    connect: origin.startsWith('https:') ? targetConnector({ timeout: opts.connectTimeout, allowH2: true }) : { timeout: opts.connectTimeout },
     headersTimeout: opts.headersTimeout,
     bodyTimeout: opts.bodyTimeout,
     connections: opts.sessions ?? H2_SESSIONS,
