@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { cp, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, it } from 'node:test';
@@ -125,8 +125,10 @@ describe('upgrading Switchyard itself (SIGUSR2): the new process takes the liste
     const prog = await programCopy();
     const sp = await spawnServe({ apps: [twoPools(up.url, up.url)], log: { level: 'info', accessSample: 0 }, shutdown: { upgradeTimeout: '1500ms' } }, 20_000, (config) => ({ command: process.execPath, args: [join(prog, 'bin/switchyard.js'), 'serve', '--config', config], cwd: prog }));
     try {
-      // the new build hangs before it ever asks for the sockets
-      await writeFile(join(prog, 'src/upgrade/successor.ts'), 'await new Promise(() => setInterval(() => {}, 1000));\n');
+      // the new build hangs before it ever asks for the sockets: it keeps the module's exports (a
+      // missing export would fail at link time, an exit, not a hang) and never finishes evaluating it
+      const successor = join(prog, 'src/upgrade/successor.ts');
+      await writeFile(successor, `await new Promise(() => setInterval(() => {}, 1000));\n${await readFile(successor, 'utf8')}`);
       process.kill(sp.child.pid as number, 'SIGUSR2');
       const failed = await until(sp, 'the failed upgrade', () => line(sp, /^upgrade failed/));
       assert.match(String(failed['msg']), /not ready within 1500 ms: stopped it/);

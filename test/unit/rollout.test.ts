@@ -117,7 +117,7 @@ describe('analysis', () => {
     blue: { requests: 1000, rps: 100, errors: 1, errorRate: 0.001, p50: 5, p95: 9, p99: 12, streamP99: 0, ...other },
     green: { requests: 0, rps: 0, errors: 0, errorRate: 0, p50: null, p95: null, p99: null, streamP99: null, ...to },
   });
-  const r = { app: 'shop', to: 'green', startedAt: 0, judgeFrom: 0, analysis: { maxErrorRate: 0.05, minRequests: 20, maxP99Ms: 100 } } as unknown as Rollout;
+  const r = { app: 'shop', to: 'green', step: 1, steps: [{ weight: 50, pause: null }], startedAt: 0, judgeFrom: 0, analysis: { maxErrorRate: 0.05, minRequests: 20, maxP99Ms: 100 } } as unknown as Rollout;
 
   it('waits until `to` has served minRequests, then passes or fails on error rate and p99', () => {
     assert.equal(evaluate(r, stats({ requests: 19, errors: 19, p99: 5 }), 30_000).verdict, 'waiting');
