@@ -159,7 +159,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   };
   const dataPlane = new DataPlane(dpOpts);
   // h2c (README "gRPC"): node:http2 is loaded only when it is on, as for listen.tls below
-  if (config.listen.h2c) dataPlane.enableH2c((await import('./edge/h2.ts')).createH2Server({ handle: (req, res) => dataPlane.handle(req, res) }));
+  if (config.listen.h2c) dataPlane.enableH2c((await import('./edge/h2.ts')).createH2Server({ limits: dataPlane.limits, handle: (req, res) => dataPlane.handle(req, res) }));
   telemetry.metrics.addLimits(dataPlane.limits);
   if (deps.logSink !== undefined) registerLogMetrics(telemetry.metrics.registry, deps.logSink);
   const tlsConfig = config.listen.tls;

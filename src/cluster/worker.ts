@@ -229,7 +229,7 @@ class WorkerPlane {
     }
     if (this.config.listen.h2c) {
       const dataPlane = this.dataPlane;
-      dataPlane.enableH2c((await import('../edge/h2.ts')).createH2Server({ handle: (req, res) => dataPlane.handle(req, res) }));
+      dataPlane.enableH2c((await import('../edge/h2.ts')).createH2Server({ limits: dataPlane.limits, handle: (req, res) => dataPlane.handle(req, res) }));
     }
     if (tls !== undefined) {
       this.edge = await (await import('../edge/edge.ts')).Edge.create({ config: this.config, tls, dataPlane: this.dataPlane, logger: this.logger, registry: this.telemetry.metrics.registry, ...(this.acme === null ? {} : { remoteAcme: this.acme }) });

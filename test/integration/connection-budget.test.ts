@@ -153,3 +153,18 @@ describe('one connection budget for every listener', () => {
     assert.equal(Number(queued?.[1]), busy, 'each 503 counted as a queue timeout');
   });
 });
+
+describe('h2c on the plain port shares the budget', () => {
+  it('announces at most maxConnections concurrent streams per session, as the TLS port does (regression: h2c was created without the limits)', async (t) => {
+    const up = await startUpstream('blue');
+    const p = await startProxy({ listen: { host: '127.0.0.1', port: 0, h2c: true }, limits: { maxConnections: 40 }, apps: [twoPools([up.url], up.url)] });
+    t.after(async () => {
+      await p.close();
+      await up.close();
+    });
+    const s: ClientHttp2Session = h2connect(p.proxyUrl);
+    t.after(() => s.destroy());
+    await once(s, 'remoteSettings');
+    assert.ok((s.remoteSettings.maxConcurrentStreams ?? Infinity) <= 40, `announced ${s.remoteSettings.maxConcurrentStreams}`);
+  });
+});
