@@ -182,7 +182,8 @@ export function drainView(controller: Controller, counts: CountsSource, app: str
   // drainingSince is only meaningful while the pool is at 0; a stale entry is ignored
   const since = bp === 0 ? (ownOf(state.drainingSince, pool) ?? null) : null;
   const sinceMs = since === null ? NaN : Date.parse(since);
-  const deadlineMs = Number.isFinite(sinceMs) ? sinceMs + cfg.drain.timeout : null;
+  // no cut is due while a rule or the mirror still sends to the pool (src/routing/snapshot.ts)
+  const deadlineMs = Number.isFinite(sinceMs) && routingHolds(cfg, pool).length === 0 ? sinceMs + cfg.drain.timeout : null;
   const view: DrainView = {
     pool,
     weight: bpToPct(bp),

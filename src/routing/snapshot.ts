@@ -2,7 +2,7 @@ import { createHmac } from 'node:crypto';
 import type { AppConfig } from '../config/schema.ts';
 import type { RoutingState } from '../state/types.ts';
 import { ownOf, TOTAL_BP } from '../state/weights.ts';
-import { compileMirror, compileRules, type CompiledRule, type MirrorRoute } from './rules.ts';
+import { compileMirror, compileRules, routingHolds, type CompiledRule, type MirrorRoute } from './rules.ts';
 
 /**
  * The immutable routing snapshot the data plane reads. The control plane builds a whole new
@@ -98,7 +98,8 @@ export function buildAppRoute(index: number, config: AppConfig, state: RoutingSt
       lo,
       hi: lo + weight,
       drainingSince,
-      drainDeadline: drainingSince === null ? null : drainingSince + config.drain.timeout,
+      // a pool a rule or the mirror still sends to is not draining: nothing open on it is cut (CONTRACT §10)
+      drainDeadline: drainingSince === null || routingHolds(config, name).length > 0 ? null : drainingSince + config.drain.timeout,
       // a pool a rollback drained holds no pins: its version is bad (RoutingState.unpinned)
       pinDeadline: drainingSince === null || config.affinity === undefined || state.unpinned?.includes(name) === true ? null : drainingSince + config.affinity.window,
       previewValue: config.preview === undefined ? null : `${name}.${previewSignature(config.preview.secret, config.name, name)}`,

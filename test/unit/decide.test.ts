@@ -31,6 +31,16 @@ const ALL_UP: Serving = { serves: () => true };
 const downs = (...names: string[]): Serving => ({ serves: (p: PoolRoute) => !names.includes(p.name) });
 
 describe('routing/decide', () => {
+  it('a pool at 0 that a rule or the mirror still sends to has no drain deadline: nothing open on it is cut; released, it has one', () => {
+    const drainingSince = { green: '2026-01-01T00:00:00.000Z', red: '2026-01-01T00:00:00.000Z' };
+    const cfg = parseConfig({ apps: [{ name: 'shop', hosts: ['*'], pools: POOLS, rules: [{ name: 'beta', match: { header: { 'x-beta': '1' } }, to: 'green' }], mirror: { to: 'red', share: 10 } }] }).apps[0]!;
+    const held = buildAppRoute(0, cfg, { ...initialState('shop', { blue: 10_000, green: 0, red: 0 }, Date.parse('2026-01-01T00:00:00Z')), drainingSince });
+    assert.deepEqual(held.pools.map((p) => [p.name, p.drainDeadline]), [['blue', null], ['green', null], ['red', null]]);
+    const plain = parseConfig({ apps: [{ name: 'shop', hosts: ['*'], pools: POOLS }] }).apps[0]!;
+    const released = buildAppRoute(0, plain, { ...initialState('shop', { blue: 10_000, green: 0, red: 0 }, Date.parse('2026-01-01T00:00:00Z')), drainingSince });
+    assert.equal(released.pools.find((p) => p.name === 'green')?.drainDeadline, Date.parse(drainingSince.green) + plain.drain.timeout);
+  });
+
   it('matches header, cookie, query, path and method conditions: exact, prefix, regex, present', () => {
     const a = app({
       rules: [
