@@ -160,8 +160,8 @@ const COMPONENTS: ReadonlyMap<z.ZodType, string> = new Map<z.ZodType, string>([
   [CONFIG_ANSWER, 'Definitions'],
 ]);
 
-/** Codes the data plane answers with, never the admin API. */
-const DATA_PLANE_CODES = new Set<ErrorCode>(['MISDIRECTED', 'UPSTREAM_ERROR', 'NO_TARGET', 'UPSTREAM_TIMEOUT', 'QUEUE_TIMEOUT', 'BODY_TIMEOUT', 'GOING_AWAY']);
+/** Codes the data plane answers with, never the admin API (the catalogue's `plane`). */
+const DATA_PLANE_CODES = new Set<ErrorCode>((Object.keys(ERRORS) as ErrorCode[]).filter((c) => ERRORS[c].plane === 'data'));
 
 /** The admin API's error codes of one HTTP status, from the catalogue (src/errors.ts). */
 export function codesOf(status: number): ErrorCode[] {

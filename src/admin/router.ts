@@ -1,6 +1,6 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { z } from 'zod';
-import { SwitchyardError } from '../errors.ts';
+import { ProcessError, SwitchyardError } from '../errors.ts';
 
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
@@ -75,7 +75,7 @@ export class Router {
   add(route: AdminRoute): this {
     const segments = segmentsOf(route.path);
     const clash = this.#routes.find((c) => c.route.method === route.method && c.segments.join('/') === segments.join('/'));
-    if (clash !== undefined) throw new Error(`admin route ${route.method} ${route.path} is registered twice`);
+    if (clash !== undefined) throw new ProcessError('BUG', `admin route ${route.method} ${route.path} is registered twice`);
     this.#routes.push({ route, segments });
     return this;
   }

@@ -22,6 +22,7 @@ import { parseRequestTarget, refuse, refuseConnect } from './request-target.ts';
 import type { Runtime } from './runtime.ts';
 import type { RequestSpan, Tracing } from '../tracing/types.ts';
 import { isProxiedUpgrade, UpgradeProxy } from './upgrade.ts';
+import { ProcessError } from '../errors.ts';
 
 /**
  * Accept queue length asked of the kernel for the proxy listener (capped by
@@ -291,7 +292,7 @@ export class DataPlane implements Plane {
    */
   async adopt(handles: readonly ListenHandle[]): Promise<number> {
     const [first, ...more] = handles;
-    if (first === undefined) throw new Error('adopt: no socket to accept on');
+    if (first === undefined) throw new ProcessError('UPGRADE_FAILED', 'adopt: no socket to accept on');
     await adopt(this.server, first);
     for (const h of more) {
       const acceptor = createNetServer({ noDelay: true }, (socket) => this.server.emit('connection', socket));

@@ -3,6 +3,7 @@ import type { AppConfig } from '../config/schema.ts';
 import type { RoutingState } from '../state/types.ts';
 import { ownOf, TOTAL_BP } from '../state/weights.ts';
 import { compileMirror, compileRules, routingHolds, type CompiledRule, type MirrorRoute } from './rules.ts';
+import { SwitchyardError } from '../errors.ts';
 
 /**
  * The immutable routing snapshot the data plane reads. The control plane builds a whole new
@@ -107,7 +108,7 @@ export function buildAppRoute(index: number, config: AppConfig, state: RoutingSt
     lo += weight;
     return Object.freeze(route);
   });
-  if (lo !== TOTAL_BP) throw new Error(`app ${config.name}: weights of revision ${state.revision} sum to ${lo} bp, not ${TOTAL_BP}`);
+  if (lo !== TOTAL_BP) throw new SwitchyardError('INVALID_STATE', `app ${config.name}: weights of revision ${state.revision} sum to ${lo} bp, not ${TOTAL_BP}`);
   return Object.freeze({
     index,
     name: config.name,
