@@ -17,7 +17,7 @@ export const ERRORS = {
   UNKNOWN_POOL: { status: 404, plane: 'admin', message: 'unknown pool' },
   METHOD_NOT_ALLOWED: { status: 405, plane: 'admin', message: 'method not allowed' },
   NO_EARLIER_REVISION: { status: 409, plane: 'admin', message: 'no earlier revision to roll back to' },
-  /** the last routing change already took traffic back (a rollback, a rollout's automatic rollback, an abort): CONTRACT §10 */
+  /** the last routing change already took traffic back (a rollback, a rollout's automatic rollback, an abort): docs/cohorts.md §6 */
   NOTHING_TO_ROLL_BACK: { status: 409, plane: 'admin', message: 'nothing to roll back' },
   /** a rollback would send traffic to a pool that runs another version now than it did then (unless force) */
   VERSION_CHANGED: { status: 409, plane: 'admin', message: 'a pool runs another version than it did then' },
@@ -26,7 +26,7 @@ export const ERRORS = {
   VERSION_MISMATCH: { status: 409, plane: 'admin', message: 'the pool does not run the expected version' },
   /** a write without If-Match kept losing the compare-and-set to other writers until its deadline */
   WRITE_CONFLICT: { status: 409, plane: 'admin', message: 'other writers kept getting there first; try again' },
-  /** DELETE of a pool with weight or not yet drained (live definitions, CONTRACT §8) */
+  /** DELETE of a pool with weight or not yet drained (docs/definitions.md §2) */
   POOL_IN_USE: { status: 409, plane: 'admin', message: 'the pool has weight or is not drained' },
   /** a host of the definition belongs to another app */
   HOST_CONFLICT: { status: 409, plane: 'admin', message: 'a host belongs to another app' },

@@ -34,7 +34,7 @@ export interface AdminRoute {
   /** `/v1/apps/:app/whereis`: literal segments and `:name` parameters */
   readonly path: string;
   /**
-   * Needs a bearer token. Under /v1 a token is always required (the contract puts every /v1
+   * Needs a bearer token. Under /v1 a token is always required (docs/admin-api.md puts every /v1
    * path behind one), so this only matters elsewhere, e.g. `/metrics`.
    * @default true under /v1, false elsewhere
    */

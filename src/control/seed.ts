@@ -24,7 +24,7 @@ export interface LoadOptions {
 }
 
 /**
- * The start of live definitions (CONTRACT §8): the config file seeds, the store wins.
+ * The start of live definitions (docs/definitions.md §3): the config file seeds, the store wins.
  * - an app the store does not hold is written from the file (revision 1, `initial` weights);
  * - an app the store holds is served from the store — unless `applyConfig`, which writes the
  *   file's definition over it as a new revision (action `define`);

@@ -412,7 +412,7 @@ export class DataPlane implements Plane {
    * A request a pin held on a draining pool failed to connect there, and the pool has no target
    * up any more (forward.ts asks only then, so nothing of it reached that pool): it is routed
    * again by weight exactly as if it carried no pin, recorded as such, and its response pins the
-   * new pool (CONTRACT.md §3 step 3: never a 503 when another pool can serve). False: not a
+   * new pool (docs/routing.md §3: never a 503 when another pool can serve). False: not a
    * pinned request, or the weights find no target either.
    */
   reroute(handler: ProxyHandler): boolean {

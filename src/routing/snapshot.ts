@@ -99,7 +99,7 @@ export function buildAppRoute(index: number, config: AppConfig, state: RoutingSt
       lo,
       hi: lo + weight,
       drainingSince,
-      // a pool a rule or the mirror still sends to is not draining: nothing open on it is cut (CONTRACT §10)
+      // a pool a rule or the mirror still sends to is not draining: nothing open on it is cut (docs/cohorts.md §3)
       drainDeadline: drainingSince === null || routingHolds(config, name).length > 0 ? null : drainingSince + config.drain.timeout,
       // a pool a rollback drained holds no pins: its version is bad (RoutingState.unpinned)
       pinDeadline: drainingSince === null || config.affinity === undefined || state.unpinned?.includes(name) === true ? null : drainingSince + config.affinity.window,
