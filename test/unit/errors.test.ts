@@ -3,6 +3,8 @@ import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { Writable } from 'node:stream';
+import pino from 'pino';
 import { codesOf } from '../../src/admin/openapi.ts';
 import { writeError } from '../../src/admin/router.ts';
 import { ConfigError, ERRORS, NOT_THE_POOLS_FAULT, PROCESS_ERRORS, ProcessError, SwitchyardError, type ErrorCode, type ProcessErrorCode } from '../../src/errors.ts';
@@ -150,6 +152,15 @@ describe('the error catalogue (src/errors.ts)', () => {
     const config = new ConfigError(['listen.port: must be an integer', 'apps[0].name: required']);
     assert.deepEqual(config.issues, ['listen.port: must be an integer', 'apps[0].name: required']);
     assert.equal(config.message, 'invalid configuration:\n  listen.port: must be an integer\n  apps[0].name: required');
+  });
+
+  it('logs a process error with its code, as the fatal line at start carries it', () => {
+    const lines: string[] = [];
+    const sink = new Writable({ write: (chunk: Buffer, _enc, done) => (lines.push(chunk.toString()), done()) });
+    const logger = pino({ base: null }, sink);
+    for (const code of PROCESS_CODES) logger.fatal({ err: new ProcessError(code) }, 'switchyard failed to start');
+    const logged = lines.map((l) => (JSON.parse(l) as { err: { type: string; code: string; message: string } }).err);
+    assert.deepEqual(logged.map((e) => [e.type, e.code, e.message]), PROCESS_CODES.map((c) => ['ProcessError', c, PROCESS_ERRORS[c].message]));
   });
 
   it("matches the README's error table both ways: every code with its status, listener and gRPC status, and no code the catalogue lacks", () => {
