@@ -1,5 +1,5 @@
 /** Which listener answers with a code: the admin API (a JSON envelope), the data plane (a short text body, or a gRPC status), or both. */
-export type Plane = 'admin' | 'data' | 'both';
+export type ErrorPlane = 'admin' | 'data' | 'both';
 
 /**
  * The one catalogue of error codes Switchyard answers with. Every error the admin API returns,
@@ -53,7 +53,7 @@ export const ERRORS = {
   PROXY_OVERLOADED: { status: 503, plane: 'data', message: 'the proxy is out of connections; try again' },
   BODY_TIMEOUT: { status: 408, plane: 'data', message: 'the request body stopped arriving' },
   GOING_AWAY: { status: 503, plane: 'data', message: 'shutting down or draining; try again' },
-} as const satisfies Record<string, { status: number; plane: Plane; message: string }>;
+} as const satisfies Record<string, { status: number; plane: ErrorPlane; message: string }>;
 
 export type ErrorCode = keyof typeof ERRORS;
 
