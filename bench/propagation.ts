@@ -16,7 +16,7 @@ import { BENCH_TOKEN, envInt, fmt, formatTable, ratio, wantsJson } from './commo
 /**
  * Fleet propagation: INSTANCES Switchyard instances in this process on one fresh redis-server;
  * WRITES switches through the first instance's admin API, one after another, then WRITES pool
- * definitions (`PUT …/pools/green` with a new version and new targets, CONTRACT §8). For each,
+ * definitions (`PUT …/pools/green` with a new version and new targets, docs/definitions.md §2). For each,
  * the time from the write's 200 until every instance routes on the new revision (`applied`
  * events, performance.now()); after each pool write (outside the timing) one instance in turn
  * must serve `green@NEW` from the new target. The baseline, measured in the same run, is the

@@ -46,7 +46,7 @@ export async function serve(args: string[]): Promise<void> {
   const earlyUsr2 = early('SIGUSR2');
   process.on('SIGHUP', earlyHup);
   process.on('SIGUSR2', earlyUsr2);
-  // `--apply-config`: the file's app definitions win over the store's at start (CONTRACT §8)
+  // `--apply-config`: the file's app definitions win over the store's at start (docs/definitions.md §3)
   const logDeps = { ...(sink === undefined ? {} : { logSink: sink }), applyConfig: values['apply-config'] === true };
   // started by a running Switchyard's upgrade (SIGUSR2): its listening sockets, instead of binding
   const predecessor = successorChannel();
@@ -91,7 +91,7 @@ export async function serve(args: string[]): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  // SIGHUP: reload what can change while running, never stop (CONTRACT §13)
+  // SIGHUP: reload what can change while running, never stop (docs/signals.md §2)
   let running = config;
   let reloading = Promise.resolve();
   process.on('SIGHUP', () => {
@@ -110,7 +110,7 @@ export async function serve(args: string[]): Promise<void> {
       if (report.needsRestart.length > 0) logger.warn({ signal: 'SIGHUP', needsRestart: report.needsRestart }, `SIGHUP: ${report.needsRestart.join(', ')} changed in the file and take effect only after a restart or \`switchyard upgrade\``);
     }).catch((err: unknown) => logger.error({ err }, 'SIGHUP: reload failed; this process keeps serving as it was'));
   });
-  // SIGUSR2 (`switchyard upgrade`): the program as installed now takes over the listening sockets (CONTRACT §13)
+  // SIGUSR2 (`switchyard upgrade`): the program as installed now takes over the listening sockets (docs/signals.md §3)
   process.on('SIGUSR2', () => {
     if (stopping || upgrading !== null) return void logger.warn({ signal: 'SIGUSR2' }, stopping ? 'upgrade ignored: this process is stopping' : 'upgrade ignored: one is already under way');
     if (process.pid === 1) return void logger.error({ signal: 'SIGUSR2' }, 'upgrade refused: this process is pid 1 (a container\'s init) and the container would end with it; replace the container instead');

@@ -71,7 +71,7 @@ export const poolState = z.object({
   targetFigures: z.array(targetFigure).optional(),
 });
 
-/** CONTRACT §4 `AppState`, the answer of every routing and definition write. */
+/** docs/admin-api.md §2 `AppState`, the answer of every routing and definition write. */
 export const appState = z.object({
   app: z.string(),
   revision: z.number().int(),
@@ -81,7 +81,7 @@ export const appState = z.object({
   updatedBy: z.string().describe('the name of the token that wrote it'),
   reason: z.string().nullable(),
   pools: z.record(z.string(), poolState),
-  rules: z.array(z.unknown()).describe('the cohort rules, in order, as written (CONTRACT §10): `{ name, match, to, share? }`; [] when none'),
+  rules: z.array(z.unknown()).describe('the cohort rules, in order, as written (docs/cohorts.md §2): `{ name, match, to, share? }`; [] when none'),
   mirror: z.unknown().describe('the mirror as written (`{ to, share, methods, maxBody, maxInflight, compare }`), or null'),
   instances: instances.describe('live instances routing on this revision, of all; `total` null while the fleet cannot be read'),
 });
@@ -146,7 +146,7 @@ export const rollout = z.object({
   revision: z.number().int(),
   driver: z.string().nullable().optional(),
   gates: z.object({
-    config: z.object({ intervalMs: z.number(), inconclusiveLimit: z.number().int(), onInconclusive: z.enum(['pause', 'rollback']), prometheus: z.unknown().describe('`{ url, headers? }` or null; header values masked'), queries: z.array(z.unknown()).readonly().describe('`{ name, prometheus, min?, max? }`'), webhooks: z.array(z.unknown()).readonly().describe('`{ name, url, timeout }`, URLs masked'), hooks: z.unknown().describe('`{ preRollout, preStep, postRollout, onRollback }`, URLs masked'), notify: z.array(z.unknown()).readonly().describe('`{ url, format, events }`, URLs masked') }).describe('the gates as started (CONTRACT §11)'),
+    config: z.object({ intervalMs: z.number(), inconclusiveLimit: z.number().int(), onInconclusive: z.enum(['pause', 'rollback']), prometheus: z.unknown().describe('`{ url, headers? }` or null; header values masked'), queries: z.array(z.unknown()).readonly().describe('`{ name, prometheus, min?, max? }`'), webhooks: z.array(z.unknown()).readonly().describe('`{ name, url, timeout }`, URLs masked'), hooks: z.unknown().describe('`{ preRollout, preStep, postRollout, onRollback }`, URLs masked'), notify: z.array(z.unknown()).readonly().describe('`{ url, format, events }`, URLs masked') }).describe('the gates as started (docs/gates.md §2, §3, §4)'),
     rounds: z.array(z.object({ step: z.number().int(), phase: z.enum(['analysis', 'preStep']), round: z.number().int(), at: iso, verdict: z.enum(['pass', 'fail', 'inconclusive']), checks: z.array(gateCheck).readonly(), by: z.string(), lost: z.boolean().optional() })),
     calling: z.object({ step: z.number().int(), phase: z.enum(['analysis', 'preStep']), round: z.number().int(), at: iso, deadline: iso, by: z.string() }).nullable(),
     inconclusive: z.number().int(),
@@ -174,13 +174,13 @@ export const whereis = z.object({
   bucket: z.number().int().min(0).max(9999).nullable().describe('the bucket the weights (or a rule\'s share) read; null for preview, pin or a random split'),
   pool: z.string().nullable().describe('null when the answer depends on the per-request random draw (`random: true`)'),
   version: z.string().nullable(),
-  by: z.string().nullable().describe('which step decided: `preview`, `pin`, `weights` or `rule:NAME` (CONTRACT §10); null with `random`'),
+  by: z.string().nullable().describe('which step decided: `preview`, `pin`, `weights` or `rule:NAME` (docs/cohorts.md §7); null with `random`'),
   random: z.literal(true).optional(),
   message: z.string().optional(),
 });
 
 const rollbackPool = z.object({ weight: z.object({ now: pct, then: pct }), version: z.object({ now: z.string().nullable(), then: z.string().nullable().describe('null: not recorded then') }) });
-/** `POST /v1/apps/:app/rollback?dryRun=true`, and the `rollback` field of the write's answer (CONTRACT §10). */
+/** `POST /v1/apps/:app/rollback?dryRun=true`, and the `rollback` field of the write's answer (docs/cohorts.md §6). */
 export const rollbackDryRun = z.object({
   dryRun: z.boolean(),
   app: z.string(),

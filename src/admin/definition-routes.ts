@@ -34,7 +34,7 @@ async function optionalBody<T>(ctx: RouteContext, schema: z.ZodType<T>): Promise
   return ctx.body(schema);
 }
 
-/** The live-definition endpoints of CONTRACT §8. */
+/** The live-definition endpoints of docs/definitions.md §2. */
 export function definitionRoutes(deps: CoreRouteDeps): AdminRoute[] {
   const { controller } = deps;
   const d: DefinitionDeps = { controller, counts: deps.counts, now: deps.now };

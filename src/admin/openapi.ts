@@ -116,10 +116,10 @@ export const OPERATIONS: Readonly<Record<OperationKey, OperationDoc>> = {
   'POST /v1/apps/:app/rollouts/current/promote': rolloutCommand('Promote', '100 % to `to` now', finishBody),
   'POST /v1/apps/:app/rollouts/current/abort': rolloutCommand('Abort', 'restore the starting weights', finishBody),
   'POST /v1/apps/:app/rollouts/current/approve': rolloutCommand('Approve', 'let the step waiting for approval go on (409 when the current step is not an approval step)', approveBody),
-  // cohort rules and mirror (CONTRACT §10)
+  // cohort rules and mirror (docs/cohorts.md §5)
   'PUT /v1/apps/:app/rules': { summary: "Replace the app's cohort rules (`[]` removes them), each checked by the config's schema; `to` must be a pool of the app", body: rulesBody, ok: { 200: S.appState }, ifMatch: true, errors: WRITE_ERRORS },
   'PUT /v1/apps/:app/mirror': { summary: "Set the app's mirror (`{ to, share, methods, maxBody, maxInflight, compare }`, checked by the config's schema), or remove it with `null`", body: mirrorBody, ok: { 200: S.appState }, ifMatch: true, errors: WRITE_ERRORS },
-  // live definitions (CONTRACT §8)
+  // live definitions (docs/definitions.md §2)
   'PUT /v1/apps/:app/pools/:pool': { summary: "Set a pool's version and targets; a new pool is added at weight 0 after the existing ones (no sticky user moves)", body: poolBody, ok: { 200: S.appState }, ifMatch: true, errors: WRITE_ERRORS },
   'DELETE /v1/apps/:app/pools/:pool': { summary: 'Remove a pool: 409 `POOL_IN_USE` while it has weight or is not drained, unless `force`; an app keeps two pools', body: removeBody, bodyOptional: true, ok: { 200: S.appState }, ifMatch: true, errors: WRITE_ERRORS },
   'POST /v1/apps/:app/pools/:pool/targets': { summary: 'Add a target to a pool (one already there: 200, no new revision)', body: targetBody, ok: { 200: S.appState }, ifMatch: true, errors: WRITE_ERRORS },
@@ -160,8 +160,8 @@ const COMPONENTS: ReadonlyMap<z.ZodType, string> = new Map<z.ZodType, string>([
   [CONFIG_ANSWER, 'Definitions'],
 ]);
 
-/** Codes the data plane answers with, never the admin API. */
-const DATA_PLANE_CODES = new Set<ErrorCode>(['MISDIRECTED', 'UPSTREAM_ERROR', 'NO_TARGET', 'UPSTREAM_TIMEOUT', 'QUEUE_TIMEOUT', 'BODY_TIMEOUT', 'GOING_AWAY']);
+/** Codes the data plane answers with, never the admin API (the catalogue's `plane`). */
+const DATA_PLANE_CODES = new Set<ErrorCode>((Object.keys(ERRORS) as ErrorCode[]).filter((c) => ERRORS[c].plane === 'data'));
 
 /** The admin API's error codes of one HTTP status, from the catalogue (src/errors.ts). */
 export function codesOf(status: number): ErrorCode[] {

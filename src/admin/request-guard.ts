@@ -96,7 +96,7 @@ export class RequestGuard {
 
   /** Throws a 415 for a write that is not application/json, body or not (checked once a route matched, so a wrong path is still a 404). */
   checkWrite(req: IncomingMessage): void {
-    // a DELETE with no body (CONTRACT §8 `DELETE …/targets?url=`) needs no type: no form and no
+    // a DELETE with no body (docs/definitions.md §2 `DELETE …/targets?url=`) needs no type: no form and no
     // no-cors fetch can send a DELETE, so a cross-site page cannot make one without a preflight
     const bodyless = req.method === 'DELETE' && req.headers['transfer-encoding'] === undefined && (req.headers['content-length'] ?? '0') === '0';
     if (WRITES.has(req.method ?? '') && !bodyless && !isJsonType(req.headers['content-type'] ?? '')) {

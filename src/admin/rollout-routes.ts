@@ -8,8 +8,8 @@ const app = (ctx: RouteContext): string => ctx.params['app'] as string;
 const actor = (ctx: RouteContext): string => ctx.actor ?? ANONYMOUS;
 
 /**
- * CONTRACT §7: `POST /v1/apps/:app/rollouts` (201), `GET …/rollouts/current`, and
- * `POST …/rollouts/current/pause|resume|promote|abort|approve` (§11), each answering the rollout.
+ * docs/rollouts.md §1, §3: `POST /v1/apps/:app/rollouts` (201), `GET …/rollouts/current`, and
+ * `POST …/rollouts/current/pause|resume|promote|abort|approve` (docs/gates.md §1), each answering the rollout.
  */
 export function rolloutRoutes(rollouts: Rollouts, pools: (app: string) => readonly string[]): AdminRoute[] {
   const commands = (['pause', 'resume', 'promote', 'abort', 'approve'] as const).map(

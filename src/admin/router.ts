@@ -1,6 +1,6 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { z } from 'zod';
-import { SwitchyardError } from '../errors.ts';
+import { ProcessError, SwitchyardError } from '../errors.ts';
 
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
@@ -34,7 +34,7 @@ export interface AdminRoute {
   /** `/v1/apps/:app/whereis`: literal segments and `:name` parameters */
   readonly path: string;
   /**
-   * Needs a bearer token. Under /v1 a token is always required (the contract puts every /v1
+   * Needs a bearer token. Under /v1 a token is always required (docs/admin-api.md puts every /v1
    * path behind one), so this only matters elsewhere, e.g. `/metrics`.
    * @default true under /v1, false elsewhere
    */
@@ -75,7 +75,7 @@ export class Router {
   add(route: AdminRoute): this {
     const segments = segmentsOf(route.path);
     const clash = this.#routes.find((c) => c.route.method === route.method && c.segments.join('/') === segments.join('/'));
-    if (clash !== undefined) throw new Error(`admin route ${route.method} ${route.path} is registered twice`);
+    if (clash !== undefined) throw new ProcessError('BUG', `admin route ${route.method} ${route.path} is registered twice`);
     this.#routes.push({ route, segments });
     return this;
   }

@@ -98,7 +98,7 @@ export function flag(url: URL, name: string): boolean {
   return v === '1' || v === 'true' || v === '';
 }
 
-/** The endpoints of CONTRACT §4 this module answers (whereis, stats and rollouts plug in later). */
+/** The endpoints of docs/admin-api.md §1 this module answers (whereis, stats and rollouts plug in later). */
 export function coreRoutes(deps: CoreRouteDeps): AdminRoute[] {
   const { controller, counts } = deps;
   const param = (ctx: RouteContext, name: string): string => ctx.params[name] as string;

@@ -98,7 +98,7 @@ function whereis(deps: CoreRouteDeps, ctx: RouteContext): Record<string, unknown
   return { ...base, bucket: low.key === null ? null : low.bucket, pool: low.pool.name, version: low.pool.version, by: low.by };
 }
 
-/** The routing endpoints of CONTRACT §10: the rules and mirror writes, and `whereis`. */
+/** The routing endpoints of docs/cohorts.md §5 and §7: the rules and mirror writes, and `whereis`. */
 export function routingRoutes(deps: CoreRouteDeps): AdminRoute[] {
   const { controller } = deps;
   return [

@@ -48,7 +48,7 @@ const HEADERS_TIMEOUT_MS = 10_000;
 const REQUEST_TIMEOUT_MS = 30_000;
 
 /**
- * The admin listener (CONTRACT §4), not yet listening. Every answer is JSON, errors are
+ * The admin listener (docs/admin-api.md §1), not yet listening. Every answer is JSON, errors are
  * `{ error: { code, message, details? } }`; an unexpected exception is a logged 500, never a crash.
  */
 export function createAdminServer(deps: AdminServerDeps): Server {

@@ -41,7 +41,7 @@ export interface PoolView {
   targetFigures?: TargetFigure[];
 }
 
-/** The contract's `AppState`. */
+/** `AppState` (docs/admin-api.md §2). */
 export interface AppStateView {
   app: string;
   revision: number;
@@ -53,7 +53,7 @@ export interface AppStateView {
   updatedBy: string;
   reason: string | null;
   pools: Record<string, PoolView>;
-  /** the cohort rules, in order, as written (CONTRACT §10); [] when none */
+  /** the cohort rules, in order, as written (docs/cohorts.md §2); [] when none */
   rules: unknown[];
   /** the mirror as written, or null */
   mirror: unknown;

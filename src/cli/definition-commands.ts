@@ -10,7 +10,7 @@ import { appPath, printJson, printState, writeFields, writeOptions } from './com
 import type { ApiCommand, CommandContext } from './commands.ts';
 import { UsageError } from './usage-error.ts';
 
-// The release commands of live definitions (CONTRACT §8): pool, targets, deploy, apply, export.
+// The release commands of live definitions (docs/definitions.md §5): pool, targets, deploy, apply, export.
 
 const enc = encodeURIComponent;
 

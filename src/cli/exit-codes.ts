@@ -10,7 +10,7 @@ export const EXIT = {
   usage: 2,
   /** a `rollout … --wait` (or `upgrade`) ran out of time before the outcome it waits for */
   waitTimedOut: 3,
-  /** `drain --wait` ran out of time: 1, as CONTRACT §5 has it (scripts written to it test for 1) */
+  /** `drain --wait` ran out of time: 1, as docs/cli.md §2 has it (scripts written to it test for 1) */
   drainTimedOut: 1,
   /** the admin API could not be reached (connection refused, DNS, timeout) */
   unreachable: 4,

@@ -4,7 +4,7 @@ import type { RolloutView } from '../rollout/view.ts';
 import type { CommandContext } from './commands.ts';
 import { UsageError } from './usage-error.ts';
 
-/** `rollout start`'s gate flags (CONTRACT §11); `--query`, `--min`, `--max`, `--webhook` and `--notify` may repeat. */
+/** `rollout start`'s gate flags (docs/gates.md §6); `--query`, `--min`, `--max`, `--webhook` and `--notify` may repeat. */
 export const GATE_OPTIONS: ParseArgsOptionsConfig = {
   file: { type: 'string', short: 'f' },
   query: { type: 'string', multiple: true },

@@ -5,7 +5,7 @@ import { appPath, printJson, printState, writeFields, writeOptions } from './com
 import type { ApiCommand, CommandContext } from './commands.ts';
 import { UsageError } from './usage-error.ts';
 
-// The routing commands of CONTRACT §10: rules, rule add|remove, mirror, whereis.
+// The routing commands of docs/cohorts.md §8: rules, rule add|remove, mirror, whereis.
 
 /** A repeatable option's values (parseArgs gives a list for `multiple: true`). */
 function list(ctx: CommandContext, name: string): string[] {

@@ -11,7 +11,7 @@ import { UsageError } from './usage-error.ts';
 const POLL_MS = 200;
 
 /**
- * `switchyard upgrade`: the hand-over of CONTRACT §13 started from a shell or a unit file. Finds
+ * `switchyard upgrade`: the hand-over of docs/signals.md §3 started from a shell or a unit file. Finds
  * the Switchyard serving the config's `listen.port` on this machine (its port claim answers its
  * pid), sends it SIGUSR2, and waits until another process holds the claim (0), the old one says
  * the upgrade failed (1), or `--timeout` passes (3).

@@ -2,6 +2,7 @@ import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from 'pino';
 import { isOurs, type ListenMode, type ToPrimary, type ToWorker } from './ipc.ts';
 import { closeHandle, type InheritedListener, type ListenHandle } from '../upgrade/handles.ts';
+import { ProcessError } from '../errors.ts';
 
 /** How long a worker has to pass its listening sockets for an upgrade. */
 const COLLECT_MS = 5_000;
@@ -148,22 +149,22 @@ export class Supervisor {
    */
   async collectSockets(timeoutMs = COLLECT_MS): Promise<InheritedListener[]> {
     const live = this.slots.filter((s) => s.ready);
-    if (live.length < this.slots.length) throw new Error(`${this.slots.length - live.length} of ${this.slots.length} workers are not listening; try again once they are`);
+    if (live.length < this.slots.length) throw new ProcessError('UPGRADE_FAILED', `${this.slots.length - live.length} of ${this.slots.length} workers are not listening; try again once they are`);
     const shared = live.filter((s) => s.listen === 'shared');
-    if (shared.length > 0) throw new Error('the workers share node:cluster\'s socket (listen.port 0, or no SO_REUSEPORT here): there is no socket of theirs to hand over');
+    if (shared.length > 0) throw new ProcessError('UPGRADE_FAILED', 'the workers share node:cluster\'s socket (listen.port 0, or no SO_REUSEPORT here): there is no socket of theirs to hand over');
     this.collecting = new Map();
     try {
       const answers = live.map(
         (s) =>
           new Promise<InheritedListener[]>((resolve, reject) => {
             const got: InheritedListener[] = [];
-            const timer = setTimeout(() => reject(new Error(`worker ${s.index} did not pass its sockets within ${timeoutMs} ms`)), timeoutMs);
+            const timer = setTimeout(() => reject(new ProcessError('UPGRADE_FAILED', `worker ${s.index} did not pass its sockets within ${timeoutMs} ms`)), timeoutMs);
             this.collecting?.set(s.index, { got, done: (n) => {
               clearTimeout(timer);
               if (n === got.length) resolve(got);
-              else reject(new Error(`worker ${s.index} announced ${n} sockets and passed ${got.length}`));
+              else reject(new ProcessError('UPGRADE_FAILED', `worker ${s.index} announced ${n} sockets and passed ${got.length}`));
             } });
-            if (!this.send(s, { type: 'sy:sockets' })) reject(new Error(`worker ${s.index} is gone`));
+            if (!this.send(s, { type: 'sy:sockets' })) reject(new ProcessError('UPGRADE_FAILED', `worker ${s.index} is gone`));
           }),
       );
       return (await Promise.all(answers)).flat();
@@ -250,7 +251,7 @@ export class Supervisor {
       return;
     }
     if (this.starting !== null) {
-      this.starting.reject(new Error(`worker ${s.index} exited before it was listening (code ${code}, signal ${signal}); see its log line above`));
+      this.starting.reject(new ProcessError('WORKER_START_FAILED', `worker ${s.index} exited before it was listening (code ${code}, signal ${signal}); see its log line above`));
       return;
     }
     s.crashes = wasReady && Date.now() - s.readyAt >= STABLE_MS ? 1 : s.crashes + 1;

@@ -1,6 +1,7 @@
 import type { z } from 'zod';
 import { appSourcesOf, deepFreeze, formatPath } from './load.ts';
 import { appSchema, type AppConfig, type Config } from './schema.ts';
+import { SwitchyardError } from '../errors.ts';
 
 /**
  * An app's **definition** as the store keeps it: one `apps[]` entry of the config, as written
@@ -48,7 +49,7 @@ export function parseDefinition(value: unknown, app: string, prefix: readonly Pr
 /** Compiles a stored definition that is known to be valid (the store checked it); throws naming the key paths otherwise. */
 export function compileDefinition(definition: AppDefinition, app: string): AppConfig {
   const r = parseDefinition(definition, app);
-  if (!r.ok) throw new Error(`app ${app}: the definition is not valid: ${r.issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`);
+  if (!r.ok) throw new SwitchyardError('INVALID_STATE', `app ${app}: the definition is not valid: ${r.issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`);
   return r.config;
 }
 

@@ -3,7 +3,7 @@ import { pctToBp } from '../state/weights.ts';
 import { compileLinear } from './linear-regex.ts';
 
 /**
- * The schema of an app's cohort `rules` and `mirror` (CONTRACT.md §10), part of `appSchema`
+ * The schema of an app's cohort `rules` and `mirror` (docs/cohorts.md §2, §4), part of `appSchema`
  * (config/schema.ts), so the config file, `PUT /v1/apps/:app`, `PUT …/rules` and `PUT …/mirror`
  * accept exactly the same values and name errors by the same key paths.
  *

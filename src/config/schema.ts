@@ -250,7 +250,7 @@ export const appSchema = z
         passive: z.preprocess((v) => (v === false ? null : v), passive.nullable()).prefault({}),
       })
       .optional(),
-    /** Cohort rules, in order (src/config/routing-schema.ts, CONTRACT §10); part of the app's routing. */
+    /** Cohort rules, in order (src/config/routing-schema.ts, docs/cohorts.md §2); part of the app's routing. */
     rules: rulesSchema.optional(),
     /** Shadow traffic: a share of requests copied to a pool (src/dataplane/mirror.ts); part of the app's routing. */
     mirror: mirrorSchema.optional(),
@@ -404,7 +404,7 @@ export const configSchema = z
         queueTimeout: positiveDuration('10s'),
       })
       .prefault({}),
-    /** Rollout analysis (CONTRACT §11): the Prometheus that queries of rollouts naming none go to. */
+    /** Rollout analysis (docs/gates.md §2): the Prometheus that queries of rollouts naming none go to. */
     analysis: z
       .strictObject({
         prometheus: z.strictObject({ url: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }), headers: z.record(z.string(), z.string()).default({}) }).optional(),

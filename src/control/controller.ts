@@ -258,7 +258,7 @@ export class Controller extends EventEmitter {
   }
 
   /**
-   * Back to the last known-good routing (CONTRACT §10, src/control/rollback-plan.ts), written as a
+   * Back to the last known-good routing (docs/cohorts.md §6, src/control/rollback-plan.ts), written as a
    * new revision. Refused with 409 NOTHING_TO_ROLL_BACK after a revert, NO_EARLIER_REVISION without
    * a stable routing in the history, VERSION_CHANGED (unless `force`) when a pool it would send
    * traffic to runs another version now, CONFLICT when that pool is gone. `onPlan` hears the plan

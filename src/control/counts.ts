@@ -53,7 +53,7 @@ export interface DrainFacts {
 }
 
 /**
- * `drained` means nothing will be sent to the pool any more (CONTRACT.md §4, drain row): no
+ * `drained` means nothing will be sent to the pool any more (docs/admin-api.md §4): no
  * weight, no in-flight request, no upgraded connection, and no routable affinity pin. A pin is
  * routable while the pool is inside its affinity window and still has targets, whether or not
  * a pinned browser came back lately: the `pinned` figure only counts those that did. A rule or the

@@ -10,7 +10,7 @@ import { initialState } from './next-state.ts';
 import { initialWeights } from './seed.ts';
 
 /**
- * The definition writes of CONTRACT §8 — a pool's version and targets, a target added or
+ * The definition writes of docs/definitions.md §2 — a pool's version and targets, a target added or
  * removed, a whole app defined or deleted — each one compare-and-set of the app's one document
  * (Controller.change), so they share the revision, If-Match, history and audit of weight writes.
  * Every new definition goes through the config file's schema (parseDefinition).

@@ -2,7 +2,7 @@ import { canonicalJson } from '../state/digest.ts';
 import type { HistoryEntry, RevertKind } from '../state/types.ts';
 import { ownOf, TOTAL_BP, type Weights } from '../state/weights.ts';
 
-// What `rollback` restores (CONTRACT §10), as a pure function of the app's history: no store, no
+// What `rollback` restores (docs/cohorts.md §6), as a pure function of the app's history: no store, no
 // clock. "Back to the last known-good routing": the stable routing in force before the current
 // release began, never the revision before the current one (which walked toward the failure).
 

@@ -4,7 +4,7 @@ import type { RoutingState } from '../state/types.ts';
 import type { Controller, WriteOptions } from './controller.ts';
 
 /**
- * The routing writes of CONTRACT §10: an app's cohort `rules` and its `mirror`, each one
+ * The routing writes of docs/cohorts.md §5: an app's cohort `rules` and its `mirror`, each one
  * compare-and-set of the app's document (Controller.change) like a weights write (If-Match, 412,
  * history actions `rules` and `mirror`, audit line, fleet propagation).
  *
@@ -15,7 +15,7 @@ import type { Controller, WriteOptions } from './controller.ts';
  * schema, so errors name the same key paths (`rules[1].match.cookie.team.regex`).
  */
 
-/** An app's routing as CONTRACT §10 defines it: its weights, rules and mirror (as written). */
+/** An app's routing as docs/cohorts.md defines it: its weights, rules and mirror (as written). */
 export interface Routing {
   readonly weights: RoutingState['weights'];
   readonly rules: readonly unknown[];

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { compileDefinition, configDefinitions, definitionChanges, type AppDefinition } from '../config/definition.ts';
 import type { AppConfig, Config } from '../config/schema.ts';
-import { ConfigError } from '../errors.ts';
+import { ConfigError, ProcessError } from '../errors.ts';
 import type { InvalidStateError } from '../state/invariants.ts';
 import type { RoutingState, StateStore } from '../state/types.ts';
 import { ownOf, parseWeights, TOTAL_BP, type Weights } from '../state/weights.ts';
@@ -24,7 +24,7 @@ export interface LoadOptions {
 }
 
 /**
- * The start of live definitions (CONTRACT §8): the config file seeds, the store wins.
+ * The start of live definitions (docs/definitions.md §3): the config file seeds, the store wins.
  * - an app the store does not hold is written from the file (revision 1, `initial` weights);
  * - an app the store holds is served from the store — unless `applyConfig`, which writes the
  *   file's definition over it as a new revision (action `define`);
@@ -106,7 +106,7 @@ async function applyFile(store: StateStore, state: RoutingState, app: AppConfig,
 async function writeOrTake(store: StateStore, next: RoutingState, expected: number | null): Promise<RoutingState> {
   const r = await store.compareAndSet(next, expected);
   const state = r.ok ? r.state : r.current;
-  if (state === null) throw new Error(`app ${next.app}: could not write its state`);
+  if (state === null) throw new ProcessError('SEED_FAILED', `app ${next.app}: could not write its state`);
   return state;
 }
 

@@ -6,6 +6,7 @@ import { forwardResponseHeaders, isHopByHop } from './headers.ts';
 import { afterPendingIo, watchBody, type Limits } from './limits.ts';
 import { refuse, relayInformational } from './request-target.ts';
 import { INTERNAL_ERROR_CODE } from './engine/upstream.ts';
+import { UPSTREAM_CODES, upstreamCodes } from './engine/upstream-codes.ts';
 import { REFUSED_BACKOFF_MS, type Cuttable, type PoolRuntime, type Target } from './runtime.ts';
 
 /** What the server learns when a proxied request ends, for metrics and the access log. */
@@ -43,21 +44,22 @@ export interface Plane {
   reroute?(handler: ProxyHandler): boolean;
 }
 
-export const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
-const TIMEOUTS = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
+const U = UPSTREAM_CODES;
+export const CONNECT_ERRORS = upstreamCodes(U.ECONNREFUSED, U.CONNECT_TIMEOUT, U.EHOSTUNREACH, U.ENETUNREACH, U.ENOTFOUND, U.EAI_AGAIN);
+const TIMEOUTS = upstreamCodes(U.CONNECT_TIMEOUT, U.HEADERS_TIMEOUT, U.BODY_TIMEOUT);
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 /**
  * undici refusing the request itself (a target, method or field it will not send): nothing
  * reached the upstream, so it is the request's fault, answered 400 and never counted against
  * the target's passive health or the pool's error rate.
  */
-const REFUSED_BY_UNDICI = new Set(['UND_ERR_INVALID_ARG', 'UND_ERR_NOT_SUPPORTED']);
+const REFUSED_BY_UNDICI = upstreamCodes(U.INVALID_ARG, U.NOT_SUPPORTED);
 /**
  * The proxy's own resources ran out while it connected (fds, ephemeral ports, socket buffers):
  * our limit, not the target's failure, so never counted against its health or the pool's error
  * rate (45 such failures once fed ejection and rollout analysis for a healthy target).
  */
-const OWN_LIMITS = new Set(['EMFILE', 'ENFILE', 'EADDRNOTAVAIL', 'ENOBUFS', 'ENOMEM']);
+const OWN_LIMITS = upstreamCodes(U.EMFILE, U.ENFILE, U.EADDRNOTAVAIL, U.ENOBUFS, U.ENOMEM);
 
 export function errorCode(err: unknown): string {
   const e = err as { code?: unknown; cause?: { code?: unknown } };

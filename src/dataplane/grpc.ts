@@ -2,7 +2,7 @@ import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { ServerHttp2Stream } from 'node:http2';
 
 /**
- * gRPC over the proxy (CONTRACT.md §12, README "gRPC"): what makes a request a gRPC call, the
+ * gRPC over the proxy (docs/grpc.md §2, §3, README "gRPC"): what makes a request a gRPC call, the
  * errors the proxy answers in gRPC's shape, and how a `grpc-status` counts in stats and metrics.
  * Status codes and the HTTP mapping: docs/grpc.md in grpc/grpc ("Status codes and their use in
  * gRPC", "HTTP to gRPC Status Code Mapping").
@@ -113,7 +113,7 @@ export function endGrpcStream(res: ServerResponse, grpcStatus: number, message: 
 }
 
 /**
- * GOAWAY on the client's HTTP/2 connection (the drain deadline, CONTRACT.md §12): the streams
+ * GOAWAY on the client's HTTP/2 connection (the drain deadline, docs/grpc.md §6): the streams
  * still open on it finish, and the client opens a new connection for its next calls.
  */
 export function goAway(res: ServerResponse): void {

@@ -91,7 +91,7 @@ function captureBody(body: Readable, length: number, done: (payload: Buffer) => 
 }
 
 /**
- * Shadow traffic (CONTRACT §10): copies of live requests sent to one target of the app's mirror
+ * Shadow traffic (docs/cohorts.md §4): copies of live requests sent to one target of the app's mirror
  * pool, with the same request id and `X-Switchyard-Mirror: 1`. The copy is sent on the next turn
  * of the event loop, after the live request is on its way, over its own agents (never the live
  * connection pools), and nothing of the live path waits on it: its response is read and

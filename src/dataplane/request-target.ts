@@ -25,7 +25,7 @@ export function validHost(host: string): boolean {
 /**
  * Checks the version and the request target of a request (RFC 9112 §2.3, §3.2) and turns an
  * absolute-form target (`GET http://host/path`) into origin-form plus its authority, which
- * routes the request and becomes the upstream's Host (§3.2.2: the target's authority wins over
+ * routes the request and becomes the upstream's Host (RFC 9112 §3.2.2: the target's authority wins over
  * the Host field).
  */
 export function parseRequestTarget(req: IncomingMessage): RequestTarget {

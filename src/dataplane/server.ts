@@ -22,6 +22,7 @@ import { parseRequestTarget, refuse, refuseConnect } from './request-target.ts';
 import type { Runtime } from './runtime.ts';
 import type { RequestSpan, Tracing } from '../tracing/types.ts';
 import { isProxiedUpgrade, UpgradeProxy } from './upgrade.ts';
+import { ProcessError } from '../errors.ts';
 
 /**
  * Accept queue length asked of the kernel for the proxy listener (capped by
@@ -291,7 +292,7 @@ export class DataPlane implements Plane {
    */
   async adopt(handles: readonly ListenHandle[]): Promise<number> {
     const [first, ...more] = handles;
-    if (first === undefined) throw new Error('adopt: no socket to accept on');
+    if (first === undefined) throw new ProcessError('UPGRADE_FAILED', 'adopt: no socket to accept on');
     await adopt(this.server, first);
     for (const h of more) {
       const acceptor = createNetServer({ noDelay: true }, (socket) => this.server.emit('connection', socket));
@@ -411,7 +412,7 @@ export class DataPlane implements Plane {
    * A request a pin held on a draining pool failed to connect there, and the pool has no target
    * up any more (forward.ts asks only then, so nothing of it reached that pool): it is routed
    * again by weight exactly as if it carried no pin, recorded as such, and its response pins the
-   * new pool (CONTRACT.md §3 step 3: never a 503 when another pool can serve). False: not a
+   * new pool (docs/routing.md §3: never a 503 when another pool can serve). False: not a
    * pinned request, or the weights find no target either.
    */
   reroute(handler: ProxyHandler): boolean {

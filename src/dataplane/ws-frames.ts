@@ -9,7 +9,7 @@ const OPCODE_CLOSE = 0x8;
  * Follows WebSocket frame boundaries in one direction of a proxied connection without decoding
  * anything (no unmasking, no inflate): it only reads each frame header to learn how many payload
  * bytes follow. The upgrade pipe needs it to inject a close frame between two frames rather than
- * into the middle of one. Control frames may sit between the fragments of a message (§5.4), so
+ * into the middle of one. Control frames may sit between the fragments of a message (RFC 6455 §5.4), so
  * any frame boundary will do.
  */
 export class FrameCursor {
@@ -80,7 +80,7 @@ export function serverCloseFrame(code: number, reason: string): Buffer {
   return Buffer.concat([Buffer.from([0x80 | OPCODE_CLOSE, payload.length]), payload]);
 }
 
-/** A close frame as a client must send it (masked, §5.3), for the upstream side of the pipe. */
+/** A close frame as a client must send it (masked, RFC 6455 §5.3), for the upstream side of the pipe. */
 export function clientCloseFrame(code: number, reason: string): Buffer {
   const payload = closePayload(code, reason);
   const mask = randomBytes(4);

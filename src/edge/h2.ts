@@ -15,7 +15,7 @@ const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connecti
 /**
  * An h2 request as the HTTP/1.1 request path reads it: `rawHeaders` without the pseudo-headers,
  * `:authority` as Host (RFC 9113 §8.3.1), and the cookie fields h2 may split joined into one
- * (§8.2.3), since the upstream speaks HTTP/1.1.
+ * (RFC 9113 §8.2.3), since the upstream speaks HTTP/1.1.
  */
 class H2Request extends http2.Http2ServerRequest {
   h1Raw: string[] | undefined;

@@ -2,7 +2,7 @@ import type { MirrorRecord } from '../dataplane/mirror.ts';
 import { addEncoded, emptyHistogram, encode, PoolRing, STATS_WINDOWS, summarize, type PoolWindowStats, type StatsExport, type StatsWindow } from './stats.ts';
 
 /**
- * The mirror pool's figures beside the live pools' (CONTRACT §10 "Seeing it"): per app, the
+ * The mirror pool's figures beside the live pools' (docs/cohorts.md §7): per app, the
  * copies sent to its mirror pool over the last 10 s and 60 s (rps, error rate, p99, as a live
  * pool's), and with `compare` the (live, copy) status-class pairs and how many differed.
  *

@@ -360,7 +360,7 @@ export class LiveStats {
       ring.add(o.status, false, -1, -1, o.endedAt);
       return;
     }
-    // a gRPC call answered 200 failed when its grpc-status is the server's fault (CONTRACT.md §12)
+    // a gRPC call answered 200 failed when its grpc-status is the server's fault (docs/grpc.md §4)
     const failed = o.error !== null || (o.grpc !== undefined && grpcClass(o.grpc) === 'server');
     ring.add(o.status, failed, Math.max(0, o.headAt - o.startedAt), Math.max(0, o.endedAt - o.headAt), o.endedAt);
   }

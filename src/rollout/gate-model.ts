@@ -1,5 +1,5 @@
 /**
- * Release gates and external evidence (CONTRACT §11) as a rollout record keeps them: the
+ * Release gates and external evidence (docs/gates.md §5) as a rollout record keeps them: the
  * Prometheus queries and webhook gates judged every `interval`, the hooks around the rollout,
  * the notification targets, and every judgement made. Times are epoch ms, durations ms.
  */

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { parseDuration } from '../config/duration.ts';
 import { DEFAULT_HOOK_TIMEOUT_MS, DEFAULT_INCONCLUSIVE_LIMIT, DEFAULT_INTERVAL_MS, NOTIFY_EVENTS, type Gates, type PrometheusSource } from './gate-model.ts';
 
-/** The parts of a rollout body (CONTRACT §11) that zod checks; `parseGates` checks the rest. */
+/** The parts of a rollout body (docs/gates.md §1, §2, §3, §4) that zod checks; `parseGates` checks the rest. */
 
 const duration = z.union([z.string().max(20), z.number()]);
 const httpUrl = z

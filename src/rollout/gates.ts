@@ -3,7 +3,7 @@ import type { AnalysisFigures } from './model.ts';
 import { call, maskUrl } from './outbound.ts';
 import { runQuery } from './prometheus.ts';
 
-/** What a webhook gate or hook receives (CONTRACT §11), plus which round it is. */
+/** What a webhook gate or hook receives (docs/gates.md §3), plus which round it is. */
 export interface GateBody {
   readonly app: string;
   readonly rollout: string;

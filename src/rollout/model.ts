@@ -39,7 +39,7 @@ export interface Rollout {
   readonly version: number;
   readonly updatedAt: number;
   readonly endedAt: number | null;
-  // CONTRACT §11; optional: records written before gates existed have none
+  // docs/gates.md §5; optional: records written before gates existed have none
   /** queries, webhooks, hooks and notify targets (secrets: masked in every answer) */
   readonly gates?: Gates | null | undefined;
   /** the newest judgement rounds of queries, webhooks and preStep hooks (at most MAX_ROUNDS) */

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { SwitchyardError } from '../errors.ts';
+import { ProcessError, SwitchyardError } from '../errors.ts';
 import type { Rollout } from './model.ts';
 import type { PutResult, RolloutStore } from './store.ts';
 
@@ -39,7 +39,7 @@ export class RedisRolloutStore implements RolloutStore {
   }
 
   async put(next: Rollout, expected: number): Promise<PutResult> {
-    if (next.version !== expected + 1) throw new Error(`rollout put(${next.app}): version must be ${expected + 1}, got ${next.version}`);
+    if (next.version !== expected + 1) throw new ProcessError('BUG', `rollout put(${next.app}): version must be ${expected + 1}, got ${next.version}`);
     const json = JSON.stringify(next);
     const res = await this.#run('rollout compare-and-set', () => this.#client.eval(PUT_SCRIPT, 1, this.#key(next.app), String(expected), json));
     if (res === 1) return { ok: true, rollout: parseRollout(json) };
@@ -57,6 +57,6 @@ export class RedisRolloutStore implements RolloutStore {
 
 function parseRollout(text: string): Rollout {
   const r = JSON.parse(text) as Rollout;
-  if (typeof r !== 'object' || r === null || typeof r.id !== 'string' || !Number.isInteger(r.version)) throw new Error('not a rollout record');
+  if (typeof r !== 'object' || r === null || typeof r.id !== 'string' || !Number.isInteger(r.version)) throw new ProcessError('ROLLOUT_RECORD_INVALID', 'not a rollout record');
   return Object.freeze(r);
 }

@@ -99,7 +99,7 @@ type StepInput = { weight?: number | undefined; pause?: string | number | undefi
 /**
  * `{ weight, pause? }` steps ascend; an `{ approval: true, timeout? }` step holds at the weight
  * of the step before it (0 % when it comes first) until approved; a `{ mirror: PCT, pause? }`
- * step holds at that weight too while PCT % is mirrored to `to` (CONTRACT §11).
+ * step holds at that weight too while PCT % is mirrored to `to` (docs/gates.md §1).
  */
 function parseSteps(input: readonly StepInput[], issues: Issue[]): Step[] {
   const steps: Step[] = [];

@@ -1,6 +1,6 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
-import { SwitchyardError } from '../errors.ts';
+import { ProcessError, SwitchyardError } from '../errors.ts';
 import { writeFileAtomic } from '../state/atomic-file.ts';
 import type { Rollout } from './model.ts';
 
@@ -19,7 +19,7 @@ export interface RolloutStore {
 }
 
 function checkVersion(next: Rollout, expected: number): void {
-  if (next.version !== expected + 1) throw new Error(`rollout put(${next.app}): version must be ${expected + 1}, got ${next.version}`);
+  if (next.version !== expected + 1) throw new ProcessError('BUG', `rollout put(${next.app}): version must be ${expected + 1}, got ${next.version}`);
 }
 
 /** In memory: tests, and a store of a kind this module does not know. */
@@ -79,9 +79,9 @@ export class FileRolloutStore implements RolloutStore {
         doc = JSON.parse(text) as typeof doc;
       } catch (err) {
         // never start empty over a rollout in progress: the next write would forget it
-        throw new Error(`rollouts file ${path} is not valid JSON (${(err as Error).message}); repair it or move it away`, { cause: err });
+        throw new ProcessError('ROLLOUTS_FILE_INVALID', `rollouts file ${path} is not valid JSON (${(err as Error).message}); repair it or move it away`, { cause: err });
       }
-      if (doc.version !== FILE_VERSION || typeof doc.rollouts !== 'object' || doc.rollouts === null) throw new Error(`rollouts file ${path} is not a version ${FILE_VERSION} Switchyard rollouts file; repair it or move it away`);
+      if (doc.version !== FILE_VERSION || typeof doc.rollouts !== 'object' || doc.rollouts === null) throw new ProcessError('ROLLOUTS_FILE_INVALID', `rollouts file ${path} is not a version ${FILE_VERSION} Switchyard rollouts file; repair it or move it away`);
       records = new Map(Object.entries(doc.rollouts).map(([app, r]) => [app, Object.freeze(r)]));
     }
     return new FileRolloutStore(path, records);

@@ -44,7 +44,7 @@ export interface RolloutView {
   revision: number;
   /** the instance driving it (fleet lease holder), when known */
   driver?: string | null;
-  /** CONTRACT §11: queries, webhooks, hooks, notify targets, every judgement; URLs and headers masked */
+  /** docs/gates.md §5: queries, webhooks, hooks, notify targets, every judgement; URLs and headers masked */
   gates: GatesView;
 }
 

@@ -6,7 +6,7 @@ import type { AppRoute, PoolRoute } from './snapshot.ts';
  * Affinity pins: `POOL.REVISION.ISSUED.SIG`, SIG = base64url HMAC-SHA256 (first 16 bytes) of
  * `APP|POOL|REVISION|ISSUED` under the app's affinity secret.
  *
- * Affinity exists for the drain only (CONTRACT.md §3 step 3): a pin holds a session on a pool
+ * Affinity exists for the drain only (docs/routing.md §3): a pin holds a session on a pool
  * that is *draining* (weight 0 since less than `affinity.window` ago), so a session started on
  * the old version finishes there. A pin never overrides the weights of a pool that has weight —
  * otherwise `whereis`, the canary share and the drain figures would all lie about browsers — and

@@ -4,7 +4,7 @@ import { BUCKETS } from './hash.ts';
 import type { MirrorRoute, RequestFacts } from './rules.ts';
 import type { AppRoute, PoolRoute } from './snapshot.ts';
 
-/** Which step routed a request (CONTRACT §10): what `whereis` answers and the access log carries. */
+/** Which step routed a request (docs/cohorts.md §7): what `whereis` answers and the access log carries. */
 export type RoutedBy = 'preview' | 'pin' | 'weights' | `rule:${string}`;
 
 export interface RouteDecision {
@@ -41,7 +41,7 @@ export function stickyKey(app: AppRoute, facts: RequestFacts): string | undefine
 }
 
 /**
- * The routing decision, for HTTP/1.1, h2, upgrades and `whereis` alike (CONTRACT §10): a valid
+ * The routing decision, for HTTP/1.1, h2, upgrades and `whereis` alike (docs/cohorts.md §1): a valid
  * preview header, then the first rule whose match holds and whose pool can serve, then a valid
  * affinity pin, then the weights. Pure: `rand` (in [0, 1)) is the request's random draw, `now`
  * the clock, and `serving.serves(pool)` whether the pool has a target up now (the caller's Runtime).

@@ -4,6 +4,7 @@ import type { AppConfig } from '../config/schema.ts';
 import { canonicalJson } from '../state/digest.ts';
 import type { RoutingState } from '../state/types.ts';
 import { buildAppRoute, buildSnapshot, type AppRoute, type Snapshot } from './snapshot.ts';
+import { SwitchyardError } from '../errors.ts';
 
 export interface RoutingTableOptions {
   /**
@@ -47,7 +48,7 @@ export class RoutingTable {
     for (const state of states) {
       this.states.set(state.app, state);
       if (state.deleted === true) continue;
-      if (state.definition === undefined) throw new Error(`no definition in the routing state of app ${state.app}`);
+      if (state.definition === undefined) throw new SwitchyardError('INVALID_STATE', `no definition in the routing state of app ${state.app}`);
       this.routes.set(state.app, this.route(state, state.definition));
       this.definitions.set(state.app, state.definition);
     }
@@ -98,7 +99,7 @@ export class RoutingTable {
     // a state written without a definition (by a version before live definitions) keeps the app's
     // current one; the state itself is kept as written, so its digest matches the store's
     const definition = state.definition ?? (current?.deleted === true ? undefined : this.definitions.get(state.app));
-    if (definition === undefined) throw new Error(`app ${state.app}: revision ${state.revision} carries no definition and none is known`);
+    if (definition === undefined) throw new SwitchyardError('INVALID_STATE', `app ${state.app}: revision ${state.revision} carries no definition and none is known`);
     const route = this.route(state, definition);
     this.states.set(state.app, state);
     this.definitions.set(state.app, definition);

@@ -3,6 +3,7 @@ import type { AppConfig } from '../config/schema.ts';
 import type { RoutingState } from '../state/types.ts';
 import { ownOf, TOTAL_BP } from '../state/weights.ts';
 import { compileMirror, compileRules, routingHolds, type CompiledRule, type MirrorRoute } from './rules.ts';
+import { SwitchyardError } from '../errors.ts';
 
 /**
  * The immutable routing snapshot the data plane reads. The control plane builds a whole new
@@ -98,7 +99,7 @@ export function buildAppRoute(index: number, config: AppConfig, state: RoutingSt
       lo,
       hi: lo + weight,
       drainingSince,
-      // a pool a rule or the mirror still sends to is not draining: nothing open on it is cut (CONTRACT §10)
+      // a pool a rule or the mirror still sends to is not draining: nothing open on it is cut (docs/cohorts.md §3)
       drainDeadline: drainingSince === null || routingHolds(config, name).length > 0 ? null : drainingSince + config.drain.timeout,
       // a pool a rollback drained holds no pins: its version is bad (RoutingState.unpinned)
       pinDeadline: drainingSince === null || config.affinity === undefined || state.unpinned?.includes(name) === true ? null : drainingSince + config.affinity.window,
@@ -107,7 +108,7 @@ export function buildAppRoute(index: number, config: AppConfig, state: RoutingSt
     lo += weight;
     return Object.freeze(route);
   });
-  if (lo !== TOTAL_BP) throw new Error(`app ${config.name}: weights of revision ${state.revision} sum to ${lo} bp, not ${TOTAL_BP}`);
+  if (lo !== TOTAL_BP) throw new SwitchyardError('INVALID_STATE', `app ${config.name}: weights of revision ${state.revision} sum to ${lo} bp, not ${TOTAL_BP}`);
   return Object.freeze({
     index,
     name: config.name,

@@ -1,6 +1,6 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { SwitchyardError } from '../errors.ts';
+import { ProcessError, SwitchyardError } from '../errors.ts';
 import { removeStaleTemps, writeFileAtomic } from './atomic-file.ts';
 import { Writability, type StoreHealth } from './writability.ts';
 import { checkWrite, freezeState, InvalidStateError, parseStoredState, readableRevision, type PoolsOf } from './invariants.ts';
@@ -86,7 +86,7 @@ export class FileStore implements StateStore {
   /** Loads the file (a missing file is an empty store); rejects if it exists but cannot be used. */
   static async open(opts: FileStoreOptions): Promise<FileStore> {
     if (!Number.isInteger(opts.historyLimit) || opts.historyLimit < 1) {
-      throw new Error(`historyLimit must be a positive integer, got ${opts.historyLimit}`);
+      throw new ProcessError('BUG', `historyLimit must be a positive integer, got ${opts.historyLimit}`);
     }
     const path = resolve(opts.path);
     const dir = dirname(path);
@@ -214,10 +214,10 @@ async function load(path: string, historyLimit: number): Promise<Loaded> {
     doc = JSON.parse(text);
   } catch (err) {
     // Never start empty over an operator's state: the next write would erase it for good.
-    throw new Error(`state file ${path} is not valid JSON (${messageOf(err)}); repair it or move it away`, { cause: err });
+    throw new ProcessError('STATE_FILE_INVALID', `state file ${path} is not valid JSON (${messageOf(err)}); repair it or move it away`, { cause: err });
   }
   if (!isRecord(doc) || doc.version !== FILE_VERSION || !isRecord(doc.apps)) {
-    throw new Error(`state file ${path} is not a version ${FILE_VERSION} Switchyard state file ({ version: 1, apps: {...} })`);
+    throw new ProcessError('STATE_FILE_INVALID', `state file ${path} is not a version ${FILE_VERSION} Switchyard state file ({ version: 1, apps: {...} })`);
   }
   const apps = new Map<string, AppRecord>();
   const broken = new Map<string, BrokenRecord>();

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
-import { SwitchyardError } from '../errors.ts';
+import { ProcessError, SwitchyardError } from '../errors.ts';
 import { mayHaveRun, settleWrite } from './redis-settle.ts';
 import { readStateCache, StateCacheWriter } from './state-cache.ts';
 import { checkWrite, InvalidStateError, parseStoredState, readableRevision, type PoolsOf } from './invariants.ts';
@@ -138,7 +138,7 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
    * Redis is down: the store keeps reconnecting, and meanwhile answers from the cache.
    */
   static async open(opts: RedisStoreOptions): Promise<RedisStore> {
-    if (!Number.isInteger(opts.historyLimit) || opts.historyLimit < 1) throw new Error(`historyLimit must be a positive integer, got ${opts.historyLimit}`);
+    if (!Number.isInteger(opts.historyLimit) || opts.historyLimit < 1) throw new ProcessError('BUG', `historyLimit must be a positive integer, got ${opts.historyLimit}`);
     const cached = opts.cachePath === undefined ? new Map<string, RoutingState>() : await readStateCache(opts.cachePath, opts.prefix, opts.logger);
     const store = new RedisStore(opts, cached);
     await store.#waitConnected(opts.commandTimeout ?? 2000);

@@ -68,7 +68,7 @@ export interface HistoryEntry {
   readonly revert?: RevertKind;
   /**
    * The app's cohort rules and mirror in force after this revision (as written; absent: none),
-   * so the history holds each revision's whole routing (weights, rules, mirror: CONTRACT §10)
+   * so the history holds each revision's whole routing (weights, rules, mirror: docs/cohorts.md §6)
    * for a rollback to restore.
    */
   readonly rules?: readonly RuleConfig[];

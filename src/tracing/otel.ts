@@ -39,7 +39,7 @@ const setter: TextMapSetter<string[]> = {
 /** A version-00 `traceparent` (W3C Trace Context §3.2): the last two hex digits are the flags, bit 0 "sampled". */
 const TRACEPARENT = /^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
 
-/** `sticky` and `random` are both the weights' decision (CONTRACT §10 `by`). */
+/** `sticky` and `random` are both the weights' decision (docs/cohorts.md §7 `by`). */
 function byOf(by: string): string {
   return by === 'sticky' || by === 'random' ? 'weights' : by;
 }

@@ -1,5 +1,6 @@
 import type { InheritedListener, ListenHandle } from './handles.ts';
 import { isUpgradeMessage, type ToPredecessor, type ToSuccessor } from './protocol.ts';
+import { ProcessError } from '../errors.ts';
 
 /** The new process's end of the IPC channel to the process that started it (main.ts wraps `process`). */
 export interface SuccessorChannel {
@@ -19,10 +20,10 @@ const RECEIVE_TIMEOUT_MS = 30_000;
 export function receiveListeners(channel: SuccessorChannel, timeoutMs = RECEIVE_TIMEOUT_MS): Promise<InheritedListener[]> {
   return new Promise((resolve, reject) => {
     const got: InheritedListener[] = [];
-    const timer = setTimeout(() => reject(new Error(`upgrade: the old process did not pass its sockets within ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(() => reject(new ProcessError('UPGRADE_FAILED', `upgrade: the old process did not pass its sockets within ${timeoutMs} ms`)), timeoutMs);
     channel.onDisconnect(() => {
       clearTimeout(timer);
-      reject(new Error('upgrade: the old process went away before it passed its sockets'));
+      reject(new ProcessError('UPGRADE_FAILED', 'upgrade: the old process went away before it passed its sockets'));
     });
     channel.onMessage((msg, handle) => {
       if (!isUpgradeMessage<ToSuccessor>(msg)) return;
@@ -31,7 +32,7 @@ export function receiveListeners(channel: SuccessorChannel, timeoutMs = RECEIVE_
       } else if (msg.type === 'sy:up-listeners-done') {
         clearTimeout(timer);
         if (got.length === msg.count) resolve(got);
-        else reject(new Error(`upgrade: ${msg.count} sockets announced, ${got.length} received`));
+        else reject(new ProcessError('UPGRADE_FAILED', `upgrade: ${msg.count} sockets announced, ${got.length} received`));
       }
     });
     channel.send({ type: 'sy:up-want' });

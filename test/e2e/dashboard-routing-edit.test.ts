@@ -5,7 +5,7 @@ import { openDashboard } from '../helpers/browser.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
-/** Editing the cohort rules and the mirror from the dashboard (CONTRACT §10) in Debian's Chromium, behind the confirm dialog. */
+/** Editing the cohort rules and the mirror from the dashboard (docs/cohorts.md §2, §4) in Debian's Chromium, behind the confirm dialog. */
 describe('dashboard rules and mirror editor in Chromium', () => {
   let blue: Upstream;
   let green: Upstream;

@@ -8,7 +8,7 @@ import { startUpstream, useUpstreams } from '../helpers/upstream.ts';
 const AFFINITY_SECRET = 'affinity-secret-0123456789';
 
 /**
- * CONTRACT.md §3 step 3: a pin to a pool that cannot serve is ignored, never a 503 when another
+ * docs/routing.md §3: a pin to a pool that cannot serve is ignored, never a 503 when another
  * pool can. `decide` skips a pin whose pool has no target up, but the first pinned requests after
  * the draining pool's last target dies reach it before active checks or the refused-connection
  * backoff know: those are routed again by weight from the failed connect.

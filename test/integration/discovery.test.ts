@@ -9,7 +9,7 @@ import { spawnServe } from '../helpers/serve-process.ts';
 import { startLoad } from '../helpers/load.ts';
 import { startUpstream, useUpstreams, type Upstream } from '../helpers/upstream.ts';
 
-// DNS discovery (CONTRACT §8 "Discovery", README "Discovery"): a pool's `discover` is resolved by
+// DNS discovery (docs/definitions.md §4, README "Discovery"): a pool's `discover` is resolved by
 // each instance on its interval against `discovery.servers`; targets that appear join the pool,
 // those that disappear leave it with the zero-loss rules of DELETE …/targets, and a failed lookup
 // keeps the last answer, shown in targetStates and the metrics.

@@ -67,7 +67,7 @@ describe('gRPC through Switchyard over h2c: h2 pools, streams, trailers, gRPC-sh
           grpcApp('slow', ['slow.test'], [blue.url], [green.url], { timeouts: { response: '300ms' } }),
           // green's only target refuses connections
           grpcApp('dead', ['dead.test'], [blue.url], ['http://127.0.0.1:1'], { initial: { green: 100 } }),
-          // a cohort rule on request metadata (CONTRACT §10): x-beta: 1 goes to green, the rest by weight
+          // a cohort rule on request metadata (docs/cohorts.md §2): x-beta: 1 goes to green, the rest by weight
           // its own app so that its stats windows hold only the calls of the canary test
           grpcApp('judge', ['judge.test'], [blue.url], [green.url]),
           grpcApp('cohort', ['cohort.test'], [blue.url], [green.url], { initial: { blue: 80, green: 20 }, rules: [{ name: 'beta', match: { header: { 'x-beta': '1' } }, to: 'green' }] }),

@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, useUpstreams, type Upstream } from '../helpers/upstream.ts';
 
-// CONTRACT §8: pools, targets and apps are live data in the store.
+// docs/definitions.md §1: pools, targets and apps are live data in the store.
 
 describe('live definitions: pools and targets', () => {
   let blue: Upstream;

@@ -6,7 +6,7 @@ import { startLoad } from '../helpers/load.ts';
 import { startUpstream } from '../helpers/upstream.ts';
 import { closed, echo, openWs, startWsUpstream, wsUrl } from '../helpers/ws.ts';
 
-// Zero-loss target changes (CONTRACT §8): in-flight requests finish on the target that has them,
+// Zero-loss target changes (docs/definitions.md §2): in-flight requests finish on the target that has them,
 // upgraded connections follow the drain deadline counted from the removal, and a target's
 // connection pool is closed only once nothing is left on it.
 

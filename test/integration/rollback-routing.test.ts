@@ -4,7 +4,7 @@ import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { useUpstreams } from '../helpers/upstream.ts';
 
 /**
- * CONTRACT §10: rollback restores the whole routing (weights, cohort rules, mirror) of the last
+ * docs/cohorts.md §6: rollback restores the whole routing (weights, cohort rules, mirror) of the last
  * stable revision, in one write, and "stable" reads the real rules and mirror: one pool at 100 %
  * with a rule or a mirror pointing at another pool is a release under way.
  */

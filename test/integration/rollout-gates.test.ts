@@ -12,7 +12,7 @@ import { startProxy, twoPools, TOKEN, type TestProxy } from '../helpers/proxy.ts
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
 /**
- * CONTRACT §11 on a whole proxy: approval steps, preRollout/preStep hooks, webhook gates,
+ * docs/gates.md §1, §3, §4 on a whole proxy: approval steps, preRollout/preStep hooks, webhook gates,
  * notifications (JSON and Slack) and masked secrets, with real HTTP servers as the hooks.
  */
 
@@ -161,7 +161,7 @@ describe('approval steps', () => {
 });
 
 describe('hooks', () => {
-  it('a failing preRollout hook refuses the start with 409 and writes nothing; a passing one gets the body of §11', async (t) => {
+  it('a failing preRollout hook refuses the start with 409 and writes nothing; a passing one gets the body of docs/gates.md §3', async (t) => {
     const p = await proxy(t);
     const before = (await p.admin('GET', '/v1/apps/shop')).body.revision;
     hooks.reply('/pre/not-ready-key', () => ({ status: 503, body: 'database migration still running' }));

@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
-// CONTRACT §11 `{ mirror: PCT, pause }`: green gets copies before it gets users, and the copies are judged.
+// docs/gates.md §1 `{ mirror: PCT, pause }`: green gets copies before it gets users, and the copies are judged.
 let blue: Upstream;
 let green: Upstream;
 let greenStatus = 200;

@@ -60,6 +60,6 @@ describe('the CLI contract pipelines rely on', () => {
     const usage = await runCliCaptured(['switch', '--json'], {});
     assert.equal(usage.code, EXIT.usage);
     assert.equal((JSON.parse(usage.stderr) as { error: { code: string; exit: number } }).error.code, 'USAGE');
-    assert.deepEqual([...new Set(Object.values(EXIT))].sort(), [0, 1, 2, 3, 4, 5], 'one code per outcome (drain --wait keeps CONTRACT §5\'s 1)');
+    assert.deepEqual([...new Set(Object.values(EXIT))].sort(), [0, 1, 2, 3, 4, 5], 'one code per outcome (drain --wait keeps docs/cli.md §2\'s 1)');
   });
 });

@@ -171,7 +171,7 @@ describe('switchyard CLI', () => {
     assert.deepEqual(lines.slice(2), ['blue  weight 0%  inflight 0  upgraded 0  pinned 0  drained', 'blue is drained']);
   });
 
-  it('drain --wait exits 1 on timeout while requests stay in flight (CONTRACT §5)', async () => {
+  it('drain --wait exits 1 on timeout while requests stay in flight (docs/cli.md §2)', async () => {
     setCounts('blue', { inflight: 3, upgraded: 0, pinned: 0 });
     const started = Date.now();
     const { code, stdout, stderr } = await cli('drain', 'shop', 'blue', '--wait', '--interval', '50ms', '--timeout', '300ms');

@@ -23,7 +23,7 @@ function entry(blue: number, green: number, opts: { action?: string; reason?: st
 /** History newest first, from entries given oldest first. */
 const history = (...oldestFirst: RevisionRecord[]): RevisionRecord[] => [...oldestFirst].reverse();
 
-describe('rollback plan (CONTRACT §10)', () => {
+describe('rollback plan (docs/cohorts.md §6)', () => {
   it('a routing is stable when one pool has 100 % and no rule or mirror points elsewhere', () => {
     assert.equal(stablePool({ weights: { blue: 10_000, green: 0 } }), 'blue');
     assert.equal(isStable({ weights: { blue: 9_000, green: 1_000 } }), false);

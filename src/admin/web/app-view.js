@@ -81,7 +81,7 @@ export class AppView {
       h('button', { type: 'button', class: 'danger-quiet', 'data-action': 'rollback', onclick: () => this.rollback(), text: 'Roll back…' }),
     );
 
-    // the routing beyond the weights (CONTRACT §10): the cohort rules, and the mirror pool's figures beside the live ones
+    // the routing beyond the weights (docs/cohorts.md §7): the cohort rules, and the mirror pool's figures beside the live ones
     this.rulesInfo = h('div', { class: 'routing-info', 'data-part': 'rules' });
     this.mirrorInfo = h('div', { class: 'routing-info', 'data-part': 'mirror' });
     this.historyBody = h('tbody');
@@ -169,7 +169,7 @@ export class AppView {
 
   stateBadge(pool, p) {
     if (p.weight > 0) return h('span', { class: 'state serving', text: 'serving' });
-    // a pool a rule or the mirror sends to is not drained whatever its weight (CONTRACT §10)
+    // a pool a rule or the mirror sends to is not drained whatever its weight (docs/cohorts.md §3)
     const by = [...(this.state.rules ?? []).filter((r) => r.to === pool).map((r) => `rule ${r.name}`), ...(this.state.mirror?.to === pool ? ['mirror'] : [])];
     if (by.length > 0) return h('span', { class: 'state serving', 'data-state': 'routed', text: `serving · ${by.join(', ')}` });
     if (p.drained) return h('span', { class: 'state drained', 'data-state': 'drained', text: '✓ drained' });

@@ -1,4 +1,4 @@
-// The gates of a rollout in the Rollout panel (CONTRACT §11): each query and webhook with its
+// The gates of a rollout in the Rollout panel (docs/gates.md §5): each query and webhook with its
 // last value or status, the approvals, and the last rounds; URLs arrive masked from the API.
 import { h } from './dom.js';
 

@@ -1,4 +1,4 @@
-// One app's cohort rules and mirror, edited (CONTRACT §10): add or remove a rule, set or turn off
+// One app's cohort rules and mirror, edited (docs/cohorts.md §2, §4): add or remove a rule, set or turn off
 // the mirror. Each write replaces the whole list (`PUT …/rules`) or the mirror (`PUT …/mirror`)
 // behind the confirm dialog, which shows the JSON to be written; the AppView's write sends If-Match.
 import { appPath } from './api.js';

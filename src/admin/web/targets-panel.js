@@ -1,5 +1,5 @@
 // One app's targets, pool by pool: each target's state and in-flight count, with add and remove
-// (confirmed in the same dialog as a switch). Live definitions: CONTRACT §8.
+// (confirmed in the same dialog as a switch). Live definitions: docs/definitions.md §2.
 import { appPath } from './api.js';
 import { h, paintDots } from './dom.js';
 import { confirmAction, toast } from './ui.js';

@@ -5,6 +5,7 @@ import type { Http1Pool } from './http1-pool.ts';
 import { HTTPParser, type Parser } from './llhttp.ts';
 import { releaseAfterTick, takeReadBuffer } from './read-buffers.ts';
 import { INTERNAL_ERROR_CODE, UpstreamError } from './upstream.ts';
+import { UPSTREAM_CODES } from './upstream-codes.ts';
 
 
 
@@ -79,7 +80,7 @@ export class Http1Connection {
     ex.handler.onRequestStart?.(ex, {});
     if (ex.aborted) return; // the handler gave up while it waited in the queue: nothing was sent
     const refused = ex.pathError();
-    if (refused !== null) return this.giveBack(ex, new UpstreamError('UND_ERR_INVALID_ARG', refused));
+    if (refused !== null) return this.giveBack(ex, new UpstreamError(UPSTREAM_CODES.INVALID_ARG, refused));
     // nothing is written before the connection is up (connected() writes it, as undici): a refused
     // connect then leaves the client's body unread, so the request can go whole to another target
     if (this.phase === Phase.Connecting) return;
@@ -147,7 +148,7 @@ export class Http1Connection {
   timedOut(): void {
     switch (this.phase) {
       case Phase.Connecting:
-        return this.fail(new UpstreamError('UND_ERR_CONNECT_TIMEOUT', `connect timeout (${this.pool.options.connectTimeout} ms)`));
+        return this.fail(new UpstreamError(UPSTREAM_CODES.CONNECT_TIMEOUT, `connect timeout (${this.pool.options.connectTimeout} ms)`));
       case Phase.Headers: {
         const ex = this.exchange;
         // still streaming the client's body and the upstream takes it: the client's pace, not the target's (as undici)
@@ -155,11 +156,11 @@ export class Http1Connection {
           this.deadline = Date.now() + this.pool.options.headersTimeout;
           return;
         }
-        return this.fail(new UpstreamError('UND_ERR_HEADERS_TIMEOUT', 'headers timeout'));
+        return this.fail(new UpstreamError(UPSTREAM_CODES.HEADERS_TIMEOUT, 'headers timeout'));
       }
       case Phase.Body:
         if (this.exchange?.paused === true) return;
-        return this.fail(new UpstreamError('UND_ERR_BODY_TIMEOUT', 'body timeout'));
+        return this.fail(new UpstreamError(UPSTREAM_CODES.BODY_TIMEOUT, 'body timeout'));
       default:
         this.destroy();
     }
@@ -240,8 +241,8 @@ export class Http1Connection {
   /** After each read: a completed exchange frees the connection, unless bytes came that no request asked for. */
   private afterExecute(ret: number | Error): void {
     if (ret instanceof Error) {
-      const e = ret as Error & { code?: string; reason?: string };
-      return this.fail(new UpstreamError(e.code ?? 'HPE_INVALID', `upstream response: ${e.reason ?? e.message}`, { cause: e }));
+      const e = ret as Error & { code?: `HPE_${string}`; reason?: string };
+      return this.fail(new UpstreamError(e.code ?? UPSTREAM_CODES.HPE_INVALID, `upstream response: ${e.reason ?? e.message}`, { cause: e }));
     }
     if (this.unsolicited) return this.destroy();
     if (this.completed) {
@@ -301,13 +302,13 @@ export class Http1Connection {
   ended(): void {
     const ex = this.exchange;
     if (ex === null || this.completed) return this.destroy();
-    if (this.rawRemaining > 0) return this.fail(new UpstreamError('UND_ERR_SOCKET', 'other side closed'));
-    if (!this.answering) return this.lost(new UpstreamError('UND_ERR_SOCKET', 'other side closed'));
+    if (this.rawRemaining > 0) return this.fail(new UpstreamError(UPSTREAM_CODES.SOCKET, 'other side closed'));
+    if (!this.answering) return this.lost(new UpstreamError(UPSTREAM_CODES.SOCKET, 'other side closed'));
     // a body delimited by the connection's end: finish() completes it, anything else is cut short
     this.reusable = false;
     const ret = this.execute(null);
     if (this.closed) return;
-    if (ret instanceof Error || this.exchange !== null) this.fail(new UpstreamError('UND_ERR_SOCKET', 'other side closed'));
+    if (ret instanceof Error || this.exchange !== null) this.fail(new UpstreamError(UPSTREAM_CODES.SOCKET, 'other side closed'));
     else this.afterExecute(0);
   }
 
@@ -318,7 +319,7 @@ export class Http1Connection {
       return -1;
     }
     if (upgrade && statusCode === 101) {
-      this.fail(new UpstreamError('UND_ERR_SOCKET', 'bad upgrade'));
+      this.fail(new UpstreamError(UPSTREAM_CODES.SOCKET, 'bad upgrade'));
       return -1;
     }
     const record: Record<string, string | string[]> = Object.create(null) as Record<string, string | string[]>;

@@ -3,6 +3,7 @@ import type { Http1Connection } from './http1-connection.ts';
 import type { Exchange } from './http1-exchange.ts';
 import { HTTPParser, type Parser } from './llhttp.ts';
 import { UpstreamError } from './upstream.ts';
+import { UPSTREAM_CODES } from './upstream-codes.ts';
 
 const kConn = Symbol('switchyard.connection');
 type ParserWithConn = Parser & { [kConn]: Http1Connection };
@@ -61,7 +62,7 @@ function onError(this: ConnSocket, err: Error): void {
 }
 function onClose(this: ConnSocket): void {
   const c = this[kConn];
-  if (c.exchange !== null) c.lost(new UpstreamError('UND_ERR_SOCKET', 'other side closed'));
+  if (c.exchange !== null) c.lost(new UpstreamError(UPSTREAM_CODES.SOCKET, 'other side closed'));
   else c.destroy();
 }
 function onHeaders(this: ParserWithConn, fields: string[]): void {

@@ -2,6 +2,7 @@ import type { Dispatcher } from 'undici';
 import { Http1Connection, Phase } from './http1-connection.ts';
 import { Exchange } from './http1-exchange.ts';
 import { UpstreamError, type Upstream, type UpstreamOptions } from './upstream.ts';
+import { UPSTREAM_CODES } from './upstream-codes.ts';
 
 /**
  * The native engine's connections to one `http://host:port` target: a LIFO stack of idle
@@ -47,7 +48,7 @@ export class Http1Pool implements Upstream {
   dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
     const ex = new Exchange(opts, handler);
     if (this.closing || this.destroyed) {
-      handler.onResponseError?.(ex, new UpstreamError('UND_ERR_DESTROYED', 'the target\'s pool is closed'));
+      handler.onResponseError?.(ex, new UpstreamError(UPSTREAM_CODES.DESTROYED, 'the target\'s pool is closed'));
       return false;
     }
     const now = Date.now();
@@ -65,7 +66,7 @@ export class Http1Pool implements Upstream {
   redispatch(ex: Exchange): void {
     if (this.closing || this.destroyed) {
       ex.done = true;
-      ex.handler.onResponseError?.(ex, new UpstreamError('UND_ERR_DESTROYED', 'the target\'s pool is closed'));
+      ex.handler.onResponseError?.(ex, new UpstreamError(UPSTREAM_CODES.DESTROYED, 'the target\'s pool is closed'));
       return;
     }
     if (this.options.connections !== null && this.all.size >= this.options.connections) {
@@ -144,7 +145,7 @@ export class Http1Pool implements Upstream {
 
   destroy(): Promise<void> {
     this.destroyed = true;
-    const err = new UpstreamError('UND_ERR_DESTROYED', 'the target\'s pool was destroyed');
+    const err = new UpstreamError(UPSTREAM_CODES.DESTROYED, 'the target\'s pool was destroyed');
     for (const ex of this.queue.splice(0)) if (ex !== undefined && !ex.aborted) ex.handler.onResponseError?.(ex, err);
     this.queueHead = 0;
     for (const c of [...this.all]) c.fail(err);

@@ -1,4 +1,5 @@
 import type { Dispatcher } from 'undici';
+import { UPSTREAM_CODES, type UpstreamErrorCode } from './upstream-codes.ts';
 
 /**
  * The forwarding engine's interface, the one the request handler (src/dataplane/forward.ts)
@@ -37,12 +38,12 @@ export interface UpstreamOptions {
 }
 
 /** The code of an exception the engine caught in its own read path (a bug): never the target's fault. */
-export const INTERNAL_ERROR_CODE = 'SY_INTERNAL';
+export const INTERNAL_ERROR_CODE = UPSTREAM_CODES.INTERNAL;
 
 /** An error of the engine with the code undici gives the same failure, so the handler's rules (retry, 504, passive health) are one. */
 export class UpstreamError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
+  readonly code: UpstreamErrorCode;
+  constructor(code: UpstreamErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'UpstreamError';
     this.code = code;
