@@ -30,12 +30,12 @@ interface Step {
 function invocations(steps: readonly Step[]): { command: string; options: string[]; text: string }[] {
   const found: { command: string; options: string[]; text: string }[] = [];
   for (const step of steps) {
-    const script = (step.run ?? '').replace(/\\\n\s*/g, ' ');
+    // quoted text (a reason, a URL) may hold spaces, dashes and parentheses: kept out of the parsing
+    const script = (step.run ?? '').replace(/\\\n\s*/g, ' ').replace(/"[^"]*"/g, '""');
     for (const m of script.matchAll(/(?<!-n )(?<![\w/-])switchyard (?<rest>[^\n|;)&]*)/g)) {
       const text = m.groups?.['rest'] ?? '';
       const command = text.split(' ')[0] ?? '';
-      // an option's value in quotes may hold spaces and dashes: drop quoted text before looking for options
-      const options = [...text.replace(/"[^"]*"/g, '""').matchAll(/(?:^|\s)--([a-z][a-z-]*)/g)].map((o) => o[1] as string);
+      const options = [...text.matchAll(/(?:^|\s)--([a-z][a-z0-9-]*)/g)].map((o) => o[1] as string);
       found.push({ command, options, text });
     }
   }
@@ -62,6 +62,7 @@ describe('the release workflow the README shows (.github/workflows/release.yml)'
   it('runs only commands and options the CLI knows', () => {
     const calls = invocations(steps);
     assert.ok(calls.length >= 6, `found the switchyard calls: ${JSON.stringify(calls.map((c) => c.command))}`);
+    assert.ok(calls.some((c) => c.command === 'rollout' && c.options.includes('max-p99') && c.options.includes('wait')), 'the options are read');
     for (const call of calls) {
       // `switchyard rollout "$APP" start …`: the command is the first word
       const cmd = COMMANDS[call.command];
