@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { writeSync } from 'node:fs';
+import { existsSync, writeSync } from 'node:fs';
 import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
 import { build } from './app.ts';
@@ -32,7 +32,7 @@ export async function serve(args: string[]): Promise<void> {
     config = await loadConfig(file, process.env);
   } catch (err) {
     if (err instanceof ConfigError) {
-      process.stderr.write(`switchyard: ${file}: ${err.message}\n`);
+      process.stderr.write(existsSync(file) ? `switchyard: ${file}: ${err.message}\n` : noConfigMessage(file, values.config !== undefined));
       process.exit(2);
     }
     throw err;
@@ -141,6 +141,20 @@ export async function serve(args: string[]): Promise<void> {
       },
     );
   });
+}
+
+/**
+ * A start with no config file says so and how to give one, rather than run a built-in one: the
+ * image has none (a demo config would listen on loopback, route to nothing and report healthy).
+ */
+function noConfigMessage(file: string, given: boolean): string {
+  const from = given ? '--config' : process.env['SWITCHYARD_CONFIG'] === undefined ? 'the default path' : '$SWITCHYARD_CONFIG';
+  return [
+    `switchyard: no config file at ${file} (${from}); nothing started.`,
+    '  Give one with --config FILE or $SWITCHYARD_CONFIG (config/switchyard.yaml of the package is an example).',
+    `  In the image, mount yours there: docker run -v "$PWD/switchyard.yaml:${file}:ro" -p 8080:8080 IMAGE`,
+    '',
+  ].join('\n');
 }
 
 /** The old process released the claim as it stopped accepting; a few tries cover a slow close. */

@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
+import { promisify } from 'node:util';
 import { COMMANDS } from '../../src/cli/commands.ts';
 import { EXIT } from '../../src/cli/exit-codes.ts';
 import { HELP_WIDTH } from '../../src/cli/main.ts';
@@ -61,5 +63,26 @@ describe('the CLI contract pipelines rely on', () => {
     assert.equal(usage.code, EXIT.usage);
     assert.equal((JSON.parse(usage.stderr) as { error: { code: string; exit: number } }).error.code, 'USAGE');
     assert.deepEqual([...new Set(Object.values(EXIT))].sort(), [0, 1, 2, 3, 4, 5], 'one code per outcome (drain --wait keeps CONTRACT §5\'s 1)');
+  });
+
+  it('the image has no config of its own: serve without one exits 2 at once, saying where to mount it', async () => {
+    const dockerfile = readFileSync(new URL('../../Dockerfile', import.meta.url), 'utf8');
+    const runtime = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '));
+    assert.doesNotMatch(runtime, /^COPY\b.*\bconfig\b/m, 'the runtime stage copies no config');
+    assert.match(runtime, /^ENTRYPOINT \["switchyard"\]$/m);
+    assert.match(runtime, /ln -s \/app\/bin\/switchyard\.js \/usr\/local\/bin\/switchyard/, 'switchyard on PATH');
+    const path = /SWITCHYARD_CONFIG=(\S+)/.exec(runtime)?.[1] as string;
+    // what the image's entrypoint runs: `switchyard serve` with $SWITCHYARD_CONFIG and nothing there
+    const bin = new URL('../../bin/switchyard.js', import.meta.url).pathname;
+    const started = Date.now();
+    const r = await promisify(execFile)(process.execPath, [bin, 'serve'], { env: { ...process.env, SWITCHYARD_CONFIG: `/nonexistent${path}` }, timeout: 30_000 }).then(
+      () => assert.fail('serve started without a config'),
+      (err: { code: number; stderr: string }) => err,
+    );
+    assert.equal(r.code, EXIT.usage);
+    assert.match(r.stderr, new RegExp(`^switchyard: no config file at /nonexistent${path.replaceAll('.', '\\.')} \\(\\$SWITCHYARD_CONFIG\\); nothing started\\.\n`));
+    assert.match(r.stderr, /docker run -v "\$PWD\/switchyard\.yaml:\/nonexistent\/etc\/switchyard\/switchyard\.yaml:ro"/);
+    assert.doesNotMatch(r.stderr, /\n\s+at /);
+    assert.ok(Date.now() - started < 15_000, 'at once, not after a retry');
   });
 });
