@@ -152,8 +152,8 @@ async function drainWait(ctx: CommandContext, path: string): Promise<number> {
 /** Every `switchyard` command; adding one is one entry here. */
 export const COMMANDS: Readonly<Record<string, Command>> = {
   serve: {
-    usage: 'serve [--config FILE] [--apply-config]',
-    summary: 'run the proxy and the admin API',
+    usage: 'serve [--config FILE] [--apply-config] [--pid-file FILE]',
+    summary: 'run the proxy and the admin API; --pid-file: its pid, re-written by a hand-over (`upgrade`) before the old process exits, for systemd\'s PIDFile=',
     async raw(argv) {
       await (await import('../main.ts')).serve(argv);
       return 0;

@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { cp, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
+import { readPidFile } from '../../src/pid-file.ts';
 import { runCliCaptured } from '../helpers/cli.ts';
 import { loadLoop } from '../helpers/load-loop.ts';
 import { twoPools } from '../helpers/proxy.ts';
@@ -42,13 +43,18 @@ async function programCopy(): Promise<string> {
   return dir;
 }
 
+/** `serve --pid-file` beside the config, as a systemd unit runs it (PIDFile=) */
+const withPidFile = (config: string): { command: string; args: string[]; cwd: string } => ({ command: process.execPath, args: ['src/main.ts', 'serve', '--config', config, '--pid-file', join(dirname(config), 'switchyard.pid')], cwd: process.cwd() });
+const pidFileOf = (sp: ServeProcess): string => join(sp.dir, 'switchyard.pid');
+
 async function handOverUnderLoad(workers: number): Promise<void> {
   const up = await startUpstream('blue');
-  const sp = await spawnServe({ apps: [twoPools(up.url, up.url)], workers, log: { level: 'info', accessSample: 0 }, shutdown: { grace: '5s', hardStop: '10s' } }, 30_000);
+  const sp = await spawnServe({ apps: [twoPools(up.url, up.url)], workers, log: { level: 'info', accessSample: 0 }, shutdown: { grace: '5s', hardStop: '10s' } }, 30_000, withPidFile);
   let newPid = 0;
   const loop = loadLoop(sp.proxyPort, 5);
   try {
     const oldPid = sp.child.pid as number;
+    await until(sp, 'the pid file naming the serving process', () => (readPidFile(pidFileOf(sp)) === oldPid ? true : undefined));
     await sleep(800);
     // one process: through `switchyard upgrade`, which finds the pid by the port claim and waits for the outcome
     const cli = workers === 1 ? runCliCaptured(['upgrade', '--config', join(sp.dir, 'switchyard.yaml'), '--timeout', '120s'], {}) : null;
@@ -63,6 +69,8 @@ async function handOverUnderLoad(workers: number): Promise<void> {
     }
     const [code] = await sp.exited;
     assert.equal(code, 0, 'the old process drains and exits cleanly');
+    // what systemd reads when its main process exits (PIDFile=): the new pid, written before the old one went
+    assert.equal(readPidFile(pidFileOf(sp)), newPid, 'the pid file names the new process once the old one has exited');
     await sleep(800);
     const r = await loop.stop();
     assert.deepEqual(r.failures, [], `${r.failures.length} of ${r.ok + r.failures.length} requests failed`);
@@ -76,6 +84,10 @@ async function handOverUnderLoad(workers: number): Promise<void> {
     assert.equal(ready.statusCode, 200);
     await ready.body.dump();
     assert.ok(line(sp, /stopped accepting and drains/), 'the old process says what it did');
+    // a clean stop of the new process removes the file (it names that process)
+    process.kill(newPid, 'SIGTERM');
+    await until(sp, 'the new process stopping', () => (alive(newPid) ? undefined : true));
+    assert.equal(readPidFile(pidFileOf(sp)), null, 'the pid file is removed at a clean stop');
   } finally {
     await loop.stop();
     if (newPid > 0 && alive(newPid)) process.kill(newPid, 'SIGKILL');
@@ -96,7 +108,7 @@ describe('upgrading Switchyard itself (SIGUSR2): the new process takes the liste
   it('a new program that fails to start leaves the old one serving, and says so', async () => {
     const up = await startUpstream('blue');
     const prog = await programCopy();
-    const sp = await spawnServe({ apps: [twoPools(up.url, up.url)], log: { level: 'info', accessSample: 0 } }, 30_000, (config) => ({ command: process.execPath, args: [join(prog, 'bin/switchyard.js'), 'serve', '--config', config], cwd: prog }));
+    const sp = await spawnServe({ apps: [twoPools(up.url, up.url)], log: { level: 'info', accessSample: 0 } }, 30_000, (config) => ({ command: process.execPath, args: [join(prog, 'bin/switchyard.js'), 'serve', '--config', config, '--pid-file', join(dirname(config), 'switchyard.pid')], cwd: prog }));
     const loop = loadLoop(sp.proxyPort, 5);
     try {
       // the release installed over it is broken: its main module throws on load
@@ -112,6 +124,7 @@ describe('upgrading Switchyard itself (SIGUSR2): the new process takes the liste
       assert.deepEqual(r.failures, []);
       assert.equal(sp.child.exitCode, null, 'the old process still runs');
       assert.match(sp.output(), /a broken build/, `the new process said why: ${sp.output().slice(-3000)}`);
+      assert.equal(readPidFile(pidFileOf(sp)), sp.child.pid, 'the pid file still names the old process');
     } finally {
       await loop.stop();
       await sp.cleanup();
