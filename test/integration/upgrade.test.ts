@@ -9,7 +9,8 @@ import { readPidFile } from '../../src/pid-file.ts';
 import { runCliCaptured } from '../helpers/cli.ts';
 import { loadLoop } from '../helpers/load-loop.ts';
 import { twoPools } from '../helpers/proxy.ts';
-import { spawnServe, type ServeProcess } from '../helpers/serve-process.ts';
+import { createTestCa } from '../helpers/certs.ts';
+import { freePort, spawnServe, type ServeProcess } from '../helpers/serve-process.ts';
 import { startUpstream } from '../helpers/upstream.ts';
 
 /** Polls `fn` until it returns a value, or fails after `ms` with `what` and the process output. */
@@ -47,11 +48,24 @@ async function programCopy(): Promise<string> {
 const withPidFile = (config: string): { command: string; args: string[]; cwd: string } => ({ command: process.execPath, args: ['src/main.ts', 'serve', '--config', config, '--pid-file', join(dirname(config), 'switchyard.pid')], cwd: process.cwd() });
 const pidFileOf = (sp: ServeProcess): string => join(sp.dir, 'switchyard.pid');
 
-async function handOverUnderLoad(workers: number): Promise<void> {
+const TLS_HOST = 'shop.test';
+
+/**
+ * A hand-over while a new connection arrives every 5 ms (on the plain port, and with `tls` on the
+ * TLS port too, each with its own handshake): not one may be refused, reset or go unanswered.
+ */
+async function handOverUnderLoad(workers: number, tls = false): Promise<void> {
   const up = await startUpstream('blue');
-  const sp = await spawnServe({ apps: [twoPools(up.url, up.url)], workers, log: { level: 'info', accessSample: 0 }, shutdown: { grace: '5s', hardStop: '10s' } }, 30_000, withPidFile);
+  const ca = tls ? createTestCa() : null;
+  const tlsPort = tls ? await freePort() : 0;
+  const plainPort = await freePort();
+  const listen = ca === null ? {} : { listen: { host: '127.0.0.1', port: plainPort, tls: { port: tlsPort, certs: [(({ cert, key }) => ({ cert, key }))(ca.issue('shop', [TLS_HOST]))] } } };
+  const sp = await spawnServe({ apps: [twoPools(up.url, up.url)], workers, log: { level: 'info', accessSample: 0 }, shutdown: { grace: '5s', hardStop: '10s' }, ...listen }, 30_000, withPidFile);
+  // the plain proxy port: spawnServe's own unless `listen` above replaced it
+  const port = ca === null ? sp.proxyPort : plainPort;
   let newPid = 0;
-  const loop = loadLoop(sp.proxyPort, 5);
+  const loop = loadLoop(port, 5);
+  const tlsLoop = ca === null ? null : loadLoop(tlsPort, 5, { servername: TLS_HOST, ca: ca.caPem });
   try {
     const oldPid = sp.child.pid as number;
     await until(sp, 'the pid file naming the serving process', () => (readPidFile(pidFileOf(sp)) === oldPid ? true : undefined));
@@ -65,7 +79,7 @@ async function handOverUnderLoad(workers: number): Promise<void> {
     if (cli !== null) {
       const r = await cli;
       assert.equal(r.code, 0, r.stderr);
-      assert.match(r.stdout, new RegExp(`upgraded: pid ${newPid} serves listen\\.port ${sp.proxyPort}`));
+      assert.match(r.stdout, new RegExp(`upgraded: pid ${newPid} serves listen\\.port ${port}`));
     }
     const [code] = await sp.exited;
     assert.equal(code, 0, 'the old process drains and exits cleanly');
@@ -75,9 +89,15 @@ async function handOverUnderLoad(workers: number): Promise<void> {
     const r = await loop.stop();
     assert.deepEqual(r.failures, [], `${r.failures.length} of ${r.ok + r.failures.length} requests failed`);
     assert.ok(r.ok > 100, `the loop ran (${r.ok} requests)`);
+    if (tlsLoop !== null) {
+      const overTls = await tlsLoop.stop();
+      assert.deepEqual(overTls.failures, [], `over TLS, ${overTls.failures.length} of ${overTls.ok + overTls.failures.length} requests failed`);
+      assert.ok(overTls.ok > 100, `the TLS loop ran (${overTls.ok} requests)`);
+      assert.ok(line(sp, /took over the listening sockets/), 'the TLS port was handed over too');
+    }
     // the new process serves the proxy and the admin API on the same ports, and holds the port claim
     assert.ok(alive(newPid));
-    const res = await request(`${sp.proxyUrl}/after`);
+    const res = await request(`http://127.0.0.1:${port}/after`);
     assert.equal(res.statusCode, 200);
     await res.body.dump();
     const ready = await request(`${sp.adminUrl}/readyz`);
@@ -90,8 +110,10 @@ async function handOverUnderLoad(workers: number): Promise<void> {
     assert.equal(readPidFile(pidFileOf(sp)), null, 'the pid file is removed at a clean stop');
   } finally {
     await loop.stop();
+    await tlsLoop?.stop();
     if (newPid > 0 && alive(newPid)) process.kill(newPid, 'SIGKILL');
     await sp.cleanup();
+    ca?.close();
     await up.close();
   }
 }
@@ -103,6 +125,14 @@ describe('upgrading Switchyard itself (SIGUSR2): the new process takes the liste
 
   it('with workers: 2 the hand-over loses none either', async () => {
     await handOverUnderLoad(2);
+  });
+
+  it('with listen.tls the TLS port is handed over too: new TLS connections every 5 ms, none lost', async () => {
+    await handOverUnderLoad(1, true);
+  });
+
+  it('with listen.tls and workers: 2, both ports of every worker are handed over: none lost', async () => {
+    await handOverUnderLoad(2, true);
   });
 
   it('a new program that fails to start leaves the old one serving, and says so', async () => {
