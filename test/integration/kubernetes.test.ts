@@ -151,7 +151,7 @@ describe('the Kubernetes manifests (deploy/kubernetes)', () => {
     const cm = generated[0] as K8s;
     assert.match(cm.metadata.name, /^switchyard-config-[a-z0-9]{10}$/, 'a name with the content\'s hash: a changed config is a new ConfigMap');
     assert.equal(cm.data['switchyard.yaml'], configText, 'the ConfigMap holds switchyard.yaml as it is');
-    const deployment = built.find((o) => o.kind === 'Deployment');
+    const deployment = one(built, 'Deployment');
     assert.ok(deployment.spec.template.spec.volumes.some((v: K8s) => v.configMap?.name === cm.metadata.name), 'the pods mount the hashed name: a new config rolls them');
     // everything else is what this test reads, in the namespace of the kustomization
     const names = (objs: K8s[]): string[] => objs.map((o) => `${o.kind}/${o.kind === 'ConfigMap' ? 'switchyard-config' : o.metadata.name}`).sort();
