@@ -71,6 +71,8 @@ describe('rollout --wait, for pipelines', () => {
     assert.equal((await p.admin('POST', '/v1/apps/shop/rollouts/current/abort', { reason: 'stop the release' })).status, 200);
     const r = await waiting;
     assert.equal(r.code, 5);
+    // --json: the outcome on stderr is the JSON error envelope, with its code and exit code
+    assert.deepEqual((JSON.parse(r.err) as { error: { code: string; exit: number } }).error, { code: 'ROLLOUT_ABORTED', message: (JSON.parse(r.err) as { error: { message: string } }).error.message, exit: 5 });
     assert.match(r.err, /aborted/);
     const lines = r.out.trim().split('\n').map((l) => JSON.parse(l) as { state: string });
     assert.deepEqual([lines[0]?.state, lines.at(-1)?.state], ['running', 'aborted'], '--json prints one rollout per line as it changes');
