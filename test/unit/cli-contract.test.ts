@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
@@ -63,6 +65,14 @@ describe('the CLI contract pipelines rely on', () => {
     assert.equal(usage.code, EXIT.usage);
     assert.equal((JSON.parse(usage.stderr) as { error: { code: string; exit: number } }).error.code, 'USAGE');
     assert.deepEqual([...new Set(Object.values(EXIT))].sort(), [0, 1, 2, 3, 4, 5], 'one code per outcome (drain --wait keeps CONTRACT §5\'s 1)');
+    // a command that runs on this machine rather than against the admin API answers the same way
+    const dir = mkdtempSync(join(tmpdir(), 'switchyard-cli-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const config = join(dir, 'switchyard.yaml');
+    writeFileSync(config, `listen: { host: 127.0.0.1, port: ${url.split(':').at(-1)} }\n`);
+    const none = await runCliCaptured(['upgrade', '--config', config, '--json'], {});
+    assert.equal(none.code, EXIT.refused);
+    assert.equal((JSON.parse(none.stderr) as { error: { code: string; exit: number } }).error.code, 'NOT_RUNNING', 'no Switchyard holds that port (a plain HTTP server does)');
   });
 
   it('the image has no config of its own: serve without one exits 2 at once, saying where to mount it', async () => {
