@@ -66,8 +66,15 @@ export async function serve(args: string[]): Promise<void> {
     if (pidFile !== null && predecessor === null) writePidFile(pidFile, process.pid);
     if (predecessor !== null) {
       await announceReady(predecessor.channel, process.pid);
-      // the old one wrote this pid before it stopped accepting; again here, in case it went away first
-      if (pidFile !== null) writePidFile(pidFile, process.pid);
+      // the old one wrote this pid before it drains; again here, in case it went away first. Serving
+      // already (the old one stopped accepting): a failed write is logged, never a reason to exit
+      if (pidFile !== null) {
+        try {
+          writePidFile(pidFile, process.pid);
+        } catch (err) {
+          logger.error({ err, pidFile }, 'upgrade: could not write this pid to the pid file');
+        }
+      }
       logger.info({ from: predecessor.pid }, 'upgrade: this process took over the listening sockets; the old one drains');
       // serving already: a claim not taken only weakens the guard against a second Switchyard on the port
       await takeClaim(app).catch((err: unknown) => logger.warn({ err }, 'upgrade: could not take the proxy port\'s claim; a second Switchyard started on this port would not be refused'));

@@ -60,7 +60,13 @@ async function handOverUnderLoad(workers: number, tls = false): Promise<void> {
   const tlsPort = tls ? await freePort() : 0;
   const plainPort = await freePort();
   const listen = ca === null ? {} : { listen: { host: '127.0.0.1', port: plainPort, tls: { port: tlsPort, certs: [(({ cert, key }) => ({ cert, key }))(ca.issue('shop', [TLS_HOST]))] } } };
-  const sp = await spawnServe({ apps: [twoPools(up.url, up.url)], workers, log: { level: 'info', accessSample: 0 }, shutdown: { grace: '5s', hardStop: '10s' }, ...listen }, 30_000, withPidFile);
+  // a group of workers on a loaded machine (type stripping of the whole source in each process) takes a while
+  const sp = await spawnServe({ apps: [twoPools(up.url, up.url)], workers, log: { level: 'info', accessSample: 0 }, shutdown: { grace: '5s', hardStop: '10s' }, ...listen }, 60_000, withPidFile).catch(async (err: unknown) => {
+    // nothing started: what this test opened must not keep the test process alive
+    ca?.close();
+    await up.close();
+    throw err;
+  });
   // the plain proxy port: spawnServe's own unless `listen` above replaced it
   const port = ca === null ? sp.proxyPort : plainPort;
   let newPid = 0;
