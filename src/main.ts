@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
-import { writeSync } from 'node:fs';
+import { existsSync, writeSync } from 'node:fs';
 import cluster from 'node:cluster';
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { build } from './app.ts';
 import { isOurs, type ToWorker, type WorkerChannel } from './cluster/ipc.ts';
@@ -10,6 +11,7 @@ import { loadConfig } from './config/load.ts';
 import { ConfigError } from './errors.ts';
 import { createLogger, LogSink } from './logger.ts';
 import { releaseStartupMemory } from './memory.ts';
+import { removePidFileIfOurs, writePidFile } from './pid-file.ts';
 import { setClaimStatus } from './dataplane/port-claim.ts';
 import type { InheritedListener, ListenHandle } from './upgrade/handles.ts';
 import { handOver } from './upgrade/hand-over.ts';
@@ -24,7 +26,7 @@ import { announceReady, receiveListeners, type SuccessorChannel } from './upgrad
 export async function serve(args: string[]): Promise<void> {
   // `switchyard serve` (bin, npx) and a bare `node dist/main.js`: the same runtime as the image
   // a bad call fails here, before the relaunch below (the CLI prints it with the usage line, exit 2)
-  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' }, 'apply-config': { type: 'boolean' } }, allowPositionals: false });
+  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' }, 'apply-config': { type: 'boolean' }, 'pid-file': { type: 'string' } }, allowPositionals: false });
   if (relaunchTuned(['serve', ...args])) return;
   const file = values.config ?? process.env['SWITCHYARD_CONFIG'] ?? 'config/switchyard.yaml';
   let config;
@@ -32,7 +34,7 @@ export async function serve(args: string[]): Promise<void> {
     config = await loadConfig(file, process.env);
   } catch (err) {
     if (err instanceof ConfigError) {
-      process.stderr.write(`switchyard: ${file}: ${err.message}\n`);
+      process.stderr.write(existsSync(file) ? `switchyard: ${file}: ${err.message}\n` : noConfigMessage(file, values.config !== undefined));
       process.exit(2);
     }
     throw err;
@@ -48,6 +50,9 @@ export async function serve(args: string[]): Promise<void> {
   process.on('SIGUSR2', earlyUsr2);
   // `--apply-config`: the file's app definitions win over the store's at start (docs/definitions.md §3)
   const logDeps = { ...(sink === undefined ? {} : { logSink: sink }), applyConfig: values['apply-config'] === true };
+  // `--pid-file`: written once serving, re-written by a hand-over before the old process exits, removed at exit if still ours
+  const pidFile = values['pid-file'] === undefined ? null : resolve(values['pid-file']);
+  if (pidFile !== null) process.on('exit', () => removePidFileIfOurs(pidFile, process.pid));
   // started by a running Switchyard's upgrade (SIGUSR2): its listening sockets, instead of binding
   const predecessor = successorChannel();
   let app: ServingApp;
@@ -57,8 +62,19 @@ export async function serve(args: string[]): Promise<void> {
     const workers = workerCount(config.workers);
     app = workers > 1 ? await startPrimary(config, { logger, ...logDeps, workers, exec: import.meta.filename, inherited }) : await build(config, { logger, ...logDeps, inherited });
     await app.listen();
+    // an ordinary start: the file names this process once it serves (a hand-over's new process: the old one wrote it already)
+    if (pidFile !== null && predecessor === null) writePidFile(pidFile, process.pid);
     if (predecessor !== null) {
       await announceReady(predecessor.channel, process.pid);
+      // the old one wrote this pid before it drains; again here, in case it went away first. Serving
+      // already (the old one stopped accepting): a failed write is logged, never a reason to exit
+      if (pidFile !== null) {
+        try {
+          writePidFile(pidFile, process.pid);
+        } catch (err) {
+          logger.error({ err, pidFile }, 'upgrade: could not write this pid to the pid file');
+        }
+      }
       logger.info({ from: predecessor.pid }, 'upgrade: this process took over the listening sockets; the old one drains');
       // serving already: a claim not taken only weakens the guard against a second Switchyard on the port
       await takeClaim(app).catch((err: unknown) => logger.warn({ err }, 'upgrade: could not take the proxy port\'s claim; a second Switchyard started on this port would not be refused'));
@@ -127,6 +143,15 @@ export async function serve(args: string[]): Promise<void> {
       (outcome) => {
         upgrading = null;
         if (outcome.ok) {
+          // before this process can exit: a supervisor that re-reads the file when its main process
+          // exits (systemd's PIDFile=) follows the new one instead of ending the service
+          if (pidFile !== null) {
+            try {
+              writePidFile(pidFile, outcome.pid);
+            } catch (err) {
+              logger.error({ err, pidFile }, 'upgrade: could not write the new pid to the pid file; a supervisor following it would stop the new process when this one exits');
+            }
+          }
           setClaimStatus('handed-over');
           logger.info({ newPid: outcome.pid }, 'upgrade: the new process is ready and accepts on the sockets; this one stopped accepting and drains');
           return stop('SIGUSR2', { handedOver: true });
@@ -141,6 +166,20 @@ export async function serve(args: string[]): Promise<void> {
       },
     );
   });
+}
+
+/**
+ * A start with no config file says so and how to give one, rather than run a built-in one: the
+ * image has none (a demo config would listen on loopback, route to nothing and report healthy).
+ */
+function noConfigMessage(file: string, given: boolean): string {
+  const from = given ? '--config' : process.env['SWITCHYARD_CONFIG'] === undefined ? 'the default path' : '$SWITCHYARD_CONFIG';
+  return [
+    `switchyard: no config file at ${file} (${from}); nothing started.`,
+    '  Give one with --config FILE or $SWITCHYARD_CONFIG (config/switchyard.yaml of the package is an example).',
+    `  In the image, mount yours there: docker run -v "$PWD/switchyard.yaml:${file}:ro" -p 8080:8080 IMAGE`,
+    '',
+  ].join('\n');
 }
 
 /** The old process released the claim as it stopped accepting; a few tries cover a slow close. */
@@ -277,7 +316,7 @@ else if (import.meta.main) {
   } else {
     serve(serveArgs).catch((err: unknown) => {
       if (isUsageError(err)) {
-        process.stderr.write(`error: ${(err as Error).message}\nusage: switchyard serve [--config FILE] [--apply-config]\n`);
+        process.stderr.write(`error: ${(err as Error).message}\nusage: switchyard serve [--config FILE] [--apply-config] [--pid-file FILE]\n`);
         process.exit(2);
       }
       process.stderr.write(`switchyard: ${(err as Error).stack ?? String(err)}\n`);

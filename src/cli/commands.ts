@@ -98,6 +98,11 @@ function durationOption(ctx: CommandContext, name: string, fallback: string): nu
   return ms;
 }
 
+/** A remark on stderr that is not an error: with `--json` one JSON line (`{"note":"…"}`), so stderr stays machine-readable. */
+function note(ctx: CommandContext, message: string): void {
+  ctx.err(ctx.json ? JSON.stringify({ note: message }) : `note: ${message}`);
+}
+
 async function drainWait(ctx: CommandContext, path: string): Promise<number> {
   const timeout = durationOption(ctx, 'timeout', '10m');
   const interval = durationOption(ctx, 'interval', '1s');
@@ -124,7 +129,7 @@ async function drainWait(ctx: CommandContext, path: string): Promise<number> {
       return 0;
     }
     if (v.weight > 0 && !warned) {
-      ctx.err(`note: ${v.pool} still gets ${pct(v.weight)} of the traffic; it drains only once its weight is 0`);
+      note(ctx, `${v.pool} still gets ${pct(v.weight)} of the traffic; it drains only once its weight is 0`);
       warned = true;
     }
     const left = deadline - ctx.now();
@@ -132,7 +137,7 @@ async function drainWait(ctx: CommandContext, path: string): Promise<number> {
     // pins make the window's end a floor (it cannot drain sooner); the drain timeout is only a ceiling
     if (!noted && block?.by === 'affinity' && block.remainingMs !== null && block.remainingMs > left) {
       // say at once that this wait cannot succeed, and what to wait for instead
-      ctx.err(`note: ${v.pool} cannot be drained before ${blockWords(block)}, ${humanDuration(block.remainingMs)} from now; --timeout ${humanDuration(timeout)} ends first (use --timeout ${humanDuration(Math.ceil(block.remainingMs / 60_000) * 60_000 + 60_000)})`);
+      note(ctx, `${v.pool} cannot be drained before ${blockWords(block)}, ${humanDuration(block.remainingMs)} from now; --timeout ${humanDuration(timeout)} ends first (use --timeout ${humanDuration(Math.ceil(block.remainingMs / 60_000) * 60_000 + 60_000)})`);
       noted = true;
     }
     if (left <= 0) {
@@ -147,8 +152,8 @@ async function drainWait(ctx: CommandContext, path: string): Promise<number> {
 /** Every `switchyard` command; adding one is one entry here. */
 export const COMMANDS: Readonly<Record<string, Command>> = {
   serve: {
-    usage: 'serve [--config FILE] [--apply-config]',
-    summary: 'run the proxy and the admin API',
+    usage: 'serve [--config FILE] [--apply-config] [--pid-file FILE]',
+    summary: 'run the proxy and the admin API; --pid-file: its pid, re-written by a hand-over (`upgrade`) before the old process exits, for systemd\'s PIDFile=',
     async raw(argv) {
       await (await import('../main.ts')).serve(argv);
       return 0;

@@ -20,7 +20,7 @@ export interface CliIo {
 
 export const DEFAULT_ADMIN_URL = 'http://127.0.0.1:8081';
 
-const GLOBAL_OPTIONS = {
+export const GLOBAL_OPTIONS = {
   'admin-url': { type: 'string' },
   token: { type: 'string' },
   json: { type: 'boolean' },

@@ -123,7 +123,12 @@ async function waitForEnd(ctx: CommandContext, path: string, first: RolloutView,
     } else if (ctx.now() - printedAt >= PROGRESS_MS) {
       // nothing changed: still a line, so a pipeline's log shows the wait is alive and how long it may last
       printedAt = ctx.now();
-      ctx.out(ctx.json ? JSON.stringify({ id: r.id, state: r.state, step: r.step, steps: r.steps.length, leftMs: left }) : `rollout ${r.id}: ${r.state} at step ${r.step}/${r.steps.length}, ${humanDuration(left)} left`);
+      const next = r.nextInMs === null ? '' : `, ${r.step < r.steps.length ? 'next step' : 'done'} in ${humanDuration(r.nextInMs)}`;
+      ctx.out(
+        ctx.json
+          ? JSON.stringify({ id: r.id, state: r.state, step: r.step, steps: r.steps.length, weight: r.weight, nextInMs: r.nextInMs, leftMs: left })
+          : `rollout ${r.id}: ${r.state} at step ${r.step}/${r.steps.length} (${r.to} ${pct(r.weight)})${next}  (still waiting, ${humanDuration(left)} left)`,
+      );
     }
     const code = ENDED[r.state];
     if (code !== undefined) {

@@ -91,10 +91,9 @@ const cidr = z.string().refine((s) => {
 }, 'must be an IP address or CIDR like 10.0.0.0/8');
 
 // a placeholder left in a manifest (deploy/kubernetes/secret.yaml's REPLACE-ME-…) is a publicly known value, not a secret
-const secret = z
-  .string()
-  .min(16, 'must be at least 16 characters')
-  .refine((v) => !/REPLACE-?ME/i.test(v), 'is a placeholder (REPLACE-ME…), not a secret: generate one, e.g. openssl rand -hex 32');
+const notPlaceholder = (v: string): boolean => !/REPLACE-?ME/i.test(v);
+const PLACEHOLDER = 'is a placeholder (REPLACE-ME…), not a secret: generate one, e.g. openssl rand -hex 32';
+const secret = z.string().min(16, 'must be at least 16 characters').refine(notPlaceholder, PLACEHOLDER);
 
 /** `200`, `"2xx"` or `"200-399"` as an inclusive range. */
 const statusRange = z
@@ -273,9 +272,9 @@ const store = z.discriminatedUnion('kind', [
   }),
   z.strictObject({
     kind: z.literal('redis'),
-    url: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL').default('redis://127.0.0.1:6379/0'),
+    url: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL').refine(notPlaceholder, 'holds a placeholder (REPLACE-ME…), not a password: put the real one in the Secret').default('redis://127.0.0.1:6379/0'),
     prefix: z.string().regex(/^[A-Za-z0-9:_-]+$/).default('switchyard'),
-    password: z.string().optional(),
+    password: z.string().refine(notPlaceholder, PLACEHOLDER).optional(),
     sentinels: z.array(z.strictObject({ host: z.string(), port: port })).min(1).optional(),
     name: z.string().optional(),
     historyLimit: z.number().int().min(1).max(100_000).default(1000),

@@ -1,4 +1,5 @@
 import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface LoopResult {
@@ -10,14 +11,16 @@ export interface LoopResult {
 /**
  * A new connection every `everyMs` (no keep-alive: each request opens and closes its own), until
  * `stop()`: what an upgrade must lose none of. Requests overlap when one takes longer than `everyMs`.
+ * `tls`: HTTPS to that SNI name, trusting `ca` (a handshake each time).
  */
-export function loadLoop(port: number, everyMs = 5): { stop(): Promise<LoopResult> } {
+export function loadLoop(port: number, everyMs = 5, tls?: { servername: string; ca: string }): { stop(): Promise<LoopResult> } {
   const result: LoopResult = { ok: 0, failures: [] };
   const pending = new Set<Promise<void>>();
   let running = true;
   const one = (): Promise<void> =>
     new Promise((resolve) => {
-      const req = httpRequest({ host: '127.0.0.1', port, path: '/', agent: false, headers: { connection: 'close' } }, (res) => {
+      const options = { host: '127.0.0.1', port, path: '/', agent: false, headers: { connection: 'close', ...(tls === undefined ? {} : { host: tls.servername }) } } as const;
+      const req = (tls === undefined ? httpRequest : httpsRequest)(tls === undefined ? options : { ...options, servername: tls.servername, ca: tls.ca }, (res) => {
         res.resume();
         res.on('end', () => {
           if (res.statusCode === 200) result.ok++;

@@ -71,9 +71,59 @@ describe('rollout --wait, for pipelines', () => {
     assert.equal((await p.admin('POST', '/v1/apps/shop/rollouts/current/abort', { reason: 'stop the release' })).status, 200);
     const r = await waiting;
     assert.equal(r.code, 5);
+    // --json: the outcome on stderr is the JSON error envelope, with its code and exit code
+    assert.deepEqual((JSON.parse(r.err) as { error: { code: string; exit: number } }).error, { code: 'ROLLOUT_ABORTED', message: (JSON.parse(r.err) as { error: { message: string } }).error.message, exit: 5 });
     assert.match(r.err, /aborted/);
     const lines = r.out.trim().split('\n').map((l) => JSON.parse(l) as { state: string });
     assert.deepEqual([lines[0]?.state, lines.at(-1)?.state], ['running', 'aborted'], '--json prints one rollout per line as it changes');
+  });
+
+  it('--wait prints a line at least every 10 s while nothing changes, with the figures and the time left (rollout and drain)', async (t) => {
+    const { p, sy } = await setup(t);
+    assert.equal((await sy('rollout', 'shop', 'start', '--to', 'green', '--steps', '10:10m,100', '--no-analysis')).code, 0);
+    // the CLI's clock is the test's: each sleep moves it on at once, the proxy's answers stay as they are (a 10-minute step)
+    const waitFor = async (argv: string[]): Promise<{ code: number; lines: { at: number; text: string }[] }> => {
+      let clock = 1_000_000;
+      const lines: { at: number; text: string }[] = [];
+      const print = (s: string): void => {
+        for (const text of s.split('\n').filter((l) => l !== '')) lines.push({ at: clock - 1_000_000, text });
+      };
+      const code = await runCli(argv, {
+        stdout: { write: print },
+        stderr: { write: print },
+        env: { SWITCHYARD_ADMIN_URL: p.adminUrl, SWITCHYARD_TOKEN: TOKEN },
+        now: () => clock,
+        sleep: async (ms) => {
+          clock += ms;
+          await sleep(0);
+        },
+      });
+      return { code, lines };
+    };
+    const gaps = (lines: { at: number }[]): number[] => lines.slice(1).map((l, i) => l.at - (lines[i] as { at: number }).at);
+    // an --interval above 10 s does not stretch the gaps: the poll wakes up for the progress line
+    const rollout = await waitFor(['rollout', 'shop', 'status', '--wait', '--timeout', '45s', '--interval', '30s']);
+    assert.equal(rollout.code, 3, JSON.stringify(rollout.lines));
+    const still = rollout.lines.filter((l) => /still waiting/.test(l.text));
+    assert.deepEqual(still.map((l) => [l.at, /\(still waiting, (.+) left\)$/.exec(l.text)?.[1]]), [[10_000, '35s'], [20_000, '25s'], [30_000, '15s'], [40_000, '5s']]);
+    // the figures: the step, the new pool's weight and when the next step comes (by the proxy's clock: about 10 min)
+    assert.match(still[0]?.text ?? '', /^rollout \S+: running at step 1\/2 \(green 10%\), next step in (10m0s|9m\d+s) {2}\(/);
+    assert.ok(Math.max(...gaps(rollout.lines)) <= 10_000, `gaps ${gaps(rollout.lines)}`);
+    // drain --wait on the pool that still has weight: a line every 10 s saying so, then exit 1 at the timeout
+    const drain = await waitFor(['drain', 'shop', 'blue', '--wait', '--timeout', '35s', '--interval', '1s']);
+    assert.equal(drain.code, 1);
+    const progress = drain.lines.filter((l) => /still waiting/.test(l.text));
+    assert.deepEqual(progress.map((l) => l.at), [10_000, 20_000, 30_000]);
+    assert.match(progress[0]?.text ?? '', /^blue {2}weight 90% {2}inflight 0 .*\(still waiting, 25s left\)$/);
+    assert.ok(Math.max(...gaps(drain.lines)) <= 10_000, `gaps ${gaps(drain.lines)}`);
+    // --json: the same lines as JSON, with the time left in ms
+    const json = await waitFor(['drain', 'shop', 'blue', '--wait', '--timeout', '25s', '--json']);
+    // stdout and stderr alike, every line is JSON (the note that blue still has weight too)
+    const parsed = json.lines.map((l) => JSON.parse(l.text) as { leftMs?: number; note?: string });
+    assert.match(parsed.find((v) => v.note !== undefined)?.note ?? '', /blue still gets 90%/);
+    const jsonProgress = parsed.filter((v) => v.leftMs !== undefined);
+    assert.deepEqual(jsonProgress.map((v) => v.leftMs), [15_000, 5_000]);
+    assert.equal((JSON.parse(json.lines.at(-1)?.text ?? '{}') as { error: { code: string } }).error.code, 'WAIT_TIMED_OUT');
   });
 
   it('refuses a bad call with exit 2 before starting anything', async (t) => {

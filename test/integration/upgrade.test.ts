@@ -1,14 +1,16 @@
 import assert from 'node:assert/strict';
 import { cp, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
+import { readPidFile } from '../../src/pid-file.ts';
 import { runCliCaptured } from '../helpers/cli.ts';
 import { loadLoop } from '../helpers/load-loop.ts';
 import { twoPools } from '../helpers/proxy.ts';
-import { spawnServe, type ServeProcess } from '../helpers/serve-process.ts';
+import { createTestCa } from '../helpers/certs.ts';
+import { freePort, spawnServe, type ServeProcess } from '../helpers/serve-process.ts';
 import { startUpstream } from '../helpers/upstream.ts';
 
 /** Polls `fn` until it returns a value, or fails after `ms` with `what` and the process output. */
@@ -42,13 +44,37 @@ async function programCopy(): Promise<string> {
   return dir;
 }
 
-async function handOverUnderLoad(workers: number): Promise<void> {
+/** `serve --pid-file` beside the config, as a systemd unit runs it (PIDFile=) */
+const withPidFile = (config: string): { command: string; args: string[]; cwd: string } => ({ command: process.execPath, args: ['src/main.ts', 'serve', '--config', config, '--pid-file', join(dirname(config), 'switchyard.pid')], cwd: process.cwd() });
+const pidFileOf = (sp: ServeProcess): string => join(sp.dir, 'switchyard.pid');
+
+const TLS_HOST = 'shop.test';
+
+/**
+ * A hand-over while a new connection arrives every 5 ms (on the plain port, and with `tls` on the
+ * TLS port too, each with its own handshake): not one may be refused, reset or go unanswered.
+ */
+async function handOverUnderLoad(workers: number, tls = false): Promise<void> {
   const up = await startUpstream('blue');
-  const sp = await spawnServe({ apps: [twoPools(up.url, up.url)], workers, log: { level: 'info', accessSample: 0 }, shutdown: { grace: '5s', hardStop: '10s' } }, 30_000);
+  const ca = tls ? createTestCa() : null;
+  const tlsPort = tls ? await freePort() : 0;
+  const plainPort = await freePort();
+  const listen = ca === null ? {} : { listen: { host: '127.0.0.1', port: plainPort, tls: { port: tlsPort, certs: [(({ cert, key }) => ({ cert, key }))(ca.issue('shop', [TLS_HOST]))] } } };
+  // a group of workers on a loaded machine (type stripping of the whole source in each process) takes a while
+  const sp = await spawnServe({ apps: [twoPools(up.url, up.url)], workers, log: { level: 'info', accessSample: 0 }, shutdown: { grace: '5s', hardStop: '10s' }, ...listen }, 60_000, withPidFile).catch(async (err: unknown) => {
+    // nothing started: what this test opened must not keep the test process alive
+    ca?.close();
+    await up.close();
+    throw err;
+  });
+  // the plain proxy port: spawnServe's own unless `listen` above replaced it
+  const port = ca === null ? sp.proxyPort : plainPort;
   let newPid = 0;
-  const loop = loadLoop(sp.proxyPort, 5);
+  const loop = loadLoop(port, 5);
+  const tlsLoop = ca === null ? null : loadLoop(tlsPort, 5, { servername: TLS_HOST, ca: ca.caPem });
   try {
     const oldPid = sp.child.pid as number;
+    await until(sp, 'the pid file naming the serving process', () => (readPidFile(pidFileOf(sp)) === oldPid ? true : undefined));
     await sleep(800);
     // one process: through `switchyard upgrade`, which finds the pid by the port claim and waits for the outcome
     const cli = workers === 1 ? runCliCaptured(['upgrade', '--config', join(sp.dir, 'switchyard.yaml'), '--timeout', '120s'], {}) : null;
@@ -59,32 +85,46 @@ async function handOverUnderLoad(workers: number): Promise<void> {
     if (cli !== null) {
       const r = await cli;
       assert.equal(r.code, 0, r.stderr);
-      assert.match(r.stdout, new RegExp(`upgraded: pid ${newPid} serves listen\\.port ${sp.proxyPort}`));
+      assert.match(r.stdout, new RegExp(`upgraded: pid ${newPid} serves listen\\.port ${port}`));
     }
     const [code] = await sp.exited;
     assert.equal(code, 0, 'the old process drains and exits cleanly');
+    // what systemd reads when its main process exits (PIDFile=): the new pid, written before the old one went
+    assert.equal(readPidFile(pidFileOf(sp)), newPid, 'the pid file names the new process once the old one has exited');
     await sleep(800);
     const r = await loop.stop();
     assert.deepEqual(r.failures, [], `${r.failures.length} of ${r.ok + r.failures.length} requests failed`);
     assert.ok(r.ok > 100, `the loop ran (${r.ok} requests)`);
+    if (tlsLoop !== null) {
+      const overTls = await tlsLoop.stop();
+      assert.deepEqual(overTls.failures, [], `over TLS, ${overTls.failures.length} of ${overTls.ok + overTls.failures.length} requests failed`);
+      assert.ok(overTls.ok > 100, `the TLS loop ran (${overTls.ok} requests)`);
+      assert.ok(line(sp, /took over the listening sockets/), 'the TLS port was handed over too');
+    }
     // the new process serves the proxy and the admin API on the same ports, and holds the port claim
     assert.ok(alive(newPid));
-    const res = await request(`${sp.proxyUrl}/after`);
+    const res = await request(`http://127.0.0.1:${port}/after`);
     assert.equal(res.statusCode, 200);
     await res.body.dump();
     const ready = await request(`${sp.adminUrl}/readyz`);
     assert.equal(ready.statusCode, 200);
     await ready.body.dump();
     assert.ok(line(sp, /stopped accepting and drains/), 'the old process says what it did');
+    // a clean stop of the new process removes the file (it names that process)
+    process.kill(newPid, 'SIGTERM');
+    await until(sp, 'the new process stopping', () => (alive(newPid) ? undefined : true));
+    assert.equal(readPidFile(pidFileOf(sp)), null, 'the pid file is removed at a clean stop');
   } finally {
     await loop.stop();
+    await tlsLoop?.stop();
     if (newPid > 0 && alive(newPid)) process.kill(newPid, 'SIGKILL');
     await sp.cleanup();
+    ca?.close();
     await up.close();
   }
 }
 
-describe('upgrading Switchyard itself (SIGUSR2): the new process takes the listening sockets', { concurrency: 1, timeout: 300_000 }, () => {
+describe('upgrading Switchyard itself (SIGUSR2): the new process takes the listening sockets', { concurrency: 1, timeout: 600_000 }, () => {
   it('a hand-over under a new connection every 5 ms loses none: no refused connect, no reset, no empty reply', async () => {
     await handOverUnderLoad(1);
   });
@@ -93,10 +133,18 @@ describe('upgrading Switchyard itself (SIGUSR2): the new process takes the liste
     await handOverUnderLoad(2);
   });
 
+  it('with listen.tls the TLS port is handed over too: new TLS connections every 5 ms, none lost', async () => {
+    await handOverUnderLoad(1, true);
+  });
+
+  it('with listen.tls and workers: 2, both ports of every worker are handed over: none lost', async () => {
+    await handOverUnderLoad(2, true);
+  });
+
   it('a new program that fails to start leaves the old one serving, and says so', async () => {
     const up = await startUpstream('blue');
     const prog = await programCopy();
-    const sp = await spawnServe({ apps: [twoPools(up.url, up.url)], log: { level: 'info', accessSample: 0 } }, 30_000, (config) => ({ command: process.execPath, args: [join(prog, 'bin/switchyard.js'), 'serve', '--config', config], cwd: prog }));
+    const sp = await spawnServe({ apps: [twoPools(up.url, up.url)], log: { level: 'info', accessSample: 0 } }, 30_000, (config) => ({ command: process.execPath, args: [join(prog, 'bin/switchyard.js'), 'serve', '--config', config, '--pid-file', join(dirname(config), 'switchyard.pid')], cwd: prog }));
     const loop = loadLoop(sp.proxyPort, 5);
     try {
       // the release installed over it is broken: its main module throws on load
@@ -112,6 +160,7 @@ describe('upgrading Switchyard itself (SIGUSR2): the new process takes the liste
       assert.deepEqual(r.failures, []);
       assert.equal(sp.child.exitCode, null, 'the old process still runs');
       assert.match(sp.output(), /a broken build/, `the new process said why: ${sp.output().slice(-3000)}`);
+      assert.equal(readPidFile(pidFileOf(sp)), sp.child.pid, 'the pid file still names the old process');
     } finally {
       await loop.stop();
       await sp.cleanup();
