@@ -179,7 +179,8 @@ export async function startNginxUpstream(bodySize: number, tmpDir: string, cpu: 
   keepalive_requests 1000000;
   keepalive_timeout 120s;
   sendfile on;
-  open_file_cache max=16 valid=600s;
+  open_file_cache max=16 inactive=600s;
+  open_file_cache_valid 600s;
   server {
     listen 127.0.0.1:${port} backlog=4096;
     default_type text/plain;
