@@ -224,7 +224,7 @@ async function main(): Promise<void> {
     node: process.version,
     driver: driver === 'wrk' ? 'wrk (1 thread)' : 'autocannon (in-process; latency in whole ms; tops out near 46k rps, install wrk for more headroom)',
     pinning: pinningNote(),
-    upstream: UPSTREAM === 'nginx' ? 'nginx (1 worker) serving the body from a file' : 'Node http server (bench/upstream.ts)',
+    upstream: UPSTREAM === 'nginx' ? 'nginx (1 worker): bodies up to 2 KiB by return 200, larger ones from a file (cached descriptor, sendfile)' : 'Node http server (bench/upstream.ts)',
   };
   const out = (s: string): void => void process.stdout.write(`${s}\n`);
   out('Switchyard benchmark');
