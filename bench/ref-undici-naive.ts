@@ -6,6 +6,7 @@ import { Pool } from 'undici';
  * the answer into `res`. It forwards method, headers and body and nothing more (no routing,
  * no forwarded headers, no metrics): the floor cost of node:http + undici that Switchyard
  * builds on. TARGET is the upstream origin; PORT picks the port (0: any); prints `{"port":N}`.
+ * The harness starts it with NODE_ENV=production, as undici's benchmarks run.
  */
 
 const target = process.env['TARGET'];
@@ -14,8 +15,9 @@ if (target === undefined) {
   process.exit(2);
 }
 
-// Same socket ceiling as the http-proxy reference's agent (maxSockets 256).
-const pool = new Pool(target, { connections: 256 });
+// A connection for every client of the load (POOL_CONNECTIONS, set by the harness to
+// max(256, CONNECTIONS)), as undici's own benchmarks size their Pool: no request waits in its queue.
+const pool = new Pool(target, { connections: Number(process.env['POOL_CONNECTIONS'] ?? '256') });
 
 // The few hop-by-hop names undici refuses in a request (and that must not be relayed anyway).
 const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade']);

@@ -19,6 +19,8 @@ function readSettings() {
     if (!(TARGET_NAMES as readonly string[]).includes(t)) throw new Error(`TARGETS: unknown "${t}" (known: ${TARGET_NAMES.join(', ')})`);
     return t as TargetName;
   });
+  // the ceiling is measured in every run, whatever TARGETS says (ceilingLines)
+  if (!targets.includes('direct')) targets.unshift('direct');
   const bodySizes = (envList('BODY_SIZES') ?? [String(envInt('BODY_SIZE', 0))]).map((s) => {
     const n = Number(s);
     if (!Number.isInteger(n) || n < 0) throw new Error(`BODY_SIZES: "${s}" is not a byte count`);
@@ -176,6 +178,23 @@ function table(summaries: Summary[]): string {
   return formatTable(headers, rows);
 }
 
+/** A target at or above this share of `direct` may be capped by the upstream + load core, not measured. */
+const CEILING_SHARE = 0.85;
+
+/**
+ * The ceiling check: `direct` is the upstream hit by the load driver with no proxy, on the core
+ * both share in every row. A target within 15 % of it is flagged: its figure may say what the
+ * upstream and the driver can do, not what the proxy can (a reference capped so looks weaker).
+ */
+function ceilingLines(rows: Summary[]): string[] {
+  const direct = rows.find((r) => r.target === 'direct')?.rps;
+  if (direct === undefined) return ['  ceiling: not measured (direct failed): no figure below is checked against the upstream + driver ceiling'];
+  const capped = rows.filter((r) => r.target !== 'direct' && r.rps !== undefined && r.rps >= CEILING_SHARE * direct);
+  const head = `  ceiling: direct (upstream + load driver, no proxy) ${fmt(direct)} rps; targets within 15 % of it (≥ ${fmt(CEILING_SHARE * direct)} rps) may be capped by it, not by the proxy`;
+  if (capped.length === 0) return [`${head}: none`];
+  return [`${head}:`, ...capped.map((r) => `  CEILING: ${r.target} ${fmt(r.rps)} rps = ${ratio(r.rps, direct)} of direct: a lower bound of what it can do, its ratios are not comparisons`)];
+}
+
 /** Switchyard's CPU per request against each proxy's, in one line: > 1.00x means Switchyard costs less. */
 function costLine(rows: Summary[]): string {
   const sy = rows.find((r) => r.target === 'switchyard')?.cpuUsPerRequest;
@@ -205,7 +224,7 @@ async function main(): Promise<void> {
     node: process.version,
     driver: driver === 'wrk' ? 'wrk (1 thread)' : 'autocannon (in-process; latency in whole ms; tops out near 46k rps, install wrk for more headroom)',
     pinning: pinningNote(),
-    upstream: UPSTREAM === 'nginx' ? 'nginx (1 worker) serving the body from a file' : 'Node http server (bench/upstream.ts)',
+    upstream: UPSTREAM === 'nginx' ? 'nginx (1 worker): bodies up to 2 KiB by return 200, larger ones from a file (cached descriptor, sendfile)' : 'Node http server (bench/upstream.ts)',
   };
   const out = (s: string): void => void process.stdout.write(`${s}\n`);
   out('Switchyard benchmark');
@@ -223,6 +242,7 @@ async function main(): Promise<void> {
     tables.push({ bodySize, rows });
     out('');
     out(table(rows));
+    for (const l of ceilingLines(rows)) out(l);
     const cost = costLine(rows);
     if (cost !== '') out(cost);
     const traced = tracingLine(rows);

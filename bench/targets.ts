@@ -67,7 +67,10 @@ function otlpSink(): Promise<string> {
 
 async function startNodeRef(name: 'http-proxy' | 'undici-naive', ctx: StartContext): Promise<Running> {
   const script = name === 'http-proxy' ? 'ref-http-proxy.ts' : 'ref-undici-naive.ts';
-  const { proc, port } = await startNodeService(name, script, { TARGET: ctx.upstreamUrl }, cpuFor('proxy'));
+  // as undici's own benchmarks run (and as a service is deployed): NODE_ENV=production, a pool with
+  // a connection for every client of the load (never fewer than 256)
+  const env = { TARGET: ctx.upstreamUrl, NODE_ENV: 'production', POOL_CONNECTIONS: String(Math.max(256, envInt('CONNECTIONS', 50))) };
+  const { proc, port } = await startNodeService(name, script, env, cpuFor('proxy'));
   const url = `http://127.0.0.1:${port}/`;
   await ready(proc, url);
   return { name, url, proc };
@@ -100,15 +103,21 @@ async function startCaddy(ctx: StartContext): Promise<Running> {
 
 // ---------------------------------------------------------------- nginx
 
-/** One nginx worker, its files under `dir` (pid, error log `<name>-error.log`… temp paths), up to the open `http {`. */
+/**
+ * One nginx worker (pinned by taskset like every proxy), its files under `dir` (pid, error log
+ * `<name>-error.log`… temp paths), up to the open `http {`: no access log, epoll, every pending
+ * accept taken at once, file descriptors for every connection (nginx's tuning advice for a proxy).
+ */
 export function nginxPreamble(dir: string, name: string, connections: number): string {
   return `worker_processes 1;
+worker_rlimit_nofile ${connections * 2 + 64};
 daemon off;
 pid ${dir}/${name}.pid;
 error_log ${dir}/${name === 'nginx' ? 'error' : `${name}-error`}.log warn;
-events { worker_connections ${connections}; }
+events { worker_connections ${connections}; use epoll; multi_accept on; }
 http {
   access_log off;
+  tcp_nodelay on;
   client_body_temp_path ${dir}/client_body;
   proxy_temp_path ${dir}/proxy;
   fastcgi_temp_path ${dir}/fastcgi;
@@ -116,13 +125,21 @@ http {
   scgi_temp_path ${dir}/scgi;`;
 }
 
+/**
+ * nginx as its documentation advises for a keep-alive proxy (ngx_http_upstream_module "keepalive"):
+ * an upstream block with idle keep-alive connections for every client of the load, HTTP/1.1 and an
+ * empty Connection to the upstream, and upstream connections reused far beyond the 1,000-request
+ * default (`keepalive_requests` in the upstream block, nginx ≥ 1.15.3), as Switchyard's are.
+ */
 export function nginxConf(dir: string, listenPort: number, upstreamUrl: string): string {
   const up = new URL(upstreamUrl);
   return `${nginxPreamble(dir, 'nginx', 4096)}
   keepalive_requests 100000;
   upstream bench_upstream {
     server ${up.hostname}:${up.port};
-    keepalive 64;
+    keepalive ${Math.max(64, envInt('CONNECTIONS', 50))};
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
   }
   server {
     listen 127.0.0.1:${listenPort} backlog=4096;
@@ -141,24 +158,36 @@ export function nginxConf(dir: string, listenPort: number, upstreamUrl: string):
  * BODY_SIZE bytes of "x" (0: `ok`), `x-upstream: upstream`, keep-alive. A light upstream leaves
  * the load generator its core and makes the proxy under test the bottleneck, as in the issue's
  * setup ("upstream nginx on the other core"); the Node upstream (`UPSTREAM=node`) is the fallback.
+ * Bodies up to RETURN_LIMIT bytes come from `return 200` (no file I/O per request: the file
+ * served by try_files cost the shared upstream + load core an open/fstat/close per request, which
+ * capped the fastest reference); larger ones from the file, with its descriptor cached and sendfile.
  */
+/** Bodies up to this size are a `return` string: nginx reads its config in 4 KiB buffers, and a longer token fails ("too long parameter"). */
+const RETURN_LIMIT = 2048;
+
 export async function startNginxUpstream(bodySize: number, tmpDir: string, cpu: number | undefined): Promise<{ proc: Proc; port: number }> {
   const nginx = findCommand('nginx');
   if (nginx === undefined) throw new Error('nginx not installed');
   const port = await freePort();
   writeFileSync(join(tmpDir, 'body'), bodySize > 0 ? 'x'.repeat(bodySize) : 'ok');
   const conf = join(tmpDir, 'upstream.conf');
+  const body = bodySize > RETURN_LIMIT
+    ? `root ${tmpDir};
+      try_files /body =404;`
+    : `return 200 "${bodySize > 0 ? 'x'.repeat(bodySize) : 'ok'}";`;
   writeFileSync(conf, `${nginxPreamble(tmpDir, 'upstream', 8192)}
   keepalive_requests 1000000;
   keepalive_timeout 120s;
+  sendfile on;
+  open_file_cache max=16 inactive=600s;
+  open_file_cache_valid 600s;
   server {
     listen 127.0.0.1:${port} backlog=4096;
     default_type text/plain;
     etag off;
     location / {
-      root ${tmpDir};
-      try_files /body =404;
-      add_header x-upstream upstream;
+      add_header x-upstream upstream always;
+      ${body}
     }
   }
 }

@@ -65,12 +65,14 @@ export interface DataPlaneOptions {
   readonly onPreviewRejected?: (app: AppRoute) => void;
   /** connection and request limits (src/dataplane/limits.ts) @default the config defaults */
   readonly limits?: Limits;
-  /** answers a request itself before routing (true: taken), e.g. the 308 to https (src/edge) */
+  /** answers a plain-port request itself before routing (true: taken), e.g. the 308 to https or an ACME HTTP-01 challenge (src/edge); never asked about a TLS connection's requests */
   readonly intercept?: (req: IncomingMessage, res: ServerResponse) => boolean;
   /**
    * Who serves HTTP/1.1 clients: `native`, the raw-socket front (src/dataplane/front.ts), which
-   * hands node:http every request it does not serve itself; `node`, node:http alone.
-   * @default native with the native engine and no `intercept`, node otherwise
+   * hands node:http every request it does not serve itself; `node`, node:http alone. With an
+   * `intercept`, the front serves TLS connections only: plain ones go to node:http, whose
+   * requests the intercept reads.
+   * @default native with the native engine, node otherwise
    */
   readonly front?: 'native' | 'node';
   /** OpenTelemetry spans and trace context (src/tracing), or null: off, one null check per request @default null */
@@ -187,7 +189,7 @@ export class DataPlane implements Plane {
         this.limits.guard.socket(err, socket, 'upgrade', false);
       }
     });
-    const front = opts.front ?? (opts.intercept === undefined && opts.runtime.engine === 'native' ? 'native' : 'node');
+    const front = opts.front ?? (opts.runtime.engine === 'native' ? 'native' : 'node');
     // node:http's own connection listener serves what the front (or, with h2c, the preface check) hands it
     const nodeConnection = this.server.listeners('connection')[0] as (socket: Socket) => void;
     const server = this.server;
@@ -205,7 +207,11 @@ export class DataPlane implements Plane {
         laterHeadTimeout,
       );
       this.front = f;
-      this.http1 = (socket: Socket) => f.accept(socket);
+      // with an intercept (the edge's ACME HTTP-01 and redirect, which read node:http's request),
+      // plain connections stay with node:http; TLS ones (src/edge/tls-listener.ts) go to the front
+      this.http1 = opts.intercept === undefined
+        ? (socket: Socket) => f.accept(socket)
+        : (socket: Socket) => ((socket as { encrypted?: boolean }).encrypted === true ? f.accept(socket) : nodeConnection.call(server, socket));
       this.server.removeListener('connection', nodeConnection);
       this.onConnection = this.http1;
       this.server.on('connection', this.http1);
@@ -225,6 +231,11 @@ export class DataPlane implements Plane {
     this.server.removeListener('connection', this.onConnection);
     this.onConnection = port.accept(this.http1);
     this.server.on('connection', this.onConnection);
+  }
+
+  /** Connections the raw-socket front serves now (plain and TLS), 0 without the front: for tests and diagnostics. */
+  get frontConnections(): number {
+    return this.front?.connections.size ?? 0;
   }
 
   /** Turns tracing on (a worker loads the SDK after construction, in its async listen()). */
@@ -353,14 +364,15 @@ export class DataPlane implements Plane {
     // protocol's bytes, so a request pipelined behind it would never be answered; closing the
     // connection after this response tells the client to send it again (RFC 9112 §9.3.2)
     if (req.headers.upgrade !== undefined) res.shouldKeepAlive = false;
-    if (this.opts.intercept !== undefined && this.opts.intercept(req, res)) return;
+    const encrypted = (req.socket as { encrypted?: boolean }).encrypted === true;
+    if (this.opts.intercept !== undefined && !encrypted && this.opts.intercept(req, res)) return;
     const remote = normalizeAddress(req.socket.remoteAddress);
     const line = parseRequestTarget(req);
     if ('status' in line) {
       refuse(res, line.status, line.reason);
       return;
     }
-    const fwd = forwardRequestHeaders(req.rawHeaders, remote, this.opts.trust, line.authority ?? undefined, (req.socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http');
+    const fwd = forwardRequestHeaders(req.rawHeaders, remote, this.opts.trust, line.authority ?? undefined, encrypted ? 'https' : 'http');
     if ('error' in fwd) {
       refuse(res, fwd.status, fwd.error);
       return;

@@ -29,8 +29,10 @@ export interface TlsListenerOptions {
 /**
  * The TLS port. One tls.Server terminates TLS (SNI picks the certificate, ALPN picks the
  * protocol), then hands each connection to the server that speaks what was negotiated: the
- * data plane's own node:http server for http/1.1 (so pipelining, WebSocket upgrades, Expect and
- * every connection hook behave exactly as on the plain port), or the http2 server for h2. Why not
+ * data plane's HTTP/1.1 server for http/1.1 (its 'connection' listener: the raw-socket front with
+ * the native engine, which hands node:http what it does not serve, so pipelining, WebSocket
+ * upgrades, Expect and every connection hook behave exactly as on the plain port), or the http2
+ * server for h2. Why not
  * `http2.createSecureServer({ allowHTTP1: true })`: its HTTP/1.1 fallback is a second node:http
  * setup with its own options and events, which is the forked path we want to avoid.
  */
@@ -46,6 +48,9 @@ export class TlsListener {
     // resumption: session tickets (Node's default keys, one set per listener) stay on by default
     this.server = createTlsServer({
       minVersion: opts.minVersion,
+      // as the plain port's listener: a response written in parts (a head, then chunks) is not
+      // held back by Nagle waiting for the client's ACK of the previous record
+      noDelay: true,
       // a connection that has not finished its handshake by then is dropped (Node's default: 120 s):
       // it holds an fd and a slot of the connection cap meanwhile
       handshakeTimeout: opts.handshakeTimeout ?? 10_000,
