@@ -5,7 +5,7 @@ import PoolClass from 'undici/lib/dispatcher/pool.js';
 import { EventEmitter } from 'node:events';
 import type { AppConfig } from '../config/schema.ts';
 import type { Snapshot } from '../routing/snapshot.ts';
-import type { CountsSource, PoolCounts } from '../control/counts.ts';
+import type { PoolCounts } from '../control/counts.ts';
 import { pinServerName, targetConnector } from './engine/tls-name.ts';
 import { createH2Client, H2_SESSIONS, H2_STREAMS, type PoolProtocol } from './engine/h2-client.ts';
 import { Http1Pool } from './engine/http1-pool.ts';
@@ -463,15 +463,4 @@ function effectiveUrls(pool: PoolRuntime): readonly string[] {
 
 function sameUrls(targets: readonly Target[], urls: readonly string[]): boolean {
   return targets.length === urls.length && targets.every((t, i) => t.url === urls[i]);
-}
-
-/** CountsSource for one instance on the file store: its own counters. */
-export function localCounts(runtime: Runtime, instanceId: string, now: () => number = Date.now): CountsSource {
-  const zero = (): PoolCounts => ({ inflight: 0, upgraded: 0, pinned: 0 });
-  const counts = (app: string, pool: string): PoolCounts => runtime.pool(app, pool)?.counts(now()) ?? zero();
-  return {
-    poolCounts: counts,
-    poolCountsByInstance: (app, pool) => ({ [instanceId]: counts(app, pool) }),
-    instances: () => ({ applied: 1, total: 1 }),
-  };
 }
