@@ -7,25 +7,7 @@ import { afterPendingIo, watchBody, type Limits } from './limits.ts';
 import { refuse, relayInformational } from './request-target.ts';
 import { INTERNAL_ERROR_CODE } from './engine/upstream.ts';
 import { REFUSED_BACKOFF_MS, type Cuttable, type PoolRuntime, type Target } from './runtime.ts';
-
-/** What the server learns when a proxied request ends, for metrics and the access log. */
-export interface Outcome {
-  readonly status: number;
-  /** set when the proxy made the response itself or the upstream broke it */
-  readonly error: ErrorCode | null;
-  readonly startedAt: number;
-  /**
-   * When the response head went to the client (or the proxy's own answer was written): latency,
-   * as stats, metrics and rollouts judge it, is `headAt - startedAt`; how long the response then
-   * stayed open (a stream, a download) is `endedAt - headAt`, kept apart. Equal to `endedAt` when
-   * the request ended before any head was sent (a client that left, a cut). A 101 (an upgrade)
-   * counts in neither figure.
-   */
-  readonly headAt: number;
-  readonly endedAt: number;
-  /** the call's `grpc-status` (response headers or trailers), when it had one */
-  readonly grpc?: number;
-}
+import type { Outcome } from './types.ts';
 
 /** What a handler needs from the data plane that created it (one object shared by all requests). */
 export interface Plane {

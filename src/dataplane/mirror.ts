@@ -3,7 +3,7 @@ import type { Readable } from 'node:stream';
 import { http, https } from '../node-http.ts';
 import type { MirrorRoute } from '../routing/rules.ts';
 import type { AppRoute, PoolRoute } from '../routing/snapshot.ts';
-import type { Outcome } from './forward.ts';
+import type { Outcome } from './types.ts';
 import type { ForwardedRequest } from './headers.ts';
 import type { Runtime } from './runtime.ts';
 

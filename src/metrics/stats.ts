@@ -1,6 +1,6 @@
 import type { Snapshot } from '../routing/snapshot.ts';
 import type { Config } from '../config/schema.ts';
-import type { RequestRecord } from '../dataplane/server.ts';
+import type { RequestRecord } from '../dataplane/types.ts';
 import type { MirrorRecord } from '../dataplane/mirror.ts';
 import { grpcClass } from '../dataplane/grpc.ts';
 import { NOT_THE_POOLS_FAULT, SwitchyardError } from '../errors.ts';

@@ -6,7 +6,7 @@ import { TrustedProxies } from '../dataplane/headers.ts';
 import { processLimits } from '../dataplane/limits.ts';
 import type { Runtime } from '../dataplane/runtime.ts';
 import { DataPlane } from '../dataplane/server.ts';
-import type { DataPlaneOptions, RequestRecord } from '../dataplane/server.ts';
+import type { DataPlaneOptions, RequestRecord } from '../dataplane/types.ts';
 import type { Telemetry } from '../metrics/telemetry.ts';
 import type { Snapshot } from '../routing/snapshot.ts';
 import type { Tracing } from '../tracing/types.ts';
