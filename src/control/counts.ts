@@ -1,14 +1,7 @@
+import type { PoolCounts } from '../dataplane/pool-runtime.ts';
 import type { Runtime } from '../dataplane/runtime.ts';
 
-/** Live per-pool figures of the connections a proxy instance is carrying. */
-export interface PoolCounts {
-  /** requests (including open streams) being proxied to the pool */
-  inflight: number;
-  /** upgraded connections (WebSocket) open to the pool */
-  upgraded: number;
-  /** requests routed to the pool by an affinity pin in the last 60 s */
-  pinned: number;
-}
+export type { PoolCounts } from '../dataplane/pool-runtime.ts';
 
 /**
  * Where AppState and the drain figures get their counts: this instance's own counters on the

@@ -6,7 +6,9 @@ import { forwardResponseHeaders, isHopByHop } from './headers.ts';
 import { afterPendingIo, watchBody, type Limits } from './limits.ts';
 import { refuse, relayInformational } from './request-target.ts';
 import { INTERNAL_ERROR_CODE } from './engine/upstream.ts';
-import { REFUSED_BACKOFF_MS, type Cuttable, type PoolRuntime, type Target } from './runtime.ts';
+import { REFUSED_BACKOFF_MS, type Target } from './target.ts';
+import type { Cuttable } from './open-set.ts';
+import type { PoolRuntime } from './pool-runtime.ts';
 import type { Outcome } from './types.ts';
 
 /** What a handler needs from the data plane that created it (one object shared by all requests). */
@@ -158,6 +160,11 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
     this.controller?.abort(new Error(`${kind} timeout`));
     if (kind === 'send' || res.headersSent) res.destroy();
     else sendError(res, code, this.requestId, true);
+  }
+
+  /** Cuttable: a request sent whole that waits for its response head, not queued: since when; else -1 (the passive stall sweep). */
+  awaitingHeadSince(): number {
+    return this.res.headersSent || !this.req.complete || this.queued ? -1 : this.startedAt;
   }
 
   /** true while it waits in undici's queue for a connection (the target has not seen it yet) */

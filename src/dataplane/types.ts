@@ -5,7 +5,6 @@ import type { AppRoute, PoolRoute, Snapshot } from '../routing/snapshot.ts';
 import type { RequestSpan, Tracing } from '../tracing/types.ts';
 import type { ForwardedRequest, TrustedProxies } from './headers.ts';
 import type { Limits } from './limits.ts';
-import type { MirrorCopy, MirrorRecord } from './mirror.ts';
 import type { Runtime } from './runtime.ts';
 
 // The data plane's shared vocabulary (undici's lib/core/symbols.js, errors.js): the types the
@@ -85,4 +84,19 @@ export interface DataPlaneOptions {
   readonly front?: 'native' | 'node';
   /** OpenTelemetry spans and trace context (src/tracing), or null: off, one null check per request @default null */
   readonly tracing?: Tracing | null;
+}
+
+/** What became of one copy (the `outcome` label of switchyard_mirror_requests_total). */
+export type MirrorOutcome = '2xx' | '3xx' | '4xx' | '5xx' | 'error' | 'skipped_body' | 'skipped_busy';
+/** A status class as compared: the copy's or the live response's (`error`: no response). */
+export type StatusClass = '1xx' | '2xx' | '3xx' | '4xx' | '5xx' | 'error';
+
+/** One mirror event: a copy that ended or was skipped, or (with `compare`) a (live, copy) pair. */
+export type MirrorRecord =
+  | { readonly kind: 'copy'; readonly app: AppRoute; readonly pool: PoolRoute; readonly outcome: MirrorOutcome; readonly startedAt: number; readonly endedAt: number }
+  | { readonly kind: 'compare'; readonly app: AppRoute; readonly pool: PoolRoute; readonly live: StatusClass; readonly mirror: StatusClass; readonly at: number };
+
+/** The live request's side of a copy: told the live outcome when the request ends, for `compare`. */
+export interface MirrorCopy {
+  live(outcome: Outcome): void;
 }

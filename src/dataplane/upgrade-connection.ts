@@ -6,7 +6,9 @@ import { http, https } from '../node-http.ts';
 import { CONNECT_ERRORS, errorCode } from './forward.ts';
 import type { Outcome } from './types.ts';
 import { forwardResponseHeaders } from './headers.ts';
-import { REFUSED_BACKOFF_MS, type Cuttable, type PoolRuntime, type Target } from './runtime.ts';
+import { REFUSED_BACKOFF_MS, type Target } from './target.ts';
+import type { Cuttable } from './open-set.ts';
+import type { PoolRuntime } from './pool-runtime.ts';
 import { CLOSE_GOING_AWAY, clientCloseFrame, FrameCursor, serverCloseFrame } from './ws-frames.ts';
 
 /** After a cut sent its close frames: how long the peers get for the close handshake before we end both sockets. */

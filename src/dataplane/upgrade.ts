@@ -4,7 +4,7 @@ import { findApp, type AppRoute } from '../routing/snapshot.ts';
 import type { Outcome } from './types.ts';
 import { forwardRequestHeaders, normalizeAddress, type ForwardedRequest } from './headers.ts';
 import { parseRequestTarget } from './request-target.ts';
-import type { PoolRuntime } from './runtime.ts';
+import type { PoolRuntime } from './pool-runtime.ts';
 import type { DataPlaneOptions, Decision } from './types.ts';
 import { CLOSE_BOUND_MS, errorResponse, textResponse, UpgradeConnection } from './upgrade-connection.ts';
 

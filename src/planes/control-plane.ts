@@ -11,7 +11,8 @@ import { createTelemetry, type Telemetry } from '../metrics/telemetry.ts';
 import type { Rollouts } from '../rollout/rollouts.ts';
 import { createRollouts, type RolloutTuning } from '../rollout/setup.ts';
 import { FileStore } from '../state/file-store.ts';
-import { isRedisStore, type StateStore } from '../state/types.ts';
+import { isRedisStore } from '../state/is-redis.ts';
+import type { StateStore } from '../state/types.ts';
 
 export interface ControlPlaneDeps {
   readonly logger: Logger;
