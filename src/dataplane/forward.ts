@@ -4,7 +4,8 @@ import { ERRORS, type ErrorCode } from '../errors.ts';
 import { answersGrpc, endGrpcStream, goAway, grpcStatusFor, grpcStatusOf, sendGrpcError } from './grpc.ts';
 import { forwardResponseHeaders, isHopByHop } from './headers.ts';
 import { afterPendingIo, watchBody, type Limits } from './limits.ts';
-import { refuse, relayInformational } from './request-target.ts';
+import { relayInformational } from './request-target.ts';
+import { refuse, sendError } from './responses.ts';
 import { INTERNAL_ERROR_CODE } from './engine/upstream.ts';
 import { REFUSED_BACKOFF_MS, type Target } from './target.ts';
 import type { Cuttable } from './open-set.ts';
@@ -430,20 +431,3 @@ function checkBackpressure(h: ProxyHandler): void {
   h.backpressure();
 }
 
-/** A response the proxy makes itself: short text body, X-Request-Id. */
-export function sendError(res: ServerResponse, code: ErrorCode, requestId: string, close: boolean): void {
-  if (res.headersSent) {
-    res.destroy();
-    return;
-  }
-  const { status, message } = ERRORS[code];
-  if (answersGrpc(res)) {
-    sendGrpcError(res, grpcStatusFor(status), message, requestId);
-    return;
-  }
-  const body = `${status} ${message}\n`;
-  const headers: string[] = ['content-type', 'text/plain; charset=utf-8', 'content-length', String(Buffer.byteLength(body)), 'x-request-id', requestId];
-  if (close) headers.push('connection', 'close');
-  res.writeHead(status, headers);
-  res.end(body);
-}

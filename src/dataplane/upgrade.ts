@@ -6,7 +6,8 @@ import { forwardRequestHeaders, normalizeAddress, type ForwardedRequest } from '
 import { parseRequestTarget } from './request-target.ts';
 import type { PoolRuntime } from './pool-runtime.ts';
 import type { DataPlaneOptions, Decision } from './types.ts';
-import { CLOSE_BOUND_MS, errorResponse, textResponse, UpgradeConnection } from './upgrade-connection.ts';
+import { errorResponse, textResponse } from './responses.ts';
+import { CLOSE_BOUND_MS, UpgradeConnection } from './upgrade-connection.ts';
 
 /**
  * Upgrade tokens never proxied: h2c through a proxy tunnels past its per-request routing and
