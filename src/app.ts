@@ -3,34 +3,30 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
-import { canaryRoutes } from './admin/canary-routes.ts';
 import { loadDashboard } from './admin/dashboard.ts';
 import { createAdminServer } from './admin/server.ts';
-import { rolloutRoutes } from './admin/rollout-routes.ts';
-import { statsRoutes } from './admin/stats-routes.ts';
-import { certificateRoutes } from './edge/certificates-route.ts';
 import type { Config } from './config/schema.ts';
-import { Controller } from './control/controller.ts';
-import type { CountsSource } from './control/counts.ts';
-import { Fleet, fleetCounts } from './control/fleet.ts';
+import type { Controller } from './control/controller.ts';
+
+import { fleetCounts } from './control/fleet.ts';
+import { localCounts, type CountsSource } from './control/counts.ts';
 import { targetFigures } from './control/target-figures.ts';
-import { DrainDeadlines } from './dataplane/drain.ts';
-import { TrustedProxies } from './dataplane/headers.ts';
-import { localCounts, Runtime } from './dataplane/runtime.ts';
-import { processLimits } from './dataplane/limits.ts';
-import { DataPlane, type DataPlaneOptions } from './dataplane/server.ts';
+import type { DrainDeadlines } from './dataplane/drain.ts';
+import type { Runtime } from './dataplane/runtime.ts';
+import type { DataPlane } from './dataplane/server.ts';
 import { stopDataPlane } from './dataplane/shutdown.ts';
-import { Discovery } from './discovery/discovery.ts';
-import { discoveryMetrics } from './discovery/metrics.ts';
+import type { Discovery } from './discovery/discovery.ts';
 import { withDiscovery } from './discovery/view.ts';
 import type { Edge } from './edge/edge.ts';
-import { HealthMonitor } from './health/monitor.ts';
-import { registerLogMetrics, type LogSink } from './logger.ts';
-import { createTelemetry, fleetPeerWindows, type Telemetry } from './metrics/telemetry.ts';
+import type { HealthMonitor } from './health/monitor.ts';
+import type { LogSink } from './logger.ts';
+import { fleetPeerWindows, type Telemetry } from './metrics/telemetry.ts';
+import { adminRoutes } from './planes/admin-routes.ts';
+import { buildControlPlane } from './planes/control-plane.ts';
+import { buildDataPlane, enableH2c, loadTracing } from './planes/data-plane.ts';
 import type { Rollouts } from './rollout/rollouts.ts';
-import { createRollouts, type RolloutTuning } from './rollout/setup.ts';
-import { FileStore } from './state/file-store.ts';
-import { isRedisStore, type StateStore } from './state/types.ts';
+import type { RolloutTuning } from './rollout/setup.ts';
+import type { StateStore } from './state/types.ts';
 import { storeHealth } from './state/writability.ts';
 import { adopt, handleOf, HANDOVER_SETTLE_MS, matches, type InheritedListener } from './upgrade/handles.ts';
 import { claimPort } from './dataplane/port-claim.ts';
@@ -96,72 +92,30 @@ export interface Switchyard {
   close(): Promise<void>;
 }
 
-export async function openStore(config: Config, logger?: Logger): Promise<StateStore> {
-  const s = config.store;
-  // no `pools` option: each state's own definition names the pools its weights may use (src/state/invariants.ts)
-  if (s.kind === 'file') return FileStore.open({ path: s.path, historyLimit: s.historyLimit });
-  const { kind: _kind, ...redis } = s;
-  // loaded on demand, so a file-store deployment never pays for ioredis
-  const { RedisStore } = await import('./state/redis-store.ts');
-  return RedisStore.open({ ...redis, logger: logger?.child({ component: 'redis-store' }) });
-}
-
-/** Builds a whole proxy from a validated config. Touches no process state: main.ts does that. */
+/** Builds a whole proxy from a validated config: both planes in one process. Touches no process state: main.ts does that. */
 export async function build(config: Config, deps: BuildDeps): Promise<Switchyard> {
   const { logger } = deps;
   const now = deps.now ?? Date.now;
   const instanceId = deps.instanceId ?? `${hostname()}:${process.pid}`;
-  const store = deps.store ?? (await openStore(config, logger));
-  // the runtime comes first: the health gate on writes reads its targets
-  const runtime = new Runtime({ now, engine: config.engine, onRetire: (e) => logger.info(e, e.what === 'closed' ? 'removed target closed: nothing left on it' : 'removed target: its drain deadline passed, closing what is still open on it') });
-  const health = new HealthMonitor({ config, runtime, logger: logger.child({ component: 'health' }), now });
-  // every snapshot reaches the runtime before it serves: new targets get connection pools, removed ones retire
-  const controller = await Controller.start({ config, store, logger, now, guard: health.guard, onSnapshot: (s) => runtime.sync(s), applyConfig: deps.applyConfig === true }).catch(async (err: unknown) => {
-    // a Redis store keeps reconnecting (and the process alive) until closed
-    if (deps.store === undefined) await store.close();
-    await runtime.close();
-    throw err;
+  const control = await buildControlPlane(config, {
+    logger,
+    now,
+    instanceId,
+    logRetired: true,
+    ...(deps.store === undefined ? {} : { store: deps.store }),
+    ...(deps.applyConfig === undefined ? {} : { applyConfig: deps.applyConfig }),
+    ...(deps.rollouts === undefined ? {} : { rollouts: deps.rollouts }),
+    ...(deps.sampleRandom === undefined ? {} : { sampleRandom: deps.sampleRandom }),
+    ...(deps.logSink === undefined ? {} : { logSink: deps.logSink }),
   });
-  const telemetry = createTelemetry({ config, controller, runtime, store, logger, now, ...(deps.sampleRandom === undefined ? {} : { sampleRandom: deps.sampleRandom }) });
-  // on Redis: heartbeats, fleet-wide counts, re-seeding an empty Redis, regression reports
-  const fleet = isRedisStore(store) ? new Fleet({ store, controller, runtime, instanceId, logger: logger.child({ component: 'fleet' }), now, stats: () => telemetry.stats.exportWindows() }) : null;
+  const { store, controller, runtime, health, telemetry, fleet, rollouts, discovery } = control;
   if (fleet !== null) telemetry.stats.attachFleet(fleetPeerWindows(fleet));
   const counts = fleet === null ? localCounts(runtime, instanceId, now) : fleetCounts(fleet);
-  const rollouts = await createRollouts({ config, store, controller, stats: telemetry.stats, registry: telemetry.metrics.registry, logger, instanceId, now, tuning: deps.rollouts });
-  // each instance resolves the pools' `discover` itself; what it finds joins the runtime's pools
-  const discovery: Discovery = new Discovery({
-    config: config.discovery,
-    definitions: () => controller.snapshot.apps.map((a) => a.config),
-    sink: runtime,
-    logger: logger.child({ component: 'discovery' }),
-    now,
-    onLookup: discoveryMetrics(telemetry.metrics.registry, () => discovery).onLookup,
-  });
-  discovery.follow();
-  controller.on('applied', () => discovery.follow());
   let ready = true;
   let shuttingDown = false;
-  // loaded on demand: without `tracing:` nothing of the OpenTelemetry SDK is loaded
-  const tracing = config.tracing === undefined ? null : (await import('./tracing/otel.ts')).createOtelTracing(config.tracing, { logger: logger.child({ component: 'tracing' }), instanceId });
-
-  const dpOpts: DataPlaneOptions = {
-    source: controller,
-    runtime,
-    trust: new TrustedProxies(config.trustedProxies),
-    now,
-    ...(deps.random === undefined ? {} : { random: deps.random }),
-    onRequest: telemetry.onRequest,
-    onPreviewRejected: telemetry.onPreviewRejected,
-    onMirror: telemetry.onMirror,
-    limits: processLimits(config, logger, runtime),
-    tracing,
-    ...(config.listen.tls === undefined ? {} : { intercept: (req, res) => edge?.intercept(req, res) ?? false }),
-  };
-  const dataPlane = new DataPlane(dpOpts);
-  // h2c (README "gRPC"): node:http2 is loaded only when it is on, as for listen.tls below
-  if (config.listen.h2c) dataPlane.enableH2c((await import('./edge/h2.ts')).createH2Server({ limits: dataPlane.limits, handle: (req, res) => dataPlane.handle(req, res) }));
-  telemetry.metrics.addLimits(dataPlane.limits);
-  if (deps.logSink !== undefined) registerLogMetrics(telemetry.metrics.registry, deps.logSink);
+  const tracing = await loadTracing(config, logger, instanceId);
+  const { dataPlane, drains } = buildDataPlane(config, { source: controller, runtime, telemetry, logger, now, tracing, ...(deps.random === undefined ? {} : { random: deps.random }), intercept: (req, res) => edge?.intercept(req, res) ?? false });
+  await enableH2c(config, dataPlane);
   const tlsConfig = config.listen.tls;
   // loaded on demand: node:http2, the TLS setup and acme-client (whose axios touches the global
   // fetch, which loads Node's bundled undici: see src/node-http.ts) cost nothing without listen.tls
@@ -179,7 +133,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     now,
     ready: () => ready && !shuttingDown,
     readyDetails: () => ({ shuttingDown, store: store.kind, ...storeHealth(store), ...(deps.logSink === undefined ? {} : { log: deps.logSink.view() }), revisions: Object.fromEntries(controller.allStates().map((s) => [s.app, s.revision])), brokenStates: controller.brokenStates(), drift: controller.drift(), ...fleet?.details(), ...edge?.details() }),
-    routes: [...canaryRoutes(controller), ...statsRoutes(telemetry.stats), ...certificateRoutes(() => (edge === null ? null : { certificates: () => edge.certs.all(), acme: () => edge.acme?.status() ?? null }), now), ...rolloutRoutes(rollouts, (app) => Object.keys(controller.appConfig(app).pools))],
+    routes: adminRoutes({ controller, stats: telemetry.stats, rollouts, now, certificates: () => (edge === null ? null : { certificates: () => edge.certs.all(), acme: () => edge.acme?.status() ?? null }) }),
     metrics: telemetry.metrics,
     fallback: await loadDashboard(),
     targetFigures: (app, pool) => targetFigures(runtime, app, pool),
@@ -187,11 +141,6 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
 
   controller.on('applied', (state: { app: string; revision: number }) => logger.info({ app: state.app, revision: state.revision }, 'routing state applied'));
   health.start();
-  const drains = new DrainDeadlines({ runtime, source: controller, now, onDeadline: (app, pool, open) => {
-      if (open > 0) logger.info({ app, pool, open }, 'drain deadline passed: closing what is still open on the pool');
-    } });
-  drains.update();
-  controller.on('applied', () => drains.update());
 
   /** TLS sockets beyond the first one inherited (several workers' groups) */
   const tlsExtra: NetServer[] = [];
@@ -289,16 +238,9 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   async function closeParts(): Promise<void> {
     admin.close();
     admin.closeAllConnections();
-    discovery.close();
     await edge?.close();
     drains.close();
-    telemetry.stats.close();
-    await health.close();
-    await rollouts.close();
-    await fleet?.close();
-    await controller.close();
-    await store.close();
-    await runtime.close();
+    await control.close();
     // last: the spans of the requests the stop let finish are exported
     await tracing?.shutdown();
   }

@@ -1,6 +1,6 @@
 import type { RollbackPlan, Routing } from '../control/rollback-plan.ts';
 import type { SwitchyardError } from '../errors.ts';
-import { bpToPct, ownOf } from '../state/weights.ts';
+import { bpToPct, ownOf } from '../config/weights.ts';
 
 /** One pool in a rollback's dry run: its weight and version now and in the routing it restores. */
 export interface RollbackPoolView {

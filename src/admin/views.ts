@@ -10,7 +10,7 @@ import type { HistoryEntry, RoutingState } from '../state/types.ts';
 
 /** This instance's per-target figures of a pool, or null where they are not known here. */
 export type TargetFiguresSource = (app: string, pool: string) => TargetFigure[] | null;
-import { activePool, bpToPct, ownOf, weightsToPct } from '../state/weights.ts';
+import { activePool, bpToPct, ownOf, weightsToPct } from '../config/weights.ts';
 import { drainBlock, type DrainBlock } from '../control/drain-deadline.ts';
 import { describeEntry } from '../control/history-words.ts';
 import { revertOf } from '../control/rollback-plan.ts';

@@ -3,34 +3,28 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { availableParallelism, hostname } from 'node:os';
 import type { Logger } from 'pino';
-import { canaryRoutes } from '../admin/canary-routes.ts';
 import { loadDashboard } from '../admin/dashboard.ts';
-import type { AdminRoute } from '../admin/router.ts';
-import { rolloutRoutes } from '../admin/rollout-routes.ts';
 import { createAdminServer } from '../admin/server.ts';
-import { wantsHistory } from '../admin/stats-routes.ts';
-import { openStore } from '../app.ts';
 import type { Config } from '../config/schema.ts';
-import { Controller } from '../control/controller.ts';
+import type { Controller } from '../control/controller.ts';
 import type { CountsSource } from '../control/counts.ts';
 import { fleetCounts } from '../control/fleet.ts';
 import { claimPort, type PortClaim } from '../dataplane/port-claim.ts';
-import { Runtime } from '../dataplane/runtime.ts';
-import { Discovery } from '../discovery/discovery.ts';
-import { discoveryMetrics } from '../discovery/metrics.ts';
+import type { Runtime } from '../dataplane/runtime.ts';
 import { withDiscovery } from '../discovery/view.ts';
-import { HealthMonitor } from '../health/monitor.ts';
-import { registerLogMetrics, type LogSink } from '../logger.ts';
-import { createTelemetry, fleetPeerWindows, type Telemetry } from '../metrics/telemetry.ts';
+import type { HealthMonitor } from '../health/monitor.ts';
+import type { LogSink } from '../logger.ts';
+import { fleetPeerWindows, type Telemetry } from '../metrics/telemetry.ts';
+import { adminRoutes } from '../planes/admin-routes.ts';
+import { buildControlPlane } from '../planes/control-plane.ts';
 import type { Rollouts } from '../rollout/rollouts.ts';
-import { createRollouts, type RolloutTuning } from '../rollout/setup.ts';
-import { isRedisStore, type RoutingState } from '../state/types.ts';
+import type { RolloutTuning } from '../rollout/setup.ts';
+import type { RoutingState } from '../state/types.ts';
 import { WorkerGroup, groupCounts } from './group.ts';
 import type { PrimaryTls } from './primary-tls.ts';
-import { certificateRoutes } from '../edge/certificates-route.ts';
 import { GroupFleet } from './group-fleet.ts';
 import { GroupMetrics } from './group-metrics.ts';
-import type { DiscoveredTargets, HealthTable, ToPrimary } from './ipc.ts';
+import type { DiscoveredTargets, HealthTable, ToPrimary, ToWorker } from './ipc.ts';
 import { Supervisor } from './supervisor.ts';
 import { storeHealth } from '../state/writability.ts';
 import { adopt, closeHandle, handleOf, matches, type InheritedListener } from '../upgrade/handles.ts';
@@ -104,18 +98,25 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
   const { logger } = deps;
   const now = deps.now ?? Date.now;
   const instanceId = deps.instanceId ?? `${hostname()}:${process.pid}`;
-  const store = await openStore(config, logger);
-  // the targets the active checks and the 409 gate look at; this Runtime carries no traffic
-  const runtime = new Runtime({ now, engine: config.engine });
-  const health = new HealthMonitor({ config, runtime, logger: logger.child({ component: 'health' }), now });
-  const controller = await Controller.start({ config, store, logger, now, guard: health.guard, onSnapshot: (s) => runtime.sync(s), applyConfig: deps.applyConfig === true }).catch(async (err: unknown) => {
-    await store.close();
-    await runtime.close();
-    throw err;
+  // the workers' group, read by the fleet (its heartbeat) and the admin API (the workers' figures);
+  // made before the control plane, whose fleet reads it, so it reads the Controller once there is one
+  let started: Controller | null = null;
+  const group = new WorkerGroup(() => (started === null ? [] : started.snapshot.apps.map((a) => ({ name: a.name, pools: a.pools.map((p) => p.name) }))));
+  // discovery's finds go to the workers once they run (each one starts with them in its `init`)
+  let toWorkers: (m: ToWorker) => void = () => undefined;
+  // the primary's Runtime holds the targets the active checks and the 409 gate look at; it carries no traffic
+  const control = await buildControlPlane(config, {
+    logger,
+    now,
+    instanceId,
+    ...(deps.applyConfig === undefined ? {} : { applyConfig: deps.applyConfig }),
+    ...(deps.rollouts === undefined ? {} : { rollouts: deps.rollouts }),
+    ...(deps.logSink === undefined ? {} : { logSink: deps.logSink }),
+    fleet: (opts) => new GroupFleet({ ...opts, stats: () => group.stats() }, group),
+    onDiscovered: (app, pool, urls) => toWorkers({ type: 'sy:discovered', app, pool, urls }),
   });
-  const group = new WorkerGroup(() => controller.snapshot.apps.map((a) => ({ name: a.name, pools: a.pools.map((p) => p.name) })));
-  const telemetry = createTelemetry({ config, controller, runtime, store, logger, now });
-  const fleet = isRedisStore(store) ? new GroupFleet({ store, controller, runtime, instanceId, logger: logger.child({ component: 'fleet' }), now, stats: () => group.stats() }, group) : null;
+  const { store, controller, runtime, health, telemetry, fleet, rollouts, discovery } = control;
+  started = controller;
   const fleetPeers = fleet === null ? null : fleetPeerWindows(fleet);
   // the workers' windows as one export (the group is one instance), then the fleet's
   telemetry.stats.attachFleet(function* peers() {
@@ -131,7 +132,6 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
     }
   };
   const counts = fleet === null ? groupCounts(group, instanceId, revisionOf) : fleetCounts(fleet);
-  const rollouts = await createRollouts({ config, store, controller, stats: telemetry.stats, registry: telemetry.metrics.registry, logger, instanceId, now, tuning: deps.rollouts });
   let listening = false;
   let shuttingDown = false;
   let cut = 0;
@@ -168,18 +168,7 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
     tlsConfig === undefined
       ? null
       : await (await import('./primary-tls.ts')).PrimaryTls.create({ config, tls: tlsConfig, logger, registry: telemetry.metrics.registry, store, instanceId, now, broadcast: (m) => supervisor.broadcast(m), sendTo: (slot, m) => supervisor.sendTo(slot, m) });
-  // the primary resolves the pools' `discover` for the group; its workers follow what it finds
-  const discovery: Discovery = new Discovery({
-    config: config.discovery,
-    definitions: () => controller.snapshot.apps.map((a) => a.config),
-    sink: runtime,
-    logger: logger.child({ component: 'discovery' }),
-    now,
-    onLookup: discoveryMetrics(telemetry.metrics.registry, () => discovery).onLookup,
-    onTargets: (app, pool, urls) => supervisor.broadcast({ type: 'sy:discovered', app, pool, urls }),
-  });
-  discovery.follow();
-  if (deps.logSink !== undefined) registerLogMetrics(telemetry.metrics.registry, deps.logSink);
+  toWorkers = (m) => supervisor.broadcast(m);
   const metrics = new GroupMetrics({ registry: telemetry.metrics.registry, sendReady: (msg) => supervisor.sendReady(msg) });
 
   function onWorkerMessage(slot: number, msg: ToPrimary): void {
@@ -221,7 +210,6 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
   controller.on('applied', (state: RoutingState) => {
     logger.info({ app: state.app, revision: state.revision }, 'routing state applied');
     supervisor.broadcast({ type: 'sy:state', state });
-    discovery.follow();
   });
   health.on('change', () => supervisor.broadcast({ type: 'sy:health', health: healthTable(runtime) }));
   // a target that joined a pool starts with the primary's view of it too
@@ -238,15 +226,6 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
     });
   }
 
-  const statsRoute: AdminRoute = {
-    method: 'GET',
-    path: '/v1/apps/:app/stats',
-    handler: (ctx) => {
-      const view = telemetry.stats.view(ctx.params['app'] as string, { history: wantsHistory(ctx.url) });
-      // the workers' merged export is this instance's own figures, not another instance
-      return { json: { ...view, fleet: fleet !== null, instances: group.stats() === null ? view.instances : Math.max(1, view.instances - 1), workers: group.size } };
-    },
-  };
   const admin = createAdminServer({
     config,
     controller,
@@ -266,7 +245,15 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
       ...fleet?.details(),
       ...tls?.details(),
     }),
-    routes: [...canaryRoutes(controller), statsRoute, ...certificateRoutes(() => tls, now), ...rolloutRoutes(rollouts, (app) => Object.keys(controller.appConfig(app).pools))],
+    routes: adminRoutes({
+      controller,
+      stats: telemetry.stats,
+      // the workers' merged export is this instance's own figures, not another instance
+      statsView: (view) => ({ ...view, fleet: fleet !== null, instances: group.stats() === null ? view.instances : Math.max(1, view.instances - 1), workers: group.size }),
+      rollouts,
+      certificates: () => tls,
+      now,
+    }),
     metrics,
     fallback: await loadDashboard(),
   });
@@ -277,15 +264,8 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
     portClaim?.release();
     admin.close();
     admin.closeAllConnections();
-    discovery.close();
-    telemetry.stats.close();
-    await health.close();
     await tls?.close();
-    await rollouts.close();
-    await fleet?.close();
-    await controller.close();
-    await store.close();
-    await runtime.close();
+    await control.close();
   }
 
   async function listen(): Promise<{ adminPort: number }> {

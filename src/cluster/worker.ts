@@ -2,16 +2,15 @@ import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import type { PoolCounts } from '../control/counts.ts';
-import { DrainDeadlines } from '../dataplane/drain.ts';
-import { TrustedProxies } from '../dataplane/headers.ts';
+import type { DrainDeadlines } from '../dataplane/drain.ts';
 import { Runtime } from '../dataplane/runtime.ts';
-import { processLimits } from '../dataplane/limits.ts';
-import { DataPlane } from '../dataplane/server.ts';
+import type { DataPlane } from '../dataplane/server.ts';
 import { stopDataPlane } from '../dataplane/shutdown.ts';
 import { HealthMonitor, type HealthChange } from '../health/monitor.ts';
 import { registerLogMetrics, type LogSink } from '../logger.ts';
 import type { Probe } from '../health/probe.ts';
 import { createTelemetry, type Telemetry } from '../metrics/telemetry.ts';
+import { buildDataPlane, enableH2c, loadTracing } from '../planes/data-plane.ts';
 import type { RoutingState } from '../state/types.ts';
 import type { DiscoveredTargets, HealthTable, ListenMode, PrometheusJson, ToWorker, WorkerChannel, WorkerReport } from './ipc.ts';
 import { listenWorker } from './listen.ts';
@@ -187,30 +186,19 @@ class WorkerPlane {
     this.telemetry = createTelemetry({ config, controller: this.routing, runtime: this.runtime, store: {}, logger, now });
     const telemetry = this.telemetry;
     if (opts.logSink !== undefined) registerLogMetrics(telemetry.metrics.registry, opts.logSink);
-    this.dataPlane = new DataPlane({
+    ({ dataPlane: this.dataPlane, drains: this.drains } = buildDataPlane(config, {
       source: this.routing,
       runtime: this.runtime,
-      trust: new TrustedProxies(config.trustedProxies),
+      telemetry,
+      logger,
       now,
-      onRequest: (rec) => {
-        this.served++;
-        telemetry.onRequest(rec);
-      },
-      onPreviewRejected: telemetry.onPreviewRejected,
-      onMirror: telemetry.onMirror,
-      limits: processLimits(config, logger, this.runtime),
-      ...(config.listen.tls === undefined ? {} : { intercept: (req, res) => this.edge?.intercept(req, res) ?? false }),
-    });
+      onRequest: () => void this.served++,
+      intercept: (req, res) => this.edge?.intercept(req, res) ?? false,
+    }));
     this.acme = config.listen.tls?.acme === undefined ? null : new WorkerAcme((m) => this.channel.send(m), logger.child({ component: 'acme' }));
     for (const pem of init.acme ?? []) this.acme?.certificate(pem);
-    telemetry.metrics.addLimits(this.dataPlane.limits);
-    this.drains = new DrainDeadlines({ runtime: this.runtime, source: this.routing, now, onDeadline: (app, pool, open) => {
-      if (open > 0) logger.info({ app, pool, open }, 'drain deadline passed: closing what is still open on the pool');
-    } });
-    this.drains.update();
     this.routing.on('applied', (state: RoutingState) => {
       logger.debug({ app: state.app, revision: state.revision }, 'routing state applied');
-      this.drains.update();
       this.channel.send({ type: 'sy:applied', applied: this.routing.revisions() });
       // the drain figures move with a switch: report them now rather than within an interval
       this.reportSoon ??= setImmediate(() => {
@@ -223,14 +211,9 @@ class WorkerPlane {
 
   async listen(): Promise<ListenMode> {
     const { host, port, acceptors, tls } = this.config.listen;
-    if (this.config.tracing !== undefined) {
-      this.tracing = (await import('../tracing/otel.ts')).createOtelTracing(this.config.tracing, { logger: this.logger.child({ component: 'tracing' }), instanceId: `${hostname()}:${process.pid}` });
-      this.dataPlane.setTracing(this.tracing);
-    }
-    if (this.config.listen.h2c) {
-      const dataPlane = this.dataPlane;
-      dataPlane.enableH2c((await import('../edge/h2.ts')).createH2Server({ limits: dataPlane.limits, handle: (req, res) => dataPlane.handle(req, res) }));
-    }
+    this.tracing = await loadTracing(this.config, this.logger, `${hostname()}:${process.pid}`);
+    if (this.tracing !== null) this.dataPlane.setTracing(this.tracing);
+    await enableH2c(this.config, this.dataPlane);
     if (tls !== undefined) {
       this.edge = await (await import('../edge/edge.ts')).Edge.create({ config: this.config, tls, dataPlane: this.dataPlane, logger: this.logger, registry: this.telemetry.metrics.registry, ...(this.acme === null ? {} : { remoteAcme: this.acme }) });
       this.acme?.attach(this.edge);

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { pctToBp } from '../state/weights.ts';
+import { pctToBp } from './weights.ts';
 import { compileLinear } from './linear-regex.ts';
 
 /**

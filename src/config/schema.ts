@@ -2,7 +2,7 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { parseDuration } from './duration.ts';
 import { tracingSchema } from './tracing.ts';
-import { parseWeights } from '../state/weights.ts';
+import { parseWeights } from './weights.ts';
 import { mirrorSchema, routingIssues, rulesSchema } from './routing-schema.ts';
 
 /**

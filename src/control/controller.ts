@@ -10,7 +10,7 @@ import type { Snapshot } from '../routing/snapshot.ts';
 import { canonicalJson } from '../state/digest.ts';
 import type { InvalidStateError } from '../state/invariants.ts';
 import { historyEntryOf, type Action, type HistoryEntry, type RevertKind, type RoutingState, type StateStore } from '../state/types.ts';
-import { ownOf, parseWeights, TOTAL_BP, type Weights } from '../state/weights.ts';
+import { ownOf, parseWeights, TOTAL_BP, type Weights } from '../config/weights.ts';
 import { nextState } from './next-state.ts';
 import { planRollback, poolsServing, type RollbackPlan } from './rollback-plan.ts';
 import { withRouting } from './routing-writes.ts';

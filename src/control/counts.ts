@@ -1,12 +1,7 @@
-/** Live per-pool figures of the connections a proxy instance is carrying. */
-export interface PoolCounts {
-  /** requests (including open streams) being proxied to the pool */
-  inflight: number;
-  /** upgraded connections (WebSocket) open to the pool */
-  upgraded: number;
-  /** requests routed to the pool by an affinity pin in the last 60 s */
-  pinned: number;
-}
+import type { PoolCounts } from '../dataplane/pool-runtime.ts';
+import type { Runtime } from '../dataplane/runtime.ts';
+
+export type { PoolCounts } from '../dataplane/pool-runtime.ts';
 
 /**
  * Where AppState and the drain figures get their counts: this instance's own counters on the
@@ -70,4 +65,15 @@ export function drainVerdict(f: DrainFacts): { drained: boolean; reason: string 
     why.push(`affinity pins are honoured until ${new Date(f.pinsUntil).toISOString()} (${f.counts.pinned} pinned request(s) in the last 60 s)`);
   }
   return why.length === 0 ? { drained: true, reason: null } : { drained: false, reason: why.join('; ') };
+}
+
+/** CountsSource for one instance on the file store: its own counters. */
+export function localCounts(runtime: Runtime, instanceId: string, now: () => number = Date.now): CountsSource {
+  const zero = (): PoolCounts => ({ inflight: 0, upgraded: 0, pinned: 0 });
+  const counts = (app: string, pool: string): PoolCounts => runtime.pool(app, pool)?.counts(now()) ?? zero();
+  return {
+    poolCounts: counts,
+    poolCountsByInstance: (app, pool) => ({ [instanceId]: counts(app, pool) }),
+    instances: () => ({ applied: 1, total: 1 }),
+  };
 }

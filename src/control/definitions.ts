@@ -2,7 +2,7 @@ import { hostConflicts, parseDefinition, type AppDefinition, type KeyPathIssue }
 import type { AppConfig } from '../config/schema.ts';
 import { SwitchyardError } from '../errors.ts';
 import type { RoutingState } from '../state/types.ts';
-import { ownOf, TOTAL_BP, type Weights } from '../state/weights.ts';
+import { ownOf, TOTAL_BP, type Weights } from '../config/weights.ts';
 import type { Controller, WriteOptions } from './controller.ts';
 import { routingHolds } from '../routing/rules.ts';
 import { drainVerdict, type CountsSource } from './counts.ts';

@@ -1,5 +1,5 @@
 import type { HistoryEntry, PoolRecord } from '../state/types.ts';
-import { bpToPct, ownOf, TOTAL_BP } from '../state/weights.ts';
+import { bpToPct, ownOf, TOTAL_BP } from '../config/weights.ts';
 import { revertOf } from './rollback-plan.ts';
 
 // What a history entry did, in words, for `switchyard history` and the dashboard: the weights it

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { AppDefinition } from '../config/definition.ts';
 import type { Action, RevertKind, RoutingState } from '../state/types.ts';
-import { activePool, ownOf, type Weights } from '../state/weights.ts';
+import { activePool, ownOf, type Weights } from '../config/weights.ts';
 
 export function newSalt(): string {
   return randomBytes(8).toString('hex');

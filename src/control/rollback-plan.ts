@@ -1,6 +1,6 @@
 import { canonicalJson } from '../state/digest.ts';
 import type { HistoryEntry, RevertKind } from '../state/types.ts';
-import { ownOf, TOTAL_BP, type Weights } from '../state/weights.ts';
+import { ownOf, TOTAL_BP, type Weights } from '../config/weights.ts';
 
 // What `rollback` restores (docs/cohorts.md §6), as a pure function of the app's history: no store, no
 // clock. "Back to the last known-good routing": the stable routing in force before the current

@@ -4,7 +4,7 @@ import type { AppConfig, Config } from '../config/schema.ts';
 import { ConfigError, ProcessError } from '../errors.ts';
 import type { InvalidStateError } from '../state/invariants.ts';
 import type { RoutingState, StateStore } from '../state/types.ts';
-import { ownOf, parseWeights, TOTAL_BP, type Weights } from '../state/weights.ts';
+import { ownOf, parseWeights, TOTAL_BP, type Weights } from '../config/weights.ts';
 import { initialState, nextState } from './next-state.ts';
 
 /** An app whose stored state cannot be loaded: routed on its config's `initial` weights until a write replaces it. */

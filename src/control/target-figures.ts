@@ -1,4 +1,6 @@
-import type { PoolRuntime, Runtime, Target } from '../dataplane/runtime.ts';
+import type { PoolRuntime } from '../dataplane/pool-runtime.ts';
+import type { Runtime } from '../dataplane/runtime.ts';
+import type { Target } from '../dataplane/target.ts';
 
 /** One target's drain figures on this instance: the ones serving, then the ones retiring after a removal. */
 export interface TargetFigure {

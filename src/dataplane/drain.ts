@@ -1,5 +1,6 @@
 import type { Snapshot } from '../routing/snapshot.ts';
-import type { Cuttable, Runtime } from './runtime.ts';
+import type { Cuttable } from './open-set.ts';
+import type { Runtime } from './runtime.ts';
 
 /** The timer functions the scheduler uses; injectable so tests drive the clock. */
 export interface Timers {

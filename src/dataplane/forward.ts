@@ -4,29 +4,14 @@ import { ERRORS, type ErrorCode } from '../errors.ts';
 import { answersGrpc, endGrpcStream, goAway, grpcStatusFor, grpcStatusOf, sendGrpcError } from './grpc.ts';
 import { forwardResponseHeaders, isHopByHop } from './headers.ts';
 import { afterPendingIo, watchBody, type Limits } from './limits.ts';
-import { refuse, relayInformational } from './request-target.ts';
+import { relayInformational } from './request-target.ts';
+import { refuse, sendError } from './responses.ts';
 import { INTERNAL_ERROR_CODE } from './engine/upstream.ts';
 import { UPSTREAM_CODES, upstreamCodes } from './engine/upstream-codes.ts';
-import { REFUSED_BACKOFF_MS, type Cuttable, type PoolRuntime, type Target } from './runtime.ts';
-
-/** What the server learns when a proxied request ends, for metrics and the access log. */
-export interface Outcome {
-  readonly status: number;
-  /** set when the proxy made the response itself or the upstream broke it */
-  readonly error: ErrorCode | null;
-  readonly startedAt: number;
-  /**
-   * When the response head went to the client (or the proxy's own answer was written): latency,
-   * as stats, metrics and rollouts judge it, is `headAt - startedAt`; how long the response then
-   * stayed open (a stream, a download) is `endedAt - headAt`, kept apart. Equal to `endedAt` when
-   * the request ended before any head was sent (a client that left, a cut). A 101 (an upgrade)
-   * counts in neither figure.
-   */
-  readonly headAt: number;
-  readonly endedAt: number;
-  /** the call's `grpc-status` (response headers or trailers), when it had one */
-  readonly grpc?: number;
-}
+import { REFUSED_BACKOFF_MS, type Target } from './target.ts';
+import type { Cuttable } from './open-set.ts';
+import type { PoolRuntime } from './pool-runtime.ts';
+import type { Outcome } from './types.ts';
 
 /** What a handler needs from the data plane that created it (one object shared by all requests). */
 export interface Plane {
@@ -178,6 +163,11 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
     this.controller?.abort(new Error(`${kind} timeout`));
     if (kind === 'send' || res.headersSent) res.destroy();
     else sendError(res, code, this.requestId, true);
+  }
+
+  /** Cuttable: a request sent whole that waits for its response head, not queued: since when; else -1 (the passive stall sweep). */
+  awaitingHeadSince(): number {
+    return this.res.headersSent || !this.req.complete || this.queued ? -1 : this.startedAt;
   }
 
   /** true while it waits in undici's queue for a connection (the target has not seen it yet) */
@@ -443,20 +433,3 @@ function checkBackpressure(h: ProxyHandler): void {
   h.backpressure();
 }
 
-/** A response the proxy makes itself: short text body, X-Request-Id. */
-export function sendError(res: ServerResponse, code: ErrorCode, requestId: string, close: boolean): void {
-  if (res.headersSent) {
-    res.destroy();
-    return;
-  }
-  const { status, message } = ERRORS[code];
-  if (answersGrpc(res)) {
-    sendGrpcError(res, grpcStatusFor(status), message, requestId);
-    return;
-  }
-  const body = `${status} ${message}\n`;
-  const headers: string[] = ['content-type', 'text/plain; charset=utf-8', 'content-length', String(Buffer.byteLength(body)), 'x-request-id', requestId];
-  if (close) headers.push('connection', 'close');
-  res.writeHead(status, headers);
-  res.end(body);
-}

@@ -282,7 +282,8 @@ export class Limits {
  * socket is moved by every other stream and by PINGs.
  */
 function bodyBytes(req: IncomingMessage): () => number {
-  if (typeof (req as { bodyBytesRead?: unknown }).bodyBytesRead === 'number') return () => (req as unknown as { bodyBytesRead: number }).bodyBytesRead;
+  const h2 = req as { readonly bodyBytesRead?: unknown };
+  if (typeof h2.bodyBytesRead === 'number') return () => h2.bodyBytesRead as number;
   const socket = req.socket;
   return () => socket.bytesRead;
 }

@@ -3,20 +3,9 @@ import type { Readable } from 'node:stream';
 import { http, https } from '../node-http.ts';
 import type { MirrorRoute } from '../routing/rules.ts';
 import type { AppRoute, PoolRoute } from '../routing/snapshot.ts';
-import type { Outcome } from './forward.ts';
+import type { MirrorCopy, MirrorOutcome, MirrorRecord, Outcome, StatusClass } from './types.ts';
 import type { ForwardedRequest } from './headers.ts';
 import type { Runtime } from './runtime.ts';
-
-/** What became of one copy (the `outcome` label of switchyard_mirror_requests_total). */
-export const MIRROR_OUTCOMES = ['2xx', '3xx', '4xx', '5xx', 'error', 'skipped_body', 'skipped_busy'] as const;
-export type MirrorOutcome = (typeof MIRROR_OUTCOMES)[number];
-/** A status class as compared: the copy's or the live response's (`error`: no response). */
-export type StatusClass = '1xx' | '2xx' | '3xx' | '4xx' | '5xx' | 'error';
-
-/** One mirror event: a copy that ended or was skipped, or (with `compare`) a (live, copy) pair. */
-export type MirrorRecord =
-  | { readonly kind: 'copy'; readonly app: AppRoute; readonly pool: PoolRoute; readonly outcome: MirrorOutcome; readonly startedAt: number; readonly endedAt: number }
-  | { readonly kind: 'compare'; readonly app: AppRoute; readonly pool: PoolRoute; readonly live: StatusClass; readonly mirror: StatusClass; readonly at: number };
 
 export interface MirrorOptions {
   readonly runtime: Runtime;
@@ -30,11 +19,6 @@ export function statusClass(status: number): StatusClass {
 
 function liveClass(o: Outcome): StatusClass {
   return o.error !== null ? 'error' : statusClass(o.status);
-}
-
-/** The live request's side of a copy: told the live outcome when the request ends, for `compare`. */
-export interface MirrorCopy {
-  live(outcome: Outcome): void;
 }
 
 class Copy implements MirrorCopy {

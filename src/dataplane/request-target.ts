@@ -1,6 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 
+// the front, h2 and the pipeline import it from here, as before
+export { refuse } from './responses.ts';
+
 /**
  * The request line's semantics, checked before a request is routed: what nginx and HAProxy
  * refuse, we refuse, with the same statuses. llhttp (Node's parser) accepts more than HTTP/1.1
@@ -49,20 +52,6 @@ export function parseRequestTarget(req: IncomingMessage): RequestTarget {
   if (authority === '' || authority.includes('@') || !AUTHORITY_RE.test(authority)) return { status: 400, reason: 'bad authority in the request target' };
   const rest = url.slice(end);
   return { path: rest === '' ? '/' : rest.charCodeAt(0) === 63 /* ? */ ? `/${rest}` : rest, authority };
-}
-
-/** A refusal the proxy makes before routing: short text body, and the connection is closed (its framing cannot be trusted). */
-export function refuse(res: ServerResponse, status: number, reason: string, requestId?: string): void {
-  if (res.headersSent) {
-    res.destroy();
-    return;
-  }
-  const body = `${status} ${reason}\n`;
-  const headers = ['content-type', 'text/plain; charset=utf-8', 'content-length', String(Buffer.byteLength(body)), 'connection', 'close'];
-  if (requestId !== undefined) headers.push('x-request-id', requestId);
-  res.shouldKeepAlive = false;
-  res.writeHead(status, headers);
-  res.end(body);
 }
 
 const CONNECT_BODY = '501 CONNECT is not served by Switchyard\n';

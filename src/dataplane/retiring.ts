@@ -1,4 +1,5 @@
-import type { PoolRuntime, Target } from './runtime.ts';
+import type { PoolRuntime } from './pool-runtime.ts';
+import type { Target } from './target.ts';
 
 /** A target that left its pool: it finishes what it carries, then its connection pool is closed. */
 export interface RetiringTarget {

@@ -3,24 +3,26 @@ import { createServer as createNetServer, type AddressInfo, type ListenOptions, 
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { PinCookies } from '../routing/affinity.ts';
-import { decide, mirrorFor, type DecideOptions, type RoutedBy } from '../routing/decide.ts';
-import { findApp, type AppRoute, type PoolRoute, type Snapshot } from '../routing/snapshot.ts';
+import { decide, mirrorFor, type DecideOptions } from '../routing/decide.ts';
+import { findApp, type AppRoute } from '../routing/snapshot.ts';
 import { DEFAULT_ACCEPTORS } from '../config/schema.ts';
 import { http } from '../node-http.ts';
-import { ProxyHandler, sendError, type Outcome, type Plane } from './forward.ts';
+import { ProxyHandler, type Plane } from './forward.ts';
+import { sendError } from './responses.ts';
+import type { DataPlaneOptions, Decision, Outcome } from './types.ts';
 import { Front, KEEP_ALIVE_MS, type FrontExchange } from './front.ts';
 import { H2cPort } from './h2c.ts';
 import type { Http2Server } from 'node:http2';
-import { forwardRequestHeaders, normalizeAddress, replaceHeader, type ForwardedRequest, type TrustedProxies } from './headers.ts';
+import { forwardRequestHeaders, normalizeAddress, replaceHeader, type ForwardedRequest } from './headers.ts';
 import { headerReceived, Limits, type LimitsConfig } from './limits.ts';
-import { Mirror, type MirrorCopy, type MirrorRecord } from './mirror.ts';
+import { Mirror } from './mirror.ts';
 import { inOrder } from './pipeline.ts';
 import { adopt, type ListenHandle } from '../upgrade/handles.ts';
 import { claimPort, type PortClaim } from './port-claim.ts';
 import { ProxyFacts, rawHeader } from './request-facts.ts';
 import { parseRequestTarget, refuse, refuseConnect } from './request-target.ts';
 import type { Runtime } from './runtime.ts';
-import type { RequestSpan, Tracing } from '../tracing/types.ts';
+import type { Tracing } from '../tracing/types.ts';
 import { isProxiedUpgrade, UpgradeProxy } from './upgrade.ts';
 import { ProcessError } from '../errors.ts';
 
@@ -36,66 +38,8 @@ export const LISTEN_BACKLOG = 4096;
 /** Listening sockets per data-plane process by default: see `DEFAULT_ACCEPTORS` in config/schema.ts. */
 export { DEFAULT_ACCEPTORS };
 
-/** One finished request, as metrics, stats and the access log see it. */
-export interface RequestRecord {
-  readonly app: AppRoute;
-  readonly pool: PoolRoute;
-  readonly by: RoutedBy;
-  readonly requestId: string;
-  readonly method: string;
-  /** the request target as received (path and query); the access log keeps the path only */
-  readonly path?: string;
-  readonly outcome: Outcome;
-}
-
-export interface DataPlaneOptions {
-  /** anything holding the current snapshot (the Controller) */
-  readonly source: { readonly snapshot: Snapshot };
-  readonly runtime: Runtime;
-  readonly trust: TrustedProxies;
-  /** @default Math.random — injectable so split tests assert exact counts */
-  readonly random?: () => number;
-  /** @default Date.now */
-  readonly now?: () => number;
-  /** called once per proxied request when it ends (metrics, stats, access log) */
-  readonly onRequest?: (record: RequestRecord) => void;
-  /** called once per mirrored copy when it ends or is skipped, and per compared pair (src/dataplane/mirror.ts) */
-  readonly onMirror?: (record: MirrorRecord) => void;
-  /** called when a preview header carries a bad signature */
-  readonly onPreviewRejected?: (app: AppRoute) => void;
-  /** connection and request limits (src/dataplane/limits.ts) @default the config defaults */
-  readonly limits?: Limits;
-  /** answers a plain-port request itself before routing (true: taken), e.g. the 308 to https or an ACME HTTP-01 challenge (src/edge); never asked about a TLS connection's requests */
-  readonly intercept?: (req: IncomingMessage, res: ServerResponse) => boolean;
-  /**
-   * Who serves HTTP/1.1 clients: `native`, the raw-socket front (src/dataplane/front.ts), which
-   * hands node:http every request it does not serve itself; `node`, node:http alone. With an
-   * `intercept`, the front serves TLS connections only: plain ones go to node:http, whose
-   * requests the intercept reads.
-   * @default native with the native engine, node otherwise
-   */
-  readonly front?: 'native' | 'node';
-  /** OpenTelemetry spans and trace context (src/tracing), or null: off, one null check per request @default null */
-  readonly tracing?: Tracing | null;
-}
-
 /** `limits` with every default, for planes built without a config (tests). */
 export const DEFAULT_LIMITS: LimitsConfig = { maxConnections: 'auto', headerTimeout: 60_000, bodyTimeout: 60_000, sendTimeout: 60_000, queueTimeout: 10_000 };
-
-/** Where a request went and why (routing/decide.ts), carried by its handler until it ends. */
-export interface Decision {
-  readonly app: AppRoute;
-  readonly pool: PoolRoute;
-  readonly by: RoutedBy;
-  /** a pin's only: the request's facts, to route it by weight should its pool fail it (DataPlane.reroute) */
-  readonly fwd?: ForwardedRequest;
-  /** with tracing: the request's sampled span, ended when it is done */
-  readonly span?: RequestSpan;
-  /** a pin's only: the time it was counted in its pool's `pinned` figure */
-  readonly at?: number;
-  /** its copy to the app's mirror pool, told the live outcome when the request ends */
-  mirror?: MirrorCopy | null;
-}
 
 /** Errors that mean "no SO_REUSEPORT here", not "the port is taken". */
 export const REUSEPORT_UNSUPPORTED = new Set(['ENOTSUP', 'EOPNOTSUPP', 'ENOPROTOOPT', 'EINVAL', 'ERR_INVALID_ARG_VALUE']);

@@ -3,9 +3,13 @@ import type { Socket } from 'node:net';
 import type { AppConfig } from '../config/schema.ts';
 import { ERRORS, type ErrorCode } from '../errors.ts';
 import { http, https } from '../node-http.ts';
-import { CONNECT_ERRORS, errorCode, type Outcome } from './forward.ts';
+import { CONNECT_ERRORS, errorCode } from './forward.ts';
+import { errorResponse, responseHead } from './responses.ts';
+import type { Outcome } from './types.ts';
 import { forwardResponseHeaders } from './headers.ts';
-import { REFUSED_BACKOFF_MS, type Cuttable, type PoolRuntime, type Target } from './runtime.ts';
+import { REFUSED_BACKOFF_MS, type Target } from './target.ts';
+import type { Cuttable } from './open-set.ts';
+import type { PoolRuntime } from './pool-runtime.ts';
 import { CLOSE_GOING_AWAY, clientCloseFrame, FrameCursor, serverCloseFrame } from './ws-frames.ts';
 
 /** After a cut sent its close frames: how long the peers get for the close handshake before we end both sockets. */
@@ -13,27 +17,9 @@ export const CUT_BOUND_MS = 1000;
 /** After an end (ours or a peer's): how long until both sockets are destroyed whatever their state. */
 export const CLOSE_BOUND_MS = 1000;
 
-/** A raw HTTP/1.1 response head: once `upgrade` fired, the client socket is ours, not a ServerResponse's. */
-export function responseHead(status: number, message: string, headers: readonly string[]): string {
-  let s = `HTTP/1.1 ${status} ${message || (http.STATUS_CODES[status] ?? '')}\r\n`;
-  for (let i = 0; i < headers.length; i += 2) s += `${headers[i]}: ${headers[i + 1]}\r\n`;
-  return `${s}\r\n`;
-}
-
 /** The record of an upgrade's handshake: it ends with its answer's head (a 101 counts in no latency figure). */
 function handshakeOutcome(status: number, error: ErrorCode | null, startedAt: number, at: number): Outcome {
   return { status, error, startedAt, headAt: at, endedAt: at };
-}
-
-export function textResponse(status: number, body: string, requestId: string | null): string {
-  const headers = ['content-type', 'text/plain; charset=utf-8', 'content-length', String(Buffer.byteLength(body)), 'connection', 'close'];
-  if (requestId !== null) headers.push('x-request-id', requestId);
-  return responseHead(status, '', headers) + body;
-}
-
-export function errorResponse(code: ErrorCode, requestId: string | null): string {
-  const { status, message } = ERRORS[code];
-  return textResponse(status, `${status} ${message}\n`, requestId);
 }
 
 export interface UpgradeContext {

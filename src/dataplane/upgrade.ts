@@ -1,12 +1,13 @@
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { findApp, type AppRoute } from '../routing/snapshot.ts';
-import type { Outcome } from './forward.ts';
+import type { Outcome } from './types.ts';
 import { forwardRequestHeaders, normalizeAddress, type ForwardedRequest } from './headers.ts';
 import { parseRequestTarget } from './request-target.ts';
-import type { PoolRuntime } from './runtime.ts';
-import type { DataPlaneOptions, Decision } from './server.ts';
-import { CLOSE_BOUND_MS, errorResponse, textResponse, UpgradeConnection } from './upgrade-connection.ts';
+import type { PoolRuntime } from './pool-runtime.ts';
+import type { DataPlaneOptions, Decision } from './types.ts';
+import { errorResponse, textResponse } from './responses.ts';
+import { CLOSE_BOUND_MS, UpgradeConnection } from './upgrade-connection.ts';
 
 /**
  * Upgrade tokens never proxied: h2c through a proxy tunnels past its per-request routing and

@@ -4,7 +4,7 @@ import * as acme from 'acme-client';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { AcmeConfig } from '../config/schema.ts';
-import type { Lease } from '../rollout/lease.ts';
+import type { Lease } from '../state/lease.ts';
 import type { AcmeStorage } from './acme-store.ts';
 import { loadPem, renewalDue, type CertificateSet } from './certificates.ts';
 import type { SecureContext } from 'node:tls';
@@ -33,7 +33,7 @@ export interface AcmeDeps {
   /** exact hosts to order for (config `hosts`, else every exact host of every app) */
   readonly hosts: readonly string[];
   readonly storage: AcmeStorage;
-  /** one orderer per fleet (src/rollout/lease.ts) */
+  /** one orderer per fleet (src/state/lease.ts) */
   readonly lease: Lease;
   readonly certs: CertificateSet;
   readonly logger: Logger;

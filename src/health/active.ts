@@ -1,5 +1,5 @@
 import type { HealthConfig } from '../config/schema.ts';
-import type { Target } from '../dataplane/runtime.ts';
+import type { Target } from '../dataplane/target.ts';
 import type { Probe, ProbeResult } from './probe.ts';
 
 /** The last check of a target, for the admin views. */

@@ -1,6 +1,6 @@
 import type { HealthConfig } from '../config/schema.ts';
-import { ProxyHandler } from '../dataplane/forward.ts';
-import type { Outlier, Target } from '../dataplane/runtime.ts';
+import type { Cuttable } from '../dataplane/open-set.ts';
+import type { Outlier, Target } from '../dataplane/target.ts';
 
 export type PassiveConfig = NonNullable<HealthConfig['passive']>;
 
@@ -70,7 +70,7 @@ export class OutlierDetector implements Outlier {
    * The stall check, run every few hundred ms over the pool's open requests (`PoolRuntime.open`):
    * O(requests in flight), nothing on the request path but the `answered` flag.
    */
-  sweep(open: Iterable<unknown>): void {
+  sweep(open: Iterable<Cuttable>): void {
     const stallAfter = this.cfg.stallAfter;
     if (stallAfter <= 0) return;
     const now = this.now();
@@ -84,7 +84,8 @@ export class OutlierDetector implements Outlier {
     for (const c of open) {
       // a request whose body is still arriving waits on its client, not on the target; one in
       // the queue for a connection (apps[].maxConnections) waits on the cap (limits.queueTimeout)
-      if (!(c instanceof ProxyHandler) || c.res.headersSent || !c.req.complete || c.queued || now - c.startedAt < stallAfter) continue;
+      const since = c.awaitingHeadSince?.() ?? -1;
+      if (since < 0 || now - since < stallAfter || c.target === undefined) continue;
       waiting ??= new Map();
       waiting.set(c.target, (waiting.get(c.target) ?? 0) + 1);
     }

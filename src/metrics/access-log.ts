@@ -1,5 +1,5 @@
 import pino, { type Logger } from 'pino';
-import type { RequestRecord } from '../dataplane/server.ts';
+import type { RequestRecord } from '../dataplane/types.ts';
 import { grpcClass } from '../dataplane/grpc.ts';
 import { LogSink } from '../logger.ts';
 

@@ -1,5 +1,6 @@
 import { Gauge, type Registry } from 'prom-client';
-import type { Runtime, Target } from '../dataplane/runtime.ts';
+import type { Runtime } from '../dataplane/runtime.ts';
+import type { Target } from '../dataplane/target.ts';
 import { targetState } from '../health/monitor.ts';
 import type { Snapshot } from '../routing/snapshot.ts';
 

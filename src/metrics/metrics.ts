@@ -2,9 +2,8 @@ import { collectDefaultMetrics, Counter, Gauge, Registry, type Aggregator, type 
 import type { Config } from '../config/schema.ts';
 import { GUARD_PLACES } from '../dataplane/guard.ts';
 import { LIMIT_EVENTS, type Limits } from '../dataplane/limits.ts';
-import type { MirrorRecord } from '../dataplane/mirror.ts';
 import { grpcClass } from '../dataplane/grpc.ts';
-import type { RequestRecord } from '../dataplane/server.ts';
+import type { MirrorRecord, RequestRecord } from '../dataplane/types.ts';
 import type { Runtime } from '../dataplane/runtime.ts';
 import type { RoutingState } from '../state/types.ts';
 import type { AppRoute, PoolRoute, Snapshot } from '../routing/snapshot.ts';

@@ -1,12 +1,12 @@
-import type { MirrorRecord } from '../dataplane/mirror.ts';
-import { addEncoded, emptyHistogram, encode, PoolRing, STATS_WINDOWS, summarize, type PoolWindowStats, type StatsExport, type StatsWindow } from './stats.ts';
+import type { MirrorRecord } from '../dataplane/types.ts';
+import { addEncoded, emptyHistogram, encode, PoolRing, STATS_WINDOWS, summarize, type PoolWindowStats, type StatsExport, type StatsWindow } from './pool-ring.ts';
 
 /**
  * The mirror pool's figures beside the live pools' (docs/cohorts.md §7): per app, the
  * copies sent to its mirror pool over the last 10 s and 60 s (rps, error rate, p99, as a live
  * pool's), and with `compare` the (live, copy) status-class pairs and how many differed.
  *
- * Both are PoolRings (stats.ts): the copies as requests; the compared pairs with "errors" counting
+ * Both are PoolRings (pool-ring.ts): the copies as requests; the compared pairs with "errors" counting
  * the mismatches, so the fleet's heartbeat carries and merges them like any pool's windows, under
  * the keys `mirror:POOL` and `compare:POOL` (a pool name has no colon, so they never meet one).
  */

@@ -1,8 +1,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import type { Runtime } from '../dataplane/runtime.ts';
-import type { MirrorRecord } from '../dataplane/mirror.ts';
-import type { RequestRecord } from '../dataplane/server.ts';
+import type { MirrorRecord, RequestRecord } from '../dataplane/types.ts';
 import type { AppRoute } from '../routing/snapshot.ts';
 import { createAccessLog } from './access-log.ts';
 import { registerHealthMetrics } from './health-metrics.ts';

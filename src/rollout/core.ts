@@ -5,7 +5,7 @@ import { SwitchyardError } from '../errors.ts';
 import type { RoutingState } from '../state/types.ts';
 import type { WriteOptions } from '../control/controller.ts';
 import { checked, withRouting } from '../control/routing-writes.ts';
-import { bpToPct } from '../state/weights.ts';
+import { bpToPct } from '../config/weights.ts';
 import { analyse, type StatsSource } from './analysis.ts';
 import { isActive, ROLLOUT_RESULTS, sameWeights, stepWeights, type Rollout, type RolloutResult } from './model.ts';
 import { roundText, type NotifyEvent } from './gate-model.ts';

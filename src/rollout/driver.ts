@@ -3,7 +3,7 @@ import type { RoutingState } from '../state/types.ts';
 import { RepeatedWarning } from '../repeated-warning.ts';
 import { analyse } from './analysis.ts';
 import { hasMirrorSteps, type RolloutCore } from './core.ts';
-import type { Lease, Scheduler } from './lease.ts';
+import type { Lease, Scheduler } from '../state/lease.ts';
 import { formatDuration } from '../config/duration.ts';
 import { hasEvidence, roundText, type GateRound, type Gates } from './gate-model.ts';
 import { GateKeeper, latestRound, roundDue } from './gate-keeper.ts';

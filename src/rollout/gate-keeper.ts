@@ -1,4 +1,4 @@
-import { weightsToPct } from '../state/weights.ts';
+import { weightsToPct } from '../config/weights.ts';
 import { analyse } from './analysis.ts';
 import type { RolloutCore } from './core.ts';
 import { DEFAULT_QUERY_TIMEOUT_MS, hasEvidence, MAX_ROUNDS, roundText, roundVerdict, type GateCheck, type GatePhase, type GateRound, type Gates } from './gate-model.ts';

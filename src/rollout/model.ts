@@ -1,8 +1,8 @@
-import { TOTAL_BP, type Weights } from '../state/weights.ts';
+import { TOTAL_BP, type Weights } from '../config/weights.ts';
 import type { Approval, GateCall, GateRound, Gates } from './gate-model.ts';
 
 /**
- * A progressive rollout as the store keeps it. Weights are basis points (state/weights.ts) and
+ * A progressive rollout as the store keeps it. Weights are basis points (config/weights.ts) and
  * times epoch milliseconds; the admin API renders percentages and ISO times (view.ts).
  */
 export interface Rollout {

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { Counter, type Registry } from 'prom-client';
-import { bpToPct } from '../state/weights.ts';
+import { bpToPct } from '../config/weights.ts';
 import { NOTIFY_EVENTS, type NotifyEvent, type NotifySpec } from './gate-model.ts';
 import type { GateBody } from './gates.ts';
 import type { Rollout } from './model.ts';

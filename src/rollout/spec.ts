@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { parseDuration } from '../config/duration.ts';
 import { SwitchyardError } from '../errors.ts';
-import { pctToBp, TOTAL_BP } from '../state/weights.ts';
+import { pctToBp, TOTAL_BP } from '../config/weights.ts';
 import type { Gates, PrometheusSource } from './gate-model.ts';
 import { evidenceFields, hooksBody, notifyBody, parseGates, type Issue } from './gate-spec.ts';
 import { DEFAULT_ANALYSIS, DEFAULT_MAX_WAIT_MS, presetSteps, PRESET_EXAMPLES, type Analysis, type OnFailure, type Step } from './model.ts';

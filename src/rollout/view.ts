@@ -1,5 +1,5 @@
 import { formatDuration } from '../config/duration.ts';
-import { bpToPct, weightsToPct } from '../state/weights.ts';
+import { bpToPct, weightsToPct } from '../config/weights.ts';
 import { NO_GATES, type Approval, type GateCall, type GateRound, type Gates } from './gate-model.ts';
 import type { Analysis, AnalysisFigures, AnalysisResult, OnFailure, Rollout, RolloutState } from './model.ts';
 import { maskHeaders, maskUrl } from './outbound.ts';

@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto';
 import type { AppConfig } from '../config/schema.ts';
 import type { RoutingState } from '../state/types.ts';
-import { ownOf, TOTAL_BP } from '../state/weights.ts';
+import { ownOf, TOTAL_BP } from '../config/weights.ts';
 import { compileMirror, compileRules, routingHolds, type CompiledRule, type MirrorRoute } from './rules.ts';
 import { SwitchyardError } from '../errors.ts';
 

@@ -4,7 +4,7 @@ import { deepFreeze, formatPath } from '../config/load.ts';
 import { NAME_RE } from '../config/schema.ts';
 import { SwitchyardError } from '../errors.ts';
 import type { RoutingState } from './types.ts';
-import { TOTAL_BP } from './weights.ts';
+import { TOTAL_BP } from '../config/weights.ts';
 
 // What every stored routing state must satisfy, checked in one place for both stores: before
 // each compare-and-set (so no store ever holds a state that cannot be routed on) and on every

@@ -1,8 +1,7 @@
 import type { AppDefinition } from '../config/definition.ts';
 import type { MirrorConfig, RuleConfig } from '../config/routing-schema.ts';
 import type { InvalidStateError } from './invariants.ts';
-import type { RedisStore } from './redis-store.ts';
-import type { Weights } from './weights.ts';
+import type { Weights } from '../config/weights.ts';
 
 /**
  * The routing state of one app as the store keeps it. Weights are basis points (see
@@ -162,12 +161,4 @@ export interface StateStore {
    */
   watch(listener: (state: RoutingState) => void, onInvalid?: InvalidListener): Unsubscribe;
   close(): Promise<void>;
-}
-
-/**
- * Whether a store is the Redis one, without importing it: ioredis (~7 MB of RSS) is loaded only
- * when the config asks for Redis (see `openStore`).
- */
-export function isRedisStore(store: StateStore): store is RedisStore {
-  return store.kind === 'redis';
 }

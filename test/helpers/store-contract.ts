@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it, type TestContext } from 'node:test';
 import { historyEntryOf, type CasResult, type RoutingState, type StateStore } from '../../src/state/types.ts';
-import type { Weights } from '../../src/state/weights.ts';
+import type { Weights } from '../../src/config/weights.ts';
 import type { InvalidStateError, PoolsOf } from '../../src/state/invariants.ts';
 
 export interface StoreFixture {

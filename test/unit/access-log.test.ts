@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { it } from 'node:test';
 import pino from 'pino';
-import type { RequestRecord } from '../../src/dataplane/server.ts';
+import type { RequestRecord } from '../../src/dataplane/types.ts';
 import { createLogger, LogSink } from '../../src/logger.ts';
 import { createAccessLog, directLine } from '../../src/metrics/access-log.ts';
 

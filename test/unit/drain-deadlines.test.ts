@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { parseConfig } from '../../src/config/load.ts';
 import { initialState, nextState } from '../../src/control/next-state.ts';
 import { DrainDeadlines, spreadWindow, type Timers } from '../../src/dataplane/drain.ts';
-import type { Cuttable } from '../../src/dataplane/runtime.ts';
+import type { Cuttable } from '../../src/dataplane/open-set.ts';
 import { runtimeFor } from '../helpers/runtime.ts';
 import { buildAppRoute, buildSnapshot, type Snapshot } from '../../src/routing/snapshot.ts';
 import type { RoutingState } from '../../src/state/types.ts';

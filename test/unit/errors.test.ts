@@ -8,9 +8,8 @@ import pino from 'pino';
 import { codesOf } from '../../src/admin/openapi.ts';
 import { writeError } from '../../src/admin/router.ts';
 import { ConfigError, ERRORS, NOT_THE_POOLS_FAULT, PROCESS_ERRORS, ProcessError, SwitchyardError, type ErrorCode, type ProcessErrorCode } from '../../src/errors.ts';
-import { sendError } from '../../src/dataplane/forward.ts';
+import { errorResponse, sendError } from '../../src/dataplane/responses.ts';
 import { grpcStatusFor } from '../../src/dataplane/grpc.ts';
-import { errorResponse } from '../../src/dataplane/upgrade-connection.ts';
 
 // The catalogue kept honest, in the manner of fastify's test/internals/errors.test.js: every code
 // made, its status and envelope checked on the wire, and the README's tables checked against the

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { pino } from 'pino';
 import { parseConfig } from '../../src/config/load.ts';
 import type { HealthConfig } from '../../src/config/schema.ts';
-import type { Target } from '../../src/dataplane/runtime.ts';
+import type { Target } from '../../src/dataplane/target.ts';
 import { runtimeFor } from '../helpers/runtime.ts';
 import { ConfigError, SwitchyardError } from '../../src/errors.ts';
 import { ActiveChecker, type CheckedTarget, type Transition } from '../../src/health/active.ts';

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
-import { OpenSet, type Cuttable } from '../../src/dataplane/runtime.ts';
+import { OpenSet, type Cuttable } from '../../src/dataplane/open-set.ts';
 
 class Conn implements Cuttable {
   openSlot = -1;

@@ -11,13 +11,13 @@ import { Controller } from '../../src/control/controller.ts';
 import { SwitchyardError } from '../../src/errors.ts';
 import type { PoolWindowStats } from '../../src/metrics/stats.ts';
 import { evaluate } from '../../src/rollout/analysis.ts';
-import { LocalLease } from '../../src/rollout/lease.ts';
+import { LocalLease } from '../../src/state/lease.ts';
 import { presetSteps, stepWeights, type Rollout } from '../../src/rollout/model.ts';
 import { Rollouts } from '../../src/rollout/rollouts.ts';
 import { parseRolloutBody, rolloutBody } from '../../src/rollout/spec.ts';
 import { FileRolloutStore, MemoryRolloutStore, rolloutsPathBeside } from '../../src/rollout/store.ts';
 import { FileStore } from '../../src/state/file-store.ts';
-import { TOTAL_BP } from '../../src/state/weights.ts';
+import { TOTAL_BP } from '../../src/config/weights.ts';
 
 const POOLS = ['blue', 'green', 'red'];
 const sum = (w: Record<string, number>) => Object.values(w).reduce((n, v) => n + v, 0);

@@ -7,7 +7,7 @@ import { poolForBucket, previewPool, randomBucket, stickyBucket } from '../../sr
 import { bucketOf, BUCKETS } from '../../src/routing/hash.ts';
 import { buildAppRoute, previewSignature, type AppRoute } from '../../src/routing/snapshot.ts';
 import type { RoutingState } from '../../src/state/types.ts';
-import { parseWeights, pctToBp } from '../../src/state/weights.ts';
+import { parseWeights, pctToBp } from '../../src/config/weights.ts';
 
 const config = parseConfig({
   apps: [

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseConfig } from '../../src/config/load.ts';
-import type { RequestRecord } from '../../src/dataplane/server.ts';
+import type { RequestRecord } from '../../src/dataplane/types.ts';
 import type { ErrorCode } from '../../src/errors.ts';
 import { bucketOf, bucketUpperMs, HISTORY_SECONDS, LATENCY_BUCKETS, LiveStats, mergeWindows, PEER_MAX_AGE_S, type StatsExport } from '../../src/metrics/stats.ts';
 

@@ -1,5 +1,5 @@
 import type { Pool } from 'undici';
-// the Pool class alone, for the reason given in src/dataplane/runtime.ts
+// the Pool class alone, for the reason given in src/dataplane/target.ts
 import PoolClass from 'undici/lib/dispatcher/pool.js';
 import { targetConnector } from './tls-name.ts';
 import type { Upstream } from './upstream.ts';

@@ -1,5 +1,5 @@
 import type { buildConnector, Dispatcher } from 'undici';
-// the connector alone, as runtime.ts takes the Pool class alone
+// the connector alone, as target.ts takes the Pool class alone
 import build from 'undici/lib/core/connect.js';
 import type { Upstream } from './upstream.ts';
 

@@ -10,7 +10,7 @@ export const realScheduler: Scheduler = (fn, ms) => {
   return () => clearTimeout(t);
 };
 
-/** Who may drive rollouts: exactly one instance of a fleet at a time. */
+/** One instance of a fleet at a time: who drives rollouts (src/rollout), who orders ACME certificates (src/edge). */
 export interface Lease {
   /** whether this instance holds it now */
   held(): boolean;

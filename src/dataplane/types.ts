@@ -1,0 +1,104 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ErrorCode } from '../errors.ts';
+import type { RoutedBy } from '../routing/decide.ts';
+import type { AppRoute, PoolRoute, Snapshot } from '../routing/snapshot.ts';
+import type { RequestSpan, Tracing } from '../tracing/types.ts';
+import type { ForwardedRequest, TrustedProxies } from './headers.ts';
+import type { Limits } from './limits.ts';
+import type { Runtime } from './runtime.ts';
+
+// The data plane's shared vocabulary (undici's lib/core/symbols.js, errors.js): the types the
+// server, the request steps, the upgrade pipe and the plane's readers (metrics, stats, the
+// access log, the assembly in src/planes/) name, in a file that imports no code of theirs.
+
+/** What the server learns when a proxied request ends, for metrics and the access log. */
+export interface Outcome {
+  readonly status: number;
+  /** set when the proxy made the response itself or the upstream broke it */
+  readonly error: ErrorCode | null;
+  readonly startedAt: number;
+  /**
+   * When the response head went to the client (or the proxy's own answer was written): latency,
+   * as stats, metrics and rollouts judge it, is `headAt - startedAt`; how long the response then
+   * stayed open (a stream, a download) is `endedAt - headAt`, kept apart. Equal to `endedAt` when
+   * the request ended before any head was sent (a client that left, a cut). A 101 (an upgrade)
+   * counts in neither figure.
+   */
+  readonly headAt: number;
+  readonly endedAt: number;
+  /** the call's `grpc-status` (response headers or trailers), when it had one */
+  readonly grpc?: number;
+}
+
+/** One finished request, as metrics, stats and the access log see it. */
+export interface RequestRecord {
+  readonly app: AppRoute;
+  readonly pool: PoolRoute;
+  readonly by: RoutedBy;
+  readonly requestId: string;
+  readonly method: string;
+  /** the request target as received (path and query); the access log keeps the path only */
+  readonly path?: string;
+  readonly outcome: Outcome;
+}
+
+/** Where a request went and why (routing/decide.ts), carried by its handler until it ends. */
+export interface Decision {
+  readonly app: AppRoute;
+  readonly pool: PoolRoute;
+  readonly by: RoutedBy;
+  /** a pin's only: the request's facts, to route it by weight should its pool fail it (DataPlane.reroute) */
+  readonly fwd?: ForwardedRequest;
+  /** with tracing: the request's sampled span, ended when it is done */
+  readonly span?: RequestSpan;
+  /** a pin's only: the time it was counted in its pool's `pinned` figure */
+  readonly at?: number;
+  /** its copy to the app's mirror pool, told the live outcome when the request ends */
+  mirror?: MirrorCopy | null;
+}
+
+export interface DataPlaneOptions {
+  /** anything holding the current snapshot (the Controller) */
+  readonly source: { readonly snapshot: Snapshot };
+  readonly runtime: Runtime;
+  readonly trust: TrustedProxies;
+  /** @default Math.random — injectable so split tests assert exact counts */
+  readonly random?: () => number;
+  /** @default Date.now */
+  readonly now?: () => number;
+  /** called once per proxied request when it ends (metrics, stats, access log) */
+  readonly onRequest?: (record: RequestRecord) => void;
+  /** called once per mirrored copy when it ends or is skipped, and per compared pair (src/dataplane/mirror.ts) */
+  readonly onMirror?: (record: MirrorRecord) => void;
+  /** called when a preview header carries a bad signature */
+  readonly onPreviewRejected?: (app: AppRoute) => void;
+  /** connection and request limits (src/dataplane/limits.ts) @default the config defaults */
+  readonly limits?: Limits;
+  /** answers a plain-port request itself before routing (true: taken), e.g. the 308 to https or an ACME HTTP-01 challenge (src/edge); never asked about a TLS connection's requests */
+  readonly intercept?: (req: IncomingMessage, res: ServerResponse) => boolean;
+  /**
+   * Who serves HTTP/1.1 clients: `native`, the raw-socket front (src/dataplane/front.ts), which
+   * hands node:http every request it does not serve itself; `node`, node:http alone. With an
+   * `intercept`, the front serves TLS connections only: plain ones go to node:http, whose
+   * requests the intercept reads.
+   * @default native with the native engine, node otherwise
+   */
+  readonly front?: 'native' | 'node';
+  /** OpenTelemetry spans and trace context (src/tracing), or null: off, one null check per request @default null */
+  readonly tracing?: Tracing | null;
+}
+
+/** What became of one copy (the `outcome` label of switchyard_mirror_requests_total). */
+export type MirrorOutcome = '2xx' | '3xx' | '4xx' | '5xx' | 'error' | 'skipped_body' | 'skipped_busy';
+/** A status class as compared: the copy's or the live response's (`error`: no response). */
+export type StatusClass = '1xx' | '2xx' | '3xx' | '4xx' | '5xx' | 'error';
+
+/** One mirror event: a copy that ended or was skipped, or (with `compare`) a (live, copy) pair. */
+export type MirrorRecord =
+  | { readonly kind: 'copy'; readonly app: AppRoute; readonly pool: PoolRoute; readonly outcome: MirrorOutcome; readonly startedAt: number; readonly endedAt: number }
+  | { readonly kind: 'compare'; readonly app: AppRoute; readonly pool: PoolRoute; readonly live: StatusClass; readonly mirror: StatusClass; readonly at: number };
+
+/** The live request's side of a copy: told the live outcome when the request ends, for `compare`. */
+export interface MirrorCopy {
+  live(outcome: Outcome): void;
+}
