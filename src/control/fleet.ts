@@ -44,6 +44,9 @@ export interface FleetOptions {
 /** Someone asked for the fleet's figures this recently (ms): the heartbeat hash is read whenever it changes. */
 const WANTED_FOR_MS = 30_000;
 
+/** The heartbeat that reports a newly applied revision goes out within this (ms), at a random moment: a fleet's are spread. */
+const BEAT_AFTER_APPLY_MS = 100;
+
 /**
  * One instance's membership in a fleet sharing a RedisStore: it heartbeats its applied
  * revisions and pool counts into one hash (heartbeats.ts), keeps an in-memory view of the other
@@ -88,17 +91,19 @@ export class Fleet {
   readonly #regressions = new Map<string, Regression>();
   readonly #reseeding = new Set<string>();
   readonly #timers: NodeJS.Timeout[] = [];
-  #beatSoon: NodeJS.Immediate | null = null;
+  #beatSoon: NodeJS.Timeout | null = null;
   #closed = false;
   readonly #onSync = (remote: ReadonlyMap<string, RoutingState | null>): void => this.#reconcile(remote);
   readonly #onApplied = (state: RoutingState, previous: RoutingState | null): void => {
     this.#auditObserved(state, previous);
     this.#noteEmptied(state, previous);
-    // tell the fleet at once rather than at the next tick, so `instances.applied` converges fast
-    this.#beatSoon ??= setImmediate(() => {
+    // tell the fleet soon rather than at the next tick, so `instances.applied` converges fast; but
+    // not at once: every instance gets the change at the same moment, and n heartbeats sent right
+    // away take the CPU (on a host running many instances) from the ones still applying it
+    this.#beatSoon ??= setTimeout(() => {
       this.#beatSoon = null;
       void this.heartbeat();
-    });
+    }, Math.floor(Math.random() * BEAT_AFTER_APPLY_MS)).unref();
   };
 
   constructor(opts: FleetOptions) {
@@ -318,7 +323,7 @@ export class Fleet {
     if (this.#closed) return;
     this.#closed = true;
     for (const t of this.#timers) clearInterval(t);
-    if (this.#beatSoon !== null) clearImmediate(this.#beatSoon);
+    if (this.#beatSoon !== null) clearTimeout(this.#beatSoon);
     this.#store.off('sync', this.#onSync);
     this.#controller.off('applied', this.#onApplied);
     if (!this.#store.connected) return;
