@@ -6,16 +6,16 @@ import type { AddressInfo } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { Redis } from 'ioredis';
-import { startRedis } from '../test/helpers/redis-server.ts';
+import type { Redis } from 'ioredis';
+import { redisClient, startRedis } from '../test/helpers/redis-server.ts';
 import { BENCH_DIR, BENCH_TOKEN, cpuSeconds, envInt, envList, fmt, formatTable, httpCall, mean, rssMb, sleep, wantsJson } from './common.ts';
 
 /**
  * Fleet scale (issue 24): for each N of NS, N Switchyard instances, each its own Node process
  * (bench/fleet-instance.ts, run from source), on one fresh redis-server. Measured per N:
- * - idle: SETTLE_S (32) seconds after the last instance started (past the 30 s an instance reads the
- *   fleet at first as if its figures were asked for), over IDLE_S seconds with no traffic and no writes, Redis's CPU (% of one core, from
- *   /proc), its commands/s (INFO total_commands_processed: commands run inside a script count),
+ * - idle: SETTLE_S (32) seconds after the last instance started (past the 30 s an instance reads
+ *   the fleet at first as if its figures were asked for), over IDLE_S seconds with no traffic and
+ *   no writes, Redis's CPU (% of one core, from /proc), its commands/s (INFO total_commands_processed: commands run inside a script count),
  *   the calls per idle instance per second by command (INFO commandstats), network bytes/s, and
  *   RSS per instance (mean, max), and each instance's own CPU idle (% of a core);
  * - propagation: WRITES switches through instance 0's admin API, one every 100 ms; for each, from
@@ -60,8 +60,8 @@ async function startInstance(i: number, env: Record<string, string>): Promise<In
 }
 
 async function pubsubBaseline(url: string, n: number, rounds: number): Promise<number[]> {
-  const pub = new Redis(url);
-  const subs = Array.from({ length: n }, () => new Redis(url));
+  const pub = redisClient(url);
+  const subs = Array.from({ length: n }, () => redisClient(url));
   try {
     await Promise.all(subs.map((s) => s.subscribe('bench:baseline')));
     const out: number[] = [];
@@ -93,7 +93,7 @@ function perInstance(a: Map<string, number>, b: Map<string, number>, secs: numbe
 
 async function runOne(n: number, target: string): Promise<{ row: string[]; calls: [string, number][] }> {
   const redis = await startRedis();
-  const admin = new Redis(redis.url);
+  const admin = redisClient(redis.url);
   const redisPid = Number(/process_id:(\d+)/.exec(await admin.info('server'))?.[1]);
   const dir = await mkdtemp(join(tmpdir(), 'switchyard-bench-fleet-'));
   const instances: Instance[] = [];
