@@ -21,7 +21,19 @@ const config = parseConfig({
   apps: [{ name: 'bench', hosts: ['*'], pools: { blue: { version: '1', targets: [env('TARGET')] }, green: { version: '2', targets: [env('TARGET')] } } }],
   log: { level: 'silent' },
 });
-const sy = await build(config, { logger: pino({ level: 'silent' }), instanceId: env('ID') });
+// with a hundred instances starting on two busy cores, Redis may not answer a first start within
+// the command timeout (and with no cache yet the start fails): try again, as a supervisor would
+async function start(): Promise<Awaited<ReturnType<typeof build>>> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await build(config, { logger: pino({ level: 'silent' }), instanceId: env('ID') });
+    } catch (err) {
+      if (attempt >= 10) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 500 * attempt));
+    }
+  }
+}
+const sy = await start();
 sy.controller.on('applied', (state: RoutingState) => process.stdout.write(`applied ${state.revision} ${(performance.timeOrigin + performance.now()).toFixed(3)}\n`));
 const { adminPort } = await sy.listen();
 process.stdout.write(`ready ${adminPort}\n`);

@@ -4,13 +4,12 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
 import pino from 'pino';
 import { request } from 'undici';
 import { build, type Switchyard } from '../src/app.ts';
 import { parseConfig } from '../src/config/load.ts';
 import type { RoutingState } from '../src/state/types.ts';
-import { startRedis } from '../test/helpers/redis-server.ts';
+import { redisClient, startRedis } from '../test/helpers/redis-server.ts';
 import { BENCH_TOKEN, envInt, fmt, formatTable, ratio, wantsJson } from './common.ts';
 
 /**
@@ -34,8 +33,8 @@ function pct(xs: readonly number[], p: number): number {
 }
 
 async function pubsubBaseline(url: string, rounds: number): Promise<number[]> {
-  const pub = new Redis(url);
-  const subs = Array.from({ length: INSTANCES }, () => new Redis(url));
+  const pub = redisClient(url);
+  const subs = Array.from({ length: INSTANCES }, () => redisClient(url));
   try {
     await Promise.all(subs.map((s) => s.subscribe('bench:baseline')));
     const out: number[] = [];

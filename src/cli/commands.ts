@@ -207,17 +207,26 @@ export const COMMANDS: Readonly<Record<string, Command>> = {
   },
   rollback: rollbackCommand,
   history: {
-    usage: 'history APP [--limit N]',
-    summary: 'the audit history of APP, newest first',
+    usage: 'history APP [--limit N] [--offset N]',
+    summary: 'the audit history of APP, newest first; --offset skips that many (pages: the note on stderr says the next one)',
     args: [1, 1],
-    options: { limit: { type: 'string' } },
+    options: { limit: { type: 'string' }, offset: { type: 'string' } },
     async run(ctx) {
       const [app] = ctx.args as [string];
-      const limit = ctx.values.limit;
-      if (limit !== undefined && (typeof limit !== 'string' || !/^\d+$/.test(limit))) throw new UsageError(`--limit must be a whole number, got "${String(limit)}"`);
-      const body = await ctx.client.get<{ entries: HistoryEntryView[] }>(`${appPath(app)}/history${limit === undefined ? '' : `?limit=${limit}`}`);
+      const query = new URLSearchParams();
+      for (const name of ['limit', 'offset'] as const) {
+        const v = ctx.values[name];
+        if (v === undefined) continue;
+        if (typeof v !== 'string' || !/^\d+$/.test(v)) throw new UsageError(`--${name} must be a whole number, got "${String(v)}"`);
+        query.set(name, v);
+      }
+      const q = query.toString();
+      const body = await ctx.client.get<{ entries: HistoryEntryView[]; next?: number | null }>(`${appPath(app)}/history${q === '' ? '' : `?${q}`}`);
       if (ctx.json) printJson(ctx, body);
-      else for (const line of historyLines(body.entries)) ctx.out(line);
+      else {
+        for (const line of historyLines(body.entries)) ctx.out(line);
+        if (typeof body.next === 'number') ctx.err(`note: older entries follow: --offset ${body.next}`);
+      }
       return 0;
     },
   },

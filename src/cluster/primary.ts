@@ -119,10 +119,10 @@ export async function startPrimary(config: Config, deps: PrimaryDeps): Promise<P
   started = controller;
   const fleetPeers = fleet === null ? null : fleetPeerWindows(fleet);
   // the workers' windows as one export (the group is one instance), then the fleet's
-  telemetry.stats.attachFleet(function* peers() {
+  telemetry.stats.attachFleet(function* peers(passive) {
     const own = group.stats();
     if (own !== null) yield own;
-    if (fleetPeers !== null) yield* fleetPeers();
+    if (fleetPeers !== null) yield* fleetPeers(passive);
   });
   const revisionOf = (app: string): number => {
     try {

@@ -75,9 +75,10 @@ export function deletePool(deps: DefinitionDeps, app: string, pool: string, opts
     if (holds.length > 0) throw new SwitchyardError('POOL_IN_USE', `pool "${pool}" of app "${app}" is still named by its routing (${holds.join(', ')}); remove those first (PUT …/rules, PUT …/mirror) or replace the whole definition without them`, { details: { pool, reason: holds.join('; '), holds } });
     const bp = ownOf(cur.weights, pool) ?? 0;
     const found = drainVerdict({ weightBp: bp, counts: deps.counts.poolCounts(app, pool), pinsUntil: null, now: deps.now() });
-    // an instance that went silent may still send requests there (fleet.ts): its absence proves nothing
-    const silent = (deps.counts.drainUnknown?.(app, pool) ?? []).filter((r) => r.startsWith('unknown:'));
-    const verdict = silent.length === 0 ? found : { drained: false, reason: [...(found.reason === null ? [] : [found.reason]), ...silent].join('; ') };
+    // an instance that has not applied the revision that emptied the pool, or went silent (fleet.ts),
+    // may still send requests there: the pool is as much in use as `…/drain` says (its absence proves nothing)
+    const held = deps.counts.drainUnknown?.(app, pool) ?? [];
+    const verdict = held.length === 0 ? found : { drained: false, reason: [...(found.reason === null ? [] : [found.reason]), ...held].join('; ') };
     if (!verdict.drained && opts.force !== true) {
       throw new SwitchyardError('POOL_IN_USE', `pool "${pool}" of app "${app}" is in use (${verdict.reason}); switch away and wait for it to drain, or send force: true`, { details: { pool, reason: verdict.reason } });
     }

@@ -5,7 +5,7 @@ import type { RedisStore } from '../state/redis-store.ts';
 import type { RoutingState } from '../state/types.ts';
 import type { Controller } from './controller.ts';
 import type { PoolCounts } from './counts.ts';
-import { HeartbeatRegistry, type Heartbeat, type Member } from './heartbeats.ts';
+import { HeartbeatRegistry, type FleetRead, type Heartbeat, type Member } from './heartbeats.ts';
 
 export type { Heartbeat } from './heartbeats.ts';
 
@@ -43,6 +43,9 @@ export interface FleetOptions {
 
 /** Someone asked for the fleet's figures this recently (ms): the heartbeat hash is read whenever it changes. */
 const WANTED_FOR_MS = 30_000;
+
+/** The heartbeat that reports a newly applied revision goes out within this (ms), at a random moment: a fleet's are spread. */
+const BEAT_AFTER_APPLY_MS = 100;
 
 /**
  * One instance's membership in a fleet sharing a RedisStore: it heartbeats its applied
@@ -88,17 +91,19 @@ export class Fleet {
   readonly #regressions = new Map<string, Regression>();
   readonly #reseeding = new Set<string>();
   readonly #timers: NodeJS.Timeout[] = [];
-  #beatSoon: NodeJS.Immediate | null = null;
+  #beatSoon: NodeJS.Timeout | null = null;
   #closed = false;
   readonly #onSync = (remote: ReadonlyMap<string, RoutingState | null>): void => this.#reconcile(remote);
   readonly #onApplied = (state: RoutingState, previous: RoutingState | null): void => {
     this.#auditObserved(state, previous);
     this.#noteEmptied(state, previous);
-    // tell the fleet at once rather than at the next tick, so `instances.applied` converges fast
-    this.#beatSoon ??= setImmediate(() => {
+    // tell the fleet soon rather than at the next tick, so `instances.applied` converges fast; but
+    // not at once: every instance gets the change at the same moment, and n heartbeats sent right
+    // away take the CPU (on a host running many instances) from the ones still applying it
+    this.#beatSoon ??= setTimeout(() => {
       this.#beatSoon = null;
       void this.heartbeat();
-    });
+    }, Math.floor(Math.random() * BEAT_AFTER_APPLY_MS)).unref();
   };
 
   constructor(opts: FleetOptions) {
@@ -118,10 +123,10 @@ export class Fleet {
     this.#controller.on('applied', this.#onApplied);
     this.#timers.push(setInterval(() => void this.heartbeat(), this.#heartbeatInterval).unref());
     this.#timers.push(setInterval(() => void this.refresh(), this.#refreshInterval).unref());
-    // idle, the fleet is read every other tick: three idle ticks without a read is a Redis that does not answer
-    this.#staleAfter = 4 * this.#refreshInterval;
+    // idle, each heartbeat reads the fleet: two of them without a read is a Redis that does not answer
+    this.#staleAfter = Math.max(4 * this.#refreshInterval, 2 * this.#heartbeatInterval);
     this.#wantedUntil = this.#now() + WANTED_FOR_MS;
-    void this.heartbeat().then(() => this.refresh());
+    void this.heartbeat();
     // reconcile against Redis now rather than at the first poll
     void this.#store.sync();
   }
@@ -198,10 +203,15 @@ export class Fleet {
     return new Map([...this.#members].map(([id, m]) => [id, m.hb]));
   }
 
-  /** The other instances heartbeating now: as last read, without the silent ones, and none once no read succeeded for a TTL (Redis down). */
-  peers(): ReadonlyMap<string, Heartbeat> {
-    // live stats (and the rollout analysis on them) read the peers' windows: keep them fresh
-    this.want();
+  /**
+   * The other instances heartbeating now: as last read, without the silent ones, and none once no
+   * read succeeded for a TTL (Redis down). Asking marks the figures wanted (read whenever they
+   * change, for a while), unless `passive`: a background job (the stats sampler) takes what the
+   * heartbeats brought, at most a few seconds old, without making every instance read every
+   * other's heartbeat on every change (quadratic in the fleet).
+   */
+  peers(opts: { passive?: boolean } = {}): ReadonlyMap<string, Heartbeat> {
+    if (opts.passive !== true) this.want();
     const now = this.#now();
     if (now - this.#peersReadAt > this.#ttl) return new Map();
     return new Map([...this.#members].filter(([, m]) => this.#silentSince(m, now) === null).map(([id, m]) => [id, m.hb]));
@@ -255,35 +265,44 @@ export class Fleet {
     return this.#regressions;
   }
 
-  /** Writes this instance's heartbeat; never rejects (a miss is retried on the next tick). */
+  /** Writes this instance's heartbeat and takes in the glance of the fleet it brings back; never rejects (a miss is retried on the next tick). */
   async heartbeat(): Promise<void> {
     if (this.#closed || !this.#store.connected) return;
+    const started = this.#now();
     try {
-      await this.#registry.beat(this.own());
+      this.#took(await this.#registry.beat(this.own(), started < this.#wantedUntil), started);
     } catch (err) {
       this.#logger.debug({ err }, 'heartbeat failed');
     }
   }
 
-  /** Re-reads the fleet (a glance, the heartbeat hash only when it changed); never rejects (the last view stands until it ages out). */
+  /**
+   * Re-reads the fleet between heartbeats (a glance, the heartbeat hash only when it changed) while
+   * the figures are wanted — otherwise each heartbeat's glance is the read; never rejects (the
+   * last view stands until it ages out).
+   */
   async refresh(): Promise<void> {
     if (this.#closed || !this.#store.connected) return;
     const started = this.#now();
     const wanted = started < this.#wantedUntil;
-    // nobody looking: every other tick is enough to notice who fell silent
-    if (!wanted && started - this.#readStartedAt < 1.5 * this.#refreshInterval) return;
-    this.#readStartedAt = started;
+    // nobody looking: the heartbeats read the fleet, unless they stopped coming back
+    if (!wanted && started - this.#readStartedAt < 1.5 * this.#heartbeatInterval) return;
     try {
-      const read = await this.#registry.read(wanted);
-      const now = this.#now();
-      this.#members = read.members;
-      this.#offset = read.now - now;
-      this.#born = read.born;
-      this.#peersReadAt = now;
-      this.#reportSilence(now);
+      this.#took(await this.#registry.read(wanted), started);
     } catch (err) {
       this.#logger.debug({ err }, 'reading the fleet heartbeats failed');
     }
+  }
+
+  #took(read: FleetRead, started: number): void {
+    if (this.#closed) return;
+    const now = this.#now();
+    this.#readStartedAt = Math.max(this.#readStartedAt, started);
+    this.#members = read.members;
+    this.#offset = read.now - now;
+    this.#born = read.born;
+    this.#peersReadAt = now;
+    this.#reportSilence(now);
   }
 
   /** For `/readyz` details. */
@@ -304,7 +323,7 @@ export class Fleet {
     if (this.#closed) return;
     this.#closed = true;
     for (const t of this.#timers) clearInterval(t);
-    if (this.#beatSoon !== null) clearImmediate(this.#beatSoon);
+    if (this.#beatSoon !== null) clearTimeout(this.#beatSoon);
     this.#store.off('sync', this.#onSync);
     this.#controller.off('applied', this.#onApplied);
     if (!this.#store.connected) return;

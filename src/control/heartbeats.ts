@@ -37,16 +37,27 @@ export interface FleetRead {
 }
 
 /**
- * One heartbeat: the JSON is stored only when it changed (ARGV[2] '' = unchanged: only the
- * index score moves), so an idle fleet bumps no version and its readers read no hash. Instances
- * silent past the window are forgotten here (the only place they are; every tenth beat is enough).
- * KEYS: beats, index, version, born. ARGV: id, JSON or '', window ms, '1' to forget the silent. Answers Redis's time, or -1 when the hash lost
- * this instance's entry (a Redis that restarted empty): then the caller sends the whole heartbeat.
+ * One heartbeat, and the glance of the fleet that comes with it (one script a second is an idle
+ * instance's whole fleet traffic). The JSON is stored only when it changed (ARGV[2] '' =
+ * unchanged: only the index score moves), so an idle fleet bumps no version and its readers read
+ * no hash. Instances silent past the window are forgotten here (the only place they are; every
+ * tenth beat is enough).
+ * It also writes the legacy per-instance key (JSON with the TTL), which instances of earlier
+ * versions read. KEYS: beats, index, version, born, legacy key. ARGV: id, JSON or '', window ms,
+ * '1' to forget the silent, ttl ms, the whole JSON.
+ * Answers the glance (GLANCE_SCRIPT) with the version before this beat's own bump appended, or
+ * -1 when the hash lost this instance's entry (a Redis that restarted empty): then the caller
+ * sends the whole heartbeat.
  */
 const BEAT_SCRIPT = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if redis.call('EXISTS', KEYS[4]) == 0 then redis.call('SET', KEYS[4], now) end
+redis.call('SET', KEYS[5], ARGV[6], 'PX', ARGV[5])
+local born = redis.call('GET', KEYS[4])
+if not born then
+  born = tostring(now)
+  redis.call('SET', KEYS[4], born)
+end
 local changed = false
 if ARGV[2] ~= '' then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -62,14 +73,18 @@ if ARGV[4] == '1' then
     changed = true
   end
 end
-if changed then redis.call('INCR', KEYS[3]) end
-return now
+local before = redis.call('GET', KEYS[3]) or '0'
+local version = before
+if changed then version = tostring(redis.call('INCR', KEYS[3])) end
+local silent = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - tonumber(ARGV[5])), 'WITHSCORES', 'LIMIT', 0, 1000)
+return { now, version, born, redis.call('ZCARD', KEYS[2]), silent, before }
 `;
 
 /**
- * The cheap read every tick: Redis's time, the version, when the registry was born, how many
- * members, and only the silent ones (score older than the TTL) — normally none, so a reader's
- * traffic does not grow with the fleet. KEYS: index, version, born. ARGV: ttl ms.
+ * The glance without a heartbeat (a reader that wants the figures fresher than its heartbeats
+ * come): Redis's time, the version, when the registry was born, how many members, and only the
+ * silent ones (score older than the TTL) — normally none, so a reader's traffic does not grow
+ * with the fleet. KEYS: index, version, born. ARGV: ttl ms.
  */
 const GLANCE_SCRIPT = `
 local t = redis.call('TIME')
@@ -78,9 +93,12 @@ local silent = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - tonumb
 return { now, redis.call('GET', KEYS[2]) or '0', redis.call('GET', KEYS[3]) or '0', redis.call('ZCARD', KEYS[1]), silent }
 `;
 
+/** now, version, born, members, silent (id, score, …), and from a beat the version before its own bump */
+type Glance = [number, string, string, number, string[], string?];
+
 type BeatClient = Redis & {
-  switchyardBeat(beats: string, index: string, version: string, born: string, id: string, json: string, windowMs: number, prune: '0' | '1'): Promise<number>;
-  switchyardGlance(index: string, version: string, born: string, ttlMs: number): Promise<[number, string, string, number, string[]]>;
+  switchyardBeat(beats: string, index: string, version: string, born: string, legacy: string, id: string, json: string, windowMs: number, prune: '0' | '1', ttlMs: number, full: string): Promise<Glance | -1>;
+  switchyardGlance(index: string, version: string, born: string, ttlMs: number): Promise<Glance>;
 };
 
 export interface RegistryOptions {
@@ -95,9 +113,10 @@ export interface RegistryOptions {
 
 /**
  * The fleet's membership in Redis: one hash the instances write their heartbeats into, an index
- * of when each last beat, and a version that moves when either changes. Reading the fleet costs
- * one small script per tick; the hash itself is read only when it changed (and someone wants the
- * figures, or a while has passed), so an idle fleet's Redis traffic is linear in its size.
+ * of when each last beat, and a version that moves when either changes. Each heartbeat brings a
+ * glance of the fleet back (one small script a second); the hash itself is read only when it
+ * changed — and not for this instance's own change — and someone wants the figures (or a while
+ * has passed), so an idle fleet's Redis traffic is linear in its size.
  */
 export class HeartbeatRegistry {
   readonly #client: BeatClient;
@@ -111,31 +130,38 @@ export class HeartbeatRegistry {
   #fullAt = 0;
   #beats = 0;
   #members: ReadonlyMap<string, Member> = new Map();
+  /** the glance being taken in: glances (a beat's and a read's may overlap) are taken in one at a time, in the order Redis answered them */
+  #absorbing: Promise<unknown> = Promise.resolve();
 
   constructor(client: Redis, keys: RedisKeys, opts: RegistryOptions) {
     this.#client = client as BeatClient;
     this.#keys = keys;
     this.#opts = opts;
     if (!('switchyardBeat' in client)) {
-      client.defineCommand('switchyardBeat', { numberOfKeys: 4, lua: BEAT_SCRIPT });
+      client.defineCommand('switchyardBeat', { numberOfKeys: 5, lua: BEAT_SCRIPT });
       client.defineCommand('switchyardGlance', { numberOfKeys: 3, lua: GLANCE_SCRIPT });
     }
   }
 
-  /** Writes `hb` (only its changes); also as the legacy per-instance key, which instances of earlier versions read. */
-  async beat(hb: Heartbeat): Promise<void> {
+  /**
+   * Writes `hb` (only its changes; also as the legacy per-instance key, which instances of
+   * earlier versions read) and reads the fleet with it, as `read` does: one round trip.
+   * Rejects when Redis does.
+   */
+  async beat(hb: Heartbeat, wanted: boolean): Promise<FleetRead> {
     const k = this.#keys;
     const full = JSON.stringify(hb);
     const content = JSON.stringify({ ...hb, at: 0, stats: idleStats(hb.stats) });
     const json = content === this.#written ? '' : full;
     this.#written = null; // unknown until the write answers
-    const legacy = this.#client.set(k.instance(hb.id), full, 'PX', this.#opts.ttl).catch(() => undefined);
     const prune = this.#beats++ % 10 === 0 ? '1' : '0';
-    const answer = await this.#client.switchyardBeat(k.beats, k.instances, k.beatsVersion, k.beatsBorn, hb.id, json, this.#opts.window, prune);
+    const send = (hash: string): Promise<Glance | -1> => this.#client.switchyardBeat(k.beats, k.instances, k.beatsVersion, k.beatsBorn, k.instance(hb.id), hb.id, hash, this.#opts.window, prune, this.#opts.ttl, full);
+    let answer = await send(json);
     // the hash lost our entry (a Redis that restarted empty): the whole heartbeat, now
-    if (answer === -1) await this.#client.switchyardBeat(k.beats, k.instances, k.beatsVersion, k.beatsBorn, hb.id, full, this.#opts.window, prune);
-    await legacy;
+    if (answer === -1) answer = await send(full);
     this.#written = content;
+    if (answer === -1) throw new Error('the heartbeat hash lost this instance\'s entry twice in a row');
+    return this.#absorb(answer, wanted);
   }
 
   /** Removes this instance: the others count it gone at once, not as silent. */
@@ -147,12 +173,24 @@ export class HeartbeatRegistry {
   /** Reads the fleet: a glance, and the hash when it changed and `wanted` (or it is old). Rejects when Redis does. */
   async read(wanted: boolean): Promise<FleetRead> {
     const k = this.#keys;
-    const [now, version, bornText, count, silentFlat] = await this.#client.switchyardGlance(k.instances, k.beatsVersion, k.beatsBorn, this.#opts.ttl);
+    return this.#absorb(await this.#client.switchyardGlance(k.instances, k.beatsVersion, k.beatsBorn, this.#opts.ttl), wanted);
+  }
+
+  #absorb(glance: Glance, wanted: boolean): Promise<FleetRead> {
+    const next = this.#absorbing.then(() => this.#absorbOne(glance, wanted));
+    this.#absorbing = next.catch(() => undefined);
+    return next;
+  }
+
+  async #absorbOne(glance: Glance, wanted: boolean): Promise<FleetRead> {
+    const [now, version, bornText, count, silentFlat, before] = glance;
     const born = Number(bornText);
     const silent = new Map<string, number>();
     for (let i = 0; i + 1 < silentFlat.length; i += 2) silent.set(silentFlat[i] as string, Number(silentFlat[i + 1]));
     const reborn = born !== this.#born;
     const membersMoved = count !== this.#count || reborn || [...silent.keys()].some((id) => id !== this.#opts.id && !this.#members.has(id));
+    // this beat's own change is the only one since the last read: nothing of the others' moved
+    if (!membersMoved && before !== undefined && before === this.#version) this.#version = version;
     const contentMoved = version !== this.#version;
     if (membersMoved || (contentMoved && (wanted || now - this.#fullAt >= (this.#opts.idleFullReadEvery ?? 5000)))) {
       await this.#readAll(now, reborn);

@@ -32,7 +32,12 @@ import { addEncoded, BUCKET_SCHEME, emptyHistogram, encode, PEER_MAX_AGE_S, Pool
 
 export * from './pool-ring.ts';
 
-export type PeerWindows = () => Iterable<StatsExport>;
+/**
+ * Where the fleet's other instances' latest exports come from (their heartbeats). `passive`: a
+ * background read (the once-a-second sampler), which takes what is at hand rather than asking
+ * for fresher figures.
+ */
+export type PeerWindows = (passive?: boolean) => Iterable<StatsExport>;
 
 export interface LiveStatsOptions {
   /** @default Date.now */
@@ -114,7 +119,8 @@ export class LiveStats {
   sample(): void {
     const nowMs = this.now();
     const nowSec = Math.floor(nowMs / 1000);
-    const peers = this.freshPeers(nowSec);
+    // passive: a sampler asking every second on every instance would have each read every other's heartbeats on every change
+    const peers = this.freshPeers(nowSec, true);
     const live = this.snapshot?.().byName;
     for (const app of this.apps.keys()) {
       if (live !== undefined && !live.has(app)) continue; // deleted since
@@ -207,10 +213,10 @@ export class LiveStats {
     return out;
   }
 
-  private freshPeers(nowSec: number): StatsExport[] {
+  private freshPeers(nowSec: number, passive = false): StatsExport[] {
     if (this.peers === null) return [];
     const fresh: StatsExport[] = [];
-    for (const p of this.peers()) if (p?.v === BUCKET_SCHEME && typeof p.at === 'number' && nowSec - p.at <= PEER_MAX_AGE_S && typeof p.apps === 'object' && p.apps !== null) fresh.push(p);
+    for (const p of this.peers(passive)) if (p?.v === BUCKET_SCHEME && typeof p.at === 'number' && nowSec - p.at <= PEER_MAX_AGE_S && typeof p.apps === 'object' && p.apps !== null) fresh.push(p);
     return fresh;
   }
 

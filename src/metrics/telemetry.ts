@@ -56,9 +56,9 @@ export function createTelemetry(deps: TelemetryDeps): Telemetry {
   };
 }
 
-/** The fleet's other instances' stats windows, from their last heartbeats (see `Fleet` option `stats`). */
-export function fleetPeerWindows(fleet: { peers(): ReadonlyMap<string, { readonly stats?: unknown }> }): PeerWindows {
-  return function* peers() {
-    for (const hb of fleet.peers().values()) if (typeof hb.stats === 'object' && hb.stats !== null) yield hb.stats as StatsExport;
+/** The fleet's other instances' stats windows, from their last heartbeats (see `Fleet` option `stats`); `passive`: see `Fleet.peers`. */
+export function fleetPeerWindows(fleet: { peers(opts?: { passive?: boolean }): ReadonlyMap<string, { readonly stats?: unknown }> }): PeerWindows {
+  return function* peers(passive) {
+    for (const hb of fleet.peers({ passive: passive === true }).values()) if (typeof hb.stats === 'object' && hb.stats !== null) yield hb.stats as StatsExport;
   };
 }

@@ -181,8 +181,12 @@ export interface ClockOffset {
 /** Reads Redis's TIME against our clock; null when the round trip took over `maxRttMs` (too slow to say much). */
 export async function readRedisClock(client: Redis, maxRttMs: number): Promise<ClockOffset | null> {
   const sent = Date.now();
-  const [sec, usec] = (await client.call('TIME')) as [string, string];
-  const got = Date.now();
+  const time = (await client.call('TIME')) as [string, string];
+  return clockOffset(time, sent, Date.now(), maxRttMs);
+}
+
+/** The offset a `TIME` reply sent at `sent` and answered at `got` (our clock) gives; null when the round trip took over `maxRttMs`. */
+export function clockOffset([sec, usec]: readonly [string, string], sent: number, got: number, maxRttMs: number): ClockOffset | null {
   const rtt = got - sent;
   if (rtt > maxRttMs) return null;
   return { offset: Number(sec) * 1000 + Math.floor(Number(usec) / 1000) - (sent + got) / 2, rtt };

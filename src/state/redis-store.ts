@@ -6,7 +6,7 @@ import { ProcessError, SwitchyardError } from '../errors.ts';
 import { mayHaveRun, settleWrite } from './redis-settle.ts';
 import { readStateCache, StateCacheWriter } from './state-cache.ts';
 import { checkWrite, InvalidStateError, parseStoredState, readableRevision, type PoolsOf } from './invariants.ts';
-import { CAS_SCRIPT, readRedisClock, RESEED_SCRIPT, redactUrl, redisKeys, redisOptions, writeDeadline, type ClockOffset, type RedisConnection, type RedisKeys } from './redis-connect.ts';
+import { CAS_SCRIPT, clockOffset, readRedisClock, RESEED_SCRIPT, redactUrl, redisKeys, redisOptions, writeDeadline, type ClockOffset, type RedisConnection, type RedisKeys } from './redis-connect.ts';
 import { historyEntryOf, type CasOptions, type CasResult, type InvalidListener, type HistoryEntry, type RoutingState, type StateStore, type Unsubscribe } from './types.ts';
 
 export { redisKeys, type RedisKeys };
@@ -392,16 +392,25 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
     if (this.#closed || !this.#connected) return;
     let texts: (string | null)[];
     try {
-      // the poll also keeps the clock offset the write deadline uses fresh
-      this.#clock = (await readRedisClock(this.client, (this.#opts.commandTimeout ?? 2000) / 4)) ?? this.#clock;
-      // apps created by another instance whose message this one missed
-      for (const app of await this.client.smembers(this.keys.apps)) {
-        if (!this.#known.has(app)) {
-          this.#known.add(app);
-          apps.push(app);
-        }
+      // one round trip: Redis's clock (the poll keeps the offset the write deadline uses fresh),
+      // the apps set (apps created by another instance whose message this one missed) and the known apps' states
+      const k = this.keys;
+      const pipe = this.client.pipeline().time().smembers(k.apps);
+      if (apps.length > 0) pipe.mget(apps.map((a) => k.state(a)));
+      const sent = Date.now();
+      const res = await pipe.exec();
+      const got = Date.now();
+      if (res === null) throw new Error('the poll was discarded');
+      for (const [err] of res) if (err !== null) throw err;
+      const [time, members, states] = res.map(([, v]) => v) as [[string, string], string[], (string | null)[] | undefined];
+      this.#clock = clockOffset(time, sent, got, (this.#opts.commandTimeout ?? 2000) / 4) ?? this.#clock;
+      texts = states ?? [];
+      const found = members.filter((app) => !this.#known.has(app));
+      for (const app of found) this.#known.add(app);
+      if (found.length > 0) {
+        texts = [...texts, ...(await this.client.mget(found.map((a) => k.state(a))))];
+        apps.push(...found);
       }
-      texts = apps.length === 0 ? [] : await this.client.mget(apps.map((a) => this.keys.state(a)));
     } catch (err) {
       this.#logger?.debug({ err }, 'redis poll failed');
       return;

@@ -5,6 +5,7 @@ import { createConnection, createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Redis, type RedisOptions } from 'ioredis';
 
 export interface RedisServer {
   readonly port: number;
@@ -23,6 +24,18 @@ export interface RedisServer {
   restart(): Promise<void>;
   /** stops it and deletes its directory */
   cleanup(): Promise<void>;
+}
+
+/**
+ * A plain ioredis client for a test's own reads and writes (an "admin" beside the instances),
+ * with its `error` event handled: a test that stops, pauses or kills Redis makes the client's
+ * reconnects fail, and ioredis prints every such error as "Unhandled error event" when nobody
+ * listens. A command still rejects as usual.
+ */
+export function redisClient(target: string | RedisOptions): Redis {
+  const client = typeof target === 'string' ? new Redis(target) : new Redis(target);
+  client.on('error', () => undefined);
+  return client;
 }
 
 /** A TCP port that was free a moment ago on 127.0.0.1 (another process may take it before it is bound). */

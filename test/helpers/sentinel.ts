@@ -1,6 +1,6 @@
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { eventually } from './fleet.ts';
-import { startRedis, type RedisServer } from './redis-server.ts';
+import { redisClient, startRedis, type RedisServer } from './redis-server.ts';
 
 export const MASTER_NAME = 'sy-main';
 
@@ -46,7 +46,7 @@ export async function startSentinelGroup(replicaCount = 2): Promise<SentinelGrou
       sentinels.push(s);
     }
     const ask = sentinels.map((s) => {
-      const c = new Redis({ port: s.port, host: '127.0.0.1', lazyConnect: false, retryStrategy: () => 200 });
+      const c = redisClient({ port: s.port, host: '127.0.0.1', lazyConnect: false, retryStrategy: () => 200 });
       c.on('error', () => undefined);
       clients.push(c);
       return c;
@@ -58,7 +58,7 @@ export async function startSentinelGroup(replicaCount = 2): Promise<SentinelGrou
         if (reps.length < replicaCount || peers.length < 2) return false;
       }
       for (const r of replicas) {
-        const direct = new Redis({ port: r.port, host: '127.0.0.1' });
+        const direct = redisClient({ port: r.port, host: '127.0.0.1' });
         const info = await direct.info('replication').finally(() => direct.disconnect());
         if (!info.includes('master_link_status:up')) return false;
       }
@@ -82,7 +82,7 @@ export async function startSentinelGroup(replicaCount = 2): Promise<SentinelGrou
       },
       nextSwitch() {
         const subs = sentinels.map((s) => {
-          const c = new Redis({ port: s.port, host: '127.0.0.1' });
+          const c = redisClient({ port: s.port, host: '127.0.0.1' });
           c.on('error', () => undefined);
           return c;
         });

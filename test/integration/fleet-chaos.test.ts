@@ -4,12 +4,12 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Redis } from 'ioredis';
 import pino from 'pino';
 import { request } from 'undici';
 import { redisKeys } from '../../src/state/redis-store.ts';
 import { allRouteOn, eventually, revisionOf, startFleet as startFleetOn, type FleetOptions } from '../helpers/fleet.ts';
 import type { TestProxy } from '../helpers/proxy.ts';
+import { redisClient } from '../helpers/redis-server.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
 // Chaos on a real redis-server (SIGKILL, SIGSTOP, restarted empty) under three in-process
@@ -130,7 +130,7 @@ describe('fleet chaos on a real redis', () => {
     // back empty, and c's re-seed of N lands before a and b reconnect (their backoff is ~1 s by
     // now): written here at once, from c's cache, so that order is certain rather than likely
     await fleet.redis.restart();
-    const admin = new Redis(fleet.redis.url);
+    const admin = redisClient(fleet.redis.url);
     t.after(() => admin.disconnect());
     const cached = JSON.parse(await readFile(join(c.dir, 'cache.json'), 'utf8')).states.shop;
     assert.equal(cached.revision, n);
@@ -178,7 +178,7 @@ describe('fleet chaos on a real redis', () => {
     await sleep(1_500);
     for (const p of instances) assert.equal(await write(p), 200);
 
-    const admin = new Redis(fleet.redis.url);
+    const admin = redisClient(fleet.redis.url);
     t.after(() => admin.disconnect());
     const history = (await admin.lrange(redisKeys(fleet.prefix).history('shop'), 0, -1)).map((e) => JSON.parse(e) as { revision: number; reason: string | null });
     const landed = history.map((e) => e.reason).filter((r): r is string => r !== null && r.startsWith('w'));

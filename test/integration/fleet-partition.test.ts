@@ -30,12 +30,12 @@ after(async () => {
 });
 
 /** a and b reach Redis directly, c through a relay that can blackhole its link */
-async function setup(t: TestContext): Promise<{ a: TestProxy; b: TestProxy; c: TestProxy; link: DelayProxy }> {
+async function setup(t: TestContext, app = twoPools(blue.url, green.url)): Promise<{ a: TestProxy; b: TestProxy; c: TestProxy; link: DelayProxy }> {
   const prefix = `partition${process.pid}-${++prefixes}`;
   const link = await startDelayProxy(redis.port);
   const dirs = await Promise.all([0, 1, 2].map(() => mkdtemp(join(tmpdir(), 'switchyard-partition-'))));
   const store = (url: string, dir: string) => ({ kind: 'redis', url, prefix, cachePath: join(dir, 'cache.json'), commandTimeout: '1s' });
-  const start = (id: string, url: string, dir: string) => startProxy({ apps: [twoPools(blue.url, green.url)], store: store(url, dir) }, { instanceId: id, dir });
+  const start = (id: string, url: string, dir: string) => startProxy({ apps: [app], store: store(url, dir) }, { instanceId: id, dir });
   const a = await start('a', redis.url, dirs[0]!);
   const b = await start('b', redis.url, dirs[1]!);
   const c = await start('c', link.url, dirs[2]!);
@@ -85,6 +85,33 @@ describe('drain figures never trust an absence', () => {
     await eventually(async () => (await a.admin('GET', '/v1/apps/shop/pools/blue/drain')).body.drained === true, 'blue drained once every instance applied the switch', 10_000);
     const s = await a.admin('GET', '/v1/apps/shop');
     assert.equal(s.body.instances.unaccounted, undefined);
+  });
+
+  it('DELETE of a pool an instance may still route to answers 409 unless forced: while it has not applied the switch away, and while it is silent', async (t) => {
+    const app = twoPools(blue.url, green.url);
+    const { a, c, link } = await setup(t, { ...app, pools: { ...(app.pools as object), gray: { version: '3.0.0', targets: [green.url] } } });
+    const w = await a.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 50, green: 0, gray: 50 } });
+    assert.equal(w.status, 200, JSON.stringify(w.body));
+    await eventually(() => revisionOf(c) === w.body.revision, 'c to route half to gray');
+    link.hold('requests', 15_000, { newConnections: true });
+    link.hold('replies', 15_000, { newConnections: true });
+    const sw = await a.admin('POST', '/v1/apps/shop/switch', { to: 'blue', reason: 'gray away' });
+    assert.equal(sw.status, 200);
+    // c never heard of the switch: it may still send half its traffic to gray
+    const early = await a.admin('DELETE', '/v1/apps/shop/pools/gray', {});
+    assert.equal(early.status, 409, JSON.stringify(early.body));
+    assert.equal(early.body.error.code, 'POOL_IN_USE');
+    assert.match(early.body.error.message, /instance c has not applied revision \d+|unknown: instance c unreachable/);
+    await eventually(async () => (await a.admin('GET', '/v1/apps/shop')).body.instances.unaccounted?.[0]?.id === 'c', 'c to be unaccounted', 10_000);
+    const silent = await a.admin('DELETE', '/v1/apps/shop/pools/gray', { reason: 'tidy up' });
+    assert.equal(silent.status, 409, JSON.stringify(silent.body));
+    assert.equal(silent.body.error.code, 'POOL_IN_USE');
+    assert.match(silent.body.error.message, /unknown: instance c unreachable since \S+ \(it routed on revision \d+, before revision \d+ emptied the pool\)/);
+    assert.equal(revisionOf(a), sw.body.revision, 'nothing written');
+    // the operator decides: forced, it goes
+    const forced = await a.admin('DELETE', '/v1/apps/shop/pools/gray', { force: true, reason: 'c is gone for good' });
+    assert.equal(forced.status, 200, JSON.stringify(forced.body));
+    assert.deepEqual(Object.keys(forced.body.pools ?? forced.body.weights).sort(), ['blue', 'green']);
   });
 
   it('redis restarted empty while another instance carries requests on a drained-by-weight pool: never drained in the moment its heartbeat is gone', async (t) => {

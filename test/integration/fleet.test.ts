@@ -3,11 +3,11 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Redis } from 'ioredis';
 import { request } from 'undici';
 import { redisKeys } from '../../src/state/redis-store.ts';
 import { allRouteOn, eventually, revisionOf, startFleet as startFleetOn } from '../helpers/fleet.ts';
 import type { TestProxy } from '../helpers/proxy.ts';
+import { redisClient } from '../helpers/redis-server.ts';
 import { makeState } from '../helpers/store-contract.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
@@ -59,7 +59,7 @@ describe('a fleet on redis', () => {
   it('instances.applied counts an instance only on the same revision of the same state (its heartbeat digest)', async (t) => {
     const fleet = await startFleet(t, 1);
     const a = fleet.instances[0]!;
-    const admin = new Redis(fleet.redis.url);
+    const admin = redisClient(fleet.redis.url);
     t.after(() => admin.disconnect());
     const keys = redisKeys(fleet.prefix);
     // right after the start the peers are not read yet: unknown, never a guess
@@ -79,7 +79,7 @@ describe('a fleet on redis', () => {
 
   it('a write that looks like no change to a stale instance is checked against the store: it is written, never answered with the stale state', async (t) => {
     const fleet = await startFleet(t, 2);
-    const admin = new Redis(fleet.redis.url);
+    const admin = redisClient(fleet.redis.url);
     t.after(() => admin.disconnect());
     const [a] = fleet.instances as [TestProxy];
     const r = revisionOf(a) + 1;
@@ -98,7 +98,7 @@ describe('a fleet on redis', () => {
 
   it('one revision naming two states (redis holds another state at the revision routed on): the fleet moves to redis\'s as the next revision', async (t) => {
     const fleet = await startFleet(t, 2);
-    const admin = new Redis(fleet.redis.url);
+    const admin = redisClient(fleet.redis.url);
     t.after(() => admin.disconnect());
     const key = redisKeys(fleet.prefix).state('shop');
     const r = revisionOf(fleet.instances[0]!) + 1;
@@ -206,7 +206,7 @@ describe('a fleet on redis', () => {
 
     // back, empty: re-seeded from the fleet's state, and the next write from any instance works
     await fleet.redis.restart();
-    const admin = new Redis(fleet.redis.url);
+    const admin = redisClient(fleet.redis.url);
     t.after(() => admin.disconnect());
     await eventually(async () => (await admin.get(redisKeys(fleet.prefix).state('shop'))) !== null, 'the state to be re-seeded', 5_000);
     const reseeded = JSON.parse((await admin.get(redisKeys(fleet.prefix).state('shop')))!);
@@ -230,7 +230,7 @@ describe('a fleet on redis', () => {
     const sw = await a.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 70, green: 30 } });
     await eventually(() => fleet.instances.every((p) => revisionOf(p) === sw.body.revision), 'all on the split');
     await fleet.redis.restart();
-    const admin = new Redis(fleet.redis.url);
+    const admin = redisClient(fleet.redis.url);
     t.after(() => admin.disconnect());
     // three instances race to re-seed against "absent": exactly one history entry results
     await eventually(async () => (await admin.get(redisKeys(fleet.prefix).state('shop'))) !== null, 'the state to be re-seeded');
@@ -277,7 +277,7 @@ describe('a fleet on redis', () => {
     await a.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
     const r = await a.admin('POST', '/v1/apps/shop/switch', { to: 'blue' });
     assert.equal(r.body.revision, 3);
-    const admin = new Redis(fleet.redis.url);
+    const admin = redisClient(fleet.redis.url);
     t.after(() => admin.disconnect());
     const key = redisKeys(fleet.prefix).state('shop');
     // what a failover that lost the last write leaves behind

@@ -5,12 +5,11 @@ import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Writable } from 'node:stream';
-import { Redis } from 'ioredis';
 import pino from 'pino';
 import { readRedisClock, redisOptions, writeDeadline } from '../../src/state/redis-connect.ts';
 import { RedisStore, redisKeys, type RedisStoreOptions } from '../../src/state/redis-store.ts';
 import type { RoutingState } from '../../src/state/types.ts';
-import { startRedis, type RedisServer } from '../helpers/redis-server.ts';
+import { redisClient, startRedis, type RedisServer } from '../helpers/redis-server.ts';
 import { makeState, storeContract } from '../helpers/store-contract.ts';
 
 let redis: RedisServer;
@@ -89,7 +88,7 @@ describe('redis store propagation', () => {
     await reader.getMany(['shop']);
     const seen: number[] = [];
     reader.watch((s) => seen.push(s.revision));
-    const admin = new Redis(redis.url);
+    const admin = redisClient(redis.url);
     t.after(() => admin.disconnect());
     assert.ok((await admin.client('KILL', 'TYPE', 'pubsub')) as number >= 1);
     await writer.compareAndSet(makeState('shop', 2), 1);
@@ -99,7 +98,7 @@ describe('redis store propagation', () => {
   it('a change whose message was lost is caught by the 1 s poll', async (t) => {
     const prefix = uniquePrefix();
     const reader = await open(t, { prefix });
-    const admin = new Redis(redis.url);
+    const admin = redisClient(redis.url);
     t.after(() => admin.disconnect());
     const keys = redisKeys(prefix);
     await admin.set(keys.state('shop'), JSON.stringify(makeState('shop', 1)));
@@ -122,7 +121,7 @@ describe('redis store propagation', () => {
       },
     });
     const reader = await open(t, { prefix, pollInterval: 20, logger: pino({ level: 'error' }, sink) });
-    const admin = new Redis(redis.url);
+    const admin = redisClient(redis.url);
     t.after(() => admin.disconnect());
     const key = redisKeys(prefix).state('shop');
     await admin.set(key, JSON.stringify(makeState('shop', 1)));
@@ -212,7 +211,7 @@ describe('redis store while redis is down', () => {
     await store.compareAndSet(second, 1);
     await store.close();
     // a failover lost revision 2
-    const admin = new Redis(redis.url);
+    const admin = redisClient(redis.url);
     t.after(() => admin.disconnect());
     await admin.set(redisKeys(prefix).state('shop'), JSON.stringify(makeState('shop', 1)));
     const restarted = await open(t, { prefix, cachePath });
@@ -226,7 +225,7 @@ describe('redis store while redis is down', () => {
     const store = await RedisStore.open({ url: server.url, prefix: 'hang', historyLimit: 10, commandTimeout: 500 });
     t.after(() => store.close());
     await store.compareAndSet(makeState('shop', 1), null);
-    const admin = new Redis(server.url);
+    const admin = redisClient(server.url);
     t.after(() => admin.disconnect());
     // the server stops answering but keeps the connection open: only the command timeout ends the wait
     await admin.call('CLIENT', 'PAUSE', '3000', 'ALL');
@@ -273,13 +272,13 @@ describe('redis connections', () => {
     assert.equal(store.connected, true);
     const first = makeState('shop', 1);
     assert.deepEqual(await store.compareAndSet(first, null), { ok: true, state: first });
-    const direct = new Redis({ port: master.port, password: PASSWORD });
+    const direct = redisClient({ port: master.port, password: PASSWORD });
     t.after(() => direct.disconnect());
     assert.deepEqual(JSON.parse((await direct.get(redisKeys('sentinel').state('shop')))!), first);
   });
 
   it("the write deadline is on redis's clock, a quarter of the command timeout (and the offset's uncertainty) before the 503", async (t) => {
-    const client = new Redis(redis.url);
+    const client = redisClient(redis.url);
     t.after(() => client.disconnect());
     const clock = await readRedisClock(client, 500);
     assert.ok(clock !== null && Math.abs(clock.offset) < 1_000 && clock.rtt >= 0, JSON.stringify(clock));

@@ -4,10 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Redis } from 'ioredis';
 import { redisKeys } from '../../src/state/redis-store.ts';
 import { eventually, revisionOf } from '../helpers/fleet.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
+import { redisClient } from '../helpers/redis-server.ts';
 import { MASTER_NAME, startSentinelGroup, type SentinelGroup } from '../helpers/sentinel.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
@@ -64,7 +64,7 @@ async function writeEvery200ms(p: TestProxy, answers: Answer[], stop: () => bool
 /** Every write answered 200 must be in the history of whichever server is primary now, under its revision. */
 async function assertEveryOkWriteKept(group: SentinelGroup, prefix: string, answers: readonly Answer[]): Promise<void> {
   const port = await group.masterPort();
-  const direct = new Redis({ port, host: '127.0.0.1' });
+  const direct = redisClient({ port, host: '127.0.0.1' });
   try {
     const history = (await direct.lrange(redisKeys(prefix).history('shop'), 0, -1)).map((e) => JSON.parse(e) as { revision: number; reason: string | null });
     const lost = answers.filter((a) => a.status === 200 && !history.some((h) => h.reason === `w${a.i}` && h.revision === a.revision));
@@ -131,7 +131,7 @@ describe('writes through a Sentinel failover (store.replicas 1)', () => {
     assert.ok(firstOk.at - switchAt < 8_000, `writes answered 200 again ${firstOk.at - switchAt} ms after the promotion`);
     // the old primary has been demoted and resynced: it is a replica of the new one
     await eventually(async () => {
-      const old = new Redis({ port: group.primary.port, host: '127.0.0.1' });
+      const old = redisClient({ port: group.primary.port, host: '127.0.0.1' });
       try {
         return (await old.info('replication')).includes('role:slave');
       } finally {

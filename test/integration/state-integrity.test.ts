@@ -4,7 +4,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, it, type TestContext } from 'node:test';
-import { Redis } from 'ioredis';
 import pino from 'pino';
 import { parseConfig } from '../../src/config/load.ts';
 import { Controller } from '../../src/control/controller.ts';
@@ -14,7 +13,7 @@ import { redisKeys } from '../../src/state/redis-connect.ts';
 import type { RoutingState, StateStore } from '../../src/state/types.ts';
 import { eventually } from '../helpers/fleet.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
-import { startRedis, type RedisServer } from '../helpers/redis-server.ts';
+import { redisClient, startRedis, type RedisServer } from '../helpers/redis-server.ts';
 import { makeState } from '../helpers/store-contract.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
@@ -78,7 +77,7 @@ async function plant(s: Setup, raw: unknown): Promise<void> {
     await writeFile(path, JSON.stringify(doc));
     return;
   }
-  const client = new Redis(redis.url);
+  const client = redisClient(redis.url);
   try {
     await client.set(redisKeys(s.prefix).state('shop'), JSON.stringify(raw));
   } finally {
@@ -327,7 +326,7 @@ describe('a state that turns invalid in redis while instances run', () => {
     }
 
     // not even JSON (counted as revision 0 by the compare-and-set script too)
-    const client = new Redis(redis.url);
+    const client = redisClient(redis.url);
     t.after(() => client.disconnect());
     await client.set(redisKeys(s1.prefix).state('shop'), '{"revision": 9, "weights"');
     await eventually(async () => (await broken(a)) !== undefined, 'brokenStates to list the unparsable state');

@@ -4,13 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Redis } from 'ioredis';
 import { redisKeys } from '../../src/state/redis-store.ts';
 import { runCliCaptured } from '../helpers/cli.ts';
 import { startDelayProxy, type DelayProxy } from '../helpers/delay-proxy.ts';
 import { eventually, revisionOf } from '../helpers/fleet.ts';
 import { startProxy, TOKEN, twoPools, type TestProxy } from '../helpers/proxy.ts';
-import { startRedis, type RedisServer } from '../helpers/redis-server.ts';
+import { redisClient, startRedis, type RedisServer } from '../helpers/redis-server.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
 // What a write's answer means when Redis is slow to answer it: 200 it landed, 503 it did not and
@@ -48,7 +47,7 @@ async function setup(t: TestContext, now?: () => number): Promise<{ a: TestProxy
   const store = (url: string, dir: string) => ({ kind: 'redis', url, prefix, cachePath: join(dir, 'cache.json'), commandTimeout: `${COMMAND_TIMEOUT_MS}ms` });
   const b = await startProxy({ apps: [twoPools(blue.url, green.url)], store: store(redis.url, dirs[1]!) }, { instanceId: 'b', dir: dirs[1]!, ...(now === undefined ? {} : { now }) });
   const a = await startProxy({ apps: [twoPools(blue.url, green.url)], store: store(link.url, dirs[0]!) }, { instanceId: 'a', dir: dirs[0]!, ...(now === undefined ? {} : { now }) });
-  const admin = new Redis(redis.url);
+  const admin = redisClient(redis.url);
   t.after(async () => {
     admin.disconnect();
     await a.close();

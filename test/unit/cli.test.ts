@@ -106,6 +106,22 @@ describe('switchyard CLI', () => {
     assert.match(lines[2] as string, /^3 +\S+ +switch +ci +switch to green/);
     assert.match(lines[3] as string, /^2 +\S+ +weights +ci +weights: blue 90 %, green 10 % +canary$/);
     assert.equal(lines.length, 4);
+    assert.equal(history.stderr, 'note: older entries follow: --offset 3\n');
+    // the next page: --offset skips the newest entries, the API's `next` says where the one after starts
+    const page = await cli('history', 'shop', '--limit', '2', '--offset', '1');
+    assert.equal(page.code, 0, page.stderr);
+    assert.deepEqual(page.stdout.trim().split('\n').slice(1).map((l) => l.split(/ +/)[0]), ['3', '2']);
+    assert.equal(page.stderr, 'note: older entries follow: --offset 3\n');
+    const last = await cli('history', 'shop', '--offset', '3');
+    assert.deepEqual([last.code, last.stdout.trim().split('\n').slice(1).map((l) => l.split(/ +/)[0]), last.stderr], [0, ['1'], '']);
+    const json = await cli('history', 'shop', '--limit', '1', '--offset', '2', '--json');
+    assert.deepEqual(JSON.parse(json.stdout).entries.map((e: { revision: number }) => e.revision), [2]);
+    assert.equal(JSON.parse(json.stdout).next, 3);
+    for (const bad of ['--offset=-1', '--offset=two', '--offset=1.5']) {
+      const r = await cli('history', 'shop', bad);
+      assert.equal(r.code, 2, bad);
+      assert.match(r.stderr, /--offset must be a whole number/);
+    }
   });
 
   it('exits 2 with the usage line on a bad call', async () => {
