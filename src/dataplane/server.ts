@@ -391,13 +391,14 @@ export class DataPlane implements Plane {
       method: req.method ?? 'GET',
       path: line.path,
       headers: fwd.headers,
-      body: fwd.hasBody ? req : null,
+      // an h2 stream's body is its core stream (src/edge/h2.ts), an HTTP/1.1 one the request itself
+      body: fwd.hasBody ? ((req as { requestBody?: Readable }).requestBody ?? req) : null,
     };
     const setCookie = by === 'weights' ? this.pins.setCookie(app, pool, now) : null;
     // shadow traffic: the copy is sent after this request is on its way and never waited on
     if (app.mirror !== null) {
       const m = mirrorFor(app, pool, opts.method, this.random());
-      if (m !== null) decision.mirror = this.mirror.copy(app, pool, m, opts.method, line.path, fwd, fwd.hasBody ? (rawHeader(req.rawHeaders, 'content-length') ?? null) : '0', fwd.hasBody ? req : null);
+      if (m !== null) decision.mirror = this.mirror.copy(app, pool, m, opts.method, line.path, fwd, fwd.hasBody ? (rawHeader(req.rawHeaders, 'content-length') ?? null) : '0', (opts.body as Readable | null | undefined) ?? null);
     }
     // routed to a target: now the client may send its body (Node left the Expect to us; on
     // HTTP/1.1 only 100-continue gets here, any other expectation got 417)
