@@ -34,6 +34,7 @@ import { isRedisStore, type StateStore } from './state/types.ts';
 import { storeHealth } from './state/writability.ts';
 import { adopt, handleOf, HANDOVER_SETTLE_MS, matches, type InheritedListener } from './upgrade/handles.ts';
 import { claimPort } from './dataplane/port-claim.ts';
+import { internalsWarnings } from './dataplane/engine/internals.ts';
 import { createServer as createNetServer, type Server as NetServer } from 'node:net';
 
 export interface BuildDeps {
@@ -113,6 +114,7 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   const instanceId = deps.instanceId ?? `${hostname()}:${process.pid}`;
   const store = deps.store ?? (await openStore(config, logger));
   // the runtime comes first: the health gate on writes reads its targets
+  for (const line of internalsWarnings(config.engine)) logger.warn(line);
   const runtime = new Runtime({ now, engine: config.engine, onRetire: (e) => logger.info(e, e.what === 'closed' ? 'removed target closed: nothing left on it' : 'removed target: its drain deadline passed, closing what is still open on it') });
   const health = new HealthMonitor({ config, runtime, logger: logger.child({ component: 'health' }), now });
   // every snapshot reaches the runtime before it serves: new targets get connection pools, removed ones retire

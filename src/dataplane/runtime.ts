@@ -1,7 +1,8 @@
 import type { Pool } from 'undici';
-// Only the Pool class: the package index also loads fetch, WebSocket, caches and a second
-// copy of its parser, ~14 MB of RSS a proxy never uses (measured: 29 MB vs 15 MB on import).
-import PoolClass from 'undici/lib/dispatcher/pool.js';
+// Only the Pool class (./engine/internals.ts): the package index also loads fetch, WebSocket,
+// caches and a second copy of its parser, ~14 MB of RSS a proxy never uses (measured: 29 MB vs
+// 15 MB on import)
+import { engineFor, undiciPool } from './engine/internals.ts';
 import { EventEmitter } from 'node:events';
 import type { AppConfig } from '../config/schema.ts';
 import type { Snapshot } from '../routing/snapshot.ts';
@@ -81,7 +82,7 @@ export class Target {
     const connectTimeout = (o.connect as { timeout: number }).timeout;
     if (this.protocol === 'h2') return createH2Client(this.origin, { connectTimeout, headersTimeout: o.headersTimeout as number, bodyTimeout: o.bodyTimeout as number, sessions: o.connections ?? null });
     // https: the certificate is checked for the target's own name (./engine/tls-name.ts)
-    if (this.engine === 'undici') return new PoolClass(this.origin, this.origin.startsWith('https:') ? { ...o, connect: targetConnector({ timeout: connectTimeout, allowH2: false }) } : o);
+    if (this.engine === 'undici') return new undiciPool.Pool(this.origin, this.origin.startsWith('https:') ? { ...o, connect: targetConnector({ timeout: connectTimeout, allowH2: false }) } : o);
     return new Http1Pool(this.origin, {
       connectTimeout,
       headersTimeout: o.headersTimeout as number,
@@ -340,7 +341,8 @@ export class Runtime extends EventEmitter<{ targets: [TargetsChange] }> {
   constructor(opts: RuntimeOptions = {}) {
     super();
     this.now = opts.now ?? Date.now;
-    this.engine = opts.engine ?? 'native';
+    // native only where Node's HTTPParser is there as the engine expects it (./engine/internals.ts)
+    this.engine = engineFor(opts.engine ?? 'native').engine;
     this.retiring = new RetiringTargets(this.now, opts.retireEvery ?? 250, opts.onRetire ?? (() => undefined));
   }
 

@@ -10,6 +10,7 @@ import { http } from '../node-http.ts';
 import { ProxyHandler, sendError, type Outcome, type Plane } from './forward.ts';
 import { Front, KEEP_ALIVE_MS, type FrontExchange } from './front.ts';
 import { H2cPort } from './h2c.ts';
+import { llhttp } from './engine/internals.ts';
 import type { Http2Server } from 'node:http2';
 import { forwardRequestHeaders, normalizeAddress, replaceHeader, type ForwardedRequest, type TrustedProxies } from './headers.ts';
 import { headerReceived, Limits, type LimitsConfig } from './limits.ts';
@@ -186,7 +187,8 @@ export class DataPlane implements Plane {
         this.limits.guard.socket(err, socket, 'upgrade', false);
       }
     });
-    const front = opts.front ?? (opts.intercept === undefined && opts.runtime.engine === 'native' ? 'native' : 'node');
+    // the front parses with Node's HTTPParser: without a usable one node:http serves (engine/internals.ts)
+    const front = llhttp.ok ? (opts.front ?? (opts.intercept === undefined && opts.runtime.engine === 'native' ? 'native' : 'node')) : 'node';
     // node:http's own connection listener serves what the front (or, with h2c, the preface check) hands it
     const nodeConnection = this.server.listeners('connection')[0] as (socket: Socket) => void;
     const server = this.server;
