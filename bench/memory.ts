@@ -58,6 +58,10 @@ function switchyardPid(pid: number): number {
   return pid;
 }
 
+async function waitGone(pid: number): Promise<void> {
+  for (let i = 0; i < 100 && existsSync(`/proc/${pid}`); i++) await new Promise((r) => setTimeout(r, 100));
+}
+
 function packageDir(tmp: string): string {
   const out = execFileSync('npm', ['pack', '--silent', '--pack-destination', tmp], { cwd: REPO_ROOT, encoding: 'utf8' }).trim().split('\n').pop() as string;
   const dir = join(tmp, 'installed');
@@ -102,6 +106,11 @@ async function main(): Promise<void> {
       const after = status(pid);
       const wrapper = pid === proc.pid ? 0 : [proc.pid, ...descendants(proc.pid)].filter((p) => p !== pid).reduce((s, p) => s + (status(p)['VmRSS'] ?? 0), 0);
       rows.push([path, fmt(ready['VmHWM'] ?? 0), fmt(ready['VmRSS'] ?? 0), fmt(after['VmHWM'] ?? 0), fmt(after['RssAnon'] ?? 0), fmt(after['RssFile'] ?? 0), wrapper === 0 ? '-' : fmt(wrapper), fmt(load.rps)]);
+      // npx does not pass its stop on to the node it started: the Switchyard process is stopped itself
+      if (pid !== proc.pid) {
+        process.kill(pid, 'SIGTERM');
+        await waitGone(pid);
+      }
       await proc.stop();
     }
   } finally {
