@@ -21,6 +21,7 @@ import { releaseStartupMemory } from '../memory.ts';
 import { adopt, handleOf, HANDOVER_SETTLE_MS, matches, type InheritedListener } from '../upgrade/handles.ts';
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
 import type { Tracing } from '../tracing/types.ts';
+import { internalsWarnings } from '../dataplane/engine/internals.ts';
 
 export interface WorkerOptions {
   readonly channel: WorkerChannel;
@@ -176,6 +177,7 @@ class WorkerPlane {
     this.channel = opts.channel;
     const logger = (this.logger = opts.logger(config).child({ worker: init.slot }));
     const now = (this.now = opts.now ?? Date.now);
+    if (init.slot === 0) for (const line of internalsWarnings(config.engine)) logger.warn(line);
     this.runtime = new Runtime({ now, engine: config.engine });
     this.routing = new StateMirror(init.states, logger, (s) => this.runtime.sync(s));
     // the primary's targets first: its health table is applied to the targets the worker has

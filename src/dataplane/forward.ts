@@ -198,6 +198,8 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
     if (headers['grpc-status'] !== undefined) headers = this.trailersOnly(headers);
     this.remaining = cl === undefined || this.opts.method === 'HEAD' || statusCode === 204 || statusCode === 304 ? -1 : Number(cl);
     const res = this.res;
+    // an h2 client's stream waits for the trailers an h2 target may send (src/edge/h2.ts H2Exchange)
+    if (this.target.protocol === 'h2' && this.req.httpVersionMajor === 2) (res as { trailersFollow?: boolean }).trailersFollow = true;
     const out = forwardResponseHeaders(headers, this.servedBy, this.requestId, this.plane.closing, statusCode);
     if (this.setCookie !== null) out.push('set-cookie', this.setCookie);
     try {

@@ -5,6 +5,7 @@ import type { EngineKind } from './engine/upstream.ts';
 import { AppRuntime, PoolRuntime } from './pool-runtime.ts';
 import { RetiringTargets, type RetireListener, type RetiringTarget } from './retiring.ts';
 import { Target } from './target.ts';
+import { engineFor } from './engine/internals.ts';
 
 /** `targets` event: a pool's target list changed (health checks follow it). */
 export interface TargetsChange {
@@ -50,7 +51,8 @@ export class Runtime extends EventEmitter<{ targets: [TargetsChange] }> {
   constructor(opts: RuntimeOptions = {}) {
     super();
     this.now = opts.now ?? Date.now;
-    this.engine = opts.engine ?? 'native';
+    // native only where Node's HTTPParser is there as the engine expects it (./engine/internals.ts)
+    this.engine = engineFor(opts.engine ?? 'native').engine;
     this.retiring = new RetiringTargets(this.now, opts.retireEvery ?? 250, opts.onRetire ?? (() => undefined));
   }
 

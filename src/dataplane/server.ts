@@ -12,6 +12,7 @@ import { sendError } from './responses.ts';
 import type { DataPlaneOptions, Decision, Outcome } from './types.ts';
 import { Front, KEEP_ALIVE_MS, type FrontExchange } from './front.ts';
 import { H2cPort } from './h2c.ts';
+import { llhttp } from './engine/internals.ts';
 import type { Http2Server } from 'node:http2';
 import { forwardRequestHeaders, normalizeAddress, replaceHeader, type ForwardedRequest } from './headers.ts';
 import { headerReceived, Limits, type LimitsConfig } from './limits.ts';
@@ -133,7 +134,8 @@ export class DataPlane implements Plane {
         this.limits.guard.socket(err, socket, 'upgrade', false);
       }
     });
-    const front = opts.front ?? (opts.runtime.engine === 'native' ? 'native' : 'node');
+    // the front parses with Node's HTTPParser: without a usable one node:http serves (engine/internals.ts)
+    const front = llhttp.ok ? (opts.front ?? (opts.runtime.engine === 'native' ? 'native' : 'node')) : 'node';
     // node:http's own connection listener serves what the front (or, with h2c, the preface check) hands it
     const nodeConnection = this.server.listeners('connection')[0] as (socket: Socket) => void;
     const server = this.server;
@@ -348,13 +350,14 @@ export class DataPlane implements Plane {
       method: req.method ?? 'GET',
       path: line.path,
       headers: fwd.headers,
-      body: fwd.hasBody ? req : null,
+      // an h2 stream's body is its core stream (src/edge/h2.ts), an HTTP/1.1 one the request itself
+      body: fwd.hasBody ? ((req as { requestBody?: Readable }).requestBody ?? req) : null,
     };
     const setCookie = by === 'weights' ? this.pins.setCookie(app, pool, now) : null;
     // shadow traffic: the copy is sent after this request is on its way and never waited on
     if (app.mirror !== null) {
       const m = mirrorFor(app, pool, opts.method, this.random());
-      if (m !== null) decision.mirror = this.mirror.copy(app, pool, m, opts.method, line.path, fwd, fwd.hasBody ? (rawHeader(req.rawHeaders, 'content-length') ?? null) : '0', fwd.hasBody ? req : null);
+      if (m !== null) decision.mirror = this.mirror.copy(app, pool, m, opts.method, line.path, fwd, fwd.hasBody ? (rawHeader(req.rawHeaders, 'content-length') ?? null) : '0', (opts.body as Readable | null | undefined) ?? null);
     }
     // routed to a target: now the client may send its body (Node left the Expect to us; on
     // HTTP/1.1 only 100-continue gets here, any other expectation got 417)

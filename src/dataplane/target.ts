@@ -1,7 +1,8 @@
 import type { Pool } from 'undici';
-// Only the Pool class: the package index also loads fetch, WebSocket, caches and a second
-// copy of its parser, ~14 MB of RSS a proxy never uses (measured: 29 MB vs 15 MB on import).
-import PoolClass from 'undici/lib/dispatcher/pool.js';
+// Only the Pool class (./engine/internals.ts): the package index also loads fetch, WebSocket,
+// caches and a second copy of its parser, ~14 MB of RSS a proxy never uses (measured: 29 MB vs
+// 15 MB on import)
+import { undiciPool } from './engine/internals.ts';
 import type { AppConfig } from '../config/schema.ts';
 import { pinServerName, targetConnector } from './engine/tls-name.ts';
 import { createH2Client, H2_SESSIONS, H2_STREAMS, type PoolProtocol } from './engine/h2-client.ts';
@@ -77,7 +78,7 @@ export class Target {
     const connectTimeout = (o.connect as { timeout: number }).timeout;
     if (this.protocol === 'h2') return createH2Client(this.origin, { connectTimeout, headersTimeout: o.headersTimeout as number, bodyTimeout: o.bodyTimeout as number, sessions: o.connections ?? null });
     // https: the certificate is checked for the target's own name (./engine/tls-name.ts)
-    if (this.engine === 'undici') return new PoolClass(this.origin, this.origin.startsWith('https:') ? { ...o, connect: targetConnector({ timeout: connectTimeout, allowH2: false }) } : o);
+    if (this.engine === 'undici') return new undiciPool.Pool(this.origin, this.origin.startsWith('https:') ? { ...o, connect: targetConnector({ timeout: connectTimeout, allowH2: false }) } : o);
     return new Http1Pool(this.origin, {
       connectTimeout,
       headersTimeout: o.headersTimeout as number,

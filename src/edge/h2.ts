@@ -1,6 +1,9 @@
 import { createRequire } from 'node:module';
 import type * as Http2 from 'node:http2';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { Readable } from 'node:stream';
+import { isGrpcContentType } from '../dataplane/grpc.ts';
 import type { Limits } from '../dataplane/limits.ts';
 import { refuse } from '../dataplane/request-target.ts';
 import { http } from '../node-http.ts';
@@ -12,93 +15,260 @@ const http2 = require('node:http2') as typeof Http2;
 /** Fields HTTP/2 forbids (RFC 9113 §8.2.2); node:http2 throws on them, so they are dropped here. */
 const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
 
-/**
- * An h2 request as the HTTP/1.1 request path reads it: `rawHeaders` without the pseudo-headers,
- * `:authority` as Host (RFC 9113 §8.3.1), and the cookie fields h2 may split joined into one
- * (RFC 9113 §8.2.3), since the upstream speaks HTTP/1.1.
- */
-class H2Request extends http2.Http2ServerRequest {
-  h1Raw: string[] | undefined;
-  /**
-   * Body bytes this stream received: the body timeout watches them (limits.ts `watchBody`), not
-   * the session socket's byte count, which any other stream or one PING every few seconds moves.
-   */
-  bodyBytesRead = 0;
-  override push(chunk: unknown, encoding?: BufferEncoding): boolean {
-    if (chunk !== null && chunk !== undefined) this.bodyBytesRead += (chunk as { length: number }).length;
-    return super.push(chunk, encoding);
-  }
-  /** rawHeaders as HTTP/1.1 has them (installed as the `rawHeaders` getter below) */
-  h1RawHeaders(): string[] {
-    if (this.h1Raw !== undefined) return this.h1Raw;
-    const src = parentRaw.call(this) as string[];
-    const out: string[] = [];
-    let authority: string | undefined;
-    let host = false;
-    let cookie: string | undefined;
-    let length = false;
-    for (let i = 0; i < src.length; i += 2) {
-      const name = src[i] as string;
-      const value = src[i + 1] as string;
-      if (name.charCodeAt(0) === 58 /* : */) {
-        if (name === ':authority') authority = value;
-        continue;
-      }
-      if (name === 'cookie') {
-        cookie = cookie === undefined ? value : `${cookie}; ${value}`;
-        continue;
-      }
-      if (name === 'host') host = true;
-      // a field name, never a value: a header whose value was "content-length" once dropped the body
-      else if (name === 'content-length') length = true;
-      out.push(name, value);
-    }
-    if (!host && authority !== undefined) out.unshift('host', authority);
-    if (cookie !== undefined) out.push('cookie', cookie);
-    // a request body without content-length (h2 frames it itself): announce it, so the request
-    // path forwards it (undici then sends it chunked)
-    if (!this.stream.endAfterHeaders && !length) out.push('transfer-encoding', 'chunked');
-    return (this.h1Raw = out);
-  }
-}
-// node:http2 defines rawHeaders as a getter while @types/node declares a field, so TypeScript
-// will not let a subclass override it: the override is installed on the prototype instead
-const parentRaw = Object.getOwnPropertyDescriptor(http2.Http2ServerRequest.prototype, 'rawHeaders')?.get as () => unknown;
-Object.defineProperty(H2Request.prototype, 'rawHeaders', {
-  get(this: H2Request) {
-    return this.h1RawHeaders();
-  },
-});
+const { NGHTTP2_INTERNAL_ERROR } = http2.constants;
+const kExchange = Symbol('switchyard.h2exchange');
+type ExchangeStream = Http2.ServerHttp2Stream & { [kExchange]: H2Exchange; [kBody]: H2Body };
 
-/** An h2 response that takes the HTTP/1.1 path's flat header lists and drops what h2 forbids. */
-class H2Response extends http2.Http2ServerResponse {
+/**
+ * One h2 stream as the HTTP/1.1 request path reads and answers it, on node:http2's core stream
+ * API: the members of IncomingMessage and ServerResponse that server.ts, forward.ts,
+ * request-target.ts and limits.ts use, over the stream and its headers object, as the raw front's
+ * FrontExchange does for HTTP/1.1 (src/dataplane/front.ts). node:http2's compatibility API made
+ * two stream objects (Http2ServerRequest, Http2ServerResponse) per request on top of the core
+ * stream and copied every body chunk from one to the other; here the core stream is the request
+ * body itself (`requestBody`) and the response is written on it.
+ *
+ * `rawHeaders` are as HTTP/1.1 has them: without the pseudo-headers, `:authority` as Host (RFC
+ * 9113 §8.3.1), and the cookie fields h2 may split joined into one (RFC 9113 §8.2.3), since the upstream
+ * may speak HTTP/1.1.
+ */
+export class H2Exchange {
+  readonly stream: Http2.ServerHttp2Stream;
+  /** the request's fields as nghttp2 delivered them (lower-case names, pseudo-headers included) */
+  readonly headers: Http2.IncomingHttpHeaders;
+  readonly method: string;
+  readonly url: string;
+  readonly socket: Socket;
+  readonly httpVersionMajor = 2;
+  readonly httpVersionMinor = 0;
+  readonly httpVersion = '2.0';
+  /** no Connection on h2: refuse() clears it, and nothing else reads it */
   shouldKeepAlive = true;
-  override writeHead(status: number, a?: unknown, b?: unknown): this {
-    const headers = (typeof a === 'string' ? b : a) as string[] | Record<string, string | string[]> | undefined;
-    if (!Array.isArray(headers)) return super.writeHead(status, headers as Http2.OutgoingHttpHeaders);
-    const obj: Record<string, string | string[]> = {};
-    for (let i = 0; i < headers.length; i += 2) {
-      const name = (headers[i] as string).toLowerCase();
-      if (CONNECTION_SPECIFIC.has(name)) continue;
-      const value = headers[i + 1] as string;
-      const prev = obj[name];
-      obj[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
+  /** the request body, or null (END_STREAM on the HEADERS frame) */
+  readonly body: H2Body | null;
+  /** set by forward.ts when the response comes from an h2 target, whose trailers may follow */
+  trailersFollow = false;
+  private readonly raw: string[];
+  private h1Raw: string[] | undefined;
+  private trailers: Record<string, string | string[]> | null = null;
+  /** the response head is out and the stream waits for `wantTrailers` before it ends */
+  private waiting = false;
+
+  constructor(stream: Http2.ServerHttp2Stream, headers: Http2.IncomingHttpHeaders, raw: string[]) {
+    this.stream = stream;
+    this.headers = headers;
+    this.raw = raw;
+    this.method = (headers[':method'] as string | undefined) ?? '';
+    this.url = (headers[':path'] as string | undefined) ?? '';
+    this.socket = (stream.session as Http2.ServerHttp2Session).socket as Socket;
+    (stream as ExchangeStream)[kExchange] = this;
+    this.body = stream.endAfterHeaders ? null : new H2Body(stream);
+  }
+
+  /** IncomingMessage is its own body; here it is an object of its own (server.ts forwards this) */
+  get requestBody(): Readable | null {
+    return this.body;
+  }
+  /** Body bytes this stream received: the body timeout watches them (limits.ts `watchBody`), not the session socket's, which other streams and PINGs move. */
+  get bodyBytesRead(): number {
+    return this.body === null ? 0 : this.body.bytes;
+  }
+  /** ServerResponse.req, which answersGrpc reads: the exchange is both */
+  get req(): this {
+    return this;
+  }
+  get rawHeaders(): string[] {
+    return (this.h1Raw ??= h1Headers(this.raw, !this.stream.endAfterHeaders));
+  }
+  get complete(): boolean {
+    return this.body === null || this.body.readableEnded;
+  }
+  get destroyed(): boolean {
+    return this.stream.destroyed;
+  }
+  get headersSent(): boolean {
+    return this.stream.headersSent;
+  }
+  get writableEnded(): boolean {
+    return this.stream.writableEnded;
+  }
+  get writableLength(): number {
+    return this.stream.writableLength;
+  }
+  get writableHighWaterMark(): number {
+    return this.stream.writableHighWaterMark;
+  }
+  get readableLength(): number {
+    return this.body === null ? 0 : this.body.readableLength;
+  }
+  isPaused(): boolean {
+    return this.body !== null && this.body.isPaused();
+  }
+
+  once(event: 'close' | 'drain', fn: () => void): this {
+    this.stream.once(event, fn);
+    return this;
+  }
+  removeListener(event: 'close' | 'drain', fn: () => void): this {
+    this.stream.removeListener(event, fn);
+    return this;
+  }
+
+  /**
+   * The response head from the HTTP/1.1 path's flat list (or a fields object): names in lower
+   * case, what h2 forbids dropped (RFC 9113 §8.2.2; node:http2 throws on it), no reason phrase
+   * (§8.3.2). The stream waits for trailers only when some may come: a gRPC call (its status is
+   * a trailer), an h2 target's response (forward.ts says so) or an announced Trailer field;
+   * otherwise the body's last DATA frame ends it, with no empty frame after it.
+   */
+  writeHead(status: number, a?: string | string[] | Record<string, string | string[]>, b?: string[] | Record<string, string | string[]>): this {
+    const fields = typeof a === 'string' ? b : a;
+    const out: Record<string, string | string[] | number> = { ':status': status };
+    let trailer = false;
+    if (Array.isArray(fields)) {
+      for (let i = 0; i < fields.length; i += 2) {
+        const name = (fields[i] as string).toLowerCase();
+        if (CONNECTION_SPECIFIC.has(name)) continue;
+        if (name === 'trailer') trailer = true;
+        const value = fields[i + 1] as string;
+        const prev = out[name];
+        out[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [String(prev), value];
+      }
+    } else if (fields !== undefined) {
+      for (const name in fields) {
+        const l = name.toLowerCase();
+        if (CONNECTION_SPECIFIC.has(l)) continue;
+        out[l] = fields[name] as string | string[];
+      }
     }
-    // no reason phrase in h2 (RFC 9113 §8.3.2)
-    return super.writeHead(status, obj);
+    const wait = this.trailersFollow || trailer || isGrpcContentType(this.headers['content-type']);
+    // throws on a field node:http2 will not send: forward.ts takes that as a broken response
+    this.stream.respond(out, wait ? { waitForTrailers: true } : undefined);
+    if (wait) {
+      this.waiting = true;
+      this.stream.once('wantTrailers', sendTrailers);
+    }
+    return this;
+  }
+
+  /** ServerResponse.addTrailers: sent when the body ends (only on a stream that waits for them: see writeHead). */
+  addTrailers(fields: Record<string, string | string[] | undefined>): void {
+    const t = (this.trailers ??= {});
+    for (const name in fields) {
+      const value = fields[name];
+      if (value !== undefined) t[name.toLowerCase()] = value;
+    }
+  }
+
+  /** @internal the stream asks for its trailers (writeHead's waitForTrailers) */
+  wantTrailers(): void {
+    if (!this.waiting || this.stream.destroyed) return;
+    this.waiting = false;
+    // an empty set ends the stream with an empty DATA frame (node:http2)
+    this.stream.sendTrailers(this.trailers ?? {});
+  }
+
+  write(chunk: Buffer | string): boolean {
+    const stream = this.stream;
+    if (stream.destroyed || stream.writableEnded) return false;
+    if (!stream.headersSent) this.writeHead(200, []);
+    return stream.write(chunk);
+  }
+
+  end(chunk?: Buffer | string): this {
+    const stream = this.stream;
+    if (stream.destroyed || stream.writableEnded) return this;
+    if (!stream.headersSent) this.writeHead(200, []);
+    if (chunk === undefined) stream.end();
+    else stream.end(chunk);
+    return this;
   }
 
   /**
    * A cut (a limit, a broken upstream, a drain deadline) resets the stream with INTERNAL_ERROR:
-   * the compatibility API's plain destroy() resets it with NO_ERROR, which a client that has
-   * paused the stream takes as "the rest of the body follows" and waits on for ever.
+   * a plain destroy() resets it with NO_ERROR, which a client that has paused the stream takes as
+   * "the rest of the body follows" and waits on for ever.
    */
-  override destroy(err?: Error): this {
+  destroy(err?: Error): this {
     const stream = this.stream;
-    if (err === undefined && !stream.closed && !stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
-    super.destroy(err);
+    if (!stream.closed && !stream.destroyed) stream.close(NGHTTP2_INTERNAL_ERROR);
+    else if (err !== undefined) stream.destroy(err);
     return this;
   }
+}
+
+function sendTrailers(this: ExchangeStream): void {
+  this[kExchange].wantTrailers();
+}
+
+/**
+ * A request body as the engines read it: the core stream's readable side relayed into a Readable
+ * of its own, with backpressure (the stream pauses while this one is full). The core stream
+ * cannot be handed to an engine itself: undici pipes a body with stream.pipeline(), which treats
+ * a Duplex source as finished (and closed it, resetting the client's stream) once its readable
+ * side ended. Counts the bytes for the body timeout.
+ */
+class H2Body extends Readable {
+  readonly stream: Http2.ServerHttp2Stream;
+  bytes = 0;
+  constructor(stream: Http2.ServerHttp2Stream) {
+    super();
+    this.stream = stream;
+    (stream as ExchangeStream)[kBody] = this;
+    stream.on('data', bodyData);
+    stream.on('end', bodyEnd);
+    stream.once('close', bodyClose);
+    // its reset is reported to whoever reads it; unread (the request already ended), it is nobody's error
+    this.on('error', noop);
+  }
+  override _read(): void {
+    this.stream.resume();
+  }
+}
+const kBody = Symbol('switchyard.h2body');
+function bodyData(this: ExchangeStream, chunk: Buffer): void {
+  const body = this[kBody];
+  body.bytes += chunk.length;
+  if (!body.push(chunk)) this.pause();
+}
+function bodyEnd(this: ExchangeStream): void {
+  this[kBody].push(null);
+}
+function bodyClose(this: ExchangeStream): void {
+  const body = this[kBody];
+  // reset before its end: the engine sees an aborted body, as from an HTTP/1.1 client that left
+  if (!body.readableEnded && !body.destroyed) body.destroy(new Error('aborted'));
+}
+
+/** rawHeaders as HTTP/1.1 has them, from node:http2's flat raw list (see H2Exchange). */
+function h1Headers(src: string[], body: boolean): string[] {
+  const out: string[] = [];
+  let authority: string | undefined;
+  let host = false;
+  let cookie: string | undefined;
+  let length = false;
+  for (let i = 0; i < src.length; i += 2) {
+    const name = src[i] as string;
+    const value = src[i + 1] as string;
+    if (name.charCodeAt(0) === 58 /* : */) {
+      if (name === ':authority') authority = value;
+      continue;
+    }
+    if (name === 'cookie') {
+      cookie = cookie === undefined ? value : `${cookie}; ${value}`;
+      continue;
+    }
+    if (name === 'host') host = true;
+    // a field name, never a value: a header whose value was "content-length" once dropped the body
+    else if (name === 'content-length') length = true;
+    out.push(name, value);
+  }
+  if (!host && authority !== undefined) out.unshift('host', authority);
+  if (cookie !== undefined) out.push('cookie', cookie);
+  // a request body without content-length (h2 frames it itself): announce it, so the request
+  // path forwards it (the engine then sends it chunked)
+  if (body && !length) out.push('transfer-encoding', 'chunked');
+  return out;
 }
 
 /** The methods an HTTP/1.1 upstream's parser knows (llhttp's, which node:http lists). */
@@ -179,32 +349,33 @@ function watchSession(session: TimedSession, headerTimeout: number, limits: Limi
 /**
  * A cleartext-API http2 server that never listens: the TLS listener hands it the connections
  * that negotiated h2 (its 'connection' event is how node:http2 takes a socket). Every stream
- * goes through the HTTP/1.1 request path via the compatibility API: routing, forwarding, drain
- * counts, metrics and the access log are the same code. A stream the client resets closes its
- * response, which aborts the upstream request (ProxyHandler listens to 'close').
+ * goes through the HTTP/1.1 request path as an H2Exchange on the core stream API (no 'request'
+ * listener, so node:http2 builds no compatibility objects): routing, forwarding, drain counts,
+ * metrics and the access log are the same code. A stream the client resets closes, which aborts
+ * the upstream request (ProxyHandler listens to 'close').
  */
 export function createH2Server(opts: H2Options): Http2.Http2Server {
   const limits = opts.limits;
   // one session never holds more streams than the whole budget has upstream connections
   const maxConcurrentStreams = Math.min(opts.maxConcurrentStreams ?? 128, limits?.max ?? Infinity);
   const server = http2.createServer({
-    Http2ServerRequest: H2Request,
-    Http2ServerResponse: H2Response as unknown as typeof Http2.Http2ServerResponse<H2Request>,
     settings: { maxConcurrentStreams, maxHeaderListSize: opts.maxHeaderListSize ?? 16_384, enablePush: false },
     maxSessionInvalidFrames: 100,
   });
   const handle = opts.handle;
-  server.on('request', (r, s) => {
-    const req = r as unknown as IncomingMessage;
-    const res = s as unknown as ServerResponse;
+  server.on('stream', (stream: Http2.ServerHttp2Stream, headers: Http2.IncomingHttpHeaders, _flags: number, raw: string[]) => {
+    stream.on('error', noop);
+    const ex = new H2Exchange(stream, headers, raw);
+    const req = ex as unknown as IncomingMessage;
+    const res = ex as unknown as ServerResponse;
     const refusal = h1Refusal(req);
     if (refusal !== null) return refuse(res, 400, refusal);
     if (limits === undefined) handle(req, res);
     else limits.streams.admit(req, res, () => handle(req, res));
   });
-  server.on('sessionError', () => undefined);
+  server.on('sessionError', noop);
   server.on('session', (session) => {
-    session.on('error', () => undefined);
+    session.on('error', noop);
     // an idle h2 connection gets a GOAWAY after the HTTP/1.1 keep-alive timeout of the data plane;
     // streams still open finish first
     watchSession(session as TimedSession, limits?.config.headerTimeout ?? H2_IDLE_MS, limits);
@@ -212,6 +383,8 @@ export function createH2Server(opts: H2Options): Http2.Http2Server {
   return server;
 }
 
+function noop(): void {}
+
 export function isH2Request(req: IncomingMessage): boolean {
-  return req instanceof http2.Http2ServerRequest;
+  return (req as unknown) instanceof H2Exchange;
 }

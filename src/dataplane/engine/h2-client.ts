@@ -1,6 +1,6 @@
 import type { Pool } from 'undici';
 // the Pool class alone, for the reason given in src/dataplane/target.ts
-import PoolClass from 'undici/lib/dispatcher/pool.js';
+import { undiciPool } from './internals.ts';
 import { targetConnector } from './tls-name.ts';
 import type { Upstream } from './upstream.ts';
 
@@ -62,5 +62,5 @@ export function createH2Client(origin: string, opts: H2ClientOptions): Upstream 
     maxConcurrentStreams: streams,
     pingInterval: opts.pingInterval ?? H2_PING_MS,
   } as Pool.Options;
-  return new PoolClass(origin, options);
+  return new undiciPool.Pool(origin, options);
 }

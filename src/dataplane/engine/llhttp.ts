@@ -1,4 +1,4 @@
-import { createRequire } from 'node:module';
+import { llhttp } from './internals.ts';
 
 /**
  * Node's native llhttp, the parser node:http itself runs, in strict mode (no lenient flag): the
@@ -25,7 +25,15 @@ export interface ParserClass {
   readonly kOnExecute: number;
   readonly kLenientNone: number;
 }
-export const { HTTPParser } = createRequire(import.meta.url)('node:_http_common') as { HTTPParser: ParserClass };
+/** Stands in for a missing or changed HTTPParser: never constructed, since the fast path is then off (./internals.ts). */
+class Unavailable {
+  constructor() {
+    throw new Error(`node:_http_common's HTTPParser is not usable here: ${llhttp.ok ? '' : llhttp.reason}`);
+  }
+}
+
+/** Node's HTTPParser, checked at load (./internals.ts); `llhttp.ok` false: the raw front and the native engine are off. */
+export const HTTPParser: ParserClass = llhttp.ok ? llhttp.HTTPParser : (Unavailable as unknown as ParserClass);
 
 /** Method names by llhttp's method number, as node:http maps them. */
-export const { methods: METHODS } = createRequire(import.meta.url)('node:_http_common') as { methods: readonly string[] };
+export const METHODS: readonly string[] = llhttp.ok ? llhttp.methods : [];

@@ -1,0 +1,130 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { cpuFor, envInt, envList, findCommand, fmt, formatTable, freePort, installCleanup, NODE, pinSelf, REPO_ROOT, startNodeService, startProcess, stopAll, waitForHttp } from './common.ts';
+import { pickDriver, runLoad } from './load.ts';
+import { startNginxUpstream, switchyardConfig } from './targets.ts';
+
+/**
+ * Peak RSS of Switchyard at CONNECTIONS clients, for each way it is started (README Performance,
+ * "Memory"): `checkout` (`npx switchyard serve` in the repo: bin/switchyard.js runs the TypeScript
+ * source), `package` (the `npm pack` tarball unpacked, its dependencies linked from the checkout's
+ * node_modules: bin/switchyard.js runs dist/), `image` (`node dist/main.js serve`, the image's
+ * command). The figure is the Switchyard process's own VmHWM (its peak resident set, kernel
+ * counted, sampled after the load), not the npx/npm process that started it, which is printed
+ * apart. Env: DURATION (s, default 10), CONNECTIONS (default 50), PATHS (default all three).
+ * Standalone: `node bench/memory.ts` (run `npm run build` first: package and image use dist/).
+ */
+
+const DURATION = envInt('DURATION', 10);
+const CONNECTIONS = envInt('CONNECTIONS', 50);
+const PATHS = envList('PATHS') ?? ['checkout', 'package', 'image'];
+
+function status(pid: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  try {
+    for (const m of readFileSync(`/proc/${pid}/status`, 'utf8').matchAll(/^(VmHWM|VmRSS|RssAnon|RssFile):\s+(\d+) kB/gm)) out[m[1] as string] = Number(m[2]) / 1024;
+  } catch {
+    // gone
+  }
+  return out;
+}
+
+function descendants(pid: number): number[] {
+  const kids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) kids.push(Number(entry), ...descendants(Number(entry)));
+    } catch {
+      // went away
+    }
+  }
+  return kids;
+}
+
+/** The Switchyard node process under `pid`: the one whose command line runs `serve` with node and no npm. */
+function switchyardPid(pid: number): number {
+  for (const p of [pid, ...descendants(pid)]) {
+    try {
+      const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
+      if (cmd.includes('serve') && !cmd.some((a) => a.includes('npm')) && /node$/.test(cmd[0] ?? '')) return p;
+    } catch {
+      // went away
+    }
+  }
+  return pid;
+}
+
+async function waitGone(pid: number): Promise<void> {
+  for (let i = 0; i < 100 && existsSync(`/proc/${pid}`); i++) await new Promise((r) => setTimeout(r, 100));
+}
+
+function packageDir(tmp: string): string {
+  const out = execFileSync('npm', ['pack', '--silent', '--pack-destination', tmp], { cwd: REPO_ROOT, encoding: 'utf8' }).trim().split('\n').pop() as string;
+  const dir = join(tmp, 'installed');
+  mkdirSync(dir);
+  execFileSync('tar', ['-xzf', join(tmp, out), '-C', dir, '--strip-components=1']);
+  symlinkSync(join(REPO_ROOT, 'node_modules'), join(dir, 'node_modules'));
+  return dir;
+}
+
+async function main(): Promise<void> {
+  const tmp = mkdtempSync(join(tmpdir(), 'switchyard-bench-memory-'));
+  const driver = pickDriver();
+  const rows: string[][] = [];
+  try {
+    const upstream = findCommand('nginx') !== undefined
+      ? await startNginxUpstream(0, mkdtempSync(join(tmp, 'upstream-')), cpuFor('upstream'))
+      : await startNodeService('upstream', 'upstream.ts', { BODY_SIZE: '0' }, cpuFor('upstream'));
+    const upstreamUrl = `http://127.0.0.1:${upstream.port}`;
+    for (const path of PATHS) {
+      const dir = mkdtempSync(join(tmp, `${path}-`));
+      const port = await freePort();
+      const adminPort = await freePort();
+      const config = join(dir, 'switchyard.yaml');
+      writeFileSync(config, switchyardConfig({ port, adminPort, blue: upstreamUrl, green: upstreamUrl, statePath: join(dir, 'state.json') }));
+      let cmd: string;
+      let args: string[];
+      let cwd = REPO_ROOT;
+      if (path === 'checkout') [cmd, args] = ['npx', ['switchyard', 'serve', '--config', config]];
+      else if (path === 'package') {
+        cwd = packageDir(dir);
+        [cmd, args] = [NODE, [join(cwd, 'bin/switchyard.js'), 'serve', '--config', config]];
+      } else {
+        if (!existsSync(join(REPO_ROOT, 'dist/main.js'))) throw new Error('dist/main.js missing: npm run build');
+        [cmd, args] = [NODE, ['dist/main.js', 'serve', '--config', config]];
+      }
+      const proc = startProcess(`switchyard-${path}`, cmd, args, { cpu: cpuFor('proxy'), cwd });
+      await waitForHttp(`http://127.0.0.1:${adminPort}/readyz`, { proc, timeoutMs: 60_000 });
+      await waitForHttp(`http://127.0.0.1:${port}/`, { proc, timeoutMs: 5_000 });
+      const pid = switchyardPid(proc.pid);
+      const ready = status(pid);
+      const load = await runLoad({ url: `http://127.0.0.1:${port}/`, connections: CONNECTIONS, durationSec: DURATION, driver, cpu: cpuFor('load') });
+      const after = status(pid);
+      const wrapper = pid === proc.pid ? 0 : [proc.pid, ...descendants(proc.pid)].filter((p) => p !== pid).reduce((s, p) => s + (status(p)['VmRSS'] ?? 0), 0);
+      rows.push([path, fmt(ready['VmHWM'] ?? 0), fmt(ready['VmRSS'] ?? 0), fmt(after['VmHWM'] ?? 0), fmt(after['RssAnon'] ?? 0), fmt(after['RssFile'] ?? 0), wrapper === 0 ? '-' : fmt(wrapper), fmt(load.rps)]);
+      // npx does not pass its stop on to the node it started: the Switchyard process is stopped itself
+      if (pid !== proc.pid) {
+        process.kill(pid, 'SIGTERM');
+        await waitGone(pid);
+      }
+      await proc.stop();
+    }
+  } finally {
+    await stopAll();
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  process.stdout.write(`\n== memory (MiB; ${CONNECTIONS} clients, ${DURATION} s) ==\n${formatTable(['start path', 'peak at ready', 'rss at ready', 'peak under load', 'anon', 'file', 'npx/npm (apart)', 'rps'], rows)}\n`);
+}
+
+if (import.meta.filename === process.argv[1]) {
+  installCleanup();
+  pinSelf(cpuFor('load'));
+  main().catch((e: unknown) => {
+    process.stderr.write(`bench failed: ${(e as Error).stack ?? String(e)}\n`);
+    process.exitCode = 1;
+  });
+}
