@@ -11,14 +11,7 @@ import { rawRequest, statusOf } from '../helpers/raw.ts';
 import { spawnServe } from '../helpers/serve-process.ts';
 import { startUpstream } from '../helpers/upstream.ts';
 import { closed, echo, openWs, startWsUpstream, wsUrl, type WsUpstream } from '../helpers/ws.ts';
-
-async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 3000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
+import { until } from '../helpers/wait.ts';
 
 function counts(p: TestProxy, pool: string): { inflight: number; upgraded: number; open: number } {
   const r = p.sy.runtime.pool('shop', pool);
@@ -40,7 +33,7 @@ describe('WebSockets across a switch', () => {
     await green.close();
   });
 
-  it('a WebSocket open on blue keeps working after a switch to green while new ones go to green', async () => {
+  it('a WebSocket open on blue keeps working after a switch to green while new ones go to green', async (t) => {
     const p = await startProxy({ apps: [twoPools(blue.url, green.url, { drain: { timeout: '30s' } })] });
     try {
       const a = await openWs(wsUrl(p.proxyUrl));
@@ -58,7 +51,7 @@ describe('WebSockets across a switch', () => {
       a.close(1000, 'done');
       assert.equal((await aClosed).code, 1000);
       b.close();
-      await until(() => counts(p, 'blue').open + counts(p, 'green').open === 0, 'both pools empty');
+      await until(t, 'both pools empty', () => counts(p, 'blue').open + counts(p, 'green').open === 0, { timeout: 3_000 });
       assert.deepEqual(counts(p, 'blue'), ZERO);
       assert.deepEqual(counts(p, 'green'), ZERO);
       assert.equal((await p.admin('GET', '/v1/apps/shop/pools/blue/drain')).body.drained, true);
@@ -88,7 +81,7 @@ describe('WebSockets across a switch', () => {
     }
   });
 
-  it('a WebSocket left on a drained pool is closed with 1001 at the deadline, both ways', async () => {
+  it('a WebSocket left on a drained pool is closed with 1001 at the deadline, both ways', async (t) => {
     const p = await startProxy({ apps: [twoPools(blue.url, green.url, { drain: { timeout: '1s' } })] });
     try {
       const ws = await openWs(wsUrl(p.proxyUrl));
@@ -103,9 +96,9 @@ describe('WebSockets across a switch', () => {
       assert.equal(reason, 'pool drained');
       // deadline = drainingSince + 1 s, spread over min(5 s, 10 %) = 100 ms
       assert.ok(at >= since + 1000 - 20 && at < since + 1000 + 1500, `closed ${at - since} ms after the switch`);
-      await until(() => blue.closeCodes.length > upstreamCodes, 'the upstream to see the close');
+      await until(t, 'the upstream to see the close', () => blue.closeCodes.length > upstreamCodes, { timeout: 3_000 });
       assert.equal(blue.closeCodes.at(-1), 1001);
-      await until(() => counts(p, 'blue').open === 0, 'blue empty');
+      await until(t, 'blue empty', () => counts(p, 'blue').open === 0, { timeout: 3_000 });
       const drain = await p.admin('GET', '/v1/apps/shop/pools/blue/drain');
       assert.deepEqual([drain.body.upgraded, drain.body.inflight, drain.body.drained], [0, 0, true]);
     } finally {
@@ -113,7 +106,7 @@ describe('WebSockets across a switch', () => {
     }
   });
 
-  it('a cut in the middle of large messages both ways puts the close frames between frames', async () => {
+  it('a cut in the middle of large messages both ways puts the close frames between frames', async (t) => {
     const p = await startProxy({ apps: [twoPools(blue.url, green.url)] });
     try {
       const ws = await openWs(wsUrl(p.proxyUrl));
@@ -125,21 +118,21 @@ describe('WebSockets across a switch', () => {
       ws.on('message', () => received++);
       ws.send('flood');
       for (let i = 0; i < 100; i++) ws.send(Buffer.alloc(100_000, i));
-      await until(() => received >= 3, 'the flood to start');
+      await until(t, 'the flood to start', () => received >= 3, { timeout: 3_000 });
       for (const c of p.sy.runtime.pool('shop', 'blue')?.open ?? []) c.cut('drain');
       const { code } = await wsClosed;
       assert.deepEqual(errors, []);
       assert.equal(code, 1001);
       assert.ok(received < 100, `the cut came before the flood was over (${received} received)`);
-      await until(() => blue.closeCodes.length > upstreamCodes, 'the upstream to see the close');
+      await until(t, 'the upstream to see the close', () => blue.closeCodes.length > upstreamCodes, { timeout: 3_000 });
       assert.equal(blue.closeCodes.at(-1), 1001);
-      await until(() => counts(p, 'blue').open === 0, 'blue empty');
+      await until(t, 'blue empty', () => counts(p, 'blue').open === 0, { timeout: 3_000 });
     } finally {
       await p.close();
     }
   });
 
-  it('an idle WebSocket is dropped after timeouts.idle, a busy one is not', async () => {
+  it('an idle WebSocket is dropped after timeouts.idle, a busy one is not', async (t) => {
     const p = await startProxy({ apps: [twoPools(blue.url, green.url, { timeouts: { idle: '400ms' } })] });
     try {
       const idle = await openWs(wsUrl(p.proxyUrl));
@@ -157,7 +150,7 @@ describe('WebSockets across a switch', () => {
       assert.equal(busyClosed, false);
       busy.close();
       await once(busy, 'close');
-      await until(() => counts(p, 'blue').open === 0, 'blue empty');
+      await until(t, 'blue empty', () => counts(p, 'blue').open === 0, { timeout: 3_000 });
     } finally {
       await p.close();
     }
@@ -185,7 +178,7 @@ describe('WebSockets across a switch', () => {
     }
   });
 
-  it('200 WebSocket open/close cycles (some torn down abruptly) leave no socket behind', async () => {
+  it('200 WebSocket open/close cycles (some torn down abruptly) leave no socket behind', async (t) => {
     const p = await startProxy({ apps: [twoPools(blue.url, green.url)] });
     try {
       const tcp = () => process.getActiveResourcesInfo().filter((r) => r === 'TCPSocketWrap').length;
@@ -194,7 +187,7 @@ describe('WebSockets across a switch', () => {
       const w = await openWs(wsUrl(p.proxyUrl));
       w.close();
       await once(w, 'close');
-      await until(async () => (await proxyConnections()) === 0 && blue.wss.clients.size === 0, 'warm-up connection gone');
+      await until(t, 'warm-up connection gone', async () => (await proxyConnections()) === 0 && blue.wss.clients.size === 0, { timeout: 3_000 });
       const before = tcp();
       const cycle = async (i: number) => {
         const ws = await openWs(wsUrl(p.proxyUrl));
@@ -206,9 +199,9 @@ describe('WebSockets across a switch', () => {
         await done;
       };
       for (let i = 0; i < 200; i += 4) await Promise.all([cycle(i), cycle(i + 1), cycle(i + 2), cycle(i + 3)]);
-      await until(async () => (await proxyConnections()) === 0, 'proxy connections to close', 5000);
-      await until(() => blue.wss.clients.size === 0, 'upstream WebSockets to close', 5000);
-      await until(() => tcp() <= before, `TCP handles back to ${before} (now ${tcp()})`, 5000);
+      await until(t, 'proxy connections to close', async () => (await proxyConnections()) === 0);
+      await until(t, 'upstream WebSockets to close', () => blue.wss.clients.size === 0);
+      await until(t, `TCP handles back to ${before} (now ${tcp()})`, () => tcp() <= before);
       assert.deepEqual(counts(p, 'blue'), ZERO);
       assert.equal(p.sy.runtime.pool('shop', 'blue')?.targets[0]?.inflight, 0);
     } finally {
@@ -229,7 +222,7 @@ describe('streams across a switch', () => {
     await green.close();
   });
 
-  it('an SSE stream keeps streaming across a switch, counts in flight on blue, and is ended at the deadline', async () => {
+  it('an SSE stream keeps streaming across a switch, counts in flight on blue, and is ended at the deadline', async (t) => {
     const p = await startProxy({ apps: [twoPools(blue.url, green.url, { drain: { timeout: '1s' } })] });
     try {
       const r = await request(`${p.proxyUrl}/events`);
@@ -247,7 +240,7 @@ describe('streams across a switch', () => {
         }
         return 'ended';
       })();
-      await until(() => events.length >= 3, 'first events');
+      await until(t, 'first events', () => events.length >= 3, { timeout: 3_000 });
       const sw = await p.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
       const switchedAt = Date.now();
       assert.equal((await p.get('/')).servedBy, 'green@2.0.0');
@@ -260,7 +253,7 @@ describe('streams across a switch', () => {
       const afterSwitch = events.filter((e) => e.at > switchedAt + 50);
       assert.ok(afterSwitch.length >= 10, `only ${afterSwitch.length} events after the switch`);
       assert.deepEqual(events.map((e) => e.n), events.map((_e, i) => i), 'no event lost or repeated');
-      await until(() => blue.streams === 0, 'the upstream stream to be aborted');
+      await until(t, 'the upstream stream to be aborted', () => blue.streams === 0, { timeout: 3_000 });
       assert.deepEqual(counts(p, 'blue'), ZERO);
       assert.equal((await p.admin('GET', '/v1/apps/shop/pools/blue/drain')).body.drained, true);
     } finally {
@@ -268,7 +261,7 @@ describe('streams across a switch', () => {
     }
   });
 
-  it('an upstream that dies mid-stream, or mid-WebSocket, leaves the proxy healthy', async () => {
+  it('an upstream that dies mid-stream, or mid-WebSocket, leaves the proxy healthy', async (t) => {
     const p = await startProxy({ apps: [twoPools(blue.url, green.url)] });
     try {
       const r = await request(`${p.proxyUrl}/events-die`);
@@ -278,7 +271,7 @@ describe('streams across a switch', () => {
       const c = closed(ws);
       ws.send('die');
       assert.equal((await c).code, 1006);
-      await until(() => counts(p, 'blue').open === 0, 'blue empty');
+      await until(t, 'blue empty', () => counts(p, 'blue').open === 0, { timeout: 3_000 });
       assert.deepEqual(counts(p, 'blue'), ZERO);
       assert.equal((await p.get('/')).status, 200);
       const again = await openWs(wsUrl(p.proxyUrl));
@@ -311,7 +304,7 @@ describe('upgrades an upstream refuses', () => {
     }
   });
 
-  it('an upstream that is down gets the client a 503, another target of the pool takes the upgrade', async () => {
+  it('an upstream that is down gets the client a 503, another target of the pool takes the upgrade', async (t) => {
     const live = await startWsUpstream('green');
     // a port that refuses connections
     const dead = createServer();
@@ -324,7 +317,7 @@ describe('upgrades an upstream refuses', () => {
       const err = (await openWs(wsUrl(p.proxyUrl)).then(() => assert.fail('opened'), (e: unknown) => e)) as { status: number; body: string };
       assert.equal(err.status, 503);
       assert.match(err.body, /no target/);
-      await until(() => counts(p, 'blue').open === 0, 'blue empty');
+      await until(t, 'blue empty', () => counts(p, 'blue').open === 0, { timeout: 3_000 });
       assert.deepEqual(counts(p, 'blue'), ZERO);
       await p.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
       // the dead target comes first in round robin: refused, skipped, the live one answers
@@ -341,7 +334,7 @@ describe('upgrades an upstream refuses', () => {
     }
   });
 
-  it('an upstream that never answers the upgrade gets the client a 504 after timeouts.response', async () => {
+  it('an upstream that never answers the upgrade gets the client a 504 after timeouts.response', async (t) => {
     const up = await startUpstream('blue');
     const held: Socket[] = [];
     up.server.on('upgrade', (_req: IncomingMessage, socket: Socket) => held.push(socket));
@@ -351,8 +344,8 @@ describe('upgrades an upstream refuses', () => {
       const err = (await openWs(wsUrl(p.proxyUrl)).then(() => assert.fail('opened'), (e: unknown) => e)) as { status: number };
       assert.equal(err.status, 504);
       assert.ok(Date.now() - started >= 280);
-      await until(() => held.every((s) => s.destroyed || s.readableEnded), 'the upstream connection to be dropped');
-      await until(() => counts(p, 'blue').open === 0, 'blue empty');
+      await until(t, 'the upstream connection to be dropped', () => held.every((s) => s.destroyed || s.readableEnded), { timeout: 3_000 });
+      await until(t, 'blue empty', () => counts(p, 'blue').open === 0, { timeout: 3_000 });
     } finally {
       for (const s of held) s.destroy();
       await p.close();
@@ -382,7 +375,7 @@ describe('SIGTERM and SIGINT', () => {
     return spawnServe({ apps: [twoPools(upstreamUrl, upstreamUrl)], shutdown, log: { level: 'info' } });
   }
 
-  it('SIGTERM: readyz 503 at once, WebSockets get 1001, requests finish with Connection: close, exit 0', async () => {
+  it('SIGTERM: readyz 503 at once, WebSockets get 1001, requests finish with Connection: close, exit 0', async (t) => {
     const releases: (() => void)[] = [];
     const up = await startWsUpstream('blue', (req, res) => {
       if (req.url === '/work') releases.push(() => res.end('done'));
@@ -395,7 +388,7 @@ describe('SIGTERM and SIGINT', () => {
       for (const ws of sockets) assert.equal(await echo(ws, 'hi'), 'blue:hi');
       const wsClosed = sockets.map(closed);
       const inflight = Array.from({ length: 3 }, () => request(`${sp.proxyUrl}/work`).then(async (r) => ({ status: r.statusCode, body: await r.body.text(), connection: r.headers['connection'] })));
-      await until(() => releases.length === 3, 'requests to reach the upstream');
+      await until(t, 'requests to reach the upstream', () => releases.length === 3, { timeout: 3_000 });
       const termAt = Date.now();
       sp.child.kill('SIGTERM');
       await sleep(100);
@@ -411,7 +404,7 @@ describe('SIGTERM and SIGINT', () => {
       const closes = await Promise.all(wsClosed);
       assert.deepEqual(closes.map((c) => c.code), [1001, 1001]);
       assert.ok(closes.every((c) => c.at - termAt >= 350), 'WebSockets are closed once shutdown.delay is over');
-      await until(() => up.closeCodes.length === 2, 'the upstream to see both closes');
+      await until(t, 'the upstream to see both closes', () => up.closeCodes.length === 2, { timeout: 3_000 });
       assert.deepEqual(up.closeCodes, [1001, 1001]);
       for (const r of releases) r();
       const results = await Promise.all(inflight);
@@ -426,13 +419,13 @@ describe('SIGTERM and SIGINT', () => {
     }
   });
 
-  it('SIGINT: what still runs at hardStop is cut and counted in the log, exit 0', async () => {
+  it('SIGINT: what still runs at hardStop is cut and counted in the log, exit 0', async (t) => {
     const up = await startWsUpstream('blue');
     const sp = await spawnProxy(up.url, { grace: '300ms', hardStop: '800ms' });
     try {
       const r = await request(`${sp.proxyUrl}/events`);
       const ended = r.body.text().then(() => 'ended', () => 'broken');
-      await until(() => up.streams === 1, 'the stream to start');
+      await until(t, 'the stream to start', () => up.streams === 1, { timeout: 3_000 });
       const started = Date.now();
       sp.child.kill('SIGINT');
       const [code] = (await once(sp.child, 'exit')) as [number];

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { cp, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { describe, it } from 'node:test';
+import { describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { runCliCaptured } from '../helpers/cli.ts';
@@ -10,17 +10,7 @@ import { loadLoop } from '../helpers/load-loop.ts';
 import { twoPools } from '../helpers/proxy.ts';
 import { spawnServe, type ServeProcess } from '../helpers/serve-process.ts';
 import { startUpstream } from '../helpers/upstream.ts';
-
-/** Polls `fn` until it returns a value, or fails after `ms` with `what` and the process output. */
-async function until<T>(sp: ServeProcess, what: string, fn: () => T | undefined, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) assert.fail(`${what} did not happen within ${ms} ms:\n${sp.output().slice(-4000)}`);
-    await sleep(50);
-  }
-}
+import { until } from '../helpers/wait.ts';
 
 const line = (sp: ServeProcess, msg: RegExp): Record<string, unknown> | undefined => sp.log().find((l) => msg.test(String(l['msg'])));
 
@@ -42,7 +32,7 @@ async function programCopy(): Promise<string> {
   return dir;
 }
 
-async function handOverUnderLoad(workers: number): Promise<void> {
+async function handOverUnderLoad(t: TestContext, workers: number): Promise<void> {
   const up = await startUpstream('blue');
   const sp = await spawnServe({ apps: [twoPools(up.url, up.url)], workers, log: { level: 'info', accessSample: 0 }, shutdown: { grace: '5s', hardStop: '10s' } }, 30_000);
   let newPid = 0;
@@ -53,7 +43,7 @@ async function handOverUnderLoad(workers: number): Promise<void> {
     // one process: through `switchyard upgrade`, which finds the pid by the port claim and waits for the outcome
     const cli = workers === 1 ? runCliCaptured(['upgrade', '--config', join(sp.dir, 'switchyard.yaml'), '--timeout', '120s'], {}) : null;
     if (cli === null) process.kill(oldPid, 'SIGUSR2');
-    const took = await until(sp, 'the new process taking over', () => line(sp, /took over the listening sockets/), 120_000);
+    const took = await until(t, 'the new process taking over', () => line(sp, /took over the listening sockets/), { timeout: 120_000, detail: () => sp.output().slice(-4000) });
     newPid = took['pid'] as number;
     assert.notEqual(newPid, oldPid);
     if (cli !== null) {
@@ -85,15 +75,15 @@ async function handOverUnderLoad(workers: number): Promise<void> {
 }
 
 describe('upgrading Switchyard itself (SIGUSR2): the new process takes the listening sockets', { concurrency: 1, timeout: 300_000 }, () => {
-  it('a hand-over under a new connection every 5 ms loses none: no refused connect, no reset, no empty reply', async () => {
-    await handOverUnderLoad(1);
+  it('a hand-over under a new connection every 5 ms loses none: no refused connect, no reset, no empty reply', async (t) => {
+    await handOverUnderLoad(t, 1);
   });
 
-  it('with workers: 2 the hand-over loses none either', async () => {
-    await handOverUnderLoad(2);
+  it('with workers: 2 the hand-over loses none either', async (t) => {
+    await handOverUnderLoad(t, 2);
   });
 
-  it('a new program that fails to start leaves the old one serving, and says so', async () => {
+  it('a new program that fails to start leaves the old one serving, and says so', async (t) => {
     const up = await startUpstream('blue');
     const prog = await programCopy();
     const sp = await spawnServe({ apps: [twoPools(up.url, up.url)], log: { level: 'info', accessSample: 0 } }, 30_000, (config) => ({ command: process.execPath, args: [join(prog, 'bin/switchyard.js'), 'serve', '--config', config], cwd: prog }));
@@ -105,7 +95,7 @@ describe('upgrading Switchyard itself (SIGUSR2): the new process takes the liste
       const cli = await runCliCaptured(['upgrade', '--config', join(sp.dir, 'switchyard.yaml'), '--timeout', '120s'], {});
       assert.equal(cli.code, 1, cli.stdout + cli.stderr);
       assert.match(cli.stderr, new RegExp(`the upgrade failed; pid ${sp.child.pid} keeps serving`));
-      const failed = await until(sp, 'the failed upgrade', () => line(sp, /^upgrade failed/));
+      const failed = await until(t, 'the failed upgrade', () => line(sp, /^upgrade failed/), { timeout: 30_000, detail: () => sp.output().slice(-4000) });
       assert.match(String(failed['msg']), /exited before it was ready .*keeps serving/);
       await sleep(300);
       const r = await loop.stop();
@@ -120,7 +110,7 @@ describe('upgrading Switchyard itself (SIGUSR2): the new process takes the liste
     }
   });
 
-  it('a new program that is not ready within shutdown.upgradeTimeout is stopped; the old one keeps serving', async () => {
+  it('a new program that is not ready within shutdown.upgradeTimeout is stopped; the old one keeps serving', async (t) => {
     const up = await startUpstream('blue');
     const prog = await programCopy();
     const sp = await spawnServe({ apps: [twoPools(up.url, up.url)], log: { level: 'info', accessSample: 0 }, shutdown: { upgradeTimeout: '1500ms' } }, 20_000, (config) => ({ command: process.execPath, args: [join(prog, 'bin/switchyard.js'), 'serve', '--config', config], cwd: prog }));
@@ -130,7 +120,7 @@ describe('upgrading Switchyard itself (SIGUSR2): the new process takes the liste
       const successor = join(prog, 'src/upgrade/successor.ts');
       await writeFile(successor, `await new Promise(() => setInterval(() => {}, 1000));\n${await readFile(successor, 'utf8')}`);
       process.kill(sp.child.pid as number, 'SIGUSR2');
-      const failed = await until(sp, 'the failed upgrade', () => line(sp, /^upgrade failed/));
+      const failed = await until(t, 'the failed upgrade', () => line(sp, /^upgrade failed/), { timeout: 30_000, detail: () => sp.output().slice(-4000) });
       assert.match(String(failed['msg']), /not ready within 1500 ms: stopped it/);
       const res = await request(`${sp.proxyUrl}/still`);
       assert.equal(res.statusCode, 200);
