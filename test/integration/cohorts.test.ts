@@ -9,7 +9,6 @@ import { describe, it } from 'node:test';
 import { request } from 'undici';
 import { createTestCa } from '../helpers/certs.ts';
 import { runCliCaptured } from '../helpers/cli.ts';
-import {  } from '../helpers/fleet.ts';
 import { startProxy, TOKEN, twoPools } from '../helpers/proxy.ts';
 import { startUpstream, useUpstreams } from '../helpers/upstream.ts';
 import { openWs, echo, startWsUpstream, wsUrl } from '../helpers/ws.ts';

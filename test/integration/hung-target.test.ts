@@ -3,7 +3,6 @@ import type { ServerResponse } from 'node:http';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
-import {  } from '../helpers/fleet.ts';
 import { startProxy, twoPools } from '../helpers/proxy.ts';
 import { startUpstream } from '../helpers/upstream.ts';
 import { until } from '../helpers/wait.ts';

@@ -4,7 +4,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { request } from 'undici';
-import {  } from '../helpers/fleet.ts';
 import { startProxy, twoPools } from '../helpers/proxy.ts';
 import { startUpstream } from '../helpers/upstream.ts';
 import { until } from '../helpers/wait.ts';
