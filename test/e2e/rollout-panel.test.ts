@@ -17,11 +17,13 @@ describe('rollout panel in Chromium', () => {
   let browser: Browser;
   let page: Page;
   let problems: string[];
+  let driverAhead = 0;
 
   before(async () => {
     blue = await startUpstream('blue');
     green = await startUpstream('green');
-    p = await startProxy({ apps: [twoPools(blue.url, green.url)] });
+    // the rollout driver's own clock, moved on by hand past a step's pause (the proxy keeps the wall clock)
+    p = await startProxy({ apps: [twoPools(blue.url, green.url)] }, { rollouts: { now: () => Date.now() + driverAhead } });
     ({ browser, page, problems } = await launchPage({ context: { viewport: { width: 1280, height: 900 } } }));
   });
 
@@ -150,8 +152,11 @@ describe('rollout panel in Chromium', () => {
     assert.match((await panel.locator('.rollout-title').textContent()) ?? '', new RegExp(`Rollout ${started.id} → green`));
     assert.equal(await form.count(), 0, 'the form closes once the rollout started');
 
-    // a step is never left unjudged: past its 3 s pause it holds at 50 % until promoted
-    await sleep(4_000);
+    // a step is never left unjudged: with the driver's clock a second past the 3 s pause and a round
+    // run on it, it holds at 50 % until promoted
+    assert.equal(typeof started.nextAt, 'string', 'running, with its next step due');
+    driverAhead = Math.max(0, Date.parse(started.nextAt) + 1_000 - Date.now());
+    await p.sy.rollouts.tick();
     const holding = await current();
     assert.deepEqual([holding.state, holding.step, holding.lastAnalysis?.verdict], ['running', 1, 'waiting']);
     assert.deepEqual((await p.admin('GET', '/v1/apps/shop')).body.weights, { blue: 50, green: 50 });

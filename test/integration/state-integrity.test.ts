@@ -10,9 +10,9 @@ import { parseConfig } from '../../src/config/load.ts';
 import { Controller } from '../../src/control/controller.ts';
 import type { SwitchyardError } from '../../src/errors.ts';
 import { FileStore } from '../../src/state/file-store.ts';
+import { RedisStore } from '../../src/state/redis-store.ts';
 import { redisKeys } from '../../src/state/redis-connect.ts';
 import type { RoutingState, StateStore } from '../../src/state/types.ts';
-import {  } from '../helpers/fleet.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startRedis, type RedisServer } from '../helpers/redis-server.ts';
 import { makeState } from '../helpers/store-contract.ts';
@@ -303,7 +303,10 @@ describe('a state that turns invalid in redis while instances run', () => {
     // a hand edit (or a buggy tool) stores weights that sum to 0, as revision 3
     await plant(s1, { ...makeState('shop', 3), weights: { blue: 0, green: 0 } });
     for (const p of [a, b]) await until(t, 'brokenStates to list shop', async () => /weights: must sum to 10000 bp, got 0/.test((await broken(p)) ?? ''));
-    await new Promise((r) => setTimeout(r, 2_500)); // a few polls more: still one line
+    // three polls more, run here rather than waited for: still one line
+    const store = a.sy.controller.store;
+    assert.ok(store instanceof RedisStore);
+    for (let i = 0; i < 3; i++) await store.sync();
     assert.equal(lines.filter((l) => l.level === 50 && l.app === 'shop').length, 1, 'logged once');
     assert.match(String(lines.find((l) => l.level === 50 && l.app === 'shop')?.msg), /routing on the last good state \(revision 2\)/);
     for (const p of [a, b]) {
