@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Browser, Page } from 'playwright-core';
+import type { Browser, Page, Response } from 'playwright-core';
 import { launchPage } from '../helpers/browser.ts';
 import { startProxy, TOKEN, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
@@ -61,7 +61,10 @@ describe('dashboard controls in Chromium', () => {
     // the operator's 30 stays: picking blue means "send 30 % to blue", not "blue at its 100 %"
     assert.equal(await shop.locator('.pct-input').inputValue(), '30');
     assert.equal(await shop.locator('.preview').textContent(), 'blue 30% · green 70%');
-    await sleep(1700); // a poll in between must not reset it either
+    // a poll in between must not reset it either: one started after the edit, and done (the next one began)
+    const polled = (r: Response) => new URL(r.url()).pathname === '/v1/apps';
+    await page.waitForResponse(polled);
+    await page.waitForResponse(polled);
     assert.equal(await shop.locator('.pct-input').inputValue(), '30');
     await shop.locator('button[data-action="weights"]').click();
     const dialog = page.locator('dialog#confirm');

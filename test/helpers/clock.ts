@@ -43,3 +43,12 @@ export class ManualClock {
     this.now = end;
   }
 }
+
+/**
+ * Waits until the wall clock has passed `at` (ms since the epoch) by `margin` ms: for a deadline
+ * the code under test states itself (`ejectedUntil`, `drainingSince` + timeout), instead of a
+ * fixed sleep that only hopes to cover it on a loaded machine.
+ */
+export async function pastInstant(at: number, margin = 0): Promise<void> {
+  for (let left = at + margin - Date.now(); left >= 0; left = at + margin - Date.now()) await sleep(left + 1);
+}

@@ -6,6 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import WebSocket from 'ws';
+import { pastInstant } from '../helpers/clock.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { rawRequest, statusOf } from '../helpers/raw.ts';
 import { spawnServe } from '../helpers/serve-process.ts';
@@ -162,12 +163,13 @@ describe('WebSockets across a switch', () => {
       const ws = await openWs(wsUrl(p.proxyUrl));
       let closedWith: number | null = null;
       ws.on('close', (code) => (closedWith = code));
-      await p.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
+      const sw = await p.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
       assert.deepEqual(p.sy.drains.pending(), ['shop/blue']);
       await sleep(400);
       await p.admin('POST', '/v1/apps/shop/rollback', { reason: 'green is broken' });
       assert.deepEqual(p.sy.drains.pending(), ['shop/green']);
-      await sleep(1200);
+      // past blue's old deadline (drainingSince + 1 s, spread over 100 ms), measured from the switch
+      await pastInstant(Date.parse(sw.body.updatedAt) + 1000 + 100, 500);
       assert.equal(closedWith, null);
       assert.equal(await echo(ws, 'after'), 'blue:after');
       assert.deepEqual(counts(p, 'blue'), { inflight: 0, upgraded: 1, open: 1 });
