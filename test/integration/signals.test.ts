@@ -49,22 +49,22 @@ describe('SIGHUP reloads what can change while running and never stops the proce
         d['shutdown'] = { grace: '7s' };
       });
       process.kill(sp.child.pid as number, 'SIGHUP');
-      const report = await until(t, 'the reload', () => line(sp, /^SIGHUP: /), { timeout: 20_000, detail: () => sp.output().slice(-3000) });
+      const report = await until(t, 'the reload', () => line(sp, /^SIGHUP: /), { timeout: 20_000, interval: 50, detail: () => sp.output().slice(-3000) });
       assert.match(String(report['msg']), /log\.level warn → info/);
       assert.deepEqual(report['needsRestart'], ['shutdown']);
       const r = await slow;
       assert.equal(r.statusCode, 200);
       assert.equal(await r.body.text(), 'done');
       // at info, every request now has its access line (at warn there was none for /slow)
-      await until(t, 'the access line of /slow, which ended after the reload', () => sp.log().find((l) => l['access'] === true && l['path'] === '/slow'), { timeout: 20_000, detail: () => sp.output().slice(-3000) });
+      await until(t, 'the access line of /slow, which ended after the reload', () => sp.log().find((l) => l['access'] === true && l['path'] === '/slow'), { timeout: 20_000, interval: 50, detail: () => sp.output().slice(-3000) });
       const again = await request(`${sp.proxyUrl}/after`);
       assert.equal(again.statusCode, 200);
       await again.body.dump();
-      await until(t, 'the access line of /after', () => sp.log().find((l) => l['access'] === true && l['path'] === '/after'), { timeout: 20_000, detail: () => sp.output().slice(-3000) });
+      await until(t, 'the access line of /after', () => sp.log().find((l) => l['access'] === true && l['path'] === '/after'), { timeout: 20_000, interval: 50, detail: () => sp.output().slice(-3000) });
       // a broken file changes nothing, and is said so
       writeFileSync(join(sp.dir, 'switchyard.yaml'), '{ listen: [');
       process.kill(sp.child.pid as number, 'SIGHUP');
-      await until(t, 'the refusal', () => line(sp, /SIGHUP: the config file cannot be used; nothing changed/), { timeout: 20_000, detail: () => sp.output().slice(-3000) });
+      await until(t, 'the refusal', () => line(sp, /SIGHUP: the config file cannot be used; nothing changed/), { timeout: 20_000, interval: 50, detail: () => sp.output().slice(-3000) });
       const still = await request(`${sp.proxyUrl}/still`);
       assert.equal(still.statusCode, 200);
       await still.body.dump();
@@ -94,7 +94,7 @@ describe('SIGHUP reloads what can change while running and never stops the proce
       copyFileSync(renewed.key, key);
       copyFileSync(renewed.cert, cert);
       process.kill(sp.child.pid as number, 'SIGHUP');
-      const report = await until(t, 'the reload', () => line(sp, /^SIGHUP: /), { timeout: 20_000, detail: () => sp.output().slice(-3000) });
+      const report = await until(t, 'the reload', () => line(sp, /^SIGHUP: /), { timeout: 20_000, interval: 50, detail: () => sp.output().slice(-3000) });
       assert.match(String(report['msg']), /certificates re-read: 1 loaded/);
       const after = await servedSerial(tlsPort, 'shop.test');
       assert.notEqual(after, before);
@@ -113,7 +113,7 @@ describe('SIGHUP reloads what can change while running and never stops the proce
           d['apps'][0]['pools']['green']['version'] = '3.0.0';
         });
         process.kill(sp.child.pid as number, 'SIGHUP');
-        const report = await until(t, 'the reload', () => line(sp, /^SIGHUP: /), { timeout: 20_000, detail: () => sp.output().slice(-3000) });
+        const report = await until(t, 'the reload', () => line(sp, /^SIGHUP: /), { timeout: 20_000, interval: 50, detail: () => sp.output().slice(-3000) });
         const state = (await (await request(`${sp.adminUrl}/v1/config`, { headers: { authorization: `Bearer ${TOKEN}` } })).body.json()) as { apps: { pools: Record<string, { version: string }> }[] };
         if (applyConfig) {
           assert.match(String(report['msg']), /apps\.shop applied at revision 2/);

@@ -43,7 +43,7 @@ async function handOverUnderLoad(t: TestContext, workers: number): Promise<void>
     // one process: through `switchyard upgrade`, which finds the pid by the port claim and waits for the outcome
     const cli = workers === 1 ? runCliCaptured(['upgrade', '--config', join(sp.dir, 'switchyard.yaml'), '--timeout', '120s'], {}) : null;
     if (cli === null) process.kill(oldPid, 'SIGUSR2');
-    const took = await until(t, 'the new process taking over', () => line(sp, /took over the listening sockets/), { timeout: 120_000, detail: () => sp.output().slice(-4000) });
+    const took = await until(t, 'the new process taking over', () => line(sp, /took over the listening sockets/), { timeout: 120_000, interval: 50, detail: () => sp.output().slice(-4000) });
     newPid = took['pid'] as number;
     assert.notEqual(newPid, oldPid);
     if (cli !== null) {
@@ -95,7 +95,7 @@ describe('upgrading Switchyard itself (SIGUSR2): the new process takes the liste
       const cli = await runCliCaptured(['upgrade', '--config', join(sp.dir, 'switchyard.yaml'), '--timeout', '120s'], {});
       assert.equal(cli.code, 1, cli.stdout + cli.stderr);
       assert.match(cli.stderr, new RegExp(`the upgrade failed; pid ${sp.child.pid} keeps serving`));
-      const failed = await until(t, 'the failed upgrade', () => line(sp, /^upgrade failed/), { timeout: 30_000, detail: () => sp.output().slice(-4000) });
+      const failed = await until(t, 'the failed upgrade', () => line(sp, /^upgrade failed/), { timeout: 30_000, interval: 50, detail: () => sp.output().slice(-4000) });
       assert.match(String(failed['msg']), /exited before it was ready .*keeps serving/);
       await sleep(300);
       const r = await loop.stop();
@@ -120,7 +120,7 @@ describe('upgrading Switchyard itself (SIGUSR2): the new process takes the liste
       const successor = join(prog, 'src/upgrade/successor.ts');
       await writeFile(successor, `await new Promise(() => setInterval(() => {}, 1000));\n${await readFile(successor, 'utf8')}`);
       process.kill(sp.child.pid as number, 'SIGUSR2');
-      const failed = await until(t, 'the failed upgrade', () => line(sp, /^upgrade failed/), { timeout: 30_000, detail: () => sp.output().slice(-4000) });
+      const failed = await until(t, 'the failed upgrade', () => line(sp, /^upgrade failed/), { timeout: 30_000, interval: 50, detail: () => sp.output().slice(-4000) });
       assert.match(String(failed['msg']), /not ready within 1500 ms: stopped it/);
       const res = await request(`${sp.proxyUrl}/still`);
       assert.equal(res.statusCode, 200);
