@@ -128,10 +128,11 @@ describe('workers: 2', () => {
     g = await startGroup({ workers: 2, apps: [twoPools([blue.url, blueSick.url], green.url, { health: { interval: '100ms', timeout: '500ms', rise: 1, fall: 1 } })] });
   });
 
+  // `?.`: whatever `before` made before it failed is closed too (a throw here left the upstreams open)
   after(async () => {
-    await g.cleanup();
+    await g?.cleanup();
     for (const r of held) r();
-    await Promise.all([blue.close(), blueSick.close(), green.close()]);
+    await Promise.all([blue?.close(), blueSick?.close(), green?.close()]);
   });
 
   it('runs two workers on SO_REUSEPORT listeners, and both serve', async () => {
