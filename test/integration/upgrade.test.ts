@@ -8,7 +8,7 @@ import { request } from 'undici';
 import { runCliCaptured } from '../helpers/cli.ts';
 import { loadLoop } from '../helpers/load-loop.ts';
 import { twoPools } from '../helpers/proxy.ts';
-import { spawnServe } from '../helpers/serve-process.ts';
+import { spawnServe, type ServeProcess } from '../helpers/serve-process.ts';
 import { startUpstream } from '../helpers/upstream.ts';
 import { until } from '../helpers/wait.ts';
 
