@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchPage } from '../helpers/browser.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
@@ -12,9 +12,7 @@ import { startUpstream, type Upstream } from '../helpers/upstream.ts';
  * a DNS-rebinding name pointed at the admin port. Nothing may change. See dashboard.test.ts for
  * the Chromium setup (no browser is downloaded).
  */
-const CHROMIUM = process.env['SWITCHYARD_CHROMIUM'] ?? '/usr/bin/chromium';
 const REBIND = 'rebind.attacker.test';
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', `--host-resolver-rules=MAP ${REBIND} 127.0.0.1`];
 
 describe('a page from another origin cannot drive a tokenless admin API', () => {
   let blue: Upstream;
@@ -25,7 +23,6 @@ describe('a page from another origin cannot drive a tokenless admin API', () => 
   let page: Page;
 
   before(async () => {
-    assert.ok(existsSync(CHROMIUM), `Chromium not found at ${CHROMIUM}: install it (Debian: apt-get install -y chromium) or set SWITCHYARD_CHROMIUM`);
     blue = await startUpstream('blue');
     green = await startUpstream('green');
     p = await startProxy({ admin: { host: '127.0.0.1', port: 0 }, apps: [twoPools(blue.url, green.url)] });
@@ -34,8 +31,7 @@ describe('a page from another origin cannot drive a tokenless admin API', () => 
       res.writeHead(200, { 'content-type': 'text/html' });
       res.end('<!doctype html><title>evil</title><p>nothing to see</p>');
     });
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS, timeout: 30_000 });
-    page = await (await browser.newContext()).newPage();
+    ({ browser, page } = await launchPage({ args: [`--host-resolver-rules=MAP ${REBIND} 127.0.0.1`] }));
   });
 
   after(async () => {

@@ -1,14 +1,12 @@
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page, Response } from 'playwright-core';
+import { launchPage } from '../helpers/browser.ts';
 import { startProxy, TOKEN, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
 /** The weights control, the charts' first minute and where messages appear, in Debian's Chromium (see dashboard.test.ts). */
-const CHROMIUM = process.env['SWITCHYARD_CHROMIUM'] ?? '/usr/bin/chromium';
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
 describe('dashboard controls in Chromium', () => {
   let blue: Upstream;
@@ -16,10 +14,9 @@ describe('dashboard controls in Chromium', () => {
   let p: TestProxy;
   let browser: Browser;
   let page: Page;
-  const problems: string[] = [];
+  let problems: string[];
 
   before(async () => {
-    assert.ok(existsSync(CHROMIUM), `Chromium not found at ${CHROMIUM}: install it (Debian: apt-get install -y chromium) or set SWITCHYARD_CHROMIUM`);
     blue = await startUpstream('blue');
     green = await startUpstream('green');
     p = await startProxy({ apps: [twoPools(blue.url, green.url)] });
@@ -29,12 +26,7 @@ describe('dashboard controls in Chromium', () => {
       await p.get('/');
       await sleep(25);
     }
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS, timeout: 30_000 });
-    page = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
-    page.on('console', (m) => {
-      if (m.type() === 'error') problems.push(`console: ${m.text()}`);
-    });
-    page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+    ({ browser, page, problems } = await launchPage({ context: { viewport: { width: 1280, height: 800 } } }));
   });
 
   after(async () => {
@@ -69,7 +61,10 @@ describe('dashboard controls in Chromium', () => {
     // the operator's 30 stays: picking blue means "send 30 % to blue", not "blue at its 100 %"
     assert.equal(await shop.locator('.pct-input').inputValue(), '30');
     assert.equal(await shop.locator('.preview').textContent(), 'blue 30% · green 70%');
-    await sleep(1700); // a poll in between must not reset it either
+    // a poll in between must not reset it either: one started after the edit, and done (the next one began)
+    const polled = (r: Response) => new URL(r.url()).pathname === '/v1/apps';
+    await page.waitForResponse(polled);
+    await page.waitForResponse(polled);
     assert.equal(await shop.locator('.pct-input').inputValue(), '30');
     await shop.locator('button[data-action="weights"]').click();
     const dialog = page.locator('dialog#confirm');

@@ -3,7 +3,8 @@ import { existsSync } from 'node:fs';
 import { copyFile, mkdir } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchPage } from '../helpers/browser.ts';
 import { startProxy, TOKEN, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
@@ -12,8 +13,6 @@ import { startUpstream, type Upstream } from '../helpers/upstream.ts';
  * ever downloaded). Without Chromium this test fails, on purpose: CI installs it (.ci/run).
  * SWITCHYARD_DOCS_SCREENSHOT=1 also refreshes docs/dashboard.png for the README.
  */
-const CHROMIUM = process.env['SWITCHYARD_CHROMIUM'] ?? '/usr/bin/chromium';
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 const OUT = new URL('../../test-output/', import.meta.url);
 const DOCS = new URL('../../docs/', import.meta.url);
 const FOR_DOCS = process.env['SWITCHYARD_DOCS_SCREENSHOT'] === '1';
@@ -39,10 +38,9 @@ describe('dashboard in Chromium', () => {
   let page: Page;
   let traffic = true;
   let load: Promise<void>;
-  const problems: string[] = [];
+  let problems: string[];
 
   before(async () => {
-    assert.ok(existsSync(CHROMIUM), `Chromium not found at ${CHROMIUM}: install it (Debian: apt-get install -y chromium) or set SWITCHYARD_CHROMIUM; this test does not download browsers`);
     blue = await lively('blue', 0.03, 30);
     green = await lively('green', 0, 14);
     // a short affinity window: blue holds pinned sessions for 4 s after the switch, then drains
@@ -54,13 +52,7 @@ describe('dashboard in Chromium', () => {
         await sleep(20);
       }
     })();
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS, timeout: 30_000 });
-    const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, deviceScaleFactor: 1, colorScheme: 'light' });
-    page = await context.newPage();
-    page.on('console', (m) => {
-      if (m.type() === 'error') problems.push(`console: ${m.text()}`);
-    });
-    page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+    ({ browser, page, problems } = await launchPage({ context: { viewport: { width: 1280, height: 800 }, deviceScaleFactor: 1, colorScheme: 'light' } }));
   });
 
   after(async () => {

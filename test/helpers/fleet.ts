@@ -3,10 +3,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { BuildDeps } from '../../src/app.ts';
 import { startProxy, twoPools, type TestProxy } from './proxy.ts';
 import { startRedis, type RedisServer } from './redis-server.ts';
+import { until } from './wait.ts';
 
 export interface TestFleet {
   redis: RedisServer;
@@ -27,15 +27,6 @@ export interface FleetOptions {
 }
 
 let prefixes = 0;
-
-export async function eventually(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 5_000): Promise<number> {
-  const started = Date.now();
-  while (!(await check())) {
-    if (Date.now() - started > timeoutMs) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(10);
-  }
-  return Date.now() - started;
-}
 
 /** `n` proxy instances in-process on one redis-server, each with its own cache directory. */
 export async function startFleet(t: TestContext, n: number, opts: FleetOptions): Promise<TestFleet> {
@@ -71,8 +62,8 @@ export async function startFleet(t: TestContext, n: number, opts: FleetOptions):
 export const revisionOf = (p: TestProxy): number => p.sy.controller.state('shop').revision;
 
 /** Every instance on `revision`, and each one's next proxied request served by `servedBy`. */
-export async function allRouteOn(ps: readonly TestProxy[], revision: number, servedBy: string): Promise<void> {
-  await eventually(() => ps.every((p) => revisionOf(p) === revision), `every instance on revision ${revision}`);
+export async function allRouteOn(t: TestContext, ps: readonly TestProxy[], revision: number, servedBy: string): Promise<void> {
+  await until(t, `every instance on revision ${revision}`, () => ps.every((p) => revisionOf(p) === revision));
   for (const p of ps) assert.equal((await p.get('/')).servedBy, servedBy);
 }
 

@@ -1,5 +1,6 @@
+import type { TestContext } from 'node:test';
 import type { Redis } from 'ioredis';
-import { eventually } from './fleet.ts';
+import { until } from './wait.ts';
 import { redisClient, startRedis, type RedisServer } from './redis-server.ts';
 
 export const MASTER_NAME = 'sy-main';
@@ -23,7 +24,7 @@ export interface SentinelGroup {
  * a promotion within a few seconds. Resolves once every sentinel knows every replica and the
  * other sentinels, and every replica is in sync: a failover is possible from then on.
  */
-export async function startSentinelGroup(replicaCount = 2): Promise<SentinelGroup> {
+export async function startSentinelGroup(t: TestContext, replicaCount = 2): Promise<SentinelGroup> {
   const started: RedisServer[] = [];
   const clients: Redis[] = [];
   const cleanup = async (): Promise<void> => {
@@ -51,7 +52,7 @@ export async function startSentinelGroup(replicaCount = 2): Promise<SentinelGrou
       clients.push(c);
       return c;
     });
-    await eventually(async () => {
+    await until(t, 'the sentinels to know every replica and each other, and the replicas to sync', async () => {
       for (const c of ask) {
         const reps = (await c.call('SENTINEL', 'REPLICAS', MASTER_NAME)) as string[][];
         const peers = (await c.call('SENTINEL', 'SENTINELS', MASTER_NAME)) as unknown[];
@@ -63,7 +64,7 @@ export async function startSentinelGroup(replicaCount = 2): Promise<SentinelGrou
         if (!info.includes('master_link_status:up')) return false;
       }
       return true;
-    }, 'the sentinels to know every replica and each other, and the replicas to sync', 30_000);
+    }, { timeout: 30_000 });
     return {
       primary,
       replicas,

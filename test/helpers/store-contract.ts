@@ -3,6 +3,7 @@ import { describe, it, type TestContext } from 'node:test';
 import { historyEntryOf, type CasResult, type RoutingState, type StateStore } from '../../src/state/types.ts';
 import type { Weights } from '../../src/config/weights.ts';
 import type { InvalidStateError, PoolsOf } from '../../src/state/invariants.ts';
+import { until } from './wait.ts';
 
 export interface StoreFixture {
   store: StateStore;
@@ -56,15 +57,6 @@ async function seed(store: StateStore, app: string, count: number): Promise<Rout
     written.push(state);
   }
   return written;
-}
-
-/** Polls until `check` holds: shared stores deliver watch events asynchronously. */
-async function eventually(check: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 /**
@@ -221,7 +213,7 @@ export function storeContract(name: string, factory: StoreFactory): void {
       store.watch((s) => seen.push(s));
       const unsubscribe = store.watch((s) => stopped.push(s));
       const written = await seed(store, 'shop', 2);
-      await eventually(() => seen.length >= 2, 'two watch events');
+      await until(t, 'two watch events', () => seen.length >= 2);
       assert.deepEqual(seen, written);
       assert.deepEqual(stopped, written);
 
@@ -229,7 +221,7 @@ export function storeContract(name: string, factory: StoreFactory): void {
       const third = makeState('shop', 3, SPLIT);
       await store.compareAndSet(third, 2);
       // both listeners would hear the same event at the same time, so once one has it the other never will
-      await eventually(() => seen.length >= 3, 'the third watch event');
+      await until(t, 'the third watch event', () => seen.length >= 3);
       assert.deepEqual(seen, [...written, third]);
       assert.deepEqual(stopped, written);
     });
@@ -243,7 +235,7 @@ export function storeContract(name: string, factory: StoreFactory): void {
       assert.equal((await store.compareAndSet(makeState('shop', 2, GREEN), 1)).ok, false);
       const third = makeState('shop', 3, SPLIT);
       await store.compareAndSet(third, 2);
-      await eventually(() => seen.length >= 3, 'three watch events');
+      await until(t, 'three watch events', () => seen.length >= 3);
       assert.deepEqual(seen, [1, 2, 3]);
     });
 
@@ -255,7 +247,7 @@ export function storeContract(name: string, factory: StoreFactory): void {
       });
       store.watch((s) => seen.push(s.revision));
       await seed(store, 'shop', 2);
-      await eventually(() => seen.length >= 2, 'two watch events');
+      await until(t, 'two watch events', () => seen.length >= 2);
       assert.deepEqual(seen, [1, 2]);
     });
 
@@ -334,7 +326,7 @@ export function storeContract(name: string, factory: StoreFactory): void {
       // a valid write still goes through, and is the only one a watcher hears of
       const next = makeState('shop', 2, SPLIT);
       assert.deepEqual(await store.compareAndSet(next, 1), { ok: true, state: next });
-      await eventually(() => seen.includes(2), 'the valid write');
+      await until(t, 'the valid write', () => seen.includes(2));
       assert.deepEqual(seen, [1, 2]);
     });
 

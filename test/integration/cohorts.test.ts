@@ -9,10 +9,10 @@ import { describe, it } from 'node:test';
 import { request } from 'undici';
 import { createTestCa } from '../helpers/certs.ts';
 import { runCliCaptured } from '../helpers/cli.ts';
-import { eventually } from '../helpers/fleet.ts';
 import { startProxy, TOKEN, twoPools } from '../helpers/proxy.ts';
 import { startUpstream, useUpstreams } from '../helpers/upstream.ts';
 import { openWs, echo, startWsUpstream, wsUrl } from '../helpers/ws.ts';
+import { until } from '../helpers/wait.ts';
 
 const served = (r: { servedBy: string | undefined }): string | undefined => r.servedBy?.split('@')[0];
 
@@ -109,7 +109,7 @@ describe('cohort rules', () => {
     }
   });
 
-  it('a rule whose pool has no target up is skipped: never a 503 another pool could have served', async () => {
+  it('a rule whose pool has no target up is skipped: never a 503 another pool could have served', async (t) => {
     const dead = await startUpstream('dead');
     await dead.close();
     const p = await startProxy({
@@ -122,7 +122,7 @@ describe('cohort rules', () => {
       ],
     });
     try {
-      await eventually(async () => (await p.admin('GET', '/v1/apps/shop')).body.pools.green.healthy === false, 'green seen down', 10_000);
+      await until(t, 'green seen down', async () => (await p.admin('GET', '/v1/apps/shop')).body.pools.green.healthy === false, { timeout: 10_000 });
       for (let i = 0; i < 20; i++) {
         const r = await p.get('/', { 'x-beta': '1' });
         assert.deepEqual([r.status, served(r)], [200, 'blue']);
@@ -248,7 +248,7 @@ describe('routing CLI', () => {
 describe('mirror', () => {
   const up = useUpstreams('blue');
 
-  it('copies GETs to the mirror pool with the same request id and X-Switchyard-Mirror, never POSTs; compare counts mismatches', async () => {
+  it('copies GETs to the mirror pool with the same request id and X-Switchyard-Mirror, never POSTs; compare counts mismatches', async (t) => {
     const green = await startUpstream('green', (req, res) => {
       res.writeHead(req.url === '/broken' ? 500 : 200);
       res.end('green');
@@ -257,7 +257,7 @@ describe('mirror', () => {
     try {
       const r = await p.get('/a', {});
       assert.deepEqual([r.status, served(r)], [200, 'blue']);
-      await eventually(() => green.seen.length === 1, 'the copy reached green');
+      await until(t, 'the copy reached green', () => green.seen.length === 1);
       const copy = green.seen[0]!;
       assert.equal(copy.headers['x-switchyard-mirror'], '1');
       assert.equal(copy.headers['x-request-id'], r.headers['x-request-id']);
@@ -265,15 +265,15 @@ describe('mirror', () => {
       const state = await p.admin('GET', '/v1/apps/shop');
       assert.deepEqual(state.body.mirror, { to: 'green', share: 100, compare: true });
       for (let i = 0; i < 4; i++) await p.get('/broken');
-      await eventually(() => green.seen.length === 5, 'four more copies');
+      await until(t, 'four more copies', () => green.seen.length === 5);
       const metrics = () => metricsOf(p);
-      await eventually(async () => /switchyard_mirror_mismatches_total\{app="shop",pool="green"\} 4/.test(await metrics()), 'four mismatches counted');
+      await until(t, 'four mismatches counted', async () => /switchyard_mirror_mismatches_total\{app="shop",pool="green"\} 4/.test(await metrics()));
       const text = await metrics();
       assert.match(text, /switchyard_mirror_requests_total\{app="shop",pool="green",outcome="2xx"\} 1/);
       assert.match(text, /switchyard_mirror_requests_total\{app="shop",pool="green",outcome="5xx"\} 4/);
       assert.match(text, /switchyard_mirror_compared_total\{app="shop",pool="green",live="2xx",mirror="5xx"\} 4/);
       // the stats show the mirror pool beside the live ones, with the mismatch rate
-      await eventually(async () => (await p.admin('GET', '/v1/apps/shop/stats')).body.mirror?.compare['10s'].pairs === 5, 'stats see five pairs', 5_000);
+      await until(t, 'stats see five pairs', async () => (await p.admin('GET', '/v1/apps/shop/stats')).body.mirror?.compare['10s'].pairs === 5);
       const stats = (await p.admin('GET', '/v1/apps/shop/stats')).body;
       assert.equal(stats.mirror.pool, 'green');
       assert.equal(stats.mirror.windows['10s'].requests, 5);
@@ -303,7 +303,7 @@ describe('mirror', () => {
   });
 
   for (const engine of ['native', 'undici'] as const) {
-    it(`copies a listed method's body up to maxBody whole, beside the live upload (${engine} engine); a larger or chunked one is skipped and counted`, async () => {
+    it(`copies a listed method's body up to maxBody whole, beside the live upload (${engine} engine); a larger or chunked one is skipped and counted`, async (t) => {
       const bodies: string[] = [];
       const green = await startUpstream('green', (req, res) => {
         let b = '';
@@ -323,12 +323,12 @@ describe('mirror', () => {
         };
         const payload = 'x'.repeat(900);
         assert.deepEqual(await post('/small', payload), { status: 200, echoed: payload });
-        await eventually(() => bodies.length === 1, 'the copy with its body reached green');
+        await until(t, 'the copy with its body reached green', () => bodies.length === 1);
         assert.equal(bodies[0], `POST /small 900 ${payload}`);
         const big = 'y'.repeat(1001);
         assert.deepEqual(await post('/big', big), { status: 200, echoed: big });
         assert.deepEqual(await post('/chunked', Readable.from(['a', 'b'])), { status: 200, echoed: 'ab' });
-        await eventually(async () => /outcome="skipped_body"\} 2/.test(await metricsOf(p)), 'two bodies skipped');
+        await until(t, 'two bodies skipped', async () => /outcome="skipped_body"\} 2/.test(await metricsOf(p)));
         assert.equal(bodies.length, 1);
         assert.match(await metricsOf(p), /switchyard_mirror_requests_total\{app="shop",pool="green",outcome="2xx"\} 1/);
       } finally {
@@ -338,7 +338,7 @@ describe('mirror', () => {
     });
   }
 
-  it('a mirror target that never answers costs the live requests nothing, and copies beyond maxInflight are skipped and counted', async () => {
+  it('a mirror target that never answers costs the live requests nothing, and copies beyond maxInflight are skipped and counted', async (t) => {
     const sockets = new Set<Socket>();
     // accepts, reads, never answers
     const hang = createServer((s) => {
@@ -359,7 +359,7 @@ describe('mirror', () => {
         // generous for a loaded machine: the copy's hang (60 s response timeout) never shows here
         assert.ok(performance.now() - started < 5_000);
       }
-      await eventually(() => sockets.size === 5, 'five copies in flight');
+      await until(t, 'five copies in flight', () => sockets.size === 5);
       const text = await metricsOf(p);
       assert.match(text, /switchyard_mirror_requests_total\{app="shop",pool="green",outcome="skipped_busy"\} 25/);
       assert.equal(p.sy.dataPlane.mirror.inflight, 5);

@@ -7,10 +7,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pino from 'pino';
 import { request } from 'undici';
 import { redisKeys } from '../../src/state/redis-store.ts';
-import { allRouteOn, eventually, revisionOf, startFleet as startFleetOn, type FleetOptions } from '../helpers/fleet.ts';
+import { allRouteOn, revisionOf, startFleet as startFleetOn, type FleetOptions } from '../helpers/fleet.ts';
 import type { TestProxy } from '../helpers/proxy.ts';
 import { redisClient } from '../helpers/redis-server.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { until } from '../helpers/wait.ts';
 
 // Chaos on a real redis-server (SIGKILL, SIGSTOP, restarted empty) under three in-process
 // instances: what an operator relies on is that the fleet ends on one state, that `applied`
@@ -61,20 +62,20 @@ async function appState(p: TestProxy): Promise<{ revision: number; instances: { 
 }
 
 /** Every instance answers `applied 3/3` on the one final revision. */
-async function allApplied(instances: readonly TestProxy[], revision: number): Promise<void> {
-  await eventually(async () => {
+async function allApplied(t: TestContext, instances: readonly TestProxy[], revision: number): Promise<void> {
+  await until(t, `applied ${instances.length}/${instances.length} on revision ${revision} everywhere`, async () => {
     for (const p of instances) {
       const s = await appState(p);
       if (s.revision !== revision || s.instances.applied !== instances.length || s.instances.total !== instances.length) return false;
     }
     return true;
-  }, `applied ${instances.length}/${instances.length} on revision ${revision} everywhere`, 5_000);
+  });
 }
 
 describe('fleet chaos on a real redis', () => {
   it('100 switches under load across 3 instances: every request answered, all end on the last revision, applied 3/3', async (t) => {
     const { instances } = await startFleet(t, 3);
-    await eventually(() => instances.every((p) => p.sy.counts.instances('shop', revisionOf(p)).total === 3), 'every instance to see three', 3_000);
+    await until(t, 'every instance to see three', () => instances.every((p) => p.sy.counts.instances('shop', revisionOf(p)).total === 3), { timeout: 3_000 });
     let stop = false;
     let answered = 0;
     const failures: string[] = [];
@@ -106,8 +107,8 @@ describe('fleet chaos on a real redis', () => {
     assert.deepEqual(failures, []);
     assert.ok(answered > 100, `only ${answered} requests answered during ${switchMs} ms of switching`);
     // the last switch (i = 99) was to blue
-    await allRouteOn(instances, last, 'blue@1.0.0');
-    await allApplied(instances, last);
+    await allRouteOn(t, instances, last, 'blue@1.0.0');
+    await allApplied(t, instances, last);
   });
 
   it('redis killed and restarted empty while a stale instance restarts from its disk cache: the fleet settles on the highest revision', async (t) => {
@@ -115,14 +116,14 @@ describe('fleet chaos on a real redis', () => {
     const [a, b, c] = fleet.instances as [TestProxy, TestProxy, TestProxy];
     // c holds revision N (blue) in its cache, then stops
     const n = revisionOf(c);
-    await eventually(async () => JSON.parse(await readFile(join(c.dir, 'cache.json'), 'utf8').catch(() => '{}')).states?.shop?.revision === n, "c's cache to hold revision N");
+    await until(t, "c's cache to hold revision N", async () => JSON.parse(await readFile(join(c.dir, 'cache.json'), 'utf8').catch(() => '{}')).states?.shop?.revision === n);
     await c.close();
     fleet.instances.splice(fleet.instances.indexOf(c), 1);
     // a and b move on to N + 2 (green)
     await a.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 50, green: 50 } });
     const top = await a.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
     assert.equal(top.body.revision, n + 2);
-    await allRouteOn([a, b], n + 2, 'green@2.0.0');
+    await allRouteOn(t, [a, b], n + 2, 'green@2.0.0');
 
     await fleet.redis.kill();
     const stale = await fleet.add('i2', c.dir);
@@ -136,14 +137,14 @@ describe('fleet chaos on a real redis', () => {
     assert.equal(cached.revision, n);
     assert.equal(await admin.set(redisKeys(fleet.prefix).state('shop'), JSON.stringify({ ...cached, action: 'reseed' }), 'NX'), 'OK', 'the stale state went in first');
     const all = [a, b, stale];
-    await allRouteOn(all, n + 2, 'green@2.0.0');
+    await allRouteOn(t, all, n + 2, 'green@2.0.0');
     assert.equal(JSON.parse((await admin.get(redisKeys(fleet.prefix).state('shop')))!).revision, n + 2);
-    await allApplied(all, n + 2);
+    await allApplied(t, all, n + 2);
     // and it stays settled: the next write goes on from N + 2
     const next = await stale.admin('POST', '/v1/apps/shop/switch', { to: 'blue' });
     assert.equal(next.status, 200);
     assert.equal(next.body.revision, n + 3);
-    await allRouteOn(all, n + 3, 'blue@1.0.0');
+    await allRouteOn(t, all, n + 3, 'blue@1.0.0');
   });
 
   it('redis paused (SIGSTOP) during writes: a write answered 503 or 504 (outcome unknown) never lands, accepted ones do, and every change is audited on every instance', async (t) => {
@@ -164,7 +165,7 @@ describe('fleet chaos on a real redis', () => {
       return r.status;
     };
     for (const p of instances) assert.equal(await write(p), 200);
-    await eventually(() => instances.every((p) => revisionOf(p) === revisionOf(instances[0]!)), 'all on the same revision');
+    await until(t, 'all on the same revision', () => instances.every((p) => revisionOf(p) === revisionOf(instances[0]!)));
 
     fleet.redis.pause();
     t.after(() => fleet.redis.resume());
@@ -185,7 +186,7 @@ describe('fleet chaos on a real redis', () => {
     assert.deepEqual(landed.sort(), [...accepted].sort(), 'exactly the accepted writes are in the history');
     for (const r of refused) assert.ok(!landed.includes(r), `${r} was answered 503 and landed`);
     const final = history[0]!.revision;
-    await eventually(() => instances.every((p) => revisionOf(p) === final), 'all on the final revision');
+    await until(t, 'all on the final revision', () => instances.every((p) => revisionOf(p) === final));
 
     // every revision after the first is in every instance's audit trail: the writer's line or an observed one
     for (let revision = 2; revision <= final; revision++) {

@@ -5,10 +5,11 @@ import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startDelayProxy, type DelayProxy } from '../helpers/delay-proxy.ts';
-import { eventually, revisionOf } from '../helpers/fleet.ts';
+import { revisionOf } from '../helpers/fleet.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startRedis, type RedisServer } from '../helpers/redis-server.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { until } from '../helpers/wait.ts';
 
 // Figures never trust an absence (issue 24): an instance cut off from Redis keeps routing on what
 // it knew, so while it is silent the pools it could still route to are never called drained; the
@@ -46,7 +47,7 @@ async function setup(t: TestContext, app = twoPools(blue.url, green.url)): Promi
     await link.close();
     for (const d of dirs) await rm(d, { recursive: true, force: true, maxRetries: 5 });
   });
-  await eventually(async () => (await a.admin('GET', '/v1/apps/shop')).body.instances.total === 3, 'a to count three instances', 10_000);
+  await until(t, 'a to count three instances', async () => (await a.admin('GET', '/v1/apps/shop')).body.instances.total === 3, { timeout: 10_000 });
   return { a, b, c, link };
 }
 
@@ -81,8 +82,8 @@ describe('drain figures never trust an absence', () => {
     assert.equal((unaccounted as { total: number }).total, 3);
     assert.deepEqual((unaccounted as { unaccounted: { id: string }[] }).unaccounted.map((u) => u.id), ['c']);
     // the link heals: c applies the switch, and only then is blue drained
-    await eventually(() => revisionOf(c) === sw.body.revision, 'c to apply the switch once its link is back', 15_000);
-    await eventually(async () => (await a.admin('GET', '/v1/apps/shop/pools/blue/drain')).body.drained === true, 'blue drained once every instance applied the switch', 10_000);
+    await until(t, 'c to apply the switch once its link is back', () => revisionOf(c) === sw.body.revision, { timeout: 15_000 });
+    await until(t, 'blue drained once every instance applied the switch', async () => (await a.admin('GET', '/v1/apps/shop/pools/blue/drain')).body.drained === true, { timeout: 10_000 });
     const s = await a.admin('GET', '/v1/apps/shop');
     assert.equal(s.body.instances.unaccounted, undefined);
   });
@@ -118,14 +119,14 @@ describe('drain figures never trust an absence', () => {
     const { a, b, c } = await setup(t);
     const sw = await a.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
     assert.equal(sw.status, 200);
-    await eventually(() => [a, b, c].every((p) => revisionOf(p) === sw.body.revision), 'every instance on the switch');
-    await eventually(async () => (await a.admin('GET', '/v1/apps/shop/pools/blue/drain')).body.drained === true, 'blue drained');
+    await until(t, 'every instance on the switch', () => [a, b, c].every((p) => revisionOf(p) === sw.body.revision));
+    await until(t, 'blue drained', async () => (await a.admin('GET', '/v1/apps/shop/pools/blue/drain')).body.drained === true);
     const pool = b.sy.runtime.pool('shop', 'blue')!;
     pool.inflight += 6;
     t.after(() => {
       pool.inflight = Math.max(0, pool.inflight - 6);
     });
-    await eventually(async () => (await a.admin('GET', '/v1/apps/shop/pools/blue/drain')).body.inflight === 6, "a to see b's six requests");
+    await until(t, "a to see b's six requests", async () => (await a.admin('GET', '/v1/apps/shop/pools/blue/drain')).body.inflight === 6);
     await redis.restart();
     const samples: { at: number; drained: boolean; inflight: number }[] = [];
     const started = Date.now();
@@ -136,6 +137,6 @@ describe('drain figures never trust an absence', () => {
     }
     assert.deepEqual(samples.filter((s) => s.drained), [], 'blue called drained while b carried six requests there');
     pool.inflight -= 6;
-    await eventually(async () => (await a.admin('GET', '/v1/apps/shop/pools/blue/drain')).body.drained === true, 'blue drained once b has finished', 10_000);
+    await until(t, 'blue drained once b has finished', async () => (await a.admin('GET', '/v1/apps/shop/pools/blue/drain')).body.drained === true, { timeout: 10_000 });
   });
 });

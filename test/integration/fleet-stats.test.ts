@@ -3,19 +3,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startRedis, type RedisServer } from '../helpers/redis-server.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
-
-async function eventually(check: () => Promise<boolean>, what: string, timeoutMs = 6_000): Promise<void> {
-  const started = Date.now();
-  while (!(await check())) {
-    if (Date.now() - started > timeoutMs) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(50);
-  }
-}
+import { until } from '../helpers/wait.ts';
 
 async function metric(p: TestProxy, line: RegExp): Promise<number | null> {
   const r = await request(`${p.adminUrl}/metrics`);
@@ -52,16 +44,16 @@ describe('live stats over a Redis fleet', () => {
     await rm(dir, { recursive: true, force: true, maxRetries: 5 });
   });
 
-  it('sums every instance’s windows, carried in the heartbeats', async () => {
+  it('sums every instance’s windows, carried in the heartbeats', async (t) => {
     const [a, b] = instances as [TestProxy, TestProxy];
     for (let i = 0; i < 8; i++) assert.equal((await a.get('/')).status, 200);
     for (let i = 0; i < 3; i++) assert.equal((await b.get('/')).status, 200);
     // once the second is complete and a heartbeat has carried it, both instances see all 11
     for (const p of [a, b]) {
-      await eventually(async () => {
+      await until(t, 'the fleet-wide count on each instance', async () => {
         const r = await p.admin('GET', '/v1/apps/shop/stats');
         return r.body.windows['10s'].blue.requests === 11;
-      }, 'the fleet-wide count on each instance');
+      }, { timeout: 6_000 });
       const r = await p.admin('GET', '/v1/apps/shop/stats');
       assert.equal(r.body.fleet, true);
       assert.equal(r.body.instances, 2);
@@ -71,12 +63,12 @@ describe('live stats over a Redis fleet', () => {
     assert.equal(a.sy.telemetry.stats.exportWindows().apps['shop']?.['blue']?.['60']?.[0], 8);
   });
 
-  it('reports the Redis connection in switchyard_store_connected', async () => {
+  it('reports the Redis connection in switchyard_store_connected', async (t) => {
     const [a] = instances as [TestProxy];
     assert.equal(await metric(a, /^switchyard_store_connected (\S+)$/m), 1);
     await redis.stop();
-    await eventually(async () => (await metric(a, /^switchyard_store_connected (\S+)$/m)) === 0, 'store_connected 0 with Redis down');
+    await until(t, 'store_connected 0 with Redis down', async () => (await metric(a, /^switchyard_store_connected (\S+)$/m)) === 0, { timeout: 6_000 });
     await redis.restart();
-    await eventually(async () => (await metric(a, /^switchyard_store_connected (\S+)$/m)) === 1, 'store_connected 1 again');
+    await until(t, 'store_connected 1 again', async () => (await metric(a, /^switchyard_store_connected (\S+)$/m)) === 1, { timeout: 6_000 });
   });
 });

@@ -5,11 +5,12 @@ import { after, before, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { redisKeys } from '../../src/state/redis-store.ts';
-import { allRouteOn, eventually, revisionOf, startFleet as startFleetOn } from '../helpers/fleet.ts';
+import { allRouteOn, revisionOf, startFleet as startFleetOn } from '../helpers/fleet.ts';
 import type { TestProxy } from '../helpers/proxy.ts';
 import { redisClient } from '../helpers/redis-server.ts';
 import { makeState } from '../helpers/store-contract.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { until } from '../helpers/wait.ts';
 
 let blue: Upstream;
 let green: Upstream;
@@ -31,27 +32,29 @@ describe('a fleet on redis', () => {
     for (const [i, to] of [[0, 'green'], [1, 'blue'], [0, 'blue'], [1, 'green']] as const) {
       const r = await instances[i]!.admin('POST', '/v1/apps/shop/switch', { to });
       assert.equal(r.status, 200);
-      await allRouteOn(instances, r.body.revision, to === 'green' ? 'green@2.0.0' : 'blue@1.0.0');
+      await allRouteOn(t, instances, r.body.revision, to === 'green' ? 'green@2.0.0' : 'blue@1.0.0');
     }
   });
 
   it('three instances converge on a write through any one, and instances.applied reaches 3', async (t) => {
     const { instances } = await startFleet(t, 3);
     // each instance learns of the others from their heartbeats, read every 500 ms
-    await eventually(() => instances.every((p) => p.sy.counts.instances('shop', 1).total === 3), 'every instance to see three', 2_000);
+    await until(t, 'every instance to see three', () => instances.every((p) => p.sy.counts.instances('shop', 1).total === 3), { timeout: 2_000 });
     for (let i = 0; i < 3; i++) {
       const to = i % 2 === 0 ? 'green' : 'blue';
       const r = await instances[i]!.admin('POST', '/v1/apps/shop/switch', { to });
       assert.equal(r.status, 200);
       assert.equal(r.body.instances.total, 3);
-      const ms = await eventually(() => instances.every((p) => revisionOf(p) === r.body.revision), 'all three on the new revision', 1_000);
+      const started = Date.now();
+      await until(t, 'all three on the new revision', () => instances.every((p) => revisionOf(p) === r.body.revision), { timeout: 1_000 });
+      const ms = Date.now() - started;
       assert.ok(ms < 1_000);
-      await allRouteOn(instances, r.body.revision, to === 'green' ? 'green@2.0.0' : 'blue@1.0.0');
+      await allRouteOn(t, instances, r.body.revision, to === 'green' ? 'green@2.0.0' : 'blue@1.0.0');
       for (const p of instances) {
-        await eventually(async () => {
+        await until(t, 'instances.applied = 3', async () => {
           const s = await p.admin('GET', '/v1/apps/shop');
           return s.body.instances.applied === 3 && s.body.instances.total === 3;
-        }, 'instances.applied = 3');
+        });
       }
     }
   });
@@ -63,7 +66,7 @@ describe('a fleet on redis', () => {
     t.after(() => admin.disconnect());
     const keys = redisKeys(fleet.prefix);
     // right after the start the peers are not read yet: unknown, never a guess
-    await eventually(() => a.sy.counts.instances('shop', revisionOf(a)).total === 1, 'the first read of the peers');
+    await until(t, 'the first read of the peers', () => a.sy.counts.instances('shop', revisionOf(a)).total === 1);
     assert.deepEqual(a.sy.counts.instances('shop', revisionOf(a)), { applied: 1, total: 1 });
     const mine = JSON.parse((await admin.get(keys.instance('i0')))!);
     // peers as their heartbeats say: one on our state, one on our revision of another state, one a revision ahead
@@ -73,7 +76,7 @@ describe('a fleet on redis', () => {
       await admin.set(keys.instance(id), JSON.stringify({ ...mine, id, applied, digests: { shop: digest }, at: Date.now() }), 'PX', 60_000);
       await admin.zadd(keys.instances, Date.now(), id);
     }
-    await eventually(async () => (await a.admin('GET', '/v1/apps/shop')).body.instances.total === 4, 'the three peers read');
+    await until(t, 'the three peers read', async () => (await a.admin('GET', '/v1/apps/shop')).body.instances.total === 4);
     assert.deepEqual((await a.admin('GET', '/v1/apps/shop')).body.instances, { applied: 2, total: 4 });
   });
 
@@ -93,7 +96,7 @@ describe('a fleet on redis', () => {
     assert.equal(w.body.active, 'blue');
     const stored = JSON.parse((await admin.get(redisKeys(fleet.prefix).state('shop')))!);
     assert.deepEqual([stored.revision, stored.weights], [r + 1, { blue: 10_000, green: 0 }]);
-    await allRouteOn(fleet.instances, r + 1, 'blue@1.0.0');
+    await allRouteOn(t, fleet.instances, r + 1, 'blue@1.0.0');
   });
 
   it('one revision naming two states (redis holds another state at the revision routed on): the fleet moves to redis\'s as the next revision', async (t) => {
@@ -104,14 +107,14 @@ describe('a fleet on redis', () => {
     const r = revisionOf(fleet.instances[0]!) + 1;
     // written behind the fleet's back (no message): the instances take revision r, green, from the poll
     await admin.set(key, JSON.stringify(makeState('shop', r, { blue: 0, green: 10_000 })));
-    await allRouteOn(fleet.instances, r, 'green@2.0.0');
+    await allRouteOn(t, fleet.instances, r, 'green@2.0.0');
     // then revision r is rewritten as another state, as a write lost in a failover and redone on the same number leaves it
     await admin.set(key, JSON.stringify(makeState('shop', r, { blue: 10_000, green: 0 })));
-    await allRouteOn(fleet.instances, r + 1, 'blue@1.0.0');
+    await allRouteOn(t, fleet.instances, r + 1, 'blue@1.0.0');
     const now = JSON.parse((await admin.get(key))!);
     assert.equal(now.revision, r + 1);
     assert.equal(now.action, 'reseed');
-    await eventually(async () => (await fleet.instances[0]!.admin('GET', '/v1/apps/shop')).body.instances.applied === 2, 'applied 2/2');
+    await until(t, 'applied 2/2', async () => (await fleet.instances[0]!.admin('GET', '/v1/apps/shop')).body.instances.applied === 2);
   });
 
   it('drain figures are summed over the fleet, with a per-instance breakdown', async (t) => {
@@ -123,10 +126,10 @@ describe('a fleet on redis', () => {
       a.sy.runtime.pool('shop', 'blue')!.inflight -= 2;
       b.sy.runtime.pool('shop', 'blue')!.upgraded -= 1;
     });
-    await eventually(async () => {
+    await until(t, 'fleet-wide drain figures', async () => {
       const d = await a.admin('GET', '/v1/apps/shop/pools/blue/drain?instances=1');
       return d.body.inflight === 2 && d.body.upgraded === 1 && d.body.instances?.i1?.upgraded === 1;
-    }, 'fleet-wide drain figures');
+    });
   });
 
   it('concurrent writers: exactly one wins per revision with If-Match, and none is lost without it', async (t) => {
@@ -134,7 +137,7 @@ describe('a fleet on redis', () => {
     const [a, b] = instances as [TestProxy, TestProxy];
     for (let round = 0; round < 10; round++) {
       const rev = revisionOf(a);
-      await eventually(() => revisionOf(b) === rev, 'b to catch up');
+      await until(t, 'b to catch up', () => revisionOf(b) === rev);
       const ifMatch = { 'if-match': `"${rev}"` };
       const [ra, rb] = await Promise.all([
         // weights new every round: a write equal to the current state would be a no-op 200, not a race
@@ -144,7 +147,7 @@ describe('a fleet on redis', () => {
       assert.deepEqual([ra.status, rb.status].sort(), [200, 412], `round ${round}: ${ra.status} ${rb.status}`);
       const winner = ra.status === 200 ? ra : rb;
       assert.equal(winner.body.revision, rev + 1);
-      await eventually(() => instances.every((p) => revisionOf(p) === rev + 1), 'both on the winner');
+      await until(t, 'both on the winner', () => instances.every((p) => revisionOf(p) === rev + 1));
       assert.deepEqual(b.sy.controller.state('shop'), a.sy.controller.state('shop'));
     }
     // without If-Match the loser re-reads and retries: both writes land, on distinct revisions
@@ -159,14 +162,14 @@ describe('a fleet on redis', () => {
     const entries = h.body.entries as { revision: number; reason: string }[];
     assert.deepEqual(entries.slice(0, 6).map((e) => e.revision), [6, 5, 4, 3, 2, 1].map((k) => start + k));
     assert.deepEqual(entries.slice(0, 6).map((e) => e.reason).sort(), ['w0', 'w1', 'w2', 'w3', 'w4', 'w5']);
-    await eventually(() => instances.every((p) => revisionOf(p) === start + 6), 'both on the last write');
+    await until(t, 'both on the last write', () => instances.every((p) => revisionOf(p) === start + 6));
   });
 
   it('redis killed under load: no proxied request fails, writes answer 503 within the timeout, and the fleet recovers', async (t) => {
     const fleet = await startFleet(t, 2);
     const [a, b] = fleet.instances as [TestProxy, TestProxy];
     const sw = await a.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
-    await allRouteOn(fleet.instances, sw.body.revision, 'green@2.0.0');
+    await allRouteOn(t, fleet.instances, sw.body.revision, 'green@2.0.0');
 
     let stop = false;
     let ok = 0;
@@ -208,39 +211,39 @@ describe('a fleet on redis', () => {
     await fleet.redis.restart();
     const admin = redisClient(fleet.redis.url);
     t.after(() => admin.disconnect());
-    await eventually(async () => (await admin.get(redisKeys(fleet.prefix).state('shop'))) !== null, 'the state to be re-seeded', 5_000);
+    await until(t, 'the state to be re-seeded', async () => (await admin.get(redisKeys(fleet.prefix).state('shop'))) !== null);
     const reseeded = JSON.parse((await admin.get(redisKeys(fleet.prefix).state('shop')))!);
     assert.equal(reseeded.revision, sw.body.revision);
     assert.equal(reseeded.action, 'reseed');
     assert.deepEqual(reseeded.weights, a.sy.controller.state('shop').weights);
     // each instance reconnects on its own backoff (≤ 1 s); until b has, its writes are 503 by design
-    await eventually(async () => {
+    await until(t, 'b to reconnect', async () => {
       const r = await request(`${b.adminUrl}/readyz`);
       return ((await r.body.json()) as { details: { redis: { connected: boolean } } }).details.redis.connected;
-    }, 'b to reconnect', 5_000);
+    });
     const next = await b.admin('POST', '/v1/apps/shop/switch', { to: 'blue' });
     assert.equal(next.status, 200);
     assert.equal(next.body.revision, sw.body.revision + 1);
-    await allRouteOn(fleet.instances, next.body.revision, 'blue@1.0.0');
+    await allRouteOn(t, fleet.instances, next.body.revision, 'blue@1.0.0');
   });
 
   it('redis restarted empty while idle: the state is re-seeded and the fleet converges on the next write', async (t) => {
     const fleet = await startFleet(t, 3);
     const [a, b, c] = fleet.instances as [TestProxy, TestProxy, TestProxy];
     const sw = await a.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 70, green: 30 } });
-    await eventually(() => fleet.instances.every((p) => revisionOf(p) === sw.body.revision), 'all on the split');
+    await until(t, 'all on the split', () => fleet.instances.every((p) => revisionOf(p) === sw.body.revision));
     await fleet.redis.restart();
     const admin = redisClient(fleet.redis.url);
     t.after(() => admin.disconnect());
     // three instances race to re-seed against "absent": exactly one history entry results
-    await eventually(async () => (await admin.get(redisKeys(fleet.prefix).state('shop'))) !== null, 'the state to be re-seeded');
+    await until(t, 'the state to be re-seeded', async () => (await admin.get(redisKeys(fleet.prefix).state('shop'))) !== null);
     await sleep(1_200);
     assert.equal(await admin.llen(redisKeys(fleet.prefix).history('shop')), 1);
     const next = await c.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
     assert.equal(next.status, 200);
     assert.equal(next.body.revision, sw.body.revision + 1);
-    await allRouteOn([a, b, c], next.body.revision, 'green@2.0.0');
-    await eventually(async () => (await b.admin('GET', '/v1/apps/shop')).body.instances.applied === 3, 'instances.applied = 3');
+    await allRouteOn(t, [a, b, c], next.body.revision, 'green@2.0.0');
+    await until(t, 'instances.applied = 3', async () => (await b.admin('GET', '/v1/apps/shop')).body.instances.applied === 3);
   });
 
   it('an instance restarted while redis is down routes on its disk cache', async (t) => {
@@ -248,7 +251,7 @@ describe('a fleet on redis', () => {
     const a = fleet.instances[0]!;
     const sw = await a.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
     const cachePath = join(a.dir, 'cache.json');
-    await eventually(async () => JSON.parse(await readFile(cachePath, 'utf8').catch(() => '{}')).states?.shop?.revision === sw.body.revision, 'the cache to hold the switch');
+    await until(t, 'the cache to hold the switch', async () => JSON.parse(await readFile(cachePath, 'utf8').catch(() => '{}')).states?.shop?.revision === sw.body.revision);
     await fleet.redis.kill();
     await a.close();
 
@@ -261,7 +264,7 @@ describe('a fleet on redis', () => {
 
     // once redis is back (empty), the restarted instance re-seeds it and writes work again
     await fleet.redis.restart();
-    await eventually(async () => (await again.admin('POST', '/v1/apps/shop/switch', { to: 'blue' })).status === 200, 'a write to succeed');
+    await until(t, 'a write to succeed', async () => (await again.admin('POST', '/v1/apps/shop/switch', { to: 'blue' })).status === 200);
     assert.equal((await again.get('/')).servedBy, 'blue@1.0.0');
   });
 
@@ -282,7 +285,7 @@ describe('a fleet on redis', () => {
     const key = redisKeys(fleet.prefix).state('shop');
     // what a failover that lost the last write leaves behind
     await admin.set(key, JSON.stringify(makeState('shop', 2, { blue: 0, green: 10_000 })));
-    await eventually(async () => JSON.parse((await admin.get(key))!).revision === 3, 'redis lifted back to revision 3', 2_000);
+    await until(t, 'redis lifted back to revision 3', async () => JSON.parse((await admin.get(key))!).revision === 3, { timeout: 2_000 });
     const lifted = JSON.parse((await admin.get(key))!);
     assert.equal(lifted.action, 'reseed');
     assert.deepEqual(lifted.weights, { blue: 10_000, green: 0 });
@@ -300,12 +303,12 @@ describe('a fleet on redis', () => {
     await a.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
     b.sy.runtime.pool('shop', 'blue')!.inflight += 1;
     t.after(() => void (b.sy.runtime.pool('shop', 'blue')!.inflight -= 1));
-    await eventually(async () => (await a.admin('GET', '/v1/apps/shop/pools/blue/drain')).body.inflight === 1, "b's request in a's figures");
+    await until(t, "b's request in a's figures", async () => (await a.admin('GET', '/v1/apps/shop/pools/blue/drain')).body.inflight === 1);
     await fleet.redis.kill();
     // past the heartbeat TTL (5 s): a peer whose heartbeat cannot be read must not vanish from the sum
-    const until = Date.now() + 6_000;
+    const end = Date.now() + 6_000;
     let sawUnknown = false;
-    while (Date.now() < until) {
+    while (Date.now() < end) {
       const d = await a.admin('GET', '/v1/apps/shop/pools/blue/drain');
       assert.equal(d.body.drained, false, JSON.stringify(d.body));
       if (d.body.unknown === true) {

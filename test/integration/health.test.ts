@@ -3,9 +3,11 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { runCli } from '../../src/cli/main.ts';
+import { pastInstant } from '../helpers/clock.ts';
 import { startProxy, twoPools, TOKEN, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 import { request } from 'undici';
+import { until } from '../helpers/wait.ts';
 
 /** An upstream whose health answer, reported version and traffic status the test changes at will. */
 interface Backend extends Upstream {
@@ -35,15 +37,6 @@ async function backend(name: string, version: string | null = null): Promise<Bac
   });
 }
 
-/** Polls until `fn` holds (checks run every 50 ms here); fails with `what` after 3 s. */
-async function until(what: string, fn: () => boolean | Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + 3000;
-  while (!(await fn())) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for: ${what}`);
-    await sleep(10);
-  }
-}
-
 async function targetStates(p: TestProxy, pool: string): Promise<string[]> {
   const r = await p.admin('GET', '/v1/apps/shop');
   return r.body.pools[pool].targetStates.map((t: { state: string }) => t.state);
@@ -69,14 +62,14 @@ async function withProxy(backends: Backend[], doc: Record<string, unknown>, fn: 
 }
 
 describe('active health checks', () => {
-  it('a target whose /healthz answers 500 goes down after `fall` checks and comes back after `rise`', async () => {
+  it('a target whose /healthz answers 500 goes down after `fall` checks and comes back after `rise`', async (t) => {
     const [b1, b2, g] = [await backend('b1'), await backend('b2'), await backend('g')];
     await withProxy([b1, b2, g], { apps: [twoPools([b1.url, b2.url], g.url, fastHealth())] }, async (p) => {
-      await until('first checks', () => b1.checks() > 0 && b2.checks() > 0);
+      await until(t, 'first checks', () => b1.checks() > 0 && b2.checks() > 0, { timeout: 3_000 });
       assert.deepEqual(await targetStates(p, 'blue'), ['up', 'up']);
       b1.health = 500;
       const failingFrom = b1.checks();
-      await until('b1 down', async () => (await targetStates(p, 'blue'))[0] === 'down');
+      await until(t, 'b1 down', async () => (await targetStates(p, 'blue'))[0] === 'down', { timeout: 3_000 });
       assert.ok(b1.checks() - failingFrom >= 2, 'down only after `fall` (2) failing checks');
       const view = (await p.admin('GET', '/v1/apps/shop')).body.pools.blue;
       assert.equal(view.health, 'healthy', 'b2 is still up');
@@ -91,20 +84,20 @@ describe('active health checks', () => {
 
       b1.health = 200;
       const passingFrom = b1.checks();
-      await until('b1 up again', async () => (await targetStates(p, 'blue'))[0] === 'up');
+      await until(t, 'b1 up again', async () => (await targetStates(p, 'blue'))[0] === 'up', { timeout: 3_000 });
       assert.ok(b1.checks() - passingFrom >= 2, 'up only after `rise` (2) passing checks');
     });
   });
 
-  it('a target that refuses connections or answers too late counts as failing', async () => {
+  it('a target that refuses connections or answers too late counts as failing', async (t) => {
     const [b, g] = [await backend('b'), await backend('g')];
     const slow = await startUpstream('slow', (req, res) => {
       if (req.url === '/healthz') setTimeout(() => res.end('late'), 400);
       else res.end('ok');
     });
     await withProxy([b, g], { apps: [twoPools([b.url, 'http://127.0.0.1:1'], [g.url, slow.url], fastHealth({ timeout: '100ms' }))] }, async (p) => {
-      await until('refusing target down', async () => (await targetStates(p, 'blue'))[1] === 'down');
-      await until('slow target down', async () => (await targetStates(p, 'green'))[1] === 'down');
+      await until(t, 'refusing target down', async () => (await targetStates(p, 'blue'))[1] === 'down', { timeout: 3_000 });
+      await until(t, 'slow target down', async () => (await targetStates(p, 'green'))[1] === 'down', { timeout: 3_000 });
       const r = await p.admin('GET', '/v1/apps/shop');
       assert.equal(r.body.pools.blue.targetStates[1].lastCheck.error, 'ECONNREFUSED');
       assert.equal(r.body.pools.green.targetStates[1].lastCheck.error, 'timeout');
@@ -127,12 +120,12 @@ describe('active health checks', () => {
 });
 
 describe('the health gate on writes', () => {
-  it('a switch to a pool with all targets down is a 409; with force: true a 200, noted in the history', async () => {
+  it('a switch to a pool with all targets down is a 409; with force: true a 200, noted in the history', async (t) => {
     const [b, g1, g2] = [await backend('b'), await backend('g1'), await backend('g2')];
     g1.health = 503;
     g2.health = 503;
     await withProxy([b, g1, g2], { apps: [twoPools(b.url, [g1.url, g2.url], fastHealth())] }, async (p) => {
-      await until('green unhealthy', async () => (await p.admin('GET', '/v1/apps/shop')).body.pools.green.health === 'unhealthy');
+      await until(t, 'green unhealthy', async () => (await p.admin('GET', '/v1/apps/shop')).body.pools.green.health === 'unhealthy', { timeout: 3_000 });
       const refused = await p.admin('POST', '/v1/apps/shop/switch', { to: 'green', reason: 'release' });
       assert.equal(refused.status, 409);
       assert.equal(refused.body.error.code, 'POOL_UNHEALTHY');
@@ -158,13 +151,13 @@ describe('the health gate on writes', () => {
     });
   });
 
-  it('a weights change raising a pool with no healthy target is a 409; lowering it is not', async () => {
+  it('a weights change raising a pool with no healthy target is a 409; lowering it is not', async (t) => {
     const [b, g] = [await backend('b'), await backend('g')];
     await withProxy([b, g], { apps: [twoPools(b.url, g.url, { ...fastHealth(), initial: { green: 100 } })] }, async (p) => {
       // green at 100 % is the last stable routing, what a rollback goes back to
       assert.equal((await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 50, green: 50 } })).status, 200);
       g.health = 500;
-      await until('green unhealthy', async () => (await p.admin('GET', '/v1/apps/shop')).body.pools.green.healthy === false);
+      await until(t, 'green unhealthy', async () => (await p.admin('GET', '/v1/apps/shop')).body.pools.green.healthy === false, { timeout: 3_000 });
       const up = await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 40, green: 60 } });
       assert.equal(up.status, 409);
       assert.equal(up.body.error.code, 'POOL_UNHEALTHY');
@@ -191,7 +184,8 @@ describe('passive health checks', () => {
       const [out, kept] = ejected === 0 ? [b1, b2] : [b2, b1];
       const view = (await p.admin('GET', '/v1/apps/shop')).body.pools.blue;
       assert.equal(view.healthy, true, 'a pool with a target in rotation stays healthy');
-      assert.ok(!Number.isNaN(Date.parse(view.targetStates[ejected].ejectedUntil)));
+      const ejectedUntil = Date.parse(view.targetStates[ejected].ejectedUntil);
+      assert.ok(!Number.isNaN(ejectedUntil));
 
       // while out, it gets nothing; the other one, failing too, is kept (at least one stays)
       const seen = out.served();
@@ -202,7 +196,8 @@ describe('passive health checks', () => {
 
       out.traffic = 200;
       kept.traffic = 200;
-      await sleep(1050);
+      // the deadline the proxy states itself, not a fixed sleep
+      await pastInstant(ejectedUntil, 50);
       assert.deepEqual(await targetStates(p, 'blue'), ['up', 'up'], 'back after ejectFor');
       const before = out.served();
       for (let i = 0; i < 4; i++) assert.equal((await p.get('/')).status, 200);
@@ -263,7 +258,7 @@ describe('passive health checks', () => {
     });
   });
 
-  it('a target answering its other requests stays in rotation while a few of its requests are slow', async () => {
+  it('a target answering its other requests stays in rotation while a few of its requests are slow', async (t) => {
     const slow: ServerResponse[] = [];
     const up = await startUpstream('mixed', (req, res) => {
       if (req.url === '/slow') slow.push(res);
@@ -273,7 +268,7 @@ describe('passive health checks', () => {
     const health = { interval: '1m', passive: { failures: 3, stallAfter: '300ms' } };
     await withProxy([other, g, up as Backend], { apps: [twoPools([up.url, other.url], g.url, { health })] }, async (p) => {
       const waiting = Array.from({ length: 8 }, () => request(`${p.proxyUrl}/slow`).then((r) => r.body.text(), () => 'error'));
-      await until('the slow requests to reach the upstreams', () => slow.length >= 4);
+      await until(t, 'the slow requests to reach the upstreams', () => slow.length >= 4, { timeout: 3_000 });
       for (let i = 0; i < 40; i++) {
         await p.get('/fast');
         await sleep(25);

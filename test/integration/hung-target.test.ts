@@ -3,9 +3,9 @@ import type { ServerResponse } from 'node:http';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
-import { eventually } from '../helpers/fleet.ts';
 import { startProxy, twoPools } from '../helpers/proxy.ts';
 import { startUpstream } from '../helpers/upstream.ts';
+import { until } from '../helpers/wait.ts';
 
 // A hung target costs seconds, not timeouts.response (issue 24): the requests already waiting on
 // it when it leaves rotation (health checks mark it down, or the passive stall sweep ejects it)
@@ -30,7 +30,7 @@ describe('a target that hangs (health included) under closed-loop clients', () =
       await agent.close();
       for (const u of [hung, ok, green]) await u.close();
     });
-    await eventually(() => p.sy.runtime.pool('shop', 'blue')!.targets.every((x) => x.isUp(Date.now())), 'both blue targets up', 10_000);
+    await until(t, 'both blue targets up', () => p.sy.runtime.pool('shop', 'blue')!.targets.every((x) => x.isUp(Date.now())), { timeout: 10_000 });
 
     const CLIENTS = 8;
     const done: number[][] = Array.from({ length: CLIENTS }, () => []);
@@ -52,7 +52,7 @@ describe('a target that hangs (health included) under closed-loop clients', () =
     hanging = true;
     const hungAt = Date.now();
     const target = p.sy.runtime.pool('shop', 'blue')!.targets[0]!;
-    await eventually(() => !target.isUp(Date.now()), 'the hung target to leave rotation', 15_000);
+    await until(t, 'the hung target to leave rotation', () => !target.isUp(Date.now()), { timeout: 15_000 });
     const outAt = Date.now();
     // every client completes a request soon after: none is left waiting on the hung target
     await sleep(4_000);

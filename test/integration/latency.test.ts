@@ -8,6 +8,7 @@ import { parseMetrics, type Series } from '../helpers/prometheus.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 import { echo, openWs, startWsUpstream, wsUrl, type WsUpstream } from '../helpers/ws.ts';
+import { until } from '../helpers/wait.ts';
 
 /** How long `/stream` stays open after its head: an SSE stream or a long download. */
 const STREAM_MS = 3000;
@@ -41,16 +42,6 @@ function metric(series: Series[], name: string, labels: Record<string, string>):
   const hit = series.find((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
   assert.ok(hit, `${name}${JSON.stringify(labels)} is exported`);
   return hit.value;
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for: ${what}`);
-    await sleep(50);
-  }
 }
 
 describe('latency is the time to the response head; how long a response stays open is kept apart', () => {
@@ -137,10 +128,10 @@ describe('latency is the time to the response head; how long a response stays op
     });
     const r = await p.admin('POST', '/v1/apps/shop/rollouts', { to: 'green', steps: [{ weight: 50, pause: '8s' }, { weight: 100 }], analysis: { maxErrorRate: 0.01, maxP99Ms: 1000, minRequests: 20 } });
     assert.equal(r.status, 201);
-    const done = await until('the rollout ends', async () => {
+    const done = await until(t, 'the rollout ends', async () => {
       const cur = (await p.admin('GET', '/v1/apps/shop/rollouts/current')).body;
       return cur.state === 'running' ? undefined : cur;
-    });
+    }, { timeout: 30_000 });
     assert.equal(done.state, 'succeeded', `${done.state}: ${done.reason}`);
     // the streams were judged: green served them (over 1 % of its responses) while the analysis held the step
     const series = parseMetrics(await (await request(`${p.adminUrl}/metrics`)).body.text());

@@ -11,6 +11,7 @@ import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { rawRequest, statusOf } from '../helpers/raw.ts';
 import { spawnServe } from '../helpers/serve-process.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { until } from '../helpers/wait.ts';
 
 function portOf(url: string): number {
   return Number(new URL(url).port);
@@ -26,14 +27,6 @@ async function rawConnect(port: number): Promise<{ socket: Socket; closed: Promi
   const closed = new Promise<number>((resolve) => socket.once('close', () => resolve(performance.now() - started)));
   await once(socket, 'connect');
   return { socket, closed, data };
-}
-
-async function until(what: string, cond: () => boolean, ms = 5000): Promise<void> {
-  const deadline = performance.now() + ms;
-  while (!cond()) {
-    if (performance.now() > deadline) assert.fail(`timed out waiting until ${what}`);
-    await sleep(10);
-  }
 }
 
 async function metricsText(p: TestProxy): Promise<string> {
@@ -62,19 +55,19 @@ describe('resource limits', () => {
     return p;
   }
 
-  it('closes connections that send nothing after limits.headerTimeout, counts them, and logs one line for all', async () => {
+  it('closes connections that send nothing after limits.headerTimeout, counts them, and logs one line for all', async (t) => {
     const up = await upstream('blue');
     const lines: Record<string, unknown>[] = [];
     const logger = pino({ level: 'warn' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
     const p = await proxy({ apps: [twoPools(up.url, up.url)], limits: { headerTimeout: '300ms' } }, { logger });
     const port = portOf(p.proxyUrl);
     const idle = await Promise.all(Array.from({ length: 40 }, () => rawConnect(port)));
-    await until('the proxy counted 40 connections', () => p.sy.dataPlane.limits.open === 40);
+    await until(t, 'the proxy counted 40 connections', () => p.sy.dataPlane.limits.open === 40);
     const ms = await Promise.all(idle.map((c) => c.closed));
     assert.ok(Math.min(...ms) >= 250, `closed after ${Math.min(...ms).toFixed(0)} ms, before the timeout`);
     assert.ok(Math.max(...ms) < 2000, `closed after ${Math.max(...ms).toFixed(0)} ms`);
     assert.ok(idle.every((c) => c.data.length === 0), 'a connection that sent nothing is closed without a response');
-    await until('the connection count is back to 0', () => p.sy.dataPlane.limits.open === 0);
+    await until(t, 'the connection count is back to 0', () => p.sy.dataPlane.limits.open === 0);
     const text = await metricsText(p);
     assert.equal(limitCount(text, 'header'), 40);
     assert.match(text, /^switchyard_client_connections 0$/m);
@@ -95,13 +88,13 @@ describe('resource limits', () => {
     assert.equal(await r.body.text(), 'late');
   });
 
-  it('refuses connections beyond limits.maxConnections over every listener, while the admin API answers', async () => {
+  it('refuses connections beyond limits.maxConnections over every listener, while the admin API answers', async (t) => {
     const up = await upstream('blue');
     const p = await proxy({ apps: [twoPools(up.url, up.url)], limits: { maxConnections: 8 } });
     assert.ok(p.sy.config.listen.acceptors > 1, 'several SO_REUSEPORT listeners share the cap');
     const port = portOf(p.proxyUrl);
     const held = await Promise.all(Array.from({ length: 8 }, () => rawConnect(port)));
-    await until('8 connections are open', () => p.sy.dataPlane.limits.open === 8);
+    await until(t, '8 connections are open', () => p.sy.dataPlane.limits.open === 8);
     // the kernel spreads these over the 256 listeners: each one refuses
     const over = await Promise.all(Array.from({ length: 20 }, () => rawConnect(port)));
     const ms = await Promise.all(over.map((c) => c.closed));
@@ -113,13 +106,13 @@ describe('resource limits', () => {
     assert.equal(limitCount(await metricsText(p), 'refused'), 20);
     // one closed: room for one more, which is served
     held[0]?.socket.destroy();
-    await until('a connection closed', () => p.sy.dataPlane.limits.open === 7);
+    await until(t, 'a connection closed', () => p.sy.dataPlane.limits.open === 7);
     const reply = await rawRequest(port, 'GET / HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n');
     assert.equal(statusOf(reply), 200);
     for (const c of held) c.socket.destroy();
   });
 
-  it('answers 408 to a request body that stalls for limits.bodyTimeout and frees the upstream connection, without blaming the target', async () => {
+  it('answers 408 to a request body that stalls for limits.bodyTimeout and frees the upstream connection, without blaming the target', async (t) => {
     let upstreamClosed = false;
     const up = await upstream('blue', (req, res) => {
       req.resume();
@@ -132,7 +125,7 @@ describe('resource limits', () => {
     const ms = performance.now() - started;
     assert.equal(statusOf(reply), 408);
     assert.ok(ms >= 250 && ms < 2000, `answered after ${ms.toFixed(0)} ms`);
-    await until('the upstream request is closed', () => upstreamClosed);
+    await until(t, 'the upstream request is closed', () => upstreamClosed);
     const pool = p.sy.runtime.pool('shop', 'blue');
     const target = pool?.targets[0];
     assert.equal(pool?.inflight, 0);
@@ -156,7 +149,7 @@ describe('resource limits', () => {
     assert.match(reply, /"body":"0123456789"/);
   });
 
-  it('frees the upstream connection of a client that reads nothing after limits.sendTimeout, without blaming the target', async () => {
+  it('frees the upstream connection of a client that reads nothing after limits.sendTimeout, without blaming the target', async (t) => {
     let upstreamClosed: ServerResponse | null = null;
     const chunk = Buffer.alloc(64 * 1024, 'x');
     const up = await upstream('blue', (_req, res) => {
@@ -177,10 +170,10 @@ describe('resource limits', () => {
     const c = await rawConnect(portOf(p.proxyUrl));
     c.socket.write('GET /big HTTP/1.1\r\nHost: shop\r\n\r\n');
     c.socket.pause(); // never reads
-    await until('the upstream response is closed', () => upstreamClosed !== null, 8000);
+    await until(t, 'the upstream response is closed', () => upstreamClosed !== null, { timeout: 8_000 });
     assert.equal((upstreamClosed as ServerResponse | null)?.writableFinished, false, 'cut, not finished');
     // the proxy closed the client connection too (a paused client socket would not see it)
-    await until('the client connection is closed', () => p.sy.dataPlane.limits.open === 0);
+    await until(t, 'the client connection is closed', () => p.sy.dataPlane.limits.open === 0);
     c.socket.destroy();
     const pool = p.sy.runtime.pool('shop', 'blue');
     assert.equal(pool?.inflight, 0);
@@ -216,12 +209,12 @@ describe('resource limits', () => {
     assert.equal(p.sy.dataPlane.limits.counts.send, 0);
   });
 
-  it('answers 503 to a request that waited limits.queueTimeout for an upstream connection, without blaming the target', async () => {
+  it('answers 503 to a request that waited limits.queueTimeout for an upstream connection, without blaming the target', async (t) => {
     const hold: (() => void)[] = [];
     const up = await upstream('blue', (req, res) => (req.url === '/healthz' ? res.end('ok') : hold.push(() => res.end('held'))));
     const p = await proxy({ apps: [twoPools(up.url, up.url, { maxConnections: 1, health: { interval: '1h' } })], limits: { queueTimeout: '300ms' } });
     const first = request(`${p.proxyUrl}/first`);
-    await until('the first request reached the upstream', () => hold.length === 1);
+    await until(t, 'the first request reached the upstream', () => hold.length === 1);
     const started = performance.now();
     const queued = await request(`${p.proxyUrl}/queued`);
     const ms = performance.now() - started;
@@ -243,14 +236,14 @@ describe('resource limits', () => {
     assert.match(text, /^switchyard_proxy_errors_total\{app="shop",pool="blue",code="QUEUE_TIMEOUT"\} 1$/m);
   });
 
-  it('requests waiting in the queue for a connection are not counted as stalled by the passive checks', async () => {
+  it('requests waiting in the queue for a connection are not counted as stalled by the passive checks', async (t) => {
     const hold: (() => void)[] = [];
     const up = await upstream('blue', (req, res) => (req.url === '/healthz' ? res.end('ok') : hold.push(() => res.end('held'))));
     // two targets (one may be ejected), one connection each
     const app = twoPools([up.url, up.url], up.url, { maxConnections: 1, health: { interval: '1h', passive: { failures: 3, stallAfter: '200ms' } } });
     const p = await proxy({ apps: [app], limits: { queueTimeout: '5s' } });
     const requests = [request(`${p.proxyUrl}/a`), request(`${p.proxyUrl}/b`)];
-    await until('a request on each connection', () => hold.length === 2);
+    await until(t, 'a request on each connection', () => hold.length === 2);
     for (let i = 0; i < 6; i++) requests.push(request(`${p.proxyUrl}/queued`));
     await sleep(1200);
     const targets = p.sy.runtime.pool('shop', 'blue')?.targets ?? [];
@@ -261,7 +254,7 @@ describe('resource limits', () => {
     );
     // release them as each reaches the upstream
     for (let released = 0; released < 8; released++) {
-      await until('the next request reached the upstream', () => hold.length > 0);
+      await until(t, 'the next request reached the upstream', () => hold.length > 0);
       hold.shift()?.();
     }
     for (const r of await Promise.all(requests)) {
@@ -270,14 +263,14 @@ describe('resource limits', () => {
     }
   });
 
-  it('a burst-over pool renewal lets requests in flight finish on the old pool and sends new ones to the new one', async () => {
+  it('a burst-over pool renewal lets requests in flight finish on the old pool and sends new ones to the new one', async (t) => {
     const hold: (() => void)[] = [];
     const up = await upstream('blue', (req, res) => (req.url === '/held' ? hold.push(() => res.end('held')) : res.end('fresh')));
     const p = await proxy({ apps: [twoPools(up.url, up.url)] });
     const target = p.sy.runtime.pool('shop', 'blue')?.targets[0];
     assert.ok(target);
     const held = request(`${p.proxyUrl}/held`);
-    await until('the request reached the upstream', () => hold.length === 1);
+    await until(t, 'the request reached the upstream', () => hold.length === 1);
     const old = target.dispatcher;
     p.sy.runtime.renewPools();
     assert.notEqual(target.dispatcher, old);

@@ -5,11 +5,12 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { request } from 'undici';
-import { eventually, stallAfterWrites, startFleet, type TestFleet } from '../helpers/fleet.ts';
+import { stallAfterWrites, startFleet, type TestFleet } from '../helpers/fleet.ts';
 import { startProxy, TOKEN, twoPools } from '../helpers/proxy.ts';
 import { spawnServe } from '../helpers/serve-process.ts';
 import { startRedis, type RedisServer } from '../helpers/redis-server.ts';
 import { startUpstream, useUpstreams, type Upstream } from '../helpers/upstream.ts';
+import { until } from '../helpers/wait.ts';
 
 describe('live definitions across a fleet on redis', () => {
   let blue: Upstream;
@@ -31,13 +32,13 @@ describe('live definitions across a fleet on redis', () => {
     await a.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
     const r = await b.admin('PUT', '/v1/apps/shop/pools/green', { version: '2.5.0', targets: [next.url] });
     assert.equal(r.status, 200);
-    await eventually(() => fleet.instances.every((p) => p.sy.controller.state('shop').revision === r.body.revision), 'every instance on the new revision');
+    await until(t, 'every instance on the new revision', () => fleet.instances.every((p) => p.sy.controller.state('shop').revision === r.body.revision));
     for (const p of [a, b, c]) {
       const res = await p.get('/');
       assert.equal(res.servedBy, 'green@2.5.0');
       assert.equal(JSON.parse(res.body).pool, 'next');
     }
-    await eventually(async () => (await c.admin('GET', '/v1/apps/shop')).body.instances.applied === 3, 'applied 3/3');
+    await until(t, 'applied 3/3', async () => (await c.admin('GET', '/v1/apps/shop')).body.instances.applied === 3);
   });
 
   it('definition writes racing from two instances without If-Match are all kept (each retries on the newer revision)', async (t) => {
@@ -49,7 +50,7 @@ describe('live definitions across a fleet on redis', () => {
     // the last write may have been made through either instance: wait until both route on it
     const all = [green.url, ...urls].sort();
     const targetsOn = async (p: typeof a): Promise<string[]> => [...(await p.admin('GET', '/v1/apps/shop')).body.pools.green.targets].sort();
-    await eventually(async () => (await targetsOn(a)).length === 9 && (await targetsOn(b)).length === 9, 'every target on a and b');
+    await until(t, 'every target on a and b', async () => (await targetsOn(a)).length === 9 && (await targetsOn(b)).length === 9);
     assert.deepEqual(await targetsOn(a), all);
     assert.deepEqual(await targetsOn(b), all);
   });
@@ -65,15 +66,15 @@ describe('live definitions across a fleet on redis', () => {
       const fleet = await startFleet(t, 2, { blue: blue.url, green: green.url, redis, deps: () => ({ now: () => still ?? Date.now() }) });
       const [a, b] = fleet.instances as [TestFleet['instances'][0], TestFleet['instances'][0]];
       await before?.(a);
-      await eventually(() => b.sy.controller.state('shop').revision === a.sy.controller.state('shop').revision, 'both instances on one revision');
+      await until(t, 'both instances on one revision', () => b.sy.controller.state('shop').revision === a.sy.controller.state('shop').revision);
       stallAfterWrites([a, b], 1_300, 2);
       still = Date.now();
       const results = await Promise.all(urls.map((_, i) => write(i % 2 === 0 ? a : b, i)));
       still = null;
       const ok = results.flatMap((r, i) => (r.status === 200 ? [i] : []));
       const final = Math.max(...ok.map((i) => results[i]!.body.revision as number));
-      await eventually(() => [a, b].every((p) => p.sy.controller.state('shop').revision >= final), 'both instances on the last revision');
-      await eventually(() => a.sy.controller.state('shop').revision === b.sy.controller.state('shop').revision, 'both instances on one revision');
+      await until(t, 'both instances on the last revision', () => [a, b].every((p) => p.sy.controller.state('shop').revision >= final));
+      await until(t, 'both instances on one revision', () => a.sy.controller.state('shop').revision === b.sy.controller.state('shop').revision);
       /** after the check that what was answered 200 is kept: every write is answered 200 (a lost compare-and-set retries) */
       const allOk = () => assert.deepEqual(results.map((r) => r.status), urls.map(() => 200), JSON.stringify(results.filter((r) => r.status !== 200).map((r) => r.body)));
       return { a, b, results, ok, allOk };
@@ -118,7 +119,7 @@ describe('live definitions across a fleet on redis', () => {
     const [a, b] = fleet.instances as [typeof fleet.instances[0], typeof fleet.instances[0]];
     const created = await a.admin('PUT', '/v1/apps/blog', { definition: { hosts: ['blog.test'], pools: { blue: { version: '1', targets: [blue.url] }, green: { version: '2', targets: [green.url] } } } });
     assert.equal(created.status, 201);
-    await eventually(async () => (await b.get('/', { host: 'blog.test' })).servedBy === 'blue@1', 'blog on b');
+    await until(t, 'blog on b', async () => (await b.get('/', { host: 'blog.test' })).servedBy === 'blue@1');
     const c = await fleet.add('late');
     assert.equal((await c.get('/', { host: 'blog.test' })).servedBy, 'blue@1');
     // an instance whose config file names no app at all serves what the store holds
@@ -128,7 +129,7 @@ describe('live definitions across a fleet on redis', () => {
     assert.equal((await bare.get('/', { host: 'blog.test' })).servedBy, 'blue@1');
     await b.admin('DELETE', '/v1/apps/blog');
     // shop is the default app ("*"): a deleted blog falls back to it
-    await eventually(async () => (await a.get('/', { host: 'blog.test' })).servedBy !== 'blue@1', 'blog gone on a');
+    await until(t, 'blog gone on a', async () => (await a.get('/', { host: 'blog.test' })).servedBy !== 'blue@1');
     assert.equal((await c.admin('GET', '/v1/apps/blog')).status, 404);
   });
 });

@@ -20,25 +20,22 @@ async function newSpaceBytes(adminUrl: string): Promise<number> {
 }
 
 describe('memory at rest', () => {
-  it('a started proxy gives back its startup young generation (16 MB grown while loading, ~1 MB once ready)', async () => {
+  it('a started proxy gives back its startup young generation (16 MB grown while loading, ~1 MB once ready)', async (t) => {
     const up = await startUpstream('blue');
+    t.after(() => up.close());
     const proc = await spawnServe({ apps: [twoPools(up.url, up.url)] });
-    try {
-      let bytes = Infinity;
-      for (let i = 0; i < 50 && bytes > 4 * 1024 * 1024; i++) {
-        bytes = await newSpaceBytes(proc.adminUrl);
-        if (bytes > 4 * 1024 * 1024) await sleep(100);
-      }
-      // without releaseStartupMemory() V8 keeps the 16 MB it grew to while loading until a full collection
-      assert.ok(bytes <= 4 * 1024 * 1024, `new space ${(bytes / 1048576).toFixed(1)} MB at rest`);
-      // and it still proxies
-      const res = await request(`${proc.proxyUrl}/`);
-      await res.body.dump();
-      assert.equal(res.statusCode, 200);
-    } finally {
-      await proc.cleanup();
-      await up.close();
+    t.after(() => proc.cleanup());
+    let bytes = Infinity;
+    for (let i = 0; i < 50 && bytes > 4 * 1024 * 1024; i++) {
+      bytes = await newSpaceBytes(proc.adminUrl);
+      if (bytes > 4 * 1024 * 1024) await sleep(100);
     }
+    // without releaseStartupMemory() V8 keeps the 16 MB it grew to while loading until a full collection
+    assert.ok(bytes <= 4 * 1024 * 1024, `new space ${(bytes / 1048576).toFixed(1)} MB at rest`);
+    // and it still proxies
+    const res = await request(`${proc.proxyUrl}/`);
+    await res.body.dump();
+    assert.equal(res.statusCode, 200);
   });
 
   it("loading the proxy does not load Node's bundled undici (an ES import of node:http would: +13 MB)", async () => {

@@ -11,6 +11,7 @@ import { RedisStore, redisKeys, type RedisStoreOptions } from '../../src/state/r
 import type { RoutingState } from '../../src/state/types.ts';
 import { redisClient, startRedis, type RedisServer } from '../helpers/redis-server.ts';
 import { makeState, storeContract } from '../helpers/store-contract.ts';
+import { until } from '../helpers/wait.ts';
 
 let redis: RedisServer;
 let prefixes = 0;
@@ -31,15 +32,6 @@ async function open(t: TestContext, opts: Partial<RedisStoreOptions> = {}): Prom
   const store = await RedisStore.open({ url: redis.url, prefix: uniquePrefix(), historyLimit: 50, commandTimeout: 1000, ...opts });
   t.after(() => store.close());
   return store;
-}
-
-async function eventually(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 5_000): Promise<number> {
-  const started = Date.now();
-  while (!(await check())) {
-    if (Date.now() - started > timeoutMs) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(5);
-  }
-  return Date.now() - started;
 }
 
 storeContract('redis store', async ({ historyLimit, pools }) => {
@@ -76,7 +68,7 @@ describe('redis store propagation', () => {
     b.watch((s) => seen.push(s.revision));
     await a.compareAndSet(makeState('shop', 1), null);
     await a.compareAndSet(makeState('shop', 2), 1);
-    await eventually(() => seen.length >= 2, 'two revisions on b', 1_000);
+    await until(t, 'two revisions on b', () => seen.length >= 2, { timeout: 1_000 });
     assert.deepEqual(seen, [1, 2]);
   });
 
@@ -92,7 +84,7 @@ describe('redis store propagation', () => {
     t.after(() => admin.disconnect());
     assert.ok((await admin.client('KILL', 'TYPE', 'pubsub')) as number >= 1);
     await writer.compareAndSet(makeState('shop', 2), 1);
-    await eventually(() => seen.includes(2), 'revision 2 on the reader', 1_500);
+    await until(t, 'revision 2 on the reader', () => seen.includes(2), { timeout: 1_500 });
   });
 
   it('a change whose message was lost is caught by the 1 s poll', async (t) => {
@@ -107,7 +99,9 @@ describe('redis store propagation', () => {
     reader.watch((s) => seen.push(s.revision));
     // written behind the store's back: no PUBLISH, as if the message had been lost
     await admin.set(keys.state('shop'), JSON.stringify(makeState('shop', 2)));
-    const ms = await eventually(() => seen.includes(2), 'the poll to deliver revision 2', 1_500);
+    const started = Date.now();
+    await until(t, 'the poll to deliver revision 2', () => seen.includes(2), { timeout: 1_500 });
+    const ms = Date.now() - started;
     assert.ok(ms <= 1_500, `took ${ms} ms`);
   });
 
@@ -138,7 +132,7 @@ describe('redis store propagation', () => {
     assert.match(JSON.stringify(lines[1]), /weights: Invalid input/);
     assert.equal(seen.length, 0, 'no invalid state reaches a watcher');
     await reader.compareAndSet(makeState('shop', 4, { blue: 0, green: 10_000 }), 3);
-    await eventually(() => seen.includes(4), 'the repairing write');
+    await until(t, 'the repairing write', () => seen.includes(4));
   });
 
   it('sync reports every known app, with null for one Redis does not hold', async (t) => {
@@ -171,7 +165,7 @@ describe('redis store while redis is down', () => {
     await store.compareAndSet(first, null);
 
     await server.kill();
-    await eventually(() => !store.connected, 'connected to turn false');
+    await until(t, 'connected to turn false', () => !store.connected);
     assert.deepEqual(connection, [false]);
     // never sent (the connection is known down): a plain 503, at once
     const started = Date.now();
@@ -184,7 +178,7 @@ describe('redis store while redis is down', () => {
 
     // getMany answers from memory (and so a new store answers from the disk cache) while redis is down
     assert.deepEqual((await store.getMany(['shop'])).get('shop'), first);
-    await eventually(async () => JSON.parse(await readFile(cachePath, 'utf8').catch(() => '{}')).states?.shop?.revision === 1, 'the cache file');
+    await until(t, 'the cache file', async () => JSON.parse(await readFile(cachePath, 'utf8').catch(() => '{}')).states?.shop?.revision === 1);
     const restarted = await RedisStore.open({ ...opts, commandTimeout: 300 });
     t.after(() => restarted.close());
     assert.equal(restarted.connected, false);
@@ -193,7 +187,7 @@ describe('redis store while redis is down', () => {
 
     // back, empty: the store reconnects by itself, and the app is absent until someone re-seeds it
     await server.restart();
-    await eventually(() => store.connected && restarted.connected, 'both stores to reconnect', 3_000);
+    await until(t, 'both stores to reconnect', () => store.connected && restarted.connected, { timeout: 3_000 });
     assert.deepEqual(connection, [false, true]);
     assert.equal(await store.get('shop'), null);
     assert.equal((await store.compareAndSet(first, null)).ok, true);

@@ -4,6 +4,7 @@ import { after, before, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { until } from '../helpers/wait.ts';
 
 let blue: Upstream;
 let green: Upstream;
@@ -30,16 +31,6 @@ async function proxy(t: TestContext): Promise<TestProxy> {
 }
 
 const state = async (p: TestProxy) => (await p.admin('GET', '/v1/apps/shop')).body;
-
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for: ${what}`);
-    await sleep(20);
-  }
-}
 
 describe('rollback goes back to the last known-good (stable) routing', () => {
   it('regression: a ramp 80/20 then a switch rolls back to the old pool at 100 %, not to the last ramp step; a second rollback moves nothing', async (t) => {
@@ -94,7 +85,7 @@ describe('rollback goes back to the last known-good (stable) routing', () => {
     });
     const started = await p.admin('POST', '/v1/apps/shop/rollouts', { to: 'green', steps: [{ weight: 25, pause: '1m' }, { weight: 100 }], analysis: { maxErrorRate: 0.05, minRequests: 10 } });
     assert.equal(started.status, 201);
-    await until('the rollout is rolled back', async () => (await p.admin('GET', '/v1/apps/shop/rollouts/current')).body.state === 'rolled-back');
+    await until(t, 'the rollout is rolled back', async () => (await p.admin('GET', '/v1/apps/shop/rollouts/current')).body.state === 'rolled-back', { timeout: 15_000 });
     stopped = true;
     const before = await state(p);
     assert.deepEqual(before.weights, { blue: 100, green: 0 });

@@ -9,6 +9,7 @@ import { TOKEN, twoPools } from '../helpers/proxy.ts';
 import { startRedis, type RedisServer } from '../helpers/redis-server.ts';
 import { spawnServe, type ServeProcess } from '../helpers/serve-process.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { until } from '../helpers/wait.ts';
 
 /**
  * Chaos: a fleet of real `switchyard serve` processes on a real redis-server, and the instance
@@ -24,18 +25,6 @@ async function admin(p: ServeProcess, method: string, path: string, body?: unkno
   });
   const text = await r.body.text();
   return { status: r.statusCode, body: text === '' ? null : JSON.parse(text) };
-}
-
-/** node:test's poller, with a message naming what never came. */
-function until<T>(t: TestContext, what: string, timeout: number, probe: () => Promise<T | undefined>): Promise<T> {
-  return t.waitFor(
-    async () => {
-      const v = await probe();
-      if (v === undefined) throw new Error(`timed out waiting for ${what}`);
-      return v;
-    },
-    { interval: 100, timeout },
-  );
 }
 
 describe('chaos: an instance SIGKILLed mid-rollout', () => {
@@ -67,7 +56,7 @@ describe('chaos: an instance SIGKILLed mid-rollout', () => {
       t.after(() => p.cleanup());
       all.push(p);
     }
-    await until(t, 'three instances', 10_000, async () => ((await admin(all[0] as ServeProcess, 'GET', '/v1/apps/shop')).body.instances.total === 3 ? true : undefined));
+    await until(t, 'three instances', async () => ((await admin(all[0] as ServeProcess, 'GET', '/v1/apps/shop')).body.instances.total === 3 ? true : undefined), { timeout: 10_000, interval: 100 });
     return { all, driver: all[0] as ServeProcess, others: all.slice(1) };
   }
 
@@ -84,15 +73,15 @@ describe('chaos: an instance SIGKILLed mid-rollout', () => {
     const { all } = await fleet(t, 'chaos-go-on');
     const start = await admin(all[1] as ServeProcess, 'POST', '/v1/apps/shop/rollouts', { to: 'green', steps: [{ weight: 10, pause: '2s' }, { weight: 50, pause: '2s' }], analysis: null });
     assert.equal(start.status, 201, JSON.stringify(start.body));
-    const current = await until(t, 'a driver', 15_000, async () => (await admin(all[1] as ServeProcess, 'GET', '/v1/apps/shop/rollouts/current')).body.driver ?? undefined);
+    const current = await until(t, 'a driver', async () => (await admin(all[1] as ServeProcess, 'GET', '/v1/apps/shop/rollouts/current')).body.driver ?? undefined, { timeout: 15_000, interval: 100 });
     const driver = holder(all, current as string);
     driver.child.kill('SIGKILL');
     const killedAt = Date.now();
     const survivor = all.find((p) => p !== driver) as ServeProcess;
-    const done = await until(t, 'the rollout to succeed', 40_000, async () => {
+    const done = await until(t, 'the rollout to succeed', async () => {
       const r = (await admin(survivor, 'GET', '/v1/apps/shop/rollouts/current')).body;
       return r.state === 'succeeded' ? r : undefined;
-    });
+    }, { timeout: 40_000, interval: 100 });
     const tookMs = Date.now() - killedAt;
     t.diagnostic(`succeeded ${tookMs} ms after the driver was killed (lease TTL 10 s, 4 s of pauses)`);
     assert.equal(done.step, 3);
@@ -109,7 +98,7 @@ describe('chaos: an instance SIGKILLed mid-rollout', () => {
     const { all } = await fleet(t, 'chaos-fail');
     const start = await admin(all[1] as ServeProcess, 'POST', '/v1/apps/shop/rollouts', { to: 'green', steps: [{ weight: 50, pause: '5m' }], analysis: { minRequests: 20, maxErrorRate: 0.05 } });
     assert.equal(start.status, 201, JSON.stringify(start.body));
-    const current = await until(t, 'a driver', 15_000, async () => (await admin(all[1] as ServeProcess, 'GET', '/v1/apps/shop/rollouts/current')).body.driver ?? undefined);
+    const current = await until(t, 'a driver', async () => (await admin(all[1] as ServeProcess, 'GET', '/v1/apps/shop/rollouts/current')).body.driver ?? undefined, { timeout: 15_000, interval: 100 });
     const driver = holder(all, current as string);
     const survivors = all.filter((p) => p !== driver);
     driver.child.kill('SIGKILL');
@@ -125,10 +114,10 @@ describe('chaos: an instance SIGKILLed mid-rollout', () => {
       }
     })();
     try {
-      const r = await until(t, 'the rollback', 9_000, async () => {
+      const r = await until(t, 'the rollback', async () => {
         const x = (await admin(survivors[0] as ServeProcess, 'GET', '/v1/apps/shop/rollouts/current')).body;
         return x.state === 'rolled-back' ? x : undefined;
-      });
+      }, { timeout: 9_000, interval: 100 });
       const tookMs = Date.now() - failingFrom;
       t.diagnostic(`rolled back ${tookMs} ms after green started failing, with its driver killed (lease TTL 10 s)`);
       assert.ok(tookMs < 6_000, `rolled back after ${tookMs} ms`);

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it, type TestContext } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { startHookServer, type HookServer } from '../helpers/hook-server.ts';
@@ -10,6 +10,7 @@ import { TOKEN, twoPools } from '../helpers/proxy.ts';
 import { startRedis, type RedisServer } from '../helpers/redis-server.ts';
 import { spawnServe, type ServeProcess } from '../helpers/serve-process.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { until } from '../helpers/wait.ts';
 
 /**
  * Chaos: two real `switchyard serve` processes on a real redis-server, and the instance driving
@@ -26,17 +27,6 @@ async function admin(p: ServeProcess, method: string, path: string, body?: unkno
   });
   const text = await r.body.text();
   return { status: r.statusCode, body: text === '' ? null : JSON.parse(text) };
-}
-
-function until<T>(t: TestContext, what: string, timeout: number, probe: () => Promise<T | undefined>): Promise<T> {
-  return t.waitFor(
-    async () => {
-      const v = await probe();
-      if (v === undefined) throw new Error(`timed out waiting for ${what}`);
-      return v;
-    },
-    { interval: 100, timeout },
-  );
 }
 
 describe('chaos: the driver SIGKILLed while a gate call is in flight', () => {
@@ -74,7 +64,7 @@ describe('chaos: the driver SIGKILLed while a gate call is in flight', () => {
     });
     assert.equal(start.status, 201, JSON.stringify(start.body));
     const id = start.body.id as string;
-    await until(t, 'the first gate call', 15_000, async () => hooks.on('/smoke/key')[0]);
+    await until(t, 'the first gate call', async () => hooks.on('/smoke/key')[0], { timeout: 15_000, interval: 100 });
     const claimed = (await admin(all[1] as ServeProcess, 'GET', '/v1/apps/shop/rollouts/current')).body;
     assert.equal(claimed.gates.calling?.round, 1, 'the round in flight is claimed in the record');
     const pid = Number(/:(\d+)\//.exec(claimed.gates.calling.by)?.[1]);
@@ -96,10 +86,10 @@ describe('chaos: the driver SIGKILLed while a gate call is in flight', () => {
       stop = true;
       await traffic;
     });
-    const done = await until(t, 'the rollout to succeed on the survivor', 60_000, async () => {
+    const done = await until(t, 'the rollout to succeed on the survivor', async () => {
       const r = (await admin(survivor, 'GET', '/v1/apps/shop/rollouts/current')).body;
       return r.state === 'succeeded' ? r : undefined;
-    });
+    }, { timeout: 60_000, interval: 100 });
     const rounds = done.gates.rounds as { round: number; verdict: string; lost?: boolean; by: string }[];
     assert.deepEqual(rounds[0], { ...rounds[0], round: 1, lost: true }, 'the dead driver’s round is recorded as lost');
     assert.equal(rounds[0]?.by, claimed.gates.calling.by);

@@ -10,6 +10,7 @@ import { runCliCaptured } from '../helpers/cli.ts';
 import { startHookServer, type HookServer } from '../helpers/hook-server.ts';
 import { startProxy, twoPools, TOKEN, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { until } from '../helpers/wait.ts';
 
 /**
  * docs/gates.md §1, §3, §4 on a whole proxy: approval steps, preRollout/preStep hooks, webhook gates,
@@ -53,19 +54,8 @@ function traffic(t: TestContext, p: TestProxy): void {
   });
 }
 
-function until<T>(t: TestContext, what: string, probe: () => Promise<T | undefined | false>, timeout = 15_000): Promise<T> {
-  return t.waitFor(
-    async () => {
-      const v = await probe();
-      if (v === undefined || v === false) throw new Error(`timed out waiting for ${what}`);
-      return v;
-    },
-    { interval: 30, timeout },
-  );
-}
-
 const current = async (p: TestProxy) => (await p.admin('GET', '/v1/apps/shop/rollouts/current')).body;
-const inState = (t: TestContext, p: TestProxy, state: string, timeout?: number) => until(t, `rollout ${state}`, async () => ((await current(p)).state === state ? current(p) : undefined), timeout);
+const inState = (t: TestContext, p: TestProxy, state: string, timeout?: number) => until(t, `rollout ${state}`, async () => ((await current(p)).state === state ? current(p) : undefined), { timeout: timeout ?? 15_000 });
 const weights = async (p: TestProxy) => (await p.admin('GET', '/v1/apps/shop')).body.weights;
 const history = async (p: TestProxy, limit = 5) => (await p.admin('GET', `/v1/apps/shop/history?limit=${limit}`)).body.entries as { revision: number; reason: string | null; by: string }[];
 
@@ -85,7 +75,7 @@ describe('approval steps', () => {
     const waiting = await until(t, 'step 2 waiting for approval', async () => {
       const c = await current(p);
       return c.step === 2 && c.gates.waitingApproval ? c : undefined;
-    });
+    }, { timeout: 15_000 });
     assert.equal(waiting.state, 'running');
     await sleep(300);
     assert.equal((await current(p)).step, 2, 'held: no step without the approval');
@@ -111,7 +101,7 @@ describe('approval steps', () => {
     const events = await until(t, 'the JSON notifications', async () => {
       const seen = hooks.on(json).map((c) => c.body.event as string);
       return seen.includes('succeeded') && seen.length >= 5 ? seen : undefined;
-    });
+    }, { timeout: 15_000 });
     // the last step ends the rollout: `succeeded`, not `step`
     assert.deepEqual([...events].sort(), ['approved', 'started', 'step', 'succeeded', 'waiting-approval'].sort());
     const jsonMsg = hooks.on(json).find((c) => c.body.event === 'approved')?.body;
@@ -120,7 +110,7 @@ describe('approval steps', () => {
     assert.equal(jsonMsg.to, 'green');
     assert.equal(jsonMsg.version, '2.0.0');
     assert.equal(jsonMsg.step, 2);
-    const slackMsgs = await until(t, 'the Slack notifications', async () => (hooks.on(slack).length >= 3 ? hooks.on(slack) : undefined));
+    const slackMsgs = await until(t, 'the Slack notifications', async () => (hooks.on(slack).length >= 3 ? hooks.on(slack) : undefined), { timeout: 15_000 });
     for (const m of slackMsgs) assert.deepEqual(Object.keys(m.body), ['text']);
     assert.deepEqual(slackMsgs.map((m) => /rollout `r-[0-9a-f]+` to green 2\.0\.0 (.*?) \(/.exec(m.body.text)?.[1]).sort(), ['is waiting for approval', 'succeeded', 'was approved'].sort());
   });
@@ -147,7 +137,7 @@ describe('approval steps', () => {
     await p.admin('POST', '/v1/apps/shop/rollouts/current/abort', {});
     const again = await p.admin('POST', '/v1/apps/shop/rollouts', { to: 'green', steps: [{ weight: 10 }, { approval: true }], analysis: null });
     assert.equal(again.status, 201);
-    await until(t, 'waiting for approval', async () => (await current(p)).gates.waitingApproval);
+    await until(t, 'waiting for approval', async () => (await current(p)).gates.waitingApproval, { timeout: 15_000 });
     const env = { SWITCHYARD_ADMIN_URL: p.adminUrl, SWITCHYARD_TOKEN: TOKEN };
     const status = await runCliCaptured(['rollout', 'shop', 'status'], env);
     assert.equal(status.code, 0, status.stderr);
@@ -219,7 +209,7 @@ describe('hooks', () => {
     const r = await p.admin('POST', '/v1/apps/shop/rollouts', { to: 'green', steps: [{ weight: 50 }], analysis: null, hooks: { postRollout: [hooks.url + '/post/x', 'http://127.0.0.1:1/dead'] } });
     assert.equal(r.status, 201);
     await inState(t, p, 'succeeded');
-    const post = await until(t, 'the postRollout call', async () => hooks.on('/post/x')[0]);
+    const post = await until(t, 'the postRollout call', async () => hooks.on('/post/x')[0], { timeout: 15_000 });
     assert.equal(post.body.phase, 'postRollout');
     assert.equal(post.body.state, 'succeeded');
   });
@@ -284,7 +274,7 @@ describe('notifications', () => {
     const metrics = await until(t, 'the failure counted', async () => {
       const text = await (await fetch(`${p.adminUrl}/metrics`)).text();
       return /switchyard_rollout_notifications_total\{kind="notify",result="failed"\} 1/.test(text) ? text : undefined;
-    });
+    }, { timeout: 15_000 });
     assert.match(metrics, /switchyard_rollout_notifications_total\{kind="notify",result="sent"\} 0/);
     assert.equal(hooks.on('/notify/broken-key').length, 3, 'the first delivery and 2 retries');
     const [a, b, c] = hooks.on('/notify/broken-key').map((x) => x.at);

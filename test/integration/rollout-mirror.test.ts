@@ -4,6 +4,7 @@ import { after, before, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { until } from '../helpers/wait.ts';
 
 // docs/gates.md §1 `{ mirror: PCT, pause }`: green gets copies before it gets users, and the copies are judged.
 let blue: Upstream;
@@ -49,16 +50,6 @@ function traffic(p: TestProxy): { stop(): Promise<void> } {
   };
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for: ${what}`);
-    await sleep(25);
-  }
-}
-
 const current = async (p: TestProxy) => (await p.admin('GET', '/v1/apps/shop/rollouts/current')).body;
 const app = async (p: TestProxy) => (await p.admin('GET', '/v1/apps/shop')).body;
 
@@ -75,14 +66,14 @@ describe('rollout mirror step', () => {
     assert.equal(during.mirror.to, 'green');
     assert.equal(during.mirror.compare, true);
     // the step's analysis reads the copies: green serves no user, yet it has requests to judge
-    const live = await until('copies judged in step 1', async () => {
+    const live = await until(t, 'copies judged in step 1', async () => {
       const c = await current(p);
       assert.equal(c.step, 1, 'still in the mirror step when its copies are seen');
       return c.lastAnalysis?.to?.requests >= 5 ? c : undefined;
-    });
+    }, { timeout: 15_000 });
     assert.equal(live.lastAnalysis.verdict, 'pass');
     assert.equal(live.lastAnalysis.to.errors, 0);
-    const next = await until('step 2', async () => ((await current(p)).step === 2 ? current(p) : undefined));
+    const next = await until(t, 'step 2', async () => ((await current(p)).step === 2 ? current(p) : undefined), { timeout: 15_000 });
     assert.equal(next.state, 'running');
     const after2 = await app(p);
     assert.deepEqual(after2.weights, { blue: 70, green: 30 });
@@ -104,7 +95,7 @@ describe('rollout mirror step', () => {
     const r = await p.admin('POST', '/v1/apps/shop/rollouts', { to: 'green', steps: [{ mirror: 50, pause: '1m' }, { weight: 100 }], analysis: { maxErrorRate: 0.05, minRequests: 5 } });
     assert.equal(r.status, 201, JSON.stringify(r.body));
     assert.equal((await app(p)).mirror.to, 'green');
-    const rolled = await until('rolled back', async () => ((await current(p)).state === 'rolled-back' ? current(p) : undefined));
+    const rolled = await until(t, 'rolled back', async () => ((await current(p)).state === 'rolled-back' ? current(p) : undefined), { timeout: 15_000 });
     assert.match(rolled.reason, /^analysis failed: green mirror copies error rate 100% > 5% and compare mismatch rate 100% > 5% \(\d+ of \d+ pairs\) over 10s/);
     const end = await app(p);
     assert.deepEqual(end.weights, { blue: 100, green: 0 });
@@ -118,7 +109,7 @@ describe('rollout mirror step', () => {
     const p = await proxy(t, 200);
     const r = await p.admin('POST', '/v1/apps/shop/rollouts', { to: 'green', steps: [{ weight: 10 }, { mirror: 5, pause: '1h' }], analysis: null });
     assert.equal(r.status, 201, JSON.stringify(r.body));
-    await until('mirror step', async () => ((await current(p)).step === 2 ? true : undefined));
+    await until(t, 'mirror step', async () => ((await current(p)).step === 2 ? true : undefined), { timeout: 15_000 });
     const during = await app(p);
     assert.deepEqual(during.weights, { blue: 90, green: 10 });
     assert.equal(during.mirror.to, 'green');

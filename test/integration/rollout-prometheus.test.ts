@@ -4,6 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { startPrometheus, type PrometheusServer } from '../helpers/prometheus-server.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { until } from '../helpers/wait.ts';
 
 /**
  * Rollout queries against a real Prometheus (Debian's `prometheus`, started here on a free port)
@@ -56,19 +57,8 @@ async function proxy(t: TestContext, doc: Record<string, unknown> = {}): Promise
   return p;
 }
 
-function until<T>(t: TestContext, what: string, probe: () => Promise<T | undefined>, timeout = 30_000): Promise<T> {
-  return t.waitFor(
-    async () => {
-      const v = await probe();
-      if (v === undefined) throw new Error(`timed out waiting for ${what}`);
-      return v;
-    },
-    { interval: 50, timeout },
-  );
-}
-
 const current = async (p: TestProxy) => (await p.admin('GET', '/v1/apps/shop/rollouts/current')).body;
-const inState = (t: TestContext, p: TestProxy, state: string) => until(t, `rollout ${state}`, async () => ((await current(p)).state === state ? current(p) : undefined));
+const inState = (t: TestContext, p: TestProxy, state: string) => until(t, `rollout ${state}`, async () => ((await current(p)).state === state ? current(p) : undefined), { timeout: 30_000 });
 const weights = async (p: TestProxy) => (await p.admin('GET', '/v1/apps/shop')).body.weights;
 
 describe('rollout queries against a real Prometheus', () => {
@@ -92,7 +82,7 @@ describe('rollout queries against a real Prometheus', () => {
 
   it('a value below min rolls it back, with the value in the reason and the history', async (t) => {
     ratio = 0.9;
-    await until(t, 'prometheus to see 0.9', async () => ((await prometheus.value('checkout_ok_ratio{pool="green"}')) === 0.9 ? true : undefined));
+    await until(t, 'prometheus to see 0.9', async () => ((await prometheus.value('checkout_ok_ratio{pool="green"}')) === 0.9 ? true : undefined), { timeout: 30_000 });
     const p = await proxy(t);
     const r = await p.admin('POST', '/v1/apps/shop/rollouts', {
       to: 'green',

@@ -10,6 +10,7 @@ import type { RedisStore } from '../../src/state/redis-store.ts';
 import { startProxy, twoPools, TOKEN, type TestProxy } from '../helpers/proxy.ts';
 import { startRedis } from '../helpers/redis-server.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { until } from '../helpers/wait.ts';
 
 let blue: Upstream;
 let green: Upstream;
@@ -55,18 +56,8 @@ function traffic(p: TestProxy, concurrency = 4): { stop(): Promise<void> } {
   };
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 8000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for: ${what}`);
-    await sleep(20);
-  }
-}
-
 const current = async (p: TestProxy) => (await p.admin('GET', '/v1/apps/shop/rollouts/current')).body;
-const inState = (p: TestProxy, state: string) => until(`rollout ${state}`, async () => ((await current(p)).state === state ? current(p) : undefined));
+const inState = (t: TestContext, p: TestProxy, state: string) => until(t, `rollout ${state}`, async () => ((await current(p)).state === state ? current(p) : undefined), { timeout: 8_000 });
 const weights = async (p: TestProxy) => (await p.admin('GET', '/v1/apps/shop')).body.weights;
 
 describe('progressive rollouts', () => {
@@ -84,7 +75,7 @@ describe('progressive rollouts', () => {
     assert.deepEqual(r.body.from, { blue: 100, green: 0 });
     assert.ok(r.body.nextInMs > 0 && r.body.nextInMs <= 700);
     assert.deepEqual(await weights(p), { blue: 80, green: 20 });
-    const done = await inState(p, 'succeeded');
+    const done = await inState(t, p, 'succeeded');
     assert.equal(done.step, 3);
     assert.equal(done.reason, 'green reached 100%');
     assert.equal(done.nextInMs, null);
@@ -106,7 +97,7 @@ describe('progressive rollouts', () => {
     t.after(() => load.stop());
     const r = await p.admin('POST', '/v1/apps/shop/rollouts', { to: 'green', steps: [{ weight: 50, pause: '1m' }], analysis: { maxErrorRate: 0.05, minRequests: 10 } });
     assert.equal(r.status, 201);
-    const rolled = await inState(p, 'rolled-back');
+    const rolled = await inState(t, p, 'rolled-back');
     assert.match(rolled.reason, /^analysis failed: green error rate 100% > 5% over 10s \(\d+ requests, \d+ errors; others 0%, p99 \d+ms\)$/);
     assert.equal(rolled.lastAnalysis.verdict, 'fail');
     assert.ok(rolled.lastAnalysis.to.requests >= 10);
@@ -125,24 +116,24 @@ describe('progressive rollouts', () => {
     t.after(() => p.close());
     const r = await p.admin('POST', '/v1/apps/shop/rollouts', { to: 'green', steps: [{ weight: 50, pause: '1m' }], analysis: { maxErrorRate: 0.05, minRequests: 10 } });
     assert.equal(r.status, 201);
-    await until('green at 50 %', async () => (await weights(p)).green === 50);
+    await until(t, 'green at 50 %', async () => (await weights(p)).green === 50, { timeout: 8_000 });
     // a browser the split sent to green keeps its pin
-    const pin = await until('a response from green with a pin', async () => {
+    const pin = await until(t, 'a response from green with a pin', async () => {
       const res = await p.get('/');
       return res.servedBy === 'green@2.0.0' ? String(res.headers['set-cookie']).split(';')[0] : undefined;
-    });
+    }, { timeout: 8_000 });
     greenStatus = 503;
     const load = traffic(p);
     t.after(() => load.stop());
-    await inState(p, 'rolled-back');
+    await inState(t, p, 'rolled-back');
     await load.stop();
     greenStatus = 200;
     assert.deepEqual(await weights(p), { blue: 100, green: 0 });
     for (let i = 0; i < 5; i++) assert.equal((await p.get('/', { cookie: pin as string })).servedBy, 'blue@1.0.0', 'a pin to the rolled-back pool does not hold');
-    const d = await until('green drained', async () => {
+    const d = await until(t, 'green drained', async () => {
       const body = (await p.admin('GET', '/v1/apps/shop/pools/green/drain')).body;
       return body.drained === true ? body : undefined;
-    });
+    }, { timeout: 8_000 });
     assert.equal(d.reason, null);
   });
 
@@ -152,10 +143,10 @@ describe('progressive rollouts', () => {
     const load = traffic(p, 2);
     t.after(() => load.stop());
     await p.admin('POST', '/v1/apps/shop/rollouts', { to: 'green', steps: [{ weight: 10, pause: '1m' }], analysis: { maxErrorRate: 0.01, minRequests: 100_000 } });
-    const seen = await until('green traffic in the window', async () => {
+    const seen = await until(t, 'green traffic in the window', async () => {
       const c = await current(p);
       return c.lastAnalysis?.to.requests > 0 ? c : undefined;
-    });
+    }, { timeout: 8_000 });
     assert.equal(seen.state, 'running');
     assert.equal(seen.lastAnalysis.verdict, 'waiting');
     assert.equal(seen.lastAnalysis.to.errorRate, 1);
@@ -215,7 +206,7 @@ describe('progressive rollouts', () => {
     t.after(() => sick.close());
     const p = await startProxy({ apps: [twoPools(blue.url, sick.url, { health: { interval: '50ms', timeout: '500ms', rise: 1, fall: 1, passive: false } })] }, FAST);
     t.after(() => p.close());
-    await until('green down', async () => (await p.admin('GET', '/v1/apps/shop')).body.pools.green.healthy === false);
+    await until(t, 'green down', async () => (await p.admin('GET', '/v1/apps/shop')).body.pools.green.healthy === false, { timeout: 8_000 });
     const r = await p.admin('POST', '/v1/apps/shop/rollouts', { to: 'green', preset: 'canary10-5m' });
     assert.equal(r.status, 409);
     assert.equal(r.body.error.code, 'POOL_UNHEALTHY');
@@ -230,7 +221,7 @@ describe('progressive rollouts', () => {
     await p.admin('POST', '/v1/apps/shop/rollouts', { to: 'green', preset: 'linear10-every-1m' });
     const sw = await p.admin('POST', '/v1/apps/shop/switch', { to: 'blue', reason: 'not today' });
     assert.equal(sw.status, 200);
-    const aborted = await inState(p, 'aborted');
+    const aborted = await inState(t, p, 'aborted');
     assert.equal(aborted.reason, `manual change at revision ${sw.body.revision} (switch by tester)`);
     await sleep(100);
     assert.deepEqual(await weights(p), { blue: 100, green: 0 }, 'the manual weights stay');
@@ -251,7 +242,7 @@ describe('progressive rollouts', () => {
     assert.equal(resumed.step, 1);
     assert.ok(resumed.nextInMs <= r.body.nextInMs);
     assert.deepEqual(await weights(second), { blue: 60, green: 40 });
-    const done = await inState(second, 'succeeded');
+    const done = await inState(t, second, 'succeeded');
     assert.equal(done.startedAt, r.body.startedAt);
     assert.deepEqual(await weights(second), { blue: 0, green: 100 });
   });
@@ -315,24 +306,24 @@ describe('rollouts in a fleet on redis', () => {
     const { a, b, redis } = await fleet(t);
     const r = await a.admin('POST', '/v1/apps/shop/rollouts', { to: 'green', steps: [{ weight: 10, pause: '1500ms' }], analysis: null });
     assert.equal(r.status, 201);
-    await driverOf(a);
+    await driverOf(t, a);
     await redis.restart();
-    const done = await inState(b, 'succeeded');
+    const done = await inState(t, b, 'succeeded');
     assert.equal(done.id, r.body.id);
     assert.deepEqual(await weights(a), { blue: 0, green: 100 });
   });
 
-  const driverOf = async (p: TestProxy): Promise<string> => until('a driver', async () => ((await current(p)).driver ?? undefined) as string | undefined);
+  const driverOf = async (t: TestContext, p: TestProxy): Promise<string> => until(t, 'a driver', async () => ((await current(p)).driver ?? undefined) as string | undefined, { timeout: 8_000 });
 
   it('one instance drives; closed mid-rollout, the other takes over and finishes it', async (t) => {
     const { a, b } = await fleet(t);
     const r = await b.admin('POST', '/v1/apps/shop/rollouts', { to: 'green', steps: [{ weight: 10, pause: '800ms' }, { weight: 50, pause: '800ms' }], analysis: null });
     assert.equal(r.status, 201);
-    const driver = await driverOf(a);
-    assert.equal(driver, await driverOf(b), 'both see the same driver');
+    const driver = await driverOf(t, a);
+    assert.equal(driver, await driverOf(t, b), 'both see the same driver');
     const [gone, stays] = driver.startsWith('a/') ? [a, b] : [b, a];
     await gone.close();
-    const done = await inState(stays, 'succeeded');
+    const done = await inState(t, stays, 'succeeded');
     assert.equal(done.id, r.body.id);
     assert.deepEqual(await weights(stays), { blue: 0, green: 100 });
     assert.notEqual((await current(stays)).driver, driver);
@@ -344,12 +335,12 @@ describe('rollouts in a fleet on redis', () => {
     const { a, b } = await fleet(t);
     const r = await a.admin('POST', '/v1/apps/shop/rollouts', { to: 'green', steps: [{ weight: 10, pause: '1s' }, { weight: 50, pause: '300ms' }], analysis: null });
     assert.equal(r.status, 201);
-    const driver = await driverOf(a);
+    const driver = await driverOf(t, a);
     const [dead, stays] = driver.startsWith('a/') ? [a, b] : [b, a];
     // no release, no renewal: only the lease's TTL tells the other instance
     (dead.sy.controller.store as RedisStore).client.disconnect();
     const cut = Date.now();
-    const done = await inState(stays, 'succeeded');
+    const done = await inState(t, stays, 'succeeded');
     assert.ok(Date.now() - cut >= 300, 'the other waited for the lease to expire');
     assert.equal(done.id, r.body.id);
     assert.deepEqual(await weights(stays), { blue: 0, green: 100 });

@@ -5,11 +5,12 @@ import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { redisKeys } from '../../src/state/redis-store.ts';
-import { eventually, revisionOf } from '../helpers/fleet.ts';
+import { revisionOf } from '../helpers/fleet.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { redisClient } from '../helpers/redis-server.ts';
 import { MASTER_NAME, startSentinelGroup, type SentinelGroup } from '../helpers/sentinel.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { until } from '../helpers/wait.ts';
 
 // Writes that survive a Sentinel failover (issue 24): a primary, two replicas, three sentinels,
 // two instances writing with store.replicas 1. Whatever happens to the primary, a write answered
@@ -36,7 +37,7 @@ interface Answer {
 }
 
 async function setup(t: TestContext): Promise<{ group: SentinelGroup; a: TestProxy; b: TestProxy; prefix: string }> {
-  const group = await startSentinelGroup(2);
+  const group = await startSentinelGroup(t, 2);
   const prefix = `failover${process.pid}-${Date.now()}`;
   const dirs = [await mkdtemp(join(tmpdir(), 'switchyard-failover-')), await mkdtemp(join(tmpdir(), 'switchyard-failover-'))];
   const store = (dir: string) => ({ kind: 'redis', url: 'redis://ignored', sentinels: group.addresses, name: MASTER_NAME, prefix, cachePath: join(dir, 'cache.json'), commandTimeout: '1s', replicas: 1, replicaTimeout: '500ms' });
@@ -93,7 +94,7 @@ describe('writes through a Sentinel failover (store.replicas 1)', () => {
     const switchAt = await Promise.race([promoted, sleep(30_000, -1)]);
     assert.notEqual(switchAt, -1, 'sentinel promoted a replica within 30 s');
     // keep writing until 3 s after the first 200 that followed the promotion (at most 20 s)
-    await eventually(() => answers.some((x) => x.status === 200 && x.at > switchAt), 'a write answered 200 after the promotion', 20_000);
+    await until(t, 'a write answered 200 after the promotion', () => answers.some((x) => x.status === 200 && x.at > switchAt), { timeout: 20_000 });
     const firstOk = answers.find((x) => x.status === 200 && x.at > switchAt)!;
     stopAt = Date.now() + 4_000;
     await writer;
@@ -105,7 +106,7 @@ describe('writes through a Sentinel failover (store.replicas 1)', () => {
     await assertEveryOkWriteKept(group, prefix, answers);
     // both instances route on the last write
     const last = answers.filter((x) => x.status === 200).at(-1)!;
-    await eventually(() => revisionOf(a) >= last.revision! && revisionOf(b) >= last.revision!, 'both instances on the last write', 10_000);
+    await until(t, 'both instances on the last write', () => revisionOf(a) >= last.revision! && revisionOf(b) >= last.revision!, { timeout: 10_000 });
   });
 
   it('the primary SIGSTOPped 12 s under a write every 200 ms: every write answered 200 is kept, none goes to the old primary once it wakes', async (t) => {
@@ -119,7 +120,7 @@ describe('writes through a Sentinel failover (store.replicas 1)', () => {
     group.primary.pause();
     const switchAt = await Promise.race([promoted, sleep(11_000, -1)]);
     assert.notEqual(switchAt, -1, 'sentinel promoted a replica while the primary was stopped');
-    await eventually(() => answers.some((x) => x.status === 200 && x.at > switchAt), 'a write answered 200 after the promotion', 10_000);
+    await until(t, 'a write answered 200 after the promotion', () => answers.some((x) => x.status === 200 && x.at > switchAt), { timeout: 10_000 });
     const firstOk = answers.find((x) => x.status === 200 && x.at > switchAt)!;
     await sleep(Math.max(0, pausedAt + 12_000 - Date.now()));
     group.primary.resume();
@@ -130,14 +131,14 @@ describe('writes through a Sentinel failover (store.replicas 1)', () => {
     t.diagnostic(`promotion ${switchAt - pausedAt} ms after the stop; first 200 ${firstOk.at - switchAt} ms after it; answers ${summary(answers)}`);
     assert.ok(firstOk.at - switchAt < 8_000, `writes answered 200 again ${firstOk.at - switchAt} ms after the promotion`);
     // the old primary has been demoted and resynced: it is a replica of the new one
-    await eventually(async () => {
+    await until(t, 'the old primary to be demoted', async () => {
       const old = redisClient({ port: group.primary.port, host: '127.0.0.1' });
       try {
         return (await old.info('replication')).includes('role:slave');
       } finally {
         old.disconnect();
       }
-    }, 'the old primary to be demoted', 20_000);
+    }, { timeout: 20_000 });
     await assertEveryOkWriteKept(group, prefix, answers);
     const late = answers.filter((x) => x.at > pausedAt + 15_000);
     assert.ok(late.length > 0 && late.every((x) => x.status === 200), `writes after the old primary woke answered 200: ${summary(late)}`);

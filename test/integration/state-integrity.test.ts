@@ -9,13 +9,14 @@ import { parseConfig } from '../../src/config/load.ts';
 import { Controller } from '../../src/control/controller.ts';
 import type { SwitchyardError } from '../../src/errors.ts';
 import { FileStore } from '../../src/state/file-store.ts';
+import { RedisStore } from '../../src/state/redis-store.ts';
 import { redisKeys } from '../../src/state/redis-connect.ts';
 import type { RoutingState, StateStore } from '../../src/state/types.ts';
-import { eventually } from '../helpers/fleet.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { redisClient, startRedis, type RedisServer } from '../helpers/redis-server.ts';
 import { makeState } from '../helpers/store-contract.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { until } from '../helpers/wait.ts';
 
 // Issue 13, state integrity: every answer of the admin API about routing state is true, on both
 // stores, under bad pool names, a bad stored state, concurrent writers and writes that change nothing.
@@ -300,8 +301,11 @@ describe('a state that turns invalid in redis while instances run', () => {
 
     // a hand edit (or a buggy tool) stores weights that sum to 0, as revision 3
     await plant(s1, { ...makeState('shop', 3), weights: { blue: 0, green: 0 } });
-    for (const p of [a, b]) await eventually(async () => /weights: must sum to 10000 bp, got 0/.test((await broken(p)) ?? ''), 'brokenStates to list shop');
-    await new Promise((r) => setTimeout(r, 2_500)); // a few polls more: still one line
+    for (const p of [a, b]) await until(t, 'brokenStates to list shop', async () => /weights: must sum to 10000 bp, got 0/.test((await broken(p)) ?? ''));
+    // three polls more, run here rather than waited for: still one line
+    const store = a.sy.controller.store;
+    assert.ok(store instanceof RedisStore);
+    for (let i = 0; i < 3; i++) await store.sync();
     assert.equal(lines.filter((l) => l.level === 50 && l.app === 'shop').length, 1, 'logged once');
     assert.match(String(lines.find((l) => l.level === 50 && l.app === 'shop')?.msg), /routing on the last good state \(revision 2\)/);
     for (const p of [a, b]) {
@@ -312,16 +316,16 @@ describe('a state that turns invalid in redis while instances run', () => {
     const weights = await b.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 30, green: 70 }, reason: 'repair' });
     assert.equal(weights.status, 200, JSON.stringify(weights.body));
     assert.equal(weights.body.revision, 4);
-    for (const p of [a, b]) await eventually(async () => (await broken(p)) === undefined && (await p.admin('GET', '/v1/apps/shop')).body.revision === 4, 'the repair everywhere');
+    for (const p of [a, b]) await until(t, 'the repair everywhere', async () => (await broken(p)) === undefined && (await p.admin('GET', '/v1/apps/shop')).body.revision === 4);
 
     // a value with no readable revision (counted as 0): the repair still goes above the last good revision
     await plant(s1, 'not a routing state');
-    for (const p of [a, b]) await eventually(async () => (await broken(p)) !== undefined, 'brokenStates to list shop again');
+    for (const p of [a, b]) await until(t, 'brokenStates to list shop again', async () => (await broken(p)) !== undefined);
     const back = await a.admin('POST', '/v1/apps/shop/switch', { to: 'blue', reason: 'repair again' });
     assert.equal(back.status, 200, JSON.stringify(back.body));
     assert.equal(back.body.revision, 5);
     for (const p of [a, b]) {
-      await eventually(async () => (await broken(p)) === undefined && (await p.admin('GET', '/v1/apps/shop')).body.revision === 5, 'the second repair everywhere');
+      await until(t, 'the second repair everywhere', async () => (await broken(p)) === undefined && (await p.admin('GET', '/v1/apps/shop')).body.revision === 5);
       assert.equal((await p.get('/', { host: 'shop.test' })).servedBy, 'blue@1.0.0');
     }
 
@@ -329,10 +333,10 @@ describe('a state that turns invalid in redis while instances run', () => {
     const client = redisClient(redis.url);
     t.after(() => client.disconnect());
     await client.set(redisKeys(s1.prefix).state('shop'), '{"revision": 9, "weights"');
-    await eventually(async () => (await broken(a)) !== undefined, 'brokenStates to list the unparsable state');
+    await until(t, 'brokenStates to list the unparsable state', async () => (await broken(a)) !== undefined);
     const third = await a.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 60, green: 40 } });
     assert.equal(third.status, 200, JSON.stringify(third.body));
     assert.equal(third.body.revision, 6);
-    await eventually(async () => (await broken(b)) === undefined && (await b.admin('GET', '/v1/apps/shop')).body.revision === 6, 'the third repair on B');
+    await until(t, 'the third repair on B', async () => (await broken(b)) === undefined && (await b.admin('GET', '/v1/apps/shop')).body.revision === 6);
   });
 });

@@ -4,9 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { request } from 'undici';
-import { eventually } from '../helpers/fleet.ts';
 import { startProxy, twoPools } from '../helpers/proxy.ts';
 import { startUpstream } from '../helpers/upstream.ts';
+import { until } from '../helpers/wait.ts';
 
 // The file store's filesystem stops taking writes (read-only, full, gone): routing goes on, writes
 // answer 503, and /readyz (storeHealth) and /metrics (switchyard_store_writable) say so — between
@@ -38,7 +38,7 @@ describe('a file store that cannot be written', () => {
     await rm(stateDir, { recursive: true, force: true });
     await writeFile(stateDir, 'not a directory');
     // no write yet: the probe finds it
-    await eventually(async () => (await ready()).details.storeHealth.writable === false, 'the probe to find the store unwritable', 12_000);
+    await until(t, 'the probe to find the store unwritable', async () => (await ready()).details.storeHealth.writable === false, { timeout: 12_000 });
     const r = await ready();
     assert.equal(r.status, 'ready', 'still routing, so still ready');
     assert.match(r.details.storeHealth.error ?? '', /ENOTDIR|not a directory/);

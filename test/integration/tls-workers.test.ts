@@ -99,8 +99,8 @@ describe('listen.tls with workers: 2', () => {
       p = await spawnServe({ workers: 2, listen: { host: '127.0.0.1', port: plain, tls: { port: tlsPort, certs: [{ cert: liveCert, key: liveKey }] } }, apps: [twoPools(up.url, up.url)] }, 20_000);
     });
     after(async () => {
-      await p.cleanup();
-      ca.close();
+      await p?.cleanup();
+      ca?.close();
     });
 
     it('both workers answer HTTP/1.1 over TLS and h2 on the TLS port', async () => {
@@ -153,9 +153,10 @@ describe('listen.tls with workers: 2', () => {
     });
   });
 
-  it('ACME http-01 against pebble: one order for the group, the certificate served by both workers', async () => {
+  it('ACME http-01 against pebble: one order for the group, the certificate served by both workers', async (t) => {
     const [plain, tlsPort] = [await freePort(), await freePort()];
     const pebble = await startPebble({ httpPort: plain, tlsPort });
+    t.after(() => pebble.close());
     const p = await spawnServe(
       {
         workers: 2,
@@ -164,29 +165,25 @@ describe('listen.tls with workers: 2', () => {
       },
       20_000,
     );
-    try {
-      const deadline = Date.now() + 30_000;
-      let ok: Awaited<ReturnType<typeof h1>>[] = [];
-      for (;;) {
-        ok = await many(8, () => h1(tlsPort).catch(() => null)).then((r) => r.filter((x) => x !== null));
-        if (ok.length === 8 && ok.every((r) => /Pebble/i.test(String(r.cert.issuer.CN)))) break;
-        assert.ok(Date.now() < deadline, `no ACME certificate on every worker within 30 s: ${p.output().slice(-2000)}`);
-        await sleep(300);
-      }
-      const before0 = await served(p);
-      const seen = await many(40, () => h1(tlsPort));
-      assert.ok(seen.every((r) => /Pebble/i.test(String(r.cert.issuer.CN)) && r.status === 200));
-      assert.equal(new Set(seen.map((r) => r.cert.serialNumber)).size, 1, 'one certificate, served by both workers');
-      assert.ok(delta(before0, await served(p)).every((n) => n > 0), 'both workers took some of those connections');
-      const text = await (await request(`${p.adminUrl}/metrics`)).body.text();
-      assert.match(text, /switchyard_acme_orders_total\{host="shop\.test"\} 1\b/, 'one order for the whole group');
-      const ready = (await (await request(`${p.adminUrl}/readyz`)).body.json()) as { details: { acme: { orderer: boolean; hosts: { host: string; notAfter: string | null; lastError: string | null }[] } } };
-      assert.equal(ready.details.acme.orderer, true);
-      assert.equal(ready.details.acme.hosts[0]?.lastError, null);
-      assert.notEqual(ready.details.acme.hosts[0]?.notAfter, null);
-    } finally {
-      await p.cleanup();
-      await pebble.close();
+    t.after(() => p.cleanup());
+    const deadline = Date.now() + 30_000;
+    let ok: Awaited<ReturnType<typeof h1>>[];
+    for (;;) {
+      ok = await many(8, () => h1(tlsPort).catch(() => null)).then((r) => r.filter((x) => x !== null));
+      if (ok.length === 8 && ok.every((r) => /Pebble/i.test(String(r.cert.issuer.CN)))) break;
+      assert.ok(Date.now() < deadline, `no ACME certificate on every worker within 30 s: ${p.output().slice(-2000)}`);
+      await sleep(300);
     }
+    const before0 = await served(p);
+    const seen = await many(40, () => h1(tlsPort));
+    assert.ok(seen.every((r) => /Pebble/i.test(String(r.cert.issuer.CN)) && r.status === 200));
+    assert.equal(new Set(seen.map((r) => r.cert.serialNumber)).size, 1, 'one certificate, served by both workers');
+    assert.ok(delta(before0, await served(p)).every((n) => n > 0), 'both workers took some of those connections');
+    const text = await (await request(`${p.adminUrl}/metrics`)).body.text();
+    assert.match(text, /switchyard_acme_orders_total\{host="shop\.test"\} 1\b/, 'one order for the whole group');
+    const ready = (await (await request(`${p.adminUrl}/readyz`)).body.json()) as { details: { acme: { orderer: boolean; hosts: { host: string; notAfter: string | null; lastError: string | null }[] } } };
+    assert.equal(ready.details.acme.orderer, true);
+    assert.equal(ready.details.acme.hosts[0]?.lastError, null);
+    assert.notEqual(ready.details.acme.hosts[0]?.notAfter, null);
   });
 });

@@ -11,6 +11,7 @@ import { startProxy, twoPools, TOKEN } from '../helpers/proxy.ts';
 import { spawnServe } from '../helpers/serve-process.ts';
 import { startRedis } from '../helpers/redis-server.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { until } from '../helpers/wait.ts';
 
 /**
  * `workers: 2` as an operator runs it: `src/main.ts serve` in a real process (a primary and two
@@ -24,17 +25,6 @@ interface WorkerDetail {
   listen: string | null;
   restarts: number;
   served?: number;
-}
-
-/** Polls `check` every 20 ms until it returns a value, or fails after `ms`. */
-async function until<T>(what: string, ms: number, check: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) assert.fail(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(20);
-  }
 }
 
 type Json = any; // eslint-disable-line @typescript-eslint/no-explicit-any -- tests assert on whatever JSON the API answers
@@ -138,10 +128,11 @@ describe('workers: 2', () => {
     g = await startGroup({ workers: 2, apps: [twoPools([blue.url, blueSick.url], green.url, { health: { interval: '100ms', timeout: '500ms', rise: 1, fall: 1 } })] });
   });
 
+  // `?.`: whatever `before` made before it failed is closed too (a throw here left the upstreams open)
   after(async () => {
-    await g.cleanup();
+    await g?.cleanup();
     for (const r of held) r();
-    await Promise.all([blue.close(), blueSick.close(), green.close()]);
+    await Promise.all([blue?.close(), blueSick?.close(), green?.close()]);
   });
 
   it('runs two workers on SO_REUSEPORT listeners, and both serve', async () => {
@@ -157,8 +148,8 @@ describe('workers: 2', () => {
     assert.ok(after.every((n, i) => n > (before[i] ?? 0)), `each worker served some of 60 connections: ${before} → ${after}`);
   });
 
-  it('forwards the primary’s health checks: no worker sends traffic to a target they took down', async () => {
-    const pool = await until('the sick target to be down', 5_000, async () => {
+  it('forwards the primary’s health checks: no worker sends traffic to a target they took down', async (t) => {
+    const pool = await until(t, 'the sick target to be down', async () => {
       const s = await g.admin('GET', '/v1/apps/shop');
       const states = s.body.pools.blue.targetStates as { url: string; state: string }[] | undefined;
       return states?.find((t) => t.url === blueSick.url)?.state === 'down' ? s.body.pools.blue : undefined;
@@ -194,17 +185,17 @@ describe('workers: 2', () => {
     assert.equal(stats.body.workers, 2);
   });
 
-  it('drain figures and AppState sum the requests every worker holds on the draining pool', async () => {
+  it('drain figures and AppState sum the requests every worker holds on the draining pool', async (t) => {
     await g.admin('POST', '/v1/apps/shop/switch', { to: 'blue' });
     held.length = 0;
     const slow = Array.from({ length: 6 }, () => g.get('/slow'));
-    await until('6 slow requests upstream', 5_000, async () => (held.length === 6 ? true : undefined));
+    await until(t, '6 slow requests upstream', async () => (held.length === 6 ? true : undefined));
     const sw = await g.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
     assert.equal(sw.status, 200);
-    const drain = await until('the drain figures to show 6 in flight', 2_000, async () => {
+    const drain = await until(t, 'the drain figures to show 6 in flight', async () => {
       const d = await g.admin('GET', '/v1/apps/shop/pools/blue/drain');
       return d.body.inflight === 6 ? d.body : undefined;
-    });
+    }, { timeout: 2_000 });
     assert.equal(drain.weight, 0);
     assert.equal(drain.drained, false);
     const state = (await g.admin('GET', '/v1/apps/shop')).body;
@@ -212,17 +203,17 @@ describe('workers: 2', () => {
     assert.deepEqual(state.instances, { applied: 1, total: 1 });
     for (const release of held.splice(0)) release();
     assert.deepEqual((await Promise.all(slow)).map((r) => r.servedBy), Array(6).fill('blue@1.0.0'));
-    await until('blue to be drained', 2_000, async () => ((await g.admin('GET', '/v1/apps/shop/pools/blue/drain')).body.drained === true ? true : undefined));
+    await until(t, 'blue to be drained', async () => ((await g.admin('GET', '/v1/apps/shop/pools/blue/drain')).body.drained === true ? true : undefined), { timeout: 2_000 });
   });
 
-  it('replaces a worker that dies, and the replacement routes on the current state', async () => {
+  it('replaces a worker that dies, and the replacement routes on the current state', async (t) => {
     const [victim, other] = await g.workers();
     assert.ok(victim?.pid && other?.pid);
     process.kill(victim.pid, 'SIGKILL');
-    const replaced = await until('a replacement worker', 10_000, async () => {
+    const replaced = await until(t, 'a replacement worker', async () => {
       const w = (await g.workers())[victim.slot];
       return w !== undefined && w.ready && w.pid !== victim.pid ? w : undefined;
-    });
+    }, { timeout: 10_000 });
     assert.equal(replaced.restarts, 1);
     assert.equal((await g.workers())[other.slot]?.pid, other.pid);
     const before = await g.served();
@@ -232,10 +223,10 @@ describe('workers: 2', () => {
     assert.ok(after.every((n, i) => n > (before[i] ?? 0)), 'the replacement serves too');
   });
 
-  it('SIGTERM: readyz turns 503, requests in flight on every worker finish, and the process exits 0', async () => {
+  it('SIGTERM: readyz turns 503, requests in flight on every worker finish, and the process exits 0', async (t) => {
     held.length = 0;
     const slow = Array.from({ length: 6 }, () => g.get('/slow'));
-    await until('6 slow requests upstream', 5_000, async () => (held.length === 6 ? true : undefined));
+    await until(t, '6 slow requests upstream', async () => (held.length === 6 ? true : undefined));
     const pids = (await g.workers()).map((w) => w.pid);
     g.child.kill('SIGTERM');
     await sleep(100);
@@ -272,23 +263,23 @@ describe('workers: 2 on redis', () => {
     t.after(() => single.close());
 
     const both = async (check: (state: Json) => boolean): Promise<boolean> => check((await g.admin('GET', '/v1/apps/shop')).body) && check((await single.admin('GET', '/v1/apps/shop')).body);
-    await until('both to count two instances', 5_000, async () => ((await both((s) => s.instances.total === 2)) ? true : undefined));
+    await until(t, 'both to count two instances', async () => ((await both((s) => s.instances.total === 2)) ? true : undefined));
 
     const slow = [...Array.from({ length: 6 }, () => g.get('/slow')), ...Array.from({ length: 2 }, () => single.get('/slow'))];
-    await until('8 slow requests upstream', 5_000, async () => (held.length === 8 ? true : undefined));
+    await until(t, '8 slow requests upstream', async () => (held.length === 8 ? true : undefined));
     const sw = await single.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
     assert.equal(sw.status, 200);
     // applied: the group counts once every worker routes on the revision
-    await until('both instances to apply the switch', 5_000, async () => ((await both((s) => s.instances.applied === 2 && s.revision === 2)) ? true : undefined));
+    await until(t, 'both instances to apply the switch', async () => ((await both((s) => s.instances.applied === 2 && s.revision === 2)) ? true : undefined));
     assert.deepEqual([...new Set((await g.many(20)).map((r) => r.servedBy))], ['green@2.0.0']);
     for (const p of [g, single]) {
-      await until('the fleet-wide drain figures', 5_000, async () => {
+      await until(t, 'the fleet-wide drain figures', async () => {
         const d = (await p.admin('GET', '/v1/apps/shop/pools/blue/drain')).body;
         return d.inflight === 8 && d.drained === false ? true : undefined;
       });
     }
     for (const release of held.splice(0)) release();
     assert.deepEqual((await Promise.all(slow)).map((r) => r.status), Array(8).fill(200));
-    await until('blue drained fleet-wide', 5_000, async () => ((await single.admin('GET', '/v1/apps/shop/pools/blue/drain')).body.drained === true ? true : undefined));
+    await until(t, 'blue drained fleet-wide', async () => ((await single.admin('GET', '/v1/apps/shop/pools/blue/drain')).body.drained === true ? true : undefined));
   });
 });

@@ -7,10 +7,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { redisKeys } from '../../src/state/redis-store.ts';
 import { runCliCaptured } from '../helpers/cli.ts';
 import { startDelayProxy, type DelayProxy } from '../helpers/delay-proxy.ts';
-import { eventually, revisionOf } from '../helpers/fleet.ts';
+import { revisionOf } from '../helpers/fleet.ts';
 import { startProxy, TOKEN, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { redisClient, startRedis, type RedisServer } from '../helpers/redis-server.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { until } from '../helpers/wait.ts';
 
 // What a write's answer means when Redis is slow to answer it: 200 it landed, 503 it did not and
 // never will, 504 WRITE_OUTCOME_UNKNOWN it may have (never a plain 503 for a write that landed).
@@ -79,8 +80,8 @@ describe('the answer to a write whose redis reply is slow', () => {
     assert.deepEqual([stored.revision, stored.weights], [start + 1, { blue: 4_100, green: 5_900 }]);
     // once: a landed write is not retried as a new revision
     assert.deepEqual((await s.reasons()).filter((x) => x === 'slow reply'), ['slow reply']);
-    await eventually(() => revisionOf(s.b) === start + 1, 'instance B on the written revision');
-    await eventually(() => revisionOf(s.a) === start + 1, 'instance A on the written revision');
+    await until(t, 'instance B on the written revision', () => revisionOf(s.b) === start + 1);
+    await until(t, 'instance A on the written revision', () => revisionOf(s.a) === start + 1);
   });
 
   it('a write whose request reaches redis after its deadline answers 503 and never lands', async (t) => {
@@ -137,7 +138,7 @@ describe('the answer to a write whose redis reply is slow', () => {
     // a 200 means the write is in the store, next to the one it raced with
     assert.deepEqual([...stored.definition.pools['green']!.targets].sort(), [green.url, 'http://127.0.0.1:20001', 'http://127.0.0.1:20002'].sort());
     assert.equal(second.body.revision, stored.revision);
-    await eventually(() => revisionOf(s.a) === stored.revision && revisionOf(s.b) === stored.revision, 'both instances on the stored revision');
+    await until(t, 'both instances on the stored revision', () => revisionOf(s.a) === stored.revision && revisionOf(s.b) === stored.revision);
     for (const p of [s.a, s.b]) assert.deepEqual([...p.sy.controller.appConfig('shop').pools.green!.targets].sort(), [...stored.definition.pools['green']!.targets].sort());
   });
 });

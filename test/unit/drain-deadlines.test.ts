@@ -2,8 +2,9 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseConfig } from '../../src/config/load.ts';
 import { initialState, nextState } from '../../src/control/next-state.ts';
-import { DrainDeadlines, spreadWindow, type Timers } from '../../src/dataplane/drain.ts';
+import { DrainDeadlines, spreadWindow } from '../../src/dataplane/drain.ts';
 import type { Cuttable } from '../../src/dataplane/open-set.ts';
+import { ManualClock } from '../helpers/clock.ts';
 import { runtimeFor } from '../helpers/runtime.ts';
 import { buildAppRoute, buildSnapshot, type Snapshot } from '../../src/routing/snapshot.ts';
 import type { RoutingState } from '../../src/state/types.ts';
@@ -21,41 +22,11 @@ const config = parseConfig({
 const appCfg = config.apps[0]!;
 const T0 = Date.parse('2026-01-01T00:00:00Z');
 
-/** A manual clock: timers fire only when the test moves time forward. */
-class FakeClock implements Timers {
-  now = T0;
-  private seq = 0;
-  private readonly timers = new Map<number, { at: number; fn: () => void }>();
-  setTimeout(fn: () => void, ms: number): unknown {
-    const id = ++this.seq;
-    this.timers.set(id, { at: this.now + ms, fn });
-    return id;
-  }
-  clearTimeout(handle: unknown): void {
-    this.timers.delete(handle as number);
-  }
-  get pending(): number {
-    return this.timers.size;
-  }
-  advance(ms: number): void {
-    const end = this.now + ms;
-    for (;;) {
-      let next: [number, { at: number; fn: () => void }] | undefined;
-      for (const e of this.timers) if (e[1].at <= end && (next === undefined || e[1].at < next[1].at)) next = e;
-      if (next === undefined) break;
-      this.timers.delete(next[0]);
-      this.now = next[1].at;
-      next[1].fn();
-    }
-    this.now = end;
-  }
-}
-
 class FakeConn implements Cuttable {
   cutAt: number | null = null;
   openSlot = -1;
-  private readonly clock: FakeClock;
-  constructor(clock: FakeClock) {
+  private readonly clock: ManualClock;
+  constructor(clock: ManualClock) {
     this.clock = clock;
   }
   cut(reason: 'drain' | 'shutdown'): void {
@@ -65,7 +36,7 @@ class FakeConn implements Cuttable {
 }
 
 function setup() {
-  const clock = new FakeClock();
+  const clock = new ManualClock(T0);
   const runtime = runtimeFor(config);
   const holder: { snapshot: Snapshot } = { snapshot: buildSnapshot([]) };
   let state: RoutingState = initialState('shop', { blue: 10000, green: 0 }, clock.now);
