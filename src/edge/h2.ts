@@ -28,9 +28,9 @@ type ExchangeStream = Http2.ServerHttp2Stream & { [kExchange]: H2Exchange; [kBod
  * stream and copied every body chunk from one to the other; here the core stream is the request
  * body itself (`requestBody`) and the response is written on it.
  *
- * `rawHeaders` are as HTTP/1.1 has them: without the pseudo-headers, `:authority` as Host (RFC
- * 9113 §8.3.1), and the cookie fields h2 may split joined into one (RFC 9113 §8.2.3), since the upstream
- * may speak HTTP/1.1.
+ * `rawHeaders` are as HTTP/1.1 has them: without the pseudo-headers, `:authority` as Host
+ * (RFC 9113 §8.3.1), and the cookie fields h2 may split joined into one (RFC 9113 §8.2.3), since
+ * the upstream may speak HTTP/1.1.
  */
 export class H2Exchange {
   readonly stream: Http2.ServerHttp2Stream;
@@ -117,7 +117,7 @@ export class H2Exchange {
   /**
    * The response head from the HTTP/1.1 path's flat list (or a fields object): names in lower
    * case, what h2 forbids dropped (RFC 9113 §8.2.2; node:http2 throws on it), no reason phrase
-   * (§8.3.2). The stream waits for trailers only when some may come: a gRPC call (its status is
+   * (RFC 9113 §8.3.2). The stream waits for trailers only when some may come: a gRPC call (its status is
    * a trailer), an h2 target's response (forward.ts says so) or an announced Trailer field;
    * otherwise the body's last DATA frame ends it, with no empty frame after it.
    */

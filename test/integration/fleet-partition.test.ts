@@ -93,7 +93,7 @@ describe('drain figures never trust an absence', () => {
     const { a, c, link } = await setup(t, { ...app, pools: { ...(app.pools as object), gray: { version: '3.0.0', targets: [green.url] } } });
     const w = await a.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 50, green: 0, gray: 50 } });
     assert.equal(w.status, 200, JSON.stringify(w.body));
-    await eventually(() => revisionOf(c) === w.body.revision, 'c to route half to gray');
+    await until(t, 'c to route half to gray', () => revisionOf(c) === w.body.revision, { timeout: 5_000 });
     link.hold('requests', 15_000, { newConnections: true });
     link.hold('replies', 15_000, { newConnections: true });
     const sw = await a.admin('POST', '/v1/apps/shop/switch', { to: 'blue', reason: 'gray away' });
@@ -103,7 +103,7 @@ describe('drain figures never trust an absence', () => {
     assert.equal(early.status, 409, JSON.stringify(early.body));
     assert.equal(early.body.error.code, 'POOL_IN_USE');
     assert.match(early.body.error.message, /instance c has not applied revision \d+|unknown: instance c unreachable/);
-    await eventually(async () => (await a.admin('GET', '/v1/apps/shop')).body.instances.unaccounted?.[0]?.id === 'c', 'c to be unaccounted', 10_000);
+    await until(t, 'c to be unaccounted', async () => (await a.admin('GET', '/v1/apps/shop')).body.instances.unaccounted?.[0]?.id === 'c', { timeout: 10_000 });
     const silent = await a.admin('DELETE', '/v1/apps/shop/pools/gray', { reason: 'tidy up' });
     assert.equal(silent.status, 409, JSON.stringify(silent.body));
     assert.equal(silent.body.error.code, 'POOL_IN_USE');
