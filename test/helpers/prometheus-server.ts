@@ -68,7 +68,10 @@ export async function startPrometheus(targets: readonly string[]): Promise<Prome
       async stop() {
         if (child.exitCode === null) {
           child.kill('SIGTERM');
-          await Promise.race([once(child, 'exit'), sleep(10_000).then(() => child.kill('SIGKILL'))]);
+          // the 10 s guard is cancelled once the child has gone: a pending timer would keep the test process alive
+          const guard = new AbortController();
+          await Promise.race([once(child, 'exit'), sleep(10_000, undefined, { signal: guard.signal }).then(() => child.kill('SIGKILL'), () => undefined)]);
+          guard.abort();
         }
         await rm(dir, { recursive: true, force: true, maxRetries: 5 });
       },
