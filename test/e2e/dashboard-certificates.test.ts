@@ -89,15 +89,14 @@ describe('dashboard certificates panel in Chromium', () => {
 });
 
 describe('GET /v1/certificates without listen.tls', () => {
-  it('says there is no TLS port (the panel stays hidden)', async () => {
+  it('says there is no TLS port (the panel stays hidden)', async (t) => {
     const up = await startUpstream('blue');
     const p = await startProxy({ apps: [twoPools(up.url, up.url)] });
-    try {
-      const r = await p.admin('GET', '/v1/certificates');
-      assert.deepEqual(r.body, { tls: false, certificates: [], acme: null });
-    } finally {
+    t.after(async () => {
       await p.close();
       await up.close();
-    }
+    });
+    const r = await p.admin('GET', '/v1/certificates');
+    assert.deepEqual(r.body, { tls: false, certificates: [], acme: null });
   });
 });

@@ -30,7 +30,7 @@ describe('cohort rules', () => {
     ...extra,
   });
 
-  it('route by header, cookie, query, path and method from the config file; whereis says the same, with `by`', async () => {
+  it('route by header, cookie, query, path and method from the config file; whereis says the same, with `by`', async (t) => {
     const p = await startProxy({
       apps: [
         threePools({
@@ -42,71 +42,69 @@ describe('cohort rules', () => {
         }),
       ],
     });
-    try {
-      const cases: [string, Record<string, string>, string, string][] = [
-        ['/', { 'x-beta': '1' }, 'green', 'rule:beta-testers'],
-        ['/', { 'x-beta': '0' }, 'blue', 'weights'],
-        ['/api/cart', { cookie: 'a=b; team=qa' }, 'red', 'rule:staff'],
-        ['/web', { cookie: 'team=qa' }, 'blue', 'weights'],
-        ['/x?canary', {}, 'green', 'rule:flag'],
-        ['/x?other=1', {}, 'blue', 'weights'],
-      ];
-      for (const [path, headers, pool, by] of cases) {
-        assert.equal(served(await p.get(path, headers)), pool, `${path} ${JSON.stringify(headers)}`);
-        const q = new URLSearchParams({ path });
-        for (const [k, v] of Object.entries(headers)) {
-          if (k === 'cookie') for (const c of v.split('; ')) q.append('cookie', c);
-          else q.append('header', `${k}:${v}`);
-        }
-        const w = await p.admin('GET', `/v1/apps/shop/whereis?${q}`);
-        assert.equal(w.status, 200);
-        assert.deepEqual([w.body.pool, w.body.by], [pool, by], `whereis ${q}`);
-      }
-      assert.match(await metricsOf(p), /switchyard_rule_requests_total\{app="shop",rule="staff",pool="red"\} 1/);
-    } finally {
+    t.after(async () => {
       await p.close();
+    });
+    const cases: [string, Record<string, string>, string, string][] = [
+      ['/', { 'x-beta': '1' }, 'green', 'rule:beta-testers'],
+      ['/', { 'x-beta': '0' }, 'blue', 'weights'],
+      ['/api/cart', { cookie: 'a=b; team=qa' }, 'red', 'rule:staff'],
+      ['/web', { cookie: 'team=qa' }, 'blue', 'weights'],
+      ['/x?canary', {}, 'green', 'rule:flag'],
+      ['/x?other=1', {}, 'blue', 'weights'],
+    ];
+    for (const [path, headers, pool, by] of cases) {
+      assert.equal(served(await p.get(path, headers)), pool, `${path} ${JSON.stringify(headers)}`);
+      const q = new URLSearchParams({ path });
+      for (const [k, v] of Object.entries(headers)) {
+        if (k === 'cookie') for (const c of v.split('; ')) q.append('cookie', c);
+        else q.append('header', `${k}:${v}`);
+      }
+      const w = await p.admin('GET', `/v1/apps/shop/whereis?${q}`);
+      assert.equal(w.status, 200);
+      assert.deepEqual([w.body.pool, w.body.by], [pool, by], `whereis ${q}`);
     }
+    assert.match(await metricsOf(p), /switchyard_rule_requests_total\{app="shop",rule="staff",pool="red"\} 1/);
   });
 
-  it('PUT rules is a write like any other: If-Match, 412, history `rules`, 400 naming the field, 409 for a pool still named', async () => {
+  it('PUT rules is a write like any other: If-Match, 412, history `rules`, 400 naming the field, 409 for a pool still named', async (t) => {
     const p = await startProxy({ apps: [threePools()] });
-    try {
-      const rules = [{ name: 'beta', match: { header: { 'x-beta': '1' } }, to: 'green' }];
-      assert.equal(served(await p.get('/', { 'x-beta': '1' })), 'blue');
-      const stale = await p.admin('PUT', '/v1/apps/shop/rules', { rules }, { 'if-match': '"7"' });
-      assert.equal(stale.status, 412);
-      const ok = await p.admin('PUT', '/v1/apps/shop/rules', { rules, reason: 'beta cohort' }, { 'if-match': '"1"' });
-      assert.equal(ok.status, 200);
-      assert.equal(ok.body.revision, 2);
-      assert.deepEqual(ok.body.rules, rules);
-      assert.equal(ok.headers.etag, '"2"');
-      assert.equal(served(await p.get('/', { 'x-beta': '1' })), 'green');
-      const history = await p.admin('GET', '/v1/apps/shop/history');
-      assert.deepEqual([history.body.entries[0].action, history.body.entries[0].reason, history.body.entries[0].rules], ['rules', 'beta cohort', rules]);
-
-      const evil = await p.admin('PUT', '/v1/apps/shop/rules', { rules: [{ name: 'x', match: { header: { 'x-v': { regex: '(a+)\\1' } } }, to: 'green' }] });
-      assert.equal(evil.status, 400);
-      assert.equal(evil.body.error.details[0].path, 'rules[0].match.header.x-v.regex');
-      const unknown = await p.admin('PUT', '/v1/apps/shop/rules', { rules: [{ name: 'x', match: {}, to: 'purple' }] });
-      assert.equal(unknown.status, 400);
-      assert.equal(unknown.body.error.details[0].path, 'rules[0].to');
-
-      // green is at weight 0, yet a rule sends to it: not drained, and not removable
-      const drain = await p.admin('GET', '/v1/apps/shop/pools/green/drain');
-      assert.deepEqual([drain.body.weight, drain.body.drained, drain.body.reason], [0, false, 'rule beta']);
-      const del = await p.admin('DELETE', '/v1/apps/shop/pools/green', { force: true });
-      assert.equal(del.status, 409);
-      assert.match(del.body.error.message, /rule beta/);
-      // a definition that drops the pool and the rule together is accepted
-      const cfg = (await p.admin('GET', '/v1/config')).body.apps[0];
-      const { green: _g, ...pools } = cfg.pools;
-      const replaced = await p.admin('PUT', '/v1/apps/shop', { definition: { ...cfg, pools, rules: [] } });
-      assert.equal(replaced.status, 200);
-      assert.deepEqual(Object.keys(replaced.body.pools), ['blue', 'red']);
-      assert.equal(served(await p.get('/', { 'x-beta': '1' })), 'blue');
-    } finally {
+    t.after(async () => {
       await p.close();
-    }
+    });
+    const rules = [{ name: 'beta', match: { header: { 'x-beta': '1' } }, to: 'green' }];
+    assert.equal(served(await p.get('/', { 'x-beta': '1' })), 'blue');
+    const stale = await p.admin('PUT', '/v1/apps/shop/rules', { rules }, { 'if-match': '"7"' });
+    assert.equal(stale.status, 412);
+    const ok = await p.admin('PUT', '/v1/apps/shop/rules', { rules, reason: 'beta cohort' }, { 'if-match': '"1"' });
+    assert.equal(ok.status, 200);
+    assert.equal(ok.body.revision, 2);
+    assert.deepEqual(ok.body.rules, rules);
+    assert.equal(ok.headers.etag, '"2"');
+    assert.equal(served(await p.get('/', { 'x-beta': '1' })), 'green');
+    const history = await p.admin('GET', '/v1/apps/shop/history');
+    assert.deepEqual([history.body.entries[0].action, history.body.entries[0].reason, history.body.entries[0].rules], ['rules', 'beta cohort', rules]);
+
+    const evil = await p.admin('PUT', '/v1/apps/shop/rules', { rules: [{ name: 'x', match: { header: { 'x-v': { regex: '(a+)\\1' } } }, to: 'green' }] });
+    assert.equal(evil.status, 400);
+    assert.equal(evil.body.error.details[0].path, 'rules[0].match.header.x-v.regex');
+    const unknown = await p.admin('PUT', '/v1/apps/shop/rules', { rules: [{ name: 'x', match: {}, to: 'purple' }] });
+    assert.equal(unknown.status, 400);
+    assert.equal(unknown.body.error.details[0].path, 'rules[0].to');
+
+    // green is at weight 0, yet a rule sends to it: not drained, and not removable
+    const drain = await p.admin('GET', '/v1/apps/shop/pools/green/drain');
+    assert.deepEqual([drain.body.weight, drain.body.drained, drain.body.reason], [0, false, 'rule beta']);
+    const del = await p.admin('DELETE', '/v1/apps/shop/pools/green', { force: true });
+    assert.equal(del.status, 409);
+    assert.match(del.body.error.message, /rule beta/);
+    // a definition that drops the pool and the rule together is accepted
+    const cfg = (await p.admin('GET', '/v1/config')).body.apps[0];
+    const { green: _g, ...pools } = cfg.pools;
+    const replaced = await p.admin('PUT', '/v1/apps/shop', { definition: { ...cfg, pools, rules: [] } });
+    assert.equal(replaced.status, 200);
+    assert.deepEqual(Object.keys(replaced.body.pools), ['blue', 'red']);
+    assert.equal(served(await p.get('/', { 'x-beta': '1' })), 'blue');
   });
 
   it('a rule whose pool has no target up is skipped: never a 503 another pool could have served', async (t) => {
@@ -121,20 +119,19 @@ describe('cohort rules', () => {
         },
       ],
     });
-    try {
-      await until(t, 'green seen down', async () => (await p.admin('GET', '/v1/apps/shop')).body.pools.green.healthy === false, { timeout: 10_000 });
-      for (let i = 0; i < 20; i++) {
-        const r = await p.get('/', { 'x-beta': '1' });
-        assert.deepEqual([r.status, served(r)], [200, 'blue']);
-      }
-      const w = await p.admin('GET', '/v1/apps/shop/whereis?header=x-beta:1');
-      assert.deepEqual([w.body.pool, w.body.by], ['blue', 'weights']);
-    } finally {
+    t.after(async () => {
       await p.close();
+    });
+    await until(t, 'green seen down', async () => (await p.admin('GET', '/v1/apps/shop')).body.pools.green.healthy === false, { timeout: 10_000 });
+    for (let i = 0; i < 20; i++) {
+      const r = await p.get('/', { 'x-beta': '1' });
+      assert.deepEqual([r.status, served(r)], [200, 'blue']);
     }
+    const w = await p.admin('GET', '/v1/apps/shop/whereis?header=x-beta:1');
+    assert.deepEqual([w.body.pool, w.body.by], ['blue', 'weights']);
   });
 
-  it('a share of a cohort is sticky by the app\'s bucket; the upgrade path routes by the same rules', async () => {
+  it('a share of a cohort is sticky by the app\'s bucket; the upgrade path routes by the same rules', async (t) => {
     const ws = await startWsUpstream('green-ws');
     const p = await startProxy({
       apps: [
@@ -148,26 +145,25 @@ describe('cohort rules', () => {
         },
       ],
     });
-    try {
-      let greens = 0;
-      for (let i = 0; i < 100; i++) {
-        const key = `user-${i}`;
-        const first = served(await p.get('/', { 'x-beta': '1', 'x-user-id': key }));
-        for (let k = 0; k < 2; k++) assert.equal(served(await p.get('/', { 'x-beta': '1', 'x-user-id': key })), first, `${key} stays`);
-        const w = await p.admin('GET', `/v1/apps/shop/whereis?key=${key}&header=x-beta:1`);
-        assert.equal(w.body.pool, first, `whereis of ${key}`);
-        assert.equal(w.body.by, first === 'green' ? 'rule:half' : 'weights');
-        if (first === 'green') greens++;
-      }
-      assert.ok(greens > 25 && greens < 75, `${greens} of 100 users in the 50 % share`);
-      const sock = await openWs(wsUrl(p.proxyUrl, '/ws'));
-      // the upgrade went where the rule says: the green upstream answers with its name
-      assert.equal(await echo(sock, 'hi'), 'green-ws:hi');
-      sock.close();
-    } finally {
+    t.after(async () => {
       await p.close();
       await ws.close();
+    });
+    let greens = 0;
+    for (let i = 0; i < 100; i++) {
+      const key = `user-${i}`;
+      const first = served(await p.get('/', { 'x-beta': '1', 'x-user-id': key }));
+      for (let k = 0; k < 2; k++) assert.equal(served(await p.get('/', { 'x-beta': '1', 'x-user-id': key })), first, `${key} stays`);
+      const w = await p.admin('GET', `/v1/apps/shop/whereis?key=${key}&header=x-beta:1`);
+      assert.equal(w.body.pool, first, `whereis of ${key}`);
+      assert.equal(w.body.by, first === 'green' ? 'rule:half' : 'weights');
+      if (first === 'green') greens++;
     }
+    assert.ok(greens > 25 && greens < 75, `${greens} of 100 users in the 50 % share`);
+    const sock = await openWs(wsUrl(p.proxyUrl, '/ws'));
+    // the upgrade went where the rule says: the green upstream answers with its name
+    assert.equal(await echo(sock, 'hi'), 'green-ws:hi');
+    sock.close();
   });
 });
 
@@ -254,52 +250,51 @@ describe('mirror', () => {
       res.end('green');
     });
     const p = await startProxy({ apps: [twoPools(up.blue.url, green.url, { mirror: { to: 'green', share: 100, compare: true } })] });
-    try {
-      const r = await p.get('/a', {});
-      assert.deepEqual([r.status, served(r)], [200, 'blue']);
-      await until(t, 'the copy reached green', () => green.seen.length === 1);
-      const copy = green.seen[0]!;
-      assert.equal(copy.headers['x-switchyard-mirror'], '1');
-      assert.equal(copy.headers['x-request-id'], r.headers['x-request-id']);
-      assert.equal(copy.url, '/a');
-      const state = await p.admin('GET', '/v1/apps/shop');
-      assert.deepEqual(state.body.mirror, { to: 'green', share: 100, compare: true });
-      for (let i = 0; i < 4; i++) await p.get('/broken');
-      await until(t, 'four more copies', () => green.seen.length === 5);
-      const metrics = () => metricsOf(p);
-      await until(t, 'four mismatches counted', async () => /switchyard_mirror_mismatches_total\{app="shop",pool="green"\} 4/.test(await metrics()));
-      const text = await metrics();
-      assert.match(text, /switchyard_mirror_requests_total\{app="shop",pool="green",outcome="2xx"\} 1/);
-      assert.match(text, /switchyard_mirror_requests_total\{app="shop",pool="green",outcome="5xx"\} 4/);
-      assert.match(text, /switchyard_mirror_compared_total\{app="shop",pool="green",live="2xx",mirror="5xx"\} 4/);
-      // the stats show the mirror pool beside the live ones, with the mismatch rate
-      await until(t, 'stats see five pairs', async () => (await p.admin('GET', '/v1/apps/shop/stats')).body.mirror?.compare['10s'].pairs === 5);
-      const stats = (await p.admin('GET', '/v1/apps/shop/stats')).body;
-      assert.equal(stats.mirror.pool, 'green');
-      assert.equal(stats.mirror.windows['10s'].requests, 5);
-      assert.equal(stats.mirror.windows['10s'].errorRate, 0.8);
-      assert.equal(stats.mirror.compare['10s'].mismatchRate, 0.8);
-      // a method not listed is never copied
-      const w = await request(`${p.proxyUrl}/write`, { method: 'POST', body: 'x' });
-      await w.body.text();
-      assert.equal(w.statusCode, 200);
-      await new Promise((r) => setTimeout(r, 200));
-      assert.equal(green.seen.length, 5);
-      // the mirror pool is not drained while the mirror sends to it
-      const drain = await p.admin('GET', '/v1/apps/shop/pools/green/drain');
-      assert.deepEqual([drain.body.drained, drain.body.reason], [false, 'mirror']);
-      // PUT mirror null removes it (history action `mirror`)
-      const off = await p.admin('PUT', '/v1/apps/shop/mirror', { mirror: null, reason: 'enough' });
-      assert.equal(off.status, 200);
-      assert.equal(off.body.mirror, null);
-      assert.equal((await p.admin('GET', '/v1/apps/shop/history?limit=1')).body.entries[0].action, 'mirror');
-      await p.get('/after');
-      await new Promise((r) => setTimeout(r, 200));
-      assert.equal(green.seen.length, 5);
-    } finally {
+    t.after(async () => {
       await p.close();
       await green.close();
-    }
+    });
+    const r = await p.get('/a', {});
+    assert.deepEqual([r.status, served(r)], [200, 'blue']);
+    await until(t, 'the copy reached green', () => green.seen.length === 1);
+    const copy = green.seen[0]!;
+    assert.equal(copy.headers['x-switchyard-mirror'], '1');
+    assert.equal(copy.headers['x-request-id'], r.headers['x-request-id']);
+    assert.equal(copy.url, '/a');
+    const state = await p.admin('GET', '/v1/apps/shop');
+    assert.deepEqual(state.body.mirror, { to: 'green', share: 100, compare: true });
+    for (let i = 0; i < 4; i++) await p.get('/broken');
+    await until(t, 'four more copies', () => green.seen.length === 5);
+    const metrics = () => metricsOf(p);
+    await until(t, 'four mismatches counted', async () => /switchyard_mirror_mismatches_total\{app="shop",pool="green"\} 4/.test(await metrics()));
+    const text = await metrics();
+    assert.match(text, /switchyard_mirror_requests_total\{app="shop",pool="green",outcome="2xx"\} 1/);
+    assert.match(text, /switchyard_mirror_requests_total\{app="shop",pool="green",outcome="5xx"\} 4/);
+    assert.match(text, /switchyard_mirror_compared_total\{app="shop",pool="green",live="2xx",mirror="5xx"\} 4/);
+    // the stats show the mirror pool beside the live ones, with the mismatch rate
+    await until(t, 'stats see five pairs', async () => (await p.admin('GET', '/v1/apps/shop/stats')).body.mirror?.compare['10s'].pairs === 5);
+    const stats = (await p.admin('GET', '/v1/apps/shop/stats')).body;
+    assert.equal(stats.mirror.pool, 'green');
+    assert.equal(stats.mirror.windows['10s'].requests, 5);
+    assert.equal(stats.mirror.windows['10s'].errorRate, 0.8);
+    assert.equal(stats.mirror.compare['10s'].mismatchRate, 0.8);
+    // a method not listed is never copied
+    const w = await request(`${p.proxyUrl}/write`, { method: 'POST', body: 'x' });
+    await w.body.text();
+    assert.equal(w.statusCode, 200);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(green.seen.length, 5);
+    // the mirror pool is not drained while the mirror sends to it
+    const drain = await p.admin('GET', '/v1/apps/shop/pools/green/drain');
+    assert.deepEqual([drain.body.drained, drain.body.reason], [false, 'mirror']);
+    // PUT mirror null removes it (history action `mirror`)
+    const off = await p.admin('PUT', '/v1/apps/shop/mirror', { mirror: null, reason: 'enough' });
+    assert.equal(off.status, 200);
+    assert.equal(off.body.mirror, null);
+    assert.equal((await p.admin('GET', '/v1/apps/shop/history?limit=1')).body.entries[0].action, 'mirror');
+    await p.get('/after');
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(green.seen.length, 5);
   });
 
   for (const engine of ['native', 'undici'] as const) {
@@ -315,26 +310,25 @@ describe('mirror', () => {
         });
       });
       const p = await startProxy({ engine, apps: [twoPools(up.blue.url, green.url, { mirror: { to: 'green', methods: ['POST'], maxBody: 1000 } })] });
-      try {
-        const post = async (path: string, body: string | Readable) => {
-          const r = await request(`${p.proxyUrl}${path}`, { method: 'POST', body });
-          const text = await r.body.text();
-          return { status: r.statusCode, echoed: (JSON.parse(text) as { body: string }).body };
-        };
-        const payload = 'x'.repeat(900);
-        assert.deepEqual(await post('/small', payload), { status: 200, echoed: payload });
-        await until(t, 'the copy with its body reached green', () => bodies.length === 1);
-        assert.equal(bodies[0], `POST /small 900 ${payload}`);
-        const big = 'y'.repeat(1001);
-        assert.deepEqual(await post('/big', big), { status: 200, echoed: big });
-        assert.deepEqual(await post('/chunked', Readable.from(['a', 'b'])), { status: 200, echoed: 'ab' });
-        await until(t, 'two bodies skipped', async () => /outcome="skipped_body"\} 2/.test(await metricsOf(p)));
-        assert.equal(bodies.length, 1);
-        assert.match(await metricsOf(p), /switchyard_mirror_requests_total\{app="shop",pool="green",outcome="2xx"\} 1/);
-      } finally {
+      t.after(async () => {
         await p.close();
         await green.close();
-      }
+      });
+      const post = async (path: string, body: string | Readable) => {
+        const r = await request(`${p.proxyUrl}${path}`, { method: 'POST', body });
+        const text = await r.body.text();
+        return { status: r.statusCode, echoed: (JSON.parse(text) as { body: string }).body };
+      };
+      const payload = 'x'.repeat(900);
+      assert.deepEqual(await post('/small', payload), { status: 200, echoed: payload });
+      await until(t, 'the copy with its body reached green', () => bodies.length === 1);
+      assert.equal(bodies[0], `POST /small 900 ${payload}`);
+      const big = 'y'.repeat(1001);
+      assert.deepEqual(await post('/big', big), { status: 200, echoed: big });
+      assert.deepEqual(await post('/chunked', Readable.from(['a', 'b'])), { status: 200, echoed: 'ab' });
+      await until(t, 'two bodies skipped', async () => /outcome="skipped_body"\} 2/.test(await metricsOf(p)));
+      assert.equal(bodies.length, 1);
+      assert.match(await metricsOf(p), /switchyard_mirror_requests_total\{app="shop",pool="green",outcome="2xx"\} 1/);
     });
   }
 
@@ -349,24 +343,23 @@ describe('mirror', () => {
     await new Promise<void>((r) => hang.listen(0, '127.0.0.1', r));
     const hangUrl = `http://127.0.0.1:${(hang.address() as AddressInfo).port}`;
     const p = await startProxy({ apps: [twoPools(up.blue.url, hangUrl, { mirror: { to: 'green', share: 100, maxInflight: 5 } })] });
-    try {
-      const put = await p.admin('PUT', '/v1/apps/shop/mirror', { mirror: { to: 'green', share: 100, maxInflight: 5, maxBody: '1KiB' } });
-      assert.equal(put.status, 200);
-      for (let i = 0; i < 30; i++) {
-        const started = performance.now();
-        const r = await p.get(`/live-${i}`);
-        assert.deepEqual([r.status, served(r)], [200, 'blue']);
-        // generous for a loaded machine: the copy's hang (60 s response timeout) never shows here
-        assert.ok(performance.now() - started < 5_000);
-      }
-      await until(t, 'five copies in flight', () => sockets.size === 5);
-      const text = await metricsOf(p);
-      assert.match(text, /switchyard_mirror_requests_total\{app="shop",pool="green",outcome="skipped_busy"\} 25/);
-      assert.equal(p.sy.dataPlane.mirror.inflight, 5);
-    } finally {
+    t.after(async () => {
       await p.close();
       for (const s of sockets) s.destroy();
       hang.close();
+    });
+    const put = await p.admin('PUT', '/v1/apps/shop/mirror', { mirror: { to: 'green', share: 100, maxInflight: 5, maxBody: '1KiB' } });
+    assert.equal(put.status, 200);
+    for (let i = 0; i < 30; i++) {
+      const started = performance.now();
+      const r = await p.get(`/live-${i}`);
+      assert.deepEqual([r.status, served(r)], [200, 'blue']);
+      // generous for a loaded machine: the copy's hang (60 s response timeout) never shows here
+      assert.ok(performance.now() - started < 5_000);
     }
+    await until(t, 'five copies in flight', () => sockets.size === 5);
+    const text = await metricsOf(p);
+    assert.match(text, /switchyard_mirror_requests_total\{app="shop",pool="green",outcome="skipped_busy"\} 25/);
+    assert.equal(p.sy.dataPlane.mirror.inflight, 5);
   });
 });

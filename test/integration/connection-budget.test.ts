@@ -10,6 +10,7 @@ import { createTestCa, type TestCa } from '../helpers/certs.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { freePort, spawnServe } from '../helpers/serve-process.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { until } from '../helpers/wait.ts';
 
 /** A raw TCP connection that sends nothing; `closed` settles when the proxy (or we) close it. */
 async function idle(port: number): Promise<{ socket: Socket; closed: Promise<void> }> {
@@ -41,7 +42,7 @@ describe('one connection budget for every listener', () => {
     ca.close();
   });
 
-  it('TLS connections count from the accept: 200 idle ones under ulimit -n 160 leave ~40 held and the admin API answering', async () => {
+  it('TLS connections count from the accept: 200 idle ones under ulimit -n 160 leave ~40 held and the admin API answering', async (t) => {
     const shop = ca.issue('budget', ['shop.test']);
     const tlsPort = await freePort();
     // a low fd limit, so that without the cap the idle connections would take every fd (they did: EMFILE, the admin API silent)
@@ -63,19 +64,13 @@ describe('one connection budget for every listener', () => {
     assert.match(metrics, /^switchyard_client_connections (3[0-9]|4[0-2])$/m);
     // the connections free their slots: a TLS request is served again
     for (const c of conns) c.socket.destroy();
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      const ok = await new Promise<boolean>((resolve) => {
-        const s = tlsConnect({ port: tlsPort, host: '127.0.0.1', servername: 'shop.test', ca: ca.caPem }, () => {
-          s.destroy();
-          resolve(true);
-        });
-        s.on('error', () => resolve(false));
+    await until(t, 'a TLS handshake to succeed once the idle connections closed', () => new Promise<boolean>((resolve) => {
+      const s = tlsConnect({ port: tlsPort, host: '127.0.0.1', servername: 'shop.test', ca: ca.caPem }, () => {
+        s.destroy();
+        resolve(true);
       });
-      if (ok) break;
-      assert.ok(Date.now() < deadline, 'a TLS handshake succeeds once the idle connections closed');
-      await sleep(100);
-    }
+      s.on('error', () => resolve(false));
+    }), { timeout: 10_000, interval: 100 });
   });
 
   it('a TLS connection that never finishes its handshake is closed after the handshake timeout', async () => {

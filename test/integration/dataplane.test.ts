@@ -10,6 +10,7 @@ import { DEFAULT_ACCEPTORS } from '../../src/config/schema.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { rawRequest, statusOf } from '../helpers/raw.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { until } from '../helpers/wait.ts';
 
 function portOf(url: string): number {
   return Number(new URL(url).port);
@@ -89,22 +90,21 @@ describe('forwarding', () => {
     assert.equal(h['x-kept'], 'yes');
   });
 
-  it('strips hop-by-hop headers from the response', async () => {
+  it('strips hop-by-hop headers from the response', async (t) => {
     const up = await startUpstream('hop', (_req, res) => {
       res.writeHead(200, { connection: 'X-Up-Secret', 'x-up-secret': '1', 'proxy-connection': 'x', 'x-fine': 'ok', via: '1.1 origin' });
       res.end('ok');
     });
     const q = await startProxy({ apps: [twoPools(up.url, up.url)] });
-    try {
-      const r = await q.get('/');
-      assert.equal(r.headers['x-up-secret'], undefined);
-      assert.equal(r.headers['proxy-connection'], undefined);
-      assert.equal(r.headers['x-fine'], 'ok');
-      assert.equal(r.headers['via'], '1.1 origin, 1.1 switchyard');
-    } finally {
+    t.after(async () => {
       await q.close();
       await up.close();
-    }
+    });
+    const r = await q.get('/');
+    assert.equal(r.headers['x-up-secret'], undefined);
+    assert.equal(r.headers['proxy-connection'], undefined);
+    assert.equal(r.headers['x-fine'], 'ok');
+    assert.equal(r.headers['via'], '1.1 origin, 1.1 switchyard');
   });
 
   it('replaces X-Forwarded-* and Forwarded from a client that is not a trusted proxy', async () => {
@@ -116,17 +116,16 @@ describe('forwarding', () => {
     assert.equal(h['forwarded'], undefined);
   });
 
-  it('appends to X-Forwarded-For from a trusted proxy and keeps its proto and host', async () => {
+  it('appends to X-Forwarded-For from a trusted proxy and keeps its proto and host', async (t) => {
     const q = await startProxy({ apps: [twoPools(blue.url, green.url)], trustedProxies: ['127.0.0.0/8'] });
-    try {
-      await q.get('/', { 'x-forwarded-for': '203.0.113.9', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'shop.example.com' });
-      const h = blue.seen.at(-1)?.headers ?? {};
-      assert.equal(h['x-forwarded-for'], '203.0.113.9, 127.0.0.1');
-      assert.equal(h['x-forwarded-proto'], 'https');
-      assert.equal(h['x-forwarded-host'], 'shop.example.com');
-    } finally {
+    t.after(async () => {
       await q.close();
-    }
+    });
+    await q.get('/', { 'x-forwarded-for': '203.0.113.9', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'shop.example.com' });
+    const h = blue.seen.at(-1)?.headers ?? {};
+    assert.equal(h['x-forwarded-for'], '203.0.113.9, 127.0.0.1');
+    assert.equal(h['x-forwarded-proto'], 'https');
+    assert.equal(h['x-forwarded-host'], 'shop.example.com');
   });
 
   for (const [name, payload] of [
@@ -143,47 +142,45 @@ describe('forwarding', () => {
     });
   }
 
-  it('streams a large body both ways intact', async () => {
+  it('streams a large body both ways intact', async (t) => {
     const echo = await startUpstream('echo', (req, res) => {
       res.writeHead(200, { 'content-type': 'application/octet-stream' });
       req.pipe(res);
     });
     const q = await startProxy({ apps: [twoPools(echo.url, echo.url)] });
-    try {
-      const body = Buffer.alloc(8 * 1024 * 1024);
-      for (let i = 0; i < body.length; i += 4096) body.writeUInt32BE(i, i);
-      const r = await request(`${q.proxyUrl}/echo`, { method: 'PUT', body });
-      const got = Buffer.from(await r.body.arrayBuffer());
-      assert.equal(r.statusCode, 200);
-      assert.equal(createHash('sha256').update(got).digest('hex'), createHash('sha256').update(body).digest('hex'));
-    } finally {
+    t.after(async () => {
       await q.close();
       await echo.close();
-    }
+    });
+    const body = Buffer.alloc(8 * 1024 * 1024);
+    for (let i = 0; i < body.length; i += 4096) body.writeUInt32BE(i, i);
+    const r = await request(`${q.proxyUrl}/echo`, { method: 'PUT', body });
+    const got = Buffer.from(await r.body.arrayBuffer());
+    assert.equal(r.statusCode, 200);
+    assert.equal(createHash('sha256').update(got).digest('hex'), createHash('sha256').update(body).digest('hex'));
   });
 });
 
 describe('listen.acceptors: 1', () => {
-  it('binds one plain socket, so a taken port fails the start instead of being shared', async () => {
+  it('binds one plain socket, so a taken port fails the start instead of being shared', async (t) => {
     const blue = await startUpstream('blue');
     const p = await startProxy({ listen: { host: '127.0.0.1', port: 0, acceptors: 1 }, apps: [twoPools(blue.url, blue.url)] });
-    try {
-      const port = portOf(p.proxyUrl);
-      const lines = execFileSync('ss', ['-Hltn', `sport = :${port}`], { encoding: 'utf8' }).trim().split('\n');
-      assert.equal(lines.length, 1);
-      await assert.rejects(startProxy({ listen: { host: '127.0.0.1', port, acceptors: 1 }, apps: [twoPools(blue.url, blue.url)] }), /EADDRINUSE/);
-      const r = await request(`${p.proxyUrl}/`);
-      await r.body.dump();
-      assert.equal(r.statusCode, 200);
-    } finally {
+    t.after(async () => {
       await p.close();
       await blue.close();
-    }
+    });
+    const port = portOf(p.proxyUrl);
+    const lines = execFileSync('ss', ['-Hltn', `sport = :${port}`], { encoding: 'utf8' }).trim().split('\n');
+    assert.equal(lines.length, 1);
+    await assert.rejects(startProxy({ listen: { host: '127.0.0.1', port, acceptors: 1 }, apps: [twoPools(blue.url, blue.url)] }), /EADDRINUSE/);
+    const r = await request(`${p.proxyUrl}/`);
+    await r.body.dump();
+    assert.equal(r.statusCode, 200);
   });
 });
 
 describe('hosts', () => {
-  it('chooses the app by exact host, then the longest wildcard, then "*"; 421 when none', async () => {
+  it('chooses the app by exact host, then the longest wildcard, then "*"; 421 when none', async (t) => {
     const a = await startUpstream('a');
     const b = await startUpstream('b');
     const c = await startUpstream('c');
@@ -203,121 +200,114 @@ describe('hosts', () => {
       await p.close();
     }
     const q = await startProxy({ apps: [{ ...twoPools(a.url, a.url), name: 'one', hosts: ['one.test'] }, { ...twoPools(c.url, c.url), name: 'fallback', hosts: ['*'] }] });
-    try {
-      assert.equal((await q.get('/', { host: 'whatever.test' })).body.includes('"pool":"c"'), true);
-    } finally {
+    t.after(async () => {
       await q.close();
       await a.close();
       await b.close();
       await c.close();
-    }
+    });
+    assert.equal((await q.get('/', { host: 'whatever.test' })).body.includes('"pool":"c"'), true);
   });
 });
 
 describe('upstream failures', () => {
-  it('answers 503 when no target of the pool accepts connections', async () => {
+  it('answers 503 when no target of the pool accepts connections', async (t) => {
     const dead = await startUpstream('dead');
     await dead.close();
     const p = await startProxy({ apps: [twoPools(dead.url, dead.url)] });
-    try {
-      const r = await p.get('/');
-      assert.equal(r.status, 503);
-      assert.match(r.body, /no target/);
-      assert.ok(r.headers['x-request-id']);
-    } finally {
+    t.after(async () => {
       await p.close();
-    }
+    });
+    const r = await p.get('/');
+    assert.equal(r.status, 503);
+    assert.match(r.body, /no target/);
+    assert.ok(r.headers['x-request-id']);
   });
 
-  it('skips a target that refuses connections when another is up, for GET and POST alike', async () => {
+  it('skips a target that refuses connections when another is up, for GET and POST alike', async (t) => {
     const dead = await startUpstream('dead');
     await dead.close();
     const live = await startUpstream('live');
     const p = await startProxy({ apps: [twoPools([dead.url, live.url], live.url)] });
-    try {
-      for (let i = 0; i < 6; i++) {
-        const r = await request(`${p.proxyUrl}/`, { method: i % 2 ? 'POST' : 'GET', body: i % 2 ? 'x' : null });
-        assert.equal(r.statusCode, 200);
-        await r.body.text();
-      }
-    } finally {
+    t.after(async () => {
       await p.close();
       await live.close();
+    });
+    for (let i = 0; i < 6; i++) {
+      const r = await request(`${p.proxyUrl}/`, { method: i % 2 ? 'POST' : 'GET', body: i % 2 ? 'x' : null });
+      assert.equal(r.statusCode, 200);
+      await r.body.text();
     }
   });
 
-  it('balances requests over the targets of a pool', async () => {
+  it('balances requests over the targets of a pool', async (t) => {
     const t1 = await startUpstream('t1');
     const t2 = await startUpstream('t2');
     const p = await startProxy({ apps: [twoPools([t1.url, t2.url], t1.url)] });
-    try {
-      for (let i = 0; i < 10; i++) await p.get('/');
-      assert.equal(t1.seen.length, 5);
-      assert.equal(t2.seen.length, 5);
-    } finally {
+    t.after(async () => {
       await p.close();
       await t1.close();
       await t2.close();
-    }
+    });
+    for (let i = 0; i < 10; i++) await p.get('/');
+    assert.equal(t1.seen.length, 5);
+    assert.equal(t2.seen.length, 5);
   });
 
-  it('answers 502 when the upstream breaks the response, and does not retry a POST', async () => {
+  it('answers 502 when the upstream breaks the response, and does not retry a POST', async (t) => {
     const broken = await startUpstream('broken', (req) => req.socket.destroy());
     const other = await startUpstream('other');
     const p = await startProxy({ apps: [twoPools([broken.url, other.url], other.url)] });
-    try {
-      // round robin starts at the broken target
-      const r = await request(`${p.proxyUrl}/pay`, { method: 'POST', body: 'charge' });
-      assert.equal(r.statusCode, 502);
-      await r.body.text();
-      assert.equal(broken.seen.length, 1);
-      assert.equal(other.seen.filter((s) => s.url === '/pay').length, 0);
-      // an idempotent GET is retried on the other target
-      const g = await request(`${p.proxyUrl}/read`);
-      await g.body.text();
-      const g2 = await request(`${p.proxyUrl}/read`);
-      assert.equal(g2.statusCode, 200);
-      await g2.body.text();
-    } finally {
+    t.after(async () => {
       await p.close();
       await broken.close();
       await other.close();
-    }
+    });
+    // round robin starts at the broken target
+    const r = await request(`${p.proxyUrl}/pay`, { method: 'POST', body: 'charge' });
+    assert.equal(r.statusCode, 502);
+    await r.body.text();
+    assert.equal(broken.seen.length, 1);
+    assert.equal(other.seen.filter((s) => s.url === '/pay').length, 0);
+    // an idempotent GET is retried on the other target
+    const g = await request(`${p.proxyUrl}/read`);
+    await g.body.text();
+    const g2 = await request(`${p.proxyUrl}/read`);
+    assert.equal(g2.statusCode, 200);
+    await g2.body.text();
   });
 
-  it('answers 504 when the upstream does not answer within timeouts.response', async () => {
+  it('answers 504 when the upstream does not answer within timeouts.response', async (t) => {
     const slow = await startUpstream('slow', (_req, res) => setTimeout(() => res.end('late'), 2000).unref());
     const p = await startProxy({ apps: [twoPools(slow.url, slow.url, { timeouts: { response: '200ms' } })] });
-    try {
-      const t0 = Date.now();
-      const r = await p.get('/');
-      assert.equal(r.status, 504);
-      assert.ok(Date.now() - t0 < 1500);
-    } finally {
+    t.after(async () => {
       await p.close();
       await slow.close();
-    }
+    });
+    const t0 = Date.now();
+    const r = await p.get('/');
+    assert.equal(r.status, 504);
+    assert.ok(Date.now() - t0 < 1500);
   });
 
-  it('aborts the upstream request when the client goes away', async () => {
+  it('aborts the upstream request when the client goes away', async (t) => {
     let upstreamClosed: Promise<unknown> = Promise.resolve();
     const hang = await startUpstream('hang', (req) => {
       upstreamClosed = once(req.socket, 'close');
     });
     const p = await startProxy({ apps: [twoPools(hang.url, hang.url)] });
-    try {
-      const ac = new AbortController();
-      const pending = request(`${p.proxyUrl}/long`, { signal: ac.signal }).catch(() => undefined);
-      while (hang.seen.length === 0) await sleep(10);
-      ac.abort();
-      await pending;
-      await Promise.race([upstreamClosed, sleep(2000).then(() => assert.fail('upstream request was not aborted'))]);
-      while (p.sy.runtime.pool('shop', 'blue')?.inflight !== 0) await sleep(10);
-      // the client left, the upstream did nothing wrong: no failure for passive health checks
-      assert.equal(p.sy.runtime.pool('shop', 'blue')?.targets[0]?.consecutiveFailures, 0);
-    } finally {
+    t.after(async () => {
       await p.close();
       await hang.close();
-    }
+    });
+    const ac = new AbortController();
+    const pending = request(`${p.proxyUrl}/long`, { signal: ac.signal }).catch(() => undefined);
+    await until(t, 'the request at the upstream', () => hang.seen.length > 0, { timeout: 30_000, interval: 10 });
+    ac.abort();
+    await pending;
+    await Promise.race([upstreamClosed, sleep(2000).then(() => assert.fail('upstream request was not aborted'))]);
+    await until(t, 'no request in flight on blue', () => p.sy.runtime.pool('shop', 'blue')?.inflight === 0, { timeout: 30_000, interval: 10 });
+    // the client left, the upstream did nothing wrong: no failure for passive health checks
+    assert.equal(p.sy.runtime.pool('shop', 'blue')?.targets[0]?.consecutiveFailures, 0);
   });
 });

@@ -71,30 +71,29 @@ describe('edge hardening: request lines, h2 bodies, pipelining behind h2c', () =
 
   // found by the fuzz tests (test/fuzz/edge.ts): nghttp2 takes any token as a method and control
   // characters in values, and the upstream's HTTP/1.1 parser then failed on the head the proxy wrote
-  it('an h2 request with a method or a field value HTTP/1.1 cannot carry is refused with 400 and reaches no upstream (engine undici, which sends any token)', async () => {
+  it('an h2 request with a method or a field value HTTP/1.1 cannot carry is refused with 400 and reaches no upstream (engine undici, which sends any token)', async (t) => {
     const shop = ca.issue('hard-undici', ['shop.test']);
     const q = await startProxy({ engine: 'undici', listen: { host: '127.0.0.1', port: 0, tls: { port: 0, certs: [{ cert: shop.cert, key: shop.key }] } }, apps: [twoPools(echo.url, echo.url, { hosts: ['shop.test'] })] });
     const s = h2connect(`https://127.0.0.1:${(q.sy.edge?.listener.server.address() as AddressInfo).port}`, { ca: ca.caPem, servername: 'shop.test' });
     s.on('error', () => undefined);
-    try {
-      const before = echo.seen.length;
-      for (const method of ['BREW', 'PRI', 'get']) {
-        const st = s.request({ ':method': method, ':path': '/', ':authority': 'shop.test' });
-        const [h] = (await once(st, 'response')) as [Record<string, unknown>];
-        st.resume();
-        await once(st, 'end');
-        assert.equal(h[':status'], 400, method);
-      }
-      assert.equal(echo.seen.length, before);
-      // nghttp2 drops a field with a control character itself; whatever passes, none reaches the upstream
-      const st = s.request({ ':path': '/', ':authority': 'shop.test', 'x-note': 'a\x0eb', 'x-user-id': '\x1b[31m' });
-      st.resume();
-      await once(st, 'end');
-      for (const seen of echo.seen.slice(before)) assert.ok(seen.rawHeaders.every((v) => /^[\t\x20-\x7e\x80-\xff]*$/.test(v)), JSON.stringify(seen.rawHeaders));
-    } finally {
+    t.after(async () => {
       s.close();
       await q.close();
+    });
+    const before = echo.seen.length;
+    for (const method of ['BREW', 'PRI', 'get']) {
+      const st = s.request({ ':method': method, ':path': '/', ':authority': 'shop.test' });
+      const [h] = (await once(st, 'response')) as [Record<string, unknown>];
+      st.resume();
+      await once(st, 'end');
+      assert.equal(h[':status'], 400, method);
     }
+    assert.equal(echo.seen.length, before);
+    // nghttp2 drops a field with a control character itself; whatever passes, none reaches the upstream
+    const st = s.request({ ':path': '/', ':authority': 'shop.test', 'x-note': 'a\x0eb', 'x-user-id': '\x1b[31m' });
+    st.resume();
+    await once(st, 'end');
+    for (const seen of echo.seen.slice(before)) assert.ok(seen.rawHeaders.every((v) => /^[\t\x20-\x7e\x80-\xff]*$/.test(v)), JSON.stringify(seen.rawHeaders));
   });
 
   it('an upstream status over 599 is a broken response: 502, never relayed', async () => {
@@ -115,19 +114,18 @@ describe('edge hardening: request lines, h2 bodies, pipelining behind h2c', () =
     odd.close();
   });
 
-  it('an h2 request with a header whose value is "content-length" keeps its body', async () => {
+  it('an h2 request with a header whose value is "content-length" keeps its body', async (t) => {
     const s = h2connect(`https://127.0.0.1:${tlsPort}`, { ca: ca.caPem, servername: 'shop.test' });
-    try {
-      const st = s.request({ ':method': 'POST', ':path': '/up', ':authority': 'shop.test', 'x-note': 'content-length' });
-      st.end('the body');
-      const [h] = (await once(st, 'response')) as [Record<string, unknown>];
-      let text = '';
-      st.setEncoding('utf8');
-      for await (const c of st) text += c as string;
-      assert.equal(h[':status'], 200);
-      assert.equal((JSON.parse(text) as { body: string }).body, 'the body');
-    } finally {
+    t.after(() => {
       s.close();
-    }
+    });
+    const st = s.request({ ':method': 'POST', ':path': '/up', ':authority': 'shop.test', 'x-note': 'content-length' });
+    st.end('the body');
+    const [h] = (await once(st, 'response')) as [Record<string, unknown>];
+    let text = '';
+    st.setEncoding('utf8');
+    for await (const c of st) text += c as string;
+    assert.equal(h[':status'], 200);
+    assert.equal((JSON.parse(text) as { body: string }).body, 'the body');
   });
 });

@@ -75,15 +75,14 @@ describe('Expect: 100-continue, with real curl', () => {
     });
   }
 
-  it('refuses before sending 100 when the request cannot be routed', async () => {
+  it('refuses before sending 100 when the request cannot be routed', async (t) => {
     const q = await startProxy({ apps: [{ ...twoPools(up.url, up.url), hosts: ['shop.test'] }] });
-    try {
-      // headers only: the body would follow a 100, which must not come
-      const reply = await rawRequest(portOf(q.proxyUrl), 'PUT /x HTTP/1.1\r\nHost: other.test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n', 300);
-      assert.deepEqual(statusesOf(reply), [421], reply);
-    } finally {
+    t.after(async () => {
       await q.close();
-    }
+    });
+    // headers only: the body would follow a 100, which must not come
+    const reply = await rawRequest(portOf(q.proxyUrl), 'PUT /x HTTP/1.1\r\nHost: other.test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n', 300);
+    assert.deepEqual(statusesOf(reply), [421], reply);
   });
 });
 
@@ -111,21 +110,20 @@ describe('request semantics', () => {
     assert.equal(seen?.headers['x-forwarded-host'], 'internal.test');
   });
 
-  it('keeps Host and the framing fields when Connection names them, both ways', async () => {
+  it('keeps Host and the framing fields when Connection names them, both ways', async (t) => {
     const up = await startUpstream('conn', (_req, res) => {
       res.writeHead(200, { connection: 'content-length, x-up-hop', 'content-length': '2', 'x-up-hop': '1' });
       res.end('ok');
     });
     const q = await startProxy({ apps: [twoPools(up.url, up.url)] });
-    try {
-      const reply = await rawRequest(portOf(q.proxyUrl), 'GET /c HTTP/1.1\r\nHost: vh.test\r\nConnection: host, content-length, close\r\n\r\n');
-      assert.equal(up.seen.at(-1)?.headers.host, 'vh.test', 'not the target address');
-      assert.match(reply, /^content-length: 2$/im);
-      assert.doesNotMatch(reply, /^x-up-hop:/im);
-    } finally {
+    t.after(async () => {
       await q.close();
       await up.close();
-    }
+    });
+    const reply = await rawRequest(portOf(q.proxyUrl), 'GET /c HTTP/1.1\r\nHost: vh.test\r\nConnection: host, content-length, close\r\n\r\n');
+    assert.equal(up.seen.at(-1)?.headers.host, 'vh.test', 'not the target address');
+    assert.match(reply, /^content-length: 2$/im);
+    assert.doesNotMatch(reply, /^x-up-hop:/im);
   });
 
   it('strips client-address and proxy fields from an untrusted client, and Proxy-Authorization always', async () => {
@@ -155,7 +153,7 @@ describe('request semantics', () => {
 });
 
 describe('pipelined requests', () => {
-  it('reach the upstream one at a time and in order; past the cap the connection ends with a 503', async () => {
+  it('reach the upstream one at a time and in order; past the cap the connection ends with a 503', async (t) => {
     let inflight = 0;
     let most = 0;
     const up = await startUpstream('slow', (req, res) => {
@@ -166,44 +164,42 @@ describe('pipelined requests', () => {
       }, 1);
     });
     const p = await startProxy({ apps: [twoPools(up.url, up.url)] });
-    try {
-      const n = 1000;
-      const payload = Array.from({ length: n }, (_, i) => `GET /${i} HTTP/1.1\r\nHost: shop\r\n\r\n`).join('');
-      const reply = await rawRequest(portOf(p.proxyUrl), payload, 5000);
-      const got = statusesOf(reply);
-      assert.equal(most, 1, 'one upstream request at a time');
-      // the one being served and MAX_PIPELINED waiting are served, the next is refused and ends the connection
-      assert.deepEqual(got, [...Array.from({ length: MAX_PIPELINED + 1 }, () => 200), 503]);
-      assert.deepEqual(up.seen.map((s) => s.url), Array.from({ length: MAX_PIPELINED + 1 }, (_, i) => `/${i}`));
-      const bodies = [...reply.matchAll(/\r\n\r\n(\/\d+)/g)].map((m) => m[1]);
-      assert.deepEqual(bodies, up.seen.map((s) => s.url), 'responses in request order');
-    } finally {
+    t.after(async () => {
       await p.close();
       await up.close();
-    }
+    });
+    const n = 1000;
+    const payload = Array.from({ length: n }, (_, i) => `GET /${i} HTTP/1.1\r\nHost: shop\r\n\r\n`).join('');
+    const reply = await rawRequest(portOf(p.proxyUrl), payload, 5000);
+    const got = statusesOf(reply);
+    assert.equal(most, 1, 'one upstream request at a time');
+    // the one being served and MAX_PIPELINED waiting are served, the next is refused and ends the connection
+    assert.deepEqual(got, [...Array.from({ length: MAX_PIPELINED + 1 }, () => 200), 503]);
+    assert.deepEqual(up.seen.map((s) => s.url), Array.from({ length: MAX_PIPELINED + 1 }, (_, i) => `/${i}`));
+    const bodies = [...reply.matchAll(/\r\n\r\n(\/\d+)/g)].map((m) => m[1]);
+    assert.deepEqual(bodies, up.seen.map((s) => s.url), 'responses in request order');
   });
 });
 
 describe('responses', () => {
-  it('relays 1xx informational responses (103 Early Hints) to an HTTP/1.1 client, not to HTTP/1.0', async () => {
+  it('relays 1xx informational responses (103 Early Hints) to an HTTP/1.1 client, not to HTTP/1.0', async (t) => {
     const up = await startUpstream('hints', (_req, res) => {
       res.writeEarlyHints({ link: '</app.css>; rel=preload; as=style' });
       setTimeout(() => res.end('final'), 20);
     });
     const p = await startProxy({ apps: [twoPools(up.url, up.url)] });
-    try {
-      const reply = await rawRequest(portOf(p.proxyUrl), 'GET / HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n');
-      assert.deepEqual(statusesOf(reply), [103, 200], reply);
-      assert.match(reply, /^HTTP\/1\.1 103 Early Hints\r\nlink: <\/app\.css>; rel=preload; as=style\r\n\r\nHTTP\/1\.1 200/im);
-      const old = await rawRequest(portOf(p.proxyUrl), 'GET / HTTP/1.0\r\nHost: shop\r\n\r\n');
-      assert.deepEqual(statusesOf(old), [200], old);
-    } finally {
+    t.after(async () => {
       await p.close();
       await up.close();
-    }
+    });
+    const reply = await rawRequest(portOf(p.proxyUrl), 'GET / HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n');
+    assert.deepEqual(statusesOf(reply), [103, 200], reply);
+    assert.match(reply, /^HTTP\/1\.1 103 Early Hints\r\nlink: <\/app\.css>; rel=preload; as=style\r\n\r\nHTTP\/1\.1 200/im);
+    const old = await rawRequest(portOf(p.proxyUrl), 'GET / HTTP/1.0\r\nHost: shop\r\n\r\n');
+    assert.deepEqual(statusesOf(old), [200], old);
   });
 
-  it('never forwards a 204 with a Content-Length', async () => {
+  it('never forwards a 204 with a Content-Length', async (t) => {
     // raw, because node:http would not send this header on a 204
     const up = createServer((s) => {
       s.once('data', () => s.end('HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nX-Up: 1\r\n\r\n'));
@@ -212,20 +208,19 @@ describe('responses', () => {
     await once(up, 'listening');
     const url = `http://127.0.0.1:${(up.address() as AddressInfo).port}`;
     const p = await startProxy({ apps: [twoPools(url, url)] });
-    try {
-      const reply = await rawRequest(portOf(p.proxyUrl), 'GET / HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n');
-      assert.equal(statusOf(reply), 204, reply);
-      assert.match(reply, /^x-up: 1$/im);
-      assert.doesNotMatch(reply, /^content-length:/im);
-    } finally {
+    t.after(async () => {
       await p.close();
       up.close();
-    }
+    });
+    const reply = await rawRequest(portOf(p.proxyUrl), 'GET / HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n');
+    assert.equal(statusOf(reply), 204, reply);
+    assert.match(reply, /^x-up: 1$/im);
+    assert.doesNotMatch(reply, /^content-length:/im);
   });
 });
 
 describe('errors that are not the upstream\'s', () => {
-  it('a request undici refuses to send is a 400, counted against neither the target nor the pool', async () => {
+  it('a request undici refuses to send is a 400, counted against neither the target nor the pool', async (t) => {
     const up = await startUpstream('healthy');
     const health = { interval: '1m', passive: { failures: 3, ejectFor: '1m' } };
     const p = await startProxy({ apps: [{ ...twoPools(up.url, up.url), health }] });
@@ -244,22 +239,21 @@ describe('errors that are not the upstream\'s', () => {
     front.listen(0, '127.0.0.1');
     await once(front, 'listening');
     const port = (front.address() as AddressInfo).port;
-    try {
-      for (let i = 0; i < 5; i++) {
-        const reply = await rawRequest(port, 'OPTIONS / HTTP/1.1\r\nHost: shop\r\n\r\n', 300);
-        assert.equal(statusOf(reply), 400, reply);
-      }
-      assert.equal(target.ejections, 0);
-      assert.ok(pool.pick(Date.now(), null) !== null, 'the target is still picked');
-      await nextSecond();
-      const s = p.sy.telemetry.stats.window('shop', 60).blue;
-      assert.equal(s?.requests, 5);
-      assert.equal(s?.errors, 0);
-      assert.equal(up.seen.filter((r) => r.url !== '/healthz').length, 0);
-    } finally {
+    t.after(async () => {
       front.close();
       await p.close();
       await up.close();
+    });
+    for (let i = 0; i < 5; i++) {
+      const reply = await rawRequest(port, 'OPTIONS / HTTP/1.1\r\nHost: shop\r\n\r\n', 300);
+      assert.equal(statusOf(reply), 400, reply);
     }
+    assert.equal(target.ejections, 0);
+    assert.ok(pool.pick(Date.now(), null) !== null, 'the target is still picked');
+    await nextSecond();
+    const s = p.sy.telemetry.stats.window('shop', 60).blue;
+    assert.equal(s?.requests, 5);
+    assert.equal(s?.errors, 0);
+    assert.equal(up.seen.filter((r) => r.url !== '/healthz').length, 0);
   });
 });

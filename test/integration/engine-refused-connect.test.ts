@@ -16,24 +16,23 @@ describe('a request whose connect was refused goes to the next target with its w
 
   for (const engine of ['native', 'undici'] as const) {
     for (const chunked of [false, true]) {
-      it(`a ${chunked ? 'chunked' : '100 kB'} POST reaches the next target of the pool intact (engine ${engine})`, async () => {
+      it(`a ${chunked ? 'chunked' : '100 kB'} POST reaches the next target of the pool intact (engine ${engine})`, async (t) => {
         const dead = await startUpstream('dead');
         await dead.close();
         // round robin starts at the dead target
         const p = await startProxy({ engine, apps: [twoPools([dead.url, up.ok.url], up.ok.url)] });
-        try {
-          const body = 'x'.repeat(100_000);
-          const r = await request(`${p.proxyUrl}/order`, {
-            method: 'POST',
-            // a stream: undici sends it chunked (no length)
-            body: chunked ? Readable.from([body.slice(0, 50_000), body.slice(50_000)]) : body,
-            headersTimeout: 5_000,
-          });
-          const answer = JSON.parse(await r.body.text()) as { pool: string; body: string };
-          assert.deepEqual([r.statusCode, answer.pool, answer.body.length], [200, 'ok', body.length]);
-        } finally {
+        t.after(async () => {
           await p.close();
-        }
+        });
+        const body = 'x'.repeat(100_000);
+        const r = await request(`${p.proxyUrl}/order`, {
+          method: 'POST',
+          // a stream: undici sends it chunked (no length)
+          body: chunked ? Readable.from([body.slice(0, 50_000), body.slice(50_000)]) : body,
+          headersTimeout: 5_000,
+        });
+        const answer = JSON.parse(await r.body.text()) as { pool: string; body: string };
+        assert.deepEqual([r.statusCode, answer.pool, answer.body.length], [200, 'ok', body.length]);
       });
     }
   }

@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { rawRequest, statusesOf } from '../helpers/raw.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { until } from '../helpers/wait.ts';
 
 /**
  * The raw-socket front (src/dataplane/front.ts): plain requests are served on the socket, and a
@@ -93,53 +94,51 @@ describe('the raw-socket front', () => {
     assert.match(head, /\r\n\r\n$/, 'a HEAD response has no body');
   });
 
-  it('answers an upstream response with Content-Length: 0 at once, with either engine and front', async () => {
+  it('answers an upstream response with Content-Length: 0 at once, with either engine and front', async (t) => {
     const empty = await startUpstream('empty', (req, res) => {
       if (req.url === '/moved') res.writeHead(302, { location: '/there', 'content-length': '0' });
       else res.writeHead(200, { 'content-length': '0' });
       res.end();
     });
     const proxies = await Promise.all(['native', 'undici'].map((engine) => startProxy({ engine, apps: [twoPools(empty.url, empty.url)] })));
-    try {
-      for (const p of proxies) {
-        const reply = await rawRequest(portOf(p), 'GET /ok HTTP/1.1\r\nHost: shop\r\n\r\nGET /moved HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n', 2000);
-        assert.deepEqual(statusesOf(reply), [200, 302], reply);
-        assert.match(reply, /\r\ncontent-length: 0\r\n[^]*\r\nlocation: \/there\r\n/);
-      }
-    } finally {
+    t.after(async () => {
       await Promise.all(proxies.map((p) => p.close()));
       await empty.close();
+    });
+    for (const p of proxies) {
+      const reply = await rawRequest(portOf(p), 'GET /ok HTTP/1.1\r\nHost: shop\r\n\r\nGET /moved HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n', 2000);
+      assert.deepEqual(statusesOf(reply), [200, 302], reply);
+      assert.match(reply, /\r\ncontent-length: 0\r\n[^]*\r\nlocation: \/there\r\n/);
     }
   });
 
-  it('closes its idle keep-alive connections at shutdown and finishes the request in flight', async () => {
+  it('closes its idle keep-alive connections at shutdown and finishes the request in flight', async (t) => {
     const slow = await startUpstream('slow', (_req, res) => setTimeout(() => res.end('late'), 300));
     const p = await startProxy({ apps: [twoPools(slow.url, slow.url)], shutdown: { delay: '0s', grace: '5s', hardStop: '6s' } });
-    try {
-      const idle = connect(portOf(p), '127.0.0.1');
-      const busy = connect(portOf(p), '127.0.0.1');
-      await Promise.all([once(idle, 'connect'), once(busy, 'connect')]);
-      const idleChunks: Buffer[] = [];
-      idle.on('data', (d: Buffer) => idleChunks.push(d));
-      idle.write('GET /i HTTP/1.1\r\nHost: shop\r\n\r\n');
-      while (!Buffer.concat(idleChunks).toString().includes('late')) await sleep(10);
-      const busyChunks: Buffer[] = [];
-      busy.on('data', (d: Buffer) => busyChunks.push(d));
-      busy.write('GET /b HTTP/1.1\r\nHost: shop\r\n\r\n');
-      await sleep(50);
-      const idleClosed = once(idle, 'close');
-      const busyClosed = once(busy, 'close');
-      const stopping = p.sy.shutdown();
-      await idleClosed;
-      await busyClosed;
-      await stopping;
-      const reply = Buffer.concat(busyChunks).toString('latin1');
-      assert.deepEqual(statusesOf(reply), [200], reply);
-      assert.match(reply, /\r\nconnection: close\r\n/i);
-      assert.match(reply, /late$/);
-    } finally {
+    t.after(async () => {
       await p.close();
       await slow.close();
-    }
+    });
+    const idle = connect(portOf(p), '127.0.0.1');
+    const busy = connect(portOf(p), '127.0.0.1');
+    await Promise.all([once(idle, 'connect'), once(busy, 'connect')]);
+    const idleChunks: Buffer[] = [];
+    idle.on('data', (d: Buffer) => idleChunks.push(d));
+    idle.write('GET /i HTTP/1.1\r\nHost: shop\r\n\r\n');
+    await until(t, 'the late answer on the idle connection', () => Buffer.concat(idleChunks).toString().includes('late'), { timeout: 30_000, interval: 10 });
+    const busyChunks: Buffer[] = [];
+    busy.on('data', (d: Buffer) => busyChunks.push(d));
+    busy.write('GET /b HTTP/1.1\r\nHost: shop\r\n\r\n');
+    await sleep(50);
+    const idleClosed = once(idle, 'close');
+    const busyClosed = once(busy, 'close');
+    const stopping = p.sy.shutdown();
+    await idleClosed;
+    await busyClosed;
+    await stopping;
+    const reply = Buffer.concat(busyChunks).toString('latin1');
+    assert.deepEqual(statusesOf(reply), [200], reply);
+    assert.match(reply, /\r\nconnection: close\r\n/i);
+    assert.match(reply, /late$/);
   });
 });

@@ -103,34 +103,32 @@ describe('gRPC lifecycle: a switch under a running bidi stream, gRPC health chec
     await t.waitFor(async () => assert.equal((await targetStates(p, 'echo', 'green'))[1]?.state, 'down'), { timeout: 10_000, interval: 100 });
     assert.equal((await targetStates(p, 'echo', 'green'))[1]?.lastCheck?.error, 'NOT_SERVING');
     await p.admin('POST', '/v1/apps/echo/switch', { to: 'green' });
-    try {
-      const served = await Promise.all(Array.from({ length: 10 }, () => unary(client, { message: 'h' }).then((r) => r.reply.servedBy)));
-      assert.deepEqual(new Set(served), new Set(['green']), 'the NOT_SERVING target gets no call');
-      green2.health = 'SERVING';
-      await t.waitFor(async () => assert.equal((await targetStates(p, 'echo', 'green'))[1]?.state, 'up'), { timeout: 10_000, interval: 100 });
-    } finally {
+    t.after(async () => {
       await p.admin('POST', '/v1/apps/echo/switch', { to: 'blue' });
-    }
+    });
+    const served = await Promise.all(Array.from({ length: 10 }, () => unary(client, { message: 'h' }).then((r) => r.reply.servedBy)));
+    assert.deepEqual(new Set(served), new Set(['green']), 'the NOT_SERVING target gets no call');
+    green2.health = 'SERVING';
+    await t.waitFor(async () => assert.equal((await targetStates(p, 'echo', 'green'))[1]?.state, 'up'), { timeout: 10_000, interval: 100 });
   });
 
-  it('gRPC clients reach the TLS port over h2 with everything the plain port carries', async () => {
+  it('gRPC clients reach the TLS port over h2 with everything the plain port carries', async (t) => {
     const creds = grpc.credentials.createSsl(Buffer.from(readFileSync(ca.caFile)));
     const c = echoClient(tlsAddress, creds, { 'grpc.ssl_target_name_override': 'grpc.test', 'grpc.default_authority': 'grpc.test' });
-    try {
-      const { reply, trailers } = await unary(c, { message: 'tls' });
-      assert.deepEqual(reply, { message: 'tls', servedBy: 'blue' });
-      assert.deepEqual(trailers.get('x-trailer-bin')[0], TRAILER_BIN);
-      const items: string[] = [];
-      await new Promise<void>((resolve, reject) => {
-        const s = c.ServerStream({ message: 't', count: 3 });
-        s.on('data', (r: EchoReply) => items.push(r.message));
-        s.on('error', reject);
-        s.on('end', resolve);
-      });
-      assert.deepEqual(items, ['t#0', 't#1', 't#2']);
-      await assert.rejects(unary(c, { failCode: grpc.status.PERMISSION_DENIED }), (err: grpc.ServiceError) => err.code === grpc.status.PERMISSION_DENIED);
-    } finally {
+    t.after(() => {
       c.close();
-    }
+    });
+    const { reply, trailers } = await unary(c, { message: 'tls' });
+    assert.deepEqual(reply, { message: 'tls', servedBy: 'blue' });
+    assert.deepEqual(trailers.get('x-trailer-bin')[0], TRAILER_BIN);
+    const items: string[] = [];
+    await new Promise<void>((resolve, reject) => {
+      const s = c.ServerStream({ message: 't', count: 3 });
+      s.on('data', (r: EchoReply) => items.push(r.message));
+      s.on('error', reject);
+      s.on('end', resolve);
+    });
+    assert.deepEqual(items, ['t#0', 't#1', 't#2']);
+    await assert.rejects(unary(c, { failCode: grpc.status.PERMISSION_DENIED }), (err: grpc.ServiceError) => err.code === grpc.status.PERMISSION_DENIED);
   });
 });

@@ -54,18 +54,17 @@ describe('protocol: h2 pools with https:// targets: ALPN h2, certificates verifi
     await t.waitFor(async () => assert.match(String((await states())[0]?.lastCheck?.error), /verify|certificate|issuer/i), { timeout: 10_000, interval: 100 });
     assert.equal((await states())[0]?.state, 'down');
     const c = clientFor('untrusted.test');
-    try {
-      await assert.rejects(unary(c, { message: 'x' }), (err: grpc.ServiceError) => {
-        assert.equal(err.code, grpc.status.UNAVAILABLE, err.details);
-        return true;
-      });
-      assert.equal(up.calls, 0);
-    } finally {
+    t.after(() => {
       c.close();
-    }
+    });
+    await assert.rejects(unary(c, { message: 'x' }), (err: grpc.ServiceError) => {
+      assert.equal(err.code, grpc.status.UNAVAILABLE, err.details);
+      return true;
+    });
+    assert.equal(up.calls, 0);
   });
 
-  it('with the CA trusted, unary and bidi calls reach the TLS target over h2 (grpc-js accepts nothing else) with trailers intact', async () => {
+  it('with the CA trusted, unary and bidi calls reach the TLS target over h2 (grpc-js accepts nothing else) with trailers intact', async (t) => {
     setDefaultCACertificates([...defaults, ca.caPem]);
     const md = new grpc.Metadata();
     md.set('x-plain', 'over-tls');
@@ -95,23 +94,21 @@ describe('protocol: h2 pools with https:// targets: ALPN h2, certificates verifi
     const onWarning = (w: Error & { code?: string }): void => void warnings.push(w.code ?? w.name);
     process.on('warning', onWarning);
     const c = clientFor('byip.test');
-    try {
-      assert.equal((await unary(c, { message: 'ip' })).reply.servedBy, 'tls');
-      await new Promise((resolve) => setImmediate(resolve));
-      assert.ok(!warnings.includes('DEP0123'), 'no IP address as TLS server name');
-    } finally {
+    t.after(() => {
       process.off('warning', onWarning);
       c.close();
-    }
+    });
+    assert.equal((await unary(c, { message: 'ip' })).reply.servedBy, 'tls');
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.ok(!warnings.includes('DEP0123'), 'no IP address as TLS server name');
   });
 
   it('gRPC health checks reach the TLS target too: up once its CA is trusted', async (t) => {
     await t.waitFor(async () => assert.equal((await states())[0]?.state, 'up'), { timeout: 10_000, interval: 100 });
     const c = clientFor('checked.test');
-    try {
-      assert.equal((await unary(c, { message: 'h' })).reply.servedBy, 'tls');
-    } finally {
+    t.after(() => {
       c.close();
-    }
+    });
+    assert.equal((await unary(c, { message: 'h' })).reply.servedBy, 'tls');
   });
 });

@@ -147,34 +147,32 @@ describe('gRPC through Switchyard over h2c: h2 pools, streams, trailers, gRPC-sh
     });
   });
 
-  it('a dead pool answers UNAVAILABLE (14) with a grpc-message, not an HTTP status', async () => {
+  it('a dead pool answers UNAVAILABLE (14) with a grpc-message, not an HTTP status', async (t) => {
     const c = echoClient(address, grpc.credentials.createInsecure(), { 'grpc.default_authority': 'dead.test' });
-    try {
-      await assert.rejects(unary(c, { message: 'x' }), (err: grpc.ServiceError) => {
-        assert.equal(err.code, grpc.status.UNAVAILABLE);
-        assert.match(err.details, /no target that is up|refused/);
-        return true;
-      });
-    } finally {
+    t.after(() => {
       c.close();
-    }
+    });
+    await assert.rejects(unary(c, { message: 'x' }), (err: grpc.ServiceError) => {
+      assert.equal(err.code, grpc.status.UNAVAILABLE);
+      assert.match(err.details, /no target that is up|refused/);
+      return true;
+    });
   });
 
-  it("the proxy's response timeout is DEADLINE_EXCEEDED (4); a client deadline is kept too", async () => {
+  it("the proxy's response timeout is DEADLINE_EXCEEDED (4); a client deadline is kept too", async (t) => {
     const c = echoClient(address, grpc.credentials.createInsecure(), { 'grpc.default_authority': 'slow.test' });
-    try {
-      await assert.rejects(unary(c, { message: 'x', delayMs: 3000 }), (err: grpc.ServiceError) => {
-        assert.equal(err.code, grpc.status.DEADLINE_EXCEEDED);
-        assert.match(err.details, /upstream timeout/);
-        return true;
-      });
-      await assert.rejects(unary(client, { message: 'x', delayMs: 3000 }, new grpc.Metadata(), { deadline: Date.now() + 200 }), (err: grpc.ServiceError) => err.code === grpc.status.DEADLINE_EXCEEDED);
-    } finally {
+    t.after(() => {
       c.close();
-    }
+    });
+    await assert.rejects(unary(c, { message: 'x', delayMs: 3000 }), (err: grpc.ServiceError) => {
+      assert.equal(err.code, grpc.status.DEADLINE_EXCEEDED);
+      assert.match(err.details, /upstream timeout/);
+      return true;
+    });
+    await assert.rejects(unary(client, { message: 'x', delayMs: 3000 }, new grpc.Metadata(), { deadline: Date.now() + 200 }), (err: grpc.ServiceError) => err.code === grpc.status.DEADLINE_EXCEEDED);
   });
 
-  it('HTTP/1.1 keeps being served on the same port, and a bare h2c client gets an answer', async () => {
+  it('HTTP/1.1 keeps being served on the same port, and a bare h2c client gets an answer', async (t) => {
     const port = Number(new URL(p.proxyUrl).port);
     // a connection reset before its first byte, while the preface check holds it, harms nothing
     const reset = connect(port, '127.0.0.1');
@@ -196,89 +194,85 @@ describe('gRPC through Switchyard over h2c: h2 pools, streams, trailers, gRPC-sh
     assert.equal(r.status, 200);
     assert.equal(JSON.parse(r.body).pool, 'web');
     const session = h2connect(p.proxyUrl);
-    try {
-      const stream = session.request({ ':path': '/x', ':authority': 'web.test' });
-      const [headers] = (await new Promise((resolve) => stream.once('response', (h) => resolve([h])))) as [Record<string, unknown>];
-      stream.resume();
-      assert.equal(headers[':status'], 200);
-      assert.equal(headers['x-served-by'], 'blue@1');
-    } finally {
+    t.after(() => {
       session.close();
-    }
+    });
+    const stream = session.request({ ':path': '/x', ':authority': 'web.test' });
+    const [headers] = (await new Promise((resolve) => stream.once('response', (h) => resolve([h])))) as [Record<string, unknown>];
+    stream.resume();
+    assert.equal(headers[':status'], 200);
+    assert.equal(headers['x-served-by'], 'blue@1');
   });
 
-  it('routes on metadata like headers: a preview header and a sticky key sent as gRPC metadata', async () => {
+  it('routes on metadata like headers: a preview header and a sticky key sent as gRPC metadata', async (t) => {
     const { createHmac } = await import('node:crypto');
     const md = new grpc.Metadata();
     md.set('x-switchyard-preview', `green.${createHmac('sha256', 'preview-secret-0123456789').update('echo:green').digest('hex')}`);
     assert.equal((await unary(client, { message: 'p' }, md)).reply.servedBy, 'green');
     assert.equal((await p.admin('PUT', '/v1/apps/echo/weights', { weights: { blue: 50, green: 50 } })).status, 200);
-    try {
-      for (const user of ['u1', 'u2', 'u3', 'u4']) {
-        const pools = new Set<string>();
-        for (let i = 0; i < 4; i++) {
-          const m = new grpc.Metadata();
-          m.set('x-user-id', user);
-          pools.add((await unary(client, { message: 'k' }, m)).reply.servedBy);
-        }
-        assert.equal(pools.size, 1, `user ${user} stays on one pool`);
-      }
-    } finally {
+    t.after(async () => {
       await p.admin('POST', '/v1/apps/echo/switch', { to: 'blue' });
+    });
+    for (const user of ['u1', 'u2', 'u3', 'u4']) {
+      const pools = new Set<string>();
+      for (let i = 0; i < 4; i++) {
+        const m = new grpc.Metadata();
+        m.set('x-user-id', user);
+        pools.add((await unary(client, { message: 'k' }, m)).reply.servedBy);
+      }
+      assert.equal(pools.size, 1, `user ${user} stays on one pool`);
     }
   });
 
   it('a canary split by weight sends exactly its share of calls to the new pool, and stats judge gRPC statuses', async (t) => {
     // the app "judge" serves no other test: its windows count this test's calls and nothing else
     const c = echoClient(address, grpc.credentials.createInsecure(), { 'grpc.default_authority': 'judge.test' });
-    try {
-      assert.equal((await p.admin('PUT', '/v1/apps/judge/weights', { weights: { blue: 80, green: 20 } })).status, 200);
-      draw = 0;
-      const served = await Promise.all(Array.from({ length: 100 }, () => unary(c, { message: 'c' }).then((r) => r.reply.servedBy)));
-      assert.equal(served.filter((s) => s === 'green').length, 20, 'exactly 20 of 100 calls on green with the fixed draws');
-      // green fails 10 calls with INTERNAL (an error) and blue 10 with NOT_FOUND (the caller's fault)
-      await p.admin('POST', '/v1/apps/judge/switch', { to: 'green' });
-      await Promise.all(Array.from({ length: 10 }, () => unary(c, { failCode: grpc.status.INTERNAL }).catch(() => undefined)));
-      await p.admin('POST', '/v1/apps/judge/switch', { to: 'blue' });
-      await Promise.all(Array.from({ length: 10 }, () => unary(c, { failCode: grpc.status.NOT_FOUND }).catch(() => undefined)));
-      // the windows end at the current second (exclusive): poll until every call of this test is in
-      const window = async (pool: string): Promise<{ requests: number; errors: number }> => (await p.admin('GET', '/v1/apps/judge/stats')).body.windows['60s'][pool];
-      await t.waitFor(async () => assert.ok((await window('green')).requests === 30 && (await window('blue')).requests === 90), { timeout: 10_000, interval: 200 });
-      const g = await window('green');
-      assert.equal(g.errors, 10, `green's INTERNAL answers count as errors (${JSON.stringify(g)})`);
-      assert.equal((await window('blue')).errors, 0, "NOT_FOUND is the caller's fault, not an error of blue");
-      const metrics = await (await fetch(`${p.adminUrl}/metrics`)).text();
-      const m = /switchyard_requests_total\{app="judge",pool="green",class="5xx"\} (\d+)/.exec(metrics);
-      assert.equal(Number(m?.[1]), 10, 'the 10 INTERNAL answers are counted as 5xx in /metrics');
-    } finally {
+    t.after(() => {
       c.close();
-    }
+    });
+    assert.equal((await p.admin('PUT', '/v1/apps/judge/weights', { weights: { blue: 80, green: 20 } })).status, 200);
+    draw = 0;
+    const served = await Promise.all(Array.from({ length: 100 }, () => unary(c, { message: 'c' }).then((r) => r.reply.servedBy)));
+    assert.equal(served.filter((s) => s === 'green').length, 20, 'exactly 20 of 100 calls on green with the fixed draws');
+    // green fails 10 calls with INTERNAL (an error) and blue 10 with NOT_FOUND (the caller's fault)
+    await p.admin('POST', '/v1/apps/judge/switch', { to: 'green' });
+    await Promise.all(Array.from({ length: 10 }, () => unary(c, { failCode: grpc.status.INTERNAL }).catch(() => undefined)));
+    await p.admin('POST', '/v1/apps/judge/switch', { to: 'blue' });
+    await Promise.all(Array.from({ length: 10 }, () => unary(c, { failCode: grpc.status.NOT_FOUND }).catch(() => undefined)));
+    // the windows end at the current second (exclusive): poll until every call of this test is in
+    const window = async (pool: string): Promise<{ requests: number; errors: number }> => (await p.admin('GET', '/v1/apps/judge/stats')).body.windows['60s'][pool];
+    await t.waitFor(async () => assert.ok((await window('green')).requests === 30 && (await window('blue')).requests === 90), { timeout: 10_000, interval: 200 });
+    const g = await window('green');
+    assert.equal(g.errors, 10, `green's INTERNAL answers count as errors (${JSON.stringify(g)})`);
+    assert.equal((await window('blue')).errors, 0, "NOT_FOUND is the caller's fault, not an error of blue");
+    const metrics = await (await fetch(`${p.adminUrl}/metrics`)).text();
+    const m = /switchyard_requests_total\{app="judge",pool="green",class="5xx"\} (\d+)/.exec(metrics);
+    assert.equal(Number(m?.[1]), 10, 'the 10 INTERNAL answers are counted as 5xx in /metrics');
   });
 
-  it('a cohort rule on metadata sends x-beta: 1 calls to green; the others split by weight', async () => {
+  it('a cohort rule on metadata sends x-beta: 1 calls to green; the others split by weight', async (t) => {
     const c = echoClient(address, grpc.credentials.createInsecure(), { 'grpc.default_authority': 'cohort.test' });
-    try {
-      const beta = (): grpc.Metadata => {
-        const m = new grpc.Metadata();
-        m.set('x-beta', '1');
-        return m;
-      };
-      const betas = await Promise.all(Array.from({ length: 20 }, () => unary(c, { message: 'b' }, beta())));
-      assert.deepEqual(new Set(betas.map((r) => r.reply.servedBy)), new Set(['green']), 'every x-beta: 1 call on green');
-      assert.equal(betas[0]?.headers.get('x-served-by')[0], 'green@2.0.0');
-      draw = 0;
-      const others = await Promise.all(
-        Array.from({ length: 100 }, (_, i) => {
-          const m = new grpc.Metadata();
-          // a value other than "1", or no x-beta at all: not the cohort
-          if (i % 2 === 0) m.set('x-beta', '0');
-          return unary(c, { message: 'o' }, m).then((r) => r.reply.servedBy);
-        }),
-      );
-      assert.equal(others.filter((s) => s === 'green').length, 20, 'exactly 20 of 100 calls outside the cohort on green with the fixed draws');
-      assert.equal(others.filter((s) => s === 'blue').length, 80);
-    } finally {
+    t.after(() => {
       c.close();
-    }
+    });
+    const beta = (): grpc.Metadata => {
+      const m = new grpc.Metadata();
+      m.set('x-beta', '1');
+      return m;
+    };
+    const betas = await Promise.all(Array.from({ length: 20 }, () => unary(c, { message: 'b' }, beta())));
+    assert.deepEqual(new Set(betas.map((r) => r.reply.servedBy)), new Set(['green']), 'every x-beta: 1 call on green');
+    assert.equal(betas[0]?.headers.get('x-served-by')[0], 'green@2.0.0');
+    draw = 0;
+    const others = await Promise.all(
+      Array.from({ length: 100 }, (_, i) => {
+        const m = new grpc.Metadata();
+        // a value other than "1", or no x-beta at all: not the cohort
+        if (i % 2 === 0) m.set('x-beta', '0');
+        return unary(c, { message: 'o' }, m).then((r) => r.reply.servedBy);
+      }),
+    );
+    assert.equal(others.filter((s) => s === 'green').length, 20, 'exactly 20 of 100 calls outside the cohort on green with the fixed draws');
+    assert.equal(others.filter((s) => s === 'blue').length, 80);
   });
 });

@@ -133,18 +133,17 @@ describe('protocol: h2 keep-alive PINGs', () => {
           },
         );
       });
-    try {
-      assert.equal(await get('/one'), 'h2 /one te=');
-      const session = up.lastSession;
-      // idle now: only PINGs cross the session
-      await t.waitFor(() => assert.ok(pings >= 3, `pings so far: ${pings}`), { timeout: 10_000, interval: 50 });
-      assert.equal(await get('/two'), 'h2 /two te=');
-      assert.equal(up.lastSession, session, 'the PINGed session carried the next request');
-      assert.equal(up.opened, 1);
-    } finally {
+    t.after(async () => {
       await client.destroy();
       for (const s of up.sessions) s.destroy();
       up.server.close();
-    }
+    });
+    assert.equal(await get('/one'), 'h2 /one te=');
+    const session = up.lastSession;
+    // idle now: only PINGs cross the session
+    await t.waitFor(() => assert.ok(pings >= 3, `pings so far: ${pings}`), { timeout: 10_000, interval: 50 });
+    assert.equal(await get('/two'), 'h2 /two te=');
+    assert.equal(up.lastSession, session, 'the PINGed session carried the next request');
+    assert.equal(up.opened, 1);
   });
 });

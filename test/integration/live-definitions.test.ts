@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, useUpstreams, type Upstream } from '../helpers/upstream.ts';
+import { until } from '../helpers/wait.ts';
 
 // docs/definitions.md §1: pools, targets and apps are live data in the store.
 
@@ -134,13 +134,11 @@ describe('live definitions: health checks follow the targets', () => {
     const dead = 'http://127.0.0.1:1';
     const added = await p.admin('POST', '/v1/apps/shop/pools/blue/targets', { url: dead });
     assert.deepEqual(added.body.pools.blue.targetStates.map((s: { url: string; state: string }) => [s.url, s.state]), [[up.blue.url, 'up'], [dead, 'up']], 'up until a check says otherwise');
-    const deadline = Date.now() + 3000;
     let states: [string, string][] = [];
-    while (Date.now() < deadline) {
+    await until(t, 'the dead target down', async () => {
       states = (await p.admin('GET', '/v1/apps/shop')).body.pools.blue.targetStates.map((s: { url: string; state: string }) => [s.url, s.state]);
-      if (states[1]?.[1] === 'down') break;
-      await sleep(50);
-    }
+      return states[1]?.[1] === 'down';
+    }, { timeout: 3000, interval: 50, detail: () => JSON.stringify(states) });
     assert.deepEqual(states, [[up.blue.url, 'up'], [dead, 'down']]);
     // no request goes to the down target
     for (let i = 0; i < 4; i++) assert.equal(JSON.parse((await p.get('/')).body).pool, 'blue');
@@ -155,66 +153,64 @@ describe('live definitions: apps', () => {
 
   const blog = (hosts: string[]) => ({ hosts, pools: { blue: { version: '1.0.0', targets: [up.blue.url] }, green: { version: '2.0.0', targets: [up.green.url] } }, initial: { green: 100 } });
 
-  it('an app created with PUT /v1/apps/NAME is served, survives a restart, and is deleted cleanly; a host of another app is a 409', async () => {
+  it('an app created with PUT /v1/apps/NAME is served, survives a restart, and is deleted cleanly; a host of another app is a 409', async (t) => {
     let p = await startProxy({ apps: [twoPools(up.blue.url, up.green.url, { hosts: ['shop.test'] })] });
     const dir = p.dir;
-    try {
-      assert.equal((await p.get('/', { host: 'blog.test' })).status, 421);
-      const conflict = await p.admin('PUT', '/v1/apps/blog', { definition: blog(['blog.test', 'shop.test']) });
-      assert.deepEqual([conflict.status, conflict.body.error.code], [409, 'HOST_CONFLICT']);
-      assert.deepEqual(conflict.body.error.details, [{ path: 'definition.hosts[1]', message: 'host "shop.test" already belongs to app "shop"' }]);
-      const bad = await p.admin('PUT', '/v1/apps/blog', { definition: { ...blog(['blog.test']), pools: { blue: { version: '1', targets: ['nope'] } } } });
-      assert.equal(bad.status, 400);
-      assert.deepEqual(bad.body.error.details.map((d: { path: string }) => d.path).sort(), ['definition.initial.green', 'definition.pools', 'definition.pools.blue.targets[0]']);
-      const staleCreate = await p.admin('PUT', '/v1/apps/blog', { definition: blog(['blog.test']) }, { 'if-match': '"4"' });
-      assert.deepEqual([staleCreate.status, staleCreate.body.error.code], [412, 'STALE_REVISION']);
-      const created = await p.admin('PUT', '/v1/apps/blog', { definition: blog(['blog.test']), reason: 'new site' });
-      assert.equal(created.status, 201, JSON.stringify(created.body));
-      assert.equal(created.body.active, 'green');
-      assert.equal((await p.get('/', { host: 'blog.test' })).servedBy, 'green@2.0.0');
-      const replaced = await p.admin('PUT', '/v1/apps/blog', { definition: { ...blog(['blog.test', 'www.blog.test']) } });
-      assert.equal(replaced.status, 200);
-      assert.equal((await p.get('/', { host: 'www.blog.test' })).servedBy, 'green@2.0.0');
-      // a restart with the same config file: blog comes from the store
-      await p.sy.close();
-      p = await startProxy({ apps: [twoPools(up.blue.url, up.green.url, { hosts: ['shop.test'] })] }, { dir });
-      assert.equal((await p.get('/', { host: 'www.blog.test' })).servedBy, 'green@2.0.0');
-      assert.deepEqual((await p.admin('GET', '/v1/apps')).body.apps.map((a: { app: string }) => a.app), ['shop', 'blog']);
-      const del = await p.admin('DELETE', '/v1/apps/blog', { reason: 'closed' });
-      assert.equal(del.status, 200, JSON.stringify(del.body));
-      assert.equal(del.body.deleted, true);
-      assert.equal((await p.get('/', { host: 'blog.test' })).status, 421);
-      assert.equal((await p.admin('GET', '/v1/apps/blog')).status, 404);
-      // and re-created later on a higher revision (the tombstone keeps the count)
-      const again = await p.admin('PUT', '/v1/apps/blog', { definition: blog(['blog.test']) });
-      assert.equal(again.status, 201);
-      assert.ok(again.body.revision > del.body.revision);
-      await p.sy.close();
-      p = await startProxy({ apps: [twoPools(up.blue.url, up.green.url, { hosts: ['shop.test'] })] }, { dir });
-      assert.equal((await p.get('/', { host: 'blog.test' })).servedBy, 'green@2.0.0');
-    } finally {
+    t.after(async () => {
       await p.close();
       await rm(dir, { recursive: true, force: true, maxRetries: 5 });
-    }
+    });
+    assert.equal((await p.get('/', { host: 'blog.test' })).status, 421);
+    const conflict = await p.admin('PUT', '/v1/apps/blog', { definition: blog(['blog.test', 'shop.test']) });
+    assert.deepEqual([conflict.status, conflict.body.error.code], [409, 'HOST_CONFLICT']);
+    assert.deepEqual(conflict.body.error.details, [{ path: 'definition.hosts[1]', message: 'host "shop.test" already belongs to app "shop"' }]);
+    const bad = await p.admin('PUT', '/v1/apps/blog', { definition: { ...blog(['blog.test']), pools: { blue: { version: '1', targets: ['nope'] } } } });
+    assert.equal(bad.status, 400);
+    assert.deepEqual(bad.body.error.details.map((d: { path: string }) => d.path).sort(), ['definition.initial.green', 'definition.pools', 'definition.pools.blue.targets[0]']);
+    const staleCreate = await p.admin('PUT', '/v1/apps/blog', { definition: blog(['blog.test']) }, { 'if-match': '"4"' });
+    assert.deepEqual([staleCreate.status, staleCreate.body.error.code], [412, 'STALE_REVISION']);
+    const created = await p.admin('PUT', '/v1/apps/blog', { definition: blog(['blog.test']), reason: 'new site' });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    assert.equal(created.body.active, 'green');
+    assert.equal((await p.get('/', { host: 'blog.test' })).servedBy, 'green@2.0.0');
+    const replaced = await p.admin('PUT', '/v1/apps/blog', { definition: { ...blog(['blog.test', 'www.blog.test']) } });
+    assert.equal(replaced.status, 200);
+    assert.equal((await p.get('/', { host: 'www.blog.test' })).servedBy, 'green@2.0.0');
+    // a restart with the same config file: blog comes from the store
+    await p.sy.close();
+    p = await startProxy({ apps: [twoPools(up.blue.url, up.green.url, { hosts: ['shop.test'] })] }, { dir });
+    assert.equal((await p.get('/', { host: 'www.blog.test' })).servedBy, 'green@2.0.0');
+    assert.deepEqual((await p.admin('GET', '/v1/apps')).body.apps.map((a: { app: string }) => a.app), ['shop', 'blog']);
+    const del = await p.admin('DELETE', '/v1/apps/blog', { reason: 'closed' });
+    assert.equal(del.status, 200, JSON.stringify(del.body));
+    assert.equal(del.body.deleted, true);
+    assert.equal((await p.get('/', { host: 'blog.test' })).status, 421);
+    assert.equal((await p.admin('GET', '/v1/apps/blog')).status, 404);
+    // and re-created later on a higher revision (the tombstone keeps the count)
+    const again = await p.admin('PUT', '/v1/apps/blog', { definition: blog(['blog.test']) });
+    assert.equal(again.status, 201);
+    assert.ok(again.body.revision > del.body.revision);
+    await p.sy.close();
+    p = await startProxy({ apps: [twoPools(up.blue.url, up.green.url, { hosts: ['shop.test'] })] }, { dir });
+    assert.equal((await p.get('/', { host: 'blog.test' })).servedBy, 'green@2.0.0');
   });
 
-  it('DELETE /v1/apps/NAME is a 409 while requests are in flight, unless force', async () => {
+  it('DELETE /v1/apps/NAME is a 409 while requests are in flight, unless force', async (t) => {
     const releases: (() => void)[] = [];
     const slow = await startUpstream('slow', (_req, res) => releases.push(() => res.end('done')));
     const p = await startProxy({ apps: [twoPools(slow.url, slow.url)] });
-    try {
-      const inflight = p.get('/');
-      while (releases.length < 1) await sleep(5);
-      const r = await p.admin('DELETE', '/v1/apps/shop');
-      assert.deepEqual([r.status, r.body.error.code], [409, 'DEFINITION_IN_USE']);
-      const forced = await p.admin('DELETE', '/v1/apps/shop', { force: true });
-      assert.equal(forced.status, 200);
-      // the request in flight finishes where it started
-      for (const f of releases) f();
-      assert.equal((await inflight).status, 200);
-    } finally {
+    t.after(async () => {
       await p.close();
       await slow.close();
-    }
+    });
+    const inflight = p.get('/');
+    await until(t, 'the request held at the upstream', () => releases.length >= 1, { timeout: 30_000, interval: 5 });
+    const r = await p.admin('DELETE', '/v1/apps/shop');
+    assert.deepEqual([r.status, r.body.error.code], [409, 'DEFINITION_IN_USE']);
+    const forced = await p.admin('DELETE', '/v1/apps/shop', { force: true });
+    assert.equal(forced.status, 200);
+    // the request in flight finishes where it started
+    for (const f of releases) f();
+    assert.equal((await inflight).status, 200);
   });
 });

@@ -165,17 +165,16 @@ describe('the config file and the store', () => {
     }
 
     const q = await startProxy({ apps: [twoPools(up.blue.url, up.green.url)] }, { dir, applyConfig: true });
-    try {
-      const shop = await q.admin('GET', '/v1/apps/shop');
-      assert.equal(shop.body.pools.green.version, '2.0.0');
-      assert.deepEqual(shop.body.pools.green.targets, [up.green.url]);
-      assert.equal(shop.body.active, 'blue', 'weights are kept');
-      assert.deepEqual((await q.admin('GET', '/readyz')).body.details.drift, {});
-      const h = await q.admin('GET', '/v1/apps/shop/history?limit=1');
-      assert.equal(h.body.entries[0].action, 'define');
-    } finally {
+    t.after(async () => {
       await q.sy.close();
-    }
+    });
+    const shop = await q.admin('GET', '/v1/apps/shop');
+    assert.equal(shop.body.pools.green.version, '2.0.0');
+    assert.deepEqual(shop.body.pools.green.targets, [up.green.url]);
+    assert.equal(shop.body.active, 'blue', 'weights are kept');
+    assert.deepEqual((await q.admin('GET', '/readyz')).body.details.drift, {});
+    const h = await q.admin('GET', '/v1/apps/shop/history?limit=1');
+    assert.equal(h.body.entries[0].action, 'define');
   });
 
   it('switchyard serve --apply-config (a real process) makes the file win at start', async (t) => {

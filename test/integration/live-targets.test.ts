@@ -5,6 +5,7 @@ import { startProxy, twoPools } from '../helpers/proxy.ts';
 import { startLoad } from '../helpers/load.ts';
 import { startUpstream } from '../helpers/upstream.ts';
 import { closed, echo, openWs, startWsUpstream, wsUrl } from '../helpers/ws.ts';
+import { until } from '../helpers/wait.ts';
 
 // Zero-loss target changes (docs/definitions.md §2): in-flight requests finish on the target that has them,
 // upgraded connections follow the drain deadline counted from the removal, and a target's
@@ -39,9 +40,7 @@ describe('removing and adding targets under load', () => {
     assert.ok(ok > 200, `only ${ok} requests served`);
     assert.deepEqual([...served].sort(), ['a', 'b', 'c']);
     // every removed target's connection pool is closed once empty: none is left retiring
-    const deadline = Date.now() + 3000;
-    while (p.sy.runtime.retiring.size > 0 && Date.now() < deadline) await sleep(20);
-    assert.equal(p.sy.runtime.retiring.size, 0);
+    await until(t, 'no connection pool left retiring', () => p.sy.runtime.retiring.size === 0, { timeout: 3000 });
   });
 
   it('a removed target finishes its in-flight requests, shows them as retiring, then its connection pool is closed', async (t) => {
@@ -61,13 +60,11 @@ describe('removing and adding targets under load', () => {
     // the loop may have sent one more request toward `held` before it saw the second one arrive:
     // wait until every request counted on the retiring target has reached it
     let retiring: { url: string; phase: string; inflight: number } | undefined;
-    const settle = Date.now() + 2000;
-    for (;;) {
+    await until(t, 'every held request counted on the retiring target', async () => {
       const drain = await p.admin('GET', '/v1/apps/shop/pools/blue/drain');
       retiring = drain.body.targets.find((f: { url: string; phase: string }) => f.phase === 'retiring');
-      if ((retiring !== undefined && retiring.inflight === releases.length) || Date.now() > settle) break;
-      await sleep(20);
-    }
+      return retiring !== undefined && retiring.inflight === releases.length;
+    }, { timeout: 2000, detail: () => JSON.stringify(retiring) });
     assert.equal(retiring?.url, held.url);
     assert.ok(releases.length >= 2);
     assert.equal(retiring?.inflight, releases.length, 'every request held on the removed target is counted as retiring');
@@ -76,9 +73,7 @@ describe('removing and adding targets under load', () => {
     for (const f of releases) f();
     const done = await Promise.all(inflight);
     assert.ok(done.every((d) => d.status === 200));
-    const end = Date.now() + 2000;
-    while (p.sy.runtime.retiring.size > 0 && Date.now() < end) await sleep(20);
-    assert.equal(p.sy.runtime.retiring.size, 0, 'its connection pool was closed once empty');
+    await until(t, 'its connection pool closed once empty', () => p.sy.runtime.retiring.size === 0, { timeout: 2000 });
     assert.deepEqual((await p.admin('GET', '/v1/apps/shop/pools/blue/drain')).body.targets.map((f: { url: string; phase: string }) => [f.url, f.phase]), [[other.url, 'serving']]);
   });
 

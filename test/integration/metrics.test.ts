@@ -181,39 +181,38 @@ describe('metrics with real traffic', () => {
     }
   });
 
-  it('answers live stats per pool over 10 s and 60 s', async () => {
+  it('answers live stats per pool over 10 s and 60 s', async (t) => {
     const q = await startProxy({ apps: [twoPools(blue.url, green.url)] });
-    try {
-      await nextSecond();
-      for (let i = 0; i < 6; i++) await q.get('/');
-      await q.get('/fail');
-      await q.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 0, green: 100 } });
-      for (let i = 0; i < 3; i++) await q.get('/');
-      await nextSecond();
-      const r = await q.admin('GET', '/v1/apps/shop/stats');
-      assert.equal(r.status, 200);
-      assert.equal(r.body.app, 'shop');
-      assert.equal(r.body.fleet, false);
-      assert.ok(Math.abs(Date.parse(r.body.at) - Date.now()) < 5000);
-      const blue10 = r.body.windows['10s'].blue;
-      assert.equal(blue10.requests, 7);
-      assert.equal(blue10.errors, 1);
-      assert.equal(blue10.errorRate, 0.143);
-      assert.equal(blue10.rps, 0.7);
-      assert.ok(blue10.p50 >= 0 && blue10.p50 <= blue10.p95 && blue10.p95 <= blue10.p99, JSON.stringify(blue10));
-      assert.equal(r.body.windows['10s'].green.requests, 3);
-      assert.equal(r.body.windows['60s'].blue.requests, 7);
-      assert.equal(r.body.windows['60s'].blue.rps, 0.117);
-      // the same figures a rollout will judge by
-      assert.equal(q.sy.telemetry.stats.window('shop', 10).green?.requests, 3);
-
-      assert.equal((await q.admin('GET', '/v1/apps/nope/stats')).status, 404);
-      const anon = await request(`${q.adminUrl}/v1/apps/shop/stats`);
-      assert.equal(anon.statusCode, 401);
-      await anon.body.dump();
-    } finally {
+    t.after(async () => {
       await q.close();
-    }
+    });
+    await nextSecond();
+    for (let i = 0; i < 6; i++) await q.get('/');
+    await q.get('/fail');
+    await q.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 0, green: 100 } });
+    for (let i = 0; i < 3; i++) await q.get('/');
+    await nextSecond();
+    const r = await q.admin('GET', '/v1/apps/shop/stats');
+    assert.equal(r.status, 200);
+    assert.equal(r.body.app, 'shop');
+    assert.equal(r.body.fleet, false);
+    assert.ok(Math.abs(Date.parse(r.body.at) - Date.now()) < 5000);
+    const blue10 = r.body.windows['10s'].blue;
+    assert.equal(blue10.requests, 7);
+    assert.equal(blue10.errors, 1);
+    assert.equal(blue10.errorRate, 0.143);
+    assert.equal(blue10.rps, 0.7);
+    assert.ok(blue10.p50 >= 0 && blue10.p50 <= blue10.p95 && blue10.p95 <= blue10.p99, JSON.stringify(blue10));
+    assert.equal(r.body.windows['10s'].green.requests, 3);
+    assert.equal(r.body.windows['60s'].blue.requests, 7);
+    assert.equal(r.body.windows['60s'].blue.rps, 0.117);
+    // the same figures a rollout will judge by
+    assert.equal(q.sy.telemetry.stats.window('shop', 10).green?.requests, 3);
+
+    assert.equal((await q.admin('GET', '/v1/apps/nope/stats')).status, 404);
+    const anon = await request(`${q.adminUrl}/v1/apps/shop/stats`);
+    assert.equal(anon.statusCode, 401);
+    await anon.body.dump();
   });
 });
 
@@ -247,28 +246,27 @@ describe('access log', () => {
   });
   after(() => up.close());
 
-  it('writes one line per request with its routing facts, path without the query', async () => {
+  it('writes one line per request with its routing facts, path without the query', async (t) => {
     const log = capture();
     const p = await startProxy({ apps: [twoPools(up.url, up.url)], log: { level: 'info', accessSample: 1 } }, { logger: pino({ level: 'info' }, log.stream) });
-    try {
-      const r = await p.get('/cart/items?token=s3cret&email=a@b.c');
-      await sleep(20);
-      const lines = log.lines().filter((l) => l.access === true);
-      assert.equal(lines.length, 1);
-      const line = lines[0] as Record<string, unknown>;
-      assert.deepEqual(
-        { app: line.app, pool: line.pool, version: line.version, revision: line.revision, status: line.status, requestId: line.requestId, method: line.method, path: line.path, by: line.by, msg: line.msg },
-        { app: 'shop', pool: 'blue', version: '1.0.0', revision: 1, status: 200, requestId: r.headers['x-request-id'], method: 'GET', path: '/cart/items', by: 'weights', msg: 'request' },
-      );
-      assert.equal(typeof line.ms, 'number');
-      assert.equal(line.level, 30);
-      assert.ok(!JSON.stringify(log.lines()).includes('s3cret'), 'the query never reaches the log');
-    } finally {
+    t.after(async () => {
       await p.close();
-    }
+    });
+    const r = await p.get('/cart/items?token=s3cret&email=a@b.c');
+    await sleep(20);
+    const lines = log.lines().filter((l) => l.access === true);
+    assert.equal(lines.length, 1);
+    const line = lines[0] as Record<string, unknown>;
+    assert.deepEqual(
+      { app: line.app, pool: line.pool, version: line.version, revision: line.revision, status: line.status, requestId: line.requestId, method: line.method, path: line.path, by: line.by, msg: line.msg },
+      { app: 'shop', pool: 'blue', version: '1.0.0', revision: 1, status: 200, requestId: r.headers['x-request-id'], method: 'GET', path: '/cart/items', by: 'weights', msg: 'request' },
+    );
+    assert.equal(typeof line.ms, 'number');
+    assert.equal(line.level, 30);
+    assert.ok(!JSON.stringify(log.lines()).includes('s3cret'), 'the query never reaches the log');
   });
 
-  it('samples successes by accessSample with the injected random, and always logs failures', async () => {
+  it('samples successes by accessSample with the injected random, and always logs failures', async (t) => {
     const log = capture();
     const draws = [0.1, 0.9, 0.4, 0.6, 0.2, 0.8];
     let i = 0;
@@ -276,41 +274,39 @@ describe('access log', () => {
       { apps: [twoPools(up.url, up.url)], log: { level: 'info', accessSample: 0.5 } },
       { logger: pino({ level: 'info' }, log.stream), sampleRandom: () => draws[i++ % draws.length] as number },
     );
-    try {
-      for (let k = 0; k < 6; k++) await p.get(`/ok/${k}`);
-      for (let k = 0; k < 3; k++) await p.get(`/fail/${k}`);
-      await p.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
-      await sleep(20);
-      const access = log.lines().filter((l) => l.access === true);
-      assert.deepEqual(
-        access.map((l) => l.path),
-        ['/ok/0', '/ok/2', '/ok/4', '/fail/0', '/fail/1', '/fail/2'],
-      );
-      assert.equal(i, 6, 'failures take no sampling draw');
-      // the audit line of the switch is there too, and is not an access line
-      assert.equal(log.lines().filter((l) => l.audit === true).length, 1);
-    } finally {
+    t.after(async () => {
       await p.close();
-    }
+    });
+    for (let k = 0; k < 6; k++) await p.get(`/ok/${k}`);
+    for (let k = 0; k < 3; k++) await p.get(`/fail/${k}`);
+    await p.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
+    await sleep(20);
+    const access = log.lines().filter((l) => l.access === true);
+    assert.deepEqual(
+      access.map((l) => l.path),
+      ['/ok/0', '/ok/2', '/ok/4', '/fail/0', '/fail/1', '/fail/2'],
+    );
+    assert.equal(i, 6, 'failures take no sampling draw');
+    // the audit line of the switch is there too, and is not an access line
+    assert.equal(log.lines().filter((l) => l.audit === true).length, 1);
   });
 
-  it('logs proxy errors at warn even with accessSample 0', async () => {
+  it('logs proxy errors at warn even with accessSample 0', async (t) => {
     const log = capture();
     const dead = `http://127.0.0.1:${await closedPort()}`;
     const p = await startProxy({ apps: [twoPools(up.url, dead, { initial: { green: 100 } })], log: { level: 'info', accessSample: 0 } }, { logger: pino({ level: 'info' }, log.stream) });
-    try {
-      assert.equal((await p.get('/x')).status, 503);
-      await p.admin('POST', '/v1/apps/shop/switch', { to: 'blue' });
-      assert.equal((await p.get('/y')).status, 200);
-      await sleep(20);
-      const access = log.lines().filter((l) => l.access === true);
-      assert.equal(access.length, 1);
-      assert.equal(access[0]?.error, 'NO_TARGET');
-      assert.equal(access[0]?.status, 503);
-      assert.equal(access[0]?.level, 40);
-    } finally {
+    t.after(async () => {
       await p.close();
-    }
+    });
+    assert.equal((await p.get('/x')).status, 503);
+    await p.admin('POST', '/v1/apps/shop/switch', { to: 'blue' });
+    assert.equal((await p.get('/y')).status, 200);
+    await sleep(20);
+    const access = log.lines().filter((l) => l.access === true);
+    assert.equal(access.length, 1);
+    assert.equal(access[0]?.error, 'NO_TARGET');
+    assert.equal(access[0]?.status, 503);
+    assert.equal(access[0]?.level, 40);
   });
 });
 

@@ -175,7 +175,7 @@ describe('no input ends the process: an exception ends its request only', () => 
     for (const t of p.sy.runtime.pool('shop', 'blue')?.targets ?? []) assert.equal(t.ejections, 0, 'the target is not blamed');
   });
 
-  it('an exception in the raw front itself closes that connection with 500, nothing else', async () => {
+  it('an exception in the raw front itself closes that connection with 500, nothing else', async (t) => {
     const guard = new RequestGuard();
     let bomb = false;
     const front: Front = new Front(
@@ -193,18 +193,17 @@ describe('no input ends the process: an exception ends its request only', () => 
     const server = createServer((s) => front.accept(s));
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
-    try {
-      const port = (server.address() as AddressInfo).port;
-      bomb = true;
-      const reply = await rawRequest(port, 'GET / HTTP/1.1\r\nHost: a\r\n\r\n', 5000);
-      assert.equal(statusOf(reply), 500, reply);
-      assert.equal(guard.counts.connection, 1);
-      bomb = false;
-      assert.equal(statusOf(await rawRequest(port, 'GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n', 5000)), 200);
-    } finally {
+    t.after(() => {
       front.closeAll();
       server.close();
       guard.stop();
-    }
+    });
+    const port = (server.address() as AddressInfo).port;
+    bomb = true;
+    const reply = await rawRequest(port, 'GET / HTTP/1.1\r\nHost: a\r\n\r\n', 5000);
+    assert.equal(statusOf(reply), 500, reply);
+    assert.equal(guard.counts.connection, 1);
+    bomb = false;
+    assert.equal(statusOf(await rawRequest(port, 'GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n', 5000)), 200);
   });
 });

@@ -113,22 +113,21 @@ describe('chaos: an instance SIGKILLed mid-rollout', () => {
         await sleep(10);
       }
     })();
-    try {
-      const r = await until(t, 'the rollback', async () => {
-        const x = (await admin(survivors[0] as ServeProcess, 'GET', '/v1/apps/shop/rollouts/current')).body;
-        return x.state === 'rolled-back' ? x : undefined;
-      }, { timeout: 9_000, interval: 100 });
-      const tookMs = Date.now() - failingFrom;
-      t.diagnostic(`rolled back ${tookMs} ms after green started failing, with its driver killed (lease TTL 10 s)`);
-      assert.ok(tookMs < 6_000, `rolled back after ${tookMs} ms`);
-      assert.match(r.reason, /^analysis failed: green error rate/);
-      const state = (await admin(survivors[1] as ServeProcess, 'GET', '/v1/apps/shop')).body;
-      assert.deepEqual(state.weights, { blue: 100, green: 0 });
-      const history = (await admin(survivors[1] as ServeProcess, 'GET', '/v1/apps/shop/history?limit=10')).body.entries as { reason: string | null }[];
-      assert.equal(history.filter((e) => e.reason?.includes('rolled back: green error rate') === true).length, 1, 'one rollback, with why');
-    } finally {
+    t.after(async () => {
       stop = true;
       await traffic;
-    }
+    });
+    const r = await until(t, 'the rollback', async () => {
+      const x = (await admin(survivors[0] as ServeProcess, 'GET', '/v1/apps/shop/rollouts/current')).body;
+      return x.state === 'rolled-back' ? x : undefined;
+    }, { timeout: 9_000, interval: 100 });
+    const tookMs = Date.now() - failingFrom;
+    t.diagnostic(`rolled back ${tookMs} ms after green started failing, with its driver killed (lease TTL 10 s)`);
+    assert.ok(tookMs < 6_000, `rolled back after ${tookMs} ms`);
+    assert.match(r.reason, /^analysis failed: green error rate/);
+    const state = (await admin(survivors[1] as ServeProcess, 'GET', '/v1/apps/shop')).body;
+    assert.deepEqual(state.weights, { blue: 100, green: 0 });
+    const history = (await admin(survivors[1] as ServeProcess, 'GET', '/v1/apps/shop/history?limit=10')).body.entries as { reason: string | null }[];
+    assert.equal(history.filter((e) => e.reason?.includes('rolled back: green error rate') === true).length, 1, 'one rollback, with why');
   });
 });

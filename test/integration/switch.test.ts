@@ -9,6 +9,7 @@ import { request } from 'undici';
 import { startProxy, twoPools } from '../helpers/proxy.ts';
 import { spawnServe } from '../helpers/serve-process.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { until } from '../helpers/wait.ts';
 
 describe('switching', () => {
   let blue: Upstream;
@@ -32,7 +33,7 @@ describe('switching', () => {
     const p = await startProxy({ apps: [twoPools(blue.url, green.url)] });
     t.after(() => p.close());
     const slow = request(`${p.proxyUrl}/slow`);
-    while (!blue.seen.some((s) => s.url === '/slow')) await sleep(5);
+    await until(t, 'the slow request at blue', () => blue.seen.some((s) => s.url === '/slow'), { timeout: 30_000, interval: 5 });
     const sw = await p.admin('POST', '/v1/apps/shop/switch', { to: 'green', reason: 'release 2.0.0' });
     assert.equal(sw.status, 200);
     assert.equal(sw.body.active, 'green');
@@ -123,7 +124,7 @@ describe('SIGTERM', () => {
     const proc = await spawnServe({ apps: [twoPools(up.url, up.url)], shutdown: { delay: '300ms', grace: '5s', hardStop: '10s' } });
     t.after(() => proc.cleanup());
     const inflight = Array.from({ length: 5 }, () => request(`${proc.proxyUrl}/work`).then(async (r) => ({ status: r.statusCode, body: await r.body.text(), connection: r.headers['connection'] })));
-    while (releases.length < 5) await sleep(10);
+    await until(t, 'five requests held at the upstream', () => releases.length >= 5, { timeout: 30_000, interval: 10 });
     proc.child.kill('SIGTERM');
     await sleep(100);
     const ready = await request(`${proc.adminUrl}/readyz`);

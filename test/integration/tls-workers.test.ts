@@ -13,6 +13,7 @@ import { startPebble } from '../helpers/pebble.ts';
 import { twoPools } from '../helpers/proxy.ts';
 import { freePort, spawnServe, type ServeProcess } from '../helpers/serve-process.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { until } from '../helpers/wait.ts';
 
 /**
  * `listen.tls` with `workers: 2`, as an operator runs it (`src/main.ts serve`, a primary and two
@@ -116,18 +117,12 @@ describe('listen.tls with workers: 2', () => {
       assert.equal(delta(before0, afterH2).reduce((a, b) => a + b, 0), 80, 'each request counted once, by the worker that answered it');
     });
 
-    it('a replaced certificate file is served within seconds by every worker', async () => {
+    it('a replaced certificate file is served within seconds by every worker', async (t) => {
       const renewed = ca.issue('renewed', [HOST]);
       const serial = (await h1(tlsPort)).cert.serialNumber;
       copyFileSync(renewed.key, liveKey);
       copyFileSync(renewed.cert, liveCert);
-      const deadline = Date.now() + 5_000;
-      for (;;) {
-        const seen = await many(8, () => h1(tlsPort));
-        if (seen.every((r) => r.cert.serialNumber !== serial)) break;
-        assert.ok(Date.now() < deadline, 'not every worker served the new certificate within 5 s');
-        await sleep(200);
-      }
+      await until(t, 'every worker to serve the new certificate', async () => (await many(8, () => h1(tlsPort))).every((r) => r.cert.serialNumber !== serial), { timeout: 5_000, interval: 200 });
       // from now on every connection, whichever worker takes it, gets the new certificate
       const before0 = await served(p);
       const seen = await many(40, () => h1(tlsPort));
@@ -166,14 +161,10 @@ describe('listen.tls with workers: 2', () => {
       20_000,
     );
     t.after(() => p.cleanup());
-    const deadline = Date.now() + 30_000;
-    let ok: Awaited<ReturnType<typeof h1>>[];
-    for (;;) {
-      ok = await many(8, () => h1(tlsPort).catch(() => null)).then((r) => r.filter((x) => x !== null));
-      if (ok.length === 8 && ok.every((r) => /Pebble/i.test(String(r.cert.issuer.CN)))) break;
-      assert.ok(Date.now() < deadline, `no ACME certificate on every worker within 30 s: ${p.output().slice(-2000)}`);
-      await sleep(300);
-    }
+    await until(t, 'an ACME certificate on every worker', async () => {
+      const ok = await many(8, () => h1(tlsPort).catch(() => null)).then((r) => r.filter((x) => x !== null));
+      return ok.length === 8 && ok.every((r) => /Pebble/i.test(String(r.cert.issuer.CN)));
+    }, { timeout: 30_000, interval: 300, detail: () => p.output().slice(-2000) });
     const before0 = await served(p);
     const seen = await many(40, () => h1(tlsPort));
     assert.ok(seen.every((r) => /Pebble/i.test(String(r.cert.issuer.CN)) && r.status === 200));

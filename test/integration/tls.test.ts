@@ -104,42 +104,41 @@ describe('TLS listener: SNI, HTTP/2, certificate reload', () => {
     assert.equal(blue.seen.at(-1)?.headers['x-forwarded-proto'], 'https');
   });
 
-  it('HTTP/2 routes like HTTP/1.1: a switch and a 30 % canary observed over h2, no connection headers', async () => {
+  it('HTTP/2 routes like HTTP/1.1: a switch and a 30 % canary observed over h2, no connection headers', async (t) => {
     const session = h2connect(`https://127.0.0.1:${tlsPort}`, { ca: ca.caPem, servername: 'shop.test' });
-    try {
-      await once(session, 'remoteSettings');
-      assert.equal(session.remoteSettings.maxConcurrentStreams, 128, 'the stream limit is announced');
-      assert.equal(session.remoteSettings.maxHeaderListSize, 16_384, 'the header size limit is announced');
-      const first = await h2get(session, '/a', { ':authority': 'shop.test', cookie: 'a=1' });
-      assert.equal(first.status, 200);
-      assert.equal(first.headers['x-served-by'], 'blue@1.0.0');
-      assert.equal(first.headers['connection'], undefined);
-      const seen = blue.seen.at(-1);
-      assert.equal(seen?.headers['host'], 'shop.test');
-      assert.equal(seen?.headers['x-forwarded-proto'], 'https');
-      assert.ok(!seen?.rawHeaders.some((h) => h.startsWith(':')), 'no pseudo-header reaches the upstream');
-      assert.equal((await p.admin('POST', '/v1/apps/shop/switch', { to: 'green' })).status, 200);
-      assert.equal((await h2get(session, '/b', { ':authority': 'shop.test' })).headers['x-served-by'], 'green@2.0.0');
-      assert.equal((await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 70, green: 30 } })).status, 200);
-      const streams = await Promise.all(Array.from({ length: 100 }, () => h2get(session, '/c', { ':authority': 'shop.test' })));
-      const greens = streams.filter((s) => s.headers['x-served-by'] === 'green@2.0.0').length;
-      assert.equal(greens, 30, 'exactly 30 of 100 h2 streams on green with the fixed draws');
-      // a body over h2 (no content-length) reaches the upstream whole
-      const post = session.request({ ':path': '/post', ':method': 'POST', ':authority': 'shop.test' });
-      post.end('hello over h2');
-      post.setEncoding('utf8');
-      let text = '';
-      for await (const c of post) text += c as string;
-      assert.equal(JSON.parse(text).body, 'hello over h2');
-      const m = await request(`${p.adminUrl}/metrics`);
-      assert.match(await m.body.text(), /switchyard_tls_certificate_expiry_seconds\{source=".*live\.pem"\} \d+/);
-    } finally {
+    t.after(async () => {
       session.close();
       await p.admin('POST', '/v1/apps/shop/switch', { to: 'blue' });
-    }
+    });
+    await once(session, 'remoteSettings');
+    assert.equal(session.remoteSettings.maxConcurrentStreams, 128, 'the stream limit is announced');
+    assert.equal(session.remoteSettings.maxHeaderListSize, 16_384, 'the header size limit is announced');
+    const first = await h2get(session, '/a', { ':authority': 'shop.test', cookie: 'a=1' });
+    assert.equal(first.status, 200);
+    assert.equal(first.headers['x-served-by'], 'blue@1.0.0');
+    assert.equal(first.headers['connection'], undefined);
+    const seen = blue.seen.at(-1);
+    assert.equal(seen?.headers['host'], 'shop.test');
+    assert.equal(seen?.headers['x-forwarded-proto'], 'https');
+    assert.ok(!seen?.rawHeaders.some((h) => h.startsWith(':')), 'no pseudo-header reaches the upstream');
+    assert.equal((await p.admin('POST', '/v1/apps/shop/switch', { to: 'green' })).status, 200);
+    assert.equal((await h2get(session, '/b', { ':authority': 'shop.test' })).headers['x-served-by'], 'green@2.0.0');
+    assert.equal((await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 70, green: 30 } })).status, 200);
+    const streams = await Promise.all(Array.from({ length: 100 }, () => h2get(session, '/c', { ':authority': 'shop.test' })));
+    const greens = streams.filter((s) => s.headers['x-served-by'] === 'green@2.0.0').length;
+    assert.equal(greens, 30, 'exactly 30 of 100 h2 streams on green with the fixed draws');
+    // a body over h2 (no content-length) reaches the upstream whole
+    const post = session.request({ ':path': '/post', ':method': 'POST', ':authority': 'shop.test' });
+    post.end('hello over h2');
+    post.setEncoding('utf8');
+    let text = '';
+    for await (const c of post) text += c as string;
+    assert.equal(JSON.parse(text).body, 'hello over h2');
+    const m = await request(`${p.adminUrl}/metrics`);
+    assert.match(await m.body.text(), /switchyard_tls_certificate_expiry_seconds\{source=".*live\.pem"\} \d+/);
   });
 
-  it('a reset h2 stream aborts its upstream request', async () => {
+  it('a reset h2 stream aborts its upstream request', async (t) => {
     let upstreamClosed!: () => void;
     const closed = new Promise<void>((r) => (upstreamClosed = r));
     const slow = await startUpstream('slow', (req, res) => {
@@ -148,18 +147,17 @@ describe('TLS listener: SNI, HTTP/2, certificate reload', () => {
       req.socket.once('close', upstreamClosed);
     });
     const q = await startProxy({ listen: { host: '127.0.0.1', port: 0, tls: { port: 0, certs: [{ cert: shop.cert, key: shop.key }] } }, apps: [twoPools(slow.url, slow.url)] });
-    try {
-      const port = (q.sy.edge?.listener.server.address() as { port: number }).port;
-      const session = h2connect(`https://127.0.0.1:${port}`, { ca: ca.caPem, servername: 'shop.test' });
-      const stream = session.request({ ':path': '/slow', ':authority': 'shop.test' });
-      await once(stream, 'data');
-      stream.close(8 /* CANCEL */);
-      await Promise.race([closed, sleep(5000).then(() => assert.fail('the upstream request was not aborted'))]);
-      session.close();
-    } finally {
+    t.after(async () => {
       await q.close();
       await slow.close();
-    }
+    });
+    const port = (q.sy.edge?.listener.server.address() as { port: number }).port;
+    const session = h2connect(`https://127.0.0.1:${port}`, { ca: ca.caPem, servername: 'shop.test' });
+    const stream = session.request({ ':path': '/slow', ':authority': 'shop.test' });
+    await once(stream, 'data');
+    stream.close(8 /* CANCEL */);
+    await Promise.race([closed, sleep(5000).then(() => assert.fail('the upstream request was not aborted'))]);
+    session.close();
   });
 
   it('curl --http2 gets the page over h2', async () => {
@@ -174,29 +172,28 @@ describe('TLS listener: SNI, HTTP/2, certificate reload', () => {
     assert.equal(r.headers['location'], `https://shop.test:${tlsPort}/path?q=1`);
   });
 
-  it('a certificate replaced on disk is served within seconds while open connections go on; a broken replacement keeps the old one', async () => {
+  it('a certificate replaced on disk is served within seconds while open connections go on; a broken replacement keeps the old one', async (t) => {
     const session = h2connect(`https://127.0.0.1:${tlsPort}`, { ca: ca.caPem, servername: 'shop.test' });
-    try {
-      assert.equal((await h2get(session, '/before', { ':authority': 'shop.test' })).status, 200);
-      const renewed = ca.issue('renewed', ['shop.test', 'renewed.shop.test']);
-      // certbot-style: both files replaced
-      copyFileSync(renewed.key, liveKey);
-      copyFileSync(renewed.cert, liveCert);
-      const deadline = Date.now() + 5000;
-      while (!/renewed\.shop\.test/.test((await handshake(tlsPort, ca.caPem, 'shop.test')).cert.subjectaltname ?? '')) {
-        assert.ok(Date.now() < deadline, 'the new certificate was not served within 5 s');
-        await sleep(100);
-      }
-      // the connection opened before the reload still serves
-      assert.equal((await h2get(session, '/after', { ':authority': 'shop.test' })).status, 200);
-      writeFileSync(liveCert, '-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n');
-      await sleep(2500);
-      assert.match((await handshake(tlsPort, ca.caPem, 'shop.test')).cert.subjectaltname ?? '', /renewed\.shop\.test/);
-      const m = await request(`${p.adminUrl}/metrics`);
-      assert.match(await m.body.text(), /switchyard_tls_certificate_reload_failures [1-9]/);
-    } finally {
+    t.after(() => {
       session.close();
+    });
+    assert.equal((await h2get(session, '/before', { ':authority': 'shop.test' })).status, 200);
+    const renewed = ca.issue('renewed', ['shop.test', 'renewed.shop.test']);
+    // certbot-style: both files replaced
+    copyFileSync(renewed.key, liveKey);
+    copyFileSync(renewed.cert, liveCert);
+    const deadline = Date.now() + 5000;
+    while (!/renewed\.shop\.test/.test((await handshake(tlsPort, ca.caPem, 'shop.test')).cert.subjectaltname ?? '')) {
+      assert.ok(Date.now() < deadline, 'the new certificate was not served within 5 s');
+      await sleep(100);
     }
+    // the connection opened before the reload still serves
+    assert.equal((await h2get(session, '/after', { ':authority': 'shop.test' })).status, 200);
+    writeFileSync(liveCert, '-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n');
+    await sleep(2500);
+    assert.match((await handshake(tlsPort, ca.caPem, 'shop.test')).cert.subjectaltname ?? '', /renewed\.shop\.test/);
+    const m = await request(`${p.adminUrl}/metrics`);
+    assert.match(await m.body.text(), /switchyard_tls_certificate_reload_failures [1-9]/);
   });
 
   it('admin.tls serves the admin API over TLS; an admin listener off loopback without it logs a loud warning', async () => {
@@ -218,7 +215,7 @@ describe('TLS listener: SNI, HTTP/2, certificate reload', () => {
     assert.ok(lines.some((l) => l.includes('INSECURE') && l.includes('"level":40')), 'a warning names the clear-text admin listener');
   });
 
-  it('a WebSocket upgrade works over HTTP/1.1 on the TLS port, the upstream told https', async () => {
+  it('a WebSocket upgrade works over HTTP/1.1 on the TLS port, the upstream told https', async (t) => {
     const up = await startUpstream('ws');
     const wss = new WebSocketServer({ server: up.server });
     const protos: unknown[] = [];
@@ -227,24 +224,23 @@ describe('TLS listener: SNI, HTTP/2, certificate reload', () => {
       ws.on('message', (d: Buffer) => ws.send(`echo ${d.toString()}`));
     });
     const q = await startProxy({ listen: { host: '127.0.0.1', port: 0, tls: { port: 0, certs: [{ cert: shop.cert, key: shop.key }] } }, apps: [twoPools(up.url, up.url)] });
-    try {
-      const port = (q.sy.edge?.listener.server.address() as { port: number }).port;
-      const ws = new WebSocket(`wss://127.0.0.1:${port}/socket`, { ca: ca.caPem, servername: 'shop.test', headers: { host: 'shop.test' } } as WebSocket.ClientOptions);
-      await once(ws, 'open');
-      ws.send('hi');
-      const [msg] = (await once(ws, 'message')) as [Buffer];
-      assert.equal(msg.toString(), 'echo hi');
-      assert.deepEqual(protos, ['https']);
-      ws.close();
-      await once(ws, 'close');
-    } finally {
+    t.after(async () => {
       await q.close();
       wss.close();
       await up.close();
-    }
+    });
+    const port = (q.sy.edge?.listener.server.address() as { port: number }).port;
+    const ws = new WebSocket(`wss://127.0.0.1:${port}/socket`, { ca: ca.caPem, servername: 'shop.test', headers: { host: 'shop.test' } } as WebSocket.ClientOptions);
+    await once(ws, 'open');
+    ws.send('hi');
+    const [msg] = (await once(ws, 'message')) as [Buffer];
+    assert.equal(msg.toString(), 'echo hi');
+    assert.deepEqual(protos, ['https']);
+    ws.close();
+    await once(ws, 'close');
   });
 
-  it('graceful shutdown lets an h2 stream in flight finish, then stops', async () => {
+  it('graceful shutdown lets an h2 stream in flight finish, then stops', async (t) => {
     const slow = await startUpstream('slow', (_req, res) => {
       setTimeout(() => {
         res.writeHead(200, { 'content-type': 'text/plain' });
@@ -252,21 +248,20 @@ describe('TLS listener: SNI, HTTP/2, certificate reload', () => {
       }, 300);
     });
     const q = await startProxy({ listen: { host: '127.0.0.1', port: 0, tls: { port: 0, certs: [{ cert: shop.cert, key: shop.key }] } }, shutdown: { grace: '2s', hardStop: '3s' }, apps: [twoPools(slow.url, slow.url)] });
-    try {
-      const port = (q.sy.edge?.listener.server.address() as { port: number }).port;
-      const session = h2connect(`https://127.0.0.1:${port}`, { ca: ca.caPem, servername: 'shop.test' });
-      session.on('error', () => undefined);
-      const pending = h2get(session, '/slow', { ':authority': 'shop.test' });
-      await sleep(100);
-      const stopped = q.sy.shutdown();
-      const r = await pending;
-      assert.equal(r.status, 200);
-      assert.equal(r.body, 'late');
-      assert.deepEqual(await stopped, { cut: 0 });
-      session.destroy();
-    } finally {
+    t.after(async () => {
       await q.close();
       await slow.close();
-    }
+    });
+    const port = (q.sy.edge?.listener.server.address() as { port: number }).port;
+    const session = h2connect(`https://127.0.0.1:${port}`, { ca: ca.caPem, servername: 'shop.test' });
+    session.on('error', () => undefined);
+    const pending = h2get(session, '/slow', { ':authority': 'shop.test' });
+    await sleep(100);
+    const stopped = q.sy.shutdown();
+    const r = await pending;
+    assert.equal(r.status, 200);
+    assert.equal(r.body, 'late');
+    assert.deepEqual(await stopped, { cut: 0 });
+    session.destroy();
   });
 });

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { cp, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { describe, it } from 'node:test';
+import { describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { readPidFile } from '../../src/pid-file.ts';
@@ -12,17 +12,10 @@ import { twoPools } from '../helpers/proxy.ts';
 import { createTestCa } from '../helpers/certs.ts';
 import { freePort, spawnServe, type ServeProcess } from '../helpers/serve-process.ts';
 import { startUpstream } from '../helpers/upstream.ts';
+import { until, type UntilOptions } from '../helpers/wait.ts';
 
-/** Polls `fn` until it returns a value, or fails after `ms` with `what` and the process output. */
-async function until<T>(sp: ServeProcess, what: string, fn: () => T | undefined, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) assert.fail(`${what} did not happen within ${ms} ms:\n${sp.output().slice(-4000)}`);
-    await sleep(50);
-  }
-}
+/** How these tests poll (the one helper, `until`): 30 s unless said, with the process's output on a timeout. */
+const polling = (sp: ServeProcess, timeout = 30_000): UntilOptions => ({ timeout, interval: 50, detail: () => sp.output().slice(-4000) });
 
 const line = (sp: ServeProcess, msg: RegExp): Record<string, unknown> | undefined => sp.log().find((l) => msg.test(String(l['msg'])));
 
@@ -54,7 +47,7 @@ const TLS_HOST = 'shop.test';
  * A hand-over while a new connection arrives every 5 ms (on the plain port, and with `tls` on the
  * TLS port too, each with its own handshake): not one may be refused, reset or go unanswered.
  */
-async function handOverUnderLoad(workers: number, tls = false): Promise<void> {
+async function handOverUnderLoad(t: TestContext, workers: number, tls = false): Promise<void> {
   const up = await startUpstream('blue');
   const ca = tls ? createTestCa() : null;
   const tlsPort = tls ? await freePort() : 0;
@@ -72,123 +65,120 @@ async function handOverUnderLoad(workers: number, tls = false): Promise<void> {
   let newPid = 0;
   const loop = loadLoop(port, 5);
   const tlsLoop = ca === null ? null : loadLoop(tlsPort, 5, { servername: TLS_HOST, ca: ca.caPem });
-  try {
-    const oldPid = sp.child.pid as number;
-    await until(sp, 'the pid file naming the serving process', () => (readPidFile(pidFileOf(sp)) === oldPid ? true : undefined));
-    await sleep(800);
-    // one process: through `switchyard upgrade`, which finds the pid by the port claim and waits for the outcome
-    const cli = workers === 1 ? runCliCaptured(['upgrade', '--config', join(sp.dir, 'switchyard.yaml'), '--timeout', '120s'], {}) : null;
-    if (cli === null) process.kill(oldPid, 'SIGUSR2');
-    const took = await until(sp, 'the new process taking over', () => line(sp, /took over the listening sockets/), 120_000);
-    newPid = took['pid'] as number;
-    assert.notEqual(newPid, oldPid);
-    if (cli !== null) {
-      const r = await cli;
-      assert.equal(r.code, 0, r.stderr);
-      assert.match(r.stdout, new RegExp(`upgraded: pid ${newPid} serves listen\\.port ${port}`));
-    }
-    const [code] = await sp.exited;
-    assert.equal(code, 0, 'the old process drains and exits cleanly');
-    // what systemd reads when its main process exits (PIDFile=): the new pid, written before the old one went
-    assert.equal(readPidFile(pidFileOf(sp)), newPid, 'the pid file names the new process once the old one has exited');
-    await sleep(800);
-    const r = await loop.stop();
-    assert.deepEqual(r.failures, [], `${r.failures.length} of ${r.ok + r.failures.length} requests failed`);
-    assert.ok(r.ok > 100, `the loop ran (${r.ok} requests)`);
-    if (tlsLoop !== null) {
-      const overTls = await tlsLoop.stop();
-      assert.deepEqual(overTls.failures, [], `over TLS, ${overTls.failures.length} of ${overTls.ok + overTls.failures.length} requests failed`);
-      assert.ok(overTls.ok > 100, `the TLS loop ran (${overTls.ok} requests)`);
-      assert.ok(line(sp, /took over the listening sockets/), 'the TLS port was handed over too');
-    }
-    // the new process serves the proxy and the admin API on the same ports, and holds the port claim
-    assert.ok(alive(newPid));
-    const res = await request(`http://127.0.0.1:${port}/after`);
-    assert.equal(res.statusCode, 200);
-    await res.body.dump();
-    const ready = await request(`${sp.adminUrl}/readyz`);
-    assert.equal(ready.statusCode, 200);
-    await ready.body.dump();
-    assert.ok(line(sp, /stopped accepting and drains/), 'the old process says what it did');
-    // a clean stop of the new process removes the file (it names that process)
-    process.kill(newPid, 'SIGTERM');
-    await until(sp, 'the new process stopping', () => (alive(newPid) ? undefined : true));
-    assert.equal(readPidFile(pidFileOf(sp)), null, 'the pid file is removed at a clean stop');
-  } finally {
+  t.after(async () => {
     await loop.stop();
     await tlsLoop?.stop();
     if (newPid > 0 && alive(newPid)) process.kill(newPid, 'SIGKILL');
     await sp.cleanup();
     ca?.close();
     await up.close();
+  });
+  const oldPid = sp.child.pid as number;
+  await until(t, 'the pid file naming the serving process', () => readPidFile(pidFileOf(sp)) === oldPid, polling(sp));
+  await sleep(800);
+  // one process: through `switchyard upgrade`, which finds the pid by the port claim and waits for the outcome
+  const cli = workers === 1 ? runCliCaptured(['upgrade', '--config', join(sp.dir, 'switchyard.yaml'), '--timeout', '120s'], {}) : null;
+  if (cli === null) process.kill(oldPid, 'SIGUSR2');
+  const took = await until(t, 'the new process taking over', () => line(sp, /took over the listening sockets/), polling(sp, 120_000));
+  newPid = took['pid'] as number;
+  assert.notEqual(newPid, oldPid);
+  if (cli !== null) {
+    const r = await cli;
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`upgraded: pid ${newPid} serves listen\\.port ${port}`));
   }
+  const [code] = await sp.exited;
+  assert.equal(code, 0, 'the old process drains and exits cleanly');
+  // what systemd reads when its main process exits (PIDFile=): the new pid, written before the old one went
+  assert.equal(readPidFile(pidFileOf(sp)), newPid, 'the pid file names the new process once the old one has exited');
+  await sleep(800);
+  const r = await loop.stop();
+  assert.deepEqual(r.failures, [], `${r.failures.length} of ${r.ok + r.failures.length} requests failed`);
+  assert.ok(r.ok > 100, `the loop ran (${r.ok} requests)`);
+  if (tlsLoop !== null) {
+    const overTls = await tlsLoop.stop();
+    assert.deepEqual(overTls.failures, [], `over TLS, ${overTls.failures.length} of ${overTls.ok + overTls.failures.length} requests failed`);
+    assert.ok(overTls.ok > 100, `the TLS loop ran (${overTls.ok} requests)`);
+    assert.ok(line(sp, /took over the listening sockets/), 'the TLS port was handed over too');
+  }
+  // the new process serves the proxy and the admin API on the same ports, and holds the port claim
+  assert.ok(alive(newPid));
+  const res = await request(`http://127.0.0.1:${port}/after`);
+  assert.equal(res.statusCode, 200);
+  await res.body.dump();
+  const ready = await request(`${sp.adminUrl}/readyz`);
+  assert.equal(ready.statusCode, 200);
+  await ready.body.dump();
+  assert.ok(line(sp, /stopped accepting and drains/), 'the old process says what it did');
+  // a clean stop of the new process removes the file (it names that process)
+  process.kill(newPid, 'SIGTERM');
+  await until(t, 'the new process stopping', () => !alive(newPid), polling(sp));
+  assert.equal(readPidFile(pidFileOf(sp)), null, 'the pid file is removed at a clean stop');
 }
 
 describe('upgrading Switchyard itself (SIGUSR2): the new process takes the listening sockets', { concurrency: 1, timeout: 600_000 }, () => {
-  it('a hand-over under a new connection every 5 ms loses none: no refused connect, no reset, no empty reply', async () => {
-    await handOverUnderLoad(1);
+  it('a hand-over under a new connection every 5 ms loses none: no refused connect, no reset, no empty reply', async (t) => {
+    await handOverUnderLoad(t, 1);
   });
 
-  it('with workers: 2 the hand-over loses none either', async () => {
-    await handOverUnderLoad(2);
+  it('with workers: 2 the hand-over loses none either', async (t) => {
+    await handOverUnderLoad(t, 2);
   });
 
-  it('with listen.tls the TLS port is handed over too: new TLS connections every 5 ms, none lost', async () => {
-    await handOverUnderLoad(1, true);
+  it('with listen.tls the TLS port is handed over too: new TLS connections every 5 ms, none lost', async (t) => {
+    await handOverUnderLoad(t, 1, true);
   });
 
-  it('with listen.tls and workers: 2, both ports of every worker are handed over: none lost', async () => {
-    await handOverUnderLoad(2, true);
+  it('with listen.tls and workers: 2, both ports of every worker are handed over: none lost', async (t) => {
+    await handOverUnderLoad(t, 2, true);
   });
 
-  it('a new program that fails to start leaves the old one serving, and says so', async () => {
+  it('a new program that fails to start leaves the old one serving, and says so', async (t) => {
     const up = await startUpstream('blue');
     const prog = await programCopy();
     const sp = await spawnServe({ apps: [twoPools(up.url, up.url)], log: { level: 'info', accessSample: 0 } }, 30_000, (config) => ({ command: process.execPath, args: [join(prog, 'bin/switchyard.js'), 'serve', '--config', config, '--pid-file', join(dirname(config), 'switchyard.pid')], cwd: prog }));
     const loop = loadLoop(sp.proxyPort, 5);
-    try {
-      // the release installed over it is broken: its main module throws on load
-      await writeFile(join(prog, 'src/main.ts'), "throw new Error('a broken build');\n");
-      await sleep(300);
-      const cli = await runCliCaptured(['upgrade', '--config', join(sp.dir, 'switchyard.yaml'), '--timeout', '120s'], {});
-      assert.equal(cli.code, 1, cli.stdout + cli.stderr);
-      assert.match(cli.stderr, new RegExp(`the upgrade failed; pid ${sp.child.pid} keeps serving`));
-      const failed = await until(sp, 'the failed upgrade', () => line(sp, /^upgrade failed/));
-      assert.match(String(failed['msg']), /exited before it was ready .*keeps serving/);
-      await sleep(300);
-      const r = await loop.stop();
-      assert.deepEqual(r.failures, []);
-      assert.equal(sp.child.exitCode, null, 'the old process still runs');
-      assert.match(sp.output(), /a broken build/, `the new process said why: ${sp.output().slice(-3000)}`);
-      assert.equal(readPidFile(pidFileOf(sp)), sp.child.pid, 'the pid file still names the old process');
-    } finally {
+    t.after(async () => {
       await loop.stop();
       await sp.cleanup();
       await rm(prog, { recursive: true, force: true });
       await up.close();
-    }
+    });
+    // the release installed over it is broken: its main module throws on load
+    await writeFile(join(prog, 'src/main.ts'), "throw new Error('a broken build');\n");
+    await sleep(300);
+    const cli = await runCliCaptured(['upgrade', '--config', join(sp.dir, 'switchyard.yaml'), '--timeout', '120s'], {});
+    assert.equal(cli.code, 1, cli.stdout + cli.stderr);
+    assert.match(cli.stderr, new RegExp(`the upgrade failed; pid ${sp.child.pid} keeps serving`));
+    const failed = await until(t, 'the failed upgrade', () => line(sp, /^upgrade failed/), polling(sp));
+    assert.match(String(failed['msg']), /exited before it was ready .*keeps serving/);
+    await sleep(300);
+    const r = await loop.stop();
+    assert.deepEqual(r.failures, []);
+    assert.equal(sp.child.exitCode, null, 'the old process still runs');
+    assert.match(sp.output(), /a broken build/, `the new process said why: ${sp.output().slice(-3000)}`);
+    assert.equal(readPidFile(pidFileOf(sp)), sp.child.pid, 'the pid file still names the old process');
   });
 
-  it('a new program that is not ready within shutdown.upgradeTimeout is stopped; the old one keeps serving', async () => {
+  it('a new program that is not ready within shutdown.upgradeTimeout is stopped; the old one keeps serving', async (t) => {
     const up = await startUpstream('blue');
     const prog = await programCopy();
     const sp = await spawnServe({ apps: [twoPools(up.url, up.url)], log: { level: 'info', accessSample: 0 }, shutdown: { upgradeTimeout: '1500ms' } }, 20_000, (config) => ({ command: process.execPath, args: [join(prog, 'bin/switchyard.js'), 'serve', '--config', config], cwd: prog }));
-    try {
-      // the new build hangs before it ever asks for the sockets: it keeps the module's exports (a
-      // missing export would fail at link time, an exit, not a hang) and never finishes evaluating it
-      const successor = join(prog, 'src/upgrade/successor.ts');
-      await writeFile(successor, `await new Promise(() => setInterval(() => {}, 1000));\n${await readFile(successor, 'utf8')}`);
-      process.kill(sp.child.pid as number, 'SIGUSR2');
-      const failed = await until(sp, 'the failed upgrade', () => line(sp, /^upgrade failed/));
-      assert.match(String(failed['msg']), /not ready within 1500 ms: stopped it/);
-      const res = await request(`${sp.proxyUrl}/still`);
-      assert.equal(res.statusCode, 200);
-      await res.body.dump();
-      assert.equal(sp.child.exitCode, null);
-    } finally {
+    t.after(async () => {
       await sp.cleanup();
       await rm(prog, { recursive: true, force: true });
       await up.close();
-    }
+    });
+    // the new build hangs before it ever asks for the sockets: it keeps the module's exports (a
+    // missing export would fail at link time, an exit, not a hang) and never finishes evaluating it
+    const successor = join(prog, 'src/upgrade/successor.ts');
+    await writeFile(successor, `await new Promise(() => setInterval(() => {}, 1000));\n${await readFile(successor, 'utf8')}`);
+    process.kill(sp.child.pid as number, 'SIGUSR2');
+    const failed = await until(t, 'the failed upgrade', () => line(sp, /^upgrade failed/), polling(sp));
+    assert.match(String(failed['msg']), /not ready within 1500 ms: stopped it/);
+    const res = await request(`${sp.proxyUrl}/still`);
+    assert.equal(res.statusCode, 200);
+    await res.body.dump();
+    assert.equal(sp.child.exitCode, null);
   });
 });

@@ -27,30 +27,29 @@ const RECORDS = [
   record('/down', 503, 'NO_TARGET'),
 ];
 
-it('the access line written straight into the log sink is byte for byte what pino writes for it (up to the time)', async () => {
+it('the access line written straight into the log sink is byte for byte what pino writes for it (up to the time)', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'access-log-'));
-  try {
-    const fd = openSync(join(dir, 'log'), 'w');
-    const sink = new LogSink(fd);
-    const logger = createLogger('info', false, sink);
-    assert.ok(directLine(logger) !== null, 'the log sink gets the line written directly');
-    const direct = createAccessLog(logger);
-    const viaPino: string[] = [];
-    const generic = createAccessLog(pino({ level: 'info' }, new Writable({ write: (c: Buffer, _e, cb) => (viaPino.push(c.toString()), cb()) })));
-    for (const r of RECORDS) {
-      direct(r);
-      generic(r);
-    }
-    await sink.settle(1000);
-    closeSync(fd);
-    const time = /"time":\d+/g;
-    const written = readFileSync(join(dir, 'log'), 'utf8').replace(time, '"time":0');
-    assert.equal(written, viaPino.join('').replace(time, '"time":0'));
-    assert.equal(written.split('\n').length, RECORDS.length + 1);
-    assert.ok(!written.includes('s3cret'), 'never the query');
-    // the whole response's time and its time to the head, both
-    assert.match(written, /"ms":12,"headMs":4,/);
-  } finally {
+  t.after(() => {
     rmSync(dir, { recursive: true, force: true });
+  });
+  const fd = openSync(join(dir, 'log'), 'w');
+  const sink = new LogSink(fd);
+  const logger = createLogger('info', false, sink);
+  assert.ok(directLine(logger) !== null, 'the log sink gets the line written directly');
+  const direct = createAccessLog(logger);
+  const viaPino: string[] = [];
+  const generic = createAccessLog(pino({ level: 'info' }, new Writable({ write: (c: Buffer, _e, cb) => (viaPino.push(c.toString()), cb()) })));
+  for (const r of RECORDS) {
+    direct(r);
+    generic(r);
   }
+  await sink.settle(1000);
+  closeSync(fd);
+  const time = /"time":\d+/g;
+  const written = readFileSync(join(dir, 'log'), 'utf8').replace(time, '"time":0');
+  assert.equal(written, viaPino.join('').replace(time, '"time":0'));
+  assert.equal(written.split('\n').length, RECORDS.length + 1);
+  assert.ok(!written.includes('s3cret'), 'never the query');
+  // the whole response's time and its time to the head, both
+  assert.match(written, /"ms":12,"headMs":4,/);
 });

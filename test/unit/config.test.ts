@@ -82,17 +82,16 @@ describe('config', () => {
     assert.deepEqual(issuesOf({ ...minimal(), admin: { tokens: [{ name: 'ci', token: 'short' }] } }), ['admin.tokens[0].token: must be at least 16 characters']);
   });
 
-  it('reads YAML and JSON files', async () => {
+  it('reads YAML and JSON files', async (t) => {
     const dir = await mkdtemp(join(tmpdir(), 'switchyard-config-'));
-    try {
-      await writeFile(join(dir, 'a.yaml'), 'apps:\n  - name: shop\n    hosts: ["*"]\n    pools:\n      blue: { version: "1", targets: ["http://127.0.0.1:1"] }\n      green: { version: "2", targets: ["http://127.0.0.1:2"] }\n');
-      await writeFile(join(dir, 'a.json'), JSON.stringify(minimal()));
-      assert.equal((await loadConfig(join(dir, 'a.yaml'))).apps[0]!.name, 'shop');
-      assert.equal((await loadConfig(join(dir, 'a.json'))).apps[0]!.name, 'shop');
-      await assert.rejects(loadConfig(join(dir, 'missing.yaml')), /cannot read/);
-    } finally {
+    t.after(async () => {
       await rm(dir, { recursive: true, force: true, maxRetries: 5 });
-    }
+    });
+    await writeFile(join(dir, 'a.yaml'), 'apps:\n  - name: shop\n    hosts: ["*"]\n    pools:\n      blue: { version: "1", targets: ["http://127.0.0.1:1"] }\n      green: { version: "2", targets: ["http://127.0.0.1:2"] }\n');
+    await writeFile(join(dir, 'a.json'), JSON.stringify(minimal()));
+    assert.equal((await loadConfig(join(dir, 'a.yaml'))).apps[0]!.name, 'shop');
+    assert.equal((await loadConfig(join(dir, 'a.json'))).apps[0]!.name, 'shop');
+    await assert.rejects(loadConfig(join(dir, 'missing.yaml')), /cannot read/);
   });
 
   it('the shipped config/switchyard.yaml is valid', async () => {
@@ -100,18 +99,17 @@ describe('config', () => {
     assert.equal(c.apps[0]!.name, 'shop');
   });
 
-  it('`switchyard serve` exits 2 and names the key path on a bad config', async () => {
+  it('`switchyard serve` exits 2 and names the key path on a bad config', async (t) => {
     const dir = await mkdtemp(join(tmpdir(), 'switchyard-config-'));
-    try {
-      const doc = minimal();
-      doc.apps[0]!.pools.green.targets.push('nope');
-      await writeFile(join(dir, 'bad.json'), JSON.stringify(doc));
-      const r = spawnSync(process.execPath, ['src/main.ts', 'serve', '--config', join(dir, 'bad.json')], { encoding: 'utf8' });
-      assert.equal(r.status, 2);
-      assert.match(r.stderr, /apps\[0\]\.pools\.green\.targets\[1\]: must be an http\(s\) URL/);
-    } finally {
+    t.after(async () => {
       await rm(dir, { recursive: true, force: true, maxRetries: 5 });
-    }
+    });
+    const doc = minimal();
+    doc.apps[0]!.pools.green.targets.push('nope');
+    await writeFile(join(dir, 'bad.json'), JSON.stringify(doc));
+    const r = spawnSync(process.execPath, ['src/main.ts', 'serve', '--config', join(dir, 'bad.json')], { encoding: 'utf8' });
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /apps\[0\]\.pools\.green\.targets\[1\]: must be an http\(s\) URL/);
   });
 });
 

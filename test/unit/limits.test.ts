@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseConfig } from '../../src/config/load.ts';
 import { autoMaxConnections, FALLBACK_MAX_CONNECTIONS, fdLimit, FD_RESERVE, Limits } from '../../src/dataplane/limits.ts';
 import { ConfigError } from '../../src/errors.ts';
+import { until } from '../helpers/wait.ts';
 
 const app = { name: 'shop', hosts: ['*'], pools: { blue: { version: '1', targets: ['http://10.0.0.1:8080'] }, green: { version: '2', targets: ['http://10.0.0.2:8080'] } } };
 
@@ -84,13 +85,13 @@ describe('limits', () => {
       sockets.push(s);
       await once(s, 'connect');
     }
-    while (limits.open < 40) await sleep(10);
+    await until(t, '40 connections open', () => limits.open >= 40, { timeout: 30_000, interval: 10 });
     // 10 of 40 closed: still a quarter of the peak, the burst goes on
     for (const s of sockets.splice(0, 10)) s.destroy();
     await sleep(400);
     assert.equal(overs, 0);
     for (const s of sockets.splice(0)) s.destroy();
-    while (limits.open > 0) await sleep(10);
+    await until(t, 'every connection closed', () => limits.open === 0, { timeout: 30_000, interval: 10 });
     await sleep(400);
     assert.equal(overs, 1);
   });

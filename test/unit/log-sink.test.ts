@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { LogSink } from '../../src/logger.ts';
+import { until } from '../helpers/wait.ts';
 
 /** A log file in a temp dir, open for writing, removed after the test. */
 async function tempLog(t: TestContext): Promise<{ file: string; fd: number }> {
@@ -37,8 +38,7 @@ describe('LogSink (the JSON log destination)', () => {
     sink.write('{"a":1}\n');
     sink.write('{"a":2}\n');
     assert.equal(readFileSync(file, 'utf8'), '', 'nothing written at once');
-    const deadline = Date.now() + 2000;
-    while (readFileSync(file, 'utf8') === '' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+    await until(t, 'the lines in the file', () => readFileSync(file, 'utf8') !== '', { timeout: 2000, interval: 2 });
     assert.equal(readFileSync(file, 'utf8'), '{"a":1}\n{"a":2}\n');
   });
 
