@@ -50,15 +50,14 @@ describe('listen.tls configuration', () => {
     assert.equal(renewalDue({ notBefore: 0, notAfter: 90 * day }, 60 * day), true);
   });
 
-  it('a certificate whose key does not match is refused at start, naming the file', () => {
+  it('a certificate whose key does not match is refused at start, naming the file', (t) => {
     const ca = createTestCa();
-    try {
-      const a = ca.issue('a', ['a.test']);
-      const b = ca.issue('b', ['b.test']);
-      assert.throws(() => new CertificateSet({ files: [{ cert: a.cert, key: b.key }], logger: pino({ level: 'silent' }) }), (err: unknown) => err instanceof ConfigError && /^listen\.tls\.certs\[0\]: .*a\.pem: the private key does not match the certificate$/.test(err.issues[0] ?? ''));
-      assert.throws(() => new CertificateSet({ files: [{ cert: '/nonexistent.pem', key: b.key }], logger: pino({ level: 'silent' }) }), (err: unknown) => err instanceof ConfigError && /listen\.tls\.certs\[0\]: .*nonexistent/.test(err.issues[0] ?? ''));
-    } finally {
+    t.after(() => {
       ca.close();
-    }
+    });
+    const a = ca.issue('a', ['a.test']);
+    const b = ca.issue('b', ['b.test']);
+    assert.throws(() => new CertificateSet({ files: [{ cert: a.cert, key: b.key }], logger: pino({ level: 'silent' }) }), (err: unknown) => err instanceof ConfigError && /^listen\.tls\.certs\[0\]: .*a\.pem: the private key does not match the certificate$/.test(err.issues[0] ?? ''));
+    assert.throws(() => new CertificateSet({ files: [{ cert: '/nonexistent.pem', key: b.key }], logger: pino({ level: 'silent' }) }), (err: unknown) => err instanceof ConfigError && /listen\.tls\.certs\[0\]: .*nonexistent/.test(err.issues[0] ?? ''));
   });
 });
