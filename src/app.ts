@@ -242,6 +242,8 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
     admin.closeAllConnections();
     await edge?.close();
     drains.close();
+    // the limits' log, burst and stream-budget timers (nothing else stopped them)
+    dataPlane.limits.stop();
     await control.close();
     // last: the spans of the requests the stop let finish are exported
     await tracing?.shutdown();

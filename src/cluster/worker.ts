@@ -322,6 +322,7 @@ class WorkerPlane {
     clearInterval(this.timer);
     if (this.reportSoon !== null) clearImmediate(this.reportSoon);
     this.drains.close();
+    this.dataPlane.limits.stop();
     await this.health.close();
     await this.runtime.close();
     await this.tracing?.shutdown();

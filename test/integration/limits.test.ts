@@ -77,6 +77,16 @@ describe('resource limits', () => {
     assert.equal(limitLines[0]?.header, 1);
   });
 
+  it("close() stops the limits' timers: the next log line's timer is not left behind", async () => {
+    const up = await upstream('blue');
+    const p = await startProxy({ apps: [twoPools(up.url, up.url)], limits: { headerTimeout: '300ms' } }, { logger: pino({ level: 'silent' }) });
+    await (await rawConnect(portOf(p.proxyUrl))).closed;
+    const limits = p.sy.dataPlane.limits as unknown as { logTimer: NodeJS.Timeout | null };
+    assert.notEqual(limits.logTimer, null, 'the closed connection armed the timer of the next log line');
+    await p.close();
+    assert.equal(limits.logTimer, null);
+  });
+
   it('answers 408 to a request header that is not complete after limits.headerTimeout, and does not time out a slow response', async () => {
     const up = await upstream('blue', (_req, res) => setTimeout(() => res.end('late'), 600));
     const p = await proxy({ apps: [twoPools(up.url, up.url)], limits: { headerTimeout: '300ms' } });
