@@ -34,7 +34,10 @@ export const upgradeCommand: RawCommand = {
     process.kill(holder.pid, 'SIGUSR2');
     out('signalled', { pid: holder.pid, port }, `sent SIGUSR2 to pid ${holder.pid}; waiting for the new process to take over`);
     const deadline = Date.now() + timeout;
-    let started = false;
+    // a failure is this upgrade's once 'upgrading' was seen, or at once when the holder did not
+    // already say 'upgrade-failed' before the signal: a new program that fails at load can come and
+    // go between two polls, and waiting for an 'upgrading' never seen would run to --timeout
+    let started = holder.status !== 'upgrade-failed';
     while (Date.now() < deadline) {
       await sleep(POLL_MS);
       const now = await claimHolder(port);
