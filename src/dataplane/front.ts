@@ -1,4 +1,3 @@
-import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { http } from '../node-http.ts';
 import { HTTPParser, METHODS, type Parser } from './engine/llhttp.ts';
@@ -42,6 +41,7 @@ const KEEP_ALIVE_HEADER = `Connection: keep-alive\r\nKeep-Alive: timeout=${KEEP_
 const FAST_METHODS = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'POST', 'PUT', 'PATCH']);
 /** by llhttp's method number: whether the front serves that method (decided once, not per request) */
 const SERVED_METHOD: readonly boolean[] = METHODS.map((m) => FAST_METHODS.has(m));
+const CONTINUE = 'HTTP/1.1 100 Continue\r\n\r\n';
 const BAD_REQUEST = 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n';
 /** a whole response is copied into one buffer (one write syscall) below this size; above, writev */
 const COPY_LIMIT = 16 * 1024;
@@ -244,7 +244,7 @@ export class FrontConnection {
       const ex = new FrontExchange(this, METHODS[this.hMethod] as string, this.hUrl, this.hHeaders, this.hKeepAlive && !this.front.plane.closing());
       this.active = ex;
       if (this.requests === this.overflowAt) {
-        refuse(ex as unknown as ServerResponse, 503, `more than ${MAX_PIPELINED} pipelined requests on one connection`);
+        refuse(ex, 503, `more than ${MAX_PIPELINED} pipelined requests on one connection`);
         break;
       }
       if (this.buf !== null) this.countWaiting();
@@ -401,6 +401,24 @@ export class FrontExchange {
 
   get writableLength(): number {
     return this.socket.writableLength;
+  }
+  get writableEnded(): boolean {
+    return this.finished;
+  }
+  get destroyed(): boolean {
+    return this.socket.destroyed;
+  }
+  /** the request body is read here, not by a reader of this object: never paused, nothing buffered */
+  isPaused(): boolean {
+    return false;
+  }
+  get readableLength(): number {
+    return 0;
+  }
+
+  /** ServerResponse.writeContinue: the interim 100 before the client sends its body (RFC 9110 §10.1.1). */
+  writeContinue(): void {
+    if (!this.headersSent && !this.socket.destroyed) this.socket.write(CONTINUE, 'latin1');
   }
   get writableHighWaterMark(): number {
     return this.socket.writableHighWaterMark;
