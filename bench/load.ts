@@ -1,4 +1,7 @@
 import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import { findCommand } from './common.ts';
 
@@ -13,6 +16,8 @@ export interface LoadOptions {
   driver: Driver;
   /** CPU wrk is pinned to; autocannon runs in this process, which the caller pins. */
   cpu?: number | undefined;
+  /** POST a request body of this many bytes (with Content-Length) instead of GET */
+  postBytes?: number | undefined;
 }
 
 export interface LoadResult {
@@ -40,7 +45,7 @@ export interface AutocannonInstance {
   stop(): void;
 }
 type AutocannonFn = (
-  opts: { url: string; connections: number; duration: number; pipelining?: number; timeout?: number },
+  opts: { url: string; connections: number; duration: number; pipelining?: number; timeout?: number; method?: string; body?: string },
   cb: (err: Error | null, result: AutocannonResult) => void,
 ) => AutocannonInstance;
 
@@ -65,7 +70,7 @@ export function startAutocannon(opts: Omit<LoadOptions, 'driver' | 'cpu'>): { in
   let instance: AutocannonInstance | undefined;
   const done = new Promise<AutocannonResult>((resolve, reject) => {
     instance = autocannon(
-      { url: opts.url, connections: opts.connections, duration: opts.durationSec, timeout: 10 },
+      { url: opts.url, connections: opts.connections, duration: opts.durationSec, timeout: 10, ...(opts.postBytes === undefined ? {} : { method: 'POST', body: 'x'.repeat(opts.postBytes) }) },
       (err, result) => (err !== null ? reject(err) : resolve(result)),
     );
   });
@@ -90,6 +95,7 @@ async function runWrk(opts: LoadOptions): Promise<LoadResult> {
   const taskset = findCommand('taskset');
   // One wrk thread: the driver has one core (shared with the upstream) on the 2-core bench layout.
   const args = ['-t1', `-c${opts.connections}`, `-d${opts.durationSec}s`, '--timeout', '10s', '--latency', opts.url];
+  if (opts.postBytes !== undefined) args.splice(-1, 0, '-s', postScript(opts.postBytes));
   const [file, argv] = opts.cpu !== undefined && taskset !== undefined ? [taskset, ['-c', String(opts.cpu), wrk, ...args]] : [wrk, args];
   const out = await new Promise<string>((resolve, reject) => {
     const child = spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -102,6 +108,13 @@ async function runWrk(opts: LoadOptions): Promise<LoadResult> {
     child.on('exit', (code) => (code === 0 ? resolve(text) : reject(new Error(`wrk exited ${code}: ${text.trim()}`))));
   });
   return parseWrk(out);
+}
+
+/** A wrk script that POSTs `bytes` of body on every request (wrk sends it with Content-Length). */
+function postScript(bytes: number): string {
+  const file = join(mkdtempSync(join(tmpdir(), 'switchyard-wrk-')), 'post.lua');
+  writeFileSync(file, `wrk.method = "POST"\nwrk.body = string.rep("x", ${bytes})\nwrk.headers["Content-Type"] = "application/octet-stream"\n`);
+  return file;
 }
 
 const UNIT_MS: Record<string, number> = { us: 0.001, ms: 1, s: 1000, m: 60_000 };

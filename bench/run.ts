@@ -32,6 +32,8 @@ function readSettings() {
     warmupSec: envInt('WARMUP', 2),
     rounds: Math.max(1, envInt('ROUNDS', 3)),
     bodySizes,
+    /** POST_BODY=1024: every request POSTs that many bytes (Content-Length) instead of a GET */
+    postBytes: process.env['POST_BODY'] === undefined ? undefined : envInt('POST_BODY', 0),
     targets,
   };
 }
@@ -43,7 +45,7 @@ try {
   process.stderr.write(`bench: ${(e as Error).message}\n`);
   process.exit(2);
 }
-const { connections: CONNECTIONS, durationSec: DURATION, warmupSec: WARMUP, rounds: ROUNDS, bodySizes: BODY_SIZES, targets: TARGETS } = settings;
+const { connections: CONNECTIONS, durationSec: DURATION, warmupSec: WARMUP, rounds: ROUNDS, bodySizes: BODY_SIZES, targets: TARGETS, postBytes: POST_BYTES } = settings;
 /** nginx serves the upstream's bytes when installed (the issue's setup); UPSTREAM=node forces the Node upstream. */
 const UPSTREAM: 'nginx' | 'node' = process.env['UPSTREAM'] === 'node' || findCommand('nginx') === undefined ? 'node' : 'nginx';
 const BASELINES: readonly TargetName[] = ['direct', 'http-proxy', 'undici-naive', 'nginx', 'caddy'];
@@ -90,7 +92,7 @@ function summarize(r: Row): Summary {
 }
 
 async function measure(t: Running, driver: Driver): Promise<{ result: LoadResult; rss: number | undefined; cpuUs: number | undefined }> {
-  const load = { url: t.url, connections: CONNECTIONS, driver, cpu: cpuFor('load') };
+  const load = { url: t.url, connections: CONNECTIONS, driver, cpu: cpuFor('load'), postBytes: POST_BYTES };
   if (WARMUP > 0) await runLoad({ ...load, durationSec: WARMUP });
   const cpuBefore = t.proc !== undefined ? cpuSeconds(t.proc.pid) : undefined;
   const result = await runLoad({ ...load, durationSec: DURATION });
@@ -232,7 +234,7 @@ async function main(): Promise<void> {
   out(`  driver   ${machine.driver}`);
   out(`  pinning  ${machine.pinning}`);
   out(`  upstream ${machine.upstream}`);
-  out(`  load     ${CONNECTIONS} connections, ${WARMUP} s warmup + ${DURATION} s per run, ${ROUNDS} round(s), interleaved`);
+  out(`  load     ${CONNECTIONS} connections, ${WARMUP} s warmup + ${DURATION} s per run, ${ROUNDS} round(s), interleaved${POST_BYTES === undefined ? '' : `, POST ${POST_BYTES} bytes per request`}`);
   out(`  figures  rps/p50/p99: median over rounds; spread: ±half the rps range over rounds; CPU µs/req: the proxy's CPU time (user + system) over the measured run / its requests, median; RSS (MiB): proxy process (+ children) once started and idle, and right after the load (max over rounds)`);
 
   const tables: { bodySize: number; rows: Summary[] }[] = [];

@@ -1,4 +1,3 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 import { ERRORS, type ErrorCode } from '../errors.ts';
 import { answersGrpc, endGrpcStream, goAway, grpcStatusFor, grpcStatusOf, sendGrpcError } from './grpc.ts';
@@ -11,7 +10,7 @@ import { UPSTREAM_CODES, upstreamCodes } from './engine/upstream-codes.ts';
 import { REFUSED_BACKOFF_MS, type Target } from './target.ts';
 import type { Cuttable } from './open-set.ts';
 import type { PoolRuntime } from './pool-runtime.ts';
-import type { Outcome } from './types.ts';
+import type { ClientRequest, ClientResponse, Outcome } from './types.ts';
 
 /** What a handler needs from the data plane that created it (one object shared by all requests). */
 export interface Plane {
@@ -63,8 +62,8 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
   // one object per request: the fields below replace a context object and closures (the
   // profile showed per-request allocations as the largest cost we control on this path)
   readonly plane: Plane;
-  readonly req: IncomingMessage;
-  readonly res: ServerResponse;
+  readonly req: ClientRequest;
+  readonly res: ClientResponse;
   pool: PoolRuntime;
   servedBy: string;
   readonly requestId: string;
@@ -109,7 +108,7 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
     this.controller?.abort(new Error('client went away'));
   };
 
-  constructor(plane: Plane, req: IncomingMessage, res: ServerResponse, pool: PoolRuntime, target: Target, opts: Dispatcher.DispatchOptions, servedBy: string, requestId: string, setCookie: string | null) {
+  constructor(plane: Plane, req: ClientRequest, res: ClientResponse, pool: PoolRuntime, target: Target, opts: Dispatcher.DispatchOptions, servedBy: string, requestId: string, setCookie: string | null) {
     this.plane = plane;
     this.req = req;
     this.res = res;

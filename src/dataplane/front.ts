@@ -1,5 +1,6 @@
-import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { Readable } from 'node:stream';
+import { CHUNKED_ERROR, CHUNKED_MORE, ChunkedDecoder } from './chunked.ts';
 import { http } from '../node-http.ts';
 import { HTTPParser, METHODS, type Parser } from './engine/llhttp.ts';
 import { REQUEST_TIMEOUT_408 } from './limits.ts';
@@ -7,14 +8,17 @@ import { MAX_PIPELINED } from './pipeline.ts';
 import { refuse } from './request-target.ts';
 
 /**
- * The client side of the proxy port on raw sockets: the plain HTTP/1.1 requests that make up
- * nearly all traffic (a method without a body, origin-form or absolute-form target, one Host)
- * are parsed by Node's strict llhttp and answered here, without node:http's IncomingMessage,
- * ServerResponse and their stream machinery, which cost more per request than the rest of the
- * proxy (README Performance). Everything else — a request body, `Expect`, an upgrade, CONNECT,
- * HTTP/1.0, a parse error, a head split over many packets — is handed to node:http at the first
- * byte of that request, with the connection, so those paths keep node:http's behaviour exactly
- * (its refusals, its body streaming, its upgrade event).
+ * The client side of the proxy port on raw sockets: the HTTP/1.1 requests that make up nearly
+ * all traffic (a common method, origin-form or absolute-form target, one Host, no body or a body
+ * framed by Content-Length or `Transfer-Encoding: chunked`, `Expect: 100-continue`) are parsed by
+ * Node's strict llhttp and answered here, without node:http's IncomingMessage, ServerResponse
+ * and their stream machinery, which cost more per request than the rest of the proxy (README
+ * Performance). A request body streams to the engine through a Readable of its own (FrontBody),
+ * with backpressure: the client socket pauses while the body's reader (the upstream socket) is
+ * full. Everything else — another expectation or transfer coding, an upgrade, CONNECT, HTTP/1.0,
+ * a parse error, a head split over many packets — is handed to node:http at the first byte of
+ * that request, with the connection, so those paths keep node:http's behaviour exactly (its
+ * refusals, its upgrade event).
  *
  * Why not a library: no maintained HTTP/1.1 server lets a proxy take the parsed head and write the
  * response bytes itself on the socket; uWebSockets.js is a native binary outside npm's registry.
@@ -42,10 +46,13 @@ const KEEP_ALIVE_HEADER = `Connection: keep-alive\r\nKeep-Alive: timeout=${KEEP_
 const FAST_METHODS = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'POST', 'PUT', 'PATCH']);
 /** by llhttp's method number: whether the front serves that method (decided once, not per request) */
 const SERVED_METHOD: readonly boolean[] = METHODS.map((m) => FAST_METHODS.has(m));
+const CONTINUE = 'HTTP/1.1 100 Continue\r\n\r\n';
 const BAD_REQUEST = 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n';
 /** a whole response is copied into one buffer (one write syscall) below this size; above, writev */
 const COPY_LIMIT = 16 * 1024;
-const EMPTY_HEADERS = Object.freeze({});
+const EMPTY_HEADERS: FrontHeaders = Object.freeze({});
+const EXPECT_HEADERS: FrontHeaders = Object.freeze({ expect: '100-continue' });
+type FrontHeaders = { readonly expect?: string };
 /** the async-hooks resource llhttp's initialize() asks for; the front has no async context of its own */
 const PARSER_RESOURCE = Object.freeze({});
 const HEAD_END = Buffer.from('\r\n\r\n');
@@ -147,6 +154,18 @@ export class FrontConnection {
   private hMajor = 0;
   private hUpgrade = false;
   private hKeepAlive = false;
+  /** the head's body framing (plain() reads it): a Content-Length over 0, chunked, Expect: 100-continue */
+  private hLength = 0;
+  private hChunked = false;
+  private hExpect = false;
+  /** the request whose body is being read (until its end, a framing error or the connection's end) */
+  private bodyOf: FrontExchange | null = null;
+  /** Content-Length bytes of that body still to come (not chunked) */
+  private bodyLeft = 0;
+  private chunks: ChunkedDecoder | null = null;
+  /** the socket is paused because the body's reader is full (`paused`: because pipelined bytes are) */
+  private bodyPaused = false;
+  private readonly onChunk = (chunk: Buffer): void => this.bodyOf?.bodyData(chunk);
 
   constructor(front: Front, socket: Socket) {
     this.front = front;
@@ -188,6 +207,12 @@ export class FrontConnection {
 
   received(chunk: Buffer): void {
     if (this.gone) return; // closing: nothing more is read
+    if (this.bodyOf !== null) {
+      // a request body first; what follows its end is the next request
+      const rest = this.feedBody(chunk);
+      if (rest === null || this.gone) return;
+      chunk = rest;
+    }
     this.buf = this.buf === null ? chunk : Buffer.concat([this.buf, chunk]);
     if (this.active === null) this.parse();
     else {
@@ -241,10 +266,21 @@ export class FrontConnection {
       this.partialSince = 0;
       this.buf = r < buf.length ? buf.subarray(r) : null;
       this.requests++;
-      const ex = new FrontExchange(this, METHODS[this.hMethod] as string, this.hUrl, this.hHeaders, this.hKeepAlive && !this.front.plane.closing());
+      const ex = new FrontExchange(this, METHODS[this.hMethod] as string, this.hUrl, this.hHeaders, this.hKeepAlive && !this.front.plane.closing(), this.hExpect);
       this.active = ex;
+      if (this.hLength > 0 || this.hChunked) {
+        // the body's bytes already here are read before the request is routed, as node:http does
+        ex.bodyStart();
+        this.bodyOf = ex;
+        this.bodyLeft = this.hLength;
+        this.chunks = this.hChunked ? new ChunkedDecoder() : null;
+        const rest = this.buf;
+        this.buf = null;
+        if (rest !== null) this.buf = this.feedBody(rest);
+        if (this.gone) break;
+      }
       if (this.requests === this.overflowAt) {
-        refuse(ex as unknown as ServerResponse, 503, `more than ${MAX_PIPELINED} pipelined requests on one connection`);
+        refuse(ex, 503, `more than ${MAX_PIPELINED} pipelined requests on one connection`);
         break;
       }
       if (this.buf !== null) this.countWaiting();
@@ -253,8 +289,68 @@ export class FrontConnection {
     this.parsing = false;
     if (this.paused && this.active === null && !this.gone) {
       this.paused = false;
-      this.socket.resume();
+      if (!this.bodyPaused) this.socket.resume();
     }
+  }
+
+  /**
+   * Passes body bytes of the request being read to its FrontBody, in its framing; returns what
+   * follows the body's end (the next request's bytes), or null. A framing error ends the
+   * connection as node:http does (400 when nothing was written on it yet).
+   */
+  private feedBody(chunk: Buffer): Buffer | null {
+    const ex = this.bodyOf as FrontExchange;
+    let end: number;
+    if (this.chunks === null) {
+      const take = this.bodyLeft < chunk.length ? this.bodyLeft : chunk.length;
+      this.bodyLeft -= take;
+      ex.bodyData(take === chunk.length ? chunk : chunk.subarray(0, take));
+      end = this.bodyLeft === 0 ? take : CHUNKED_MORE;
+    } else {
+      end = this.chunks.feed(chunk, 0, this.onChunk);
+      if (end === CHUNKED_ERROR) {
+        this.badBody(ex);
+        return null;
+      }
+    }
+    if (end === CHUNKED_MORE || this.gone) return null;
+    this.bodyOf = null;
+    this.chunks = null;
+    // nothing more to push: the socket reads on (the next request's bytes have their own bound)
+    if (this.bodyPaused) {
+      this.bodyPaused = false;
+      if (!this.paused) this.socket.resume();
+    }
+    ex.bodyEnd();
+    return end < chunk.length ? chunk.subarray(end) : null;
+  }
+
+  /** @internal the body's reader is full: the client socket waits (node:http's readStop) */
+  bodyFull(): void {
+    if (this.bodyPaused || this.gone) return;
+    this.bodyPaused = true;
+    this.socket.pause();
+  }
+
+  /** @internal the body's reader wants more (FrontBody._read) */
+  bodyWanted(): void {
+    if (!this.bodyPaused) return;
+    this.bodyPaused = false;
+    if (!this.paused && !this.gone) this.socket.resume();
+  }
+
+  /** A malformed chunked body: node:http's answer to a parse error (400 if nothing was written on the connection, then closed); the request ends as the client's. */
+  private badBody(ex: FrontExchange): void {
+    this.gone = true;
+    this.bodyOf = null;
+    this.chunks = null;
+    const s = this.socket;
+    if (s.bytesWritten === 0 && !ex.headersSent) {
+      s.end(BAD_REQUEST);
+      s.destroySoon();
+    } else s.destroy();
+    ex.bodyAborted();
+    if (!ex.finished) ex.clientGone();
   }
 
   /** Whether the front serves the request whose head was just parsed, or node:http does. */
@@ -263,6 +359,10 @@ export class FrontConnection {
     if (SERVED_METHOD[this.hMethod] !== true) return false;
     const h = this.hHeaders;
     let hosts = 0;
+    let lengths = 0;
+    this.hLength = 0;
+    this.hChunked = false;
+    this.hExpect = false;
     for (let i = 0; i < h.length; i += 2) {
       const name = h[i] as string;
       switch (name.length) {
@@ -270,19 +370,34 @@ export class FrontConnection {
           if (name.toLowerCase() === 'host') hosts++;
           break;
         case 6:
-          if (name.toLowerCase() === 'expect') return false;
+          if (name.toLowerCase() === 'expect') {
+            // node:http answers any other expectation 417, and a second one as it sees fit
+            if (this.hExpect || (h[i + 1] as string).toLowerCase() !== '100-continue') return false;
+            this.hExpect = true;
+          }
           break;
         case 7:
           if (name.toLowerCase() === 'upgrade') return false;
           break;
         case 14:
-          if (name.toLowerCase() === 'content-length' && h[i + 1] !== '0') return false;
+          if (name.toLowerCase() === 'content-length') {
+            // llhttp (strict) let through digits only; a length past 2^53, or two fields, stay node:http's
+            const n = Number(h[i + 1]);
+            if (++lengths > 1 || !Number.isSafeInteger(n)) return false;
+            this.hLength = n;
+          }
           break;
         case 17:
-          if (name.toLowerCase() === 'transfer-encoding') return false;
+          if (name.toLowerCase() === 'transfer-encoding') {
+            // chunked alone; any other coding (or a list) is node:http's to answer
+            if (this.hChunked || (h[i + 1] as string).toLowerCase() !== 'chunked') return false;
+            this.hChunked = true;
+          }
           break;
       }
     }
+    // both framings at once is a smuggling shape: node:http (llhttp) refuses it
+    if (this.hChunked && lengths > 0) return false;
     return hosts === 1;
   }
 
@@ -348,6 +463,9 @@ export class FrontConnection {
     this.buf = null;
     this.front.forget(this);
     this.parser.close();
+    // a body cut short: its reader stops (the handler aborts the upstream request, which saw part of it)
+    this.bodyOf?.bodyAborted();
+    this.bodyOf = null;
     const ex = this.active;
     this.active = null;
     if (ex !== null && !ex.finished) ex.clientGone();
@@ -368,9 +486,14 @@ export class FrontExchange {
   readonly httpVersionMajor = 1;
   readonly httpVersionMinor = 1;
   readonly httpVersion = '1.1';
-  /** never read on this path: a request with Expect goes to node:http */
-  readonly headers = EMPTY_HEADERS;
-  readonly complete = true;
+  /** the fields read by name: only Expect (100-continue), which the data plane answers once the request is routed */
+  readonly headers: FrontHeaders;
+  /** the request body as it arrives, or null (none) */
+  private body: FrontBody | null = null;
+  /** the whole body was received (IncomingMessage.complete) */
+  complete = true;
+  /** a 100 Continue went out */
+  private continued = false;
   /** false: the connection closes once this response is written */
   keepAlive: boolean;
   headersSent = false;
@@ -382,13 +505,41 @@ export class FrontExchange {
   private trailers = '';
   private onClose: (() => void) | null = null;
 
-  constructor(conn: FrontConnection, method: string, url: string, rawHeaders: string[], keepAlive: boolean) {
+  constructor(conn: FrontConnection, method: string, url: string, rawHeaders: string[], keepAlive: boolean, expect: boolean) {
     this.conn = conn;
     this.socket = conn.socket;
     this.method = method;
     this.url = url;
     this.rawHeaders = rawHeaders;
     this.keepAlive = keepAlive;
+    this.headers = expect ? EXPECT_HEADERS : EMPTY_HEADERS;
+  }
+
+  /** The body the engine (or undici, or a mirror copy) reads: IncomingMessage is its own body, this exchange has one of its own (as h2's). */
+  get requestBody(): Readable | null {
+    return this.body;
+  }
+
+  /** @internal the request has a body: its stream opens */
+  bodyStart(): void {
+    this.complete = false;
+    this.body = new FrontBody(this.conn);
+  }
+  /** @internal body bytes, as received (a slice of the socket's read, or of a chunk) */
+  bodyData(chunk: Buffer): void {
+    const body = this.body as FrontBody;
+    if (!body.push(chunk)) this.conn.bodyFull();
+  }
+  /** @internal the body's last byte came */
+  bodyEnd(): void {
+    this.complete = true;
+    const body = this.body as FrontBody;
+    body.complete = true;
+    body.push(null);
+  }
+  /** @internal the body will not end (framing error, client gone): its reader stops, without an 'error' nobody may listen to */
+  bodyAborted(): void {
+    if (this.body !== null && !this.complete) this.body.destroy();
   }
 
   /** ServerResponse.shouldKeepAlive, which refuse() clears */
@@ -401,6 +552,27 @@ export class FrontExchange {
 
   get writableLength(): number {
     return this.socket.writableLength;
+  }
+  get writableEnded(): boolean {
+    return this.finished;
+  }
+  get destroyed(): boolean {
+    return this.socket.destroyed;
+  }
+  /** the body's reader paused it (the upstream is full): not the client's stall (limits.ts watchBody) */
+  isPaused(): boolean {
+    return this.body !== null && this.body.isPaused();
+  }
+  /** body bytes received and not yet read */
+  get readableLength(): number {
+    return this.body === null ? 0 : this.body.readableLength;
+  }
+
+  /** ServerResponse.writeContinue: the interim 100 before the client sends its body (RFC 9110 §10.1.1). */
+  writeContinue(): void {
+    if (this.headersSent || this.continued || this.socket.destroyed) return;
+    this.continued = true;
+    this.socket.write(CONTINUE, 'latin1');
   }
   get writableHighWaterMark(): number {
     return this.socket.writableHighWaterMark;
@@ -423,6 +595,10 @@ export class FrontExchange {
    * that has a body). Written with the first body bytes, in one write.
    */
   writeHead(status: number, reason?: string | string[], fields?: string[]): this {
+    // as node:http, a final answer to an Expect without its 100 closes the connection (the client
+    // may send the body anyway); so does one that starts before the body all came: its rest
+    // would have to be read and dropped
+    if ((this.headers.expect !== undefined && !this.continued) || !this.complete) this.keepAlive = false;
     const message = typeof reason === 'string' ? reason : (http.STATUS_CODES[status] ?? 'unknown');
     const list = typeof reason === 'string' ? (fields ?? []) : (reason ?? []);
     let head = `HTTP/1.1 ${status} ${message}\r\n`;
@@ -538,6 +714,26 @@ export class FrontExchange {
     const fn = this.onClose;
     this.onClose = null;
     fn?.();
+  }
+}
+
+/**
+ * A request body on the front: a Readable as IncomingMessage is one (the engine, undici and the
+ * mirror read it as they read node:http's), filled by FrontConnection as the bytes come. Its
+ * buffer's high-water mark (16 KiB, IncomingMessage's) is where the client socket pauses.
+ */
+class FrontBody extends Readable {
+  private readonly conn: FrontConnection;
+  /** every byte came (the engine's pipeBody reads it as IncomingMessage.complete) */
+  complete = false;
+
+  constructor(conn: FrontConnection) {
+    super();
+    this.conn = conn;
+  }
+
+  override _read(): void {
+    this.conn.bodyWanted();
   }
 }
 

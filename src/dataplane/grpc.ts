@@ -1,5 +1,6 @@
-import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders } from 'node:http';
 import type { ServerHttp2Stream } from 'node:http2';
+import type { ClientResponse } from './types.ts';
 
 /**
  * gRPC over the proxy (docs/grpc.md §2, §3, README "gRPC"): what makes a request a gRPC call, the
@@ -32,7 +33,7 @@ export function isGrpcContentType(value: string | string[] | undefined): boolean
 }
 
 /** Whether the request a response answers is a gRPC call (node:http and h2 responses know their request; the raw front's do not, and serve no gRPC). */
-export function answersGrpc(res: ServerResponse): boolean {
+export function answersGrpc(res: ClientResponse): boolean {
   const req = (res as { req?: { headers?: IncomingHttpHeaders } }).req;
   return isGrpcContentType(req?.headers?.['content-type']);
 }
@@ -89,14 +90,14 @@ export function grpcClass(code: number): 'ok' | 'client' | 'server' {
  * the stream, as gRPC servers send it; node:http2's compatibility API cannot send that (its
  * writeHead never ends the stream), hence the stream's own respond().
  */
-export function sendGrpcError(res: ServerResponse, grpcStatus: number, message: string, requestId: string): void {
+export function sendGrpcError(res: ClientResponse, grpcStatus: number, message: string, requestId: string): void {
   const fields = { 'content-type': 'application/grpc', 'grpc-status': String(grpcStatus), 'grpc-message': encodeGrpcMessage(message), 'x-request-id': requestId };
   const stream = (res as { stream?: ServerHttp2Stream }).stream;
   if (stream !== undefined && typeof stream.respond === 'function') {
     if (!stream.destroyed && !stream.headersSent) stream.respond({ ':status': 200, ...fields }, { endStream: true });
     return;
   }
-  res.writeHead(200, fields);
+  res.writeHead(200, ['content-type', fields['content-type'], 'grpc-status', fields['grpc-status'], 'grpc-message', fields['grpc-message'], 'x-request-id', requestId]);
   res.end();
 }
 
@@ -105,7 +106,7 @@ export function sendGrpcError(res: ServerResponse, grpcStatus: number, message: 
  * deadline, a broken upstream). HTTP/2 only: an HTTP/1.1 response has no trailers to carry it
  * unless chunked, so there the caller cuts the connection.
  */
-export function endGrpcStream(res: ServerResponse, grpcStatus: number, message: string): boolean {
+export function endGrpcStream(res: ClientResponse, grpcStatus: number, message: string): boolean {
   if (typeof (res as { stream?: unknown }).stream !== 'object' || res.writableEnded || res.destroyed) return false;
   res.addTrailers({ 'grpc-status': String(grpcStatus), 'grpc-message': encodeGrpcMessage(message) });
   res.end();
@@ -116,7 +117,7 @@ export function endGrpcStream(res: ServerResponse, grpcStatus: number, message: 
  * GOAWAY on the client's HTTP/2 connection (the drain deadline, docs/grpc.md §6): the streams
  * still open on it finish, and the client opens a new connection for its next calls.
  */
-export function goAway(res: ServerResponse): void {
+export function goAway(res: ClientResponse): void {
   const session = (res as { stream?: ServerHttp2Stream }).stream?.session;
   if (session !== undefined && !session.closed && !session.destroyed) session.close();
 }

@@ -1,6 +1,6 @@
-import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
+import type { ClientResponse } from './types.ts';
 
 /** Where an exception was caught: the request path, an upgrade, a client connection's reader, the forwarding engine. */
 export const GUARD_PLACES = ['request', 'upgrade', 'connection', 'engine'] as const;
@@ -39,7 +39,7 @@ export class RequestGuard {
   }
 
   /** An exception while handling the request of `res`: answered 500 when nothing was sent yet, else cut. */
-  request(err: unknown, res: ServerResponse, place: GuardPlace = 'request'): void {
+  request(err: unknown, res: ClientResponse, place: GuardPlace = 'request'): void {
     this.caught(place, err);
     try {
       if (res.headersSent || res.destroyed) {

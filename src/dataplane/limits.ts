@@ -1,11 +1,12 @@
 import { readFileSync } from 'node:fs';
-import type { IncomingMessage, Server } from 'node:http';
+import type { Server } from 'node:http';
 import type { Server as NetServer, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import { reduceMemory } from '../memory.ts';
 import { RequestGuard } from './guard.ts';
 import { StreamBudget } from './stream-budget.ts';
+import type { ClientRequest } from './types.ts';
 
 export type LimitsConfig = Config['limits'];
 
@@ -281,7 +282,7 @@ export class Limits {
  * time reads it), the stream's own for h2 (src/edge/h2.ts `bodyBytesRead`), since the session's
  * socket is moved by every other stream and by PINGs.
  */
-function bodyBytes(req: IncomingMessage): () => number {
+function bodyBytes(req: ClientRequest): () => number {
   const h2 = req as { readonly bodyBytesRead?: unknown };
   if (typeof h2.bodyBytesRead === 'number') return () => h2.bodyBytesRead as number;
   const socket = req.socket;
@@ -294,7 +295,7 @@ function bodyBytes(req: IncomingMessage): () => number {
  * which would take the body from undici: it compares the socket's byte count. A paused request
  * (the upstream reads slowly) is not the client's stall.
  */
-export function watchBody(req: IncomingMessage, ms: number, onStall: () => void): NodeJS.Timeout {
+export function watchBody(req: ClientRequest, ms: number, onStall: () => void): NodeJS.Timeout {
   const read = bodyBytes(req);
   let seen = read();
   let quietSince = performance.now();

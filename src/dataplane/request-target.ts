@@ -1,5 +1,6 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
+import type { ClientRequest, ClientResponse } from './types.ts';
 
 // the front, h2 and the pipeline import it from here, as before
 export { refuse } from './responses.ts';
@@ -31,7 +32,7 @@ export function validHost(host: string): boolean {
  * routes the request and becomes the upstream's Host (RFC 9112 §3.2.2: the target's authority wins over
  * the Host field).
  */
-export function parseRequestTarget(req: IncomingMessage): RequestTarget {
+export function parseRequestTarget(req: ClientRequest): RequestTarget {
   // HTTP/2 streams come from the TLS listener's h2 server (src/edge/h2.ts); an `HTTP/2.0` request line on HTTP/1.1 does not
   if (req.httpVersionMajor !== 1 && !(req.httpVersionMajor === 2 && 'stream' in req)) return { status: 505, reason: `HTTP/${req.httpVersion} is not supported` };
   const url = req.url ?? '';
@@ -69,7 +70,7 @@ export function refuseConnect(_req: IncomingMessage, socket: Socket): void {
  * Link field and knows only 103, hence the raw write. 100 is the proxy's own business (it answers
  * Expect itself), 101 is an upgrade, and an HTTP/1.0 client must not get a 1xx at all.
  */
-export function relayInformational(req: IncomingMessage, res: ServerResponse, status: number, headers: Record<string, string | string[] | undefined>, dropped: (name: string) => boolean): void {
+export function relayInformational(req: ClientRequest, res: ClientResponse, status: number, headers: Record<string, string | string[] | undefined>, dropped: (name: string) => boolean): void {
   const socket = res.socket;
   if (status === 100 || status === 101 || req.httpVersionMinor === 0 || res.headersSent || socket === null || socket.destroyed) return;
   let head = `HTTP/1.1 ${status} ${status === 103 ? 'Early Hints' : status === 102 ? 'Processing' : 'Informational'}\r\n`;

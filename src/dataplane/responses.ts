@@ -1,14 +1,14 @@
-import type { ServerResponse } from 'node:http';
 import { ERRORS, type ErrorCode } from '../errors.ts';
 import { http } from '../node-http.ts';
 import { answersGrpc, grpcStatusFor, sendGrpcError } from './grpc.ts';
+import type { ClientResponse } from './types.ts';
 
 // The responses the proxy writes itself (refusals before routing, its error codes, the answers
 // on an upgrade's raw socket), in one place: every one is a short text body with the catalogue's
 // status (errors.ts) and the request's X-Request-Id when it has one.
 
 /** A refusal the proxy makes before routing: short text body, and the connection is closed (its framing cannot be trusted). */
-export function refuse(res: ServerResponse, status: number, reason: string, requestId?: string): void {
+export function refuse(res: ClientResponse, status: number, reason: string, requestId?: string): void {
   if (res.headersSent) {
     res.destroy();
     return;
@@ -22,7 +22,7 @@ export function refuse(res: ServerResponse, status: number, reason: string, requ
 }
 
 /** A response the proxy makes itself: short text body, X-Request-Id. */
-export function sendError(res: ServerResponse, code: ErrorCode, requestId: string, close: boolean): void {
+export function sendError(res: ClientResponse, code: ErrorCode, requestId: string, close: boolean): void {
   if (res.headersSent) {
     res.destroy();
     return;

@@ -9,7 +9,7 @@ import { DEFAULT_ACCEPTORS } from '../config/schema.ts';
 import { http } from '../node-http.ts';
 import { ProxyHandler, type Plane } from './forward.ts';
 import { sendError } from './responses.ts';
-import type { DataPlaneOptions, Decision, Outcome } from './types.ts';
+import type { ClientRequest, ClientResponse, DataPlaneOptions, Decision, Outcome } from './types.ts';
 import { Front, KEEP_ALIVE_MS, type FrontExchange } from './front.ts';
 import { H2cPort } from './h2c.ts';
 import { llhttp } from './engine/internals.ts';
@@ -144,8 +144,8 @@ export class DataPlane implements Plane {
     if (front === 'native') {
       const f = new Front(
         {
-          // the exchange carries the members of IncomingMessage and ServerResponse this path uses
-          handle: (ex: FrontExchange) => this.handle(ex as unknown as IncomingMessage, ex as unknown as ServerResponse),
+          // the exchange is both the request and its response (types.ts ClientExchange)
+          handle: (ex: FrontExchange) => this.handle(ex, ex),
           handOff: (socket: Socket) => nodeConnection.call(server, socket),
           closing: () => this.closing,
           caught: (err: unknown, socket: Socket, answered: boolean) => this.limits.guard.socket(err, socket, 'connection', answered),
@@ -285,7 +285,7 @@ export class DataPlane implements Plane {
    * clock, and the Runtime's view of which pools have a target up. `target`: the origin-form
    * request target (path and query).
    */
-  decide(app: AppRoute, req: IncomingMessage, fwd: ForwardedRequest, target: string, opts?: DecideOptions): Decision {
+  decide(app: AppRoute, req: ClientRequest, fwd: ForwardedRequest, target: string, opts?: DecideOptions): Decision {
     const now = this.now();
     const facts = new ProxyFacts(req.rawHeaders, fwd, req.method ?? 'GET', target, this.opts.runtime, app.index, now);
     const d = decide(app, facts, this.random(), now, facts, opts);
@@ -293,10 +293,10 @@ export class DataPlane implements Plane {
     return d.by === 'pin' ? { app, pool: d.pool, by: d.by, fwd, at: now } : { app, pool: d.pool, by: d.by };
   }
 
-  private readonly handleNow = (req: IncomingMessage, res: ServerResponse): void => this.handle(req, res);
+  private readonly handleNow = (req: ClientRequest, res: ClientResponse): void => this.handle(req, res);
 
   /** Routes and forwards one request (every front, node:http, h2). An exception ends this request only (guard.ts). */
-  handle(req: IncomingMessage, res: ServerResponse): void {
+  handle(req: ClientRequest, res: ClientResponse): void {
     try {
       this.route(req, res);
     } catch (err) {
@@ -304,7 +304,7 @@ export class DataPlane implements Plane {
     }
   }
 
-  private route(req: IncomingMessage, res: ServerResponse): void {
+  private route(req: ClientRequest, res: ClientResponse): void {
     headerReceived(req.socket);
     // an upgrade we serve as a plain request (h2c): llhttp took what followed its head as the new
     // protocol's bytes, so a request pipelined behind it would never be answered; closing the
@@ -351,7 +351,7 @@ export class DataPlane implements Plane {
       path: line.path,
       headers: fwd.headers,
       // an h2 stream's body is its core stream (src/edge/h2.ts), an HTTP/1.1 one the request itself
-      body: fwd.hasBody ? ((req as { requestBody?: Readable }).requestBody ?? req) : null,
+      body: fwd.hasBody ? (req.requestBody ?? (req as ClientRequest & Readable)) : null,
     };
     const setCookie = by === 'weights' ? this.pins.setCookie(app, pool, now) : null;
     // shadow traffic: the copy is sent after this request is on its way and never waited on
@@ -361,7 +361,7 @@ export class DataPlane implements Plane {
     }
     // routed to a target: now the client may send its body (Node left the Expect to us; on
     // HTTP/1.1 only 100-continue gets here, any other expectation got 417)
-    if (fwd.hasBody && req.headers.expect !== undefined && req.httpVersionMinor === 1) res.writeContinue();
+    if (fwd.hasBody && req.headers.expect !== undefined && req.httpVersionMinor === 1) res.writeContinue?.();
     const handler = new ProxyHandler(this, req, res, runtime, target, opts, pool.servedBy, fwd.requestId, setCookie);
     handler.tag = span === null ? decision : { ...decision, span };
     handler.start();

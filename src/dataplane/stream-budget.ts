@@ -1,6 +1,6 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import { ERRORS } from '../errors.ts';
 import { refuse } from './request-target.ts';
+import type { ClientRequest, ClientResponse } from './types.ts';
 
 /** What the budget reads of the connection limits (limits.ts). */
 export interface ConnectionCount {
@@ -13,8 +13,8 @@ export interface ConnectionCount {
 }
 
 interface Waiting {
-  readonly req: IncomingMessage;
-  readonly res: ServerResponse;
+  readonly req: ClientRequest;
+  readonly res: ClientResponse;
   readonly run: () => void;
   readonly since: number;
 }
@@ -53,7 +53,7 @@ export class StreamBudget {
   }
 
   /** Runs `run` now when the budget has room, else once it has (or answers 503 after the queue timeout). */
-  admit(req: IncomingMessage, res: ServerResponse, run: () => void): void {
+  admit(req: ClientRequest, res: ClientResponse, run: () => void): void {
     if (this.queued === 0 && this.#room()) {
       this.#start(res, run);
       return;
@@ -63,7 +63,7 @@ export class StreamBudget {
     this.#timer ??= setTimeout(() => this.#expire(), this.#limits.config.queueTimeout);
   }
 
-  #start(res: ServerResponse, run: () => void): void {
+  #start(res: ClientResponse, run: () => void): void {
     this.inflight++;
     res.once('close', this.#release);
     run();

@@ -1,4 +1,5 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Readable } from 'node:stream';
 import type { ErrorCode } from '../errors.ts';
 import type { RoutedBy } from '../routing/decide.ts';
 import type { AppRoute, PoolRoute, Snapshot } from '../routing/snapshot.ts';
@@ -10,6 +11,62 @@ import type { Runtime } from './runtime.ts';
 // The data plane's shared vocabulary (undici's lib/core/symbols.js, errors.js): the types the
 // server, the request steps, the upgrade pipe and the plane's readers (metrics, stats, the
 // access log, the assembly in src/planes/) name, in a file that imports no code of theirs.
+
+/**
+ * The request side of one client request, as the request path reads it (server.ts, forward.ts,
+ * request-target.ts, limits.ts, grpc.ts): the members node:http's IncomingMessage, the raw
+ * front's FrontExchange (src/dataplane/front.ts) and the h2 H2Exchange (src/edge/h2.ts) all
+ * have, structurally (no wrapper per request).
+ */
+export interface ClientRequest {
+  readonly method?: string | undefined;
+  readonly url?: string | undefined;
+  readonly rawHeaders: string[];
+  /** the few fields read by name; everything else is read from rawHeaders */
+  readonly headers: { readonly host?: string | undefined; readonly upgrade?: string | undefined; readonly expect?: string | undefined; readonly 'content-type'?: string | undefined };
+  readonly httpVersionMajor: number;
+  readonly httpVersionMinor: number;
+  readonly httpVersion: string;
+  /** the client connection (an h2 stream's: its session's socket) */
+  readonly socket: Socket;
+  /** the whole body was received (or there was none) */
+  readonly complete: boolean;
+  readonly destroyed: boolean;
+  /** the body is paused by its reader (the upstream reads slowly): not the client's stall */
+  isPaused(): boolean;
+  /** body bytes received and not yet read */
+  readonly readableLength: number;
+  /** the body stream when it is an object of its own (h2, the raw front); IncomingMessage is its own body */
+  readonly requestBody?: Readable | null;
+  /** body bytes received, when the socket's byte count does not tell (h2) */
+  readonly bodyBytesRead?: number;
+}
+
+/** The response side of one client request: what the request path writes through (the same three shapes). */
+export interface ClientResponse {
+  readonly headersSent: boolean;
+  readonly destroyed: boolean;
+  readonly writableEnded: boolean;
+  readonly writableLength: number;
+  readonly writableHighWaterMark: number;
+  /** cleared when the connection must close after this response (refuse) */
+  shouldKeepAlive: boolean;
+  /** the client connection, for raw 1xx heads (null on node:http until the response has its turn) */
+  readonly socket: Socket | null;
+  writeHead(status: number, fields?: string[]): this;
+  writeHead(status: number, reason: string, fields?: string[]): this;
+  write(chunk: Buffer | string): boolean;
+  end(chunk?: Buffer | string): this;
+  addTrailers(fields: Record<string, string | string[] | undefined>): void;
+  /** HTTP/1.1 only (an h2 exchange has none) */
+  writeContinue?(): void;
+  destroy(err?: Error): this;
+  once(event: 'close' | 'drain', fn: () => void): this;
+  removeListener(event: 'close' | 'drain', fn: () => void): this;
+}
+
+/** One client request and its response as one object: the raw front's and h2's exchanges are both at once. */
+export type ClientExchange = ClientRequest & ClientResponse;
 
 /** What the server learns when a proxied request ends, for metrics and the access log. */
 export interface Outcome {
@@ -75,7 +132,7 @@ export interface DataPlaneOptions {
   /** connection and request limits (src/dataplane/limits.ts) @default the config defaults */
   readonly limits?: Limits;
   /** answers a plain-port request itself before routing (true: taken), e.g. the 308 to https or an ACME HTTP-01 challenge (src/edge); never asked about a TLS connection's requests */
-  readonly intercept?: (req: IncomingMessage, res: ServerResponse) => boolean;
+  readonly intercept?: (req: ClientRequest, res: ClientResponse) => boolean;
   /**
    * Who serves HTTP/1.1 clients: `native`, the raw-socket front (src/dataplane/front.ts), which
    * hands node:http every request it does not serve itself; `node`, node:http alone. With an

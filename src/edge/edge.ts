@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ClientRequest, ClientResponse } from '../dataplane/types.ts';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Config, TlsConfig } from '../config/schema.ts';
@@ -146,7 +146,7 @@ export class Edge {
    * Requests the proxy answers itself before routing: on the plain port, ACME HTTP-01 challenges
    * and (with `listen.redirect`) a 308 to the same URL on https. Returns true when it took `req`.
    */
-  intercept(req: IncomingMessage, res: ServerResponse): boolean {
+  intercept(req: ClientRequest, res: ClientResponse): boolean {
     if ((req.socket as { encrypted?: boolean }).encrypted === true) return false;
     const url = req.url ?? '/';
     if (url.startsWith(HTTP01_PREFIX) && this.http01 !== null) {
@@ -165,7 +165,7 @@ export class Edge {
     }
     const port = this.#deps.tls.port === 443 ? '' : `:${this.#port || this.#deps.tls.port}`;
     const location = `https://${host}${port}${url.startsWith('/') ? url : '/'}`;
-    res.writeHead(308, { location, 'content-length': '0' });
+    res.writeHead(308, ['location', location, 'content-length', '0']);
     res.end();
     return true;
   }
@@ -207,8 +207,8 @@ export function createAcme(deps: Omit<EdgeDeps, 'dataPlane'>, config: NonNullabl
   return new AcmeManager({ config, hosts: acmeHosts(deps.config), storage, lease, certs, ...hooks, logger: log, registry: deps.registry, ...(deps.now === undefined ? {} : { now: deps.now }), ...(deps.acmeSyncMs === undefined ? {} : { syncMs: deps.acmeSyncMs }) });
 }
 
-function plain(res: ServerResponse, status: number, body: string): void {
+function plain(res: ClientResponse, status: number, body: string): void {
   if (res.headersSent || res.destroyed) return;
-  res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) });
+  res.writeHead(status, ['content-type', 'text/plain', 'content-length', String(Buffer.byteLength(body))]);
   res.end(body);
 }

@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import type * as Http2 from 'node:http2';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ClientRequest, ClientResponse } from '../dataplane/types.ts';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { isGrpcContentType } from '../dataplane/grpc.ts';
@@ -282,7 +282,7 @@ const H1_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
  * token as a method and control characters in values, and the upstream's strict parser then
  * failed on the head the proxy wrote (found by the fuzz tests, test/fuzz/edge.ts).
  */
-function h1Refusal(req: IncomingMessage): string | null {
+function h1Refusal(req: ClientRequest): string | null {
   if (!H1_METHODS.has(req.method ?? '')) return 'unknown method';
   const raw = req.rawHeaders;
   for (let i = 1; i < raw.length; i += 2) if (!H1_VALUE.test(raw[i] as string)) return `control character in the ${raw[i - 1] as string} field`;
@@ -298,7 +298,7 @@ export interface H2Options {
   /** SETTINGS_MAX_HEADER_LIST_SIZE: bytes of request header fields @default 16384 (node:http's limit) */
   readonly maxHeaderListSize?: number;
   /** the same handler as HTTP/1.1 requests */
-  readonly handle: (req: IncomingMessage, res: ServerResponse) => void;
+  readonly handle: (req: ClientRequest, res: ClientResponse) => void;
   /**
    * The data plane's limits: streams are forwarded inside its connection budget (queued, then
    * 503), a session must open its first stream within `headerTimeout`, and the streams per
@@ -366,12 +366,11 @@ export function createH2Server(opts: H2Options): Http2.Http2Server {
   server.on('stream', (stream: Http2.ServerHttp2Stream, headers: Http2.IncomingHttpHeaders, _flags: number, raw: string[]) => {
     stream.on('error', noop);
     const ex = new H2Exchange(stream, headers, raw);
-    const req = ex as unknown as IncomingMessage;
-    const res = ex as unknown as ServerResponse;
-    const refusal = h1Refusal(req);
-    if (refusal !== null) return refuse(res, 400, refusal);
-    if (limits === undefined) handle(req, res);
-    else limits.streams.admit(req, res, () => handle(req, res));
+    // the exchange is both the request and its response (src/dataplane/types.ts ClientExchange)
+    const refusal = h1Refusal(ex);
+    if (refusal !== null) return refuse(ex, 400, refusal);
+    if (limits === undefined) handle(ex, ex);
+    else limits.streams.admit(ex, ex, () => handle(ex, ex));
   });
   server.on('sessionError', noop);
   server.on('session', (session) => {
@@ -385,6 +384,6 @@ export function createH2Server(opts: H2Options): Http2.Http2Server {
 
 function noop(): void {}
 
-export function isH2Request(req: IncomingMessage): boolean {
-  return (req as unknown) instanceof H2Exchange;
+export function isH2Request(req: ClientRequest): boolean {
+  return req instanceof H2Exchange;
 }

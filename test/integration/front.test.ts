@@ -32,7 +32,7 @@ describe('the raw-socket front', () => {
     await up.close();
   });
 
-  it('hands a keep-alive connection to node:http at its first request with a body, losing no byte of what it had read', async () => {
+  it('serves a request with a body between plain ones on a keep-alive connection, losing no byte of what it had read', async () => {
     const payload =
       'GET /one HTTP/1.1\r\nHost: shop\r\n\r\n' +
       'POST /two HTTP/1.1\r\nHost: shop\r\nContent-Length: 5\r\n\r\nhello' +
@@ -49,7 +49,7 @@ describe('the raw-socket front', () => {
     );
   });
 
-  it('leaves what it does not serve to node:http after plain requests: a parse error gets 400, Expect gets its 100', async () => {
+  it('after plain requests: a parse error gets node:http\'s 400, Expect gets its 100 from the front', async () => {
     const bad = await rawRequest(portOf(native), 'GET /a HTTP/1.1\r\nHost: shop\r\n\r\nGET /b HTTP/1.1\r\nHost : shop\r\n\r\n', 3000);
     assert.deepEqual(statusesOf(bad), [200, 400], bad);
     const expect = await rawRequest(portOf(native), 'GET /a HTTP/1.1\r\nHost: shop\r\n\r\nPUT /b HTTP/1.1\r\nHost: shop\r\nExpect: 100-continue\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok', 3000);

@@ -25,7 +25,8 @@ export class Http1Pool implements Upstream {
   readonly hostHeader: string;
   private readonly idle: Http1Connection[] = [];
   private readonly all = new Set<Http1Connection>();
-  private readonly queue: Exchange[] = [];
+  /** slots before queueHead are taken (undefined) until the queue empties and is reset */
+  private readonly queue: (Exchange | undefined)[] = [];
   private queueHead = 0;
   private timer: NodeJS.Timeout | null = null;
   private readonly tick: number;
@@ -90,7 +91,7 @@ export class Http1Pool implements Upstream {
     const now = Date.now();
     while (this.queueHead < this.queue.length) {
       const ex = this.queue[this.queueHead] as Exchange;
-      this.queue[this.queueHead++] = undefined as unknown as Exchange;
+      this.queue[this.queueHead++] = undefined;
       if (this.queueHead === this.queue.length) this.queue.length = this.queueHead = 0;
       // a queued request its handler gave up on (queue timeout, client gone) is skipped
       if (ex.aborted) continue;

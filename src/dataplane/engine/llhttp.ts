@@ -26,14 +26,31 @@ export interface ParserClass {
   readonly kLenientNone: number;
 }
 /** Stands in for a missing or changed HTTPParser: never constructed, since the fast path is then off (./internals.ts). */
-class Unavailable {
+class Unavailable implements Parser {
+  static readonly REQUEST = 1;
+  static readonly RESPONSE = 2;
+  static readonly kOnHeaders = 1;
+  static readonly kOnHeadersComplete = 2;
+  static readonly kOnBody = 3;
+  static readonly kOnMessageComplete = 4;
+  static readonly kOnExecute = 5;
+  static readonly kLenientNone = 0;
+  [k: number]: unknown;
   constructor() {
     throw new Error(`node:_http_common's HTTPParser is not usable here: ${llhttp.ok ? '' : llhttp.reason}`);
   }
+  initialize(): void {}
+  execute(): Error {
+    return new Error('unavailable');
+  }
+  finish(): undefined {
+    return undefined;
+  }
+  close(): void {}
 }
 
 /** Node's HTTPParser, checked at load (./internals.ts); `llhttp.ok` false: the raw front and the native engine are off. */
-export const HTTPParser: ParserClass = llhttp.ok ? llhttp.HTTPParser : (Unavailable as unknown as ParserClass);
+export const HTTPParser: ParserClass = llhttp.ok ? llhttp.HTTPParser : Unavailable;
 
 /** Method names by llhttp's method number, as node:http maps them. */
 export const METHODS: readonly string[] = llhttp.ok ? llhttp.methods : [];
