@@ -358,10 +358,11 @@ describe('SIGTERM and SIGINT', () => {
     await until(t, 'requests to reach the upstream', () => releases.length === 3, { timeout: 3_000 });
     const termAt = Date.now();
     sp.child.kill('SIGTERM');
-    await sleep(100);
-    const ready = await request(`${sp.adminUrl}/readyz`);
-    assert.equal(ready.statusCode, 503);
-    await ready.body.dump();
+    await until(t, 'readyz to turn 503', async () => {
+      const ready = await request(`${sp.adminUrl}/readyz`);
+      await ready.body.dump();
+      return ready.statusCode === 503 || (assert.equal(ready.statusCode, 200), false);
+    });
     // during shutdown.delay: new connections are still accepted, answered with Connection: close
     const quick = await request(`${sp.proxyUrl}/quick`);
     assert.deepEqual([quick.statusCode, await quick.body.text(), quick.headers['connection']], [200, 'quick', 'close']);

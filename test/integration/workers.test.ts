@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
+import { pastInstant } from '../helpers/clock.ts';
 import { startProxy, twoPools, TOKEN } from '../helpers/proxy.ts';
 import { spawnServe } from '../helpers/serve-process.ts';
 import { startRedis } from '../helpers/redis-server.ts';
@@ -228,11 +229,14 @@ describe('workers: 2', () => {
     const slow = Array.from({ length: 6 }, () => g.get('/slow'));
     await until(t, '6 slow requests upstream', async () => (held.length === 6 ? true : undefined));
     const pids = (await g.workers()).map((w) => w.pid);
+    const termAt = Date.now();
     g.child.kill('SIGTERM');
-    await sleep(100);
-    const ready = await g.admin('GET', '/readyz');
-    assert.equal(ready.status, 503);
-    await sleep(400);
+    await until(t, 'readyz to turn 503', async () => {
+      const ready = await g.admin('GET', '/readyz');
+      return ready.status === 503 || (assert.equal(ready.status, 200), false);
+    });
+    // the requests stay in flight past shutdown.delay, into the grace period
+    await pastInstant(termAt + 300, 100);
     for (const release of held.splice(0)) release();
     const results = await Promise.all(slow);
     assert.deepEqual(results.map((r) => r.status), Array(6).fill(200));
