@@ -84,6 +84,7 @@ describe('WebSockets across a switch', () => {
     const upstreamCodes = blue.closeCodes.length;
     const sw = await p.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
     const since = Date.parse(sw.body.updatedAt);
+    // a moment into the drain window (paces the scenario; the deadline itself is checked from `at` below)
     await sleep(300);
     assert.equal(await echo(ws, 'before the deadline'), 'blue:before the deadline');
     const { code, reason, at } = await wsClosed;
@@ -132,6 +133,7 @@ describe('WebSockets across a switch', () => {
     const started = Date.now();
     for (let i = 0; i < 8; i++) {
       assert.equal(await echo(busy, `tick${i}`), `blue:tick${i}`);
+      // paces the busy socket's traffic: a message every 100 ms, under timeouts.idle
       await sleep(100);
     }
     const { at } = await idleClosed;
@@ -150,6 +152,7 @@ describe('WebSockets across a switch', () => {
     ws.on('close', (code) => (closedWith = code));
     const sw = await p.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
     assert.deepEqual(p.sy.drains.pending(), ['shop/blue']);
+    // the rollback comes midway through blue's drain window (paces the scenario; the deadline is checked by pastInstant)
     await sleep(400);
     await p.admin('POST', '/v1/apps/shop/rollback', { reason: 'green is broken' });
     assert.deepEqual(p.sy.drains.pending(), ['shop/green']);
