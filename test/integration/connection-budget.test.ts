@@ -10,6 +10,7 @@ import { createTestCa, type TestCa } from '../helpers/certs.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { freePort, spawnServe } from '../helpers/serve-process.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { until } from '../helpers/wait.ts';
 
 /** A raw TCP connection that sends nothing; `closed` settles when the proxy (or we) close it. */
 async function idle(port: number): Promise<{ socket: Socket; closed: Promise<void> }> {
@@ -23,6 +24,7 @@ async function idle(port: number): Promise<{ socket: Socket; closed: Promise<voi
 
 /** How many of `conns` the peer still holds `ms` after they were opened (the refused ones were closed at accept). */
 async function stillHeld(conns: { closed: Promise<void> }[], ms: number): Promise<number> {
+  // a bounded window after every connection was made, for the refused ones to be closed at accept
   const held = await Promise.all(conns.map((c) => Promise.race([c.closed.then(() => false), sleep(ms).then(() => true)])));
   return held.filter(Boolean).length;
 }
@@ -41,7 +43,7 @@ describe('one connection budget for every listener', () => {
     ca.close();
   });
 
-  it('TLS connections count from the accept: 200 idle ones under ulimit -n 160 leave ~40 held and the admin API answering', async () => {
+  it('TLS connections count from the accept: 200 idle ones under ulimit -n 160 leave ~40 held and the admin API answering', async (t) => {
     const shop = ca.issue('budget', ['shop.test']);
     const tlsPort = await freePort();
     // a low fd limit, so that without the cap the idle connections would take every fd (they did: EMFILE, the admin API silent)
@@ -63,34 +65,32 @@ describe('one connection budget for every listener', () => {
     assert.match(metrics, /^switchyard_client_connections (3[0-9]|4[0-2])$/m);
     // the connections free their slots: a TLS request is served again
     for (const c of conns) c.socket.destroy();
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      const ok = await new Promise<boolean>((resolve) => {
-        const s = tlsConnect({ port: tlsPort, host: '127.0.0.1', servername: 'shop.test', ca: ca.caPem }, () => {
-          s.destroy();
-          resolve(true);
-        });
-        s.on('error', () => resolve(false));
-      });
-      if (ok) break;
-      assert.ok(Date.now() < deadline, 'a TLS handshake succeeds once the idle connections closed');
-      await sleep(100);
-    }
+    await until(
+      t,
+      'a TLS handshake to succeed once the idle connections closed',
+      () =>
+        new Promise<boolean>((resolve) => {
+          const s = tlsConnect({ port: tlsPort, host: '127.0.0.1', servername: 'shop.test', ca: ca.caPem }, () => {
+            s.destroy();
+            resolve(true);
+          });
+          s.on('error', () => resolve(false));
+        }),
+      { timeout: 10_000, interval: 100 },
+    );
   });
 
-  it('a TLS connection that never finishes its handshake is closed after the handshake timeout', async () => {
+  it('a TLS connection that never finishes its handshake is closed after the handshake timeout', async (t) => {
     const shop = ca.issue('handshake', ['shop.test']);
     const p: TestProxy = await startProxy({ listen: { host: '127.0.0.1', port: 0, tls: { port: 0, certs: [{ cert: shop.cert, key: shop.key }] } }, apps: [twoPools(blue.url, blue.url)], limits: { headerTimeout: '500ms' } });
     cleanups.push(() => p.close());
     const { port } = p.sy.edge?.listener.server.address() as AddressInfo;
     const c = await idle(port);
-    await sleep(100);
-    assert.equal(p.sy.dataPlane.limits.open, 1, 'counted before any handshake');
+    await until(t, 'the connection counted before any handshake', () => p.sy.dataPlane.limits.open === 1);
     const started = performance.now();
     await c.closed;
     assert.ok(performance.now() - started < 5000, 'closed by the handshake timeout');
-    await sleep(50);
-    assert.equal(p.sy.dataPlane.limits.open, 0);
+    await until(t, 'the connection uncounted', () => p.sy.dataPlane.limits.open === 0);
   });
 
   it('4 h2 clients × 100 streams to a slow upstream hold at most maxConnections upstream connections; the rest queue or get 503; no target is blamed', async () => {
