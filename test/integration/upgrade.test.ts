@@ -124,7 +124,7 @@ async function handOverUnderLoad(workers: number, tls = false): Promise<void> {
   }
 }
 
-describe('upgrading Switchyard itself (SIGUSR2): the new process takes the listening sockets', { concurrency: 1, timeout: 600_000 }, () => {
+describe('upgrading Switchyard itself (SIGUSR2): the new process takes the listening sockets', { concurrency: 2, timeout: 600_000 }, () => {
   it('a hand-over under a new connection every 5 ms loses none: no refused connect, no reset, no empty reply', async () => {
     await handOverUnderLoad(1);
   });
