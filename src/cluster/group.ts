@@ -130,9 +130,9 @@ export class WorkerGroup {
   }
 
   /** Per live worker: requests served and revisions, for `/readyz` details. */
-  figures(slot: number): { served: number; applied: Readonly<Record<string, number>> } | null {
+  figures(slot: number): { served: number; reportedAt: number | null; applied: Readonly<Record<string, number>> } | null {
     const m = this.members.get(slot);
-    return m === undefined ? null : { served: m.report?.served ?? 0, applied: m.applied };
+    return m === undefined ? null : { served: m.report?.served ?? 0, reportedAt: m.report?.at ?? null, applied: m.applied };
   }
 
   private isSettled(app: string, revision: number): boolean {

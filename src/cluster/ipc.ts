@@ -35,6 +35,8 @@ export interface WorkerReport {
   readonly stats: StatsExport;
   /** requests it finished since it started */
   readonly served: number;
+  /** epoch ms when the worker made this report (readyz shows it: a test waits for the next report) */
+  readonly at: number;
 }
 
 /** `Registry.getMetricsAsJSON()`, what `AggregatorRegistry.aggregate` merges */

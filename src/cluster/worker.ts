@@ -297,7 +297,7 @@ class WorkerPlane {
       for (const p of app.pools) byPool[p.name] = p.counts(now);
       pools[app.name] = byPool;
     }
-    const report: WorkerReport = { applied: this.routing.revisions(), pools, stats: this.telemetry.stats.exportWindows(), served: this.served };
+    const report: WorkerReport = { applied: this.routing.revisions(), pools, stats: this.telemetry.stats.exportWindows(), served: this.served, at: Date.now() };
     this.channel.send({ type: 'sy:report', report });
   }
 

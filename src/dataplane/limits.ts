@@ -119,6 +119,8 @@ export interface LimitsOptions {
   readonly burstSize?: number;
   /** how long the connection count must stay under a tenth of the peak before `onBurstOver` @default 5000 */
   readonly burstQuietMs?: number;
+  /** the burst-over timer's clock; tests pass a hand-moved one @default the global pair, unref'd */
+  readonly timers?: { setTimeout(fn: () => void, ms: number): unknown; clearTimeout(handle: unknown): void };
 }
 
 /**
@@ -152,7 +154,8 @@ export class Limits {
   private readonly pending: Record<LimitEvent, number> = { header: 0, body: 0, send: 0, queue: 0, refused: 0 };
   private logTimer: NodeJS.Timeout | null = null;
   private peak = 0;
-  private burstTimer: NodeJS.Timeout | null = null;
+  private burstTimer: unknown = null;
+  private readonly timers: NonNullable<LimitsOptions['timers']>;
   private readonly onBurstOver: (() => void) | undefined;
   private readonly burstSize: number;
   private readonly burstQuietMs: number;
@@ -167,6 +170,7 @@ export class Limits {
     this.onBurstOver = opts.onBurstOver;
     this.burstSize = opts.burstSize ?? 1000;
     this.burstQuietMs = opts.burstQuietMs ?? 5000;
+    this.timers = opts.timers ?? { setTimeout: (fn, ms) => setTimeout(fn, ms).unref(), clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout) };
     if (this.fdLimit === null) opts.logger?.warn({ maxConnections: this.max, fdLimit: 'unknown' }, 'the fd limit cannot be read: the connection cap is a guess; set limits.maxConnections');
     else opts.logger?.info({ maxConnections: this.max, fdLimit: this.fdLimit }, 'connection cap');
     if (auto !== null && this.max > auto) {
@@ -227,7 +231,7 @@ export class Limits {
     if (this.full && this.open < this.max) this.setFull(false);
     if (this.streams.queued > 0) this.streams.pump();
     if (this.onBurstOver !== undefined && this.peak >= this.burstSize && this.open * 10 <= this.peak && this.burstTimer === null) {
-      this.burstTimer = setTimeout(() => this.burstCheck(), this.burstQuietMs).unref();
+      this.burstTimer = this.timers.setTimeout(() => this.burstCheck(), this.burstQuietMs);
     }
   }
 
@@ -270,7 +274,7 @@ export class Limits {
   /** Stops the timers (close). */
   stop(): void {
     if (this.logTimer !== null) clearTimeout(this.logTimer);
-    if (this.burstTimer !== null) clearTimeout(this.burstTimer);
+    if (this.burstTimer !== null) this.timers.clearTimeout(this.burstTimer);
     this.logTimer = this.burstTimer = null;
     this.guard.stop();
     this.streams.stop();

@@ -147,6 +147,8 @@ export class HealthMonitor extends EventEmitter implements HealthSource {
   private readonly sweeps: { detector: OutlierDetector; pool: PoolRuntime; every: number }[] = [];
   private readonly sweepTimers: Timers;
   private sweepTimer: unknown = null;
+  /** when the last stall sweep ran (`now`), 0 before the first: lets a test wait for a sweep instead of sleeping */
+  lastSweepAt = 0;
   private closed = false;
 
   constructor(opts: HealthMonitorOptions) {
@@ -238,6 +240,7 @@ export class HealthMonitor extends EventEmitter implements HealthSource {
     const every = Math.min(...this.sweeps.map((s) => s.every));
     this.sweepTimer = this.sweepTimers.setTimeout(() => {
       for (const s of this.sweeps) s.detector.sweep(s.pool.open);
+      this.lastSweepAt = this.now();
       this.scheduleSweep();
     }, every);
   }

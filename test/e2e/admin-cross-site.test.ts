@@ -68,6 +68,7 @@ describe('a page from another origin cannot drive a tokenless admin API', () => 
     }, admin);
     await page.waitForURL(`${admin}/v1/apps/shop/switch`);
     assert.match((await page.textContent('body')) ?? '', /CROSS_ORIGIN_REQUEST|UNSUPPORTED_MEDIA_TYPE/);
+    // a bounded window after the refusal was shown, for a write that should not be there
     await sleep(200);
     const state = (await p.admin('GET', '/v1/apps/shop')).body;
     assert.deepEqual([state.revision, state.active], [before, 'green']);

@@ -217,6 +217,7 @@ describe('rollout panel in Chromium', () => {
         await p.get('/').catch(() => undefined);
         const c = await current();
         if (c.gates.waitingApproval === true) return c;
+        // paces the traffic the rollout's gates count while it runs up to its approval step
         await sleep(25);
       }
       assert.fail('the rollout never reached its approval step');

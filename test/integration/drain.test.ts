@@ -84,6 +84,7 @@ describe('WebSockets across a switch', () => {
     const upstreamCodes = blue.closeCodes.length;
     const sw = await p.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
     const since = Date.parse(sw.body.updatedAt);
+    // a moment into the drain window (paces the scenario; the deadline itself is checked from `at` below)
     await sleep(300);
     assert.equal(await echo(ws, 'before the deadline'), 'blue:before the deadline');
     const { code, reason, at } = await wsClosed;
@@ -132,6 +133,7 @@ describe('WebSockets across a switch', () => {
     const started = Date.now();
     for (let i = 0; i < 8; i++) {
       assert.equal(await echo(busy, `tick${i}`), `blue:tick${i}`);
+      // paces the busy socket's traffic: a message every 100 ms, under timeouts.idle
       await sleep(100);
     }
     const { at } = await idleClosed;
@@ -150,6 +152,7 @@ describe('WebSockets across a switch', () => {
     ws.on('close', (code) => (closedWith = code));
     const sw = await p.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
     assert.deepEqual(p.sy.drains.pending(), ['shop/blue']);
+    // the rollback comes midway through blue's drain window (paces the scenario; the deadline is checked by pastInstant)
     await sleep(400);
     await p.admin('POST', '/v1/apps/shop/rollback', { reason: 'green is broken' });
     assert.deepEqual(p.sy.drains.pending(), ['shop/green']);
@@ -358,10 +361,11 @@ describe('SIGTERM and SIGINT', () => {
     await until(t, 'requests to reach the upstream', () => releases.length === 3, { timeout: 3_000 });
     const termAt = Date.now();
     sp.child.kill('SIGTERM');
-    await sleep(100);
-    const ready = await request(`${sp.adminUrl}/readyz`);
-    assert.equal(ready.statusCode, 503);
-    await ready.body.dump();
+    await until(t, 'readyz to turn 503', async () => {
+      const ready = await request(`${sp.adminUrl}/readyz`);
+      await ready.body.dump();
+      return ready.statusCode === 503 || (assert.equal(ready.statusCode, 200), false);
+    });
     // during shutdown.delay: new connections are still accepted, answered with Connection: close
     const quick = await request(`${sp.proxyUrl}/quick`);
     assert.deepEqual([quick.statusCode, await quick.body.text(), quick.headers['connection']], [200, 'quick', 'close']);

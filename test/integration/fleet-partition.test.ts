@@ -72,6 +72,7 @@ describe('drain figures never trust an absence', () => {
         const s = await a.admin('GET', '/v1/apps/shop');
         if (s.body.instances.unaccounted !== undefined) unaccounted = s.body.instances;
       }
+      // paces the sampling over the partition's window
       await sleep(100);
     }
     assert.equal(revisionOf(c), before, 'c still routes on the revision before the switch (it never heard of it)');
@@ -133,6 +134,7 @@ describe('drain figures never trust an absence', () => {
     while (Date.now() - started < 4_000) {
       const d = await a.admin('GET', '/v1/apps/shop/pools/blue/drain');
       samples.push({ at: Date.now() - started, drained: d.body.drained, inflight: d.body.inflight });
+      // paces the sampling over the window
       await sleep(20);
     }
     assert.deepEqual(samples.filter((s) => s.drained), [], 'blue called drained while b carried six requests there');

@@ -187,6 +187,7 @@ describe('a fleet on redis', () => {
       }
     };
     const clients = Array.from({ length: 4 }, client);
+    // paces the scenario: the clients run a while before redis dies and a while after it (no deadline is proven here)
     await sleep(300);
     await fleet.redis.kill();
     await sleep(300);
@@ -201,6 +202,7 @@ describe('a fleet on redis', () => {
     const readyBody = (await ready.body.json()) as { details: { redis: { connected: boolean } } };
     assert.equal(ready.statusCode, 200, 'still ready: it routes on the last known state');
     assert.equal(readyBody.details.redis.connected, false);
+    // more traffic with redis gone: a bounded window for the clients, whose failures are the check
     await sleep(500);
     stop = true;
     await Promise.all(clients);
@@ -237,6 +239,7 @@ describe('a fleet on redis', () => {
     t.after(() => admin.disconnect());
     // three instances race to re-seed against "absent": exactly one history entry results
     await until(t, 'the state to be re-seeded', async () => (await admin.get(redisKeys(fleet.prefix).state('shop'))) !== null);
+    // a bounded window after the re-seed for the other instances' (refused) attempts: a second entry would show here
     await sleep(1_200);
     assert.equal(await admin.llen(redisKeys(fleet.prefix).history('shop')), 1);
     const next = await c.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
@@ -319,6 +322,7 @@ describe('a fleet on redis', () => {
         assert.equal(s.body.instances.unknown, true);
         assert.equal(s.body.pools.blue.drained, false);
       }
+      // paces the sampling of the drain answer over the window
       await sleep(250);
     }
     assert.ok(sawUnknown, 'the drain answer says the fleet figures are unknown');

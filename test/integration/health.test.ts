@@ -229,6 +229,7 @@ describe('passive health checks', () => {
         sent.push({ at, answer });
         if (ejectedAt === 0 && (p.sy.runtime.pool('shop', 'blue')?.targets[0]?.ejectedUntil ?? 0) > Date.now()) ejectedAt = Date.now();
         if (ejectedAt !== 0 && Date.now() - ejectedAt > 2000) break;
+        // paces the open-loop load (50 requests a second)
         await sleep(20);
       }
       assert.ok(ejectedAt > 0, 'the hanging target was ejected');
@@ -269,10 +270,14 @@ describe('passive health checks', () => {
     await withProxy([other, g, up as Backend], { apps: [twoPools([up.url, other.url], g.url, { health })] }, async (p) => {
       const waiting = Array.from({ length: 8 }, () => request(`${p.proxyUrl}/slow`).then((r) => r.body.text(), () => 'error'));
       await until(t, 'the slow requests to reach the upstreams', () => slow.length >= 4, { timeout: 3_000 });
+      const slowAt = Date.now();
       for (let i = 0; i < 40; i++) {
         await p.get('/fast');
+        // paces the fast requests: the target keeps answering while its slow ones wait
         await sleep(25);
       }
+      // a stall sweep ran once the slow requests had waited over stallAfter (300 ms): it had its chance to eject
+      await until(t, 'a stall sweep past stallAfter', () => p.sy.health.lastSweepAt > slowAt + 300);
       assert.deepEqual(await targetStates(p, 'blue'), ['up', 'up'], 'slow requests alone do not eject a target that answers');
       for (const r of slow) r.end('done');
       await Promise.all(waiting);

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import type { ServerResponse } from 'node:http';
 import { describe, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import { startProxy, twoPools } from '../helpers/proxy.ts';
 import { startUpstream } from '../helpers/upstream.ts';
@@ -48,14 +47,14 @@ describe('a target that hangs (health included) under closed-loop clients', () =
         }
       }
     });
-    await sleep(500);
+    await until(t, 'every client served before the hang', () => done.every((mine) => mine.length > 0), { timeout: 5_000 });
     hanging = true;
     const hungAt = Date.now();
     const target = p.sy.runtime.pool('shop', 'blue')!.targets[0]!;
     await until(t, 'the hung target to leave rotation', () => !target.isUp(Date.now()), { timeout: 15_000 });
     const outAt = Date.now();
     // every client completes a request soon after: none is left waiting on the hung target
-    await sleep(4_000);
+    await until(t, 'every client to complete a request after the target left rotation', () => done.every((mine) => mine.some((at) => at >= outAt)), { timeout: 10_000 });
     stop = true;
     held.splice(0).forEach((r) => r.destroy());
     await Promise.all(clients);

@@ -95,6 +95,7 @@ describe('latency is the time to the response head; how long a response stays op
     await nextSecond();
     const ws = await openWs(wsUrl(p.proxyUrl));
     assert.equal(await echo(ws, 'hi'), 'green:hi');
+    // the scenario: a WebSocket open across a second boundary, so it would show in a duration figure if counted
     await sleep(1200);
     ws.close();
     await nextSecond();

@@ -150,6 +150,7 @@ describe('resource limits', () => {
     const c = await rawConnect(portOf(p.proxyUrl));
     c.socket.write('POST / HTTP/1.1\r\nHost: shop\r\nContent-Length: 10\r\nConnection: close\r\n\r\n');
     for (let i = 0; i < 10; i++) {
+      // paces the body: a byte every 120 ms, under bodyTimeout's 300 ms between reads
       await sleep(120);
       c.socket.write(String(i));
     }
@@ -238,7 +239,8 @@ describe('resource limits', () => {
     const r = await first;
     assert.equal(r.statusCode, 200);
     assert.equal(await r.body.text(), 'held');
-    // the timed-out request left the queue without reaching the upstream
+    // the timed-out request left the queue without reaching the upstream (the connection has been free since
+    // the first answered: a request still queued would have gone out at once; 100 ms is the window for that)
     await sleep(100);
     assert.deepEqual(up.seen.map((s) => s.url).filter((u) => u !== '/healthz'), ['/first']);
     const text = await metricsText(p);
@@ -255,7 +257,9 @@ describe('resource limits', () => {
     const requests = [request(`${p.proxyUrl}/a`), request(`${p.proxyUrl}/b`)];
     await until(t, 'a request on each connection', () => hold.length === 2);
     for (let i = 0; i < 6; i++) requests.push(request(`${p.proxyUrl}/queued`));
-    await sleep(1200);
+    const queuedAt = Date.now();
+    // a stall sweep that ran once every request had waited over stallAfter (200 ms) had its chance to eject
+    await until(t, 'a stall sweep past stallAfter', () => p.sy.health.lastSweepAt > queuedAt + 200, { timeout: 5_000 });
     const targets = p.sy.runtime.pool('shop', 'blue')?.targets ?? [];
     assert.deepEqual(
       targets.map((t) => t.ejectedUntil),
@@ -298,6 +302,7 @@ describe('resource limits', () => {
     const proc = await spawnServe({ workers: 2, apps: [twoPools(up.url, up.url)], limits: { maxConnections: 3 } }, 20_000);
     cleanups.push(() => proc.cleanup());
     const conns = await Promise.all(Array.from({ length: 20 }, () => rawConnect(proc.proxyPort)));
+    // a bounded window after every connection was made, for the workers to close those over their cap at accept
     await sleep(500);
     const open = conns.filter((c) => !c.socket.destroyed && c.socket.readyState === 'open');
     // the closed ones saw the proxy close them at accept: read to notice

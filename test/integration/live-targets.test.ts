@@ -90,6 +90,7 @@ describe('removing and adding targets under load', () => {
     const r = await p.admin('DELETE', `/v1/apps/shop/pools/blue/targets?url=${encodeURIComponent(gone.url)}`);
     assert.equal(r.status, 200);
     const shut = closed(ws);
+    // a moment into the drain window (paces the scenario; the deadline itself is checked from `at` below)
     await sleep(300);
     assert.equal(await echo(ws, 'still'), 'gone:still', 'open well before the deadline');
     const drain = await p.admin('GET', '/v1/apps/shop/pools/blue/drain');

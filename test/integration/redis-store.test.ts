@@ -3,7 +3,6 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { readRedisClock, redisOptions, writeDeadline } from '../../src/state/redis-connect.ts';
@@ -123,9 +122,10 @@ describe('redis store propagation', () => {
     const seen: number[] = [];
     reader.watch((s) => seen.push(s.revision));
     await admin.set(key, JSON.stringify({ ...makeState('shop', 2), weights: { blue: 0, green: 0 } }));
-    await sleep(300); // some 15 polls
+    // fifteen polls run now (not a sleep that hopes they ran), beside the 20 ms interval's own
+    for (let i = 0; i < 15; i++) await reader.sync();
     await admin.set(key, JSON.stringify({ ...makeState('shop', 3), weights: null }));
-    await sleep(300);
+    for (let i = 0; i < 15; i++) await reader.sync();
     const lines = errors.filter((l) => l.app === 'shop');
     assert.equal(lines.length, 2, JSON.stringify(lines));
     assert.match(JSON.stringify(lines[0]), /weights: must sum to 10000 bp, got 0/);
@@ -221,6 +221,9 @@ describe('redis store while redis is down', () => {
     await store.compareAndSet(makeState('shop', 1), null);
     const admin = redisClient(server.url);
     t.after(() => admin.disconnect());
+    // scripts redis has run (or refused to): the late write's turn shows here
+    const scripts = async (): Promise<number> => [...(await admin.info('commandstats')).matchAll(/^cmdstat_eval(?:sha)?:calls=(\d+),.*?failed_calls=(\d+)/gm)].reduce((n, m) => n + Number(m[1]) + Number(m[2]), 0);
+    const scriptsBefore = await scripts();
     // the server stops answering but keeps the connection open: only the command timeout ends the wait
     await admin.call('CLIENT', 'PAUSE', '3000', 'ALL');
     const started = Date.now();
@@ -229,7 +232,7 @@ describe('redis store while redis is down', () => {
     assert.ok(Date.now() - started < 1_500, `rejected after ${Date.now() - started} ms`);
     // the script still sat in redis's queue: once the pause ends it runs, past its deadline, and writes nothing
     await admin.call('CLIENT', 'UNPAUSE');
-    await sleep(200);
+    await until(t, 'redis to run the late script', async () => (await scripts()) > scriptsBefore);
     assert.equal((await store.get('shop'))?.revision, 1, 'that write never lands');
     assert.equal(await admin.llen(redisKeys('hang').history('shop')), 1);
   });

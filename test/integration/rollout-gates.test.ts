@@ -77,7 +77,8 @@ describe('approval steps', () => {
       return c.step === 2 && c.gates.waitingApproval ? c : undefined;
     }, { timeout: 15_000 });
     assert.equal(waiting.state, 'running');
-    await sleep(300);
+    // three driver rounds run now (not a sleep that hopes one ran): none moves it on
+    for (let i = 0; i < 3; i++) await p.sy.rollouts.tick();
     assert.equal((await current(p)).step, 2, 'held: no step without the approval');
     assert.deepEqual(await weights(p), { blue: 80, green: 20 });
     // the notify URLs are secrets: masked in the answer

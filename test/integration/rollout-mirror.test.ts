@@ -39,6 +39,7 @@ function traffic(p: TestProxy): { stop(): Promise<void> } {
   const loops = Array.from({ length: 3 }, async () => {
     while (!stopped) {
       await p.get('/').catch(() => undefined);
+      // paces the traffic
       await sleep(3);
     }
   });
@@ -84,6 +85,7 @@ describe('rollout mirror step', () => {
     assert.match(h[1].reason, new RegExp(`^rollout ${r.body.id} step 1/3: mirror 100% to green \\(weights kept\\)`));
     // no copies go out once the mirror is removed (a few may still be in flight)
     const before = copies;
+    // a bounded window after the mirror's removal (the positive point: step 2 applied), with traffic running
     await sleep(300);
     assert.ok(copies - before <= 3, 'copies stopped with the mirror removed');
   });

@@ -113,7 +113,8 @@ describe('rollout queries against a real Prometheus', () => {
       paused.gates.rounds.map((x: { verdict: string }) => x.verdict),
       ['inconclusive', 'inconclusive', 'inconclusive'],
     );
-    await sleep(1000);
+    // three driver rounds run now (not a sleep that hopes one ran): none takes it out of the pause
+    for (let i = 0; i < 3; i++) await p.sy.rollouts.tick();
     assert.equal((await current(p)).state, 'paused');
     assert.deepEqual(await weights(p), { blue: 80, green: 20 }, 'the step past its pause was never left');
   });

@@ -67,6 +67,7 @@ describe('rollout --wait, for pipelines', () => {
     assert.equal(timedOut.code, 3);
     assert.match(timedOut.err, /still running at step 1\/2 after/);
     const waiting = sy('rollout', 'shop', 'status', '--wait', '--interval', '50ms', '--json');
+    // paces the scenario: the abort comes while the CLI is polling
     await sleep(120);
     assert.equal((await p.admin('POST', '/v1/apps/shop/rollouts/current/abort', { reason: 'stop the release' })).status, 200);
     const r = await waiting;

@@ -223,6 +223,7 @@ describe('progressive rollouts', () => {
     assert.equal(sw.status, 200);
     const aborted = await inState(t, p, 'aborted');
     assert.equal(aborted.reason, `manual change at revision ${sw.body.revision} (switch by tester)`);
+    // a bounded window after the abort (the positive point) for a step that should not come
     await sleep(100);
     assert.deepEqual(await weights(p), { blue: 100, green: 0 }, 'the manual weights stay');
   });

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { redisKeys } from '../../src/state/redis-store.ts';
+import { pastInstant } from '../helpers/clock.ts';
 import { revisionOf } from '../helpers/fleet.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { redisClient } from '../helpers/redis-server.ts';
@@ -58,6 +59,7 @@ async function writeEvery200ms(p: TestProxy, answers: Answer[], stop: () => bool
     const blueShare = 1 + (i % 98);
     const r = await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: blueShare, green: 100 - blueShare }, reason: `w${i}` }).catch((err: unknown) => ({ status: 0, body: { error: { code: String(err) } } }));
     answers.push({ i, status: r.status, at: Date.now(), ...(r.status === 200 ? { revision: r.body.revision as number } : { code: r.body?.error?.code as string }) });
+    // paces the load: the scenario is a write every 200 ms
     await sleep(200);
   }
 }
@@ -75,6 +77,13 @@ async function assertEveryOkWriteKept(group: SentinelGroup, prefix: string, answ
   }
 }
 
+/** What `promise` resolves to, awaited with `until` (fails the test after `timeout` ms). */
+async function settled<T>(t: TestContext, what: string, promise: Promise<T>, timeout: number): Promise<T> {
+  let value: { v: T } | undefined;
+  void promise.then((v) => (value = { v }));
+  return (await until(t, what, () => value, { timeout })).v;
+}
+
 function summary(answers: readonly Answer[]): string {
   const counts = new Map<string, number>();
   for (const a of answers) counts.set(`${a.status}${a.code === undefined ? '' : ` ${a.code}`}`, (counts.get(`${a.status}${a.code === undefined ? '' : ` ${a.code}`}`) ?? 0) + 1);
@@ -87,12 +96,11 @@ describe('writes through a Sentinel failover (store.replicas 1)', () => {
     const answers: Answer[] = [];
     let stopAt = Infinity;
     const writer = writeEvery200ms(a, answers, () => Date.now() > stopAt);
-    await sleep(2_000);
+    await until(t, 'five writes answered 200 before the kill', () => answers.filter((x) => x.status === 200).length >= 5, { timeout: 10_000 });
     const promoted = group.nextSwitch();
     const killedAt = Date.now();
     await group.primary.kill();
-    const switchAt = await Promise.race([promoted, sleep(30_000, -1)]);
-    assert.notEqual(switchAt, -1, 'sentinel promoted a replica within 30 s');
+    const switchAt = await settled(t, 'sentinel to promote a replica', promoted, 30_000);
     // keep writing until 3 s after the first 200 that followed the promotion (at most 20 s)
     await until(t, 'a write answered 200 after the promotion', () => answers.some((x) => x.status === 200 && x.at > switchAt), { timeout: 20_000 });
     const firstOk = answers.find((x) => x.status === 200 && x.at > switchAt)!;
@@ -114,18 +122,20 @@ describe('writes through a Sentinel failover (store.replicas 1)', () => {
     const answers: Answer[] = [];
     let stopAt = Infinity;
     const writer = writeEvery200ms(a, answers, () => Date.now() > stopAt);
-    await sleep(2_000);
+    await until(t, 'five writes answered 200 before the stop', () => answers.filter((x) => x.status === 200).length >= 5, { timeout: 10_000 });
     const promoted = group.nextSwitch();
     const pausedAt = Date.now();
     group.primary.pause();
-    const switchAt = await Promise.race([promoted, sleep(11_000, -1)]);
-    assert.notEqual(switchAt, -1, 'sentinel promoted a replica while the primary was stopped');
+    const switchAt = await settled(t, 'sentinel to promote a replica', promoted, 20_000);
+    assert.ok(switchAt < pausedAt + 11_000, `sentinel promoted a replica while the primary was stopped (${switchAt - pausedAt} ms after the stop)`);
     await until(t, 'a write answered 200 after the promotion', () => answers.some((x) => x.status === 200 && x.at > switchAt), { timeout: 10_000 });
     const firstOk = answers.find((x) => x.status === 200 && x.at > switchAt)!;
-    await sleep(Math.max(0, pausedAt + 12_000 - Date.now()));
+    // the scenario: the primary stays stopped 12 s in all
+    await pastInstant(pausedAt + 12_000);
     group.primary.resume();
-    // the old primary wakes believing it is primary until Sentinel demotes it: keep writing through that
-    await sleep(6_000);
+    // the old primary wakes believing it is primary until Sentinel demotes it: keep writing through that,
+    // until five writes answered from 3 s after the wake (the `late` ones checked below)
+    await until(t, 'five writes answered from 3 s after the wake', () => answers.filter((x) => x.at > pausedAt + 15_000).length >= 5, { timeout: 20_000 });
     stopAt = Date.now();
     await writer;
     t.diagnostic(`promotion ${switchAt - pausedAt} ms after the stop; first 200 ${firstOk.at - switchAt} ms after it; answers ${summary(answers)}`);

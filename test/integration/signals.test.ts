@@ -3,7 +3,6 @@ import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { connect } from 'node:tls';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { createTestCa } from '../helpers/certs.ts';
 import { TOKEN, twoPools } from '../helpers/proxy.ts';
@@ -43,7 +42,7 @@ describe('SIGHUP reloads what can change while running and never stops the proce
     const sp = await spawnServe({ apps: [twoPools(up.url, up.url)], log: { level: 'warn' } }, 30_000);
     t.after(() => sp.cleanup());
     const slow = request(`${sp.proxyUrl}/slow`);
-    await sleep(200);
+    await until(t, 'the slow request to reach the upstream', () => up.seen.some((s) => s.url === '/slow'));
     editConfig(sp, (d) => {
       d['log'] = { level: 'info' };
       d['shutdown'] = { grace: '7s' };

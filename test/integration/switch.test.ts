@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
+import { pastInstant } from '../helpers/clock.ts';
 import { startProxy, twoPools } from '../helpers/proxy.ts';
 import { spawnServe } from '../helpers/serve-process.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
@@ -33,7 +34,7 @@ describe('switching', () => {
     const p = await startProxy({ apps: [twoPools(blue.url, green.url)] });
     t.after(() => p.close());
     const slow = request(`${p.proxyUrl}/slow`);
-    await until(t, 'the slow request at blue', () => blue.seen.some((s) => s.url === '/slow'), { timeout: 30_000, interval: 5 });
+    await until(t, 'the slow request to reach blue', () => blue.seen.some((s) => s.url === '/slow'), { interval: 5 });
     const sw = await p.admin('POST', '/v1/apps/shop/switch', { to: 'green', reason: 'release 2.0.0' });
     assert.equal(sw.status, 200);
     assert.equal(sw.body.active, 'green');
@@ -72,6 +73,7 @@ describe('switching', () => {
     for (let i = 0; i < 100; i++) {
       const r = await p.admin('POST', '/v1/apps/shop/switch', { to: i % 2 ? 'blue' : 'green' });
       assert.equal(r.status, 200);
+      // paces the switches so the clients' requests fall between them
       await sleep(2);
     }
     stop = true;
@@ -124,13 +126,16 @@ describe('SIGTERM', () => {
     const proc = await spawnServe({ apps: [twoPools(up.url, up.url)], shutdown: { delay: '300ms', grace: '5s', hardStop: '10s' } });
     t.after(() => proc.cleanup());
     const inflight = Array.from({ length: 5 }, () => request(`${proc.proxyUrl}/work`).then(async (r) => ({ status: r.statusCode, body: await r.body.text(), connection: r.headers['connection'] })));
-    await until(t, 'five requests held at the upstream', () => releases.length >= 5, { timeout: 30_000, interval: 10 });
+    await until(t, 'the requests to reach the upstream', () => releases.length === 5);
+    const termAt = Date.now();
     proc.child.kill('SIGTERM');
-    await sleep(100);
+    await until(t, 'readyz to turn 503', async () => {
     const ready = await request(`${proc.adminUrl}/readyz`);
-    assert.equal(ready.statusCode, 503);
     await ready.body.dump();
-    await sleep(400);
+      return ready.statusCode === 503 || (assert.equal(ready.statusCode, 200), false);
+    });
+    // the requests stay in flight past shutdown.delay (300 ms), into the grace period
+    await pastInstant(termAt + 300, 100);
     for (const r of releases) r();
     const results = await Promise.all(inflight);
     assert.deepEqual(results.map((r) => r.status), [200, 200, 200, 200, 200]);

@@ -5,8 +5,7 @@ import { copyFileSync } from 'node:fs';
 import { request as httpsRequest, type RequestOptions } from 'node:https';
 import { connect as h2connect } from 'node:http2';
 import type { PeerCertificate, TLSSocket } from 'node:tls';
-import { after, before, describe, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, it, type TestContext } from 'node:test';
 import { request } from 'undici';
 import { createTestCa, type TestCa } from '../helpers/certs.ts';
 import { startPebble } from '../helpers/pebble.ts';
@@ -22,12 +21,15 @@ import { until } from '../helpers/wait.ts';
 
 const HOST = 'shop.test';
 
-/** Requests each worker served, once their next report is in (`/readyz` details). */
-async function served(p: ServeProcess): Promise<number[]> {
-  await sleep(700);
+/** Requests each worker served, once every worker has reported after this call (`/readyz` details, `reportedAt`). */
+async function served(t: TestContext, p: ServeProcess): Promise<number[]> {
+  const asked = Date.now();
+  const workers = await until(t, 'a report from every worker', async () => {
   const r = await request(`${p.adminUrl}/readyz`);
-  const body = (await r.body.json()) as { details: { workers: { served?: number }[] } };
-  return body.details.workers.map((w) => w.served ?? 0);
+    const body = (await r.body.json()) as { details: { workers: { served?: number; reportedAt?: number | null }[] } };
+    return body.details.workers.every((w) => (w.reportedAt ?? 0) > asked) ? body.details.workers : undefined;
+  }, { interval: 50 });
+  return workers.map((w) => w.served ?? 0);
 }
 
 /** One HTTP/1.1-over-TLS GET on a connection of its own: status, X-Served-By and the certificate presented. */
@@ -104,15 +106,15 @@ describe('listen.tls with workers: 2', () => {
       ca?.close();
     });
 
-    it('both workers answer HTTP/1.1 over TLS and h2 on the TLS port', async () => {
-      const before0 = await served(p);
+    it('both workers answer HTTP/1.1 over TLS and h2 on the TLS port', async (t) => {
+      const before0 = await served(t, p);
       const viaH1 = await many(40, () => h1(tlsPort));
       assert.ok(viaH1.every((r) => r.status === 200 && r.servedBy === 'blue@1.0.0' && r.alpn === 'http/1.1'), JSON.stringify(viaH1.map((r) => [r.status, r.servedBy, r.alpn])));
-      const afterH1 = await served(p);
+      const afterH1 = await served(t, p);
       assert.ok(delta(before0, afterH1).every((n) => n > 0), `every worker answered HTTP/1.1 over TLS: ${JSON.stringify(delta(before0, afterH1))}`);
       const viaH2 = await many(40, () => h2(tlsPort));
       assert.ok(viaH2.every((r) => r.status === 200 && r.servedBy === 'blue@1.0.0'));
-      const afterH2 = await served(p);
+      const afterH2 = await served(t, p);
       assert.ok(delta(afterH1, afterH2).every((n) => n > 0), `every worker answered h2: ${JSON.stringify(delta(afterH1, afterH2))}`);
       assert.equal(delta(before0, afterH2).reduce((a, b) => a + b, 0), 80, 'each request counted once, by the worker that answered it');
     });
@@ -124,19 +126,20 @@ describe('listen.tls with workers: 2', () => {
       copyFileSync(renewed.cert, liveCert);
       await until(t, 'every worker to serve the new certificate', async () => (await many(8, () => h1(tlsPort))).every((r) => r.cert.serialNumber !== serial), { timeout: 5_000, interval: 200 });
       // from now on every connection, whichever worker takes it, gets the new certificate
-      const before0 = await served(p);
+      const before0 = await served(t, p);
       const seen = await many(40, () => h1(tlsPort));
       assert.deepEqual([...new Set(seen.map((r) => r.cert.serialNumber))], [seen[0]?.cert.serialNumber]);
       assert.notEqual(seen[0]?.cert.serialNumber, serial);
-      assert.ok(delta(before0, await served(p)).every((n) => n > 0), 'both workers took some of those connections');
+      assert.ok(delta(before0, await served(t, p)).every((n) => n > 0), 'both workers took some of those connections');
     });
 
-    it('SIGTERM: both workers send GOAWAY and an h2 stream in flight finishes', async () => {
+    it('SIGTERM: both workers send GOAWAY and an h2 stream in flight finishes', async (t) => {
       const session = h2connect(`https://127.0.0.1:${tlsPort}`, { servername: HOST, rejectUnauthorized: false });
       const goaway = once(session, 'goaway');
       // the upstream answers after 1 s: the stream is in flight when the signal arrives
+      const seenBefore = up.seen.filter((r) => r.url === '/slow').length;
       const stream = session.request({ ':path': '/slow', ':authority': HOST });
-      await sleep(200);
+      await until(t, 'the stream to reach the upstream', () => up.seen.filter((r) => r.url === '/slow').length > seenBefore);
       p.child.kill('SIGTERM');
       const [headers] = (await once(stream, 'response')) as [Record<string, unknown>];
       stream.resume();
@@ -161,15 +164,20 @@ describe('listen.tls with workers: 2', () => {
       20_000,
     );
     t.after(() => p.cleanup());
-    await until(t, 'an ACME certificate on every worker', async () => {
-      const ok = await many(8, () => h1(tlsPort).catch(() => null)).then((r) => r.filter((x) => x !== null));
-      return ok.length === 8 && ok.every((r) => /Pebble/i.test(String(r.cert.issuer.CN)));
-    }, { timeout: 30_000, interval: 300, detail: () => p.output().slice(-2000) });
-    const before0 = await served(p);
+    await until(
+      t,
+      'an ACME certificate on every worker',
+      async () => {
+        const ok = await many(8, () => h1(tlsPort).catch(() => null)).then((r) => r.filter((x) => x !== null));
+        return ok.length === 8 && ok.every((r) => /Pebble/i.test(String(r.cert.issuer.CN)));
+      },
+      { timeout: 30_000, interval: 300, detail: () => p.output().slice(-2000) },
+    );
+    const before0 = await served(t, p);
     const seen = await many(40, () => h1(tlsPort));
     assert.ok(seen.every((r) => /Pebble/i.test(String(r.cert.issuer.CN)) && r.status === 200));
     assert.equal(new Set(seen.map((r) => r.cert.serialNumber)).size, 1, 'one certificate, served by both workers');
-    assert.ok(delta(before0, await served(p)).every((n) => n > 0), 'both workers took some of those connections');
+    assert.ok(delta(before0, await served(t, p)).every((n) => n > 0), 'both workers took some of those connections');
     const text = await (await request(`${p.adminUrl}/metrics`)).body.text();
     assert.match(text, /switchyard_acme_orders_total\{host="shop\.test"\} 1\b/, 'one order for the whole group');
     const ready = (await (await request(`${p.adminUrl}/readyz`)).body.json()) as { details: { acme: { orderer: boolean; hosts: { host: string; notAfter: string | null; lastError: string | null }[] } } };

@@ -13,6 +13,7 @@ import { Agent, request } from 'undici';
 import { createTestCa, type TestCa } from '../helpers/certs.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { until } from '../helpers/wait.ts';
 
 const run = promisify(execFile);
 
@@ -182,15 +183,14 @@ describe('TLS listener: SNI, HTTP/2, certificate reload', () => {
     // certbot-style: both files replaced
     copyFileSync(renewed.key, liveKey);
     copyFileSync(renewed.cert, liveCert);
-    const deadline = Date.now() + 5000;
-    while (!/renewed\.shop\.test/.test((await handshake(tlsPort, ca.caPem, 'shop.test')).cert.subjectaltname ?? '')) {
-      assert.ok(Date.now() < deadline, 'the new certificate was not served within 5 s');
-      await sleep(100);
-    }
+    await until(t, 'the new certificate served', async () => /renewed\.shop\.test/.test((await handshake(tlsPort, ca.caPem, 'shop.test')).cert.subjectaltname ?? ''), { timeout: 5_000, interval: 100 });
     // the connection opened before the reload still serves
     assert.equal((await h2get(session, '/after', { ':authority': 'shop.test' })).status, 200);
+    const failures = async (): Promise<number> => Number(/^switchyard_tls_certificate_reload_failures (\d+)$/m.exec(await (await request(`${p.adminUrl}/metrics`)).body.text())?.[1] ?? 0);
+    const failedBefore = await failures();
     writeFileSync(liveCert, '-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n');
-    await sleep(2500);
+    // the reload of the broken file has been tried (and refused) once the failure is counted
+    await until(t, 'the broken certificate refused', async () => (await failures()) > failedBefore, { interval: 100 });
     assert.match((await handshake(tlsPort, ca.caPem, 'shop.test')).cert.subjectaltname ?? '', /renewed\.shop\.test/);
     const m = await request(`${p.adminUrl}/metrics`);
     assert.match(await m.body.text(), /switchyard_tls_certificate_reload_failures [1-9]/);
@@ -256,7 +256,7 @@ describe('TLS listener: SNI, HTTP/2, certificate reload', () => {
     const session = h2connect(`https://127.0.0.1:${port}`, { ca: ca.caPem, servername: 'shop.test' });
     session.on('error', () => undefined);
     const pending = h2get(session, '/slow', { ':authority': 'shop.test' });
-    await sleep(100);
+      await until(t, 'the stream to reach the upstream', () => slow.seen.length > 0);
     const stopped = q.sy.shutdown();
     const r = await pending;
     assert.equal(r.status, 200);

@@ -4,9 +4,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, it, type TestContext } from 'node:test';
 import { request } from 'undici';
+import { pastInstant } from '../helpers/clock.ts';
 import { startProxy, twoPools, TOKEN } from '../helpers/proxy.ts';
 import { spawnServe } from '../helpers/serve-process.ts';
 import { startRedis } from '../helpers/redis-server.ts';
@@ -25,6 +25,7 @@ interface WorkerDetail {
   listen: string | null;
   restarts: number;
   served?: number;
+  reportedAt?: number | null;
 }
 
 type Json = any; // eslint-disable-line @typescript-eslint/no-explicit-any -- tests assert on whatever JSON the API answers
@@ -48,8 +49,8 @@ interface Group {
   get(path?: string): Promise<Answer>;
   many(n: number, concurrency?: number): Promise<Answer[]>;
   workers(): Promise<WorkerDetail[]>;
-  /** requests each worker served, once their next report is in */
-  served(): Promise<number[]>;
+  /** requests each worker served, once every worker has reported after this call */
+  served(t: TestContext): Promise<number[]>;
   metric(series: string): Promise<number>;
 }
 
@@ -94,9 +95,13 @@ async function startGroup(doc: Record<string, unknown>): Promise<Group> {
       const r = await request(`${adminUrl}/readyz`);
       return ((await r.body.json()) as { details: { workers: WorkerDetail[] } }).details.workers;
     },
-    async served() {
-      await sleep(600);
-      return (await g.workers()).map((w) => w.served ?? 0);
+    async served(t) {
+      const asked = Date.now();
+      const workers = await until(t, 'a report from every worker', async () => {
+        const ws = await g.workers();
+        return ws.every((w) => (w.reportedAt ?? 0) > asked) ? ws : undefined;
+      }, { interval: 50 });
+      return workers.map((w) => w.served ?? 0);
     },
     async metric(series) {
       const text = (await g.admin('GET', '/metrics')).body as string;
@@ -135,16 +140,16 @@ describe('workers: 2', () => {
     await Promise.all([blue?.close(), blueSick?.close(), green?.close()]);
   });
 
-  it('runs two workers on SO_REUSEPORT listeners, and both serve', async () => {
+  it('runs two workers on SO_REUSEPORT listeners, and both serve', async (t) => {
     const ws = await g.workers();
     assert.equal(ws.length, 2);
     assert.ok(ws.every((w) => w.ready && w.listen === 'reuseport'), JSON.stringify(ws));
     assert.notEqual(ws[0]?.pid, ws[1]?.pid);
     assert.ok(!ws.some((w) => w.pid === g.child.pid));
-    const before = await g.served();
+    const before = await g.served(t);
     const results = await g.many(60);
     assert.ok(results.every((r) => r.status === 200));
-    const after = await g.served();
+    const after = await g.served(t);
     assert.ok(after.every((n, i) => n > (before[i] ?? 0)), `each worker served some of 60 connections: ${before} → ${after}`);
   });
 
@@ -171,12 +176,12 @@ describe('workers: 2', () => {
     }
   });
 
-  it('sums /metrics request counters over the workers', async () => {
+  it('sums /metrics request counters over the workers', async (t) => {
     const series = 'switchyard_requests_total{app="shop",pool="green",class="2xx"}';
     const start = await g.metric(series);
-    const before = await g.served();
+    const before = await g.served(t);
     await g.many(50);
-    const after = await g.served();
+    const after = await g.served(t);
     assert.ok(after.every((n, i) => n > (before[i] ?? 0)), 'both workers served some');
     assert.equal((await g.metric(series)) - start, 50);
     assert.equal(await g.metric('switchyard_routing_revision{app="shop"}'), (await g.admin('GET', '/v1/apps/shop')).body.revision);
@@ -216,10 +221,10 @@ describe('workers: 2', () => {
     }, { timeout: 10_000 });
     assert.equal(replaced.restarts, 1);
     assert.equal((await g.workers())[other.slot]?.pid, other.pid);
-    const before = await g.served();
+    const before = await g.served(t);
     const results = await g.many(40);
     assert.deepEqual([...new Set(results.map((r) => `${r.status} ${r.servedBy}`))], ['200 green@2.0.0']);
-    const after = await g.served();
+    const after = await g.served(t);
     assert.ok(after.every((n, i) => n > (before[i] ?? 0)), 'the replacement serves too');
   });
 
@@ -228,11 +233,14 @@ describe('workers: 2', () => {
     const slow = Array.from({ length: 6 }, () => g.get('/slow'));
     await until(t, '6 slow requests upstream', async () => (held.length === 6 ? true : undefined));
     const pids = (await g.workers()).map((w) => w.pid);
+    const termAt = Date.now();
     g.child.kill('SIGTERM');
-    await sleep(100);
-    const ready = await g.admin('GET', '/readyz');
-    assert.equal(ready.status, 503);
-    await sleep(400);
+    await until(t, 'readyz to turn 503', async () => {
+      const ready = await g.admin('GET', '/readyz');
+      return ready.status === 503 || (assert.equal(ready.status, 200), false);
+    });
+    // the requests stay in flight past shutdown.delay, into the grace period
+    await pastInstant(termAt + 300, 100);
     for (const release of held.splice(0)) release();
     const results = await Promise.all(slow);
     assert.deepEqual(results.map((r) => r.status), Array(6).fill(200));

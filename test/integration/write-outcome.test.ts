@@ -3,7 +3,6 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { redisKeys } from '../../src/state/redis-store.ts';
 import { runCliCaptured } from '../helpers/cli.ts';
 import { startDelayProxy, type DelayProxy } from '../helpers/delay-proxy.ts';
@@ -71,28 +70,31 @@ describe('the answer to a write whose redis reply is slow', () => {
   it('a write whose reply is held past the command timeout but landed answers 200 with it, not 503', async (t) => {
     const s = await setup(t);
     const start = revisionOf(s.a);
-    // the command connection's replies are stuck for 2.5 s; a fresh connection gets through
-    s.link.hold('replies', 2_500);
+    // the command connection's replies are stuck until released; a fresh connection gets through
+    s.link.hold('replies', Infinity);
     const r = await s.a.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 41, green: 59 }, reason: 'slow reply' });
     assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.ok(s.link.heldBytes > 0, 'answered while the reply is still held');
     assert.deepEqual([r.body.revision, r.body.weights], [start + 1, { blue: 41, green: 59 }]);
     const stored = await s.stored();
     assert.deepEqual([stored.revision, stored.weights], [start + 1, { blue: 4_100, green: 5_900 }]);
     // once: a landed write is not retried as a new revision
     assert.deepEqual((await s.reasons()).filter((x) => x === 'slow reply'), ['slow reply']);
     await until(t, 'instance B on the written revision', () => revisionOf(s.b) === start + 1);
+    s.link.release();
     await until(t, 'instance A on the written revision', () => revisionOf(s.a) === start + 1);
   });
 
   it('a write whose request reaches redis after its deadline answers 503 and never lands', async (t) => {
     const s = await setup(t);
     const start = revisionOf(s.a);
-    s.link.hold('requests', 1_500);
+    s.link.hold('requests', Infinity);
     const r = await s.a.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 42, green: 58 }, reason: 'late request' });
     assert.equal(r.status, 503, JSON.stringify(r.body));
     assert.equal(r.body.error.code, 'STORE_UNAVAILABLE');
-    // the held request reaches redis now; the script refuses it
-    await sleep(1_800);
+    // the held request reaches redis now, past its deadline; redis runs the script, which refuses it
+    s.link.release();
+    await until(t, 'redis to answer the held request', () => s.link.heldAnswered > 0);
     assert.equal((await s.stored()).revision, start);
     assert.ok(!(await s.reasons()).includes('late request'));
     assert.equal(revisionOf(s.b), start);
@@ -102,7 +104,7 @@ describe('the answer to a write whose redis reply is slow', () => {
     const s = await setup(t);
     const start = revisionOf(s.a);
     // every connection's replies stuck, fresh ones too: the outcome cannot be known in time
-    s.link.hold('replies', 2_500, { newConnections: true });
+    s.link.hold('replies', Infinity, { newConnections: true });
     const r = await s.a.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 43, green: 57 }, reason: 'unknown outcome' });
     assert.equal(r.status, 504, JSON.stringify(r.body));
     assert.equal(r.body.error.code, 'WRITE_OUTCOME_UNKNOWN');
@@ -110,9 +112,11 @@ describe('the answer to a write whose redis reply is slow', () => {
     // it did land (the request was not held): the 504 did not lie, a 503 would have
     assert.equal((await s.stored()).revision, start + 1);
 
-    await sleep(2_600);
-    s.link.hold('replies', 2_500, { newConnections: true });
+    s.link.release();
+    await until(t, 'instance A on the landed revision', () => revisionOf(s.a) === start + 1);
+    s.link.hold('replies', Infinity, { newConnections: true });
     const cli = await runCliCaptured(['weights', 'shop', 'blue=44', 'green=56'], { SWITCHYARD_ADMIN_URL: s.a.adminUrl, SWITCHYARD_TOKEN: TOKEN });
+    s.link.release();
     assert.equal(cli.code, 1, cli.stdout + cli.stderr);
     assert.match(cli.stderr, /WRITE_OUTCOME_UNKNOWN: .*may or may not have landed/);
     assert.match(cli.stderr, /check `switchyard status` and `switchyard history` before retrying/);
@@ -124,8 +128,8 @@ describe('the answer to a write whose redis reply is slow', () => {
     const s = await setup(t, () => frozen ?? Date.now());
     const start = revisionOf(s.a);
     frozen = Date.now();
-    // A's connections (commands and messages) are stuck for 2.5 s: A still routes on `start`
-    s.link.hold('replies', 2_500);
+    // A's connections (commands and messages) are stuck until released: A still routes on `start`
+    s.link.hold('replies', Infinity);
     const first = await s.b.admin('POST', '/v1/apps/shop/pools/green/targets', { url: 'http://127.0.0.1:20001' });
     assert.equal(first.status, 200, JSON.stringify(first.body));
     assert.equal(first.body.revision, start + 1);
@@ -133,6 +137,7 @@ describe('the answer to a write whose redis reply is slow', () => {
     // (same revision, weights, action, actor, reason, time, changed paths); its reply is stuck past the timeout
     const second = await s.a.admin('POST', '/v1/apps/shop/pools/green/targets', { url: 'http://127.0.0.1:20002' });
     frozen = null;
+    s.link.release();
     assert.equal(second.status, 200, JSON.stringify(second.body));
     const stored = await s.stored();
     // a 200 means the write is in the store, next to the one it raced with

@@ -3,10 +3,10 @@ import { once } from 'node:events';
 import { createServer } from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import { describe, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { parseConfig } from '../../src/config/load.ts';
 import { autoMaxConnections, FALLBACK_MAX_CONNECTIONS, fdLimit, FD_RESERVE, Limits } from '../../src/dataplane/limits.ts';
 import { ConfigError } from '../../src/errors.ts';
+import { ManualClock } from '../helpers/clock.ts';
 import { until } from '../helpers/wait.ts';
 
 const app = { name: 'shop', hosts: ['*'], pools: { blue: { version: '1', targets: ['http://10.0.0.1:8080'] }, green: { version: '2', targets: ['http://10.0.0.2:8080'] } } };
@@ -68,7 +68,9 @@ describe('limits', () => {
   it('gives memory back once a burst of connections is over, not while it lasts', async (t) => {
     let overs = 0;
     const config = { ...parseConfig({ apps: [app] }).limits, headerTimeout: 60_000 };
-    const limits = new Limits({ config, acceptors: 1, fdLimit: 20_000, burstSize: 30, burstQuietMs: 200, onBurstOver: () => overs++ });
+    // the burst-over timer runs on a hand-moved clock: the test proves the quiet time without waiting for it
+    const clock = new ManualClock();
+    const limits = new Limits({ config, acceptors: 1, fdLimit: 20_000, burstSize: 30, burstQuietMs: 200, onBurstOver: () => overs++, timers: clock });
     const server = createServer();
     limits.attach(server);
     server.listen(0, '127.0.0.1');
@@ -85,14 +87,19 @@ describe('limits', () => {
       sockets.push(s);
       await once(s, 'connect');
     }
-    await until(t, '40 connections open', () => limits.open >= 40, { timeout: 30_000, interval: 10 });
-    // 10 of 40 closed: still a quarter of the peak, the burst goes on
+    await until(t, '40 connections counted', () => limits.open === 40);
+    // 10 of 40 closed: still a quarter of the peak, the burst goes on (no quiet timer armed, however long)
     for (const s of sockets.splice(0, 10)) s.destroy();
-    await sleep(400);
+    await until(t, '30 connections counted', () => limits.open === 30);
+    assert.equal(clock.pending, 0);
+    clock.advance(60_000);
     assert.equal(overs, 0);
     for (const s of sockets.splice(0)) s.destroy();
-    await until(t, 'every connection closed', () => limits.open === 0, { timeout: 30_000, interval: 10 });
-    await sleep(400);
+    await until(t, 'every connection closed', () => limits.open === 0);
+    assert.equal(clock.pending, 1);
+    clock.advance(199);
+    assert.equal(overs, 0, 'not before burstQuietMs');
+    clock.advance(1);
     assert.equal(overs, 1);
   });
 });

@@ -18,6 +18,7 @@ function report(revision: number, blueInflight: number, requests = 0): WorkerRep
     pools: { shop: { blue: { inflight: blueInflight, upgraded: 1, pinned: 0 }, green: { inflight: 0, upgraded: 0, pinned: 2 } } },
     stats: { v: BUCKET_SCHEME, at: 100, apps: requests === 0 ? {} : { shop: { blue: { '10': [requests, 0, 3, requests] } } } },
     served: requests,
+    at: 100,
   };
 }
 
@@ -76,7 +77,7 @@ describe('WorkerGroup: one instance made of several workers', () => {
     g.report(0, report(1, 0, 5));
     g.report(1, report(1, 0, 7));
     assert.deepEqual(g.stats()?.apps.shop?.blue?.['10'], [12, 0, 3, 12]);
-    assert.deepEqual(g.figures(1), { served: 7, applied: { shop: 1 } });
+    assert.deepEqual(g.figures(1), { served: 7, reportedAt: 100, applied: { shop: 1 } });
   });
 });
 
