@@ -32,6 +32,7 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:8081/healthz').then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 STOPSIGNAL SIGTERM
 # the bin: its parsing, --help and exit codes; `serve` re-executes itself with the tuned V8 flags
-# (8 MB semi-spaces, an old generation that grows by half: see README, Performance)
+# and glibc arenas (src/tuned-runtime.ts: 4 MB semi-spaces, an old generation that grows by half,
+# MALLOC_ARENA_MAX=2; README Performance, "Memory by start path"); set any of them to override
 ENTRYPOINT ["switchyard"]
 CMD ["serve"]

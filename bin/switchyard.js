@@ -22,11 +22,19 @@ if (major < needMajor || (major === needMajor && minor < needMinor)) {
 // WebAssembly build of swc) keeps ~20 MiB resident for the life of the process (measured: 128
 // MiB peak at ready against 102 from dist/). Node's compile cache keeps the stripped and compiled
 // modules on disk, so later starts load no stripper (107 MiB). The env variable carries it to
-// the process main.ts re-executes with its V8 flags.
+// the process re-executed below with the tuned runtime.
 if (fromSource && process.env.NODE_COMPILE_CACHE === undefined) {
   const cache = fileURLToPath(new URL('../node_modules/.cache/switchyard-compile', import.meta.url));
   process.env.NODE_COMPILE_CACHE = cache;
   module.enableCompileCache?.(cache);
+}
+// `serve` runs with Switchyard's tuned runtime (V8 heap flags, glibc arenas: src/tuned-runtime.ts),
+// which needs a fresh process: this one is replaced now (same pid, stdio and signals), before it
+// loads the program, which the new process would load (and a checkout's, strip) a second time
+if (process.argv[2] === 'serve') {
+  const tuning = new URL(fromSource ? '../src/tuned-runtime.ts' : '../dist/tuned-runtime.js', import.meta.url);
+  const { relaunchTuned } = await import(tuning.href);
+  if (relaunchTuned(fileURLToPath(import.meta.url), process.argv.slice(2))) await new Promise(() => {});
 }
 const entry = fromSource ? source : new URL('../dist/cli/main.js', import.meta.url);
 const { runCli } = await import(entry.href);

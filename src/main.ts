@@ -18,6 +18,7 @@ import { handOver } from './upgrade/hand-over.ts';
 import { UPGRADE_ENV } from './upgrade/protocol.ts';
 import { reload, type Reloadable } from './reload.ts';
 import { announceReady, receiveListeners, type SuccessorChannel } from './upgrade/successor.ts';
+import { relaunchTuned } from './tuned-runtime.ts';
 
 /**
  * Process wiring, the only module that touches `process`: config from `--config` or
@@ -27,7 +28,7 @@ export async function serve(args: string[]): Promise<void> {
   // `switchyard serve` (bin, npx) and a bare `node dist/main.js`: the same runtime as the image
   // a bad call fails here, before the relaunch below (the CLI prints it with the usage line, exit 2)
   const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' }, 'apply-config': { type: 'boolean' }, 'pid-file': { type: 'string' } }, allowPositionals: false });
-  if (relaunchTuned(['serve', ...args])) return;
+  if (relaunchTunedMain(['serve', ...args])) return;
   const file = values.config ?? process.env['SWITCHYARD_CONFIG'] ?? 'config/switchyard.yaml';
   let config;
   try {
@@ -223,30 +224,17 @@ function successorChannel(): { pid: string; channel: SuccessorChannel } | null {
   return { pid: from, channel };
 }
 
-/**
- * V8 flags every Switchyard process runs with: 8 MB semi-spaces (with the raw-socket front a
- * request makes little garbage: 105–110 MiB at 50 clients instead of 118–128 with 16, at the same
- * CPU per request, README Performance), and an old generation
- * that grows by half rather than up to 4× after each full collection (1,000 clients in 160–170 MB
- * instead of 190–236, README Performance). They size the heap when the isolate is created, so
- * `v8.setFlagsFromString` after start is too late for the semi-space; hence the re-exec.
- */
-export const TUNED_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=8', '--heap-growing-percent=50'];
+export { TUNED_NODE_FLAGS } from './tuned-runtime.ts';
 
 /**
- * Replaces this process (same pid, same stdio, `process.execve`) by one running this file with
- * TUNED_NODE_FLAGS when any is missing; false when nothing was to be done (the flags are there,
- * given by the user in argv or NODE_OPTIONS with any value, or SWITCHYARD_NODE_FLAGS=keep asked
- * for the runtime as started). Workers inherit the flags through `process.execArgv`.
+ * `node dist/main.js serve` (or src/main.ts) started without the tuned runtime: this process is
+ * replaced by one that has it (./tuned-runtime.ts; `switchyard serve` through the bin has been
+ * re-executed before it loaded this module). Only a process that is Switchyard (this file or the
+ * bin) is replaced, never one embedding serve().
  */
-function relaunchTuned(args: readonly string[]): boolean {
-  const given = `${process.execArgv.join(' ')} ${process.env['NODE_OPTIONS'] ?? ''}`;
-  const missing = TUNED_NODE_FLAGS.filter((f) => !given.includes(f.slice(0, f.indexOf('='))));
-  if (missing.length === 0 || process.env['SWITCHYARD_NODE_FLAGS'] === 'keep' || typeof process.execve !== 'function') return false;
-  // only a process that is Switchyard (this file or the bin) is replaced, never one embedding serve()
+function relaunchTunedMain(args: readonly string[]): boolean {
   if (!/(?:main\.[jt]s|switchyard(?:\.js)?)$/.test(process.argv[1] ?? '')) return false;
-  process.execve(process.execPath, [process.execPath, ...missing, ...process.execArgv, import.meta.filename, ...args], process.env);
-  return true;
+  return relaunchTuned(import.meta.filename, args);
 }
 
 /** How long an exit waits for queued log lines to reach stdout: a stuck reader never holds the exit longer. */

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { request, type Dispatcher } from 'undici';
+import type { Dispatcher, request as undiciRequestFn } from 'undici';
 
 /**
  * Every call a rollout makes to the outside (webhook gates, hooks, notifications, Prometheus):
@@ -54,6 +54,7 @@ export interface CallOptions {
  */
 export async function call(url: string, opts: CallOptions): Promise<Answer> {
   const t0 = performance.now();
+  const request = await undiciRequest();
   const deadline = AbortSignal.timeout(opts.timeoutMs);
   const signal = opts.signal === undefined ? deadline : AbortSignal.any([deadline, opts.signal]);
   const retries = opts.retries ?? 2;
@@ -82,6 +83,18 @@ export async function call(url: string, opts: CallOptions): Promise<Answer> {
   }
   const timedOut = deadline.aborted;
   return { status: null, body: '', timedOut, error: timedOut ? `no answer within ${opts.timeoutMs}ms` : error, ms: Math.round(performance.now() - t0) };
+}
+
+let undici: Promise<typeof undiciRequestFn> | undefined;
+
+/**
+ * undici's package index, loaded on the first call rather than with this module: every serve
+ * loads the rollout code, and the index (fetch, WebSocket, caches) costs ~13 MiB of RSS that a
+ * proxy with no gates, hooks or notifications never uses (README Performance, "Memory by start
+ * path"). The data plane loads undici's Pool class alone for the same reason (dataplane/target.ts).
+ */
+function undiciRequest(): Promise<typeof undiciRequestFn> {
+  return (undici ??= import('undici').then((m) => m.request));
 }
 
 async function readBounded(body: Dispatcher.ResponseData['body']): Promise<string> {
