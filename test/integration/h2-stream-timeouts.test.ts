@@ -3,10 +3,10 @@ import { once } from 'node:events';
 import { connect as h2connect, type ClientHttp2Session } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { createTestCa, type TestCa } from '../helpers/certs.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { until } from '../helpers/wait.ts';
 
 /** PINGs every `ms` until stopped: traffic on the session that is no stream's. */
 function keepPinging(session: ClientHttp2Session, ms: number): () => void {
@@ -61,7 +61,7 @@ describe('HTTP/2: header, body and send timeouts per stream, not per session', (
     return s;
   }
 
-  it('a stalled request body gets 408 after bodyTimeout although PINGs keep the session busy; the other streams go on', async () => {
+  it('a stalled request body gets 408 after bodyTimeout although PINGs keep the session busy; the other streams go on', async (t) => {
     const s = session();
     await once(s, 'remoteSettings');
     const stop = keepPinging(s, 100);
@@ -86,11 +86,7 @@ describe('HTTP/2: header, body and send timeouts per stream, not per session', (
       s.destroy();
     }
     // the stalled stream's upstream connection was let go (aborted), not kept by the PINGs
-    const deadline = Date.now() + 5000;
-    while (p.sy.runtime.pool('shop', 'blue')?.inflight !== 0) {
-      assert.ok(Date.now() < deadline, 'the stalled request left the pool');
-      await sleep(20);
-    }
+    await until(t, 'the stalled request to leave the pool', () => p.sy.runtime.pool('shop', 'blue')?.inflight === 0, { timeout: 5000 });
   });
 
   it('a stream whose client reads nothing is cut after sendTimeout while another stream of the session is served', async (t) => {
