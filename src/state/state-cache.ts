@@ -7,8 +7,13 @@ import { parseStoredState } from './invariants.ts';
 
 const CACHE_VERSION = 1;
 
-/** How long a change waits for others before the cache file is rewritten. */
-export const CACHE_DEBOUNCE_MS = 100;
+/**
+ * How long a change waits for others before the cache file is rewritten. The file only matters
+ * when an instance starts while Redis is down, so a second of lag costs nothing real; a shorter
+ * wait rewrote the file (six file-system calls, each a wake-up) for nearly every write of a burst
+ * on every instance of a fleet (docs/fleet.md §2).
+ */
+export const CACHE_DEBOUNCE_MS = 1000;
 
 /**
  * Reads the local copy of the last known routing states. A missing, unreadable or foreign file
@@ -50,6 +55,7 @@ export class StateCacheWriter {
   #pending: ReadonlyMap<string, RoutingState> | null = null;
   #timer: NodeJS.Timeout | null = null;
   #writing: Promise<void> = Promise.resolve();
+  #dirMade = false;
 
   constructor(path: string, prefix: string, onError: (err: unknown) => void) {
     this.#path = resolve(path);
@@ -84,7 +90,10 @@ export class StateCacheWriter {
       if (states === null) return;
       const text = `${JSON.stringify({ version: CACHE_VERSION, prefix: this.#prefix, states: Object.fromEntries(states) })}\n`;
       try {
-        await mkdir(dirname(this.#path), { recursive: true });
+        if (!this.#dirMade) {
+          await mkdir(dirname(this.#path), { recursive: true });
+          this.#dirMade = true;
+        }
         // a cache: no directory fsync, a lost rename only costs the newest copy
         await writeFileAtomic(this.#path, text, { durable: false });
       } catch (err) {
