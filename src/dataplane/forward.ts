@@ -5,6 +5,7 @@ import { forwardResponseHeaders, isHopByHop } from './headers.ts';
 import { afterPendingIo, watchBody, type Limits } from './limits.ts';
 import { relayInformational } from './request-target.ts';
 import { refuse, sendError } from './responses.ts';
+import type { ChunkHolder } from './engine/read-buffers.ts';
 import { INTERNAL_ERROR_CODE } from './engine/upstream.ts';
 import { UPSTREAM_CODES, upstreamCodes } from './engine/upstream-codes.ts';
 import { REFUSED_BACKOFF_MS, type Target } from './target.ts';
@@ -274,6 +275,9 @@ export class ProxyHandler implements Dispatcher.DispatchHandler, Cuttable {
    * (a pipelined one not yet on the socket) nor in the HTTP/1 client socket's write queue.
    */
   chunksReleased(): boolean {
+    // the raw front and the h2 exchange know whether they copied the chunks (FrontExchange, H2Exchange)
+    const res = this.res as Partial<ChunkHolder>;
+    if (typeof res.chunksReleased === 'function') return res.chunksReleased();
     const socket = this.req.socket;
     return this.req.httpVersionMajor === 1 && !socket.destroyed && this.res.writableLength === 0 && socket.writableLength === 0;
   }

@@ -129,6 +129,8 @@ export class Front {
 export class FrontConnection {
   readonly front: Front;
   readonly socket: Socket;
+  /** a TLSSocket (the TLS port's HTTP/1.1 connections) */
+  readonly tls: boolean;
   private readonly parser: FrontParser;
   /** bytes received and not yet parsed, starting at a request's first byte */
   private buf: Buffer | null = null;
@@ -170,6 +172,7 @@ export class FrontConnection {
   constructor(front: Front, socket: Socket) {
     this.front = front;
     this.socket = socket;
+    this.tls = (socket as Socket & { encrypted?: boolean }).encrypted === true;
     const parser = new HTTPParser() as FrontParser;
     parser[kConn] = this;
     parser[HTTPParser.kOnHeaders] = onHeaders;
@@ -503,6 +506,8 @@ export class FrontExchange {
   private noBody = false;
   /** trailer fields for the end of a chunked body (addTrailers), as written */
   private trailers = '';
+  /** a body chunk was handed to the socket uncopied and its write queue may still hold it (chunksReleased) */
+  private held = false;
   private onClose: (() => void) | null = null;
 
   constructor(conn: FrontConnection, method: string, url: string, rawHeaders: string[], keepAlive: boolean, expect: boolean) {
@@ -676,7 +681,9 @@ export class FrontExchange {
     const n = chunk === null || this.noBody ? 0 : chunk.length;
     if (!this.chunked) {
       if (n === 0) return head === '' ? true : socket.write(head, 'latin1');
-      return head === '' ? socket.write(chunk as Buffer) : this.together(head, chunk as Buffer, '');
+      if (head !== '') return this.together(head, chunk as Buffer, '');
+      this.holds();
+      return socket.write(chunk as Buffer);
     }
     const tail = last ? (this.trailers === '' ? (n === 0 ? '0\r\n\r\n' : '\r\n0\r\n\r\n') : `${n === 0 ? '' : '\r\n'}0\r\n${this.trailers}\r\n`) : n === 0 ? '' : '\r\n';
     if (n === 0) return head + tail === '' ? true : socket.write(head + tail, 'latin1');
@@ -694,6 +701,7 @@ export class FrontExchange {
       if (after !== '') out.write(after, before.length + chunk.length, 'latin1');
       return socket.write(out);
     }
+    this.holds();
     socket.cork();
     if (before !== '') socket.write(before, 'latin1');
     socket.write(chunk);
@@ -701,6 +709,29 @@ export class FrontExchange {
     socket.uncork();
     // what the kernel did not take at the uncork: the corked writes alone answer false for any chunk over the mark
     return socket.writableLength < socket.writableHighWaterMark;
+  }
+
+  /**
+   * Called before a body chunk goes to the socket uncopied. A TLS socket with nothing queued and
+   * not corked passes a write straight to OpenSSL, which encrypts it into its own buffer before
+   * write() returns (Node's TLSWrap::DoWrite copies what SSL_write could not take): the chunk is
+   * not referenced afterwards. A plain socket's write, or one queued behind another, may be.
+   */
+  private holds(): void {
+    const socket = this.socket;
+    if (!this.conn.tls || socket.writableLength !== 0 || socket.writableCorked !== 0) this.held = true;
+  }
+
+  /**
+   * Whether no body chunk given to write()/end() is still referenced (the native engine then reuses
+   * its read buffer: src/dataplane/engine/read-buffers.ts). Small chunks are copied with the head
+   * (together()), and a TLS socket's writes are encrypted at once (holds()), so over TLS this is
+   * true without waiting for the write's completion, which TLSSocket reports only after the tick:
+   * waiting for it dropped a 64 KiB read buffer per response and made the GC run a mark-compact
+   * every ~100 ms (README Performance, "HTTPS").
+   */
+  chunksReleased(): boolean {
+    return !this.held || (!this.socket.destroyed && this.socket.writableLength === 0);
   }
 
   /** Cuts the connection: the client sees a broken response (ServerResponse.destroy). */

@@ -17,6 +17,8 @@ const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connecti
 
 const { NGHTTP2_INTERNAL_ERROR } = http2.constants;
 const kExchange = Symbol('switchyard.h2exchange');
+/** body chunks up to this size are copied before they go to the stream (H2Exchange.own) */
+const COPY_LIMIT = 16 * 1024;
 type ExchangeStream = Http2.ServerHttp2Stream & { [kExchange]: H2Exchange; [kBody]: H2Body };
 
 /**
@@ -53,6 +55,8 @@ export class H2Exchange {
   private trailers: Record<string, string | string[]> | null = null;
   /** the response head is out and the stream waits for `wantTrailers` before it ends */
   private waiting = false;
+  /** a body chunk went to the stream uncopied: nghttp2 reads it when it sends the DATA frames (chunksReleased) */
+  private held = false;
 
   constructor(stream: Http2.ServerHttp2Stream, headers: Http2.IncomingHttpHeaders, raw: string[]) {
     this.stream = stream;
@@ -172,7 +176,7 @@ export class H2Exchange {
     const stream = this.stream;
     if (stream.destroyed || stream.writableEnded) return false;
     if (!stream.headersSent) this.writeHead(200, []);
-    return stream.write(chunk);
+    return stream.write(this.own(chunk));
   }
 
   end(chunk?: Buffer | string): this {
@@ -180,8 +184,27 @@ export class H2Exchange {
     if (stream.destroyed || stream.writableEnded) return this;
     if (!stream.headersSent) this.writeHead(200, []);
     if (chunk === undefined) stream.end();
-    else stream.end(chunk);
+    else stream.end(this.own(chunk));
     return this;
+  }
+
+  /**
+   * A small body chunk is copied before it goes to the stream, whose queue references it until
+   * nghttp2 has framed it: the native engine then reuses its 64 KiB read buffer at once
+   * (src/dataplane/engine/read-buffers.ts) instead of leaving one to the GC per response.
+   */
+  private own(chunk: Buffer | string): Buffer | string {
+    if (typeof chunk === 'string') return chunk;
+    if (chunk.length > COPY_LIMIT) {
+      this.held = true;
+      return chunk;
+    }
+    return Buffer.from(chunk);
+  }
+
+  /** Whether no body chunk given to write()/end() is still referenced (read-buffers.ts ChunkHolder). */
+  chunksReleased(): boolean {
+    return !this.held;
   }
 
   /**
