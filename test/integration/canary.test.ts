@@ -176,7 +176,8 @@ describe('affinity never bends the weights', () => {
     t.after(async () => {
       await p.close();
     });
-    const browsers = Array.from({ length: 20 }, (_, i) => ({ key: `browser-${i}`, get: browser(`browser-${i}`) }));
+    // 40 browsers: the salt is random, so the count on green is binomial (40, ½); outside 8..32 about once in 24,000 runs (20 browsers in 4..16: once in 360)
+    const browsers = Array.from({ length: 40 }, (_, i) => ({ key: `browser-${i}`, get: browser(`browser-${i}`) }));
     for (const b of browsers) assert.equal((await b.get(p)).servedBy, 'blue@1.0.0'); // every one now holds a blue pin
     assert.equal((await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 50, green: 50 } })).status, 200);
     let onGreen = 0;
@@ -191,7 +192,7 @@ describe('affinity never bends the weights', () => {
       if (where === 'green') onGreen++;
     }
     assert.equal(onGreen, whereGreen);
-    assert.ok(onGreen >= 4 && onGreen <= 16, `${onGreen} of 20 browsers on green at 50 %`);
+    assert.ok(onGreen >= 8 && onGreen <= 32, `${onGreen} of 40 browsers on green at 50 %`);
     assert.equal(p.sy.runtime.pool('shop', 'blue')?.counts(Date.now()).pinned, 0, 'no request was routed by a pin');
   });
 
