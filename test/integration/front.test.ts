@@ -129,7 +129,7 @@ describe('the raw-socket front', () => {
     const busyChunks: Buffer[] = [];
     busy.on('data', (d: Buffer) => busyChunks.push(d));
     busy.write('GET /b HTTP/1.1\r\nHost: shop\r\n\r\n');
-    await sleep(50);
+    await until(t, 'the busy request at the upstream', () => slow.seen.some((s) => s.url === '/b'));
     const idleClosed = once(idle, 'close');
     const busyClosed = once(busy, 'close');
     const stopping = p.sy.shutdown();

@@ -5,7 +5,6 @@ import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import pino from 'pino';
 import { request } from 'undici';
 import { GUARD_PLACES } from '../../src/dataplane/guard.ts';
@@ -17,6 +16,7 @@ import { parseMetrics, type Series } from '../helpers/prometheus.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 import { NOTIFY_KINDS, NOTIFY_RESULTS } from '../../src/rollout/notify.ts';
+import { until } from '../helpers/wait.ts';
 
 const PREVIEW_SECRET = 'preview-secret-0123456789';
 
@@ -253,7 +253,7 @@ describe('access log', () => {
       await p.close();
     });
     const r = await p.get('/cart/items?token=s3cret&email=a@b.c');
-    await sleep(20);
+    await until(t, 'the access line written', () => log.lines().some((l) => l.access === true));
     const lines = log.lines().filter((l) => l.access === true);
     assert.equal(lines.length, 1);
     const line = lines[0] as Record<string, unknown>;
@@ -280,7 +280,7 @@ describe('access log', () => {
     for (let k = 0; k < 6; k++) await p.get(`/ok/${k}`);
     for (let k = 0; k < 3; k++) await p.get(`/fail/${k}`);
     await p.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
-    await sleep(20);
+    await until(t, 'the sampled access lines written', () => log.lines().filter((l) => l.access === true).length >= 6);
     const access = log.lines().filter((l) => l.access === true);
     assert.deepEqual(
       access.map((l) => l.path),
@@ -301,7 +301,7 @@ describe('access log', () => {
     assert.equal((await p.get('/x')).status, 503);
     await p.admin('POST', '/v1/apps/shop/switch', { to: 'blue' });
     assert.equal((await p.get('/y')).status, 200);
-    await sleep(20);
+    await until(t, 'the error access line written', () => log.lines().some((l) => l.access === true));
     const access = log.lines().filter((l) => l.access === true);
     assert.equal(access.length, 1);
     assert.equal(access[0]?.error, 'NO_TARGET');
