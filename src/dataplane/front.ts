@@ -271,13 +271,20 @@ export class FrontConnection {
       this.requests++;
       const ex = new FrontExchange(this, METHODS[this.hMethod] as string, this.hUrl, this.hHeaders, this.hKeepAlive && !this.front.plane.closing(), this.hExpect);
       this.active = ex;
-      if (this.hLength > 0 || this.hChunked) {
+      const rest = this.buf;
+      if (this.hLength > 0 && !this.hChunked && !this.hExpect && rest !== null && rest.length >= this.hLength) {
+        // the common small POST: the whole Content-Length body came in the same read as its head.
+        // It goes on as one Buffer (no stream, no tick per chunk and per end): the engine writes
+        // head and body in one write, a mirror copies it at once, and nothing waits on the client
+        const n = this.hLength;
+        ex.bodyWhole(n === rest.length ? rest : rest.subarray(0, n));
+        this.buf = n < rest.length ? rest.subarray(n) : null;
+      } else if (this.hLength > 0 || this.hChunked) {
         // the body's bytes already here are read before the request is routed, as node:http does
         ex.bodyStart();
         this.bodyOf = ex;
         this.bodyLeft = this.hLength;
         this.chunks = this.hChunked ? new ChunkedDecoder() : null;
-        const rest = this.buf;
         this.buf = null;
         if (rest !== null) this.buf = this.feedBody(rest);
         if (this.gone) break;
@@ -493,6 +500,8 @@ export class FrontExchange {
   readonly headers: FrontHeaders;
   /** the request body as it arrives, or null (none) */
   private body: FrontBody | null = null;
+  /** the whole body when it came with the head (bodyWhole), handed on as it is */
+  private whole: Buffer | null = null;
   /** the whole body was received (IncomingMessage.complete) */
   complete = true;
   /** a 100 Continue went out */
@@ -521,8 +530,13 @@ export class FrontExchange {
   }
 
   /** The body the engine (or undici, or a mirror copy) reads: IncomingMessage is its own body, this exchange has one of its own (as h2's). */
-  get requestBody(): Readable | null {
-    return this.body;
+  get requestBody(): Readable | Buffer | null {
+    return this.whole ?? this.body;
+  }
+
+  /** @internal the whole Content-Length body came with the head: a Buffer, not a stream */
+  bodyWhole(body: Buffer): void {
+    this.whole = body;
   }
 
   /** @internal the request has a body: its stream opens */

@@ -104,7 +104,7 @@ export class Mirror {
    * skipped (counted). `contentLength`: the request's Content-Length ('0' without a body; null: a
    * body of unknown length); `body`: the request stream the live path forwards, when it has one.
    */
-  copy(app: AppRoute, live: PoolRoute, m: MirrorRoute, method: string, path: string, fwd: ForwardedRequest, contentLength: string | null, body: Readable | null): MirrorCopy | null {
+  copy(app: AppRoute, live: PoolRoute, m: MirrorRoute, method: string, path: string, fwd: ForwardedRequest, contentLength: string | null, body: Readable | Buffer | null): MirrorCopy | null {
     const now = this.opts.now();
     const pool = app.poolsByName.get(m.to);
     if (pool === undefined || pool === live) return null;
@@ -139,6 +139,8 @@ export class Mirror {
       setImmediate(() => this.send(target.url, method, path, headers, payload, timeouts, ended));
     };
     if (length === 0 || body === null) send(null);
+    // the raw front's whole body (its Content-Length bytes, come with the head): nothing to wait for
+    else if (Buffer.isBuffer(body)) send(body);
     else {
       const stop = captureBody(body, length, send);
       c.abandon = () => {

@@ -357,7 +357,7 @@ export class DataPlane implements Plane {
     // shadow traffic: the copy is sent after this request is on its way and never waited on
     if (app.mirror !== null) {
       const m = mirrorFor(app, pool, opts.method, this.random());
-      if (m !== null) decision.mirror = this.mirror.copy(app, pool, m, opts.method, line.path, fwd, fwd.hasBody ? (rawHeader(req.rawHeaders, 'content-length') ?? null) : '0', (opts.body as Readable | null | undefined) ?? null);
+      if (m !== null) decision.mirror = this.mirror.copy(app, pool, m, opts.method, line.path, fwd, fwd.hasBody ? (rawHeader(req.rawHeaders, 'content-length') ?? null) : '0', (opts.body as Readable | Buffer | null | undefined) ?? null);
     }
     // routed to a target: now the client may send its body (Node left the Expect to us; on
     // HTTP/1.1 only 100-continue gets here, any other expectation got 417)
@@ -377,8 +377,9 @@ export class DataPlane implements Plane {
   reroute(handler: ProxyHandler): boolean {
     const pinned = handler.tag as Decision;
     if (pinned.by !== 'pin' || pinned.fwd === undefined) return false;
-    // a body the engine began to read could not go whole to another pool (engines read none before connecting)
-    if ((handler.opts.body as Readable | null | undefined)?.readableDidRead === true) return false;
+    // a body the engine began to read could not go whole to another pool (engines read none before
+    // connecting); a whole body (a Buffer, from the raw front) can always go again
+    if ((handler.opts.body as Partial<Readable> | null | undefined)?.readableDidRead === true) return false;
     const app = pinned.app;
     const decision = this.decide(app, handler.req, pinned.fwd, handler.opts.path, { skipPin: true });
     const runtime = this.opts.runtime.apps[app.index]?.pools[decision.pool.index];

@@ -36,8 +36,8 @@ export interface ClientRequest {
   isPaused(): boolean;
   /** body bytes received and not yet read */
   readonly readableLength: number;
-  /** the body stream when it is an object of its own (h2, the raw front); IncomingMessage is its own body */
-  readonly requestBody?: Readable | null;
+  /** the body stream when it is an object of its own (h2, the raw front), or the whole body when the raw front read it with the head; IncomingMessage is its own body */
+  readonly requestBody?: Readable | Buffer | null;
   /** body bytes received, when the socket's byte count does not tell (h2) */
   readonly bodyBytesRead?: number;
 }

@@ -70,7 +70,9 @@ export class Exchange implements Dispatcher.DispatchController {
     this.body = Body.Sending;
     // a chunked body already all here (ended, still buffered) goes with its length, as undici
     // sends it (util.bodyLength): the upstream gets the simpler framing
-    const state = (this.opts.body as Readable & { _readableState?: { ended: boolean; objectMode: boolean; length: number } })._readableState;
+    const body = this.opts.body;
+    if (Buffer.isBuffer(body)) length ??= String(body.length);
+    const state = (body as Readable & { _readableState?: { ended: boolean; objectMode: boolean; length: number } })._readableState;
     if (length === null && state !== undefined && state.ended && !state.objectMode) length = String(state.length);
     if (length === null) {
       this.chunked = true;
@@ -93,7 +95,7 @@ export class Exchange implements Dispatcher.DispatchController {
 
   /** A body whose length the client did not give (it came chunked). */
   get lengthUnknown(): boolean {
-    if (this.opts.body == null) return false;
+    if (this.opts.body == null || Buffer.isBuffer(this.opts.body)) return false;
     const headers = this.opts.headers as string[];
     for (let i = 0; i < headers.length; i += 2) if (headers[i] === 'content-length') return false;
     return true;
