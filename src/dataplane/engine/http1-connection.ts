@@ -3,7 +3,7 @@ import { listen, onRead, responseParser, writeDeferred } from './http1-events.ts
 import { Body, type Exchange } from './http1-exchange.ts';
 import type { Http1Pool } from './http1-pool.ts';
 import { HTTPParser, type Parser } from './llhttp.ts';
-import { releaseAfterTick, takeReadBuffer } from './read-buffers.ts';
+import { releaseAfterTick, releasedNow, takeReadBuffer } from './read-buffers.ts';
 import { INTERNAL_ERROR_CODE, UpstreamError } from './upstream.ts';
 import { UPSTREAM_CODES } from './upstream-codes.ts';
 
@@ -254,9 +254,12 @@ export class Http1Connection {
 
   /** net's onread buffer source: the same buffer again, unless the last read's bytes were lent to a response */
   private readonly nextReadBuffer = (): Buffer => {
-    if (this.lentTo === null) return this.readBuffer;
-    releaseAfterTick(this.readBuffer, this.lentTo);
+    const holder = this.lentTo;
+    if (holder === null) return this.readBuffer;
     this.lentTo = null;
+    // the response copied the bytes (or handed them to the kernel) already: the same buffer again
+    if (releasedNow(holder)) return this.readBuffer;
+    releaseAfterTick(this.readBuffer, holder);
     return (this.readBuffer = takeReadBuffer());
   };
 
