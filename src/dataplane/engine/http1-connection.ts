@@ -9,6 +9,17 @@ import { UPSTREAM_CODES } from './upstream-codes.ts';
 
 
 
+/**
+ * A response's header record. Its prototype is an empty object with no prototype of its own, so
+ * no name can reach an inherited member (`__proto__` is an own field like any other), as with
+ * Object.create(null); but V8 keeps these objects in fast mode, where Object.create(null) makes a
+ * dictionary: filling the record and the `for…in` of forwardResponseHeaders took 1.6–1.8 µs a
+ * response with six fields, 0.8–1.1 µs this way (README Performance, "CPU per request on the
+ * plain path"). The same device as undici's and Node's own `EmptyObject`.
+ */
+const HeaderRecord = function HeaderRecord() {} as unknown as new () => Record<string, string | string[]>;
+HeaderRecord.prototype = Object.create(null) as object;
+
 /** What the sweep of the pool checks a connection's deadline for. */
 export const Phase = { Connecting: 1, Headers: 2, Body: 3, Idle: 4 } as const;
 type PhaseValue = (typeof Phase)[keyof typeof Phase];
@@ -325,7 +336,7 @@ export class Http1Connection {
       this.fail(new UpstreamError(UPSTREAM_CODES.SOCKET, 'bad upgrade'));
       return -1;
     }
-    const record: Record<string, string | string[]> = Object.create(null) as Record<string, string | string[]>;
+    const record = new HeaderRecord();
     for (let i = 0; i < headers.length; i += 2) {
       const key = (headers[i] as string).toLowerCase();
       const value = headers[i + 1] as string;
