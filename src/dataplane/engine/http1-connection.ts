@@ -3,7 +3,7 @@ import { listen, onRead, responseParser, writeDeferred } from './http1-events.ts
 import { Body, type Exchange } from './http1-exchange.ts';
 import type { Http1Pool } from './http1-pool.ts';
 import { HTTPParser, type Parser } from './llhttp.ts';
-import { releaseAfterTick, releasedNow, takeReadBuffer } from './read-buffers.ts';
+import { releaseAfterTick, takeReadBuffer } from './read-buffers.ts';
 import { INTERNAL_ERROR_CODE, UpstreamError } from './upstream.ts';
 import { UPSTREAM_CODES } from './upstream-codes.ts';
 
@@ -13,14 +13,17 @@ const WHOLE_COPY_LIMIT = 16 * 1024;
 
 
 /**
- * A response's header record. Its prototype is an empty object with no prototype of its own, so
+ * A response's header record. Its prototype has no prototype of its own and no `constructor`, so
  * no name can reach an inherited member (`__proto__` is an own field like any other), as with
  * Object.create(null); but V8 keeps these objects in fast mode, where Object.create(null) makes a
  * dictionary, slower to fill and to walk (the `for…in` of forwardResponseHeaders): README
  * Performance, "CPU per request on the plain path".
  */
-const HeaderRecord = function HeaderRecord() {} as unknown as new () => Record<string, string | string[]>;
-HeaderRecord.prototype = Object.create(null) as object;
+class HeaderRecord {
+  [name: string]: string | string[];
+}
+Object.setPrototypeOf(HeaderRecord.prototype, null);
+Reflect.deleteProperty(HeaderRecord.prototype, 'constructor');
 
 /** What the sweep of the pool checks a connection's deadline for. */
 export const Phase = { Connecting: 1, Headers: 2, Body: 3, Idle: 4 } as const;
@@ -293,8 +296,6 @@ export class Http1Connection {
     const holder = this.lentTo;
     if (holder === null) return this.readBuffer;
     this.lentTo = null;
-    // the response copied the bytes (or handed them to the kernel) already: the same buffer again
-    if (releasedNow(holder)) return this.readBuffer;
     releaseAfterTick(this.readBuffer, holder);
     return (this.readBuffer = takeReadBuffer());
   };
