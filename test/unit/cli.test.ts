@@ -22,12 +22,24 @@ describe('switchyard CLI', () => {
   const counts = new Map<string, PoolCounts>();
   const setCounts = (pool: string, c: PoolCounts) => counts.set(`shop/${pool}`, c);
   const fakeCounts: CountsSource = {
-    poolCounts: (app, pool) => counts.get(`${app}/${pool}`) ?? { inflight: 0, upgraded: 0, pinned: 0 },
+    poolCounts: (app, pool) => {
+      // scripted counts: each read takes the next, the last one stays (no timer to race a loaded machine)
+      const next = script.length > 1 ? script.shift() : script[0];
+      if (next !== undefined && `${app}/${pool}` === 'shop/blue') return next;
+      return counts.get(`${app}/${pool}`) ?? { inflight: 0, upgraded: 0, pinned: 0 };
+    },
     poolCountsByInstance: () => ({}),
     instances: () => ({ applied: 1, total: 1 }),
-    figuresUnknown: () => unknown,
+    figuresUnknown: () => {
+      const said = unknown;
+      // a set number of reads say "unknown", then the figures are known again (no timer to race a loaded machine)
+      if (said !== null && --unknownReads <= 0) unknown = null;
+      return said;
+    },
   };
   let unknown: string | null = null;
+  let script: PoolCounts[] = [];
+  let unknownReads = Number.POSITIVE_INFINITY;
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'switchyard-cli-'));
@@ -174,11 +186,13 @@ describe('switchyard CLI', () => {
     assert.match(stdout, /^blue {2}weight 0% {2}inflight 0 {2}upgraded 0 {2}pinned 0 {2}drained\nblue is drained\n$/);
   });
 
-  it('drain --wait prints the counts as they change and exits 0 when they reach 0', async () => {
+  it('drain --wait prints the counts as they change and exits 0 when they reach 0', async (t) => {
     await cli('switch', 'shop', 'green');
-    setCounts('blue', { inflight: 2, upgraded: 1, pinned: 0 });
-    setTimeout(() => setCounts('blue', { inflight: 0, upgraded: 1, pinned: 0 }), 60);
-    setTimeout(() => setCounts('blue', { inflight: 0, upgraded: 0, pinned: 0 }), 120);
+    const repeat = (c: PoolCounts): PoolCounts[] => [c, c, c];
+    script = [...repeat({ inflight: 2, upgraded: 1, pinned: 0 }), ...repeat({ inflight: 0, upgraded: 1, pinned: 0 }), { inflight: 0, upgraded: 0, pinned: 0 }];
+    t.after(() => {
+      script = [];
+    });
     const { code, stdout } = await cli('drain', 'shop', 'blue', '--wait', '--interval', '20ms', '--timeout', '5s');
     assert.equal(code, 0);
     const lines = stdout.trim().split('\n');
@@ -200,7 +214,7 @@ describe('switchyard CLI', () => {
 
   it('drain --wait keeps waiting while the fleet figures are unknown, even at zero counts, and says why', async () => {
     unknown = "redis is unreachable: the other instances' figures cannot be read";
-    setTimeout(() => (unknown = null), 150);
+    unknownReads = 4;
     const { code, stdout } = await cli('drain', 'shop', 'blue', '--wait', '--interval', '20ms', '--timeout', '5s');
     assert.equal(code, 0);
     const lines = stdout.trim().split('\n');
@@ -208,6 +222,7 @@ describe('switchyard CLI', () => {
     assert.deepEqual(lines.slice(1), ['blue  weight 0%  inflight 0  upgraded 0  pinned 0  drained', 'blue is drained']);
 
     unknown = 'redis is unreachable';
+    unknownReads = Number.POSITIVE_INFINITY;
     const timedOut = await cli('drain', 'shop', 'blue', '--wait', '--interval', '50ms', '--timeout', '200ms');
     unknown = null;
     assert.equal(timedOut.code, 1);
