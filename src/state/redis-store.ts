@@ -134,14 +134,16 @@ export class RedisStore extends EventEmitter<RedisStoreEvents> implements StateS
   }
 
   /**
-   * Connects (waiting at most the command timeout) and loads the disk cache. Resolves even when
-   * Redis is down: the store keeps reconnecting, and meanwhile answers from the cache.
+   * Connects (waiting at most the command timeout, and at least 2 s: a short command timeout is
+   * about answers, not about how long a start may wait for the connection) and loads the disk
+   * cache. Resolves even when Redis is down: the store keeps reconnecting, and meanwhile answers
+   * from the cache.
    */
   static async open(opts: RedisStoreOptions): Promise<RedisStore> {
     if (!Number.isInteger(opts.historyLimit) || opts.historyLimit < 1) throw new ProcessError('BUG', `historyLimit must be a positive integer, got ${opts.historyLimit}`);
     const cached = opts.cachePath === undefined ? new Map<string, RoutingState>() : await readStateCache(opts.cachePath, opts.prefix, opts.logger);
     const store = new RedisStore(opts, cached);
-    await store.#waitConnected(opts.commandTimeout ?? 2000);
+    await store.#waitConnected(Math.max(opts.commandTimeout ?? 2000, 2000));
     if (!store.connected) opts.logger?.warn({ url: redactUrl(opts.url), cached: [...cached.keys()] }, 'redis is unreachable at start; routing on the cached state until it is back');
     return store;
   }

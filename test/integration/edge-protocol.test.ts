@@ -81,7 +81,7 @@ describe('Expect: 100-continue, with real curl', () => {
       await q.close();
     });
     // headers only: the body would follow a 100, which must not come
-    const reply = await rawRequest(portOf(q.proxyUrl), 'PUT /x HTTP/1.1\r\nHost: other.test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n', 300);
+    const reply = await rawRequest(portOf(q.proxyUrl), 'PUT /x HTTP/1.1\r\nHost: other.test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n', 3000);
     assert.deepEqual(statusesOf(reply), [421], reply);
   });
 });

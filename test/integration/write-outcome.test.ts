@@ -45,16 +45,20 @@ async function setup(t: TestContext, now?: () => number): Promise<{ a: TestProxy
   const link = await startDelayProxy(redis.port);
   const dirs = [await mkdtemp(join(tmpdir(), 'switchyard-outcome-')), await mkdtemp(join(tmpdir(), 'switchyard-outcome-'))];
   const store = (url: string, dir: string) => ({ kind: 'redis', url, prefix, cachePath: join(dir, 'cache.json'), commandTimeout: `${COMMAND_TIMEOUT_MS}ms` });
-  const b = await startProxy({ apps: [twoPools(blue.url, green.url)], store: store(redis.url, dirs[1]!) }, { instanceId: 'b', dir: dirs[1]!, ...(now === undefined ? {} : { now }) });
-  const a = await startProxy({ apps: [twoPools(blue.url, green.url)], store: store(link.url, dirs[0]!) }, { instanceId: 'a', dir: dirs[0]!, ...(now === undefined ? {} : { now }) });
+  // registered before anything starts, so a start that fails closes what did start
+  const started: TestProxy[] = [];
   const admin = redisClient(redis.url);
   t.after(async () => {
+    link.release();
     admin.disconnect();
-    await a.close();
-    await b.close();
+    for (const p of started.reverse()) await p.close();
     await link.close();
     for (const d of dirs) await rm(d, { recursive: true, force: true, maxRetries: 5 });
   });
+  const b = await startProxy({ apps: [twoPools(blue.url, green.url)], store: store(redis.url, dirs[1]!) }, { instanceId: 'b', dir: dirs[1]!, ...(now === undefined ? {} : { now }) });
+  started.push(b);
+  const a = await startProxy({ apps: [twoPools(blue.url, green.url)], store: store(link.url, dirs[0]!) }, { instanceId: 'a', dir: dirs[0]!, ...(now === undefined ? {} : { now }) });
+  started.push(a);
   const keys = redisKeys(prefix);
   return {
     a,
