@@ -224,7 +224,8 @@ describe('webhook gates', () => {
     const r = await p.admin('POST', '/v1/apps/shop/rollouts', {
       to: 'green',
       steps: [{ weight: 50, pause: '1m' }],
-      analysis: { minRequests: 1, interval: '300ms', webhooks: [{ name: 'smoke', url: hooks.url + '/smoke/token-abc', timeout: '5s' }] },
+      // 1 s apart: the third round comes after a whole second of traffic on green (figures count whole seconds)
+      analysis: { minRequests: 1, interval: '1s', webhooks: [{ name: 'smoke', url: hooks.url + '/smoke/token-abc', timeout: '5s' }] },
     });
     assert.equal(r.status, 201, JSON.stringify(r.body));
     const rolled = await inState(t, p, 'rolled-back', 20_000);
