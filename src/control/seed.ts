@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { compileDefinition, configDefinitions, definitionChanges, type AppDefinition } from '../config/definition.ts';
 import type { AppConfig, Config } from '../config/schema.ts';
-import { ConfigError, ProcessError } from '../errors.ts';
+import { ConfigError, ProcessError, SwitchyardError } from '../errors.ts';
 import type { InvalidStateError } from '../state/invariants.ts';
 import type { RoutingState, StateStore } from '../state/types.ts';
 import { ownOf, parseWeights, TOTAL_BP, type Weights } from '../config/weights.ts';
@@ -59,16 +59,16 @@ export async function loadStates(opts: LoadOptions): Promise<{ states: RoutingSt
       continue;
     }
     if (state === undefined) {
-      state = await writeOrTake(store, initialState(app.name, initialWeights(app), now(), def), null);
+      state = await writeOrTake(store, initialState(app.name, initialWeights(app), now(), def), null, logger);
     } else if (state.definition === undefined && state.deleted !== true) {
       const weights = weightsOver(state.weights, Object.keys(app.pools));
       if (weights === null) {
         problems.push(`apps.${app.name}: the stored routing state (revision ${state.revision}) sends traffic to pool(s) ${unknownPools(state.weights, app)} that the config no longer has; put them back in the config, or switch the app to a configured pool first`);
         continue;
       }
-      state = await writeOrTake(store, nextState(state, { weights, action: 'define', by: 'switchyard', reason: 'definition attached from the config file (first start with live definitions)', now: now(), definition: def }), state.revision);
+      state = await writeOrTake(store, nextState(state, { weights, action: 'define', by: 'switchyard', reason: 'definition attached from the config file (first start with live definitions)', now: now(), definition: def }), state.revision, logger);
     } else if (opts.applyConfig) {
-      state = await applyFile(store, state, app, def, now(), problems);
+      state = await applyFile(store, state, app, def, now(), problems, logger);
     }
     if (state.deleted !== true) out.push(state);
   }
@@ -86,10 +86,10 @@ export async function loadStates(opts: LoadOptions): Promise<{ states: RoutingSt
 }
 
 /** `serve --apply-config`: the file's definition as a new revision over the store's (re-creating a deleted app). */
-async function applyFile(store: StateStore, state: RoutingState, app: AppConfig, def: AppDefinition, now: number, problems: string[]): Promise<RoutingState> {
+async function applyFile(store: StateStore, state: RoutingState, app: AppConfig, def: AppDefinition, now: number, problems: string[], logger: Logger): Promise<RoutingState> {
   if (state.deleted === true) {
     const fresh = { ...initialState(app.name, initialWeights(app), now, def), revision: state.revision + 1, action: 'define' as const, reason: 'serve --apply-config: re-created from the config file' };
-    return writeOrTake(store, fresh, state.revision);
+    return writeOrTake(store, fresh, state.revision, logger);
   }
   const changes = definitionChanges(compileDefinition(state.definition as AppDefinition, app.name), app);
   if (changes.length === 0) return state;
@@ -99,15 +99,33 @@ async function applyFile(store: StateStore, state: RoutingState, app: AppConfig,
     return state;
   }
   const next = nextState(state, { weights, action: 'define', by: 'switchyard', reason: 'serve --apply-config: the config file wins', now, definition: def, changes: changes.map((c) => c.path) });
-  return writeOrTake(store, next, state.revision);
+  return writeOrTake(store, next, state.revision, logger);
 }
 
-/** Writes `next` unless someone got there first, then takes theirs (another instance seeding at the same time). */
-async function writeOrTake(store: StateStore, next: RoutingState, expected: number | null): Promise<RoutingState> {
-  const r = await store.compareAndSet(next, expected);
+/**
+ * Writes `next` unless someone got there first, then takes theirs (another instance seeding at the same time).
+ * A write the primary took but too few replicas confirmed in `store.replicaTimeout` (a slow replica, a busy
+ * host) is taken as written: it is on the primary, which every instance reads, and it was answered to no
+ * client; should a failover lose it, the next start writes it again (docs/fleet.md §4). Starting anyway
+ * beats a process that fails to start over a late acknowledgement.
+ */
+async function writeOrTake(store: StateStore, next: RoutingState, expected: number | null, logger: Logger): Promise<RoutingState> {
+  let r;
+  try {
+    r = await store.compareAndSet(next, expected);
+  } catch (err) {
+    if (!(err instanceof SwitchyardError) || err.code !== 'WRITE_OUTCOME_UNKNOWN' || !onPrimary(err.details)) throw err;
+    logger.warn({ err, app: next.app, revision: next.revision }, `app ${next.app}: revision ${next.revision} was written to the redis primary but not confirmed by the replicas store.replicas asks for; starting on it`);
+    return next;
+  }
   const state = r.ok ? r.state : r.current;
   if (state === null) throw new ProcessError('SEED_FAILED', `app ${next.app}: could not write its state`);
   return state;
+}
+
+/** Whether a WRITE_OUTCOME_UNKNOWN is the replicas' (the primary took the write), not a write with no answer. */
+function onPrimary(details: unknown): boolean {
+  return typeof details === 'object' && details !== null && 'acknowledged' in details;
 }
 
 /** `weights` over `pools` (others dropped), or null when a dropped pool has weight. */

@@ -42,14 +42,17 @@ async function setup(t: TestContext): Promise<{ group: SentinelGroup; a: TestPro
   const prefix = `failover${process.pid}-${Date.now()}`;
   const dirs = [await mkdtemp(join(tmpdir(), 'switchyard-failover-')), await mkdtemp(join(tmpdir(), 'switchyard-failover-'))];
   const store = (dir: string) => ({ kind: 'redis', url: 'redis://ignored', sentinels: group.addresses, name: MASTER_NAME, prefix, cachePath: join(dir, 'cache.json'), commandTimeout: '1s', replicas: 1, replicaTimeout: '500ms' });
-  const a = await startProxy({ apps: [twoPools(blue.url, green.url)], store: store(dirs[0]!) }, { instanceId: 'a', dir: dirs[0]! });
-  const b = await startProxy({ apps: [twoPools(blue.url, green.url)], store: store(dirs[1]!) }, { instanceId: 'b', dir: dirs[1]! });
+  // registered before the instances start, so a start that fails still closes what did start
+  const started: TestProxy[] = [];
   t.after(async () => {
-    await a.close();
-    await b.close();
+    for (const p of started) await p.close();
     await group.cleanup();
     for (const d of dirs) await rm(d, { recursive: true, force: true, maxRetries: 5 });
   });
+  const a = await startProxy({ apps: [twoPools(blue.url, green.url)], store: store(dirs[0]!) }, { instanceId: 'a', dir: dirs[0]! });
+  started.push(a);
+  const b = await startProxy({ apps: [twoPools(blue.url, green.url)], store: store(dirs[1]!) }, { instanceId: 'b', dir: dirs[1]! });
+  started.push(b);
   return { group, a, b, prefix };
 }
 

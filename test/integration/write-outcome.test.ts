@@ -3,6 +3,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
+import { Writable } from 'node:stream';
+import pino from 'pino';
 import { redisKeys } from '../../src/state/redis-store.ts';
 import { runCliCaptured } from '../helpers/cli.ts';
 import { startDelayProxy, type DelayProxy } from '../helpers/delay-proxy.ts';
@@ -150,5 +152,33 @@ describe('the answer to a write whose redis reply is slow', () => {
     assert.equal(second.body.revision, stored.revision);
     await until(t, 'both instances on the stored revision', () => revisionOf(s.a) === stored.revision && revisionOf(s.b) === stored.revision);
     for (const p of [s.a, s.b]) assert.deepEqual([...p.sy.controller.appConfig('shop').pools.green!.targets].sort(), [...stored.definition.pools['green']!.targets].sort());
+  });
+});
+
+describe('store.replicas when the replicas do not confirm', () => {
+  it('an instance\'s start-up write the replicas did not confirm still starts the instance (logged, on the primary); a client\'s write answers 504 WRITE_OUTCOME_UNKNOWN', async (t) => {
+    const prefix = `replicas${process.pid}`;
+    const dir = await mkdtemp(join(tmpdir(), 'switchyard-outcome-'));
+    const lines: string[] = [];
+    const admin = redisClient(redis.url);
+    const started: TestProxy[] = [];
+    t.after(async () => {
+      admin.disconnect();
+      for (const p of started) await p.close();
+      await rm(dir, { recursive: true, force: true, maxRetries: 5 });
+    });
+    // this redis has no replica at all: every WAIT 1 runs out
+    const store = { kind: 'redis', url: redis.url, prefix, cachePath: join(dir, 'cache.json'), commandTimeout: `${COMMAND_TIMEOUT_MS}ms`, replicas: 1, replicaTimeout: '100ms' };
+    const logger = pino({ level: 'warn' }, new Writable({ write(chunk: Buffer, _enc, done) { lines.push(chunk.toString()); done(); } }));
+    const p = await startProxy({ apps: [twoPools(blue.url, green.url)], store }, { instanceId: 'a', dir, logger });
+    started.push(p);
+    assert.equal(revisionOf(p), 1);
+    const stored = JSON.parse((await admin.get(redisKeys(prefix).state('shop'))) ?? 'null') as Stored | null;
+    assert.equal(stored?.revision, 1, 'the seed is on the primary');
+    assert.ok(lines.some((l) => l.includes('not confirmed by the replicas') && l.includes('"revision":1')), lines.join('\n'));
+    const r = await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: 50, green: 50 }, reason: 'needs a replica' });
+    assert.equal(r.status, 504, JSON.stringify(r.body));
+    assert.equal(r.body.error.code, 'WRITE_OUTCOME_UNKNOWN');
+    assert.deepEqual(r.body.error.details, { app: 'shop', revision: 2, replicas: 1, acknowledged: 0 });
   });
 });
