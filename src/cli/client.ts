@@ -1,6 +1,7 @@
+import type * as Undici from 'undici';
 import type { Agent } from 'undici';
 
-let undici: Promise<typeof import('undici')> | undefined;
+let undici: Promise<typeof Undici> | undefined;
 
 /**
  * undici's package index (fetch, WebSocket, caches, mocks: ~110 modules), loaded by the first
@@ -9,7 +10,7 @@ let undici: Promise<typeof import('undici')> | undefined;
  * `switchyard serve` (checkout, package, image) ~5 MiB of RSS (README Performance, "Memory by
  * start path"). src/rollout/outbound.ts loads it the same way.
  */
-function loadUndici(): Promise<typeof import('undici')> {
+function loadUndici(): Promise<typeof Undici> {
   return (undici ??= import('undici'));
 }
 

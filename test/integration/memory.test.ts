@@ -84,6 +84,29 @@ describe('peak memory of `switchyard serve` through the bin (README Performance,
     const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script]);
     assert.deepEqual(JSON.parse(stdout), []);
   });
+
+  it('a start with the native engine and HTTP/1.1 targets loads no undici at all (its Pool and connector: h2 pools, https targets, engine: undici)', async () => {
+    const script = `import { createRequire } from 'node:module';
+      import { internalsWarnings } from ${JSON.stringify(new URL('../../src/dataplane/engine/internals.ts', import.meta.url).href)};
+      import { Target } from ${JSON.stringify(new URL('../../src/dataplane/target.ts', import.meta.url).href)};
+      await import(${JSON.stringify(new URL('../../src/app.ts', import.meta.url).href)});
+      const require = createRequire(import.meta.url);
+      const undici = () => Object.keys(require.cache).filter((k) => /node_modules[\\/]undici[\\/]/.test(k)).length;
+      const timeouts = { connect: 1000, response: 1000, idle: 1000 };
+      internalsWarnings('native');
+      const plain = new Target('http://127.0.0.1:1', timeouts);
+      const before = undici();
+      const h2 = new Target('http://127.0.0.1:1', timeouts, null, 'native', 'h2');
+      const tls = new Target('https://127.0.0.1:1', timeouts);
+      const after = undici();
+      await Promise.all([plain, h2, tls].map((t) => t.destroy()));
+      process.stdout.write(JSON.stringify({ before, after }));`;
+    const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script]);
+    const { before, after } = JSON.parse(stdout) as { before: number; after: number };
+    assert.equal(before, 0);
+    // the h2 pool and the https target did load it, synchronously, as they were built
+    assert.ok(after > 0, `${after} undici modules after an h2 and an https target`);
+  });
 });
 
 describe('memory at rest', () => {
