@@ -56,10 +56,11 @@ describe('peak memory of `switchyard serve` through the bin (README Performance,
   it('stays under 110 MiB at 50 clients and under 200 MiB at 1,000, compile cache warm', async (t) => {
     const up = await startUpstream('blue');
     t.after(() => up.close());
-    // a checkout's start: bin/switchyard.js runs the source with Node's compile cache; the first start fills it
+    // a checkout's start from its source (the bin's worse case: without a current dist/ build, or
+    // SWITCHYARD_FROM_SOURCE=1), with Node's compile cache; the first start fills it
     const cache = await mkdtemp(join(tmpdir(), 'switchyard-compile-'));
     t.after(() => rm(cache, { recursive: true, force: true }));
-    const launch = (config: string) => ({ command: process.execPath, args: ['bin/switchyard.js', 'serve', '--config', config], cwd: process.cwd(), env: { ...process.env, NODE_COMPILE_CACHE: cache } });
+    const launch = (config: string) => ({ command: process.execPath, args: ['bin/switchyard.js', 'serve', '--config', config], cwd: process.cwd(), env: { ...process.env, NODE_COMPILE_CACHE: cache, SWITCHYARD_FROM_SOURCE: '1' } });
     const first = await spawnServe({ apps: [twoPools(up.url, up.url)] }, 30_000, launch);
     first.child.kill('SIGTERM');
     await first.exited;
