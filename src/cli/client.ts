@@ -7,7 +7,7 @@ let undici: Promise<typeof Undici> | undefined;
  * undici's package index (fetch, WebSocket, caches, mocks: ~110 modules), loaded by the first
  * request rather than with this module: bin/switchyard.js loads the CLI for every command, `serve`
  * included, and a serving proxy never calls the admin client; loaded with the CLI it cost every
- * `switchyard serve` (checkout, package, image) ~5 MiB of RSS (README Performance, "Memory by
+ * `switchyard serve` (checkout, package, image) ~4 MiB of RSS (README Performance, "Memory by
  * start path"). src/rollout/outbound.ts loads it the same way.
  */
 function loadUndici(): Promise<typeof Undici> {
