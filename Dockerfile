@@ -5,6 +5,8 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
+COPY bin/dist-stamp.js ./bin/
+COPY scripts/build.ts ./scripts/
 COPY src ./src
 RUN npm run build
 

@@ -3,13 +3,16 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cpuFor, envInt, envList, findCommand, fmt, formatTable, freePort, installCleanup, NODE, pinSelf, REPO_ROOT, startNodeService, startProcess, stopAll, waitForHttp } from './common.ts';
+import { distIsCurrent } from '../bin/dist-stamp.js';
 import { pickDriver, runLoad } from './load.ts';
 import { startNginxUpstream, switchyardConfig } from './targets.ts';
 
 /**
  * Peak RSS of Switchyard at each of CONNECTIONS client counts, for each way it is started (README
  * Performance, "Memory by start path"): `checkout` (`npx switchyard serve` in the repo:
- * bin/switchyard.js runs the TypeScript source, compile cache warm after the first start),
+ * bin/switchyard.js runs dist/ when it is the build of src/ as it is, bin/dist-stamp.js, which
+ * `npm run build` first makes it), on request `source` (the same with SWITCHYARD_FROM_SOURCE=1:
+ * the TypeScript source, as after an edit to src/; compile cache warm after the first start),
  * `package` (the `npm pack` tarball unpacked, its dependencies linked from the checkout's
  * node_modules: bin/switchyard.js runs dist/), `image` (the same files run as the Dockerfile's
  * entrypoint does: `switchyard serve`, NODE_ENV=production, the config from $SWITCHYARD_CONFIG),
@@ -107,6 +110,11 @@ async function main(): Promise<void> {
       let cwd = REPO_ROOT;
       let env: Record<string, string> = {};
       if (path === 'checkout') [cmd, args] = ['npx', ['switchyard', 'serve', '--config', config]];
+      else if (path === 'source') {
+        // the checkout's start when dist/ is not the build of src/ as it is (edited since `npm run build`)
+        [cmd, args] = ['npx', ['switchyard', 'serve', '--config', config]];
+        env = { SWITCHYARD_FROM_SOURCE: '1' };
+      }
       else if (path === 'package') {
         cwd = packaged ??= packageDir(tmp);
         [cmd, args] = [NODE, [join(cwd, 'bin/switchyard.js'), 'serve', '--config', config]];
@@ -118,13 +126,15 @@ async function main(): Promise<void> {
       } else if (path === 'dist') {
         if (!existsSync(join(REPO_ROOT, 'dist/main.js'))) throw new Error('dist/main.js missing: npm run build');
         [cmd, args] = [NODE, ['dist/main.js', 'serve', '--config', config]];
-      } else throw new Error(`PATHS: unknown start path ${path} (checkout, package, image, dist)`);
+      } else throw new Error(`PATHS: unknown start path ${path} (checkout, package, image, dist, source)`);
       const proc = startProcess(`switchyard-${path}`, cmd, args, { cpu: cpuFor('proxy'), cwd, env });
       await waitForHttp(`http://127.0.0.1:${adminPort}/readyz`, { proc, timeoutMs: 60_000 });
       await waitForHttp(`http://127.0.0.1:${port}/`, { proc, timeoutMs: 5_000 });
       const pid = switchyardPid(proc.pid);
       const ready = status(pid);
-      const row = [path, fmt(ready['VmHWM'] ?? 0), fmt(ready['VmRSS'] ?? 0)];
+      // which tree a checkout's bin ran: dist/ only while it is the build of src/ as it is
+      const label = path === 'checkout' ? `checkout (${distIsCurrent(REPO_ROOT) ? 'dist' : 'source: dist/ not current'})` : path;
+      const row = [label, fmt(ready['VmHWM'] ?? 0), fmt(ready['VmRSS'] ?? 0)];
       let after: Record<string, number> = ready;
       for (const connections of CONNECTIONS) {
         const cpu0 = cpuMs(pid);

@@ -30,7 +30,7 @@ import type { StateStore } from './state/types.ts';
 import { storeHealth } from './state/writability.ts';
 import { adopt, handleOf, HANDOVER_SETTLE_MS, matches, type InheritedListener } from './upgrade/handles.ts';
 import { claimPort } from './dataplane/port-claim.ts';
-import { internalsWarnings } from './dataplane/engine/internals.ts';
+import { internalsWarnings, onPoolFallback } from './dataplane/engine/internals.ts';
 import { createServer as createNetServer, type Server as NetServer } from 'node:net';
 
 export interface BuildDeps {
@@ -99,6 +99,8 @@ export async function build(config: Config, deps: BuildDeps): Promise<Switchyard
   const now = deps.now ?? Date.now;
   const instanceId = deps.instanceId ?? `${hostname()}:${process.pid}`;
   for (const line of internalsWarnings(config.engine)) logger.warn(line);
+  // undici's Pool loads with the first target that needs it (engine: undici, h2 pools), maybe later than this
+  onPoolFallback((line) => logger.warn(line));
   const control = await buildControlPlane(config, {
     logger,
     now,

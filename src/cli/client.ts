@@ -1,4 +1,18 @@
-import { Agent, request } from 'undici';
+import type * as Undici from 'undici';
+import type { Agent } from 'undici';
+
+let undici: Promise<typeof Undici> | undefined;
+
+/**
+ * undici's package index (fetch, WebSocket, caches, mocks: ~110 modules), loaded by the first
+ * request rather than with this module: bin/switchyard.js loads the CLI for every command, `serve`
+ * included, and a serving proxy never calls the admin client; loaded with the CLI it cost every
+ * `switchyard serve` (checkout, package, image) ~4 MiB of RSS (README Performance, "Memory by
+ * start path"). src/rollout/outbound.ts loads it the same way.
+ */
+function loadUndici(): Promise<typeof Undici> {
+  return (undici ??= import('undici'));
+}
 
 /** The admin API answered with an error (`{ error: { code, message, details? } }`). */
 export class ApiError extends Error {
@@ -37,7 +51,7 @@ export class AdminClient {
   readonly baseUrl: string;
   readonly #token: string | undefined;
   readonly #timeoutMs: number;
-  readonly #agent: Agent;
+  #agent: Agent | undefined;
 
   /** Throws TypeError for a base URL that is not http(s). */
   constructor(opts: AdminClientOptions) {
@@ -46,7 +60,6 @@ export class AdminClient {
     this.baseUrl = url.href.replace(/\/+$/, '');
     this.#token = opts.token === '' ? undefined : opts.token;
     this.#timeoutMs = opts.timeoutMs ?? 30_000;
-    this.#agent = new Agent({ connect: { timeout: this.#timeoutMs } });
   }
 
   get<T = unknown>(path: string): Promise<T> {
@@ -71,6 +84,8 @@ export class AdminClient {
     const headers: Record<string, string> = { accept: 'application/json', ...extra };
     if (this.#token !== undefined) headers.authorization = `Bearer ${this.#token}`;
     if (body !== undefined) headers['content-type'] = 'application/json';
+    const { Agent, request } = await loadUndici();
+    this.#agent ??= new Agent({ connect: { timeout: this.#timeoutMs } });
     let status: number;
     let text: string;
     try {
@@ -103,6 +118,6 @@ export class AdminClient {
   }
 
   async close(): Promise<void> {
-    await this.#agent.close();
+    await this.#agent?.close();
   }
 }

@@ -21,7 +21,7 @@ import { releaseStartupMemory } from '../memory.ts';
 import { adopt, handleOf, HANDOVER_SETTLE_MS, matches, type InheritedListener } from '../upgrade/handles.ts';
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
 import type { Tracing } from '../tracing/types.ts';
-import { internalsWarnings } from '../dataplane/engine/internals.ts';
+import { internalsWarnings, onPoolFallback } from '../dataplane/engine/internals.ts';
 
 export interface WorkerOptions {
   readonly channel: WorkerChannel;
@@ -178,6 +178,8 @@ class WorkerPlane {
     const logger = (this.logger = opts.logger(config).child({ worker: init.slot }));
     const now = (this.now = opts.now ?? Date.now);
     if (init.slot === 0) for (const line of internalsWarnings(config.engine)) logger.warn(line);
+    // undici's Pool loads with the first target that needs it; said once, by the first worker, like the lines above
+    onPoolFallback(init.slot === 0 ? (line) => logger.warn(line) : () => {});
     this.runtime = new Runtime({ now, engine: config.engine });
     this.routing = new StateMirror(init.states, logger, (s) => this.runtime.sync(s));
     // the primary's targets first: its health table is applied to the targets the worker has

@@ -78,7 +78,7 @@ export class Target {
     const connectTimeout = (o.connect as { timeout: number }).timeout;
     if (this.protocol === 'h2') return createH2Client(this.origin, { connectTimeout, headersTimeout: o.headersTimeout as number, bodyTimeout: o.bodyTimeout as number, sessions: o.connections ?? null });
     // https: the certificate is checked for the target's own name (./engine/tls-name.ts)
-    if (this.engine === 'undici') return new undiciPool.Pool(this.origin, this.origin.startsWith('https:') ? { ...o, connect: targetConnector({ timeout: connectTimeout, allowH2: false }) } : o);
+    if (this.engine === 'undici') return new (undiciPool().Pool)(this.origin, this.origin.startsWith('https:') ? { ...o, connect: targetConnector({ timeout: connectTimeout, allowH2: false }) } : o);
     return new Http1Pool(this.origin, {
       connectTimeout,
       headersTimeout: o.headersTimeout as number,

@@ -6,9 +6,3 @@ declare module 'undici/lib/dispatcher/pool.js' {
   export default PoolClass;
 }
 
-// the TLS connector alone, for the https targets' server name (dataplane/engine/tls-name.ts)
-declare module 'undici/lib/core/connect.js' {
-  import type { buildConnector } from 'undici';
-  const build: typeof buildConnector;
-  export default build;
-}

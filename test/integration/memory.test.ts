@@ -56,10 +56,11 @@ describe('peak memory of `switchyard serve` through the bin (README Performance,
   it('stays under 110 MiB at 50 clients and under 200 MiB at 1,000, compile cache warm', async (t) => {
     const up = await startUpstream('blue');
     t.after(() => up.close());
-    // a checkout's start: bin/switchyard.js runs the source with Node's compile cache; the first start fills it
+    // a checkout's start from its source (the bin's worse case: without a current dist/ build, or
+    // SWITCHYARD_FROM_SOURCE=1), with Node's compile cache; the first start fills it
     const cache = await mkdtemp(join(tmpdir(), 'switchyard-compile-'));
     t.after(() => rm(cache, { recursive: true, force: true }));
-    const launch = (config: string) => ({ command: process.execPath, args: ['bin/switchyard.js', 'serve', '--config', config], cwd: process.cwd(), env: { ...process.env, NODE_COMPILE_CACHE: cache } });
+    const launch = (config: string) => ({ command: process.execPath, args: ['bin/switchyard.js', 'serve', '--config', config], cwd: process.cwd(), env: { ...process.env, NODE_COMPILE_CACHE: cache, SWITCHYARD_FROM_SOURCE: '1' } });
     const first = await spawnServe({ apps: [twoPools(up.url, up.url)] }, 30_000, launch);
     first.child.kill('SIGTERM');
     await first.exited;
@@ -83,6 +84,29 @@ describe('peak memory of `switchyard serve` through the bin (README Performance,
       process.stdout.write(JSON.stringify(Object.keys(require.cache).filter((k) => /node_modules[\\/]undici[\\/]index\\.js$/.test(k))));`;
     const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script]);
     assert.deepEqual(JSON.parse(stdout), []);
+  });
+
+  it('a start with the native engine and HTTP/1.1 targets loads no undici at all (its Pool and connector: h2 pools, https targets, engine: undici)', async () => {
+    const script = `import { createRequire } from 'node:module';
+      import { internalsWarnings } from ${JSON.stringify(new URL('../../src/dataplane/engine/internals.ts', import.meta.url).href)};
+      import { Target } from ${JSON.stringify(new URL('../../src/dataplane/target.ts', import.meta.url).href)};
+      await import(${JSON.stringify(new URL('../../src/app.ts', import.meta.url).href)});
+      const require = createRequire(import.meta.url);
+      const undici = () => Object.keys(require.cache).filter((k) => /node_modules[\\/]undici[\\/]/.test(k)).length;
+      const timeouts = { connect: 1000, response: 1000, idle: 1000 };
+      internalsWarnings('native');
+      const plain = new Target('http://127.0.0.1:1', timeouts);
+      const before = undici();
+      const h2 = new Target('http://127.0.0.1:1', timeouts, null, 'native', 'h2');
+      const tls = new Target('https://127.0.0.1:1', timeouts);
+      const after = undici();
+      await Promise.all([plain, h2, tls].map((t) => t.destroy()));
+      process.stdout.write(JSON.stringify({ before, after }));`;
+    const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script]);
+    const { before, after } = JSON.parse(stdout) as { before: number; after: number };
+    assert.equal(before, 0);
+    // the h2 pool and the https target did load it, synchronously, as they were built
+    assert.ok(after > 0, `${after} undici modules after an h2 and an https target`);
   });
 });
 

@@ -9,7 +9,7 @@ const real = require('node:_http_common') as { HTTPParser: new () => Record<numb
 describe('internals the fast path leans on (src/dataplane/engine/internals.ts)', () => {
   it('on this Node the HTTPParser passes its check and undici Pool loads from its own file', () => {
     assert.equal(llhttp.ok, true, llhttp.ok ? '' : llhttp.reason);
-    assert.equal(undiciPool.fallback, null);
+    assert.equal(undiciPool().fallback, null);
     assert.deepEqual(engineFor('native'), { engine: 'native', reason: null });
     assert.deepEqual(internalsWarnings('native'), []);
   });
@@ -22,7 +22,7 @@ describe('internals the fast path leans on (src/dataplane/engine/internals.ts)',
       assert.deepEqual(engineFor('native', check), { engine: 'undici', reason: check.ok ? null : check.reason });
       // a config that asked for undici is not told about the parser
       assert.deepEqual(engineFor('undici', check), { engine: 'undici', reason: null });
-      const lines = internalsWarnings('native', check, undiciPool);
+      const lines = internalsWarnings('native', check, undiciPool());
       assert.equal(lines.length, 1);
       assert.match(lines[0] as string, /^fast path off: .*no HTTPParser.*node:http serves every client connection and the undici engine forwards/);
     }

@@ -62,5 +62,5 @@ export function createH2Client(origin: string, opts: H2ClientOptions): Upstream 
     maxConcurrentStreams: streams,
     pingInterval: opts.pingInterval ?? H2_PING_MS,
   } as Pool.Options;
-  return new undiciPool.Pool(origin, options);
+  return new (undiciPool().Pool)(origin, options);
 }

@@ -119,11 +119,36 @@ function requireHttpCommon(): unknown {
 
 /** This process's HTTPParser, checked once at load. */
 export const llhttp: ParserCheck = checkHttpParser(requireHttpCommon());
-/** This process's undici Pool class. */
-export const undiciPool: PoolLoad = loadPool(
-  () => require('undici/lib/dispatcher/pool.js'),
-  () => require('undici'),
-);
+let pool: PoolLoad | undefined;
+let reportFallback: (line: string) => void = (line) => process.emitWarning(line);
+
+/** The line that says the Pool came from the package index, and why. */
+export function poolFallbackLine(reason: string): string {
+  return `undici's Pool loaded from the package index (about 14 MB more memory): ${reason}`;
+}
+
+/** Where a fallback found by the first `undiciPool()` is said (app.ts: the logger) @default process.emitWarning */
+export function onPoolFallback(report: (line: string) => void): void {
+  reportFallback = report;
+}
+
+/**
+ * This process's undici Pool class, loaded by the first target that needs it: the `undici`
+ * engine and `protocol: h2` pools only. Loaded with the data plane, it cost every start ~3 MiB of
+ * RSS (the Pool, its HTTP/1 and HTTP/2 clients and node:http2; README Performance, "Memory by
+ * start path") that the native engine's HTTP/1.1 targets never use. A synchronous require, at the
+ * construction of a target (config applied at start or by the admin API), never per request.
+ */
+export function undiciPool(): PoolLoad {
+  if (pool === undefined) {
+    pool = loadPool(
+      () => require('undici/lib/dispatcher/pool.js'),
+      () => require('undici'),
+    );
+    if (pool.fallback !== null) reportFallback(poolFallbackLine(pool.fallback));
+  }
+  return pool;
+}
 
 /**
  * The engine a config asks for, as this process can run it: `native` only with a working
@@ -138,9 +163,9 @@ export function engineFor(requested: 'native' | 'undici', parser: ParserCheck = 
  * The lines to log at start about internals this process could not use (none on a supported Node
  * and the pinned undici): each names what is off and what serves instead.
  */
-export function internalsWarnings(requested: 'native' | 'undici', parser: ParserCheck = llhttp, pool: PoolLoad = undiciPool): string[] {
+export function internalsWarnings(requested: 'native' | 'undici', parser: ParserCheck = llhttp, pool: PoolLoad | null = null): string[] {
   const out: string[] = [];
   if (requested === 'native' && !parser.ok) out.push(`fast path off: ${parser.reason} (Node ${process.versions.node}); node:http serves every client connection and the undici engine forwards (engine: undici)`);
-  if (pool.fallback !== null) out.push(`undici's Pool loaded from the package index (about 14 MB more memory): ${pool.fallback}`);
+  if (pool !== null && pool.fallback !== null) out.push(poolFallbackLine(pool.fallback));
   return out;
 }

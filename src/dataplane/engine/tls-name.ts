@@ -1,7 +1,9 @@
+import { createRequire } from 'node:module';
 import type { buildConnector, Dispatcher } from 'undici';
-// the connector alone, as target.ts takes the Pool class alone
-import build from 'undici/lib/core/connect.js';
 import type { Upstream } from './upstream.ts';
+
+const require = createRequire(import.meta.url);
+let build: typeof buildConnector | undefined;
 
 /**
  * undici's connector for an https:// target, checking the certificate for the name in the
@@ -9,6 +11,10 @@ import type { Upstream } from './upstream.ts';
  * Paired with pinServerName, which keeps that request name constant.
  */
 export function targetConnector(options: buildConnector.BuildOptions): buildConnector.connector {
+  // the connector alone, as target.ts takes the Pool class alone, and only for an https:// or h2
+  // target: loaded with the data plane it cost every start undici's core (README Performance,
+  // "Memory by start path"); a synchronous require when the target is built, never per request
+  build ??= require('undici/lib/core/connect.js') as typeof buildConnector;
   const connect = build(options);
   // no name: undici falls back to the origin's host name, none for an IP (then Node checks the IP)
   return (opts, callback) => connect({ ...opts, servername: '' }, callback);
