@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { CHUNKED_ERROR, CHUNKED_MORE, ChunkedDecoder } from './chunked.ts';
 import { http } from '../node-http.ts';
+import { readSlots } from './engine/internals.ts';
 import { HTTPParser, METHODS, type Parser } from './engine/llhttp.ts';
 import { REQUEST_TIMEOUT_408 } from './limits.ts';
 import { MAX_PIPELINED } from './pipeline.ts';
@@ -72,6 +73,43 @@ function utcDate(): string {
   return dateValue;
 }
 
+/** net.Socket's read-buffer slots (engine/internals.ts), or null: the front then reads through 'data' events */
+const SLOTS = readSlots.ok ? readSlots : null;
+/**
+ * The one buffer every plain front connection of this thread reads into (see readInto): a read's
+ * bytes are parsed before the next read can come, and whatever outlives the read (a partial or
+ * pipelined head, body bytes) is copied out of it (own). 64 KiB: the size Node reads with.
+ */
+const READ_BUFFER: Buffer | null = SLOTS === null ? null : Buffer.allocUnsafeSlow(64 * 1024);
+const READ_AB: ArrayBufferLike | null = READ_BUFFER === null ? null : READ_BUFFER.buffer;
+
+/** `b`, or a copy of it when it is a view of READ_BUFFER (which the next read overwrites). */
+function own(b: Buffer): Buffer {
+  return b.buffer === READ_AB ? Buffer.from(b) : b;
+}
+
+type Handle = { useUserBuffer?: (buf: Buffer) => void };
+
+/**
+ * Switches an accepted plain socket to reading into READ_BUFFER with `onRead` as its callback,
+ * as net.connect's `onread` option sets up a socket it creates (the same slots, the same
+ * `useUserBuffer` on the handle): Node's onStreamRead then calls onRead with the read's length,
+ * and the bytes go through no Readable push, 'data' event or end-of-tick maybeReadMore (README
+ * Performance, "CPU per request on the plain path"). The end of the stream still comes as
+ * 'end', and pause()/resume() stop and start the handle's reads. False (the socket keeps its
+ * 'data' events): slots not usable in this Node (engine/internals.ts), or not a plain TCP handle.
+ */
+function readInto(socket: Socket): boolean {
+  const handle = (socket as Socket & { _handle?: Handle | null })._handle;
+  if (SLOTS === null || READ_BUFFER === null || typeof handle?.useUserBuffer !== 'function') return false;
+  const slots = socket as unknown as Record<symbol, unknown>;
+  if (slots[SLOTS.kBuffer] !== null) return false;
+  slots[SLOTS.kBuffer] = READ_BUFFER;
+  slots[SLOTS.kBufferCb] = onRead;
+  handle.useUserBuffer(READ_BUFFER);
+  return true;
+}
+
 const kConn = Symbol('switchyard.front');
 type FrontSocket = Socket & { [kConn]: FrontConnection };
 type FrontParser = Parser & { [kConn]: FrontConnection };
@@ -118,6 +156,13 @@ export class Front {
 
   closeAll(): void {
     for (const c of this.connections) c.socket.destroy();
+  }
+
+  /** Connections that read into the front's buffer (readInto), not through 'data' events: for tests and diagnostics. */
+  get direct(): number {
+    let n = 0;
+    for (const c of this.connections) if (c.direct) n++;
+    return n;
   }
 
   forget(conn: FrontConnection): void {
@@ -167,6 +212,8 @@ export class FrontConnection {
   private chunks: ChunkedDecoder | null = null;
   /** the socket is paused because the body's reader is full (`paused`: because pipelined bytes are) */
   private bodyPaused = false;
+  /** the socket reads into READ_BUFFER (readInto), not through 'data' events */
+  readonly direct: boolean;
   private readonly onChunk = (chunk: Buffer): void => this.bodyOf?.bodyData(chunk);
 
   constructor(front: Front, socket: Socket) {
@@ -187,6 +234,9 @@ export class FrontConnection {
     s.on('end', onEnd);
     s.on('error', noop);
     s.on('close', onClose);
+    // bytes already emitted or emitted later by whoever accepted the socket (h2c's preface check)
+    // still come through onData; TLS sockets keep their 'data' events
+    this.direct = !this.tls && readInto(socket);
   }
 
   /** @internal the parser's head callback */
@@ -206,6 +256,17 @@ export class FrontConnection {
   /** @internal more than 32 header fields: the parser delivers them in parts */
   headersInParts(): void {
     this.split = true;
+  }
+
+  /** @internal a read into READ_BUFFER: parsed, and what waits for the next read copied out */
+  receivedInto(chunk: Buffer): void {
+    try {
+      this.received(chunk);
+    } catch (err) {
+      this.crashed(err);
+    }
+    const buf = this.buf;
+    if (buf !== null && buf.buffer === READ_AB) this.buf = Buffer.from(buf);
   }
 
   received(chunk: Buffer): void {
@@ -424,8 +485,12 @@ export class FrontConnection {
     if (this.paused) s.resume();
     const rest = this.buf;
     this.buf = null;
+    // node:http reads the handle itself from now on (its parser consumes it), or, when it lets go
+    // of it (an upgrade), through 'data' events again: each read copied and pushed
+    if (this.direct) (s as unknown as Record<symbol, unknown>)[(SLOTS as { kBufferCb: symbol }).kBufferCb] = pushCopy;
     this.front.plane.handOff(s);
-    if (rest !== null) s.emit('data', rest);
+    // a copy: an upgrade's head is a slice of it, kept
+    if (rest !== null) s.emit('data', own(rest));
   }
 
   /** @internal the response of `ex` is written whole */
@@ -536,7 +601,7 @@ export class FrontExchange {
 
   /** @internal the whole Content-Length body came with the head: a Buffer, not a stream */
   bodyWhole(body: Buffer): void {
-    this.whole = body;
+    this.whole = own(body);
   }
 
   /** @internal the request has a body: its stream opens */
@@ -547,7 +612,7 @@ export class FrontExchange {
   /** @internal body bytes, as received (a slice of the socket's read, or of a chunk) */
   bodyData(chunk: Buffer): void {
     const body = this.body as FrontBody;
-    if (!body.push(chunk)) this.conn.bodyFull();
+    if (!body.push(own(chunk))) this.conn.bodyFull();
   }
   /** @internal the body's last byte came */
   bodyEnd(): void {
@@ -790,6 +855,15 @@ function onData(this: FrontSocket, chunk: Buffer): void {
   } catch (err) {
     c.crashed(err);
   }
+}
+/** Node's onStreamRead callback for a socket reading into READ_BUFFER (readInto): `nread` fresh bytes at its start */
+function onRead(this: FrontSocket, nread: number): boolean {
+  this[kConn].receivedInto((READ_BUFFER as Buffer).subarray(0, nread));
+  return true; // a pause is the front's, through socket.pause()
+}
+/** A handed-off socket's reads (readInto's callback stays with the socket): pushed as 'data', as without it */
+function pushCopy(this: Socket, nread: number): boolean {
+  return this.push(Buffer.from((READ_BUFFER as Buffer).subarray(0, nread)));
 }
 function onEnd(this: FrontSocket): void {
   this[kConn].ended();

@@ -189,6 +189,11 @@ export class DataPlane implements Plane {
     this.tracing = tracing;
   }
 
+  /** Of those, the ones that read into the front's own buffer (front.ts readInto): for tests and diagnostics. */
+  get frontDirectConnections(): number {
+    return this.front?.direct ?? 0;
+  }
+
   /** Closes the client connections with no request in flight (shutdown, as they go idle). */
   closeIdleConnections(): void {
     this.server.closeIdleConnections();

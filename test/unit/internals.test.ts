@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { describe, it } from 'node:test';
-import { checkHttpParser, engineFor, internalsWarnings, llhttp, loadPool, undiciPool } from '../../src/dataplane/engine/internals.ts';
+import { Socket } from 'node:net';
+import { checkHttpParser, checkReadSlots, engineFor, internalsWarnings, llhttp, loadPool, readSlots, undiciPool } from '../../src/dataplane/engine/internals.ts';
 
 const require = createRequire(import.meta.url);
 const real = require('node:_http_common') as { HTTPParser: new () => Record<number, unknown> & { initialize(...a: unknown[]): void; execute(b: Buffer): unknown; close(): void }; methods: string[] };
@@ -79,5 +80,38 @@ describe('internals the fast path leans on (src/dataplane/engine/internals.ts)',
     assert.match(lines[0] as string, /loaded from the package index/);
     // the deep file as it is today: a Pool
     assert.equal(loadPool(() => require('undici/lib/dispatcher/pool.js'), pub).fallback, null);
+  });
+
+  it("net.Socket's onread slots: found on this Node; a Socket whose onread fills other slots (or none) leaves the front on 'data' events, with one line", () => {
+    assert.equal(readSlots.ok, true, readSlots.ok ? '' : readSlots.reason);
+    assert.equal(checkReadSlots(Socket).ok, true);
+    // a Node that renamed the slots
+    class Renamed extends Socket {
+      constructor(opts?: ConstructorParameters<typeof Socket>[0]) {
+        super(opts);
+        for (const k of Object.getOwnPropertySymbols(this)) {
+          if (k.description?.startsWith('kBuffer') !== true) continue;
+          const self = this as unknown as Record<symbol, unknown>;
+          self[Symbol(`${k.description}2`)] = self[k];
+          Reflect.deleteProperty(this, k);
+        }
+      }
+    }
+    const renamed = checkReadSlots(Renamed);
+    assert.equal(renamed.ok, false);
+    assert.match(renamed.ok ? '' : renamed.reason, /no kBuffer\/kBufferCb\/kBufferGen slots/);
+    // a Node whose onread option no longer goes through them
+    class Ignored extends Socket {
+      constructor(opts?: ConstructorParameters<typeof Socket>[0]) {
+        super(opts === undefined ? opts : { ...opts, onread: undefined });
+      }
+    }
+    const ignored = checkReadSlots(Ignored);
+    assert.match(ignored.ok ? '' : ignored.reason, /no longer fills its kBuffer slots/);
+    const lines = internalsWarnings('native', llhttp, null, ignored);
+    assert.equal(lines.length, 1);
+    assert.match(lines[0] as string, /the raw front reads client sockets through 'data' events/);
+    // with the engine off, or asked for undici, nothing to say about the front's reads
+    assert.deepEqual(internalsWarnings('undici', llhttp, null, ignored), []);
   });
 });

@@ -3,7 +3,7 @@ import { listen, onRead, responseParser, writeDeferred } from './http1-events.ts
 import { Body, type Exchange } from './http1-exchange.ts';
 import type { Http1Pool } from './http1-pool.ts';
 import { HTTPParser, type Parser } from './llhttp.ts';
-import { releaseAfterTick, takeReadBuffer } from './read-buffers.ts';
+import { releaseAfterTick, releasedNow, takeReadBuffer } from './read-buffers.ts';
 import { INTERNAL_ERROR_CODE, UpstreamError } from './upstream.ts';
 import { UPSTREAM_CODES } from './upstream-codes.ts';
 
@@ -296,6 +296,8 @@ export class Http1Connection {
     const holder = this.lentTo;
     if (holder === null) return this.readBuffer;
     this.lentTo = null;
+    // the response copied the bytes (or handed them to the kernel) already: the same buffer again
+    if (releasedNow(holder)) return this.readBuffer;
     releaseAfterTick(this.readBuffer, holder);
     return (this.readBuffer = takeReadBuffer());
   };

@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module';
+import { Socket } from 'node:net';
 import type { Pool } from 'undici';
 import type { ParserClass } from './llhttp.ts';
 
@@ -16,6 +17,13 @@ import type { ParserClass } from './llhttp.ts';
  *   loaded alone it spares the ~14 MB of RSS the package index costs (runtime.ts). undici is
  *   pinned to an exact version in package.json for this; missing or changed: the public `Pool`
  *   export, at that memory cost.
+ * - net.Socket's read-buffer slots (`kBuffer`, `kBufferCb`, `kBufferGen`: what the documented
+ *   `onread` option of `net.connect` fills, and what Node's `onStreamRead` reads): the raw front
+ *   switches an accepted plain socket to them, so that a client's bytes come to one callback
+ *   without Readable's push, 'data' event and end-of-tick `maybeReadMore` per read (README
+ *   Performance, "CPU per request on the plain path"). Checked by constructing a socket with
+ *   `onread` and finding the buffer and callback in those slots. Missing or changed: the front
+ *   reads through 'data' events, as before.
  */
 
 const require = createRequire(import.meta.url);
@@ -92,6 +100,36 @@ function smokeTest(P: ParserClass, methods: readonly string[]): string | null {
 
 function noop(): void {}
 
+export type ReadSlots = { readonly ok: true; readonly kBuffer: symbol; readonly kBufferCb: symbol; readonly kBufferGen: symbol } | { readonly ok: false; readonly reason: string };
+
+/**
+ * The slots `new net.Socket({ onread })` fills, found by their symbols' descriptions and checked
+ * by value: the buffer and the callback given, no buffer source; a socket without `onread` has
+ * all three null.
+ */
+export function checkReadSlots(SocketClass: typeof Socket = Socket): ReadSlots {
+  try {
+    const buffer = Buffer.alloc(16);
+    const callback = (): boolean => true;
+    const withOnread = new SocketClass({ onread: { buffer, callback } }) as unknown as Record<symbol, unknown>;
+    const plain = new SocketClass() as unknown as Record<symbol, unknown>;
+    const symbols = Object.getOwnPropertySymbols(withOnread);
+    const find = (d: string): symbol | undefined => symbols.find((k) => k.description === d);
+    const kBuffer = find('kBuffer');
+    const kBufferCb = find('kBufferCb');
+    const kBufferGen = find('kBufferGen');
+    if (kBuffer === undefined || kBufferCb === undefined || kBufferGen === undefined) return { ok: false, reason: 'net.Socket has no kBuffer/kBufferCb/kBufferGen slots' };
+    if (withOnread[kBuffer] !== buffer || withOnread[kBufferCb] !== callback || withOnread[kBufferGen] !== null) return { ok: false, reason: "net.Socket's onread option no longer fills its kBuffer slots" };
+    if (plain[kBuffer] !== null || plain[kBufferCb] !== null || plain[kBufferGen] !== null) return { ok: false, reason: "a net.Socket without onread has its kBuffer slots set" };
+    return { ok: true, kBuffer, kBufferCb, kBufferGen };
+  } catch (err) {
+    return { ok: false, reason: `checking net.Socket's read slots threw: ${(err as Error).message}` };
+  }
+}
+
+/** This process's net.Socket read slots, checked once at load. */
+export const readSlots: ReadSlots = checkReadSlots();
+
 type PoolClass = new (origin: string, options?: Pool.Options) => Pool;
 export type PoolLoad = { readonly Pool: PoolClass; readonly fallback: string | null };
 
@@ -163,8 +201,9 @@ export function engineFor(requested: 'native' | 'undici', parser: ParserCheck = 
  * The lines to log at start about internals this process could not use (none on a supported Node
  * and the pinned undici): each names what is off and what serves instead.
  */
-export function internalsWarnings(requested: 'native' | 'undici', parser: ParserCheck = llhttp, pool: PoolLoad | null = null): string[] {
+export function internalsWarnings(requested: 'native' | 'undici', parser: ParserCheck = llhttp, pool: PoolLoad | null = null, slots: ReadSlots = readSlots): string[] {
   const out: string[] = [];
+  if (requested === 'native' && parser.ok && !slots.ok) out.push(`the raw front reads client sockets through 'data' events (a little more CPU per request): ${slots.reason} (Node ${process.versions.node})`);
   if (requested === 'native' && !parser.ok) out.push(`fast path off: ${parser.reason} (Node ${process.versions.node}); node:http serves every client connection and the undici engine forwards (engine: undici)`);
   if (pool !== null && pool.fallback !== null) out.push(poolFallbackLine(pool.fallback));
   return out;

@@ -36,6 +36,18 @@ export function releaseAfterTick(buf: Buffer, holder: unknown): void {
   process.nextTick(releaseIfDone, buf, holder);
 }
 
+/**
+ * Whether `holder` let go of the bytes it was given already, before the end of the tick: most
+ * responses copied them (a small body goes out with its head in one buffer), and then the socket
+ * reads into the same buffer again, without a nextTick and a free-list round per response. A
+ * holder that cannot tell yet (a write still queued or corked) answers false and is asked again
+ * after the tick (releaseAfterTick).
+ */
+export function releasedNow(holder: unknown): boolean {
+  const h = holder as Partial<ChunkHolder> | null;
+  return typeof h?.chunksReleased === 'function' && h.chunksReleased();
+}
+
 function releaseIfDone(buf: Buffer, holder: unknown): void {
   const h = holder as Partial<ChunkHolder> | null;
   if (free.length < MAX_FREE && typeof h?.chunksReleased === 'function' && h.chunksReleased()) free.push(buf);
