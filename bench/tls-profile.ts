@@ -2,10 +2,10 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect as tlsConnect } from 'node:tls';
 import { createTestCa } from '../test/helpers/certs.ts';
 import { cpuFor, envInt, findCommand, freePort, installCleanup, pinSelf, sleep, startProcess, stopAll } from './common.ts';
 import { nginxPreamble, startNginxUpstream, startSwitchyard } from './targets.ts';
+import { handshakeAndClose } from './tls.ts';
 
 /**
  * Where a request over TLS costs its CPU (issue 31): Switchyard's TLS port and/or nginx (WHO,
@@ -17,7 +17,7 @@ import { nginxPreamble, startNginxUpstream, startSwitchyard } from './targets.ts
  * (`SWITCHYARD_NODE_FLAGS=--trace-gc`). MODE=strace adds `strace -c` of the proxy (syscalls per
  * request; slows it), MODE=perf a `perf record` into $TMPDIR/<target>-<proto>.data. PLAIN=1 loads
  * Switchyard's plain port instead of its TLS port. PROTO=hs: new TLS connections instead of
- * requests (bench/tls.ts's loop: HANDSHAKE_CLIENTS loops of connect → handshake → close, from this
+ * requests (bench/tls.ts's loop: HANDSHAKE_CLIENTS loops of connect → handshake → end, from this
  * process), printed as CPU µs per handshake; the s_client line then also counts the TLS 1.3
  * session tickets the server sends. Standalone: `npx node bench/tls-profile.ts`.
  */
@@ -115,15 +115,7 @@ async function handshakes(port: number, sec: number): Promise<number> {
   let done = 0;
   const loop = async (): Promise<void> => {
     while (Date.now() < end) {
-      await new Promise<void>((resolve) => {
-        const s = tlsConnect({ host: '127.0.0.1', port, servername: 'bench.test', rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] });
-        s.once('secureConnect', () => {
-          done++;
-          s.destroy();
-          resolve();
-        });
-        s.once('error', () => resolve());
-      });
+      if (await handshakeAndClose(port)) done++;
     }
   };
   await Promise.all(Array.from({ length: envInt('HANDSHAKE_CLIENTS', 16) }, loop));

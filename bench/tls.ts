@@ -36,21 +36,38 @@ interface TlsTarget {
   proc: Proc;
 }
 
+/**
+ * One new connection with a full handshake, closed as a well-behaved client closes it: end() at
+ * 'secureConnect' sends the client's Finished, close_notify and FIN; true once the server has
+ * closed its side with no error. Until 2026-12-06 the loop destroy()ed the socket at
+ * 'secureConnect', before the client's Finished had left: the server never completed a handshake
+ * (every connection ended in 'socket hang up', a tlsClientError with a stack trace, on
+ * Switchyard's side, and no session tickets were sent by either server), so the figure measured
+ * half a handshake and an abort.
+ */
+export function handshakeAndClose(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = tlsConnect({ host: '127.0.0.1', port, servername: 'bench.test', rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] });
+    let ok = false;
+    let failed = false;
+    s.once('secureConnect', () => {
+      ok = true;
+      s.end();
+    });
+    // read to the server's FIN (the session tickets come on this side; they are not stream data)
+    s.resume();
+    s.on('error', () => (failed = true));
+    s.once('close', () => resolve(ok && !failed));
+  });
+}
+
 /** One DURATION window of full handshakes (HANDSHAKE_CLIENTS loops of connect → handshake → close): how many completed, and the seconds it took. */
 async function handshakeWindow(port: number): Promise<{ count: number; seconds: number }> {
   const end = Date.now() + DURATION * 1000;
   let done = 0;
   const loop = async (): Promise<void> => {
     while (Date.now() < end) {
-      await new Promise<void>((resolve) => {
-        const s = tlsConnect({ host: '127.0.0.1', port, servername: 'bench.test', rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] });
-        s.once('secureConnect', () => {
-          done++;
-          s.destroy();
-          resolve();
-        });
-        s.once('error', () => resolve());
-      });
+      if (await handshakeAndClose(port)) done++;
     }
   };
   const t0 = Date.now();
