@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { createTestCa } from '../test/helpers/certs.ts';
 import { cpuFor, envInt, findCommand, freePort, installCleanup, pinSelf, sleep, startProcess, stopAll } from './common.ts';
 import { nginxPreamble, startNginxUpstream, startSwitchyard } from './targets.ts';
+import { handshakeAndClose } from './tls.ts';
 
 /**
  * Where a request over TLS costs its CPU (issue 31): Switchyard's TLS port and/or nginx (WHO,
@@ -15,7 +16,10 @@ import { nginxPreamble, startNginxUpstream, startSwitchyard } from './targets.ts
  * scavenges and mark-compacts of the measured window when its flags include `--trace-gc`
  * (`SWITCHYARD_NODE_FLAGS=--trace-gc`). MODE=strace adds `strace -c` of the proxy (syscalls per
  * request; slows it), MODE=perf a `perf record` into $TMPDIR/<target>-<proto>.data. PLAIN=1 loads
- * Switchyard's plain port instead of its TLS port. Standalone: `npx node bench/tls-profile.ts`.
+ * Switchyard's plain port instead of its TLS port. PROTO=hs: new TLS connections instead of
+ * requests (bench/tls.ts's loop: HANDSHAKE_CLIENTS loops of connect → handshake → end, from this
+ * process), printed as CPU µs per handshake; the s_client line then also counts the TLS 1.3
+ * session tickets the server sends. Standalone: `npx node bench/tls-profile.ts`.
  */
 
 const DURATION = envInt('DURATION', 5);
@@ -105,8 +109,22 @@ if (WHO.includes('nginx')) {
   targets.push({ name: 'nginx', port, pid: proc.pid });
 }
 
+/** full handshakes completed in `sec` seconds, as bench/tls.ts counts them */
+async function handshakes(port: number, sec: number): Promise<number> {
+  const end = Date.now() + sec * 1000;
+  let done = 0;
+  const loop = async (): Promise<void> => {
+    while (Date.now() < end) {
+      if (await handshakeAndClose(port)) done++;
+    }
+  };
+  await Promise.all(Array.from({ length: envInt('HANDSHAKE_CLIENTS', 16) }, loop));
+  return done;
+}
+
 /** requests completed in `sec` seconds */
 async function load(t: (typeof targets)[number], sec: number): Promise<number> {
+  if (PROTO === 'hs') return handshakes(t.port, sec);
   if (PROTO === 'h1') {
     const url = process.env['PLAIN'] === '1' && t.plainPort !== undefined ? `http://127.0.0.1:${t.plainPort}/` : `https://127.0.0.1:${t.port}/`;
     const out = await run('taskset', ['-c', LOAD_CPU, 'wrk', '-t1', '-c50', `-d${sec}s`, url]);
@@ -118,13 +136,15 @@ async function load(t: (typeof targets)[number], sec: number): Promise<number> {
 
 for (const t of targets) {
   await load(t, 2);
-  const tls = await run('bash', ['-c', `echo | openssl s_client -connect 127.0.0.1:${t.port} -servername bench.test 2>/dev/null | grep -E 'Cipher is|Server Temp Key|Peer signature type'`]);
-  process.stdout.write(`${t.name}: ${tls.trim().replace(/\n/g, ' | ')}\n`);
+  // the input stays open for a second: TLS 1.3 tickets come after the handshake
+  const tls = await run('bash', ['-c', `(sleep 1; echo) | openssl s_client -connect 127.0.0.1:${t.port} -servername bench.test -alpn http/1.1 2>/dev/null | grep -E 'Cipher is|Server Temp Key|Peer signature type|ALPN|New Session Ticket arrived' | sort | uniq -c`]);
+  process.stdout.write(`${t.name}: ${tls.trim().replace(/\n\s*/g, ' | ')}\n`);
   let side: Promise<string> | undefined;
   const pids = [t.pid, ...children(t.pid)];
   if (MODE === 'perf') side = run('perf', ['record', '-e', 'cpu-clock', '-F', '2000', '-g', '-o', join(tmpdir(), `${t.name}-${PROTO}.data`), '-p', pids.join(','), '--', 'sleep', String(DURATION)]);
   if (MODE === 'strace') side = run('timeout', ['-s', 'INT', String(DURATION), 'strace', '-c', '-f', ...pids.flatMap((p) => ['-p', String(p)])]);
   const a = cpu(t.pid);
+  const own = process.cpuUsage();
   gc.scavenges = 0;
   gc.markCompacts = 0;
   gc.on = true;
@@ -133,10 +153,13 @@ for (const t of targets) {
   const b = cpu(t.pid);
   const sideOut = side === undefined ? '' : await side;
   const [user, system] = [b[0] - a[0], b[1] - a[1]];
+  // PROTO=hs: the handshaking client is this process; its CPU shows whether it, not the server, set the pace
+  const ownUsage = process.cpuUsage(own);
+  const clientNote = PROTO === 'hs' ? `, client (this process) ${(((ownUsage.user + ownUsage.system) / 1e6 / DURATION) * 100).toFixed(0)} % of a core, server ${(((user + system) / DURATION) * 100).toFixed(0)} %` : '';
   const perReq = (s: number): string => ((s * 1e6) / Math.max(1, n)).toFixed(1);
   const gcNote = t.name === 'switchyard' && gc.scavenges + gc.markCompacts > 0 ? `, GC: ${gc.scavenges} scavenges, ${gc.markCompacts} mark-compacts` : '';
-  process.stdout.write(`${t.name} ${PROTO}: ${n} requests (${(n / DURATION).toFixed(0)} rps), CPU µs/request user ${perReq(user)} system ${perReq(system)} total ${perReq(user + system)}${gcNote} | load average ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}\n`);
-  if (MODE === 'strace') process.stdout.write(`${sideOut.split('\n').filter((l) => /calls|write|read|epoll|total/.test(l)).join('\n')}\n`);
+  process.stdout.write(`${t.name} ${PROTO}: ${n} ${PROTO === 'hs' ? 'handshakes' : 'requests'} (${(n / DURATION).toFixed(0)}/s), CPU µs each user ${perReq(user)} system ${perReq(system)} total ${perReq(user + system)}${gcNote}${clientNote} | load average ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}\n`);
+  if (MODE === 'strace') process.stdout.write(`${sideOut.split('\n').filter((l) => /calls|write|read|epoll|total|accept|close|shutdown|sendmsg|recvmsg|setsockopt/.test(l)).join('\n')}\n`);
 }
 await stopAll();
 ca.close();

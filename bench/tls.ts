@@ -14,13 +14,21 @@ import { nginxPreamble, startNginxUpstream, startSwitchyard } from './targets.ts
  * new TLS connections per second (full handshakes, no resumption), keep-alive requests per second
  * over TLS with HTTP/1.1 (wrk or autocannon) and with h2 (an in-process node:http2 client).
  * Env: DURATION (s, default 10), CONNECTIONS (default 50), H2_STREAMS (concurrent streams per h2
- * connection, default 10), HANDSHAKE_CLIENTS (default 16). Standalone: `node bench/tls.ts`.
+ * connection, default 10), HANDSHAKE_CLIENTS (default 16), HANDSHAKE_ROUNDS (default 3).
+ * Standalone: `node bench/tls.ts`.
+ *
+ * Handshakes are measured in HANDSHAKE_ROUNDS interleaved rounds (the targets alternate, the order
+ * reversed every other round) and printed as the median, with each server's CPU per handshake and
+ * the share of a core the handshaking client (this process) used: one window per target moved
+ * the ratio between 0.83× and 0.92× from run to run, and the client, not the server, sets the
+ * pace when it is near a whole core (flagged CLIENT-BOUND).
  */
 
 const DURATION = envInt('DURATION', 10);
 const CONNECTIONS = envInt('CONNECTIONS', 50);
 const H2_STREAMS = envInt('H2_STREAMS', 10);
 const HANDSHAKE_CLIENTS = envInt('HANDSHAKE_CLIENTS', 16);
+const HANDSHAKE_ROUNDS = Math.max(1, envInt('HANDSHAKE_ROUNDS', 3));
 
 interface TlsTarget {
   name: 'switchyard' | 'nginx';
@@ -28,26 +36,79 @@ interface TlsTarget {
   proc: Proc;
 }
 
-/** Full handshakes per second: HANDSHAKE_CLIENTS loops of connect → handshake → close. */
-async function handshakesPerSecond(port: number): Promise<number> {
+/**
+ * One new connection with a full handshake, closed as a well-behaved client closes it: end() at
+ * 'secureConnect' sends the client's Finished, close_notify and FIN; true once the server has
+ * closed its side with no error. Until 2026-12-06 the loop destroy()ed the socket at
+ * 'secureConnect', before the client's Finished had left: the server never completed a handshake
+ * (every connection ended in 'socket hang up', a tlsClientError with a stack trace, on
+ * Switchyard's side, and no session tickets were sent by either server), so the figure measured
+ * half a handshake and an abort.
+ */
+export function handshakeAndClose(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = tlsConnect({ host: '127.0.0.1', port, servername: 'bench.test', rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] });
+    let ok = false;
+    let failed = false;
+    s.once('secureConnect', () => {
+      ok = true;
+      s.end();
+    });
+    // read to the server's FIN (the session tickets come on this side; they are not stream data)
+    s.resume();
+    s.on('error', () => (failed = true));
+    s.once('close', () => resolve(ok && !failed));
+  });
+}
+
+/** One DURATION window of full handshakes (HANDSHAKE_CLIENTS loops of connect → handshake → close): how many completed, and the seconds it took. */
+async function handshakeWindow(port: number): Promise<{ count: number; seconds: number }> {
   const end = Date.now() + DURATION * 1000;
   let done = 0;
   const loop = async (): Promise<void> => {
     while (Date.now() < end) {
-      await new Promise<void>((resolve) => {
-        const s = tlsConnect({ host: '127.0.0.1', port, servername: 'bench.test', rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] });
-        s.once('secureConnect', () => {
-          done++;
-          s.destroy();
-          resolve();
-        });
-        s.once('error', () => resolve());
-      });
+      if (await handshakeAndClose(port)) done++;
     }
   };
   const t0 = Date.now();
   await Promise.all(Array.from({ length: HANDSHAKE_CLIENTS }, loop));
-  return done / ((Date.now() - t0) / 1000);
+  return { count: done, seconds: (Date.now() - t0) / 1000 };
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+};
+
+interface HandshakeFigures {
+  /** median handshakes/s over the rounds */
+  rate: number;
+  /** median server CPU µs per handshake */
+  serverUs: number | undefined;
+  /** median share of a core the client used (0..1) */
+  client: number;
+}
+
+/** Handshakes in interleaved rounds (order reversed every other round); medians per target. */
+async function handshakeRounds(targets: TlsTarget[], log: (s: string) => void): Promise<Map<string, HandshakeFigures>> {
+  const per = new Map<string, { rate: number[]; serverUs: number[]; client: number[] }>(targets.map((t) => [t.name, { rate: [], serverUs: [], client: [] }]));
+  for (let round = 0; round < HANDSHAKE_ROUNDS; round++) {
+    const order = round % 2 === 0 ? targets : [...targets].reverse();
+    for (const t of order) {
+      log(`  ${t.name}: handshakes (round ${round + 1}/${HANDSHAKE_ROUNDS})…`);
+      const s0 = cpuSeconds(t.proc.pid);
+      const c0 = process.cpuUsage();
+      const w = await handshakeWindow(t.port);
+      const c = process.cpuUsage(c0);
+      const s1 = cpuSeconds(t.proc.pid);
+      const f = per.get(t.name) as { rate: number[]; serverUs: number[]; client: number[] };
+      f.rate.push(w.count / w.seconds);
+      if (s0 !== undefined && s1 !== undefined && w.count > 0) f.serverUs.push(((s1 - s0) * 1e6) / w.count);
+      f.client.push((c.user + c.system) / 1e6 / w.seconds);
+    }
+  }
+  return new Map([...per].map(([name, f]) => [name, { rate: median(f.rate), serverUs: f.serverUs.length === 0 ? undefined : median(f.serverUs), client: median(f.client) }]));
 }
 
 /** h2 requests per second: CONNECTIONS/H2_STREAMS sessions (at least 1), H2_STREAMS streams in flight on each. */
@@ -161,9 +222,9 @@ export async function benchTls(driver: Driver, log: (s: string) => void): Promis
     log('  direct (ceiling): plain HTTP/1.1 to the upstream…');
     const direct = await runLoad({ url: `${upstreamUrl}/`, connections: CONNECTIONS, durationSec: DURATION, driver, cpu: cpuFor('load') });
     const results = new Map<string, { hs: number; h1: number; h1CpuUs: number | undefined; h2: number; errors: number }>();
+    const handshakes = await handshakeRounds(targets, log);
     for (const t of targets) {
-      log(`  ${t.name}: handshakes…`);
-      const hs = await handshakesPerSecond(t.port);
+      const hs = handshakes.get(t.name)?.rate ?? 0;
       log(`  ${t.name}: HTTP/1.1 keep-alive over TLS…`);
       const cpu0 = cpuSeconds(t.proc.pid);
       const h1 = await runLoad({ url: `https://127.0.0.1:${t.port}/`, connections: CONNECTIONS, durationSec: DURATION, driver, cpu: cpuFor('load') });
@@ -177,7 +238,8 @@ export async function benchTls(driver: Driver, log: (s: string) => void): Promis
     const rows = [...results].map(([name, r]) => [name, fmt(r.hs), fmt(r.h1), fmt(r.h1CpuUs, 0), fmt(r.h2), fmt(r.errors), ratio(r.hs, ng?.hs), ratio(r.h1, ng?.h1), ratio(r.h2, ng?.h2)]);
     const capped = [...results].filter(([, r]) => r.h1 >= 0.85 * direct.rps || r.h2 >= 0.85 * direct.rps).map(([name]) => name);
     const ceiling = `  ceiling: direct (plain HTTP/1.1 to the upstream, same driver) ${fmt(direct.rps)} rps; targets within 15 % of it: ${capped.length === 0 ? 'none' : `${capped.join(', ')} (CEILING: a lower bound, not a comparison)`}`;
-    return `${formatTable(['https target', 'new TLS conn/s', 'h1.1 rps (TLS)', 'h1.1 CPU µs/req', 'h2 rps', 'errors', 'conn/s vs nginx', 'h1.1 vs nginx', 'h2 vs nginx'], rows)}\n${ceiling}`;
+    const hsLine = `  handshakes: median of ${HANDSHAKE_ROUNDS} interleaved ${DURATION} s rounds, ${HANDSHAKE_CLIENTS} client loops; ${[...handshakes].map(([name, h]) => `${name} ${fmt(h.serverUs, 0)} µs server CPU per handshake, client at ${(h.client * 100).toFixed(0)} % of a core${h.client >= 0.9 ? ' (CLIENT-BOUND: the figure is the client\'s ceiling, not the server\'s)' : ''}`).join('; ')}`;
+    return `${formatTable(['https target', 'new TLS conn/s', 'h1.1 rps (TLS)', 'h1.1 CPU µs/req', 'h2 rps', 'errors', 'conn/s vs nginx', 'h1.1 vs nginx', 'h2 vs nginx'], rows)}\n${ceiling}\n${hsLine}`;
   } finally {
     await stopAll();
     ca.close();
