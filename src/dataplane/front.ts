@@ -97,7 +97,7 @@ type Handle = { useUserBuffer?: (buf: Buffer) => void };
  * and the bytes go through no Readable push, 'data' event or end-of-tick maybeReadMore (README
  * Performance, "CPU per request on the plain path"). The end of the stream still comes as
  * 'end', and pause()/resume() stop and start the handle's reads. False (the socket keeps its
- * 'data' events): slots not usable in this Node (engine/internals.ts), or not a plain TCP handle.
+ * 'data' events): slots not usable in this Node (engine/internals.ts), or a handle without user buffers.
  */
 function readInto(socket: Socket): boolean {
   const handle = (socket as Socket & { _handle?: Handle | null })._handle;
@@ -234,9 +234,11 @@ export class FrontConnection {
     s.on('end', onEnd);
     s.on('error', noop);
     s.on('close', onClose);
-    // bytes already emitted or emitted later by whoever accepted the socket (h2c's preface check)
-    // still come through onData; TLS sockets keep their 'data' events
-    this.direct = !this.tls && readInto(socket);
+    // bytes already emitted or emitted later by whoever accepted the socket (h2c's preface check,
+    // application data that came with the TLS handshake) still come through onData, first: a
+    // buffered Readable flushes on the next tick, before any read of the poll phase. A TLS socket's
+    // handle is its TLSWrap, which hands up cleartext to the same slots (README Performance, "HTTPS")
+    this.direct = readInto(socket);
   }
 
   /** @internal the parser's head callback */

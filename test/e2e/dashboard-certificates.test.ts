@@ -5,7 +5,7 @@ import type { Browser, Page } from 'playwright-core';
 import { openDashboard } from '../helpers/browser.ts';
 import { createTestCa, type TestCa } from '../helpers/certs.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
-import { freePort } from '../helpers/serve-process.ts';
+import { freePort } from '../helpers/ports.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
 const DAY_MS = 86_400_000;

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import { createTestCa, type TestCa } from './certs.ts';
-import { freePort } from './redis-server.ts';
+import { freePort } from './ports.ts';
 
 export interface Pebble {
   /** the ACME directory URL */

@@ -4,7 +4,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { freePort } from './serve-process.ts';
+import { freePort } from './ports.ts';
 
 export interface PrometheusServer {
   readonly url: string;

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createConnection, createServer, type AddressInfo } from 'node:net';
+import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -38,16 +38,7 @@ export function redisClient(target: string | RedisOptions): Redis {
   return client;
 }
 
-/** A TCP port that was free a moment ago on 127.0.0.1 (another process may take it before it is bound). */
-export async function freePort(): Promise<number> {
-  const srv = createServer();
-  srv.listen(0, '127.0.0.1');
-  await once(srv, 'listening');
-  const { port } = srv.address() as AddressInfo;
-  srv.close();
-  await once(srv, 'close');
-  return port;
-}
+import { freePort } from './ports.ts';
 
 /**
  * Resolves once the redis-server with process id `pid` answers on `port`. Checking the pid, not

@@ -9,7 +9,8 @@ import { after, before, describe, it, type TestContext } from 'node:test';
 import { request } from 'undici';
 import { startPebble, type Pebble } from '../helpers/pebble.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
-import { freePort, startRedis, type RedisServer } from '../helpers/redis-server.ts';
+import { freePort } from '../helpers/ports.ts';
+import { startRedis, type RedisServer } from '../helpers/redis-server.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 import { until } from '../helpers/wait.ts';
 

@@ -8,7 +8,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { createTestCa, type TestCa } from '../helpers/certs.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
-import { freePort, spawnServe } from '../helpers/serve-process.ts';
+import { freePort } from '../helpers/ports.ts';
+import { spawnServe } from '../helpers/serve-process.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 import { until } from '../helpers/wait.ts';
 

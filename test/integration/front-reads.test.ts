@@ -1,14 +1,17 @@
 import assert from 'node:assert/strict';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { connect, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { readSlots } from '../../src/dataplane/engine/internals.ts';
+import { createTestCa, type TestCa } from '../helpers/certs.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { until } from '../helpers/wait.ts';
 import { startWsUpstream, type WsUpstream } from '../helpers/ws.ts';
 
 /**
- * The raw front's plain sockets read into one buffer shared by every connection (front.ts
+ * The raw front's sockets (plain, and TLS: the cleartext TLSWrap hands up) read into one buffer shared by every connection (front.ts
  * readInto, net.Socket's onread slots): what a connection keeps past a read — part of a head, a
  * pipelined request, body bytes, the bytes handed to node:http with an upgrade — must be its own
  * copy, or the next read of another connection overwrites it. Each case below has a second
@@ -21,12 +24,13 @@ interface Client {
   text(): string;
 }
 
-async function client(t: TestContext, port: number): Promise<Client> {
-  const socket = connect({ port, host: '127.0.0.1' });
+/** A client of `port`, over TLS when `ca` is given (then connected once the handshake is done). */
+async function clientOf(t: TestContext, port: number, ca?: TestCa): Promise<Client> {
+  const socket = ca === undefined ? connect({ port, host: '127.0.0.1' }) : tlsConnect({ port, host: '127.0.0.1', ca: ca.caPem, servername: 'shop.test', ALPNProtocols: ['http/1.1'] });
   t.after(() => socket.destroy());
   let text = '';
   socket.on('data', (d: Buffer) => (text += d.toString('latin1')));
-  await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+  await new Promise<void>((resolve, reject) => socket.once(ca === undefined ? 'connect' : 'secureConnect', resolve).once('error', reject));
   return { socket, text: () => text };
 }
 
@@ -44,10 +48,12 @@ function frame(text: string): Buffer {
   return out;
 }
 
-describe('the raw front reads plain sockets into one shared buffer, and keeps its own copies', () => {
+for (const overTls of [false, true]) describe(`the raw front reads ${overTls ? 'TLS' : 'plain'} sockets into one shared buffer, and keeps its own copies`, () => {
   let up: WsUpstream;
   let p: TestProxy;
   let port: number;
+  let ca: TestCa | undefined;
+  const client = (t: TestContext, to: number): Promise<Client> => clientOf(t, to, ca);
   /** answers /slow once a request for a path starting with /B arrived (resolved by the upstream) */
   let sawB: () => void = () => undefined;
   let bSeen = new Promise<void>((resolve) => (sawB = resolve));
@@ -65,12 +71,21 @@ describe('the raw front reads plain sockets into one shared buffer, and keeps it
       req.on('end', () => res.end(JSON.stringify({ url: req.url, body: Buffer.concat(chunks).toString('latin1') })));
       return true;
     });
-    p = await startProxy({ engine: 'native', apps: [twoPools(up.url, up.url)] });
-    port = Number(new URL(p.proxyUrl).port);
+    if (overTls) {
+      ca = createTestCa();
+      const cert = ca.issue('shop', ['shop.test']);
+      // a TLS port (HTTP/1.1 only: the client speaks it) beside the plain one, no redirect
+      p = await startProxy({ engine: 'native', listen: { host: '127.0.0.1', port: 0, tls: { port: 0, http2: false, certs: [{ cert: cert.cert, key: cert.key }] } }, apps: [twoPools(up.url, up.url)] });
+      port = (p.sy.edge?.listener.server.address() as AddressInfo).port;
+    } else {
+      p = await startProxy({ engine: 'native', apps: [twoPools(up.url, up.url)] });
+      port = Number(new URL(p.proxyUrl).port);
+    }
   });
   after(async () => {
     await p.close();
     await up.close();
+    ca?.close();
   });
 
   it('is on in this Node (the onread slots are where the check expects them)', async (t) => {

@@ -6,7 +6,8 @@ import { connect } from 'node:tls';
 import { request } from 'undici';
 import { createTestCa } from '../helpers/certs.ts';
 import { TOKEN, twoPools } from '../helpers/proxy.ts';
-import { freePort, spawnServe, type ServeProcess } from '../helpers/serve-process.ts';
+import { freePort } from '../helpers/ports.ts';
+import { spawnServe, type ServeProcess } from '../helpers/serve-process.ts';
 import { startUpstream } from '../helpers/upstream.ts';
 import { until } from '../helpers/wait.ts';
 

@@ -10,7 +10,8 @@ import { request } from 'undici';
 import { createTestCa, type TestCa } from '../helpers/certs.ts';
 import { startPebble } from '../helpers/pebble.ts';
 import { twoPools } from '../helpers/proxy.ts';
-import { freePort, spawnServe, type ServeProcess } from '../helpers/serve-process.ts';
+import { freePort } from '../helpers/ports.ts';
+import { spawnServe, type ServeProcess } from '../helpers/serve-process.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 import { until } from '../helpers/wait.ts';
 

@@ -10,7 +10,8 @@ import { runCliCaptured } from '../helpers/cli.ts';
 import { loadLoop } from '../helpers/load-loop.ts';
 import { twoPools } from '../helpers/proxy.ts';
 import { createTestCa } from '../helpers/certs.ts';
-import { freePort, spawnServe, type ServeProcess } from '../helpers/serve-process.ts';
+import { freePort } from '../helpers/ports.ts';
+import { spawnServe, type ServeProcess } from '../helpers/serve-process.ts';
 import { startUpstream } from '../helpers/upstream.ts';
 import { until, type UntilOptions } from '../helpers/wait.ts';
 
