@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -51,7 +51,13 @@ describe(`the published package${OTHER_NODE === undefined ? '' : ` on ${OTHER_NO
   before(async () => {
     work = await mkdtemp(join(tmpdir(), 'switchyard-pack-'));
     app = join(work, 'app');
-    const packed = await run('npm', ['pack', '--json', '--pack-destination', work], { cwd: ROOT, env: { ...process.env, PATH }, maxBuffer: 16 * 1024 * 1024 });
+    // packed from a copy of the checkout: prepack deletes and rebuilds dist/, which the checkout's
+    // bin runs while it matches src/ (bin/dist-stamp.js), under the test files running beside this one
+    const checkout = join(work, 'checkout');
+    const skip = new Set(['node_modules', 'dist', '.git', '.tmp'].map((d) => join(ROOT, d)));
+    await cp(ROOT, checkout, { recursive: true, filter: (from) => !skip.has(from.replace(/\/$/, '')) });
+    await symlink(join(ROOT, 'node_modules'), join(checkout, 'node_modules'));
+    const packed = await run('npm', ['pack', '--json', '--pack-destination', work], { cwd: checkout, env: { ...process.env, PATH }, maxBuffer: 16 * 1024 * 1024 });
     // prepack's own output comes before the JSON
     const info = JSON.parse(packed.stdout.slice(packed.stdout.indexOf('['))) as { filename: string; size: number; files: { path: string }[] }[];
     files = (info[0]?.files ?? []).map((f) => f.path);
