@@ -71,8 +71,19 @@ export function refuseConnect(_req: IncomingMessage, socket: Socket): void {
  * Expect itself), 101 is an upgrade, and an HTTP/1.0 client must not get a 1xx at all.
  */
 export function relayInformational(req: ClientRequest, res: ClientResponse, status: number, headers: Record<string, string | string[] | undefined>, dropped: (name: string) => boolean): void {
+  if (status === 100 || status === 101 || res.headersSent) return;
+  if (res.writeInformational !== undefined) {
+    // h2: its own HEADERS frame on the stream (never raw bytes on the session's socket)
+    const fields: Record<string, string | string[]> = {};
+    for (const name in headers) {
+      const value = headers[name];
+      if (value !== undefined && !dropped(name)) fields[name] = value;
+    }
+    res.writeInformational(status, fields);
+    return;
+  }
   const socket = res.socket;
-  if (status === 100 || status === 101 || req.httpVersionMinor === 0 || res.headersSent || socket === null || socket.destroyed) return;
+  if (req.httpVersionMinor === 0 || socket === null || socket.destroyed) return;
   let head = `HTTP/1.1 ${status} ${status === 103 ? 'Early Hints' : status === 102 ? 'Processing' : 'Informational'}\r\n`;
   for (const name in headers) {
     const value = headers[name];

@@ -365,8 +365,8 @@ export class DataPlane implements Plane {
       if (m !== null) decision.mirror = this.mirror.copy(app, pool, m, opts.method, line.path, fwd, fwd.hasBody ? (rawHeader(req.rawHeaders, 'content-length') ?? null) : '0', (opts.body as Readable | Buffer | null | undefined) ?? null);
     }
     // routed to a target: now the client may send its body (Node left the Expect to us; on
-    // HTTP/1.1 only 100-continue gets here, any other expectation got 417)
-    if (fwd.hasBody && req.headers.expect !== undefined && req.httpVersionMinor === 1) res.writeContinue?.();
+    // HTTP/1.1 only 100-continue gets here, any other expectation got 417; h2 sends it as a HEADERS frame)
+    if (fwd.hasBody && req.headers.expect !== undefined && (req.httpVersionMinor === 1 || (req.httpVersionMajor === 2 && /^100-continue$/i.test(String(req.headers.expect))))) res.writeContinue?.();
     const handler = new ProxyHandler(this, req, res, runtime, target, opts, pool.servedBy, fwd.requestId, setCookie);
     handler.tag = span === null ? decision : { ...decision, span };
     handler.start();

@@ -58,8 +58,10 @@ export interface ClientResponse {
   write(chunk: Buffer | string): boolean;
   end(chunk?: Buffer | string): this;
   addTrailers(fields: Record<string, string | string[] | undefined>): void;
-  /** HTTP/1.1 only (an h2 exchange has none) */
+  /** the interim 100 (RFC 9110 §10.1.1): a raw head on HTTP/1.1, a HEADERS frame on h2 */
   writeContinue?(): void;
+  /** an interim 1xx other than 100 and 101 (102, 103 Early Hints) as h2 sends one: a HEADERS frame (HTTP/1.1 writes a raw head on `socket`) */
+  writeInformational?(status: number, fields: Record<string, string | string[]>): void;
   destroy(err?: Error): this;
   once(event: 'close' | 'drain', fn: () => void): this;
   removeListener(event: 'close' | 'drain', fn: () => void): this;

@@ -15,7 +15,6 @@ const http2 = require('node:http2') as typeof Http2;
 /** Fields HTTP/2 forbids (RFC 9113 §8.2.2); node:http2 throws on them, so they are dropped here. */
 const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
 
-const { NGHTTP2_INTERNAL_ERROR } = http2.constants;
 const kExchange = Symbol('switchyard.h2exchange');
 /** body chunks up to this size are copied before they go to the stream (H2Exchange.own) */
 const COPY_LIMIT = 16 * 1024;
@@ -155,6 +154,27 @@ export class H2Exchange {
     return this;
   }
 
+  /** The interim 100 for `expect: 100-continue` (RFC 9113 §8.1): a HEADERS frame before the response's. */
+  writeContinue(): void {
+    this.writeInformational(100, {});
+  }
+
+  /** An interim 1xx (100, 102, 103 Early Hints: RFC 9113 §8.1) relayed from the upstream, its own HEADERS frame; never after the response head. */
+  writeInformational(status: number, fields: Record<string, string | string[]>): void {
+    const stream = this.stream;
+    if (stream.destroyed || stream.headersSent || status < 100 || status > 199 || status === 101) return;
+    const out: Record<string, string | string[] | number> = { ':status': status };
+    for (const name in fields) {
+      const l = name.toLowerCase();
+      if (!CONNECTION_SPECIFIC.has(l)) out[l] = fields[name] as string | string[];
+    }
+    try {
+      stream.additionalHeaders(out);
+    } catch {
+      // a field node:http2 will not send: the interim response is dropped, the final one still comes
+    }
+  }
+
   /** ServerResponse.addTrailers: sent when the body ends (only on a stream that waits for them: see writeHead). */
   addTrailers(fields: Record<string, string | string[] | undefined>): void {
     const t = (this.trailers ??= {});
@@ -208,14 +228,17 @@ export class H2Exchange {
   }
 
   /**
-   * A cut (a limit, a broken upstream, a drain deadline) resets the stream with INTERNAL_ERROR:
-   * a plain destroy() resets it with NO_ERROR, which a client that has paused the stream takes as
-   * "the rest of the body follows" and waits on for ever.
+   * A cut (a limit, a broken upstream, a drain deadline) resets the stream with INTERNAL_ERROR, at
+   * once: destroy() with an error sends RST_STREAM INTERNAL_ERROR and nothing before it. Not a
+   * plain destroy(), which resets with NO_ERROR (a client that has paused the stream takes that as
+   * "the rest of the body follows" and waits for ever), nor close(INTERNAL_ERROR), which ends the
+   * writable side first, so nghttp2 sends END_STREAM before the reset and the client reads a
+   * short response as complete (found by the h2 differential: an upstream's broken chunked body
+   * came to the client as an empty 200). The stream's 'error' goes to its noop listener.
    */
   destroy(err?: Error): this {
     const stream = this.stream;
-    if (!stream.closed && !stream.destroyed) stream.close(NGHTTP2_INTERNAL_ERROR);
-    else if (err !== undefined) stream.destroy(err);
+    if (!stream.destroyed) stream.destroy(err ?? new Error('the response was cut'));
     return this;
   }
 }
