@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { type AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CASES, exchange, get, normalize, normalizeSeen, startRecordingUpstream } from '../fixtures/differential-corpus.ts';
+import { CASES, exchange, get, normalize, normalizeSeen, corpusApp, startRecordingUpstream } from '../fixtures/differential-corpus.ts';
 import { createTestCa, type TestCa } from '../helpers/certs.ts';
 import { startProxy, type TestProxy } from '../helpers/proxy.ts';
 
@@ -29,8 +29,7 @@ describe('differential: every front × engine forwards alike', () => {
     up = await startRecordingUpstream();
     ca = createTestCa();
     const cert = ca.issue('shop', ['shop.test']);
-    const target = `http://127.0.0.1:${up.port}`;
-    const app = { name: 'shop', hosts: ['*'], pools: { blue: { version: '1.0.0', targets: [target] }, green: { version: '2.0.0', targets: [target] } }, timeouts: { response: '500ms' } };
+    const app = corpusApp(up.port);
     const native = await startProxy({ engine: 'native', apps: [app] });
     const undici = await startProxy({ engine: 'undici', apps: [app] });
     // a TLS port (no h2: the client speaks HTTP/1.1) beside the plain one, no redirect

@@ -3,7 +3,7 @@ import { connect as h2connect, constants, type ClientHttp2Session, type Incoming
 import { type AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { big, bodyText, CASES, exchange, startRecordingUpstream, upload, type Seen } from '../fixtures/differential-corpus.ts';
+import { big, bodyText, CASES, exchange, corpusApp, startRecordingUpstream, upload, type Seen } from '../fixtures/differential-corpus.ts';
 import { createTestCa, type TestCa } from '../helpers/certs.ts';
 import { startProxy, type TestProxy } from '../helpers/proxy.ts';
 
@@ -249,8 +249,7 @@ describe('differential: h2 + native engine forwards as the raw h1 front + native
     up = await startRecordingUpstream();
     ca = createTestCa();
     const cert = ca.issue('shop', ['shop.test']);
-    const target = `http://127.0.0.1:${up.port}`;
-    const app = { name: 'shop', hosts: ['*'], pools: { blue: { version: '1.0.0', targets: [target] }, green: { version: '2.0.0', targets: [target] } }, timeouts: { response: '500ms' } };
+    const app = corpusApp(up.port);
     const native = await startProxy({ engine: 'native', apps: [app] });
     const h2 = await startProxy({ engine: 'native', listen: { host: '127.0.0.1', port: 0, tls: { port: 0, http2: true, certs: [{ cert: cert.cert, key: cert.key }] } }, apps: [app] });
     proxies.push(native, h2);
