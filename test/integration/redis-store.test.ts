@@ -130,7 +130,9 @@ describe('redis store propagation', () => {
     assert.equal(lines.length, 2, JSON.stringify(lines));
     assert.match(JSON.stringify(lines[0]), /weights: must sum to 10000 bp, got 0/);
     assert.match(JSON.stringify(lines[1]), /weights: Invalid input/);
-    assert.equal(seen.length, 0, 'no invalid state reaches a watcher');
+    // revision 1 may reach the new watcher on the first poll after watch() (a watcher added later
+    // gets the current state); the invalid revisions 2 and 3 never may
+    assert.deepEqual(seen.filter((r) => r !== 1), [], 'no invalid state reaches a watcher');
     await reader.compareAndSet(makeState('shop', 4, { blue: 0, green: 10_000 }), 3);
     await until(t, 'the repairing write', () => seen.includes(4));
   });
