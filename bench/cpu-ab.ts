@@ -59,7 +59,12 @@ for (const variant of variants) {
   const port = await freePort();
   const adminPort = await freePort();
   const config = join(dir, 'switchyard.yaml');
+  // QUIET_LOG in a variant's env is read by the config it is given (no access log), not only by its process
+  const quiet = process.env['QUIET_LOG'];
+  if (variant.env['QUIET_LOG'] !== undefined) process.env['QUIET_LOG'] = variant.env['QUIET_LOG'];
   writeFileSync(config, switchyardConfig({ port, adminPort, blue: upstreamUrl, green: upstreamUrl, statePath: join(dir, 'state.json'), workers: 1 }));
+  if (quiet === undefined) delete process.env['QUIET_LOG'];
+  else process.env['QUIET_LOG'] = quiet;
   const proc = startProcess(`switchyard-${variant.name}`, NODE, [...variant.flags, variant.entry, 'serve', '--config', config], { cpu: cpuFor('proxy'), cwd: REPO_ROOT, env: variant.env });
   await waitForHttp(`http://127.0.0.1:${adminPort}/readyz`, { proc, timeoutMs: 20_000 });
   await waitForHttp(`http://127.0.0.1:${port}/`, { proc, timeoutMs: 5_000 });

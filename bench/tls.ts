@@ -14,7 +14,9 @@ import { nginxPreamble, startNginxUpstream, startSwitchyard } from './targets.ts
  * new TLS connections per second (full handshakes, no resumption), keep-alive requests per second
  * over TLS with HTTP/1.1 (wrk or autocannon) and with h2 (an in-process node:http2 client).
  * Env: DURATION (s, default 10), CONNECTIONS (default 50), H2_STREAMS (concurrent streams per h2
- * connection, default 10), HANDSHAKE_CLIENTS (default 16), HANDSHAKE_ROUNDS (default 3).
+ * connection, default 10), HANDSHAKE_CLIENTS (default 16), HANDSHAKE_ROUNDS (default 3),
+ * KEEPALIVE_ROUNDS (default 3: interleaved rounds of the keep-alive h1 and h2 loads, medians
+ * printed), WARMUP (s of the same load before each measured window, default 2, as bench/run.ts).
  * Standalone: `node bench/tls.ts`.
  *
  * Handshakes are measured in HANDSHAKE_ROUNDS interleaved rounds (the targets alternate, the order
@@ -29,6 +31,8 @@ const CONNECTIONS = envInt('CONNECTIONS', 50);
 const H2_STREAMS = envInt('H2_STREAMS', 10);
 const HANDSHAKE_CLIENTS = envInt('HANDSHAKE_CLIENTS', 16);
 const HANDSHAKE_ROUNDS = Math.max(1, envInt('HANDSHAKE_ROUNDS', 3));
+const KEEPALIVE_ROUNDS = Math.max(1, envInt('KEEPALIVE_ROUNDS', 3));
+const WARMUP = envInt('WARMUP', 2);
 
 interface TlsTarget {
   name: 'switchyard' | 'nginx';
@@ -112,9 +116,9 @@ async function handshakeRounds(targets: TlsTarget[], log: (s: string) => void): 
 }
 
 /** h2 requests per second: CONNECTIONS/H2_STREAMS sessions (at least 1), H2_STREAMS streams in flight on each. */
-async function h2RequestsPerSecond(port: number): Promise<{ rps: number; errors: number }> {
+async function h2RequestsPerSecond(port: number, seconds = DURATION): Promise<{ rps: number; errors: number }> {
   const sessions = Math.max(1, Math.floor(CONNECTIONS / H2_STREAMS));
-  const end = Date.now() + DURATION * 1000;
+  const end = Date.now() + seconds * 1000;
   let done = 0;
   let errors = 0;
   const t0 = Date.now();
@@ -223,23 +227,42 @@ export async function benchTls(driver: Driver, log: (s: string) => void): Promis
     const direct = await runLoad({ url: `${upstreamUrl}/`, connections: CONNECTIONS, durationSec: DURATION, driver, cpu: cpuFor('load') });
     const results = new Map<string, { hs: number; h1: number; h1CpuUs: number | undefined; h2: number; errors: number }>();
     const handshakes = await handshakeRounds(targets, log);
+    // keep-alive h1 and h2: KEEPALIVE_ROUNDS interleaved rounds (the order reversed every other
+    // round), each window after WARMUP s of the same load, printed as medians. Until 2026-12-06 one
+    // cold window per target: Switchyard's first seconds of keep-alive traffic after the handshake
+    // rounds ran code V8 had not optimised yet, and one window moved with the machine's noise
+    // (the same build measured 58–84 µs per request minutes apart)
+    const per = new Map(targets.map((t) => [t.name, { h1: [] as number[], h1CpuUs: [] as number[], h2: [] as number[], errors: 0 }]));
+    for (let round = 0; round < KEEPALIVE_ROUNDS; round++) {
+      for (const t of round % 2 === 0 ? targets : [...targets].reverse()) {
+        const f = per.get(t.name) as { h1: number[]; h1CpuUs: number[]; h2: number[]; errors: number };
+        log(`  ${t.name}: HTTP/1.1 keep-alive over TLS (round ${round + 1}/${KEEPALIVE_ROUNDS})…`);
+        const load = { url: `https://127.0.0.1:${t.port}/`, connections: CONNECTIONS, driver, cpu: cpuFor('load') };
+        if (WARMUP > 0) await runLoad({ ...load, durationSec: WARMUP });
+        const cpu0 = cpuSeconds(t.proc.pid);
+        const h1 = await runLoad({ ...load, durationSec: DURATION });
+        const cpu1 = cpuSeconds(t.proc.pid);
+        f.h1.push(h1.rps);
+        if (cpu0 !== undefined && cpu1 !== undefined && h1.requests > 0) f.h1CpuUs.push(((cpu1 - cpu0) * 1e6) / h1.requests);
+        log(`    ${t.name}: ${fmt(h1.rps)} rps, ${fmt(f.h1CpuUs.at(-1), 0)} µs CPU per request`);
+        log(`  ${t.name}: h2 (round ${round + 1}/${KEEPALIVE_ROUNDS})…`);
+        if (WARMUP > 0) await h2RequestsPerSecond(t.port, WARMUP);
+        const h2 = await h2RequestsPerSecond(t.port);
+        f.h2.push(h2.rps);
+        f.errors += h1.non2xx + h1.errors + h1.timeouts + h2.errors;
+      }
+    }
     for (const t of targets) {
-      const hs = handshakes.get(t.name)?.rate ?? 0;
-      log(`  ${t.name}: HTTP/1.1 keep-alive over TLS…`);
-      const cpu0 = cpuSeconds(t.proc.pid);
-      const h1 = await runLoad({ url: `https://127.0.0.1:${t.port}/`, connections: CONNECTIONS, durationSec: DURATION, driver, cpu: cpuFor('load') });
-      const cpu1 = cpuSeconds(t.proc.pid);
-      const h1CpuUs = cpu0 !== undefined && cpu1 !== undefined && h1.requests > 0 ? ((cpu1 - cpu0) * 1e6) / h1.requests : undefined;
-      log(`  ${t.name}: h2…`);
-      const h2 = await h2RequestsPerSecond(t.port);
-      results.set(t.name, { hs, h1: h1.rps, h1CpuUs, h2: h2.rps, errors: h1.non2xx + h1.errors + h1.timeouts + h2.errors });
+      const f = per.get(t.name) as { h1: number[]; h1CpuUs: number[]; h2: number[]; errors: number };
+      results.set(t.name, { hs: handshakes.get(t.name)?.rate ?? 0, h1: median(f.h1), h1CpuUs: f.h1CpuUs.length === 0 ? undefined : median(f.h1CpuUs), h2: median(f.h2), errors: f.errors });
     }
     const ng = results.get('nginx');
     const rows = [...results].map(([name, r]) => [name, fmt(r.hs), fmt(r.h1), fmt(r.h1CpuUs, 0), fmt(r.h2), fmt(r.errors), ratio(r.hs, ng?.hs), ratio(r.h1, ng?.h1), ratio(r.h2, ng?.h2)]);
     const capped = [...results].filter(([, r]) => r.h1 >= 0.85 * direct.rps || r.h2 >= 0.85 * direct.rps).map(([name]) => name);
     const ceiling = `  ceiling: direct (plain HTTP/1.1 to the upstream, same driver) ${fmt(direct.rps)} rps; targets within 15 % of it: ${capped.length === 0 ? 'none' : `${capped.join(', ')} (CEILING: a lower bound, not a comparison)`}`;
     const hsLine = `  handshakes: median of ${HANDSHAKE_ROUNDS} interleaved ${DURATION} s rounds, ${HANDSHAKE_CLIENTS} client loops; ${[...handshakes].map(([name, h]) => `${name} ${fmt(h.serverUs, 0)} µs server CPU per handshake, client at ${(h.client * 100).toFixed(0)} % of a core${h.client >= 0.9 ? ' (CLIENT-BOUND: the figure is the client\'s ceiling, not the server\'s)' : ''}`).join('; ')}`;
-    return `${formatTable(['https target', 'new TLS conn/s', 'h1.1 rps (TLS)', 'h1.1 CPU µs/req', 'h2 rps', 'errors', 'conn/s vs nginx', 'h1.1 vs nginx', 'h2 vs nginx'], rows)}\n${ceiling}\n${hsLine}`;
+    const kaLine = `  keep-alive (h1.1 and h2): median of ${KEEPALIVE_ROUNDS} interleaved ${DURATION} s rounds, each after ${WARMUP} s of the same load`;
+    return `${formatTable(['https target', 'new TLS conn/s', 'h1.1 rps (TLS)', 'h1.1 CPU µs/req', 'h2 rps', 'errors', 'conn/s vs nginx', 'h1.1 vs nginx', 'h2 vs nginx'], rows)}\n${ceiling}\n${hsLine}\n${kaLine}`;
   } finally {
     await stopAll();
     ca.close();
