@@ -11,6 +11,7 @@ import { request } from 'undici';
 import { TOKEN } from './proxy.ts';
 
 import { freePort } from './ports.ts';
+import { TUNED_ENV, TUNED_NODE_FLAGS } from '../../src/tuned-runtime.ts';
 
 export interface ServeProcess {
   readonly child: ChildProcessByStdio<null, Readable, Readable>;
@@ -33,7 +34,7 @@ export interface ServeProcess {
  * store in a temp dir; `doc` is merged into the config. Resolves once `/readyz` answers 200
  * (within `readyWithinMs`; a group of workers takes longer than one process). `launch` runs
  * another build of it, e.g. an installed package's bin: it gets the config file's path.
- * @default launch: this checkout's src/main.ts on the test's own Node
+ * @default launch: this checkout's src/main.ts on the test's own Node, with the tuned runtime given
  */
 export async function spawnServe(doc: Record<string, unknown>, readyWithinMs = 10_000, launch?: (config: string) => { command: string; args: string[]; cwd: string; env?: NodeJS.ProcessEnv }): Promise<ServeProcess> {
   const dir = await mkdtemp(join(tmpdir(), 'switchyard-proc-'));
@@ -53,7 +54,10 @@ export async function spawnServe(doc: Record<string, unknown>, readyWithinMs = 1
       ...doc,
     }),
   );
-  const how = launch?.(cfg) ?? { command: process.execPath, args: ['src/main.ts', 'serve', '--config', cfg], cwd: process.cwd() };
+  // by default the runtime `serve` re-executes itself into (src/tuned-runtime.ts), given up front: the
+  // same process as a relaunched one, without loading the program twice (src/main.ts loads it all
+  // before it re-executes: ~0.4 s of CPU a start); one-runtime.test.ts launches without it
+  const how = launch?.(cfg) ?? { command: process.execPath, args: [...TUNED_NODE_FLAGS, 'src/main.ts', 'serve', '--config', cfg], cwd: process.cwd(), env: { ...process.env, ...TUNED_ENV } };
   // its own process group: cleanup() kills what a launcher (npx) started too, not only the launcher
   const child = spawn(how.command, how.args, { cwd: how.cwd, env: how.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   const exited = once(child, 'exit');

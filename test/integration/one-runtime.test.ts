@@ -35,7 +35,8 @@ describe('one runtime however Switchyard starts, and one Switchyard per port', (
   after(() => up.close());
 
   it('`serve` without V8 flags re-executes itself (same pid) with the tuned flags', async (t) => {
-    const p = await spawnServe({ apps: [twoPools(up.url, up.url)] });
+    // spawnServe gives the tuned runtime by default: launched bare here, as `node src/main.ts serve`
+    const p = await spawnServe({ apps: [twoPools(up.url, up.url)] }, 10_000, (config) => ({ command: process.execPath, args: ['src/main.ts', 'serve', '--config', config], cwd: process.cwd() }));
     t.after(() => p.cleanup());
     const args = cmdline(p.child.pid as number);
     for (const f of TUNED_NODE_FLAGS) assert.ok(args.includes(f), `${f} in ${args.join(' ')}`);
