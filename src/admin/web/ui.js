@@ -43,7 +43,12 @@ export function confirmAction(title, body, initialReason = '') {
     };
     const onOk = () => done(reason.value.trim());
     const onCancel = () => done(null);
-    const onClose = () => done(null);
+    // a dialog's 'close' event comes in a later task: the close of the confirm before this one (a
+    // question asked after its answer, as "send force: true") can arrive once this one is open,
+    // and must not close it; the dialog's own close (Escape) leaves it closed
+    const onClose = () => {
+      if (!dialog.open) done(null);
+    };
     const onKey = (e) => {
       if (e.key === 'Enter') onOk();
     };
