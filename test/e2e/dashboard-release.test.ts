@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { mkdir } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
 import { openDashboard } from '../helpers/browser.ts';
+import { closedPort } from '../helpers/ports.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
@@ -12,12 +11,7 @@ import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 const SHOTS = new URL('../../test-output/', import.meta.url).pathname;
 
 async function deadUrl(): Promise<string> {
-  const s = createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const { port } = s.address() as AddressInfo;
-  s.close();
-  await once(s, 'close');
-  return `http://127.0.0.1:${port}`;
+  return `http://127.0.0.1:${await closedPort()}`;
 }
 
 /** The release signals of issue 23 as an operator sees them, in Chromium at 1280 and 760 px. */

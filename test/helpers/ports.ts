@@ -27,3 +27,14 @@ export async function freePort(): Promise<number> {
     if (attempt >= 50) throw new Error(`no free port found in ${LOW}–${HIGH} after ${attempt + 1} tries`);
   }
 }
+
+/**
+ * A port that refuses connections (nothing listens on it), for a dead target. Picked as freePort
+ * picks, below the ephemeral range: one taken by `listen(0)` and closed again could be handed to
+ * the next `listen(0)` — the proxy under test's own listener included, which made the "dead"
+ * target the proxy itself, a forwarding loop that ran the test process out of file descriptors
+ * (metrics.test.ts, 2026-12-06).
+ */
+export async function closedPort(): Promise<number> {
+  return freePort();
+}

@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import type { IncomingMessage } from 'node:http';
-import { createServer, type AddressInfo, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import WebSocket from 'ws';
 import { pastInstant } from '../helpers/clock.ts';
+import { closedPort } from '../helpers/ports.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { rawRequest, statusOf } from '../helpers/raw.ts';
 import { spawnServe } from '../helpers/serve-process.ts';
@@ -283,11 +284,7 @@ describe('upgrades an upstream refuses', () => {
     const live = await startWsUpstream('green');
     t.after(() => live.close());
     // a port that refuses connections
-    const dead = createServer();
-    dead.listen(0, '127.0.0.1');
-    await once(dead, 'listening');
-    const deadUrl = `http://127.0.0.1:${(dead.address() as AddressInfo).port}`;
-    dead.close();
+    const deadUrl = `http://127.0.0.1:${await closedPort()}`;
     const p = await startProxy({ apps: [twoPools(deadUrl, [deadUrl, live.url])] });
     t.after(() => p.close());
     const err = (await openWs(wsUrl(p.proxyUrl)).then(() => assert.fail('opened'), (e: unknown) => e)) as { status: number; body: string };

@@ -1,8 +1,5 @@
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
@@ -13,6 +10,7 @@ import { PROXY_ERROR_CODES, STATUS_CLASSES } from '../../src/metrics/metrics.ts'
 import { previewSignature } from '../../src/routing/snapshot.ts';
 import { nextSecond } from '../helpers/clock.ts';
 import { parseMetrics, type Series } from '../helpers/prometheus.ts';
+import { closedPort } from '../helpers/ports.ts';
 import { startProxy, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 import { NOTIFY_KINDS, NOTIFY_RESULTS } from '../../src/rollout/notify.ts';
@@ -32,17 +30,6 @@ async function scrape(p: TestProxy): Promise<{ series: Series[]; text: string; c
   const text = await r.body.text();
   return { series: parseMetrics(text), text, contentType: String(r.headers['content-type']) };
 }
-
-/** A port nothing listens on: connections to it are refused. */
-async function closedPort(): Promise<number> {
-  const s = createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as AddressInfo).port;
-  s.close();
-  await once(s, 'close');
-  return port;
-}
-
 
 describe('metrics with real traffic', () => {
   let blue: Upstream;
