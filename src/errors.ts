@@ -53,6 +53,8 @@ export const ERRORS = {
   PROXY_OVERLOADED: { status: 503, plane: 'data', message: 'the proxy is out of connections; try again' },
   BODY_TIMEOUT: { status: 408, plane: 'data', message: 'the request body stopped arriving' },
   GOING_AWAY: { status: 503, plane: 'data', message: 'shutting down or draining; try again' },
+  /** the request already passed Switchyard MAX_SWITCHYARD_HOPS times (its Via): a target points back at a proxy */
+  LOOP_DETECTED: { status: 508, plane: 'data', message: 'forwarding loop: a target points back at the proxy' },
 } as const satisfies Record<string, { status: number; plane: ErrorPlane; message: string }>;
 
 export type ErrorCode = keyof typeof ERRORS;

@@ -8,6 +8,27 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te'
 export const VIA = '1.1 switchyard';
 
 /**
+ * How many Switchyard hops a request may already have passed (its `Via` entries received by
+ * `switchyard`) before the next one refuses it 508 `LOOP_DETECTED`. A target that points at the
+ * proxy itself, or two instances that point at each other, would otherwise turn one request into
+ * an endless chain of connections (measured: ~2,300 descriptors in 0.7 s for one GET) until the
+ * process runs out of them. Real deployments stack two or three tiers, never eight.
+ */
+export const MAX_SWITCHYARD_HOPS = 8;
+
+/** The Switchyard entries of one `Via` field value (`1.1 switchyard, 1.1 cdn, 1.1 switchyard` → 2). */
+export function switchyardHops(via: string): number {
+  let n = 0;
+  for (const entry of via.split(',')) {
+    const t = entry.trim();
+    // received-protocol RWS received-by [RWS comment] (RFC 9110 §7.6.3)
+    const by = t.split(/\s+/)[1];
+    if (by !== undefined && by.toLowerCase() === 'switchyard') n++;
+  }
+  return n;
+}
+
+/**
  * End-to-end fields a `Connection` header may not remove (RFC 9110 §7.6.1 lets a sender name
  * any field there): without Host the upstream sees undici's target address instead, and the
  * framing fields decide where a message ends.
@@ -79,8 +100,11 @@ export interface ForwardedRequest {
   readonly cookie: string | undefined;
 }
 
-/** A request refused before routing: 400, or 501 for a transfer coding other than chunked. */
-export type FramingError = { readonly error: string; readonly status: 400 | 501 };
+/**
+ * A request refused before routing: 400, 501 for a transfer coding other than chunked, or 508
+ * `LOOP_DETECTED` for a request that went round through Switchyard too often (with its code).
+ */
+export type FramingError = { readonly error: string; readonly status: 400 | 501 } | { readonly error: string; readonly status: 508; readonly code: 'LOOP_DETECTED'; readonly requestId: string };
 
 /**
  * Builds the upstream request headers from the client's raw headers in one pass: drops
@@ -102,6 +126,7 @@ export function forwardRequestHeaders(raw: readonly string[], remote: string, tr
   let xfProto: string | undefined;
   let xfHost: string | undefined;
   let via: string | undefined;
+  let hops = 0;
   let requestId: string | undefined;
   let cookie: string | undefined;
   let connectionTokens: string[] | null = null;
@@ -145,6 +170,7 @@ export function forwardRequestHeaders(raw: readonly string[], remote: string, tr
         continue;
       case 'via':
         via = via === undefined ? value : `${via}, ${value}`;
+        if (value.includes('witchyard')) hops += switchyardHops(value);
         continue;
       case 'x-request-id':
         if (requestId === undefined && REQUEST_ID_RE.test(value)) requestId = value;
@@ -158,6 +184,7 @@ export function forwardRequestHeaders(raw: readonly string[], remote: string, tr
         out.push(name, value);
     }
   }
+  if (hops >= MAX_SWITCHYARD_HOPS) return { error: `forwarding loop: the request passed Switchyard ${hops} times`, status: 508, code: 'LOOP_DETECTED', requestId: requestId ?? nextRequestId() };
   if (hostCount > 1) return { error: 'duplicate Host header', status: 400 };
   if (clCount > 1) return { error: 'duplicate Content-Length header', status: 400 };
   if (te !== undefined && clCount > 0) return { error: 'Transfer-Encoding together with Content-Length', status: 400 };

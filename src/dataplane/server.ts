@@ -325,7 +325,8 @@ export class DataPlane implements Plane {
     }
     const fwd = forwardRequestHeaders(req.rawHeaders, remote, this.opts.trust, line.authority ?? undefined, encrypted ? 'https' : 'http');
     if ('error' in fwd) {
-      refuse(res, fwd.status, fwd.error);
+      if ('code' in fwd) sendError(res, fwd.code, fwd.requestId, true);
+      else refuse(res, fwd.status, fwd.error);
       return;
     }
     const app = findApp(this.opts.source.snapshot, fwd.host);

@@ -67,7 +67,7 @@ export class UpgradeProxy {
     const line = parseRequestTarget(req);
     if ('status' in line) return refuse(socket, textResponse(line.status, `${line.status} ${line.reason}\n`, null));
     const fwd = forwardRequestHeaders(req.rawHeaders, normalizeAddress(socket.remoteAddress), this.opts.trust, line.authority ?? undefined, (socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http');
-    if ('error' in fwd) return refuse(socket, textResponse(400, `400 ${fwd.error}\n`, null));
+    if ('error' in fwd) return refuse(socket, 'code' in fwd ? errorResponse(fwd.code, fwd.requestId) : textResponse(400, `400 ${fwd.error}\n`, null));
     const upgrade = req.headers.upgrade ?? '';
     const toks = tokens(upgrade);
     // only reachable on Node < 24.9, which has no shouldUpgradeCallback to turn these into plain requests
