@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { createTestCa } from '../test/helpers/certs.ts';
 import { cpuFor, cpuSeconds, envInt, findCommand, formatTable, freePort, installCleanup, pinSelf, sleep, startNodeService, startProcess, stopAll, waitForHttp, type Proc } from './common.ts';
 import { pickDriver, runLoad } from './load.ts';
-import { nginxPreamble, startNginxUpstream, startSwitchyard } from './targets.ts';
+import { NGINX_PROXY_LOCATION, nginxProxyConf, startNginxUpstream, startSwitchyard } from './targets.ts';
 
 /**
  * Where the proxy's CPU per request goes against nginx's, with TLS and without (issue 31): the
@@ -58,18 +58,13 @@ try {
   const dir = mkdtempSync(join(tmp, 'nginx-'));
   chmodSync(dir, 0o755);
   const conf = join(dir, 'nginx.conf');
-  writeFileSync(conf, `${nginxPreamble(dir, 'nginx', 4096)}
-  keepalive_requests 100000;
-  ssl_protocols TLSv1.2 TLSv1.3;
-  ssl_certificate ${cert.cert};
-  ssl_certificate_key ${cert.key};
-  upstream bench_upstream { server 127.0.0.1:${up.port}; keepalive ${Math.max(64, CONNECTIONS)}; keepalive_requests 1000000; keepalive_timeout 120s; }
-  server { listen 127.0.0.1:${answerPort} backlog=4096; location / { default_type text/plain; return 200 ok; } }
-  server { listen 127.0.0.1:${answerTlsPort} ssl backlog=4096; location / { default_type text/plain; return 200 ok; } }
-  server { listen 127.0.0.1:${proxyPort} backlog=4096; location / { proxy_pass http://bench_upstream; proxy_http_version 1.1; proxy_set_header Connection ""; } }
-  server { listen 127.0.0.1:${proxyTlsPort} ssl backlog=4096; location / { proxy_pass http://bench_upstream; proxy_http_version 1.1; proxy_set_header Connection ""; } }
-}
-`);
+  const answer = 'location / { default_type text/plain; return 200 ok; }';
+  writeFileSync(conf, nginxProxyConf(dir, `http://127.0.0.1:${up.port}`, [
+    `server { listen 127.0.0.1:${answerPort} backlog=4096; ${answer} }`,
+    `server { listen 127.0.0.1:${answerTlsPort} ssl backlog=4096; ${answer} }`,
+    `server { listen 127.0.0.1:${proxyPort} backlog=4096; ${NGINX_PROXY_LOCATION} }`,
+    `server { listen 127.0.0.1:${proxyTlsPort} ssl backlog=4096; ${NGINX_PROXY_LOCATION} }`,
+  ], cert));
   const nginxProc = startProcess('nginx', nginx, ['-e', join(dir, 'error.log'), '-p', dir, '-c', conf], { cpu: cpuFor('proxy') });
   await waitForHttp(`http://127.0.0.1:${answerPort}/`, { proc: nginxProc, timeoutMs: 10_000 });
 

@@ -125,32 +125,40 @@ http {
   scgi_temp_path ${dir}/scgi;`;
 }
 
+/** The location every nginx proxy of the benches serves: HTTP/1.1 to the upstream block, an empty Connection. */
+export const NGINX_PROXY_LOCATION = 'location / { proxy_pass http://bench_upstream; proxy_http_version 1.1; proxy_set_header Connection ""; }';
+
 /**
  * nginx as its documentation advises for a keep-alive proxy (ngx_http_upstream_module "keepalive"):
  * an upstream block with idle keep-alive connections for every client of the load, HTTP/1.1 and an
  * empty Connection to the upstream, and upstream connections reused far beyond the 1,000-request
  * default (`keepalive_requests` in the upstream block, nginx ≥ 1.15.3), as Switchyard's are.
+ * `servers`: the server blocks (NGINX_PROXY_LOCATION proxies); `tls`: the certificate every `ssl`
+ * listener serves, TLS 1.2–1.3 with a session cache (the same for each TLS bench).
  */
-export function nginxConf(dir: string, listenPort: number, upstreamUrl: string): string {
+export function nginxProxyConf(dir: string, upstreamUrl: string, servers: readonly string[], tls?: { cert: string; key: string }): string {
   const up = new URL(upstreamUrl);
+  const tlsLines = tls === undefined ? '' : `
+  ssl_protocols TLSv1.2 TLSv1.3;
+  ssl_session_cache shared:SSL:10m;
+  ssl_certificate ${tls.cert};
+  ssl_certificate_key ${tls.key};`;
   return `${nginxPreamble(dir, 'nginx', 4096)}
-  keepalive_requests 100000;
+  keepalive_requests 100000;${tlsLines}
   upstream bench_upstream {
     server ${up.hostname}:${up.port};
     keepalive ${Math.max(64, envInt('CONNECTIONS', 50))};
     keepalive_requests 1000000;
     keepalive_timeout 120s;
   }
-  server {
-    listen 127.0.0.1:${listenPort} backlog=4096;
-    location / {
-      proxy_pass http://bench_upstream;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
+${servers.map((srv) => `  ${srv}`).join('\n')}
 }
 `;
+}
+
+/** nginxProxyConf with one plain HTTP/1.1 listener: the reference proxy of `npm run bench`. */
+export function nginxConf(dir: string, listenPort: number, upstreamUrl: string): string {
+  return nginxProxyConf(dir, upstreamUrl, [`server { listen 127.0.0.1:${listenPort} backlog=4096; ${NGINX_PROXY_LOCATION} }`]);
 }
 
 /**

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createTestCa } from '../test/helpers/certs.ts';
 import { cpuFor, envInt, findCommand, freePort, installCleanup, pinSelf, sleep, startProcess, stopAll } from './common.ts';
-import { nginxPreamble, startNginxUpstream, startSwitchyard } from './targets.ts';
+import { NGINX_PROXY_LOCATION, nginxProxyConf, startNginxUpstream, startSwitchyard } from './targets.ts';
 import { handshakeAndClose } from './tls.ts';
 
 /**
@@ -91,19 +91,7 @@ if (WHO.includes('nginx')) {
   chmodSync(dir, 0o755);
   const conf = join(dir, 'nginx.conf');
   // as bench/tls.ts configures it
-  writeFileSync(conf, `${nginxPreamble(dir, 'nginx', 4096)}
-  keepalive_requests 100000;
-  ssl_protocols TLSv1.2 TLSv1.3;
-  ssl_session_cache shared:SSL:10m;
-  upstream bench_upstream { server 127.0.0.1:${up.port}; keepalive 64; keepalive_requests 1000000; keepalive_timeout 120s; }
-  server {
-    listen 127.0.0.1:${port} ssl http2 backlog=4096;
-    ssl_certificate ${cert.cert};
-    ssl_certificate_key ${cert.key};
-    location / { proxy_pass http://bench_upstream; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-`);
+  writeFileSync(conf, nginxProxyConf(dir, `http://127.0.0.1:${up.port}`, [`server { listen 127.0.0.1:${port} ssl http2 backlog=4096; ${NGINX_PROXY_LOCATION} }`], cert));
   const proc = startProcess('nginx-tls', nginx, ['-e', join(dir, 'error.log'), '-p', dir, '-c', conf], { cpu: cpuFor('proxy') });
   await sleep(1000);
   targets.push({ name: 'nginx', port, pid: proc.pid });

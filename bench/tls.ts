@@ -6,7 +6,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { createTestCa } from '../test/helpers/certs.ts';
 import { cpuFor, cpuSeconds, envInt, findCommand, fmt, formatTable, freePort, installCleanup, pinSelf, ratio, sleep, startNodeService, startProcess, stopAll, waitForHttp, type Proc } from './common.ts';
 import { pickDriver, runLoad, type Driver } from './load.ts';
-import { nginxPreamble, startNginxUpstream, startSwitchyard } from './targets.ts';
+import { NGINX_PROXY_LOCATION, nginxProxyConf, startNginxUpstream, startSwitchyard } from './targets.ts';
 
 /**
  * The https row of `npm run bench`: Switchyard's TLS port against nginx with the same certificate
@@ -156,22 +156,9 @@ async function startTlsNginx(dir: string, upstreamUrl: string, cert: string, key
   const nginx = findCommand('nginx');
   if (nginx === undefined) throw new Error('nginx not installed (Debian: apt-get install nginx-light)');
   const port = await freePort();
-  const up = new URL(upstreamUrl);
   const conf = join(dir, 'nginx-tls.conf');
-  writeFileSync(conf, `${nginxPreamble(dir, 'nginx', 4096)}
-  keepalive_requests 100000;
-  ssl_protocols TLSv1.2 TLSv1.3;
-  ssl_session_cache shared:SSL:10m;
-  upstream bench_upstream { server ${up.hostname}:${up.port}; keepalive ${Math.max(64, CONNECTIONS)}; keepalive_requests 1000000; keepalive_timeout 120s; }
-  server {
-    # the listen flag rather than \`http2 on\` (nginx ≥ 1.25.1 only): older nginx, as Debian's, knows only the flag
-    listen 127.0.0.1:${port} ssl http2 backlog=4096;
-    ssl_certificate ${cert};
-    ssl_certificate_key ${key};
-    location / { proxy_pass http://bench_upstream; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-`);
+  // the listen flag rather than `http2 on` (nginx ≥ 1.25.1 only): older nginx, as Debian's, knows only the flag
+  writeFileSync(conf, nginxProxyConf(dir, upstreamUrl, [`server { listen 127.0.0.1:${port} ssl http2 backlog=4096; ${NGINX_PROXY_LOCATION} }`], { cert, key }));
   chmodSync(dir, 0o755);
   const proc = startProcess('nginx-tls', nginx, ['-e', join(dir, 'error.log'), '-p', dir, '-c', conf], { cpu: cpuFor('proxy') });
   return { name: 'nginx', port, proc };

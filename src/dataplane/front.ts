@@ -1,3 +1,4 @@
+import { batchWrites, destroyAfterWrites, flushWrites } from './write-batch.ts';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { CHUNKED_ERROR, CHUNKED_MORE, ChunkedDecoder } from './chunked.ts';
@@ -141,7 +142,7 @@ export class Front {
       if (c.active !== null) continue;
       if (c.partialSince !== 0) {
         if (now - c.partialSince >= this.headerTimeout) c.timedOut();
-      } else if (now - c.idleSince >= KEEP_ALIVE_MS) c.socket.destroy();
+      } else if (now - c.idleSince >= KEEP_ALIVE_MS) destroyAfterWrites(c.socket);
     }
     if (this.connections.size === 0 && this.sweeper !== null) {
       clearInterval(this.sweeper);
@@ -151,11 +152,11 @@ export class Front {
 
   /** Closes the connections with no request in flight (node:http's closeIdleConnections). */
   closeIdle(): void {
-    for (const c of this.connections) if (c.active === null) c.socket.destroy();
+    for (const c of this.connections) if (c.active === null) destroyAfterWrites(c.socket);
   }
 
   closeAll(): void {
-    for (const c of this.connections) c.socket.destroy();
+    for (const c of this.connections) destroyAfterWrites(c.socket);
   }
 
   /** Connections that read into the front's buffer (readInto), not through 'data' events: for tests and diagnostics. */
@@ -421,7 +422,7 @@ export class FrontConnection {
     if (s.bytesWritten === 0 && !ex.headersSent) {
       s.end(BAD_REQUEST);
       s.destroySoon();
-    } else s.destroy();
+    } else destroyAfterWrites(s);
     ex.bodyAborted();
     if (!ex.finished) ex.clientGone();
   }
@@ -484,6 +485,8 @@ export class FrontConnection {
     s.removeListener('close', onClose);
     this.front.forget(this);
     this.parser.close();
+    // node:http writes and destroys on its own from now on: what the front wrote goes first
+    flushWrites(s);
     if (this.paused) s.resume();
     const rest = this.buf;
     this.buf = null;
@@ -521,7 +524,7 @@ export class FrontConnection {
   ended(): void {
     if (this.gone) return;
     this.gone = true;
-    if (this.active !== null) this.socket.destroy();
+    if (this.active !== null) destroyAfterWrites(this.socket);
     else if (this.buf !== null) this.socket.end(BAD_REQUEST); // a request cut short
     else this.socket.end();
   }
@@ -760,6 +763,10 @@ export class FrontExchange {
     const head = this.head;
     this.head = '';
     const n = chunk === null || this.noBody ? 0 : chunk.length;
+    // what is written as a copy waits for the end of the loop's turn (write-batch.ts); a chunk
+    // written as it is (a view of the engine's read buffer) goes at once, after what was held
+    if (n === 0 || (n <= COPY_LIMIT && (head !== '' || this.chunked))) batchWrites(socket);
+    else flushWrites(socket);
     if (!this.chunked) {
       if (n === 0) return head === '' ? true : socket.write(head, 'latin1');
       if (head !== '') return this.together(head, chunk as Buffer, '');
@@ -817,7 +824,7 @@ export class FrontExchange {
 
   /** Cuts the connection: the client sees a broken response (ServerResponse.destroy). */
   destroy(): this {
-    this.socket.destroy();
+    destroyAfterWrites(this.socket);
     return this;
   }
 

@@ -1,3 +1,4 @@
+import { destroyAfterWrites } from './write-batch.ts';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { ClientResponse } from './types.ts';
@@ -59,7 +60,7 @@ export class RequestGuard {
   socket(err: unknown, socket: Socket, place: GuardPlace, answered: boolean): void {
     this.caught(place, err);
     if (socket.destroyed) return;
-    if (answered) socket.destroy();
+    if (answered) destroyAfterWrites(socket);
     else {
       socket.end(INTERNAL_500);
       socket.destroySoon();

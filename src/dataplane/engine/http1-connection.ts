@@ -1,3 +1,4 @@
+import { batchWrites, destroyAfterWrites, flushWrites } from '../write-batch.ts';
 import { connect, type Socket } from 'node:net';
 import { listen, onRead, responseParser, writeDeferred } from './http1-events.ts';
 import { Body, type Exchange } from './http1-exchange.ts';
@@ -112,6 +113,9 @@ export class Http1Connection {
     if (ex.opts.method === 'HEAD') this.reusable = false;
     ex.written = true;
     const body = ex.opts.body;
+    // a head alone, or with a small whole body, is a copy: it waits for the end of the loop's
+    // turn (write-batch.ts); a streamed body's chunks go as they come
+    if (ex.body !== Body.Sending || (Buffer.isBuffer(body) && body.length <= WHOLE_COPY_LIMIT)) batchWrites(this.socket);
     if (ex.body === Body.Sending && Buffer.isBuffer(body)) return this.writeWhole(ex, head, body);
     this.socket.write(head, 'latin1');
     if (ex.body === Body.Sending) ex.pipeBody();
@@ -143,6 +147,7 @@ export class Http1Connection {
     if (this.exchange !== ex || this.closed) return true;
     if (this.phase === Phase.Headers) this.deadline = Date.now() + this.pool.options.headersTimeout;
     const s = this.socket;
+    flushWrites(s);
     if (!ex.chunked) return s.write(chunk);
     if (chunk.length === 0) return true;
     // chunked framing of our own: the client's chunk boundaries are not kept (Node's parser has
@@ -262,7 +267,7 @@ export class Http1Connection {
   destroy(): void {
     if (this.closed) return;
     this.closed = true;
-    this.socket.destroy();
+    destroyAfterWrites(this.socket);
     // freeing llhttp from inside one of its own callbacks crashes the process: after execute
     if (!this.executing) this.parser.close();
     this.pool.removed(this);
