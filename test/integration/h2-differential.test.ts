@@ -1,11 +1,9 @@
 import assert from 'node:assert/strict';
 import { connect as h2connect, constants, type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
-import { type AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { big, bodyText, CASES, exchange, corpusApp, startRecordingUpstream, upload, type Seen } from '../fixtures/differential-corpus.ts';
+import { big, bodyText, CASES, exchange, maskUpstream, startCorpusTarget, tlsListen, upload, type CorpusTarget, type Seen } from '../fixtures/differential-corpus.ts';
 import { createTestCa, type TestCa } from '../helpers/certs.ts';
-import { startProxy, type TestProxy } from '../helpers/proxy.ts';
 
 /**
  * The h2 leg of the differential test (issue 31): the corpus of test/integration/engine-differential.test.ts
@@ -240,25 +238,18 @@ function seenList(s: Seen[], streamed: boolean): string[] {
 }
 
 describe('differential: h2 + native engine forwards as the raw h1 front + native engine does', () => {
-  let up: Awaited<ReturnType<typeof startRecordingUpstream>>;
   let ca: TestCa;
-  let h1Port = 0;
-  let h2Port = 0;
-  const proxies: TestProxy[] = [];
+  let h1: CorpusTarget;
+  let h2: CorpusTarget;
   before(async () => {
-    up = await startRecordingUpstream();
     ca = createTestCa();
     const cert = ca.issue('shop', ['shop.test']);
-    const app = corpusApp(up.port);
-    const native = await startProxy({ engine: 'native', apps: [app] });
-    const h2 = await startProxy({ engine: 'native', listen: { host: '127.0.0.1', port: 0, tls: { port: 0, http2: true, certs: [{ cert: cert.cert, key: cert.key }] } }, apps: [app] });
-    proxies.push(native, h2);
-    h1Port = Number(new URL(native.proxyUrl).port);
-    h2Port = (h2.sy.edge?.listener.server.address() as AddressInfo).port;
+    h1 = await startCorpusTarget({ engine: 'native' }, 'plain');
+    h2 = await startCorpusTarget({ engine: 'native', listen: tlsListen(cert, true) }, 'tls');
   });
   after(async () => {
-    for (const p of proxies) await p.close();
-    await up.close();
+    await h1.close();
+    await h2.close();
     ca.close();
   });
 
@@ -275,35 +266,41 @@ describe('differential: h2 + native engine forwards as the raw h1 front + native
     const streamed = h2c.requests.some((r) => r.body !== undefined && r.headers?.['content-length'] === undefined);
     const known = KNOWN_DIFFERENCES[c.name];
     it(c.name, known === undefined ? {} : { todo: `known difference: ${known}` }, async () => {
-      up.seen.length = 0;
-      const h1Text = await exchange(h1Port, c.parts, c.opts);
-      await sleep(50); // the upstream's side of an abort
-      const h1 = { client: parseH1(h1Text, h2c.requests.map((r) => r.method)).map(comparable), upstream: seenList(up.seen, streamed) };
-      // every translated case reaches the upstream: an empty comparison would prove nothing
-      assert.equal(h1.upstream.length, h2c.requests.length, `h1 requests that reached the upstream: ${h1Text.slice(0, 200)}`);
-
-      up.seen.length = 0;
-      const session = h2connect(`https://127.0.0.1:${h2Port}`, { ca: ca.caPem, servername: 'shop.test' });
-      session.on('error', () => undefined);
-      const outcomes: Outcome[] = [];
-      try {
-        for (const [i, r] of h2c.requests.entries()) {
-          if (i > 0) await sleep(c.opts?.gap ?? 0);
-          outcomes.push(await h2Request(session, r, h2c.ms ?? c.opts?.ms ?? 1500));
+      // both sides at once, each on its own upstream (startCorpusTarget)
+      const viaH1 = async (): Promise<{ client: Outcome[]; upstream: string[] }> => {
+        h1.up.seen.length = 0;
+        const h1Text = await exchange(h1.port, c.parts, c.opts);
+        await sleep(50); // the upstream's side of an abort
+        const side = { client: parseH1(h1Text, h2c.requests.map((r) => r.method)).map(comparable), upstream: maskUpstream(seenList(h1.up.seen, streamed), h1) };
+        // every translated case reaches the upstream: an empty comparison would prove nothing
+        assert.equal(side.upstream.length, h2c.requests.length, `h1 requests that reached the upstream: ${h1Text.slice(0, 200)}`);
+        return side;
+      };
+      const viaH2 = async (): Promise<{ client: Outcome[]; upstream: string[] }> => {
+        h2.up.seen.length = 0;
+        const session = h2connect(`https://127.0.0.1:${h2.port}`, { ca: ca.caPem, servername: 'shop.test' });
+        session.on('error', () => undefined);
+        const outcomes: Outcome[] = [];
+        try {
+          for (const [i, r] of h2c.requests.entries()) {
+            if (i > 0) await sleep(c.opts?.gap ?? 0);
+            outcomes.push(await h2Request(session, r, h2c.ms ?? c.opts?.ms ?? 1500));
+          }
+        } finally {
+          session.destroy();
         }
-      } finally {
-        session.destroy();
-      }
-      await sleep(50);
-      const h2 = { client: outcomes.map(comparable), upstream: seenList(up.seen, streamed) };
+        await sleep(50);
+        return { client: outcomes.map(comparable), upstream: maskUpstream(seenList(h2.up.seen, streamed), h2) };
+      };
+      const [h1Side, h2Side] = await Promise.all([viaH1(), viaH2()]);
       // a response that broke before the h1 front wrote anything (its head goes out with the first
       // body bytes) reaches an h2 client as a HEADERS frame then RST_STREAM INTERNAL_ERROR: a
       // failure on both, told apart only by the head h1 never sent
-      for (const [i, o] of h2.client.entries()) {
-        const h = h1.client[i];
-        if (o.failed && h !== undefined && h.failed && h.status === 0) h2.client[i] = { ...o, status: 0, fields: [] };
+      for (const [i, o] of h2Side.client.entries()) {
+        const h = h1Side.client[i];
+        if (o.failed && h !== undefined && h.failed && h.status === 0) h2Side.client[i] = { ...o, status: 0, fields: [] };
       }
-      assert.deepEqual(h2, h1, `h2 + native against raw front + native\nh2: ${JSON.stringify(h2)}\nh1: ${JSON.stringify(h1)}`);
+      assert.deepEqual(h2Side, h1Side, `h2 + native against raw front + native\nh2: ${JSON.stringify(h2Side)}\nh1: ${JSON.stringify(h1Side)}`);
     });
   }
 });
