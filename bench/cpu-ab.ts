@@ -74,20 +74,22 @@ const out = (s: string): void => void process.stdout.write(`${s}\n`);
 out(`cpu-ab: ${driver} -c${connections}, ${rounds} × ${duration} s, body ${envInt('BODY_SIZE', 0)} B; ${execSync('uptime').toString().trim()}`);
 for (const r of running) await runLoad({ url: r.url, connections, durationSec: 2, driver, cpu: cpuFor('load') });
 const perRequest = new Map<string, number[]>(variants.map((v) => [v.name, []]));
+const p99s = new Map<string, number[]>(variants.map((v) => [v.name, []]));
 for (let round = 0; round < rounds; round++) {
   for (const r of round % 2 === 0 ? running : [...running].reverse()) {
     const before = cpuSeconds(r.proc.pid) ?? 0;
     const load = await runLoad({ url: r.url, connections, durationSec: duration, driver, cpu: cpuFor('load') });
     const us = (((cpuSeconds(r.proc.pid) ?? 0) - before) * 1e6) / Math.max(1, load.requests);
     perRequest.get(r.variant.name)?.push(us);
-    out(`round ${round + 1} ${r.variant.name}: ${load.rps.toFixed(0)} rps, ${us.toFixed(2)} µs CPU/request${load.non2xx + load.errors > 0 ? `, ${load.non2xx} non-2xx, ${load.errors} errors` : ''}`);
+    p99s.get(r.variant.name)?.push(load.p99Ms);
+    out(`round ${round + 1} ${r.variant.name}: ${load.rps.toFixed(0)} rps, ${us.toFixed(2)} µs CPU/request, p99 ${load.p99Ms.toFixed(2)} ms${load.non2xx + load.errors > 0 ? `, ${load.non2xx} non-2xx, ${load.errors} errors` : ''}`);
   }
 }
 const first = perRequest.get(variants[0]?.name ?? '') ?? [];
 for (const v of variants) {
   const xs = perRequest.get(v.name) ?? [];
   const paired = v === variants[0] ? '' : `, paired ratio to ${variants[0]?.name} ${median(xs.map((x, i) => x / (first[i] ?? x))).toFixed(3)}`;
-  out(`${v.name}: median ${median(xs).toFixed(2)} µs/request, least ${Math.min(...xs).toFixed(2)}${paired}`);
+  out(`${v.name}: median ${median(xs).toFixed(2)} µs/request, least ${Math.min(...xs).toFixed(2)}${paired}; p99 median ${median(p99s.get(v.name) ?? []).toFixed(2)} ms`);
 }
 out(`end: ${execSync('uptime').toString().trim()}`);
 await stopAll();

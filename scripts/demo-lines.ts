@@ -17,7 +17,7 @@ export function demoLines(proxy: string, admin: string, token: string): string[]
     '# preview green before it gets traffic',
     `curl -s -H "$(npx switchyard preview-header shop green)" ${proxy}/`,
     '',
-    '# switch; blue drains once its affinity window (20s in this config) has passed',
+    '# switch; blue drains once its affinity window (5s in this config) has passed',
     'npx switchyard switch shop green --reason "release 2.0.0"',
     `curl -s ${proxy}/                                   # hello from green 2.0.0`,
     'npx switchyard drain shop blue --wait --timeout 1m',

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { describe, it } from 'node:test';
-import { batchWrites, destroyAfterWrites, flushWrites } from '../../src/dataplane/write-batch.ts';
+import { batchWrites, destroyAfterWrites, flushWrites, MAX_HELD } from '../../src/dataplane/write-batch.ts';
 
 /** A connected pair on loopback: `ours` writes, the peer's reads are recorded one entry per read. */
 async function pair(t: { after(fn: () => unknown): void }): Promise<{ ours: Socket; reads: string[]; closed: Promise<unknown> }> {
@@ -80,6 +80,22 @@ describe('write coalescing over one turn of the event loop (src/dataplane/write-
     if (!ours.destroyed) await once(ours, 'close');
     batchWrites(ours);
     assert.equal(ours.writableCorked, 0);
+  });
+
+  it(`holds ${MAX_HELD} sockets at most: the next one sends those held so far at once, so no write waits for a whole long turn`, async (t) => {
+    const pairs = await Promise.all(Array.from({ length: MAX_HELD + 1 }, () => pair(t)));
+    for (const p of pairs.slice(0, MAX_HELD)) {
+      batchWrites(p.ours);
+      p.ours.write('x', 'latin1');
+    }
+    assert.ok(pairs.slice(0, MAX_HELD).every((p) => p.ours.writableCorked === 1 && p.ours.writableLength === 1));
+    const last = pairs[MAX_HELD] as (typeof pairs)[number];
+    batchWrites(last.ours);
+    last.ours.write('y', 'latin1');
+    // the first MAX_HELD went to the kernel in this same turn; the last one waits for its end
+    assert.ok(pairs.slice(0, MAX_HELD).every((p) => p.ours.writableCorked === 0 && p.ours.writableLength === 0));
+    assert.equal(last.ours.writableLength, 1);
+    await until(() => last.reads.join('') === 'y');
   });
 
   it('an unbatched write on an idle socket reaches the kernel at once (what batchWrites changes)', async (t) => {
