@@ -82,10 +82,9 @@ export function stallAfterWrites(instances: readonly TestProxy[], ms: number, co
     client['switchyardCas'] = (...args: unknown[]) => {
       const sent = send.apply(client, args);
       if (left-- > 0) {
-        setImmediate(() => {
-          const until = Date.now() + ms;
-          while (Date.now() < until); // a busy loop: the stall is the point
-        });
+        // the thread sleeps without running anything, as a process kept off the CPU does: the
+        // stall is the point, and a busy loop would take a core from the test files beside it
+        setImmediate(() => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms));
       }
       return sent;
     };
