@@ -27,7 +27,10 @@ describe('dashboard release signals in Chromium', () => {
     await mkdir(SHOTS, { recursive: true });
     blue = await startUpstream('blue');
     green = await startUpstream('green');
-    const health = { path: '/', interval: '200ms', timeout: '150ms', rise: 1, fall: 1 };
+    // green's port refuses at once, so two failed checks (400 ms) flag it; blue, healthy, is
+    // flagged only by two checks in a row over 2 s (a 150 ms timeout and one miss flagged blue too
+    // on a loaded machine: CI, 2026-12-06)
+    const health = { path: '/', interval: '200ms', timeout: '2s', rise: 1, fall: 2 };
     p = await startProxy({
       apps: [
         // shop's green runs on a port nothing listens on: unhealthy

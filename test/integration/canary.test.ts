@@ -198,7 +198,9 @@ describe('affinity never bends the weights', () => {
 
   it('a pin to a draining pool whose targets are all down falls back to the weights, never a 503', async (t) => {
     const doomed = await startUpstream('blue');
-    const p = await startProxy({ apps: [twoPools(doomed.url, green.url, { affinity: { secret: AFFINITY_SECRET, window: '10m' }, health: { interval: '100ms', timeout: '100ms', fall: 1, rise: 1 } })] });
+    const p = await startProxy({ apps: [twoPools(doomed.url, green.url, { affinity: { secret: AFFINITY_SECRET, window: '10m' }, health: { interval: '100ms', timeout: '2s', fall: 2, rise: 1 } })] });
+    // blue is taken down by closing it (refused at once: two checks); green, healthy, is never
+    // flagged by a slow check on a loaded machine (a 100 ms timeout and one miss could)
     t.after(async () => {
       await p.close();
     });

@@ -129,7 +129,8 @@ describe('live definitions: health checks follow the targets', () => {
   const up = useUpstreams('blue', 'green');
 
   it('a target that joins starts up and is checked at once; one that leaves is no longer checked', async (t) => {
-    const p = await startProxy({ apps: [twoPools(up.blue.url, up.green.url, { health: { path: '/', interval: '100ms', timeout: '200ms', fall: 1, rise: 1 } })] });
+    const p = await startProxy({ apps: [twoPools(up.blue.url, up.green.url, { health: { path: '/', interval: '100ms', timeout: '2s', fall: 1, rise: 1 } })] });
+    // the dead target refuses at once; the 2 s timeout keeps a slow check of a healthy one on a loaded machine from flagging it
     t.after(() => p.close());
     const dead = 'http://127.0.0.1:1';
     const added = await p.admin('POST', '/v1/apps/shop/pools/blue/targets', { url: dead });
