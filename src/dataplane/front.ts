@@ -1,4 +1,3 @@
-import { batchWrites, destroyAfterWrites, flushWrites } from './write-batch.ts';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { CHUNKED_ERROR, CHUNKED_MORE, ChunkedDecoder } from './chunked.ts';
@@ -8,6 +7,7 @@ import { HTTPParser, METHODS, type Parser } from './engine/llhttp.ts';
 import { REQUEST_TIMEOUT_408 } from './limits.ts';
 import { MAX_PIPELINED } from './pipeline.ts';
 import { refuse } from './request-target.ts';
+import { batchWrites, destroyAfterWrites, flushWrites } from './write-batch.ts';
 
 /**
  * The client side of the proxy port on raw sockets: the HTTP/1.1 requests that make up nearly

@@ -1,7 +1,7 @@
-import { destroyAfterWrites } from './write-batch.ts';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { ClientResponse } from './types.ts';
+import { destroyAfterWrites } from './write-batch.ts';
 
 /** Where an exception was caught: the request path, an upgrade, a client connection's reader, the forwarding engine. */
 export const GUARD_PLACES = ['request', 'upgrade', 'connection', 'engine'] as const;

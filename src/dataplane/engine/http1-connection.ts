@@ -1,4 +1,3 @@
-import { batchWrites, destroyAfterWrites, flushWrites } from '../write-batch.ts';
 import { connect, type Socket } from 'node:net';
 import { listen, onRead, responseParser, writeDeferred } from './http1-events.ts';
 import { Body, type Exchange } from './http1-exchange.ts';
@@ -7,6 +6,7 @@ import { HTTPParser, type Parser } from './llhttp.ts';
 import { releaseAfterTick, releasedNow, takeReadBuffer } from './read-buffers.ts';
 import { INTERNAL_ERROR_CODE, UpstreamError } from './upstream.ts';
 import { UPSTREAM_CODES } from './upstream-codes.ts';
+import { batchWrites, destroyAfterWrites, flushWrites } from '../write-batch.ts';
 
 /** A whole body up to this size is copied after its head into one buffer (one send); a larger one goes as a writev of the two. */
 const WHOLE_COPY_LIMIT = 16 * 1024;
