@@ -12,13 +12,19 @@ const HIGH = 32_767;
  * `listen(0)` or outgoing connection of the suite's other files can take it between this check
  * and the bind (the kernel hands those out of the ephemeral range only), as one picked by
  * `listen(0)` could: a test file running beside this one failed its start with the port taken.
+ * `pick`: the candidate ports (random by default; a test gives its own).
  */
-export async function freePort(): Promise<number> {
+export async function freePort(pick: () => number = () => LOW + Math.floor(Math.random() * (HIGH - LOW + 1))): Promise<number> {
   for (let attempt = 0; ; attempt++) {
-    const port = LOW + Math.floor(Math.random() * (HIGH - LOW + 1));
+    const port = pick();
     const srv = createServer();
     srv.listen(port, '127.0.0.1');
-    const free = await Promise.race([once(srv, 'listening').then(() => true), once(srv, 'error').then(() => false)]);
+    // not events.once: its 'listening' promise rejects on 'error', which made a taken port throw
+    // EADDRINUSE out of here instead of trying another (CI, signals.test.ts, 2026-12-06)
+    const free = await new Promise<boolean>((resolve) => {
+      srv.once('listening', () => resolve(true));
+      srv.once('error', () => resolve(false));
+    });
     if (free) {
       srv.close();
       await once(srv, 'close');
