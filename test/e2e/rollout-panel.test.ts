@@ -6,6 +6,7 @@ import type { Browser, Page } from 'playwright-core';
 import { launchPage } from '../helpers/browser.ts';
 import { startProxy, TOKEN, twoPools, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { until } from '../helpers/wait.ts';
 
 /** The dashboard's rollout panel in Debian's Chromium (see dashboard.test.ts: no browser is downloaded). */
 const OUT = new URL('../../test-output/', import.meta.url);
@@ -83,7 +84,7 @@ describe('rollout panel in Chromium', () => {
     assert.deepEqual(problems, [], 'no console errors or CSP violations');
   });
 
-  it('starts a rollout through the form, shows the API refusals inline, and the rollout runs to the end', async () => {
+  it('starts a rollout through the form, shows the API refusals inline, and the rollout runs to the end', async (t) => {
     const shop = page.locator('section[data-app="shop"]');
     const panel = shop.locator('.rollout');
     const dialog = page.locator('dialog#confirm');
@@ -142,7 +143,13 @@ describe('rollout panel in Chromium', () => {
     await dialog.waitFor({ state: 'hidden' });
     // the panel shows the answer to the POST at once, so the first step is seen running
     await panel.locator('.rollout-state', { hasText: 'running' }).waitFor();
-    const started = await current();
+    // the record is written running before its first step, and gets its due time once the step is
+    // written (src/rollout/rollouts.ts begin): a read in between, on a loaded machine, sees no
+    // nextAt yet (CI, 2026-12-06); the start's answer carries it
+    const started = await until(t, 'the start written whole (its first step due)', async () => {
+      const r = await current();
+      return r.state !== 'running' || typeof r.nextAt === 'string' ? r : undefined;
+    }, { timeout: 10_000, interval: 50 });
     assert.ok(['running', 'succeeded'].includes(started.state), started.state);
     assert.equal(started.to, 'green');
     assert.equal(started.by, 'tester');
