@@ -10,7 +10,7 @@ import type { Socket } from 'node:net';
  * each send found its reader (the upstream, the client) asleep and woke it: a quarter of the
  * proxy's CPU was the kernel waking the peer (`sock_def_readable` → an IPI, `perf` on this VM),
  * and the peers went back to sleep between sends. Sent back to back, the first send wakes a
- * peer and the rest find it running. Measured (bench/cpu-ab.ts, paired rounds): 0.82–0.86× the
+ * peer and the rest find it running. Measured (bench/cpu-ab.ts, paired rounds): 0.84× the
  * CPU per request of writing at once. A write waits for the rest of its turn's callbacks, or for
  * MAX_HELD more sockets' writes, whichever comes first.
  *

@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import { batchWrites, destroyAfterWrites, flushWrites, MAX_HELD } from '../../src/dataplane/write-batch.ts';
+import { until } from '../helpers/wait.ts';
 
 /** A connected pair on loopback: `ours` writes, the peer's reads are recorded one entry per read. */
 async function pair(t: { after(fn: () => unknown): void }): Promise<{ ours: Socket; reads: string[]; closed: Promise<unknown> }> {
@@ -24,10 +25,6 @@ async function pair(t: { after(fn: () => unknown): void }): Promise<{ ours: Sock
   return { ours, reads, closed };
 }
 
-const until = async (cond: () => boolean): Promise<void> => {
-  while (!cond()) await new Promise((r) => setTimeout(r, 5));
-};
-
 describe('write coalescing over one turn of the event loop (src/dataplane/write-batch.ts)', () => {
   it('holds the writes of this turn and sends them together, in order, after its callbacks', async (t) => {
     const { ours, reads } = await pair(t);
@@ -37,7 +34,7 @@ describe('write coalescing over one turn of the event loop (src/dataplane/write-
     // nothing reached the kernel yet: it is all still queued in the socket (an idle socket's
     // write otherwise goes to the kernel at once: writableLength 0, as the last test shows)
     assert.equal(ours.writableLength, 'HTTP/1.1 200 OK\r\n\r\nbody'.length);
-    await until(() => reads.join('') === 'HTTP/1.1 200 OK\r\n\r\nbody');
+    await until(t, 'the peer read it all', () => reads.join('') === 'HTTP/1.1 200 OK\r\n\r\nbody');
     assert.equal(ours.writableCorked, 0);
   });
 
@@ -50,7 +47,7 @@ describe('write coalescing over one turn of the event loop (src/dataplane/write-
     ours.write('chunk;', 'latin1');
     batchWrites(ours);
     ours.write('tail', 'latin1');
-    await until(() => reads.join('') === 'head;chunk;tail');
+    await until(t, 'the peer read it all', () => reads.join('') === 'head;chunk;tail');
   });
 
   it('a destroy in the same turn still sends what was held (destroyAfterWrites), as the unbatched write had', async (t) => {
@@ -95,13 +92,13 @@ describe('write coalescing over one turn of the event loop (src/dataplane/write-
     // the first MAX_HELD went to the kernel in this same turn; the last one waits for its end
     assert.ok(pairs.slice(0, MAX_HELD).every((p) => p.ours.writableCorked === 0 && p.ours.writableLength === 0));
     assert.equal(last.ours.writableLength, 1);
-    await until(() => last.reads.join('') === 'y');
+    await until(t, 'the peer read it all', () => last.reads.join('') === 'y');
   });
 
   it('an unbatched write on an idle socket reaches the kernel at once (what batchWrites changes)', async (t) => {
     const { ours, reads } = await pair(t);
     ours.write('now', 'latin1');
     assert.equal(ours.writableLength, 0);
-    await until(() => reads.join('') === 'now');
+    await until(t, 'the peer read it all', () => reads.join('') === 'now');
   });
 });
