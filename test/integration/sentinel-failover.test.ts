@@ -35,6 +35,7 @@ interface Answer {
   readonly at: number;
   readonly revision?: number;
   readonly code?: string;
+  readonly message?: string;
 }
 
 async function setup(t: TestContext): Promise<{ group: SentinelGroup; a: TestProxy; b: TestProxy; prefix: string }> {
@@ -61,7 +62,7 @@ async function writeEvery200ms(p: TestProxy, answers: Answer[], stop: () => bool
   for (let i = 0; !stop(); i++) {
     const blueShare = 1 + (i % 98);
     const r = await p.admin('PUT', '/v1/apps/shop/weights', { weights: { blue: blueShare, green: 100 - blueShare }, reason: `w${i}` }).catch((err: unknown) => ({ status: 0, body: { error: { code: String(err) } } }));
-    answers.push({ i, status: r.status, at: Date.now(), ...(r.status === 200 ? { revision: r.body.revision as number } : { code: r.body?.error?.code as string }) });
+    answers.push({ i, status: r.status, at: Date.now(), ...(r.status === 200 ? { revision: r.body.revision as number } : { code: r.body?.error?.code as string, message: r.body?.error?.message as string }) });
     // paces the load: the scenario is a write every 200 ms
     await sleep(200);
   }
@@ -87,6 +88,21 @@ async function settled<T>(t: TestContext, what: string, promise: Promise<T>, tim
   return (await until(t, what, () => value, { timeout })).v;
 }
 
+/** Each answer, ms after `from`, with the error's message: what a failure shows. */
+function trail(answers: readonly Answer[], from: number): string {
+  return answers.map((a) => `${a.at - from} ms w${a.i} ${a.status}${a.code === undefined ? '' : ` ${a.code}: ${a.message}`}`).join('\n');
+}
+
+/** How many full resyncs the primary now has served (`sync_full`): a replica that lags after a failover shows here. */
+async function fullSyncs(group: SentinelGroup): Promise<string> {
+  const direct = redisClient({ port: await group.masterPort(), host: '127.0.0.1' });
+  try {
+    return /sync_full:\d+/.exec(await direct.info('stats'))?.[0] ?? 'sync_full unknown';
+  } finally {
+    direct.disconnect();
+  }
+}
+
 function summary(answers: readonly Answer[]): string {
   const counts = new Map<string, number>();
   for (const a of answers) counts.set(`${a.status}${a.code === undefined ? '' : ` ${a.code}`}`, (counts.get(`${a.status}${a.code === undefined ? '' : ` ${a.code}`}`) ?? 0) + 1);
@@ -107,13 +123,22 @@ describe('writes through a Sentinel failover (store.replicas 1)', () => {
     // keep writing until 3 s after the first 200 that followed the promotion (at most 20 s)
     await until(t, 'a write answered 200 after the promotion', () => answers.some((x) => x.status === 200 && x.at > switchAt), { timeout: 20_000 });
     const firstOk = answers.find((x) => x.status === 200 && x.at > switchAt)!;
-    stopAt = Date.now() + 4_000;
+    // keep writing 4 s more, and until the last two writes answered 200 (the fleet whole again)
+    const fourSecondsOn = Date.now() + 4_000;
+    await until(t, 'two writes in a row answered 200, 4 s after the recovery', () => Date.now() > fourSecondsOn && answers.length >= 2 && answers.slice(-2).every((x) => x.status === 200), { timeout: 30_000 });
+    stopAt = 0;
     await writer;
-    t.diagnostic(`promotion ${switchAt - killedAt} ms after the kill; first 200 ${firstOk.at - switchAt} ms after it; answers ${summary(answers)}`);
+    t.diagnostic(`promotion ${switchAt - killedAt} ms after the kill; first 200 ${firstOk.at - switchAt} ms after it; answers ${summary(answers)}; ${await fullSyncs(group)}`);
     assert.ok(firstOk.at - switchAt < 8_000, `writes answered 200 again ${firstOk.at - switchAt} ms after the promotion`);
-    // the client may already be on the new primary when a sentinel's +switch-master makes it reconnect once more (a 503, never sent)
+    // From 1.5 s after the recovery every write reaches the new primary: never a 503 (a dead or
+    // stale socket; the client may already be on the new primary when a sentinel's +switch-master
+    // makes it reconnect once more, a 503 never sent, hence the 1.5 s). A 504 that says the
+    // primary took the write is allowed: the old primary is dead, so it is the new one, and the
+    // other replica may still be resyncing to it (Redis's own full resync after a failover waits
+    // repl-diskless-sync-delay, 5 s), so it is honestly not confirmed. CI saw four such once.
     const after = answers.filter((x) => x.at > firstOk.at + 1_500);
-    assert.ok(after.length > 0 && after.every((x) => x.status === 200), `every write from 1.5 s after the recovery answered 200: ${summary(after)}`);
+    const reachedPrimary = (x: Answer): boolean => x.status === 200 || (x.code === 'WRITE_OUTCOME_UNKNOWN' && /was written to the redis primary/.test(x.message ?? ''));
+    assert.ok(after.length > 0 && after.every(reachedPrimary), `every write from 1.5 s after the recovery reached the new primary: ${summary(after)}\n${trail(answers, killedAt)}`);
     await assertEveryOkWriteKept(group, prefix, answers);
     // both instances route on the last write
     const last = answers.filter((x) => x.status === 200).at(-1)!;
@@ -154,6 +179,6 @@ describe('writes through a Sentinel failover (store.replicas 1)', () => {
     }, { timeout: 20_000 });
     await assertEveryOkWriteKept(group, prefix, answers);
     const late = answers.filter((x) => x.at > pausedAt + 15_000);
-    assert.ok(late.length > 0 && late.every((x) => x.status === 200), `writes after the old primary woke answered 200: ${summary(late)}`);
+    assert.ok(late.length > 0 && late.every((x) => x.status === 200), `writes after the old primary woke answered 200: ${summary(late)}\n${trail(answers, pausedAt)}`);
   });
 });
