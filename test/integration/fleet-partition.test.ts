@@ -17,22 +17,19 @@ import { until } from '../helpers/wait.ts';
 
 let blue: Upstream;
 let green: Upstream;
-let redis: RedisServer;
-let prefixes = 0;
 before(async () => {
   blue = await startUpstream('blue');
   green = await startUpstream('green');
-  redis = await startRedis();
 });
 after(async () => {
   await blue.close();
   await green.close();
-  await redis.cleanup();
 });
 
-/** a and b reach Redis directly, c through a relay that can blackhole its link */
-async function setup(t: TestContext, app = twoPools(blue.url, green.url)): Promise<{ a: TestProxy; b: TestProxy; c: TestProxy; link: DelayProxy }> {
-  const prefix = `partition${process.pid}-${++prefixes}`;
+/** A redis-server of the test's own; a and b reach it directly, c through a relay that can blackhole its link */
+async function setup(t: TestContext, app = twoPools(blue.url, green.url)): Promise<{ a: TestProxy; b: TestProxy; c: TestProxy; link: DelayProxy; redis: RedisServer }> {
+  const prefix = `partition${process.pid}`;
+  const redis = await startRedis();
   const link = await startDelayProxy(redis.port);
   const dirs = await Promise.all([0, 1, 2].map(() => mkdtemp(join(tmpdir(), 'switchyard-partition-'))));
   const store = (url: string, dir: string) => ({ kind: 'redis', url, prefix, cachePath: join(dir, 'cache.json'), commandTimeout: '1s' });
@@ -45,13 +42,15 @@ async function setup(t: TestContext, app = twoPools(blue.url, green.url)): Promi
     await b.close();
     await a.close();
     await link.close();
+    await redis.cleanup();
     for (const d of dirs) await rm(d, { recursive: true, force: true, maxRetries: 5 });
   });
   await until(t, 'a to count three instances', async () => (await a.admin('GET', '/v1/apps/shop')).body.instances.total === 3, { timeout: 10_000 });
-  return { a, b, c, link };
+  return { a, b, c, link, redis };
 }
 
-describe('drain figures never trust an absence', () => {
+// each test has its own redis-server and fleet, and waits out a partition or a restart: run side by side
+describe('drain figures never trust an absence', { concurrency: true }, () => {
   it("an instance whose redis link is blackholed: blue is never drained while it may still route there, and it is shown unaccounted", async (t) => {
     const { a, c, link } = await setup(t);
     const before = revisionOf(c);
@@ -117,7 +116,7 @@ describe('drain figures never trust an absence', () => {
   });
 
   it('redis restarted empty while another instance carries requests on a drained-by-weight pool: never drained in the moment its heartbeat is gone', async (t) => {
-    const { a, b, c } = await setup(t);
+    const { a, b, c, redis } = await setup(t);
     const sw = await a.admin('POST', '/v1/apps/shop/switch', { to: 'green' });
     assert.equal(sw.status, 200);
     await until(t, 'every instance on the switch', () => [a, b, c].every((p) => revisionOf(p) === sw.body.revision));

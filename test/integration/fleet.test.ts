@@ -26,7 +26,8 @@ after(async () => {
 
 const startFleet = (t: TestContext, n: number) => startFleetOn(t, n, { blue: blue.url, green: green.url });
 
-describe('a fleet on redis', () => {
+// every test starts its own redis-server and fleet, and mostly waits on heartbeats and timeouts: three at a time
+describe('a fleet on redis', { concurrency: 3 }, () => {
   it('two instances converge on a write made through either', async (t) => {
     const { instances } = await startFleet(t, 2);
     for (const [i, to] of [[0, 'green'], [1, 'blue'], [0, 'blue'], [1, 'green']] as const) {

@@ -44,7 +44,8 @@ function metric(series: Series[], name: string, labels: Record<string, string>):
   return hit.value;
 }
 
-describe('latency is the time to the response head; how long a response stays open is kept apart', () => {
+// each test has its own proxy (its own figures) and waits out 3 s streams: run side by side
+describe('latency is the time to the response head; how long a response stays open is kept apart', { concurrency: true }, () => {
   let blue: Upstream;
   let green: WsUpstream;
   before(async () => {

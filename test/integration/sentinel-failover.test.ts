@@ -109,7 +109,8 @@ function summary(answers: readonly Answer[]): string {
   return JSON.stringify(Object.fromEntries(counts));
 }
 
-describe('writes through a Sentinel failover (store.replicas 1)', () => {
+// the two scenarios wait on Sentinel's clock (a promotion, a 12 s stop), each with its own group: run side by side
+describe('writes through a Sentinel failover (store.replicas 1)', { concurrency: true }, () => {
   it('the primary SIGKILLed under a write every 200 ms: every write answered 200 is kept, and writes succeed again within seconds of the promotion', async (t) => {
     const { group, a, b, prefix } = await setup(t);
     const answers: Answer[] = [];
