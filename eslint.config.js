@@ -27,6 +27,15 @@ export default tseslint.config(
     rules: { 'import-x/no-cycle': ['error', { allowUnsafeDynamicCyclicDependency: true }] },
   },
   {
+    // the data plane's request shapes are typed (dataplane/types.ts): no double cast hides what is
+    // really there (issue 30); internals without types go through a function that says so
+    // (engine/internals.ts `slot`, `setSlot`)
+    files: ['src/dataplane/**/*.ts'],
+    rules: {
+      'no-restricted-syntax': ['error', { selector: 'TSAsExpression[expression.type="TSAsExpression"][expression.typeAnnotation.type="TSUnknownKeyword"]', message: 'no `as unknown as` in the data plane: type the shape (dataplane/types.ts) or read an internal slot with engine/internals.ts slot()' }],
+    },
+  },
+  {
     files: ['**/*.js'],
     extends: [tseslint.configs.disableTypeChecked],
   },

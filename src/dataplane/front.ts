@@ -2,7 +2,7 @@ import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { CHUNKED_ERROR, CHUNKED_MORE, ChunkedDecoder } from './chunked.ts';
 import { http } from '../node-http.ts';
-import { readSlots } from './engine/internals.ts';
+import { readSlots, setSlot, slot } from './engine/internals.ts';
 import { HTTPParser, METHODS, type Parser } from './engine/llhttp.ts';
 import { REQUEST_TIMEOUT_408 } from './limits.ts';
 import { MAX_PIPELINED } from './pipeline.ts';
@@ -103,10 +103,9 @@ type Handle = { useUserBuffer?: (buf: Buffer) => void };
 function readInto(socket: Socket): boolean {
   const handle = (socket as Socket & { _handle?: Handle | null })._handle;
   if (SLOTS === null || READ_BUFFER === null || typeof handle?.useUserBuffer !== 'function') return false;
-  const slots = socket as unknown as Record<symbol, unknown>;
-  if (slots[SLOTS.kBuffer] !== null) return false;
-  slots[SLOTS.kBuffer] = READ_BUFFER;
-  slots[SLOTS.kBufferCb] = onRead;
+  if (slot(socket, SLOTS.kBuffer) !== null) return false;
+  setSlot(socket, SLOTS.kBuffer, READ_BUFFER);
+  setSlot(socket, SLOTS.kBufferCb, onRead);
   handle.useUserBuffer(READ_BUFFER);
   return true;
 }
@@ -492,7 +491,7 @@ export class FrontConnection {
     this.buf = null;
     // node:http reads the handle itself from now on (its parser consumes it), or, when it lets go
     // of it (an upgrade), through 'data' events again: each read copied and pushed
-    if (this.direct) (s as unknown as Record<symbol, unknown>)[(SLOTS as { kBufferCb: symbol }).kBufferCb] = pushCopy;
+    if (this.direct && SLOTS !== null) setSlot(s, SLOTS.kBufferCb, pushCopy);
     this.front.plane.handOff(s);
     // a copy: an upgrade's head is a slice of it, kept
     if (rest !== null) s.emit('data', own(rest));

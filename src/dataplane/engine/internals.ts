@@ -100,6 +100,18 @@ function smokeTest(P: ParserClass, methods: readonly string[]): string | null {
 
 function noop(): void {}
 
+/**
+ * A socket's symbol-keyed internal slot, read or written through Reflect: net.Socket's types do
+ * not declare them, and Reflect takes any object and key without a cast.
+ */
+export function slot(target: object, key: symbol): unknown {
+  return Reflect.get(target, key);
+}
+
+export function setSlot(target: object, key: symbol, value: unknown): void {
+  Reflect.set(target, key, value);
+}
+
 export type ReadSlots = { readonly ok: true; readonly kBuffer: symbol; readonly kBufferCb: symbol; readonly kBufferGen: symbol } | { readonly ok: false; readonly reason: string };
 
 /**
@@ -111,16 +123,16 @@ export function checkReadSlots(SocketClass: typeof Socket = Socket): ReadSlots {
   try {
     const buffer = Buffer.alloc(16);
     const callback = (): boolean => true;
-    const withOnread = new SocketClass({ onread: { buffer, callback } }) as unknown as Record<symbol, unknown>;
-    const plain = new SocketClass() as unknown as Record<symbol, unknown>;
+    const withOnread = new SocketClass({ onread: { buffer, callback } });
+    const plain = new SocketClass();
     const symbols = Object.getOwnPropertySymbols(withOnread);
     const find = (d: string): symbol | undefined => symbols.find((k) => k.description === d);
     const kBuffer = find('kBuffer');
     const kBufferCb = find('kBufferCb');
     const kBufferGen = find('kBufferGen');
     if (kBuffer === undefined || kBufferCb === undefined || kBufferGen === undefined) return { ok: false, reason: 'net.Socket has no kBuffer/kBufferCb/kBufferGen slots' };
-    if (withOnread[kBuffer] !== buffer || withOnread[kBufferCb] !== callback || withOnread[kBufferGen] !== null) return { ok: false, reason: "net.Socket's onread option no longer fills its kBuffer slots" };
-    if (plain[kBuffer] !== null || plain[kBufferCb] !== null || plain[kBufferGen] !== null) return { ok: false, reason: "a net.Socket without onread has its kBuffer slots set" };
+    if (slot(withOnread, kBuffer) !== buffer || slot(withOnread, kBufferCb) !== callback || slot(withOnread, kBufferGen) !== null) return { ok: false, reason: "net.Socket's onread option no longer fills its kBuffer slots" };
+    if (slot(plain, kBuffer) !== null || slot(plain, kBufferCb) !== null || slot(plain, kBufferGen) !== null) return { ok: false, reason: "a net.Socket without onread has its kBuffer slots set" };
     return { ok: true, kBuffer, kBufferCb, kBufferGen };
   } catch (err) {
     return { ok: false, reason: `checking net.Socket's read slots threw: ${(err as Error).message}` };
