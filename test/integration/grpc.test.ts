@@ -6,6 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { echoClient, grpc, startGrpcUpstream, TRAILER_BIN, unary, type EchoClient, type EchoReply, type GrpcUpstream } from '../helpers/grpc.ts';
 import { startProxy, type TestProxy } from '../helpers/proxy.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { until } from '../helpers/wait.ts';
 
 /** The app of these tests: two gRPC pools spoken to over h2c. */
 function grpcApp(name: string, hosts: string[], blue: string[], green: string[], extra: Record<string, unknown> = {}): Record<string, unknown> {
@@ -241,7 +242,11 @@ describe('gRPC through Switchyard over h2c: h2 pools, streams, trailers, gRPC-sh
     await Promise.all(Array.from({ length: 10 }, () => unary(c, { failCode: grpc.status.NOT_FOUND }).catch(() => undefined)));
     // the windows end at the current second (exclusive): poll until every call of this test is in
     const window = async (pool: string): Promise<{ requests: number; errors: number }> => (await p.admin('GET', '/v1/apps/judge/stats')).body.windows['60s'][pool];
-    await t.waitFor(async () => assert.ok((await window('green')).requests === 30 && (await window('blue')).requests === 90), { timeout: 10_000, interval: 200 });
+    let seen: Record<string, { requests: number }> = {};
+    await until(t, 'the 60 s windows to hold all 120 calls (30 on green, 90 on blue)', async () => {
+      seen = { green: await window('green'), blue: await window('blue') };
+      return seen['green']?.requests === 30 && seen['blue']?.requests === 90;
+    }, { timeout: 10_000, interval: 200, detail: () => JSON.stringify(seen) });
     const g = await window('green');
     assert.equal(g.errors, 10, `green's INTERNAL answers count as errors (${JSON.stringify(g)})`);
     assert.equal((await window('blue')).errors, 0, "NOT_FOUND is the caller's fault, not an error of blue");

@@ -5,6 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
 import { createH2Client } from '../../src/dataplane/engine/h2-client.ts';
 import { startProxy, type TestProxy } from '../helpers/proxy.ts';
+import { until } from '../helpers/wait.ts';
 
 interface H2Upstream {
   readonly server: Http2Server;
@@ -141,7 +142,7 @@ describe('protocol: h2 keep-alive PINGs', () => {
     assert.equal(await get('/one'), 'h2 /one te=');
     const session = up.lastSession;
     // idle now: only PINGs cross the session
-    await t.waitFor(() => assert.ok(pings >= 3, `pings so far: ${pings}`), { timeout: 10_000, interval: 50 });
+    await until(t, 'three PINGs on the idle session', () => pings >= 3, { timeout: 10_000, interval: 50, detail: () => `pings so far: ${pings}` });
     assert.equal(await get('/two'), 'h2 /two te=');
     assert.equal(up.lastSession, session, 'the PINGed session carried the next request');
     assert.equal(up.opened, 1);
