@@ -41,6 +41,7 @@ describe(`the published package${OTHER_NODE === undefined ? '' : ` on ${OTHER_NO
   let app: string;
   let files: string[];
   let packedBytes = 0;
+  let unpackedBytes = 0;
   let blue: Upstream;
   let green: Upstream;
   let proc: ServeProcess;
@@ -62,9 +63,10 @@ describe(`the published package${OTHER_NODE === undefined ? '' : ` on ${OTHER_NO
     await symlink(join(ROOT, 'node_modules'), join(checkout, 'node_modules'));
     const packed = await run('npm', ['pack', '--json', '--pack-destination', work], { cwd: checkout, env: { ...process.env, PATH }, maxBuffer: 16 * 1024 * 1024 });
     // prepack's own output comes before the JSON
-    const info = JSON.parse(packed.stdout.slice(packed.stdout.indexOf('['))) as { filename: string; size: number; files: { path: string }[] }[];
+    const info = JSON.parse(packed.stdout.slice(packed.stdout.indexOf('['))) as { filename: string; size: number; unpackedSize: number; files: { path: string }[] }[];
     files = (info[0]?.files ?? []).map((f) => f.path);
     packedBytes = info[0]?.size ?? 0;
+    unpackedBytes = info[0]?.unpackedSize ?? 0;
     await run('mkdir', ['-p', app]);
     await writeFile(join(app, 'package.json'), JSON.stringify({ name: 'operator-site', private: true }));
     await run('npm', ['install', '--omit=dev', '--prefer-offline', '--no-audit', '--no-fund', join(work, info[0]?.filename ?? '')], { cwd: app, env: { ...process.env, PATH } });
@@ -100,10 +102,13 @@ describe(`the published package${OTHER_NODE === undefined ? '' : ` on ${OTHER_NO
     assert.equal(own.license, 'Apache-2.0');
     assert.match(await readFile(join(app, 'node_modules/switchyard-proxy/LICENSE'), 'utf8'), /Apache License\s+Version 2\.0/);
     assert.ok(own.repository !== undefined && own.homepage !== undefined && own.bugs !== undefined);
-    // the README's figure is the packed size, within a tenth
+    // the README's figures are the packed and the unpacked size, each within a tenth
     const readme = await readFile(join(ROOT, 'README.md'), 'utf8');
-    const said = Number(/packed tarball is about (\d+) KB/.exec(readme)?.[1]);
-    assert.ok(Math.abs(said * 1000 - packedBytes) <= packedBytes / 10, `README says ${said} KB; npm pack made ${Math.round(packedBytes / 1000)} KB`);
+    const said = /packed tarball is about (\d+) KB\s+\(([\d,]+) KB unpacked/.exec(readme);
+    assert.ok(said !== null, 'the README gives the packed and unpacked sizes');
+    const [packedKb, unpackedKb] = [Number(said[1]), Number(said[2]?.replace(',', ''))];
+    assert.ok(Math.abs(packedKb * 1000 - packedBytes) <= packedBytes / 10, `README says ${packedKb} KB packed; npm pack made ${Math.round(packedBytes / 1000)} KB`);
+    assert.ok(Math.abs(unpackedKb * 1000 - unpackedBytes) <= unpackedBytes / 10, `README says ${unpackedKb} KB unpacked; npm pack made ${Math.round(unpackedBytes / 1000)} KB`);
   });
 
   it('answers --version and serve --help, and a bad flag with the usage (exit 2), from the installed bin', async () => {
