@@ -376,6 +376,9 @@ function watchSession(session: TimedSession, headerTimeout: number, limits: Limi
   };
   session[kTimer] = setTimeout(expire, headerTimeout);
   session.on('stream', (stream: Http2.ServerHttp2Stream) => {
+    // not counted: it holds nothing open, and its 'close' may be past; a session that only
+    // opens and resets streams is still cut at headerTimeout, having been served nothing
+    if (goneBeforeItsEvent(stream)) return;
     first = false;
     session[kStreams]++;
     if (session[kTimer] !== null) {
@@ -411,12 +414,20 @@ export function createH2Server(opts: H2Options): Http2.Http2Server {
   const handle = opts.handle;
   server.on('stream', (stream: Http2.ServerHttp2Stream, headers: Http2.IncomingHttpHeaders, _flags: number, raw: string[]) => {
     stream.on('error', noop);
-    const ex = new H2Exchange(stream, headers, raw);
-    // the exchange is both the request and its response (src/dataplane/types.ts ClientExchange)
-    const refusal = h1Refusal(ex);
-    if (refusal !== null) return refuse(ex, 400, refusal);
-    if (limits === undefined) handle(ex, ex);
-    else limits.streams.admit(ex, ex, () => handle(ex, ex));
+    if (goneBeforeItsEvent(stream)) return;
+    try {
+      const ex = new H2Exchange(stream, headers, raw);
+      // the exchange is both the request and its response (src/dataplane/types.ts ClientExchange)
+      const refusal = h1Refusal(ex);
+      if (refusal !== null) return refuse(ex, 400, refusal);
+      if (limits === undefined) handle(ex, ex);
+      else limits.streams.admit(ex, ex, () => handle(ex, ex));
+    } catch (err) {
+      // as for a request the data plane handles (guard.ts): a bug here ends this stream, counted
+      // and logged, never the process
+      limits?.guard.caught('request', err);
+      if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+    }
   });
   server.on('sessionError', noop);
   server.on('session', (session) => {
@@ -429,6 +440,17 @@ export function createH2Server(opts: H2Options): Http2.Http2Server {
 }
 
 function noop(): void {}
+
+/**
+ * A stream the client reset before its 'stream' event ran: node:http2 emits the event a tick
+ * after the HEADERS frame, and a RST_STREAM in the same read (HTTP/2 rapid reset, CVE-2023-44487)
+ * destroys the stream in between, which also detaches it from its session (`stream.session`
+ * undefined: reading the session's socket threw, and ended the process). Nothing to answer and
+ * no upstream request to make.
+ */
+function goneBeforeItsEvent(stream: Http2.ServerHttp2Stream): boolean {
+  return stream.destroyed || stream.session === undefined;
+}
 
 export function isH2Request(req: ClientRequest): boolean {
   return req instanceof H2Exchange;
