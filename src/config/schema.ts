@@ -156,6 +156,14 @@ const discover = z
     scheme: z.enum(['http', 'https']).default('http'),
     /** how often each instance resolves the name again @default 10s */
     interval: duration('10s').refine((ms) => ms >= 50, 'must be at least 50ms'),
+    /**
+     * At most this many targets from one answer (the first, in sorted order, so every instance
+     * takes the same ones); the rest are dropped and shown. A DNS answer can name thousands of
+     * addresses (over TCP), each a target with its pool, health checks and metric series: the
+     * answer must not decide how much the proxy holds, as HAProxy's server-template has a fixed
+     * number of slots. @default 256
+     */
+    maxTargets: z.number().int().min(1).max(4096).default(256),
   })
   .superRefine((d, ctx) => {
     if ((d.dns === undefined) === (d.srv === undefined)) {

@@ -92,6 +92,23 @@ class PoolPoller {
  * failed lookup changes nothing (the last answer keeps serving) and is shown and counted.
  * Follows the definitions: `follow()` after each change starts, restarts or stops pollers.
  */
+/**
+ * What an answer gives the pool: its usable addresses, at most `max` of them, the first in the
+ * answer's order (lookup() sorts it, so every instance of a fleet keeps the same ones); every
+ * other address is dropped, with why.
+ */
+export function takeTargets(answer: readonly string[], max: number): { urls: string[]; dropped: { url: string; reason: string }[] } {
+  const urls: string[] = [];
+  const dropped: { url: string; reason: string }[] = [];
+  for (const url of answer) {
+    const reason = unusableTarget(url);
+    if (reason !== null) dropped.push({ url, reason });
+    else if (urls.length < max) urls.push(url);
+    else dropped.push({ url, reason: `beyond discover.maxTargets (${max})` });
+  }
+  return { urls, dropped };
+}
+
 export class Discovery {
   private readonly opts: DiscoveryOptions;
   private readonly now: () => number;
@@ -165,16 +182,13 @@ export class Discovery {
     let urls: string[];
     try {
       const answer = await this.withDeadline(this.lookup(poller.spec));
-      const dropped: { url: string; reason: string }[] = [];
-      urls = answer.filter((url) => {
-        const reason = unusableTarget(url);
-        if (reason !== null) dropped.push({ url, reason });
-        return reason === null;
-      });
+      let dropped: { url: string; reason: string }[];
+      ({ urls, dropped } = takeTargets(answer, poller.spec.maxTargets));
       const changed = JSON.stringify(dropped) !== JSON.stringify(poller.dropped);
       if (!poller.stopped) poller.dropped = dropped;
       // once per change of what is dropped, not at every lookup
-      if (dropped.length > 0 && changed) this.opts.logger.warn({ ...where, dropped }, 'discovery: the answer names addresses that cannot be targets; they are not used');
+      // (the first 20 of them: an answer beyond maxTargets may drop thousands; the views list them all)
+      if (dropped.length > 0 && changed) this.opts.logger.warn({ ...where, dropped: dropped.slice(0, 20), droppedCount: dropped.length }, 'discovery: addresses of the answer are not used: they cannot be targets, or are beyond discover.maxTargets');
       // an answer of nothing but such addresses is no answer: the pool keeps its last one, as for an empty answer
       if (urls.length === 0 && dropped.length > 0) throw new LookupError(`every address of the answer is unusable (${dropped.map((d) => d.url).join(', ')})`);
     } catch (err) {

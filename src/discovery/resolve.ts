@@ -64,9 +64,16 @@ export async function lookup(resolver: Resolver, spec: DiscoverConfig): Promise<
     // `name` is the record's target host; RFC 2782: only the lowest priority is used while it has records; weights are not followed
     // (targets share a pool's traffic equally, as with `targets`)
     const lowest = Math.min(...records.map((r) => r.priority));
-    const used = records.filter((r) => r.priority === lowest && r.name !== '.' && r.name !== '');
-    const resolved = await Promise.all(used.map(async (r) => ({ r, addrs: isIP(r.name) !== 0 ? [r.name] : await addresses(resolver, r.name) })));
-    for (const { r, addrs } of resolved) for (const a of addrs) urls.add(url(spec.scheme, a, r.port));
+    // at most maxTargets records, the first by host and port (the same on every instance), and
+    // each host looked up once: an answer of thousands of records must not become thousands of
+    // lookups every interval (the caller keeps at most maxTargets targets anyway)
+    const used = records
+      .filter((r) => r.priority === lowest && r.name !== '.' && r.name !== '')
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : a.port - b.port))
+      .slice(0, spec.maxTargets);
+    const hosts = [...new Set(used.map((r) => r.name))];
+    const byHost = new Map(await Promise.all(hosts.map(async (h) => [h, isIP(h) !== 0 ? [h] : await addresses(resolver, h)] as const)));
+    for (const r of used) for (const a of byHost.get(r.name) ?? []) urls.add(url(spec.scheme, a, r.port));
     if (urls.size === 0) throw new LookupError(records.length === 0 ? `${name}: no SRV record` : `${name}: no address for the SRV targets ${used.map((r) => r.name).join(', ')}`);
   }
   return [...urls].sort();

@@ -122,7 +122,7 @@ describe('config: discover and discovery (DNS discovery)', () => {
 
   it('a pool may have discover instead of targets (targets default to none) or beside them', () => {
     const c = parseConfig(withBlue({ discover: { dns: 'web.default.svc.cluster.local', port: 8080 } }));
-    assert.deepEqual(c.apps[0]!.pools['blue'], { version: '1.0.0', targets: [], discover: { dns: 'web.default.svc.cluster.local', port: 8080, scheme: 'http', interval: 10_000 } });
+    assert.deepEqual(c.apps[0]!.pools['blue'], { version: '1.0.0', targets: [], discover: { dns: 'web.default.svc.cluster.local', port: 8080, scheme: 'http', interval: 10_000, maxTargets: 256 } });
     const both = parseConfig(withBlue({ targets: ['http://10.0.0.9:80'], discover: { srv: '_http._tcp.web.service.consul', interval: '30s' } }));
     assert.deepEqual(both.apps[0]!.pools['blue']!.targets, ['http://10.0.0.9:80']);
     assert.equal(both.apps[0]!.pools['blue']!.discover?.interval, 30_000);

@@ -1,17 +1,19 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import fc from 'fast-check';
 import pino from 'pino';
 import { pinsUntil } from '../../src/admin/views.ts';
 import { parseConfig } from '../../src/config/load.ts';
 import type { AppConfig, DiscoverConfig } from '../../src/config/schema.ts';
-import { Discovery } from '../../src/discovery/discovery.ts';
+import { unusableTarget } from '../../src/discovery/addresses.ts';
+import { Discovery, takeTargets } from '../../src/discovery/discovery.ts';
 import { createResolver, lookup, LookupError } from '../../src/discovery/resolve.ts';
 import { withDiscovery } from '../../src/discovery/view.ts';
 import type { HealthSource } from '../../src/health/monitor.ts';
 import type { RoutingState } from '../../src/state/types.ts';
 import { startDnsServer } from '../helpers/dns-server.ts';
 
-const spec = (s: Partial<DiscoverConfig>): DiscoverConfig => ({ scheme: 'http', interval: 10_000, ...s }) as DiscoverConfig;
+const spec = (s: Partial<DiscoverConfig>): DiscoverConfig => ({ scheme: 'http', interval: 10_000, maxTargets: 256, ...s }) as DiscoverConfig;
 
 describe('discovery lookups (resolve.ts) against a DNS server', () => {
   it('A and AAAA records become sorted target URLs on the port (IPv6 in brackets); SRV takes the lowest priority, each record\'s port', async (t) => {
@@ -37,6 +39,20 @@ describe('discovery lookups (resolve.ts) against a DNS server', () => {
     assert.deepEqual(await lookup(resolver, spec({ srv: '_http._tcp.web.test' })), ['http://10.1.0.1:8080', 'http://10.9.9.9:9000', 'http://[fd00::b]:8081']);
   });
 
+  it('an SRV answer of many records: at most maxTargets of them, the first by host and port, each host looked up once', async (t) => {
+    const srv = Array.from({ length: 40 }, (_, i) => ({ target: `node-${String(i).padStart(2, '0')}.test`, port: 8000 + (i % 2), priority: 1 }));
+    const zone: Record<string, { a?: string[]; srv?: typeof srv }> = { '_http._tcp.many.test': { srv: [...srv].reverse() } };
+    for (let i = 0; i < 40; i++) zone[`node-${String(i).padStart(2, '0')}.test`] = { a: [`10.2.0.${i + 1}`] };
+    const dns = await startDnsServer(zone);
+    t.after(() => dns.close());
+    const resolver = createResolver({ servers: [dns.address], timeout: 500 });
+    const before = dns.queries;
+    const urls = await lookup(resolver, spec({ srv: '_http._tcp.many.test', maxTargets: 3 }));
+    assert.deepEqual(urls, ['http://10.2.0.1:8000', 'http://10.2.0.2:8001', 'http://10.2.0.3:8000']);
+    // one SRV query, then A and AAAA for three hosts: not 80 lookups for an answer of 40
+    assert.equal(dns.queries - before, 1 + 3 * 2);
+  });
+
   it('no address, SERVFAIL or no answer at all is a LookupError (the caller keeps its last answer), never an empty list', async (t) => {
     const dns = await startDnsServer({ 'web.test': { a: ['10.0.0.1'] }, 'empty.test': {}, '_http._tcp.empty.test': { srv: [] } });
     t.after(() => dns.close());
@@ -48,6 +64,45 @@ describe('discovery lookups (resolve.ts) against a DNS server', () => {
     await assert.rejects(lookup(resolver, spec({ dns: 'web.test', port: 80 })), /ESERVFAIL/);
     dns.mode = 'drop';
     await assert.rejects(lookup(resolver, spec({ dns: 'web.test', port: 80 })), /ETIMEOUT/);
+  });
+});
+
+describe('what an answer gives a pool (takeTargets)', () => {
+  const address = fc.oneof(
+    fc.ipV4().map((ip) => `http://${ip}:${80}`),
+    fc.ipV6().map((ip) => `http://[${ip}]:8080`),
+    fc.constantFrom('http://0.0.0.0:80', 'http://10.0.0.3:0', 'http://169.254.169.254:80', 'http://[fe80::1]:80', 'http://224.0.0.1:80', 'http://[::]:80'),
+  );
+  it('property: at most maxTargets targets, every one usable and the first usable ones in the answer\'s order; every other address dropped with why', () => {
+    fc.assert(
+      fc.property(fc.array(address, { maxLength: 600 }), fc.integer({ min: 1, max: 300 }), (answer, max) => {
+        const { urls, dropped } = takeTargets(answer, max);
+        const usable = answer.filter((u) => unusableTarget(u) === null);
+        assert.deepEqual(urls, usable.slice(0, max));
+        assert.ok(urls.length <= max);
+        assert.equal(urls.length + dropped.length, answer.length, 'every address is a target or dropped');
+        for (const d of dropped) assert.match(d.reason, unusableTarget(d.url) === null ? /^beyond discover\.maxTargets \(\d+\)$/ : /./);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('a pool takes the first discover.maxTargets (256 unless set) of a large answer and shows the rest as dropped', async (t) => {
+    const answer = Array.from({ length: 300 }, (_, i) => `http://10.3.${Math.floor(i / 250)}.${(i % 250) + 1}:80`).sort();
+    for (const [max, kept] of [[undefined, 256], [10, 10]] as const) {
+      const config = parseConfig({ apps: [{ name: 'shop', hosts: ['*'], pools: { blue: { version: '1', discover: { dns: 'web.test', port: 80, ...(max === undefined ? {} : { maxTargets: max }) } }, green: { version: '2', targets: ['http://10.0.0.9:80'] } } }] });
+      const sunk: string[][] = [];
+      const discovery = new Discovery({ config: config.discovery, definitions: () => config.apps, sink: { setDiscoveredTargets: (_app, _pool, urls) => (sunk.push([...urls]), true) }, logger: pino({ level: 'silent' }), lookup: () => Promise.resolve(answer) });
+      t.after(() => discovery.close());
+      discovery.follow();
+      await discovery.settled();
+      assert.deepEqual(sunk, [answer.slice(0, kept)]);
+      const status = discovery.status('shop', 'blue');
+      assert.equal(status?.dropped.length, 300 - kept);
+      assert.equal(status?.dropped[0]?.reason, `beyond discover.maxTargets (${kept})`);
+      discovery.close();
+    }
+    assert.throws(() => parseConfig({ apps: [{ name: 'shop', hosts: ['*'], pools: { blue: { version: '1', discover: { dns: 'web.test', port: 80, maxTargets: 5000 } } } }] }), /apps\[0\]\.pools\.blue\.discover\.maxTargets/);
   });
 });
 
@@ -139,7 +194,7 @@ describe('Discovery (per-pool polling, keep-last-answer)', () => {
     discovery.follow();
     await discovery.settled();
     const app = config.apps[0] as AppConfig;
-    setDefs([{ ...app, pools: { ...app.pools, blue: { version: '1', targets: [], discover: { dns: 'web2.test', port: 80, scheme: 'http', interval: 50 } } } }]);
+    setDefs([{ ...app, pools: { ...app.pools, blue: { version: '1', targets: [], discover: { dns: 'web2.test', port: 80, scheme: 'http', interval: 50, maxTargets: 256 } } } }]);
     discovery.follow();
     assert.deepEqual(discovery.status('shop', 'blue')?.targets, ['http://10.0.0.1:80']);
     assert.equal(discovery.status('shop', 'blue')?.lookup, 'A/AAAA web2.test:80');
