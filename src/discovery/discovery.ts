@@ -86,13 +86,6 @@ class PoolPoller {
 }
 
 /**
- * DNS discovery of every pool with `discover` (README "Discovery"): each process resolves for
- * itself, every `interval`, one lookup at a time per pool. A lookup's targets go to the runtime,
- * which adds new ones and retires vanished ones with the zero-loss rules of `DELETE …/targets`; a
- * failed lookup changes nothing (the last answer keeps serving) and is shown and counted.
- * Follows the definitions: `follow()` after each change starts, restarts or stops pollers.
- */
-/**
  * What an answer gives the pool: its usable addresses, at most `max` of them, the first in the
  * answer's order (lookup() sorts it, so every instance of a fleet keeps the same ones); every
  * other address is dropped, with why.
@@ -109,6 +102,13 @@ export function takeTargets(answer: readonly string[], max: number): { urls: str
   return { urls, dropped };
 }
 
+/**
+ * DNS discovery of every pool with `discover` (README "Discovery"): each process resolves for
+ * itself, every `interval`, one lookup at a time per pool. A lookup's targets go to the runtime,
+ * which adds new ones and retires vanished ones with the zero-loss rules of `DELETE …/targets`; a
+ * failed lookup changes nothing (the last answer keeps serving) and is shown and counted.
+ * Follows the definitions: `follow()` after each change starts, restarts or stops pollers.
+ */
 export class Discovery {
   private readonly opts: DiscoveryOptions;
   private readonly now: () => number;
